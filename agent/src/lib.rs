@@ -1,0 +1,1 @@
+//! hav-agent: drives the sans-IO `hav-vrrp` core with real sockets, netlink and trackers.

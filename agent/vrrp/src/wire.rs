@@ -1,0 +1,1 @@
+//! VRRP advertisement codec (filled in by the wire work).

@@ -1,0 +1,1 @@
+//! Node and fleet configuration schema (filled in by the config work).
