@@ -207,3 +207,6 @@ fn v2_auth(packet: &Packet<&[u8]>) -> Result<Auth, DecodeError> {
         auth_type => Err(DecodeError::UnknownAuthType { auth_type }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,12 +69,12 @@ impl Advertisement {
 
     /// Whether `emit` encodes this advertisement exactly.
     pub fn check_encodable(&self) -> Result<(), EncodeError> {
+        if self.version == Version::V2 && self.addresses.iter().any(IpAddr::is_ipv6) {
+            return Err(EncodeError::V2WithIpv6);
+        }
         let family = self.family();
         if self.addresses.iter().any(|a| family_of(*a) != family) {
             return Err(EncodeError::MixedFamilies);
-        }
-        if self.version == Version::V2 && family == Family::V6 {
-            return Err(EncodeError::V2WithIpv6);
         }
         if self.addresses.len() > 255 {
             return Err(EncodeError::TooManyAddresses {
