@@ -19,7 +19,9 @@ const CAPTURES: [&str; 4] = [
 ];
 
 fn vector(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
 }
 
 /// (frame number, payload, meta) of every VRRP frame of a capture; numbers count from 1.
@@ -31,7 +33,11 @@ fn vrrp_frames(capture: &str) -> Vec<(usize, Vec<u8>, RecvMeta)> {
         .filter_map(|(index, frame)| {
             let ip = ip_of_frame(frame)?;
             (ip.protocol == wire::IP_PROTOCOL).then(|| {
-                let meta = RecvMeta { src: ip.src, dst: ip.dst, hop_limit: ip.hop_limit };
+                let meta = RecvMeta {
+                    src: ip.src,
+                    dst: ip.dst,
+                    hop_limit: ip.hop_limit,
+                };
                 (index + 1, ip.payload, meta)
             })
         })
@@ -51,7 +57,10 @@ fn every_frame_decodes_to_what_tshark_shows_and_re_encodes_exactly() {
         let expected = tshark_decode(capture);
         let numbers: Vec<usize> = frames.iter().map(|(n, ..)| *n).collect();
         let expected_numbers: Vec<usize> = expected.iter().map(|t| t.frame).collect();
-        assert_eq!(numbers, expected_numbers, "{capture}: VRRP frames differ from tshark's");
+        assert_eq!(
+            numbers, expected_numbers,
+            "{capture}: VRRP frames differ from tshark's"
+        );
 
         for ((number, payload, meta), shown) in frames.iter().zip(&expected) {
             let at = format!("{capture} frame {number}");
@@ -71,7 +80,11 @@ fn every_frame_decodes_to_what_tshark_shows_and_re_encodes_exactly() {
             assert_eq!(Some(checksum), shown.checksum, "{at}");
             match advert.version {
                 Version::V2 => {
-                    assert_eq!(Some(advert.interval.centis() / 100), shown.adver_int, "{at}");
+                    assert_eq!(
+                        Some(advert.interval.centis() / 100),
+                        shown.adver_int,
+                        "{at}"
+                    );
                     assert_eq!(shown.auth_type, Some(0), "{at}");
                     assert_eq!(advert.auth, Auth::None, "{at}");
                     assert_eq!(received.checksum, None, "{at}");
@@ -110,17 +123,49 @@ fn transcribed_frames() {
     };
     let cases = [
         // capture, frame, advert, checksum tshark printed
-        ("keepalived-v2-adv1-adverts", 1, advert(Version::V2, 150, 100), 0x1e32),
-        ("keepalived-v2-adv1-failover", 1, advert(Version::V2, 0, 100), 0xb432),
-        ("keepalived-v2-adv1-failover", 2, advert(Version::V2, 100, 100), 0x5032),
-        ("keepalived-v2-adv1-failover", 8, advert(Version::V2, 100, 100), 0x5032),
-        ("keepalived-v3-adv0.1-adverts", 1, advert(Version::V3, 150, 10), 0x035b),
-        ("keepalived-v3-adv0.1-failover", 5, advert(Version::V3, 100, 10), 0x355a),
+        (
+            "keepalived-v2-adv1-adverts",
+            1,
+            advert(Version::V2, 150, 100),
+            0x1e32,
+        ),
+        (
+            "keepalived-v2-adv1-failover",
+            1,
+            advert(Version::V2, 0, 100),
+            0xb432,
+        ),
+        (
+            "keepalived-v2-adv1-failover",
+            2,
+            advert(Version::V2, 100, 100),
+            0x5032,
+        ),
+        (
+            "keepalived-v2-adv1-failover",
+            8,
+            advert(Version::V2, 100, 100),
+            0x5032,
+        ),
+        (
+            "keepalived-v3-adv0.1-adverts",
+            1,
+            advert(Version::V3, 150, 10),
+            0x035b,
+        ),
+        (
+            "keepalived-v3-adv0.1-failover",
+            5,
+            advert(Version::V3, 100, 10),
+            0x355a,
+        ),
     ];
     for (capture, frame, expected, checksum) in cases {
         let frames = vrrp_frames(capture);
-        let (_, payload, meta) =
-            frames.iter().find(|(n, ..)| *n == frame).expect("frame is VRRP");
+        let (_, payload, meta) = frames
+            .iter()
+            .find(|(n, ..)| *n == frame)
+            .expect("frame is VRRP");
         let received = wire::decode(meta, payload).expect("valid");
         assert_eq!(received.advert, expected, "{capture} frame {frame}");
         assert_eq!(u16::from_be_bytes([payload[6], payload[7]]), checksum);
@@ -129,7 +174,10 @@ fn transcribed_frames() {
 
 #[test]
 fn tshark_shows_a_priority_zero_resignation_in_each_failover() {
-    for capture in ["keepalived-v2-adv1-failover", "keepalived-v3-adv0.1-failover"] {
+    for capture in [
+        "keepalived-v2-adv1-failover",
+        "keepalived-v3-adv0.1-failover",
+    ] {
         let resignations: Vec<_> = vrrp_frames(capture)
             .iter()
             .map(|(_, payload, meta)| wire::decode(meta, payload).expect("valid").advert)

@@ -35,7 +35,11 @@ fn read_pcap(file: &[u8]) -> Vec<Vec<u8>> {
 /// pcapng (little-endian sections only): blocks of type, total length, body, total length.
 /// Enhanced Packet Blocks (type 6) carry the frames.
 fn read_pcapng(file: &[u8]) -> Vec<Vec<u8>> {
-    assert_eq!(&file[8..12], &[0x4d, 0x3c, 0x2b, 0x1a], "little-endian section expected");
+    assert_eq!(
+        &file[8..12],
+        &[0x4d, 0x3c, 0x2b, 0x1a],
+        "little-endian section expected"
+    );
     let mut frames = Vec::new();
     let mut at = 0;
     while at < file.len() {
@@ -184,13 +188,23 @@ pub struct TsharkVrrp {
 /// Parses `tshark -V` output into the VRRP fields of each frame that has a VRRP layer.
 pub fn parse_tshark(text: &str) -> Vec<TsharkVrrp> {
     let mut frames = Vec::new();
-    for block in text.split("\nFrame ").map(|b| b.trim_start_matches("Frame ")) {
-        let Some((number, _)) = block.split_once(':') else { continue };
-        let Ok(number) = number.trim().parse() else { continue };
+    for block in text
+        .split("\nFrame ")
+        .map(|b| b.trim_start_matches("Frame "))
+    {
+        let Some((number, _)) = block.split_once(':') else {
+            continue;
+        };
+        let Ok(number) = number.trim().parse() else {
+            continue;
+        };
         let Some((ip, vrrp)) = block.split_once("Virtual Router Redundancy Protocol") else {
             continue;
         };
-        let mut out = TsharkVrrp { frame: number, ..TsharkVrrp::default() };
+        let mut out = TsharkVrrp {
+            frame: number,
+            ..TsharkVrrp::default()
+        };
         for line in ip.lines().map(str::trim) {
             if let Some(v) = line.strip_prefix("Source Address: ") {
                 out.src = v.to_string();
@@ -233,10 +247,12 @@ pub fn parse_tshark(text: &str) -> Vec<TsharkVrrp> {
                 out.checksum = v.get(..4).and_then(|h| u16::from_str_radix(h, 16).ok());
             } else if let Some(v) = line.strip_prefix("[Checksum Status: ") {
                 out.checksum_status = Some(v.trim_end_matches(']').to_string());
-            } else if let Some(v) =
-                line.strip_prefix("IP Address: ").or_else(|| line.strip_prefix("IPv6 Address: "))
+            } else if let Some(v) = line
+                .strip_prefix("IP Address: ")
+                .or_else(|| line.strip_prefix("IPv6 Address: "))
             {
-                out.addresses.push(v.parse().expect("tshark prints addresses"));
+                out.addresses
+                    .push(v.parse().expect("tshark prints addresses"));
             }
         }
         frames.push(out);
