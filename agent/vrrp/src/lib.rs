@@ -5,6 +5,9 @@
 //! Nothing here panics on input from the network: every malformed packet is a typed error that
 //! maps to an RFC statistics counter.
 
+pub mod engine;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
 pub mod types;
 pub mod wire;
