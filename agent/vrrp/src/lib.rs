@@ -5,7 +5,13 @@
 //! Nothing here panics on input from the network: every malformed packet is a typed error that
 //! maps to an RFC statistics counter.
 
+pub mod engine;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod stats;
 pub mod types;
 pub mod wire;
 
+pub use stats::{Counter, Counters};
 pub use types::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
+pub use wire::{Advertisement, DecodeError, Received, RecvMeta, decode};

@@ -1,0 +1,668 @@
+//! The VRRP state machine of one node: all its virtual routers and sync groups.
+//!
+//! quinn-style sans-IO: the driver calls `handle_*(now, …)` with what happened, then drains
+//! [`Engine::poll_action`] and sleeps until [`Engine::poll_timeout`]. The engine does no IO,
+//! reads no clock and never panics on any input; every state change is reported with a
+//! [`Cause`], and VIPs are added and removed strictly alternately per router.
+
+mod announce;
+mod cause;
+mod config;
+mod router;
+mod sync_group;
+mod timer;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+pub use cause::Cause;
+pub use config::{
+    AnnounceSchedule, EngineConfig, EngineConfigError, MAX_ANNOUNCE_REPEAT, MAX_VIPS, Peer, Peers,
+    Preempt, RouterConfig, RouterConfigError, SyncGroupConfig,
+};
+
+use config::family_of;
+use router::{Out, Transition, VirtualRouter};
+use sync_group::{SyncGroup, group_state};
+
+use crate::stats::{Counter, Counters};
+use crate::types::Priority;
+use crate::wire::{self, RecvMeta};
+
+/// Identifies a virtual router; stable for its name across [`Engine::reconfigure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouterId(u32);
+
+impl RouterId {
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for RouterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// RFC 5798 section 6.4 states, plus keepalived's Fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Not started, or stopped.
+    Initialize,
+    Backup,
+    Master,
+    /// A tracker (or a sync-group member) reports a fault: no election, no VIPs.
+    Fault,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Initialize => "Initialize",
+            State::Backup => "Backup",
+            State::Master => "Master",
+            State::Fault => "Fault",
+        })
+    }
+}
+
+/// What a health tracker does to a router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackEffect {
+    /// Adds a weight (negative lowers) to the base priority; `Adjust(0)` is neutral.
+    Adjust(i32),
+    /// Puts the router in Fault.
+    Fault,
+}
+
+/// An effect for the driver to carry out, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send a complete VRRP payload (checksum computed for `dst`) from the router's primary
+    /// address, with TTL / hop limit 255.
+    Transmit {
+        router: RouterId,
+        dst: IpAddr,
+        payload: Vec<u8>,
+    },
+    /// Add the VIPs (idempotent for the executor); `accept` = RFC 5798 `Accept_Mode`.
+    AddVips {
+        router: RouterId,
+        vips: Vec<IpAddr>,
+        accept: bool,
+    },
+    RemoveVips {
+        router: RouterId,
+        vips: Vec<IpAddr>,
+    },
+    /// One gratuitous ARP / unsolicited NA round for `vips` now.
+    Announce {
+        router: RouterId,
+        vips: Vec<IpAddr>,
+    },
+    StateChanged {
+        router: RouterId,
+        from: State,
+        to: State,
+        priority: Priority,
+        cause: Cause,
+    },
+    SyncGroupChanged {
+        group: String,
+        from: State,
+        to: State,
+        cause: Cause,
+    },
+}
+
+/// The current master of a virtual router, as far as this node knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterInfo {
+    pub address: IpAddr,
+    pub priority: Priority,
+}
+
+/// One router's state, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterStatus {
+    pub name: String,
+    pub id: RouterId,
+    pub state: State,
+    pub base_priority: Priority,
+    pub effective_priority: Priority,
+    /// Ourselves when Master; the last advertising master when Backup; `None` if unknown.
+    pub master: Option<MasterInfo>,
+    /// When the router entered `state` (`None` before start).
+    pub since: Option<Instant>,
+    pub last_cause: Option<Cause>,
+    pub holds_vips: bool,
+    /// Per-virtual-router counters (the router-wide ones are [`Engine::counters`]).
+    pub counters: Counters,
+}
+
+/// A field of [`RouterConfig`] that [`Engine::reconfigure`] found changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangedField {
+    /// Interface, VRID, version or family: the router was replaced (remove + add).
+    Identity,
+    Priority,
+    AdvertInterval,
+    Preempt,
+    Accept,
+    PrimaryAddress,
+    Peers,
+    Vips,
+    Auth,
+    Checksum,
+    Announce,
+}
+
+/// A router whose configuration changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterChange {
+    pub name: String,
+    pub fields: Vec<ChangedField>,
+}
+
+/// What [`Engine::reconfigure`] did, by router name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReconfigureReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<RouterChange>,
+    pub unchanged: Vec<String>,
+    pub sync_groups_changed: bool,
+}
+
+impl ReconfigureReport {
+    /// Nothing changed at all.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.sync_groups_changed
+    }
+}
+
+/// All virtual routers of a node, and their sync groups.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    routers: Vec<VirtualRouter>,
+    /// Removed routers still handing their VIPs over (make-before-break).
+    retiring: Vec<VirtualRouter>,
+    groups: Vec<SyncGroup>,
+    ids: HashMap<String, RouterId>,
+    next_id: u32,
+    actions: VecDeque<Action>,
+    transitions: Vec<Transition>,
+    counters: Counters,
+    started: bool,
+    shut_down: bool,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Result<Engine, EngineConfigError> {
+        config.validate()?;
+        let mut engine = Engine {
+            config: EngineConfig::default(),
+            routers: Vec::new(),
+            retiring: Vec::new(),
+            groups: Vec::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            actions: VecDeque::new(),
+            transitions: Vec::new(),
+            counters: Counters::new(),
+            started: false,
+            shut_down: false,
+        };
+        for router in &config.routers {
+            let id = engine.id_for(&router.name);
+            engine.routers.push(VirtualRouter::new(id, router.clone()));
+        }
+        engine.groups = build_groups(&config, &engine.routers);
+        engine.config = config;
+        Ok(engine)
+    }
+
+    /// Starts every router (RFC 5798 section 6.4.1, the Startup event). Only the first call
+    /// has an effect.
+    pub fn start(&mut self, now: Instant) {
+        if self.started || self.shut_down {
+            return;
+        }
+        self.started = true;
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        for router in &mut self.routers {
+            router.start(now, Cause::Startup, &mut out);
+        }
+        self.settle(now);
+    }
+
+    /// A VRRP payload received on `interface`: decoded, validated, counted and dispatched by
+    /// (interface, family, VRID).
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        interface: &str,
+        meta: &RecvMeta,
+        payload: &[u8],
+    ) {
+        let family = family_of(meta.src);
+        let received = match wire::decode(meta, payload) {
+            Ok(received) => received,
+            Err(error) => {
+                let counter = error.counter();
+                let router = (!counter.is_router_wide())
+                    .then(|| wire::peek_vrid(payload))
+                    .flatten()
+                    .and_then(|vrid| {
+                        self.routers
+                            .iter_mut()
+                            .find(|r| r.config.key() == (interface, family, vrid))
+                    });
+                match router {
+                    Some(router) => router.bump(counter),
+                    None => self.counters.bump(counter),
+                }
+                return;
+            }
+        };
+        let advert = received.advert;
+        let key = (interface, family, advert.vrid);
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        for router in self.retiring.iter_mut().filter(|r| r.config.key() == key) {
+            if meta.src != router.config.primary_address && advert.version == router.config.version
+            {
+                router.handle_advert(now, meta.src, &advert, &mut out);
+            }
+        }
+        self.retiring.retain(|router| !router.is_done());
+        let Some(router) = self.routers.iter_mut().find(|r| r.config.key() == key) else {
+            // RFC 5798 section 7.1: the VRID must be configured on the receiving interface.
+            self.counters.bump(Counter::VrIdErrors);
+            return;
+        };
+        if advert.version != router.config.version {
+            // RFC 5798 section 7.1: "MUST verify that the VRRP version is 3" (2 for RFC 3768).
+            self.counters.bump(Counter::VersionErrors);
+            return;
+        }
+        if meta.src == router.config.primary_address {
+            // Our own advert, looped back by the host.
+            return;
+        }
+        router.handle_advert(now, meta.src, &advert, &mut out);
+        self.settle(now);
+    }
+
+    /// Runs every timer that expired at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        for router in self.routers.iter_mut().chain(self.retiring.iter_mut()) {
+            if router.next_timeout().is_some_and(|at| at <= now) {
+                router.handle_timeout(now, &mut out);
+            }
+        }
+        self.retiring.retain(|router| !router.is_done());
+        self.settle(now);
+    }
+
+    /// Sets what `tracker` does to `router`, replacing its previous effect.
+    pub fn set_tracker(
+        &mut self,
+        now: Instant,
+        router: RouterId,
+        tracker: &str,
+        effect: TrackEffect,
+    ) {
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        if let Some(router) = self.routers.iter_mut().find(|r| r.id == router) {
+            router.set_tracker(now, tracker, effect, &mut out);
+        }
+        self.settle(now);
+    }
+
+    /// Replaces the router's effective priority while `Some` (a drain sets a low one).
+    pub fn set_priority_override(
+        &mut self,
+        now: Instant,
+        router: RouterId,
+        priority: Option<Priority>,
+    ) {
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        if let Some(router) = self.routers.iter_mut().find(|r| r.id == router) {
+            router.set_priority_override(now, priority, &mut out);
+        }
+        self.settle(now);
+    }
+
+    /// Graceful stop: masters send priority 0 and keep their VIPs until a successor advertises
+    /// or a master-down interval passes; then [`Engine::is_stopped`] turns true.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shut_down = true;
+        self.started = true;
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
+        for router in &mut self.routers {
+            router.shutdown(now, Cause::Shutdown, &mut out);
+        }
+        self.settle(now);
+    }
+
+    /// Whether [`Engine::shutdown`] completed: no router holds VIPs or has anything to send.
+    pub fn is_stopped(&self) -> bool {
+        self.shut_down
+            && self.routers.iter().all(VirtualRouter::is_done)
+            && self.retiring.is_empty()
+    }
+
+    /// Applies a new configuration with the fewest transitions; see [`ReconfigureReport`].
+    /// Routers are matched by name; unchanged ones emit nothing.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        config: EngineConfig,
+    ) -> Result<ReconfigureReport, EngineConfigError> {
+        config.validate()?;
+        if self.shut_down {
+            return Err(EngineConfigError::ShutDown);
+        }
+        let mut report = ReconfigureReport::default();
+        let mut old = std::mem::take(&mut self.routers);
+        let mut routers = Vec::with_capacity(config.routers.len());
+        for router_config in &config.routers {
+            let name = router_config.name.clone();
+            let position = old.iter().position(|r| r.config.name == name);
+            let mut out = Out {
+                actions: &mut self.actions,
+                transitions: &mut self.transitions,
+            };
+            match position.map(|position| old.swap_remove(position)) {
+                Some(mut router) if router.config.same_identity(router_config) => {
+                    let fields = router.reconfigure(now, router_config.clone(), &mut out);
+                    if fields.is_empty() {
+                        report.unchanged.push(name);
+                    } else {
+                        report.changed.push(RouterChange { name, fields });
+                    }
+                    routers.push(router);
+                }
+                Some(mut router) => {
+                    router.stop_now(now, Cause::Reconfigured, &mut out);
+                    let mut fresh = VirtualRouter::new(router.id, router_config.clone());
+                    fresh.inherit_inputs(&router);
+                    if self.started {
+                        fresh.start(now, Cause::Reconfigured, &mut out);
+                    }
+                    report.changed.push(RouterChange {
+                        name,
+                        fields: vec![ChangedField::Identity],
+                    });
+                    routers.push(fresh);
+                }
+                None => {
+                    let id = self.ids.get(&name).copied().unwrap_or_else(|| {
+                        let id = RouterId(self.next_id);
+                        self.next_id += 1;
+                        self.ids.insert(name.clone(), id);
+                        id
+                    });
+                    // A router of the same name may still be retiring: it must not hold VIPs
+                    // under the id the new one uses.
+                    for retiring in self.retiring.iter_mut().filter(|r| r.id == id) {
+                        retiring.stop_now(now, Cause::Removed, &mut out);
+                    }
+                    self.retiring.retain(|r| r.id != id);
+                    let mut fresh = VirtualRouter::new(id, router_config.clone());
+                    if self.started {
+                        fresh.start(now, Cause::Startup, &mut out);
+                    }
+                    report.added.push(name);
+                    routers.push(fresh);
+                }
+            }
+        }
+        for mut router in old {
+            let mut out = Out {
+                actions: &mut self.actions,
+                transitions: &mut self.transitions,
+            };
+            report.removed.push(router.config.name.clone());
+            router.shutdown(now, Cause::Removed, &mut out);
+            if !router.is_done() {
+                self.retiring.push(router);
+            }
+        }
+        self.routers = routers;
+        report.sync_groups_changed = self.config.sync_groups != config.sync_groups;
+        let previous_states: HashMap<String, State> = self
+            .groups
+            .iter()
+            .map(|group| (group.name.clone(), group.state))
+            .collect();
+        self.groups = build_groups(&config, &self.routers);
+        for group in &mut self.groups {
+            group.state = previous_states
+                .get(&group.name)
+                .copied()
+                .unwrap_or(State::Initialize);
+        }
+        self.config = config;
+        self.settle(now);
+        Ok(report)
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The earliest time [`Engine::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.routers
+            .iter()
+            .chain(&self.retiring)
+            .filter_map(VirtualRouter::next_timeout)
+            .min()
+    }
+
+    pub fn router_id(&self, name: &str) -> Option<RouterId> {
+        self.routers
+            .iter()
+            .find(|r| r.config.name == name)
+            .map(|r| r.id)
+    }
+
+    pub fn status(&self) -> Vec<RouterStatus> {
+        self.routers.iter().map(VirtualRouter::status).collect()
+    }
+
+    /// Router-wide counters (checksum, version and VRID errors, and drops that could not be
+    /// attributed to a virtual router).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Whether any router (including removed ones still handing over) holds VIPs.
+    pub fn holds_any_vips(&self) -> bool {
+        self.routers
+            .iter()
+            .chain(&self.retiring)
+            .any(VirtualRouter::holds_vips)
+    }
+
+    fn id_for(&mut self, name: &str) -> RouterId {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = RouterId(self.next_id);
+        self.next_id += 1;
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// Applies the sync-group rules (see `sync_group`) to the transitions of the last event,
+    /// then reports group state changes.
+    fn settle(&mut self, now: Instant) {
+        let mut last_cause: HashMap<usize, Cause> = HashMap::new();
+        // Bounded: induced transitions never lead, so the second round only applies rule 1.
+        for _ in 0..8 {
+            let transitions = std::mem::take(&mut self.transitions);
+            let fault_levels = self.fault_levels();
+            let mut out = Out {
+                actions: &mut self.actions,
+                transitions: &mut self.transitions,
+            };
+            for transition in &transitions {
+                let Some((group_index, group)) = self.groups.iter().enumerate().find(|(_, g)| {
+                    g.members
+                        .iter()
+                        .any(|m| self.routers[*m].id == transition.router)
+                }) else {
+                    continue;
+                };
+                last_cause.insert(group_index, transition.cause.clone());
+                if transition.induced {
+                    continue;
+                }
+                let Some(leader) = self.routers.iter().find(|r| r.id == transition.router) else {
+                    continue;
+                };
+                let cause = Cause::SyncGroup {
+                    group: group.name.clone(),
+                    member: leader.config.name.clone(),
+                    to: transition.to,
+                };
+                let members = group.members.clone();
+                match (transition.from, transition.to) {
+                    // Rule 2.
+                    (from, State::Master) if from != State::Master => {
+                        for member in members {
+                            if self.routers[member].id != transition.router {
+                                self.routers[member].force_master(now, cause.clone(), &mut out);
+                            }
+                        }
+                    }
+                    // Rule 3.
+                    (State::Master, State::Backup) if !transition.was_forced_master => {
+                        for member in members {
+                            if self.routers[member].id != transition.router {
+                                self.routers[member].force_resign(now, cause.clone(), &mut out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Rule 1.
+            for (group_index, level) in fault_levels.into_iter().enumerate() {
+                let group = &self.groups[group_index];
+                for &member in &group.members {
+                    let router = &self.routers[member];
+                    // Held in Fault by another faulty member (not by itself).
+                    let fault = level
+                        .as_ref()
+                        .filter(|(faulty, _)| *faulty != member)
+                        .map(|(_, cause)| cause.clone());
+                    let clear_cause = Cause::SyncGroupFaultCleared {
+                        group: group.name.clone(),
+                        member: router.config.name.clone(),
+                    };
+                    self.routers[member].set_group_fault(now, fault, clear_cause, &mut out);
+                }
+            }
+            if self.transitions.is_empty() {
+                break;
+            }
+        }
+        for (group_index, group) in self.groups.iter_mut().enumerate() {
+            let state = group_state(group.members.iter().map(|m| self.routers[*m].state));
+            if state != group.state {
+                let from = group.state;
+                group.state = state;
+                let cause = last_cause
+                    .get(&group_index)
+                    .cloned()
+                    .unwrap_or(Cause::Reconfigured);
+                self.actions.push_back(Action::SyncGroupChanged {
+                    group: group.name.clone(),
+                    from,
+                    to: state,
+                    cause,
+                });
+            }
+        }
+    }
+
+    /// Per group: the first member with a fault of its own, and the cause the others show.
+    fn fault_levels(&self) -> Vec<Option<(usize, Cause)>> {
+        self.groups
+            .iter()
+            .map(|group| {
+                let faulty = group.members.iter().copied().find(|m| {
+                    let router = &self.routers[*m];
+                    router.has_own_fault() && router.state == State::Fault
+                })?;
+                let cause = Cause::SyncGroup {
+                    group: group.name.clone(),
+                    member: self.routers[faulty].config.name.clone(),
+                    to: State::Fault,
+                };
+                Some((faulty, cause))
+            })
+            .collect()
+    }
+}
+
+fn build_groups(config: &EngineConfig, routers: &[VirtualRouter]) -> Vec<SyncGroup> {
+    config
+        .sync_groups
+        .iter()
+        .map(|group| SyncGroup {
+            name: group.name.clone(),
+            members: group
+                .members
+                .iter()
+                .filter_map(|name| routers.iter().position(|r| &r.config.name == name))
+                .collect(),
+            state: State::Initialize,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    /// A fixed origin for virtual time in unit tests (read once; only durations matter).
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+}

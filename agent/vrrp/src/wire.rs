@@ -1,1 +1,0 @@
-//! VRRP advertisement codec (filled in by the wire work).
