@@ -1,1 +1,0 @@
-//! Node and fleet configuration schema (filled in by the config work).

@@ -1,0 +1,25 @@
+//! The node config: its schema, loading and validation.
+//!
+//! A node config is a TOML document (see `deploy/examples/`). [`load_node_config`] reads it from a
+//! file with `HAV_<SECTION>__<KEY>` environment overrides; [`parse_node_config`] takes text, such
+//! as a config pushed by the coordinator. Both return either a fully validated [`NodeConfig`] or
+//! every problem found, each naming the origin, the key path and what was expected. A
+//! [`NodeConfig`] serializes back to canonical TOML ([`NodeConfig::to_toml`]) that parses to an
+//! equal value.
+
+mod canonical;
+pub mod duration;
+mod error;
+mod load;
+mod node;
+mod raw;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
+pub use load::{ENV_PREFIX, load_node_config, load_node_config_with_env, parse_node_config};
+pub use node::{
+    Command, GarpSchedule, Instance, InstanceFingerprint, NodeConfig, NodeSettings, Notify, Probe,
+    ProbeKind, ProcessMatch, Script, SyncGroup, Track, TrackFile, TrackTarget, TrackWeight,
+    TrackedProcess, Transport, UnicastPeer, Vip,
+};
+pub use validate::DEFAULT_STATE_DIR;

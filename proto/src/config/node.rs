@@ -1,0 +1,355 @@
+//! The validated node config: what `hav-agent` runs from.
+//!
+//! Every value here has been checked against the protocol and against the rest of the config:
+//! names are unique, references resolve, addresses match their instance's family and version,
+//! intervals fit the wire format. Code holding a [`NodeConfig`] never re-checks any of it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
+
+/// A whole node config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub node: NodeSettings,
+    pub instances: Vec<Instance>,
+    pub scripts: Vec<Script>,
+    pub processes: Vec<TrackedProcess>,
+    pub track_files: Vec<TrackFile>,
+    pub probes: Vec<Probe>,
+    pub sync_groups: Vec<SyncGroup>,
+}
+
+/// `[node]`: who this node is and where it keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The node's identity towards the coordinator and in logs.
+    pub name: String,
+    /// Default `/var/lib/hav`.
+    pub state_dir: PathBuf,
+    /// Unix socket where the agent serves its status, if any.
+    pub status_socket: Option<PathBuf>,
+}
+
+/// `[[instance]]`: one virtual router (keepalived's `vrrp_instance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub interface: String,
+    pub vrid: VrId,
+    pub version: Version,
+    /// The family of every address of the instance, taken from its virtual addresses.
+    pub family: Family,
+    /// 1..=255; 255 means this node owns the addresses.
+    pub priority: Priority,
+    /// Fits `version` on the wire.
+    pub advert_interval: AdvertInterval,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Accept packets sent to the virtual addresses while master (RFC 5798 Accept_Mode).
+    pub accept: bool,
+    /// Meaningful for VRRPv3 over IPv4 only; the default elsewhere.
+    pub checksum: V3Checksum,
+    /// Source of adverts (keepalived's `unicast_src_ip`); the interface's primary address if unset.
+    pub source_address: Option<IpAddr>,
+    pub transport: Transport,
+    /// `Auth::None` unless version 2 with `auth_pass`.
+    pub auth: Auth,
+    /// At least one, each unique on the node.
+    pub vips: Vec<Vip>,
+    pub track: Vec<Track>,
+    pub notify: Notify,
+    pub garp: GarpSchedule,
+}
+
+/// How adverts reach the other routers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// To 224.0.0.18 or ff02::12.
+    Multicast,
+    /// To each peer in turn; never empty.
+    Unicast(Vec<UnicastPeer>),
+}
+
+/// A unicast peer (keepalived's `unicast_peer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnicastPeer {
+    pub address: IpAddr,
+    /// The peer's configured priority, when known: lets a master whose own priority has fallen
+    /// below it resign at once instead of waiting to be preempted.
+    pub priority: Option<Priority>,
+}
+
+/// A virtual address (keepalived's `virtual_ipaddress` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub address: IpAddr,
+    /// 0..=32 for IPv4, 0..=128 for IPv6; default the full length.
+    pub prefix_len: u8,
+    /// The interface the address is added to; default the instance's interface.
+    pub dev: String,
+    /// IPv4 address label (`ip addr add ... label eth0:vip`).
+    pub label: Option<String>,
+}
+
+/// A tracked object and how its failure moves the instance's priority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub target: TrackTarget,
+    pub weight: TrackWeight,
+}
+
+/// What a [`Track`] watches; names resolve to definitions in the same config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TrackTarget {
+    /// A network interface: failed while down.
+    Interface(String),
+    /// A `[[script]]`.
+    Script(String),
+    /// A `[[process]]`.
+    Process(String),
+    /// A `[[track_file]]`.
+    File(String),
+    /// A `[[probe]]`.
+    Probe(String),
+}
+
+/// Priority change while a tracked object fails, -253..=253. Zero means the instance goes to
+/// fault instead. For a track file the weight multiplies the number in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackWeight(i16);
+
+impl TrackWeight {
+    pub const FAULT: Self = Self(0);
+    pub const MAX: i16 = 253;
+
+    /// `None` outside -253..=253.
+    pub const fn new(weight: i16) -> Option<Self> {
+        if weight < -Self::MAX || weight > Self::MAX {
+            None
+        } else {
+            Some(Self(weight))
+        }
+    }
+
+    pub const fn get(self) -> i16 {
+        self.0
+    }
+
+    /// Whether a failure puts the instance in fault rather than changing its priority.
+    pub const fn is_fault(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A program to run, without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// An absolute path.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Programs run on state changes; each gets the state appended as keepalived does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// Run on every change.
+    pub any: Option<Command>,
+    pub master: Option<Command>,
+    pub backup: Option<Command>,
+    pub fault: Option<Command>,
+    pub stop: Option<Command>,
+}
+
+/// Gratuitous ARP / unsolicited NA schedule after becoming master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GarpSchedule {
+    /// Announcements sent at once on becoming master (default 5).
+    pub master_repeat: u32,
+    /// Delay before the second burst (default 5 s; zero means none).
+    pub master_delay: Duration,
+    /// Period of repeated announcements while master; `None` (the default) for none.
+    pub master_refresh: Option<Duration>,
+    /// Gap between packets of one burst (default zero).
+    pub interval: Duration,
+}
+
+impl Default for GarpSchedule {
+    fn default() -> Self {
+        Self {
+            master_repeat: 5,
+            master_delay: Duration::from_secs(5),
+            master_refresh: None,
+            interval: Duration::ZERO,
+        }
+    }
+}
+
+/// `[[script]]`: a check program (keepalived's `vrrp_script`); exit status 0 means healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub name: String,
+    pub command: Command,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures before the script counts as failed (at least 1).
+    pub fall: u32,
+    /// Consecutive successes before it counts as healthy again (at least 1).
+    pub rise: u32,
+    /// Used by references that give no weight.
+    pub weight: TrackWeight,
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+/// `[[process]]`: a process that must be running (keepalived's `vrrp_track_process`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedProcess {
+    pub name: String,
+    pub matcher: ProcessMatch,
+    /// Fewer running processes than this is a failure (at least 1).
+    pub min_procs: u32,
+    pub weight: TrackWeight,
+}
+
+/// How a tracked process is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessMatch {
+    /// Processes whose command name (`/proc/PID/comm`) equals this.
+    Name(String),
+    /// The process whose pid this file holds.
+    PidFile(PathBuf),
+}
+
+/// `[[track_file]]`: a file holding an integer (keepalived's `track_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// Multiplies the number in the file; default 1.
+    pub weight: TrackWeight,
+}
+
+/// `[[probe]]`: a built-in health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub name: String,
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub weight: TrackWeight,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Healthy when a TCP connection to the address succeeds.
+    Tcp { address: SocketAddr },
+    /// Healthy when a GET of `url` answers with one of `expect_status`, sent through `proxy` when
+    /// set (to check a forward proxy such as Squid end to end).
+    Http {
+        url: String,
+        expect_status: Vec<u16>,
+        proxy: Option<SocketAddr>,
+    },
+}
+
+/// `[[sync_group]]`: instances that change state together (keepalived's `vrrp_sync_group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Names of instances, each in no other group.
+    pub instances: Vec<String>,
+    pub notify: Notify,
+}
+
+/// Everything that decides how one instance behaves: equal fingerprints across a reload mean the
+/// running instance can be left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFingerprint {
+    instance: Instance,
+    scripts: Vec<Script>,
+    processes: Vec<TrackedProcess>,
+    track_files: Vec<TrackFile>,
+    probes: Vec<Probe>,
+    sync_group: Option<SyncGroup>,
+}
+
+impl NodeConfig {
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|instance| instance.name == name)
+    }
+
+    /// The instance named `name` with every definition it depends on (tracked scripts,
+    /// processes, files, probes, its sync group); `None` if there is no such instance.
+    pub fn instance_fingerprint(&self, name: &str) -> Option<InstanceFingerprint> {
+        let instance = self.instance(name)?;
+        let tracked = |wanted: fn(&TrackTarget) -> Option<&str>, defined: &str| {
+            instance
+                .track
+                .iter()
+                .any(|track| wanted(&track.target) == Some(defined))
+        };
+        Some(InstanceFingerprint {
+            instance: instance.clone(),
+            scripts: (self.scripts.iter())
+                .filter(|script| tracked(TrackTarget::script_name, &script.name))
+                .cloned()
+                .collect(),
+            processes: (self.processes.iter())
+                .filter(|process| tracked(TrackTarget::process_name, &process.name))
+                .cloned()
+                .collect(),
+            track_files: (self.track_files.iter())
+                .filter(|file| tracked(TrackTarget::file_name, &file.name))
+                .cloned()
+                .collect(),
+            probes: (self.probes.iter())
+                .filter(|probe| tracked(TrackTarget::probe_name, &probe.name))
+                .cloned()
+                .collect(),
+            sync_group: (self.sync_groups.iter())
+                .find(|group| group.instances.iter().any(|member| member == name))
+                .cloned(),
+        })
+    }
+
+    /// The sync group `instance` belongs to, if any.
+    pub fn sync_group_of(&self, instance: &str) -> Option<&SyncGroup> {
+        (self.sync_groups.iter())
+            .find(|group| group.instances.iter().any(|member| member == instance))
+    }
+}
+
+impl TrackTarget {
+    fn script_name(&self) -> Option<&str> {
+        match self {
+            TrackTarget::Script(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    fn process_name(&self) -> Option<&str> {
+        match self {
+            TrackTarget::Process(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    fn file_name(&self) -> Option<&str> {
+        match self {
+            TrackTarget::File(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    fn probe_name(&self) -> Option<&str> {
+        match self {
+            TrackTarget::Probe(name) => Some(name),
+            _ => None,
+        }
+    }
+}
