@@ -1,0 +1,325 @@
+//! The crash-safe VIP journal: which VIPs this agent may hold, on disk.
+//!
+//! Invariant: at every instant, including after a `kill -9` or power loss at any point, the
+//! journal file lists every VIP the agent may have added and not yet removed. It is kept by
+//! ordering: a VIP is written to the journal (temporary file, `fsync`, `rename`, `fsync` of the
+//! directory) *before* it is added to an interface, and struck from it only *after* it was
+//! removed. The journal may therefore list VIPs that are not present (a crash between journal and
+//! netlink); recovery removes those too, which is harmless because removal is idempotent.
+//!
+//! On start, [`JournaledVips::recover`] removes every journaled VIP (the state machine starts in
+//! Backup, where no VIP may be held) and resets the journal. A journal that cannot be read is
+//! not trusted in any part: it is kept aside as `<name>.corrupt` for the operator, and recovery
+//! removes the VIPs the caller passes as fallback (the daemon passes every VIP of its current
+//! configuration) instead; VIPs of an older configuration that only the lost journal knew of may
+//! then remain, and the [`Recovery`] says so. Failing to start would leave the node out of the
+//! cluster for a reason the peers do not care about, so a corrupt journal is not fatal.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::vip::{Vip, VipError, VipManager};
+
+/// File name of the journal inside the state directory.
+pub const JOURNAL_FILE: &str = "vips.journal";
+/// Format version written in the file.
+const FORMAT_VERSION: u32 = 1;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Writing or syncing the journal failed; the VIP operation was not attempted.
+    #[error("VIP journal {path}: {op} failed")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// `write`, `fsync`, `rename`, `read`, ...
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A VIP operation failed (the journal still covers every VIP that may be held).
+    #[error(transparent)]
+    Vip(#[from] VipError),
+}
+
+/// What [`JournaledVips::recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// VIPs removed (or found absent): the journaled ones, or the fallback.
+    pub removed: Vec<Vip>,
+    /// Set when the journal file could not be read and the fallback was used instead.
+    pub corrupt: Option<Corruption>,
+}
+
+/// A journal that could not be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// Where the unreadable journal was kept for inspection.
+    pub kept_as: PathBuf,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalFile {
+    version: u32,
+    vips: Vec<Vip>,
+}
+
+/// The journal file alone: the set of VIPs it lists, written durably on every change.
+#[derive(Debug)]
+pub struct VipJournal {
+    path: PathBuf,
+    dir: PathBuf,
+    vips: BTreeSet<Vip>,
+}
+
+impl VipJournal {
+    /// A journal in `state_dir` (created if missing). The file is not read here: call
+    /// [`JournaledVips::recover`] (or [`VipJournal::load`]) first.
+    pub fn new(state_dir: &Path) -> Result<Self, JournalError> {
+        fs::create_dir_all(state_dir).map_err(|source| JournalError::Io {
+            path: state_dir.to_owned(),
+            op: "create directory",
+            source,
+        })?;
+        Ok(Self {
+            path: state_dir.join(JOURNAL_FILE),
+            dir: state_dir.to_owned(),
+            vips: BTreeSet::new(),
+        })
+    }
+
+    /// The journal file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The VIPs the journal lists now.
+    pub fn vips(&self) -> impl Iterator<Item = &Vip> {
+        self.vips.iter()
+    }
+
+    /// Reads the file: `Ok(Ok(vips))` if it is absent (empty) or valid, `Ok(Err(reason))` if it
+    /// exists but cannot be trusted, `Err` if it cannot be read at all.
+    pub fn load(&self) -> Result<Result<Vec<Vip>, String>, JournalError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: self.path.clone(),
+                    op: "read",
+                    source,
+                });
+            }
+        };
+        Ok(match serde_json::from_slice::<JournalFile>(&bytes) {
+            Ok(file) if file.version == FORMAT_VERSION => Ok(file.vips),
+            Ok(file) => Err(format!("unknown format version {}", file.version)),
+            Err(e) => Err(format!("not a valid journal: {e}")),
+        })
+    }
+
+    /// Adds `vips` to the journal and makes that durable (before they are added anywhere).
+    pub fn record(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
+        let before = self.vips.len();
+        self.vips.extend(vips.iter().cloned());
+        if self.vips.len() == before && self.path.exists() {
+            return Ok(());
+        }
+        self.persist()
+    }
+
+    /// Strikes `vips` from the journal (after they were removed) and makes that durable.
+    pub fn forget(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
+        let keys: BTreeSet<_> = vips.iter().map(Vip::key).collect();
+        let before = self.vips.len();
+        self.vips.retain(|vip| !keys.contains(&vip.key()));
+        if self.vips.len() == before {
+            return Ok(());
+        }
+        self.persist()
+    }
+
+    /// Empties the journal durably.
+    pub fn reset(&mut self) -> Result<(), JournalError> {
+        self.vips.clear();
+        self.persist()
+    }
+
+    /// Writes the current set: temporary file, `fsync`, `rename` over the journal, `fsync` of the
+    /// directory. A crash leaves either the old or the new file, both complete.
+    fn persist(&self) -> Result<(), JournalError> {
+        let file = JournalFile {
+            version: FORMAT_VERSION,
+            vips: self.vips.iter().cloned().collect(),
+        };
+        // Serialising plain strings, addresses and integers cannot fail.
+        let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        let temporary = self.path.with_extension("journal.tmp");
+        fn io_error(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> JournalError {
+            move |source| JournalError::Io {
+                path: path.to_owned(),
+                op,
+                source,
+            }
+        }
+        let mut out = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
+        out.write_all(&bytes)
+            .map_err(io_error(&temporary, "write"))?;
+        out.sync_all().map_err(io_error(&temporary, "fsync"))?;
+        drop(out);
+        fs::rename(&temporary, &self.path).map_err(io_error(&self.path, "rename"))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error(&self.dir, "fsync directory"))
+    }
+
+    fn keep_corrupt(&self) -> Result<PathBuf, JournalError> {
+        let kept_as = self.path.with_extension("journal.corrupt");
+        fs::rename(&self.path, &kept_as).map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            op: "rename corrupt journal",
+            source,
+        })?;
+        Ok(kept_as)
+    }
+}
+
+/// VIP add/remove through the journal: what the daemon's executor calls.
+#[derive(Debug)]
+pub struct JournaledVips {
+    manager: VipManager,
+    journal: VipJournal,
+}
+
+impl JournaledVips {
+    /// Journal in `state_dir`, VIPs through `manager`.
+    pub fn new(manager: VipManager, state_dir: &Path) -> Result<Self, JournalError> {
+        Ok(Self {
+            manager,
+            journal: VipJournal::new(state_dir)?,
+        })
+    }
+
+    /// The VIP manager (for [`VipManager::present`]).
+    pub fn manager(&self) -> &VipManager {
+        &self.manager
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &VipJournal {
+        &self.journal
+    }
+
+    /// On start: removes every journaled VIP (or, if the journal is corrupt, every VIP of
+    /// `fallback`) and resets the journal. If a removal fails the journal is left listing
+    /// everything, so a later `recover` tries again.
+    pub async fn recover(&mut self, fallback: &[Vip]) -> Result<Recovery, JournalError> {
+        let (to_remove, corrupt) = match self.journal.load()? {
+            Ok(vips) => (vips, None),
+            Err(reason) => {
+                let kept_as = self.journal.keep_corrupt()?;
+                tracing::warn!(
+                    kept_as = %kept_as.display(), %reason,
+                    "VIP journal unreadable; removing the configured VIPs instead"
+                );
+                (fallback.to_vec(), Some(Corruption { kept_as, reason }))
+            }
+        };
+        // Journal first what is about to be removed, so a failure or crash below keeps it listed.
+        self.journal.vips = to_remove.iter().cloned().collect();
+        self.journal.persist()?;
+        self.manager.remove(&to_remove).await?;
+        self.journal.reset()?;
+        Ok(Recovery {
+            removed: to_remove,
+            corrupt,
+        })
+    }
+
+    /// Journals `vips`, then adds them.
+    pub async fn add(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
+        self.journal.record(vips)?;
+        self.manager.add(vips).await?;
+        Ok(())
+    }
+
+    /// Removes `vips`, then strikes them from the journal (only if all removals succeeded).
+    pub async fn remove(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
+        self.manager.remove(vips).await?;
+        self.journal.forget(vips)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn state_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hav-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn vip(last: u8) -> Vip {
+        Vip::new(IpAddr::from([198, 51, 100, last]), 24, "eth0")
+    }
+
+    #[test]
+    fn record_forget_round_trip_through_the_file() {
+        let dir = state_dir("round-trip");
+        let mut journal = VipJournal::new(&dir).expect("temp dir");
+        assert_eq!(
+            journal.load().expect("read"),
+            Ok(vec![]),
+            "absent file = empty"
+        );
+        journal
+            .record(&[vip(100), vip(101).with_label("eth0:x")])
+            .expect("write");
+        journal.record(&[vip(100)]).expect("write");
+        let reread = VipJournal::new(&dir)
+            .expect("temp dir")
+            .load()
+            .expect("read");
+        assert_eq!(reread, Ok(vec![vip(100), vip(101).with_label("eth0:x")]));
+        journal.forget(&[vip(101)]).expect("write");
+        assert_eq!(
+            journal.load().expect("read"),
+            Ok(vec![vip(100)]),
+            "label not part of identity"
+        );
+        assert!(
+            !dir.join("vips.journal.tmp").exists(),
+            "no temporary file left behind"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_not_panicked_on() {
+        let dir = state_dir("corrupt");
+        let journal = VipJournal::new(&dir).expect("temp dir");
+        for bad in [
+            &b"{\"version\":1,\"vips\":[{\"addr\":"[..],
+            b"\xff\x00",
+            b"{\"version\":9,\"vips\":[]}",
+        ] {
+            fs::write(journal.path(), bad).expect("write");
+            assert!(journal.load().expect("read").is_err());
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,63 @@
+//! The agent's network IO: VRRP raw sockets, VIPs through rtnetlink, the crash-safe VIP journal,
+//! and gratuitous ARP / unsolicited neighbour advertisements.
+//!
+//! Everything here acts on the network namespace of the thread that created it, never parses
+//! VRRP (the `hav-vrrp` codec does), and reports malformed input as values to count rather than
+//! errors or panics. Idempotence is the rule for VIPs: adding a present address or removing an
+//! absent one succeeds.
+
+pub mod announce;
+pub mod journal;
+pub mod socket;
+pub mod vip;
+
+pub use announce::{AnnounceError, Announcer};
+pub use journal::{JournalError, JournaledVips, Recovery, VipJournal};
+pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
+pub use vip::{Vip, VipError, VipManager};
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(io::Error::from)
+}
+
+/// Registers `socket` with the tokio reactor of the current runtime.
+pub(crate) fn register(
+    socket: socket2::Socket,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<socket2::Socket>> {
+    // SAFETY: `Socket` owns its file descriptor, and nothing here or in the callers replaces or
+    // closes it while the `AsyncFd` owns the socket (it is only dropped together with it).
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
+        .map_err(io::Error::from)
+}
+
+/// `setsockopt` for an option socket2 does not wrap.
+pub(crate) fn setsockopt_raw<T>(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(size_of::<T>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is a live, initialised `T` for the duration of the call and `len` is its
+    // exact size; the kernel only reads `len` bytes from it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,660 @@
+//! VRRP raw sockets: IP protocol 112 on one interface, one address family, multicast or unicast.
+//!
+//! A [`VrrpSocket`] only moves payload bytes: it neither builds nor parses VRRP. Every datagram it
+//! sends leaves with hop limit 255 (and TOS/traffic class CS6 on IPv4, as keepalived sends); every
+//! datagram it receives is reported with the source, destination and hop limit the kernel saw, so
+//! the caller can apply the RFC 5798 §7.1 checks itself. Nothing received from the network makes
+//! it panic: a datagram it cannot make sense of is a [`Received::Malformed`], one from a source that
+//! is not a configured unicast peer is a [`Received::UnknownPeer`], and both are for the caller to
+//! count. All methods take `&self`, so several virtual routers on one interface share one socket
+//! (the keepalived model) and demultiplex by VRID.
+
+use std::collections::BTreeSet;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+
+use hav_vrrp::Family;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::{interface_index, register, setsockopt_raw};
+
+/// IP protocol number of VRRP (RFC 5798 §5.1.1.4).
+pub const VRRP_PROTOCOL: i32 = 112;
+/// IPv4 multicast group of VRRP (RFC 5798 §5.1.1.2).
+pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// IPv6 multicast group of VRRP (RFC 5798 §5.1.2.2).
+pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// The hop limit every VRRP packet is sent with, and the only one a receiver accepts (§5.1.1.3).
+pub const VRRP_HOP_LIMIT: u8 = 255;
+/// DSCP CS6 (network control) in the TOS byte, as keepalived marks its adverts.
+const TOS_CS6: u32 = 0xc0;
+/// Size of the ancillary data buffer on receive: two IPv6 cmsgs with headers, with room to spare.
+const CMSG_BUFFER_LEN: usize = 128;
+
+/// What a socket is for: one interface, one address family, multicast or unicast.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SocketSpec {
+    /// The interface name (e.g. `eth0`); the socket is bound to it with `SO_BINDTODEVICE`.
+    pub interface: String,
+    /// The address family of the adverts.
+    pub family: Family,
+    /// Multicast to the VRRP group, or unicast to configured peers.
+    pub mode: Mode,
+}
+
+/// How adverts travel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// To 224.0.0.18 / ff02::12. `source` picks the source address of outgoing adverts; `None`
+    /// lets the kernel choose (the interface's primary IPv4 address, its link-local IPv6 address).
+    Multicast {
+        /// Source address of outgoing adverts.
+        source: Option<IpAddr>,
+    },
+    /// To each peer in turn, from `source`; datagrams from any other source are reported as
+    /// [`Received::UnknownPeer`].
+    Unicast {
+        /// Source address of outgoing adverts (keepalived's `unicast_src_ip`).
+        source: IpAddr,
+        /// The peers (keepalived's `unicast_peer`).
+        peers: BTreeSet<IpAddr>,
+    },
+}
+
+/// One thing [`VrrpSocket::recv`] got from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Received {
+    /// A datagram to hand to the VRRP decoder.
+    Datagram(Datagram),
+    /// Unicast mode: a datagram from a source that is not a configured peer (dropped; count it).
+    UnknownPeer {
+        /// Its source address.
+        src: IpAddr,
+    },
+    /// A datagram that could not be read (dropped; count it).
+    Malformed {
+        /// Its source address, when known.
+        src: Option<IpAddr>,
+        /// What was wrong.
+        reason: MalformedReason,
+    },
+}
+
+/// Why a received datagram was dropped before it reached the VRRP decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MalformedReason {
+    /// Larger than the receive buffer.
+    Truncated,
+    /// IPv4: shorter than its own header, or a header that says otherwise.
+    BadIpv4Header,
+    /// IPv6: the kernel gave no hop limit or destination (never expected).
+    MissingAncillaryData,
+}
+
+/// A received VRRP datagram: addresses from the IP layer, and where its payload lies in the
+/// caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// IP source address.
+    pub src: IpAddr,
+    /// IP destination address (the VRRP group, or our unicast source).
+    pub dst: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit on arrival; anything but 255 must be dropped (§7.1).
+    pub hop_limit: u8,
+    /// The VRRP payload inside the buffer passed to [`VrrpSocket::recv`].
+    pub payload: Range<usize>,
+}
+
+impl Datagram {
+    /// The payload bytes in `buf` (the buffer passed to [`VrrpSocket::recv`]).
+    pub fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.payload.clone()]
+    }
+}
+
+/// Errors of the VRRP socket layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// The interface does not exist.
+    #[error("interface {iface}: not found")]
+    NoSuchInterface {
+        /// Interface name.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating the raw socket failed (needs CAP_NET_RAW).
+    #[error("interface {iface}: cannot open a raw {family:?} VRRP socket")]
+    Open {
+        /// Interface name.
+        iface: String,
+        /// Address family.
+        family: Family,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting a socket option failed.
+    #[error("interface {iface}: cannot set {option}")]
+    Option {
+        /// Interface name.
+        iface: String,
+        /// Option name.
+        option: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Joining the VRRP multicast group failed.
+    #[error("interface {iface}: cannot join the VRRP multicast group {group}")]
+    MulticastJoin {
+        /// Interface name.
+        iface: String,
+        /// The group.
+        group: IpAddr,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An address in the spec, or a destination, is of the other family.
+    #[error("interface {iface}: address {addr} is not of family {family:?}")]
+    FamilyMismatch {
+        /// Interface name.
+        iface: String,
+        /// The address.
+        addr: IpAddr,
+        /// The socket's family.
+        family: Family,
+    },
+    /// Receiving failed.
+    #[error("interface {iface}: receive failed")]
+    Recv {
+        /// Interface name.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Sending failed.
+    #[error("interface {iface}: sending to {dst} failed")]
+    Send {
+        /// Interface name.
+        iface: String,
+        /// Destination.
+        dst: IpAddr,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A raw VRRP socket on one interface. See the module documentation.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    spec: SocketSpec,
+    ifindex: u32,
+}
+
+impl VrrpSocket {
+    /// Opens, configures and (multicast mode) joins the group. Needs CAP_NET_RAW; must run inside
+    /// a tokio runtime with IO enabled. The socket lives in the network namespace of the calling
+    /// thread.
+    pub fn open(spec: &SocketSpec) -> Result<Self, SocketError> {
+        let iface = spec.interface.as_str();
+        let ifindex = interface_index(iface).map_err(|source| SocketError::NoSuchInterface {
+            iface: iface.to_owned(),
+            source,
+        })?;
+        check_spec_family(spec)?;
+        let domain = match spec.family {
+            Family::V4 => Domain::IPV4,
+            Family::V6 => Domain::IPV6,
+        };
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(VRRP_PROTOCOL))).map_err(
+            |source| SocketError::Open {
+                iface: iface.to_owned(),
+                family: spec.family,
+                source,
+            },
+        )?;
+        let option = |option: &'static str| {
+            move |source| SocketError::Option {
+                iface: iface.to_owned(),
+                option,
+                source,
+            }
+        };
+        socket.set_nonblocking(true).map_err(option("O_NONBLOCK"))?;
+        socket
+            .bind_device(Some(iface.as_bytes()))
+            .map_err(option("SO_BINDTODEVICE"))?;
+        match spec.family {
+            Family::V4 => configure_v4(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
+            Family::V6 => configure_v6(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
+        }
+        if let Mode::Multicast { .. } = spec.mode {
+            join_group(&socket, spec.family, ifindex).map_err(|source| {
+                SocketError::MulticastJoin {
+                    iface: iface.to_owned(),
+                    group: group(spec.family),
+                    source,
+                }
+            })?;
+        }
+        let fd = register(socket, Interest::READABLE | Interest::WRITABLE)
+            .map_err(option("tokio registration"))?;
+        Ok(Self {
+            fd,
+            spec: spec.clone(),
+            ifindex,
+        })
+    }
+
+    /// What this socket was opened for.
+    pub fn spec(&self) -> &SocketSpec {
+        &self.spec
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Waits for the next datagram and reads it into `buf` (for IPv4 including its IP header; the
+    /// payload range says where the VRRP payload is). A buffer of 1500 bytes holds any advert.
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received, SocketError> {
+        let raw = self
+            .fd
+            .async_io(Interest::READABLE, |socket| match self.spec.family {
+                Family::V4 => recv_v4(socket.as_raw_fd(), buf),
+                Family::V6 => recv_v6(socket.as_raw_fd(), buf),
+            })
+            .await
+            .map_err(|source| SocketError::Recv {
+                iface: self.spec.interface.clone(),
+                source,
+            })?;
+        Ok(self.classify(raw))
+    }
+
+    /// Sends one payload to `dst` (the group, or one peer).
+    pub async fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
+        let source = match &self.spec.mode {
+            Mode::Multicast { source } => *source,
+            Mode::Unicast { source, .. } => Some(*source),
+        };
+        let iface = &self.spec.interface;
+        let sent = match (dst, source) {
+            (IpAddr::V4(dst), None | Some(IpAddr::V4(_))) => {
+                let source = source.and_then(|s| match s {
+                    IpAddr::V4(s) => Some(s),
+                    IpAddr::V6(_) => None,
+                });
+                self.fd
+                    .async_io(Interest::WRITABLE, |socket| {
+                        send_v4(socket.as_raw_fd(), self.ifindex, source, dst, payload)
+                    })
+                    .await
+            }
+            (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) => {
+                let source = source.and_then(|s| match s {
+                    IpAddr::V6(s) => Some(s),
+                    IpAddr::V4(_) => None,
+                });
+                self.fd
+                    .async_io(Interest::WRITABLE, |socket| {
+                        send_v6(socket.as_raw_fd(), self.ifindex, source, dst, payload)
+                    })
+                    .await
+            }
+            _ => {
+                return Err(SocketError::FamilyMismatch {
+                    iface: iface.clone(),
+                    addr: dst,
+                    family: self.spec.family,
+                });
+            }
+        };
+        sent.map_err(|source| SocketError::Send {
+            iface: iface.clone(),
+            dst,
+            source,
+        })
+    }
+
+    /// Sends one payload to every destination of the mode: the group, or each unicast peer.
+    /// Tries every peer; the first failure is returned after all were tried.
+    pub async fn send_advert(&self, payload: &[u8]) -> Result<(), SocketError> {
+        match &self.spec.mode {
+            Mode::Multicast { .. } => self.send_to(group(self.spec.family), payload).await,
+            Mode::Unicast { peers, .. } => {
+                let mut first_error = None;
+                for peer in peers {
+                    if let Err(e) = self.send_to(*peer, payload).await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+        }
+    }
+
+    fn classify(&self, raw: RawReceived) -> Received {
+        let datagram = match raw {
+            RawReceived::Ok(datagram) => datagram,
+            RawReceived::Malformed { src, reason } => return Received::Malformed { src, reason },
+        };
+        if let Mode::Unicast { peers, .. } = &self.spec.mode
+            && !peers.contains(&datagram.src)
+        {
+            return Received::UnknownPeer { src: datagram.src };
+        }
+        Received::Datagram(datagram)
+    }
+}
+
+/// The VRRP multicast group of a family.
+pub fn group(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(VRRP_GROUP_V4),
+        Family::V6 => IpAddr::V6(VRRP_GROUP_V6),
+    }
+}
+
+fn family_of(addr: IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    }
+}
+
+fn check_spec_family(spec: &SocketSpec) -> Result<(), SocketError> {
+    let addresses: Vec<IpAddr> = match &spec.mode {
+        Mode::Multicast { source } => source.iter().copied().collect(),
+        Mode::Unicast { source, peers } => std::iter::once(*source)
+            .chain(peers.iter().copied())
+            .collect(),
+    };
+    match addresses.into_iter().find(|a| family_of(*a) != spec.family) {
+        Some(addr) => Err(SocketError::FamilyMismatch {
+            iface: spec.interface.clone(),
+            addr,
+            family: spec.family,
+        }),
+        None => Ok(()),
+    }
+}
+
+type OptionResult = Result<(), (&'static str, io::Error)>;
+
+fn configure_v4(socket: &Socket, ifindex: u32) -> OptionResult {
+    socket
+        .set_ttl_v4(VRRP_HOP_LIMIT.into())
+        .map_err(|e| ("IP_TTL", e))?;
+    socket
+        .set_multicast_ttl_v4(VRRP_HOP_LIMIT.into())
+        .map_err(|e| ("IP_MULTICAST_TTL", e))?;
+    socket.set_tos_v4(TOS_CS6).map_err(|e| ("IP_TOS", e))?;
+    socket
+        .set_multicast_loop_v4(false)
+        .map_err(|e| ("IP_MULTICAST_LOOP", e))?;
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex_c(ifindex),
+    };
+    setsockopt_raw(socket, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreqn)
+        .map_err(|e| ("IP_MULTICAST_IF", e))?;
+    // Only the groups joined on this socket, not every group any socket of the host joined.
+    socket
+        .set_multicast_all_v4(false)
+        .map_err(|e| ("IP_MULTICAST_ALL", e))?;
+    Ok(())
+}
+
+fn configure_v6(socket: &Socket, ifindex: u32) -> OptionResult {
+    socket
+        .set_unicast_hops_v6(VRRP_HOP_LIMIT.into())
+        .map_err(|e| ("IPV6_UNICAST_HOPS", e))?;
+    socket
+        .set_multicast_hops_v6(VRRP_HOP_LIMIT.into())
+        .map_err(|e| ("IPV6_MULTICAST_HOPS", e))?;
+    socket
+        .set_multicast_loop_v6(false)
+        .map_err(|e| ("IPV6_MULTICAST_LOOP", e))?;
+    socket
+        .set_multicast_if_v6(ifindex)
+        .map_err(|e| ("IPV6_MULTICAST_IF", e))?;
+    socket
+        .set_recv_hoplimit_v6(true)
+        .map_err(|e| ("IPV6_RECVHOPLIMIT", e))?;
+    let on: libc::c_int = 1;
+    setsockopt_raw(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &on)
+        .map_err(|e| ("IPV6_RECVPKTINFO", e))?;
+    socket
+        .set_multicast_all_v6(false)
+        .map_err(|e| ("IPV6_MULTICAST_ALL", e))?;
+    Ok(())
+}
+
+fn join_group(socket: &Socket, family: Family, ifindex: u32) -> io::Result<()> {
+    match family {
+        Family::V4 => {
+            socket.join_multicast_v4_n(&VRRP_GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))
+        }
+        Family::V6 => socket.join_multicast_v6(&VRRP_GROUP_V6, ifindex),
+    }
+}
+
+fn ifindex_c(ifindex: u32) -> libc::c_int {
+    // Kernel interface indexes are positive `int`s, so the conversion never saturates.
+    libc::c_int::try_from(ifindex).unwrap_or(libc::c_int::MAX)
+}
+
+enum RawReceived {
+    Ok(Datagram),
+    Malformed {
+        src: Option<IpAddr>,
+        reason: MalformedReason,
+    },
+}
+
+/// Reads one IPv4 datagram, IP header included, and parses the header (RFC 791 §3.1).
+fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, None, MsgFlags::empty())?;
+    let (len, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
+    let src_hint = msg.address.map(|a| IpAddr::V4(a.ip()));
+    if truncated {
+        return Ok(RawReceived::Malformed {
+            src: src_hint,
+            reason: MalformedReason::Truncated,
+        });
+    }
+    Ok(match parse_ipv4_header(&buf[..len]) {
+        Some(datagram) => RawReceived::Ok(datagram),
+        None => RawReceived::Malformed {
+            src: src_hint,
+            reason: MalformedReason::BadIpv4Header,
+        },
+    })
+}
+
+/// The IPv4 header fields the daemon needs, and where the payload is; `None` if the header is
+/// inconsistent with the datagram.
+fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
+    let first = *packet.first()?;
+    let header_len = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || header_len < 20 || packet.len() < header_len {
+        return None;
+    }
+    // The payload runs to the end of what the kernel delivered (a reassembled datagram).
+    let hop_limit = packet[8];
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    Some(Datagram {
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        hop_limit,
+        payload: header_len..packet.len(),
+    })
+}
+
+/// Reads one IPv6 datagram (payload only) with its hop limit and destination from cmsgs.
+fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg_buffer = [0u8; CMSG_BUFFER_LEN];
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg_buffer), MsgFlags::empty())?;
+    let src = msg.address.map(|a| IpAddr::V6(a.ip()));
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
+        return Ok(RawReceived::Malformed {
+            src,
+            reason: MalformedReason::Truncated,
+        });
+    }
+    let (mut hop_limit, mut dst) = (None, None);
+    for cmsg in msg.cmsgs()? {
+        match cmsg {
+            ControlMessageOwned::Ipv6HopLimit(limit) => hop_limit = u8::try_from(limit).ok(),
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            _ => {}
+        }
+    }
+    Ok(match (src, dst, hop_limit) {
+        (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
+            src,
+            dst: IpAddr::V6(dst),
+            hop_limit,
+            payload: 0..msg.bytes,
+        }),
+        _ => RawReceived::Malformed {
+            src,
+            reason: MalformedReason::MissingAncillaryData,
+        },
+    })
+}
+
+fn send_v4(
+    fd: i32,
+    ifindex: u32,
+    source: Option<Ipv4Addr>,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> io::Result<()> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: ifindex_c(ifindex),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(source.unwrap_or(Ipv4Addr::UNSPECIFIED)).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
+    let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    sendmsg(
+        fd,
+        &[IoSlice::new(payload)],
+        &cmsgs,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    Ok(())
+}
+
+fn send_v6(
+    fd: i32,
+    ifindex: u32,
+    source: Option<Ipv6Addr>,
+    dst: Ipv6Addr,
+    payload: &[u8],
+) -> io::Result<()> {
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: source.unwrap_or(Ipv6Addr::UNSPECIFIED).octets(),
+        },
+        ipi6_ifindex: ifindex,
+    };
+    let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
+    let scope_id = if needs_scope(dst) { ifindex } else { 0 };
+    let addr = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope_id));
+    sendmsg(
+        fd,
+        &[IoSlice::new(payload)],
+        &cmsgs,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    Ok(())
+}
+
+/// Link-local unicast and link-local multicast destinations need the interface as scope id.
+pub(crate) fn needs_scope(addr: Ipv6Addr) -> bool {
+    addr.is_unicast_link_local() || (addr.is_multicast() && addr.segments()[0] & 0x000f == 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_header_fields_and_payload_range() {
+        let mut packet = vec![0xa5u8; 28];
+        packet[0] = 0x45;
+        packet[8] = 64;
+        packet[12..16].copy_from_slice(&[198, 51, 100, 1]);
+        packet[16..20].copy_from_slice(&[224, 0, 0, 18]);
+        let datagram = parse_ipv4_header(&packet).expect("valid header");
+        assert_eq!(datagram.src, IpAddr::from([198, 51, 100, 1]));
+        assert_eq!(datagram.dst, IpAddr::from([224, 0, 0, 18]));
+        assert_eq!(datagram.hop_limit, 64);
+        assert_eq!(datagram.payload, 20..28);
+    }
+
+    #[test]
+    fn ipv4_header_with_options_shifts_payload() {
+        let mut packet = vec![0u8; 32];
+        packet[0] = 0x46;
+        assert_eq!(parse_ipv4_header(&packet).map(|d| d.payload), Some(24..32));
+    }
+
+    #[test]
+    fn bad_ipv4_headers_are_rejected() {
+        assert!(parse_ipv4_header(&[]).is_none());
+        assert!(parse_ipv4_header(&[0x45; 19]).is_none());
+        assert!(
+            parse_ipv4_header(&[0x44; 40]).is_none(),
+            "IHL 4 is below the minimum"
+        );
+        assert!(parse_ipv4_header(&[0x65; 40]).is_none(), "version 6");
+        let mut long_ihl = [0u8; 40];
+        long_ihl[0] = 0x4f;
+        assert!(
+            parse_ipv4_header(&long_ihl).is_none(),
+            "IHL 15 = 60 bytes > 40 received"
+        );
+    }
+
+    #[test]
+    fn scope_needed_only_for_link_scope() {
+        assert!(needs_scope("fe80::1".parse().expect("literal")));
+        assert!(needs_scope(VRRP_GROUP_V6));
+        assert!(!needs_scope("2001:db8::1".parse().expect("literal")));
+        assert!(!needs_scope("ff05::12".parse().expect("literal")));
+    }
+}

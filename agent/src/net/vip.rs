@@ -1,0 +1,345 @@
+//! Virtual IP addresses on interfaces, through rtnetlink.
+//!
+//! Adding and removing are idempotent: adding an address that is already there (`EEXIST`) and
+//! removing one that is not (`EADDRNOTAVAIL`, `ENOENT`, or an interface that is gone) succeed.
+//! IPv6 VIPs are added with `IFA_F_NODAD`, so they are usable at once rather than tentative for
+//! the duration of duplicate address detection (the VRRP master owns the address by protocol).
+//! A call on several VIPs tries every one and returns the first failure after all were tried.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::{AddressMessageBuilder, Handle};
+use serde::{Deserialize, Serialize};
+
+/// Longest interface name or IPv4 address label the kernel accepts (`IFNAMSIZ` - 1).
+const MAX_LABEL_LEN: usize = 15;
+
+/// One virtual address on one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length (32 or the subnet's for IPv4, 128 or 64 for IPv6, typically).
+    pub prefix_len: u8,
+    /// The interface that carries it (not necessarily the one VRRP speaks on).
+    pub iface: String,
+    /// IPv4 only: the address label (`ip addr add ... label eth0:vip`); must start with `iface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Vip {
+    /// A VIP without a label.
+    pub fn new(addr: IpAddr, prefix_len: u8, iface: impl Into<String>) -> Self {
+        Self {
+            addr,
+            prefix_len,
+            iface: iface.into(),
+            label: None,
+        }
+    }
+
+    /// The same VIP with an IPv4 label.
+    pub fn with_label(self, label: impl Into<String>) -> Self {
+        Self {
+            label: Some(label.into()),
+            ..self
+        }
+    }
+
+    /// What identifies the address to the kernel: interface, address and prefix length.
+    pub(crate) fn key(&self) -> (&str, IpAddr, u8) {
+        (&self.iface, self.addr, self.prefix_len)
+    }
+
+    fn check(&self) -> Result<(), VipError> {
+        let max_prefix = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix_len > max_prefix {
+            return Err(self.invalid(format!("prefix length {} > {max_prefix}", self.prefix_len)));
+        }
+        if let Some(label) = &self.label {
+            if self.addr.is_ipv6() {
+                return Err(self.invalid("address labels exist for IPv4 only".to_owned()));
+            }
+            if !label.starts_with(&self.iface) || label.len() > MAX_LABEL_LEN {
+                return Err(self.invalid(format!(
+                    "label {label:?} must start with the interface name and be at most \
+                     {MAX_LABEL_LEN} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: String) -> VipError {
+        VipError::Invalid {
+            vip: self.to_string(),
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} dev {}", self.addr, self.prefix_len, self.iface)?;
+        if let Some(label) = &self.label {
+            write!(f, " label {label}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of VIP management.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VipError {
+    /// Opening the rtnetlink socket failed.
+    #[error("cannot open an rtnetlink socket")]
+    Connect(#[source] std::io::Error),
+    /// The VIP is not one the kernel could accept.
+    #[error("VIP {vip}: {reason}")]
+    Invalid {
+        /// The VIP.
+        vip: String,
+        /// Why.
+        reason: String,
+    },
+    /// The interface does not exist (on add; on remove this is success).
+    #[error("VIP {vip}: interface not found")]
+    NoSuchInterface {
+        /// The VIP.
+        vip: String,
+    },
+    /// The kernel refused the request.
+    #[error("VIP {vip}: {op} failed")]
+    Netlink {
+        /// `add`, `remove`, `link lookup` or `address dump`.
+        op: &'static str,
+        /// The VIP (empty for a dump).
+        vip: String,
+        /// Cause.
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// Adds, removes and lists VIPs over one rtnetlink connection.
+#[derive(Debug, Clone)]
+pub struct VipManager {
+    handle: Handle,
+}
+
+impl VipManager {
+    /// Opens an rtnetlink connection in the calling thread's network namespace and spawns its
+    /// driver on the current tokio runtime (so it must be called inside one).
+    pub fn new() -> Result<Self, VipError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(VipError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// A manager over an existing rtnetlink handle.
+    pub fn from_handle(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// Adds every VIP; a VIP already present succeeds. IPv6 VIPs skip DAD.
+    pub async fn add(&self, vips: &[Vip]) -> Result<(), VipError> {
+        let mut first_error = None;
+        for vip in vips {
+            if let Err(e) = self.add_one(vip).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes every VIP; a VIP (or interface) not present succeeds. The label is not matched.
+    pub async fn remove(&self, vips: &[Vip]) -> Result<(), VipError> {
+        let mut first_error = None;
+        for vip in vips {
+            if let Err(e) = self.remove_one(vip).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The VIPs of `vips` present now (same interface, address and prefix length), in order.
+    pub async fn present(&self, vips: &[Vip]) -> Result<Vec<Vip>, VipError> {
+        let mut indexes = HashMap::new();
+        for vip in vips {
+            if !indexes.contains_key(vip.iface.as_str()) {
+                let index = self.link_index(&vip.iface, vip).await?;
+                indexes.insert(vip.iface.as_str(), index);
+            }
+        }
+        let mut dump = self.handle.address().get().execute();
+        let mut found = Vec::new();
+        while let Some(message) = dump.try_next().await.map_err(|source| VipError::Netlink {
+            op: "address dump",
+            vip: String::new(),
+            source,
+        })? {
+            for attribute in &message.attributes {
+                if let AddressAttribute::Local(addr) | AddressAttribute::Address(addr) = attribute {
+                    found.push((message.header.index, *addr, message.header.prefix_len));
+                }
+            }
+        }
+        Ok(vips
+            .iter()
+            .filter(|vip| {
+                indexes
+                    .get(vip.iface.as_str())
+                    .copied()
+                    .flatten()
+                    .is_some_and(|index| found.contains(&(index, vip.addr, vip.prefix_len)))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn add_one(&self, vip: &Vip) -> Result<(), VipError> {
+        vip.check()?;
+        let index =
+            self.link_index(&vip.iface, vip)
+                .await?
+                .ok_or_else(|| VipError::NoSuchInterface {
+                    vip: vip.to_string(),
+                })?;
+        let mut request = self.handle.address().add(index, vip.addr, vip.prefix_len);
+        let message = request.message_mut();
+        match vip.addr {
+            IpAddr::V4(_) => {
+                if let Some(label) = &vip.label {
+                    message
+                        .attributes
+                        .push(AddressAttribute::Label(label.clone()));
+                }
+            }
+            IpAddr::V6(_) => {
+                message.header.flags |= AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(source) => Err(VipError::Netlink {
+                op: "add",
+                vip: vip.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn remove_one(&self, vip: &Vip) -> Result<(), VipError> {
+        vip.check()?;
+        let Some(index) = self.link_index(&vip.iface, vip).await? else {
+            return Ok(());
+        };
+        let message = match vip.addr {
+            IpAddr::V4(addr) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(addr, vip.prefix_len)
+                .build(),
+            IpAddr::V6(addr) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(addr, vip.prefix_len)
+                .build(),
+        };
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(VipError::Netlink {
+                op: "remove",
+                vip: vip.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The index of `iface`, `None` if there is no such interface.
+    async fn link_index(&self, iface: &str, vip: &Vip) -> Result<Option<u32>, VipError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(iface.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(Some(link.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(source) => Err(VipError::Netlink {
+                op: "link lookup",
+                vip: vip.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The errno of a netlink error reply, positive (`EEXIST`, not `-EEXIST`).
+fn errno(error: &rtnetlink::Error) -> Option<i32> {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => message.code.map(|code| code.get().abs()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        let vip = Vip::new(IpAddr::from([198, 51, 100, 100]), 24, "eth0");
+        assert!(vip.clone().check().is_ok());
+        assert!(vip.clone().with_label("eth0:vip").check().is_ok());
+        assert!(vip.clone().with_label("eth1:vip").check().is_err());
+        assert!(vip.with_label("eth0:a-very-long-label").check().is_err());
+        let v6 = Vip::new("2001:db8::100".parse().expect("literal"), 64, "eth0");
+        assert!(v6.with_label("eth0:x").check().is_err());
+    }
+
+    #[test]
+    fn prefix_lengths_are_checked() {
+        assert!(
+            Vip::new(IpAddr::from([198, 51, 100, 100]), 33, "eth0")
+                .check()
+                .is_err()
+        );
+        assert!(
+            Vip::new("2001:db8::1".parse().expect("literal"), 128, "eth0")
+                .check()
+                .is_ok()
+        );
+        assert!(
+            Vip::new("2001:db8::1".parse().expect("literal"), 129, "eth0")
+                .check()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn display_names_everything() {
+        let vip = Vip::new(IpAddr::from([198, 51, 100, 100]), 24, "eth0").with_label("eth0:v");
+        assert_eq!(vip.to_string(), "198.51.100.100/24 dev eth0 label eth0:v");
+    }
+}

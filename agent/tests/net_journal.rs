@@ -1,0 +1,136 @@
+//! The VIP journal against real interfaces: a "crashed" agent's VIPs are removed on recovery
+//! (needs root).
+
+mod net_support;
+
+use std::net::IpAddr;
+
+use hav_agent::net::journal::JOURNAL_FILE;
+use hav_agent::net::{JournaledVips, Vip, VipJournal, VipManager};
+use net_support::*;
+
+fn vips() -> Vec<Vip> {
+    vec![
+        Vip::new(IpAddr::from([198, 51, 100, 100]), 24, IFACE_A).with_label("hva:vip"),
+        Vip::new(IpAddr::from([203, 0, 113, 10]), 32, IFACE_A),
+        Vip::new("2001:db8::100".parse().unwrap(), 64, IFACE_A),
+    ]
+}
+
+#[test]
+fn vips_of_a_killed_agent_are_removed_on_recovery() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-crash");
+        let set = vips();
+        {
+            let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+            let nothing = agent.recover(&[]).await.unwrap();
+            assert_eq!(
+                nothing.removed,
+                vec![],
+                "a fresh state dir has nothing to recover"
+            );
+            agent.add(&set).await.unwrap();
+            assert_eq!(agent.manager().present(&set).await.unwrap(), set);
+            // Dropped here without removing anything: what kill -9 leaves behind.
+        }
+        let manager = VipManager::new().unwrap();
+        assert_eq!(
+            manager.present(&set).await.unwrap(),
+            set,
+            "still held after the crash"
+        );
+
+        let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
+        let recovery = restarted.recover(&[]).await.unwrap();
+        let mut removed = recovery.removed.clone();
+        removed.sort();
+        let mut expected = set.clone();
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert_eq!(recovery.corrupt, None);
+        assert_eq!(
+            manager.present(&set).await.unwrap(),
+            vec![],
+            "recovery removed them"
+        );
+        assert_eq!(
+            restarted.journal().load().unwrap(),
+            Ok(vec![]),
+            "journal reset"
+        );
+    });
+}
+
+#[test]
+fn removed_vips_leave_the_journal_and_are_not_touched_again() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-remove");
+        let set = vips();
+        let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+        agent.add(&set).await.unwrap();
+        agent.remove(&set[..1]).await.unwrap();
+        let journaled = agent.journal().load().unwrap().unwrap();
+        assert_eq!(journaled.len(), 2);
+        assert!(!journaled.contains(&set[0]));
+        assert_eq!(
+            agent.manager().present(&set).await.unwrap(),
+            set[1..].to_vec()
+        );
+    });
+}
+
+#[test]
+fn crash_between_journal_and_netlink_is_harmless() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-intent");
+        let set = vips();
+        // Journaled, then "killed" before the netlink add: the VIPs are listed but absent.
+        VipJournal::new(state.path()).unwrap().record(&set).unwrap();
+        let mut restarted = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+        let recovery = restarted.recover(&[]).await.unwrap();
+        assert_eq!(recovery.removed.len(), set.len());
+        assert_eq!(restarted.journal().load().unwrap(), Ok(vec![]));
+    });
+}
+
+#[test]
+fn corrupt_journal_falls_back_to_the_configured_vips_and_is_kept_aside() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-corrupt");
+        let set = vips();
+        let manager = VipManager::new().unwrap();
+        manager.add(&set).await.unwrap();
+        let journal_path = state.path().join(JOURNAL_FILE);
+        std::fs::write(
+            &journal_path,
+            b"{\"version\":1,\"vips\":[{\"addr\":\"198.51",
+        )
+        .unwrap();
+
+        let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
+        let recovery = restarted.recover(&set[..2]).await.unwrap();
+        let corrupt = recovery.corrupt.expect("reported as corrupt");
+        assert!(
+            corrupt.reason.contains("not a valid journal"),
+            "{}",
+            corrupt.reason
+        );
+        assert_eq!(
+            std::fs::read(&corrupt.kept_as).unwrap(),
+            b"{\"version\":1,\"vips\":[{\"addr\":\"198.51",
+            "the bad file is kept for the operator"
+        );
+        assert_eq!(
+            recovery.removed,
+            set[..2].to_vec(),
+            "the fallback was removed"
+        );
+        assert_eq!(manager.present(&set).await.unwrap(), set[2..].to_vec());
+        assert_eq!(
+            restarted.journal().load().unwrap(),
+            Ok(vec![]),
+            "a fresh, valid journal"
+        );
+    });
+}

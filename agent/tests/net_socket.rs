@@ -1,0 +1,239 @@
+//! VRRP raw sockets across a real veth pair between two network namespaces (needs root).
+
+mod net_support;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use hav_agent::net::socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VRRP_PROTOCOL};
+use hav_agent::net::{Datagram, Mode, Received, SocketSpec, VrrpSocket};
+use hav_vrrp::Family;
+use net_support::*;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A hand-made payload shaped like a VRRPv3 advert (the codec is not under test here).
+const PAYLOAD: [u8; 20] = [
+    0x31, 51, 100, 1, 0x00, 0x64, 0xa5, 0xa5, 198, 51, 100, 100, 1, 2, 3, 4, 5, 6, 7, 8,
+];
+
+fn multicast(iface: &str, family: Family, source: Option<IpAddr>) -> SocketSpec {
+    SocketSpec {
+        interface: iface.to_owned(),
+        family,
+        mode: Mode::Multicast { source },
+    }
+}
+
+fn unicast(iface: &str, family: Family, source: IpAddr, peers: &[IpAddr]) -> SocketSpec {
+    let peers: BTreeSet<IpAddr> = peers.iter().copied().collect();
+    SocketSpec {
+        interface: iface.to_owned(),
+        family,
+        mode: Mode::Unicast { source, peers },
+    }
+}
+
+async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
+    tokio::time::timeout(TIMEOUT, socket.recv(buf))
+        .await
+        .expect("no datagram in time")
+        .unwrap()
+}
+
+fn datagram(received: Received) -> Datagram {
+    match received {
+        Received::Datagram(datagram) => datagram,
+        other => panic!("expected a datagram, got {other:?}"),
+    }
+}
+
+#[test]
+fn multicast_v4_advert_arrives_with_ttl_255_and_cs6() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+            .unwrap();
+        sender.send_advert(&PAYLOAD).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(got.src, IpAddr::V4(V4_A));
+        assert_eq!(got.dst, IpAddr::V4(VRRP_GROUP_V4));
+        assert_eq!(got.hop_limit, 255);
+        assert_eq!(got.payload(&buf), PAYLOAD);
+        assert_eq!(
+            buf[1], 0xc0,
+            "TOS byte of the received IPv4 header: DSCP CS6"
+        );
+        assert_eq!(buf[9], 112, "IP protocol");
+    });
+}
+
+#[test]
+fn multicast_v6_advert_arrives_with_hop_limit_255_from_link_local() {
+    run(|lab| async move {
+        let sender =
+            VrrpSocket::open(&multicast(IFACE_A, Family::V6, Some(IpAddr::V6(LL_A)))).unwrap();
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V6, None)))
+            .unwrap();
+        sender.send_advert(&PAYLOAD).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(got.src, IpAddr::V6(LL_A));
+        assert_eq!(got.dst, IpAddr::V6(VRRP_GROUP_V6));
+        assert_eq!(got.hop_limit, 255);
+        assert_eq!(got.payload, 0..PAYLOAD.len());
+        assert_eq!(got.payload(&buf), PAYLOAD);
+    });
+}
+
+#[test]
+fn one_socket_serves_several_senders_and_reports_each_datagram() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+            .unwrap();
+        let mut second = PAYLOAD;
+        second[1] = 52; // another VRID on the same socket
+        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&second).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let first = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(first.payload(&buf), PAYLOAD);
+        let next = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(next.payload(&buf), second);
+    });
+}
+
+#[test]
+fn v4_datagram_sent_with_ttl_64_is_reported_with_hop_limit_64() {
+    run(|lab| async move {
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+            .unwrap();
+        let plain =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(VRRP_PROTOCOL))).unwrap();
+        plain.bind_device(Some(IFACE_A.as_bytes())).unwrap();
+        plain.set_multicast_if_v4(&V4_A).unwrap();
+        plain.set_multicast_ttl_v4(64).unwrap();
+        let group = SocketAddr::V4(SocketAddrV4::new(VRRP_GROUP_V4, 0));
+        plain.send_to(&PAYLOAD, &group.into()).unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(got.hop_limit, 64);
+        assert_eq!(got.src, IpAddr::V4(V4_A));
+        assert_eq!(got.payload(&buf), PAYLOAD);
+    });
+}
+
+#[test]
+fn v6_datagram_sent_with_hop_limit_64_is_reported_with_hop_limit_64() {
+    run(|lab| async move {
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V6, None)))
+            .unwrap();
+        let plain =
+            Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(VRRP_PROTOCOL))).unwrap();
+        let index = link_index(&lab.netlink_a, IFACE_A).await;
+        plain
+            .bind(&SocketAddr::V6(SocketAddrV6::new(LL_A, 0, 0, index)).into())
+            .unwrap();
+        plain.set_multicast_if_v6(index).unwrap();
+        plain.set_multicast_hops_v6(64).unwrap();
+        let group = SocketAddr::V6(SocketAddrV6::new(VRRP_GROUP_V6, 0, 0, index));
+        plain.send_to(&PAYLOAD, &group.into()).unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(got.hop_limit, 64);
+        assert_eq!(got.src, IpAddr::V6(LL_A));
+        assert_eq!(got.payload(&buf), PAYLOAD);
+    });
+}
+
+#[test]
+fn unicast_v4_reaches_peers_and_strangers_are_reported() {
+    run(|lab| async move {
+        let (a, b) = (IpAddr::V4(V4_A), IpAddr::V4(V4_B));
+        let stranger = IpAddr::from([198, 51, 100, 9]);
+        let sender = VrrpSocket::open(&unicast(IFACE_A, Family::V4, a, &[b])).unwrap();
+        let (knows_a, knows_other) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[a])).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[stranger])).unwrap(),
+            )
+        });
+        sender.send_advert(&PAYLOAD).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&knows_a, &mut buf).await);
+        assert_eq!((got.src, got.dst, got.hop_limit), (a, b, 255));
+        assert_eq!(got.payload(&buf), PAYLOAD);
+        assert_eq!(
+            recv(&knows_other, &mut buf).await,
+            Received::UnknownPeer { src: a }
+        );
+    });
+}
+
+#[test]
+fn unicast_v6_reaches_every_peer_from_the_configured_source() {
+    run(|lab| async move {
+        let (a, b, ll_b) = (IpAddr::V6(V6_A), IpAddr::V6(V6_B), IpAddr::V6(LL_B));
+        // Two peers on the same node: one copy to each (a global and a link-local address).
+        let sender = VrrpSocket::open(&unicast(IFACE_A, Family::V6, a, &[b, ll_b])).unwrap();
+        let (receiver, stranger) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&unicast(IFACE_B, Family::V6, b, &[a])).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V6, b, &[IpAddr::V6(LL_A)])).unwrap(),
+            )
+        });
+        sender.send_advert(&PAYLOAD).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let mut destinations = BTreeSet::new();
+        for _ in 0..2 {
+            let got = datagram(recv(&receiver, &mut buf).await);
+            assert_eq!((got.src, got.hop_limit), (a, 255));
+            assert_eq!(got.payload(&buf), PAYLOAD);
+            destinations.insert(got.dst);
+        }
+        assert_eq!(destinations, BTreeSet::from([b, ll_b]));
+        assert_eq!(
+            recv(&stranger, &mut buf).await,
+            Received::UnknownPeer { src: a }
+        );
+    });
+}
+
+#[test]
+fn truncated_datagram_is_reported_malformed() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+            .unwrap();
+        sender.send_advert(&PAYLOAD).await.unwrap();
+        let mut small = [0u8; 24];
+        match recv(&receiver, &mut small).await {
+            Received::Malformed { src, .. } => assert_eq!(src, Some(IpAddr::V4(V4_A))),
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn open_fails_with_context() {
+    run(|_lab| async move {
+        let missing = VrrpSocket::open(&multicast("hvnone", Family::V4, None)).unwrap_err();
+        assert!(missing.to_string().contains("hvnone"), "{missing}");
+        let mismatch =
+            VrrpSocket::open(&multicast(IFACE_A, Family::V4, Some(IpAddr::V6(LL_A)))).unwrap_err();
+        assert!(mismatch.to_string().contains("fe80::a"), "{mismatch}");
+    });
+}
