@@ -1,1 +1,4 @@
 //! hav-agent: drives the sans-IO `hav-vrrp` core with real sockets, netlink and trackers.
+
+pub mod hooks;
+pub mod track;
