@@ -1,3 +1,5 @@
 //! hav-agent: drives the sans-IO `hav-vrrp` core with real sockets, netlink and trackers.
 
+pub mod hooks;
 pub mod net;
+pub mod track;

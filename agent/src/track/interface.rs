@@ -1,0 +1,193 @@
+//! Interface tracker: a link, by name, is up when it is administratively up (`IFF_UP`) and has
+//! carrier (`IFF_LOWER_UP` and `IFF_RUNNING`); down otherwise, and down while it does not exist.
+//!
+//! Guarantees: event-driven, no polling. The tracker subscribes to `RTNLGRP_LINK` before it dumps
+//! the links, and applies the dump and then every notification in order, so the last state it
+//! reports is the kernel's current one (any change after the dump snapshot produces a later
+//! notification). A link renamed away counts as gone; a link renamed to the tracked name is
+//! picked up. It works in whatever network namespace the calling thread is in.
+
+use futures::StreamExt;
+use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+
+use super::{Health, Reporter};
+
+/// Configuration of an interface tracker.
+#[derive(Debug, Clone)]
+pub struct InterfaceSpec {
+    /// Link name, e.g. `eth0`.
+    pub name: String,
+}
+
+/// Health of a link from its flags.
+pub fn link_health(flags: LinkFlags) -> Health {
+    if !flags.contains(LinkFlags::Up) {
+        Health::down("administratively down")
+    } else if !flags.contains(LinkFlags::LowerUp) {
+        Health::down("no carrier")
+    } else if !flags.contains(LinkFlags::Running) {
+        Health::down("not running (operational state not up)")
+    } else {
+        Health::Up
+    }
+}
+
+pub(crate) async fn run(spec: InterfaceSpec, mut reporter: Reporter) {
+    if let Err(reason) = track(&spec, &mut reporter).await {
+        tracing::error!(tracker = %reporter.name(), %reason, "interface tracker stopped");
+        let _ = reporter.report(Health::down(reason)).await;
+    }
+}
+
+/// Tracks until the receiver is gone (`Ok`) or netlink fails (`Err` with the reason).
+async fn track(spec: &InterfaceSpec, reporter: &mut Reporter) -> Result<(), String> {
+    let (connection, handle, mut notifications) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+            .map_err(|error| format!("netlink subscription failed: {error}"))?;
+    // The connection task is aborted when this future is dropped (tracker stopped).
+    let connection = AbortOnDrop(tokio::spawn(connection));
+
+    let mut link = TrackedLink::new(&spec.name);
+    let mut dump = handle.link().get().execute();
+    while let Some(message) = dump.next().await {
+        let message = message.map_err(|error| format!("netlink link dump failed: {error}"))?;
+        link.apply(&RouteNetlinkMessage::NewLink(message));
+    }
+    if reporter.report(link.health()).await.is_err() {
+        return Ok(());
+    }
+
+    while let Some((message, _)) = notifications.next().await {
+        match message.payload {
+            NetlinkPayload::InnerMessage(message) => link.apply(&message),
+            NetlinkPayload::Overrun(_) => {
+                return Err("netlink notifications overran".to_owned());
+            }
+            _ => continue,
+        }
+        if reporter.report(link.health()).await.is_err() {
+            return Ok(());
+        }
+    }
+    drop(connection);
+    Err("netlink connection closed".to_owned())
+}
+
+/// What the tracker knows about the link with the tracked name.
+#[derive(Debug)]
+struct TrackedLink<'a> {
+    name: &'a str,
+    /// Index and flags of the link that has the name, if one has.
+    present: Option<(u32, LinkFlags)>,
+    gone_reason: String,
+}
+
+impl<'a> TrackedLink<'a> {
+    fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            present: None,
+            gone_reason: format!("no link named {name}"),
+        }
+    }
+
+    fn health(&self) -> Health {
+        match self.present {
+            Some((_, flags)) => link_health(flags),
+            None => Health::down(self.gone_reason.clone()),
+        }
+    }
+
+    fn apply(&mut self, message: &RouteNetlinkMessage) {
+        let tracked_index = self.present.map(|(index, _)| index);
+        match message {
+            RouteNetlinkMessage::NewLink(link) => {
+                let index = link.header.index;
+                match link_name(link) {
+                    Some(name) if name == self.name => {
+                        self.present = Some((index, link.header.flags));
+                    }
+                    Some(other) if tracked_index == Some(index) => {
+                        self.present = None;
+                        self.gone_reason = format!("{} renamed to {other}", self.name);
+                    }
+                    // A message without a name only ever comes for an existing index.
+                    None if tracked_index == Some(index) => {
+                        self.present = Some((index, link.header.flags));
+                    }
+                    _ => {}
+                }
+            }
+            RouteNetlinkMessage::DelLink(link) if tracked_index == Some(link.header.index) => {
+                self.present = None;
+                self.gone_reason = format!("{} deleted", self.name);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::IfName(name) => Some(name.as_str()),
+            _ => None,
+        })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_link(index: u32, name: &str, flags: LinkFlags) -> RouteNetlinkMessage {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.header.flags = flags;
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        RouteNetlinkMessage::NewLink(link)
+    }
+
+    fn is_up(health: Health) -> bool {
+        health == Health::Up
+    }
+
+    #[test]
+    fn flags_decide_health() {
+        let up = LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running;
+        assert!(is_up(link_health(up)));
+        assert!(!is_up(link_health(LinkFlags::LowerUp | LinkFlags::Running)));
+        assert!(!is_up(link_health(LinkFlags::Up | LinkFlags::Running)));
+        assert!(!is_up(link_health(LinkFlags::Up | LinkFlags::LowerUp)));
+    }
+
+    #[test]
+    fn rename_and_delete_take_the_link_away() {
+        let up = LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running;
+        let mut link = TrackedLink::new("eth9");
+        assert!(!is_up(link.health()));
+        link.apply(&new_link(7, "other", up));
+        assert!(!is_up(link.health()));
+        link.apply(&new_link(7, "eth9", up));
+        assert!(is_up(link.health()));
+        link.apply(&new_link(7, "eth10", up));
+        assert_eq!(link.health(), Health::down("eth9 renamed to eth10"));
+        link.apply(&new_link(8, "eth9", up));
+        assert!(is_up(link.health()));
+        let mut deleted = LinkMessage::default();
+        deleted.header.index = 8;
+        link.apply(&RouteNetlinkMessage::DelLink(deleted));
+        assert!(!is_up(link.health()));
+    }
+}
