@@ -3,3 +3,4 @@
 pub mod hooks;
 pub mod net;
 pub mod track;
+pub mod daemon;

@@ -1,3 +1,115 @@
-fn main() {
-    println!("hav-agent");
+//! `hav-agent`: VRRP for the VIPs in front of a proxy node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hav_agent::daemon;
+
+#[derive(Parser)]
+#[command(name = "hav-agent", version, about = "VRRP v2/v3 for the virtual IPs in front of proxy servers")]
+struct Args {
+    /// The node config (TOML).
+    #[arg(long, short, default_value = "/etc/hav/agent.toml", env = "HAV_AGENT_CONFIG")]
+    config: PathBuf,
+    /// Validate CONFIG and exit: 0 if it would run, 1 with every error (file: key path: reason).
+    #[arg(long, value_name = "CONFIG")]
+    check: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a running agent's instances, states, priorities and trackers.
+    Status {
+        /// The agent's status socket (default: `<state_dir>/hav-agent.sock` of --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check {
+        return match daemon::check(path) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hav-agent: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Some(Command::Status { socket, json }) => status(&args.config, socket, json).await,
+            None => daemon::run(args.config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hav-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn status(config: &std::path::Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let socket = match socket {
+        Some(socket) => socket,
+        None => {
+            let config = hav_proto::config::load_node_config(config)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.lines().join("\n")))?;
+            config
+                .node
+                .status_socket
+                .unwrap_or_else(|| config.node.state_dir.join("hav-agent.sock"))
+        }
+    };
+    let snapshot = daemon::status::query(&socket).await.map_err(|error| {
+        anyhow::anyhow!("cannot read {}: {error} (is hav-agent running?)", socket.display())
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", daemon::status::render(&snapshot));
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Under systemd, journald stamps each line itself.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, under_journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
 }

@@ -1,0 +1,669 @@
+//! The event loop around the core: the only place where the sans-IO engine meets the kernel.
+//!
+//! One task owns the [`Engine`]. Sockets, trackers and signals feed it through channels; after
+//! every input it drains the engine's actions in order and carries them out (adverts, VIPs through
+//! the crash-safe journal, GARP/NA, hooks), then sleeps until the engine's next deadline. Start-up
+//! removes VIPs a previous run left behind before anything else; a reload that cannot be applied
+//! changes nothing.
+
+pub mod plan;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hav_proto::config::{NodeConfig, load_node_config};
+use hav_vrrp::engine::{Action, Engine, RouterId, State, TrackEffect};
+use hav_vrrp::wire::RecvMeta;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
+use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
+use plan::Plan;
+use status::Snapshot;
+
+/// How long start-up waits for every tracker's first report before electing anyway.
+const FIRST_REPORT_WAIT: Duration = Duration::from_secs(3);
+
+/// What the receive tasks hand to the loop.
+enum Inbound {
+    Packet {
+        interface: String,
+        meta: RecvMeta,
+        payload: Vec<u8>,
+    },
+    Dropped {
+        counter: &'static str,
+    },
+}
+
+/// Runs the agent from `config_path` until SIGTERM/SIGINT and a graceful stop.
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = load_node_config(&config_path).map_err(|errors| {
+        anyhow::anyhow!("config refused, nothing started:\n{}", errors.lines().join("\n"))
+    })?;
+    let mut daemon = Daemon::start(config_path, config).await?;
+    daemon.run().await
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: NodeConfig,
+    plan: Plan,
+    engine: Engine,
+    names: HashMap<RouterId, String>,
+    sockets: HashMap<SocketSpec, OpenSocket>,
+    vips: JournaledVips,
+    announcer: Announcer,
+    trackers: HashMap<String, RunningTracker>,
+    health: BTreeMap<String, Health>,
+    hooks: HashMap<String, HookQueue>,
+    group_hooks: HashMap<String, HookQueue>,
+    inbound: mpsc::Receiver<Inbound>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    track_events: mpsc::Receiver<TrackEvent>,
+    track_tx: mpsc::Sender<TrackEvent>,
+    drops: BTreeMap<&'static str, u64>,
+    status: watch::Sender<Snapshot>,
+    _status_server: Option<status::ServerGuard>,
+}
+
+struct OpenSocket {
+    socket: Arc<VrrpSocket>,
+    receiver: JoinHandle<()>,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+struct RunningTracker {
+    handle: TrackerHandle,
+    fingerprint: String,
+}
+
+impl Daemon {
+    async fn start(config_path: PathBuf, config: NodeConfig) -> anyhow::Result<Self> {
+        // Crash safety first: whatever a previous run added and did not remove goes, before we
+        // open a socket or could win an election.
+        let manager = VipManager::new().context("netlink")?;
+        let mut vips = JournaledVips::new(manager, &config.node.state_dir)
+            .with_context(|| format!("VIP journal in {}", config.node.state_dir.display()))?;
+        let recovery = vips.recover(&[]).await.context("removing VIPs left by a previous run")?;
+        if !recovery.removed.is_empty() {
+            tracing::warn!(
+                vips = ?recovery.removed.iter().map(|v| v.addr).collect::<Vec<_>>(),
+                "removed VIPs a previous run left behind"
+            );
+        }
+        if let Some(corrupt) = &recovery.corrupt {
+            tracing::error!(kept_as = %corrupt.kept_as.display(), reason = %corrupt.reason, "VIP journal was corrupt");
+        }
+
+        let plan = plan::plan(&config)?;
+        let engine = Engine::new(plan.engine.clone())?;
+        let (inbound_tx, inbound) = mpsc::channel(1024);
+        let (track_tx, track_events) = mpsc::channel(256);
+        let (status, status_rx) = watch::channel(Snapshot::default());
+        let status_path = config
+            .node
+            .status_socket
+            .clone()
+            .unwrap_or_else(|| config.node.state_dir.join("hav-agent.sock"));
+        let status_server = match status::serve(&status_path, status_rx) {
+            Ok(guard) => Some(guard),
+            Err(error) => {
+                tracing::warn!(path = %status_path.display(), %error, "no status socket");
+                None
+            }
+        };
+        let mut daemon = Self {
+            config_path,
+            config,
+            plan,
+            engine,
+            names: HashMap::new(),
+            sockets: HashMap::new(),
+            vips,
+            announcer: Announcer::new().context("opening the GARP/NA sockets")?,
+            trackers: HashMap::new(),
+            health: BTreeMap::new(),
+            hooks: HashMap::new(),
+            group_hooks: HashMap::new(),
+            inbound,
+            inbound_tx,
+            track_events,
+            track_tx,
+            drops: BTreeMap::new(),
+            status,
+            _status_server: status_server,
+        };
+        daemon.refresh_names();
+        let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
+        daemon.sockets = new_sockets;
+        daemon.hooks = spawn_hooks(&daemon.plan.instance_hooks)?;
+        daemon.group_hooks = spawn_hooks(&daemon.plan.group_hooks)?;
+        daemon.sync_trackers()?;
+        daemon.await_first_reports().await;
+        daemon.apply_all_effects(Instant::now());
+        daemon.engine.start(Instant::now());
+        daemon.execute().await;
+        daemon.publish();
+        tracing::info!(
+            node = %daemon.config.node.name,
+            instances = daemon.plan.engine.routers.len(),
+            "hav-agent started"
+        );
+        Ok(daemon)
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigusr1 = signal(SignalKind::user_defined1())?;
+        let mut stopping = false;
+        loop {
+            let deadline = self.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = sigterm.recv() => self.begin_stop(&mut stopping, "SIGTERM"),
+                _ = sigint.recv() => self.begin_stop(&mut stopping, "SIGINT"),
+                _ = sighup.recv() => self.reload().await,
+                _ = sigusr1.recv() => tracing::info!("status:\n{}", status::render(&self.snapshot())),
+                Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
+                Some(event) = self.track_events.recv() => self.on_track_event(event),
+                () = sleep => self.engine.handle_timeout(Instant::now()),
+            }
+            self.execute().await;
+            self.publish();
+            if stopping && self.engine.is_stopped() {
+                break;
+            }
+        }
+        self.finish().await;
+        Ok(())
+    }
+
+    fn begin_stop(&mut self, stopping: &mut bool, signal: &str) {
+        if !*stopping {
+            tracing::info!(signal, "stopping: resigning mastership, keeping VIPs until a peer takes over");
+            *stopping = true;
+            self.engine.shutdown(Instant::now());
+        }
+    }
+
+    async fn finish(&mut self) {
+        for (_, tracker) in self.trackers.drain() {
+            tracker.handle.stop().await;
+        }
+        for (_, queue) in self.hooks.drain().chain(self.group_hooks.drain()) {
+            queue.close().await;
+        }
+        // The engine released everything it held; the journal catches anything else.
+        match self.vips.recover(&[]).await {
+            Ok(recovery) if !recovery.removed.is_empty() => {
+                tracing::warn!(count = recovery.removed.len(), "removed VIPs still journaled at stop")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
+        }
+        tracing::info!("hav-agent stopped");
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Packet {
+                interface,
+                meta,
+                payload,
+            } => self
+                .engine
+                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
+        }
+    }
+
+    fn on_track_event(&mut self, event: TrackEvent) {
+        let now = Instant::now();
+        tracing::info!(tracker = %event.name, health = %event.health, "tracker changed");
+        self.health.insert(event.name.clone(), event.health);
+        self.apply_effects_of(now, &event.name);
+    }
+
+    /// Applies one tracker's health to every router that follows it.
+    fn apply_effects_of(&mut self, now: Instant, key: &str) {
+        let Some(health) = self.health.get(key) else { return };
+        for (router, refs) in &self.plan.tracker_refs {
+            for (tracked, weight) in refs {
+                if tracked != key {
+                    continue;
+                }
+                let Some(id) = self.engine.router_id(router) else { continue };
+                self.engine
+                    .set_tracker(now, id, key, effect(track::contribution(health, *weight)));
+            }
+        }
+    }
+
+    fn apply_all_effects(&mut self, now: Instant) {
+        let keys: Vec<String> = self.health.keys().cloned().collect();
+        for key in keys {
+            self.apply_effects_of(now, &key);
+        }
+    }
+
+    /// Waits until every tracker has said how it is, so that a node does not win an election
+    /// only to give it up a moment later.
+    async fn await_first_reports(&mut self) {
+        let deadline = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
+        while self.trackers.keys().any(|key| !self.health.contains_key(key)) {
+            match tokio::time::timeout_at(deadline, self.track_events.recv()).await {
+                Ok(Some(event)) => {
+                    tracing::info!(tracker = %event.name, health = %event.health, "tracker reported");
+                    self.health.insert(event.name, event.health);
+                }
+                Ok(None) | Err(_) => {
+                    let silent: Vec<&String> = self
+                        .trackers
+                        .keys()
+                        .filter(|key| !self.health.contains_key(*key))
+                        .collect();
+                    tracing::warn!(?silent, "starting before every tracker reported");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Carries out the engine's actions in order.
+    async fn execute(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Transmit {
+                    router,
+                    dst,
+                    payload,
+                } => {
+                    let Some(socket) = self.socket_of(router) else { continue };
+                    if let Err(error) = socket.send_to(dst, &payload).await {
+                        tracing::warn!(router = %self.name(router), %error, "advert not sent");
+                    }
+                }
+                Action::AddVips { router, vips, .. } => {
+                    let vips = self.vip_details(router, &vips);
+                    if let Err(error) = self.vips.add(&vips).await {
+                        tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
+                    }
+                }
+                Action::RemoveVips { router, vips } => {
+                    let vips = self.vip_details(router, &vips);
+                    if let Err(error) = self.vips.remove(&vips).await {
+                        tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
+                    }
+                }
+                Action::Announce { router, vips } => {
+                    let details = self.vip_details(router, &vips);
+                    let mut by_device: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+                    for vip in &details {
+                        by_device.entry(&vip.iface).or_default().push(vip.addr);
+                    }
+                    for (device, addresses) in by_device {
+                        if let Err(error) = self.announcer.announce(device, &addresses).await {
+                            tracing::warn!(router = %self.name(router), %error, "announce failed");
+                        }
+                    }
+                }
+                Action::StateChanged {
+                    router,
+                    from,
+                    to,
+                    priority,
+                    cause,
+                } => {
+                    let name = self.name(router).to_string();
+                    tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                    if let Some(queue) = self.hooks.get(&name) {
+                        queue.notify(StateChange {
+                            kind: HookKind::Instance,
+                            name,
+                            old: hook_state(from, true),
+                            new: hook_state(to, false),
+                            priority,
+                            cause: cause.to_string(),
+                        });
+                    }
+                }
+                Action::SyncGroupChanged {
+                    group,
+                    from,
+                    to,
+                    cause,
+                } => {
+                    tracing::info!(%group, %from, %to, %cause, "sync group {group}: {from} -> {to}: {cause}");
+                    if let Some(queue) = self.group_hooks.get(&group) {
+                        queue.notify(StateChange {
+                            kind: HookKind::Group,
+                            name: group,
+                            old: hook_state(from, true),
+                            new: hook_state(to, false),
+                            priority: hav_vrrp::Priority(0),
+                            cause: cause.to_string(),
+                        });
+                    }
+                }
+                other => tracing::debug!(?other, "action not handled by this agent version"),
+            }
+        }
+    }
+
+    /// SIGHUP: a new config replaces the running one only if it loads, plans, opens its sockets
+    /// and passes the engine's checks; otherwise the old one keeps running untouched.
+    async fn reload(&mut self) {
+        tracing::info!(config = %self.config_path.display(), "reloading");
+        let config = match load_node_config(&self.config_path) {
+            Ok(config) => config,
+            Err(errors) => {
+                for line in errors.lines() {
+                    tracing::error!("{line}");
+                }
+                tracing::error!("reload refused; the running config stays");
+                return;
+            }
+        };
+        if config == self.config {
+            tracing::info!("config unchanged");
+            return;
+        }
+        let plan = match plan::plan(&config) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::error!(%error, "reload refused; the running config stays");
+                return;
+            }
+        };
+        let sockets = match self.open_sockets(&plan) {
+            Ok(sockets) => sockets,
+            Err(error) => {
+                tracing::error!(%error, "reload refused; the running config stays");
+                return;
+            }
+        };
+        let (hooks, group_hooks) = match (
+            spawn_hooks(&plan.instance_hooks),
+            spawn_hooks(&plan.group_hooks),
+        ) {
+            (Ok(hooks), Ok(group_hooks)) => (hooks, group_hooks),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "reload refused; the running config stays");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let report = match self.engine.reconfigure(now, plan.engine.clone()) {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::error!(%error, "reload refused; the running config stays");
+                return;
+            }
+        };
+        tracing::info!(
+            added = ?report.added, removed = ?report.removed,
+            changed = ?report.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            unchanged = report.unchanged.len(),
+            "config reloaded"
+        );
+        let old_refs = std::mem::take(&mut self.plan.tracker_refs);
+        self.sockets = sockets;
+        self.hooks = hooks;
+        self.group_hooks = group_hooks;
+        self.config = config;
+        self.plan = plan;
+        self.refresh_names();
+        // Routers that no longer follow a tracker lose its effect.
+        for (router, refs) in old_refs {
+            let Some(id) = self.engine.router_id(&router) else { continue };
+            for (key, _) in refs {
+                if !self.plan.refs_of(&router).iter().any(|(k, _)| *k == key) {
+                    self.engine.set_tracker(now, id, &key, TrackEffect::Adjust(0));
+                }
+            }
+        }
+        if let Err(error) = self.sync_trackers() {
+            tracing::error!(%error, "a tracker of the new config did not start");
+        }
+        self.apply_all_effects(now);
+    }
+
+    /// Starts trackers the plan has and we do not run (or run with another definition); stops
+    /// those it no longer has.
+    fn sync_trackers(&mut self) -> anyhow::Result<()> {
+        let wanted: HashSet<&String> = self.plan.trackers.keys().collect();
+        let gone: Vec<String> = self
+            .trackers
+            .keys()
+            .filter(|key| !wanted.contains(key))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.trackers.remove(&key);
+            self.health.remove(&key);
+        }
+        for (key, planned) in &self.plan.trackers {
+            if self
+                .trackers
+                .get(key)
+                .is_some_and(|running| running.fingerprint == planned.fingerprint)
+            {
+                continue;
+            }
+            self.health.remove(key);
+            let handle = track::spawn(key.clone(), planned.spec.clone(), self.track_tx.clone())?;
+            self.trackers.insert(
+                key.clone(),
+                RunningTracker {
+                    handle,
+                    fingerprint: planned.fingerprint.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens the sockets `plan` needs, reusing the ones already open.
+    fn open_sockets(&self, plan: &Plan) -> anyhow::Result<HashMap<SocketSpec, OpenSocket>> {
+        let mut sockets = HashMap::new();
+        for spec in plan.router_sockets.values() {
+            let key = spec.clone();
+            if sockets.contains_key(&key) {
+                continue;
+            }
+            let socket = match self.sockets.get(&key) {
+                Some(open) => open.socket.clone(),
+                None => Arc::new(VrrpSocket::open(spec)?),
+            };
+            let receiver = tokio::spawn(receive(socket.clone(), self.inbound_tx.clone()));
+            sockets.insert(key, OpenSocket { socket, receiver });
+        }
+        Ok(sockets)
+    }
+
+    fn socket_of(&self, router: RouterId) -> Option<Arc<VrrpSocket>> {
+        let spec = self.plan.router_sockets.get(self.names.get(&router)?)?;
+        self.sockets
+            .get(spec)
+            .map(|open| open.socket.clone())
+    }
+
+    fn vip_details(&self, router: RouterId, addresses: &[IpAddr]) -> Vec<Vip> {
+        let details = self
+            .names
+            .get(&router)
+            .and_then(|name| self.plan.vips.get(name));
+        addresses
+            .iter()
+            .filter_map(|address| details.and_then(|d| d.get(address)).cloned())
+            .collect()
+    }
+
+    fn name(&self, router: RouterId) -> &str {
+        self.names.get(&router).map(String::as_str).unwrap_or("?")
+    }
+
+    fn refresh_names(&mut self) {
+        self.names = self
+            .plan
+            .engine
+            .routers
+            .iter()
+            .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
+            .collect();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut counters: BTreeMap<String, u64> = self
+            .engine
+            .counters()
+            .named()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        for (name, value) in &self.drops {
+            counters.insert((*name).to_string(), *value);
+        }
+        Snapshot {
+            node: self.config.node.name.clone(),
+            config: self.config_path.display().to_string(),
+            instances: status::instances(&self.engine, Instant::now()),
+            trackers: self
+                .health
+                .iter()
+                .map(|(key, health)| (key.clone(), health.to_string()))
+                .collect(),
+            counters,
+        }
+    }
+
+    fn publish(&self) {
+        let snapshot = self.snapshot();
+        self.status.send_if_modified(|current| {
+            let changed = current.instances.len() != snapshot.instances.len()
+                || current
+                    .instances
+                    .iter()
+                    .zip(&snapshot.instances)
+                    .any(|(a, b)| a.state != b.state || a.effective_priority != b.effective_priority)
+                || current.trackers != snapshot.trackers
+                || current.counters != snapshot.counters;
+            *current = snapshot;
+            changed
+        });
+    }
+}
+
+/// Reads one socket forever, handing adverts to the loop. The multicast socket takes only what
+/// was sent to the group and a unicast socket only what was sent to us, so that an instance never
+/// hears one advert twice.
+async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
+    let interface = socket.spec().interface.clone();
+    let multicast = matches!(socket.spec().mode, crate::net::Mode::Multicast { .. });
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let message = match socket.recv(&mut buf).await {
+            Ok(Received::Datagram(datagram)) => {
+                if datagram.dst.is_multicast() != multicast {
+                    continue;
+                }
+                Inbound::Packet {
+                    interface: interface.clone(),
+                    meta: RecvMeta {
+                        src: datagram.src,
+                        dst: datagram.dst,
+                        hop_limit: datagram.hop_limit,
+                    },
+                    payload: datagram.payload(&buf).to_vec(),
+                }
+            }
+            Ok(Received::UnknownPeer { src }) => {
+                tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
+                Inbound::Dropped {
+                    counter: "unicast_unknown_peer",
+                }
+            }
+            // A unicast advert seen by the multicast socket: the unicast socket has it.
+            Ok(Received::OtherDestination { .. }) => continue,
+            Ok(_) => Inbound::Dropped {
+                counter: "malformed_datagrams",
+            },
+            Err(error) => {
+                tracing::warn!(%interface, %error, "receive failed");
+                // Rate limit a persistent error rather than spin; not a synchronisation.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if inbound.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn_hooks(
+    configs: &HashMap<String, crate::hooks::HookConfig>,
+) -> anyhow::Result<HashMap<String, HookQueue>> {
+    configs
+        .iter()
+        .map(|(name, config)| Ok((name.clone(), HookQueue::spawn(config.clone())?)))
+        .collect()
+}
+
+fn effect(contribution: Contribution) -> TrackEffect {
+    match contribution {
+        Contribution::Adjust(weight) => TrackEffect::Adjust(weight),
+        Contribution::Fault => TrackEffect::Fault,
+    }
+}
+
+/// Initialize is "not started yet" as an old state and "stopped" as a new one.
+fn hook_state(state: State, old: bool) -> HookState {
+    match state {
+        State::Master => HookState::Master,
+        State::Backup => HookState::Backup,
+        State::Fault => HookState::Fault,
+        _ if old => HookState::Init,
+        _ => HookState::Stop,
+    }
+}
+
+/// `hav-agent --check`: loads and plans a config without starting anything.
+pub fn check(path: &Path) -> Result<String, String> {
+    let config = load_node_config(path).map_err(|errors| errors.lines().join("\n"))?;
+    let summary = format!(
+        "{}: ok: node {}, {} instance(s), {} sync group(s)",
+        path.display(),
+        config.node.name,
+        config.instances.len(),
+        config.sync_groups.len()
+    );
+    match plan::plan(&config) {
+        Ok(_) => Ok(summary),
+        Err(plan::PlanError::NoSourceAddress { .. } | plan::PlanError::Addresses(_)) => Ok(format!(
+            "{summary} (interface addresses not checked on this host)"
+        )),
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}

@@ -1,0 +1,345 @@
+//! From a validated [`NodeConfig`] to everything the daemon runs: the engine's config, the VRRP
+//! sockets, the VIPs' netlink details, the trackers and the hooks.
+//!
+//! Planning only reads the host (interface addresses); it changes nothing, so a config that
+//! cannot be planned is refused before anything moves.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hav_proto::config::{
+    Command, Instance, NodeConfig, Notify, ProbeKind, ProcessMatch as ConfigProcessMatch, TrackTarget,
+    Transport,
+};
+use hav_vrrp::engine::{AnnounceSchedule, EngineConfig, Peer, Peers, Preempt, RouterConfig, SyncGroupConfig};
+use hav_vrrp::Family;
+
+use crate::hooks::HookConfig;
+use crate::net::socket::{Mode, SocketSpec};
+use crate::net::vip::Vip;
+use crate::track::{
+    FileSpec, HttpSpec, InterfaceSpec, ProbeSchedule, ProcessMatch, ProcessSpec, Program, RunAs,
+    ScriptSpec, TcpSpec, TrackSpec,
+};
+
+/// Everything derived from one config.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub engine: EngineConfig,
+    /// The socket each router sends and receives on.
+    pub router_sockets: HashMap<String, SocketSpec>,
+    /// Per router, the netlink details of each VIP.
+    pub vips: HashMap<String, HashMap<IpAddr, Vip>>,
+    /// Trackers by key (`kind:name`), with a fingerprint to tell a changed definition on reload.
+    pub trackers: BTreeMap<String, PlannedTracker>,
+    /// Per router, the trackers it follows and the weight of each.
+    pub tracker_refs: HashMap<String, Vec<(String, i32)>>,
+    /// Hooks per instance and per sync group.
+    pub instance_hooks: HashMap<String, HookConfig>,
+    pub group_hooks: HashMap<String, HookConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTracker {
+    pub spec: TrackSpec,
+    pub fingerprint: String,
+}
+
+impl Plan {
+    /// The trackers a router follows.
+    pub fn refs_of(&self, router: &str) -> &[(String, i32)] {
+        self.tracker_refs.get(router).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Why a config cannot be run on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "instance {instance}: interface {interface} has no {family} address to send adverts from; set source_address"
+    )]
+    NoSourceAddress {
+        instance: String,
+        interface: String,
+        family: &'static str,
+    },
+    #[error("instance {instance}: tracked object {target} is not defined")]
+    UnresolvedTracker { instance: String, target: String },
+    #[error("cannot read interface addresses: {0}")]
+    Addresses(#[source] nix::Error),
+    #[error("engine refused the config: {0}")]
+    Engine(#[from] hav_vrrp::engine::EngineConfigError),
+}
+
+/// Plans `config` against the host's current interface addresses.
+pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
+    let addresses = interface_addresses()?;
+    let mut plan = Plan {
+        engine: EngineConfig::default(),
+        router_sockets: HashMap::new(),
+        vips: HashMap::new(),
+        trackers: BTreeMap::new(),
+        tracker_refs: HashMap::new(),
+        instance_hooks: HashMap::new(),
+        group_hooks: HashMap::new(),
+    };
+    for instance in &config.instances {
+        let primary = primary_address(instance, &addresses)?;
+        plan.engine.routers.push(router_config(instance, primary));
+        plan.router_sockets.insert(instance.name.clone(), socket_spec(instance, primary));
+        plan.vips.insert(
+            instance.name.clone(),
+            instance
+                .vips
+                .iter()
+                .map(|vip| {
+                    let mut planned = Vip::new(vip.address, vip.prefix_len, vip.dev.clone());
+                    planned.label = vip.label.clone();
+                    (vip.address, planned)
+                })
+                .collect(),
+        );
+        let mut refs = Vec::new();
+        for track in &instance.track {
+            let (key, tracker) = tracker_of(config, &track.target).ok_or_else(|| {
+                PlanError::UnresolvedTracker {
+                    instance: instance.name.clone(),
+                    target: format!("{:?}", track.target),
+                }
+            })?;
+            plan.trackers.entry(key.clone()).or_insert(tracker);
+            refs.push((key, i32::from(track.weight.get())));
+        }
+        plan.tracker_refs.insert(instance.name.clone(), refs);
+        plan.instance_hooks.insert(instance.name.clone(), hooks_of(&instance.notify));
+    }
+    merge_unicast_sockets(&mut plan.router_sockets);
+    for group in &config.sync_groups {
+        plan.engine.sync_groups.push(SyncGroupConfig {
+            name: group.name.clone(),
+            members: group.instances.clone(),
+        });
+        plan.group_hooks.insert(group.name.clone(), hooks_of(&group.notify));
+    }
+    plan.engine.validate()?;
+    Ok(plan)
+}
+
+fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
+    RouterConfig {
+        name: instance.name.clone(),
+        interface: instance.interface.clone(),
+        vrid: instance.vrid,
+        version: instance.version,
+        family: instance.family,
+        priority: instance.priority,
+        advert_interval: instance.advert_interval,
+        preempt: if instance.preempt {
+            Preempt::On {
+                delay: instance.preempt_delay,
+            }
+        } else {
+            Preempt::Off
+        },
+        accept: instance.accept,
+        primary_address: primary,
+        peers: match &instance.transport {
+            Transport::Multicast => Peers::Multicast,
+            Transport::Unicast(peers) => Peers::Unicast(
+                peers
+                    .iter()
+                    .map(|peer| Peer {
+                        address: peer.address,
+                        priority: peer.priority,
+                    })
+                    .collect(),
+            ),
+        },
+        vips: instance.vips.iter().map(|vip| vip.address).collect(),
+        auth: instance.auth,
+        checksum: instance.checksum,
+        announce: AnnounceSchedule {
+            repeat: instance.garp.master_repeat,
+            interval: instance.garp.interval,
+            second_burst_after: (!instance.garp.master_delay.is_zero())
+                .then_some(instance.garp.master_delay),
+            refresh: instance.garp.master_refresh,
+        },
+    }
+}
+
+fn socket_spec(instance: &Instance, primary: IpAddr) -> SocketSpec {
+    let mode = match &instance.transport {
+        Transport::Multicast => Mode::Multicast {
+            source: Some(primary),
+        },
+        Transport::Unicast(peers) => Mode::Unicast {
+            source: primary,
+            peers: peers.iter().map(|peer| peer.address).collect(),
+        },
+    };
+    SocketSpec {
+        interface: instance.interface.clone(),
+        family: instance.family,
+        mode,
+    }
+}
+
+/// Unicast instances on one interface and family, from one source, share a socket listening to
+/// all their peers (two raw sockets would each see the other's peers as strangers).
+fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
+    let mut peers: HashMap<(String, Family, IpAddr), BTreeSet<IpAddr>> = HashMap::new();
+    for spec in sockets.values() {
+        if let Mode::Unicast { source, peers: own } = &spec.mode {
+            peers
+                .entry((spec.interface.clone(), spec.family, *source))
+                .or_default()
+                .extend(own.iter().copied());
+        }
+    }
+    for spec in sockets.values_mut() {
+        if let Mode::Unicast { source, peers: own } = &mut spec.mode {
+            if let Some(all) = peers.get(&(spec.interface.clone(), spec.family, *source)) {
+                *own = all.clone();
+            }
+        }
+    }
+}
+
+fn primary_address(
+    instance: &Instance,
+    addresses: &[(String, IpAddr)],
+) -> Result<IpAddr, PlanError> {
+    if let Some(source) = instance.source_address {
+        return Ok(source);
+    }
+    let mut on_interface = addresses
+        .iter()
+        .filter(|(name, _)| *name == instance.interface)
+        .map(|(_, address)| *address);
+    let found = match instance.family {
+        Family::V4 => on_interface
+            .filter(IpAddr::is_ipv4)
+            .find(|address| !instance.vips.iter().any(|vip| vip.address == *address)),
+        // RFC 5798 section 5.1.2.1: IPv6 adverts come from the link-local address.
+        Family::V6 => on_interface.find(|address| match address {
+            IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+            IpAddr::V4(_) => false,
+        }),
+    };
+    found.ok_or_else(|| PlanError::NoSourceAddress {
+        instance: instance.name.clone(),
+        interface: instance.interface.clone(),
+        family: match instance.family {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6 link-local",
+        },
+    })
+}
+
+/// Every (interface, address) pair of the host, in the kernel's order (primary first).
+fn interface_addresses() -> Result<Vec<(String, IpAddr)>, PlanError> {
+    let mut found = Vec::new();
+    for entry in nix::ifaddrs::getifaddrs().map_err(PlanError::Addresses)? {
+        let Some(address) = entry.address else { continue };
+        if let Some(v4) = address.as_sockaddr_in() {
+            found.push((entry.interface_name, IpAddr::V4(v4.ip())));
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            found.push((entry.interface_name, IpAddr::V6(v6.ip())));
+        }
+    }
+    Ok(found)
+}
+
+/// The tracker behind a reference: its key and spec; `None` if the reference does not resolve
+/// (validation rules that out).
+fn tracker_of(config: &NodeConfig, target: &TrackTarget) -> Option<(String, PlannedTracker)> {
+    let (key, spec) = match target {
+        TrackTarget::Interface(name) => (
+            format!("interface:{name}"),
+            TrackSpec::Interface(InterfaceSpec { name: name.clone() }),
+        ),
+        TrackTarget::Script(name) => {
+            let script = config.scripts.iter().find(|s| &s.name == name)?;
+            let mut program = program_of(&script.command);
+            if let Some(user) = &script.user {
+                program = program.run_as(RunAs {
+                    user: user.clone(),
+                    group: script.group.clone(),
+                });
+            }
+            let mut spec = ScriptSpec::new(program);
+            spec.interval = script.interval;
+            spec.timeout = script.timeout;
+            spec.rise = script.rise;
+            spec.fall = script.fall;
+            (format!("script:{name}"), TrackSpec::Script(spec))
+        }
+        TrackTarget::Process(name) => {
+            let process = config.processes.iter().find(|p| &p.name == name)?;
+            let target = match &process.matcher {
+                ConfigProcessMatch::Name(comm) => ProcessMatch::Name(comm.clone()),
+                ConfigProcessMatch::PidFile(path) => ProcessMatch::PidFile(path.clone()),
+            };
+            let mut spec = ProcessSpec::new(target);
+            spec.min_procs = process.min_procs as usize;
+            (format!("process:{name}"), TrackSpec::Process(spec))
+        }
+        TrackTarget::File(name) => {
+            let file = config.track_files.iter().find(|f| &f.name == name)?;
+            (
+                format!("file:{name}"),
+                TrackSpec::File(FileSpec {
+                    path: file.path.clone(),
+                }),
+            )
+        }
+        TrackTarget::Probe(name) => {
+            let probe = config.probes.iter().find(|p| &p.name == name)?;
+            let schedule = ProbeSchedule {
+                interval: probe.interval,
+                timeout: probe.timeout,
+                rise: probe.rise,
+                fall: probe.fall,
+                ..ProbeSchedule::default()
+            };
+            let spec = match &probe.kind {
+                ProbeKind::Tcp { address } => TrackSpec::Tcp(TcpSpec {
+                    host: address.ip().to_string(),
+                    port: address.port(),
+                    schedule,
+                }),
+                ProbeKind::Http {
+                    url,
+                    expect_status,
+                    proxy,
+                } => TrackSpec::Http(HttpSpec {
+                    url: url.clone(),
+                    expected_status: expect_status.clone(),
+                    proxy: proxy.map(|p| p.to_string()),
+                    schedule,
+                }),
+            };
+            (format!("probe:{name}"), spec)
+        }
+    };
+    let fingerprint = format!("{spec:?}");
+    Some((key, PlannedTracker { spec, fingerprint }))
+}
+
+fn program_of(command: &Command) -> Program {
+    Program::new(command.program.clone(), command.args.iter().cloned())
+}
+
+fn hooks_of(notify: &Notify) -> HookConfig {
+    let list = |command: &Option<Command>| command.iter().map(program_of).collect::<Vec<_>>();
+    HookConfig {
+        notify: list(&notify.any),
+        notify_master: list(&notify.master),
+        notify_backup: list(&notify.backup),
+        notify_fault: list(&notify.fault),
+        notify_stop: list(&notify.stop),
+        timeout: Duration::from_secs(30),
+    }
+}
