@@ -1,4 +1,6 @@
 //! VRRP raw sockets across a real veth pair between two network namespaces (needs root).
+// A failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
 
 mod net_support;
 
@@ -235,5 +237,35 @@ fn open_fails_with_context() {
         let mismatch =
             VrrpSocket::open(&multicast(IFACE_A, Family::V4, Some(IpAddr::V6(LL_A)))).unwrap_err();
         assert!(mismatch.to_string().contains("fe80::a"), "{mismatch}");
+    });
+}
+
+#[test]
+fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
+    run(|lab| async move {
+        let (a, b) = (IpAddr::V4(V4_A), IpAddr::V4(V4_B));
+        let multicast_sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let unicast_sender = VrrpSocket::open(&unicast(IFACE_A, Family::V4, a, &[b])).unwrap();
+        let (multicast_receiver, unicast_receiver) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[a])).unwrap(),
+            )
+        });
+        let mut unicast_payload = PAYLOAD;
+        unicast_payload[1] = 60;
+        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        unicast_sender.send_advert(&unicast_payload).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&multicast_receiver, &mut buf).await);
+        assert_eq!(got.payload(&buf), PAYLOAD);
+        assert_eq!(
+            recv(&multicast_receiver, &mut buf).await,
+            Received::OtherDestination { src: a, dst: b }
+        );
+        // The unicast socket never saw the multicast advert: its first datagram is the unicast one.
+        let got = datagram(recv(&unicast_receiver, &mut buf).await);
+        assert_eq!((got.dst, got.payload(&buf)), (b, &unicast_payload[..]));
     });
 }

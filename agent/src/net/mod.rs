@@ -12,7 +12,7 @@ pub mod socket;
 pub mod vip;
 
 pub use announce::{AnnounceError, Announcer};
-pub use journal::{JournalError, JournaledVips, Recovery, VipJournal};
+pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
 

@@ -6,7 +6,9 @@
 //! the caller can apply the RFC 5798 §7.1 checks itself. Nothing received from the network makes
 //! it panic: a datagram it cannot make sense of is a [`Received::Malformed`], one from a source that
 //! is not a configured unicast peer is a [`Received::UnknownPeer`], and both are for the caller to
-//! count. All methods take `&self`, so several virtual routers on one interface share one socket
+//! count. Multicast and unicast sockets on one interface do not see each other's traffic: a
+//! unicast socket joins no group and has `IP_MULTICAST_ALL` off, and a multicast socket reports
+//! unicast datagrams as [`Received::OtherDestination`]. All methods take `&self`, so several virtual routers on one interface share one socket
 //! (the keepalived model) and demultiplex by VRID.
 
 use std::collections::BTreeSet;
@@ -78,6 +80,15 @@ pub enum Received {
     UnknownPeer {
         /// Its source address.
         src: IpAddr,
+    },
+    /// Multicast mode: a datagram addressed to something other than the VRRP group, e.g. a
+    /// unicast advert meant for a unicast-mode socket on the same interface (not for this
+    /// socket's routers; ignore it, or count it if no unicast socket exists on the interface).
+    OtherDestination {
+        /// Its source address.
+        src: IpAddr,
+        /// Its destination address.
+        dst: IpAddr,
     },
     /// A datagram that could not be read (dropped; count it).
     Malformed {
@@ -356,12 +367,18 @@ impl VrrpSocket {
             RawReceived::Ok(datagram) => datagram,
             RawReceived::Malformed { src, reason } => return Received::Malformed { src, reason },
         };
-        if let Mode::Unicast { peers, .. } = &self.spec.mode
-            && !peers.contains(&datagram.src)
-        {
-            return Received::UnknownPeer { src: datagram.src };
+        match &self.spec.mode {
+            Mode::Multicast { .. } if datagram.dst != group(self.spec.family) => {
+                Received::OtherDestination {
+                    src: datagram.src,
+                    dst: datagram.dst,
+                }
+            }
+            Mode::Unicast { peers, .. } if !peers.contains(&datagram.src) => {
+                Received::UnknownPeer { src: datagram.src }
+            }
+            _ => Received::Datagram(datagram),
         }
-        Received::Datagram(datagram)
     }
 }
 
