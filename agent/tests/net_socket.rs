@@ -269,3 +269,15 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
         assert_eq!((got.dst, got.payload(&buf)), (b, &unicast_payload[..]));
     });
 }
+
+#[test]
+fn sending_to_the_other_family_is_refused() {
+    run(|_lab| async move {
+        let socket = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let error = socket
+            .send_to(IpAddr::V6(V6_B), &PAYLOAD)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("2001:db8::2"), "{error}");
+    });
+}

@@ -300,30 +300,31 @@ impl VrrpSocket {
         Ok(self.classify(raw))
     }
 
-    /// Sends one payload to `dst` (the group, or one peer).
+    /// Sends one payload to `dst` (the group, or one peer), from the configured source.
     pub async fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
+        let iface = &self.spec.interface;
         let source = match &self.spec.mode {
             Mode::Multicast { source } => *source,
             Mode::Unicast { source, .. } => Some(*source),
         };
-        let iface = &self.spec.interface;
+        // `open` checked that the source is of the socket's family; check the destination.
         let sent = match (dst, source) {
-            (IpAddr::V4(dst), None | Some(IpAddr::V4(_))) => {
-                let source = source.and_then(|s| match s {
-                    IpAddr::V4(s) => Some(s),
-                    IpAddr::V6(_) => None,
-                });
+            (IpAddr::V4(dst), None | Some(IpAddr::V4(_))) if self.spec.family == Family::V4 => {
+                let source = match source {
+                    Some(IpAddr::V4(source)) => Some(source),
+                    _ => None,
+                };
                 self.fd
                     .async_io(Interest::WRITABLE, |socket| {
                         send_v4(socket.as_raw_fd(), self.ifindex, source, dst, payload)
                     })
                     .await
             }
-            (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) => {
-                let source = source.and_then(|s| match s {
-                    IpAddr::V6(s) => Some(s),
-                    IpAddr::V4(_) => None,
-                });
+            (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
+                let source = match source {
+                    Some(IpAddr::V6(source)) => Some(source),
+                    _ => None,
+                };
                 self.fd
                     .async_io(Interest::WRITABLE, |socket| {
                         send_v6(socket.as_raw_fd(), self.ifindex, source, dst, payload)
