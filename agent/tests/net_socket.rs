@@ -281,3 +281,33 @@ fn sending_to_the_other_family_is_refused() {
         assert!(error.to_string().contains("2001:db8::2"), "{error}");
     });
 }
+
+#[test]
+fn configured_source_is_used_for_multicast_and_unicast() {
+    run(|lab| async move {
+        let secondary = IpAddr::from([198, 51, 100, 5]);
+        add_address(&lab.netlink_a, IFACE_A, secondary, 24).await;
+        let b = IpAddr::V4(V4_B);
+        let multicast_sender =
+            VrrpSocket::open(&multicast(IFACE_A, Family::V4, Some(secondary))).unwrap();
+        let unicast_sender =
+            VrrpSocket::open(&unicast(IFACE_A, Family::V4, secondary, &[b])).unwrap();
+        let (multicast_receiver, unicast_receiver) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[secondary])).unwrap(),
+            )
+        });
+        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        unicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        let mut buf = [0u8; 1500];
+        assert_eq!(
+            datagram(recv(&multicast_receiver, &mut buf).await).src,
+            secondary
+        );
+        assert_eq!(
+            datagram(recv(&unicast_receiver, &mut buf).await).src,
+            secondary
+        );
+    });
+}
