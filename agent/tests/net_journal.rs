@@ -98,7 +98,7 @@ fn crash_between_journal_and_netlink_is_harmless() {
 
 #[test]
 fn corrupt_journal_falls_back_to_the_configured_vips_and_is_kept_aside() {
-    run(|lab| async move {
+    run(|_lab| async move {
         let state = TempDir::new("journal-corrupt");
         let set = vips();
         let manager = VipManager::new().unwrap();
