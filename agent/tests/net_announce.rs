@@ -1,4 +1,6 @@
 //! Gratuitous ARP and unsolicited NA, captured on the far end of a veth pair (needs root).
+// A failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
 
 mod net_support;
 

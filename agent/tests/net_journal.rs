@@ -1,5 +1,7 @@
 //! The VIP journal against real interfaces: a "crashed" agent's VIPs are removed on recovery
 //! (needs root).
+// A failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
 
 mod net_support;
 
@@ -132,5 +134,85 @@ fn corrupt_journal_falls_back_to_the_configured_vips_and_is_kept_aside() {
             Ok(vec![]),
             "a fresh, valid journal"
         );
+    });
+}
+
+/// Set in the environment of the child process of `sigkilled_agent_leaves_a_journal_that_covers_its_vips`.
+const CHILD_STATE_DIR: &str = "HAV_NET_JOURNAL_CHILD_STATE_DIR";
+
+#[test]
+fn sigkilled_agent_leaves_a_journal_that_covers_its_vips() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    run(|_lab| async move {
+        let state = TempDir::new("journal-sigkill");
+        // The child is forked from this thread, so it lives in this test's namespace.
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "journal_child_adds_vips_then_waits",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_STATE_DIR, state.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let added = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line == "vips added" {
+                    return;
+                }
+            }
+            panic!("child exited before adding its VIPs");
+        };
+        tokio::time::timeout(TIMEOUT, added)
+            .await
+            .expect("child did not add its VIPs");
+        child.start_kill().unwrap(); // SIGKILL
+        let status = child.wait().await.unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+
+        let set = vips();
+        let manager = VipManager::new().unwrap();
+        assert_eq!(
+            manager.present(&set).await.unwrap(),
+            set,
+            "held by the killed agent"
+        );
+        let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
+        let recovery = restarted.recover(&[]).await.unwrap();
+        assert_eq!(recovery.removed.len(), set.len());
+        assert_eq!(manager.present(&set).await.unwrap(), vec![]);
+    });
+}
+
+/// The "agent" killed by `sigkilled_agent_leaves_a_journal_that_covers_its_vips`: adds the VIPs
+/// through the journal, says so, and waits for stdin to close. Does nothing when run directly.
+#[test]
+#[ignore = "child process of sigkilled_agent_leaves_a_journal_that_covers_its_vips"]
+fn journal_child_adds_vips_then_waits() {
+    let Some(state_dir) = std::env::var_os(CHILD_STATE_DIR) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let manager = VipManager::new().unwrap();
+        let mut agent = JournaledVips::new(manager, std::path::Path::new(&state_dir)).unwrap();
+        agent.add(&vips()).await.unwrap();
+        println!("vips added");
+        let mut stdin = tokio::io::stdin();
+        let mut sink = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stdin, &mut sink)
+            .await
+            .unwrap();
     });
 }

@@ -1,4 +1,6 @@
 //! VRRP raw sockets across a real veth pair between two network namespaces (needs root).
+// A failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
 
 mod net_support;
 
@@ -235,5 +237,77 @@ fn open_fails_with_context() {
         let mismatch =
             VrrpSocket::open(&multicast(IFACE_A, Family::V4, Some(IpAddr::V6(LL_A)))).unwrap_err();
         assert!(mismatch.to_string().contains("fe80::a"), "{mismatch}");
+    });
+}
+
+#[test]
+fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
+    run(|lab| async move {
+        let (a, b) = (IpAddr::V4(V4_A), IpAddr::V4(V4_B));
+        let multicast_sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let unicast_sender = VrrpSocket::open(&unicast(IFACE_A, Family::V4, a, &[b])).unwrap();
+        let (multicast_receiver, unicast_receiver) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[a])).unwrap(),
+            )
+        });
+        let mut unicast_payload = PAYLOAD;
+        unicast_payload[1] = 60;
+        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        unicast_sender.send_advert(&unicast_payload).await.unwrap();
+
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&multicast_receiver, &mut buf).await);
+        assert_eq!(got.payload(&buf), PAYLOAD);
+        assert_eq!(
+            recv(&multicast_receiver, &mut buf).await,
+            Received::OtherDestination { src: a, dst: b }
+        );
+        // The unicast socket never saw the multicast advert: its first datagram is the unicast one.
+        let got = datagram(recv(&unicast_receiver, &mut buf).await);
+        assert_eq!((got.dst, got.payload(&buf)), (b, &unicast_payload[..]));
+    });
+}
+
+#[test]
+fn sending_to_the_other_family_is_refused() {
+    run(|_lab| async move {
+        let socket = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let error = socket
+            .send_to(IpAddr::V6(V6_B), &PAYLOAD)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("2001:db8::2"), "{error}");
+    });
+}
+
+#[test]
+fn configured_source_is_used_for_multicast_and_unicast() {
+    run(|lab| async move {
+        let secondary = IpAddr::from([198, 51, 100, 5]);
+        add_address(&lab.netlink_a, IFACE_A, secondary, 24).await;
+        let b = IpAddr::V4(V4_B);
+        let multicast_sender =
+            VrrpSocket::open(&multicast(IFACE_A, Family::V4, Some(secondary))).unwrap();
+        let unicast_sender =
+            VrrpSocket::open(&unicast(IFACE_A, Family::V4, secondary, &[b])).unwrap();
+        let (multicast_receiver, unicast_receiver) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)).unwrap(),
+                VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[secondary])).unwrap(),
+            )
+        });
+        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        unicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        let mut buf = [0u8; 1500];
+        assert_eq!(
+            datagram(recv(&multicast_receiver, &mut buf).await).src,
+            secondary
+        );
+        assert_eq!(
+            datagram(recv(&unicast_receiver, &mut buf).await).src,
+            secondary
+        );
     });
 }

@@ -1,4 +1,6 @@
 //! VIPs through real rtnetlink in a network namespace (needs root).
+// A failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
 
 mod net_support;
 

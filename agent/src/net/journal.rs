@@ -163,9 +163,11 @@ impl VipJournal {
             version: FORMAT_VERSION,
             vips: self.vips.iter().cloned().collect(),
         };
-        // Serialising plain strings, addresses and integers cannot fail.
-        let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
         let temporary = self.path.with_extension("journal.tmp");
+        // Plain strings, addresses and integers always serialise; never write an empty journal
+        // in place of a full one should that ever change.
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| io_error(&temporary, "serialise")(io::Error::other(e)))?;
         fn io_error(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> JournalError {
             move |source| JournalError::Io {
                 path: path.to_owned(),

@@ -5,6 +5,12 @@
 //! VRRP (the `hav-vrrp` codec does), and reports malformed input as values to count rather than
 //! errors or panics. Idempotence is the rule for VIPs: adding a present address or removing an
 //! absent one succeeds.
+//!
+//! How the daemon uses it: on start, [`JournaledVips::recover`] (before any VRRP instance runs);
+//! one [`VrrpSocket`] per (interface, family, mode), shared by the instances on it and read in a
+//! loop that hands [`Received::Datagram`] payloads to the codec by VRID and counts the rest; the
+//! engine's "add/remove VIPs" actions go to [`JournaledVips::add`] / [`JournaledVips::remove`],
+//! its "announce" actions to [`Announcer::announce`].
 
 pub mod announce;
 pub mod journal;
@@ -12,7 +18,7 @@ pub mod socket;
 pub mod vip;
 
 pub use announce::{AnnounceError, Announcer};
-pub use journal::{JournalError, JournaledVips, Recovery, VipJournal};
+pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
 

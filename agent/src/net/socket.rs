@@ -6,7 +6,9 @@
 //! the caller can apply the RFC 5798 §7.1 checks itself. Nothing received from the network makes
 //! it panic: a datagram it cannot make sense of is a [`Received::Malformed`], one from a source that
 //! is not a configured unicast peer is a [`Received::UnknownPeer`], and both are for the caller to
-//! count. All methods take `&self`, so several virtual routers on one interface share one socket
+//! count. Multicast and unicast sockets on one interface do not see each other's traffic: a
+//! unicast socket joins no group and has `IP_MULTICAST_ALL` off, and a multicast socket reports
+//! unicast datagrams as [`Received::OtherDestination`]. All methods take `&self`, so several virtual routers on one interface share one socket
 //! (the keepalived model) and demultiplex by VRID.
 
 use std::collections::BTreeSet;
@@ -78,6 +80,15 @@ pub enum Received {
     UnknownPeer {
         /// Its source address.
         src: IpAddr,
+    },
+    /// Multicast mode: a datagram addressed to something other than the VRRP group, e.g. a
+    /// unicast advert meant for a unicast-mode socket on the same interface (not for this
+    /// socket's routers; ignore it, or count it if no unicast socket exists on the interface).
+    OtherDestination {
+        /// Its source address.
+        src: IpAddr,
+        /// Its destination address.
+        dst: IpAddr,
     },
     /// A datagram that could not be read (dropped; count it).
     Malformed {
@@ -289,30 +300,31 @@ impl VrrpSocket {
         Ok(self.classify(raw))
     }
 
-    /// Sends one payload to `dst` (the group, or one peer).
+    /// Sends one payload to `dst` (the group, or one peer), from the configured source.
     pub async fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
+        let iface = &self.spec.interface;
         let source = match &self.spec.mode {
             Mode::Multicast { source } => *source,
             Mode::Unicast { source, .. } => Some(*source),
         };
-        let iface = &self.spec.interface;
+        // `open` checked that the source is of the socket's family; check the destination.
         let sent = match (dst, source) {
-            (IpAddr::V4(dst), None | Some(IpAddr::V4(_))) => {
-                let source = source.and_then(|s| match s {
-                    IpAddr::V4(s) => Some(s),
-                    IpAddr::V6(_) => None,
-                });
+            (IpAddr::V4(dst), None | Some(IpAddr::V4(_))) if self.spec.family == Family::V4 => {
+                let source = match source {
+                    Some(IpAddr::V4(source)) => Some(source),
+                    _ => None,
+                };
                 self.fd
                     .async_io(Interest::WRITABLE, |socket| {
                         send_v4(socket.as_raw_fd(), self.ifindex, source, dst, payload)
                     })
                     .await
             }
-            (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) => {
-                let source = source.and_then(|s| match s {
-                    IpAddr::V6(s) => Some(s),
-                    IpAddr::V4(_) => None,
-                });
+            (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
+                let source = match source {
+                    Some(IpAddr::V6(source)) => Some(source),
+                    _ => None,
+                };
                 self.fd
                     .async_io(Interest::WRITABLE, |socket| {
                         send_v6(socket.as_raw_fd(), self.ifindex, source, dst, payload)
@@ -356,12 +368,18 @@ impl VrrpSocket {
             RawReceived::Ok(datagram) => datagram,
             RawReceived::Malformed { src, reason } => return Received::Malformed { src, reason },
         };
-        if let Mode::Unicast { peers, .. } = &self.spec.mode
-            && !peers.contains(&datagram.src)
-        {
-            return Received::UnknownPeer { src: datagram.src };
+        match &self.spec.mode {
+            Mode::Multicast { .. } if datagram.dst != group(self.spec.family) => {
+                Received::OtherDestination {
+                    src: datagram.src,
+                    dst: datagram.dst,
+                }
+            }
+            Mode::Unicast { peers, .. } if !peers.contains(&datagram.src) => {
+                Received::UnknownPeer { src: datagram.src }
+            }
+            _ => Received::Datagram(datagram),
         }
-        Received::Datagram(datagram)
     }
 }
 

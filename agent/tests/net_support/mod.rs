@@ -144,10 +144,14 @@ where
             .enable_all()
             .build()
             .unwrap();
+        // Namespace B lives only as long as a reference to it: keep one for the whole test, even
+        // if the test body drops its `Lab` early (its veth end, and so `hva`, would vanish).
+        let keep_b = ns_b.try_clone().unwrap();
         runtime.block_on(async move {
             let lab = build(ns_a, ns_b).await;
             test(lab).await;
         });
+        drop(keep_b);
     });
     if let Err(panic) = thread.join() {
         std::panic::resume_unwind(panic);
