@@ -70,11 +70,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
     );
 
     check_unique_names(raw, errors);
-    check_instances_together(
-        raw.instance.as_deref().unwrap_or_default(),
-        &instances,
-        errors,
-    );
+    check_instances_together(raw.instance.as_deref().unwrap_or_default(), errors);
     check_sync_membership(raw, &defined, errors);
 
     if !errors.is_empty() {
@@ -1206,47 +1202,64 @@ fn check_unique_names(raw: &RawNodeConfig, errors: &mut Collector) {
 }
 
 /// One router per (interface, family, vrid), and each virtual address once on the node.
-fn check_instances_together(
-    raw: &[RawInstance],
-    instances: &[Option<Instance>],
-    errors: &mut Collector,
-) {
+fn check_instances_together(raw: &[RawInstance], errors: &mut Collector) {
     let path = KeyPath::root().key("instance");
-    let mut routers: HashMap<(&str, Family, VrId), usize> = HashMap::new();
+    let mut routers: HashMap<(&str, Family, u8), usize> = HashMap::new();
     let mut addresses: HashMap<IpAddr, KeyPath> = HashMap::new();
-    for (index, instance) in instances.iter().enumerate() {
-        let Some(instance) = instance else { continue };
-        let key = (instance.interface.as_str(), instance.family, instance.vrid);
-        if let Some(first) = routers.insert(key, index) {
-            errors.push(
-                path.index(index).key("vrid"),
-                Problem::Duplicate(format!(
-                    "vrid {} on {} for {} is already used by {} ({:?})",
-                    instance.vrid,
-                    instance.interface,
-                    family_name(instance.family),
-                    path.index(first),
-                    raw.get(first)
-                        .and_then(|first| first.name.as_deref())
-                        .unwrap_or_default(),
-                )),
-            );
-        }
-        for (vip_index, vip) in instance.vips.iter().enumerate() {
-            let vip_path = path.index(index).key("vips").index(vip_index);
-            if let Some(first) = addresses.get(&vip.address) {
+    for (index, instance) in raw.iter().enumerate() {
+        // Read from the document as written, so that an instance with an unrelated problem
+        // still takes part in these checks.
+        let vips: Vec<Option<IpAddr>> = (instance.vips.as_deref().unwrap_or_default().iter())
+            .map(raw_vip_address)
+            .collect();
+        let family = vips.iter().flatten().next().copied().map(family_of);
+        let vrid = instance
+            .vrid
+            .and_then(|vrid| u8::try_from(vrid).ok())
+            .filter(|vrid| *vrid > 0);
+        if let (Some(interface), Some(family), Some(vrid)) = (&instance.interface, family, vrid) {
+            if let Some(first) = routers.insert((interface, family, vrid), index) {
                 errors.push(
-                    vip_path,
+                    path.index(index).key("vrid"),
                     Problem::Duplicate(format!(
-                        "{} is already a virtual address at {first}",
-                        vip.address
+                        "vrid {vrid} on {interface} for {} is already used by {} ({:?})",
+                        family_name(family),
+                        path.index(first),
+                        raw.get(first)
+                            .and_then(|first| first.name.as_deref())
+                            .unwrap_or_default(),
                     )),
                 );
-            } else {
-                addresses.insert(vip.address, vip_path);
+            }
+        }
+        for (vip_index, address) in vips.into_iter().enumerate() {
+            let Some(address) = address else { continue };
+            let vip_path = path.index(index).key("vips").index(vip_index);
+            match addresses.get(&address) {
+                Some(first) => errors.push(
+                    vip_path,
+                    Problem::Duplicate(format!(
+                        "{address} is already a virtual address at {first}"
+                    )),
+                ),
+                None => {
+                    addresses.insert(address, vip_path);
+                }
             }
         }
     }
+}
+
+/// The address of a virtual address entry as written, if it parses.
+fn raw_vip_address(entry: &StringOr<RawVip>) -> Option<IpAddr> {
+    let text = match entry {
+        StringOr::Short(text) => text,
+        StringOr::Table(table) => table.address.as_ref()?,
+    };
+    let address = text
+        .split_once('/')
+        .map_or(text.as_str(), |(address, _)| address);
+    address.parse().ok()
 }
 
 /// Sync group members exist and belong to one group each.
