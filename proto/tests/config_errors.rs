@@ -290,6 +290,14 @@ fn checksum_only_for_v3_ipv4() {
     );
     assert_eq!(
         refused(&with_instance(
+            "vrid = 2\nvips = [\"2001:db8::2/64\"]\nchecksum = \"rfc9568\""
+        )),
+        [
+            "node.toml: instance[1].checksum: the checksum choice applies to VRRPv3 over IPv4 only; remove it here"
+        ]
+    );
+    assert_eq!(
+        refused(&with_instance(
             "vrid = 2\nvips = [\"198.51.100.2/24\"]\nchecksum = \"none\""
         )),
         [
