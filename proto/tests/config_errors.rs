@@ -137,7 +137,7 @@ fn vrid_and_priority_ranges() {
             "vrid = 256\npriority = 300\nvips = [\"198.51.100.2/24\"]"
         )),
         [
-            "node.toml: instance[1].vrid: expected a virtual router id 1..=255",
+            "node.toml: instance[1].vrid: expected a virtual router id 1..=255, got 256",
             "node.toml: instance[1].priority: expected 1..=255, got 300",
         ]
     );

@@ -2,7 +2,7 @@
 //!
 //! A duration is one or more `<number><unit>` parts with units `h`, `m`, `s` and `ms`; the number
 //! may have a decimal fraction. Durations are held to the millisecond: a finer value is refused,
-//! never rounded, so [`format`] followed by [`parse`] gives back the same value.
+//! never rounded, so [`format()`] followed by [`parse()`] gives back the same value.
 
 use std::time::Duration;
 

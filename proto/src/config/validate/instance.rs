@@ -50,7 +50,10 @@ pub(super) fn instance(
     .and_then(|vrid| {
         let vrid = u8::try_from(*vrid).ok().and_then(VrId::new);
         if vrid.is_none() {
-            errors.invalid(path.key("vrid"), "expected a virtual router id 1..=255");
+            errors.invalid(
+                path.key("vrid"),
+                format!("expected a virtual router id 1..=255, got {vrid}"),
+            );
         }
         vrid
     });
