@@ -47,12 +47,12 @@ pub(super) fn instance(
         "a virtual router id 1..=255",
         errors,
     )
-    .and_then(|vrid| {
-        let vrid = u8::try_from(*vrid).ok().and_then(VrId::new);
+    .and_then(|value| {
+        let vrid = u8::try_from(*value).ok().and_then(VrId::new);
         if vrid.is_none() {
             errors.invalid(
                 path.key("vrid"),
-                format!("expected a virtual router id 1..=255, got {vrid}"),
+                format!("expected a virtual router id 1..=255, got {value}"),
             );
         }
         vrid
