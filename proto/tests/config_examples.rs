@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use hav_proto::config::{NodeConfig, load_node_config_with_env, parse_node_config};
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(name)
 }
 
 fn load(name: &str) -> NodeConfig {
@@ -30,6 +32,16 @@ fn all_examples_load_and_round_trip() {
             panic!("canonical form of {name} does not parse:\n{errors}\n{text}")
         });
         assert_eq!(again, config, "{name}");
-        assert_eq!(again.to_toml(), text, "{name}: canonical form is not stable");
+        assert_eq!(
+            again.to_toml(),
+            text,
+            "{name}: canonical form is not stable"
+        );
     }
+}
+
+#[test]
+#[ignore = "prints the canonical form for a human to read"]
+fn print_canonical_reference() {
+    println!("{}", load("reference.toml").to_toml());
 }

@@ -2,7 +2,7 @@
 //!
 //! A duration is one or more `<number><unit>` parts with units `h`, `m`, `s` and `ms`; the number
 //! may have a decimal fraction. Durations are held to the millisecond: a finer value is refused,
-//! never rounded, so [`format`] followed by [`parse`] gives back the same value.
+//! never rounded, so [`format()`] followed by [`parse()`] gives back the same value.
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("{text:?} is too long"))?;
         rest = after;
     }
-    if total_micros % 1_000 != 0 {
+    if !total_micros.is_multiple_of(1_000) {
         return Err(format!("{text:?} is finer than a millisecond"));
     }
     let millis =
@@ -50,7 +50,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// as `"1500ms"`. Sub-millisecond parts are dropped (parsed durations never have them).
 pub fn format(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1_000 == 0 {
+    if millis.is_multiple_of(1_000) {
         format!("{}s", millis / 1_000)
     } else {
         format!("{millis}ms")
@@ -111,11 +111,11 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_hold_exactly() {
         assert!(parse("").is_err());
-        assert!(parse("5").unwrap_err().contains("without a unit"));
+        assert!(parse("5").expect_err("no unit").contains("without a unit"));
         assert!(parse("5 sec").is_err());
         assert!(
             parse("1.0005s")
-                .unwrap_err()
+                .expect_err("too fine")
                 .contains("finer than a millisecond")
         );
         assert!(parse("1..5s").is_err());

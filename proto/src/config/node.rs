@@ -48,7 +48,9 @@ pub struct Instance {
     pub advert_interval: AdvertInterval,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Accept packets sent to the virtual addresses while master (RFC 5798 Accept_Mode).
+    /// Accept packets sent to the virtual addresses while master (RFC 5798 Accept_Mode). Default
+    /// true, unlike the RFC: a proxy must receive the traffic sent to its VIPs, as it does under
+    /// keepalived outside `vrrp_strict`.
     pub accept: bool,
     /// Meaningful for VRRPv3 over IPv4 only; the default elsewhere.
     pub checksum: V3Checksum,

@@ -15,19 +15,47 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNodeConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
     pub node: Option<RawNode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub instance: Option<Vec<RawInstance>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub script: Option<Vec<RawScript>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub process: Option<Vec<RawProcess>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub track_file: Option<Vec<RawTrackFile>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub probe: Option<Vec<RawProbe>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
     pub sync_group: Option<Vec<RawSyncGroup>>,
 }
 
@@ -93,7 +121,11 @@ pub(crate) struct RawInstance {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
     pub garp: Option<RawGarp>,
 }
 
@@ -238,6 +270,43 @@ pub(crate) struct RawSyncGroup {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+}
+
+/// A TOML table only: serde would also build a struct from an array, field by field, which
+/// turns `[[node]]` into a confusing message about `name`.
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TableVisitor(PhantomData))
+    }
+}
+
+struct TableVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for TableVisitor<T> {
+    type Value = Table<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Table)
+    }
+}
+
+fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<Table<T>>::deserialize(deserializer).map(|table| table.map(|Table(inner)| inner))
+}
+
+fn tables<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Option::<Vec<Table<T>>>::deserialize(deserializer)
+        .map(|tables| tables.map(|tables| tables.into_iter().map(|Table(inner)| inner).collect()))
 }
 
 /// A list entry written either as a short string (`"198.51.100.100/24"`) or as a table.
