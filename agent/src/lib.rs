@@ -1,6 +1,6 @@
 //! hav-agent: drives the sans-IO `hav-vrrp` core with real sockets, netlink and trackers.
 
+pub mod daemon;
 pub mod hooks;
 pub mod net;
 pub mod track;
-pub mod daemon;

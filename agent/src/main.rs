@@ -7,10 +7,19 @@ use clap::{Parser, Subcommand};
 use hav_agent::daemon;
 
 #[derive(Parser)]
-#[command(name = "hav-agent", version, about = "VRRP v2/v3 for the virtual IPs in front of proxy servers")]
+#[command(
+    name = "hav-agent",
+    version,
+    about = "VRRP v2/v3 for the virtual IPs in front of proxy servers"
+)]
 struct Args {
     /// The node config (TOML).
-    #[arg(long, short, default_value = "/etc/hav/agent.toml", env = "HAV_AGENT_CONFIG")]
+    #[arg(
+        long,
+        short,
+        default_value = "/etc/hav/agent.toml",
+        env = "HAV_AGENT_CONFIG"
+    )]
     config: PathBuf,
     /// Validate CONFIG and exit: 0 if it would run, 1 with every error (file: key path: reason).
     #[arg(long, value_name = "CONFIG")]
@@ -56,7 +65,10 @@ fn main() -> ExitCode {
         };
     }
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("hav-agent: cannot start the runtime: {error}");
@@ -78,7 +90,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn status(config: &std::path::Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+async fn status(
+    config: &std::path::Path,
+    socket: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
     let socket = match socket {
         Some(socket) => socket,
         None => {
@@ -91,7 +107,10 @@ async fn status(config: &std::path::Path, socket: Option<PathBuf>, json: bool) -
         }
     };
     let snapshot = daemon::status::query(&socket).await.map_err(|error| {
-        anyhow::anyhow!("cannot read {}: {error} (is hav-agent running?)", socket.display())
+        anyhow::anyhow!(
+            "cannot read {}: {error} (is hav-agent running?)",
+            socket.display()
+        )
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
@@ -104,7 +123,9 @@ async fn status(config: &std::path::Path, socket: Option<PathBuf>, json: bool) -
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // Under systemd, journald stamps each line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match (format, under_journald) {

@@ -47,7 +47,10 @@ enum Inbound {
 /// Runs the agent from `config_path` until SIGTERM/SIGINT and a graceful stop.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = load_node_config(&config_path).map_err(|errors| {
-        anyhow::anyhow!("config refused, nothing started:\n{}", errors.lines().join("\n"))
+        anyhow::anyhow!(
+            "config refused, nothing started:\n{}",
+            errors.lines().join("\n")
+        )
     })?;
     let mut daemon = Daemon::start(config_path, config).await?;
     daemon.run().await
@@ -98,7 +101,10 @@ impl Daemon {
         let manager = VipManager::new().context("netlink")?;
         let mut vips = JournaledVips::new(manager, &config.node.state_dir)
             .with_context(|| format!("VIP journal in {}", config.node.state_dir.display()))?;
-        let recovery = vips.recover(&[]).await.context("removing VIPs left by a previous run")?;
+        let recovery = vips
+            .recover(&[])
+            .await
+            .context("removing VIPs left by a previous run")?;
         if !recovery.removed.is_empty() {
             tracing::warn!(
                 vips = ?recovery.removed.iter().map(|v| v.addr).collect::<Vec<_>>(),
@@ -202,7 +208,10 @@ impl Daemon {
 
     fn begin_stop(&mut self, stopping: &mut bool, signal: &str) {
         if !*stopping {
-            tracing::info!(signal, "stopping: resigning mastership, keeping VIPs until a peer takes over");
+            tracing::info!(
+                signal,
+                "stopping: resigning mastership, keeping VIPs until a peer takes over"
+            );
             *stopping = true;
             self.engine.shutdown(Instant::now());
         }
@@ -218,7 +227,10 @@ impl Daemon {
         // The engine released everything it held; the journal catches anything else.
         match self.vips.recover(&[]).await {
             Ok(recovery) if !recovery.removed.is_empty() => {
-                tracing::warn!(count = recovery.removed.len(), "removed VIPs still journaled at stop")
+                tracing::warn!(
+                    count = recovery.removed.len(),
+                    "removed VIPs still journaled at stop"
+                )
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
@@ -248,13 +260,17 @@ impl Daemon {
 
     /// Applies one tracker's health to every router that follows it.
     fn apply_effects_of(&mut self, now: Instant, key: &str) {
-        let Some(health) = self.health.get(key) else { return };
+        let Some(health) = self.health.get(key) else {
+            return;
+        };
         for (router, refs) in &self.plan.tracker_refs {
             for (tracked, weight) in refs {
                 if tracked != key {
                     continue;
                 }
-                let Some(id) = self.engine.router_id(router) else { continue };
+                let Some(id) = self.engine.router_id(router) else {
+                    continue;
+                };
                 self.engine
                     .set_tracker(now, id, key, effect(track::contribution(health, *weight)));
             }
@@ -272,7 +288,11 @@ impl Daemon {
     /// only to give it up a moment later.
     async fn await_first_reports(&mut self) {
         let deadline = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
-        while self.trackers.keys().any(|key| !self.health.contains_key(key)) {
+        while self
+            .trackers
+            .keys()
+            .any(|key| !self.health.contains_key(key))
+        {
             match tokio::time::timeout_at(deadline, self.track_events.recv()).await {
                 Ok(Some(event)) => {
                     tracing::info!(tracker = %event.name, health = %event.health, "tracker reported");
@@ -300,7 +320,9 @@ impl Daemon {
                     dst,
                     payload,
                 } => {
-                    let Some(socket) = self.socket_of(router) else { continue };
+                    let Some(socket) = self.socket_of(router) else {
+                        continue;
+                    };
                     if let Err(error) = socket.send_to(dst, &payload).await {
                         tracing::warn!(router = %self.name(router), %error, "advert not sent");
                     }
@@ -437,10 +459,13 @@ impl Daemon {
         self.refresh_names();
         // Routers that no longer follow a tracker lose its effect.
         for (router, refs) in old_refs {
-            let Some(id) = self.engine.router_id(&router) else { continue };
+            let Some(id) = self.engine.router_id(&router) else {
+                continue;
+            };
             for (key, _) in refs {
                 if !self.plan.refs_of(&router).iter().any(|(k, _)| *k == key) {
-                    self.engine.set_tracker(now, id, &key, TrackEffect::Adjust(0));
+                    self.engine
+                        .set_tracker(now, id, &key, TrackEffect::Adjust(0));
                 }
             }
         }
@@ -505,9 +530,7 @@ impl Daemon {
 
     fn socket_of(&self, router: RouterId) -> Option<Arc<VrrpSocket>> {
         let spec = self.plan.router_sockets.get(self.names.get(&router)?)?;
-        self.sockets
-            .get(spec)
-            .map(|open| open.socket.clone())
+        self.sockets.get(spec).map(|open| open.socket.clone())
     }
 
     fn vip_details(&self, router: RouterId, addresses: &[IpAddr]) -> Vec<Vip> {
@@ -566,7 +589,9 @@ impl Daemon {
                     .instances
                     .iter()
                     .zip(&snapshot.instances)
-                    .any(|(a, b)| a.state != b.state || a.effective_priority != b.effective_priority)
+                    .any(|(a, b)| {
+                        a.state != b.state || a.effective_priority != b.effective_priority
+                    })
                 || current.trackers != snapshot.trackers
                 || current.counters != snapshot.counters;
             *current = snapshot;
@@ -661,9 +686,9 @@ pub fn check(path: &Path) -> Result<String, String> {
     );
     match plan::plan(&config) {
         Ok(_) => Ok(summary),
-        Err(plan::PlanError::NoSourceAddress { .. } | plan::PlanError::Addresses(_)) => Ok(format!(
-            "{summary} (interface addresses not checked on this host)"
-        )),
+        Err(plan::PlanError::NoSourceAddress { .. } | plan::PlanError::Addresses(_)) => Ok(
+            format!("{summary} (interface addresses not checked on this host)"),
+        ),
         Err(error) => Err(format!("{}: {error}", path.display())),
     }
 }

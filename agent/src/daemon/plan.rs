@@ -9,11 +9,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hav_proto::config::{
-    Command, Instance, NodeConfig, Notify, ProbeKind, ProcessMatch as ConfigProcessMatch, TrackTarget,
-    Transport,
+    Command, Instance, NodeConfig, Notify, ProbeKind, ProcessMatch as ConfigProcessMatch,
+    TrackTarget, Transport,
 };
-use hav_vrrp::engine::{AnnounceSchedule, EngineConfig, Peer, Peers, Preempt, RouterConfig, SyncGroupConfig};
 use hav_vrrp::Family;
+use hav_vrrp::engine::{
+    AnnounceSchedule, EngineConfig, Peer, Peers, Preempt, RouterConfig, SyncGroupConfig,
+};
 
 use crate::hooks::HookConfig;
 use crate::net::socket::{Mode, SocketSpec};
@@ -49,7 +51,10 @@ pub struct PlannedTracker {
 impl Plan {
     /// The trackers a router follows.
     pub fn refs_of(&self, router: &str) -> &[(String, i32)] {
-        self.tracker_refs.get(router).map(Vec::as_slice).unwrap_or(&[])
+        self.tracker_refs
+            .get(router)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -87,7 +92,8 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
     for instance in &config.instances {
         let primary = primary_address(instance, &addresses)?;
         plan.engine.routers.push(router_config(instance, primary));
-        plan.router_sockets.insert(instance.name.clone(), socket_spec(instance, primary));
+        plan.router_sockets
+            .insert(instance.name.clone(), socket_spec(instance, primary));
         plan.vips.insert(
             instance.name.clone(),
             instance
@@ -102,17 +108,17 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
         );
         let mut refs = Vec::new();
         for track in &instance.track {
-            let (key, tracker) = tracker_of(config, &track.target).ok_or_else(|| {
-                PlanError::UnresolvedTracker {
+            let (key, tracker) =
+                tracker_of(config, &track.target).ok_or_else(|| PlanError::UnresolvedTracker {
                     instance: instance.name.clone(),
                     target: format!("{:?}", track.target),
-                }
-            })?;
+                })?;
             plan.trackers.entry(key.clone()).or_insert(tracker);
             refs.push((key, i32::from(track.weight.get())));
         }
         plan.tracker_refs.insert(instance.name.clone(), refs);
-        plan.instance_hooks.insert(instance.name.clone(), hooks_of(&instance.notify));
+        plan.instance_hooks
+            .insert(instance.name.clone(), hooks_of(&instance.notify));
     }
     merge_unicast_sockets(&mut plan.router_sockets);
     for group in &config.sync_groups {
@@ -120,7 +126,8 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
             name: group.name.clone(),
             members: group.instances.clone(),
         });
-        plan.group_hooks.insert(group.name.clone(), hooks_of(&group.notify));
+        plan.group_hooks
+            .insert(group.name.clone(), hooks_of(&group.notify));
     }
     plan.engine.validate()?;
     Ok(plan)
@@ -199,10 +206,10 @@ fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
         }
     }
     for spec in sockets.values_mut() {
-        if let Mode::Unicast { source, peers: own } = &mut spec.mode {
-            if let Some(all) = peers.get(&(spec.interface.clone(), spec.family, *source)) {
-                *own = all.clone();
-            }
+        if let Mode::Unicast { source, peers: own } = &mut spec.mode
+            && let Some(all) = peers.get(&(spec.interface.clone(), spec.family, *source))
+        {
+            *own = all.clone();
         }
     }
 }
@@ -242,7 +249,9 @@ fn primary_address(
 fn interface_addresses() -> Result<Vec<(String, IpAddr)>, PlanError> {
     let mut found = Vec::new();
     for entry in nix::ifaddrs::getifaddrs().map_err(PlanError::Addresses)? {
-        let Some(address) = entry.address else { continue };
+        let Some(address) = entry.address else {
+            continue;
+        };
         if let Some(v4) = address.as_sockaddr_in() {
             found.push((entry.interface_name, IpAddr::V4(v4.ip())));
         } else if let Some(v6) = address.as_sockaddr_in6() {
