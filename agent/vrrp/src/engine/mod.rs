@@ -39,6 +39,16 @@ impl RouterId {
     pub const fn get(self) -> u32 {
         self.0
     }
+
+    /// The id the `index`-th router name an engine ever saw gets (for tests and fuzzers).
+    pub const fn from_index(index: u8) -> Self {
+        Self(index as u32)
+    }
+}
+
+/// The VRRP multicast group of a family (224.0.0.18 or ff02::12).
+pub fn multicast_address(family: crate::types::Family) -> IpAddr {
+    config::multicast_group(family)
 }
 
 impl fmt::Display for RouterId {

@@ -1,0 +1,474 @@
+//! Properties of the election over random LANs of 2–5 routers, in virtual time.
+//!
+//! Every case is a pure function of its generated parameters (the seed included), which
+//! proptest prints on failure. Each test prints how many scenarios it ran and how long they
+//! took. With loss, the properties are stated over the loss-free window that follows.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use hav_vrrp::engine::{EngineConfig, Preempt, State, SyncGroupConfig, TrackEffect};
+use hav_vrrp::sim::{Sim, router};
+use hav_vrrp::{Family, Version};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+const ROUTER: &str = "vr";
+
+#[derive(Debug, Clone)]
+struct Lan {
+    version: Version,
+    family: Family,
+    interval_centis: u16,
+    priorities: Vec<u8>,
+    preempt: bool,
+    delay: Duration,
+    loss_per_mille: u32,
+    start_offsets: Vec<Duration>,
+    seed: u64,
+}
+
+impl Lan {
+    fn interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.interval_centis) * 10)
+    }
+
+    fn skew(&self, priority: u8) -> Duration {
+        let weight = 256 - u64::from(priority);
+        match self.version {
+            Version::V2 => Duration::from_micros(weight * 1_000_000 / 256),
+            _ => Duration::from_micros(weight * self.interval().as_micros() as u64 / 256),
+        }
+    }
+
+    /// 3 × interval + the largest skew: the longest any backup waits.
+    fn master_down(&self) -> Duration {
+        let lowest = self.priorities.iter().copied().min().unwrap_or(1);
+        3 * self.interval() + self.skew(lowest)
+    }
+
+    fn configs(&self) -> Vec<(String, EngineConfig)> {
+        (0..self.priorities.len())
+            .map(|n| {
+                let mut config = router(
+                    ROUTER,
+                    1,
+                    self.version,
+                    self.family,
+                    n as u8,
+                    self.priorities[n],
+                    self.interval_centis,
+                );
+                if !self.preempt {
+                    config.preempt = Preempt::Off;
+                }
+                (
+                    format!("n{n}"),
+                    EngineConfig {
+                        routers: vec![config],
+                        sync_groups: vec![],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Nodes with the highest priority.
+    fn best(&self) -> Vec<usize> {
+        let top = self.priorities.iter().copied().max().unwrap_or(0);
+        (0..self.priorities.len())
+            .filter(|&n| self.priorities[n] == top)
+            .collect()
+    }
+
+    fn sim(&self) -> Sim {
+        let mut sim = Sim::new(self.seed, self.configs());
+        sim.delay = self.delay;
+        sim.loss_per_mille = self.loss_per_mille;
+        sim
+    }
+
+    /// Starts the nodes at their offsets.
+    fn start(&self, sim: &mut Sim) {
+        let mut order: Vec<usize> = (0..self.priorities.len()).collect();
+        order.sort_by_key(|&n| self.start_offsets[n]);
+        for n in order {
+            sim.run_until(sim.epoch + self.start_offsets[n]);
+            sim.start(n);
+        }
+    }
+}
+
+fn lan(max_nodes: usize, max_loss: u32) -> impl Strategy<Value = Lan> {
+    let kind = prop_oneof![
+        Just((Version::V2, Family::V4)),
+        Just((Version::V3, Family::V4)),
+        Just((Version::V3, Family::V6)),
+    ];
+    (kind, 2..=max_nodes).prop_flat_map(move |((version, family), nodes)| {
+        let interval = match version {
+            Version::V2 => (1u16..=3).prop_map(|secs| secs * 100).boxed(),
+            _ => (10u16..=300).boxed(),
+        };
+        (
+            interval,
+            proptest::collection::vec(1u8..=254, nodes),
+            any::<bool>(),
+            0u64..=3000,
+            0..=max_loss,
+            proptest::collection::vec(0u64..=3000, nodes),
+            any::<u64>(),
+        )
+            .prop_map(
+                move |(interval_centis, priorities, preempt, delay_us, loss, offsets, seed)| Lan {
+                    version,
+                    family,
+                    interval_centis,
+                    priorities,
+                    preempt,
+                    delay: Duration::from_micros(delay_us),
+                    loss_per_mille: loss,
+                    start_offsets: offsets.into_iter().map(Duration::from_millis).collect(),
+                    seed,
+                },
+            )
+    })
+}
+
+/// Prints the figures of a property test when it ends.
+struct Figures {
+    name: &'static str,
+    scenarios: Cell<u64>,
+    started: Instant,
+}
+
+impl Figures {
+    #[allow(clippy::disallowed_methods)] // Wall time of the test run, for the printed figure only.
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            scenarios: Cell::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn count(&self) {
+        self.scenarios.set(self.scenarios.get() + 1);
+    }
+}
+
+impl Drop for Figures {
+    fn drop(&mut self) {
+        eprintln!(
+            "property {}: {} scenarios in {:.2} s",
+            self.name,
+            self.scenarios.get(),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Checks that exactly one node is Master (and holds the VIPs) at every instant until `until`,
+/// and that it never changes; returns it.
+fn exactly_one_master_until(
+    sim: &mut Sim,
+    until: Instant,
+    lan: &Lan,
+) -> Result<usize, TestCaseError> {
+    let mut failure = None;
+    let mut master = None;
+    sim.run_until_with(until, |sim| {
+        if failure.is_some() {
+            return;
+        }
+        let masters = sim.masters(ROUTER);
+        match (masters.as_slice(), master) {
+            ([only], None) => master = Some(*only),
+            ([only], Some(previous)) if *only == previous => {}
+            _ => {
+                failure = Some(format!(
+                    "masters {masters:?} at {:?} (before: {master:?})",
+                    sim.elapsed()
+                ))
+            }
+        }
+    });
+    if let Some(failure) = failure {
+        return Err(TestCaseError::fail(format!(
+            "{failure}; seed {}; {}",
+            lan.seed,
+            timelines(sim)
+        )));
+    }
+    let master = master.ok_or_else(|| TestCaseError::fail("no master"))?;
+    prop_assert_eq!(
+        sim.holders(ROUTER),
+        vec![master],
+        "VIP holders; seed {}",
+        lan.seed
+    );
+    prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    Ok(master)
+}
+
+fn timelines(sim: &Sim) -> String {
+    let mut out = String::new();
+    for node in &sim.nodes {
+        for entry in &node.timeline {
+            out.push_str(&format!(
+                "\n  {:>12?} {} {} {} -> {}: {}",
+                entry.at - sim.epoch,
+                node.name,
+                entry.router,
+                entry.from,
+                entry.to,
+                entry.cause
+            ));
+        }
+    }
+    out
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 600,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Exactly one master within 3 × interval + skew once the LAN is connected and loss-free,
+    /// and the highest priority wins when preemption is on (ties: any of the highest).
+    #[test]
+    fn one_master_after_loss_stops(lan in lan(5, 200), chaos_intervals in 0u32..20) {
+        FIGURES_ELECTION.with(Figures::count);
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        sim.run_for(lan.interval() * chaos_intervals);
+        sim.loss_per_mille = 0;
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let master = exactly_one_master_until(&mut sim, settled + 10 * lan.interval(), &lan)?;
+        if lan.preempt {
+            prop_assert!(lan.best().contains(&master), "master n{} is not among the best {:?}; seed {}{}",
+                master, lan.best(), lan.seed, timelines(&sim));
+        }
+    }
+
+    /// Simultaneous start, no loss: the highest priority wins, ties by the highest address.
+    #[test]
+    fn highest_priority_then_address_wins(mut lan in lan(5, 0)) {
+        FIGURES_ELECTION.with(Figures::count);
+        lan.start_offsets.iter_mut().for_each(|offset| *offset = Duration::ZERO);
+        lan.preempt = true;
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let master = exactly_one_master_until(&mut sim, settled + 5 * lan.interval(), &lan)?;
+        // Node addresses grow with the index.
+        let expected = lan.best().into_iter().max();
+        prop_assert_eq!(Some(master), expected, "seed {}{}", lan.seed, timelines(&sim));
+    }
+
+    /// Without preemption a recovered higher-priority router does not take over.
+    #[test]
+    fn nopreempt_keeps_the_master(mut lan in lan(5, 0)) {
+        FIGURES_NOPREEMPT.with(Figures::count);
+        lan.preempt = false;
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let first = exactly_one_master_until(&mut sim, settled + lan.interval(), &lan)?;
+        // Crash the master; another one takes over; the crashed one comes back.
+        sim.crash(first);
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let second = exactly_one_master_until(&mut sim, settled + lan.interval(), &lan)?;
+        prop_assert_ne!(second, first);
+        sim.start(first);
+        let until = sim.now + 3 * lan.master_down();
+        let third = exactly_one_master_until(&mut sim, until, &lan)?;
+        prop_assert_eq!(third, second, "the recovered router took over; seed {}{}", lan.seed, timelines(&sim));
+    }
+
+    /// After a partition heals, no two masters remain after one advert interval.
+    #[test]
+    fn partition_heals_within_one_interval(lan in lan(5, 0), split_mask in 1u32..31) {
+        FIGURES_PARTITION.with(Figures::count);
+        let nodes = lan.priorities.len();
+        let left: Vec<usize> = (0..nodes).filter(|n| split_mask & (1 << n) != 0).collect();
+        let right: Vec<usize> = (0..nodes).filter(|n| split_mask & (1 << n) == 0).collect();
+        prop_assume!(!left.is_empty() && !right.is_empty());
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        sim.run_for(lan.master_down() + 2 * lan.delay);
+        sim.partition(&[&left, &right]);
+        sim.run_for(2 * lan.master_down() + 2 * lan.delay);
+        for side in [&left, &right] {
+            let masters: Vec<usize> = sim.masters(ROUTER).into_iter().filter(|n| side.contains(n)).collect();
+            prop_assert_eq!(masters.len(), 1, "side {:?}; seed {}{}", side, lan.seed, timelines(&sim));
+        }
+        sim.heal();
+        let healed = sim.now + lan.interval() + lan.delay + Duration::from_micros(1);
+        sim.run_until(healed);
+        exactly_one_master_until(&mut sim, healed + 5 * lan.interval(), &lan)?;
+    }
+
+    /// A graceful shutdown hands over within skew time (+ delay), and some node holds the VIPs
+    /// at every instant (make-before-break).
+    #[test]
+    fn shutdown_hands_over_without_a_gap(lan in lan(5, 0)) {
+        FIGURES_SHUTDOWN.with(Figures::count);
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let old = exactly_one_master_until(&mut sim, settled + lan.interval(), &lan)?;
+        let best_backup = (0..lan.priorities.len()).filter(|&n| n != old).map(|n| lan.priorities[n]).max().unwrap_or(1);
+        sim.shutdown(old);
+        let deadline = sim.now + lan.delay + lan.skew(best_backup) + Duration::from_micros(1);
+        let mut gap = None;
+        sim.run_until_with(deadline + 3 * lan.master_down(), |sim| {
+            if gap.is_none() && sim.holders(ROUTER).is_empty() {
+                gap = Some(sim.elapsed());
+            }
+        });
+        prop_assert_eq!(gap, None, "no VIP holder; seed {}{}", lan.seed, timelines(&sim));
+        let new_master = sim.nodes.iter().enumerate().filter(|(n, _)| *n != old)
+            .filter_map(|(n, node)| node.timeline.iter().find(|e| e.to == State::Master && e.at > settled + lan.interval()).map(|e| (n, e.at)))
+            .min_by_key(|(_, at)| *at);
+        let (_, took_over) = new_master.ok_or_else(|| TestCaseError::fail(format!("nobody took over; seed {}", lan.seed)))?;
+        prop_assert!(took_over <= deadline, "took over at {:?}, deadline {:?}; seed {}{}",
+            took_over - sim.epoch, deadline - sim.epoch, lan.seed, timelines(&sim));
+        let stopped = sim.nodes[old].engine.as_ref().is_some_and(|engine| engine.is_stopped());
+        prop_assert!(stopped, "the old master did not stop");
+        prop_assert!(!sim.nodes[old].holds(ROUTER));
+        prop_assert_eq!(sim.holders(ROUTER).len(), 1);
+        prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+
+    /// Reconfiguring with an identical configuration emits no action at all.
+    #[test]
+    fn identical_reconfigure_is_silent(lan in lan(4, 100), at_intervals in 0u32..20) {
+        FIGURES_RECONFIGURE.with(Figures::count);
+        let mut sim = lan.sim();
+        lan.start(&mut sim);
+        sim.run_for(lan.interval() * at_intervals);
+        for node in 0..lan.priorities.len() {
+            let config = sim.nodes[node].config.clone();
+            let now = sim.now;
+            let Some(engine) = sim.nodes[node].engine.as_mut() else { continue };
+            let report = engine.reconfigure(now, config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(report.is_empty(), "{:?}", report);
+            prop_assert_eq!(report.unchanged.len(), 1);
+            let action = engine.poll_action();
+            prop_assert!(action.is_none(), "reconfigure emitted {:?}", action);
+        }
+    }
+}
+
+thread_local! {
+    static FIGURES_ELECTION: Figures = Figures::new("election");
+    static FIGURES_NOPREEMPT: Figures = Figures::new("nopreempt");
+    static FIGURES_PARTITION: Figures = Figures::new("partition");
+    static FIGURES_SHUTDOWN: Figures = Figures::new("shutdown");
+    static FIGURES_RECONFIGURE: Figures = Figures::new("reconfigure");
+    static FIGURES_SYNC: Figures = Figures::new("sync-group");
+}
+
+/// Two to three nodes, each with routers "a" and "b" in sync group "g" at one priority per
+/// node; trackers fault members and crashes happen; after settling, the members of every live
+/// node agree.
+#[derive(Debug, Clone)]
+enum Disturbance {
+    Fault { node: usize, member: bool },
+    Clear { node: usize, member: bool },
+    Lower { node: usize, by: i32 },
+    Crash { node: usize },
+    Restart { node: usize },
+}
+
+fn disturbance(nodes: usize) -> impl Strategy<Value = Disturbance> {
+    prop_oneof![
+        (0..nodes, any::<bool>()).prop_map(|(node, member)| Disturbance::Fault { node, member }),
+        (0..nodes, any::<bool>()).prop_map(|(node, member)| Disturbance::Clear { node, member }),
+        (0..nodes, 0i32..100).prop_map(|(node, by)| Disturbance::Lower { node, by }),
+        (0..nodes).prop_map(|node| Disturbance::Crash { node }),
+        (0..nodes).prop_map(|node| Disturbance::Restart { node }),
+    ]
+}
+
+fn sync_scenario() -> impl Strategy<Value = (Lan, Vec<Disturbance>)> {
+    lan(3, 0).prop_flat_map(|lan| {
+        let nodes = lan.priorities.len();
+        (
+            Just(lan),
+            proptest::collection::vec(disturbance(nodes), 1..6),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..config() })]
+
+    #[test]
+    fn sync_group_members_agree(scenario in sync_scenario()) {
+        FIGURES_SYNC.with(Figures::count);
+        let (lan, disturbances) = scenario;
+        let configs = (0..lan.priorities.len())
+            .map(|n| {
+                let member = |name: &str, vrid: u8| {
+                    let mut config = router(name, vrid, lan.version, lan.family, n as u8, lan.priorities[n], lan.interval_centis);
+                    if !lan.preempt {
+                        config.preempt = Preempt::Off;
+                    }
+                    config
+                };
+                let group = SyncGroupConfig { name: "g".into(), members: vec!["a".into(), "b".into()] };
+                (format!("n{n}"), EngineConfig { routers: vec![member("a", 1), member("b", 2)], sync_groups: vec![group] })
+            })
+            .collect();
+        let mut sim = Sim::new(lan.seed, configs);
+        sim.delay = lan.delay;
+        lan.start(&mut sim);
+        let settle = 3 * lan.master_down() + 4 * lan.delay + lan.interval();
+        sim.run_for(settle);
+        for disturbance in disturbances {
+            match disturbance {
+                Disturbance::Fault { node, member } | Disturbance::Clear { node, member } => {
+                    let fault = matches!(disturbance, Disturbance::Fault { .. });
+                    let name = if member { "a" } else { "b" };
+                    sim.with_engine(node, |engine, now| {
+                        if let Some(id) = engine.router_id(name) {
+                            let effect = if fault { TrackEffect::Fault } else { TrackEffect::Adjust(0) };
+                            engine.set_tracker(now, id, "check", effect);
+                        }
+                    });
+                }
+                Disturbance::Lower { node, by } => sim.with_engine(node, |engine, now| {
+                    for name in ["a", "b"] {
+                        if let Some(id) = engine.router_id(name) {
+                            engine.set_tracker(now, id, "weight", TrackEffect::Adjust(-by));
+                        }
+                    }
+                }),
+                Disturbance::Crash { node } => sim.crash(node),
+                Disturbance::Restart { node } => {
+                    if !sim.nodes[node].is_up() {
+                        sim.start(node);
+                    }
+                }
+            }
+            sim.run_for(settle);
+            for (n, node) in sim.nodes.iter().enumerate().filter(|(_, node)| node.is_up()) {
+                prop_assert_eq!(node.state("a"), node.state("b"), "node n{} disagrees; seed {}{}", n, lan.seed, timelines(&sim));
+            }
+            prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        }
+    }
+}
