@@ -158,7 +158,8 @@ impl Prober {
         }
     }
 
-    /// Stops probing and returns all samples.
+    /// Stops starting attempts, lets those in flight finish (at most connect + reply timeout),
+    /// and returns all samples.
     pub fn stop(mut self) -> Vec<Sample> {
         self.halt();
         self.samples()
@@ -181,12 +182,15 @@ impl Drop for Prober {
 async fn probe_loop(config: ProbeConfig, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = tokio::task::JoinSet::new();
     while !stop.load(Ordering::Relaxed) {
         ticks.tick().await;
+        // Reap finished attempts so the set stays small.
+        while in_flight.try_join_next().is_some() {}
         let shared = shared.clone();
         // Spawned on this (namespace-joined) thread's current-thread runtime, so the socket
         // below is created in the client namespace.
-        tokio::spawn(async move {
+        in_flight.spawn(async move {
             let sent = Instant::now();
             let outcome = attempt(&config).await;
             let sample = Sample {
@@ -198,6 +202,9 @@ async fn probe_loop(config: ProbeConfig, shared: Arc<Shared>, stop: Arc<AtomicBo
             shared.recorded.notify_all();
         });
     }
+    // Attempts in flight end within their timeouts; their outcomes belong to the record
+    // (a probe sent just before the takeover that times out afterwards is a failed probe).
+    while in_flight.join_next().await.is_some() {}
 }
 
 async fn attempt(config: &ProbeConfig) -> Result<String, ProbeError> {
