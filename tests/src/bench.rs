@@ -1,0 +1,767 @@
+//! The failover benchmark: the same faults inflicted on different VRRP implementations
+//! ("contenders") in the [`Pair`] topology, measured from the client.
+//!
+//! One run = a fresh topology, `hav-test-httpd` on both nodes, node `a` (priority 150) elected
+//! master, node `b` (priority 100) in backup, a [`Prober`] polling the VIP every 5 ms, then one
+//! [`Scenario`] fault on `a`. The figure is the client-perceived outage: from the fault to the
+//! first reply from `b` ([`crate::probe::analyse`]). Timing comes only from the real kernel and
+//! processes; nothing here asserts on it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::keepalived::{
+    Garp, Keepalived, KeepalivedConfig, KeepalivedError, TrackFile, TrackScript, Unicast,
+    VrrpInstance, VrrpState,
+};
+use crate::netns::{NetnsError, NsProcess, Presence, SpawnSpec};
+use crate::probe::{self, FailoverReport, ProbeConfig, Prober};
+use crate::topology::{Lab, Pair};
+
+/// Errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Keepalived(#[from] KeepalivedError),
+    #[error("{0} is not yet wired into the benchmark")]
+    NotWired(&'static str),
+    #[error("{contender} does not support {what}")]
+    Unsupported {
+        contender: &'static str,
+        what: String,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The fault inflicted on the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// The master's switch port goes down (carrier loss on the master).
+    LinkCut,
+    /// Every process of the master's daemon gets SIGKILL.
+    Crash,
+    /// SIGTERM to the master's daemon.
+    GracefulStop,
+    /// The tracked "proxy" (the master's hav-test-httpd) dies; keepalived learns it through a
+    /// `track_file` written at the same instant (an external watcher with zero delay).
+    TrackedDeathFile,
+    /// The tracked "proxy" dies; keepalived learns it through a 1 s `track_script`.
+    TrackedDeathScript,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::LinkCut,
+        Scenario::Crash,
+        Scenario::GracefulStop,
+        Scenario::TrackedDeathFile,
+        Scenario::TrackedDeathScript,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::LinkCut => "link-cut",
+            Scenario::Crash => "crash",
+            Scenario::GracefulStop => "graceful-stop",
+            Scenario::TrackedDeathFile => "tracked-death-file",
+            Scenario::TrackedDeathScript => "tracked-death-script",
+        }
+    }
+
+    pub fn parse(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+
+    fn tracking(self) -> TrackingMode {
+        match self {
+            Scenario::TrackedDeathFile => TrackingMode::File,
+            Scenario::TrackedDeathScript => TrackingMode::Script {
+                interval: Duration::from_secs(1),
+            },
+            _ => TrackingMode::None,
+        }
+    }
+}
+
+/// VRRP version and advertisement interval of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub version: u8,
+    pub advert_interval: Duration,
+}
+
+impl Timing {
+    pub const V2_1S: Timing = Timing {
+        version: 2,
+        advert_interval: Duration::from_secs(1),
+    };
+    pub const V3_100MS: Timing = Timing {
+        version: 3,
+        advert_interval: Duration::from_millis(100),
+    };
+    pub const V3_20MS: Timing = Timing {
+        version: 3,
+        advert_interval: Duration::from_millis(20),
+    };
+    pub const ALL: [Timing; 3] = [Timing::V2_1S, Timing::V3_100MS, Timing::V3_20MS];
+
+    pub fn label(self) -> String {
+        format!("v{} {} ms", self.version, self.advert_interval.as_millis())
+    }
+
+    pub fn parse(label: &str) -> Option<Self> {
+        match label {
+            "v2-1s" => Some(Timing::V2_1S),
+            "v3-100ms" => Some(Timing::V3_100MS),
+            "v3-20ms" => Some(Timing::V3_20MS),
+            _ => None,
+        }
+    }
+
+    /// The protocol's bound on a backup's takeover after the last advert it heard:
+    /// Master_Down_Interval = 3 × interval + skew, skew = (256 − backup priority) × interval / 256
+    /// (RFC 3768 §6.1, RFC 5798 §6.1).
+    pub fn master_down_interval(self, backup_priority: u8) -> Duration {
+        let skew = self.advert_interval * (256 - u32::from(backup_priority)) / 256;
+        self.advert_interval * 3 + skew
+    }
+}
+
+/// How the node's daemon learns that the tracked proxy died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingMode {
+    None,
+    /// A file whose content becomes non-zero (written by [`ContenderNode::tracked_process_died`]).
+    File,
+    /// A periodic check of the tracked pid.
+    Script {
+        interval: Duration,
+    },
+}
+
+/// Everything a contender needs to start one node.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// `a` or `b`: the host in [`Pair`].
+    pub node: String,
+    pub iface: String,
+    pub address: Ipv4Addr,
+    pub peer: Ipv4Addr,
+    pub version: u8,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub vip: Ipv4Addr,
+    pub vip_prefix_len: u8,
+    /// Multicast (false) or unicast to `peer` (true).
+    pub unicast: bool,
+    pub tracking: TrackingMode,
+    /// The "proxy" whose death the node must notice: the node's hav-test-httpd.
+    pub tracked_pid: u32,
+    /// A directory private to this node and contender (configs, pid files, track files).
+    pub dir: PathBuf,
+}
+
+/// The role a node must reach before the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Backup,
+}
+
+/// One VRRP implementation under test.
+pub trait Contender {
+    /// Short name for the tables (`keepalived`, `hav`).
+    fn name(&self) -> &'static str;
+    /// Starts one node in `lab`'s host `settings.node`.
+    fn start(
+        &self,
+        lab: &Lab,
+        settings: &NodeSettings,
+    ) -> Result<Box<dyn ContenderNode>, BenchError>;
+}
+
+/// A running node of a contender. Dropping it kills its processes.
+pub trait ContenderNode {
+    /// Waits (event-driven) until the node reports `role`.
+    fn wait_role(&mut self, role: Role, timeout: Duration) -> Result<(), BenchError>;
+    /// SIGKILL to every process of the daemon, as simultaneously as possible.
+    fn crash(&mut self) -> Result<(), BenchError>;
+    /// Graceful stop (SIGTERM), waiting for the daemon to exit.
+    fn stop(&mut self) -> Result<(), BenchError>;
+    /// Called right after the harness killed the tracked process, for trackers that need an
+    /// external write (keepalived's track_file). Most implementations do nothing.
+    fn tracked_process_died(&mut self) -> Result<(), BenchError>;
+    /// The daemon's processes, for RSS and CPU figures.
+    fn pids(&self) -> Vec<u32>;
+}
+
+/// keepalived 2.2.x, as installed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeepalivedContender;
+
+impl Contender for KeepalivedContender {
+    fn name(&self) -> &'static str {
+        "keepalived"
+    }
+
+    fn start(
+        &self,
+        lab: &Lab,
+        settings: &NodeSettings,
+    ) -> Result<Box<dyn ContenderNode>, BenchError> {
+        let mut instance = VrrpInstance::new(
+            settings.version,
+            settings.vrid,
+            settings.priority,
+            settings.advert_interval,
+            &settings.iface,
+            vec![(IpAddr::V4(settings.vip), settings.vip_prefix_len)],
+        );
+        if settings.unicast {
+            instance.unicast = Some(Unicast {
+                source: IpAddr::V4(settings.address),
+                peers: vec![IpAddr::V4(settings.peer)],
+            });
+        }
+        let track_path = settings.dir.join("proxy.track");
+        match settings.tracking {
+            TrackingMode::None => {}
+            TrackingMode::File => instance.track_files.push(TrackFile {
+                name: "proxy".into(),
+                path: track_path.clone(),
+                weight: 0,
+            }),
+            TrackingMode::Script { interval } => instance.track_scripts.push(TrackScript {
+                name: "proxy".into(),
+                script: format!("/usr/bin/kill -0 {}", settings.tracked_pid),
+                interval,
+                fall: 1,
+                rise: 1,
+                weight: 0,
+            }),
+        }
+        let config = KeepalivedConfig {
+            router_id: settings.node.clone(),
+            instances: vec![instance],
+            garp: Garp::default(),
+        };
+        let daemon = Keepalived::start(lab.host(&settings.node)?, &settings.dir, &config)?;
+        Ok(Box::new(KeepalivedNode {
+            daemon,
+            tracking: settings.tracking,
+            track_path,
+        }))
+    }
+}
+
+struct KeepalivedNode {
+    daemon: Keepalived,
+    tracking: TrackingMode,
+    track_path: PathBuf,
+}
+
+impl ContenderNode for KeepalivedNode {
+    fn wait_role(&mut self, role: Role, timeout: Duration) -> Result<(), BenchError> {
+        let state = match role {
+            Role::Master => VrrpState::Master,
+            Role::Backup => VrrpState::Backup,
+        };
+        self.daemon.wait_state("VI_1", state, timeout)?;
+        Ok(())
+    }
+
+    fn crash(&mut self) -> Result<(), BenchError> {
+        Ok(self.daemon.crash()?)
+    }
+
+    fn stop(&mut self) -> Result<(), BenchError> {
+        Ok(self.daemon.stop(Duration::from_secs(10))?)
+    }
+
+    fn tracked_process_died(&mut self) -> Result<(), BenchError> {
+        if self.tracking == TrackingMode::File {
+            fs::write(&self.track_path, "1\n")
+                .map_err(|e| BenchError::Io(format!("write {}: {e}", self.track_path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.daemon.pids()
+    }
+}
+
+/// The hav-agent contender. Its [`Contender::start`] is the one placeholder of this module:
+/// it returns [`hav_agent_not_yet_wired`] until the lead plugs the daemon in.
+#[derive(Debug, Default, Clone)]
+pub struct HavContender {
+    /// The hav-agent binary.
+    pub binary: Option<PathBuf>,
+}
+
+impl Contender for HavContender {
+    fn name(&self) -> &'static str {
+        "hav"
+    }
+
+    fn start(
+        &self,
+        _lab: &Lab,
+        _settings: &NodeSettings,
+    ) -> Result<Box<dyn ContenderNode>, BenchError> {
+        hav_agent_not_yet_wired()
+    }
+}
+
+/// PLACEHOLDER for the lead: start `hav-agent` in `settings.node` with a config built from
+/// `settings` (see [`KeepalivedContender::start`] for the shape) and return a
+/// [`ContenderNode`]. The table skips contenders that return [`BenchError::NotWired`].
+pub fn hav_agent_not_yet_wired() -> Result<Box<dyn ContenderNode>, BenchError> {
+    Err(BenchError::NotWired("hav-agent"))
+}
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub httpd: PathBuf,
+    pub probe_interval: Duration,
+    pub port: u16,
+    pub master_priority: u8,
+    pub backup_priority: u8,
+    pub unicast: bool,
+    /// Limit for elections and takeovers (safety net, not a measurement).
+    pub wait: Duration,
+}
+
+impl BenchConfig {
+    pub fn new(httpd: PathBuf) -> Self {
+        BenchConfig {
+            httpd,
+            probe_interval: Duration::from_millis(5),
+            port: 8080,
+            master_priority: 150,
+            backup_priority: 100,
+            unicast: false,
+            wait: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The outcome of one fault.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub contender: &'static str,
+    pub scenario: Scenario,
+    pub timing: Timing,
+    pub report: FailoverReport,
+}
+
+/// Runs one fault for one contender in a fresh [`Pair`].
+pub fn run_once(
+    contender: &dyn Contender,
+    scenario: Scenario,
+    timing: Timing,
+    config: &BenchConfig,
+) -> Result<RunResult, BenchError> {
+    let pair = Pair::new()?;
+    let lab = &pair.lab;
+    let mut httpd_a = start_httpd(lab, "a", config)?;
+    let httpd_b = start_httpd(lab, "b", config)?;
+
+    let settings_a = node_settings(&pair, "a", contender, scenario, timing, config, &httpd_a)?;
+    let settings_b = node_settings(&pair, "b", contender, scenario, timing, config, &httpd_b)?;
+    let mut node_a = contender.start(lab, &settings_a)?;
+    node_a.wait_role(Role::Master, config.wait)?;
+    lab.wait_address("a", IpAddr::V4(pair.vip4), Presence::Present, config.wait)?;
+    let mut node_b = contender.start(lab, &settings_b)?;
+    node_b.wait_role(Role::Backup, config.wait)?;
+
+    let mut probe_config = ProbeConfig::new(SocketAddr::new(IpAddr::V4(pair.vip4), config.port));
+    probe_config.interval = config.probe_interval;
+    let prober = Prober::start(lab.host("client")?, probe_config)?;
+    prober.wait_for_reply("a", Instant::now(), config.wait)?;
+
+    let fault = Instant::now();
+    match scenario {
+        Scenario::LinkCut => lab.link_down("a", &pair.a.iface)?,
+        Scenario::Crash => node_a.crash()?,
+        Scenario::GracefulStop => node_a.stop()?,
+        Scenario::TrackedDeathFile | Scenario::TrackedDeathScript => {
+            httpd_a.kill()?;
+            node_a.tracked_process_died()?;
+        }
+    }
+    lab.wait_address("b", IpAddr::V4(pair.vip4), Presence::Present, config.wait)?;
+    // A missing reply is recorded as "no outage figure", not an error: it is a result.
+    let _ = prober.wait_for_reply("b", fault, config.wait);
+    let samples = prober.stop();
+    drop(node_b);
+    drop(node_a);
+    Ok(RunResult {
+        contender: contender.name(),
+        scenario,
+        timing,
+        report: probe::analyse(&samples, fault, "b"),
+    })
+}
+
+fn start_httpd(lab: &Lab, node: &str, config: &BenchConfig) -> Result<NsProcess, BenchError> {
+    let listen = format!("0.0.0.0:{}", config.port);
+    let mut httpd = lab.spawn(
+        node,
+        SpawnSpec::new(format!("httpd-{node}"), &config.httpd)
+            .args(["--node", node, "--listen", &listen])
+            .ready_pipe(),
+    )?;
+    httpd.wait_ready(config.wait)?;
+    Ok(httpd)
+}
+
+fn node_settings(
+    pair: &Pair,
+    node: &str,
+    contender: &dyn Contender,
+    scenario: Scenario,
+    timing: Timing,
+    config: &BenchConfig,
+    httpd: &NsProcess,
+) -> Result<NodeSettings, BenchError> {
+    let (me, peer, priority) = match node {
+        "a" => (&pair.a, &pair.b, config.master_priority),
+        _ => (&pair.b, &pair.a, config.backup_priority),
+    };
+    Ok(NodeSettings {
+        node: node.to_owned(),
+        iface: me.iface.clone(),
+        address: me.ipv4,
+        peer: peer.ipv4,
+        version: timing.version,
+        vrid: 51,
+        priority,
+        advert_interval: timing.advert_interval,
+        vip: pair.vip4,
+        vip_prefix_len: 24,
+        unicast: config.unicast,
+        tracking: scenario.tracking(),
+        tracked_pid: httpd.pid(),
+        dir: pair
+            .lab
+            .log_dir()
+            .join(format!("{}-{node}", contender.name())),
+    })
+}
+
+/// Idle cost of one node pair at a given timing.
+#[derive(Debug, Clone)]
+pub struct IdleCost {
+    pub contender: &'static str,
+    pub timing: Timing,
+    pub window: Duration,
+    /// (master, backup): summed VmRSS of the node's processes, in KiB.
+    pub rss_kib: (u64, u64),
+    /// (master, backup): CPU time over the window as % of one core, from utime+stime of
+    /// /proc/PID/stat (10 ms tick resolution).
+    pub cpu_percent: (f64, f64),
+    /// (master, backup): the same from /proc/PID/task/*/schedstat (nanosecond resolution).
+    pub cpu_percent_schedstat: (f64, f64),
+    pub processes: (usize, usize),
+}
+
+/// Starts a master/backup pair, lets it settle, and measures RSS and CPU over `window`.
+pub fn measure_idle(
+    contender: &dyn Contender,
+    timing: Timing,
+    window: Duration,
+    config: &BenchConfig,
+) -> Result<IdleCost, BenchError> {
+    let pair = Pair::new()?;
+    let lab = &pair.lab;
+    let httpd_a = start_httpd(lab, "a", config)?;
+    let httpd_b = start_httpd(lab, "b", config)?;
+    let settings_a = node_settings(
+        &pair,
+        "a",
+        contender,
+        Scenario::LinkCut,
+        timing,
+        config,
+        &httpd_a,
+    )?;
+    let settings_b = node_settings(
+        &pair,
+        "b",
+        contender,
+        Scenario::LinkCut,
+        timing,
+        config,
+        &httpd_b,
+    )?;
+    let mut node_a = contender.start(lab, &settings_a)?;
+    node_a.wait_role(Role::Master, config.wait)?;
+    let mut node_b = contender.start(lab, &settings_b)?;
+    node_b.wait_role(Role::Backup, config.wait)?;
+
+    let (pids_a, pids_b) = (node_a.pids(), node_b.pids());
+    let (start_a, start_b) = (cpu_ticks(&pids_a), cpu_ticks(&pids_b));
+    let (start_ns_a, start_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
+    let started = Instant::now();
+    // The measurement window itself: a fixed span of idle operation, not a synchronisation.
+    std::thread::sleep(window);
+    let elapsed = started.elapsed();
+    let (end_a, end_b) = (cpu_ticks(&pids_a), cpu_ticks(&pids_b));
+    let percent =
+        |ticks: u64| ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
+    let (end_ns_a, end_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
+    let percent_ns = |ns: u64| ns as f64 / 1e9 / elapsed.as_secs_f64() * 100.0;
+    Ok(IdleCost {
+        contender: contender.name(),
+        timing,
+        window: elapsed,
+        rss_kib: (rss_kib(&pids_a), rss_kib(&pids_b)),
+        cpu_percent: (
+            percent(end_a.saturating_sub(start_a)),
+            percent(end_b.saturating_sub(start_b)),
+        ),
+        cpu_percent_schedstat: (
+            percent_ns(end_ns_a.saturating_sub(start_ns_a)),
+            percent_ns(end_ns_b.saturating_sub(start_ns_b)),
+        ),
+        processes: (pids_a.len(), pids_b.len()),
+    })
+}
+
+/// Sum of VmRSS (KiB) of `pids`, from /proc/PID/status.
+pub fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Sum of utime + stime (clock ticks) of `pids`, from /proc/PID/stat.
+pub fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // `rest` starts at field 3; utime and stime are fields 14 and 15.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum()
+}
+
+/// Sum of on-CPU time (ns) of every thread of `pids`, from /proc/PID/task/*/schedstat.
+pub fn cpu_ns(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Summary of several runs of one contender in one scenario and timing.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub runs: usize,
+    pub answered: usize,
+    pub median: Option<Duration>,
+    pub min: Option<Duration>,
+    pub max: Option<Duration>,
+    pub failed_probes_median: usize,
+    pub old_holder_replies_median: usize,
+}
+
+pub fn summarise(results: &[&RunResult]) -> Summary {
+    let mut outages: Vec<Duration> = results.iter().filter_map(|r| r.report.outage).collect();
+    outages.sort();
+    let mut failed: Vec<usize> = results.iter().map(|r| r.report.failed_probes).collect();
+    failed.sort();
+    let mut old: Vec<usize> = results
+        .iter()
+        .map(|r| r.report.old_holder_replies)
+        .collect();
+    old.sort();
+    Summary {
+        runs: results.len(),
+        answered: outages.len(),
+        median: median(&outages),
+        min: outages.first().copied(),
+        max: outages.last().copied(),
+        failed_probes_median: median(&failed).unwrap_or(0),
+        old_holder_replies_median: median(&old).unwrap_or(0),
+    }
+}
+
+fn median<T: Copy>(sorted: &[T]) -> Option<T> {
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// Renders one table per (scenario, timing) with a row per contender and the hav/keepalived
+/// ratio of medians. `skipped` lists contenders that were not run, with the reason.
+pub fn render_tables(
+    results: &[RunResult],
+    scenarios: &[Scenario],
+    timings: &[Timing],
+    contenders: &[&'static str],
+    skipped: &[(&'static str, String)],
+    config: &BenchConfig,
+) -> String {
+    let mut out = String::new();
+    for &scenario in scenarios {
+        let _ = writeln!(
+            out,
+            "\n## {} (probe every {} ms)",
+            scenario.label(),
+            config.probe_interval.as_millis()
+        );
+        let _ = writeln!(
+            out,
+            "| timing | contender | runs | outage median | min | max | bound 3×int+skew | failed probes (median) | old-holder replies (median) |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for &timing in timings {
+            let bound = timing.master_down_interval(config.backup_priority);
+            let mut medians = Vec::new();
+            for &name in contenders {
+                let runs: Vec<&RunResult> = results
+                    .iter()
+                    .filter(|r| r.contender == name && r.scenario == scenario && r.timing == timing)
+                    .collect();
+                if runs.is_empty() {
+                    continue;
+                }
+                let s = summarise(&runs);
+                medians.push((name, s.median));
+                let _ = writeln!(
+                    out,
+                    "| {} | {name} | {}/{} | {} | {} | {} | {} | {} | {} |",
+                    timing.label(),
+                    s.answered,
+                    s.runs,
+                    ms(s.median),
+                    ms(s.min),
+                    ms(s.max),
+                    ms(Some(bound)),
+                    s.failed_probes_median,
+                    s.old_holder_replies_median,
+                );
+            }
+            let find = |n: &str| medians.iter().find(|(c, _)| *c == n).and_then(|(_, m)| *m);
+            if let (Some(hav), Some(ka)) = (find("hav"), find("keepalived")) {
+                let _ = writeln!(
+                    out,
+                    "| {} | hav/keepalived | | {:.2} | | | | | |",
+                    timing.label(),
+                    hav.as_secs_f64() / ka.as_secs_f64()
+                );
+            }
+        }
+    }
+    for (name, why) in skipped {
+        let _ = writeln!(out, "\nnote: contender `{name}` skipped: {why}");
+    }
+    out
+}
+
+/// Renders the idle-cost table.
+pub fn render_idle(costs: &[IdleCost]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n## idle cost (node pair settled, window measured)");
+    let _ = writeln!(
+        out,
+        "| contender | timing | window | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for c in costs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} s | {} ({}) | {} ({}) | {:.2} ({:.3}) | {:.2} ({:.3}) |",
+            c.contender,
+            c.timing.label(),
+            c.window.as_secs_f64(),
+            c.rss_kib.0,
+            c.processes.0,
+            c.rss_kib.1,
+            c.processes.1,
+            c.cpu_percent.0,
+            c.cpu_percent_schedstat.0,
+            c.cpu_percent.1,
+            c.cpu_percent_schedstat.1,
+        );
+    }
+    out
+}
+
+fn ms(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
+        None => "–".into(),
+    }
+}
+
+/// The directory of the running executable (where cargo puts `hav-test-httpd` next to the
+/// benchmark binary).
+pub fn sibling_binary(name: &str) -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::Io(format!("current_exe: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // Binaries live in target/<profile>/; test executables in target/<profile>/deps/.
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(BenchError::Io(format!(
+        "{name} not found next to {}",
+        exe.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_down_interval_matches_the_rfc_formula() {
+        // 3 × 1 s + (256 − 100) / 256 s
+        assert_eq!(
+            Timing::V2_1S.master_down_interval(100),
+            Duration::from_secs(3) + Duration::from_secs(156) / 256
+        );
+        assert_eq!(
+            Timing::V3_20MS.master_down_interval(100),
+            Duration::from_millis(60) + Duration::from_millis(20) * 156 / 256
+        );
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.label()), Some(s));
+        }
+        assert_eq!(Timing::parse("v3-20ms"), Some(Timing::V3_20MS));
+        assert_eq!(Timing::parse("v4"), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! Failover benchmark: inflicts each scenario on each contender (keepalived, hav) in fresh
+//! network-namespace topologies and prints client-perceived outage tables and idle cost.
+//!
+//! Needs root, iproute2 and keepalived. Example:
+//! `hav-failover-bench --reps 5 --scenarios link-cut,crash --timings v3-100ms,v3-20ms`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hav_tests::bench::{
+    self, BenchConfig, BenchError, Contender, HavContender, KeepalivedContender, Scenario, Timing,
+};
+use hav_tests::netns;
+
+#[derive(Debug, Parser)]
+#[command(about = "VRRP failover benchmark: keepalived vs hav in network namespaces")]
+struct Args {
+    /// Repetitions per (contender, scenario, timing).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Comma-separated: link-cut, crash, graceful-stop, tracked-death-file, tracked-death-script.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "link-cut,crash,graceful-stop,tracked-death-file,tracked-death-script"
+    )]
+    scenarios: Vec<String>,
+    /// Comma-separated: v2-1s, v3-100ms, v3-20ms.
+    #[arg(long, value_delimiter = ',', default_value = "v2-1s,v3-100ms,v3-20ms")]
+    timings: Vec<String>,
+    /// Comma-separated: keepalived, hav.
+    #[arg(long, value_delimiter = ',', default_value = "keepalived,hav")]
+    contenders: Vec<String>,
+    /// Milliseconds between client probes.
+    #[arg(long, default_value_t = 5)]
+    probe_interval_ms: u64,
+    /// Idle measurement window in seconds (0 skips it); measured at v3 100 ms.
+    #[arg(long, default_value_t = 10)]
+    idle_window_s: u64,
+    /// VRRP unicast to the peer instead of multicast.
+    #[arg(long)]
+    unicast: bool,
+    /// Path of hav-test-httpd (default: next to this binary).
+    #[arg(long)]
+    httpd: Option<PathBuf>,
+    /// Path of hav-agent (for the hav contender).
+    #[arg(long)]
+    hav_agent: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scenarios = args
+        .scenarios
+        .iter()
+        .map(|s| Scenario::parse(s).with_context(|| format!("unknown scenario {s}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let timings = args
+        .timings
+        .iter()
+        .map(|t| Timing::parse(t).with_context(|| format!("unknown timing {t}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut contenders: Vec<Box<dyn Contender>> = Vec::new();
+    for name in &args.contenders {
+        match name.as_str() {
+            "keepalived" => contenders.push(Box::new(KeepalivedContender)),
+            "hav" => contenders.push(Box::new(HavContender {
+                binary: args.hav_agent.clone(),
+            })),
+            other => bail!("unknown contender {other}"),
+        }
+    }
+    let httpd = match args.httpd {
+        Some(path) => path,
+        None => bench::sibling_binary("hav-test-httpd")?,
+    };
+    let mut config = BenchConfig::new(httpd);
+    config.probe_interval = Duration::from_millis(args.probe_interval_ms);
+    config.unicast = args.unicast;
+
+    let swept = netns::sweep_stale()?;
+    if !swept.is_empty() {
+        eprintln!("removed stale namespaces of crashed runs: {swept:?}");
+    }
+
+    let mut results = Vec::new();
+    let mut skipped: Vec<(&'static str, String)> = Vec::new();
+    let mut ran: Vec<&'static str> = Vec::new();
+    'contenders: for contender in &contenders {
+        for &scenario in &scenarios {
+            for &timing in &timings {
+                for rep in 0..args.reps {
+                    match bench::run_once(contender.as_ref(), scenario, timing, &config) {
+                        Ok(result) => {
+                            eprintln!(
+                                "{} {} {} #{rep}: outage {:?}, failed probes {}, old-holder replies {}",
+                                contender.name(),
+                                scenario.label(),
+                                timing.label(),
+                                result.report.outage,
+                                result.report.failed_probes,
+                                result.report.old_holder_replies,
+                            );
+                            results.push(result);
+                        }
+                        Err(BenchError::NotWired(what)) => {
+                            skipped.push((contender.name(), format!("{what} is not yet wired")));
+                            continue 'contenders;
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "{} {} {} #{rep}: FAILED: {e}",
+                                contender.name(),
+                                scenario.label(),
+                                timing.label()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ran.push(contender.name());
+    }
+    print!(
+        "{}",
+        bench::render_tables(&results, &scenarios, &timings, &ran, &skipped, &config)
+    );
+
+    if args.idle_window_s > 0 {
+        let mut costs = Vec::new();
+        for contender in &contenders {
+            if !ran.contains(&contender.name()) {
+                continue;
+            }
+            match bench::measure_idle(
+                contender.as_ref(),
+                Timing::V3_100MS,
+                Duration::from_secs(args.idle_window_s),
+                &config,
+            ) {
+                Ok(cost) => costs.push(cost),
+                Err(e) => eprintln!("{} idle: FAILED: {e}", contender.name()),
+            }
+        }
+        print!("{}", bench::render_idle(&costs));
+    }
+    Ok(())
+}
