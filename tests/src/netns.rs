@@ -805,8 +805,8 @@ pub(crate) fn poll_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let millis =
-            i32::try_from(left.as_millis().max(u128::from(!left.is_zero()))).unwrap_or(i32::MAX);
+        // Rounded up, so a sub-millisecond remainder still waits instead of spinning.
+        let millis = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
