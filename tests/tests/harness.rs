@@ -48,6 +48,28 @@ fn ping_crosses_the_lan_and_a_link_cut_stops_it() {
 }
 
 #[test]
+fn hosts_on_two_lans_reach_each_other_on_both_and_cuts_are_per_lan() {
+    let mut lab = Lab::new().expect("lab");
+    lab.add_lan("lan", LanSpec::PRIMARY).expect("lan");
+    lab.add_lan("wan", LanSpec::SECONDARY).expect("wan");
+    for (host, octet) in [("a", 11), ("b", 12)] {
+        lab.add_host(host).expect("host");
+        lab.attach(host, "lan", octet).expect("attach lan");
+        lab.attach(host, "wan", octet).expect("attach wan");
+    }
+    assert!(ping(&lab, "a", "203.0.113.12"), "a reaches b over the WAN");
+    assert!(
+        ping(&lab, "a", "2001:db8:0:1::c"),
+        "a reaches b over the WAN (IPv6)"
+    );
+
+    let wan_iface = lab.prefix().name("wan").expect("fits");
+    lab.link_down("a", &wan_iface).expect("cut a's WAN link");
+    assert!(!ping(&lab, "a", "203.0.113.12"), "WAN cut");
+    assert!(ping(&lab, "a", "198.51.100.12"), "LAN unaffected");
+}
+
+#[test]
 fn address_waits_follow_netlink_events() {
     let lab = two_hosts().expect("topology");
     let iface = lab.prefix().name("lan").expect("fits");
@@ -150,15 +172,28 @@ fn sweep_removes_only_namespaces_of_dead_runs() {
 #[test]
 fn keepalived_pair_elects_master_and_fails_over_on_link_cut() {
     let pair = Pair::new().expect("pair topology");
-    let lab = &pair.lab;
     let vip = IpAddr::V4(pair.vip4);
-    let mut httpd_a = start_httpd(lab, "a");
-    let mut httpd_b = start_httpd(lab, "b");
+    keepalived_failover(&pair, vip, 24, "0.0.0.0:8080");
+}
 
-    let mut ka_a = start_keepalived(&pair, "a", 150);
+#[test]
+fn keepalived_pair_fails_over_an_ipv6_vip() {
+    let pair = Pair::new().expect("pair topology");
+    let vip = IpAddr::V6(pair.vip6);
+    keepalived_failover(&pair, vip, 64, "[::]:8080");
+}
+
+/// The reference scenario the hav-agent tests mirror: a elected, VIP on a only, the client
+/// reaches a; a's link cut: a releases the VIP (FAULT), b takes it, the client reaches b.
+fn keepalived_failover(pair: &Pair, vip: IpAddr, prefix_len: u8, listen: &str) {
+    let lab = &pair.lab;
+    let mut httpd_a = start_httpd(lab, "a", listen);
+    let mut httpd_b = start_httpd(lab, "b", listen);
+
+    let mut ka_a = start_keepalived(pair, "a", 150, vip, prefix_len);
     ka_a.wait_state("VI_1", VrrpState::Master, WAIT)
         .expect("a becomes master");
-    let mut ka_b = start_keepalived(&pair, "b", 100);
+    let mut ka_b = start_keepalived(pair, "b", 100, vip, prefix_len);
     ka_b.wait_state("VI_1", VrrpState::Backup, WAIT)
         .expect("b stays backup");
     lab.wait_address("a", vip, Presence::Present, WAIT)
@@ -188,19 +223,23 @@ fn keepalived_pair_elects_master_and_fails_over_on_link_cut() {
         .expect("client reaches b through the VIP");
     let samples = prober.stop();
     let report = probe::analyse(&samples, fault, "b");
-    eprintln!("keepalived v3 100 ms link cut: {report:?}");
+    eprintln!("keepalived v3 100 ms link cut, VIP {vip}: {report:?}");
     assert_eq!(report.before.as_deref(), Some("a"));
     let outage = report.outage.expect("b answered");
     assert!(outage > Duration::ZERO);
+    assert!(
+        report.failed_probes > 0,
+        "the cut must be visible to the client"
+    );
     assert!(httpd_a.is_running() && httpd_b.is_running());
 }
 
-fn start_httpd(lab: &Lab, node: &str) -> NsProcess {
+fn start_httpd(lab: &Lab, node: &str, listen: &str) -> NsProcess {
     let mut httpd = lab
         .spawn(
             node,
             SpawnSpec::new(format!("httpd-{node}"), HTTPD)
-                .args(["--node", node, "--listen", "0.0.0.0:8080"])
+                .args(["--node", node, "--listen", listen])
                 .ready_pipe(),
         )
         .expect("spawn httpd");
@@ -208,7 +247,13 @@ fn start_httpd(lab: &Lab, node: &str) -> NsProcess {
     httpd
 }
 
-fn start_keepalived(pair: &Pair, node: &str, priority: u8) -> Keepalived {
+fn start_keepalived(
+    pair: &Pair,
+    node: &str,
+    priority: u8,
+    vip: IpAddr,
+    prefix_len: u8,
+) -> Keepalived {
     let attachment = pair.node(node).expect("node");
     let instance = VrrpInstance::new(
         3,
@@ -216,7 +261,7 @@ fn start_keepalived(pair: &Pair, node: &str, priority: u8) -> Keepalived {
         priority,
         Duration::from_millis(100),
         &attachment.iface,
-        vec![(IpAddr::V4(pair.vip4), 24)],
+        vec![(vip, prefix_len)],
     );
     let config = KeepalivedConfig {
         router_id: node.to_owned(),
