@@ -581,9 +581,11 @@ impl Daemon {
         }
     }
 
+    /// Publishes the snapshot; a change of state, priority, tracker or counter is also logged
+    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
     fn publish(&self) {
         let snapshot = self.snapshot();
-        self.status.send_if_modified(|current| {
+        let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()
                 || current
                     .instances
@@ -597,6 +599,9 @@ impl Daemon {
             *current = snapshot;
             changed
         });
+        if changed {
+            tracing::debug!("status published");
+        }
     }
 }
 
