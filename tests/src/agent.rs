@@ -5,7 +5,8 @@
 //! nextest build every workspace binary before running tests); a missing binary is an error that
 //! says so. Waits are event-driven: VIP changes are awaited through netlink
 //! ([`crate::topology::Lab::wait_address`]); a state is awaited by re-reading the status socket
-//! each time the agent's log grows (every transition is logged), watched with inotify. The
+//! each time the agent's log grows, watched with inotify (the agent logs `status published` at
+//! debug level after each change of its status, so the change is on the socket by then). The
 //! timeout of a wait is a safety net only. Each node keeps its config, state dir (VIP journal)
 //! and status socket in `<lab log dir>/agent-<host>/`, so a restarted agent finds its journal.
 

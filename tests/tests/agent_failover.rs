@@ -17,7 +17,7 @@ use hav_tests::netns::Presence;
 fn master_link_cut_moves_the_vip_and_heals_back_to_the_better_node() {
     let mut duo = start_duo(vip4, |_, _, _| {});
     let (vip, a_iface) = (duo.vip, duo.pair.a.iface.clone());
-    let prober = duo.prober();
+    let prober = duo.prober_on("a");
     let fault = Instant::now();
     duo.lab().link_down("a", &a_iface).expect("cut a");
     let moved = takeover(duo.lab(), prober, vip, fault, "b");
@@ -26,7 +26,7 @@ fn master_link_cut_moves_the_vip_and_heals_back_to_the_better_node() {
     assert_eq!(moved.client.before.as_deref(), Some("a"));
 
     // The link comes back: two masters hear each other; the lower one (b) yields.
-    let prober = duo.prober();
+    let prober = duo.prober_on("b");
     let heal = Instant::now();
     duo.lab().link_up("a", &a_iface).expect("restore a");
     duo.lab()
@@ -43,7 +43,7 @@ fn master_link_cut_moves_the_vip_and_heals_back_to_the_better_node() {
 fn master_crash_backup_takes_over_restart_cleans_and_preempts() {
     let mut duo = start_duo(vip4, |_, _, _| {});
     let vip = duo.vip;
-    let prober = duo.prober();
+    let prober = duo.prober_on("a");
     let fault = Instant::now();
     duo.a.kill().expect("SIGKILL a");
     let moved = takeover(duo.lab(), prober, vip, fault, "b");
@@ -59,7 +59,7 @@ fn master_crash_backup_takes_over_restart_cleans_and_preempts() {
 
     // Restart: the journal removes the stale VIP before anything else; with preemption the
     // better node then takes the VIP back.
-    let prober = duo.prober();
+    let prober = duo.prober_on("b");
     let restart = Instant::now();
     duo.a.restart(&duo.pair.lab).expect("restart a");
     duo.a
@@ -82,13 +82,13 @@ fn master_crash_restart_without_preempt_does_not_steal_back() {
         config.instances[0].preempt = false;
     });
     let vip = duo.vip;
-    let prober = duo.prober();
+    let prober = duo.prober_on("a");
     let fault = Instant::now();
     duo.a.kill().expect("SIGKILL a");
     let moved = takeover(duo.lab(), prober, vip, fault, "b");
     figure("SIGKILL a -> b (nopreempt)", &moved);
 
-    let prober = duo.prober();
+    let prober = duo.prober_on("b");
     duo.a.restart(&duo.pair.lab).expect("restart a");
     duo.a
         .wait_log("removed VIPs a previous run left behind", WAIT)
@@ -118,7 +118,7 @@ fn master_crash_restart_without_preempt_does_not_steal_back() {
 fn master_sigterm_hands_over_before_releasing() {
     let mut duo = start_duo(vip4, |_, _, _| {});
     let vip = duo.vip;
-    let prober = duo.prober();
+    let prober = duo.prober_on("a");
     let fault = Instant::now();
     duo.a.terminate().expect("SIGTERM a");
     let moved = takeover(duo.lab(), prober, vip, fault, "b");
@@ -155,7 +155,7 @@ fn failback_with_preempt_after_graceful_stop_and_restart() {
         .expect("b takes over");
     duo.a.wait_exit(WAIT).expect("a exits");
 
-    let prober = duo.prober();
+    let prober = duo.prober_on("b");
     let restart = Instant::now();
     duo.a.restart(&duo.pair.lab).expect("restart a");
     let back = takeover(duo.lab(), prober, vip, restart, "a");

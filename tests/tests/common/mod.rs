@@ -37,6 +37,15 @@ impl Duo {
         prober(&self.pair.lab, self.vip)
     }
 
+    /// Starts a prober and waits until `node` answered it (the state before a fault).
+    pub fn prober_on(&self, node: &str) -> Prober {
+        let prober = self.prober();
+        prober
+            .wait_for_reply(node, Instant::now(), WAIT)
+            .unwrap_or_else(|e| panic!("client reaches {node} before the fault: {e}"));
+        prober
+    }
+
     pub fn agent(&mut self, node: &str) -> &mut Agent {
         match node {
             "a" => &mut self.a,
