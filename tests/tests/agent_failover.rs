@@ -40,7 +40,10 @@ fn master_link_cut_moves_the_vip_and_heals_back_to_the_better_node() {
     // a announces the VIP again when it hears b as a second master; without that the client
     // keeps b's MAC until its ARP entry goes stale (seconds).
     let outage = back.client.outage.expect("a answered");
-    assert!(outage < Duration::from_secs(1), "client outage after the heal: {outage:?}");
+    assert!(
+        outage < Duration::from_secs(1),
+        "client outage after the heal: {outage:?}"
+    );
 }
 
 #[test]
