@@ -100,6 +100,8 @@ pub struct InstanceSpec {
     pub checksum: Option<String>,
     /// Unicast peers with their priority if known; empty = multicast.
     pub unicast_peers: Vec<(IpAddr, Option<u8>)>,
+    /// `source_address`; `None` = the interface's primary (IPv6: link-local) address.
+    pub source_address: Option<IpAddr>,
     /// `"address/prefix"` strings.
     pub vips: Vec<String>,
     /// Raw `track_*` lines, e.g. `track_process = [{ name = "worker", weight = 0 }]`.
@@ -121,6 +123,7 @@ impl InstanceSpec {
             preempt_delay: Duration::ZERO,
             checksum: None,
             unicast_peers: Vec::new(),
+            source_address: None,
             vips: vips.iter().map(|v| (*v).to_owned()).collect(),
             track: Vec::new(),
             auth_pass: None,
@@ -154,6 +157,9 @@ impl InstanceSpec {
         );
         if let Some(checksum) = &self.checksum {
             let _ = writeln!(out, "checksum = {checksum:?}");
+        }
+        if let Some(source) = &self.source_address {
+            let _ = writeln!(out, "source_address = \"{source}\"");
         }
         if let Some(pass) = &self.auth_pass {
             let _ = writeln!(out, "auth_pass = {pass:?}");

@@ -581,7 +581,8 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot; a change of state, priority, tracker or counter is also logged
+    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
+    /// also logged
     /// (debug), after the fact, so a reader that follows the log finds it on the socket.
     fn publish(&self) {
         let snapshot = self.snapshot();
@@ -592,7 +593,9 @@ impl Daemon {
                     .iter()
                     .zip(&snapshot.instances)
                     .any(|(a, b)| {
-                        a.state != b.state || a.effective_priority != b.effective_priority
+                        a.state != b.state
+                            || a.effective_priority != b.effective_priority
+                            || a.master != b.master
                     })
                 || current.trackers != snapshot.trackers
                 || current.counters != snapshot.counters;

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hav_tests::agent::{Agent, AgentConfig, InstanceSpec, start_httpd};
+use hav_tests::agent::{Agent, AgentConfig, InstanceSpec, find_instance, start_httpd};
 use hav_tests::netns::{NsProcess, Presence};
 use hav_tests::probe::{self, FailoverReport, ProbeConfig, Prober};
 use hav_tests::topology::{Lab, Pair};
@@ -85,8 +85,13 @@ pub fn start_duo(
         a.wait_state(&i.name, "Master", WAIT).expect("a master");
     }
     let mut b = Agent::start(&pair.lab, "b", &b_config).expect("start b");
+    // Backup, and a's advert heard (b knows its master), so a fault below is a's alone.
     for i in &b_config.instances {
-        b.wait_state(&i.name, "Backup", WAIT).expect("b backup");
+        b.wait_status(&format!("{} backup of a", i.name), WAIT, |status| {
+            find_instance(status, &i.name)
+                .is_some_and(|s| s["state"] == "Backup" && !s["master"].is_null())
+        })
+        .expect("b backup of a");
     }
     assert!(
         !pair
