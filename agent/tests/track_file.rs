@@ -28,7 +28,10 @@ async fn follows_writes_renames_garbage_and_deletion() {
 
     std::fs::write(&path, "twelve").expect("write garbage");
     let garbled = next_health(&mut rx).await;
-    assert!(down_reason(&garbled).contains("not an integer"), "{garbled:?}");
+    assert!(
+        down_reason(&garbled).contains("not an integer"),
+        "{garbled:?}"
+    );
 
     // Another file in the same directory is not reported; the next event is ours.
     std::fs::write(dir.join("unrelated"), "99").expect("write unrelated");

@@ -1,12 +1,13 @@
 //! Interface tracker against real netlink, in an anonymous network namespace of its own (the
-//! host's interfaces are never touched): a dummy link created, set up and down, carrier off and
-//! on, renamed, deleted.
+//! host's interfaces are never touched): a veth link created, set up and down, its carrier lost
+//! and regained by setting its peer down and up, renamed, deleted. (veth rather than dummy: the
+//! test kernel has no dummy driver, and a veth peer gives a real carrier change.)
 
 mod track_support;
 
 use futures::TryStreamExt;
 use hav_agent::track::{self, Health, InterfaceSpec, TrackSpec};
-use rtnetlink::{Handle, LinkDummy, LinkUnspec};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 use tokio::sync::mpsc;
 use track_support::{down_reason, next_health, unique};
 
@@ -44,15 +45,21 @@ async fn index_of(handle: &Handle, name: &str) -> u32 {
 }
 
 async fn set(handle: &Handle, message: rtnetlink::packet_route::link::LinkMessage) {
-    handle.link().set(message).execute().await.expect("set link");
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .expect("set link");
 }
 
 #[test]
-fn follows_a_dummy_link() {
+fn follows_a_veth_link() {
     in_fresh_netns(|| async {
         let (connection, handle, _) = rtnetlink::new_connection().expect("netlink");
         tokio::spawn(connection);
         let name = unique("h");
+        let peer = unique("h");
         let (tx, mut rx) = mpsc::channel(16);
         let spec = InterfaceSpec { name: name.clone() };
         let _tracker = track::spawn("link", TrackSpec::Interface(spec), tx).expect("spawn");
@@ -60,15 +67,27 @@ fn follows_a_dummy_link() {
         let absent = next_health(&mut rx).await;
         assert!(down_reason(&absent).contains("no link named"), "{absent:?}");
 
-        handle.link().add(LinkDummy::new(&name).build()).execute().await.expect("add dummy");
+        handle
+            .link()
+            .add(LinkVeth::new(&name, &peer).build())
+            .execute()
+            .await
+            .expect("add veth");
         let index = index_of(&handle, &name).await;
+        let peer_index = index_of(&handle, &peer).await;
+        // Up, but the peer is down: no carrier, still down (so no event yet).
         set(&handle, LinkUnspec::new_with_index(index).up().build()).await;
+        set(&handle, LinkUnspec::new_with_index(peer_index).up().build()).await;
         assert_eq!(next_health(&mut rx).await, Health::Up);
 
-        set(&handle, LinkUnspec::new_with_index(index).carrier(false).build()).await;
+        set(
+            &handle,
+            LinkUnspec::new_with_index(peer_index).down().build(),
+        )
+        .await;
         let no_carrier = next_health(&mut rx).await;
         assert_eq!(down_reason(&no_carrier), "no carrier");
-        set(&handle, LinkUnspec::new_with_index(index).carrier(true).build()).await;
+        set(&handle, LinkUnspec::new_with_index(peer_index).up().build()).await;
         assert_eq!(next_health(&mut rx).await, Health::Up);
 
         set(&handle, LinkUnspec::new_with_index(index).down().build()).await;
@@ -77,22 +96,47 @@ fn follows_a_dummy_link() {
         set(&handle, LinkUnspec::new_with_index(index).up().build()).await;
         assert_eq!(next_health(&mut rx).await, Health::Up);
 
-        // Renaming needs the link down; the rename itself then takes it away (no new event,
-        // already down), and renaming back while up brings it back.
-        let other = unique("h");
+        // Renaming needs the link down. Renamed away, the link is no longer the tracked one:
+        // setting it up under its new name is not reported.
         set(&handle, LinkUnspec::new_with_index(index).down().build()).await;
         assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));
-        set(&handle, LinkUnspec::new_with_index(index).name(other.clone()).build()).await;
+        let other = unique("h");
+        set(
+            &handle,
+            LinkUnspec::new_with_index(index)
+                .name(other.clone())
+                .build(),
+        )
+        .await;
         set(&handle, LinkUnspec::new_with_index(index).up().build()).await;
-        set(&handle, LinkUnspec::new_with_index(index).down().build()).await;
-        set(&handle, LinkUnspec::new_with_index(index).name(name.clone()).build()).await;
-        set(&handle, LinkUnspec::new_with_index(index).up().build()).await;
-        // Had the tracker followed the renamed link, it would have reported Up then Down.
+        // The name is free: a new pair takes it, up but without carrier, then gets carrier.
+        let peer2 = unique("h");
+        handle
+            .link()
+            .add(LinkVeth::new(&name, &peer2).build())
+            .execute()
+            .await
+            .expect("add veth");
+        let index2 = index_of(&handle, &name).await;
+        let peer2_index = index_of(&handle, &peer2).await;
+        set(&handle, LinkUnspec::new_with_index(index2).up().build()).await;
+        set(
+            &handle,
+            LinkUnspec::new_with_index(peer2_index).up().build(),
+        )
+        .await;
+        assert_eq!(next_health(&mut rx).await, Health::Up);
+        set(&handle, LinkUnspec::new_with_index(index2).down().build()).await;
+        // A tracker that had followed the renamed link would have reported Up for it and then
+        // "no carrier" for the new link here.
+        let admin_down = next_health(&mut rx).await;
+        assert_eq!(down_reason(&admin_down), "administratively down");
+        set(&handle, LinkUnspec::new_with_index(index2).up().build()).await;
         assert_eq!(next_health(&mut rx).await, Health::Up);
 
-        handle.link().del(index).execute().await.expect("delete");
-        let deleted = next_health(&mut rx).await;
-        assert_eq!(down_reason(&deleted), format!("{name} deleted"));
+        // Deleting an up link (the kernel closes it first, then deletes it).
+        handle.link().del(index2).execute().await.expect("delete");
+        assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));
     });
 }
 
@@ -101,8 +145,15 @@ fn a_link_that_exists_and_is_up_at_start_is_reported_up() {
     in_fresh_netns(|| async {
         let (connection, handle, _) = rtnetlink::new_connection().expect("netlink");
         tokio::spawn(connection);
-        let name = unique("h");
-        handle.link().add(LinkDummy::new(&name).up().build()).execute().await.expect("add dummy");
+        let (name, peer) = (unique("h"), unique("h"));
+        handle
+            .link()
+            .add(LinkVeth::new(&name, &peer).up().build())
+            .execute()
+            .await
+            .expect("add veth");
+        let peer_index = index_of(&handle, &peer).await;
+        set(&handle, LinkUnspec::new_with_index(peer_index).up().build()).await;
         let (tx, mut rx) = mpsc::channel(16);
         let spec = InterfaceSpec { name: name.clone() };
         let _tracker = track::spawn("link", TrackSpec::Interface(spec), tx).expect("spawn");

@@ -24,7 +24,11 @@ fn fast() -> ProbeSchedule {
 async fn tcp_probe_follows_a_listener() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("local addr").port();
-    let spec = TcpSpec { host: "127.0.0.1".to_owned(), port, schedule: fast() };
+    let spec = TcpSpec {
+        host: "127.0.0.1".to_owned(),
+        port,
+        schedule: fast(),
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let _tracker = track::spawn("tcp", TrackSpec::Tcp(spec), tx).expect("spawn");
 
@@ -32,7 +36,9 @@ async fn tcp_probe_follows_a_listener() {
     drop(listener);
     let down = next_health(&mut rx).await;
     assert!(down_reason(&down).contains("refused"), "{down:?}");
-    let _listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind");
+    let _listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
     assert_eq!(next_health(&mut rx).await, Health::Up);
 }
 
@@ -50,12 +56,19 @@ async fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// Answers every connection with `status` (read at answer time) and reports each request head.
-async fn serve(listener: TcpListener, status: Arc<AtomicU16>, heads: mpsc::UnboundedSender<String>) {
+async fn serve(
+    listener: TcpListener,
+    status: Arc<AtomicU16>,
+    heads: mpsc::UnboundedSender<String>,
+) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
         let head = read_head(&mut stream).await;
         let code = status.load(Ordering::SeqCst);
-        let response = format!("HTTP/1.1 {code} Whatever\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let response =
+            format!("HTTP/1.1 {code} Whatever\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         let _ = stream.write_all(response.as_bytes()).await;
         if heads.send(head).is_err() {
             return;
@@ -81,8 +94,14 @@ async fn http_probe_checks_the_status_code() {
 
     assert_eq!(next_health(&mut rx).await, Health::Up);
     let head = heads.recv().await.expect("a request");
-    assert!(head.starts_with("GET /health?deep=1 HTTP/1.1\r\n"), "{head}");
-    assert!(head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")), "{head}");
+    assert!(
+        head.starts_with("GET /health?deep=1 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+        "{head}"
+    );
     assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
 
     status.store(503, Ordering::SeqCst);
@@ -110,7 +129,10 @@ async fn http_probe_through_a_forward_proxy_sends_the_absolute_url() {
 
     assert_eq!(next_health(&mut rx).await, Health::Up);
     let head = heads.recv().await.expect("a request");
-    assert!(head.starts_with("GET http://origin.invalid:8080/check HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.starts_with("GET http://origin.invalid:8080/check HTTP/1.1\r\n"),
+        "{head}"
+    );
     assert!(head.contains("\r\nHost: origin.invalid:8080\r\n"), "{head}");
 }
 
@@ -134,13 +156,19 @@ async fn http_probe_rejects_garbage_and_silence() {
         url: format!("http://127.0.0.1:{port}/"),
         expected_status: Vec::new(),
         proxy: None,
-        schedule: ProbeSchedule { timeout: Duration::from_millis(200), ..fast() },
+        schedule: ProbeSchedule {
+            timeout: Duration::from_millis(200),
+            ..fast()
+        },
     };
     let (tx, mut rx) = mpsc::channel(16);
     let _tracker = track::spawn("http", TrackSpec::Http(spec), tx).expect("spawn");
 
     let down = next_health(&mut rx).await;
-    assert!(down_reason(&down).contains("malformed status line"), "{down:?}");
+    assert!(
+        down_reason(&down).contains("malformed status line"),
+        "{down:?}"
+    );
     // The later, silent connections time out; the health stays down without a new event, so
     // check the server saw them and that the tracker is still running.
     silent.recv().await.expect("a silent connection");
@@ -150,7 +178,10 @@ async fn http_probe_rejects_garbage_and_silence() {
 
 #[tokio::test]
 async fn bad_urls_are_start_errors() {
-    for (url, proxy) in [("https://127.0.0.1/", None), ("http://127.0.0.1/", Some("127.0.0.1:notaport"))] {
+    for (url, proxy) in [
+        ("https://127.0.0.1/", None),
+        ("http://127.0.0.1/", Some("127.0.0.1:notaport")),
+    ] {
         let spec = HttpSpec {
             url: url.to_owned(),
             expected_status: Vec::new(),
@@ -158,6 +189,9 @@ async fn bad_urls_are_start_errors() {
             schedule: fast(),
         };
         let (tx, _rx) = mpsc::channel(16);
-        assert!(track::spawn("bad", TrackSpec::Http(spec), tx).is_err(), "{url} {proxy:?}");
+        assert!(
+            track::spawn("bad", TrackSpec::Http(spec), tx).is_err(),
+            "{url} {proxy:?}"
+        );
     }
 }

@@ -43,8 +43,11 @@ impl Proc {
     /// SIGKILL, not reaped yet: the tracker must not wait for the reap.
     fn kill(&self) -> Instant {
         let killed = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::SIGKILL)
-            .expect("kill");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::SIGKILL,
+        )
+        .expect("kill");
         killed
     }
 }
@@ -91,7 +94,10 @@ async fn death_by_name_is_an_event() {
 async fn min_procs_counts_matching_processes() {
     let dir = TempDir::new();
     let (name, path) = unique_sleep(&dir);
-    let spec = ProcessSpec { min_procs: 2, ..by_name(&name) };
+    let spec = ProcessSpec {
+        min_procs: 2,
+        ..by_name(&name)
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let first = Proc::start(&path, &["1000"]);
     let _tracker = track::spawn("procs", TrackSpec::Process(spec), tx).expect("spawn");
@@ -151,7 +157,10 @@ async fn pid_file_start_and_death_are_events() {
 
     let killed = process.kill();
     let down = next_health(&mut rx).await;
-    println!("process death (pid file) reported {:?} after SIGKILL", killed.elapsed());
+    println!(
+        "process death (pid file) reported {:?} after SIGKILL",
+        killed.elapsed()
+    );
     assert!(down_reason(&down).contains("exited"), "{down:?}");
     drop(process);
 
@@ -181,7 +190,10 @@ fn death_is_seen_inside_a_network_namespace() {
             assert_eq!(next_health(&mut rx).await, Health::Up);
             let killed = process.kill();
             assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));
-            println!("process death (in a netns) reported {:?} after SIGKILL", killed.elapsed());
+            println!(
+                "process death (in a netns) reported {:?} after SIGKILL",
+                killed.elapsed()
+            );
         });
     })
     .join();

@@ -5,9 +5,7 @@ mod track_support;
 
 use std::time::{Duration, Instant};
 
-use hav_agent::track::{
-    self, Health, InitialHealth, Program, RunAs, ScriptSpec, TrackSpec,
-};
+use hav_agent::track::{self, Health, InitialHealth, Program, RunAs, ScriptSpec, TrackSpec};
 use tokio::sync::mpsc;
 use track_support::{TempDir, await_exit, down_reason, is_down, next_health, read_fifo};
 
@@ -46,7 +44,11 @@ async fn fall_and_rise_debounce_consecutive_results() {
     // fall 2, rise 3: Up at 1, a lone failure (2) ignored, Down at 5, a failure at 8 resets the
     // rise count, Up at 11, Down at 13.
     let program = sequenced_script(&dir, &[0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0]);
-    let spec = ScriptSpec { rise: 3, fall: 2, ..fast(program) };
+    let spec = ScriptSpec {
+        rise: 3,
+        fall: 2,
+        ..fast(program)
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let _tracker = track::spawn("chk", TrackSpec::Script(spec), tx).expect("spawn");
 
@@ -65,7 +67,11 @@ async fn fall_and_rise_debounce_consecutive_results() {
 async fn initial_down_waits_for_rise_successes() {
     let dir = TempDir::new();
     let program = sequenced_script(&dir, &[0, 0, 0, 0, 0, 0]);
-    let spec = ScriptSpec { rise: 2, initial: InitialHealth::Down, ..fast(program) };
+    let spec = ScriptSpec {
+        rise: 2,
+        initial: InitialHealth::Down,
+        ..fast(program)
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let _tracker = track::spawn("chk", TrackSpec::Script(spec), tx).expect("spawn");
     let initial = next_health(&mut rx).await;
@@ -95,10 +101,18 @@ async fn timeout_kills_the_whole_process_group() {
 
     let pids = read_fifo(&fifo).await;
     let down = next_health(&mut rx).await;
-    println!("timed-out script reported down after {:?}", started.elapsed());
+    println!(
+        "timed-out script reported down after {:?}",
+        started.elapsed()
+    );
     assert!(down_reason(&down).contains("timeout"), "{down:?}");
-    let mut pids = pids.split_whitespace().map(|pid| pid.parse::<i32>().expect("pid"));
-    let (script, grandchild) = (pids.next().expect("script pid"), pids.next().expect("child pid"));
+    let mut pids = pids
+        .split_whitespace()
+        .map(|pid| pid.parse::<i32>().expect("pid"));
+    let (script, grandchild) = (
+        pids.next().expect("script pid"),
+        pids.next().expect("child pid"),
+    );
     await_exit(script).await;
     await_exit(grandchild).await;
 }
@@ -113,7 +127,12 @@ async fn arguments_reach_the_program_verbatim() {
         fifo = fifo.display()
     );
     let hostile = format!("$(touch {})", marker.display());
-    let args = vec!["a b".to_owned(), hostile.clone(), "*".to_owned(), "; exit 1".to_owned()];
+    let args = vec![
+        "a b".to_owned(),
+        hostile.clone(),
+        "*".to_owned(),
+        "; exit 1".to_owned(),
+    ];
     let program = Program::new(dir.script("args.sh", &body), args);
     let (tx, mut rx) = mpsc::channel(16);
     let _tracker = track::spawn("args", TrackSpec::Script(fast(program)), tx).expect("spawn");
@@ -131,7 +150,10 @@ async fn runs_as_nobody() {
         .expect("user nobody exists");
     let dir = TempDir::new();
     let fifo = dir.fifo("ids");
-    let body = format!("#!/bin/sh\necho \"$(id -u) $(id -g) $(id -G)\" > {}\n", fifo.display());
+    let body = format!(
+        "#!/bin/sh\necho \"$(id -u) $(id -g) $(id -G)\" > {}\n",
+        fifo.display()
+    );
     let program = Program::new(dir.script("id.sh", &body), Vec::<String>::new()).run_as(RunAs {
         user: "nobody".to_owned(),
         group: None,
@@ -163,7 +185,10 @@ async fn stopping_the_tracker_kills_a_running_script() {
     let fifo = dir.fifo("pid");
     let body = format!("#!/bin/sh\necho $$ > {}\nexec sleep 1000\n", fifo.display());
     let program = Program::new(dir.script("long.sh", &body), Vec::<String>::new());
-    let spec = ScriptSpec { timeout: Duration::from_secs(1000), ..fast(program) };
+    let spec = ScriptSpec {
+        timeout: Duration::from_secs(1000),
+        ..fast(program)
+    };
     let (tx, _rx) = mpsc::channel(16);
     let tracker = track::spawn("long", TrackSpec::Script(spec), tx).expect("spawn");
 

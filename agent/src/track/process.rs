@@ -9,8 +9,8 @@
 //!   and the open is not mistaken for the process we want; zombies do not count as running.
 //! - Start detection for a pid file is an event too: inotify on the file's directory.
 //! - Start detection by name or command line is the one periodic part: `/proc` is rescanned every
-//!   `rescan_interval` while fewer than `min_procs` processes match (and once after each death).
-//!   While enough processes run, nothing is polled.
+//!   `rescan_interval` while fewer than `min_procs` processes match (and once right after a death
+//!   that leaves too few, after reporting it). While enough processes run, nothing is polled.
 
 use std::collections::HashSet;
 use std::io;
@@ -136,29 +136,40 @@ async fn track_matching(
 ) {
     let mut running: HashSet<i32> = HashSet::new();
     let mut exits: FuturesUnordered<Exit> = FuturesUnordered::new();
-    loop {
-        scan(target, &mut running, &mut exits);
-        let count = running.len();
-        let health = if count >= min_procs {
+    let health = |count: usize| {
+        if count >= min_procs {
             Health::Up
         } else {
             Health::down(format!("{count} of {min_procs} processes running"))
-        };
-        if reporter.report(health).await.is_err() {
+        }
+    };
+    scan(target, &mut running, &mut exits);
+    loop {
+        if reporter.report(health(running.len())).await.is_err() {
             return;
         }
-        if count >= min_procs {
+        if running.len() >= min_procs {
             // `running` is not empty (min_procs >= 1), so neither is `exits`.
             if let Some(pid) = exits.next().await {
                 tracing::debug!(tracker = %reporter.name(), pid, "tracked process exited");
                 running.remove(&pid);
+            }
+            if running.len() < min_procs {
+                // Report the death before rescanning, so that the scan does not delay it; a
+                // replacement already running is reported at the top of the loop.
+                if reporter.report(health(running.len())).await.is_err() {
+                    return;
+                }
+                scan(target, &mut running, &mut exits);
             }
         } else {
             tokio::select! {
                 Some(pid) = exits.next(), if !exits.is_empty() => {
                     running.remove(&pid);
                 }
-                () = tokio::time::sleep(rescan_interval) => {}
+                () = tokio::time::sleep(rescan_interval) => {
+                    scan(target, &mut running, &mut exits);
+                }
             }
         }
     }

@@ -30,8 +30,12 @@ pub fn unique(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut name = prefix.to_owned();
     for _ in 0..5 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        name.push(char::from(ALPHABET[((seed >> 33) % ALPHABET.len() as u64) as usize]));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        name.push(char::from(
+            ALPHABET[((seed >> 33) % ALPHABET.len() as u64) as usize],
+        ));
     }
     name
 }
@@ -117,7 +121,10 @@ pub async fn read_fifo(path: &Path) -> String {
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(path);
-            panic!("nothing written to {} within the safety net", path.display());
+            panic!(
+                "nothing written to {} within the safety net",
+                path.display()
+            );
         }
     }
 }
