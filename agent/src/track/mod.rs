@@ -250,6 +250,10 @@ impl Reporter {
         &self.name
     }
 
+    pub(crate) fn has_reported(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// Reports `health` if it differs from the last reported one.
     pub(crate) async fn report(&mut self, health: Health) -> Result<(), Closed> {
         if let Some(last) = &self.last

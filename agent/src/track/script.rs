@@ -75,10 +75,10 @@ impl ScriptTracker {
 
     pub(crate) async fn run(mut self, mut reporter: Reporter) {
         let mut last_failure = String::from("not yet run");
-        if let Some(up) = self.checker.is_up() {
-            if reporter.report(health(up, &last_failure)).await.is_err() {
-                return;
-            }
+        if let Some(up) = self.checker.is_up()
+            && reporter.report(health(up, &last_failure)).await.is_err()
+        {
+            return;
         }
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
