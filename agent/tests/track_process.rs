@@ -66,8 +66,33 @@ fn by_name(name: &str) -> ProcessSpec {
     }
 }
 
+/// With a rescan interval far beyond the safety net, only the pidfd can report the death.
+fn never_rescan(name: &str) -> ProcessSpec {
+    ProcessSpec {
+        rescan_interval: Duration::from_secs(100_000),
+        ..ProcessSpec::new(ProcessMatch::Name(name.to_owned()))
+    }
+}
+
 #[tokio::test]
 async fn death_by_name_is_an_event() {
+    let dir = TempDir::new();
+    let (name, path) = unique_sleep(&dir);
+    let process = Proc::start(&path, &["1000"]);
+    let (tx, mut rx) = mpsc::channel(16);
+    let _tracker =
+        track::spawn("proc", TrackSpec::Process(never_rescan(&name)), tx).expect("spawn");
+    assert_eq!(next_health(&mut rx).await, Health::Up);
+
+    let killed = process.kill();
+    let down = next_health(&mut rx).await;
+    let latency = killed.elapsed();
+    println!("process death (by name) reported {latency:?} after SIGKILL");
+    assert_eq!(down_reason(&down), "0 of 1 processes running");
+}
+
+#[tokio::test]
+async fn start_by_name_is_found_by_rescanning() {
     let dir = TempDir::new();
     let (name, path) = unique_sleep(&dir);
     let (tx, mut rx) = mpsc::channel(16);
@@ -77,15 +102,9 @@ async fn death_by_name_is_an_event() {
     assert_eq!(down_reason(&none), "0 of 1 processes running");
     let process = Proc::start(&path, &["1000"]);
     assert_eq!(next_health(&mut rx).await, Health::Up);
-
-    let killed = process.kill();
-    let down = next_health(&mut rx).await;
-    let latency = killed.elapsed();
-    println!("process death (by name) reported {latency:?} after SIGKILL");
-    assert!(matches!(down, Health::Down { .. }));
+    process.kill();
+    assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));
     drop(process);
-
-    // Restarted: found again by the rescan.
     let _again = Proc::start(&path, &["1000"]);
     assert_eq!(next_health(&mut rx).await, Health::Up);
 }
@@ -186,7 +205,7 @@ fn death_is_seen_inside_a_network_namespace() {
             let process = Proc::start(&path, &["1000"]);
             let (tx, mut rx) = mpsc::channel(16);
             let _tracker =
-                track::spawn("netns", TrackSpec::Process(by_name(&name)), tx).expect("spawn");
+                track::spawn("netns", TrackSpec::Process(never_rescan(&name)), tx).expect("spawn");
             assert_eq!(next_health(&mut rx).await, Health::Up);
             let killed = process.kill();
             assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));

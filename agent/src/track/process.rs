@@ -143,7 +143,7 @@ async fn track_matching(
             Health::down(format!("{count} of {min_procs} processes running"))
         }
     };
-    scan(target, &mut running, &mut exits);
+    scan(target, &mut running, &mut exits).await;
     loop {
         if reporter.report(health(running.len())).await.is_err() {
             return;
@@ -160,7 +160,7 @@ async fn track_matching(
                 if reporter.report(health(running.len())).await.is_err() {
                     return;
                 }
-                scan(target, &mut running, &mut exits);
+                scan(target, &mut running, &mut exits).await;
             }
         } else {
             tokio::select! {
@@ -168,7 +168,7 @@ async fn track_matching(
                     running.remove(&pid);
                 }
                 () = tokio::time::sleep(rescan_interval) => {
-                    scan(target, &mut running, &mut exits);
+                    scan(target, &mut running, &mut exits).await;
                 }
             }
         }
@@ -176,14 +176,44 @@ async fn track_matching(
 }
 
 /// Adds every matching, not yet tracked, live process to `running` with a future for its exit.
-fn scan(target: &ProcessMatch, running: &mut HashSet<i32>, exits: &mut FuturesUnordered<Exit>) {
+/// The `/proc` walk runs on the blocking pool, off the runtime's threads.
+async fn scan(
+    target: &ProcessMatch,
+    running: &mut HashSet<i32>,
+    exits: &mut FuturesUnordered<Exit>,
+) {
+    let (wanted, known) = (target.clone(), running.clone());
+    let found = match tokio::task::spawn_blocking(move || find_new(&wanted, &known)).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "/proc scan failed");
+            return;
+        }
+    };
+    for (pid, fd) in found {
+        match PidFd::register(fd) {
+            Ok(pidfd) => {
+                running.insert(pid);
+                exits.push(Box::pin(async move {
+                    pidfd.exited().await;
+                    pid
+                }));
+            }
+            Err(error) => tracing::warn!(pid, %error, "cannot poll pidfd"),
+        }
+    }
+}
+
+/// Matching live processes not in `known`, each with a pidfd opened on it.
+fn find_new(target: &ProcessMatch, known: &HashSet<i32>) -> Vec<(i32, OwnedFd)> {
     let entries = match std::fs::read_dir("/proc") {
         Ok(entries) => entries,
         Err(error) => {
             tracing::warn!(%error, "cannot list /proc");
-            return;
+            return Vec::new();
         }
     };
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -192,23 +222,19 @@ fn scan(target: &ProcessMatch, running: &mut HashSet<i32>, exits: &mut FuturesUn
         else {
             continue;
         };
-        if running.contains(&pid) || !matches(target, pid) {
+        if known.contains(&pid) || !matches(target, pid) {
             continue;
         }
-        let Ok(pidfd) = PidFd::open(pid) else {
+        let Ok(fd) = pidfd_open(pid) else {
             continue; // Gone already.
         };
         // The pid may have been reused between the check and the open: check the process the
         // pidfd now refers to.
-        if !matches(target, pid) {
-            continue;
+        if matches(target, pid) {
+            found.push((pid, fd));
         }
-        running.insert(pid);
-        exits.push(Box::pin(async move {
-            pidfd.exited().await;
-            pid
-        }));
     }
+    found
 }
 
 /// Whether live process `pid` matches (false if it is gone, a zombie, or unreadable).
@@ -340,20 +366,27 @@ fn open_pid_file(path: &Path) -> Result<(i32, PidFd), String> {
     Ok((pid, pidfd))
 }
 
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; it does not
+    // touch our memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A pidfd, which polls readable once its process has exited.
 struct PidFd(AsyncFd<OwnedFdRaw>);
 
 impl PidFd {
     fn open(pid: i32) -> io::Result<Self> {
-        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; it does
-        // not touch our memory.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
-        // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Self::register(pidfd_open(pid)?)
+    }
+
+    fn register(fd: OwnedFd) -> io::Result<Self> {
         // SAFETY: `OwnedFdRaw` owns the descriptor, keeps it open for as long as the `AsyncFd`
         // lives and always returns that same descriptor.
         let fd = unsafe { AsyncFd::register_with_interest(OwnedFdRaw(fd), Interest::READABLE) }?;
