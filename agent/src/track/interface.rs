@@ -27,6 +27,27 @@ pub struct InterfaceSpec {
     pub name: String,
 }
 
+/// Longest link name the kernel accepts (`IFNAMSIZ` - 1).
+const MAX_NAME: usize = 15;
+
+impl InterfaceSpec {
+    /// Rejects names the kernel could never give a link, which would otherwise be down forever.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(format!("link name {name:?} must be 1 to {MAX_NAME} bytes"));
+        }
+        if name == "."
+            || name == ".."
+            || name.contains(['/', ':'])
+            || name.contains(char::is_whitespace)
+        {
+            return Err(format!("{name:?} is not a valid link name"));
+        }
+        Ok(())
+    }
+}
+
 /// Health of a link from its flags.
 pub fn link_health(flags: LinkFlags) -> Health {
     if !flags.contains(LinkFlags::Up) {
@@ -183,6 +204,18 @@ mod tests {
 
     fn is_up(health: Health) -> bool {
         health == Health::Up
+    }
+
+    #[test]
+    fn impossible_link_names_are_rejected() {
+        let spec = |name: &str| InterfaceSpec {
+            name: name.to_owned(),
+        };
+        assert!(spec("eth0").validate().is_ok());
+        assert!(spec("a-fifteen-bytes").validate().is_ok());
+        for bad in ["", "sixteen-bytes-xx", "a/b", "a b", "..", "eth0:1"] {
+            assert!(spec(bad).validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -173,7 +173,13 @@ pub fn spawn(
 ) -> Result<TrackerHandle, TrackError> {
     let reporter = Reporter::new(name.into(), events);
     let task = match spec {
-        TrackSpec::Interface(spec) => tokio::spawn(interface::run(spec, reporter)),
+        TrackSpec::Interface(spec) => {
+            spec.validate().map_err(|reason| TrackError::InvalidSpec {
+                name: reporter.name().to_owned(),
+                reason,
+            })?;
+            tokio::spawn(interface::run(spec, reporter))
+        }
         TrackSpec::Process(spec) => {
             let tracker = process::ProcessTracker::new(spec, &reporter)?;
             tokio::spawn(tracker.run(reporter))
@@ -201,6 +207,7 @@ pub fn spawn(
 /// Owns a running tracker. Dropping it aborts the task, which drops (and so kills) any child
 /// process the tracker had running.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the tracker"]
 pub struct TrackerHandle {
     task: JoinHandle<()>,
 }
