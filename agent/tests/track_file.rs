@@ -66,3 +66,27 @@ async fn a_missing_directory_is_a_start_error() {
         .expect_err("directory does not exist");
     assert!(error.to_string().contains("no-such-dir"), "{error}");
 }
+
+/// The one periodic part: a removed directory is watched again once it exists again.
+#[tokio::test]
+async fn a_removed_directory_is_watched_again_when_recreated() {
+    let dir = TempDir::new();
+    let sub = dir.join("state");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let path = sub.join("weight");
+    std::fs::write(&path, "4").expect("write");
+    let (tx, mut rx) = mpsc::channel(16);
+    let _tracker =
+        track::spawn("file", TrackSpec::File(FileSpec { path: path.clone() }), tx).expect("spawn");
+    assert_eq!(next_health(&mut rx).await, Health::Value(4));
+
+    std::fs::remove_dir_all(&sub).expect("rmdir");
+    assert!(matches!(next_health(&mut rx).await, Health::Down { .. }));
+
+    std::fs::create_dir(&sub).expect("mkdir again");
+    std::fs::write(&path, "6").expect("write again");
+    assert_eq!(next_health(&mut rx).await, Health::Value(6));
+    // And the new watch sees later writes as events.
+    std::fs::write(&path, "9").expect("write");
+    assert_eq!(next_health(&mut rx).await, Health::Value(9));
+}
