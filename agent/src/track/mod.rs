@@ -102,7 +102,11 @@ pub const FILE_FAULT_BELOW: i64 = -253;
 /// - `Up`/`Down`: a positive weight is added while the object is up, a negative weight while it
 ///   is down, and weight 0 means "down ⇒ FAULT".
 /// - `Value(n)` (track file): with weight 0 a non-zero value is a FAULT and zero is fine;
-///   otherwise `n × weight` is added, and a product below -253 is a FAULT.
+///   otherwise `n × weight` is added, and a product below -253 is a FAULT. A track file that
+///   cannot be read or parsed is `Down` and counts like any other `Down`.
+///
+/// keepalived's `reverse` keyword is not supported (negate the weight's meaning in the config
+/// layer if it is ever needed).
 ///
 /// Clamping the summed priority to 1..=254 is the caller's job.
 pub fn contribution(health: &Health, weight: i32) -> Contribution {

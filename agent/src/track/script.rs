@@ -29,7 +29,8 @@ pub struct ScriptSpec {
 }
 
 impl ScriptSpec {
-    /// keepalived's defaults: every second, rise 1, fall 1; the timeout defaults to the interval.
+    /// keepalived's defaults: every second, rise 1, fall 1; a 1 s timeout; the first result
+    /// decides the initial health.
     pub fn new(program: Program) -> Self {
         Self {
             program,
