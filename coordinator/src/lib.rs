@@ -1,0 +1,1 @@
+//! hav-coordinator library.
