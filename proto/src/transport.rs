@@ -219,6 +219,30 @@ pub fn explain(err: &(dyn StdError + 'static)) -> String {
     innermost
 }
 
+/// One sentence for a failed call: the coordinator's own message for a refusal it decided, or the
+/// explained transport failure underneath.
+pub fn explain_status(status: &tonic::Status) -> String {
+    if std::error::Error::source(status).is_some() {
+        return explain(status);
+    }
+    let what = match status.code() {
+        tonic::Code::PermissionDenied => "refused",
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::InvalidArgument => "invalid request",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "not possible now",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "timed out",
+        _ => "failed",
+    };
+    let message = status.message();
+    if message.is_empty() {
+        format!("{what} ({:?})", status.code())
+    } else {
+        format!("{what}: {message}")
+    }
+}
+
 fn as_rustls<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     if let Some(tls) = e.downcast_ref::<rustls::Error>() {
         return Some(tls);
