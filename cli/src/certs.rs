@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use hav_proto::identity::{Identity, Role, valid_name};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -245,9 +245,15 @@ mod tests {
                 role: Role::Operator
             })
         );
-        let mode = fs::metadata(&written.key).expect("key").permissions().mode() & 0o777;
+        let mode = fs::metadata(&written.key)
+            .expect("key")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        let ca_mode = fs::metadata(dir.path().join(CA_KEY)).expect("ca key").permissions();
+        let ca_mode = fs::metadata(dir.path().join(CA_KEY))
+            .expect("ca key")
+            .permissions();
         assert_eq!(ca_mode.mode() & 0o777, 0o600);
         assert!(matches!(
             init_ca(dir.path(), "again"),
