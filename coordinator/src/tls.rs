@@ -59,8 +59,9 @@ pub fn watch_files(
     interval: Duration,
 ) -> watch::Receiver<Arc<ServerConfig>> {
     let (tx, rx) = watch::channel(initial);
+    // Taken now, not in the task: a change between here and the task's first poll must count.
+    let mut seen = fingerprint(&files);
     tokio::spawn(async move {
-        let mut seen = fingerprint(&files);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -149,9 +150,9 @@ fn log_refused(peer: SocketAddr, error: &std::io::Error) {
         | Some(E::InvalidCertificate(CertificateError::ExpiredContext { .. })) => {
             "the client certificate has expired".into()
         }
-        Some(E::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-            "the client certificate is not signed by the fleet CA".into()
-        }
+        Some(E::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "the client certificate is not signed by the fleet CA".into(),
         Some(other) => format!("TLS error: {other}"),
         None => format!("{error}"),
     };

@@ -216,7 +216,33 @@ pub fn explain(err: &(dyn StdError + 'static)) -> String {
         innermost = e.to_string();
         current = e.source();
     }
+    // h2 keeps only the text of an IO error, so a TLS alert may arrive as text alone.
+    if let Some(alert) = innermost
+        .split("received fatal alert: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(alert_from_name)
+    {
+        return explain_tls(&rustls::Error::AlertReceived(alert));
+    }
     innermost
+}
+
+fn alert_from_name(name: &str) -> Option<AlertDescription> {
+    let name = name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    [
+        AlertDescription::CertificateExpired,
+        AlertDescription::UnknownCA,
+        AlertDescription::CertificateRequired,
+        AlertDescription::BadCertificate,
+        AlertDescription::UnsupportedCertificate,
+        AlertDescription::CertificateUnknown,
+        AlertDescription::DecryptError,
+        AlertDescription::AccessDenied,
+        AlertDescription::CertificateRevoked,
+    ]
+    .into_iter()
+    .find(|alert| format!("{alert:?}") == name)
 }
 
 /// One sentence for a failed call: the coordinator's own message for a refusal it decided, or the
@@ -260,7 +286,8 @@ fn explain_tls(err: &rustls::Error) -> String {
              with `havctl certs issue`)"
                 .into()
         }
-        E::AlertReceived(AlertDescription::UnknownCA) => {
+        // A foreign CA with the same name as ours makes the signature check fail: DecryptError.
+        E::AlertReceived(AlertDescription::UnknownCA | AlertDescription::DecryptError) => {
             "the coordinator refused our client certificate: it is not signed by the fleet CA \
              the coordinator trusts (use a certificate from `havctl certs issue` of this fleet)"
                 .into()
@@ -271,12 +298,14 @@ fn explain_tls(err: &rustls::Error) -> String {
         E::AlertReceived(
             AlertDescription::BadCertificate
             | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::DecryptError,
+            | AlertDescription::CertificateUnknown,
         ) => format!(
             "the coordinator refused our client certificate ({err}): check --cert, --key and \
              that they come from this fleet's CA"
         ),
+        E::AlertReceived(AlertDescription::CertificateRevoked) => {
+            "the coordinator refused our client certificate: it has been revoked".into()
+        }
         E::AlertReceived(AlertDescription::AccessDenied) => {
             "the coordinator refused our identity: the certificate lacks a valid hav:// name".into()
         }
@@ -285,7 +314,7 @@ fn explain_tls(err: &rustls::Error) -> String {
         ) => "the coordinator's certificate has expired: renew it with `havctl certs issue --kind \
              coordinator`"
             .into(),
-        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
             "the coordinator's certificate is not signed by our fleet CA (--ca / HAV_CA): wrong \
              CA file or wrong coordinator"
                 .into()

@@ -219,7 +219,10 @@ impl Link {
         tracing::info!(coordinator = %self.config.coordinator, "control link up");
 
         loop {
+            // Biased, in this order: a snapshot the daemon published before an event is sent
+            // before that event, so an observer of the event also sees the state behind it.
             tokio::select! {
+                biased;
                 changed = self.snapshots.changed() => {
                     changed.map_err(|_| SessionError::DaemonGone)?;
                     let snapshot = self.snapshots.borrow_and_update().clone();

@@ -1,0 +1,404 @@
+//! End-to-end tests of the control plane over real mTLS: real certificates from a real CA in a
+//! temp dir, a coordinator on 127.0.0.1 port 0, the real agent client and havctl's client.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hav_agent::control::LinkState;
+use hav_proto::identity::Role;
+use hav_proto::v1::{
+    ApplyOutcome, Event, HistoryRequest, InstanceState, ListNodesRequest, NodeConfigEntry,
+    PushConfigRequest, RollbackRequest, StateSnapshot, Transition, VrrpState, WatchEventsRequest,
+    command, event, fleet_event, fleet_service_client::FleetServiceClient,
+};
+use havctl::certs::{IssueRequest, Kind};
+use havctl::client::{self, CliError};
+use support::{Pki, TIMEOUT, await_link, start};
+
+fn snapshot(config_version: u64) -> StateSnapshot {
+    StateSnapshot {
+        config_version,
+        instances: vec![InstanceState {
+            name: "web".into(),
+            vrid: 51,
+            state: VrrpState::Master as i32,
+            effective_priority: 150,
+            configured_priority: 150,
+            vips_held: vec!["198.51.100.10/24".into()],
+            interface: "eth0".into(),
+            priority_override: None,
+        }],
+        drained: false,
+        unix_ms: 1,
+    }
+}
+
+fn transition(cause: &str) -> Event {
+    Event {
+        unix_ms: 2,
+        kind: Some(event::Kind::Transition(Transition {
+            instance: "web".into(),
+            from: VrrpState::Backup as i32,
+            to: VrrpState::Master as i32,
+            cause: cause.into(),
+        })),
+    }
+}
+
+async fn next_event(
+    events: &mut tonic::Streaming<hav_proto::v1::FleetEvent>,
+) -> hav_proto::v1::FleetEvent {
+    tokio::time::timeout(TIMEOUT, events.message())
+        .await
+        .expect("event in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn agent_appears_with_identity_from_cert_and_watchers_get_its_events() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut agent = pki.agent(&coordinator, "lb-1", "lb-1");
+    agent.snapshots.send_replace(snapshot(0));
+    await_link(&mut agent, |s| *s == LinkState::Connected).await;
+    let presence = next_event(&mut events).await;
+    assert_eq!(presence.node, "lb-1");
+    assert!(matches!(
+        presence.kind,
+        Some(fleet_event::Kind::Presence(p)) if p.connected
+    ));
+
+    agent.events.send(transition("master-down timer"));
+    let received = next_event(&mut events).await;
+    assert_eq!(
+        received.node, "lb-1",
+        "node name comes from the certificate"
+    );
+    let Some(fleet_event::Kind::Agent(Event {
+        kind: Some(event::Kind::Transition(t)),
+        ..
+    })) = received.kind
+    else {
+        panic!("expected a transition, got {received:?}");
+    };
+    assert_eq!(t.cause, "master-down timer");
+
+    // The snapshot was sent before the event, so it is in the registry now.
+    let nodes = fleet
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes.len(), 1);
+    let node = &nodes[0];
+    assert_eq!(node.name, "lb-1");
+    assert!(node.connected);
+    assert_eq!(node.software_version, "test-0.1");
+    assert_eq!(node.snapshot.as_ref().unwrap().instances[0].vrid, 51);
+
+    drop(agent);
+    let gone = next_event(&mut events).await;
+    assert!(matches!(gone.kind, Some(fleet_event::Kind::Presence(p)) if !p.connected));
+}
+
+#[tokio::test]
+async fn hello_naming_another_node_is_refused() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let mut agent = pki.agent(&coordinator, "lb-1", "lb-2");
+    let state = await_link(&mut agent, |s| matches!(s, LinkState::Disconnected { .. })).await;
+    let LinkState::Disconnected { error, .. } = state else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("certificate identifies node `lb-1` but Hello names `lb-2`"),
+        "{error}"
+    );
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let nodes = fleet
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(nodes.is_empty(), "{nodes:?}");
+}
+
+#[tokio::test]
+async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let mut agent = pki.agent(&coordinator, "lb-1", "lb-1");
+    await_link(&mut agent, |s| *s == LinkState::Connected).await;
+
+    let configs = vec![NodeConfigEntry {
+        node: "lb-1".into(),
+        toml: "[instance.web]\nvrid = 51\n".into(),
+    }];
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut as_viewer = client::connect(&viewer).await.unwrap();
+    let refused = as_viewer
+        .push_config(PushConfigRequest {
+            configs: configs.clone(),
+            dry_run: false,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("viewer vera may not push config"),
+        "{}",
+        refused.message()
+    );
+    assert!(refused.message().contains("--role operator"));
+    let dry = as_viewer
+        .push_config(PushConfigRequest {
+            configs: configs.clone(),
+            dry_run: true,
+            comment: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.version, 0);
+    assert_eq!(dry.nodes[0].diff, "+ [instance.web]\n+ vrid = 51\n");
+
+    // The daemon side: apply whatever comes and ack it.
+    let daemon = tokio::spawn(async move {
+        let pending = agent.commands.recv().await.unwrap();
+        let Some(command::Action::ApplyConfig(apply)) = &pending.action else {
+            panic!("expected apply_config, got {:?}", pending.action);
+        };
+        let doc = apply.config.clone().unwrap();
+        pending.ack(Ok(()));
+        (doc, agent)
+    });
+    let operator = pki.operator(&coordinator, "olga", Role::Operator);
+    let mut as_operator = client::connect(&operator).await.unwrap();
+    let pushed = as_operator
+        .push_config(PushConfigRequest {
+            configs,
+            dry_run: false,
+            comment: "first".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pushed.version, 1);
+    assert_eq!(pushed.nodes[0].outcome, ApplyOutcome::Applied as i32);
+    let (doc, _agent) = tokio::time::timeout(TIMEOUT, daemon)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.version, 1);
+    assert!(doc.toml.contains("vrid = 51"));
+
+    let history = as_viewer
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.versions[0].author, "olga");
+    assert!(
+        history
+            .audit
+            .iter()
+            .any(|a| a.who == "viewer vera" && !a.allowed),
+        "the refusal is audited: {:?}",
+        history.audit
+    );
+}
+
+#[tokio::test]
+async fn plaintext_and_certificateless_clients_are_refused() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+
+    // Plain HTTP/2, no TLS at all.
+    let plain =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", coordinator.local_addr))
+            .unwrap()
+            .connect_timeout(TIMEOUT);
+    let result = match plain.connect().await {
+        Ok(channel) => FleetServiceClient::new(channel)
+            .list_nodes(ListNodesRequest {})
+            .await
+            .map(|_| ()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(result.is_err(), "plaintext client got an answer");
+
+    // TLS, trusting the fleet CA, but without a client certificate.
+    let roots = hav_proto::transport::root_store(&pki.ca()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let error =
+        match hav_proto::transport::connect(&coordinator.local_addr.to_string(), Arc::new(tls))
+            .await
+        {
+            Ok(channel) => {
+                let status = FleetServiceClient::new(channel)
+                    .list_nodes(ListNodesRequest {})
+                    .await
+                    .unwrap_err();
+                hav_proto::transport::explain_status(&status)
+            }
+            Err(e) => e.to_string(),
+        };
+    assert!(error.contains("requires a client certificate"), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_ca_and_expired_client_certificates_are_refused_with_clear_errors() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+
+    let foreign = Pki::new();
+    let mut request = IssueRequest::new(Kind::Operator, "mallory", 30);
+    request.role = Some(Role::Operator);
+    let written = foreign.issue(request);
+    let mut target = pki.target(&coordinator, &written);
+    target.ca = Some(pki.ca()); // trusts the real coordinator, presents a foreign cert
+    let error = connect_and_list(&target).await;
+    assert!(error.contains("not signed by the fleet CA"), "{error}");
+
+    let mut request = IssueRequest::new(Kind::Operator, "late", 30);
+    request.role = Some(Role::Viewer);
+    request.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    request.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let written = pki.issue(request);
+    let error = connect_and_list(&pki.target(&coordinator, &written)).await;
+    assert!(error.contains("has expired"), "{error}");
+
+    // And the other way: a client that does not trust the coordinator's CA.
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut wrong_ca = viewer.clone();
+    wrong_ca.ca = Some(foreign.ca());
+    let error = connect_and_list(&wrong_ca).await;
+    assert!(error.contains("not signed by our fleet CA"), "{error}");
+}
+
+/// The one-line error havctl would print for `status`.
+async fn connect_and_list(target: &havctl::client::Target) -> String {
+    let result: Result<(), CliError> = async {
+        let mut fleet = client::connect(target).await?;
+        fleet.list_nodes(ListNodesRequest {}).await?;
+        Ok(())
+    }
+    .await;
+    result.expect_err("must be refused").to_string()
+}
+
+#[tokio::test]
+async fn restart_keeps_history_audit_and_last_state() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    {
+        let coordinator = start(&pki, data.path()).await;
+        let operator = pki.operator(&coordinator, "olga", Role::Operator);
+        let mut fleet = client::connect(&operator).await.unwrap();
+        for text in ["a = 1\n", "a = 2\n"] {
+            fleet
+                .push_config(PushConfigRequest {
+                    configs: vec![NodeConfigEntry {
+                        node: "lb-9".into(),
+                        toml: text.into(),
+                    }],
+                    dry_run: false,
+                    comment: text.trim().into(),
+                })
+                .await
+                .unwrap();
+        }
+        let rolled = fleet
+            .rollback(RollbackRequest {
+                version: 1,
+                comment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rolled.version, 3);
+        // lb-9 is not connected: stored, sent when it connects.
+        assert_eq!(rolled.nodes[0].outcome, ApplyOutcome::Offline as i32);
+        drop(fleet);
+        coordinator.shutdown().await.unwrap();
+    }
+    let coordinator = start(&pki, data.path()).await;
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let history = fleet
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    let versions: Vec<(u64, u64)> = history
+        .versions
+        .iter()
+        .map(|v| (v.version, v.rollback_of))
+        .collect();
+    assert_eq!(versions, vec![(3, 1), (2, 0), (1, 0)]);
+    assert_eq!(history.audit.len(), 3);
+    assert!(history.audit.iter().all(|a| a.who == "olga"));
+
+    // The stored desired config reaches the node when it connects after the restart.
+    let mut agent = pki.agent(&coordinator, "lb-9", "lb-9");
+    let pending = tokio::time::timeout(TIMEOUT, agent.commands.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(command::Action::ApplyConfig(apply)) = &pending.action else {
+        panic!("expected apply_config");
+    };
+    let doc = apply.config.clone().unwrap();
+    assert_eq!((doc.version, doc.toml.as_str()), (3, "a = 1\n"));
+    pending.ack(Ok(()));
+}
+
+#[tokio::test]
+async fn certificates_reload_without_restart() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut coordinator = start(&pki, data.path()).await;
+    let before = coordinator.tls_config.borrow_and_update().clone();
+    // Rotate the coordinator certificate in place.
+    pki.issue(IssueRequest::new(Kind::Coordinator, "coord", 60));
+    tokio::time::timeout(TIMEOUT, coordinator.tls_config.changed())
+        .await
+        .expect("reload in time")
+        .unwrap();
+    assert!(!Arc::ptr_eq(&before, &coordinator.tls_config.borrow()));
+    // New connections use the new certificate and still work.
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    fleet.list_nodes(ListNodesRequest {}).await.unwrap();
+    let _ = Duration::ZERO;
+}
