@@ -194,10 +194,10 @@ pub fn explain(err: &(dyn StdError + 'static)) -> String {
         if let Some(tls) = as_rustls(e) {
             return explain_tls(tls);
         }
-        if let Some(transport) = e.downcast_ref::<TransportError>() {
-            if !matches!(transport, TransportError::Connect(_)) {
-                return transport.to_string();
-            }
+        if let Some(transport) = e.downcast_ref::<TransportError>()
+            && !matches!(transport, TransportError::Connect(_))
+        {
+            return transport.to_string();
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             match io.kind() {
