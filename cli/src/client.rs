@@ -19,7 +19,7 @@ pub enum CliError {
         address: String,
         source: TransportError,
     },
-    #[error("the coordinator {}", transport::explain_status(.0))]
+    #[error("{}", transport::explain_status(.0))]
     Call(#[from] tonic::Status),
     #[error(transparent)]
     Certs(#[from] CertError),

@@ -232,11 +232,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     })).collect::<Vec<_>>(),
                 })),
                 Output::Table => {
-                    let mut rows = vec![row(["VERSION", "WHEN(ms)", "AUTHOR", "NODES", "COMMENT"])];
+                    let mut rows = vec![row(["VERSION", "WHEN", "AUTHOR", "NODES", "COMMENT"])];
                     for v in &history.versions {
                         rows.push(vec![
                             v.version.to_string(),
-                            v.unix_ms.to_string(),
+                            when(v.unix_ms),
                             v.author.clone(),
                             v.nodes_changed.join(","),
                             v.comment.clone(),
@@ -244,10 +244,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                     print_table(&rows);
                     println!();
-                    let mut rows = vec![row(["WHEN(ms)", "WHO", "ACTION", "ALLOWED", "DETAIL"])];
+                    let mut rows = vec![row(["WHEN", "WHO", "ACTION", "ALLOWED", "DETAIL"])];
                     for a in &history.audit {
                         rows.push(vec![
-                            a.unix_ms.to_string(),
+                            when(a.unix_ms),
                             a.who.clone(),
                             a.action.clone(),
                             a.allowed.to_string(),
@@ -580,5 +580,17 @@ fn event_line(event: &FleetEvent) -> String {
         },
         None => "unknown event".into(),
     };
-    format!("{} {} {what}", event.unix_ms, event.node)
+    format!("{} {} {what}", when(event.unix_ms), event.node)
+}
+
+/// RFC 3339 UTC time of a Unix timestamp in milliseconds.
+fn when(unix_ms: u64) -> String {
+    let nanos = i128::from(unix_ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_ms.to_string())
 }

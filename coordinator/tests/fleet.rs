@@ -402,3 +402,42 @@ async fn certificates_reload_without_restart() {
     fleet.list_nodes(ListNodesRequest {}).await.unwrap();
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let operator = pki.operator(&coordinator, "olga", Role::Operator);
+    let files = hav_proto::transport::ClientTlsFiles {
+        ca: operator.ca.clone().unwrap(),
+        cert: operator.cert.clone().unwrap(),
+        key: operator.key.clone().unwrap(),
+    };
+    let tls = hav_proto::transport::client_config(&files).unwrap();
+    let channel = hav_proto::transport::connect(&operator.coordinator, tls)
+        .await
+        .unwrap();
+    // A client without our limits, so that the server's limit is what refuses.
+    let mut unlimited = FleetServiceClient::new(channel);
+    let huge = "# padding\n".repeat(hav_proto::v1::MAX_MESSAGE_BYTES / 10 + 1);
+    let status = unlimited
+        .push_config(PushConfigRequest {
+            configs: vec![NodeConfigEntry {
+                node: "lb-1".into(),
+                toml: huge,
+            }],
+            dry_run: false,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    // Nothing was stored.
+    let history = unlimited
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.versions.is_empty());
+}

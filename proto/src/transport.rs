@@ -251,21 +251,17 @@ pub fn explain_status(status: &tonic::Status) -> String {
     if std::error::Error::source(status).is_some() {
         return explain(status);
     }
-    let what = match status.code() {
-        tonic::Code::PermissionDenied => "refused",
-        tonic::Code::Unauthenticated => "not authenticated",
-        tonic::Code::InvalidArgument => "invalid request",
-        tonic::Code::NotFound => "not found",
-        tonic::Code::FailedPrecondition => "not possible now",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::DeadlineExceeded => "timed out",
-        _ => "failed",
+    let message = match status.message() {
+        "" => format!("{:?}", status.code()),
+        message => message.to_owned(),
     };
-    let message = status.message();
-    if message.is_empty() {
-        format!("{what} ({:?})", status.code())
-    } else {
-        format!("{what}: {message}")
+    match status.code() {
+        tonic::Code::PermissionDenied => format!("refused by the coordinator: {message}"),
+        tonic::Code::Unauthenticated => format!("not authenticated by the coordinator: {message}"),
+        tonic::Code::InvalidArgument => format!("the coordinator rejected the request: {message}"),
+        tonic::Code::FailedPrecondition => format!("the coordinator refused: {message}"),
+        tonic::Code::NotFound => format!("not found: {message}"),
+        _ => format!("the coordinator could not do it: {message}"),
     }
 }
 

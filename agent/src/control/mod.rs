@@ -138,7 +138,7 @@ pub fn spawn(config: ControlConfig) -> (DaemonSide, JoinHandle<()>) {
 enum SessionError {
     #[error("{0}")]
     Transport(#[from] TransportError),
-    #[error("coordinator {}", transport::explain_status(.0))]
+    #[error("{}", transport::explain_status(.0))]
     Status(#[from] tonic::Status),
     #[error("coordinator closed the stream")]
     Closed,
