@@ -441,3 +441,64 @@ async fn oversized_messages_are_refused() {
         .into_inner();
     assert!(history.versions.is_empty());
 }
+
+#[tokio::test]
+async fn certificates_of_the_wrong_role_are_refused_on_both_apis() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+
+    // An agent certificate on the fleet API.
+    let agent_cert = pki.issue(IssueRequest::new(Kind::Agent, "lb-1", 30));
+    let error = connect_and_list(&pki.target(&coordinator, &agent_cert)).await;
+    assert!(
+        error.contains("node lb-1 may not use the fleet API"),
+        "{error}"
+    );
+
+    // An operator certificate on the agent API: the link reports the refusal.
+    let mut request = IssueRequest::new(Kind::Operator, "olga", 30);
+    request.role = Some(Role::Operator);
+    let operator = pki.issue(request);
+    let config = hav_agent::control::ControlConfig {
+        coordinator: coordinator.local_addr.to_string(),
+        node_name: "olga".into(),
+        tls: hav_proto::transport::ClientTlsFiles {
+            ca: pki.ca(),
+            cert: operator.cert,
+            key: operator.key,
+        },
+        software_version: "test".into(),
+        capabilities: Vec::new(),
+        backoff: hav_agent::control::Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ),
+    };
+    let (mut side, _task) = hav_agent::control::spawn(config);
+    let state = await_link(&mut side, |s| matches!(s, LinkState::Disconnected { .. })).await;
+    let LinkState::Disconnected { error, .. } = state else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("operator olga may not connect as an agent"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_coordinator_certificate_is_refused_by_clients() {
+    let pki = Pki::new();
+    let mut request = IssueRequest::new(Kind::Coordinator, "coord", 30);
+    request.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    request.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    pki.issue(request);
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let error = connect_and_list(&viewer).await;
+    assert!(
+        error.contains("the coordinator's certificate has expired"),
+        "{error}"
+    );
+}
