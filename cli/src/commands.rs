@@ -7,7 +7,7 @@ use hav_proto::identity::Role;
 use hav_proto::v1::{
     ApplyOutcome, DrainRequest, FleetEvent, HistoryRequest, ListNodesRequest, NodeChange,
     NodeConfigEntry, NodeStatus, PushConfigRequest, PushConfigResponse, RollbackRequest,
-    ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
+    RolloutGroup, ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use serde_json::{Value, json};
 
@@ -60,10 +60,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Push node configs: each FILE is `<node>.toml` (or name the node with --node).
+    /// Push node configs: each FILE is `<node>.toml` (or name the node with --node), or a whole
+    /// fleet file with --fleet (its pairs are changed one node at a time).
     PushConfig {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
         files: Vec<PathBuf>,
+        /// A fleet file: [defaults], [nodes.<name>], [pairs.<name>].
+        #[arg(long)]
+        fleet: Option<PathBuf>,
         /// The node, when pushing one file not named after it.
         #[arg(long)]
         node: Option<String>,
@@ -73,10 +77,12 @@ pub enum Command {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// Check node configs without storing them.
+    /// Check node configs (or a fleet file) without storing them.
     Validate {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
         files: Vec<PathBuf>,
+        #[arg(long)]
+        fleet: Option<PathBuf>,
         #[arg(long)]
         node: Option<String>,
     },
@@ -180,25 +186,37 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::PushConfig {
             files,
+            fleet: fleet_file,
             node,
             dry_run,
             comment,
         } => {
-            let configs = read_configs(&files, node)?;
+            let (configs, groups) = match fleet_file {
+                Some(path) => read_fleet(&path)?,
+                None => (read_configs(&files, node)?, Vec::new()),
+            };
             let mut fleet = client::connect(&target).await?;
             let response = fleet
                 .push_config(PushConfigRequest {
                     configs,
                     dry_run,
                     comment,
+                    groups,
                 })
                 .await?
                 .into_inner();
             print_push(&response);
             Ok(())
         }
-        Command::Validate { files, node } => {
-            let configs = read_configs(&files, node)?;
+        Command::Validate {
+            files,
+            fleet: fleet_file,
+            node,
+        } => {
+            let configs = match fleet_file {
+                Some(path) => read_fleet(&path)?.0,
+                None => read_configs(&files, node)?,
+            };
             let mut fleet = client::connect(&target).await?;
             let response = fleet
                 .validate(ValidateRequest { configs })
@@ -350,6 +368,30 @@ pub fn read_configs(
             Ok(NodeConfigEntry { node, toml })
         })
         .collect()
+}
+
+/// Reads and expands a fleet file into node configs and rollout groups.
+pub fn read_fleet(path: &Path) -> Result<(Vec<NodeConfigEntry>, Vec<RolloutGroup>), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let expanded = hav_proto::fleet::expand(&path.display().to_string(), &text)
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let configs = expanded
+        .nodes
+        .into_iter()
+        .map(|(node, toml)| NodeConfigEntry { node, toml })
+        .collect();
+    let groups = expanded
+        .groups
+        .into_iter()
+        .map(|g| RolloutGroup {
+            name: g.name,
+            nodes: g.nodes,
+        })
+        .collect();
+    Ok((configs, groups))
 }
 
 fn stem(path: &Path) -> Result<String, CliError> {

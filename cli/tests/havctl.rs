@@ -145,6 +145,33 @@ async fn operator_workflow_through_the_binary() {
         "{invalid}"
     );
 
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        "[defaults.instance.web]\nvrid = 51\n[nodes.lb-1]\n[nodes.lb-2]\n\
+         [pairs.web]\nnodes = [\"lb-1\", \"lb-3\"]\n",
+    )
+    .unwrap();
+    let fleet = fleet.to_str().unwrap();
+    let bad_pair = fails(as_user("vera", &["validate", "--fleet", fleet]));
+    assert!(
+        bad_pair.contains("fleet.toml: pairs.web.nodes[1]: node `lb-3` is not defined"),
+        "{bad_pair}"
+    );
+    std::fs::write(
+        fleet,
+        "[defaults.instance.web]\nvrid = 51\n[nodes.lb-1]\n[nodes.lb-2]\n\
+         [pairs.web]\nnodes = [\"lb-1\", \"lb-2\"]\n",
+    )
+    .unwrap();
+    let planned = ok(as_user(
+        "olga",
+        &["push-config", "--fleet", fleet, "--dry-run"],
+    ));
+    // The canonical expansion of lb-1 equals the file pushed before: nothing to change.
+    assert!(planned.contains("lb-1: unchanged, dry_run"), "{planned}");
+    assert!(planned.contains("lb-2: added, dry_run"), "{planned}");
+
     let missing = fails(havctl(&["--coordinator", &address, "status"]));
     assert!(missing.contains("missing --ca (or $HAV_CA)"), "{missing}");
 

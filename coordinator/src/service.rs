@@ -192,9 +192,26 @@ impl FleetService for FleetServiceImpl {
         for entry in request.configs {
             nodes.insert(entry.node, entry.toml);
         }
-        let response = self
-            .apply(&who, latest, nodes, request.comment, 0, dry_run)
-            .await?;
+        let groups = if request.groups.is_empty() {
+            latest
+                .as_ref()
+                .map(|l| l.groups.clone())
+                .unwrap_or_default()
+        } else {
+            request
+                .groups
+                .into_iter()
+                .map(|g| (g.name, g.nodes))
+                .collect()
+        };
+        check_groups(&groups, &nodes)?;
+        let change = Change {
+            nodes,
+            groups,
+            comment: request.comment,
+            rollback_of: 0,
+        };
+        let response = self.apply(&who, latest, change, dry_run).await?;
         Ok(Response::new(response))
     }
 
@@ -264,9 +281,13 @@ impl FleetService for FleetServiceImpl {
         } else {
             comment
         };
-        let response = self
-            .apply(&who, latest, target.nodes, comment, version, false)
-            .await?;
+        let change = Change {
+            nodes: target.nodes,
+            groups: target.groups,
+            comment,
+            rollback_of: version,
+        };
+        let response = self.apply(&who, latest, change, false).await?;
         Ok(Response::new(response))
     }
 
@@ -348,11 +369,15 @@ impl FleetServiceImpl {
         &self,
         who: &str,
         latest: Option<ConfigVersionRecord>,
-        nodes: BTreeMap<String, String>,
-        comment: String,
-        rollback_of: u64,
+        change: Change,
         dry_run: bool,
     ) -> Result<PushConfigResponse, ControlError> {
+        let Change {
+            nodes,
+            groups,
+            comment,
+            rollback_of,
+        } = change;
         let empty = BTreeMap::new();
         let current = latest.as_ref().map(|l| &l.nodes).unwrap_or(&empty);
         let mut results = Vec::new();
@@ -400,6 +425,7 @@ impl FleetServiceImpl {
             node_versions,
             nodes_changed: changed.clone(),
             rollback_of,
+            groups: groups.clone(),
         };
         blocking(&self.shared.store, move |s| s.put_config_version(&record)).await?;
         let action = if rollback_of == 0 {
@@ -415,25 +441,68 @@ impl FleetServiceImpl {
         )
         .await;
 
-        let sends = results
-            .iter_mut()
+        let docs: BTreeMap<String, NodeConfigDoc> = results
+            .iter()
             .filter(|r| r.outcome == ApplyOutcome::Unspecified as i32)
-            .map(|result| {
+            .map(|r| {
                 let doc = NodeConfigDoc {
                     version,
-                    toml: nodes.get(&result.node).cloned().unwrap_or_default(),
+                    toml: nodes.get(&r.node).cloned().unwrap_or_default(),
                 };
-                async move {
-                    let (outcome, error) = self.send_config(&result.node, doc).await;
-                    result.outcome = outcome as i32;
-                    result.error = error;
-                }
-            });
-        futures::future::join_all(sends).await;
+                (r.node.clone(), doc)
+            })
+            .collect();
+        let outcomes = self.roll_out(&groups, docs).await;
+        for result in &mut results {
+            if let Some((outcome, error)) = outcomes.get(&result.node) {
+                result.outcome = *outcome as i32;
+                result.error = error.clone();
+            }
+        }
         Ok(PushConfigResponse {
             version,
             nodes: results,
         })
+    }
+
+    /// Sends each doc to its node: the members of a rollout group one after the other, stopping
+    /// at the first failure (the rest are held back); everything else in parallel.
+    async fn roll_out(
+        &self,
+        groups: &BTreeMap<String, Vec<String>>,
+        mut docs: BTreeMap<String, NodeConfigDoc>,
+    ) -> BTreeMap<String, (ApplyOutcome, String)> {
+        let mut sequences: Vec<Vec<(String, NodeConfigDoc)>> = Vec::new();
+        for members in groups.values() {
+            let sequence: Vec<_> = members
+                .iter()
+                .filter_map(|node| docs.remove(node).map(|doc| (node.clone(), doc)))
+                .collect();
+            sequences.push(sequence);
+        }
+        sequences.extend(docs.into_iter().map(|entry| vec![entry]));
+        let runs = sequences.into_iter().map(|sequence| async move {
+            let mut out = Vec::new();
+            let mut failed: Option<String> = None;
+            for (node, doc) in sequence {
+                if let Some(first) = &failed {
+                    let why = format!("not sent: {first} failed first");
+                    out.push((node, (ApplyOutcome::Held, why)));
+                    continue;
+                }
+                let (outcome, error) = self.send_config(&node, doc).await;
+                if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout) {
+                    failed = Some(node.clone());
+                }
+                out.push((node, (outcome, error)));
+            }
+            out
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn send_config(&self, node: &str, doc: NodeConfigDoc) -> (ApplyOutcome, String) {
@@ -456,6 +525,37 @@ impl FleetServiceImpl {
             Err(e) => (ApplyOutcome::Failed, e.to_string()),
         }
     }
+}
+
+/// What a push or rollback makes the desired state.
+struct Change {
+    nodes: BTreeMap<String, String>,
+    groups: BTreeMap<String, Vec<String>>,
+    comment: String,
+    rollback_of: u64,
+}
+
+/// Every group member must have a config, and be in one group only.
+fn check_groups(
+    groups: &BTreeMap<String, Vec<String>>,
+    nodes: &BTreeMap<String, String>,
+) -> Result<(), ControlError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, members) in groups {
+        for node in members {
+            if !nodes.contains_key(node) {
+                return Err(ControlError::InvalidConfig(format!(
+                    "rollout group `{name}` names `{node}`, which has no config"
+                )));
+            }
+            if !seen.insert(node) {
+                return Err(ControlError::InvalidConfig(format!(
+                    "`{node}` is in more than one rollout group"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {

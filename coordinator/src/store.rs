@@ -33,6 +33,9 @@ pub struct ConfigVersionRecord {
     pub nodes_changed: Vec<String>,
     /// Non-zero when this version restored an older one.
     pub rollback_of: u64,
+    /// Rollout groups: name → nodes changed one at a time, in order.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 /// Who did what, and whether it was allowed.
@@ -282,6 +285,7 @@ mod tests {
             node_versions: BTreeMap::from([("lb-1".into(), version)]),
             nodes_changed: vec!["lb-1".into()],
             rollback_of: 0,
+            groups: BTreeMap::new(),
         }
     }
 

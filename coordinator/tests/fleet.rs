@@ -160,6 +160,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             configs: configs.clone(),
             dry_run: false,
             comment: String::new(),
+            groups: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -177,6 +178,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             configs: configs.clone(),
             dry_run: true,
             comment: String::new(),
+            groups: Vec::new(),
         })
         .await
         .unwrap()
@@ -201,6 +203,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             configs,
             dry_run: false,
             comment: "first".into(),
+            groups: Vec::new(),
         })
         .await
         .unwrap()
@@ -334,6 +337,7 @@ async fn restart_keeps_history_audit_and_last_state() {
                     }],
                     dry_run: false,
                     comment: text.trim().into(),
+                    groups: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -429,6 +433,7 @@ async fn oversized_messages_are_refused() {
             }],
             dry_run: false,
             comment: String::new(),
+            groups: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -500,5 +505,79 @@ async fn an_expired_coordinator_certificate_is_refused_by_clients() {
     assert!(
         error.contains("the coordinator's certificate has expired"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_pair_is_changed_one_node_at_a_time_and_held_after_a_failure() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let mut first = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut second = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut first, |s| *s == LinkState::Connected).await;
+    await_link(&mut second, |s| *s == LinkState::Connected).await;
+
+    let fleet_file = r#"
+[defaults.instance.web]
+vrid = 51
+[nodes.lb-1]
+instance.web.priority = 150
+[nodes.lb-2]
+[pairs.web]
+nodes = ["lb-1", "lb-2"]
+"#;
+    let expanded = hav_proto::fleet::expand("fleet.toml", fleet_file).unwrap();
+    let request = PushConfigRequest {
+        configs: expanded
+            .nodes
+            .into_iter()
+            .map(|(node, toml)| NodeConfigEntry { node, toml })
+            .collect(),
+        dry_run: false,
+        comment: "pair".into(),
+        groups: vec![hav_proto::v1::RolloutGroup {
+            name: "web".into(),
+            nodes: vec!["lb-1".into(), "lb-2".into()],
+        }],
+    };
+    // lb-1's daemon refuses the config.
+    let refuse = tokio::spawn(async move {
+        let pending = first.commands.recv().await.unwrap();
+        pending.ack(Err("instance web: vrid 51 already used on eth0".into()));
+        first
+    });
+    let operator = pki.operator(&coordinator, "olga", Role::Operator);
+    let mut fleet = client::connect(&operator).await.unwrap();
+    let response = fleet.push_config(request).await.unwrap().into_inner();
+    let outcomes: Vec<(String, i32, String)> = response
+        .nodes
+        .iter()
+        .map(|n| (n.node.clone(), n.outcome, n.error.clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (
+                "lb-1".into(),
+                ApplyOutcome::Failed as i32,
+                "instance web: vrid 51 already used on eth0".into()
+            ),
+            (
+                "lb-2".into(),
+                ApplyOutcome::Held as i32,
+                "not sent: lb-1 failed first".into()
+            ),
+        ]
+    );
+    let _first = tokio::time::timeout(TIMEOUT, refuse)
+        .await
+        .unwrap()
+        .unwrap();
+    // The push has been decided for every node, so lb-2 would already hold a command if one
+    // had been sent.
+    assert!(
+        second.commands.try_recv().is_err(),
+        "lb-2 must not be touched"
     );
 }
