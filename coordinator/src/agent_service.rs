@@ -97,33 +97,45 @@ impl AgentService for AgentServiceImpl {
         };
         // The channel is fresh and has capacity: this cannot fail.
         let _ = out_tx.try_send(Ok(welcome));
-        let forward_tx = out_tx.clone();
+        let mut stopping = self.shared.stopping.clone();
         tokio::spawn(async move {
-            while let Some(command) = commands.recv().await {
+            loop {
+                let command = tokio::select! {
+                    command = commands.recv() => command,
+                    _ = stopping.wait_for(|stop| *stop) => None,
+                };
+                // None: the session was replaced or ended, or the coordinator is stopping;
+                // dropping `out_tx` ends the response stream.
+                let Some(command) = command else { break };
                 let message = CoordinatorMessage {
                     body: Some(CoordinatorBody::Command(command)),
                 };
-                if forward_tx.send(Ok(message)).await.is_err() {
+                if out_tx.send(Ok(message)).await.is_err() {
                     break;
                 }
             }
         });
 
         let shared = self.shared.clone();
+        let mut stopping = self.shared.stopping.clone();
         tokio::spawn(async move {
             // Its own task: the ack it waits for arrives through the loop below.
             let (config_shared, config_node) = (shared.clone(), node.clone());
             tokio::spawn(async move {
                 send_desired_config(&config_shared, &config_node, running_version).await;
             });
-            while let Ok(Some(message)) = inbound.message().await {
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    _ = stopping.wait_for(|stop| *stop) => Ok(None),
+                };
+                let Ok(Some(message)) = message else { break };
                 handle_message(&shared, &node, session, message).await;
             }
             if shared.registry.unregister(&node, session) {
                 tracing::info!(%node, "agent disconnected");
                 shared.registry.publish(presence(&node, false));
             }
-            drop(out_tx);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }

@@ -68,13 +68,17 @@ pub struct RunningCoordinator {
     /// The TLS config in force; changes when the certificate files are reloaded.
     pub tls_config: watch::Receiver<Arc<ServerConfig>>,
     shutdown: oneshot::Sender<()>,
+    stopping: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl RunningCoordinator {
-    /// Stops accepting, lets in-flight calls finish and waits for the server to end (the store is
-    /// closed when this returns, unless an agent stream is still open).
+    /// Ends agent and watch streams, stops accepting, lets in-flight calls finish and waits for
+    /// the server to end. Agents reconnect with backoff to whatever comes up next.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        // First end the long-lived streams (agents, watchers), then stop the server, which
+        // waits for in-flight calls.
+        self.stopping.send_replace(true);
         let _ = self.shutdown.send(());
         join(self.task).await
     }
@@ -111,10 +115,12 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         address: config.listen,
         source,
     })?;
+    let (stopping, stopping_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
         command_timeout: config.command_timeout,
+        stopping: stopping_rx,
     });
     let agent = AgentServiceServer::new(AgentServiceImpl {
         shared: shared.clone(),
@@ -143,6 +149,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         local_addr,
         tls_config,
         shutdown,
+        stopping,
         task,
     })
 }

@@ -21,6 +21,7 @@ use hav_proto::v1::{
     WatchEventsRequest, command, fleet_event,
 };
 use prost::Message;
+use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
@@ -37,6 +38,8 @@ pub struct Shared {
     pub registry: Registry,
     /// How long to wait for an agent's ack.
     pub command_timeout: Duration,
+    /// Becomes true when the coordinator shuts down: long-lived streams end.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// Runs a store call off the async runtime.
@@ -167,6 +170,10 @@ impl FleetService for FleetServiceImpl {
                 };
                 std::future::ready(out)
             });
+        let mut stopping = self.shared.stopping.clone();
+        let events = events.take_until(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        });
         Ok(Response::new(Box::pin(events)))
     }
 

@@ -353,8 +353,23 @@ async fn restart_keeps_history_audit_and_last_state() {
         assert_eq!(rolled.version, 3);
         // lb-9 is not connected: stored, sent when it connects.
         assert_eq!(rolled.nodes[0].outcome, ApplyOutcome::Offline as i32);
-        drop(fleet);
-        coordinator.shutdown().await.unwrap();
+        // An agent and a watcher stay connected: shutdown must still complete.
+        let mut agent = pki.agent(&coordinator, "lb-7", "lb-7");
+        await_link(&mut agent, |s| *s == LinkState::Connected).await;
+        let mut events = fleet
+            .watch_events(WatchEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::timeout(TIMEOUT, coordinator.shutdown())
+            .await
+            .expect("shutdown with open streams completes")
+            .unwrap();
+        let end = tokio::time::timeout(TIMEOUT, events.message())
+            .await
+            .unwrap();
+        assert!(matches!(end, Ok(None)), "watch stream ends: {end:?}");
+        await_link(&mut agent, |s| matches!(s, LinkState::Disconnected { .. })).await;
     }
     let coordinator = start(&pki, data.path()).await;
     let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
