@@ -596,3 +596,58 @@ nodes = ["lb-1", "lb-2"]
         "lb-2 must not be touched"
     );
 }
+
+#[tokio::test]
+async fn the_agent_never_blocks_while_the_coordinator_is_away_and_reconnects_when_it_returns() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let address = coordinator.local_addr;
+    let mut agent = pki.agent(&coordinator, "lb-1", "lb-1");
+    agent.snapshots.send_replace(snapshot(0));
+    await_link(&mut agent, |s| *s == LinkState::Connected).await;
+    // The snapshot is persisted before the event that follows it is published.
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    agent.events.send(transition("first"));
+    next_event(&mut events).await;
+    drop((fleet, events));
+    coordinator.shutdown().await.unwrap();
+    await_link(&mut agent, |s| matches!(s, LinkState::Disconnected { .. })).await;
+
+    // The daemon side keeps working with nobody listening: nothing here can block.
+    for i in 0..2000u64 {
+        agent.events.send(transition(&format!("offline {i}")));
+        agent.snapshots.send_replace(snapshot(i));
+    }
+    assert!(
+        agent.events.dropped() > 0,
+        "a full queue drops, it never blocks"
+    );
+
+    // Same address, same data: the agent comes back by itself.
+    let mut config = hav_coordinator::CoordinatorConfig::new(
+        address,
+        pki.server_files(),
+        data.path().to_owned(),
+    );
+    config.reload_interval = Duration::from_millis(50);
+    let coordinator = hav_coordinator::start(config).await.unwrap();
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let before = fleet
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    // Known from the store even if it has not reconnected yet.
+    assert_eq!(before[0].name, "lb-1");
+    assert_eq!(before[0].snapshot.as_ref().unwrap().instances[0].vrid, 51);
+    await_link(&mut agent, |s| *s == LinkState::Connected).await;
+}
