@@ -21,7 +21,7 @@ use hav_proto::v1::{
     WatchEventsRequest, command, fleet_event,
 };
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
@@ -155,25 +155,11 @@ impl FleetService for FleetServiceImpl {
     ) -> Result<Response<EventStream>, Status> {
         self.caller(&request, None).await?;
         let filter = request.into_inner().nodes;
-        let events =
-            BroadcastStream::new(self.shared.registry.subscribe()).filter_map(move |item| {
-                let out = match item {
-                    Ok(event) if filter.is_empty() || filter.contains(&event.node) => {
-                        Some(Ok(event))
-                    }
-                    Ok(_) => None,
-                    Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
-                        node: String::new(),
-                        unix_ms: unix_ms(),
-                        kind: Some(fleet_event::Kind::Lagged(missed)),
-                    })),
-                };
-                std::future::ready(out)
-            });
-        let mut stopping = self.shared.stopping.clone();
-        let events = events.take_until(async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        });
+        let events = watch_stream(
+            self.shared.registry.subscribe(),
+            filter,
+            self.shared.stopping.clone(),
+        );
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -534,6 +520,32 @@ impl FleetServiceImpl {
     }
 }
 
+/// One watcher's stream: the events of the nodes in `filter` (all if empty), a `lagged` marker
+/// where the watcher fell more than the broadcast buffer behind, ending when `stopping` turns
+/// true.
+fn watch_stream(
+    events: broadcast::Receiver<FleetEvent>,
+    filter: Vec<String>,
+    mut stopping: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<FleetEvent, Status>> + Send + 'static {
+    BroadcastStream::new(events)
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(event) if filter.is_empty() || filter.contains(&event.node) => Some(Ok(event)),
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
+                    node: String::new(),
+                    unix_ms: unix_ms(),
+                    kind: Some(fleet_event::Kind::Lagged(missed)),
+                })),
+            };
+            std::future::ready(out)
+        })
+        .take_until(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+}
+
 /// What a push or rollback makes the desired state.
 struct Change {
     nodes: BTreeMap<String, String>,
@@ -577,4 +589,53 @@ fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::WATCH_BUFFER;
+
+    fn event(node: &str) -> FleetEvent {
+        FleetEvent {
+            node: node.into(),
+            unix_ms: 0,
+            kind: Some(fleet_event::Kind::Presence(hav_proto::v1::Presence {
+                connected: true,
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_lags_and_is_told_how_much_it_missed() {
+        let registry = Registry::new();
+        let (stop, stopping) = watch::channel(false);
+        let mut stream = Box::pin(watch_stream(registry.subscribe(), Vec::new(), stopping));
+        // Publishing never waits for the watcher, however far behind it is.
+        for _ in 0..WATCH_BUFFER + 10 {
+            registry.publish(event("lb-1"));
+        }
+        let first = stream.next().await.expect("item").expect("ok");
+        assert_eq!(first.kind, Some(fleet_event::Kind::Lagged(10)));
+        let next = stream.next().await.expect("item").expect("ok");
+        assert_eq!(next.node, "lb-1");
+        stop.send_replace(true);
+        // The remaining buffered events may still be yielded; the stream then ends.
+        while stream.next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn a_watcher_sees_only_the_nodes_it_asked_for() {
+        let registry = Registry::new();
+        let (_stop, stopping) = watch::channel(false);
+        let mut stream = Box::pin(watch_stream(
+            registry.subscribe(),
+            vec!["lb-2".into()],
+            stopping,
+        ));
+        registry.publish(event("lb-1"));
+        registry.publish(event("lb-2"));
+        let only = stream.next().await.expect("item").expect("ok");
+        assert_eq!(only.node, "lb-2");
+    }
 }
