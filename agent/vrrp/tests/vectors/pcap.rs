@@ -214,15 +214,11 @@ pub fn parse_tshark(text: &str) -> Vec<TsharkVrrp> {
                 out.ttl = v.parse().ok();
             } else if let Some(v) = line.strip_prefix("Hop Limit: ") {
                 out.ttl = v.parse().ok();
-            } else if let Some(v) = line.strip_prefix("Source: ").filter(|v| v.contains(':')) {
-                // IPv6 headers name the addresses "Source:" / "Destination:".
-                if v.parse::<IpAddr>().is_ok() {
-                    out.src = v.to_string();
-                }
-            } else if let Some(v) = line.strip_prefix("Destination: ") {
-                if v.parse::<IpAddr>().is_ok() {
-                    out.dst = v.to_string();
-                }
+            } else if let Some(v) = line.strip_prefix("Source: ").filter(|v| is_ip(v)) {
+                // Some tshark versions name the IPv6 addresses "Source:" / "Destination:".
+                out.src = v.to_string();
+            } else if let Some(v) = line.strip_prefix("Destination: ").filter(|v| is_ip(v)) {
+                out.dst = v.to_string();
             }
         }
         for line in vrrp.lines().map(str::trim) {
@@ -238,7 +234,7 @@ pub fn parse_tshark(text: &str) -> Vec<TsharkVrrp> {
             } else if let Some(v) = line.strip_prefix("Addr Count: ") {
                 out.count = v.parse().ok();
             } else if let Some(v) = line.strip_prefix("Auth Type: ") {
-                out.auth_type = parenthesised(&v.to_string());
+                out.auth_type = parenthesised(v);
             } else if let Some(v) = line.strip_prefix("Authentication String: ") {
                 out.auth_string = Some(v.to_string());
             } else if let Some(v) = value("Adver Int: ") {
@@ -258,6 +254,10 @@ pub fn parse_tshark(text: &str) -> Vec<TsharkVrrp> {
         frames.push(out);
     }
     frames
+}
+
+fn is_ip(text: &str) -> bool {
+    text.parse::<IpAddr>().is_ok()
 }
 
 /// The number in the last parentheses of `text`: "Advertisement (1)" gives 1.
