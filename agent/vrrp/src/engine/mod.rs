@@ -24,6 +24,8 @@ pub use config::{
 };
 
 use config::family_of;
+
+pub(crate) use config::family_of as config_family_of;
 use router::{Out, Transition, VirtualRouter};
 use sync_group::{SyncGroup, group_state};
 

@@ -538,3 +538,8 @@ pub fn router(
         announce: AnnounceSchedule::default(),
     }
 }
+
+/// The family of an address.
+pub fn family_of(address: IpAddr) -> Family {
+    crate::engine::config_family_of(address)
+}
