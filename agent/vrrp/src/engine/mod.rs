@@ -19,8 +19,8 @@ use std::time::Instant;
 
 pub use cause::Cause;
 pub use config::{
-    AnnounceSchedule, EngineConfig, EngineConfigError, MAX_ANNOUNCE_REPEAT, MAX_VIPS, Peer, Peers,
-    Preempt, RouterConfig, RouterConfigError, SyncGroupConfig,
+    AnnounceSchedule, EngineConfig, EngineConfigError, MAX_ANNOUNCE_REPEAT, MAX_DELAY, MAX_VIPS,
+    Peer, Peers, Preempt, RouterConfig, RouterConfigError, SyncGroupConfig,
 };
 
 use config::family_of;

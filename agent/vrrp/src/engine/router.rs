@@ -283,7 +283,7 @@ impl VirtualRouter {
             }
         }
         match self.state {
-            State::Backup => self.backup_advert(now, src, advert, out),
+            State::Backup => self.backup_advert(now, src, advert),
             State::Master => self.master_advert(now, src, advert, out),
             // Fault and Initialize ignore adverts (RFC 5798 section 6.4.1 for Initialize).
             State::Initialize | State::Fault => {}
@@ -291,13 +291,7 @@ impl VirtualRouter {
     }
 
     /// RFC 5798 section 6.4.2 (Backup), "If an ADVERTISEMENT is received".
-    fn backup_advert(
-        &mut self,
-        now: Instant,
-        src: IpAddr,
-        advert: &Advertisement,
-        out: &mut Out<'_>,
-    ) {
+    fn backup_advert(&mut self, now: Instant, src: IpAddr, advert: &Advertisement) {
         let ours = self.effective_priority();
         if advert.priority == Priority::RESIGN {
             // "If the Priority in the ADVERTISEMENT is zero, then: Set the Master_Down_Timer to
@@ -323,7 +317,6 @@ impl VirtualRouter {
             };
             let not_before = *self.preempt_not_before.get_or_insert(now + delay);
             if now >= not_before {
-                let _ = out;
                 self.master_down_reason = MasterDownReason::Preempt {
                     master: src,
                     theirs: advert.priority,

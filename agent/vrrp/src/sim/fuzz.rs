@@ -137,7 +137,7 @@ pub fn run_traced(data: &[u8], trace: bool) {
                 // Jump to the next wake-up, or a little ahead.
                 let step = Duration::from_millis(u64::from(input.byte()) * 10);
                 now = match engine.poll_timeout() {
-                    Some(at) if input.byte() % 2 == 0 => at.max(now),
+                    Some(at) if input.byte().is_multiple_of(2) => at.max(now),
                     _ => now + step,
                 };
                 engine.handle_timeout(now);
@@ -167,7 +167,7 @@ pub fn run_traced(data: &[u8], trace: bool) {
                 let _ = engine.reconfigure(now, config(variant));
             }
             _ => {
-                if input.byte() % 4 == 0 {
+                if input.byte().is_multiple_of(4) {
                     engine.shutdown(now);
                 }
             }
