@@ -7,9 +7,9 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use hav_vrrp::engine::{EngineConfig, Preempt, State, SyncGroupConfig, TrackEffect};
-use hav_vrrp::sim::{Sim, router};
-use hav_vrrp::{Family, Version};
+use hav_vrrp::engine::{EngineConfig, Peer, Peers, Preempt, State, SyncGroupConfig, TrackEffect};
+use hav_vrrp::sim::{Sim, node_address, router};
+use hav_vrrp::{Family, Priority, Version};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -229,9 +229,14 @@ fn timelines(sim: &Sim) -> String {
     out
 }
 
+/// `PROPTEST_CASES` overrides the default number of cases per property.
 fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     ProptestConfig {
-        cases: 600,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -353,6 +358,57 @@ proptest! {
         prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     }
 
+    /// A master whose priority falls below a peer's (configured) priority resigns at once: a
+    /// peer takes over within skew time (+ delay), and some node holds the VIPs at every
+    /// instant (make-before-break).
+    #[test]
+    fn resign_hands_over_within_skew_time(lan in lan(5, 0)) {
+        FIGURES_RESIGN.with(Figures::count);
+        let nodes = lan.priorities.len();
+        let mut configs = lan.configs();
+        for (n, (_, config)) in configs.iter_mut().enumerate() {
+            let peers = (0..nodes).filter(|&m| m != n).map(|m| Peer {
+                address: node_address(lan.family, m as u8),
+                priority: Some(Priority(lan.priorities[m])),
+            });
+            config.routers[0].peers = Peers::Unicast(peers.collect());
+        }
+        let mut sim = Sim::new(lan.seed, configs);
+        sim.delay = lan.delay;
+        lan.start(&mut sim);
+        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        sim.run_until(settled);
+        let old = exactly_one_master_until(&mut sim, settled + lan.interval(), &lan)?;
+        let best_other = (0..nodes).filter(|&n| n != old).map(|n| lan.priorities[n]).max().unwrap_or(1);
+        // The tracker can only lower a priority above 1, and only a peer above 1 beats that.
+        prop_assume!(lan.priorities[old] > 1 && best_other > 1);
+        let weight = -i32::from(lan.priorities[old]);
+        sim.with_engine(old, |engine, now| {
+            if let Some(id) = engine.router_id(ROUTER) {
+                engine.set_tracker(now, id, "drain", TrackEffect::Adjust(weight));
+            }
+        });
+        prop_assert_eq!(sim.nodes[old].state(ROUTER), State::Backup, "did not resign; seed {}{}", lan.seed, timelines(&sim));
+        let resigned = sim.now;
+        let deadline = resigned + lan.delay + lan.skew(best_other) + Duration::from_micros(1);
+        let mut gap = None;
+        sim.run_until_with(deadline + 3 * lan.master_down(), |sim| {
+            if gap.is_none() && sim.holders(ROUTER).is_empty() {
+                gap = Some(sim.elapsed());
+            }
+        });
+        prop_assert_eq!(gap, None, "no VIP holder; seed {}{}", lan.seed, timelines(&sim));
+        let took_over = sim.nodes.iter().enumerate().filter(|(n, _)| *n != old)
+            .filter_map(|(_, node)| node.timeline.iter().find(|e| e.to == State::Master && e.at >= resigned).map(|e| e.at))
+            .min();
+        let took_over = took_over.ok_or_else(|| TestCaseError::fail(format!("nobody took over; seed {}", lan.seed)))?;
+        prop_assert!(took_over <= deadline, "took over at {:?}, deadline {:?}; seed {}{}",
+            took_over - sim.epoch, deadline - sim.epoch, lan.seed, timelines(&sim));
+        prop_assert!(!sim.nodes[old].holds(ROUTER), "the resigned master kept its VIPs");
+        prop_assert_eq!(sim.holders(ROUTER).len(), 1);
+        prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+
     /// Reconfiguring with an identical configuration emits no action at all.
     #[test]
     fn identical_reconfigure_is_silent(lan in lan(4, 100), at_intervals in 0u32..20) {
@@ -380,6 +436,7 @@ thread_local! {
     static FIGURES_SHUTDOWN: Figures = Figures::new("shutdown");
     static FIGURES_RECONFIGURE: Figures = Figures::new("reconfigure");
     static FIGURES_SYNC: Figures = Figures::new("sync-group");
+    static FIGURES_RESIGN: Figures = Figures::new("resign");
 }
 
 /// Two to three nodes, each with routers "a" and "b" in sync group "g" at one priority per
