@@ -69,10 +69,9 @@ pub enum Cause {
         member: String,
         to: State,
     },
-    /// A member left Fault and no member is faulty any more.
+    /// No member of the sync group is faulty any more.
     SyncGroupFaultCleared {
         group: String,
-        member: String,
     },
     Shutdown,
     Reconfigured,
@@ -148,11 +147,8 @@ impl fmt::Display for Cause {
             Cause::SyncGroup { group, member, to } => {
                 write!(f, "sync group {group}: member {member} went to {to}")
             }
-            Cause::SyncGroupFaultCleared { group, member } => {
-                write!(
-                    f,
-                    "sync group {group}: member {member} left Fault, no member faulty"
-                )
+            Cause::SyncGroupFaultCleared { group } => {
+                write!(f, "sync group {group}: no member is faulty any more")
             }
             Cause::Shutdown => f.write_str("shutdown"),
             Cause::Reconfigured => f.write_str("reconfigured"),

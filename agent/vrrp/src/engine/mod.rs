@@ -594,7 +594,6 @@ impl Engine {
             for (group_index, level) in fault_levels.into_iter().enumerate() {
                 let group = &self.groups[group_index];
                 for &member in &group.members {
-                    let router = &self.routers[member];
                     // Held in Fault by another faulty member (not by itself).
                     let fault = level
                         .as_ref()
@@ -602,9 +601,18 @@ impl Engine {
                         .map(|(_, cause)| cause.clone());
                     let clear_cause = Cause::SyncGroupFaultCleared {
                         group: group.name.clone(),
-                        member: router.config.name.clone(),
                     };
                     self.routers[member].set_group_fault(now, fault, clear_cause, &mut out);
+                }
+            }
+            // A router no longer in any group (reconfigured) is not held by one.
+            for (index, router) in self.routers.iter_mut().enumerate() {
+                if !self
+                    .groups
+                    .iter()
+                    .any(|group| group.members.contains(&index))
+                {
+                    router.set_group_fault(now, None, Cause::Reconfigured, &mut out);
                 }
             }
             if self.transitions.is_empty() {
