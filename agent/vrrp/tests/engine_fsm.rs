@@ -984,3 +984,55 @@ fn invalid_configurations_are_rejected_with_the_reason() {
         Some("sync group \"g\": member \"nope\" is not a configured router")
     );
 }
+
+#[test]
+fn a_removed_master_hands_over_like_a_shutdown() {
+    let other = router("other", 5, Version::V3, V4, 0, 100, 100);
+    let mut h = Harness::new(EngineConfig {
+        routers: vec![vr(100), other.clone()],
+        sync_groups: vec![],
+    });
+    h.start();
+    h.next();
+    h.drain();
+    let report = h.engine.reconfigure(
+        h.now,
+        EngineConfig {
+            routers: vec![vr(100)],
+            sync_groups: vec![],
+        },
+    );
+    assert_eq!(report.expect("valid").removed, ["other"]);
+    assert_eq!(
+        h.drain(),
+        s(&[
+            "other sends priority 0 to 224.0.0.18",
+            "other: Master -> Initialize at priority 100 (removed from the configuration)",
+        ])
+    );
+    assert_eq!(h.engine.router_id("other"), None);
+    assert!(h.engine.holds_any_vips());
+    // The successor's advert for VRID 5 ends the hand-over.
+    let out = h.recv_from(node_address(V4, 1), advert_like(&other, 100));
+    assert_eq!(out, s(&["other removes [203.0.113.5]"]));
+    assert_eq!(h.engine.counters().get(Counter::VrIdErrors), 0);
+}
+
+#[test]
+fn reconfiguring_a_group_away_releases_its_held_members() {
+    let mut h = group_of_two();
+    h.start();
+    let a = h.id("a");
+    h.engine.set_tracker(h.now, a, "link", TrackEffect::Fault);
+    h.drain();
+    assert_eq!(h.state("b"), State::Fault);
+    let mut config = h.config.clone();
+    config.sync_groups.clear();
+    let report = h.engine.reconfigure(h.now, config).expect("valid");
+    assert!(report.sync_groups_changed);
+    assert_eq!(
+        h.drain(),
+        s(&["b: Fault -> Backup at priority 100 (reconfigured)"])
+    );
+    assert_eq!(h.state("a"), State::Fault);
+}

@@ -296,7 +296,9 @@ impl Engine {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
+        let mut heard_by_retiring = false;
         for router in self.retiring.iter_mut().filter(|r| r.config.key() == key) {
+            heard_by_retiring = true;
             if meta.src != router.config.primary_address && advert.version == router.config.version
             {
                 router.handle_advert(now, meta.src, &advert, &mut out);
@@ -305,7 +307,9 @@ impl Engine {
         self.retiring.retain(|router| !router.is_done());
         let Some(router) = self.routers.iter_mut().find(|r| r.config.key() == key) else {
             // RFC 5798 section 7.1: the VRID must be configured on the receiving interface.
-            self.counters.bump(Counter::VrIdErrors);
+            if !heard_by_retiring {
+                self.counters.bump(Counter::VrIdErrors);
+            }
             return;
         };
         if advert.version != router.config.version {
