@@ -1036,3 +1036,41 @@ fn reconfiguring_a_group_away_releases_its_held_members() {
     );
     assert_eq!(h.state("a"), State::Fault);
 }
+
+#[test]
+fn reconfigure_accept_mode_re_adds_the_held_vips() {
+    let mut h = master(vr(100));
+    h.drain();
+    let mut config = h.config.clone();
+    config.routers[0].accept = true;
+    config.routers[0].vips.push(vip(V4, 7));
+    let report = h.engine.reconfigure(h.now, config).expect("valid");
+    assert_eq!(
+        report.changed[0].fields,
+        [ChangedField::Accept, ChangedField::Vips]
+    );
+    let want = concat(&[
+        &s(&[
+            "vr adds [203.0.113.1] accept=true",
+            "vr adds [203.0.113.7] accept=true",
+        ]),
+        &vec![format!("vr announces [{}]", vip(V4, 7)); 5],
+    ]);
+    assert_eq!(h.drain(), want);
+}
+
+#[test]
+fn a_vip_removed_while_handing_over_is_released_at_once() {
+    let mut h = unicast_master_with_peer_priority(120);
+    let id = h.id("vr");
+    h.engine
+        .set_tracker(h.now, id, "squid", TrackEffect::Adjust(-50));
+    h.drain();
+    let mut config = h.config.clone();
+    config.routers[0].vips = vec![vip(V4, 2)];
+    h.engine.reconfigure(h.now, config).expect("valid");
+    assert_eq!(h.drain(), s(&["vr removes [203.0.113.1]"]));
+    assert!(!h.status("vr").holds_vips);
+    // The hand-over then ends without anything left to remove.
+    assert!(h.run_to(3_000).iter().all(|l| !l.contains("removes")));
+}

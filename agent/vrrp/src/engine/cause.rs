@@ -49,6 +49,11 @@ pub enum Cause {
     TrackerFault {
         tracker: String,
     },
+    /// A tracker changed our priority.
+    TrackerWeight {
+        tracker: String,
+        priority: Priority,
+    },
     /// The last fault cleared.
     FaultCleared {
         tracker: String,
@@ -127,6 +132,9 @@ impl fmt::Display for Cause {
                 )
             }
             Cause::TrackerFault { tracker } => write!(f, "tracker {tracker} failed"),
+            Cause::TrackerWeight { tracker, priority } => {
+                write!(f, "tracker {tracker} changed our priority to {priority}")
+            }
             Cause::FaultCleared { tracker } => {
                 write!(f, "tracker {tracker} recovered: no fault left")
             }
