@@ -506,6 +506,17 @@ impl Engine {
             .min()
     }
 
+    /// The configuration a router runs (its interface and primary address tell the driver where
+    /// to send its [`Action::Transmit`]s from). Routers removed but still handing over are
+    /// included.
+    pub fn router_config(&self, router: RouterId) -> Option<&RouterConfig> {
+        self.routers
+            .iter()
+            .chain(&self.retiring)
+            .find(|r| r.id == router)
+            .map(|r| &r.config)
+    }
+
     pub fn router_id(&self, name: &str) -> Option<RouterId> {
         self.routers
             .iter()
