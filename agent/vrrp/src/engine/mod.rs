@@ -25,6 +25,7 @@ pub use config::{
 
 use config::family_of;
 
+#[cfg(feature = "sim")]
 pub(crate) use config::family_of as config_family_of;
 use router::{Out, Transition, VirtualRouter};
 use sync_group::{SyncGroup, group_state};
