@@ -160,9 +160,10 @@ impl Figures {
 impl Drop for Figures {
     fn drop(&mut self) {
         eprintln!(
-            "property {}: {} scenarios in {:.2} s",
+            "property {}: {} scenarios, {} packets delivered, in {:.2} s",
             self.name,
             self.scenarios.get(),
+            PACKETS.with(Cell::get),
             self.started.elapsed().as_secs_f64()
         );
     }
@@ -211,6 +212,11 @@ fn exactly_one_master_until(
     Ok(master)
 }
 
+/// Adds a passed scenario's packets to the printed figures.
+fn count_packets(sim: &Sim) {
+    PACKETS.with(|packets| packets.set(packets.get() + sim.delivered));
+}
+
 fn timelines(sim: &Sim) -> String {
     let mut out = String::new();
     for node in &sim.nodes {
@@ -256,11 +262,12 @@ proptest! {
         sim.loss_per_mille = 0;
         let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
         sim.run_until(settled);
-        let master = exactly_one_master_until(&mut sim, settled + 10 * lan.interval(), &lan)?;
+        let master = exactly_one_master_until(&mut sim, settled + 20 * lan.interval(), &lan)?;
         if lan.preempt {
             prop_assert!(lan.best().contains(&master), "master n{} is not among the best {:?}; seed {}{}",
                 master, lan.best(), lan.seed, timelines(&sim));
         }
+        count_packets(&sim);
     }
 
     /// Simultaneous start, no loss: the highest priority wins, ties by the highest address.
@@ -273,10 +280,11 @@ proptest! {
         lan.start(&mut sim);
         let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
         sim.run_until(settled);
-        let master = exactly_one_master_until(&mut sim, settled + 5 * lan.interval(), &lan)?;
+        let master = exactly_one_master_until(&mut sim, settled + 20 * lan.interval(), &lan)?;
         // Node addresses grow with the index.
         let expected = lan.best().into_iter().max();
         prop_assert_eq!(Some(master), expected, "seed {}{}", lan.seed, timelines(&sim));
+        count_packets(&sim);
     }
 
     /// Without preemption a recovered higher-priority router does not take over.
@@ -299,6 +307,7 @@ proptest! {
         let until = sim.now + 3 * lan.master_down();
         let third = exactly_one_master_until(&mut sim, until, &lan)?;
         prop_assert_eq!(third, second, "the recovered router took over; seed {}{}", lan.seed, timelines(&sim));
+        count_packets(&sim);
     }
 
     /// After a partition heals, no two masters remain after one advert interval.
@@ -322,7 +331,8 @@ proptest! {
         sim.heal();
         let healed = sim.now + lan.interval() + lan.delay + Duration::from_micros(1);
         sim.run_until(healed);
-        exactly_one_master_until(&mut sim, healed + 5 * lan.interval(), &lan)?;
+        exactly_one_master_until(&mut sim, healed + 20 * lan.interval(), &lan)?;
+        count_packets(&sim);
     }
 
     /// A graceful shutdown hands over within skew time (+ delay), and some node holds the VIPs
@@ -356,6 +366,7 @@ proptest! {
         prop_assert!(!sim.nodes[old].holds(ROUTER));
         prop_assert_eq!(sim.holders(ROUTER).len(), 1);
         prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        count_packets(&sim);
     }
 
     /// A master whose priority falls below a peer's (configured) priority resigns at once: a
@@ -407,15 +418,20 @@ proptest! {
         prop_assert!(!sim.nodes[old].holds(ROUTER), "the resigned master kept its VIPs");
         prop_assert_eq!(sim.holders(ROUTER).len(), 1);
         prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        count_packets(&sim);
     }
 
-    /// Reconfiguring with an identical configuration emits no action at all.
+    /// Reconfiguring with an identical configuration emits no action at all, and the LAN then
+    /// behaves exactly like a twin that was not reconfigured (same seed, same losses).
     #[test]
     fn identical_reconfigure_is_silent(lan in lan(4, 100), at_intervals in 0u32..20) {
         FIGURES_RECONFIGURE.with(Figures::count);
         let mut sim = lan.sim();
+        let mut twin = lan.sim();
         lan.start(&mut sim);
+        lan.start(&mut twin);
         sim.run_for(lan.interval() * at_intervals);
+        twin.run_for(lan.interval() * at_intervals);
         for node in 0..lan.priorities.len() {
             let config = sim.nodes[node].config.clone();
             let now = sim.now;
@@ -426,10 +442,19 @@ proptest! {
             let action = engine.poll_action();
             prop_assert!(action.is_none(), "reconfigure emitted {:?}", action);
         }
+        let until = sim.now + 3 * lan.master_down();
+        sim.run_until(until);
+        twin.run_until(until);
+        for (node, other) in sim.nodes.iter().zip(&twin.nodes) {
+            prop_assert_eq!(&node.timeline, &other.timeline, "seed {}", lan.seed);
+        }
+        count_packets(&sim);
     }
 }
 
 thread_local! {
+    /// Packets delivered in the simulations that passed.
+    static PACKETS: Cell<u64> = const { Cell::new(0) };
     static FIGURES_ELECTION: Figures = Figures::new("election");
     static FIGURES_NOPREEMPT: Figures = Figures::new("nopreempt");
     static FIGURES_PARTITION: Figures = Figures::new("partition");
@@ -528,5 +553,6 @@ proptest! {
             }
             prop_assert!(sim.violations().is_empty(), "{:?}", sim.violations());
         }
+        count_packets(&sim);
     }
 }
