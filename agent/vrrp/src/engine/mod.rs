@@ -3,7 +3,33 @@
 //! quinn-style sans-IO: the driver calls `handle_*(now, …)` with what happened, then drains
 //! [`Engine::poll_action`] and sleeps until [`Engine::poll_timeout`]. The engine does no IO,
 //! reads no clock and never panics on any input; every state change is reported with a
-//! [`Cause`], and VIPs are added and removed strictly alternately per router.
+//! [`Cause`], and per router a VIP is only added when not held and only removed when held.
+//!
+//! Actions must be carried out in order (e.g. `AddVips` comes before the first advert of a new
+//! master). `Transmit` goes out from the router's primary address on its interface
+//! ([`Engine::router_config`]) with TTL / hop limit 255.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use hav_vrrp::engine::{Action, Engine, EngineConfig};
+//!
+//! let mut engine = Engine::new(EngineConfig::default()).expect("valid");
+//! let mut now = Instant::now(); // the driver's clock; the engine never reads one
+//! engine.start(now);
+//! loop {
+//!     while let Some(action) = engine.poll_action() {
+//!         match action {
+//!             Action::Transmit { router, dst, payload } => { /* send */ }
+//!             Action::StateChanged { router, from, to, cause, .. } => println!("{from} -> {to}: {cause}"),
+//!             _ => { /* AddVips, RemoveVips, Announce, SyncGroupChanged */ }
+//!         }
+//!     }
+//!     // Sleep until then, or until a packet arrives (`handle_packet`) or a tracker changes.
+//!     let Some(wake) = engine.poll_timeout() else { break };
+//!     now = wake;
+//!     engine.handle_timeout(now);
+//! }
+//! ```
 
 mod announce;
 mod cause;
