@@ -1074,3 +1074,25 @@ fn a_vip_removed_while_handing_over_is_released_at_once() {
     // The hand-over then ends without anything left to remove.
     assert!(h.run_to(3_000).iter().all(|l| !l.contains("removes")));
 }
+
+#[test]
+fn a_member_stays_in_fault_while_another_member_is_faulty() {
+    let mut h = group_of_two();
+    h.start();
+    let (a, b) = (h.id("a"), h.id("b"));
+    h.engine.set_tracker(h.now, a, "link", TrackEffect::Fault);
+    h.engine.set_tracker(h.now, b, "link", TrackEffect::Fault);
+    h.drain();
+    h.engine
+        .set_tracker(h.now, a, "link", TrackEffect::Adjust(0));
+    assert!(h.drain().is_empty(), "a is still held by b's fault");
+    assert_eq!(h.state("a"), State::Fault);
+    h.engine
+        .set_tracker(h.now, b, "link", TrackEffect::Adjust(0));
+    let out = h.drain();
+    assert_eq!(
+        (h.state("a"), h.state("b")),
+        (State::Backup, State::Backup),
+        "{out:?}"
+    );
+}

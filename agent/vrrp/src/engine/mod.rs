@@ -633,13 +633,13 @@ impl Engine {
                 }
             }
             // Rule 1.
-            for (group_index, level) in fault_levels.into_iter().enumerate() {
+            for (group_index, faulty) in fault_levels.into_iter().enumerate() {
                 let group = &self.groups[group_index];
                 for &member in &group.members {
                     // Held in Fault by another faulty member (not by itself).
-                    let fault = level
-                        .as_ref()
-                        .filter(|(faulty, _)| *faulty != member)
+                    let fault = faulty
+                        .iter()
+                        .find(|(faulty, _)| *faulty != member)
                         .map(|(_, cause)| cause.clone());
                     let clear_cause = Cause::SyncGroupFaultCleared {
                         group: group.name.clone(),
@@ -680,21 +680,28 @@ impl Engine {
         }
     }
 
-    /// Per group: the first member with a fault of its own, and the cause the others show.
-    fn fault_levels(&self) -> Vec<Option<(usize, Cause)>> {
+    /// Per group: the members with a fault of their own, each with the cause the others show.
+    fn fault_levels(&self) -> Vec<Vec<(usize, Cause)>> {
         self.groups
             .iter()
             .map(|group| {
-                let faulty = group.members.iter().copied().find(|m| {
-                    let router = &self.routers[*m];
-                    router.has_own_fault() && router.state == State::Fault
-                })?;
-                let cause = Cause::SyncGroup {
-                    group: group.name.clone(),
-                    member: self.routers[faulty].config.name.clone(),
-                    to: State::Fault,
-                };
-                Some((faulty, cause))
+                group
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        let router = &self.routers[*m];
+                        router.has_own_fault() && router.state == State::Fault
+                    })
+                    .map(|faulty| {
+                        let cause = Cause::SyncGroup {
+                            group: group.name.clone(),
+                            member: self.routers[faulty].config.name.clone(),
+                            to: State::Fault,
+                        };
+                        (faulty, cause)
+                    })
+                    .collect()
             })
             .collect()
     }
