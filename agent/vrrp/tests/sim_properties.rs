@@ -252,15 +252,34 @@ proptest! {
     #![proptest_config(config())]
 
     /// Exactly one master within 3 × interval + skew once the LAN is connected and loss-free,
-    /// and the highest priority wins when preemption is on (ties: any of the highest).
+    /// and the highest effective priority (base + tracker weight) wins when preemption is on
+    /// (ties: any of the highest).
     #[test]
-    fn one_master_after_loss_stops(lan in lan(5, 200), chaos_intervals in 0u32..20) {
+    fn one_master_after_loss_stops(
+        lan in lan(5, 200),
+        chaos_intervals in 0u32..20,
+        weights in proptest::collection::vec(-60i32..60, 5),
+    ) {
         FIGURES_ELECTION.with(Figures::count);
         let mut sim = lan.sim();
         lan.start(&mut sim);
+        // Trackers move the effective priorities; from here on the LAN runs on those.
+        for node in 0..lan.priorities.len() {
+            sim.with_engine(node, |engine, now| {
+                if let Some(id) = engine.router_id(ROUTER) {
+                    engine.set_tracker(now, id, "weight", TrackEffect::Adjust(weights[node]));
+                }
+            });
+        }
+        // A master-down timer armed before the change still runs on the old (larger) skew.
+        let slowest = lan.master_down();
+        let mut lan = lan;
+        for (priority, weight) in lan.priorities.iter_mut().zip(&weights) {
+            *priority = (i32::from(*priority) + weight).clamp(1, 254) as u8;
+        }
         sim.run_for(lan.interval() * chaos_intervals);
         sim.loss_per_mille = 0;
-        let settled = sim.now + lan.master_down() + 2 * lan.delay + Duration::from_micros(1);
+        let settled = sim.now + slowest.max(lan.master_down()) + 2 * lan.delay + Duration::from_micros(1);
         sim.run_until(settled);
         let master = exactly_one_master_until(&mut sim, settled + 20 * lan.interval(), &lan)?;
         if lan.preempt {
