@@ -264,10 +264,10 @@ proptest! {
         let mut sim = lan.sim();
         lan.start(&mut sim);
         // Trackers move the effective priorities; from here on the LAN runs on those.
-        for node in 0..lan.priorities.len() {
+        for (node, weight) in weights.iter().copied().enumerate().take(lan.priorities.len()) {
             sim.with_engine(node, |engine, now| {
                 if let Some(id) = engine.router_id(ROUTER) {
-                    engine.set_tracker(now, id, "weight", TrackEffect::Adjust(weights[node]));
+                    engine.set_tracker(now, id, "weight", TrackEffect::Adjust(weight));
                 }
             });
         }
