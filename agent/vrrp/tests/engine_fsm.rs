@@ -1096,3 +1096,17 @@ fn a_member_stays_in_fault_while_another_member_is_faulty() {
         "{out:?}"
     );
 }
+
+#[test]
+fn v3_over_ipv6_advertises_to_ff02_12_and_yields_to_a_higher_address() {
+    let mut h = master(router("vr", 1, Version::V3, Family::V6, 0, 100, 100));
+    assert_eq!(h.next(), s(&["vr sends priority 100 to ff02::12"]));
+    let out = h.recv(1, 100);
+    assert_eq!(
+        out,
+        s(&[
+            "vr removes [2001:db8:ff::1]",
+            "vr: Master -> Backup at priority 100 (equal priority advert from higher address 2001:db8::b (priority 100))",
+        ])
+    );
+}
