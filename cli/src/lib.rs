@@ -1,0 +1,3 @@
+//! havctl: the operator's tool for a hav fleet.
+
+pub mod import;
