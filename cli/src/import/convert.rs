@@ -129,6 +129,9 @@ struct TrackRef {
     name: String,
     /// The hav weight, when the reference gives one.
     weight: Option<i64>,
+    /// keepalived's effective weight (the reference's, else the definition's).
+    keepalived_weight: i64,
+    location: Location,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +155,9 @@ struct InstanceDraft {
     interface: Option<String>,
     vrid: Option<i64>,
     version: i64,
+    /// keepalived's configured priority.
+    base_priority: i64,
+    /// hav's: the base raised by positive tracking weights.
     priority: i64,
     advert_interval_ms: Option<u64>,
     preempt: Option<bool>,
@@ -771,6 +777,7 @@ impl Converter {
             interface: None,
             vrid: None,
             version: 0,
+            base_priority: 0,
             priority: 0,
             advert_interval_ms: None,
             preempt: None,
@@ -933,6 +940,7 @@ impl Converter {
             }
             None => 100,
         };
+        instance.base_priority = base;
         instance.priority = base;
         if positive_weights > 0 && base != 255 {
             let raised = (base + positive_weights).min(254);
@@ -951,6 +959,21 @@ impl Converter {
                 ),
             );
             instance.priority = raised;
+        }
+        if state_master {
+            if instance.preempt == Some(false) {
+                instance.preempt = None;
+                self.note(
+                    statement,
+                    "nopreempt with state MASTER: keepalived clears nopreempt, so preempt stays on",
+                );
+            }
+            if instance.preempt_delay_ms.take().is_some() {
+                self.note(
+                    statement,
+                    "preempt_delay with state MASTER: keepalived clears it, so there is no delay",
+                );
+            }
         }
         if let Some((item, micros)) = advert {
             instance.advert_interval_ms = Some(self.advert_interval(item, micros, instance.version));
@@ -1161,6 +1184,8 @@ impl Converter {
                 kind,
                 name,
                 weight: hav,
+                keepalived_weight: weight,
+                location: entry.location.clone(),
             },
             weight,
         ))
@@ -1205,6 +1230,7 @@ impl Converter {
             instances: Vec::new(),
             notify: Default::default(),
         };
+        let mut tracking_weight = false;
         for item in block(statement) {
             let keyword = item.keyword.as_str();
             match keyword {
@@ -1233,9 +1259,10 @@ impl Converter {
                         "hav tracks per instance: add these to each member instance",
                     ),
                 "smtp_alert" => self.not_converted(item, "hav sends no mail; run a notify program"),
-                "global_tracking" | "sync_group_tracking_weight" => self.not_converted(
+                "sync_group_tracking_weight" => tracking_weight = true,
+                "global_tracking" => self.not_converted(
                     item,
-                    "hav applies each member's own tracking; nothing to set",
+                    "deprecated in keepalived; hav applies each member's own tracking",
                 ),
                 _ => self.not_converted(item, "no hav equivalent"),
             }
@@ -1244,17 +1271,32 @@ impl Converter {
             return self.not_converted(statement, "no member converted; the group is left out");
         }
         // keepalived ignores weighted trackers of group members.
-        for instance in &draft.instances {
-            if group.instances.contains(&instance.name)
-                && instance.tracks.iter().any(|track| track.weight.is_some_and(|w| w != 0))
-            {
-                self.push(
-                    FindingKind::Note,
-                    &instance.location,
-                    format!("vrrp_instance {}", instance.name),
-                    "keepalived ignores weighted trackers of sync group members (unless \
-                     sync_group_tracking_weight); hav applies them as written",
-                );
+        if !tracking_weight {
+            for instance in &mut draft.instances {
+                if !group.instances.contains(&instance.name) {
+                    continue;
+                }
+                let (ignored, kept): (Vec<TrackRef>, Vec<TrackRef>) = (instance.tracks.drain(..))
+                    .partition(|track| track.kind != TrackKind::File && track.keepalived_weight != 0);
+                instance.tracks = kept;
+                for track in ignored {
+                    self.push(
+                        FindingKind::NotConverted,
+                        &track.location,
+                        format!("{} {} (weight {})", track.kind.key(), track.name, track.keepalived_weight),
+                        "keepalived ignores weighted trackers of sync group members (without \
+                         sync_group_tracking_weight); left out to behave the same",
+                    );
+                    if track.keepalived_weight > 0 && instance.base_priority != 255 {
+                        let positive: i64 = (instance.tracks.iter())
+                            .filter(|t| t.kind != TrackKind::File && t.keepalived_weight > 0)
+                            .map(|t| t.keepalived_weight)
+                            .sum();
+                        instance.priority = (instance.base_priority + positive)
+                            .min(254)
+                            .max(instance.base_priority);
+                    }
+                }
             }
         }
         draft.sync_groups.push(group);
