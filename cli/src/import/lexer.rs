@@ -21,6 +21,9 @@ pub enum Token {
 pub struct Line {
     pub number: usize,
     pub tokens: Vec<Token>,
+    /// The words of the line with braces kept inside words, as `include` patterns need
+    /// (`conf.d/*.{conf,inc}`).
+    pub words_with_braces: Vec<String>,
 }
 
 /// A line that cannot be tokenized.
@@ -35,18 +38,32 @@ pub fn tokenize(text: &str) -> Result<Vec<Line>, LexError> {
     let mut lines = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
-        let tokens = tokenize_line(raw).map_err(|message| LexError {
+        let error = |message| LexError {
             line: number,
             message,
-        })?;
+        };
+        let tokens = tokenize_line(raw, true).map_err(error)?;
         if !tokens.is_empty() {
-            lines.push(Line { number, tokens });
+            let words_with_braces = tokenize_line(raw, false)
+                .map_err(error)?
+                .into_iter()
+                .filter_map(|token| match token {
+                    Token::Word { text, .. } => Some(text),
+                    Token::Open | Token::Close => None,
+                })
+                .collect();
+            lines.push(Line {
+                number,
+                tokens,
+                words_with_braces,
+            });
         }
     }
     Ok(lines)
 }
 
-fn tokenize_line(line: &str) -> Result<Vec<Token>, String> {
+/// The tokens of one line; with `braces_are_tokens` false, braces are part of words.
+fn tokenize_line(line: &str, braces_are_tokens: bool) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut chars = line.chars().peekable();
     let mut word = String::new();
@@ -65,11 +82,11 @@ fn tokenize_line(line: &str) -> Result<Vec<Token>, String> {
     while let Some(c) = chars.next() {
         match c {
             '#' | '!' => break,
-            '{' => {
+            '{' if braces_are_tokens => {
                 flush(&mut tokens, &mut word, &mut in_word, &mut quoted);
                 tokens.push(Token::Open);
             }
-            '}' => {
+            '}' if braces_are_tokens => {
                 flush(&mut tokens, &mut word, &mut in_word, &mut quoted);
                 tokens.push(Token::Close);
             }
@@ -155,7 +172,7 @@ mod tests {
     use super::*;
 
     fn words(line: &str) -> Vec<String> {
-        tokenize_line(line)
+        tokenize_line(line, true)
             .unwrap_or_default()
             .into_iter()
             .map(|token| match token {

@@ -108,8 +108,12 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: not UTF-8 text (first bad byte at offset {offset})", file.display())]
-    NotUtf8 { file: PathBuf, offset: usize },
+    #[error("{}:{line}: not UTF-8 text (first bad byte at offset {offset})", file.display())]
+    NotUtf8 {
+        file: PathBuf,
+        line: usize,
+        offset: usize,
+    },
     #[error("{}:{line}: {message}", file.display())]
     Syntax {
         file: PathBuf,

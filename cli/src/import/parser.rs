@@ -139,9 +139,17 @@ impl Loader {
             file: path.to_owned(),
             source,
         })?;
-        let text = String::from_utf8(bytes).map_err(|error| ImportError::NotUtf8 {
-            file: path.to_owned(),
-            offset: error.utf8_error().valid_up_to(),
+        let text = String::from_utf8(bytes).map_err(|error| {
+            let offset = error.utf8_error().valid_up_to();
+            let line = 1 + error.as_bytes()[..offset]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count();
+            ImportError::NotUtf8 {
+                file: path.to_owned(),
+                line,
+                offset,
+            }
         })?;
         self.add_text(&text, path, depth)
     }
@@ -164,7 +172,7 @@ impl Loader {
             }) = line.tokens.first()
                 && INCLUDE_KEYWORDS.contains(&keyword.as_str())
             {
-                self.include(keyword, &line.tokens[1..], &location, depth)?;
+                self.include(keyword, &line.words_with_braces[1..], &location, depth)?;
                 continue;
             }
             self.next_line_id += 1;
@@ -182,12 +190,12 @@ impl Loader {
     fn include(
         &mut self,
         keyword: &str,
-        args: &[Token],
+        args: &[String],
         at: &Location,
         depth: usize,
     ) -> Result<(), ImportError> {
         let pattern = match args {
-            [Token::Word { text, .. }] => text,
+            [pattern] => pattern,
             _ => {
                 return Err(ImportError::Syntax {
                     file: at.file.clone(),
