@@ -38,8 +38,16 @@ fn findings(node: &ImportedNode, kind: FindingKind) -> Vec<(String, usize, Strin
         .iter()
         .filter(|finding| finding.kind == kind)
         .map(|finding| {
-            let file = finding.location.file.file_name().map(|f| f.to_string_lossy().into_owned());
-            (file.unwrap_or_default(), finding.location.line, finding.item.clone())
+            let file = finding
+                .location
+                .file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned());
+            (
+                file.unwrap_or_default(),
+                finding.location.line,
+                finding.item.clone(),
+            )
         })
         .collect()
 }
@@ -78,7 +86,11 @@ fn squid_active_passive() {
     let vi_a = instance(&a.config, "VI_PROXY");
     let vi_b = instance(&b.config, "VI_PROXY");
     assert_eq!(vi_a.vrid.get(), 51);
-    assert_eq!(vi_a.version, Version::V2, "keepalived's default version is 2");
+    assert_eq!(
+        vi_a.version,
+        Version::V2,
+        "keepalived's default version is 2"
+    );
     assert_eq!((vi_a.priority.get(), vi_b.priority.get()), (150, 100));
     assert_eq!(vi_a.advert_interval.as_duration(), Duration::from_secs(1));
     assert!(vi_a.preempt);
@@ -92,10 +104,20 @@ fn squid_active_passive() {
     assert_eq!(vi_a.vips[0].prefix_len, 24);
     assert_eq!(vi_a.vips[0].dev, "eth0");
     assert_eq!(vi_a.vips[0].label.as_deref(), Some("eth0:vip"));
-    assert_eq!(track_weight(vi_a, &TrackTarget::Script("chk_squid".into())), -60);
+    assert_eq!(
+        track_weight(vi_a, &TrackTarget::Script("chk_squid".into())),
+        -60
+    );
     assert_eq!(track_weight(vi_a, &TrackTarget::Process("squid".into())), 0);
-    assert_eq!(track_weight(vi_a, &TrackTarget::File("maintenance".into())), -100);
-    let notify_master = vi_a.notify.master.as_ref().map(|c| (c.program.clone(), c.args.clone()));
+    assert_eq!(
+        track_weight(vi_a, &TrackTarget::File("maintenance".into())),
+        -100
+    );
+    let notify_master = vi_a
+        .notify
+        .master
+        .as_ref()
+        .map(|c| (c.program.clone(), c.args.clone()));
     assert_eq!(
         notify_master,
         Some((
@@ -106,12 +128,21 @@ fn squid_active_passive() {
     let script = &a.config.scripts[0];
     assert_eq!(script.command.program, PathBuf::from("/usr/sbin/squid"));
     assert_eq!(script.command.args, ["-k", "check"]);
-    assert_eq!((script.interval, script.timeout), (Duration::from_secs(2), Duration::from_secs(1)));
+    assert_eq!(
+        (script.interval, script.timeout),
+        (Duration::from_secs(2), Duration::from_secs(1))
+    );
     assert_eq!((script.fall, script.rise), (2, 2));
     assert_eq!(script.user.as_deref(), Some("root"), "script_user applies");
-    assert_eq!(a.config.processes[0].matcher, ProcessMatch::Name("squid".into()));
+    assert_eq!(
+        a.config.processes[0].matcher,
+        ProcessMatch::Name("squid".into())
+    );
     assert_eq!(a.config.processes[0].min_procs, 1);
-    assert_eq!(a.config.track_files[0].path, PathBuf::from("/etc/keepalived/maintenance"));
+    assert_eq!(
+        a.config.track_files[0].path,
+        PathBuf::from("/etc/keepalived/maintenance")
+    );
     assert_eq!(vi_a.garp.master_refresh, Some(Duration::from_secs(60)));
     assert_eq!(
         findings(a, FindingKind::NotConverted),
@@ -135,17 +166,29 @@ fn squid_active_active_each_node_masters_one_vip() {
         let backup = instance(&node.config, backup_of);
         assert_eq!((master.priority.get(), backup.priority.get()), (150, 100));
         assert_eq!(master.version, Version::V3);
-        assert_eq!(master.advert_interval.as_duration(), Duration::from_millis(500));
+        assert_eq!(
+            master.advert_interval.as_duration(),
+            Duration::from_millis(500)
+        );
         assert_eq!(master.transport, Transport::Multicast);
         assert_eq!(master.garp.master_repeat, 3);
         assert_eq!(master.garp.master_delay, Duration::from_secs(2));
         assert_eq!(master.garp.master_refresh, Some(Duration::from_secs(60)));
-        assert_eq!(track_weight(master, &TrackTarget::Probe("chk_squid_port".into())), 0);
+        assert_eq!(
+            track_weight(master, &TrackTarget::Probe("chk_squid_port".into())),
+            0
+        );
         assert!(master.notify.any.is_some());
         assert_eq!(node.not_converted().count(), 0, "{:?}", node.findings);
     }
-    assert_eq!(instance(&a.config, "VI_1").vips[0].address, ip("198.51.100.101"));
-    assert_eq!(instance(&a.config, "VI_2").vips[0].address, ip("198.51.100.102"));
+    assert_eq!(
+        instance(&a.config, "VI_1").vips[0].address,
+        ip("198.51.100.101")
+    );
+    assert_eq!(
+        instance(&a.config, "VI_2").vips[0].address,
+        ip("198.51.100.102")
+    );
     // The shell TCP check became a built-in probe.
     let probe = &a.config.probes[0];
     assert_eq!(
@@ -155,14 +198,24 @@ fn squid_active_active_each_node_masters_one_vip() {
         }
     );
     assert_eq!((probe.fall, probe.rise), (3, 3));
-    assert!(report.pair_notes.iter().any(|note| note.contains("VRID 62") && note.starts_with("VRID 62 IPv4: edge-b (150)")));
+    assert!(
+        report
+            .pair_notes
+            .iter()
+            .any(|note| note.contains("VRID 62") && note.starts_with("VRID 62 IPv4: edge-b (150)"))
+    );
 }
 
 #[test]
 fn nginx_sync_group_with_includes() {
     let report = setup("nginx-sync-group");
     let a = &report.nodes[0];
-    assert_eq!(a.files.len(), 3, "node-a.conf and its two includes: {:?}", a.files);
+    assert_eq!(
+        a.files.len(),
+        3,
+        "node-a.conf and its two includes: {:?}",
+        a.files
+    );
     let group = &a.config.sync_groups[0];
     assert_eq!(group.name, "G_WEB");
     assert_eq!(group.instances, ["VI_WAN", "VI_LAN"]);
@@ -172,13 +225,22 @@ fn nginx_sync_group_with_includes() {
     );
     let wan = instance(&a.config, "VI_WAN");
     let lan = instance(&a.config, "VI_LAN");
-    assert_eq!((wan.interface.as_str(), lan.interface.as_str()), ("eth0", "eth1"));
+    assert_eq!(
+        (wan.interface.as_str(), lan.interface.as_str()),
+        ("eth0", "eth1")
+    );
     assert_eq!(wan.vips.len(), 1, "the IPv6 excluded address is not a VIP");
     assert_eq!(lan.vips[0].label.as_deref(), Some("eth1:gw"));
     assert_eq!(track_weight(wan, &TrackTarget::Interface("eth1".into())), 0);
-    assert_eq!(track_weight(wan, &TrackTarget::Process("chk_nginx".into())), 0);
+    assert_eq!(
+        track_weight(wan, &TrackTarget::Process("chk_nginx".into())),
+        0
+    );
     assert_eq!(wan.garp.interval, Duration::from_millis(1));
-    assert_eq!(instance(&report.nodes[1].config, "VI_WAN").priority.get(), 100);
+    assert_eq!(
+        instance(&report.nodes[1].config, "VI_WAN").priority.get(),
+        100
+    );
     assert_eq!(
         findings(a, FindingKind::NotConverted),
         [
@@ -199,17 +261,37 @@ fn haproxy_positive_weight_becomes_base_priority() {
     let vi_b = instance(&b.config, "VI_LB");
     // keepalived: 101 + 50 while curl succeeds; hav: 151 - 50 while it fails.
     assert_eq!((vi_a.priority.get(), vi_b.priority.get()), (151, 150));
-    assert_eq!(track_weight(vi_a, &TrackTarget::Script("chk_haproxy_http".into())), -50);
+    assert_eq!(
+        track_weight(vi_a, &TrackTarget::Script("chk_haproxy_http".into())),
+        -50
+    );
     assert_eq!(peers(vi_a), [(ip("198.51.100.22"), Some(150))]);
     assert_eq!(peers(vi_b), [(ip("198.51.100.21"), Some(151))]);
-    assert!(!vi_a.preempt && !vi_b.preempt, "nopreempt with state BACKUP is kept");
-    assert_eq!(a.config.processes[0].matcher, ProcessMatch::Name("haproxy".into()));
-    assert!(vi_a.notify.any.is_none(), "the notify with a redirection is not converted");
+    assert!(
+        !vi_a.preempt && !vi_b.preempt,
+        "nopreempt with state BACKUP is kept"
+    );
+    assert_eq!(
+        a.config.processes[0].matcher,
+        ProcessMatch::Name("haproxy".into())
+    );
+    assert!(
+        vi_a.notify.any.is_none(),
+        "the notify with a redirection is not converted"
+    );
     assert_eq!(
         findings(a, FindingKind::NotConverted),
         [
-            ("node-a.conf".into(), 9, "vrrp_garp_master_refresh_repeat 2".into()),
-            ("node-a.conf".into(), 38, "198.51.100.80/24 option brd 198.51.100.255".into()),
+            (
+                "node-a.conf".into(),
+                9,
+                "vrrp_garp_master_refresh_repeat 2".into()
+            ),
+            (
+                "node-a.conf".into(),
+                38,
+                "198.51.100.80/24 option brd 198.51.100.255".into()
+            ),
             ("node-a.conf".into(), 41, "198.51.100.81/24".into()),
             (
                 "node-a.conf".into(),

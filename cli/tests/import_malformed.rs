@@ -27,7 +27,11 @@ fn malformed_syntax_names_the_line() {
     let cases = [
         ("vrrp_instance VI_1 {\n interface eth0\n", 1, "never closed"),
         ("global_defs {\n}\n}\n", 3, "closes no block"),
-        ("vrrp_script x {\n script \"/bin/true\n}\n", 2, "unterminated"),
+        (
+            "vrrp_script x {\n script \"/bin/true\n}\n",
+            2,
+            "unterminated",
+        ),
         ("\n\n{\n", 3, "without a keyword"),
         ("a {\n b \"\\x\"\n}\n", 2, "without hex digits"),
         ("include a b\n", 1, "exactly one"),
@@ -46,10 +50,11 @@ fn file_errors_name_the_file() {
     let dir = std::env::temp_dir().join(format!("hav-import-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let binary = dir.join("binary.conf");
-    std::fs::write(&binary, b"global_defs {\n router_id \xff\xfe\n}\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&binary, b"global_defs {\n router_id \xff\xfe\n}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let looping = dir.join("loop.conf");
     std::fs::write(&looping, "include loop.conf\n").unwrap_or_else(|e| panic!("{e}"));
-    match import_keepalived(&[binary.clone()]) {
+    match import_keepalived(std::slice::from_ref(&binary)) {
         Err(ImportError::NotUtf8 { file, line, offset }) => {
             assert_eq!((file, line, offset), (binary, 2, 25))
         }
@@ -59,8 +64,12 @@ fn file_errors_name_the_file() {
         Err(error @ ImportError::Read { .. }) => assert!(error.to_string().contains("absent.conf")),
         other => panic!("{other:?}"),
     }
-    match import_keepalived(&[looping.clone()]) {
-        Err(ImportError::Syntax { file, line, message }) => {
+    match import_keepalived(std::slice::from_ref(&looping)) {
+        Err(ImportError::Syntax {
+            file,
+            line,
+            message,
+        }) => {
             assert_eq!((file, line), (looping, 1));
             assert!(message.contains("nested"), "{message}");
         }
@@ -73,13 +82,24 @@ fn file_errors_name_the_file() {
 fn examples() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/keepalived");
     let mut texts = Vec::new();
-    for setup in ["squid-active-passive", "squid-active-active", "nginx-sync-group", "haproxy-http-check"] {
+    for setup in [
+        "squid-active-passive",
+        "squid-active-active",
+        "nginx-sync-group",
+        "haproxy-http-check",
+    ] {
         for node in ["node-a.conf", "node-b.conf"] {
             let path = root.join(setup).join(node);
-            texts.push(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+            texts.push(
+                std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            );
         }
     }
-    texts.push(std::fs::read_to_string(root.join("nginx-sync-group/conf.d-a/wan.conf")).unwrap_or_default());
+    texts.push(
+        std::fs::read_to_string(root.join("nginx-sync-group/conf.d-a/wan.conf"))
+            .unwrap_or_default(),
+    );
     texts
 }
 

@@ -44,21 +44,40 @@ fn keepalived_defaults_are_written_out() {
     assert_eq!(instance.priority.get(), 100);
     assert!(instance.preempt && instance.accept);
     let master = import(&one_instance("", "state MASTER"));
-    assert_eq!(the_instance(&master).priority.get(), 255, "MASTER without priority owns");
-    let v3 = import(&one_instance("vrrp_version 3\nv3_checksum_as_v2", "advert_int 0.25"));
+    assert_eq!(
+        the_instance(&master).priority.get(),
+        255,
+        "MASTER without priority owns"
+    );
+    let v3 = import(&one_instance(
+        "vrrp_version 3\nv3_checksum_as_v2",
+        "advert_int 0.25",
+    ));
     assert_eq!(the_instance(&v3).version, Version::V3);
     assert_eq!(the_instance(&v3).checksum, V3Checksum::NoPseudoHeader);
-    assert_eq!(the_instance(&v3).advert_interval.as_duration(), Duration::from_millis(250));
+    assert_eq!(
+        the_instance(&v3).advert_interval.as_duration(),
+        Duration::from_millis(250)
+    );
 }
 
 #[test]
 fn state_master_clears_nopreempt_and_preempt_delay_as_keepalived_does() {
-    let node = import(&one_instance("", "state MASTER\npriority 150\nnopreempt\npreempt_delay 30"));
+    let node = import(&one_instance(
+        "",
+        "state MASTER\npriority 150\nnopreempt\npreempt_delay 30",
+    ));
     assert!(the_instance(&node).preempt);
     assert_eq!(the_instance(&node).preempt_delay, Duration::ZERO);
-    let backup = import(&one_instance("", "state BACKUP\nnopreempt\npreempt_delay 2.5"));
+    let backup = import(&one_instance(
+        "",
+        "state BACKUP\nnopreempt\npreempt_delay 2.5",
+    ));
     assert!(!the_instance(&backup).preempt);
-    assert_eq!(the_instance(&backup).preempt_delay, Duration::from_millis(2500));
+    assert_eq!(
+        the_instance(&backup).preempt_delay,
+        Duration::from_millis(2500)
+    );
 }
 
 #[test]
@@ -82,7 +101,10 @@ fn positive_weights_fold_into_the_base_priority() {
     assert_eq!(weight(TrackTarget::Script("down".into())), Some(-30));
     assert_eq!(weight(TrackTarget::Interface("eth1".into())), Some(-5));
     // Capped as keepalived caps the effective priority.
-    let capped = import(&one_instance("", "priority 250\ntrack_interface {\n eth1 weight 20\n}"));
+    let capped = import(&one_instance(
+        "",
+        "priority 250\ntrack_interface {\n eth1 weight 20\n}",
+    ));
     assert_eq!(the_instance(&capped).priority.get(), 254);
 }
 
@@ -91,7 +113,11 @@ fn weighted_trackers_of_sync_group_members_are_left_out_as_keepalived_ignores_th
     let text = one_instance("", "track_interface {\n eth1 weight -50\n eth2\n}")
         + "vrrp_sync_group G {\n group {\n VI_1\n VI_MISSING\n }\n}\n";
     let node = import(&text);
-    let tracked: Vec<_> = the_instance(&node).track.iter().map(|t| t.target.clone()).collect();
+    let tracked: Vec<_> = the_instance(&node)
+        .track
+        .iter()
+        .map(|t| t.target.clone())
+        .collect();
     assert_eq!(tracked, [TrackTarget::Interface("eth2".into())]);
     assert_eq!(node.config.sync_groups[0].instances, ["VI_1"]);
     assert_eq!(
@@ -112,20 +138,40 @@ fn families_versions_and_addresses() {
         "virtual_ipaddress {\n 2001:db8::1/64\n 198.51.100.1/24\n 2001:db8::2 dev eth1 scope global\n}",
     ));
     let instance = the_instance(&node);
-    assert_eq!(instance.version, Version::V3, "IPv6 runs VRRPv3 as in keepalived");
-    let addresses: Vec<String> = instance.vips.iter().map(|v| format!("{}/{}@{}", v.address, v.prefix_len, v.dev)).collect();
+    assert_eq!(
+        instance.version,
+        Version::V3,
+        "IPv6 runs VRRPv3 as in keepalived"
+    );
+    let addresses: Vec<String> = instance
+        .vips
+        .iter()
+        .map(|v| format!("{}/{}@{}", v.address, v.prefix_len, v.dev))
+        .collect();
     assert_eq!(addresses, ["2001:db8::1/64@eth0", "2001:db8::2/128@eth1"]);
-    assert_eq!(not_converted_lines(&node), [(10, "198.51.100.1/24".to_owned())]);
+    assert_eq!(
+        not_converted_lines(&node),
+        [(10, "198.51.100.1/24".to_owned())]
+    );
 }
 
 #[test]
 fn authentication() {
-    let pass = import(&one_instance("", "authentication {\n auth_type PASS\n auth_pass 0123456789\n}"));
+    let pass = import(&one_instance(
+        "",
+        "authentication {\n auth_type PASS\n auth_pass 0123456789\n}",
+    ));
     assert_eq!(the_instance(&pass).auth, Auth::SimpleText(*b"01234567"));
-    let ah = import(&one_instance("", "authentication {\n auth_type AH\n auth_pass x\n}"));
+    let ah = import(&one_instance(
+        "",
+        "authentication {\n auth_type AH\n auth_pass x\n}",
+    ));
     assert_eq!(the_instance(&ah).auth, Auth::None);
     assert_eq!(not_converted_lines(&ah)[0].0, 11);
-    let v3 = import(&one_instance("vrrp_version 3", "authentication {\n auth_type PASS\n auth_pass x\n}"));
+    let v3 = import(&one_instance(
+        "vrrp_version 3",
+        "authentication {\n auth_type PASS\n auth_pass x\n}",
+    ));
     assert_eq!(the_instance(&v3).auth, Auth::None);
     assert_eq!(v3.not_converted().count(), 1);
 }
@@ -144,8 +190,15 @@ fn commands_split_without_a_shell_and_the_rest_is_listed() {
     assert_eq!(master, Some(vec!["two words".to_owned(), "x".to_owned()]));
     assert!(notify.backup.is_none() && notify.fault.is_none());
     assert!(notify.stop.is_some());
-    let lines: Vec<usize> = not_converted_lines(&node).into_iter().map(|(line, _)| line).collect();
-    assert_eq!(lines, [11, 12, 13], "user of notify_master, the pipe, the relative path");
+    let lines: Vec<usize> = not_converted_lines(&node)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    assert_eq!(
+        lines,
+        [11, 12, 13],
+        "user of notify_master, the pipe, the relative path"
+    );
 }
 
 #[test]
@@ -179,7 +232,11 @@ fn unsupported_top_level_blocks_are_listed() {
             (16, "static_routes { ... }".to_owned())
         ]
     );
-    assert!(node.toml.contains("keepalived.conf:13: virtual_server"), "{}", node.toml);
+    assert!(
+        node.toml.contains("keepalived.conf:13: virtual_server"),
+        "{}",
+        node.toml
+    );
 }
 
 #[test]
@@ -203,17 +260,43 @@ fn includes_expand_globs_relative_to_the_including_file() {
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
     };
-    write("keepalived.conf", "global_defs {\n router_id inc\n}\ninclude conf.d/*.{conf,inc}\ninclude missing/*.conf\n");
-    write("conf.d/b.inc", "vrrp_instance B {\n interface eth0\n virtual_router_id 2\n virtual_ipaddress {\n 198.51.100.2\n }\n}\n");
-    write("conf.d/a.conf", "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n 198.51.100.1\n }\n bogus_keyword 1\n}\n");
+    write(
+        "keepalived.conf",
+        "global_defs {\n router_id inc\n}\ninclude conf.d/*.{conf,inc}\ninclude missing/*.conf\n",
+    );
+    write(
+        "conf.d/b.inc",
+        "vrrp_instance B {\n interface eth0\n virtual_router_id 2\n virtual_ipaddress {\n 198.51.100.2\n }\n}\n",
+    );
+    write(
+        "conf.d/a.conf",
+        "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n 198.51.100.1\n }\n bogus_keyword 1\n}\n",
+    );
     write("conf.d/ignored.txt", "this is not included {");
     let report = havctl::import::import_keepalived(&[dir.join("keepalived.conf")])
         .unwrap_or_else(|e| panic!("{e}"));
     let node = &report.nodes[0];
-    let names: Vec<&str> = node.config.instances.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = node
+        .config
+        .instances
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
     assert_eq!(names, ["A", "B"]);
-    let bogus = node.not_converted().next().map(|f| (f.location.to_string(), f.item.clone()));
-    assert_eq!(bogus, Some((format!("{}:7", dir.join("conf.d/a.conf").display()), "bogus_keyword 1".to_owned())));
-    assert!(node.notes().any(|note| note.item == "include missing/*.conf" && note.location.line == 5));
+    let bogus = node
+        .not_converted()
+        .next()
+        .map(|f| (f.location.to_string(), f.item.clone()));
+    assert_eq!(
+        bogus,
+        Some((
+            format!("{}:7", dir.join("conf.d/a.conf").display()),
+            "bogus_keyword 1".to_owned()
+        ))
+    );
+    assert!(
+        node.notes()
+            .any(|note| note.item == "include missing/*.conf" && note.location.line == 5)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -295,7 +295,9 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             converter.name(&stem, &location, "file name")
         }
     };
-    converter.findings.sort_by(|a, b| a.location.cmp(&b.location));
+    converter
+        .findings
+        .sort_by(|a, b| a.location.cmp(&b.location));
     draft.findings = converter.findings;
     draft
 }
@@ -369,8 +371,11 @@ impl Converter {
                     Some(version @ (2 | 3)) => self.globals.version = Some(version),
                     _ => self.not_converted(item, "expected 2 or 3"),
                 },
-                "vrrp_garp_master_delay" | "vrrp_garp_master_repeat" | "vrrp_garp_master_refresh"
-                | "vrrp_garp_master_refresh_repeat" | "vrrp_garp_interval"
+                "vrrp_garp_master_delay"
+                | "vrrp_garp_master_repeat"
+                | "vrrp_garp_master_refresh"
+                | "vrrp_garp_master_refresh_repeat"
+                | "vrrp_garp_interval"
                 | "vrrp_gna_interval" => {
                     let mut garp = std::mem::take(&mut self.globals.garp);
                     self.garp_setting(item, &item.keyword["vrrp_".len()..], &mut garp);
@@ -418,12 +423,17 @@ impl Converter {
                     item,
                     "hav sends adverts to the RFC groups 224.0.0.18 and ff02::12 only",
                 ),
-                "notification_email" | "notification_email_from" | "smtp_server"
-                | "smtp_helo_name" | "smtp_connect_timeout" | "smtp_alert" | "smtp_alert_vrrp"
-                | "smtp_alert_checker" | "no_email_faults" => self.not_converted(
-                    item,
-                    "hav sends no mail; run a notify program to alert",
-                ),
+                "notification_email"
+                | "notification_email_from"
+                | "smtp_server"
+                | "smtp_helo_name"
+                | "smtp_connect_timeout"
+                | "smtp_alert"
+                | "smtp_alert_vrrp"
+                | "smtp_alert_checker"
+                | "no_email_faults" => {
+                    self.not_converted(item, "hav sends no mail; run a notify program to alert")
+                }
                 "vrrp_skip_check_adv_addr" | "vrrp_check_unicast_src" => self.not_converted(
                     item,
                     "hav always checks the addresses in adverts and their source; nothing to set",
@@ -854,10 +864,9 @@ impl Converter {
                 "virtual_ipaddress" => {
                     for entry in block(item) {
                         if let Some(vip) = self.vip(entry) {
-                            let family_differs = instance
-                                .vips
-                                .first()
-                                .is_some_and(|first| first.address.is_ipv6() != vip.address.is_ipv6());
+                            let family_differs = instance.vips.first().is_some_and(|first| {
+                                first.address.is_ipv6() != vip.address.is_ipv6()
+                            });
                             if family_differs {
                                 self.not_converted(
                                     entry,
@@ -890,20 +899,26 @@ impl Converter {
                     }
                 }
                 "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
-                    let index = NOTIFY_KEYS.iter().position(|key| *key == keyword).unwrap_or(0);
+                    let index = NOTIFY_KEYS
+                        .iter()
+                        .position(|key| *key == keyword)
+                        .unwrap_or(0);
                     instance.notify[index] = self.notify(item);
                 }
-                "garp_master_delay" | "garp_master_repeat" | "garp_master_refresh"
-                | "garp_master_refresh_repeat" | "garp_interval" | "gna_interval" => {
+                "garp_master_delay"
+                | "garp_master_repeat"
+                | "garp_master_refresh"
+                | "garp_master_refresh_repeat"
+                | "garp_interval"
+                | "gna_interval" => {
                     let mut garp = std::mem::take(&mut instance.garp);
                     self.garp_setting(item, keyword, &mut garp);
                     instance.garp = garp;
                 }
                 "smtp_alert" => self.not_converted(item, "hav sends no mail; run a notify program"),
-                "dont_track_primary" => self.not_converted(
-                    item,
-                    "hav always watches the instance's interface",
-                ),
+                "dont_track_primary" => {
+                    self.not_converted(item, "hav always watches the instance's interface")
+                }
                 "use_vmac" | "vmac_xmit_base" | "use_ipvlan" => self.not_converted(
                     item,
                     "hav uses the interface's own MAC address (no virtual MAC interfaces)",
@@ -976,7 +991,8 @@ impl Converter {
             }
         }
         if let Some((item, micros)) = advert {
-            instance.advert_interval_ms = Some(self.advert_interval(item, micros, instance.version));
+            instance.advert_interval_ms =
+                Some(self.advert_interval(item, micros, instance.version));
         }
         if let Some(item) = auth {
             instance.auth_pass = self.authentication(item, instance.version);
@@ -1099,8 +1115,11 @@ impl Converter {
                          is converted without this option",
                     );
                 }
-                ("home" | "-nodad" | "nodad" | "mngtmpaddr" | "noprefixroute" | "autojoin"
-                | "no_track" | "use_vmac", _) => {
+                (
+                    "home" | "-nodad" | "nodad" | "mngtmpaddr" | "noprefixroute" | "autojoin"
+                    | "no_track" | "use_vmac",
+                    _,
+                ) => {
                     self.push(
                         FindingKind::NotConverted,
                         &entry.location,
@@ -1236,7 +1255,9 @@ impl Converter {
             match keyword {
                 "group" => {
                     for member in block(item) {
-                        for member_name in std::iter::once(member.keyword.as_str()).chain(member.words()) {
+                        for member_name in
+                            std::iter::once(member.keyword.as_str()).chain(member.words())
+                        {
                             match self.instance_names.get(member_name) {
                                 Some(hav_name) => group.instances.push(hav_name.clone()),
                                 None => self.push(
@@ -1250,7 +1271,10 @@ impl Converter {
                     }
                 }
                 "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
-                    let index = NOTIFY_KEYS.iter().position(|key| *key == keyword).unwrap_or(0);
+                    let index = NOTIFY_KEYS
+                        .iter()
+                        .position(|key| *key == keyword)
+                        .unwrap_or(0);
                     group.notify[index] = self.notify(item);
                 }
                 "track_interface" | "track_script" | "track_process" | "track_file" => self
@@ -1277,13 +1301,20 @@ impl Converter {
                     continue;
                 }
                 let (ignored, kept): (Vec<TrackRef>, Vec<TrackRef>) = (instance.tracks.drain(..))
-                    .partition(|track| track.kind != TrackKind::File && track.keepalived_weight != 0);
+                    .partition(|track| {
+                        track.kind != TrackKind::File && track.keepalived_weight != 0
+                    });
                 instance.tracks = kept;
                 for track in ignored {
                     self.push(
                         FindingKind::NotConverted,
                         &track.location,
-                        format!("{} {} (weight {})", track.kind.key(), track.name, track.keepalived_weight),
+                        format!(
+                            "{} {} (weight {})",
+                            track.kind.key(),
+                            track.name,
+                            track.keepalived_weight
+                        ),
                         "keepalived ignores weighted trackers of sync group members (without \
                          sync_group_tracking_weight); left out to behave the same",
                     );
@@ -1380,11 +1411,14 @@ fn parse_seconds_micros(text: &str) -> Option<u64> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut micros_text: String = fraction.chars().take(6).collect();
     while micros_text.len() < 6 {
         micros_text.push('0');
@@ -1627,10 +1661,7 @@ impl Draft {
             }
             out.push_str(&format!("#\n# {title}:\n"));
             for finding in list {
-                let line = format!(
-                    "{}: {}: {}",
-                    finding.location, finding.item, finding.reason
-                );
+                let line = format!("{}: {}: {}", finding.location, finding.item, finding.reason);
                 out.push_str(&format!("#   {}\n", line.replace('\n', " ")));
             }
         }
@@ -1885,7 +1916,12 @@ mod tests {
     fn commands_split_without_a_shell() {
         assert_eq!(
             split_command("/usr/local/bin/notify.sh 'a b' \"c d\" e").ok(),
-            Some(vec!["/usr/local/bin/notify.sh".into(), "a b".into(), "c d".into(), "e".into()])
+            Some(vec![
+                "/usr/local/bin/notify.sh".into(),
+                "a b".into(),
+                "c d".into(),
+                "e".into()
+            ])
         );
         for shell in [
             "/bin/check | grep x",
@@ -1912,8 +1948,14 @@ mod tests {
             Some((IpAddr::from([127, 0, 0, 1]), 80))
         );
         let argv = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
-        assert_eq!(process_check(&argv("/usr/bin/killall -0 haproxy")), Some("haproxy".into()));
-        assert_eq!(process_check(&argv("/bin/pidof nginx")), Some("nginx".into()));
+        assert_eq!(
+            process_check(&argv("/usr/bin/killall -0 haproxy")),
+            Some("haproxy".into())
+        );
+        assert_eq!(
+            process_check(&argv("/bin/pidof nginx")),
+            Some("nginx".into())
+        );
         assert_eq!(process_check(&argv("/usr/bin/killall haproxy")), None);
     }
 }

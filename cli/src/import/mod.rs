@@ -92,7 +92,11 @@ impl fmt::Display for Finding {
             FindingKind::Note => "note",
             FindingKind::NotConverted => "not converted",
         };
-        write!(f, "{}: {kind}: {}: {}", self.location, self.item, self.reason)
+        write!(
+            f,
+            "{}: {kind}: {}: {}",
+            self.location, self.item, self.reason
+        )
     }
 }
 

@@ -467,7 +467,10 @@ mod tests {
         let parsed = parse_text(text, Path::new("k.conf")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.statements.len(), 2);
         let group = &parsed.statements[0].block.as_ref().map(|b| b[0].clone());
-        let group = group.as_ref().and_then(|g| g.block.clone()).unwrap_or_default();
+        let group = group
+            .as_ref()
+            .and_then(|g| g.block.clone())
+            .unwrap_or_default();
         assert_eq!(group[0].keyword, "VI_1");
         assert_eq!(group[0].words().collect::<Vec<_>>(), ["VI_2"]);
         assert_eq!(parsed.statements[1].location.line, 4);
