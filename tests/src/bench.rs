@@ -339,6 +339,10 @@ pub struct BenchConfig {
     pub unicast: bool,
     /// Limit for elections and takeovers (safety net, not a measurement).
     pub wait: Duration,
+    /// The fault is inflicted after a uniformly random delay in `[0, fault_jitter)` once the
+    /// client reaches the master, so its phase relative to adverts and to periodic checks
+    /// (the 1 s track_script) varies between runs instead of being fixed by the start-up.
+    pub fault_jitter: Duration,
 }
 
 impl BenchConfig {
@@ -351,6 +355,7 @@ impl BenchConfig {
             backup_priority: 100,
             unicast: false,
             wait: Duration::from_secs(15),
+            fault_jitter: Duration::from_secs(1),
         }
     }
 }
@@ -364,7 +369,8 @@ pub struct RunResult {
     pub report: FailoverReport,
 }
 
-/// Runs one fault for one contender in a fresh [`Pair`].
+/// Runs one fault for one contender in a fresh [`Pair`]. On failure the run's logs are kept
+/// and their directory is named in the error.
 pub fn run_once(
     contender: &dyn Contender,
     scenario: Scenario,
@@ -372,12 +378,28 @@ pub fn run_once(
     config: &BenchConfig,
 ) -> Result<RunResult, BenchError> {
     let pair = Pair::new()?;
+    let result = run_in(&pair, contender, scenario, timing, config);
+    if let Err(e) = &result
+        && !matches!(e, BenchError::NotWired(_))
+    {
+        pair.lab.keep_logs();
+    }
+    result
+}
+
+fn run_in(
+    pair: &Pair,
+    contender: &dyn Contender,
+    scenario: Scenario,
+    timing: Timing,
+    config: &BenchConfig,
+) -> Result<RunResult, BenchError> {
     let lab = &pair.lab;
     let mut httpd_a = start_httpd(lab, "a", config)?;
     let httpd_b = start_httpd(lab, "b", config)?;
 
-    let settings_a = node_settings(&pair, "a", contender, scenario, timing, config, &httpd_a)?;
-    let settings_b = node_settings(&pair, "b", contender, scenario, timing, config, &httpd_b)?;
+    let settings_a = node_settings(pair, "a", contender, scenario, timing, config, &httpd_a)?;
+    let settings_b = node_settings(pair, "b", contender, scenario, timing, config, &httpd_b)?;
     let mut node_a = contender.start(lab, &settings_a)?;
     node_a.wait_role(Role::Master, config.wait)?;
     lab.wait_address("a", IpAddr::V4(pair.vip4), Presence::Present, config.wait)?;
@@ -388,6 +410,8 @@ pub fn run_once(
     probe_config.interval = config.probe_interval;
     let prober = Prober::start(lab.host("client")?, probe_config)?;
     prober.wait_for_reply("a", Instant::now(), config.wait)?;
+    // Phase randomisation (see `fault_jitter`), not a synchronisation.
+    std::thread::sleep(random_below(config.fault_jitter)?);
 
     let fault = Instant::now();
     match scenario {
@@ -457,6 +481,18 @@ fn node_settings(
             .log_dir()
             .join(format!("{}-{node}", contender.name())),
     })
+}
+
+/// A uniformly random duration in `[0, limit)` (zero if `limit` is zero).
+fn random_below(limit: Duration) -> Result<Duration, BenchError> {
+    let mut bytes = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| BenchError::Io(format!("read /dev/urandom: {e}")))?;
+    let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    Ok(Duration::from_nanos(
+        u64::from_le_bytes(bytes).checked_rem(nanos).unwrap_or(0),
+    ))
 }
 
 /// Idle cost of one node pair at a given timing.

@@ -39,6 +39,9 @@ struct Args {
     /// Idle measurement window in seconds (0 skips it); measured at v3 100 ms.
     #[arg(long, default_value_t = 10)]
     idle_window_s: u64,
+    /// Upper bound (ms) of the random delay before each fault (phase randomisation).
+    #[arg(long, default_value_t = 1000)]
+    fault_jitter_ms: u64,
     /// VRRP unicast to the peer instead of multicast.
     #[arg(long)]
     unicast: bool,
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = BenchConfig::new(httpd);
     config.probe_interval = Duration::from_millis(args.probe_interval_ms);
     config.unicast = args.unicast;
+    config.fault_jitter = Duration::from_millis(args.fault_jitter_ms);
 
     let swept = netns::sweep_stale()?;
     if !swept.is_empty() {

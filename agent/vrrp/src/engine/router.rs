@@ -402,12 +402,20 @@ impl VirtualRouter {
             }
         } else {
             // "Else: Discard the ADVERTISEMENT". keepalived answers at once so that the other
-            // master steps down without waiting for our next advert; so do we.
+            // master steps down without waiting for our next advert; so do we. Another master
+            // means a split brain is healing: hosts and switches may have learnt the VIPs at
+            // the other master's MAC, so announce them again (one burst per such advert).
             self.send_advert(now, ours, out);
             self.timers.set(
                 Timer::Advert,
                 now + self.config.advert_interval.as_duration(),
             );
+            for _ in 0..self.config.announce.repeat.max(1) {
+                out.actions.push_back(Action::Announce {
+                    router: self.id,
+                    vips: self.config.vips.clone(),
+                });
+            }
         }
     }
 
