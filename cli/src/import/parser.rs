@@ -311,8 +311,22 @@ fn syntax(at: &Location, message: &str) -> ImportError {
     }
 }
 
+/// Patterns with more braces or stars than this are taken literally, which bounds the work a
+/// hostile pattern can cause (alternatives grow exponentially with braces, matching with stars).
+const MAX_PATTERN_SPECIALS: usize = 8;
+
 /// The files an include pattern names, sorted; only regular files are returned.
 fn expand_pattern(base: &Path, pattern: &str) -> Vec<PathBuf> {
+    let braces = pattern.matches('{').count();
+    let stars = pattern.matches('*').count();
+    if braces > MAX_PATTERN_SPECIALS || stars > MAX_PATTERN_SPECIALS {
+        let path = base.join(pattern);
+        return if path.is_file() {
+            vec![path]
+        } else {
+            Vec::new()
+        };
+    }
     let mut found = Vec::new();
     for alternative in expand_braces(pattern) {
         let path = Path::new(&alternative);
