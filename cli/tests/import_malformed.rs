@@ -196,4 +196,17 @@ proptest! {
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
     }
+
+    /// Arbitrary text, keepalived-flavoured characters favoured: never a panic, and every error
+    /// names a line of the text.
+    #[test]
+    fn arbitrary_text_never_panics(text in "([a-z_]{1,12}|[ \t]|\n|[{}\"'#!\\@$/.:0-9-]){0,400}") {
+        let lines = text.lines().count().max(1);
+        match import_keepalived_text(&text, Path::new(NAME)) {
+            Ok(node) => prop_assert!(hav_proto::config::parse_node_config(&node.toml, "again").is_ok()),
+            Err(ImportError::Syntax { line, .. }) => prop_assert!(line >= 1 && line <= lines),
+            Err(ImportError::Rejected { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
 }
