@@ -8,8 +8,12 @@
 //! unicast peer also gets the other node's priority, so a master that can no longer win resigns
 //! at once. Syntax errors name the file and line; no input makes the importer panic.
 
+mod command;
 mod convert;
+mod draft;
+mod emit;
 pub mod lexer;
+mod pair;
 pub mod parser;
 
 use std::fmt;
@@ -145,7 +149,7 @@ pub fn import_keepalived(files: &[PathBuf]) -> Result<ImportReport, ImportError>
         let parsed = parser::parse_file(file)?;
         drafts.push(convert::convert(file, parsed));
     }
-    let pair_notes = convert::pair(&mut drafts);
+    let pair_notes = pair::pair(&mut drafts);
     let mut nodes = Vec::new();
     for draft in drafts {
         nodes.push(finish(draft)?);
@@ -160,7 +164,7 @@ pub fn import_keepalived_text(text: &str, name: &Path) -> Result<ImportedNode, I
     finish(convert::convert(name, parsed))
 }
 
-fn finish(draft: convert::Draft) -> Result<ImportedNode, ImportError> {
+fn finish(draft: draft::Draft) -> Result<ImportedNode, ImportError> {
     let toml = draft.to_toml();
     let origin = format!("converted from {}", draft.source.display());
     match parse_node_config(&toml, &origin) {
