@@ -4,4 +4,5 @@ pub mod control;
 pub mod daemon;
 pub mod hooks;
 pub mod net;
+pub mod sd_notify;
 pub mod track;
