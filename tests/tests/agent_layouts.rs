@@ -222,8 +222,10 @@ fn sync_group_moves_both_instances_when_one_link_is_cut() {
         lab.wait_address("a", vip, Presence::Present, WAIT)
             .expect("VIPs on a");
     }
-    a.wait_state("VI_WAN", "Master", WAIT).expect("a master WAN");
-    a.wait_state("VI_LAN", "Master", WAIT).expect("a master LAN");
+    a.wait_state("VI_WAN", "Master", WAIT)
+        .expect("a master WAN");
+    a.wait_state("VI_LAN", "Master", WAIT)
+        .expect("a master LAN");
     let mut b = Agent::start(&lab, "b", &config("b", 100)).expect("b");
     for name in ["VI_LAN", "VI_WAN"] {
         b.wait_status(&format!("{name} backup of a"), WAIT, |status| {
