@@ -518,13 +518,21 @@ pub fn start_httpd(lab: &Lab, host: &str) -> Result<NsProcess, AgentError> {
     Ok(httpd)
 }
 
+/// One change of an address seen by an [`AddressLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressEvent {
+    pub at: Instant,
+    /// `true`: added (RTM_NEWADDR); `false`: removed (RTM_DELADDR).
+    pub present: bool,
+}
+
 /// Records every RTM_NEWADDR/RTM_DELADDR of one address in a namespace, from the moment
 /// [`AddressLog::start`] returns (the netlink subscription is in place by then) until
 /// [`AddressLog::stop`].
 #[derive(Debug)]
 pub struct AddressLog {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<Vec<(Instant, bool)>, NetnsError>>>,
+    thread: Option<std::thread::JoinHandle<Result<Vec<AddressEvent>, NetnsError>>>,
 }
 
 impl AddressLog {
@@ -573,10 +581,10 @@ impl AddressLog {
                             };
                             match inner {
                                 RouteNetlinkMessage::NewAddress(m) if address_of(&m) == Some(addr) => {
-                                    seen.push((Instant::now(), true));
+                                    seen.push(AddressEvent { at: Instant::now(), present: true });
                                 }
                                 RouteNetlinkMessage::DelAddress(m) if address_of(&m) == Some(addr) => {
-                                    seen.push((Instant::now(), false));
+                                    seen.push(AddressEvent { at: Instant::now(), present: false });
                                 }
                                 _ => {}
                             }
@@ -601,8 +609,8 @@ impl AddressLog {
         }
     }
 
-    /// Stops recording; the events seen, in order: `(when, true)` = added, `false` = removed.
-    pub fn stop(mut self) -> Result<Vec<(Instant, bool)>, AgentError> {
+    /// Stops recording; the events seen, in order.
+    pub fn stop(mut self) -> Result<Vec<AddressEvent>, AgentError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
