@@ -6,6 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hav_tests::bench::{
+    self, BenchConfig, BenchError, HavContender, KeepalivedContender, Scenario, Timing,
+};
 use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
 use hav_tests::netns::{self, NetnsError, NsProcess, Presence, RunPrefix, SpawnSpec};
 use hav_tests::probe::{self, ProbeConfig, Prober};
@@ -140,6 +143,80 @@ fn drop_removes_every_namespace_even_when_the_test_panics() {
     let prefix = panicking_prefix.into_inner().expect("not poisoned");
     assert!(!prefix.is_empty());
     assert!(no_namespace_with(&prefix), "left over after panic");
+    // Logs are kept after a panic by design; this panic was staged.
+    let _ = std::fs::remove_dir_all(Path::new(netns::LOG_ROOT).join(&prefix));
+}
+
+#[test]
+fn spawned_processes_are_terminated_killed_and_logged() {
+    let lab = two_hosts().expect("topology");
+    let script = "echo started; trap 'echo terminating; exit 3' TERM; while :; do sleep 0.05; done";
+    let mut graceful = lab
+        .spawn(
+            "a",
+            SpawnSpec::new("graceful", "/bin/sh").args(["-c", script]),
+        )
+        .expect("spawn");
+    assert_eq!(
+        graceful
+            .wait_timeout(Duration::from_millis(100))
+            .expect("wait"),
+        None,
+        "still running"
+    );
+    let status = graceful.terminate(WAIT).expect("terminate");
+    assert_eq!(status.code(), Some(3), "{}", graceful.log());
+    let log = graceful.log();
+    assert!(
+        log.contains("started") && log.contains("terminating"),
+        "{log}"
+    );
+
+    let mut stubborn = lab
+        .spawn("a", SpawnSpec::new("stubborn", "/bin/sleep").arg("600"))
+        .expect("spawn");
+    stubborn.kill().expect("kill");
+    assert_eq!(stubborn.describe_exit(), "killed by signal 9");
+
+    // The process runs inside the namespace: it sees the host's interface, not the root's.
+    let iface = lab.prefix().name("lan").expect("fits");
+    let out = lab.exec("a", &["ip", "-o", "link", "show"]).expect("exec");
+    assert!(
+        out.success() && out.stdout.contains(&iface),
+        "{}",
+        out.stdout
+    );
+    let bridge = lab.prefix().name("br").expect("fits");
+    assert!(!out.stdout.contains(&bridge), "{}", out.stdout);
+
+    // A process that exits without reporting ready is an error, not a hang.
+    let mut silent = lab
+        .spawn("a", SpawnSpec::new("silent", "/bin/true").ready_pipe())
+        .expect("spawn");
+    let err = silent.wait_ready(WAIT).expect_err("never ready");
+    assert!(matches!(err, NetnsError::NotReady { .. }), "{err}");
+}
+
+#[test]
+fn failover_bench_pipeline_measures_a_keepalived_run() {
+    let mut config = BenchConfig::new(HTTPD.into());
+    config.fault_jitter = Duration::ZERO;
+    let result = bench::run_once(
+        &KeepalivedContender,
+        Scenario::GracefulStop,
+        Timing::V3_20MS,
+        &config,
+    )
+    .expect("run");
+    assert_eq!(result.report.before.as_deref(), Some("a"));
+    assert!(result.report.outage.is_some(), "{:?}", result.report);
+    let skipped = bench::run_once(
+        &HavContender::default(),
+        Scenario::LinkCut,
+        Timing::V3_20MS,
+        &config,
+    );
+    assert!(matches!(skipped, Err(BenchError::NotWired(_))));
 }
 
 #[test]
