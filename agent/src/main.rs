@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         };
     }
     init_logging(args.log_format);
+    unblock_handled_signals();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,5 +133,23 @@ fn init_logging(format: LogFormat) {
         (LogFormat::Json, _) => builder.json().init(),
         (LogFormat::Text, true) => builder.without_time().init(),
         (LogFormat::Text, false) => builder.init(),
+    }
+}
+
+/// A parent may have left signals blocked (the mask survives exec); the agent must see the ones
+/// it acts on, or a SIGTERM would never start the graceful stop.
+fn unblock_handled_signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        set.add(signal);
+    }
+    if let Err(error) = set.thread_unblock() {
+        tracing::warn!(%error, "cannot unblock signals");
     }
 }

@@ -248,6 +248,20 @@ impl Agent {
         })
     }
 
+    /// Like [`Agent::start`] with the agent logging at `info` only, as in production (the
+    /// benchmark measures its idle cost).
+    pub fn start_quiet(lab: &Lab, host: &str, config: &AgentConfig) -> Result<Agent, AgentError> {
+        let dir = lab.log_dir().join(format!("agent-{host}"));
+        fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        write_config_file(&dir, &config.render(&dir))?;
+        Ok(Agent {
+            host: host.to_owned(),
+            process: spawn_with_log(lab, host, &dir, 0, "info")?,
+            dir,
+            starts: 1,
+        })
+    }
+
     /// Starts the agent again on the same config and state dir (after a kill or a stop).
     pub fn restart(&mut self, lab: &Lab) -> Result<(), AgentError> {
         if self.process.is_running() {
@@ -447,12 +461,22 @@ fn write_config_file(dir: &Path, text: &str) -> Result<(), AgentError> {
 }
 
 fn spawn(lab: &Lab, host: &str, dir: &Path, start: u32) -> Result<NsProcess, AgentError> {
+    spawn_with_log(lab, host, dir, start, "info,hav_agent=debug")
+}
+
+fn spawn_with_log(
+    lab: &Lab,
+    host: &str,
+    dir: &Path,
+    start: u32,
+    log: &str,
+) -> Result<NsProcess, AgentError> {
     let binary = agent_binary()?;
     let config = dir.join("agent.toml");
     let spec = SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
         .arg("--config")
         .arg(config.display().to_string())
-        .env("RUST_LOG", "info,hav_agent=debug")
+        .env("RUST_LOG", log)
         .env("RUST_BACKTRACE", "1");
     Ok(lab.spawn(host, spec)?)
 }

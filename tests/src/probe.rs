@@ -293,6 +293,10 @@ pub struct FailoverReport {
     pub probes_in_window: usize,
 }
 
+/// How long before a fault an attempt may have begun and still count as in flight at the fault:
+/// one probe interval at the default cadence.
+pub const IN_FLIGHT_AT_FAULT: Duration = Duration::from_millis(5);
+
 /// Analyses `samples` around a fault that happened at `fault`.
 pub fn analyse(samples: &[Sample], fault: Instant, new_holder: &str) -> FailoverReport {
     let before = samples
@@ -305,7 +309,12 @@ pub fn analyse(samples: &[Sample], fault: Instant, new_holder: &str) -> Failover
         .filter(|s| s.done >= fault && s.node() == Some(new_holder))
         .min_by_key(|s| s.done);
     let window_end = first_good.map(|s| s.sent);
-    let in_window = |s: &&Sample| s.done >= fault && window_end.is_none_or(|end| s.sent < end);
+    // An attempt begun well before the fault belongs to the state before it (e.g. one still timing
+    // out from an earlier disturbance); one begun within a probe interval of it was in flight.
+    let begun = fault.checked_sub(IN_FLIGHT_AT_FAULT).unwrap_or(fault);
+    let in_window = |s: &&Sample| {
+        s.done >= fault && s.sent >= begun && window_end.is_none_or(|end| s.sent < end)
+    };
     FailoverReport {
         before: before.clone(),
         new_holder: new_holder.to_owned(),

@@ -92,12 +92,20 @@ impl AdvertInterval {
 
     /// An interval in centiseconds; `None` for 0 or more than 25500 (255 s).
     pub const fn from_centis(centis: u16) -> Option<Self> {
-        if centis == 0 || centis > 25500 { None } else { Some(Self(centis)) }
+        if centis == 0 || centis > 25500 {
+            None
+        } else {
+            Some(Self(centis))
+        }
     }
 
     /// An interval in whole seconds (v2); `None` for 0.
     pub const fn from_secs(secs: u8) -> Option<Self> {
-        if secs == 0 { None } else { Some(Self(secs as u16 * 100)) }
+        if secs == 0 {
+            None
+        } else {
+            Some(Self(secs as u16 * 100))
+        }
     }
 
     pub const fn centis(self) -> u16 {

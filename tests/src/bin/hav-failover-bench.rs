@@ -48,12 +48,10 @@ struct Args {
     /// Path of hav-test-httpd (default: next to this binary).
     #[arg(long)]
     httpd: Option<PathBuf>,
-    /// Path of hav-agent (for the hav contender).
-    #[arg(long)]
-    hav_agent: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
+    // The hav contender runs `HAV_AGENT_BIN`, else the hav-agent built beside this binary.
     let args = Args::parse();
     let scenarios = args
         .scenarios
@@ -69,9 +67,7 @@ fn main() -> anyhow::Result<()> {
     for name in &args.contenders {
         match name.as_str() {
             "keepalived" => contenders.push(Box::new(KeepalivedContender)),
-            "hav" => contenders.push(Box::new(HavContender {
-                binary: args.hav_agent.clone(),
-            })),
+            "hav" => contenders.push(Box::new(HavContender)),
             other => bail!("unknown contender {other}"),
         }
     }

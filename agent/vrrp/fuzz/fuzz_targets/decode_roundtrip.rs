@@ -35,7 +35,14 @@ fn split(data: &[u8]) -> Option<(RecvMeta, &[u8])> {
     let (&[flags, hop_limit], rest) = data.split_first_chunk::<2>()?;
     let (src, rest) = address(rest, flags & 1 != 0)?;
     let (dst, payload) = address(rest, flags & 2 != 0)?;
-    Some((RecvMeta { src, dst, hop_limit }, payload))
+    Some((
+        RecvMeta {
+            src,
+            dst,
+            hop_limit,
+        },
+        payload,
+    ))
 }
 
 fn address(data: &[u8], v6: bool) -> Option<(IpAddr, &[u8])> {

@@ -3,7 +3,7 @@
 //! [`Packet::new_checked`] guarantees the 8-byte fixed header is present; after it no accessor
 //! panics. The variable part (addresses, v2 authentication data) is returned as slices bounded by
 //! the buffer, so a short or long buffer yields short or long slices, never a panic. The view does
-//! not know the IP family: the repr ([`super::Advertisement`]) checks the lengths against it.
+//! not know the IP family: [`super::decode`] checks the lengths against it.
 
 use super::DecodeError;
 
@@ -101,7 +101,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Checks the buffer holds the 8-byte fixed header. Whether the variable part matches the
-    /// address count depends on the IP family and is checked by [`super::Advertisement::parse`].
+    /// address count depends on the IP family and is checked by [`super::decode`].
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
