@@ -541,3 +541,135 @@ pub fn start_httpd(lab: &Lab, host: &str) -> Result<NsProcess, AgentError> {
     httpd.wait_ready(Duration::from_secs(10))?;
     Ok(httpd)
 }
+
+/// One change of an address seen by an [`AddressLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressEvent {
+    pub at: Instant,
+    /// `true`: added (RTM_NEWADDR); `false`: removed (RTM_DELADDR).
+    pub present: bool,
+}
+
+/// Records every RTM_NEWADDR/RTM_DELADDR of one address in a namespace, from the moment
+/// [`AddressLog::start`] returns (the netlink subscription is in place by then) until
+/// [`AddressLog::stop`].
+#[derive(Debug)]
+pub struct AddressLog {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<Vec<AddressEvent>, NetnsError>>>,
+}
+
+impl AddressLog {
+    /// Subscribes to address events in `host` and returns once subscribed.
+    pub fn start(lab: &Lab, host: &str, addr: IpAddr) -> Result<AddressLog, AgentError> {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let namespace = lab.host(host)?.name().to_owned();
+        let thread = lab.host(host)?.in_thread(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| NetnsError::Io {
+                    what: format!("runtime in {namespace}"),
+                    source: e,
+                })?;
+            runtime.block_on(async move {
+                use futures::StreamExt;
+                use rtnetlink::packet_route::RouteNetlinkMessage;
+                let subscribed = rtnetlink::new_multicast_connection(&[
+                    rtnetlink::MulticastGroup::Ipv4Ifaddr,
+                    rtnetlink::MulticastGroup::Ipv6Ifaddr,
+                ]);
+                let (connection, _handle, mut events) = match subscribed {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return Err(NetnsError::Netlink {
+                            namespace,
+                            reason: e.to_string(),
+                        });
+                    }
+                };
+                tokio::spawn(connection);
+                let _ = ready_tx.send(Ok(()));
+                let mut seen = Vec::new();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return Ok(seen),
+                        event = events.next() => {
+                            let Some((message, _)) = event else { return Ok(seen) };
+                            let rtnetlink::packet_core::NetlinkPayload::InnerMessage(inner) =
+                                message.payload
+                            else {
+                                continue;
+                            };
+                            match inner {
+                                RouteNetlinkMessage::NewAddress(m) if address_of(&m) == Some(addr) => {
+                                    seen.push(AddressEvent { at: Instant::now(), present: true });
+                                }
+                                RouteNetlinkMessage::DelAddress(m) if address_of(&m) == Some(addr) => {
+                                    seen.push(AddressEvent { at: Instant::now(), present: false });
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            })
+        })?;
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(AddressLog {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(reason)) => Err(AgentError::Status {
+                node: host.to_owned(),
+                reason: format!("netlink subscription: {reason}"),
+            }),
+            Err(_) => Err(AgentError::Status {
+                node: host.to_owned(),
+                reason: "netlink subscription did not report".into(),
+            }),
+        }
+    }
+
+    /// Stops recording; the events seen, in order.
+    pub fn stop(mut self) -> Result<Vec<AddressEvent>, AgentError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => Ok(result?),
+            Some(Err(_)) => Err(AgentError::Status {
+                node: String::new(),
+                reason: "address log thread panicked".into(),
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for AddressLog {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// IFA_LOCAL for IPv4 (IFA_ADDRESS is the peer on point-to-point links), else IFA_ADDRESS.
+fn address_of(message: &rtnetlink::packet_route::address::AddressMessage) -> Option<IpAddr> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(a) => return Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            _ => {}
+        }
+    }
+    address
+}

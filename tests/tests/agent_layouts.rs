@@ -222,9 +222,18 @@ fn sync_group_moves_both_instances_when_one_link_is_cut() {
         lab.wait_address("a", vip, Presence::Present, WAIT)
             .expect("VIPs on a");
     }
+    a.wait_state("VI_WAN", "Master", WAIT)
+        .expect("a master WAN");
+    a.wait_state("VI_LAN", "Master", WAIT)
+        .expect("a master LAN");
     let mut b = Agent::start(&lab, "b", &config("b", 100)).expect("b");
-    b.wait_state("VI_LAN", "Backup", WAIT).expect("b backup");
-    b.wait_state("VI_WAN", "Backup", WAIT).expect("b backup");
+    for name in ["VI_LAN", "VI_WAN"] {
+        b.wait_status(&format!("{name} backup of a"), WAIT, |status| {
+            hav_tests::agent::find_instance(status, name)
+                .is_some_and(|s| s["state"] == "Backup" && !s["master"].is_null())
+        })
+        .expect("b backup of a on both LANs");
+    }
     let lan_probe = prober(&lab, lan_vip);
     lan_probe
         .wait_for_reply("a", Instant::now(), WAIT)
@@ -238,7 +247,9 @@ fn sync_group_moves_both_instances_when_one_link_is_cut() {
         .wait_for_reply("a", Instant::now(), WAIT)
         .expect("WAN client reaches a");
 
-    // Cut only a's WAN port: VI_WAN faults, the group takes VI_LAN with it.
+    // Cut only a's WAN port. b's VI_WAN stops hearing a and takes over after its master-down
+    // interval; a sees the carrier loss when the kernel's linkwatch reports it (up to 1 s
+    // later), faults VI_WAN, and the group faults VI_LAN with it (priority 0 on the LAN).
     let fault = Instant::now();
     lab.link_down("a", &wan_if).expect("cut a's WAN");
     let lan_moved = takeover(&lab, lan_probe, lan_vip, fault, "b");
