@@ -143,6 +143,16 @@ impl FleetLab {
         Ok(())
     }
 
+    /// Kills `node`'s agent and starts it again on the same local file and state dir.
+    pub fn restart_agent(&mut self, node: &str) -> Result<(), Error> {
+        let agent = self
+            .agents
+            .get_mut(node)
+            .ok_or_else(|| format!("no agent {node}"))?;
+        agent.restart(&self.lab)?;
+        Ok(())
+    }
+
     pub fn agent(&mut self, node: &str) -> Result<&mut Agent, Error> {
         self.agents
             .get_mut(node)
@@ -240,6 +250,9 @@ impl FleetLab {
         let out = self
             .lab
             .exec(CLIENT_HOST, &["ping", "-c", "1", "-W", "2", &target])?;
+        if !out.success() {
+            eprintln!("client ping {target} failed: {}{}", out.stdout, out.stderr);
+        }
         Ok(out.success())
     }
 

@@ -111,8 +111,7 @@ fn a_restarted_coordinator_keeps_history_and_agents_reconnect_and_keep_their_con
 
     lab.kill_coordinator()?;
     // Autonomy: an agent restarted while the coordinator is away runs its last pushed config.
-    let a2 = lab.agent("a2")?;
-    a2.restart(&lab.lab)?;
+    lab.restart_agent("a2")?;
     lab.agent("a2")?
         .wait_state("alpha-vip1", "Master", Duration::from_secs(15))?;
     lab.wait_vip("a2", "198.51.100.101".parse()?, true)?;
