@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::sd_notify::{self, Notifier};
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -74,6 +75,8 @@ struct Daemon {
     track_events: mpsc::Receiver<TrackEvent>,
     track_tx: mpsc::Sender<TrackEvent>,
     drops: BTreeMap<&'static str, u64>,
+    /// systemd's notification socket, when run as a `Type=notify` service.
+    notifier: Option<Notifier>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
 }
@@ -150,6 +153,10 @@ impl Daemon {
             track_events,
             track_tx,
             drops: BTreeMap::new(),
+            notifier: Notifier::from_env().unwrap_or_else(|error| {
+                tracing::warn!(%error, "NOTIFY_SOCKET unusable; systemd will not hear from us");
+                None
+            }),
             status,
             _status_server: status_server,
         };
@@ -169,6 +176,7 @@ impl Daemon {
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
+        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
@@ -178,6 +186,8 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
         let mut stopping = false;
+        // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
+        let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         loop {
             let deadline = self.engine.poll_timeout();
             let sleep = async {
@@ -195,6 +205,15 @@ impl Daemon {
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
                 () = sleep => self.engine.handle_timeout(Instant::now()),
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(interval) => interval.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.notify(|n| n.watchdog());
+                    continue;
+                }
             }
             self.execute().await;
             self.publish();
@@ -213,6 +232,7 @@ impl Daemon {
                 "stopping: resigning mastership, keeping VIPs until a peer takes over"
             );
             *stopping = true;
+            self.notify(|n| n.stopping());
             self.engine.shutdown(Instant::now());
         }
     }
@@ -236,6 +256,15 @@ impl Daemon {
             Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
         }
         tracing::info!("hav-agent stopped");
+    }
+
+    /// Sends one notification to systemd, if it is listening; a failure is only logged.
+    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), crate::sd_notify::NotifyError>) {
+        if let Some(notifier) = &self.notifier
+            && let Err(error) = send(notifier)
+        {
+            tracing::warn!(%error, "systemd notification failed");
+        }
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
