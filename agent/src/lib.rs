@@ -3,4 +3,5 @@
 pub mod daemon;
 pub mod hooks;
 pub mod net;
+pub mod telemetry;
 pub mod track;

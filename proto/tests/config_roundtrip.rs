@@ -443,7 +443,9 @@ fn telemetry() -> impl Strategy<Value = Telemetry> {
     )
         .prop_map(|(metrics_listen, endpoint, ratio, resource)| {
             let text = match endpoint {
-                Some(url) => format!("[node]\nname = \"x\"\n[telemetry]\notlp_endpoint = {url:?}\n"),
+                Some(url) => {
+                    format!("[node]\nname = \"x\"\n[telemetry]\notlp_endpoint = {url:?}\n")
+                }
                 None => "[node]\nname = \"x\"\n".to_string(),
             };
             let otlp_endpoint = parse_node_config(&text, "endpoint")

@@ -91,11 +91,16 @@ resource = { "" = "x", "ok" = "fine" }
 fn port_zero_unknown_keys_and_wrong_types_are_refused() {
     assert_eq!(
         refused("metrics_listen = \"127.0.0.1:0\"\n"),
-        ["node.toml: telemetry.metrics_listen: \"127.0.0.1:0\" has port 0; scrapers need a fixed port"]
+        [
+            "node.toml: telemetry.metrics_listen: \"127.0.0.1:0\" has port 0; scrapers need a fixed port"
+        ]
     );
     let lines = refused("metrics_port = 9712\n");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("node.toml: telemetry.metrics_port: "), "{lines:?}");
+    assert!(
+        lines[0].starts_with("node.toml: telemetry.metrics_port: "),
+        "{lines:?}"
+    );
     let lines = refused("resource = { \"deployment.environment\" = 3 }\n");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
@@ -118,6 +123,7 @@ fn canonical_form_keeps_the_table() {
     let canonical = config.to_toml();
     assert!(canonical.contains("[telemetry]"), "{canonical}");
     assert!(canonical.contains("sampling_ratio = 1.0"), "{canonical}");
-    let again = parse_node_config(&canonical, "canonical").unwrap_or_else(|errors| panic!("{errors}"));
+    let again =
+        parse_node_config(&canonical, "canonical").unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(again, config);
 }

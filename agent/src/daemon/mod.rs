@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -76,6 +77,7 @@ struct Daemon {
     drops: BTreeMap<&'static str, u64>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
+    telemetry: Telemetry,
 }
 
 struct OpenSocket {
@@ -132,6 +134,7 @@ impl Daemon {
                 None
             }
         };
+        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
         let mut daemon = Self {
             config_path,
             config,
@@ -152,6 +155,7 @@ impl Daemon {
             drops: BTreeMap::new(),
             status,
             _status_server: status_server,
+            telemetry,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -244,9 +248,11 @@ impl Daemon {
                 interface,
                 meta,
                 payload,
-            } => self
-                .engine
-                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            } => {
+                self.telemetry.on_packet(&meta, &payload);
+                self.engine
+                    .handle_packet(Instant::now(), &interface, &meta, &payload)
+            }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
         }
     }
@@ -314,6 +320,7 @@ impl Daemon {
     /// Carries out the engine's actions in order.
     async fn execute(&mut self) {
         while let Some(action) = self.engine.poll_action() {
+            self.telemetry.begin(&action);
             match action {
                 Action::Transmit {
                     router,
@@ -391,7 +398,9 @@ impl Daemon {
                 }
                 other => tracing::debug!(?other, "action not handled by this agent version"),
             }
+            self.telemetry.end();
         }
+        self.telemetry.settle();
     }
 
     /// SIGHUP: a new config replaces the running one only if it loads, plans, opens its sockets
@@ -556,6 +565,8 @@ impl Daemon {
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        self.telemetry
+            .configure(&self.plan.engine.routers, &self.names);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -582,6 +593,8 @@ impl Daemon {
     }
 
     fn publish(&self) {
+        self.telemetry
+            .publish(&self.engine, &self.health, &self.drops);
         let snapshot = self.snapshot();
         self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()

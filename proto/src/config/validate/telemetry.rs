@@ -87,7 +87,9 @@ fn endpoint(text: &str, path: &KeyPath, errors: &mut Collector) -> Option<OtlpEn
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty()
             || authority.contains(['/', '?', '#', '@'])
-            || authority.chars().any(|c| c.is_whitespace() || c.is_control())
+            || authority
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return None;
         }
