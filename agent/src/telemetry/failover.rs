@@ -504,6 +504,9 @@ impl TakeoverRecord {
 /// The facts both sides of a handover agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
+    /// The old master resigned (sent priority 0) rather than being overtaken or silent: a
+    /// graceful handover and a takeover between the same two nodes get different traces.
+    pub resigned: bool,
     pub vrid: u8,
     /// Sorted.
     pub vips: Vec<IpAddr>,
@@ -515,7 +518,7 @@ impl Handover {
     /// A stable 128-bit hash of the facts (the same on every node and build).
     pub fn key(&self) -> [u8; 16] {
         let mut hash = StableHash::new(b"hav.handover.v1");
-        hash.write(&[self.vrid]);
+        hash.write(&[u8::from(self.resigned), self.vrid]);
         for vip in &self.vips {
             write_address(&mut hash, *vip);
         }
@@ -735,6 +738,7 @@ impl Record {
     fn handover(&self) -> Handover {
         match self {
             Record::Takeover(record) => Handover {
+                resigned: matches!(record.takeover.cause, Cause::MasterResigned { .. }),
                 vrid: record.facts.vrid,
                 vips: record.facts.vips.clone(),
                 old_master: record
@@ -744,6 +748,11 @@ impl Record {
                 new_master: record.facts.primary,
             },
             Record::Resignation(record) => Handover {
+                // Every way out of Master sends priority 0, except being overtaken.
+                resigned: !matches!(
+                    record.resignation.cause,
+                    Cause::HigherPriority { .. } | Cause::EqualPriorityHigherAddress { .. }
+                ),
                 vrid: record.facts.vrid,
                 vips: record.facts.vips.clone(),
                 old_master: record.facts.primary,
@@ -960,6 +969,7 @@ mod tests {
 
     fn handover() -> Handover {
         Handover {
+            resigned: true,
             vrid: 51,
             vips: vec!["198.51.100.1".parse().expect("literal")],
             old_master: "198.51.100.11".parse().expect("literal"),
@@ -979,6 +989,9 @@ mod tests {
         let (id, _) = base.trace_ids(at(1_700_000_005_000));
         assert_eq!(id, base.trace_ids(at(1_700_000_009_000)).0, "same window");
         assert_ne!(id, base.trace_ids(at(1_700_000_015_000)).0, "next window");
+        let mut other = base.clone();
+        other.resigned = false;
+        assert_ne!(other.key(), base.key(), "a takeover is not a resignation");
         let mut other = base.clone();
         other.vrid = 52;
         assert_ne!(other.key(), base.key());

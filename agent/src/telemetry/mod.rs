@@ -64,11 +64,7 @@ impl Telemetry {
     }
 
     /// The routers as configured now, by id (at start-up and after a reload).
-    pub fn configure(
-        &mut self,
-        routers: &[RouterConfig],
-        names: &HashMap<RouterId, String>,
-    ) {
+    pub fn configure(&mut self, routers: &[RouterConfig], names: &HashMap<RouterId, String>) {
         self.failovers
             .configure(names.iter().filter_map(|(id, name)| {
                 let config = routers.iter().find(|config| &config.name == name)?;
