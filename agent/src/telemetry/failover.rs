@@ -985,7 +985,7 @@ mod tests {
     fn ids_are_stable_and_depend_on_every_fact() {
         let base = handover();
         // Pinned: a change of the algorithm would split the two sides of mixed-version pairs.
-        assert_eq!(hex(&base.key()), hex(&handover().key()));
+        assert_eq!(hex(&base.key()), "12402ea687c625192346cc71437b134f");
         let (id, _) = base.trace_ids(at(1_700_000_005_000));
         assert_eq!(id, base.trace_ids(at(1_700_000_009_000)).0, "same window");
         assert_ne!(id, base.trace_ids(at(1_700_000_015_000)).0, "next window");
@@ -1005,6 +1005,152 @@ mod tests {
             root_span_id(id, "vrrp.failover"),
             root_span_id(id, "vrrp.resign")
         );
+    }
+
+    fn router(name: &str, primary: &str) -> RouterConfig {
+        RouterConfig {
+            name: name.into(),
+            interface: "eth0".into(),
+            vrid: hav_vrrp::VrId::new(51).expect("valid"),
+            version: hav_vrrp::Version::V3,
+            family: Family::V4,
+            priority: Priority(100),
+            advert_interval: hav_vrrp::AdvertInterval::DEFAULT,
+            preempt: hav_vrrp::engine::Preempt::default(),
+            accept: true,
+            primary_address: primary.parse().expect("literal"),
+            peers: hav_vrrp::engine::Peers::Multicast,
+            vips: vec!["198.51.100.1".parse().expect("literal")],
+            auth: hav_vrrp::Auth::None,
+            checksum: hav_vrrp::V3Checksum::PseudoHeader,
+            announce: hav_vrrp::engine::AnnounceSchedule::default(),
+        }
+    }
+
+    fn later(moment: Moment, millis: u64) -> Moment {
+        Moment {
+            wall: moment.wall + Duration::from_millis(millis),
+            mono: moment.mono + Duration::from_millis(millis),
+        }
+    }
+
+    /// Node b takes over from a silent a; node a, alive, resigns to b: both records share a
+    /// trace and link to each other's root.
+    #[test]
+    fn a_takeover_and_a_resignation_pair_up() {
+        let id = RouterId::from_index(0);
+        let scope = InstrumentationScope::builder("test").build();
+        let t0 = Moment::now();
+        let a_addr: IpAddr = "198.51.100.11".parse().expect("literal");
+        let b_addr: IpAddr = "198.51.100.12".parse().expect("literal");
+
+        let mut b = Failovers::new("b");
+        let config_b = router("VI_1", "198.51.100.12");
+        b.configure([(id, &config_b)]);
+        b.heard(t0, 51, a_addr, Priority::RESIGN);
+        let elected = later(t0, 60);
+        b.state_changed(
+            elected,
+            id,
+            State::Backup,
+            State::Master,
+            Priority(100),
+            &Cause::MasterResigned { master: a_addr },
+        );
+        b.begin(later(t0, 61), id, Step::AddVips);
+        b.begin(later(t0, 70), id, Step::Transmit);
+        b.begin(later(t0, 71), id, Step::Announce);
+        b.end(later(t0, 72));
+        let records = b.settle(later(t0, 73));
+        assert_eq!(records.len(), 1);
+        let Record::Takeover(takeover) = &records[0] else {
+            panic!("a takeover");
+        };
+        assert_eq!(takeover.duration(), Duration::from_millis(72));
+        let b_spans = records[0].spans("b", &scope);
+        let names: Vec<&str> = b_spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "vrrp.failover",
+                "vrrp.detect",
+                "vrrp.election",
+                "vips.add",
+                "announce"
+            ]
+        );
+        let root = &b_spans[0];
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        for child in &b_spans[1..] {
+            assert_eq!(child.parent_span_id, root.span_context.span_id());
+            assert_eq!(child.span_context.trace_id(), root.span_context.trace_id());
+            assert!(child.start_time >= root.start_time && child.end_time <= root.end_time);
+        }
+        assert_eq!(
+            b_spans[3]
+                .end_time
+                .duration_since(b_spans[3].start_time)
+                .ok(),
+            Some(Duration::from_millis(9))
+        );
+
+        let mut a = Failovers::new("a");
+        let config_a = router("VI_1", "198.51.100.11");
+        a.configure([(id, &config_a)]);
+        a.state_changed(
+            t0,
+            id,
+            State::Master,
+            State::Initialize,
+            Priority(150),
+            &Cause::Shutdown,
+        );
+        a.end(later(t0, 1));
+        assert!(a.settle(later(t0, 2)).is_empty(), "waits for a successor");
+        // b's first advert as master, heard a moment after b sent it.
+        a.heard(later(t0, 70), 51, b_addr, Priority(100));
+        a.begin(later(t0, 70), id, Step::RemoveVips);
+        a.end(later(t0, 75));
+        let records = a.settle(later(t0, 76));
+        assert_eq!(records.len(), 1);
+        let a_spans = records[0].spans("a", &scope);
+        let resign = &a_spans[0];
+        assert_eq!(resign.name, "vrrp.resign");
+        assert_eq!(resign.span_context.trace_id(), root.span_context.trace_id());
+        let links_to = |from: &SpanData, to: &SpanData| {
+            from.links.iter().any(|link| {
+                link.span_context.span_id() == to.span_context.span_id()
+                    && link.span_context.trace_id() == to.span_context.trace_id()
+            })
+        };
+        assert!(links_to(root, resign));
+        assert!(links_to(resign, root));
+    }
+
+    #[test]
+    fn a_resignation_without_successor_is_recorded_after_waiting() {
+        let id = RouterId::from_index(0);
+        let t0 = Moment::now();
+        let mut a = Failovers::new("a");
+        let config_a = router("VI_1", "198.51.100.11");
+        a.configure([(id, &config_a)]);
+        a.state_changed(
+            t0,
+            id,
+            State::Master,
+            State::Fault,
+            Priority(150),
+            &Cause::TrackerFault {
+                tracker: "x".into(),
+            },
+        );
+        a.begin(later(t0, 1), id, Step::RemoveVips);
+        a.end(later(t0, 2));
+        assert!(a.settle(later(t0, 3)).is_empty());
+        let records = a.settle(later(t0, 4 * 1000 + 1000));
+        assert_eq!(records.len(), 1);
+        let spans = records[0].spans("a", &InstrumentationScope::builder("test").build());
+        assert!(spans[0].links.is_empty(), "no successor, no link");
     }
 
     #[test]
