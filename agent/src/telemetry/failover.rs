@@ -38,6 +38,9 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// Within this distance of a window edge, both neighbouring windows are linked.
 pub const EDGE: Duration = Duration::from_secs(1);
 
+/// How many (VRID, source) pairs are remembered.
+const MAX_HEARD: usize = 256;
+
 /// A point in time, on the wall clock (for spans) and the monotonic clock (for durations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moment {
@@ -220,6 +223,18 @@ impl Failovers {
 
     /// A valid advert arrived (before the engine handles it).
     pub fn heard(&mut self, at: Moment, vrid: u8, src: IpAddr, priority: Priority) {
+        if !self.routers.values().any(|facts| facts.vrid == vrid) {
+            return;
+        }
+        // Bounded whatever the LAN sends: the oldest source goes first.
+        if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&(vrid, src)) {
+            let oldest = (self.heard.iter())
+                .min_by_key(|(_, (moment, _))| moment.mono)
+                .map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.heard.remove(&oldest);
+            }
+        }
         self.heard.insert((vrid, src), (at, priority));
         if priority == Priority::RESIGN {
             return;
