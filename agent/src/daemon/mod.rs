@@ -463,6 +463,8 @@ impl Daemon {
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
+        self.telemetry
+            .note_reload(&self.config.telemetry, &config.telemetry);
         self.config = config;
         self.plan = plan;
         self.refresh_names();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hav_vrrp::Counters;
 use hav_vrrp::engine::{RouterStatus, State};
@@ -27,8 +27,9 @@ const STATES: [(State, &str); 4] = [
 ];
 
 /// Everything `GET /metrics` shows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
+    started: SystemTime,
     routers: Vec<RouterStatus>,
     router_wide: Counters,
     trackers: BTreeMap<String, f64>,
@@ -36,6 +37,20 @@ pub struct Registry {
     /// (instance, to state, cause kind) → count.
     transitions: BTreeMap<(String, &'static str, &'static str), u64>,
     failovers: BTreeMap<String, Histogram>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            started: SystemTime::now(),
+            routers: Vec::new(),
+            router_wide: Counters::default(),
+            trackers: BTreeMap::new(),
+            socket_drops: BTreeMap::new(),
+            transitions: BTreeMap::new(),
+            failovers: BTreeMap::new(),
+        }
+    }
 }
 
 impl Registry {
@@ -82,6 +97,19 @@ impl Registry {
             "hav_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))],
             1.0,
+        );
+        header(
+            &mut out,
+            "hav_process_start_time_seconds",
+            "gauge",
+            "When the agent started, in seconds since the Unix epoch.",
+        );
+        let started = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        sample(
+            &mut out,
+            "hav_process_start_time_seconds",
+            &[],
+            started.as_secs_f64(),
         );
 
         header(

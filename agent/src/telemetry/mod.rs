@@ -58,6 +58,13 @@ impl Telemetry {
         }
     }
 
+    /// A reload keeps the running telemetry: the listener and the exporter are set up once.
+    pub fn note_reload(&self, running: &Settings, loaded: &Settings) {
+        if running != loaded {
+            tracing::warn!("[telemetry] changed; the new settings take effect at the next restart");
+        }
+    }
+
     /// Where metrics are served, if they are.
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
         self.server.as_ref().map(http::ServerGuard::local_addr)

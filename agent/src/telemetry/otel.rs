@@ -149,14 +149,7 @@ impl Sink {
     /// The same decision as the SDK's `TraceIdRatioBased` sampler, so that both nodes of a
     /// failover (which derive the same trace id) keep or drop it alike.
     pub fn samples(&self, trace_id: TraceId) -> bool {
-        if self.ratio >= 1.0 {
-            return true;
-        }
-        let bytes = trace_id.to_bytes();
-        let mut low = [0u8; 8];
-        low.copy_from_slice(&bytes[8..]);
-        let bound = (self.ratio.max(0.0) * (1u64 << 63) as f64) as u64;
-        (u64::from_be_bytes(low) >> 1) < bound
+        samples(self.ratio, trace_id)
     }
 
     pub fn scope(&self) -> &InstrumentationScope {
@@ -169,6 +162,18 @@ impl Sink {
             self.processor.on_end(span);
         }
     }
+}
+
+/// The SDK's `TraceIdRatioBased` rule: the trace id's low 63 bits against `ratio` × 2^63.
+fn samples(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let bytes = trace_id.to_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..]);
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    (u64::from_be_bytes(low) >> 1) < bound
 }
 
 /// The batch processor, shared between the provider and the failover sink.
@@ -190,5 +195,38 @@ impl SpanProcessor for Shared {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.0.shutdown_with_timeout(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::SpanKind;
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+
+    use super::*;
+
+    #[test]
+    fn failover_sampling_decides_like_the_sdk() {
+        for ratio in [0.0, 0.1, 0.5, 0.9, 1.0] {
+            let sdk = Sampler::TraceIdRatioBased(ratio);
+            for seed in 0u64..2_000 {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+                bytes[8..].copy_from_slice(
+                    &(seed ^ 0x5555)
+                        .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+                        .to_be_bytes(),
+                );
+                let trace_id = TraceId::from_bytes(bytes);
+                let decision = sdk
+                    .should_sample(None, trace_id, "x", &SpanKind::Internal, &[], &[])
+                    .decision;
+                assert_eq!(
+                    samples(ratio, trace_id),
+                    decision == SamplingDecision::RecordAndSample,
+                    "ratio {ratio}, {trace_id}"
+                );
+            }
+        }
     }
 }
