@@ -272,6 +272,7 @@ fn metrics_follow_an_agent_into_mastership_and_out() {
             .keys()
             .any(|k| k.starts_with("hav_build_info{version=\""))
     );
+    assert!(get(&first, "hav_process_start_time_seconds") > 1.7e9);
     let sent = get(&first, &per_instance("hav_vrrp_sent_advertisements_total"));
     assert!(sent >= 1.0, "{sent}");
 
