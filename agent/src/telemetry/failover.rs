@@ -507,6 +507,17 @@ impl TakeoverRecord {
         &self.facts.name
     }
 
+    /// The cause kind of the takeover.
+    pub fn cause_kind(&self) -> &'static str {
+        self.takeover.cause.kind()
+    }
+
+    /// Whether a previous master is known: a first election (nothing ever heard) is not a
+    /// failover.
+    pub fn replaced_a_master(&self) -> bool {
+        self.takeover.old_master.is_some()
+    }
+
     /// The failover duration: from detection start (the old master last heard, or its
     /// priority-0 advert received) to the VIPs added and the first GARP/NA sent.
     pub fn duration(&self) -> Duration {

@@ -36,7 +36,8 @@ pub struct Registry {
     socket_drops: BTreeMap<String, u64>,
     /// (instance, to state, cause kind) → count.
     transitions: BTreeMap<(String, &'static str, &'static str), u64>,
-    failovers: BTreeMap<String, Histogram>,
+    /// (instance, cause kind) → durations.
+    failovers: BTreeMap<(String, &'static str), Histogram>,
 }
 
 impl Default for Registry {
@@ -76,9 +77,14 @@ impl Registry {
             .or_default() += 1;
     }
 
-    pub fn observe_failover(&mut self, instance: &str, duration: Duration) {
+    pub fn observe_failover(
+        &mut self,
+        instance: &str,
+        cause_kind: &'static str,
+        duration: Duration,
+    ) {
         self.failovers
-            .entry(instance.to_owned())
+            .entry((instance.to_owned(), cause_kind))
             .or_default()
             .observe(duration.as_secs_f64());
     }
@@ -249,10 +255,10 @@ impl Registry {
             &mut out,
             "hav_failover_duration_seconds",
             "histogram",
-            "Backup to Master: from the old master last heard (or its priority-0 advert received) to VIPs added and the first GARP/NA sent.",
+            "Backup to Master, by cause: from the old master last heard (or its priority-0 advert received) to VIPs added and the first GARP/NA sent. First elections (no master ever heard) are not failovers and are left out.",
         );
-        for (instance, histogram) in &self.failovers {
-            histogram.render(&mut out, "hav_failover_duration_seconds", instance);
+        for ((instance, cause), histogram) in &self.failovers {
+            histogram.render(&mut out, "hav_failover_duration_seconds", instance, cause);
         }
         out
     }
@@ -277,32 +283,36 @@ impl Histogram {
         self.sum += value;
     }
 
-    fn render(&self, out: &mut String, name: &str, instance: &str) {
+    fn render(&self, out: &mut String, name: &str, instance: &str, cause: &str) {
         let bucket = format!("{name}_bucket");
         for (bound, count) in FAILOVER_BUCKETS.iter().zip(&self.buckets) {
             sample(
                 out,
                 &bucket,
-                &[("instance", instance), ("le", &bound.to_string())],
+                &[
+                    ("instance", instance),
+                    ("cause", cause),
+                    ("le", &bound.to_string()),
+                ],
                 *count as f64,
             );
         }
         sample(
             out,
             &bucket,
-            &[("instance", instance), ("le", "+Inf")],
+            &[("instance", instance), ("cause", cause), ("le", "+Inf")],
             self.count as f64,
         );
         sample(
             out,
             &format!("{name}_sum"),
-            &[("instance", instance)],
+            &[("instance", instance), ("cause", cause)],
             self.sum,
         );
         sample(
             out,
             &format!("{name}_count"),
-            &[("instance", instance)],
+            &[("instance", instance), ("cause", cause)],
             self.count as f64,
         );
     }
@@ -381,17 +391,17 @@ mod tests {
     #[test]
     fn histogram_is_cumulative() {
         let mut registry = Registry::default();
-        registry.observe_failover("VI_1", Duration::from_millis(30));
-        registry.observe_failover("VI_1", Duration::from_millis(3_500));
+        registry.observe_failover("VI_1", "master-down", Duration::from_millis(30));
+        registry.observe_failover("VI_1", "master-down", Duration::from_millis(3_500));
         let text = registry.render();
         for line in [
-            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",le=\"0.025\"} 0",
-            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",le=\"0.05\"} 1",
-            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",le=\"2\"} 1",
-            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",le=\"4\"} 2",
-            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",le=\"+Inf\"} 2",
-            "hav_failover_duration_seconds_count{instance=\"VI_1\"} 2",
-            "hav_failover_duration_seconds_sum{instance=\"VI_1\"} 3.53",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"0.025\"} 0",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"0.05\"} 1",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"2\"} 1",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"4\"} 2",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"+Inf\"} 2",
+            "hav_failover_duration_seconds_count{instance=\"VI_1\",cause=\"master-down\"} 2",
+            "hav_failover_duration_seconds_sum{instance=\"VI_1\",cause=\"master-down\"} 3.53",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

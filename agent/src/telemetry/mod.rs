@@ -171,8 +171,14 @@ impl Telemetry {
                     duration_ms = takeover.duration().as_secs_f64() * 1000.0,
                     "failover complete: VIPs added and announced"
                 );
-                if let Ok(mut registry) = self.registry.lock() {
-                    registry.observe_failover(takeover.instance(), takeover.duration());
+                if takeover.replaced_a_master()
+                    && let Ok(mut registry) = self.registry.lock()
+                {
+                    registry.observe_failover(
+                        takeover.instance(),
+                        takeover.cause_kind(),
+                        takeover.duration(),
+                    );
                 }
             }
             if let Some(sink) = &self.sink
