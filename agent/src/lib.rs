@@ -1,7 +1,9 @@
 //! hav-agent: drives the sans-IO `hav-vrrp` core with real sockets, netlink and trackers.
 
+pub mod control;
 pub mod daemon;
 pub mod hooks;
 pub mod net;
+pub mod sd_notify;
 pub mod telemetry;
 pub mod track;

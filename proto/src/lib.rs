@@ -2,3 +2,7 @@
 //! that agent, coordinator and havctl share. Nothing here does IO beyond reading a config file.
 
 pub mod config;
+pub mod fleet;
+pub mod identity;
+pub mod transport;
+pub mod v1;

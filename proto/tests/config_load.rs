@@ -39,7 +39,7 @@ fn explicit_environment_overrides_and_ignores_the_rest() {
         ("HAV_LOG", "debug"),
         ("PATH", "/usr/bin"),
     ]);
-    let config = load_node_config_with_env(&example("node-a.toml"), vars)
+    let config = load_node_config_with_env(&example("squid-active-passive/node-a.toml"), vars)
         .unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(config.node.name, "proxy-z");
     assert_eq!(
@@ -50,10 +50,10 @@ fn explicit_environment_overrides_and_ignores_the_rest() {
 
 #[test]
 fn fingerprints_tell_changed_instances_apart() {
-    let before = load_node_config_with_env(&example("active-active-a.toml"), [])
+    let before = load_node_config_with_env(&example("squid-active-active/node-a.toml"), [])
         .unwrap_or_else(|errors| panic!("{errors}"));
-    let text =
-        std::fs::read_to_string(example("active-active-a.toml")).expect("example is readable");
+    let text = std::fs::read_to_string(example("squid-active-active/node-a.toml"))
+        .expect("example is readable");
 
     // VI_2's priority changes; VI_1 stays as it was.
     let changed = text.replacen("vrid = 62\npriority = 100", "vrid = 62\npriority = 110", 1);

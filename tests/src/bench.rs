@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::agent::{Agent, AgentConfig, InstanceSpec};
 use crate::keepalived::{
     Garp, Keepalived, KeepalivedConfig, KeepalivedError, TrackFile, TrackScript, Unicast,
     VrrpInstance, VrrpState,
@@ -31,6 +32,8 @@ pub enum BenchError {
     Keepalived(#[from] KeepalivedError),
     #[error("{0} is not yet wired into the benchmark")]
     NotWired(&'static str),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     #[error("{contender} does not support {what}")]
     Unsupported {
         contender: &'static str,
@@ -299,13 +302,11 @@ impl ContenderNode for KeepalivedNode {
     }
 }
 
-/// The hav-agent contender. Its [`Contender::start`] is the one placeholder of this module:
-/// it returns [`hav_agent_not_yet_wired`] until the lead plugs the daemon in.
-#[derive(Debug, Default, Clone)]
-pub struct HavContender {
-    /// The hav-agent binary.
-    pub binary: Option<PathBuf>,
-}
+/// hav-agent, as built in this workspace (`HAV_AGENT_BIN` overrides the binary). It tracks the
+/// "proxy" through its pid file with the pidfd process tracker in both tracked-death scenarios
+/// (keepalived needs a track file or a periodic script for the same job), weight 0.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HavContender;
 
 impl Contender for HavContender {
     fn name(&self) -> &'static str {
@@ -314,18 +315,70 @@ impl Contender for HavContender {
 
     fn start(
         &self,
-        _lab: &Lab,
-        _settings: &NodeSettings,
+        lab: &Lab,
+        settings: &NodeSettings,
     ) -> Result<Box<dyn ContenderNode>, BenchError> {
-        hav_agent_not_yet_wired()
+        let vip = format!("{}/{}", settings.vip, settings.vip_prefix_len);
+        let mut instance =
+            InstanceSpec::new(&settings.iface, settings.vrid, settings.priority, &[&vip]);
+        instance.version = settings.version;
+        instance.advert_interval = settings.advert_interval;
+        if settings.unicast {
+            instance.source_address = Some(IpAddr::V4(settings.address));
+            instance.unicast_peers = vec![(IpAddr::V4(settings.peer), None)];
+        }
+        let mut extra = String::new();
+        if settings.tracking != TrackingMode::None {
+            let pid_file = settings.dir.join("proxy.pid");
+            fs::create_dir_all(&settings.dir)
+                .and_then(|()| fs::write(&pid_file, format!("{}\n", settings.tracked_pid)))
+                .map_err(|e| BenchError::Io(format!("write {}: {e}", pid_file.display())))?;
+            let _ = writeln!(
+                extra,
+                "[[process]]\nname = \"proxy\"\npid_file = {:?}\nweight = 0\n",
+                pid_file.display().to_string()
+            );
+            instance.track.push("track_process = [\"proxy\"]".into());
+        }
+        let mut config = AgentConfig::new(&settings.node, vec![instance]);
+        config.extra = extra;
+        let agent = Agent::start_quiet(lab, &settings.node, &config)?;
+        Ok(Box::new(HavNode { agent }))
     }
 }
 
-/// PLACEHOLDER for the lead: start `hav-agent` in `settings.node` with a config built from
-/// `settings` (see [`KeepalivedContender::start`] for the shape) and return a
-/// [`ContenderNode`]. The table skips contenders that return [`BenchError::NotWired`].
-pub fn hav_agent_not_yet_wired() -> Result<Box<dyn ContenderNode>, BenchError> {
-    Err(BenchError::NotWired("hav-agent"))
+struct HavNode {
+    agent: Agent,
+}
+
+impl ContenderNode for HavNode {
+    fn wait_role(&mut self, role: Role, timeout: Duration) -> Result<(), BenchError> {
+        let state = match role {
+            Role::Master => "Master",
+            Role::Backup => "Backup",
+        };
+        self.agent.wait_state("VI_1", state, timeout)?;
+        Ok(())
+    }
+
+    fn crash(&mut self) -> Result<(), BenchError> {
+        Ok(self.agent.kill()?)
+    }
+
+    fn stop(&mut self) -> Result<(), BenchError> {
+        self.agent.terminate()?;
+        self.agent.wait_exit(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    fn tracked_process_died(&mut self) -> Result<(), BenchError> {
+        // The pidfd tracker sees the death itself.
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        vec![self.agent.pid()]
+    }
 }
 
 /// Benchmark parameters.
@@ -339,6 +392,10 @@ pub struct BenchConfig {
     pub unicast: bool,
     /// Limit for elections and takeovers (safety net, not a measurement).
     pub wait: Duration,
+    /// The fault is inflicted after a uniformly random delay in `[0, fault_jitter)` once the
+    /// client reaches the master, so its phase relative to adverts and to periodic checks
+    /// (the 1 s track_script) varies between runs instead of being fixed by the start-up.
+    pub fault_jitter: Duration,
 }
 
 impl BenchConfig {
@@ -351,6 +408,7 @@ impl BenchConfig {
             backup_priority: 100,
             unicast: false,
             wait: Duration::from_secs(15),
+            fault_jitter: Duration::from_secs(1),
         }
     }
 }
@@ -364,7 +422,8 @@ pub struct RunResult {
     pub report: FailoverReport,
 }
 
-/// Runs one fault for one contender in a fresh [`Pair`].
+/// Runs one fault for one contender in a fresh [`Pair`]. On failure the run's logs are kept
+/// and their directory is named in the error.
 pub fn run_once(
     contender: &dyn Contender,
     scenario: Scenario,
@@ -372,12 +431,28 @@ pub fn run_once(
     config: &BenchConfig,
 ) -> Result<RunResult, BenchError> {
     let pair = Pair::new()?;
+    let result = run_in(&pair, contender, scenario, timing, config);
+    if let Err(e) = &result
+        && !matches!(e, BenchError::NotWired(_))
+    {
+        pair.lab.keep_logs();
+    }
+    result
+}
+
+fn run_in(
+    pair: &Pair,
+    contender: &dyn Contender,
+    scenario: Scenario,
+    timing: Timing,
+    config: &BenchConfig,
+) -> Result<RunResult, BenchError> {
     let lab = &pair.lab;
     let mut httpd_a = start_httpd(lab, "a", config)?;
     let httpd_b = start_httpd(lab, "b", config)?;
 
-    let settings_a = node_settings(&pair, "a", contender, scenario, timing, config, &httpd_a)?;
-    let settings_b = node_settings(&pair, "b", contender, scenario, timing, config, &httpd_b)?;
+    let settings_a = node_settings(pair, "a", contender, scenario, timing, config, &httpd_a)?;
+    let settings_b = node_settings(pair, "b", contender, scenario, timing, config, &httpd_b)?;
     let mut node_a = contender.start(lab, &settings_a)?;
     node_a.wait_role(Role::Master, config.wait)?;
     lab.wait_address("a", IpAddr::V4(pair.vip4), Presence::Present, config.wait)?;
@@ -388,6 +463,8 @@ pub fn run_once(
     probe_config.interval = config.probe_interval;
     let prober = Prober::start(lab.host("client")?, probe_config)?;
     prober.wait_for_reply("a", Instant::now(), config.wait)?;
+    // Phase randomisation (see `fault_jitter`), not a synchronisation.
+    std::thread::sleep(random_below(config.fault_jitter)?);
 
     let fault = Instant::now();
     match scenario {
@@ -457,6 +534,18 @@ fn node_settings(
             .log_dir()
             .join(format!("{}-{node}", contender.name())),
     })
+}
+
+/// A uniformly random duration in `[0, limit)` (zero if `limit` is zero).
+fn random_below(limit: Duration) -> Result<Duration, BenchError> {
+    let mut bytes = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| BenchError::Io(format!("read /dev/urandom: {e}")))?;
+    let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    Ok(Duration::from_nanos(
+        u64::from_le_bytes(bytes).checked_rem(nanos).unwrap_or(0),
+    ))
 }
 
 /// Idle cost of one node pair at a given timing.

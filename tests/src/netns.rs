@@ -64,6 +64,14 @@ pub enum NetnsError {
     NameTooLong(String),
     #[error("invalid name `{name}`: {reason}")]
     InvalidName { name: String, reason: &'static str },
+    #[error("no {kind} `{name}` in this lab")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{name} did not report ready: {reason}; log {log}")]
+    NotReady {
+        name: String,
+        reason: &'static str,
+        log: PathBuf,
+    },
 }
 
 impl NetnsError {
@@ -172,7 +180,10 @@ impl Namespace {
             name: name.to_owned(),
             log_dir: log_dir.to_owned(),
         };
-        ns.ip(&["link", "set", "lo", "up"])?;
+        if let Err(e) = ns.ip(&["link", "set", "lo", "up"]) {
+            let _ = delete_namespace(name);
+            return Err(e);
+        }
         Ok(ns)
     }
 
@@ -519,9 +530,10 @@ impl NsProcess {
     /// [`SpawnSpec::ready_pipe`]). Fails if the process closes the pipe or exits first.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<String, NetnsError> {
         let Some(pipe) = self.ready.as_mut() else {
-            return Err(NetnsError::InvalidName {
+            return Err(NetnsError::NotReady {
                 name: self.name.clone(),
                 reason: "started without a readiness pipe",
+                log: self.log_path.clone(),
             });
         };
         let deadline = Instant::now() + timeout;
@@ -543,10 +555,10 @@ impl NsProcess {
                 .read(&mut buf)
                 .map_err(|e| NetnsError::io("read readiness pipe", e))?;
             if n == 0 {
-                return Err(NetnsError::Command {
-                    command: self.name.clone(),
-                    status: "closed its readiness pipe before reporting ready".into(),
-                    stderr: self.log(),
+                return Err(NetnsError::NotReady {
+                    name: self.name.clone(),
+                    reason: "closed its readiness pipe (or exited) first",
+                    log: self.log_path.clone(),
                 });
             }
             line.extend_from_slice(&buf[..n]);
@@ -793,8 +805,8 @@ pub(crate) fn poll_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let millis =
-            i32::try_from(left.as_millis().max(u128::from(!left.is_zero()))).unwrap_or(i32::MAX);
+        // Rounded up, so a sub-millisecond remainder still waits instead of spinning.
+        let millis = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

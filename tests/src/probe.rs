@@ -254,6 +254,26 @@ fn classify(e: io::Error) -> ProbeError {
     }
 }
 
+/// Converts an [`Instant`] into CLOCK_MONOTONIC nanoseconds, the clock every process on the
+/// host shares (std's `Instant` is CLOCK_MONOTONIC on Linux, but opaque), so instants can be
+/// compared with timestamps that another process (an agent's log, a notify hook) reports.
+pub fn monotonic_ns(instant: Instant) -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let reference = Instant::now();
+    // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now_ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0);
+    if instant >= reference {
+        now_ns.saturating_add(u64::try_from((instant - reference).as_nanos()).unwrap_or(u64::MAX))
+    } else {
+        now_ns.saturating_sub(u64::try_from((reference - instant).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
 /// What a failover looked like from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverReport {
@@ -355,6 +375,15 @@ mod tests {
         let report = analyse(&samples, t + Duration::from_millis(2), "b");
         assert_eq!(report.outage, None);
         assert_eq!(report.failed_probes, 1);
+    }
+
+    #[test]
+    fn monotonic_ns_orders_like_instants() {
+        let earlier = Instant::now();
+        let later = earlier + Duration::from_millis(3);
+        let (a, b) = (monotonic_ns(earlier), monotonic_ns(later));
+        // Two clock reads lie between the conversions; allow a millisecond of slack.
+        assert!(b > a && (b - a).abs_diff(3_000_000) < 1_000_000, "{a} {b}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::netns::{
@@ -96,6 +97,7 @@ pub struct Lab {
     hosts: BTreeMap<String, Namespace>,
     lans: BTreeMap<String, Lan>,
     attachments: Vec<Attachment>,
+    keep_logs: AtomicBool,
 }
 
 impl Lab {
@@ -120,6 +122,7 @@ impl Lab {
             hosts: BTreeMap::new(),
             lans: BTreeMap::new(),
             attachments: Vec::new(),
+            keep_logs: AtomicBool::new(std::env::var_os("HAV_TESTS_KEEP_LOGS").is_some()),
         })
     }
 
@@ -127,16 +130,23 @@ impl Lab {
         &self.prefix
     }
 
-    /// Where the logs of spawned processes and generated files of this run live.
+    /// Where the logs of spawned processes and generated files of this run live. The directory
+    /// is removed on drop unless the thread is panicking, [`Lab::keep_logs`] was called, or
+    /// `HAV_TESTS_KEEP_LOGS` is set.
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
+    }
+
+    /// Keeps the log directory after drop (call it when a run failed without panicking).
+    pub fn keep_logs(&self) {
+        self.keep_logs.store(true, Ordering::Relaxed);
     }
 
     /// Creates a LAN: switch namespace `<prefix>-sw-<name>` holding bridge `<prefix>-br`
     /// (STP off, multicast snooping off, so VRRP multicast is flooded).
     pub fn add_lan(&mut self, name: &str, spec: LanSpec) -> Result<(), NetnsError> {
-        let iface = self.prefix.name(name)?; // the host-side name must fit too
-        drop(iface);
+        // The LAN's name becomes the host-side interface name: it must fit IFNAMSIZ.
+        self.prefix.name(name)?;
         let switch_name = format!("{}-sw-{name}", self.prefix);
         let switch = Namespace::create(&switch_name, &self.log_dir)?;
         let bridge = self.prefix.name("br")?;
@@ -328,6 +338,11 @@ impl Drop for Lab {
             }
         }
         let _ = fs::remove_file(&self.marker);
+        if std::thread::panicking() || self.keep_logs.load(Ordering::Relaxed) {
+            eprintln!("hav-tests: logs kept in {}", self.log_dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.log_dir);
+        }
     }
 }
 
@@ -375,9 +390,9 @@ impl Pair {
     }
 }
 
-fn unknown(kind: &str, name: &str) -> NetnsError {
-    NetnsError::InvalidName {
-        name: format!("{kind} {name}"),
-        reason: "not part of this lab",
+fn unknown(kind: &'static str, name: &str) -> NetnsError {
+    NetnsError::NotFound {
+        kind,
+        name: name.to_owned(),
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hav_tests::bench::{self, BenchConfig, HavContender, KeepalivedContender, Scenario, Timing};
 use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
 use hav_tests::netns::{self, NetnsError, NsProcess, Presence, RunPrefix, SpawnSpec};
 use hav_tests::probe::{self, ProbeConfig, Prober};
@@ -45,6 +46,28 @@ fn ping_crosses_the_lan_and_a_link_cut_stops_it() {
 
     lab.link_up("b", &b_iface).expect("restore b");
     assert!(ping(&lab, "a", "198.51.100.12"), "b reachable again");
+}
+
+#[test]
+fn hosts_on_two_lans_reach_each_other_on_both_and_cuts_are_per_lan() {
+    let mut lab = Lab::new().expect("lab");
+    lab.add_lan("lan", LanSpec::PRIMARY).expect("lan");
+    lab.add_lan("wan", LanSpec::SECONDARY).expect("wan");
+    for (host, octet) in [("a", 11), ("b", 12)] {
+        lab.add_host(host).expect("host");
+        lab.attach(host, "lan", octet).expect("attach lan");
+        lab.attach(host, "wan", octet).expect("attach wan");
+    }
+    assert!(ping(&lab, "a", "203.0.113.12"), "a reaches b over the WAN");
+    assert!(
+        ping(&lab, "a", "2001:db8:0:1::c"),
+        "a reaches b over the WAN (IPv6)"
+    );
+
+    let wan_iface = lab.prefix().name("wan").expect("fits");
+    lab.link_down("a", &wan_iface).expect("cut a's WAN link");
+    assert!(!ping(&lab, "a", "203.0.113.12"), "WAN cut");
+    assert!(ping(&lab, "a", "198.51.100.12"), "LAN unaffected");
 }
 
 #[test]
@@ -118,6 +141,82 @@ fn drop_removes_every_namespace_even_when_the_test_panics() {
     let prefix = panicking_prefix.into_inner().expect("not poisoned");
     assert!(!prefix.is_empty());
     assert!(no_namespace_with(&prefix), "left over after panic");
+    // Logs are kept after a panic by design; this panic was staged.
+    let _ = std::fs::remove_dir_all(Path::new(netns::LOG_ROOT).join(&prefix));
+}
+
+#[test]
+fn spawned_processes_are_terminated_killed_and_logged() {
+    let lab = two_hosts().expect("topology");
+    let script = "echo started; trap 'echo terminating; exit 3' TERM; while :; do sleep 0.05; done";
+    let mut graceful = lab
+        .spawn(
+            "a",
+            SpawnSpec::new("graceful", "/bin/sh").args(["-c", script]),
+        )
+        .expect("spawn");
+    assert_eq!(
+        graceful
+            .wait_timeout(Duration::from_millis(100))
+            .expect("wait"),
+        None,
+        "still running"
+    );
+    let status = graceful.terminate(WAIT).expect("terminate");
+    assert_eq!(status.code(), Some(3), "{}", graceful.log());
+    let log = graceful.log();
+    assert!(
+        log.contains("started") && log.contains("terminating"),
+        "{log}"
+    );
+
+    let mut stubborn = lab
+        .spawn("a", SpawnSpec::new("stubborn", "/bin/sleep").arg("600"))
+        .expect("spawn");
+    stubborn.kill().expect("kill");
+    assert_eq!(stubborn.describe_exit(), "killed by signal 9");
+
+    // The process runs inside the namespace: it sees the host's interface, not the root's.
+    let iface = lab.prefix().name("lan").expect("fits");
+    let out = lab.exec("a", &["ip", "-o", "link", "show"]).expect("exec");
+    assert!(
+        out.success() && out.stdout.contains(&iface),
+        "{}",
+        out.stdout
+    );
+    let bridge = lab.prefix().name("br").expect("fits");
+    assert!(!out.stdout.contains(&bridge), "{}", out.stdout);
+
+    // A process that exits without reporting ready is an error, not a hang.
+    let mut silent = lab
+        .spawn("a", SpawnSpec::new("silent", "/bin/true").ready_pipe())
+        .expect("spawn");
+    let err = silent.wait_ready(WAIT).expect_err("never ready");
+    assert!(matches!(err, NetnsError::NotReady { .. }), "{err}");
+}
+
+#[test]
+fn failover_bench_pipeline_measures_keepalived_and_hav() {
+    let mut config = BenchConfig::new(HTTPD.into());
+    config.fault_jitter = Duration::ZERO;
+    let result = bench::run_once(
+        &KeepalivedContender,
+        Scenario::GracefulStop,
+        Timing::V3_20MS,
+        &config,
+    )
+    .expect("run");
+    assert_eq!(result.report.before.as_deref(), Some("a"));
+    assert!(result.report.outage.is_some(), "{:?}", result.report);
+    let hav = bench::run_once(
+        &HavContender,
+        Scenario::GracefulStop,
+        Timing::V3_20MS,
+        &config,
+    )
+    .expect("hav run");
+    assert_eq!(hav.report.before.as_deref(), Some("a"));
+    assert!(hav.report.outage.is_some(), "{:?}", hav.report);
 }
 
 #[test]
@@ -150,15 +249,28 @@ fn sweep_removes_only_namespaces_of_dead_runs() {
 #[test]
 fn keepalived_pair_elects_master_and_fails_over_on_link_cut() {
     let pair = Pair::new().expect("pair topology");
-    let lab = &pair.lab;
     let vip = IpAddr::V4(pair.vip4);
-    let mut httpd_a = start_httpd(lab, "a");
-    let mut httpd_b = start_httpd(lab, "b");
+    keepalived_failover(&pair, vip, 24, "0.0.0.0:8080");
+}
 
-    let mut ka_a = start_keepalived(&pair, "a", 150);
+#[test]
+fn keepalived_pair_fails_over_an_ipv6_vip() {
+    let pair = Pair::new().expect("pair topology");
+    let vip = IpAddr::V6(pair.vip6);
+    keepalived_failover(&pair, vip, 64, "[::]:8080");
+}
+
+/// The reference scenario the hav-agent tests mirror: a elected, VIP on a only, the client
+/// reaches a; a's link cut: a releases the VIP (FAULT), b takes it, the client reaches b.
+fn keepalived_failover(pair: &Pair, vip: IpAddr, prefix_len: u8, listen: &str) {
+    let lab = &pair.lab;
+    let mut httpd_a = start_httpd(lab, "a", listen);
+    let mut httpd_b = start_httpd(lab, "b", listen);
+
+    let mut ka_a = start_keepalived(pair, "a", 150, vip, prefix_len);
     ka_a.wait_state("VI_1", VrrpState::Master, WAIT)
         .expect("a becomes master");
-    let mut ka_b = start_keepalived(&pair, "b", 100);
+    let mut ka_b = start_keepalived(pair, "b", 100, vip, prefix_len);
     ka_b.wait_state("VI_1", VrrpState::Backup, WAIT)
         .expect("b stays backup");
     lab.wait_address("a", vip, Presence::Present, WAIT)
@@ -188,19 +300,23 @@ fn keepalived_pair_elects_master_and_fails_over_on_link_cut() {
         .expect("client reaches b through the VIP");
     let samples = prober.stop();
     let report = probe::analyse(&samples, fault, "b");
-    eprintln!("keepalived v3 100 ms link cut: {report:?}");
+    eprintln!("keepalived v3 100 ms link cut, VIP {vip}: {report:?}");
     assert_eq!(report.before.as_deref(), Some("a"));
     let outage = report.outage.expect("b answered");
     assert!(outage > Duration::ZERO);
+    assert!(
+        report.failed_probes > 0,
+        "the cut must be visible to the client"
+    );
     assert!(httpd_a.is_running() && httpd_b.is_running());
 }
 
-fn start_httpd(lab: &Lab, node: &str) -> NsProcess {
+fn start_httpd(lab: &Lab, node: &str, listen: &str) -> NsProcess {
     let mut httpd = lab
         .spawn(
             node,
             SpawnSpec::new(format!("httpd-{node}"), HTTPD)
-                .args(["--node", node, "--listen", "0.0.0.0:8080"])
+                .args(["--node", node, "--listen", listen])
                 .ready_pipe(),
         )
         .expect("spawn httpd");
@@ -208,7 +324,13 @@ fn start_httpd(lab: &Lab, node: &str) -> NsProcess {
     httpd
 }
 
-fn start_keepalived(pair: &Pair, node: &str, priority: u8) -> Keepalived {
+fn start_keepalived(
+    pair: &Pair,
+    node: &str,
+    priority: u8,
+    vip: IpAddr,
+    prefix_len: u8,
+) -> Keepalived {
     let attachment = pair.node(node).expect("node");
     let instance = VrrpInstance::new(
         3,
@@ -216,7 +338,7 @@ fn start_keepalived(pair: &Pair, node: &str, priority: u8) -> Keepalived {
         priority,
         Duration::from_millis(100),
         &attachment.iface,
-        vec![(IpAddr::V4(pair.vip4), 24)],
+        vec![(vip, prefix_len)],
     );
     let config = KeepalivedConfig {
         router_id: node.to_owned(),

@@ -594,24 +594,32 @@ impl Daemon {
         }
     }
 
+    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
+    /// also logged
+    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
     fn publish(&self) {
         self.telemetry
             .publish(&self.engine, &self.health, &self.drops);
         let snapshot = self.snapshot();
-        self.status.send_if_modified(|current| {
+        let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()
                 || current
                     .instances
                     .iter()
                     .zip(&snapshot.instances)
                     .any(|(a, b)| {
-                        a.state != b.state || a.effective_priority != b.effective_priority
+                        a.state != b.state
+                            || a.effective_priority != b.effective_priority
+                            || a.master != b.master
                     })
                 || current.trackers != snapshot.trackers
                 || current.counters != snapshot.counters;
             *current = snapshot;
             changed
         });
+        if changed {
+            tracing::debug!("status published");
+        }
     }
 }
 

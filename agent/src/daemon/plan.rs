@@ -116,6 +116,7 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
             plan.trackers.entry(key.clone()).or_insert(tracker);
             refs.push((key, i32::from(track.weight.get())));
         }
+        track_own_interface(instance, &mut plan.trackers, &mut refs);
         plan.tracker_refs.insert(instance.name.clone(), refs);
         plan.instance_hooks
             .insert(instance.name.clone(), hooks_of(&instance.notify));
@@ -131,6 +132,30 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
     }
     plan.engine.validate()?;
     Ok(plan)
+}
+
+/// Every instance follows its own interface with weight 0 (fault), as keepalived does unless told
+/// `dont_track_primary`, and unless the config tracks that interface itself: a master whose link
+/// is cut gives its VIPs up, and when the link returns it comes back through Backup and announces
+/// the VIPs again when it wins; otherwise hosts keep the MAC of the node that stood in until their
+/// ARP/ND entries expire (seconds; found by the cross-process link-cut test).
+fn track_own_interface(
+    instance: &Instance,
+    trackers: &mut BTreeMap<String, PlannedTracker>,
+    refs: &mut Vec<(String, i32)>,
+) {
+    let spec = TrackSpec::Interface(InterfaceSpec {
+        name: instance.interface.clone(),
+    });
+    let key = format!("interface:{}", instance.interface);
+    if refs.iter().any(|(tracked, _)| *tracked == key) {
+        return;
+    }
+    let fingerprint = format!("{spec:?}");
+    trackers
+        .entry(key.clone())
+        .or_insert(PlannedTracker { spec, fingerprint });
+    refs.push((key, 0));
 }
 
 fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
@@ -350,5 +375,41 @@ fn hooks_of(notify: &Notify) -> HookConfig {
         notify_fault: list(&notify.fault),
         notify_stop: list(&notify.stop),
         timeout: Duration::from_secs(30),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hav_proto::config::parse_node_config;
+
+    fn planned(instance_extra: &str) -> Plan {
+        let text = format!(
+            "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 1\nsource_address = \"198.51.100.11\"\nvips = [\"198.51.100.1/24\"]\n{instance_extra}"
+        );
+        let config = parse_node_config(&text, "test.toml").expect("valid test config");
+        plan(&config).expect("plannable: the source address is given")
+    }
+
+    #[test]
+    fn an_instance_follows_its_own_interface_with_weight_zero() {
+        let plan = planned("");
+        assert_eq!(
+            plan.refs_of("VI_1"),
+            [("interface:eth7".to_string(), 0)].as_slice()
+        );
+        assert!(matches!(
+            plan.trackers.get("interface:eth7").map(|t| &t.spec),
+            Some(TrackSpec::Interface(InterfaceSpec { name })) if name == "eth7"
+        ));
+    }
+
+    #[test]
+    fn an_explicit_track_of_the_own_interface_keeps_its_weight() {
+        let plan = planned("track_interface = [{ name = \"eth7\", weight = -20 }]\n");
+        assert_eq!(
+            plan.refs_of("VI_1"),
+            [("interface:eth7".to_string(), -20)].as_slice()
+        );
     }
 }

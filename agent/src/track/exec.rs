@@ -210,10 +210,10 @@ impl GroupGuard {
     }
 
     fn kill(&self) {
-        if let Some(group) = self.group {
-            if let Err(error) = killpg(group, Signal::SIGKILL) {
-                tracing::debug!(%group, %error, "killpg");
-            }
+        if let Some(group) = self.group
+            && let Err(error) = killpg(group, Signal::SIGKILL)
+        {
+            tracing::debug!(%group, %error, "killpg");
         }
     }
 }

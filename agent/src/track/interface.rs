@@ -5,7 +5,12 @@
 //! the links, and applies the dump and then every notification in order, so the last state it
 //! reports is the kernel's current one (any change after the dump snapshot produces a later
 //! notification). A link renamed away counts as gone; a link renamed to the tracked name is
-//! picked up. It works in whatever network namespace the calling thread is in.
+//! picked up. If notifications are lost (socket buffer overrun), the links are dumped again; if
+//! the netlink socket fails, the tracker subscribes again after a second, keeping its last
+//! reported health meanwhile. It watches the network namespace of the runtime thread that runs
+//! it (the daemon's threads all share one; tests use a current-thread runtime in a namespace).
+
+use std::time::Duration;
 
 use futures::StreamExt;
 use rtnetlink::MulticastGroup;
@@ -22,6 +27,27 @@ pub struct InterfaceSpec {
     pub name: String,
 }
 
+/// Longest link name the kernel accepts (`IFNAMSIZ` - 1).
+const MAX_NAME: usize = 15;
+
+impl InterfaceSpec {
+    /// Rejects names the kernel could never give a link, which would otherwise be down forever.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(format!("link name {name:?} must be 1 to {MAX_NAME} bytes"));
+        }
+        if name == "."
+            || name == ".."
+            || name.contains(['/', ':'])
+            || name.contains(char::is_whitespace)
+        {
+            return Err(format!("{name:?} is not a valid link name"));
+        }
+        Ok(())
+    }
+}
+
 /// Health of a link from its flags.
 pub fn link_health(flags: LinkFlags) -> Health {
     if !flags.contains(LinkFlags::Up) {
@@ -35,10 +61,20 @@ pub fn link_health(flags: LinkFlags) -> Health {
     }
 }
 
+/// Wait before subscribing again after the netlink socket failed.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(spec: InterfaceSpec, mut reporter: Reporter) {
-    if let Err(reason) = track(&spec, &mut reporter).await {
-        tracing::error!(tracker = %reporter.name(), %reason, "interface tracker stopped");
-        let _ = reporter.report(Health::down(reason)).await;
+    loop {
+        let Err(reason) = track(&spec, &mut reporter).await else {
+            return; // The receiver is gone.
+        };
+        tracing::warn!(tracker = %reporter.name(), %reason, "interface tracking interrupted; subscribing again");
+        // Keep the last reported health (it was true when netlink failed) unless there is none.
+        if !reporter.has_reported() && reporter.report(Health::down(reason)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }
 }
 
@@ -48,23 +84,21 @@ async fn track(spec: &InterfaceSpec, reporter: &mut Reporter) -> Result<(), Stri
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
             .map_err(|error| format!("netlink subscription failed: {error}"))?;
     // The connection task is aborted when this future is dropped (tracker stopped).
-    let connection = AbortOnDrop(tokio::spawn(connection));
+    let _connection = AbortOnDrop(tokio::spawn(connection));
 
     let mut link = TrackedLink::new(&spec.name);
-    let mut dump = handle.link().get().execute();
-    while let Some(message) = dump.next().await {
-        let message = message.map_err(|error| format!("netlink link dump failed: {error}"))?;
-        link.apply(&RouteNetlinkMessage::NewLink(message));
-    }
+    resync(&handle, &mut link).await?;
     if reporter.report(link.health()).await.is_err() {
         return Ok(());
     }
-
     while let Some((message, _)) = notifications.next().await {
         match message.payload {
             NetlinkPayload::InnerMessage(message) => link.apply(&message),
             NetlinkPayload::Overrun(_) => {
-                return Err("netlink notifications overran".to_owned());
+                // Notifications were lost: the dump tells the current state.
+                tracing::warn!(tracker = %reporter.name(), "netlink notifications overran; dumping links again");
+                link = TrackedLink::new(&spec.name);
+                resync(&handle, &mut link).await?;
             }
             _ => continue,
         }
@@ -72,8 +106,17 @@ async fn track(spec: &InterfaceSpec, reporter: &mut Reporter) -> Result<(), Stri
             return Ok(());
         }
     }
-    drop(connection);
     Err("netlink connection closed".to_owned())
+}
+
+/// Applies a dump of all links (notifications queue up meanwhile and are applied after).
+async fn resync(handle: &rtnetlink::Handle, link: &mut TrackedLink<'_>) -> Result<(), String> {
+    let mut dump = handle.link().get().execute();
+    while let Some(message) = dump.next().await {
+        let message = message.map_err(|error| format!("netlink link dump failed: {error}"))?;
+        link.apply(&RouteNetlinkMessage::NewLink(message));
+    }
+    Ok(())
 }
 
 /// What the tracker knows about the link with the tracked name.
@@ -161,6 +204,18 @@ mod tests {
 
     fn is_up(health: Health) -> bool {
         health == Health::Up
+    }
+
+    #[test]
+    fn impossible_link_names_are_rejected() {
+        let spec = |name: &str| InterfaceSpec {
+            name: name.to_owned(),
+        };
+        assert!(spec("eth0").validate().is_ok());
+        assert!(spec("a-fifteen-bytes").validate().is_ok());
+        for bad in ["", "sixteen-bytes-xx", "a/b", "a b", "..", "eth0:1"] {
+            assert!(spec(bad).validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

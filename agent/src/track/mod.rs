@@ -102,7 +102,11 @@ pub const FILE_FAULT_BELOW: i64 = -253;
 /// - `Up`/`Down`: a positive weight is added while the object is up, a negative weight while it
 ///   is down, and weight 0 means "down ⇒ FAULT".
 /// - `Value(n)` (track file): with weight 0 a non-zero value is a FAULT and zero is fine;
-///   otherwise `n × weight` is added, and a product below -253 is a FAULT.
+///   otherwise `n × weight` is added, and a product below -253 is a FAULT. A track file that
+///   cannot be read or parsed is `Down` and counts like any other `Down`.
+///
+/// keepalived's `reverse` keyword is not supported (negate the weight's meaning in the config
+/// layer if it is ever needed).
 ///
 /// Clamping the summed priority to 1..=254 is the caller's job.
 pub fn contribution(health: &Health, weight: i32) -> Contribution {
@@ -173,7 +177,13 @@ pub fn spawn(
 ) -> Result<TrackerHandle, TrackError> {
     let reporter = Reporter::new(name.into(), events);
     let task = match spec {
-        TrackSpec::Interface(spec) => tokio::spawn(interface::run(spec, reporter)),
+        TrackSpec::Interface(spec) => {
+            spec.validate().map_err(|reason| TrackError::InvalidSpec {
+                name: reporter.name().to_owned(),
+                reason,
+            })?;
+            tokio::spawn(interface::run(spec, reporter))
+        }
         TrackSpec::Process(spec) => {
             let tracker = process::ProcessTracker::new(spec, &reporter)?;
             tokio::spawn(tracker.run(reporter))
@@ -201,6 +211,7 @@ pub fn spawn(
 /// Owns a running tracker. Dropping it aborts the task, which drops (and so kills) any child
 /// process the tracker had running.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the tracker"]
 pub struct TrackerHandle {
     task: JoinHandle<()>,
 }
@@ -248,6 +259,10 @@ impl Reporter {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn has_reported(&self) -> bool {
+        self.last.is_some()
     }
 
     /// Reports `health` if it differs from the last reported one.

@@ -140,10 +140,10 @@ impl ProbeTracker {
             self.schedule.initial,
         );
         let mut last_failure = String::from("not yet checked");
-        if let Some(up) = checker.is_up() {
-            if reporter.report(health(up, &last_failure)).await.is_err() {
-                return;
-            }
+        if let Some(up) = checker.is_up()
+            && reporter.report(health(up, &last_failure)).await.is_err()
+        {
+            return;
         }
         let mut ticks = tokio::time::interval(self.schedule.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

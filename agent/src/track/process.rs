@@ -9,8 +9,8 @@
 //!   and the open is not mistaken for the process we want; zombies do not count as running.
 //! - Start detection for a pid file is an event too: inotify on the file's directory.
 //! - Start detection by name or command line is the one periodic part: `/proc` is rescanned every
-//!   `rescan_interval` while fewer than `min_procs` processes match (and once after each death).
-//!   While enough processes run, nothing is polled.
+//!   `rescan_interval` while fewer than `min_procs` processes match (and once right after a death
+//!   that leaves too few, after reporting it). While enough processes run, nothing is polled.
 
 use std::collections::HashSet;
 use std::io;
@@ -136,43 +136,84 @@ async fn track_matching(
 ) {
     let mut running: HashSet<i32> = HashSet::new();
     let mut exits: FuturesUnordered<Exit> = FuturesUnordered::new();
-    loop {
-        scan(target, &mut running, &mut exits);
-        let count = running.len();
-        let health = if count >= min_procs {
+    let health = |count: usize| {
+        if count >= min_procs {
             Health::Up
         } else {
             Health::down(format!("{count} of {min_procs} processes running"))
-        };
-        if reporter.report(health).await.is_err() {
+        }
+    };
+    scan(target, &mut running, &mut exits).await;
+    loop {
+        if reporter.report(health(running.len())).await.is_err() {
             return;
         }
-        if count >= min_procs {
+        if running.len() >= min_procs {
             // `running` is not empty (min_procs >= 1), so neither is `exits`.
             if let Some(pid) = exits.next().await {
                 tracing::debug!(tracker = %reporter.name(), pid, "tracked process exited");
                 running.remove(&pid);
+            }
+            if running.len() < min_procs {
+                // Report the death before rescanning, so that the scan does not delay it; a
+                // replacement already running is reported at the top of the loop.
+                if reporter.report(health(running.len())).await.is_err() {
+                    return;
+                }
+                scan(target, &mut running, &mut exits).await;
             }
         } else {
             tokio::select! {
                 Some(pid) = exits.next(), if !exits.is_empty() => {
                     running.remove(&pid);
                 }
-                () = tokio::time::sleep(rescan_interval) => {}
+                () = tokio::time::sleep(rescan_interval) => {
+                    scan(target, &mut running, &mut exits).await;
+                }
             }
         }
     }
 }
 
 /// Adds every matching, not yet tracked, live process to `running` with a future for its exit.
-fn scan(target: &ProcessMatch, running: &mut HashSet<i32>, exits: &mut FuturesUnordered<Exit>) {
+/// The `/proc` walk runs on the blocking pool, off the runtime's threads.
+async fn scan(
+    target: &ProcessMatch,
+    running: &mut HashSet<i32>,
+    exits: &mut FuturesUnordered<Exit>,
+) {
+    let (wanted, known) = (target.clone(), running.clone());
+    let found = match tokio::task::spawn_blocking(move || find_new(&wanted, &known)).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "/proc scan failed");
+            return;
+        }
+    };
+    for (pid, fd) in found {
+        match PidFd::register(fd) {
+            Ok(pidfd) => {
+                running.insert(pid);
+                exits.push(Box::pin(async move {
+                    pidfd.exited().await;
+                    pid
+                }));
+            }
+            Err(error) => tracing::warn!(pid, %error, "cannot poll pidfd"),
+        }
+    }
+}
+
+/// Matching live processes not in `known`, each with a pidfd opened on it.
+fn find_new(target: &ProcessMatch, known: &HashSet<i32>) -> Vec<(i32, OwnedFd)> {
     let entries = match std::fs::read_dir("/proc") {
         Ok(entries) => entries,
         Err(error) => {
             tracing::warn!(%error, "cannot list /proc");
-            return;
+            return Vec::new();
         }
     };
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -181,23 +222,19 @@ fn scan(target: &ProcessMatch, running: &mut HashSet<i32>, exits: &mut FuturesUn
         else {
             continue;
         };
-        if running.contains(&pid) || !matches(target, pid) {
+        if known.contains(&pid) || !matches(target, pid) {
             continue;
         }
-        let Ok(pidfd) = PidFd::open(pid) else {
+        let Ok(fd) = pidfd_open(pid) else {
             continue; // Gone already.
         };
         // The pid may have been reused between the check and the open: check the process the
         // pidfd now refers to.
-        if !matches(target, pid) {
-            continue;
+        if matches(target, pid) {
+            found.push((pid, fd));
         }
-        running.insert(pid);
-        exits.push(Box::pin(async move {
-            pidfd.exited().await;
-            pid
-        }));
     }
+    found
 }
 
 /// Whether live process `pid` matches (false if it is gone, a zombie, or unreadable).
@@ -329,20 +366,27 @@ fn open_pid_file(path: &Path) -> Result<(i32, PidFd), String> {
     Ok((pid, pidfd))
 }
 
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; it does not
+    // touch our memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A pidfd, which polls readable once its process has exited.
 struct PidFd(AsyncFd<OwnedFdRaw>);
 
 impl PidFd {
     fn open(pid: i32) -> io::Result<Self> {
-        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; it does
-        // not touch our memory.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
-        // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Self::register(pidfd_open(pid)?)
+    }
+
+    fn register(fd: OwnedFd) -> io::Result<Self> {
         // SAFETY: `OwnedFdRaw` owns the descriptor, keeps it open for as long as the `AsyncFd`
         // lives and always returns that same descriptor.
         let fd = unsafe { AsyncFd::register_with_interest(OwnedFdRaw(fd), Interest::READABLE) }?;

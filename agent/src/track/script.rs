@@ -29,7 +29,8 @@ pub struct ScriptSpec {
 }
 
 impl ScriptSpec {
-    /// keepalived's defaults: every second, rise 1, fall 1; the timeout defaults to the interval.
+    /// keepalived's defaults: every second, rise 1, fall 1; a 1 s timeout; the first result
+    /// decides the initial health.
     pub fn new(program: Program) -> Self {
         Self {
             program,
@@ -75,10 +76,10 @@ impl ScriptTracker {
 
     pub(crate) async fn run(mut self, mut reporter: Reporter) {
         let mut last_failure = String::from("not yet run");
-        if let Some(up) = self.checker.is_up() {
-            if reporter.report(health(up, &last_failure)).await.is_err() {
-                return;
-            }
+        if let Some(up) = self.checker.is_up()
+            && reporter.report(health(up, &last_failure)).await.is_err()
+        {
+            return;
         }
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -39,18 +39,19 @@ struct Args {
     /// Idle measurement window in seconds (0 skips it); measured at v3 100 ms.
     #[arg(long, default_value_t = 10)]
     idle_window_s: u64,
+    /// Upper bound (ms) of the random delay before each fault (phase randomisation).
+    #[arg(long, default_value_t = 1000)]
+    fault_jitter_ms: u64,
     /// VRRP unicast to the peer instead of multicast.
     #[arg(long)]
     unicast: bool,
     /// Path of hav-test-httpd (default: next to this binary).
     #[arg(long)]
     httpd: Option<PathBuf>,
-    /// Path of hav-agent (for the hav contender).
-    #[arg(long)]
-    hav_agent: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
+    // The hav contender runs `HAV_AGENT_BIN`, else the hav-agent built beside this binary.
     let args = Args::parse();
     let scenarios = args
         .scenarios
@@ -66,9 +67,7 @@ fn main() -> anyhow::Result<()> {
     for name in &args.contenders {
         match name.as_str() {
             "keepalived" => contenders.push(Box::new(KeepalivedContender)),
-            "hav" => contenders.push(Box::new(HavContender {
-                binary: args.hav_agent.clone(),
-            })),
+            "hav" => contenders.push(Box::new(HavContender)),
             other => bail!("unknown contender {other}"),
         }
     }
@@ -79,6 +78,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = BenchConfig::new(httpd);
     config.probe_interval = Duration::from_millis(args.probe_interval_ms);
     config.unicast = args.unicast;
+    config.fault_jitter = Duration::from_millis(args.fault_jitter_ms);
 
     let swept = netns::sweep_stale()?;
     if !swept.is_empty() {

@@ -62,7 +62,13 @@ impl Announcer {
                         self.end_burst(at);
                     }
                 }
-                Phase::Refresh => self.next = self.schedule.refresh.map(|period| at + period),
+                // A late driver gets one refresh, not a catch-up of every missed one.
+                Phase::Refresh => {
+                    self.next = self
+                        .schedule
+                        .refresh
+                        .map(|period| (at + period).max(now + period))
+                }
             }
             if rounds > 2 * super::config::MAX_ANNOUNCE_REPEAT + 2 {
                 break;

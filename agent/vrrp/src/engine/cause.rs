@@ -49,6 +49,11 @@ pub enum Cause {
     TrackerFault {
         tracker: String,
     },
+    /// A tracker changed our priority.
+    TrackerWeight {
+        tracker: String,
+        priority: Priority,
+    },
     /// The last fault cleared.
     FaultCleared {
         tracker: String,
@@ -69,10 +74,9 @@ pub enum Cause {
         member: String,
         to: State,
     },
-    /// A member left Fault and no member is faulty any more.
+    /// No member of the sync group is faulty any more.
     SyncGroupFaultCleared {
         group: String,
-        member: String,
     },
     Shutdown,
     Reconfigured,
@@ -93,6 +97,7 @@ impl Cause {
             Cause::EqualPriorityHigherAddress { .. } => "equal-priority-higher-address",
             Cause::Preempt { .. } => "preempt",
             Cause::TrackerFault { .. } => "tracker-fault",
+            Cause::TrackerWeight { .. } => "tracker-weight",
             Cause::FaultCleared { .. } => "fault-cleared",
             Cause::Resign { .. } => "resign",
             Cause::PriorityOverride { .. } => "priority-override",
@@ -153,6 +158,9 @@ impl fmt::Display for Cause {
                 )
             }
             Cause::TrackerFault { tracker } => write!(f, "tracker {tracker} failed"),
+            Cause::TrackerWeight { tracker, priority } => {
+                write!(f, "tracker {tracker} changed our priority to {priority}")
+            }
             Cause::FaultCleared { tracker } => {
                 write!(f, "tracker {tracker} recovered: no fault left")
             }
@@ -173,11 +181,8 @@ impl fmt::Display for Cause {
             Cause::SyncGroup { group, member, to } => {
                 write!(f, "sync group {group}: member {member} went to {to}")
             }
-            Cause::SyncGroupFaultCleared { group, member } => {
-                write!(
-                    f,
-                    "sync group {group}: member {member} left Fault, no member faulty"
-                )
+            Cause::SyncGroupFaultCleared { group } => {
+                write!(f, "sync group {group}: no member is faulty any more")
             }
             Cause::Shutdown => f.write_str("shutdown"),
             Cause::Reconfigured => f.write_str("reconfigured"),

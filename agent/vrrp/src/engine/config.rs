@@ -120,6 +120,8 @@ pub struct SyncGroupConfig {
 pub const MAX_ANNOUNCE_REPEAT: u32 = 100;
 /// Most VIPs per router: the advert's count field is one octet.
 pub const MAX_VIPS: usize = 255;
+/// Longest preempt delay or announce period accepted (a day); keeps deadlines representable.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A configuration the engine cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -189,6 +191,8 @@ pub enum RouterConfigError {
     TooManyAnnouncements { repeat: u32 },
     #[error("announce refresh period is zero")]
     ZeroRefresh,
+    #[error("{what} of {value:?} is longer than a day")]
+    TooLong { what: &'static str, value: Duration },
 }
 
 impl EngineConfig {
@@ -345,6 +349,26 @@ impl RouterConfig {
         }
         if self.announce.refresh == Some(Duration::ZERO) {
             return Err(E::ZeroRefresh);
+        }
+        let durations = [
+            (
+                "preempt delay",
+                match self.preempt {
+                    Preempt::On { delay } => Some(delay),
+                    Preempt::Off => None,
+                },
+            ),
+            ("announce interval", Some(self.announce.interval)),
+            (
+                "announce second burst delay",
+                self.announce.second_burst_after,
+            ),
+            ("announce refresh period", self.announce.refresh),
+        ];
+        for (what, value) in durations {
+            if let Some(value) = value.filter(|value| *value > MAX_DELAY) {
+                return Err(E::TooLong { what, value });
+            }
         }
         Ok(())
     }

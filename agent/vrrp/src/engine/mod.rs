@@ -3,7 +3,33 @@
 //! quinn-style sans-IO: the driver calls `handle_*(now, …)` with what happened, then drains
 //! [`Engine::poll_action`] and sleeps until [`Engine::poll_timeout`]. The engine does no IO,
 //! reads no clock and never panics on any input; every state change is reported with a
-//! [`Cause`], and VIPs are added and removed strictly alternately per router.
+//! [`Cause`], and per router a VIP is only added when not held and only removed when held.
+//!
+//! Actions must be carried out in order (e.g. `AddVips` comes before the first advert of a new
+//! master). `Transmit` goes out from the router's primary address on its interface
+//! ([`Engine::router_config`]) with TTL / hop limit 255.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use hav_vrrp::engine::{Action, Engine, EngineConfig};
+//!
+//! let mut engine = Engine::new(EngineConfig::default()).expect("valid");
+//! let mut now = Instant::now(); // the driver's clock; the engine never reads one
+//! engine.start(now);
+//! loop {
+//!     while let Some(action) = engine.poll_action() {
+//!         match action {
+//!             Action::Transmit { router, dst, payload } => { /* send */ }
+//!             Action::StateChanged { router, from, to, cause, .. } => println!("{from} -> {to}: {cause}"),
+//!             _ => { /* AddVips, RemoveVips, Announce, SyncGroupChanged */ }
+//!         }
+//!     }
+//!     // Sleep until then, or until a packet arrives (`handle_packet`) or a tracker changes.
+//!     let Some(wake) = engine.poll_timeout() else { break };
+//!     now = wake;
+//!     engine.handle_timeout(now);
+//! }
+//! ```
 
 mod announce;
 mod cause;
@@ -19,11 +45,14 @@ use std::time::Instant;
 
 pub use cause::Cause;
 pub use config::{
-    AnnounceSchedule, EngineConfig, EngineConfigError, MAX_ANNOUNCE_REPEAT, MAX_VIPS, Peer, Peers,
-    Preempt, RouterConfig, RouterConfigError, SyncGroupConfig,
+    AnnounceSchedule, EngineConfig, EngineConfigError, MAX_ANNOUNCE_REPEAT, MAX_DELAY, MAX_VIPS,
+    Peer, Peers, Preempt, RouterConfig, RouterConfigError, SyncGroupConfig,
 };
 
 use config::family_of;
+
+#[cfg(feature = "sim")]
+pub(crate) use config::family_of as config_family_of;
 use router::{Out, Transition, VirtualRouter};
 use sync_group::{SyncGroup, group_state};
 
@@ -294,7 +323,9 @@ impl Engine {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
+        let mut heard_by_retiring = false;
         for router in self.retiring.iter_mut().filter(|r| r.config.key() == key) {
+            heard_by_retiring = true;
             if meta.src != router.config.primary_address && advert.version == router.config.version
             {
                 router.handle_advert(now, meta.src, &advert, &mut out);
@@ -303,7 +334,9 @@ impl Engine {
         self.retiring.retain(|router| !router.is_done());
         let Some(router) = self.routers.iter_mut().find(|r| r.config.key() == key) else {
             // RFC 5798 section 7.1: the VRID must be configured on the receiving interface.
-            self.counters.bump(Counter::VrIdErrors);
+            if !heard_by_retiring {
+                self.counters.bump(Counter::VrIdErrors);
+            }
             return;
         };
         if advert.version != router.config.version {
@@ -500,6 +533,17 @@ impl Engine {
             .min()
     }
 
+    /// The configuration a router runs (its interface and primary address tell the driver where
+    /// to send its [`Action::Transmit`]s from). Routers removed but still handing over are
+    /// included.
+    pub fn router_config(&self, router: RouterId) -> Option<&RouterConfig> {
+        self.routers
+            .iter()
+            .chain(&self.retiring)
+            .find(|r| r.id == router)
+            .map(|r| &r.config)
+    }
+
     pub fn router_id(&self, name: &str) -> Option<RouterId> {
         self.routers
             .iter()
@@ -589,20 +633,28 @@ impl Engine {
                 }
             }
             // Rule 1.
-            for (group_index, level) in fault_levels.into_iter().enumerate() {
+            for (group_index, faulty) in fault_levels.into_iter().enumerate() {
                 let group = &self.groups[group_index];
                 for &member in &group.members {
-                    let router = &self.routers[member];
                     // Held in Fault by another faulty member (not by itself).
-                    let fault = level
-                        .as_ref()
-                        .filter(|(faulty, _)| *faulty != member)
+                    let fault = faulty
+                        .iter()
+                        .find(|(faulty, _)| *faulty != member)
                         .map(|(_, cause)| cause.clone());
                     let clear_cause = Cause::SyncGroupFaultCleared {
                         group: group.name.clone(),
-                        member: router.config.name.clone(),
                     };
                     self.routers[member].set_group_fault(now, fault, clear_cause, &mut out);
+                }
+            }
+            // A router no longer in any group (reconfigured) is not held by one.
+            for (index, router) in self.routers.iter_mut().enumerate() {
+                if !self
+                    .groups
+                    .iter()
+                    .any(|group| group.members.contains(&index))
+                {
+                    router.set_group_fault(now, None, Cause::Reconfigured, &mut out);
                 }
             }
             if self.transitions.is_empty() {
@@ -628,21 +680,28 @@ impl Engine {
         }
     }
 
-    /// Per group: the first member with a fault of its own, and the cause the others show.
-    fn fault_levels(&self) -> Vec<Option<(usize, Cause)>> {
+    /// Per group: the members with a fault of their own, each with the cause the others show.
+    fn fault_levels(&self) -> Vec<Vec<(usize, Cause)>> {
         self.groups
             .iter()
             .map(|group| {
-                let faulty = group.members.iter().copied().find(|m| {
-                    let router = &self.routers[*m];
-                    router.has_own_fault() && router.state == State::Fault
-                })?;
-                let cause = Cause::SyncGroup {
-                    group: group.name.clone(),
-                    member: self.routers[faulty].config.name.clone(),
-                    to: State::Fault,
-                };
-                Some((faulty, cause))
+                group
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        let router = &self.routers[*m];
+                        router.has_own_fault() && router.state == State::Fault
+                    })
+                    .map(|faulty| {
+                        let cause = Cause::SyncGroup {
+                            group: group.name.clone(),
+                            member: self.routers[faulty].config.name.clone(),
+                            to: State::Fault,
+                        };
+                        (faulty, cause)
+                    })
+                    .collect()
             })
             .collect()
     }

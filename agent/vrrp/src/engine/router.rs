@@ -19,6 +19,9 @@ use crate::stats::{Counter, Counters};
 use crate::types::{AdvertInterval, Auth, Priority, Version};
 use crate::wire::Advertisement;
 
+/// Most sources whose advertised priority a router remembers.
+const MAX_HEARD: usize = 64;
+
 /// Where a router's effects go while the engine handles one event.
 pub(crate) struct Out<'a> {
     pub(crate) actions: &'a mut VecDeque<Action>,
@@ -75,7 +78,9 @@ pub(crate) struct VirtualRouter {
     /// Priorities last heard from other routers (for resigning at once).
     heard: HashMap<IpAddr, Priority>,
     preempt_not_before: Option<Instant>,
-    holds_vips: bool,
+    /// The VIPs we hold (added and not removed), and the accept mode they were added with.
+    held_vips: Vec<IpAddr>,
+    held_accept: bool,
     release: Option<Release>,
     forced_master: bool,
     shutting_down: bool,
@@ -102,7 +107,8 @@ impl VirtualRouter {
             master_down_reason: MasterDownReason::Silence,
             heard: HashMap::new(),
             preempt_not_before: None,
-            holds_vips: false,
+            held_vips: Vec::new(),
+            held_accept: false,
             release: None,
             forced_master: false,
             shutting_down: false,
@@ -178,7 +184,7 @@ impl VirtualRouter {
     }
 
     pub(crate) fn holds_vips(&self) -> bool {
-        self.holds_vips
+        !self.held_vips.is_empty()
     }
 
     pub(crate) fn status(&self) -> RouterStatus {
@@ -191,7 +197,7 @@ impl VirtualRouter {
             master: self.master,
             since: self.since,
             last_cause: self.last_cause.clone(),
-            holds_vips: self.holds_vips,
+            holds_vips: self.holds_vips(),
             counters: self.counters.clone(),
         }
     }
@@ -276,14 +282,14 @@ impl VirtualRouter {
         if advert.priority == Priority::RESIGN {
             self.counters.bump(Counter::RcvdPriorityZero);
         } else {
-            self.heard.insert(src, advert.priority);
+            self.remember(src, advert.priority);
             // Make-before-break: a successor is advertising, so our VIPs can go.
             if self.release.is_some() {
                 self.finish_release(out);
             }
         }
         match self.state {
-            State::Backup => self.backup_advert(now, src, advert, out),
+            State::Backup => self.backup_advert(now, src, advert),
             State::Master => self.master_advert(now, src, advert, out),
             // Fault and Initialize ignore adverts (RFC 5798 section 6.4.1 for Initialize).
             State::Initialize | State::Fault => {}
@@ -291,13 +297,7 @@ impl VirtualRouter {
     }
 
     /// RFC 5798 section 6.4.2 (Backup), "If an ADVERTISEMENT is received".
-    fn backup_advert(
-        &mut self,
-        now: Instant,
-        src: IpAddr,
-        advert: &Advertisement,
-        out: &mut Out<'_>,
-    ) {
+    fn backup_advert(&mut self, now: Instant, src: IpAddr, advert: &Advertisement) {
         let ours = self.effective_priority();
         if advert.priority == Priority::RESIGN {
             // "If the Priority in the ADVERTISEMENT is zero, then: Set the Master_Down_Timer to
@@ -323,7 +323,6 @@ impl VirtualRouter {
             };
             let not_before = *self.preempt_not_before.get_or_insert(now + delay);
             if now >= not_before {
-                let _ = out;
                 self.master_down_reason = MasterDownReason::Preempt {
                     master: src,
                     theirs: advert.priority,
@@ -402,12 +401,20 @@ impl VirtualRouter {
             }
         } else {
             // "Else: Discard the ADVERTISEMENT". keepalived answers at once so that the other
-            // master steps down without waiting for our next advert; so do we.
+            // master steps down without waiting for our next advert; so do we. Another master
+            // means a split brain is healing: hosts and switches may have learnt the VIPs at
+            // the other master's MAC, so announce them again (one burst per such advert).
             self.send_advert(now, ours, out);
             self.timers.set(
                 Timer::Advert,
                 now + self.config.advert_interval.as_duration(),
             );
+            for _ in 0..self.config.announce.repeat.max(1) {
+                out.actions.push_back(Action::Announce {
+                    router: self.id,
+                    vips: self.config.vips.clone(),
+                });
+            }
         }
     }
 
@@ -468,8 +475,9 @@ impl VirtualRouter {
                 tracker: tracker.to_owned(),
             }
         } else {
-            Cause::TrackerFault {
+            Cause::TrackerWeight {
                 tracker: tracker.to_owned(),
+                priority: self.effective_priority(),
             }
         };
         self.reevaluate(now, before, cause, out);
@@ -595,39 +603,9 @@ impl VirtualRouter {
                 }
             }
         }
-        if self.holds_vips && (old.vips != self.config.vips || old.accept != self.config.accept) {
-            let removed: Vec<IpAddr> = old
-                .vips
-                .iter()
-                .filter(|v| !self.config.vips.contains(v))
-                .copied()
-                .collect();
-            let added: Vec<IpAddr> = self
-                .config
-                .vips
-                .iter()
-                .filter(|v| !old.vips.contains(v))
-                .copied()
-                .collect();
-            if !removed.is_empty() {
-                out.actions.push_back(Action::RemoveVips {
-                    router: self.id,
-                    vips: removed,
-                });
-            }
-            let to_add = if old.accept != self.config.accept {
-                self.config.vips.clone()
-            } else {
-                added.clone()
-            };
-            if !to_add.is_empty() {
-                out.actions.push_back(Action::AddVips {
-                    router: self.id,
-                    vips: to_add,
-                    accept: self.config.accept,
-                });
-            }
-            if self.state == State::Master && !added.is_empty() {
+        if self.state == State::Master {
+            let added = self.claim_vips(out);
+            if !added.is_empty() {
                 for _ in 0..self.config.announce.repeat.max(1) {
                     out.actions.push_back(Action::Announce {
                         router: self.id,
@@ -635,6 +613,9 @@ impl VirtualRouter {
                     });
                 }
             }
+        } else {
+            // Still handing over: let go of what is no longer configured, claim nothing new.
+            self.drop_unconfigured_vips(out);
         }
         let before = old_effective(&old, self);
         self.reevaluate(now, before, Cause::Reconfigured, out);
@@ -693,6 +674,22 @@ impl VirtualRouter {
                 self.resign(now, Release::Resign, cause, false, out);
             }
         }
+    }
+
+    /// Records a priority heard from `src`, keeping at most [`MAX_HEARD`] sources (spoofed
+    /// sources must not grow memory): the lowest-priority one makes room.
+    fn remember(&mut self, src: IpAddr, priority: Priority) {
+        if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&src) {
+            let lowest = self
+                .heard
+                .iter()
+                .min_by_key(|(_, priority)| **priority)
+                .map(|(address, _)| *address);
+            if let Some(lowest) = lowest {
+                self.heard.remove(&lowest);
+            }
+        }
+        self.heard.insert(src, priority);
     }
 
     fn best_known_peer(&self) -> Option<(IpAddr, Priority)> {
@@ -770,15 +767,7 @@ impl VirtualRouter {
         self.release = None;
         self.counters.bump(Counter::MasterTransitions);
         self.transition(now, from, State::Master, cause, induced, out);
-        if !self.holds_vips {
-            self.holds_vips = true;
-            let vips = self.config.vips.clone();
-            out.actions.push_back(Action::AddVips {
-                router: self.id,
-                vips,
-                accept: self.config.accept,
-            });
-        }
+        self.claim_vips(out);
         // RFC 5798 section 6.4.1/6.4.2: send an ADVERTISEMENT, start the Adver_Timer, announce.
         self.send_advert(now, priority, out);
         self.timers.set(
@@ -863,12 +852,60 @@ impl VirtualRouter {
     }
 
     fn remove_vips(&mut self, out: &mut Out<'_>) {
-        if self.holds_vips {
-            self.holds_vips = false;
-            let vips = self.config.vips.clone();
+        if !self.held_vips.is_empty() {
+            let vips = std::mem::take(&mut self.held_vips);
             out.actions.push_back(Action::RemoveVips {
                 router: self.id,
                 vips,
+            });
+        }
+    }
+
+    /// Makes the held VIPs exactly the configured ones, in the configured accept mode; returns
+    /// the VIPs newly added. A router still holding its VIPs from a hand-over adds nothing.
+    fn claim_vips(&mut self, out: &mut Out<'_>) -> Vec<IpAddr> {
+        self.drop_unconfigured_vips(out);
+        if !self.held_vips.is_empty() && self.held_accept != self.config.accept {
+            // Re-adding in the new mode (the executor's add is idempotent).
+            let vips = self.held_vips.clone();
+            out.actions.push_back(Action::AddVips {
+                router: self.id,
+                vips,
+                accept: self.config.accept,
+            });
+        }
+        self.held_accept = self.config.accept;
+        let missing: Vec<IpAddr> = self
+            .config
+            .vips
+            .iter()
+            .filter(|vip| !self.held_vips.contains(vip))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            self.held_vips.extend(missing.iter().copied());
+            let vips = missing.clone();
+            out.actions.push_back(Action::AddVips {
+                router: self.id,
+                vips,
+                accept: self.config.accept,
+            });
+        }
+        missing
+    }
+
+    fn drop_unconfigured_vips(&mut self, out: &mut Out<'_>) {
+        let extra: Vec<IpAddr> = self
+            .held_vips
+            .iter()
+            .filter(|vip| !self.config.vips.contains(vip))
+            .copied()
+            .collect();
+        if !extra.is_empty() {
+            self.held_vips.retain(|vip| !extra.contains(vip));
+            out.actions.push_back(Action::RemoveVips {
+                router: self.id,
+                vips: extra,
             });
         }
     }

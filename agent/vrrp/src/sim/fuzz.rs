@@ -6,7 +6,7 @@
 //! raw bytes, time jumps, tracker and override changes, reconfigurations and shutdown. After
 //! every event it checks what must always hold; a broken invariant panics (that is the finding).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -97,6 +97,11 @@ pub fn config(variant: u8) -> EngineConfig {
 
 /// Runs the events encoded in `data`; panics on a broken invariant.
 pub fn run(data: &[u8]) {
+    run_traced(data, false);
+}
+
+/// [`run`], printing every event and action to stderr if `trace`.
+pub fn run_traced(data: &[u8], trace: bool) {
     let mut input = Input { data };
     let start = sim_epoch();
     let mut now = start;
@@ -108,7 +113,11 @@ pub fn run(data: &[u8]) {
     let mut events = 0;
     while !input.is_empty() && events < 2000 {
         events += 1;
-        match input.byte() % 10 {
+        let op = input.byte() % 10;
+        if trace {
+            eprintln!("-- event {events} op {op} at {:?}", now - start);
+        }
+        match op {
             0 => engine.start(now),
             1 | 2 => {
                 let (meta, payload) = mutated_advert(&mut input);
@@ -128,7 +137,7 @@ pub fn run(data: &[u8]) {
                 // Jump to the next wake-up, or a little ahead.
                 let step = Duration::from_millis(u64::from(input.byte()) * 10);
                 now = match engine.poll_timeout() {
-                    Some(at) if input.byte() % 2 == 0 => at.max(now),
+                    Some(at) if input.byte().is_multiple_of(2) => at.max(now),
                     _ => now + step,
                 };
                 engine.handle_timeout(now);
@@ -158,12 +167,15 @@ pub fn run(data: &[u8]) {
                 let _ = engine.reconfigure(now, config(variant));
             }
             _ => {
-                if input.byte() % 4 == 0 {
+                if input.byte().is_multiple_of(4) {
                     engine.shutdown(now);
                 }
             }
         }
         while let Some(action) = engine.poll_action() {
+            if trace {
+                eprintln!("   {action:?}");
+            }
             checker.check(&action);
         }
     }
@@ -185,34 +197,44 @@ pub fn run(data: &[u8]) {
         checker.check(&action);
     }
     assert!(engine.is_stopped(), "shutdown did not complete");
-    assert!(
-        checker.held.values().all(|held| !*held),
-        "VIPs still held after shutdown"
-    );
+    assert!(!checker.holds_any(), "VIPs still held after shutdown");
     assert!(now - start < Duration::from_secs(365 * 24 * 3600));
 }
 
 /// Invariants over the action stream.
 #[derive(Default)]
 struct Checker {
-    held: HashMap<RouterId, bool>,
+    /// VIPs held per router, and the accept mode they were added with.
+    held: HashMap<RouterId, (HashSet<IpAddr>, bool)>,
     states: HashMap<RouterId, State>,
 }
 
 impl Checker {
     fn check(&mut self, action: &Action) {
         match action {
-            Action::AddVips { router, vips, .. } => {
+            Action::AddVips {
+                router,
+                vips,
+                accept,
+            } => {
                 assert!(!vips.is_empty(), "empty AddVips");
-                self.held.insert(*router, true);
+                let (held, held_accept) = self.held.entry(*router).or_default();
+                let mode_change = !held.is_empty() && *held_accept != *accept;
+                assert!(
+                    mode_change || vips.iter().all(|vip| !held.contains(vip)),
+                    "{router}: AddVips {vips:?} while holding {held:?}"
+                );
+                held.extend(vips.iter().copied());
+                *held_accept = *accept;
             }
             Action::RemoveVips { router, vips } => {
-                assert!(
-                    self.held.get(router).copied().unwrap_or(false),
-                    "RemoveVips without AddVips for {router}"
-                );
                 assert!(!vips.is_empty(), "empty RemoveVips");
-                self.held.insert(*router, false);
+                let (held, _) = self.held.entry(*router).or_default();
+                assert!(
+                    vips.iter().all(|vip| held.contains(vip)),
+                    "{router}: RemoveVips {vips:?} while holding {held:?}"
+                );
+                held.retain(|vip| !vips.contains(vip));
             }
             Action::StateChanged {
                 router, from, to, ..
@@ -232,6 +254,10 @@ impl Checker {
             Action::Transmit { payload, .. } => assert!(payload.len() >= 8),
             _ => {}
         }
+    }
+
+    fn holds_any(&self) -> bool {
+        self.held.values().any(|(held, _)| !held.is_empty())
     }
 }
 

@@ -382,7 +382,8 @@ impl Sim {
                 Action::AddVips { router, vips, .. } => {
                     let name = name_of(&router);
                     let held = node_ref.vips.entry(name.clone()).or_default();
-                    if !held.is_empty() && vips.iter().any(|vip| held.contains(vip)) {
+                    let mode_change = vips.iter().all(|vip| held.contains(vip));
+                    if !mode_change && vips.iter().any(|vip| held.contains(vip)) {
                         node_ref.violations.push(format!(
                             "AddVips twice for {name} at {:?}",
                             now - self.epoch
@@ -536,4 +537,9 @@ pub fn router(
         checksum: V3Checksum::default(),
         announce: AnnounceSchedule::default(),
     }
+}
+
+/// The family of an address.
+pub fn family_of(address: IpAddr) -> Family {
+    crate::engine::config_family_of(address)
 }

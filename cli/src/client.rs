@@ -1,0 +1,87 @@
+//! Dialling the coordinator's `FleetService` with the operator's certificate, and havctl's errors:
+//! each prints as one line saying what went wrong and what to do.
+
+use std::path::PathBuf;
+
+use hav_proto::transport::{self, ClientTlsFiles, TransportError};
+use hav_proto::v1::MAX_MESSAGE_BYTES;
+use hav_proto::v1::fleet_service_client::FleetServiceClient;
+use tonic::transport::Channel;
+
+use crate::certs::CertError;
+
+/// Everything havctl can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    #[error("cannot reach the coordinator at {address}: {source}")]
+    Connect {
+        address: String,
+        source: TransportError,
+    },
+    #[error("{}", transport::explain_status(.0))]
+    Call(#[from] tonic::Status),
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("missing {flag} (or ${env}): {hint}")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("config rejected: {0}")]
+    Invalid(String),
+}
+
+/// Where the coordinator is and who we are.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub coordinator: String,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+}
+
+impl Target {
+    fn files(&self) -> Result<ClientTlsFiles, CliError> {
+        let missing = |flag, env| CliError::Missing {
+            flag,
+            env,
+            hint: "havctl talks to the coordinator over mTLS only; issue a certificate with \
+                   `havctl certs issue --kind operator`",
+        };
+        Ok(ClientTlsFiles {
+            ca: self.ca.clone().ok_or_else(|| missing("--ca", "HAV_CA"))?,
+            cert: self
+                .cert
+                .clone()
+                .ok_or_else(|| missing("--cert", "HAV_CERT"))?,
+            key: self
+                .key
+                .clone()
+                .ok_or_else(|| missing("--key", "HAV_KEY"))?,
+        })
+    }
+}
+
+/// Connects to the coordinator's fleet API.
+pub async fn connect(target: &Target) -> Result<FleetServiceClient<Channel>, CliError> {
+    let connect_error = |source| CliError::Connect {
+        address: target.coordinator.clone(),
+        source,
+    };
+    let tls = transport::client_config(&target.files()?).map_err(connect_error)?;
+    let channel = transport::connect(&target.coordinator, tls)
+        .await
+        .map_err(connect_error)?;
+    Ok(FleetServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}

@@ -1,0 +1,638 @@
+//! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|certs`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hav_proto::identity::Role;
+use hav_proto::v1::{
+    ApplyOutcome, DrainRequest, FleetEvent, HistoryRequest, ListNodesRequest, NodeChange,
+    NodeConfigEntry, NodeStatus, PushConfigRequest, PushConfigResponse, RollbackRequest,
+    RolloutGroup, ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
+};
+use serde_json::{Value, json};
+
+use crate::certs::{self, IssueRequest, Kind};
+use crate::client::{self, CliError, Target};
+
+/// The operator's tool for a hav fleet.
+#[derive(Debug, Parser)]
+#[command(name = "havctl", version)]
+pub struct Cli {
+    /// The coordinator: host:port or https://host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "HAV_COORDINATOR",
+        default_value = "127.0.0.1:7400"
+    )]
+    pub coordinator: String,
+    /// Our operator certificate (PEM).
+    #[arg(long, global = true, env = "HAV_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "HAV_KEY")]
+    pub key: Option<PathBuf>,
+    /// The fleet CA certificate (PEM).
+    #[arg(long, global = true, env = "HAV_CA")]
+    pub ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Nodes, their connection and VRRP state.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Follow fleet events (transitions, tracker changes, connects) until interrupted.
+    Watch {
+        /// Only these nodes.
+        #[arg(long)]
+        node: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Push node configs: each FILE is `<node>.toml` (or name the node with --node), or a whole
+    /// fleet file with --fleet (its pairs are changed one node at a time).
+    PushConfig {
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+        files: Vec<PathBuf>,
+        /// A fleet file: [defaults], [nodes.<name>], [pairs.<name>].
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// The node, when pushing one file not named after it.
+        #[arg(long)]
+        node: Option<String>,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Check node configs (or a fleet file) without storing them.
+    Validate {
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Config versions and the audit log.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Make an older config version current again (as a new version).
+    Rollback {
+        version: u64,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Drain a node (it gives up mastership) or, with --undo, undrain it.
+    Drain {
+        node: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// The fleet certificate authority.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the fleet CA (ca.pem, ca.key) in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "hav fleet CA")]
+        name: String,
+    },
+    /// Issue a certificate signed by the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        name: String,
+        /// Operator role (operators only; default viewer).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// Extra DNS name or IP address (repeatable).
+        #[arg(long)]
+        san: Vec<String>,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Where to write `<kind>-<name>.pem/.key` (default: DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("`{text}`: expected viewer or operator"))
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let target = Target {
+        coordinator: cli.coordinator,
+        cert: cli.cert,
+        key: cli.key,
+        ca: cli.ca,
+    };
+    match cli.command {
+        Command::Certs { command } => run_certs(command),
+        Command::Status { output } => {
+            let mut fleet = client::connect(&target).await?;
+            let nodes = fleet
+                .list_nodes(ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            match output {
+                Output::Json => print_json(&Value::Array(nodes.iter().map(node_json).collect())),
+                Output::Table => print_status_table(&nodes),
+            }
+            Ok(())
+        }
+        Command::Watch { node, output } => {
+            let mut fleet = client::connect(&target).await?;
+            let mut events = fleet
+                .watch_events(WatchEventsRequest { nodes: node })
+                .await?
+                .into_inner();
+            while let Some(event) = events.message().await? {
+                match output {
+                    Output::Json => println!("{}", event_json(&event)),
+                    Output::Table => println!("{}", event_line(&event)),
+                }
+            }
+            Ok(())
+        }
+        Command::PushConfig {
+            files,
+            fleet: fleet_file,
+            node,
+            dry_run,
+            comment,
+        } => {
+            let (configs, groups) = match fleet_file {
+                Some(path) => read_fleet(&path)?,
+                None => (read_configs(&files, node)?, Vec::new()),
+            };
+            let mut fleet = client::connect(&target).await?;
+            let response = fleet
+                .push_config(PushConfigRequest {
+                    configs,
+                    dry_run,
+                    comment,
+                    groups,
+                })
+                .await?
+                .into_inner();
+            print_push(&response);
+            Ok(())
+        }
+        Command::Validate {
+            files,
+            fleet: fleet_file,
+            node,
+        } => {
+            let configs = match fleet_file {
+                Some(path) => read_fleet(&path)?.0,
+                None => read_configs(&files, node)?,
+            };
+            let mut fleet = client::connect(&target).await?;
+            let response = fleet
+                .validate(ValidateRequest { configs })
+                .await?
+                .into_inner();
+            if response.ok {
+                println!("ok");
+                Ok(())
+            } else {
+                let errors: Vec<String> = response
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.node, e.message))
+                    .collect();
+                Err(CliError::Invalid(errors.join("; ")))
+            }
+        }
+        Command::History { limit, output } => {
+            let mut fleet = client::connect(&target).await?;
+            let history = fleet.history(HistoryRequest { limit }).await?.into_inner();
+            match output {
+                Output::Json => print_json(&json!({
+                    "versions": history.versions.iter().map(|v| json!({
+                        "version": v.version, "unix_ms": v.unix_ms, "author": v.author,
+                        "comment": v.comment, "nodes_changed": v.nodes_changed,
+                        "rollback_of": v.rollback_of,
+                    })).collect::<Vec<_>>(),
+                    "audit": history.audit.iter().map(|a| json!({
+                        "unix_ms": a.unix_ms, "who": a.who, "action": a.action,
+                        "detail": a.detail, "allowed": a.allowed,
+                    })).collect::<Vec<_>>(),
+                })),
+                Output::Table => {
+                    let mut rows = vec![row(["VERSION", "WHEN", "AUTHOR", "NODES", "COMMENT"])];
+                    for v in &history.versions {
+                        rows.push(vec![
+                            v.version.to_string(),
+                            when(v.unix_ms),
+                            v.author.clone(),
+                            v.nodes_changed.join(","),
+                            v.comment.clone(),
+                        ]);
+                    }
+                    print_table(&rows);
+                    println!();
+                    let mut rows = vec![row(["WHEN", "WHO", "ACTION", "ALLOWED", "DETAIL"])];
+                    for a in &history.audit {
+                        rows.push(vec![
+                            when(a.unix_ms),
+                            a.who.clone(),
+                            a.action.clone(),
+                            a.allowed.to_string(),
+                            a.detail.clone(),
+                        ]);
+                    }
+                    print_table(&rows);
+                }
+            }
+            Ok(())
+        }
+        Command::Rollback { version, comment } => {
+            let mut fleet = client::connect(&target).await?;
+            let response = fleet
+                .rollback(RollbackRequest { version, comment })
+                .await?
+                .into_inner();
+            print_push(&response);
+            Ok(())
+        }
+        Command::Drain { node, undo } => {
+            let mut fleet = client::connect(&target).await?;
+            let response = fleet
+                .drain(DrainRequest {
+                    node: node.clone(),
+                    undrain: undo,
+                })
+                .await?
+                .into_inner();
+            if response.ok {
+                println!("{node}: {}", if undo { "undrained" } else { "drained" });
+                Ok(())
+            } else {
+                Err(CliError::Invalid(format!(
+                    "{node} refused: {}",
+                    response.error
+                )))
+            }
+        }
+    }
+}
+
+fn run_certs(command: CertsCommand) -> Result<(), CliError> {
+    match command {
+        CertsCommand::Init { dir, name } => {
+            let written = certs::init_ca(&dir, &name)?;
+            println!(
+                "fleet CA created: {} (key {}, mode 0600; keep it offline)",
+                written.cert.display(),
+                written.key.display()
+            );
+        }
+        CertsCommand::Issue {
+            dir,
+            kind,
+            name,
+            role,
+            san,
+            days,
+            out,
+        } => {
+            let mut request = IssueRequest::new(kind, &name, days);
+            request.role = role;
+            request.sans = san;
+            let identity = request.identity()?;
+            let written = certs::issue(&dir, &request, out.as_deref().unwrap_or(&dir))?;
+            println!(
+                "issued {} for {}: {} (key {}, mode 0600)",
+                identity.to_uri(),
+                identity,
+                written.cert.display(),
+                written.key.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads config files; the node is `--node` (one file only) or each file's stem.
+pub fn read_configs(
+    files: &[PathBuf],
+    node: Option<String>,
+) -> Result<Vec<NodeConfigEntry>, CliError> {
+    if node.is_some() && files.len() != 1 {
+        return Err(CliError::Usage(
+            "--node names the node of a single file; name several files <node>.toml instead".into(),
+        ));
+    }
+    files
+        .iter()
+        .map(|path| {
+            let toml = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let node = match &node {
+                Some(node) => node.clone(),
+                None => stem(path)?,
+            };
+            Ok(NodeConfigEntry { node, toml })
+        })
+        .collect()
+}
+
+/// Reads and expands a fleet file into node configs and rollout groups.
+pub fn read_fleet(path: &Path) -> Result<(Vec<NodeConfigEntry>, Vec<RolloutGroup>), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let expanded = hav_proto::fleet::expand(&path.display().to_string(), &text)
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let configs = expanded
+        .nodes
+        .into_iter()
+        .map(|(node, toml)| NodeConfigEntry { node, toml })
+        .collect();
+    let groups = expanded
+        .groups
+        .into_iter()
+        .map(|g| RolloutGroup {
+            name: g.name,
+            nodes: g.nodes,
+        })
+        .collect();
+    Ok((configs, groups))
+}
+
+fn stem(path: &Path) -> Result<String, CliError> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| hav_proto::identity::valid_name(s))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{}: cannot take a node name from this file name; use --node NAME",
+                path.display()
+            ))
+        })
+}
+
+fn print_push(response: &PushConfigResponse) {
+    if response.version == 0 {
+        println!("no new version (dry run or nothing changed)");
+    } else {
+        println!("config version {}", response.version);
+    }
+    for node in &response.nodes {
+        let change = NodeChange::try_from(node.change)
+            .map(|c| {
+                c.as_str_name()
+                    .trim_start_matches("NODE_CHANGE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_else(|_| "?".into());
+        let outcome = ApplyOutcome::try_from(node.outcome)
+            .map(|o| {
+                o.as_str_name()
+                    .trim_start_matches("APPLY_OUTCOME_")
+                    .to_lowercase()
+            })
+            .unwrap_or_else(|_| "?".into());
+        let error = if node.error.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", node.error)
+        };
+        println!("{}: {change}, {outcome}{error}", node.node);
+        for line in node.diff.lines() {
+            println!("    {line}");
+        }
+    }
+}
+
+fn state_name(state: i32) -> String {
+    VrrpState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("VRRP_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| format!("unknown({state})"))
+}
+
+fn print_status_table(nodes: &[NodeStatus]) {
+    let mut rows = vec![row([
+        "NODE", "LINK", "VERSION", "CONFIG", "INSTANCE", "VRID", "STATE", "PRIO", "VIPS",
+    ])];
+    for node in nodes {
+        let link = if node.connected { "up" } else { "down" };
+        let running = node
+            .snapshot
+            .as_ref()
+            .map(|s| s.config_version)
+            .unwrap_or(0);
+        let config = format!("{running}/{}", node.desired_config_version);
+        let instances = node
+            .snapshot
+            .as_ref()
+            .map(|s| s.instances.as_slice())
+            .unwrap_or_default();
+        if instances.is_empty() {
+            rows.push(vec![
+                node.name.clone(),
+                link.into(),
+                node.software_version.clone(),
+                config.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for (i, instance) in instances.iter().enumerate() {
+            let first = i == 0;
+            rows.push(vec![
+                if first {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
+                if first { link.into() } else { String::new() },
+                if first {
+                    node.software_version.clone()
+                } else {
+                    String::new()
+                },
+                if first { config.clone() } else { String::new() },
+                instance.name.clone(),
+                instance.vrid.to_string(),
+                state_name(instance.state),
+                instance.effective_priority.to_string(),
+                instance.vips_held.join(","),
+            ]);
+        }
+    }
+    print_table(&rows);
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_owned()).collect()
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// The JSON form of a node's status (stable keys, for scripts).
+pub fn node_json(node: &NodeStatus) -> Value {
+    let snapshot = node.snapshot.as_ref();
+    json!({
+        "name": node.name,
+        "connected": node.connected,
+        "software_version": node.software_version,
+        "protocol_version": node.protocol_version,
+        "capabilities": node.capabilities,
+        "last_seen_unix_ms": node.last_seen_unix_ms,
+        "peer_address": node.peer_address,
+        "config_version": snapshot.map(|s| s.config_version).unwrap_or(0),
+        "desired_config_version": node.desired_config_version,
+        "drained": snapshot.is_some_and(|s| s.drained),
+        "instances": snapshot.map(|s| s.instances.iter().map(|i| json!({
+            "name": i.name,
+            "vrid": i.vrid,
+            "state": state_name(i.state),
+            "effective_priority": i.effective_priority,
+            "configured_priority": i.configured_priority,
+            "priority_override": i.priority_override,
+            "vips_held": i.vips_held,
+            "interface": i.interface,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+fn event_json(event: &FleetEvent) -> Value {
+    let mut value = json!({ "node": event.node, "unix_ms": event.unix_ms });
+    let detail = match &event.kind {
+        Some(fleet_event::Kind::Presence(p)) => json!({ "presence": { "connected": p.connected } }),
+        Some(fleet_event::Kind::Lagged(missed)) => json!({ "lagged": missed }),
+        Some(fleet_event::Kind::Agent(agent)) => match &agent.kind {
+            Some(event::Kind::Transition(t)) => json!({ "transition": {
+                "instance": t.instance, "from": state_name(t.from), "to": state_name(t.to),
+                "cause": t.cause,
+            }}),
+            Some(event::Kind::Tracker(t)) => json!({ "tracker": {
+                "tracker": t.tracker, "up": t.up, "instances": t.instances,
+                "priority_delta": t.priority_delta, "detail": t.detail,
+            }}),
+            Some(event::Kind::Counters(c)) => json!({ "counters": {
+                "instance": c.instance, "values": c.values,
+            }}),
+            None => json!({ "unknown": true }),
+        },
+        None => json!({ "unknown": true }),
+    };
+    if let (Some(map), Value::Object(extra)) = (value.as_object_mut(), detail) {
+        map.extend(extra);
+    }
+    value
+}
+
+fn event_line(event: &FleetEvent) -> String {
+    let what = match &event.kind {
+        Some(fleet_event::Kind::Presence(p)) => if p.connected {
+            "connected"
+        } else {
+            "disconnected"
+        }
+        .to_owned(),
+        Some(fleet_event::Kind::Lagged(missed)) => {
+            format!("(this watcher was too slow: {missed} events missed)")
+        }
+        Some(fleet_event::Kind::Agent(agent)) => match &agent.kind {
+            Some(event::Kind::Transition(t)) => format!(
+                "{}: {} -> {} ({})",
+                t.instance,
+                state_name(t.from),
+                state_name(t.to),
+                t.cause
+            ),
+            Some(event::Kind::Tracker(t)) => format!(
+                "tracker {} {} (priority {:+}) {}",
+                t.tracker,
+                if t.up { "up" } else { "down" },
+                t.priority_delta,
+                t.detail
+            ),
+            Some(event::Kind::Counters(c)) => format!("{} counters {:?}", c.instance, c.values),
+            None => "unknown event".into(),
+        },
+        None => "unknown event".into(),
+    };
+    format!("{} {} {what}", when(event.unix_ms), event.node)
+}
+
+/// RFC 3339 UTC time of a Unix timestamp in milliseconds.
+fn when(unix_ms: u64) -> String {
+    let nanos = i128::from(unix_ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_ms.to_string())
+}

@@ -1,0 +1,188 @@
+//! A converted node before validation: what the converter fills in and the emitter writes out.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::Finding;
+use super::parser::Location;
+
+/// A converted node before validation.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    pub source: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub findings: Vec<Finding>,
+    pub(crate) node_name: String,
+    pub(crate) scripts: Vec<ScriptDraft>,
+    pub(crate) processes: Vec<ProcessDraft>,
+    pub(crate) probes: Vec<ProbeDraft>,
+    pub(crate) track_files: Vec<TrackFileDraft>,
+    pub(crate) instances: Vec<InstanceDraft>,
+    pub(crate) sync_groups: Vec<SyncGroupDraft>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ScriptDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) argv: Vec<String>,
+    pub(crate) interval_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) fall: Option<i64>,
+    pub(crate) rise: Option<i64>,
+    pub(crate) weight: i64,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) process: String,
+    pub(crate) min_procs: Option<i64>,
+    pub(crate) weight: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) address: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) interval_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) fall: Option<i64>,
+    pub(crate) rise: Option<i64>,
+    pub(crate) weight: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TrackFileDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) path: String,
+    pub(crate) weight: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GarpDraft {
+    pub(crate) master_repeat: Option<i64>,
+    pub(crate) master_delay_ms: Option<u64>,
+    pub(crate) master_refresh_ms: Option<u64>,
+    pub(crate) garp_interval_ms: Option<u64>,
+    pub(crate) gna_interval_ms: Option<u64>,
+}
+
+impl GarpDraft {
+    pub(crate) fn overlay(&self, over: &GarpDraft) -> GarpDraft {
+        GarpDraft {
+            master_repeat: over.master_repeat.or(self.master_repeat),
+            master_delay_ms: over.master_delay_ms.or(self.master_delay_ms),
+            master_refresh_ms: over.master_refresh_ms.or(self.master_refresh_ms),
+            garp_interval_ms: over.garp_interval_ms.or(self.garp_interval_ms),
+            gna_interval_ms: over.gna_interval_ms.or(self.gna_interval_ms),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.master_repeat.is_none()
+            && self.master_delay_ms.is_none()
+            && self.master_refresh_ms.is_none()
+            && self.garp_interval_ms.is_none()
+            && self.gna_interval_ms.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrackKind {
+    Interface,
+    Script,
+    Process,
+    File,
+    Probe,
+}
+
+impl TrackKind {
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            TrackKind::Interface => "track_interface",
+            TrackKind::Script => "track_script",
+            TrackKind::Process => "track_process",
+            TrackKind::File => "track_file",
+            TrackKind::Probe => "track_probe",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TrackRef {
+    pub(crate) kind: TrackKind,
+    pub(crate) name: String,
+    /// The hav weight, when the reference gives one.
+    pub(crate) weight: Option<i64>,
+    /// keepalived's effective weight (the reference's, else the definition's).
+    pub(crate) keepalived_weight: i64,
+    pub(crate) location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct VipDraft {
+    pub(crate) address: IpAddr,
+    pub(crate) prefix: Option<u8>,
+    pub(crate) dev: Option<String>,
+    pub(crate) label: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PeerDraft {
+    pub(crate) address: String,
+    pub(crate) priority: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) interface: Option<String>,
+    pub(crate) vrid: Option<i64>,
+    pub(crate) version: i64,
+    /// keepalived's configured priority.
+    pub(crate) base_priority: i64,
+    /// hav's: the base raised by positive tracking weights.
+    pub(crate) priority: i64,
+    pub(crate) advert_interval_ms: Option<u64>,
+    pub(crate) preempt: Option<bool>,
+    pub(crate) preempt_delay_ms: Option<u64>,
+    pub(crate) accept: Option<bool>,
+    pub(crate) rfc9568_checksum: bool,
+    pub(crate) source_address: Option<String>,
+    pub(crate) peers: Vec<PeerDraft>,
+    pub(crate) auth_pass: Option<String>,
+    pub(crate) vips: Vec<VipDraft>,
+    pub(crate) tracks: Vec<TrackRef>,
+    pub(crate) notify: [Option<Vec<String>>; 5],
+    pub(crate) garp: GarpDraft,
+}
+
+impl InstanceDraft {
+    pub(crate) fn is_v6(&self) -> bool {
+        self.vips.first().is_some_and(|vip| vip.address.is_ipv6())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SyncGroupDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) instances: Vec<String>,
+    pub(crate) notify: [Option<Vec<String>>; 5],
+}
+
+pub(crate) const NOTIFY_KEYS: [&str; 5] = [
+    "notify",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+];

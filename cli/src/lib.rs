@@ -1,0 +1,9 @@
+//! havctl: the operator's tool for a hav fleet. It talks to hav-coordinator over mTLS gRPC
+//! ([`client`]) and runs the fleet's certificate authority ([`certs`]), and converts keepalived.conf files
+//! ([`import`]). [`commands`] holds the
+//! command-line interface; every failure prints as one line with what to do.
+
+pub mod certs;
+pub mod client;
+pub mod commands;
+pub mod import;

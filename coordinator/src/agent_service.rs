@@ -1,0 +1,222 @@
+//! `AgentService.Connect`: one long-lived stream per agent. The node's name comes from its
+//! verified certificate; the Hello is only cross-checked against it. Snapshots are kept in the
+//! registry and persisted; events are fanned out to watchers; commands flow back down the stream
+//! and their acks are matched by id.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use hav_proto::identity::Identity;
+use hav_proto::v1::agent_message::Body as AgentBody;
+use hav_proto::v1::agent_service_server::AgentService;
+use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
+use hav_proto::v1::{
+    AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
+    Presence, StateSnapshot, Welcome, command, fleet_event,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::ControlError;
+use crate::service::{Shared, blocking, peer_identity};
+use crate::store::NodeStateRecord;
+use crate::unix_ms;
+
+/// How long an agent has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `AgentService` implementation.
+#[derive(Clone)]
+pub struct AgentServiceImpl {
+    pub(crate) shared: Arc<Shared>,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentServiceImpl {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let node = match peer_identity(&request)? {
+            Identity::Node { name } => name,
+            other => {
+                return Err(ControlError::PermissionDenied {
+                    who: other.to_string(),
+                    action: "connect as an agent",
+                    why: "only hav://node/ certificates may",
+                }
+                .into());
+            }
+        };
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(AgentBody::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => return Err(ControlError::NoHello.into()),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(ControlError::ProtocolVersion {
+                agent: hello.protocol_version,
+                ours: PROTOCOL_VERSION,
+            }
+            .into());
+        }
+        if !hello.node_name.is_empty() && hello.node_name != node {
+            tracing::warn!(%peer, certified = %node, claimed = %hello.node_name, "agent refused");
+            return Err(ControlError::NodeNameMismatch {
+                certified: node,
+                claimed: hello.node_name,
+            }
+            .into());
+        }
+        tracing::info!(%node, %peer, version = %hello.software_version, "agent connected");
+        let running_version = hello.config_version;
+        let (session, mut commands) = self.shared.registry.register(&node, hello, peer);
+        self.shared.registry.publish(presence(&node, true));
+
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let welcome = CoordinatorMessage {
+            body: Some(CoordinatorBody::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                node_name: node.clone(),
+            })),
+        };
+        // The channel is fresh and has capacity: this cannot fail.
+        let _ = out_tx.try_send(Ok(welcome));
+        let mut stopping = self.shared.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let command = tokio::select! {
+                    command = commands.recv() => command,
+                    _ = stopping.wait_for(|stop| *stop) => None,
+                };
+                // None: the session was replaced or ended, or the coordinator is stopping;
+                // dropping `out_tx` ends the response stream.
+                let Some(command) = command else { break };
+                let message = CoordinatorMessage {
+                    body: Some(CoordinatorBody::Command(command)),
+                };
+                if out_tx.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let shared = self.shared.clone();
+        let mut stopping = self.shared.stopping.clone();
+        tokio::spawn(async move {
+            // Its own task: the ack it waits for arrives through the loop below.
+            let (config_shared, config_node) = (shared.clone(), node.clone());
+            tokio::spawn(async move {
+                send_desired_config(&config_shared, &config_node, running_version).await;
+            });
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    _ = stopping.wait_for(|stop| *stop) => Ok(None),
+                };
+                let Ok(Some(message)) = message else { break };
+                handle_message(&shared, &node, session, message).await;
+            }
+            if shared.registry.unregister(&node, session) {
+                tracing::info!(%node, "agent disconnected");
+                shared.registry.publish(presence(&node, false));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
+    match message.body {
+        Some(AgentBody::Snapshot(snapshot)) => {
+            shared
+                .registry
+                .update_snapshot(node, session, snapshot.clone());
+            persist_snapshot(shared, node, &snapshot).await;
+        }
+        Some(AgentBody::Event(event)) => shared.registry.publish(FleetEvent {
+            node: node.to_owned(),
+            unix_ms: unix_ms(),
+            kind: Some(fleet_event::Kind::Agent(event)),
+        }),
+        Some(AgentBody::Ack(ack)) => shared.registry.ack(node, session, ack),
+        Some(AgentBody::Hello(_)) => tracing::warn!(%node, "second Hello ignored"),
+        None => tracing::debug!(%node, "message of an unknown kind ignored"),
+    }
+}
+
+async fn persist_snapshot(shared: &Arc<Shared>, node: &str, snapshot: &StateSnapshot) {
+    let live = shared
+        .registry
+        .connected()
+        .into_iter()
+        .find(|n| n.name == node);
+    let Some(live) = live else { return };
+    let record = NodeStateRecord {
+        software_version: live.hello.software_version,
+        protocol_version: live.hello.protocol_version,
+        last_seen_unix_ms: unix_ms(),
+        snapshot: snapshot.encode_to_vec(),
+    };
+    let name = node.to_owned();
+    if let Err(e) = blocking(&shared.store, move |s| s.put_node_state(&name, &record)).await {
+        tracing::warn!(%node, "could not persist node state: {e}");
+    }
+}
+
+/// Sends the node its desired config if it runs an older one.
+async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: u64) {
+    let latest = match blocking(&shared.store, |s| s.latest_config_version()).await {
+        Ok(latest) => latest,
+        Err(e) => {
+            tracing::warn!(%node, "cannot read desired config: {e}");
+            return;
+        }
+    };
+    let Some(latest) = latest else { return };
+    let (Some(toml), Some(&version)) = (latest.nodes.get(node), latest.node_versions.get(node))
+    else {
+        return;
+    };
+    if version == running_version {
+        return;
+    }
+    let action = command::Action::ApplyConfig(ApplyConfig {
+        config: Some(NodeConfigDoc {
+            version,
+            toml: toml.clone(),
+        }),
+    });
+    match shared
+        .registry
+        .command(node, action, shared.command_timeout)
+        .await
+    {
+        Ok(ack) if ack.ok => tracing::info!(%node, version, "desired config applied on connect"),
+        Ok(ack) => tracing::warn!(%node, version, "agent refused config: {}", ack.error),
+        Err(e) => tracing::warn!(%node, version, "config not applied on connect: {e}"),
+    }
+}
+
+fn presence(node: &str, connected: bool) -> FleetEvent {
+    FleetEvent {
+        node: node.to_owned(),
+        unix_ms: unix_ms(),
+        kind: Some(fleet_event::Kind::Presence(Presence { connected })),
+    }
+}

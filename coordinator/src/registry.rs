@@ -1,0 +1,184 @@
+//! The live registry of connected agents: their Hello, latest snapshot and command queue, plus the
+//! event fan-out to watchers. All state is in memory and guarded by one short-held mutex; nothing
+//! here awaits while holding it.
+//!
+//! Guarantees: a slow watcher lags (it is told how many events it missed) and never blocks an
+//! agent; a newer session of the same node replaces the older one; a command is answered by the
+//! ack with its id or fails with a timeout.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, command};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::ControlError;
+
+/// Events buffered per watcher before it starts to lag.
+pub const WATCH_BUFFER: usize = 1024;
+/// Commands queued per agent before further commands are refused.
+const COMMAND_QUEUE: usize = 32;
+
+/// A connected agent, as seen by ListNodes.
+#[derive(Debug, Clone)]
+pub struct LiveNode {
+    pub name: String,
+    pub hello: Hello,
+    pub peer: String,
+    pub last_seen_unix_ms: u64,
+    pub snapshot: Option<StateSnapshot>,
+}
+
+struct Session {
+    id: u64,
+    live: LiveNode,
+    commands: mpsc::Sender<Command>,
+    pending: HashMap<u64, oneshot::Sender<CommandAck>>,
+}
+
+/// Connected agents and the event bus.
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+    events: broadcast::Sender<FleetEvent>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
+        Registry {
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            events,
+        }
+    }
+
+    /// Registers a session for `node` (replacing any older one, whose command queue closes) and
+    /// returns its id and the receiving end of its command queue.
+    pub fn register(
+        &self,
+        node: &str,
+        hello: Hello,
+        peer: String,
+    ) -> (u64, mpsc::Receiver<Command>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let session = Session {
+            id,
+            live: LiveNode {
+                name: node.to_owned(),
+                hello,
+                peer,
+                last_seen_unix_ms: crate::unix_ms(),
+                snapshot: None,
+            },
+            commands,
+            pending: HashMap::new(),
+        };
+        self.lock().insert(node.to_owned(), session);
+        (id, rx)
+    }
+
+    /// Removes the session if it is still the current one for `node`; true if it was.
+    pub fn unregister(&self, node: &str, session: u64) -> bool {
+        let mut sessions = self.lock();
+        if sessions.get(node).is_some_and(|s| s.id == session) {
+            sessions.remove(node);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records a snapshot from the current session of `node`.
+    pub fn update_snapshot(&self, node: &str, session: u64, snapshot: StateSnapshot) {
+        if let Some(s) = self.lock().get_mut(node).filter(|s| s.id == session) {
+            s.live.last_seen_unix_ms = crate::unix_ms();
+            s.live.snapshot = Some(snapshot);
+        }
+    }
+
+    /// Delivers an ack to the command waiting for it (an unknown id is ignored).
+    pub fn ack(&self, node: &str, session: u64, ack: CommandAck) {
+        let waiter = self
+            .lock()
+            .get_mut(node)
+            .filter(|s| s.id == session)
+            .and_then(|s| s.pending.remove(&ack.id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(ack);
+        }
+    }
+
+    /// Sends `action` to `node` and waits up to `timeout` for its ack.
+    pub async fn command(
+        &self,
+        node: &str,
+        action: command::Action,
+        timeout: Duration,
+    ) -> Result<CommandAck, ControlError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let queue = {
+            let mut sessions = self.lock();
+            let session = sessions
+                .get_mut(node)
+                .ok_or_else(|| ControlError::NotConnected(node.to_owned()))?;
+            session.pending.insert(id, tx);
+            session.commands.clone()
+        };
+        let command = Command {
+            id,
+            action: Some(action),
+        };
+        queue.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
+            mpsc::error::TrySendError::Closed(_) => ControlError::NotConnected(node.to_owned()),
+        })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(ack)) => Ok(ack),
+            // The session ended (its pending map was dropped) before answering.
+            Ok(Err(_)) => Err(ControlError::NotConnected(node.to_owned())),
+            Err(_) => {
+                if let Some(s) = self.lock().get_mut(node) {
+                    s.pending.remove(&id);
+                }
+                Err(ControlError::CommandTimeout(node.to_owned()))
+            }
+        }
+    }
+
+    /// Every connected agent.
+    pub fn connected(&self) -> Vec<LiveNode> {
+        self.lock().values().map(|s| s.live.clone()).collect()
+    }
+
+    /// Whether `node` is connected.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock().contains_key(node)
+    }
+
+    /// Announces an event to every watcher (no watcher is fine).
+    pub fn publish(&self, event: FleetEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic while holding this lock cannot leave the map half-updated (every critical
+        // section is a single map operation), so a poisoned lock is still usable.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

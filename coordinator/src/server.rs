@@ -1,0 +1,155 @@
+//! Starting and stopping a coordinator: open the store, load TLS, bind, serve both services over
+//! mTLS only, with message size limits, until shut down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hav_proto::v1::MAX_MESSAGE_BYTES;
+use hav_proto::v1::agent_service_server::AgentServiceServer;
+use hav_proto::v1::fleet_service_server::FleetServiceServer;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::agent_service::AgentServiceImpl;
+use crate::registry::Registry;
+use crate::service::{FleetServiceImpl, Shared};
+use crate::store::{RedbStore, Store, StoreError};
+use crate::tls::{self, ServerTlsFiles};
+
+/// Everything a coordinator needs to start.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub tls: ServerTlsFiles,
+    pub data_dir: PathBuf,
+    /// How often certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// How long to wait for an agent to acknowledge a command.
+    pub command_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(listen: SocketAddr, tls: ServerTlsFiles, data_dir: PathBuf) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen,
+            tls,
+            data_dir,
+            reload_interval: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a coordinator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("TLS: {0}")]
+    Tls(#[from] hav_proto::transport::TransportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A coordinator serving in the background.
+pub struct RunningCoordinator {
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// The TLS config in force; changes when the certificate files are reloaded.
+    pub tls_config: watch::Receiver<Arc<ServerConfig>>,
+    shutdown: oneshot::Sender<()>,
+    stopping: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningCoordinator {
+    /// Ends agent and watch streams, stops accepting, lets in-flight calls finish and waits for
+    /// the server to end. Agents reconnect with backoff to whatever comes up next.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        // First end the long-lived streams (agents, watchers), then stop the server, which
+        // waits for in-flight calls.
+        self.stopping.send_replace(true);
+        let _ = self.shutdown.send(());
+        join(self.task).await
+    }
+}
+
+async fn join(task: JoinHandle<Result<(), ServerError>>) -> Result<(), ServerError> {
+    {
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Store(StoreError::Backend(format!(
+                "server task failed: {e}"
+            )))),
+        }
+    }
+}
+
+/// Opens the store, loads TLS, binds and serves.
+pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, ServerError> {
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??,
+    );
+    let initial = tls::server_config(&config.tls)?;
+    let tls_config = tls::watch_files(config.tls.clone(), initial, config.reload_interval);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.listen,
+        source,
+    })?;
+    let (stopping, stopping_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        store,
+        registry: Registry::new(),
+        command_timeout: config.command_timeout,
+        stopping: stopping_rx,
+    });
+    let agent = AgentServiceServer::new(AgentServiceImpl {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let fleet = FleetServiceServer::new(FleetServiceImpl { shared })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tls::incoming(listener, tls_config.clone());
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(agent)
+            .add_service(fleet)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = shutdown_rx.await;
+            })
+            .await?;
+        Ok(())
+    });
+    tracing::info!(%local_addr, "hav-coordinator listening (mTLS)");
+    Ok(RunningCoordinator {
+        local_addr,
+        tls_config,
+        shutdown,
+        stopping,
+        task,
+    })
+}

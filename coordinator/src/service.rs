@@ -1,0 +1,641 @@
+//! `FleetService` (havctl's API) and what both services share: the store, the registry, and how a
+//! caller's identity and role are read from its verified certificate.
+//!
+//! Authorisation: every call needs an operator certificate; viewers may read (ListNodes,
+//! WatchEvents, Validate, History, dry-run pushes); PushConfig, Rollback and Drain need the
+//! operator role. Every change and every refused change is written to the audit log.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use hav_proto::identity::{Identity, Role};
+use hav_proto::v1::fleet_service_server::FleetService;
+use hav_proto::v1::{
+    ApplyConfig, ApplyOutcome, AuditEntry, ConfigVersion, Drain, DrainRequest, DrainResponse,
+    FleetEvent, HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodeChange,
+    NodeConfigDoc, NodeConfigEntry, NodeResult, NodeStatus, PushConfigRequest, PushConfigResponse,
+    RollbackRequest, StateSnapshot, Undrain, ValidateRequest, ValidateResponse, ValidationError,
+    WatchEventsRequest, command, fleet_event,
+};
+use prost::Message;
+use tokio::sync::{broadcast, watch};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tonic::{Request, Response, Status};
+
+use crate::diff::line_diff;
+use crate::error::ControlError;
+use crate::registry::Registry;
+use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::unix_ms;
+
+/// State both services share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    /// How long to wait for an agent's ack.
+    pub command_timeout: Duration,
+    /// Becomes true when the coordinator shuts down: long-lived streams end.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Runs a store call off the async runtime.
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, call: F) -> Result<T, ControlError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(store.as_ref()))
+        .await
+        .map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?
+        .map_err(ControlError::from)
+}
+
+/// The identity in the verified client certificate of this call's connection.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> {
+    let certs = request
+        .peer_certs()
+        .ok_or(ControlError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(ControlError::NoPeerCertificate)?;
+    Ok(Identity::from_cert_der(leaf)?)
+}
+
+/// Checks that a config text is acceptable for `node`.
+///
+/// Today: well-formed TOML. The node schema (`hav_proto::config`) plugs in here when merged, so
+/// that a config is checked by the same code the agent will load it with.
+pub fn validate_node_config(node: &str, toml_text: &str) -> Result<(), String> {
+    if !hav_proto::identity::valid_name(node) {
+        return Err(format!("`{node}` is not a valid node name"));
+    }
+    toml::from_str::<toml::Table>(toml_text)
+        .map(|_| ())
+        .map_err(|e| e.to_string().trim().replace('\n', " "))
+}
+
+/// The `FleetService` implementation.
+#[derive(Clone)]
+pub struct FleetServiceImpl {
+    pub(crate) shared: Arc<Shared>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FleetService for FleetServiceImpl {
+    type WatchEventsStream = EventStream;
+
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        self.caller(&request, None).await?;
+        let (states, latest) = blocking(&self.shared.store, |s| {
+            Ok((s.node_states()?, s.latest_config_version()?))
+        })
+        .await?;
+        let desired = |name: &str| {
+            latest
+                .as_ref()
+                .and_then(|l| l.node_versions.get(name).copied())
+                .unwrap_or(0)
+        };
+        let mut nodes: BTreeMap<String, NodeStatus> = states
+            .into_iter()
+            .map(|(name, record)| {
+                let status = NodeStatus {
+                    desired_config_version: desired(&name),
+                    name: name.clone(),
+                    connected: false,
+                    software_version: record.software_version,
+                    protocol_version: record.protocol_version,
+                    last_seen_unix_ms: record.last_seen_unix_ms,
+                    snapshot: StateSnapshot::decode(record.snapshot.as_slice()).ok(),
+                    ..NodeStatus::default()
+                };
+                (name, status)
+            })
+            .collect();
+        for live in self.shared.registry.connected() {
+            let entry = nodes.entry(live.name.clone()).or_default();
+            *entry = NodeStatus {
+                desired_config_version: desired(&live.name),
+                name: live.name,
+                connected: true,
+                software_version: live.hello.software_version,
+                protocol_version: live.hello.protocol_version,
+                capabilities: live.hello.capabilities,
+                last_seen_unix_ms: live.last_seen_unix_ms,
+                peer_address: live.peer,
+                snapshot: live.snapshot.or(entry.snapshot.take()),
+            };
+        }
+        // Nodes that have a config but never reported.
+        if let Some(latest) = &latest {
+            for name in latest.nodes.keys() {
+                nodes.entry(name.clone()).or_insert_with(|| NodeStatus {
+                    name: name.clone(),
+                    desired_config_version: desired(name),
+                    ..NodeStatus::default()
+                });
+            }
+        }
+        Ok(Response::new(ListNodesResponse {
+            nodes: nodes.into_values().collect(),
+        }))
+    }
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.caller(&request, None).await?;
+        let filter = request.into_inner().nodes;
+        let events = watch_stream(
+            self.shared.registry.subscribe(),
+            filter,
+            self.shared.stopping.clone(),
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn push_config(
+        &self,
+        request: Request<PushConfigRequest>,
+    ) -> Result<Response<PushConfigResponse>, Status> {
+        let dry_run = request.get_ref().dry_run;
+        let needs = (!dry_run).then_some("push config");
+        let who = self.caller(&request, needs).await?;
+        let request = request.into_inner();
+        let errors = validation_errors(&request.configs);
+        if !errors.is_empty() {
+            let text = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.node, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ControlError::InvalidConfig(text).into());
+        }
+        let latest = blocking(&self.shared.store, |s| s.latest_config_version()).await?;
+        let mut nodes = latest.as_ref().map(|l| l.nodes.clone()).unwrap_or_default();
+        for entry in request.configs {
+            nodes.insert(entry.node, entry.toml);
+        }
+        let groups = if request.groups.is_empty() {
+            latest
+                .as_ref()
+                .map(|l| l.groups.clone())
+                .unwrap_or_default()
+        } else {
+            request
+                .groups
+                .into_iter()
+                .map(|g| (g.name, g.nodes))
+                .collect()
+        };
+        check_groups(&groups, &nodes)?;
+        let change = Change {
+            nodes,
+            groups,
+            comment: request.comment,
+            rollback_of: 0,
+        };
+        let response = self.apply(&who, latest, change, dry_run).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn validate(
+        &self,
+        request: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        self.caller(&request, None).await?;
+        let errors = validation_errors(&request.get_ref().configs);
+        Ok(Response::new(ValidateResponse {
+            ok: errors.is_empty(),
+            errors,
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        self.caller(&request, None).await?;
+        let limit = match request.get_ref().limit {
+            0 => 20,
+            n => n.min(1000) as usize,
+        };
+        let (versions, audit) = blocking(&self.shared.store, move |s| {
+            Ok((s.config_history(limit)?, s.audit_log(limit)?))
+        })
+        .await?;
+        Ok(Response::new(HistoryResponse {
+            versions: versions
+                .into_iter()
+                .map(|v| ConfigVersion {
+                    version: v.version,
+                    unix_ms: v.unix_ms,
+                    author: v.author,
+                    comment: v.comment,
+                    nodes_changed: v.nodes_changed,
+                    rollback_of: v.rollback_of,
+                })
+                .collect(),
+            audit: audit
+                .into_iter()
+                .map(|a| AuditEntry {
+                    unix_ms: a.unix_ms,
+                    who: a.who,
+                    action: a.action,
+                    detail: a.detail,
+                    allowed: a.allowed,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<PushConfigResponse>, Status> {
+        let who = self.caller(&request, Some("roll back config")).await?;
+        let RollbackRequest { version, comment } = request.into_inner();
+        let (target, latest) = blocking(&self.shared.store, move |s| {
+            Ok((s.config_version(version)?, s.latest_config_version()?))
+        })
+        .await?;
+        let target = target.ok_or(ControlError::NoSuchVersion(version))?;
+        let comment = if comment.is_empty() {
+            format!("rollback to version {version}")
+        } else {
+            comment
+        };
+        let change = Change {
+            nodes: target.nodes,
+            groups: target.groups,
+            comment,
+            rollback_of: version,
+        };
+        let response = self.apply(&who, latest, change, false).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<DrainRequest>,
+    ) -> Result<Response<DrainResponse>, Status> {
+        let who = self.caller(&request, Some("drain nodes")).await?;
+        let DrainRequest { node, undrain } = request.into_inner();
+        let action = if undrain {
+            command::Action::Undrain(Undrain {})
+        } else {
+            command::Action::Drain(Drain {})
+        };
+        let verb = if undrain { "undrain" } else { "drain" };
+        let result = self
+            .shared
+            .registry
+            .command(&node, action, self.shared.command_timeout)
+            .await;
+        let (ok, error) = match &result {
+            Ok(ack) => (ack.ok, ack.error.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        self.audit(&who, verb, format!("node {node}: ok={ok} {error}"), true)
+            .await;
+        result?;
+        Ok(Response::new(DrainResponse { ok, error }))
+    }
+}
+
+impl FleetServiceImpl {
+    /// The caller's name, after checking it is an operator certificate and, if `change` names a
+    /// change, that it has the operator role (a refusal is audited).
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        change: Option<&'static str>,
+    ) -> Result<String, ControlError> {
+        match peer_identity(request)? {
+            Identity::Operator { name, role } => match (change, role) {
+                (Some(action), Role::Viewer) => {
+                    let who = format!("viewer {name}");
+                    self.audit(&who, action, "refused: viewer role".into(), false)
+                        .await;
+                    Err(ControlError::PermissionDenied {
+                        who,
+                        action,
+                        why: "this needs an operator certificate (havctl certs issue --kind \
+                              operator --role operator)",
+                    })
+                }
+                _ => Ok(name),
+            },
+            other => Err(ControlError::PermissionDenied {
+                who: other.to_string(),
+                action: "use the fleet API",
+                why: "only hav://operator/ certificates may",
+            }),
+        }
+    }
+
+    async fn audit(&self, who: &str, action: &str, detail: String, allowed: bool) {
+        let record = AuditRecord {
+            unix_ms: unix_ms(),
+            who: who.to_owned(),
+            action: action.to_owned(),
+            detail,
+            allowed,
+        };
+        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
+            tracing::error!("audit log write failed: {e}");
+        }
+    }
+
+    /// Makes `nodes` the desired config (a new version unless nothing changed or `dry_run`), then
+    /// sends each changed, connected node its config and waits for the acks.
+    async fn apply(
+        &self,
+        who: &str,
+        latest: Option<ConfigVersionRecord>,
+        change: Change,
+        dry_run: bool,
+    ) -> Result<PushConfigResponse, ControlError> {
+        let Change {
+            nodes,
+            groups,
+            comment,
+            rollback_of,
+        } = change;
+        let empty = BTreeMap::new();
+        let current = latest.as_ref().map(|l| &l.nodes).unwrap_or(&empty);
+        let mut results = Vec::new();
+        let mut changed = Vec::new();
+        for (node, toml) in &nodes {
+            let (change, diff) = match current.get(node) {
+                None => (NodeChange::Added, line_diff("", toml)),
+                Some(old) if old == toml => (NodeChange::Unchanged, String::new()),
+                Some(old) => (NodeChange::Changed, line_diff(old, toml)),
+            };
+            if change != NodeChange::Unchanged {
+                changed.push(node.clone());
+            }
+            let outcome = match (dry_run, change) {
+                (true, _) => ApplyOutcome::DryRun,
+                (false, NodeChange::Unchanged) => ApplyOutcome::Unchanged,
+                (false, _) => ApplyOutcome::Unspecified, // set after sending
+            };
+            results.push(NodeResult {
+                node: node.clone(),
+                change: change as i32,
+                diff,
+                outcome: outcome as i32,
+                error: String::new(),
+            });
+        }
+        if dry_run || changed.is_empty() {
+            return Ok(PushConfigResponse {
+                version: 0,
+                nodes: results,
+            });
+        }
+        let version = latest.as_ref().map(|l| l.version).unwrap_or(0) + 1;
+        let mut node_versions = latest.map(|l| l.node_versions).unwrap_or_default();
+        node_versions.retain(|node, _| nodes.contains_key(node));
+        for node in &changed {
+            node_versions.insert(node.clone(), version);
+        }
+        let record = ConfigVersionRecord {
+            version,
+            unix_ms: unix_ms(),
+            author: who.to_owned(),
+            comment,
+            nodes: nodes.clone(),
+            node_versions,
+            nodes_changed: changed.clone(),
+            rollback_of,
+            groups: groups.clone(),
+        };
+        blocking(&self.shared.store, move |s| s.put_config_version(&record)).await?;
+        let action = if rollback_of == 0 {
+            "push config"
+        } else {
+            "rollback"
+        };
+        self.audit(
+            who,
+            action,
+            format!("version {version}: nodes {}", changed.join(", ")),
+            true,
+        )
+        .await;
+
+        let docs: BTreeMap<String, NodeConfigDoc> = results
+            .iter()
+            .filter(|r| r.outcome == ApplyOutcome::Unspecified as i32)
+            .map(|r| {
+                let doc = NodeConfigDoc {
+                    version,
+                    toml: nodes.get(&r.node).cloned().unwrap_or_default(),
+                };
+                (r.node.clone(), doc)
+            })
+            .collect();
+        let outcomes = self.roll_out(&groups, docs).await;
+        for result in &mut results {
+            if let Some((outcome, error)) = outcomes.get(&result.node) {
+                result.outcome = *outcome as i32;
+                result.error = error.clone();
+            }
+        }
+        Ok(PushConfigResponse {
+            version,
+            nodes: results,
+        })
+    }
+
+    /// Sends each doc to its node: the members of a rollout group one after the other, stopping
+    /// at the first failure (the rest are held back); everything else in parallel.
+    async fn roll_out(
+        &self,
+        groups: &BTreeMap<String, Vec<String>>,
+        mut docs: BTreeMap<String, NodeConfigDoc>,
+    ) -> BTreeMap<String, (ApplyOutcome, String)> {
+        let mut sequences: Vec<Vec<(String, NodeConfigDoc)>> = Vec::new();
+        for members in groups.values() {
+            let sequence: Vec<_> = members
+                .iter()
+                .filter_map(|node| docs.remove(node).map(|doc| (node.clone(), doc)))
+                .collect();
+            sequences.push(sequence);
+        }
+        sequences.extend(docs.into_iter().map(|entry| vec![entry]));
+        let runs = sequences.into_iter().map(|sequence| async move {
+            let mut out = Vec::new();
+            let mut failed: Option<String> = None;
+            for (node, doc) in sequence {
+                if let Some(first) = &failed {
+                    let why = format!("not sent: {first} failed first");
+                    out.push((node, (ApplyOutcome::Held, why)));
+                    continue;
+                }
+                let (outcome, error) = self.send_config(&node, doc).await;
+                if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout) {
+                    failed = Some(node.clone());
+                }
+                out.push((node, (outcome, error)));
+            }
+            out
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn send_config(&self, node: &str, doc: NodeConfigDoc) -> (ApplyOutcome, String) {
+        if !self.shared.registry.is_connected(node) {
+            return (ApplyOutcome::Offline, String::new());
+        }
+        let action = command::Action::ApplyConfig(ApplyConfig { config: Some(doc) });
+        match self
+            .shared
+            .registry
+            .command(node, action, self.shared.command_timeout)
+            .await
+        {
+            Ok(ack) if ack.ok => (ApplyOutcome::Applied, String::new()),
+            Ok(ack) => (ApplyOutcome::Failed, ack.error),
+            Err(ControlError::CommandTimeout(_)) => {
+                (ApplyOutcome::Timeout, "no ack in time".into())
+            }
+            Err(ControlError::NotConnected(_)) => (ApplyOutcome::Offline, String::new()),
+            Err(e) => (ApplyOutcome::Failed, e.to_string()),
+        }
+    }
+}
+
+/// One watcher's stream: the events of the nodes in `filter` (all if empty), a `lagged` marker
+/// where the watcher fell more than the broadcast buffer behind, ending when `stopping` turns
+/// true.
+fn watch_stream(
+    events: broadcast::Receiver<FleetEvent>,
+    filter: Vec<String>,
+    mut stopping: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<FleetEvent, Status>> + Send + 'static {
+    BroadcastStream::new(events)
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(event) if filter.is_empty() || filter.contains(&event.node) => Some(Ok(event)),
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
+                    node: String::new(),
+                    unix_ms: unix_ms(),
+                    kind: Some(fleet_event::Kind::Lagged(missed)),
+                })),
+            };
+            std::future::ready(out)
+        })
+        .take_until(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+}
+
+/// What a push or rollback makes the desired state.
+struct Change {
+    nodes: BTreeMap<String, String>,
+    groups: BTreeMap<String, Vec<String>>,
+    comment: String,
+    rollback_of: u64,
+}
+
+/// Every group member must have a config, and be in one group only.
+fn check_groups(
+    groups: &BTreeMap<String, Vec<String>>,
+    nodes: &BTreeMap<String, String>,
+) -> Result<(), ControlError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, members) in groups {
+        for node in members {
+            if !nodes.contains_key(node) {
+                return Err(ControlError::InvalidConfig(format!(
+                    "rollout group `{name}` names `{node}`, which has no config"
+                )));
+            }
+            if !seen.insert(node) {
+                return Err(ControlError::InvalidConfig(format!(
+                    "`{node}` is in more than one rollout group"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {
+    configs
+        .iter()
+        .filter_map(|entry| {
+            validate_node_config(&entry.node, &entry.toml)
+                .err()
+                .map(|message| ValidationError {
+                    node: entry.node.clone(),
+                    message,
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::WATCH_BUFFER;
+
+    fn event(node: &str) -> FleetEvent {
+        FleetEvent {
+            node: node.into(),
+            unix_ms: 0,
+            kind: Some(fleet_event::Kind::Presence(hav_proto::v1::Presence {
+                connected: true,
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_lags_and_is_told_how_much_it_missed() {
+        let registry = Registry::new();
+        let (stop, stopping) = watch::channel(false);
+        let mut stream = Box::pin(watch_stream(registry.subscribe(), Vec::new(), stopping));
+        // Publishing never waits for the watcher, however far behind it is.
+        for _ in 0..WATCH_BUFFER + 10 {
+            registry.publish(event("lb-1"));
+        }
+        let first = stream.next().await.expect("item").expect("ok");
+        assert_eq!(first.kind, Some(fleet_event::Kind::Lagged(10)));
+        let next = stream.next().await.expect("item").expect("ok");
+        assert_eq!(next.node, "lb-1");
+        stop.send_replace(true);
+        // The remaining buffered events may still be yielded; the stream then ends.
+        while stream.next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn a_watcher_sees_only_the_nodes_it_asked_for() {
+        let registry = Registry::new();
+        let (_stop, stopping) = watch::channel(false);
+        let mut stream = Box::pin(watch_stream(
+            registry.subscribe(),
+            vec!["lb-2".into()],
+            stopping,
+        ));
+        registry.publish(event("lb-1"));
+        registry.publish(event("lb-2"));
+        let only = stream.next().await.expect("item").expect("ok");
+        assert_eq!(only.node, "lb-2");
+    }
+}

@@ -1,0 +1,314 @@
+//! Durable coordinator state behind [`Store`]: config versions (the fleet's desired config and its
+//! history), the audit log, and the last state each node reported. Every write bumps a global
+//! revision and is announced on [`Store::watch`], the shape an etcd backend has natively
+//! (revision = etcd mod_revision, watch = etcd watch, node presence = a lease-bound key; presence
+//! is kept in memory by the registry here, so no lease API is needed yet).
+//!
+//! [`RedbStore`] keeps everything in one redb file: a write is committed (fsync) before the call
+//! returns, so a coordinator restart loses nothing that was acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// A monotonically increasing number stamped on every write.
+pub type Revision = u64;
+
+/// One fleet config version: the complete desired config of every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersionRecord {
+    pub version: u64,
+    pub unix_ms: u64,
+    pub author: String,
+    pub comment: String,
+    /// Node name → canonical TOML of its config.
+    pub nodes: BTreeMap<String, String>,
+    /// Node name → the version in which its config last changed (the `NodeConfigDoc.version`
+    /// the node is sent).
+    pub node_versions: BTreeMap<String, u64>,
+    /// Nodes whose config differs from the previous version.
+    pub nodes_changed: Vec<String>,
+    /// Non-zero when this version restored an older one.
+    pub rollback_of: u64,
+    /// Rollout groups: name → nodes changed one at a time, in order.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// Who did what, and whether it was allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub unix_ms: u64,
+    pub who: String,
+    pub action: String,
+    pub detail: String,
+    pub allowed: bool,
+}
+
+/// The last thing a node told us, kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStateRecord {
+    pub software_version: String,
+    pub protocol_version: u32,
+    pub last_seen_unix_ms: u64,
+    /// The last `StateSnapshot`, protobuf-encoded.
+    pub snapshot: Vec<u8>,
+}
+
+/// What changed at a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    ConfigVersion(u64),
+    Audit,
+    NodeState(String),
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("store record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("config version {expected} expected next, but the store is at {actual}")]
+    Conflict { expected: u64, actual: u64 },
+}
+
+/// The coordinator's durable state. Synchronous: callers on the async runtime use
+/// `spawn_blocking` (see `crate::service::blocking`).
+pub trait Store: Send + Sync + 'static {
+    /// Stores `record` as the next version; fails with [`StoreError::Conflict`] unless
+    /// `record.version` is exactly the latest version + 1 (compare-and-swap).
+    fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError>;
+    fn config_version(&self, version: u64) -> Result<Option<ConfigVersionRecord>, StoreError>;
+    fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError>;
+    /// The newest `limit` versions, newest first.
+    fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError>;
+    fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError>;
+    /// The newest `limit` audit records, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError>;
+    fn node_states(&self) -> Result<BTreeMap<String, NodeStateRecord>, StoreError>;
+    /// The current revision.
+    fn revision(&self) -> Result<Revision, StoreError>;
+    /// Changes from now on (a slow receiver lags; it never blocks writers).
+    fn watch(&self) -> broadcast::Receiver<(Revision, Change)>;
+}
+
+const CONFIGS: TableDefinition<u64, &[u8]> = TableDefinition::new("config_versions");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("node_state");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION_KEY: &str = "revision";
+
+/// [`Store`] on an embedded redb database file.
+pub struct RedbStore {
+    db: Database,
+    changes: broadcast::Sender<(Revision, Change)>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `dir/coordinator.redb`.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("coordinator.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(CONFIGS).map_err(backend)?;
+            txn.open_table(AUDIT).map_err(backend)?;
+            txn.open_table(NODES).map_err(backend)?;
+            txn.open_table(META).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        let (changes, _) = broadcast::channel(256);
+        Ok(RedbStore { db, changes })
+    }
+
+    /// Runs `write` in one transaction that also bumps the revision; announces `change`.
+    fn write<F>(&self, change: Change, write: F) -> Result<Revision, StoreError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    {
+        let txn = self.db.begin_write().map_err(backend)?;
+        write(&txn)?;
+        let revision = {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let next = meta
+                .get(REVISION_KEY)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            meta.insert(REVISION_KEY, next).map_err(backend)?;
+            next
+        };
+        txn.commit().map_err(backend)?;
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send((revision, change));
+        Ok(revision)
+    }
+
+    fn newest<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(table).map_err(backend)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(backend)?.rev().take(limit) {
+            let (_, value) = entry.map_err(backend)?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for RedbStore {
+    fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError> {
+        let bytes = encode(record)?;
+        self.write(Change::ConfigVersion(record.version), |txn| {
+            let mut table = txn.open_table(CONFIGS).map_err(backend)?;
+            let latest = table.last().map_err(backend)?.map(|(k, _)| k.value());
+            let actual = latest.unwrap_or(0);
+            if record.version != actual + 1 {
+                return Err(StoreError::Conflict {
+                    expected: record.version,
+                    actual,
+                });
+            }
+            table
+                .insert(record.version, bytes.as_slice())
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn config_version(&self, version: u64) -> Result<Option<ConfigVersionRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CONFIGS).map_err(backend)?;
+        let value = table.get(version).map_err(backend)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
+
+    fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError> {
+        Ok(self.newest(CONFIGS, 1)?.into_iter().next())
+    }
+
+    fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError> {
+        self.newest(CONFIGS, limit)
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError> {
+        let bytes = encode(record)?;
+        self.write(Change::Audit, |txn| {
+            let mut table = txn.open_table(AUDIT).map_err(backend)?;
+            let next = table
+                .last()
+                .map_err(backend)?
+                .map(|(k, _)| k.value() + 1)
+                .unwrap_or(1);
+            table.insert(next, bytes.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.newest(AUDIT, limit)
+    }
+
+    fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError> {
+        let bytes = encode(record)?;
+        self.write(Change::NodeState(node.to_owned()), |txn| {
+            let mut table = txn.open_table(NODES).map_err(backend)?;
+            table.insert(node, bytes.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn node_states(&self) -> Result<BTreeMap<String, NodeStateRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(NODES).map_err(backend)?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            out.insert(key.value().to_owned(), decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn revision(&self) -> Result<Revision, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        Ok(meta
+            .get(REVISION_KEY)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn watch(&self) -> broadcast::Receiver<(Revision, Change)> {
+        self.changes.subscribe()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(version: u64) -> ConfigVersionRecord {
+        ConfigVersionRecord {
+            version,
+            unix_ms: 1,
+            author: "ana".into(),
+            comment: String::new(),
+            nodes: BTreeMap::from([("lb-1".into(), format!("v = {version}"))]),
+            node_versions: BTreeMap::from([("lb-1".into(), version)]),
+            nodes_changed: vec!["lb-1".into()],
+            rollback_of: 0,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn versions_survive_reopen_and_conflicts_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            let mut watch = store.watch();
+            let revision = store.put_config_version(&version(1)).expect("v1");
+            assert_eq!(
+                watch.try_recv().expect("change"),
+                (revision, Change::ConfigVersion(1))
+            );
+            store.put_config_version(&version(2)).expect("v2");
+            assert!(matches!(
+                store.put_config_version(&version(2)),
+                Err(StoreError::Conflict { actual: 2, .. })
+            ));
+        }
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        let history = store.config_history(10).expect("history");
+        assert_eq!(history, vec![version(2), version(1)]);
+        assert_eq!(store.revision().expect("revision"), 2);
+    }
+}
