@@ -101,9 +101,9 @@ impl Telemetry {
                 cause,
             } => {
                 if let Ok(mut registry) = self.registry.lock()
-                    && let Some(name) = self.failovers_name(*router)
+                    && let Some(name) = self.failovers.name_of(*router)
                 {
-                    registry.count_transition(&name, *to, cause.kind());
+                    registry.count_transition(name, *to, cause.kind());
                 }
                 self.failovers
                     .state_changed(now, *router, *from, *to, *priority, cause);
@@ -157,10 +157,6 @@ impl Telemetry {
         if let Ok(mut registry) = self.registry.lock() {
             registry.update(engine.status(), engine.counters(), trackers, drops);
         }
-    }
-
-    fn failovers_name(&self, router: RouterId) -> Option<String> {
-        self.failovers.name_of(router).map(str::to_owned)
     }
 
     fn record(&mut self, records: Vec<Record>) {
