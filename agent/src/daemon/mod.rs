@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
 use crate::sd_notify::{self, Notifier};
+use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -79,6 +80,7 @@ struct Daemon {
     notifier: Option<Notifier>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
+    telemetry: Telemetry,
 }
 
 struct OpenSocket {
@@ -135,6 +137,7 @@ impl Daemon {
                 None
             }
         };
+        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
         let mut daemon = Self {
             config_path,
             config,
@@ -159,6 +162,7 @@ impl Daemon {
             }),
             status,
             _status_server: status_server,
+            telemetry,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -273,9 +277,11 @@ impl Daemon {
                 interface,
                 meta,
                 payload,
-            } => self
-                .engine
-                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            } => {
+                self.telemetry.on_packet(&meta, &payload);
+                self.engine
+                    .handle_packet(Instant::now(), &interface, &meta, &payload)
+            }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
         }
     }
@@ -343,6 +349,7 @@ impl Daemon {
     /// Carries out the engine's actions in order.
     async fn execute(&mut self) {
         while let Some(action) = self.engine.poll_action() {
+            self.telemetry.begin(&action);
             match action {
                 Action::Transmit {
                     router,
@@ -420,7 +427,9 @@ impl Daemon {
                 }
                 other => tracing::debug!(?other, "action not handled by this agent version"),
             }
+            self.telemetry.end();
         }
+        self.telemetry.settle();
     }
 
     /// SIGHUP: a new config replaces the running one only if it loads, plans, opens its sockets
@@ -483,6 +492,8 @@ impl Daemon {
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
+        self.telemetry
+            .note_reload(&self.config.telemetry, &config.telemetry);
         self.config = config;
         self.plan = plan;
         self.refresh_names();
@@ -585,6 +596,8 @@ impl Daemon {
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        self.telemetry
+            .configure(&self.plan.engine.routers, &self.names);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -614,6 +627,8 @@ impl Daemon {
     /// also logged
     /// (debug), after the fact, so a reader that follows the log finds it on the socket.
     fn publish(&self) {
+        self.telemetry
+            .publish(&self.engine, &self.health, &self.drops);
         let snapshot = self.snapshot();
         let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()

@@ -12,6 +12,7 @@ use hav_vrrp::Family;
 
 mod definitions;
 mod instance;
+mod telemetry;
 mod values;
 
 use definitions::{node_settings, probe, process, script, sync_group, track_file};
@@ -67,6 +68,11 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         sync_group,
     );
 
+    let telemetry = match &raw.telemetry {
+        Some(table) => telemetry::telemetry(table, &root.key("telemetry"), errors),
+        None => Some(Default::default()),
+    };
+
     check_unique_names(raw, errors);
     check_instances_together(raw.instance.as_deref().unwrap_or_default(), errors);
     check_sync_membership(raw, &defined, errors);
@@ -82,6 +88,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         track_files: track_files.into_iter().collect::<Option<_>>()?,
         probes: probes.into_iter().collect::<Option<_>>()?,
         sync_groups: sync_groups.into_iter().collect::<Option<_>>()?,
+        telemetry: telemetry?,
     })
 }
 
