@@ -1,7 +1,8 @@
 //! The daemon's side of the fleet control plane: which config runs at start, the last good
 //! pushed config on disk, runtime priority overrides, and what the coordinator is told.
 //!
-//! Precedence (the autonomy rule): `[node]` and `[coordinator]` always come from the local file.
+//! Precedence (the autonomy rule): `[node]`, `[coordinator]` and `[telemetry]` always come from
+//! the local file (they say where this host keeps its state and how it reaches the world).
 //! Everything else comes from `<state_dir>/applied.toml`, the last config the coordinator pushed
 //! and this agent applied, when that file is newer than the local file; otherwise from the local
 //! file. A pushed config is written there only after it runs, atomically (write, fsync, rename),
@@ -71,7 +72,7 @@ pub fn select(local_path: &Path, local: NodeConfig) -> Selected {
     }
 }
 
-/// Parses a pushed config and puts the local `[node]` and `[coordinator]` in it.
+/// Parses a pushed config and puts the local `[node]`, `[coordinator]` and `[telemetry]` in it.
 pub fn parse(text: &str, version: u64, local: &NodeConfig) -> Result<NodeConfig, String> {
     let mut pushed = parse_node_config(text, &format!("coordinator config version {version}"))
         .map_err(|errors| errors.lines().join("; "))?;
@@ -83,6 +84,7 @@ pub fn parse(text: &str, version: u64, local: &NodeConfig) -> Result<NodeConfig,
     }
     pushed.node = local.node.clone();
     pushed.coordinator = local.coordinator.clone();
+    pushed.telemetry = local.telemetry.clone();
     Ok(pushed)
 }
 

@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::sd_notify::{self, Notifier};
+use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -80,12 +82,15 @@ struct Daemon {
     track_events: mpsc::Receiver<TrackEvent>,
     track_tx: mpsc::Sender<TrackEvent>,
     drops: BTreeMap<&'static str, u64>,
+    /// systemd's notification socket, when run as a `Type=notify` service.
+    notifier: Option<Notifier>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
     /// The coordinator version of the running config (0: the local file).
     config_version: u64,
     overrides: fleet::Overrides,
     link: Option<fleet::Link>,
+    telemetry: Telemetry,
 }
 
 struct OpenSocket {
@@ -146,6 +151,7 @@ impl Daemon {
                 None
             }
         };
+        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
         let mut daemon = Self {
             config_path,
             config,
@@ -164,11 +170,16 @@ impl Daemon {
             track_events,
             track_tx,
             drops: BTreeMap::new(),
+            notifier: Notifier::from_env().unwrap_or_else(|error| {
+                tracing::warn!(%error, "NOTIFY_SOCKET unusable; systemd will not hear from us");
+                None
+            }),
             status,
             _status_server: status_server,
             config_version,
             overrides: fleet::Overrides::default(),
             link: None,
+            telemetry,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -189,6 +200,7 @@ impl Daemon {
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
+        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
@@ -198,6 +210,8 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
         let mut stopping = false;
+        // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
+        let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         loop {
             let deadline = self.engine.poll_timeout();
             let sleep = async {
@@ -232,6 +246,15 @@ impl Daemon {
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
                 () = sleep => self.engine.handle_timeout(Instant::now()),
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(interval) => interval.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.notify(|n| n.watchdog());
+                    continue;
+                }
             }
             self.execute().await;
             self.publish();
@@ -250,6 +273,7 @@ impl Daemon {
                 "stopping: resigning mastership, keeping VIPs until a peer takes over"
             );
             *stopping = true;
+            self.notify(|n| n.stopping());
             self.engine.shutdown(Instant::now());
         }
     }
@@ -275,15 +299,26 @@ impl Daemon {
         tracing::info!("hav-agent stopped");
     }
 
+    /// Sends one notification to systemd, if it is listening; a failure is only logged.
+    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), crate::sd_notify::NotifyError>) {
+        if let Some(notifier) = &self.notifier
+            && let Err(error) = send(notifier)
+        {
+            tracing::warn!(%error, "systemd notification failed");
+        }
+    }
+
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Packet {
                 interface,
                 meta,
                 payload,
-            } => self
-                .engine
-                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            } => {
+                self.telemetry.on_packet(&meta, &payload);
+                self.engine
+                    .handle_packet(Instant::now(), &interface, &meta, &payload)
+            }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
         }
     }
@@ -367,6 +402,7 @@ impl Daemon {
     /// Carries out the engine's actions in order.
     async fn execute(&mut self) {
         while let Some(action) = self.engine.poll_action() {
+            self.telemetry.begin(&action);
             match action {
                 Action::Transmit {
                     router,
@@ -415,7 +451,7 @@ impl Daemon {
                     tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
                     if let Some(link) = &self.link {
                         // The snapshot showing the new state goes out before this event.
-                        self.publish();
+                        self.publish_link();
                         link.event(event::Kind::Transition(hav_proto::v1::Transition {
                             instance: name.clone(),
                             from: fleet::vrrp_state(from) as i32,
@@ -454,7 +490,9 @@ impl Daemon {
                 }
                 other => tracing::debug!(?other, "action not handled by this agent version"),
             }
+            self.telemetry.end();
         }
+        self.telemetry.settle();
     }
 
     /// SIGHUP: the local file is read again and the precedence rule applied ([`fleet::select`]);
@@ -512,6 +550,8 @@ impl Daemon {
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
+        self.telemetry
+            .note_reload(&self.config.telemetry, &config.telemetry);
         self.config = config;
         self.plan = plan;
         self.refresh_names();
@@ -702,6 +742,8 @@ impl Daemon {
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        self.telemetry
+            .configure(&self.plan.engine.routers, &self.names);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -727,10 +769,8 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
-    /// also logged
-    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
-    fn publish(&self) {
+    /// Gives the control link the node's state (it sends it only if something changed).
+    fn publish_link(&self) {
         if let Some(link) = &self.link {
             link.publish(fleet::snapshot(
                 &self.engine,
@@ -739,6 +779,15 @@ impl Daemon {
                 &self.overrides,
             ));
         }
+    }
+
+    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
+    /// also logged
+    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
+    fn publish(&self) {
+        self.telemetry
+            .publish(&self.engine, &self.health, &self.drops);
+        self.publish_link();
         let snapshot = self.snapshot();
         let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()
