@@ -244,9 +244,15 @@ impl FleetLab {
             .wait_address(host, address, want, Duration::from_secs(20))?)
     }
 
-    /// The client pings `address` once (ARP resolves to whoever holds it).
+    /// The client pings `address` once, resolving it afresh (ARP/ND) to whoever holds it now.
+    ///
+    /// The cache is flushed first because two nodes configured within milliseconds of each
+    /// other can both be master for a moment; the loser's gratuitous ARP may then be the last
+    /// one the client heard until the winner's second burst (`garp.master_delay`).
     pub fn client_reaches(&self, address: IpAddr) -> Result<bool, Error> {
         let target = address.to_string();
+        self.lab
+            .exec(CLIENT_HOST, &["ip", "neigh", "flush", "to", &target])?;
         let out = self
             .lab
             .exec(CLIENT_HOST, &["ping", "-c", "1", "-W", "2", &target])?;

@@ -90,7 +90,7 @@ fn with_the_coordinator_killed_a_failover_still_happens_and_is_reported_when_it_
         .find(|node| node["name"] == "a2")
         .ok_or("a2 missing")?;
     assert_eq!(a2["connected"], true);
-    assert_eq!(a2["instances"][0]["state"], "MASTER", "{a2}");
+    assert_eq!(a2["instances"][0]["state"], "master", "{a2}");
     assert_eq!(a2["instances"][0]["vips_held"][0], format!("{VIP}/24"));
     Ok(())
 }

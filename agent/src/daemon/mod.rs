@@ -547,6 +547,14 @@ impl Daemon {
             "config reloaded"
         );
         let old_refs = std::mem::take(&mut self.plan.tracker_refs);
+        // A removed router retires: it still releases its VIPs through actions that name it, so
+        // the netlink details of its VIPs must outlive the old plan.
+        let mut plan = plan;
+        for name in &report.removed {
+            if let Some(vips) = self.plan.vips.remove(name) {
+                plan.vips.entry(name.clone()).or_insert(vips);
+            }
+        }
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
@@ -734,14 +742,20 @@ impl Daemon {
         self.names.get(&router).map(String::as_str).unwrap_or("?")
     }
 
+    /// Names of the configured routers; a router removed by a reload keeps its name while it
+    /// retires (its last actions name it).
     fn refresh_names(&mut self) {
-        self.names = self
+        let mut names: HashMap<RouterId, String> = self
             .plan
             .engine
             .routers
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        for (id, name) in std::mem::take(&mut self.names) {
+            names.entry(id).or_insert(name);
+        }
+        self.names = names;
         self.telemetry
             .configure(&self.plan.engine.routers, &self.names);
     }
