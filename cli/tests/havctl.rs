@@ -141,7 +141,7 @@ async fn operator_workflow_through_the_binary() {
     std::fs::write(&broken, "[instance\n").unwrap();
     let invalid = fails(as_user("vera", &["validate", broken.to_str().unwrap()]));
     assert!(
-        invalid.starts_with("havctl: config rejected: lb-2:"),
+        invalid.starts_with("havctl: config rejected: config of lb-2: line 1, column 10:"),
         "{invalid}"
     );
 
