@@ -186,7 +186,11 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
         .unwrap()
         .into_inner();
     assert_eq!(dry.version, 0);
-    assert!(dry.nodes[0].diff.contains("+ vrid = 51\n"), "{}", dry.nodes[0].diff);
+    assert!(
+        dry.nodes[0].diff.contains("+ vrid = 51\n"),
+        "{}",
+        dry.nodes[0].diff
+    );
 
     // The daemon side: apply whatever comes and ack it.
     let daemon = tokio::spawn(async move {

@@ -66,7 +66,10 @@ fn with_the_coordinator_killed_a_failover_still_happens_and_is_reported_when_it_
     lab.wait_vip("a2", vip(), true)?;
     lab.agent("a2")?
         .wait_state("alpha-vip0", "Master", Duration::from_secs(10))?;
-    assert!(lab.client_reaches(vip())?, "the client reaches the VIP on a2");
+    assert!(
+        lab.client_reaches(vip())?,
+        "the client reaches the VIP on a2"
+    );
 
     lab.start_coordinator()?;
     lab.wait_link_up("a2", 2)?;
@@ -137,8 +140,16 @@ fn a_restarted_coordinator_keeps_history_and_agents_reconnect_and_keep_their_con
     // The reconnected sessions carry commands again.
     let out = lab.havctl(&["rollback", "1"])?;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("a1: changed, applied"), "{}", out.stdout);
-    assert!(out.stdout.contains("a2: changed, applied"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("a1: changed, applied"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("a2: changed, applied"),
+        "{}",
+        out.stdout
+    );
     lab.wait_vip("a2", "198.51.100.101".parse()?, false)?;
     Ok(())
 }

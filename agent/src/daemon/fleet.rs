@@ -217,7 +217,10 @@ impl Overrides {
 
     /// The earliest expiry.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.per_instance.values().filter_map(|(_, until)| *until).min()
+        self.per_instance
+            .values()
+            .filter_map(|(_, until)| *until)
+            .min()
     }
 
     /// Drops the overrides that expired by `now`; their names.
@@ -350,11 +353,8 @@ mod tests {
 
     #[test]
     fn a_config_for_another_node_is_refused() {
-        let local = parse_node_config(
-            &LOCAL.replace("STATE", "/var/lib/hav"),
-            "local",
-        )
-        .expect("valid");
+        let local =
+            parse_node_config(&LOCAL.replace("STATE", "/var/lib/hav"), "local").expect("valid");
         let error = parse(&PUSHED.replace("lb-1", "lb-2"), 3, &local).expect_err("other node");
         assert!(error.contains("is for node \"lb-2\""), "{error}");
     }

@@ -606,7 +606,9 @@ impl Daemon {
             (Some(command::Action::SetPriorityOverride(set)), false) => {
                 match (
                     self.engine.router_id(&set.instance),
-                    u8::try_from(set.priority).ok().filter(|p| (1..=254).contains(p)),
+                    u8::try_from(set.priority)
+                        .ok()
+                        .filter(|p| (1..=254).contains(p)),
                 ) {
                     (None, _) => Err(format!("no instance {:?} on this node", set.instance)),
                     (_, None) => Err(format!("priority {} is not in 1..=254", set.priority)),
@@ -625,7 +627,9 @@ impl Daemon {
                 self.apply_overrides(now);
                 Ok(())
             }
-            (None, false) => Err("unknown command: this agent is older than the coordinator".into()),
+            (None, false) => {
+                Err("unknown command: this agent is older than the coordinator".into())
+            }
         };
         match &result {
             Ok(()) => tracing::info!(id, "coordinator command done"),
@@ -873,9 +877,7 @@ async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
 }
 
 /// The next coordinator command; never resolves without a link.
-async fn next_command(
-    link: &mut Option<fleet::Link>,
-) -> Option<crate::control::PendingCommand> {
+async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::PendingCommand> {
     match link {
         Some(link) => link.side.commands.recv().await,
         None => std::future::pending().await,

@@ -15,7 +15,9 @@ mod instance;
 mod telemetry;
 mod values;
 
-use definitions::{coordinator_link, node_settings, probe, process, script, sync_group, track_file};
+use definitions::{
+    coordinator_link, node_settings, probe, process, script, sync_group, track_file,
+};
 use instance::instance;
 use values::{family_name, family_of};
 
