@@ -153,3 +153,32 @@ fn a_restarted_coordinator_keeps_history_and_agents_reconnect_and_keep_their_con
     lab.wait_vip("a2", "198.51.100.101".parse()?, false)?;
     Ok(())
 }
+
+#[test]
+fn drain_moves_every_vip_to_the_peer_and_undrain_brings_them_back() -> Result<(), Error> {
+    let mut lab = FleetLab::new(&NODES)?;
+    up(&mut lab)?;
+
+    let out = lab.havctl(&["drain", "a1"])?;
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("a1: drained"), "{}", out.stdout);
+    lab.wait_vip("a2", vip(), true)?;
+    lab.wait_vip("a1", vip(), false)?;
+    lab.agent("a1")?
+        .wait_state("alpha-vip0", "Backup", Duration::from_secs(5))?;
+    assert!(lab.client_reaches(vip())?);
+    let log = lab.agents["a1"].log();
+    assert!(log.contains("coordinator command done: drain"), "{log}");
+    assert!(
+        log.contains("alpha-vip0: Master -> Backup: priority 1 fell below peer"),
+        "the cause is logged:\n{log}"
+    );
+
+    let out = lab.havctl(&["drain", "a1", "--undo"])?;
+    assert!(out.success(), "{}", out.stderr);
+    // Preempt (the default) brings the VIP back to its master by layout.
+    lab.wait_vip("a1", vip(), true)?;
+    lab.wait_vip("a2", vip(), false)?;
+    assert!(lab.client_reaches(vip())?);
+    Ok(())
+}

@@ -587,6 +587,14 @@ impl Daemon {
     async fn on_command(&mut self, command: crate::control::PendingCommand, stopping: bool) {
         let now = Instant::now();
         let id = command.id;
+        let kind = match &command.action {
+            Some(command::Action::ApplyConfig(_)) => "apply config",
+            Some(command::Action::Drain(_)) => "drain",
+            Some(command::Action::Undrain(_)) => "undrain",
+            Some(command::Action::SetPriorityOverride(_)) => "set priority override",
+            Some(command::Action::ClearOverride(_)) => "clear priority override",
+            None => "unknown",
+        };
         let result = match (&command.action, stopping) {
             (_, true) => Err("the agent is stopping".to_owned()),
             (Some(command::Action::ApplyConfig(apply)), false) => match &apply.config {
@@ -632,8 +640,8 @@ impl Daemon {
             }
         };
         match &result {
-            Ok(()) => tracing::info!(id, "coordinator command done"),
-            Err(error) => tracing::warn!(id, %error, "coordinator command refused"),
+            Ok(()) => tracing::info!(id, "coordinator command done: {kind}"),
+            Err(error) => tracing::warn!(id, %error, "coordinator command refused: {kind}"),
         }
         command.ack(result);
     }
