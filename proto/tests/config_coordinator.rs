@@ -29,7 +29,10 @@ fn a_bad_coordinator_table_names_each_key() {
     let bad = GOOD
         .replace("198.51.100.1:7443", "198.51.100.1")
         .replace("\"/etc/hav/ca.pem\"", "\"ca.pem\"")
-        .replace("key = \"/etc/hav/agent.key\"\n", "kee = \"/etc/hav/agent.key\"\n");
+        .replace(
+            "key = \"/etc/hav/agent.key\"\n",
+            "kee = \"/etc/hav/agent.key\"\n",
+        );
     let errors = parse_node_config(&bad, "agent.toml").expect_err("refused");
     let lines = errors.lines().join("\n");
     for expected in [
