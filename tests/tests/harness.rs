@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hav_tests::bench::{
-    self, BenchConfig, BenchError, HavContender, KeepalivedContender, Scenario, Timing,
-};
+use hav_tests::bench::{self, BenchConfig, HavContender, KeepalivedContender, Scenario, Timing};
 use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
 use hav_tests::netns::{self, NetnsError, NsProcess, Presence, RunPrefix, SpawnSpec};
 use hav_tests::probe::{self, ProbeConfig, Prober};
@@ -198,7 +196,7 @@ fn spawned_processes_are_terminated_killed_and_logged() {
 }
 
 #[test]
-fn failover_bench_pipeline_measures_a_keepalived_run() {
+fn failover_bench_pipeline_measures_keepalived_and_hav() {
     let mut config = BenchConfig::new(HTTPD.into());
     config.fault_jitter = Duration::ZERO;
     let result = bench::run_once(
@@ -210,13 +208,15 @@ fn failover_bench_pipeline_measures_a_keepalived_run() {
     .expect("run");
     assert_eq!(result.report.before.as_deref(), Some("a"));
     assert!(result.report.outage.is_some(), "{:?}", result.report);
-    let skipped = bench::run_once(
-        &HavContender::default(),
-        Scenario::LinkCut,
+    let hav = bench::run_once(
+        &HavContender,
+        Scenario::GracefulStop,
         Timing::V3_20MS,
         &config,
-    );
-    assert!(matches!(skipped, Err(BenchError::NotWired(_))));
+    )
+    .expect("hav run");
+    assert_eq!(hav.report.before.as_deref(), Some("a"));
+    assert!(hav.report.outage.is_some(), "{:?}", hav.report);
 }
 
 #[test]
