@@ -11,6 +11,7 @@
 pub mod fleet;
 pub mod plan;
 pub mod status;
+mod timer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -212,14 +213,9 @@ impl Daemon {
         let mut stopping = false;
         // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
+        let mut engine_timer = timer::EngineTimer::new()?;
         loop {
-            let deadline = self.engine.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            engine_timer.arm(self.engine.poll_timeout())?;
             let expiry = self.overrides.next_expiry();
             let override_expiry = async {
                 match expiry {
@@ -245,7 +241,10 @@ impl Daemon {
                 _ = sigusr1.recv() => tracing::info!("status:\n{}", status::render(&self.snapshot())),
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
-                () = sleep => self.engine.handle_timeout(Instant::now()),
+                fired = engine_timer.expired() => {
+                    fired?;
+                    self.engine.handle_timeout(Instant::now());
+                }
                 _ = async {
                     match watchdog.as_mut() {
                         Some(interval) => interval.tick().await,
