@@ -25,11 +25,13 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::telemetry::{Metrics, trace};
 use crate::unix_ms;
 
 /// State both services share.
@@ -40,6 +42,8 @@ pub struct Shared {
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.
     pub stopping: watch::Receiver<bool>,
+    /// Counters of the fleet operations (served on `/metrics` when configured).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs a store call off the async runtime.
@@ -163,13 +167,16 @@ impl FleetService for FleetServiceImpl {
         Ok(Response::new(Box::pin(events)))
     }
 
+    #[tracing::instrument(name = "fleet.push", skip_all, fields(fleet.operator, fleet.version, fleet.nodes, fleet.dry_run, fleet.outcome))]
     async fn push_config(
         &self,
         request: Request<PushConfigRequest>,
     ) -> Result<Response<PushConfigResponse>, Status> {
         let dry_run = request.get_ref().dry_run;
+        let push_trace = trace::PushTrace::start(&self.shared.metrics, dry_run);
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
+        push_trace.operator(&who);
         let request = request.into_inner();
         let errors = validation_errors(&request.configs);
         if !errors.is_empty() {
@@ -205,6 +212,7 @@ impl FleetService for FleetServiceImpl {
             rollback_of: 0,
         };
         let response = self.apply(&who, latest, change, dry_run).await?;
+        push_trace.finish(&response);
         Ok(Response::new(response))
     }
 
@@ -258,6 +266,7 @@ impl FleetService for FleetServiceImpl {
         }))
     }
 
+    #[tracing::instrument(name = "fleet.rollback", skip_all)]
     async fn rollback(
         &self,
         request: Request<RollbackRequest>,
@@ -296,11 +305,11 @@ impl FleetService for FleetServiceImpl {
             command::Action::Drain(Drain {})
         };
         let verb = if undrain { "undrain" } else { "drain" };
-        let result = self
+        let command = self
             .shared
             .registry
-            .command(&node, action, self.shared.command_timeout)
-            .await;
+            .command(&node, action, self.shared.command_timeout);
+        let result = trace::drain(&self.shared.metrics, &node, undrain, command).await;
         let (ok, error) = match &result {
             Ok(ack) => (ack.ok, ack.error.clone()),
             Err(e) => (false, e.to_string()),
@@ -474,22 +483,28 @@ impl FleetServiceImpl {
             sequences.push(sequence);
         }
         sequences.extend(docs.into_iter().map(|entry| vec![entry]));
-        let runs = sequences.into_iter().map(|sequence| async move {
-            let mut out = Vec::new();
-            let mut failed: Option<String> = None;
-            for (node, doc) in sequence {
-                if let Some(first) = &failed {
-                    let why = format!("not sent: {first} failed first");
-                    out.push((node, (ApplyOutcome::Held, why)));
-                    continue;
+        let runs = sequences.into_iter().map(|sequence| {
+            let pair_span = trace::pair_span(sequence.iter().map(|(node, _)| node.as_str()));
+            async move {
+                let mut out = Vec::new();
+                let mut failed: Option<String> = None;
+                for (node, doc) in sequence {
+                    if let Some(first) = &failed {
+                        let why = format!("not sent: {first} failed first");
+                        out.push((node, (ApplyOutcome::Held, why)));
+                        continue;
+                    }
+                    let (metrics, version) = (&self.shared.metrics, doc.version);
+                    let send = self.send_config(&node, doc);
+                    let (outcome, error) = trace::apply_node(metrics, &node, version, send).await;
+                    if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout) {
+                        failed = Some(node.clone());
+                    }
+                    out.push((node, (outcome, error)));
                 }
-                let (outcome, error) = self.send_config(&node, doc).await;
-                if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout) {
-                    failed = Some(node.clone());
-                }
-                out.push((node, (outcome, error)));
+                out
             }
-            out
+            .instrument(pair_span)
         });
         futures::future::join_all(runs)
             .await

@@ -7,6 +7,7 @@
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -20,5 +21,6 @@ pub mod agent;
 pub mod bench;
 pub mod keepalived;
 pub mod netns;
+pub mod otlp;
 pub mod probe;
 pub mod topology;

@@ -127,6 +127,23 @@ fn endpoint(text: &str, path: &KeyPath, errors: &mut Collector) -> Option<OtlpEn
     valid.then(|| OtlpEndpoint(text.to_owned()))
 }
 
+/// The same check as the `otlp_endpoint` key, for a daemon flag (`--otlp-endpoint`).
+impl std::str::FromStr for OtlpEndpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut errors = Collector::default();
+        endpoint(text, &KeyPath::root(), &mut errors).ok_or_else(|| {
+            errors
+                .into_inner()
+                .into_iter()
+                .map(|(_, problem)| problem.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
