@@ -63,8 +63,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, run);
-        let spans = collect.0.lock().expect("not poisoned").clone();
-        spans
+        collect.0.lock().expect("not poisoned").clone()
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn apply_outcome_label(outcome: ApplyOutcome) -> &'static str {
 }
 
 /// Outcomes of a node apply that are shown (as 0) before the first one happens.
-const APPLY_OUTCOMES: [&str; 5] = ["applied", "failed", "timeout", "offline", "held"];
+const APPLY_OUTCOMES: [&str; 4] = ["applied", "failed", "timeout", "offline"];
 /// Outcomes of a drain or undrain: acknowledged, refused by the agent, or not delivered.
 pub const DRAIN_OUTCOMES: [&str; 3] = ["ok", "refused", "error"];
 

@@ -148,6 +148,16 @@ impl std::str::FromStr for OtlpEndpoint {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_flag_is_parsed_like_the_key() {
+        let parsed: OtlpEndpoint = "http://127.0.0.1:4317".parse().expect("valid");
+        assert_eq!(parsed.as_str(), "http://127.0.0.1:4317");
+        let refused = "ftp://collector"
+            .parse::<OtlpEndpoint>()
+            .expect_err("invalid");
+        assert!(refused.contains("not a collector URL"), "{refused}");
+    }
+
     fn check(text: &str) -> bool {
         let mut errors = Collector::default();
         endpoint(text, &KeyPath::root(), &mut errors).is_some()
