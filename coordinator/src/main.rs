@@ -44,6 +44,15 @@ struct Args {
     sampling_ratio: SamplingRatio,
 }
 
+/// This coordinator in its spans' resource: the host name, else the listen address.
+fn instance_name(listen: &SocketAddr) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| listen.to_string())
+}
+
 fn sampling_ratio(text: &str) -> Result<SamplingRatio, String> {
     text.parse::<f64>()
         .ok()
@@ -57,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     // Built inside the runtime, which drives the exporter's gRPC connection.
     let pipeline = match &args.otlp_endpoint {
         Some(endpoint) => Some(
-            trace::init(endpoint, args.sampling_ratio, &args.listen.to_string())
+            trace::init(endpoint, args.sampling_ratio, &instance_name(&args.listen))
                 .context("cannot export traces")?,
         ),
         None => None,
