@@ -50,15 +50,21 @@ fn get(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} not exposed: {metrics:#?}"))
 }
 
-fn push_request(node: &str, toml: &str) -> PushConfigRequest {
+/// A push of a valid one-instance config for `node`.
+fn push_request(node: &str) -> PushConfigRequest {
+    let toml = format!(
+        "[node]\nname = \"{node}\"\n[[instance]]\nname = \"web\"\ninterface = \"eth0\"\n\
+         vrid = 51\nvips = [\"198.51.100.100/24\"]\n"
+    );
     PushConfigRequest {
         configs: vec![NodeConfigEntry {
             node: node.into(),
-            toml: toml.into(),
+            toml,
         }],
         dry_run: false,
         comment: String::new(),
         groups: Vec::new(),
+        ..PushConfigRequest::default()
     }
 }
 
@@ -126,21 +132,18 @@ async fn metrics_follow_agents_watchers_pushes_and_drains() {
     assert_eq!(get(&connected, EVENTS), 1.0, "the presence event");
 
     // A viewer's push is refused; an operator's is applied by the agent.
-    let refused = as_viewer.push_config(push_request("lb-1", "a = 1\n")).await;
+    let refused = as_viewer.push_config(push_request("lb-1")).await;
     assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
     let operator = pki.operator(&coordinator, "olga", Role::Operator);
     let mut as_operator = client::connect(&operator).await.unwrap();
-    let (pushed, ()) = tokio::join!(
-        as_operator.push_config(push_request("lb-1", "a = 1\n")),
-        async {
-            let pending = next_command(&mut agent).await;
-            assert!(matches!(
-                pending.action,
-                Some(command::Action::ApplyConfig(_))
-            ));
-            pending.ack(Ok(()));
-        }
-    );
+    let (pushed, ()) = tokio::join!(as_operator.push_config(push_request("lb-1")), async {
+        let pending = next_command(&mut agent).await;
+        assert!(matches!(
+            pending.action,
+            Some(command::Action::ApplyConfig(_))
+        ));
+        pending.ack(Ok(()));
+    });
     let pushed = pushed.unwrap().into_inner();
     assert_eq!(pushed.nodes[0].outcome, ApplyOutcome::Applied as i32);
     let after_push = scrape(metrics_at).await;
@@ -217,7 +220,7 @@ async fn a_push_and_a_drain_are_traced_into_the_agent() {
 
     // The daemon side carries each command out inside its `agent.command` span.
     let mut contexts = Vec::new();
-    let (pushed, ()) = tokio::join!(fleet.push_config(push_request("lb-1", "a = 1\n")), async {
+    let (pushed, ()) = tokio::join!(fleet.push_config(push_request("lb-1")), async {
         let pending = next_command(&mut agent).await;
         contexts.push(pending.trace_context.clone());
         let span = pending.span();

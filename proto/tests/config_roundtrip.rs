@@ -528,6 +528,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                             probes,
                             sync_groups,
                             telemetry,
+                            coordinator: None,
                         }
                     },
                 )

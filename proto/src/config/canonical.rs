@@ -12,8 +12,8 @@ use super::node::{
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
 };
 use super::raw::{
-    RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess, RawScript,
-    RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
+    RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess,
+    RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
 
 impl NodeConfig {
@@ -43,6 +43,12 @@ impl NodeConfig {
             probe: non_empty(self.probes.iter().map(probe).collect()),
             sync_group: non_empty(self.sync_groups.iter().map(sync_group).collect()),
             telemetry: (!self.telemetry.is_default()).then(|| telemetry(&self.telemetry)),
+            coordinator: self.coordinator.as_ref().map(|link| RawCoordinator {
+                address: Some(link.address.clone()),
+                ca: Some(link.ca.display().to_string()),
+                cert: Some(link.cert.display().to_string()),
+                key: Some(link.key.display().to_string()),
+            }),
         }
     }
 }
