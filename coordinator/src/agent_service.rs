@@ -218,6 +218,7 @@ async fn persist_snapshot(shared: &Arc<Shared>, node: &str, snapshot: &StateSnap
 }
 
 /// Sends the node its desired config if it runs an older one.
+#[tracing::instrument(name = "fleet.apply_on_connect", skip_all, fields(fleet.node = node, fleet.running_version = running_version as i64))]
 async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: u64) {
     let latest = match blocking(&shared.store, |s| s.latest_config_version()).await {
         Ok(latest) => latest,

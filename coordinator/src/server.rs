@@ -18,6 +18,7 @@ use crate::agent_service::AgentServiceImpl;
 use crate::registry::Registry;
 use crate::service::{FleetServiceImpl, Shared};
 use crate::store::{RedbStore, Store, StoreError};
+use crate::telemetry::Metrics;
 use crate::tls::{self, ServerTlsFiles};
 
 /// Everything a coordinator needs to start.
@@ -30,6 +31,8 @@ pub struct CoordinatorConfig {
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
     pub command_timeout: Duration,
+    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -40,6 +43,7 @@ impl CoordinatorConfig {
             data_dir,
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -52,6 +56,11 @@ pub enum ServerError {
     Tls(#[from] hav_proto::transport::TransportError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -67,6 +76,11 @@ pub struct RunningCoordinator {
     pub local_addr: SocketAddr,
     /// The TLS config in force; changes when the certificate files are reloaded.
     pub tls_config: watch::Receiver<Arc<ServerConfig>>,
+    /// Where `GET /metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The counters of the fleet operations (the rollout module reports through these).
+    pub metrics: Arc<Metrics>,
+    metrics_server: Option<hav_proto::metrics::http::ServerGuard>,
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -79,6 +93,7 @@ impl RunningCoordinator {
         // First end the long-lived streams (agents, watchers), then stop the server, which
         // waits for in-flight calls.
         self.stopping.send_replace(true);
+        drop(self.metrics_server);
         let _ = self.shutdown.send(());
         join(self.task).await
     }
@@ -116,12 +131,28 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         source,
     })?;
     let (stopping, stopping_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
+        metrics: metrics.clone(),
     });
+    // Unlike the agent, a coordinator asked to serve metrics and unable to does not start: it is
+    // not on the failover path, and a silently missing endpoint would go unnoticed.
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(address) => {
+            let shared = shared.clone();
+            let render = move || shared.metrics.render(&shared.registry);
+            let server = hav_proto::metrics::http::serve(address, render)
+                .map_err(|source| ServerError::Metrics { address, source })?;
+            tracing::info!(address = %server.local_addr(), "serving metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+    };
+    let metrics_addr = metrics_server.as_ref().map(|server| server.local_addr());
     let agent = AgentServiceServer::new(AgentServiceImpl {
         shared: shared.clone(),
     })
@@ -148,6 +179,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     Ok(RunningCoordinator {
         local_addr,
         tls_config,
+        metrics_addr,
+        metrics,
+        metrics_server,
         shutdown,
         stopping,
         task,

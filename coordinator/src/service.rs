@@ -25,11 +25,13 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::telemetry::{Metrics, trace};
 use crate::unix_ms;
 
 /// State both services share.
@@ -40,6 +42,8 @@ pub struct Shared {
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.
     pub stopping: watch::Receiver<bool>,
+    /// Counters of the fleet operations (served on `/metrics` when configured).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs a store call off the async runtime.
@@ -199,13 +203,16 @@ impl FleetService for FleetServiceImpl {
         Ok(Response::new(Box::pin(events)))
     }
 
+    #[tracing::instrument(name = "fleet.push", skip_all, fields(fleet.operator, fleet.version, fleet.nodes, fleet.dry_run, fleet.outcome))]
     async fn push_config(
         &self,
         request: Request<PushConfigRequest>,
     ) -> Result<Response<PushConfigResponse>, Status> {
         let dry_run = request.get_ref().dry_run;
+        let push_trace = trace::PushTrace::start(&self.shared.metrics, dry_run);
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
+        push_trace.operator(&who);
         let mut request = request.into_inner();
         // A fleet file is the whole intent: its nodes replace every node config.
         let whole_fleet = !request.fleet.is_empty();
@@ -256,6 +263,7 @@ impl FleetService for FleetServiceImpl {
             rollback_of: 0,
         };
         let response = self.apply(&who, latest, change, dry_run).await?;
+        push_trace.finish(&response);
         Ok(Response::new(response))
     }
 
@@ -317,6 +325,7 @@ impl FleetService for FleetServiceImpl {
         }))
     }
 
+    #[tracing::instrument(name = "fleet.rollback", skip_all)]
     async fn rollback(
         &self,
         request: Request<RollbackRequest>,
@@ -355,11 +364,11 @@ impl FleetService for FleetServiceImpl {
             command::Action::Drain(Drain {})
         };
         let verb = if undrain { "undrain" } else { "drain" };
-        let result = self
+        let command = self
             .shared
             .registry
-            .command(&node, action, self.shared.command_timeout)
-            .await;
+            .command(&node, action, self.shared.command_timeout);
+        let result = trace::drain(&self.shared.metrics, &node, undrain, command).await;
         let (ok, error) = match &result {
             Ok(ack) => (ack.ok, ack.error.clone()),
             Err(e) => (false, e.to_string()),
@@ -595,23 +604,29 @@ impl FleetServiceImpl {
         let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
         let failed = &failed;
         let first_failure = || failed.lock().map(|f| f.clone()).unwrap_or(None);
-        let runs = sequences.into_iter().map(|sequence| async move {
-            let mut out = Vec::new();
-            for (node, doc) in sequence {
-                if let Some(first) = first_failure() {
-                    let why = format!("not sent: {first} failed first");
-                    out.push((node, (ApplyOutcome::Held, why)));
-                    continue;
+        let runs = sequences.into_iter().map(|sequence| {
+            let pair_span = trace::pair_span(sequence.iter().map(|(node, _)| node.as_str()));
+            async move {
+                let mut out = Vec::new();
+                for (node, doc) in sequence {
+                    if let Some(first) = first_failure() {
+                        let why = format!("not sent: {first} failed first");
+                        out.push((node, (ApplyOutcome::Held, why)));
+                        continue;
+                    }
+                    let (metrics, version) = (&self.shared.metrics, doc.version);
+                    let send = self.send_config(&node, doc);
+                    let (outcome, error) = trace::apply_node(metrics, &node, version, send).await;
+                    if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout)
+                        && let Ok(mut first) = failed.lock()
+                    {
+                        first.get_or_insert_with(|| node.clone());
+                    }
+                    out.push((node, (outcome, error)));
                 }
-                let (outcome, error) = self.send_config(&node, doc).await;
-                if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout)
-                    && let Ok(mut first) = failed.lock()
-                {
-                    first.get_or_insert_with(|| node.clone());
-                }
-                out.push((node, (outcome, error)));
+                out
             }
-            out
+            .instrument(pair_span)
         });
         futures::future::join_all(runs)
             .await

@@ -36,6 +36,10 @@ pub struct FleetLab {
     pub agents: BTreeMap<String, Agent>,
     /// Node → (LAN octet, interface name in its namespace).
     pub nodes: BTreeMap<String, (u8, String)>,
+    /// Further arguments of every coordinator started (e.g. `--otlp-endpoint`).
+    pub coordinator_args: Vec<String>,
+    /// Further text of every agent's local file (e.g. a `[telemetry]` table).
+    pub agent_extra: String,
 }
 
 impl FleetLab {
@@ -91,6 +95,8 @@ impl FleetLab {
             coordinator_starts: 0,
             agents: BTreeMap::new(),
             nodes: attached,
+            coordinator_args: Vec::new(),
+            agent_extra: String::new(),
         })
     }
 
@@ -118,6 +124,7 @@ impl FleetLab {
                 "--data".into(),
                 self.data.display().to_string(),
             ])
+            .args(self.coordinator_args.iter().cloned())
             .env("RUST_LOG", "info,hav_coordinator=debug");
         self.coordinator_starts += 1;
         let process = self.lab.spawn(COORDINATOR_HOST, spec)?;
@@ -145,6 +152,7 @@ impl FleetLab {
             self.cert(&format!("agent-{node}.pem")),
             self.cert(&format!("agent-{node}.key")),
         );
+        config.extra.push_str(&self.agent_extra);
         let agent = Agent::start(&self.lab, node, &config)?;
         self.agents.insert(node.to_owned(), agent);
         Ok(())

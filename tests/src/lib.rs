@@ -8,6 +8,7 @@
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
+//! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -23,5 +24,6 @@ pub mod bench;
 pub mod fleet;
 pub mod keepalived;
 pub mod netns;
+pub mod otlp;
 pub mod probe;
 pub mod topology;

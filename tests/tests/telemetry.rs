@@ -8,21 +8,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hav_tests::netns::{NsProcess, Presence, SpawnSpec};
+use hav_tests::otlp::{AnyValue, Collector, Exported};
 use hav_tests::topology::{Attachment, Lab, LinkEnd, Pair};
 use nix::sys::signal::Signal;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
 
 /// Safety net for every awaited event.
 const WAIT: Duration = Duration::from_secs(10);
@@ -332,163 +323,19 @@ fn metrics_follow_an_agent_into_mastership_and_out() {
 
 // --- Traces -------------------------------------------------------------------------------------
 
-/// One exported span with the `host.name` of its resource.
-#[derive(Debug, Clone)]
-struct Exported {
-    host: String,
-    span: Span,
-}
-
-impl Exported {
-    fn attribute(&self, key: &str) -> Option<&AnyValue> {
-        attribute(&self.span.attributes, key)
-    }
-
-    fn string(&self, key: &str) -> String {
-        match self.attribute(key) {
-            Some(AnyValue::StringValue(value)) => value.clone(),
-            other => panic!("{key} of {} is {other:?}", self.span.name),
-        }
-    }
-
-    fn int(&self, key: &str) -> i64 {
-        match self.attribute(key) {
-            Some(AnyValue::IntValue(value)) => *value,
-            other => panic!("{key} of {} is {other:?}", self.span.name),
-        }
-    }
-
-    fn duration(&self) -> Duration {
-        Duration::from_nanos(
-            self.span
-                .end_time_unix_nano
-                .saturating_sub(self.span.start_time_unix_nano),
-        )
-    }
-}
-
-fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|value| value.value.as_ref())
-}
-
-/// The OTLP/gRPC TraceService, forwarding every span to the test.
-struct Receiver {
-    spans: mpsc::Sender<Exported>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        for resource_spans in request.into_inner().resource_spans {
-            let host = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|resource| attribute(&resource.attributes, "host.name"))
-                .map(|value| match value {
-                    AnyValue::StringValue(host) => host.clone(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
-            for scope_spans in resource_spans.scope_spans {
-                for span in scope_spans.spans {
-                    let _ = self.spans.send(Exported {
-                        host: host.clone(),
-                        span,
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
 /// A collector listening in one namespace of the lab; it stops with the test process.
-struct Collector {
-    spans: mpsc::Receiver<Exported>,
-    seen: Vec<Exported>,
-}
-
-impl Collector {
-    fn start(lab: &Lab, host: &str, address: SocketAddr) -> Self {
-        // Bound on a thread inside the namespace: the socket stays there.
-        let listener = lab
-            .host(host)
-            .expect("host")
-            .in_thread(move || Ok(std::net::TcpListener::bind(address)))
-            .expect("thread")
-            .join()
-            .expect("no panic")
-            .expect("in namespace")
-            .expect("collector binds");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let (sender, spans) = mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                tonic::transport::Server::builder()
-                    .add_service(TraceServiceServer::new(Receiver { spans: sender }))
-                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                    .await
-                    .expect("collector serves");
-            });
-        });
-        Self {
-            spans,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits until a span matching `wanted` arrived (spans seen before count too).
-    fn wait_for(&mut self, what: &str, wanted: impl Fn(&Exported) -> bool) -> Exported {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(found) = self.seen.iter().find(|span| wanted(span)) {
-                return found.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.spans.recv_timeout(left) {
-                Ok(span) => self.seen.push(span),
-                Err(_) => panic!(
-                    "no {what} within {WAIT:?}; received:\n{}",
-                    self.seen
-                        .iter()
-                        .map(|s| format!(
-                            "  {} {} {:?}",
-                            s.host,
-                            s.span.name,
-                            s.attribute("vrrp.cause")
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Every child of `root` received so far, by name.
-    fn children(&self, root: &Exported) -> BTreeMap<String, Exported> {
-        self.seen
-            .iter()
-            .filter(|span| {
-                span.span.trace_id == root.span.trace_id
-                    && span.span.parent_span_id == root.span.span_id
-            })
-            .map(|span| (span.span.name.clone(), span.clone()))
-            .collect()
-    }
+fn collector_in(lab: &Lab, host: &str, address: SocketAddr) -> Collector {
+    // Bound on a thread inside the namespace: the socket stays there.
+    let listener = lab
+        .host(host)
+        .expect("host")
+        .in_thread(move || Ok(std::net::TcpListener::bind(address)))
+        .expect("thread")
+        .join()
+        .expect("no panic")
+        .expect("in namespace")
+        .expect("collector binds");
+    Collector::serve(listener)
 }
 
 fn links_to(from: &Exported, to: &Exported) -> bool {
@@ -503,7 +350,7 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     let pair = Pair::new().expect("topology");
     let vip = IpAddr::V4(pair.vip4);
     let collector_address = SocketAddr::new(IpAddr::V4(pair.client.ipv4), OTLP_PORT);
-    let mut collector = Collector::start(&pair.lab, &pair.client.host, collector_address);
+    let mut collector = collector_in(&pair.lab, &pair.client.host, collector_address);
     let mut a = start_agent(
         &pair.lab,
         &AgentSpec {

@@ -229,7 +229,9 @@ impl Daemon {
                 _ = sigint.recv() => self.begin_stop(&mut stopping, "SIGINT"),
                 _ = sighup.recv() => self.reload().await,
                 Some(command) = next_command(&mut self.link) => {
-                    self.on_command(command, stopping).await;
+                    // In an `agent.command` span that continues the coordinator's trace.
+                    let span = command.span();
+                    tracing::Instrument::instrument(self.on_command(command, stopping), span).await;
                 }
                 () = override_expiry => {
                     let now = Instant::now();

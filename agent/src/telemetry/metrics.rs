@@ -7,9 +7,9 @@
 //! trackers) and by fixed enums (states, cause kinds, counters).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hav_proto::metrics::text::{header, sample};
 use hav_vrrp::Counters;
 use hav_vrrp::engine::{RouterStatus, State};
 
@@ -323,58 +323,6 @@ fn state_name(state: State) -> &'static str {
         .iter()
         .find(|(known, _)| *known == state)
         .map_or("unknown", |(_, name)| name)
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {}",
-        help.replace('\\', "\\\\").replace('\n', "\\n")
-    );
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (position, (label, value)) in labels.iter().enumerate() {
-            if position > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{label}=\"{}\"", escape_label(value));
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {}", format_value(value));
-}
-
-/// Label values escape backslash, double quote and line feed (the text format's three).
-fn escape_label(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-fn format_value(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".into()
-    } else if value.is_infinite() {
-        if value > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        value.to_string()
-    }
 }
 
 #[cfg(test)]

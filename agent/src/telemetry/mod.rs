@@ -11,6 +11,7 @@ pub mod failover;
 pub mod http;
 pub mod metrics;
 pub mod otel;
+pub mod propagation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

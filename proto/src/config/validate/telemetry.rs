@@ -127,9 +127,36 @@ fn endpoint(text: &str, path: &KeyPath, errors: &mut Collector) -> Option<OtlpEn
     valid.then(|| OtlpEndpoint(text.to_owned()))
 }
 
+/// The same check as the `otlp_endpoint` key, for a daemon flag (`--otlp-endpoint`).
+impl std::str::FromStr for OtlpEndpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut errors = Collector::default();
+        endpoint(text, &KeyPath::root(), &mut errors).ok_or_else(|| {
+            errors
+                .into_inner()
+                .into_iter()
+                .map(|(_, problem)| problem.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flag_is_parsed_like_the_key() {
+        let parsed: OtlpEndpoint = "http://127.0.0.1:4317".parse().expect("valid");
+        assert_eq!(parsed.as_str(), "http://127.0.0.1:4317");
+        let refused = "ftp://collector"
+            .parse::<OtlpEndpoint>()
+            .expect_err("invalid");
+        assert!(refused.contains("not a collector URL"), "{refused}");
+    }
 
     fn check(text: &str) -> bool {
         let mut errors = Collector::default();
