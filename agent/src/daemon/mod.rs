@@ -26,7 +26,7 @@ use hav_vrrp::Priority;
 use hav_vrrp::engine::{Action, Engine, RouterId, State, TrackEffect};
 use hav_vrrp::wire::RecvMeta;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
@@ -85,7 +85,9 @@ struct Daemon {
     drops: BTreeMap<&'static str, u64>,
     /// systemd's notification socket, when run as a `Type=notify` service.
     notifier: Option<Notifier>,
-    status: watch::Sender<Snapshot>,
+    status_requests: mpsc::Receiver<status::Request>,
+    /// What the last published status said, to publish (and log) only changes.
+    last_summary: Vec<Summary>,
     _status_server: Option<status::ServerGuard>,
     /// The coordinator version of the running config (0: the local file).
     config_version: u64,
@@ -139,13 +141,13 @@ impl Daemon {
         let engine = Engine::new(plan.engine.clone())?;
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let (track_tx, track_events) = mpsc::channel(256);
-        let (status, status_rx) = watch::channel(Snapshot::default());
+        let (status_tx, status_requests) = mpsc::channel(16);
         let status_path = config
             .node
             .status_socket
             .clone()
             .unwrap_or_else(|| config.node.state_dir.join("hav-agent.sock"));
-        let status_server = match status::serve(&status_path, status_rx) {
+        let status_server = match status::serve(&status_path, status_tx) {
             Ok(guard) => Some(guard),
             Err(error) => {
                 tracing::warn!(path = %status_path.display(), %error, "no status socket");
@@ -175,7 +177,8 @@ impl Daemon {
                 tracing::warn!(%error, "NOTIFY_SOCKET unusable; systemd will not hear from us");
                 None
             }),
-            status,
+            status_requests,
+            last_summary: Vec::new(),
             _status_server: status_server,
             config_version,
             overrides: fleet::Overrides::default(),
@@ -241,6 +244,10 @@ impl Daemon {
                     self.apply_overrides(now);
                 }
                 _ = sigusr1.recv() => tracing::info!("status:\n{}", status::render(&self.snapshot())),
+                Some(reply) = self.status_requests.recv() => {
+                    let _ = reply.send(self.snapshot());
+                    continue;
+                }
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
                 fired = engine_timer.expired() => {
@@ -808,35 +815,47 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
-    /// also logged
-    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
-    fn publish(&self) {
+    /// Publishes what changed: metrics (when served), and on a change of state, priority, known
+    /// master or VIPs the coordinator's snapshot and a debug line, after the fact, so that a
+    /// reader following the log finds the change on the status socket. Cheap when nothing
+    /// changed, as after most adverts.
+    fn publish(&mut self) {
         self.telemetry
             .publish(&self.engine, &self.health, &self.drops);
-        self.publish_link();
-        let snapshot = self.snapshot();
-        let changed = self.status.send_if_modified(|current| {
-            let changed = current.instances.len() != snapshot.instances.len()
-                || current
-                    .instances
-                    .iter()
-                    .zip(&snapshot.instances)
-                    .any(|(a, b)| {
-                        a.state != b.state
-                            || a.effective_priority != b.effective_priority
-                            || a.master != b.master
-                    })
-                || current.trackers != snapshot.trackers
-                || current.counters != snapshot.counters;
-            *current = snapshot;
-            changed
-        });
-        if changed {
+        // Counters move with every advert: they count as a change only for log followers.
+        let with_counters = tracing::enabled!(tracing::Level::DEBUG);
+        let summary: Vec<Summary> = self
+            .engine
+            .status()
+            .into_iter()
+            .map(|r| {
+                let counters = with_counters.then_some(r.counters);
+                (
+                    r.state,
+                    r.effective_priority,
+                    r.master,
+                    r.holds_vips,
+                    counters,
+                )
+            })
+            .collect();
+        if summary != self.last_summary {
+            self.last_summary = summary;
+            self.publish_link();
             tracing::debug!("status published");
         }
     }
 }
+
+/// The part of a router's status whose change is worth publishing (counters only while debug
+/// logging is on).
+type Summary = (
+    State,
+    hav_vrrp::Priority,
+    Option<hav_vrrp::engine::MasterInfo>,
+    bool,
+    Option<hav_vrrp::Counters>,
+);
 
 /// Reads one socket forever, handing adverts to the loop. The multicast socket takes only what
 /// was sent to the group and a unicast socket only what was sent to us, so that an instance never
