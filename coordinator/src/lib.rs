@@ -11,6 +11,7 @@
 
 pub mod agent_service;
 pub mod diff;
+pub mod dns;
 pub mod error;
 pub mod registry;
 pub mod server;
