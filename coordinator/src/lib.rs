@@ -16,6 +16,7 @@ pub mod error;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sla;
 pub mod store;
 pub mod tls;
 
