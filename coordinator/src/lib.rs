@@ -17,6 +17,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod sla;
+pub mod splitbrain;
 pub mod store;
 pub mod tls;
 
