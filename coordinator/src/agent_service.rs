@@ -149,14 +149,52 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
                 .update_snapshot(node, session, snapshot.clone());
             persist_snapshot(shared, node, &snapshot).await;
         }
-        Some(AgentBody::Event(event)) => shared.registry.publish(FleetEvent {
-            node: node.to_owned(),
-            unix_ms: unix_ms(),
-            kind: Some(fleet_event::Kind::Agent(event)),
-        }),
+        Some(AgentBody::Event(event)) => {
+            if let Some(hav_proto::v1::event::Kind::Transition(transition)) = &event.kind {
+                record_transition(shared, node, event.unix_ms, transition).await;
+            }
+            shared.registry.publish(FleetEvent {
+                node: node.to_owned(),
+                unix_ms: unix_ms(),
+                kind: Some(fleet_event::Kind::Agent(event)),
+            })
+        }
         Some(AgentBody::Ack(ack)) => shared.registry.ack(node, session, ack),
         Some(AgentBody::Hello(_)) => tracing::warn!(%node, "second Hello ignored"),
         None => tracing::debug!(%node, "message of an unknown kind ignored"),
+    }
+}
+
+/// Transitions are kept in the audit log, so one that happened while the coordinator was away
+/// (the agent queues its events) is in `havctl history` once it is back, watched or not.
+async fn record_transition(
+    shared: &Arc<Shared>,
+    node: &str,
+    at_unix_ms: u64,
+    transition: &hav_proto::v1::Transition,
+) {
+    let state = |value: i32| {
+        hav_proto::v1::VrrpState::try_from(value)
+            .map(|s| s.as_str_name().trim_start_matches("VRRP_STATE_").to_owned())
+            .unwrap_or_else(|_| value.to_string())
+    };
+    let record = crate::store::AuditRecord {
+        unix_ms: at_unix_ms,
+        who: format!("node {node}"),
+        action: "transition".into(),
+        detail: format!(
+            "{}: {} -> {}: {}",
+            transition.instance,
+            state(transition.from),
+            state(transition.to),
+            transition.cause
+        ),
+        allowed: true,
+    };
+    let detail = record.detail.clone();
+    match blocking(&shared.store, move |s| s.append_audit(&record)).await {
+        Ok(_) => tracing::info!(%node, %detail, "transition recorded"),
+        Err(e) => tracing::warn!(%node, "could not record a transition: {e}"),
     }
 }
 

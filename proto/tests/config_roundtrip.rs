@@ -487,6 +487,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                             track_files,
                             probes,
                             sync_groups,
+                            coordinator: None,
                         }
                     },
                 )

@@ -4,8 +4,11 @@
 //! every input it drains the engine's actions in order and carries them out (adverts, VIPs through
 //! the crash-safe journal, GARP/NA, hooks), then sleeps until the engine's next deadline. Start-up
 //! removes VIPs a previous run left behind before anything else; a reload that cannot be applied
-//! changes nothing.
+//! changes nothing. With a `[coordinator]` table the loop also serves the control link
+//! ([`fleet`]): pushed configs go through the same path as a reload, drains and overrides set
+//! runtime priorities, and every change is reported; the link never blocks the loop.
 
+pub mod fleet;
 pub mod plan;
 pub mod status;
 
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hav_proto::config::{NodeConfig, load_node_config};
+use hav_proto::v1::{command, event};
+use hav_vrrp::Priority;
 use hav_vrrp::engine::{Action, Engine, RouterId, State, TrackEffect};
 use hav_vrrp::wire::RecvMeta;
 use tokio::signal::unix::{SignalKind, signal};
@@ -52,7 +57,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             errors.lines().join("\n")
         )
     })?;
-    let mut daemon = Daemon::start(config_path, config).await?;
+    let selected = fleet::select(&config_path, config);
+    let mut daemon = Daemon::start(config_path, selected).await?;
     daemon.run().await
 }
 
@@ -76,6 +82,10 @@ struct Daemon {
     drops: BTreeMap<&'static str, u64>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
+    /// The coordinator version of the running config (0: the local file).
+    config_version: u64,
+    overrides: fleet::Overrides,
+    link: Option<fleet::Link>,
 }
 
 struct OpenSocket {
@@ -95,7 +105,11 @@ struct RunningTracker {
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, config: NodeConfig) -> anyhow::Result<Self> {
+    async fn start(config_path: PathBuf, selected: fleet::Selected) -> anyhow::Result<Self> {
+        let fleet::Selected {
+            config,
+            version: config_version,
+        } = selected;
         // Crash safety first: whatever a previous run added and did not remove goes, before we
         // open a socket or could win an election.
         let manager = VipManager::new().context("netlink")?;
@@ -152,6 +166,9 @@ impl Daemon {
             drops: BTreeMap::new(),
             status,
             _status_server: status_server,
+            config_version,
+            overrides: fleet::Overrides::default(),
+            link: None,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -163,9 +180,12 @@ impl Daemon {
         daemon.apply_all_effects(Instant::now());
         daemon.engine.start(Instant::now());
         daemon.execute().await;
+        // After the first election is under way: the link never delays VRRP.
+        daemon.link = fleet::spawn_link(&daemon.config);
         daemon.publish();
         tracing::info!(
             node = %daemon.config.node.name,
+            config_version = daemon.config_version,
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
@@ -186,11 +206,28 @@ impl Daemon {
                     None => std::future::pending().await,
                 }
             };
+            let expiry = self.overrides.next_expiry();
+            let override_expiry = async {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = sigterm.recv() => self.begin_stop(&mut stopping, "SIGTERM"),
                 _ = sigint.recv() => self.begin_stop(&mut stopping, "SIGINT"),
                 _ = sighup.recv() => self.reload().await,
+                Some(command) = next_command(&mut self.link) => {
+                    self.on_command(command, stopping).await;
+                }
+                () = override_expiry => {
+                    let now = Instant::now();
+                    for name in self.overrides.expire(now) {
+                        tracing::info!(instance = %name, "priority override expired");
+                    }
+                    self.apply_overrides(now);
+                }
                 _ = sigusr1.recv() => tracing::info!("status:\n{}", status::render(&self.snapshot())),
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
@@ -254,6 +291,22 @@ impl Daemon {
     fn on_track_event(&mut self, event: TrackEvent) {
         let now = Instant::now();
         tracing::info!(tracker = %event.name, health = %event.health, "tracker changed");
+        if let Some(link) = &self.link {
+            let refs: Vec<(&String, i32)> = (self.plan.tracker_refs.iter())
+                .flat_map(|(router, refs)| {
+                    (refs.iter())
+                        .filter(|(key, _)| *key == event.name)
+                        .map(move |(_, weight)| (router, *weight))
+                })
+                .collect();
+            link.event(event::Kind::Tracker(hav_proto::v1::TrackerChange {
+                tracker: event.name.clone(),
+                up: matches!(event.health, track::Health::Up),
+                instances: refs.iter().map(|(router, _)| (*router).clone()).collect(),
+                priority_delta: refs.first().map_or(0, |(_, weight)| *weight),
+                detail: event.health.to_string(),
+            }));
+        }
         self.health.insert(event.name.clone(), event.health);
         self.apply_effects_of(now, &event.name);
     }
@@ -360,6 +413,16 @@ impl Daemon {
                 } => {
                     let name = self.name(router).to_string();
                     tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                    if let Some(link) = &self.link {
+                        // The snapshot showing the new state goes out before this event.
+                        self.publish();
+                        link.event(event::Kind::Transition(hav_proto::v1::Transition {
+                            instance: name.clone(),
+                            from: fleet::vrrp_state(from) as i32,
+                            to: fleet::vrrp_state(to) as i32,
+                            cause: cause.to_string(),
+                        }));
+                    }
                     if let Some(queue) = self.hooks.get(&name) {
                         queue.notify(StateChange {
                             kind: HookKind::Instance,
@@ -394,8 +457,9 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: a new config replaces the running one only if it loads, plans, opens its sockets
-    /// and passes the engine's checks; otherwise the old one keeps running untouched.
+    /// SIGHUP: the local file is read again and the precedence rule applied ([`fleet::select`]);
+    /// the result replaces the running config only if it loads, plans, opens its sockets and
+    /// passes the engine's checks; otherwise the old one keeps running untouched.
     async fn reload(&mut self) {
         tracing::info!(config = %self.config_path.display(), "reloading");
         let config = match load_node_config(&self.config_path) {
@@ -408,42 +472,36 @@ impl Daemon {
                 return;
             }
         };
+        let selected = fleet::select(&self.config_path, config);
+        match self.reconfigure(selected.config).await {
+            Ok(()) => self.config_version = selected.version,
+            Err(error) => tracing::error!(%error, "reload refused; the running config stays"),
+        }
+    }
+
+    /// Replaces the running config with `config` (unchanged instances untouched), or changes
+    /// nothing and says why.
+    async fn reconfigure(&mut self, config: NodeConfig) -> Result<(), String> {
         if config == self.config {
             tracing::info!("config unchanged");
-            return;
+            return Ok(());
         }
-        let plan = match plan::plan(&config) {
-            Ok(plan) => plan,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
-        let sockets = match self.open_sockets(&plan) {
-            Ok(sockets) => sockets,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
+        let plan = plan::plan(&config).map_err(|error| error.to_string())?;
+        let sockets = self
+            .open_sockets(&plan)
+            .map_err(|error| format!("{error:#}"))?;
         let (hooks, group_hooks) = match (
             spawn_hooks(&plan.instance_hooks),
             spawn_hooks(&plan.group_hooks),
         ) {
             (Ok(hooks), Ok(group_hooks)) => (hooks, group_hooks),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
+            (Err(error), _) | (_, Err(error)) => return Err(format!("{error:#}")),
         };
         let now = Instant::now();
-        let report = match self.engine.reconfigure(now, plan.engine.clone()) {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
+        let report = self
+            .engine
+            .reconfigure(now, plan.engine.clone())
+            .map_err(|error| error.to_string())?;
         tracing::info!(
             added = ?report.added, removed = ?report.removed,
             changed = ?report.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
@@ -473,6 +531,94 @@ impl Daemon {
             tracing::error!(%error, "a tracker of the new config did not start");
         }
         self.apply_all_effects(now);
+        self.apply_overrides(now);
+        Ok(())
+    }
+
+    /// Carries out one coordinator command and acknowledges it.
+    async fn on_command(&mut self, command: crate::control::PendingCommand, stopping: bool) {
+        let now = Instant::now();
+        let id = command.id;
+        let result = match (&command.action, stopping) {
+            (_, true) => Err("the agent is stopping".to_owned()),
+            (Some(command::Action::ApplyConfig(apply)), false) => match &apply.config {
+                Some(doc) => self.apply_pushed(doc.version, &doc.toml).await,
+                None => Err("apply_config without a config".to_owned()),
+            },
+            (Some(command::Action::Drain(_)), false) => {
+                self.overrides.drained = true;
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (Some(command::Action::Undrain(_)), false) => {
+                self.overrides.drained = false;
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (Some(command::Action::SetPriorityOverride(set)), false) => {
+                match (
+                    self.engine.router_id(&set.instance),
+                    u8::try_from(set.priority).ok().filter(|p| (1..=254).contains(p)),
+                ) {
+                    (None, _) => Err(format!("no instance {:?} on this node", set.instance)),
+                    (_, None) => Err(format!("priority {} is not in 1..=254", set.priority)),
+                    (Some(_), Some(priority)) => {
+                        let ttl = (set.ttl_seconds > 0)
+                            .then(|| Duration::from_secs(u64::from(set.ttl_seconds)));
+                        self.overrides
+                            .set(&set.instance, Priority(priority), ttl, now);
+                        self.apply_overrides(now);
+                        Ok(())
+                    }
+                }
+            }
+            (Some(command::Action::ClearOverride(clear)), false) => {
+                self.overrides.clear(&clear.instance);
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (None, false) => Err("unknown command: this agent is older than the coordinator".into()),
+        };
+        match &result {
+            Ok(()) => tracing::info!(id, "coordinator command done"),
+            Err(error) => tracing::warn!(id, %error, "coordinator command refused"),
+        }
+        command.ack(result);
+    }
+
+    /// A config pushed by the coordinator: checked, staged on disk, run through the reload path,
+    /// then kept as the last good config. On any failure the running config stays.
+    async fn apply_pushed(&mut self, version: u64, text: &str) -> Result<(), String> {
+        let config = fleet::parse(text, version, &self.config)?;
+        let staged = fleet::Staged::write(&self.config.node.state_dir, version, text)
+            .map_err(|error| format!("cannot store the config in the state dir: {error}"))?;
+        match self.reconfigure(config).await {
+            Ok(()) => {
+                staged
+                    .commit()
+                    .map_err(|error| format!("applied, but not stored: {error}"))?;
+                self.config_version = version;
+                tracing::info!(version, "config from the coordinator applied");
+                Ok(())
+            }
+            Err(error) => {
+                staged.discard();
+                Err(format!(
+                    "config version {version} refused, version {} keeps running: {error}",
+                    self.config_version
+                ))
+            }
+        }
+    }
+
+    /// Gives every router the priority override it should run with now.
+    fn apply_overrides(&mut self, now: Instant) {
+        for router in &self.plan.engine.routers {
+            if let Some(id) = self.engine.router_id(&router.name) {
+                self.engine
+                    .set_priority_override(now, id, self.overrides.of(&router.name));
+            }
+        }
     }
 
     /// Starts trackers the plan has and we do not run (or run with another definition); stops
@@ -585,6 +731,14 @@ impl Daemon {
     /// also logged
     /// (debug), after the fact, so a reader that follows the log finds it on the socket.
     fn publish(&self) {
+        if let Some(link) = &self.link {
+            link.publish(fleet::snapshot(
+                &self.engine,
+                &self.config,
+                self.config_version,
+                &self.overrides,
+            ));
+        }
         let snapshot = self.snapshot();
         let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()
@@ -652,6 +806,16 @@ async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
         if inbound.send(message).await.is_err() {
             return;
         }
+    }
+}
+
+/// The next coordinator command; never resolves without a link.
+async fn next_command(
+    link: &mut Option<fleet::Link>,
+) -> Option<crate::control::PendingCommand> {
+    match link {
+        Some(link) => link.side.commands.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,7 +12,7 @@ use super::node::{
     SyncGroup, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
 };
 use super::raw::{
-    RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess, RawScript,
+    RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess, RawScript,
     RawSyncGroup, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
 
@@ -42,6 +42,12 @@ impl NodeConfig {
             track_file: non_empty(self.track_files.iter().map(track_file).collect()),
             probe: non_empty(self.probes.iter().map(probe).collect()),
             sync_group: non_empty(self.sync_groups.iter().map(sync_group).collect()),
+            coordinator: self.coordinator.as_ref().map(|link| RawCoordinator {
+                address: Some(link.address.clone()),
+                ca: Some(link.ca.display().to_string()),
+                cert: Some(link.cert.display().to_string()),
+                key: Some(link.key.display().to_string()),
+            }),
         }
     }
 }

@@ -18,7 +18,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
 pub use load::{ENV_PREFIX, load_node_config, load_node_config_with_env, parse_node_config};
 pub use node::{
-    Command, GarpSchedule, Instance, InstanceFingerprint, NodeConfig, NodeSettings, Notify, Probe,
+    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig, NodeSettings, Notify, Probe,
     ProbeKind, ProcessMatch, Script, SyncGroup, Track, TrackFile, TrackTarget, TrackWeight,
     TrackedProcess, Transport, UnicastPeer, Vip,
 };

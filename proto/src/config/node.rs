@@ -20,6 +20,22 @@ pub struct NodeConfig {
     pub track_files: Vec<TrackFile>,
     pub probes: Vec<Probe>,
     pub sync_groups: Vec<SyncGroup>,
+    /// `[coordinator]`: where the fleet control plane is; `None` runs from this file alone.
+    pub coordinator: Option<CoordinatorLink>,
+}
+
+/// `[coordinator]`: how the agent reaches hav-coordinator over mTLS. The agent never waits on it:
+/// VRRP runs whether the coordinator answers or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorLink {
+    /// `host:port` or `https://host:port`.
+    pub address: String,
+    /// The fleet CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (`havctl certs issue --kind agent`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// `[node]`: who this node is and where it keeps its state.
