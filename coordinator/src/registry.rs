@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, command};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::ControlError;
 
@@ -43,6 +43,10 @@ pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     events: broadcast::Sender<FleetEvent>,
+    /// Every snapshot as it arrives (node, snapshot), for the orchestration modules.
+    snapshots: broadcast::Sender<(String, StateSnapshot)>,
+    /// Bumped whenever a session or a snapshot changes: awaiting a fleet state change.
+    changes: watch::Sender<u64>,
 }
 
 impl Default for Registry {
@@ -54,10 +58,13 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Registry {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
+        let (snapshots, _) = broadcast::channel(WATCH_BUFFER);
         Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             events,
+            snapshots,
+            changes: watch::Sender::new(0),
         }
     }
 
@@ -84,6 +91,7 @@ impl Registry {
             pending: HashMap::new(),
         };
         self.lock().insert(node.to_owned(), session);
+        self.changes.send_modify(|n| *n += 1);
         (id, rx)
     }
 
@@ -92,6 +100,8 @@ impl Registry {
         let mut sessions = self.lock();
         if sessions.get(node).is_some_and(|s| s.id == session) {
             sessions.remove(node);
+            drop(sessions);
+            self.changes.send_modify(|n| *n += 1);
             true
         } else {
             false
@@ -100,9 +110,20 @@ impl Registry {
 
     /// Records a snapshot from the current session of `node`.
     pub fn update_snapshot(&self, node: &str, session: u64, snapshot: StateSnapshot) {
-        if let Some(s) = self.lock().get_mut(node).filter(|s| s.id == session) {
-            s.live.last_seen_unix_ms = crate::unix_ms();
-            s.live.snapshot = Some(snapshot);
+        let current = {
+            let mut sessions = self.lock();
+            match sessions.get_mut(node).filter(|s| s.id == session) {
+                Some(s) => {
+                    s.live.last_seen_unix_ms = crate::unix_ms();
+                    s.live.snapshot = Some(snapshot.clone());
+                    true
+                }
+                None => false,
+            }
+        };
+        if current {
+            let _ = self.snapshots.send((node.to_owned(), snapshot));
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
@@ -169,6 +190,16 @@ impl Registry {
     /// Announces an event to every watcher (no watcher is fine).
     pub fn publish(&self, event: FleetEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Every snapshot recorded from now on, with its node.
+    pub fn subscribe_snapshots(&self) -> broadcast::Receiver<(String, StateSnapshot)> {
+        self.snapshots.subscribe()
+    }
+
+    /// Changes (sessions, snapshots) from now on: `changed().await` wakes on the next one.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// A receiver of every event published from now on.

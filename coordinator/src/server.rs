@@ -30,6 +30,8 @@ pub struct CoordinatorConfig {
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
     pub command_timeout: Duration,
+    /// DNS publishing, split-brain policy, drain timing.
+    pub orchestration: crate::orchestrate::OrchestrationConfig,
 }
 
 impl CoordinatorConfig {
@@ -40,6 +42,7 @@ impl CoordinatorConfig {
             data_dir,
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            orchestration: crate::orchestrate::OrchestrationConfig::default(),
         }
     }
 }
@@ -57,6 +60,8 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("orchestration: {0}")]
+    Orchestration(#[from] crate::orchestrate::OrchestrationError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -127,9 +132,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let fleet = FleetServiceServer::new(FleetServiceImpl { shared })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let orchestrator =
+        crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
+            .await?;
+    let fleet = FleetServiceServer::new(FleetServiceImpl {
+        shared,
+        orchestrator,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tls::incoming(listener, tls_config.clone());
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -128,9 +128,7 @@ impl Detector {
         let winner = split
             .masters
             .iter()
-            .max_by(|a, b| {
-                (a.priority, a.address, &a.node).cmp(&(b.priority, b.address, &b.node))
-            });
+            .max_by(|a, b| (a.priority, a.address, &a.node).cmp(&(b.priority, b.address, &b.node)));
         split
             .masters
             .iter()
@@ -164,9 +162,17 @@ mod tests {
         let mut detector = Detector::default();
         let a = Some("198.51.100.1".parse().expect("ip"));
         let b = Some("198.51.100.2".parse().expect("ip"));
-        assert!(detector.observe_node("lb-1", a, &[master(&held, 150)], 10).is_empty());
+        assert!(
+            detector
+                .observe_node("lb-1", a, &[master(&held, 150)], 10)
+                .is_empty()
+        );
         // A repeated report of one master is no split brain.
-        assert!(detector.observe_node("lb-1", a, &[master(&held, 150)], 11).is_empty());
+        assert!(
+            detector
+                .observe_node("lb-1", a, &[master(&held, 150)], 11)
+                .is_empty()
+        );
 
         let findings = detector.observe_node("lb-2", b, &[master(&held, 100)], 12);
         let [Finding::Detected(split)] = findings.as_slice() else {
@@ -179,7 +185,11 @@ mod tests {
         assert_eq!(losers.len(), 1);
         assert_eq!(losers[0].node, "lb-2", "lower priority steps down");
         // Reported again unchanged: not raised twice.
-        assert!(detector.observe_node("lb-2", b, &[master(&held, 100)], 13).is_empty());
+        assert!(
+            detector
+                .observe_node("lb-2", b, &[master(&held, 100)], 13)
+                .is_empty()
+        );
         assert_eq!(detector.active().count(), 1);
 
         // lb-2 becomes backup.

@@ -539,6 +539,14 @@ impl Daemon {
     async fn on_command(&mut self, command: crate::control::PendingCommand, stopping: bool) {
         let now = Instant::now();
         let id = command.id;
+        // Exec runs in its own task and acks when the program ends (exec_command.rs).
+        if let (Some(command::Action::Exec(exec)), false, Some(link)) =
+            (&command.action, stopping, &self.link)
+        {
+            let (exec, events) = (exec.clone(), link.side.events.clone());
+            crate::exec_command::spawn(command, exec, events);
+            return;
+        }
         let result = match (&command.action, stopping) {
             (_, true) => Err("the agent is stopping".to_owned()),
             (Some(command::Action::ApplyConfig(apply)), false) => match &apply.config {
@@ -577,6 +585,7 @@ impl Daemon {
                 self.apply_overrides(now);
                 Ok(())
             }
+            (Some(command::Action::Exec(_)), false) => Err("exec needs the control link".into()),
             (None, false) => Err("unknown command: this agent is older than the coordinator".into()),
         };
         match &result {
