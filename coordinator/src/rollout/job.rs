@@ -221,10 +221,24 @@ async fn run_node(
     let spec = lock(&job).spec.clone();
 
     set(Step::Draining, String::new());
-    let moves = match drain_node(fleet.as_ref(), &node, settings).await {
-        Ok(moves) => moves,
+    // A node resumed after a failure may still be drained: keep the moves of that drain, so
+    // that undraining it also clears those peers' overrides.
+    let mut moves = lock(&job)
+        .nodes
+        .get(&node)
+        .map(|r| r.moves.clone())
+        .unwrap_or_default();
+    match drain_node(fleet.as_ref(), &node, settings).await {
+        Ok(new) => {
+            for m in new {
+                if !moves.contains(&m) {
+                    moves.push(m);
+                }
+            }
+        }
         Err(e) => return fail(e.to_string()),
-    };
+    }
+    let moves = moves;
     let described = moves
         .iter()
         .map(|m| format!("{} -> {}", m.vips.join(","), m.peer))

@@ -230,3 +230,8 @@ async fn send(
         Err(e) => Err(error(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
