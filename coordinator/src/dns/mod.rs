@@ -150,8 +150,23 @@ impl DnsClient {
         self
     }
 
-    /// `name` (relative names are taken inside the zone) as a record name of this zone.
+    /// `name` as a record name of this zone: a name ending in the zone's name (with or without
+    /// the final dot) is taken as it is, any other name without a final dot inside the zone.
     pub fn record_name(&self, name: &str, ttl: u32) -> Result<RecordName, DnsError> {
+        let zone = self.zone.to_ascii();
+        let zone = zone.trim_end_matches('.');
+        let bare = name.trim_end_matches('.');
+        let absolute = name.ends_with('.')
+            || bare.eq_ignore_ascii_case(zone)
+            || bare
+                .to_ascii_lowercase()
+                .ends_with(&format!(".{}", zone.to_ascii_lowercase()));
+        let name = if absolute && !name.ends_with('.') {
+            format!("{name}.")
+        } else {
+            name.to_owned()
+        };
+        let name = name.as_str();
         let parsed = Name::parse(name, Some(&self.zone)).map_err(|e| DnsError::BadName {
             name: name.to_owned(),
             reason: e.to_string(),
@@ -214,6 +229,30 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    #[test]
+    fn names_in_the_zone_are_absolute_others_relative() {
+        let key = "key k { algorithm hmac-sha256; secret \"AAAA\"; };";
+        let client = DnsClient::new(
+            "127.0.0.1:53".parse().expect("addr"),
+            "example.test.",
+            parse_bind_key(key).expect("key"),
+        )
+        .expect("client");
+        for (given, want) in [
+            ("web", "web.example.test."),
+            ("web.example.test", "web.example.test."),
+            ("Web.Example.Test.", "web.example.test."),
+            ("web.dc1", "web.dc1.example.test."),
+        ] {
+            let name = client.record_name(given, 30).expect(given).name.to_ascii();
+            assert_eq!(name, want, "{given}");
+        }
+        assert!(matches!(
+            client.record_name("web.example.org.", 30),
+            Err(DnsError::OutsideZone { .. })
+        ));
     }
 
     #[test]
