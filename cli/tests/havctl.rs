@@ -141,16 +141,22 @@ async fn operator_workflow_through_the_binary() {
     std::fs::write(&broken, "[instance\n").unwrap();
     let invalid = fails(as_user("vera", &["validate", broken.to_str().unwrap()]));
     assert!(
-        invalid.starts_with("havctl: config rejected: lb-2:"),
+        invalid.starts_with("havctl: config rejected: config of lb-2: line 1, column 10:"),
         "{invalid}"
     );
 
     let fleet = dir.path().join("fleet.toml");
-    std::fs::write(&fleet, FLEET.replace("198.51.100.12\"", "198.51.100.12\"\nversion = 2")).unwrap();
+    std::fs::write(
+        &fleet,
+        FLEET.replace("198.51.100.12\"", "198.51.100.12\"\nversion = 2"),
+    )
+    .unwrap();
     let fleet = fleet.to_str().unwrap();
     let bad_pair = fails(as_user("vera", &["validate", "--fleet", fleet]));
     assert!(
-        bad_pair.contains("group web: node lb-2: web-vip0.version: peers of instance web-vip0 disagree"),
+        bad_pair.contains(
+            "group web: node lb-2: web-vip0.version: peers of instance web-vip0 disagree"
+        ),
         "{bad_pair}"
     );
     std::fs::write(fleet, FLEET).unwrap();

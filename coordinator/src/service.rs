@@ -87,11 +87,11 @@ pub fn validate_node_config(node: &str, toml_text: &str) -> Result<String, Strin
     Ok(config.to_toml())
 }
 
+/// A fleet file's node configs and rollout groups (name → members in order).
+pub type ExpandedFleet = (Vec<NodeConfigEntry>, BTreeMap<String, Vec<String>>);
+
 /// Expands and validates a fleet file (`hav_proto::fleet`) into node configs and rollout groups.
-pub fn expand_fleet(
-    name: &str,
-    text: &str,
-) -> Result<(Vec<NodeConfigEntry>, BTreeMap<String, Vec<String>>), Vec<ValidationError>> {
+pub fn expand_fleet(name: &str, text: &str) -> Result<ExpandedFleet, Vec<ValidationError>> {
     let name = if name.is_empty() { "fleet" } else { name };
     match hav_proto::fleet::expand(name, text) {
         Ok(fleet) => Ok((

@@ -228,7 +228,12 @@ pub fn expand(file: &str, text: &str) -> Result<FleetConfig, FleetErrors> {
     let raw: RawFleet = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            errors.push(None, None, "(file)", e.to_string().trim().replace('\n', " "));
+            errors.push(
+                None,
+                None,
+                "(file)",
+                e.to_string().trim().replace('\n', " "),
+            );
             return Err(FleetErrors(errors.found));
         }
     };
@@ -346,9 +351,7 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
                 Some(name),
                 None,
                 &key("node"),
-                format!(
-                    "priorities cannot be distinct: at most {MAX_GROUP_NODES} nodes per group"
-                ),
+                format!("priorities cannot be distinct: at most {MAX_GROUP_NODES} nodes per group"),
             ),
             _ => {}
         }
@@ -395,7 +398,9 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
         if group.transport.as_deref() != Some("multicast") {
             for (n, member) in group.node.iter().enumerate() {
                 for (v, text) in group.vips.iter().enumerate() {
-                    let Some((vip, _)) = parse_vip(text) else { continue };
+                    let Some((vip, _)) = parse_vip(text) else {
+                        continue;
+                    };
                     if address_for(member, vip).is_none() {
                         errors.push(
                             Some(name),
@@ -426,7 +431,9 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
                         let reason = if og == g {
                             format!("{address} is listed twice (also vips[{ov}])")
                         } else {
-                            format!("{address} is also a VIP of group {other} (group[{og}].vips[{ov}])")
+                            format!(
+                                "{address} is also a VIP of group {other} (group[{og}].vips[{ov}])"
+                            )
                         };
                         errors.push(Some(name), None, &key(&format!("vips[{v}]")), reason);
                     }
@@ -452,10 +459,30 @@ fn check_track_references(group: &RawGroup, g: usize, errors: &mut Errors) {
             .collect()
     };
     let checks = [
-        ("track.script", &group.track.script, defined(&group.script), "group.script"),
-        ("track.process", &group.track.process, defined(&group.process), "group.process"),
-        ("track.file", &group.track.file, defined(&group.track_file), "group.track_file"),
-        ("track.probe", &group.track.probe, defined(&group.probe), "group.probe"),
+        (
+            "track.script",
+            &group.track.script,
+            defined(&group.script),
+            "group.script",
+        ),
+        (
+            "track.process",
+            &group.track.process,
+            defined(&group.process),
+            "group.process",
+        ),
+        (
+            "track.file",
+            &group.track.file,
+            defined(&group.track_file),
+            "group.track_file",
+        ),
+        (
+            "track.probe",
+            &group.track.probe,
+            defined(&group.probe),
+            "group.probe",
+        ),
     ];
     for (key, references, defined, section) in checks {
         let Some(toml::Value::Array(references)) = references else {
@@ -513,13 +540,18 @@ fn assign_vrids(
         for (v, vip) in plans[g].vips.iter().enumerate() {
             let key = format!("group[{g}].first_vrid");
             let Some((address, _)) = vip else { continue };
-            let Some(vrid) = u8::try_from(usize::from(first) + v).ok().filter(|id| *id > 0)
+            let Some(vrid) = u8::try_from(usize::from(first) + v)
+                .ok()
+                .filter(|id| *id > 0)
             else {
                 errors.push(
                     Some(&group.name),
                     None,
                     &key,
-                    format!("VIP {v} would get VRID {}, outside 1..=255", usize::from(first) + v),
+                    format!(
+                        "VIP {v} would get VRID {}, outside 1..=255",
+                        usize::from(first) + v
+                    ),
                 );
                 continue;
             };
@@ -583,7 +615,12 @@ fn check_node_vrids(
                 let (Some((address, _)), Some(vrid)) = (vip, vrids.get(&(g, v))) else {
                     continue;
                 };
-                let slot = (member.name.clone(), interface.clone(), address.is_ipv4(), *vrid);
+                let slot = (
+                    member.name.clone(),
+                    interface.clone(),
+                    address.is_ipv4(),
+                    *vrid,
+                );
                 match seen.get(&slot) {
                     Some((og, _)) if *og != g => errors.push(
                         Some(&group.name),
@@ -624,7 +661,8 @@ fn interface_of<'a>(group: &'a RawGroup, member: &'a RawMember) -> &'a str {
 pub fn priority(v: usize, n: usize, count: usize) -> u8 {
     let rank = (n + count - v % count) % count;
     // `plan_groups` refuses groups of more than MAX_GROUP_NODES, so rank * step < 150.
-    MASTER_PRIORITY - PRIORITY_STEP * u8::try_from(rank).unwrap_or(MASTER_PRIORITY / PRIORITY_STEP - 1)
+    MASTER_PRIORITY
+        - PRIORITY_STEP * u8::try_from(rank).unwrap_or(MASTER_PRIORITY / PRIORITY_STEP - 1)
 }
 
 /// Each node's config as a TOML table, and the layout decided.
@@ -678,7 +716,10 @@ fn node_tables(
                     for item in items {
                         // The same definition from two groups is written once; two different
                         // ones with one name are refused by the node schema.
-                        if !list.iter().any(|existing| existing.as_table() == Some(item)) {
+                        if !list
+                            .iter()
+                            .any(|existing| existing.as_table() == Some(item))
+                        {
                             list.push(item.clone().into());
                         }
                     }
@@ -721,7 +762,10 @@ fn instance_table(
     let count = group.node.len();
     let mut t = toml::Table::new();
     t.insert("name".into(), instance_name(group, v).into());
-    t.insert("interface".into(), interface_of(group, member).to_owned().into());
+    t.insert(
+        "interface".into(),
+        interface_of(group, member).to_owned().into(),
+    );
     t.insert("vrid".into(), i64::from(vrid).into());
     t.insert("priority".into(), i64::from(priority(v, n, count)).into());
     let protocol = effective_protocol(group, member);
@@ -762,7 +806,10 @@ fn instance_table(
             .collect();
         t.insert("unicast_peers".into(), peers.into());
     }
-    t.insert("vips".into(), vec![toml::Value::from(format!("{address}/{prefix}"))].into());
+    t.insert(
+        "vips".into(),
+        vec![toml::Value::from(format!("{address}/{prefix}"))].into(),
+    );
     for (key, value) in [
         ("track_interface", &group.track.interface),
         ("track_script", &group.track.script),
@@ -787,8 +834,7 @@ struct Protocol {
 
 fn effective_protocol(group: &RawGroup, member: &RawMember) -> Protocol {
     Protocol {
-        advert_interval: (member.advert_interval.clone())
-            .or_else(|| group.advert_interval.clone()),
+        advert_interval: (member.advert_interval.clone()).or_else(|| group.advert_interval.clone()),
         version: member.version.or(group.version),
         checksum: (member.checksum.clone()).or_else(|| group.checksum.clone()),
         auth_pass: (member.auth_pass.clone()).or_else(|| group.auth_pass.clone()),

@@ -61,8 +61,16 @@ impl FleetLab {
         havctl_local(&["certs", "init", "--dir", &dir])?;
         let coordinator_ip = LanSpec::PRIMARY.ipv4(COORDINATOR_OCTET).to_string();
         havctl_local(&[
-            "certs", "issue", "--dir", &dir, "--kind", "coordinator", "--name", "coord",
-            "--san", &coordinator_ip,
+            "certs",
+            "issue",
+            "--dir",
+            &dir,
+            "--kind",
+            "coordinator",
+            "--name",
+            "coord",
+            "--san",
+            &coordinator_ip,
         ])?;
         for (name, role) in [("olga", "operator"), ("vera", "viewer")] {
             havctl_local(&[
@@ -71,7 +79,9 @@ impl FleetLab {
             ])?;
         }
         for name in attached.keys() {
-            havctl_local(&["certs", "issue", "--dir", &dir, "--kind", "agent", "--name", name])?;
+            havctl_local(&[
+                "certs", "issue", "--dir", &dir, "--kind", "agent", "--name", name,
+            ])?;
         }
         Ok(FleetLab {
             lab,
@@ -95,23 +105,20 @@ impl FleetLab {
     /// Starts hav-coordinator (same data dir every time) and waits until it listens.
     pub fn start_coordinator(&mut self) -> Result<(), Error> {
         let binary = sibling_binary("hav-coordinator")?;
-        let spec = SpawnSpec::new(
-            format!("coordinator-{}", self.coordinator_starts),
-            binary,
-        )
-        .args([
-            "--listen".to_owned(),
-            self.coordinator_address(),
-            "--cert".into(),
-            self.cert("coordinator-coord.pem"),
-            "--key".into(),
-            self.cert("coordinator-coord.key"),
-            "--ca".into(),
-            self.cert("ca.pem"),
-            "--data".into(),
-            self.data.display().to_string(),
-        ])
-        .env("RUST_LOG", "info,hav_coordinator=debug");
+        let spec = SpawnSpec::new(format!("coordinator-{}", self.coordinator_starts), binary)
+            .args([
+                "--listen".to_owned(),
+                self.coordinator_address(),
+                "--cert".into(),
+                self.cert("coordinator-coord.pem"),
+                "--key".into(),
+                self.cert("coordinator-coord.key"),
+                "--ca".into(),
+                self.cert("ca.pem"),
+                "--data".into(),
+                self.data.display().to_string(),
+            ])
+            .env("RUST_LOG", "info,hav_coordinator=debug");
         self.coordinator_starts += 1;
         let process = self.lab.spawn(COORDINATOR_HOST, spec)?;
         let log = process.log_path().to_owned();
@@ -140,6 +147,16 @@ impl FleetLab {
         );
         let agent = Agent::start(&self.lab, node, &config)?;
         self.agents.insert(node.to_owned(), agent);
+        Ok(())
+    }
+
+    /// Kills `node`'s agent and starts it again on the same local file and state dir.
+    pub fn restart_agent(&mut self, node: &str) -> Result<(), Error> {
+        let agent = self
+            .agents
+            .get_mut(node)
+            .ok_or_else(|| format!("no agent {node}"))?;
+        agent.restart(&self.lab)?;
         Ok(())
     }
 
@@ -234,12 +251,21 @@ impl FleetLab {
             .wait_address(host, address, want, Duration::from_secs(20))?)
     }
 
-    /// The client pings `address` once (ARP resolves to whoever holds it).
+    /// The client pings `address` once, resolving it afresh (ARP/ND) to whoever holds it now.
+    ///
+    /// The cache is flushed first because two nodes configured within milliseconds of each
+    /// other can both be master for a moment; the loser's gratuitous ARP may then be the last
+    /// one the client heard until the winner's second burst (`garp.master_delay`).
     pub fn client_reaches(&self, address: IpAddr) -> Result<bool, Error> {
         let target = address.to_string();
+        self.lab
+            .exec(CLIENT_HOST, &["ip", "neigh", "flush", "to", &target])?;
         let out = self
             .lab
             .exec(CLIENT_HOST, &["ping", "-c", "1", "-W", "2", &target])?;
+        if !out.success() {
+            eprintln!("client ping {target} failed: {}{}", out.stdout, out.stderr);
+        }
         Ok(out.success())
     }
 
@@ -253,11 +279,7 @@ fn havctl_local(args: &[&str]) -> Result<(), Error> {
     let binary = sibling_binary("havctl")?;
     let out = Command::new(binary).args(args).output()?;
     if !out.status.success() {
-        return Err(format!(
-            "havctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("havctl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(())
 }

@@ -66,7 +66,10 @@ fn with_the_coordinator_killed_a_failover_still_happens_and_is_reported_when_it_
     lab.wait_vip("a2", vip(), true)?;
     lab.agent("a2")?
         .wait_state("alpha-vip0", "Master", Duration::from_secs(10))?;
-    assert!(lab.client_reaches(vip())?, "the client reaches the VIP on a2");
+    assert!(
+        lab.client_reaches(vip())?,
+        "the client reaches the VIP on a2"
+    );
 
     lab.start_coordinator()?;
     lab.wait_link_up("a2", 2)?;
@@ -90,7 +93,7 @@ fn with_the_coordinator_killed_a_failover_still_happens_and_is_reported_when_it_
         .find(|node| node["name"] == "a2")
         .ok_or("a2 missing")?;
     assert_eq!(a2["connected"], true);
-    assert_eq!(a2["instances"][0]["state"], "MASTER", "{a2}");
+    assert_eq!(a2["instances"][0]["state"], "master", "{a2}");
     assert_eq!(a2["instances"][0]["vips_held"][0], format!("{VIP}/24"));
     Ok(())
 }
@@ -111,8 +114,7 @@ fn a_restarted_coordinator_keeps_history_and_agents_reconnect_and_keep_their_con
 
     lab.kill_coordinator()?;
     // Autonomy: an agent restarted while the coordinator is away runs its last pushed config.
-    let a2 = lab.agent("a2")?;
-    a2.restart(&lab.lab)?;
+    lab.restart_agent("a2")?;
     lab.agent("a2")?
         .wait_state("alpha-vip1", "Master", Duration::from_secs(15))?;
     lab.wait_vip("a2", "198.51.100.101".parse()?, true)?;
@@ -138,8 +140,45 @@ fn a_restarted_coordinator_keeps_history_and_agents_reconnect_and_keep_their_con
     // The reconnected sessions carry commands again.
     let out = lab.havctl(&["rollback", "1"])?;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("a1: changed, applied"), "{}", out.stdout);
-    assert!(out.stdout.contains("a2: changed, applied"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("a1: changed, applied"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("a2: changed, applied"),
+        "{}",
+        out.stdout
+    );
     lab.wait_vip("a2", "198.51.100.101".parse()?, false)?;
+    Ok(())
+}
+
+#[test]
+fn drain_moves_every_vip_to_the_peer_and_undrain_brings_them_back() -> Result<(), Error> {
+    let mut lab = FleetLab::new(&NODES)?;
+    up(&mut lab)?;
+
+    let out = lab.havctl(&["drain", "a1"])?;
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("a1: drained"), "{}", out.stdout);
+    lab.wait_vip("a2", vip(), true)?;
+    lab.wait_vip("a1", vip(), false)?;
+    lab.agent("a1")?
+        .wait_state("alpha-vip0", "Backup", Duration::from_secs(5))?;
+    assert!(lab.client_reaches(vip())?);
+    let log = lab.agents["a1"].log();
+    assert!(log.contains("coordinator command done: drain"), "{log}");
+    assert!(
+        log.contains("alpha-vip0: Master -> Backup: priority 1 fell below peer"),
+        "the cause is logged:\n{log}"
+    );
+
+    let out = lab.havctl(&["drain", "a1", "--undo"])?;
+    assert!(out.success(), "{}", out.stderr);
+    // Preempt (the default) brings the VIP back to its master by layout.
+    lab.wait_vip("a1", vip(), true)?;
+    lab.wait_vip("a2", vip(), false)?;
+    assert!(lab.client_reaches(vip())?);
     Ok(())
 }

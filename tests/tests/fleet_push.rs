@@ -55,24 +55,58 @@ fn up(lab: &mut FleetLab) -> Result<String, Error> {
     let dry = lab.havctl(&["push-config", "--fleet", &path, "--dry-run"])?;
     assert!(dry.success(), "{}", dry.stderr);
     for (node, _) in NODES {
-        assert!(dry.stdout.contains(&format!("{node}: added, dry_run")), "{}", dry.stdout);
+        assert!(
+            dry.stdout.contains(&format!("{node}: added, dry_run")),
+            "{}",
+            dry.stdout
+        );
         assert_eq!(lab.applied_version(node), 0, "a dry run changes nothing");
     }
     assert!(dry.stdout.contains("+ vrid = 10"), "{}", dry.stdout);
 
     let pushed = lab.havctl(&["push-config", "--fleet", &path, "--comment", "bring-up"])?;
     assert!(pushed.success(), "{}\n{}", pushed.stdout, pushed.stderr);
-    assert!(pushed.stdout.contains("config version 1"), "{}", pushed.stdout);
+    assert!(
+        pushed.stdout.contains("config version 1"),
+        "{}",
+        pushed.stdout
+    );
     for (node, _) in NODES {
-        assert!(pushed.stdout.contains(&format!("{node}: added, applied")), "{}", pushed.stdout);
+        assert!(
+            pushed.stdout.contains(&format!("{node}: added, applied")),
+            "{}",
+            pushed.stdout
+        );
         assert_eq!(lab.applied_version(node), 1, "{node} keeps what it applied");
     }
     // The layout: VIP i of a pair is mastered by node i.
-    for (host, octet, peer) in [("a1", 100, "a2"), ("a2", 101, "a1"), ("b1", 110, "b2"), ("b2", 111, "b1")] {
+    for (host, octet, peer) in [
+        ("a1", 100, "a2"),
+        ("a2", 101, "a1"),
+        ("b1", 110, "b2"),
+        ("b2", 111, "b1"),
+    ] {
         lab.wait_vip(host, vip(octet), true)?;
-        let on_peer = lab.lab.addresses(peer, &lab.nodes[peer].1)?;
-        assert!(!on_peer.contains(&vip(octet)), "{} also on {peer}", vip(octet));
-        assert!(lab.client_reaches(vip(octet))?, "client cannot reach {}", vip(octet));
+        // The first node configured may hold every VIP until its peer preempts it.
+        lab.wait_vip(peer, vip(octet), false)?;
+        lab.agent(host)?.wait_state(
+            &format!(
+                "{}-vip{}",
+                if host.starts_with('a') {
+                    "alpha"
+                } else {
+                    "beta"
+                },
+                octet % 10 % 2
+            ),
+            "Master",
+            std::time::Duration::from_secs(5),
+        )?;
+        assert!(
+            lab.client_reaches(vip(octet))?,
+            "client cannot reach {}",
+            vip(octet)
+        );
     }
     Ok(path)
 }
@@ -109,12 +143,24 @@ fn two_pairs_come_up_from_one_fleet_file_and_bad_fleets_change_nothing() -> Resu
         ),
         (
             "vip in two groups",
-            fleet(&lab, "", "", "\"198.51.100.101/24\", \"198.51.100.111/24\"", ""),
+            fleet(
+                &lab,
+                "",
+                "",
+                "\"198.51.100.101/24\", \"198.51.100.111/24\"",
+                "",
+            ),
             "group beta: group[1].vips[0]: 198.51.100.101 is also a VIP of group alpha",
         ),
         (
             "node in two groups on one vrid",
-            fleet(&lab, "", "", BETA_VIPS, &three("gamma", "other", &["a1", "b1"], 10)),
+            fleet(
+                &lab,
+                "",
+                "",
+                BETA_VIPS,
+                &three("gamma", "other", &["a1", "b1"], 10),
+            ),
             "group gamma: node a1: group[2].vips[0]: node a1 is also in group alpha with VRID 10",
         ),
         (
@@ -124,7 +170,13 @@ fn two_pairs_come_up_from_one_fleet_file_and_bad_fleets_change_nothing() -> Resu
         ),
         (
             "unreachable tracking reference",
-            fleet(&lab, "[group.track]\nscript = [\"chk_gone\"]", "", BETA_VIPS, ""),
+            fleet(
+                &lab,
+                "[group.track]\nscript = [\"chk_gone\"]",
+                "",
+                BETA_VIPS,
+                "",
+            ),
             "group alpha: group[0].track.script[0]: tracks \"chk_gone\", which no [[group.script]]",
         ),
     ];
@@ -133,14 +185,21 @@ fn two_pairs_come_up_from_one_fleet_file_and_bad_fleets_change_nothing() -> Resu
         let out = lab.havctl(&["push-config", "--fleet", &bad_path])?;
         assert!(!out.success(), "{kind}: accepted:\n{}", out.stdout);
         assert!(out.stderr.contains(expected), "{kind}: {}", out.stderr);
-        assert!(out.stderr.contains(&bad_path), "{kind}: names the file: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&bad_path),
+            "{kind}: names the file: {}",
+            out.stderr
+        );
         for (node, _) in NODES {
             assert_eq!(lab.applied_version(node), 1, "{kind}: {node} changed");
         }
     }
     let history = lab.havctl(&["history", "-o", "json"])?;
     let history: serde_json::Value = serde_json::from_str(&history.stdout)?;
-    assert_eq!(history["versions"][0]["version"], 1, "no version stored: {history}");
+    assert_eq!(
+        history["versions"][0]["version"], 1,
+        "no version stored: {history}"
+    );
     // Every node still runs and reports version 1.
     let status = lab.status()?;
     for node in status.as_array().into_iter().flatten() {
@@ -157,26 +216,45 @@ fn a_push_failing_on_one_node_is_stopped_rolled_back_and_rollback_works() -> Res
     up(&mut lab)?;
 
     // Valid for the coordinator; a1 has no such interface, so its agent refuses the config.
-    let broken = fleet(&lab, "preempt_delay = \"1s\"", "interface = \"nosuch0\"", BETA_VIPS, "");
+    let broken = fleet(
+        &lab,
+        "preempt_delay = \"1s\"",
+        "interface = \"nosuch0\"",
+        BETA_VIPS,
+        "",
+    );
     let broken_path = lab.write("broken.toml", &broken)?;
     let out = lab.havctl(&["push-config", "--fleet", &broken_path])?;
     assert!(!out.success(), "{}", out.stdout);
     assert!(out.stdout.contains("config version 2"), "{}", out.stdout);
-    assert!(out.stdout.contains("a1: changed, failed: config version 2 refused, version 1 keeps running"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("a1: changed, failed: config version 2 refused, version 1 keeps running"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("nosuch0"), "{}", out.stdout);
-    assert!(out.stdout.contains("a2: changed, held: not sent: a1 failed first"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("a2: changed, held: not sent: a1 failed first"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stderr.contains("push stopped: "), "{}", out.stderr);
     // a1 keeps its old config and VIP; its peer was never touched.
     assert_eq!(lab.applied_version("a1"), 1);
     assert_eq!(lab.applied_version("a2"), 1);
     lab.wait_vip("a1", vip(100), true)?;
-    lab.agent("a1")?.wait_state("alpha-vip0", "Master", std::time::Duration::from_secs(5))?;
+    lab.agent("a1")?
+        .wait_state("alpha-vip0", "Master", std::time::Duration::from_secs(5))?;
     assert!(lab.client_reaches(vip(100))?);
     // The coordinator records what the fleet runs: a1 and a2 at version 1, as a new version.
     let history = lab.havctl(&["history", "-o", "json"])?;
     let history: serde_json::Value = serde_json::from_str(&history.stdout)?;
     assert_eq!(history["versions"][0]["version"], 3, "{history}");
-    let comment = history["versions"][0]["comment"].as_str().unwrap_or_default();
+    let comment = history["versions"][0]["comment"]
+        .as_str()
+        .unwrap_or_default();
     assert!(comment.contains("version 2 stopped"), "{comment}");
     let status = lab.status()?;
     for node in status.as_array().into_iter().flatten() {
@@ -195,7 +273,11 @@ fn a_push_failing_on_one_node_is_stopped_rolled_back_and_rollback_works() -> Res
     let out = lab.havctl(&["push-config", "--fleet", &grown_path])?;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("config version 4"), "{}", out.stdout);
-    assert!(out.stdout.contains("b1: unchanged, unchanged"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("b1: unchanged, unchanged"),
+        "{}",
+        out.stdout
+    );
     lab.wait_vip("a1", vip(102), true)?;
     assert_eq!(lab.applied_version("a1"), 4);
 
@@ -205,7 +287,11 @@ fn a_push_failing_on_one_node_is_stopped_rolled_back_and_rollback_works() -> Res
     assert!(out.stdout.contains("config version 5"), "{}", out.stdout);
     lab.wait_vip("a1", vip(102), false)?;
     assert_eq!(lab.applied_version("a1"), 5);
-    assert_eq!(lab.applied_version("b1"), 1, "unchanged nodes are not sent anything");
+    assert_eq!(
+        lab.applied_version("b1"),
+        1,
+        "unchanged nodes are not sent anything"
+    );
     lab.wait_vip("a1", vip(100), true)?;
     assert!(lab.client_reaches(vip(101))?);
     Ok(())

@@ -1,7 +1,8 @@
 //! The daemon's side of the fleet control plane: which config runs at start, the last good
 //! pushed config on disk, runtime priority overrides, and what the coordinator is told.
 //!
-//! Precedence (the autonomy rule): `[node]` and `[coordinator]` always come from the local file.
+//! Precedence (the autonomy rule): `[node]`, `[coordinator]` and `[telemetry]` always come from
+//! the local file (they say where this host keeps its state and how it reaches the world).
 //! Everything else comes from `<state_dir>/applied.toml`, the last config the coordinator pushed
 //! and this agent applied, when that file is newer than the local file; otherwise from the local
 //! file. A pushed config is written there only after it runs, atomically (write, fsync, rename),
@@ -71,7 +72,7 @@ pub fn select(local_path: &Path, local: NodeConfig) -> Selected {
     }
 }
 
-/// Parses a pushed config and puts the local `[node]` and `[coordinator]` in it.
+/// Parses a pushed config and puts the local `[node]`, `[coordinator]` and `[telemetry]` in it.
 pub fn parse(text: &str, version: u64, local: &NodeConfig) -> Result<NodeConfig, String> {
     let mut pushed = parse_node_config(text, &format!("coordinator config version {version}"))
         .map_err(|errors| errors.lines().join("; "))?;
@@ -83,6 +84,7 @@ pub fn parse(text: &str, version: u64, local: &NodeConfig) -> Result<NodeConfig,
     }
     pushed.node = local.node.clone();
     pushed.coordinator = local.coordinator.clone();
+    pushed.telemetry = local.telemetry.clone();
     Ok(pushed)
 }
 
@@ -216,7 +218,10 @@ impl Overrides {
 
     /// The earliest expiry.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.per_instance.values().filter_map(|(_, until)| *until).min()
+        self.per_instance
+            .values()
+            .filter_map(|(_, until)| *until)
+            .min()
     }
 
     /// Drops the overrides that expired by `now`; their names.
@@ -349,11 +354,8 @@ mod tests {
 
     #[test]
     fn a_config_for_another_node_is_refused() {
-        let local = parse_node_config(
-            &LOCAL.replace("STATE", "/var/lib/hav"),
-            "local",
-        )
-        .expect("valid");
+        let local =
+            parse_node_config(&LOCAL.replace("STATE", "/var/lib/hav"), "local").expect("valid");
         let error = parse(&PUSHED.replace("lb-1", "lb-2"), 3, &local).expect_err("other node");
         assert!(error.contains("is for node \"lb-2\""), "{error}");
     }

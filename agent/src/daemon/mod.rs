@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::sd_notify::{self, Notifier};
+use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -80,12 +82,15 @@ struct Daemon {
     track_events: mpsc::Receiver<TrackEvent>,
     track_tx: mpsc::Sender<TrackEvent>,
     drops: BTreeMap<&'static str, u64>,
+    /// systemd's notification socket, when run as a `Type=notify` service.
+    notifier: Option<Notifier>,
     status: watch::Sender<Snapshot>,
     _status_server: Option<status::ServerGuard>,
     /// The coordinator version of the running config (0: the local file).
     config_version: u64,
     overrides: fleet::Overrides,
     link: Option<fleet::Link>,
+    telemetry: Telemetry,
 }
 
 struct OpenSocket {
@@ -146,6 +151,7 @@ impl Daemon {
                 None
             }
         };
+        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
         let mut daemon = Self {
             config_path,
             config,
@@ -164,11 +170,16 @@ impl Daemon {
             track_events,
             track_tx,
             drops: BTreeMap::new(),
+            notifier: Notifier::from_env().unwrap_or_else(|error| {
+                tracing::warn!(%error, "NOTIFY_SOCKET unusable; systemd will not hear from us");
+                None
+            }),
             status,
             _status_server: status_server,
             config_version,
             overrides: fleet::Overrides::default(),
             link: None,
+            telemetry,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -189,6 +200,7 @@ impl Daemon {
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
+        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
@@ -198,6 +210,8 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
         let mut stopping = false;
+        // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
+        let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         loop {
             let deadline = self.engine.poll_timeout();
             let sleep = async {
@@ -232,6 +246,15 @@ impl Daemon {
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
                 () = sleep => self.engine.handle_timeout(Instant::now()),
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(interval) => interval.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.notify(|n| n.watchdog());
+                    continue;
+                }
             }
             self.execute().await;
             self.publish();
@@ -250,6 +273,7 @@ impl Daemon {
                 "stopping: resigning mastership, keeping VIPs until a peer takes over"
             );
             *stopping = true;
+            self.notify(|n| n.stopping());
             self.engine.shutdown(Instant::now());
         }
     }
@@ -275,15 +299,26 @@ impl Daemon {
         tracing::info!("hav-agent stopped");
     }
 
+    /// Sends one notification to systemd, if it is listening; a failure is only logged.
+    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), crate::sd_notify::NotifyError>) {
+        if let Some(notifier) = &self.notifier
+            && let Err(error) = send(notifier)
+        {
+            tracing::warn!(%error, "systemd notification failed");
+        }
+    }
+
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Packet {
                 interface,
                 meta,
                 payload,
-            } => self
-                .engine
-                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            } => {
+                self.telemetry.on_packet(&meta, &payload);
+                self.engine
+                    .handle_packet(Instant::now(), &interface, &meta, &payload)
+            }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
         }
     }
@@ -367,6 +402,7 @@ impl Daemon {
     /// Carries out the engine's actions in order.
     async fn execute(&mut self) {
         while let Some(action) = self.engine.poll_action() {
+            self.telemetry.begin(&action);
             match action {
                 Action::Transmit {
                     router,
@@ -415,7 +451,7 @@ impl Daemon {
                     tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
                     if let Some(link) = &self.link {
                         // The snapshot showing the new state goes out before this event.
-                        self.publish();
+                        self.publish_link();
                         link.event(event::Kind::Transition(hav_proto::v1::Transition {
                             instance: name.clone(),
                             from: fleet::vrrp_state(from) as i32,
@@ -454,7 +490,9 @@ impl Daemon {
                 }
                 other => tracing::debug!(?other, "action not handled by this agent version"),
             }
+            self.telemetry.end();
         }
+        self.telemetry.settle();
     }
 
     /// SIGHUP: the local file is read again and the precedence rule applied ([`fleet::select`]);
@@ -509,9 +547,19 @@ impl Daemon {
             "config reloaded"
         );
         let old_refs = std::mem::take(&mut self.plan.tracker_refs);
+        // A removed router retires: it still releases its VIPs through actions that name it, so
+        // the netlink details of its VIPs must outlive the old plan.
+        let mut plan = plan;
+        for name in &report.removed {
+            if let Some(vips) = self.plan.vips.remove(name) {
+                plan.vips.entry(name.clone()).or_insert(vips);
+            }
+        }
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
+        self.telemetry
+            .note_reload(&self.config.telemetry, &config.telemetry);
         self.config = config;
         self.plan = plan;
         self.refresh_names();
@@ -539,10 +587,20 @@ impl Daemon {
     async fn on_command(&mut self, command: crate::control::PendingCommand, stopping: bool) {
         let now = Instant::now();
         let id = command.id;
+        let kind = match &command.action {
+            Some(command::Action::ApplyConfig(_)) => "apply config",
+            Some(command::Action::Drain(_)) => "drain",
+            Some(command::Action::Undrain(_)) => "undrain",
+            Some(command::Action::SetPriorityOverride(_)) => "set priority override",
+            Some(command::Action::ClearOverride(_)) => "clear priority override",
+            Some(command::Action::Exec(_)) => "exec",
+            None => "unknown",
+        };
         // Exec runs in its own task and acks when the program ends (exec_command.rs).
         if let (Some(command::Action::Exec(exec)), false, Some(link)) =
             (&command.action, stopping, &self.link)
         {
+            tracing::info!(id, argv = ?exec.argv, "coordinator command started: exec");
             let (exec, events) = (exec.clone(), link.side.events.clone());
             crate::exec_command::spawn(command, exec, events);
             return;
@@ -566,7 +624,9 @@ impl Daemon {
             (Some(command::Action::SetPriorityOverride(set)), false) => {
                 match (
                     self.engine.router_id(&set.instance),
-                    u8::try_from(set.priority).ok().filter(|p| (1..=254).contains(p)),
+                    u8::try_from(set.priority)
+                        .ok()
+                        .filter(|p| (1..=254).contains(p)),
                 ) {
                     (None, _) => Err(format!("no instance {:?} on this node", set.instance)),
                     (_, None) => Err(format!("priority {} is not in 1..=254", set.priority)),
@@ -586,11 +646,13 @@ impl Daemon {
                 Ok(())
             }
             (Some(command::Action::Exec(_)), false) => Err("exec needs the control link".into()),
-            (None, false) => Err("unknown command: this agent is older than the coordinator".into()),
+            (None, false) => {
+                Err("unknown command: this agent is older than the coordinator".into())
+            }
         };
         match &result {
-            Ok(()) => tracing::info!(id, "coordinator command done"),
-            Err(error) => tracing::warn!(id, %error, "coordinator command refused"),
+            Ok(()) => tracing::info!(id, "coordinator command done: {kind}"),
+            Err(error) => tracing::warn!(id, %error, "coordinator command refused: {kind}"),
         }
         command.ack(result);
     }
@@ -703,14 +765,22 @@ impl Daemon {
         self.names.get(&router).map(String::as_str).unwrap_or("?")
     }
 
+    /// Names of the configured routers; a router removed by a reload keeps its name while it
+    /// retires (its last actions name it).
     fn refresh_names(&mut self) {
-        self.names = self
+        let mut names: HashMap<RouterId, String> = self
             .plan
             .engine
             .routers
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        for (id, name) in std::mem::take(&mut self.names) {
+            names.entry(id).or_insert(name);
+        }
+        self.names = names;
+        self.telemetry
+            .configure(&self.plan.engine.routers, &self.names);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -736,10 +806,8 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
-    /// also logged
-    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
-    fn publish(&self) {
+    /// Gives the control link the node's state (it sends it only if something changed).
+    fn publish_link(&self) {
         if let Some(link) = &self.link {
             link.publish(fleet::snapshot(
                 &self.engine,
@@ -748,6 +816,15 @@ impl Daemon {
                 &self.overrides,
             ));
         }
+    }
+
+    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
+    /// also logged
+    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
+    fn publish(&self) {
+        self.telemetry
+            .publish(&self.engine, &self.health, &self.drops);
+        self.publish_link();
         let snapshot = self.snapshot();
         let changed = self.status.send_if_modified(|current| {
             let changed = current.instances.len() != snapshot.instances.len()
@@ -819,9 +896,7 @@ async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
 }
 
 /// The next coordinator command; never resolves without a link.
-async fn next_command(
-    link: &mut Option<fleet::Link>,
-) -> Option<crate::control::PendingCommand> {
+async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::PendingCommand> {
     match link {
         Some(link) => link.side.commands.recv().await,
         None => std::future::pending().await,

@@ -194,9 +194,11 @@ pub async fn run(
             j.status = Status::Done;
         }
     });
-    let done = lock(&job).clone();
-    done
+    lock(&job).clone()
 }
+
+/// Applies a change to the job record (and reports it).
+type Update<'a> = dyn Fn(&dyn Fn(&mut JobRecord)) + Sync + 'a;
 
 async fn run_node(
     fleet: Arc<dyn Fleet>,
@@ -204,7 +206,7 @@ async fn run_node(
     job: Arc<Mutex<JobRecord>>,
     settings: DrainSettings,
     abort: watch::Receiver<bool>,
-    update: &(dyn Fn(&dyn Fn(&mut JobRecord)) + Sync),
+    update: &Update<'_>,
 ) -> Result<(), String> {
     let set = |step: Step, detail: String| {
         update(&|j| {

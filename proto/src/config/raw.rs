@@ -62,7 +62,31 @@ pub(crate) struct RawNodeConfig {
         default,
         deserialize_with = "table"
     )]
+    pub telemetry: Option<RawTelemetry>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
     pub coordinator: Option<RawCoordinator>,
+}
+
+/// `[telemetry]`. The sampling ratio is the one float of the schema.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_ratio: Option<f64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
+    pub resource: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

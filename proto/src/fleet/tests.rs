@@ -108,9 +108,17 @@ fn a_vrid_collision_on_one_segment_is_refused() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].group.as_deref(), Some("api"));
     assert_eq!(errors[0].key, "group[1].vips[0]");
-    assert!(errors[0].reason.contains("VRID 11 collides on segment \"lan\" with group web"));
+    assert!(
+        errors[0]
+            .reason
+            .contains("VRID 11 collides on segment \"lan\" with group web")
+    );
     // Another segment: no collision.
-    let apart = text.replacen("segment = \"lan\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]", "segment = \"other\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]", 1);
+    let apart = text.replacen(
+        "segment = \"lan\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]",
+        "segment = \"other\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]",
+        1,
+    );
     expand_ok(&apart);
 }
 
@@ -151,7 +159,11 @@ fn peers_disagreeing_on_interval_version_or_auth_are_refused() {
     assert_eq!(errors.len(), 2, "one per instance: {errors:?}");
     assert_eq!(errors[0].node.as_deref(), Some("lb-2"));
     assert_eq!(errors[0].key, "web-vip0.advert_interval");
-    assert!(errors[0].reason.contains("peers of instance web-vip0 disagree"));
+    assert!(
+        errors[0]
+            .reason
+            .contains("peers of instance web-vip0 disagree")
+    );
 }
 
 #[test]
@@ -162,7 +174,10 @@ fn a_group_that_cannot_elect_is_refused() {
     );
     let errors = errors_of(&text);
     assert_eq!(errors[0].group.as_deref(), Some("api"));
-    assert!(errors[0].reason.contains("at least two nodes"), "{errors:?}");
+    assert!(
+        errors[0].reason.contains("at least two nodes"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -197,7 +212,10 @@ fn the_commented_example_expands() {
     assert_eq!(fleet.nodes.len(), 4);
     let api = &fleet.layout[1];
     assert_eq!(
-        api.vips.iter().map(|v| (v.vrid, v.master.as_str())).collect::<Vec<_>>(),
+        api.vips
+            .iter()
+            .map(|v| (v.vrid, v.master.as_str()))
+            .collect::<Vec<_>>(),
         vec![(1, "proxy-c"), (1, "proxy-d")],
         "IPv4 and IPv6 have separate VRID spaces"
     );

@@ -10,10 +10,12 @@ use super::values::{
 };
 use crate::config::error::{Collector, KeyPath, Problem};
 use crate::config::node::{
-    Command, CoordinatorLink, NodeSettings, Probe, ProbeKind, ProcessMatch, Script, SyncGroup, TrackFile,
-    TrackedProcess,
+    Command, CoordinatorLink, NodeSettings, Probe, ProbeKind, ProcessMatch, Script, SyncGroup,
+    TrackFile, TrackedProcess,
 };
-use crate::config::raw::{RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile};
+use crate::config::raw::{
+    RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile,
+};
 
 pub(super) fn node_settings(
     raw: &RawNode,
@@ -51,9 +53,9 @@ pub(super) fn coordinator_link(
     )
     .and_then(|address| {
         let bare = address.strip_prefix("https://").unwrap_or(address);
-        let valid = bare
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let valid = bare.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !valid {
             errors.invalid(
                 path.key("address"),
@@ -66,9 +68,24 @@ pub(super) fn coordinator_link(
         required(value, &path.key(key), what, errors)
             .and_then(|text| absolute_path(text, &path.key(key), errors))
     };
-    let ca = file(raw.ca.as_ref(), "ca", "the fleet CA certificate path", errors);
-    let cert = file(raw.cert.as_ref(), "cert", "this node's certificate path", errors);
-    let key = file(raw.key.as_ref(), "key", "this node's private key path", errors);
+    let ca = file(
+        raw.ca.as_ref(),
+        "ca",
+        "the fleet CA certificate path",
+        errors,
+    );
+    let cert = file(
+        raw.cert.as_ref(),
+        "cert",
+        "this node's certificate path",
+        errors,
+    );
+    let key = file(
+        raw.key.as_ref(),
+        "key",
+        "this node's private key path",
+        errors,
+    );
     Some(CoordinatorLink {
         address: address?,
         ca: ca?,

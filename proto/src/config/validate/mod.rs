@@ -12,9 +12,12 @@ use hav_vrrp::Family;
 
 mod definitions;
 mod instance;
+mod telemetry;
 mod values;
 
-use definitions::{coordinator_link, node_settings, probe, process, script, sync_group, track_file};
+use definitions::{
+    coordinator_link, node_settings, probe, process, script, sync_group, track_file,
+};
 use instance::instance;
 use values::{family_name, family_of};
 
@@ -67,6 +70,10 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         sync_group,
     );
 
+    let telemetry = match &raw.telemetry {
+        Some(table) => telemetry::telemetry(table, &root.key("telemetry"), errors),
+        None => Some(Default::default()),
+    };
     let coordinator = match &raw.coordinator {
         Some(link) => coordinator_link(link, &root.key("coordinator"), errors).map(Some),
         None => Some(None),
@@ -88,6 +95,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         probes: probes.into_iter().collect::<Option<_>>()?,
         sync_groups: sync_groups.into_iter().collect::<Option<_>>()?,
         coordinator: coordinator?,
+        telemetry: telemetry?,
     })
 }
 
