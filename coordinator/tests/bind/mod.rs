@@ -2,6 +2,9 @@
 //! free port, one zone `example.test.` that accepts updates signed with a key made by
 //! `tsig-keygen`, all in a temp dir; killed on drop.
 
+// Each test binary uses part of this helper.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
