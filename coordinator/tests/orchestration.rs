@@ -424,3 +424,60 @@ async fn two_masters_of_one_vip_are_raised_as_a_split_brain_event() {
     .expect("split brain cleared");
     assert!(over.resolved);
 }
+
+#[tokio::test]
+async fn with_resolution_enabled_the_lower_priority_master_is_demoted() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = hav_coordinator::CoordinatorConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        pki.server_files(),
+        data.path().to_owned(),
+    );
+    config.orchestration.resolve_split_brain = true;
+    let coordinator = hav_coordinator::start(config).await.unwrap();
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let vip = "198.51.100.10/24";
+    lb1.snapshots
+        .send_replace(snapshot(1, vec![instance(10, true, 150, vip)]));
+    lb2.snapshots
+        .send_replace(snapshot(2, vec![instance(10, true, 140, vip)]));
+    // lb-2 (priority 140) is told to step down: a priority override of 1 on its instance.
+    let command = tokio::time::timeout(TIMEOUT, lb2.commands.recv())
+        .await
+        .expect("a command in time")
+        .expect("link open");
+    let Some(command::Action::SetPriorityOverride(demote)) = &command.action else {
+        panic!("expected a priority override, got {:?}", command.action);
+    };
+    assert_eq!(demote.instance, "vip-10");
+    assert_eq!(demote.priority, 1);
+    assert!(demote.ttl_seconds > 0);
+    command.ack(Ok(()));
+    let split = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let event = events.message().await.unwrap().unwrap();
+            if let Some(fleet_event::Kind::SplitBrain(split)) = event.kind {
+                return split;
+            }
+        }
+    })
+    .await
+    .expect("split brain raised");
+    assert!(
+        split.action.contains("lb-2 vip-10 (140): demoted"),
+        "{}",
+        split.action
+    );
+    assert!(lb1.commands.try_recv().is_err(), "the winner is left alone");
+}
