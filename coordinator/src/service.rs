@@ -418,19 +418,23 @@ impl FleetService for FleetServiceImpl {
         let (first, updates) = self.orchestrator.watch_rollout(id).await?;
         let ended = |status: &str| matches!(status, "done" | "failed" | "aborted" | "interrupted");
         let first_ended = ended(&first.status);
-        let rest = BroadcastStream::new(updates)
-            .filter_map(move |item| {
-                std::future::ready(match item {
-                    Ok(job) if job.id == id => Some(crate::orchestrate::job_proto(&job)),
-                    _ => None,
-                })
-            })
-            .scan(first_ended, move |done, job| {
-                if *done {
-                    return std::future::ready(None);
+        // Each update of this job until one that ends it (inclusive); nothing after an ended one.
+        let rest =
+            futures::stream::unfold((updates, first_ended), move |(mut rx, done)| async move {
+                if done {
+                    return None;
                 }
-                *done = ended(&job.status);
-                std::future::ready(Some(Ok(job)))
+                loop {
+                    match rx.recv().await {
+                        Ok(job) if job.id == id => {
+                            let job = crate::orchestrate::job_proto(&job);
+                            let end = ended(&job.status);
+                            return Some((Ok(job), (rx, end)));
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
             });
         let stream = futures::stream::once(std::future::ready(Ok(first))).chain(rest);
         let mut stopping = self.shared.stopping.clone();

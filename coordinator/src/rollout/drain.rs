@@ -145,6 +145,18 @@ pub fn drained(node: &str, moves: &[Move], fleet: &[NodeView]) -> bool {
     })
 }
 
+/// Whether an undrain is complete: the node holds each moved VIP again and its peer no longer
+/// does (with preemption, the layout's master takes its VIPs back).
+pub fn restored(node: &str, moves: &[Move], fleet: &[NodeView]) -> bool {
+    moves.iter().all(|m| {
+        let back = Move {
+            peer: node.to_owned(),
+            ..m.clone()
+        };
+        drained(&m.peer, std::slice::from_ref(&back), fleet)
+    })
+}
+
 /// The instance of `peer` with the same VRID as `instance` and sharing a VIP with it (or any
 /// same-VRID instance when the peer holds none, as a backup does not).
 fn peer_instance<'a>(peer: &'a NodeView, instance: &InstanceState) -> Option<&'a InstanceState> {

@@ -17,7 +17,7 @@ use hav_proto::v1::{Exec, command, event, fleet_event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::drain::Move;
+use super::drain::{Move, restored};
 use super::{DrainSettings, Fleet, drain_node, healthy, undrain_node, wait_until};
 
 /// Output lines kept per node.
@@ -314,6 +314,16 @@ async fn run_node(
     set(Step::Undraining, described.clone());
     if let Err(e) = undrain_node(fleet.as_ref(), &node, &moves, settings).await {
         return fail(e.to_string());
+    }
+    // The next wave may drain this node's peer: only once this node serves its share again.
+    let back = wait_until(fleet.as_ref(), health_timeout, |views| {
+        restored(&node, &moves, views)
+    })
+    .await;
+    if !back {
+        return fail(format!(
+            "did not take its VIPs back within {health_timeout:?} (is preempt off?)"
+        ));
     }
     set(Step::Done, described);
     Ok(())
