@@ -44,12 +44,26 @@ const JOB_SPACE: &str = "rollouts";
 const LAYOUT_SPACE: &str = "layouts";
 
 /// Orchestration settings of a coordinator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OrchestrationConfig {
     pub dns: Option<DnsSettings>,
     /// Resolve split brains by demoting the loser (off: only report them).
     pub resolve_split_brain: bool,
     pub drain: DrainSettings,
+    /// How long two masters must persist before a split brain is raised: one advert interval
+    /// (a make-before-break handover has two masters for a few milliseconds).
+    pub split_brain_grace: Duration,
+}
+
+impl Default for OrchestrationConfig {
+    fn default() -> OrchestrationConfig {
+        OrchestrationConfig {
+            dns: None,
+            resolve_split_brain: false,
+            drain: DrainSettings::default(),
+            split_brain_grace: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The zone's authoritative server and the TSIG key file (BIND `key` syntax).
@@ -91,6 +105,8 @@ pub struct Orchestrator {
     running: Mutex<BTreeMap<u64, watch::Sender<bool>>>,
     job_updates: broadcast::Sender<JobRecord>,
     dns_lock: tokio::sync::Mutex<()>,
+    /// Every task orchestration runs (feed, jobs, split-brain confirmations).
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Why orchestration could not start.
@@ -160,9 +176,42 @@ impl Orchestrator {
             running: Mutex::new(BTreeMap::new()),
             job_updates,
             dns_lock: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
         });
-        tokio::spawn(orchestrator.clone().feed());
+        orchestrator.spawn(orchestrator.clone().feed());
         Ok(orchestrator)
+    }
+
+    /// Stops every orchestration task and waits for them; a job that was running is recorded as
+    /// `interrupted` (resume it after the restart). Called when the coordinator shuts down.
+    pub async fn shutdown(&self) {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let running: Vec<u64> = std::mem::take(&mut *lock(&self.running))
+            .into_keys()
+            .collect();
+        let store = self.shared.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(records) = store.records(JOB_SPACE) else {
+                return;
+            };
+            for bytes in records.values() {
+                let Ok(mut job) = serde_json::from_slice::<JobRecord>(bytes) else {
+                    continue;
+                };
+                if running.contains(&job.id) && !job.finished() {
+                    job.status = Status::Interrupted;
+                    job.error = "interrupted by a coordinator shutdown; resume or abort".into();
+                    persist_job(store.as_ref(), &job);
+                }
+            }
+        })
+        .await;
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        lock(&self.tasks).spawn(task);
     }
 
     /// Snapshots and events in, accounting, detection and DNS out, until the coordinator stops.
@@ -211,7 +260,7 @@ impl Orchestrator {
         }
     }
 
-    async fn on_snapshot(&self, node: &str, snapshot: &StateSnapshot) {
+    async fn on_snapshot(self: &Arc<Self>, node: &str, snapshot: &StateSnapshot) {
         let at = if snapshot.unix_ms == 0 {
             unix_ms()
         } else {
@@ -251,7 +300,10 @@ impl Orchestrator {
             .map(|a| a.ip());
         let findings = lock(&self.detector).observe_node(node, address, &reports, unix_ms());
         for finding in findings {
-            self.on_split_brain(finding).await;
+            match finding {
+                Finding::Detected(split) => self.confirm_split_brain(split),
+                resolved => self.on_split_brain(resolved).await,
+            }
         }
         if !changed.is_empty() {
             self.persist_ledgers(changed).await;
@@ -290,6 +342,20 @@ impl Orchestrator {
         if let Err(e) = result {
             tracing::warn!("SLA ledgers not persisted: {e}");
         }
+    }
+
+    /// Raises `split` if the same masters still claim the VIP after the grace period.
+    fn confirm_split_brain(self: &Arc<Self>, split: crate::splitbrain::SplitBrain) {
+        let this = self.clone();
+        self.spawn(async move {
+            tokio::time::sleep(this.config.split_brain_grace).await;
+            let still = lock(&this.detector)
+                .active()
+                .any(|s| s.vip == split.vip && s.masters == split.masters);
+            if still {
+                this.on_split_brain(Finding::Detected(split)).await;
+            }
+        });
     }
 
     async fn on_split_brain(&self, finding: Finding) {
@@ -701,11 +767,19 @@ impl Orchestrator {
         let this = self.clone();
         let mut settings = self.config.drain;
         settings.command_timeout = self.shared.command_timeout;
-        tokio::spawn(async move {
+        self.spawn(async move {
             let store = this.shared.store.clone();
             let updates = this.job_updates.clone();
             let registry_this = this.clone();
+            let stopping = this.shared.stopping.clone();
             let on_change: job::OnChange = Arc::new(move |job: &JobRecord| {
+                // A job that fails because the coordinator is stopping was interrupted.
+                let mut job = job.clone();
+                if *stopping.borrow() && job.status == Status::Failed {
+                    job.status = Status::Interrupted;
+                    job.error = format!("interrupted by a coordinator shutdown ({})", job.error);
+                }
+                let job = &job;
                 persist_job(store.as_ref(), job);
                 let _ = updates.send(job.clone());
                 registry_this.shared.registry.publish(FleetEvent {

@@ -75,6 +75,7 @@ pub struct RunningCoordinator {
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
+    orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
 
 impl RunningCoordinator {
@@ -85,7 +86,9 @@ impl RunningCoordinator {
         // waits for in-flight calls.
         self.stopping.send_replace(true);
         let _ = self.shutdown.send(());
-        join(self.task).await
+        let result = join(self.task).await;
+        self.orchestrator.shutdown().await;
+        result
     }
 }
 
@@ -137,7 +140,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
             .await?;
     let fleet = FleetServiceServer::new(FleetServiceImpl {
         shared,
-        orchestrator,
+        orchestrator: orchestrator.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -162,5 +165,6 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         shutdown,
         stopping,
         task,
+        orchestrator,
     })
 }

@@ -199,6 +199,15 @@ fn drive(
     model: Arc<Mutex<Model>>,
     sides: Vec<(String, DaemonSide)>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    drive_gated(model, sides, Arc::new(tokio::sync::Semaphore::new(1_000)))
+}
+
+/// As [`drive`], and an `Exec` waits for a permit of `gate` before it succeeds.
+fn drive_gated(
+    model: Arc<Mutex<Model>>,
+    sides: Vec<(String, DaemonSide)>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let senders: Vec<(String, tokio::sync::watch::Sender<StateSnapshot>)> = sides
         .iter()
         .map(|(n, s)| (n.clone(), s.snapshots.clone()))
@@ -219,8 +228,17 @@ fn drive(
         .map(|(node, mut side)| {
             let model = model.clone();
             let publish = publish.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 while let Some(command) = side.commands.recv().await {
+                    if let Some(command::Action::Exec(_)) = &command.action {
+                        let gate = gate.clone();
+                        tokio::spawn(async move {
+                            let _permit = gate.acquire().await;
+                            command.ack(Ok(()));
+                        });
+                        continue;
+                    }
                     let vrid = |instance: &str| {
                         instance.trim_start_matches("vip-").parse::<u32>().unwrap()
                     };
@@ -480,4 +498,169 @@ async fn with_resolution_enabled_the_lower_priority_master_is_demoted() {
         split.action
     );
     assert!(lb1.commands.try_recv().is_err(), "the winner is left alone");
+}
+
+const WEB_FLEET: &str = r#"
+[[group]]
+name = "web"
+interface = "eth0"
+vips = ["198.51.100.10/24", "198.51.100.11/24"]
+first_vrid = 10
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.1"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.2"
+"#;
+
+async fn await_job(
+    fleet: &mut hav_proto::v1::fleet_service_client::FleetServiceClient<tonic::transport::Channel>,
+    id: u64,
+    want: impl Fn(&hav_proto::v1::RolloutJob) -> bool,
+) -> hav_proto::v1::RolloutJob {
+    let mut updates = fleet
+        .watch_rollout(hav_proto::v1::ControlRolloutRequest { job: id, action: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let job = updates
+                .message()
+                .await
+                .unwrap()
+                .expect("job reaches the state");
+            if want(&job) {
+                return job;
+            }
+        }
+    })
+    .await
+    .expect("job state in time")
+}
+
+#[tokio::test]
+async fn a_rollout_job_survives_a_coordinator_restart_and_resumes() {
+    use hav_proto::v1::{ControlRolloutRequest, PushConfigRequest, StartRolloutRequest};
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let operator = pki.operator(&coordinator, "ana", Role::Operator);
+    let mut fleet = client::connect(&operator).await.unwrap();
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let model = Arc::new(Mutex::new(Model {
+        configured: BTreeMap::from([
+            ("lb-1".into(), BTreeMap::from([(10, 150), (11, 140)])),
+            ("lb-2".into(), BTreeMap::from([(10, 140), (11, 150)])),
+        ]),
+        overrides: BTreeMap::new(),
+        drained: BTreeMap::new(),
+        vips: BTreeMap::from([
+            (10, "198.51.100.10/24".into()),
+            (11, "198.51.100.11/24".into()),
+        ]),
+    }));
+    // The maintenance command blocks until the test lets it finish.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let _drivers = drive_gated(
+        model.clone(),
+        vec![("lb-1".into(), lb1), ("lb-2".into(), lb2)],
+        gate.clone(),
+    );
+    fleet
+        .push_config(PushConfigRequest {
+            fleet: WEB_FLEET.into(),
+            fleet_name: "fleet.toml".into(),
+            ..PushConfigRequest::default()
+        })
+        .await
+        .unwrap();
+    let job = fleet
+        .start_rollout(StartRolloutRequest {
+            all: true,
+            max_parallel: 1,
+            exec: vec!["upgrade".into()],
+            reason: "monthly patch".into(),
+            ..StartRolloutRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.waves, 2);
+    let executing = await_job(&mut fleet, job.id, |j| {
+        j.nodes.iter().any(|n| n.step == "executing")
+    })
+    .await;
+    assert_eq!(executing.nodes[0].node, "lb-1");
+    assert!(
+        model.lock().unwrap().drained["lb-1"],
+        "lb-1 is drained while its command runs"
+    );
+
+    // The coordinator goes away mid-command and comes back at the same address.
+    drop(fleet);
+    let address = coordinator.local_addr;
+    coordinator.shutdown().await.unwrap();
+    let mut config = hav_coordinator::CoordinatorConfig::new(
+        address,
+        pki.server_files(),
+        data.path().to_owned(),
+    );
+    config.command_timeout = std::time::Duration::from_secs(5);
+    let coordinator = hav_coordinator::start(config).await.unwrap();
+    let operator = pki.operator(&coordinator, "ana", Role::Operator);
+    let mut fleet = client::connect(&operator).await.unwrap();
+    let status = fleet
+        .control_rollout(ControlRolloutRequest {
+            job: job.id,
+            action: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, "interrupted");
+    // Its command was cut off by the shutdown: not done, to be redone on resume.
+    assert_ne!(status.nodes[0].step, "done");
+    assert!(status.error.contains("shutdown"), "{}", status.error);
+
+    // Wait for both agents to be back (a drain needs their snapshots), then resume.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while fleet
+        .list_nodes(hav_proto::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+        .iter()
+        .filter(|n| n.connected)
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents did not reconnect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gate.add_permits(1_000);
+    fleet
+        .control_rollout(ControlRolloutRequest {
+            job: job.id,
+            action: hav_proto::v1::control_rollout_request::Action::Resume as i32,
+        })
+        .await
+        .unwrap();
+    let done = await_job(&mut fleet, job.id, |j| j.status != "running").await;
+    assert_eq!(done.status, "done", "{}", done.error);
+    assert!(done.nodes.iter().all(|n| n.step == "done"));
+    let m = model.lock().unwrap();
+    assert!(m.overrides.is_empty() && m.drained.values().all(|d| !d));
+    assert_eq!(
+        m.snapshot("lb-1").instances[0].vips_held,
+        ["198.51.100.10/24"]
+    );
 }
