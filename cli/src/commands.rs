@@ -1,5 +1,6 @@
 //! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|certs`.
 
+use crate::local;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -120,6 +121,26 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Convert keepalived.conf files into hav node configs; everything not converted is listed
+    /// with file:line. Give both files of a pair to fill in the unicast peers' priorities.
+    ImportKeepalived {
+        /// Write DIR/<node name>.toml instead of printing the configs.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// keepalived.conf files, one per node.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print a completion script for SHELL (e.g. `havctl completions bash > /etc/bash_completion.d/havctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (havctl.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +188,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Certs { command } => run_certs(command),
+        Command::ImportKeepalived { out_dir, files } => local::import_keepalived(out_dir, &files),
+        Command::Completions { shell } => {
+            local::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => local::man_pages(&dir),
         Command::Status { output } => {
             let mut fleet = client::connect(&target).await?;
             let nodes = fleet

@@ -7,4 +7,5 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod import;
+pub mod local;
 pub mod orchestrate;

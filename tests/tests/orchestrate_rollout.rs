@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use hav_tests::fleet::{Error, FleetLab};
 use hav_tests::topology::LanSpec;
