@@ -61,8 +61,8 @@ fn up() -> Result<FleetLab, Error> {
 fn last_job(stdout: &str) -> serde_json::Value {
     stdout
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .unwrap_or_else(|| panic!("no JSON job line in:\n{stdout}"))
 }
 
