@@ -11,10 +11,15 @@
 
 pub mod agent_service;
 pub mod diff;
+pub mod dns;
 pub mod error;
+pub mod orchestrate;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod service;
+pub mod sla;
+pub mod splitbrain;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

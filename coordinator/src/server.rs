@@ -31,6 +31,8 @@ pub struct CoordinatorConfig {
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
     pub command_timeout: Duration,
+    /// DNS publishing, split-brain policy, drain timing.
+    pub orchestration: crate::orchestrate::OrchestrationConfig,
     /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -43,6 +45,7 @@ impl CoordinatorConfig {
             data_dir,
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            orchestration: crate::orchestrate::OrchestrationConfig::default(),
             metrics_listen: None,
         }
     }
@@ -66,6 +69,8 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("orchestration: {0}")]
+    Orchestration(#[from] crate::orchestrate::OrchestrationError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -84,6 +89,7 @@ pub struct RunningCoordinator {
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
+    orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
 
 impl RunningCoordinator {
@@ -95,7 +101,9 @@ impl RunningCoordinator {
         self.stopping.send_replace(true);
         drop(self.metrics_server);
         let _ = self.shutdown.send(());
-        join(self.task).await
+        let result = join(self.task).await;
+        self.orchestrator.shutdown().await;
+        result
     }
 }
 
@@ -158,9 +166,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let fleet = FleetServiceServer::new(FleetServiceImpl { shared })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let orchestrator =
+        crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
+            .await?;
+    let fleet = FleetServiceServer::new(FleetServiceImpl {
+        shared,
+        orchestrator: orchestrator.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tls::incoming(listener, tls_config.clone());
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -185,5 +199,6 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         shutdown,
         stopping,
         task,
+        orchestrator,
     })
 }
