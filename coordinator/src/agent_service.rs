@@ -14,7 +14,7 @@ use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
     AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
-    Presence, StateSnapshot, Welcome, command, fleet_event,
+    Presence, StateSnapshot, Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -68,13 +68,13 @@ impl AgentService for AgentServiceImpl {
             Ok(Err(status)) => return Err(status),
             _ => return Err(ControlError::NoHello.into()),
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
+        let Some(version) = session_version(hello.protocol_version) else {
             return Err(ControlError::ProtocolVersion {
                 agent: hello.protocol_version,
                 ours: PROTOCOL_VERSION,
             }
             .into());
-        }
+        };
         if !hello.node_name.is_empty() && hello.node_name != node {
             tracing::warn!(%peer, certified = %node, claimed = %hello.node_name, "agent refused");
             return Err(ControlError::NodeNameMismatch {
@@ -91,7 +91,7 @@ impl AgentService for AgentServiceImpl {
         let (out_tx, out_rx) = mpsc::channel(16);
         let welcome = CoordinatorMessage {
             body: Some(CoordinatorBody::Welcome(Welcome {
-                protocol_version: PROTOCOL_VERSION,
+                protocol_version: version,
                 node_name: node.clone(),
             })),
         };

@@ -21,7 +21,8 @@ pub enum ControlError {
     #[error("certificate identifies node `{certified}` but Hello names `{claimed}`")]
     NodeNameMismatch { certified: String, claimed: String },
     #[error(
-        "agent speaks protocol version {agent}, this coordinator speaks {ours}: upgrade the older side"
+        "agent speaks protocol version {agent}, this coordinator speaks {min} to {ours}: upgrade the coordinator before its agents",
+        min = hav_proto::v1::MIN_PROTOCOL_VERSION
     )]
     ProtocolVersion { agent: u32, ours: u32 },
     #[error("the agent stream must start with Hello")]

@@ -9,6 +9,34 @@ tonic::include_proto!("hav.v1");
 /// that an older peer cannot ignore; additive changes (new fields, new oneof arms) keep it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The oldest agent protocol this build's coordinator still speaks. Agents are upgraded after
+/// the coordinator: an agent from `MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION` is served in its own
+/// version (echoed in `Welcome`); a newer agent is refused with both versions named.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// The version a coordinator uses with an agent that said `agent`, or `None` if it cannot.
+pub fn session_version(agent: u32) -> Option<u32> {
+    (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+        .contains(&agent)
+        .then_some(agent)
+}
+
 /// The largest gRPC message either side accepts or sends (4 MiB): a node config or a snapshot is
 /// a few kilobytes; anything near this size is a bug or an attack.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_agent_is_served_in_its_version_and_a_newer_one_refused() {
+        assert_eq!(
+            session_version(MIN_PROTOCOL_VERSION),
+            Some(MIN_PROTOCOL_VERSION)
+        );
+        assert_eq!(session_version(PROTOCOL_VERSION), Some(PROTOCOL_VERSION));
+        assert_eq!(session_version(PROTOCOL_VERSION + 1), None);
+        assert_eq!(session_version(0), None);
+    }
+}
