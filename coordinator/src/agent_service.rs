@@ -14,7 +14,7 @@ use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
     AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
-    Presence, StateSnapshot, Welcome, command, fleet_event,
+    Presence, Welcome, command, fleet_event,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -130,7 +130,7 @@ impl AgentService for AgentServiceImpl {
                     _ = stopping.wait_for(|stop| *stop) => Ok(None),
                 };
                 let Ok(Some(message)) = message else { break };
-                handle_message(&shared, &node, session, message).await;
+                handle_message(&shared, &node, session, message);
             }
             if shared.registry.unregister(&node, session) {
                 tracing::info!(%node, "agent disconnected");
@@ -141,13 +141,21 @@ impl AgentService for AgentServiceImpl {
     }
 }
 
-async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
+/// Handles one message without waiting for anything: the agent's next message (an ack, an event)
+/// must never queue behind the disk.
+fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
     match message.body {
         Some(AgentBody::Snapshot(snapshot)) => {
-            shared
-                .registry
-                .update_snapshot(node, session, snapshot.clone());
-            persist_snapshot(shared, node, &snapshot).await;
+            let encoded = snapshot.encode_to_vec();
+            if let Some(hello) = shared.registry.update_snapshot(node, session, snapshot) {
+                let record = NodeStateRecord {
+                    software_version: hello.software_version,
+                    protocol_version: hello.protocol_version,
+                    last_seen_unix_ms: unix_ms(),
+                    snapshot: encoded,
+                };
+                shared.node_states.submit(node, record);
+            }
         }
         Some(AgentBody::Event(event)) => shared.registry.publish(FleetEvent {
             node: node.to_owned(),
@@ -157,25 +165,6 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
         Some(AgentBody::Ack(ack)) => shared.registry.ack(node, session, ack),
         Some(AgentBody::Hello(_)) => tracing::warn!(%node, "second Hello ignored"),
         None => tracing::debug!(%node, "message of an unknown kind ignored"),
-    }
-}
-
-async fn persist_snapshot(shared: &Arc<Shared>, node: &str, snapshot: &StateSnapshot) {
-    let live = shared
-        .registry
-        .connected()
-        .into_iter()
-        .find(|n| n.name == node);
-    let Some(live) = live else { return };
-    let record = NodeStateRecord {
-        software_version: live.hello.software_version,
-        protocol_version: live.hello.protocol_version,
-        last_seen_unix_ms: unix_ms(),
-        snapshot: snapshot.encode_to_vec(),
-    };
-    let name = node.to_owned();
-    if let Err(e) = blocking(&shared.store, move |s| s.put_node_state(&name, &record)).await {
-        tracing::warn!(%node, "could not persist node state: {e}");
     }
 }
 

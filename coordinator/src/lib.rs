@@ -12,6 +12,7 @@
 pub mod agent_service;
 pub mod diff;
 pub mod error;
+pub mod node_state_writer;
 pub mod registry;
 pub mod server;
 pub mod service;

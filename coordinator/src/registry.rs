@@ -98,12 +98,19 @@ impl Registry {
         }
     }
 
-    /// Records a snapshot from the current session of `node`.
-    pub fn update_snapshot(&self, node: &str, session: u64, snapshot: StateSnapshot) {
-        if let Some(s) = self.lock().get_mut(node).filter(|s| s.id == session) {
-            s.live.last_seen_unix_ms = crate::unix_ms();
-            s.live.snapshot = Some(snapshot);
-        }
+    /// Records a snapshot from the current session of `node` and returns that session's Hello
+    /// (None, and nothing recorded, if the session is no longer the current one).
+    pub fn update_snapshot(
+        &self,
+        node: &str,
+        session: u64,
+        snapshot: StateSnapshot,
+    ) -> Option<Hello> {
+        let mut sessions = self.lock();
+        let s = sessions.get_mut(node).filter(|s| s.id == session)?;
+        s.live.last_seen_unix_ms = crate::unix_ms();
+        s.live.snapshot = Some(snapshot);
+        Some(s.live.hello.clone())
     }
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).

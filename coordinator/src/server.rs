@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
+use crate::node_state_writer::NodeStateWriter;
 use crate::registry::Registry;
 use crate::service::{FleetServiceImpl, Shared};
 use crate::store::{RedbStore, Store, StoreError};
@@ -69,6 +70,7 @@ pub struct RunningCoordinator {
     pub tls_config: watch::Receiver<Arc<ServerConfig>>,
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
+    node_states: Arc<NodeStateWriter>,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
@@ -80,7 +82,10 @@ impl RunningCoordinator {
         // waits for in-flight calls.
         self.stopping.send_replace(true);
         let _ = self.shutdown.send(());
-        join(self.task).await
+        let served = join(self.task).await;
+        // Last: the streams have ended, so no snapshot arrives after this flush.
+        self.node_states.close().await;
+        served
     }
 }
 
@@ -116,9 +121,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         source,
     })?;
     let (stopping, stopping_rx) = watch::channel(false);
+    let node_states = Arc::new(NodeStateWriter::start(store.clone()));
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
+        node_states: node_states.clone(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
     });
@@ -150,6 +157,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         tls_config,
         shutdown,
         stopping,
+        node_states,
         task,
     })
 }

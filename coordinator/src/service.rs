@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
+use crate::node_state_writer::NodeStateWriter;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
 use crate::unix_ms;
@@ -36,6 +37,8 @@ use crate::unix_ms;
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
+    /// Where reported node states go (write-behind, batched).
+    pub node_states: Arc<NodeStateWriter>,
     /// How long to wait for an agent's ack.
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.

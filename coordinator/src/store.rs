@@ -92,6 +92,9 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` audit records, newest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
     fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError>;
+    /// Stores several node states in one transaction (one revision, one commit).
+    fn put_node_states(&self, states: &[(String, NodeStateRecord)])
+    -> Result<Revision, StoreError>;
     fn node_states(&self) -> Result<BTreeMap<String, NodeStateRecord>, StoreError>;
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
@@ -131,8 +134,8 @@ impl RedbStore {
         Ok(RedbStore { db, changes })
     }
 
-    /// Runs `write` in one transaction that also bumps the revision; announces `change`.
-    fn write<F>(&self, change: Change, write: F) -> Result<Revision, StoreError>
+    /// Runs `write` in one transaction that also bumps the revision; announces `changes`.
+    fn write<F>(&self, changes: Vec<Change>, write: F) -> Result<Revision, StoreError>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     {
@@ -150,8 +153,10 @@ impl RedbStore {
             next
         };
         txn.commit().map_err(backend)?;
-        // No receivers is fine: nobody is watching.
-        let _ = self.changes.send((revision, change));
+        for change in changes {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send((revision, change));
+        }
         Ok(revision)
     }
 
@@ -174,7 +179,7 @@ impl RedbStore {
 impl Store for RedbStore {
     fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError> {
         let bytes = encode(record)?;
-        self.write(Change::ConfigVersion(record.version), |txn| {
+        self.write(vec![Change::ConfigVersion(record.version)], |txn| {
             let mut table = txn.open_table(CONFIGS).map_err(backend)?;
             let latest = table.last().map_err(backend)?.map(|(k, _)| k.value());
             let actual = latest.unwrap_or(0);
@@ -208,7 +213,7 @@ impl Store for RedbStore {
 
     fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError> {
         let bytes = encode(record)?;
-        self.write(Change::Audit, |txn| {
+        self.write(vec![Change::Audit], |txn| {
             let mut table = txn.open_table(AUDIT).map_err(backend)?;
             let next = table
                 .last()
@@ -225,10 +230,26 @@ impl Store for RedbStore {
     }
 
     fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError> {
-        let bytes = encode(record)?;
-        self.write(Change::NodeState(node.to_owned()), |txn| {
+        self.put_node_states(&[(node.to_owned(), record.clone())])
+    }
+
+    fn put_node_states(
+        &self,
+        states: &[(String, NodeStateRecord)],
+    ) -> Result<Revision, StoreError> {
+        let encoded = states
+            .iter()
+            .map(|(node, record)| Ok((node.as_str(), encode(record)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let changes = states
+            .iter()
+            .map(|(node, _)| Change::NodeState(node.clone()))
+            .collect();
+        self.write(changes, |txn| {
             let mut table = txn.open_table(NODES).map_err(backend)?;
-            table.insert(node, bytes.as_slice()).map_err(backend)?;
+            for (node, bytes) in &encoded {
+                table.insert(*node, bytes.as_slice()).map_err(backend)?;
+            }
             Ok(())
         })
     }

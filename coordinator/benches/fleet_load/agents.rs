@@ -145,7 +145,18 @@ pub async fn watch(
         .into_inner();
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        while let Ok(Some(event)) = stream.message().await {
+        loop {
+            let event = match stream.message().await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    eprintln!("watcher: the coordinator ended the WatchEvents stream");
+                    return;
+                }
+                Err(status) => {
+                    eprintln!("watcher: {}", transport::explain_status(&status));
+                    return;
+                }
+            };
             let now = Instant::now();
             let seen = match event.kind {
                 Some(fleet_event::Kind::Lagged(missed)) => Seen::Lagged(missed),

@@ -78,6 +78,9 @@ struct Args {
     /// Timeout of each phase, in seconds.
     #[arg(long, default_value_t = 120)]
     phase_timeout: u64,
+    /// Where the coordinator's log of each run is kept (`coordinator-<N>.log`).
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("hav-fleet-load-logs"))]
+    logs: PathBuf,
     /// Worker threads of this load generator's runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -136,12 +139,24 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     );
     let tls = {
         let pki = pki.clone();
-        tokio::task::spawn_blocking(move || (0..n).map(|i| pki.agent(i)).collect::<Result<Vec<_>, _>>())
-            .await??
+        tokio::task::spawn_blocking(move || {
+            (0..n).map(|i| pki.agent(i)).collect::<Result<Vec<_>, _>>()
+        })
+        .await??
     };
 
-    let run_dir = tempfile::Builder::new().prefix("hav-fleet-load-").tempdir()?;
-    let mut coordinator = Coordinator::start(&args.coordinator, &pki.coordinator(), run_dir.path())?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("hav-fleet-load-")
+        .tempdir()?;
+    std::fs::create_dir_all(&args.logs)?;
+    let log = args.logs.join(format!("coordinator-{n}.log"));
+    eprintln!("coordinator log: {}", log.display());
+    figures.load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
+    let mut coordinator =
+        Coordinator::start(&args.coordinator, &pki.coordinator(), run_dir.path(), log)?;
     let sampler = Sampler::start(Some(coordinator.pid()));
     let load_start = read_proc(None)?;
     let address = coordinator.address.to_string();
@@ -156,7 +171,16 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     // 1. Connect.
     let before = sampler.begin()?;
     let started = Instant::now();
-    let agents = connect_all(args, &address, tls, &acks, epoch, phase_timeout, &mut figures).await;
+    let agents = connect_all(
+        args,
+        &address,
+        tls,
+        &acks,
+        epoch,
+        phase_timeout,
+        &mut figures,
+    )
+    .await;
     figures.connect_all = started.elapsed();
     eprintln!(
         "connect: {} agents in {:.2} s ({} failed)",
@@ -182,6 +206,7 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     }
     figures.connect_usage = sampler.end(before)?;
     figures.idle_rss_kib = figures.connect_usage.rss_kib;
+    figures.base_rss_kib = before.rss_kib;
     eprintln!(
         "connect: snapshots handled after {:?}; coordinator RSS {} KiB",
         figures.settled, figures.idle_rss_kib
@@ -220,7 +245,15 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
 
     // 3. Fan-out.
     if !agents.is_empty() {
-        fan_out(args, &agents, &mut seen, &sampler, phase_timeout, &mut figures).await?;
+        fan_out(
+            args,
+            &agents,
+            &mut seen,
+            &sampler,
+            phase_timeout,
+            &mut figures,
+        )
+        .await?;
     }
 
     drop(agents);
@@ -399,7 +432,11 @@ fn push_request(n: usize) -> PushConfigRequest {
 /// Node `i`'s config: one IPv6 instance of pair `i / 2`, in the node schema.
 fn node_config(i: usize) -> String {
     let pair = i / 2;
-    let (me, peer, priority) = if i % 2 == 0 { (11, 12, 150) } else { (12, 11, 100) };
+    let (me, peer, priority) = if i % 2 == 0 {
+        (11, 12, 150)
+    } else {
+        (12, 11, 100)
+    };
     format!(
         "[node]\nname = \"{name}\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\n\
          vrid = {vrid}\npriority = {priority}\nsource_address = \"2001:db8:{pair:x}::{me}\"\n\

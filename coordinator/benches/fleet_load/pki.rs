@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hav_coordinator::tls::ServerTlsFiles;
 use hav_proto::identity::Role;
 use hav_proto::transport::{ClientTlsFiles, client_config};
-use hav_coordinator::tls::ServerTlsFiles;
 use havctl::certs::{CA_CERT, IssueRequest, Kind, init_ca, issue};
 use rustls::ClientConfig;
 
@@ -42,7 +42,11 @@ impl Pki {
             dir: dir.to_owned(),
         };
         if !pki.cert_path(Kind::Coordinator, COORDINATOR).exists() {
-            issue(dir, &IssueRequest::new(Kind::Coordinator, COORDINATOR, DAYS), dir)?;
+            issue(
+                dir,
+                &IssueRequest::new(Kind::Coordinator, COORDINATOR, DAYS),
+                dir,
+            )?;
         }
         if !pki.cert_path(Kind::Operator, OPERATOR).exists() {
             let mut request = IssueRequest::new(Kind::Operator, OPERATOR, DAYS);
@@ -71,16 +75,16 @@ impl Pki {
                             let Some(&index) = missing.get(slot) else {
                                 return Ok(());
                             };
-                            let request =
-                                IssueRequest::new(Kind::Agent, &agent_name(index), DAYS);
+                            let request = IssueRequest::new(Kind::Agent, &agent_name(index), DAYS);
                             issue(&self.dir, &request, &self.dir)?;
                         }
                     })
                 })
                 .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("issuer thread panicked"))?)
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("issuer thread panicked"))?
+            })
         })?;
         Ok(Issued {
             issued: missing.len(),

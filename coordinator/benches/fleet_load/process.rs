@@ -45,12 +45,18 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts `binary` on a free loopback port with a fresh data directory under `run_dir`.
-    pub fn start(binary: &Path, tls: &ServerTlsFiles, run_dir: &Path) -> anyhow::Result<Self> {
+    /// Starts `binary` on a free loopback port with a fresh data directory under `run_dir`,
+    /// its standard error going to `log`.
+    pub fn start(
+        binary: &Path,
+        tls: &ServerTlsFiles,
+        run_dir: &Path,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         // Bind-and-release picks a free port; the coordinator binds it a moment later.
         let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let log = run_dir.join("coordinator.log");
-        let log_file = std::fs::File::create(&log)?;
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(binary)
             .arg("--listen")
             .arg(address.to_string())

@@ -45,6 +45,10 @@ pub struct RunFigures {
     pub settled: Option<Duration>,
     pub connect_usage: Usage,
     pub idle_rss_kib: u64,
+    /// Before any agent connected.
+    pub base_rss_kib: u64,
+    /// Host 1-minute load average when the run started (the machine is shared).
+    pub load_average: String,
     pub push_request_bytes: usize,
     pub push_response_bytes: usize,
     pub push_response: Option<Duration>,
@@ -68,6 +72,7 @@ pub fn print_table(runs: &[RunFigures]) {
         rows.push((label.to_owned(), runs.iter().map(f).collect()));
     };
     row("agents (N)", &|r| r.agents.to_string());
+    row("host load average at start", &|r| r.load_average.clone());
     row("certs issued now / s", &|r| {
         format!("{} / {:.1}", r.certs_issued, r.certs_seconds)
     });
@@ -89,14 +94,14 @@ pub fn print_table(runs: &[RunFigures]) {
         format!(
             "{} / {:.0} KiB",
             mib(r.idle_rss_kib),
-            r.idle_rss_kib as f64 / r.agents.max(1) as f64
+            r.idle_rss_kib.saturating_sub(r.base_rss_kib) as f64 / r.agents.max(1) as f64
         )
     });
     row("push: request / response size", &|r| {
         format!(
             "{} / {}",
-            mib(r.push_request_bytes as u64 / 1024),
-            mib(r.push_response_bytes as u64 / 1024)
+            kib(r.push_request_bytes),
+            kib(r.push_response_bytes)
         )
     });
     row("push: to last ack", &|r| opt(r.push_last_ack));
@@ -127,7 +132,9 @@ pub fn print_table(runs: &[RunFigures]) {
         )
     });
     row("coordinator VmHWM", &|r| mib(r.fanout_usage.hwm_kib));
-    row("load generator CPU s", &|r| format!("{:.1}", r.load_cpu_seconds));
+    row("load generator CPU s", &|r| {
+        format!("{:.1}", r.load_cpu_seconds)
+    });
 
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let cell = rows
@@ -139,7 +146,9 @@ pub fn print_table(runs: &[RunFigures]) {
     println!(
         "| {:width$} |{}",
         "figure",
-        runs.iter().map(|_| format!(" {:cell$} |", "")).collect::<String>()
+        runs.iter()
+            .map(|_| format!(" {:cell$} |", ""))
+            .collect::<String>()
     );
     println!(
         "|{}|{}",
@@ -173,6 +182,10 @@ fn ms(d: Duration) -> String {
 
 fn triple(s: &Summary) -> String {
     format!("{} / {} / {} ms", ms(s.p50), ms(s.p99), ms(s.max))
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{} KiB", bytes / 1024)
 }
 
 fn mib(kib: u64) -> String {
