@@ -199,7 +199,7 @@ fn transition(tag: String) -> AgentMessage {
 
 /// A one-instance snapshot, the size a small proxy pair reports.
 fn snapshot(index: usize) -> StateSnapshot {
-    let master = index % 2 == 0;
+    let master = index.is_multiple_of(2);
     StateSnapshot {
         config_version: 0,
         instances: vec![InstanceState {

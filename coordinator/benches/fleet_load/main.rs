@@ -432,7 +432,7 @@ fn push_request(n: usize) -> PushConfigRequest {
 /// Node `i`'s config: one IPv6 instance of pair `i / 2`, in the node schema.
 fn node_config(i: usize) -> String {
     let pair = i / 2;
-    let (me, peer, priority) = if i % 2 == 0 {
+    let (me, peer, priority) = if i.is_multiple_of(2) {
         (11, 12, 150)
     } else {
         (12, 11, 100)
