@@ -43,6 +43,8 @@ pub struct RunFigures {
     pub connect_latency: Summary,
     /// Until the watcher saw every agent's `ready` event (snapshots handled).
     pub settled: Option<Duration>,
+    /// Events the watcher missed during the connect phase (presence and `ready` bursts).
+    pub connect_lagged: u64,
     pub connect_usage: Usage,
     pub idle_rss_kib: u64,
     /// Before any agent connected.
@@ -81,8 +83,16 @@ pub fn print_table(runs: &[RunFigures]) {
     });
     row("connect: all Welcomed", &|r| secs(r.connect_all));
     row("connect: p50 / p99 / max", &|r| triple(&r.connect_latency));
-    row("connect: all snapshots handled", &|r| {
-        r.settled.map(secs).unwrap_or_else(|| "timeout".into())
+    row(
+        "connect: all snapshots handled",
+        &|r| match (r.settled, r.connect_lagged) {
+            (Some(settled), _) => secs(settled),
+            (None, 0) => "timeout".into(),
+            (None, _) => "unseen: watcher lagged".into(),
+        },
+    );
+    row("connect: events the watcher missed", &|r| {
+        r.connect_lagged.to_string()
     });
     row("connect: coordinator CPU s / %", &|r| {
         format!(
