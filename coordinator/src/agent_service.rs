@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ControlError;
-use crate::service::{Shared, blocking, peer_identity};
+use crate::service::{Shared, peer_identity};
 use crate::store::NodeStateRecord;
 use crate::unix_ms;
 
@@ -170,7 +170,7 @@ fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: Agent
 
 /// Sends the node its desired config if it runs an older one.
 async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: u64) {
-    let latest = match blocking(&shared.store, |s| s.latest_config_version()).await {
+    let latest = match shared.latest.get(&shared.store).await {
         Ok(latest) => latest,
         Err(e) => {
             tracing::warn!(%node, "cannot read desired config: {e}");

@@ -126,6 +126,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         store,
         registry: Registry::new(),
         node_states: node_states.clone(),
+        latest: Default::default(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
     });

@@ -44,11 +44,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects as agent `index`: TLS, Hello + snapshot, Welcome; then sends the `ready` event.
-    /// Returns the agent and its connect-to-Welcome latency.
+    /// Connects as agent `index` running `config_version`: TLS, Hello + snapshot, Welcome; then
+    /// sends the `ready` event. Returns the agent and its connect-to-Welcome latency.
     pub async fn connect(
         address: &str,
         index: usize,
+        config_version: u64,
         tls: Arc<ClientConfig>,
         acks: Arc<AckLog>,
         epoch: Instant,
@@ -65,7 +66,7 @@ impl Agent {
             protocol_version: PROTOCOL_VERSION,
             capabilities: vec!["apply-config".into()],
             node_name: name.clone(),
-            config_version: 0,
+            config_version,
         };
         // Fresh channel with room for 64: these cannot fail.
         let _ = out.try_send(body(AgentBody::Hello(hello)));

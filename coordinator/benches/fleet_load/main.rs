@@ -7,6 +7,8 @@
 //!    timed to the last agent ack and to the response;
 //! 3. fan-out: transition events emitted at a steady rate, timed from the agent's send to the
 //!    watcher's receipt (`WatchEvents`);
+//! 4. reconnect: every agent drops its stream and dials again reporting the pushed config version
+//!    (a coordinator restart's storm), timed to every Welcome and until the coordinator is idle;
 //!
 //! with the coordinator's CPU and RSS from /proc in each phase. Every phase has a timeout; the
 //! program ends by itself and kills the coordinator whatever happens.
@@ -171,17 +173,12 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     // 1. Connect.
     let before = sampler.begin()?;
     let started = Instant::now();
-    let agents = connect_all(
-        args,
-        &address,
-        tls,
-        &acks,
-        epoch,
-        phase_timeout,
-        &mut figures,
-    )
-    .await;
+    let wave = connect_all(args, &address, tls.clone(), 0, &acks, epoch, phase_timeout).await;
     figures.connect_all = started.elapsed();
+    figures.connected = wave.agents.len();
+    figures.connect_failures = wave.failures;
+    figures.connect_latency = wave.latency;
+    let agents = wave.agents;
     eprintln!(
         "connect: {} agents in {:.2} s ({} failed)",
         figures.connected,
@@ -220,10 +217,12 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     let started = Instant::now();
     let started_ns = started.duration_since(epoch).as_nanos() as u64;
     acks.count.store(0, Ordering::Relaxed);
+    let mut pushed_version = 0;
     match tokio::time::timeout(phase_timeout, fleet.push_config(request)).await {
         Ok(Ok(response)) => {
             figures.push_response = Some(started.elapsed());
             let response = response.into_inner();
+            pushed_version = response.version;
             figures.push_response_bytes = response.encoded_len();
             figures.push_applied = response
                 .nodes
@@ -262,7 +261,36 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
         .await?;
     }
 
+    // 4. Reconnect storm, as after a coordinator restart: every agent drops its stream and dials
+    // again reporting the pushed version (nothing to re-apply).
     drop(agents);
+    let before = sampler.begin()?;
+    let started = Instant::now();
+    let wave = connect_all(
+        args,
+        &address,
+        tls,
+        pushed_version,
+        &acks,
+        epoch,
+        phase_timeout,
+    )
+    .await;
+    figures.reconnect_all = started.elapsed();
+    figures.reconnect_failures = wave.failures;
+    figures.reconnect_latency = wave.latency;
+    figures.reconnect_idle = wait_idle(&coordinator, phase_timeout)
+        .await
+        .map(|idle| idle.duration_since(started));
+    figures.reconnect_usage = sampler.end(before)?;
+    eprintln!(
+        "reconnect: {} agents in {:.2} s, coordinator idle after {:?}",
+        wave.agents.len(),
+        figures.reconnect_all.as_secs_f64(),
+        figures.reconnect_idle
+    );
+
+    drop(wave);
     watcher.abort();
     let stopped = coordinator.stop(Duration::from_secs(15)).await;
     eprintln!("coordinator stopped in {:.2} s", stopped.as_secs_f64());
@@ -295,16 +323,40 @@ async fn connect_operator(
     }
 }
 
+/// The agents of one connect wave.
+struct Wave {
+    agents: Vec<Agent>,
+    latency: Summary,
+    failures: usize,
+}
+
+/// When the coordinator's CPU use over half a second fell below 10% of a core (it has finished
+/// what the last phase caused); None if that did not happen within `timeout`.
+async fn wait_idle(coordinator: &Coordinator, timeout: Duration) -> Option<Instant> {
+    let started = Instant::now();
+    let window = Duration::from_millis(500);
+    while started.elapsed() < timeout {
+        let first = read_proc(Some(coordinator.pid())).ok()?;
+        tokio::time::sleep(window).await;
+        let second = read_proc(Some(coordinator.pid())).ok()?;
+        let busy = (second.cpu_ticks - first.cpu_ticks) as f64 / process::clock_ticks();
+        if busy < 0.1 * window.as_secs_f64() {
+            return Some(first.at);
+        }
+    }
+    None
+}
+
 /// Connects every agent, at most `connect_concurrency` at a time, each in its own task.
 async fn connect_all(
     args: &Args,
     address: &str,
     tls: Vec<Arc<rustls::ClientConfig>>,
+    config_version: u64,
     acks: &Arc<AckLog>,
     epoch: Instant,
     phase_timeout: Duration,
-    figures: &mut RunFigures,
-) -> Vec<Agent> {
+) -> Wave {
     let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let deadline = tokio::time::Instant::now() + phase_timeout;
     let tasks: Vec<_> = tls
@@ -314,13 +366,14 @@ async fn connect_all(
             let (permits, acks, address) = (permits.clone(), acks.clone(), address.to_owned());
             tokio::spawn(tokio::time::timeout_at(deadline, async move {
                 let _permit = permits.acquire_owned().await?;
-                Agent::connect(&address, index, tls, acks, epoch).await
+                Agent::connect(&address, index, config_version, tls, acks, epoch).await
             }))
         })
         .collect();
     let mut agents = Vec::with_capacity(tasks.len());
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut first_error = None;
+    let mut failures = 0;
     for (index, task) in tasks.into_iter().enumerate() {
         let error = match task.await {
             Ok(Ok(Ok((agent, latency)))) => {
@@ -332,15 +385,17 @@ async fn connect_all(
             Ok(Err(_)) => "connect phase timed out".into(),
             Err(e) => e.to_string(),
         };
-        figures.connect_failures += 1;
+        failures += 1;
         first_error.get_or_insert_with(|| format!("{}: {error}", agent_name(index)));
     }
     if let Some(error) = first_error {
         eprintln!("first connect failure: {error}");
     }
-    figures.connected = agents.len();
-    figures.connect_latency = Summary::of(latencies);
-    agents
+    Wave {
+        agents,
+        latency: Summary::of(latencies),
+        failures,
+    }
 }
 
 /// Emits `fanout_events` transitions round-robin over the agents at a steady rate and times each

@@ -64,6 +64,12 @@ pub struct RunFigures {
     pub fanout_lost: usize,
     pub fanout_lagged: u64,
     pub fanout_usage: Usage,
+    pub reconnect_all: Duration,
+    pub reconnect_failures: usize,
+    pub reconnect_latency: Summary,
+    /// Until the coordinator's CPU use fell below 10% (desired-config checks done).
+    pub reconnect_idle: Option<Duration>,
+    pub reconnect_usage: Usage,
     pub load_cpu_seconds: f64,
 }
 
@@ -141,7 +147,22 @@ pub fn print_table(runs: &[RunFigures]) {
             mib(r.fanout_usage.rss_kib)
         )
     });
-    row("coordinator VmHWM", &|r| mib(r.fanout_usage.hwm_kib));
+    row("reconnect: all Welcomed / failed", &|r| {
+        format!("{} / {}", secs(r.reconnect_all), r.reconnect_failures)
+    });
+    row("reconnect: p50 / p99 / max", &|r| {
+        triple(&r.reconnect_latency)
+    });
+    row("reconnect: until coordinator idle", &|r| {
+        opt(r.reconnect_idle)
+    });
+    row("reconnect: coordinator CPU s / %", &|r| {
+        format!(
+            "{:.1} / {:.0}",
+            r.reconnect_usage.cpu_seconds, r.reconnect_usage.cpu_percent
+        )
+    });
+    row("coordinator VmHWM", &|r| mib(r.reconnect_usage.hwm_kib));
     row("load generator CPU s", &|r| {
         format!("{:.1}", r.load_cpu_seconds)
     });
