@@ -46,13 +46,13 @@ use crate::process::{Coordinator, Sampler, raise_fd_limit, read_proc};
 use crate::report::{RunFigures, Summary, print_table};
 
 /// Load test of hav-coordinator: N simulated agents (real mTLS agent streams, no VRRP), a config
-/// push to all of them and event fan-out to a watching operator, with the coordinator's CPU and
-/// RSS. Prints a table of figures.
+/// push to all of them, event fan-out to a watching operator and a reconnect storm, with the
+/// coordinator's CPU and RSS. Prints a table of figures.
 ///
 /// Run: cargo bench -p hav-coordinator --bench fleet-load -- --agents 100,1000,10000
-/// (CARGO_TARGET_DIR as usual). Agent certificates are cached in --pki (issuing 10,000 takes a
-/// while once). Set HAV_LOAD_COORDINATOR_LOG to change the coordinator's RUST_LOG (default info;
-/// its log is kept in the run directory only while it runs).
+/// (CARGO_TARGET_DIR as usual; the coordinator binary is built alongside). Agent certificates
+/// are issued once into --pki and reused. HAV_LOAD_COORDINATOR_LOG sets the coordinator's
+/// RUST_LOG (default info); its log goes to --logs.
 #[derive(Debug, Parser)]
 struct Args {
     /// Numbers of agents, one run each.
