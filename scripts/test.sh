@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The cross-process tests run the real binaries (hav-agent, hav-coordinator, havctl, the test
+# helpers) from target/debug: build them all first.
+cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --no-fail-fast "$@"

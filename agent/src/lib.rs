@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod hooks;
 pub mod net;
 pub mod sd_notify;
+pub mod telemetry;
 pub mod track;

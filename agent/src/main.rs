@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hav_agent::daemon;
+use hav_agent::{daemon, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -64,8 +64,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(args.log_format);
-    unblock_handled_signals();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,11 +74,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The OTLP exporter's connection lives on this runtime, so it is built inside it.
+    let pipeline = match &args.command {
+        None => {
+            let _entered = runtime.enter();
+            trace_pipeline(&args.config)
+        }
+        Some(_) => None,
+    };
+    init_logging(args.log_format, pipeline.as_ref());
+    unblock_handled_signals();
     let result = runtime.block_on(async {
-        match args.command {
+        let result = match args.command {
             Some(Command::Status { socket, json }) => status(&args.config, socket, json).await,
             None => daemon::run(args.config).await,
+        };
+        // Stop flushes the failover traces still buffered.
+        if let Some(pipeline) = pipeline {
+            pipeline.shutdown().await;
         }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,19 +134,40 @@ async fn status(
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// The OpenTelemetry pipeline when the config's `[telemetry] otlp_endpoint` is set. A config
+/// that does not load is reported by the daemon itself; here it only means no traces.
+fn trace_pipeline(config: &std::path::Path) -> Option<telemetry::otel::Pipeline> {
+    let config = hav_proto::config::load_node_config(config).ok()?;
+    match telemetry::otel::init(&config.telemetry, &config.node.name) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            eprintln!("hav-agent: no trace export: {error}");
+            None
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, pipeline: Option<&telemetry::otel::Pipeline>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // Under systemd, journald stamps each line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match (format, under_journald) {
-        (LogFormat::Json, _) => builder.json().init(),
-        (LogFormat::Text, true) => builder.without_time().init(),
-        (LogFormat::Text, false) => builder.init(),
-    }
+    let fmt = match (format, under_journald) {
+        (LogFormat::Json, _) => fmt.json().boxed(),
+        (LogFormat::Text, true) => fmt.without_time().boxed(),
+        (LogFormat::Text, false) => fmt.boxed(),
+    };
+    // Absent (`None`) unless an exporter is configured.
+    let otel =
+        pipeline.map(|pipeline| tracing_opentelemetry::layer().with_tracer(pipeline.tracer()));
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .init();
 }
 
 /// A parent may have left signals blocked (the mask survives exec); the agent must see the ones

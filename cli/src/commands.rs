@@ -1,5 +1,6 @@
 //! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|certs`.
 
+use crate::local;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -7,7 +8,7 @@ use hav_proto::identity::Role;
 use hav_proto::v1::{
     ApplyOutcome, DrainRequest, FleetEvent, HistoryRequest, ListNodesRequest, NodeChange,
     NodeConfigEntry, NodeStatus, PushConfigRequest, PushConfigResponse, RollbackRequest,
-    RolloutGroup, ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
+    ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use serde_json::{Value, json};
 
@@ -65,7 +66,8 @@ pub enum Command {
     PushConfig {
         #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
         files: Vec<PathBuf>,
-        /// A fleet file: [defaults], [nodes.<name>], [pairs.<name>].
+        /// A fleet file: [[group]] tables of nodes and VIPs, expanded by the coordinator into
+        /// node configs (see deploy/examples/fleet.toml).
         #[arg(long)]
         fleet: Option<PathBuf>,
         /// The node, when pushing one file not named after it.
@@ -109,6 +111,26 @@ pub enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Convert keepalived.conf files into hav node configs; everything not converted is listed
+    /// with file:line. Give both files of a pair to fill in the unicast peers' priorities.
+    ImportKeepalived {
+        /// Write DIR/<node name>.toml instead of printing the configs.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// keepalived.conf files, one per node.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print a completion script for SHELL (e.g. `havctl completions bash > /etc/bash_completion.d/havctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (havctl.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -157,6 +179,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Certs { command } => run_certs(command),
+        Command::ImportKeepalived { out_dir, files } => local::import_keepalived(out_dir, &files),
+        Command::Completions { shell } => {
+            local::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => local::man_pages(&dir),
         Command::Status { output } => {
             let mut fleet = client::connect(&target).await?;
             let nodes = fleet
@@ -191,9 +219,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             dry_run,
             comment,
         } => {
-            let (configs, groups) = match fleet_file {
-                Some(path) => read_fleet(&path)?,
-                None => (read_configs(&files, node)?, Vec::new()),
+            let (configs, (fleet_name, fleet_text)) = match fleet_file {
+                Some(path) => (Vec::new(), read_fleet(&path)?),
+                None => (read_configs(&files, node)?, Default::default()),
             };
             let mut fleet = client::connect(&target).await?;
             let response = fleet
@@ -201,25 +229,31 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     configs,
                     dry_run,
                     comment,
-                    groups,
+                    groups: Vec::new(),
+                    fleet: fleet_text,
+                    fleet_name,
                 })
                 .await?
                 .into_inner();
             print_push(&response);
-            Ok(())
+            push_result(&response)
         }
         Command::Validate {
             files,
             fleet: fleet_file,
             node,
         } => {
-            let configs = match fleet_file {
-                Some(path) => read_fleet(&path)?.0,
-                None => read_configs(&files, node)?,
+            let (configs, (fleet_name, fleet_text)) = match fleet_file {
+                Some(path) => (Vec::new(), read_fleet(&path)?),
+                None => (read_configs(&files, node)?, Default::default()),
             };
             let mut fleet = client::connect(&target).await?;
             let response = fleet
-                .validate(ValidateRequest { configs })
+                .validate(ValidateRequest {
+                    configs,
+                    fleet: fleet_text,
+                    fleet_name,
+                })
                 .await?
                 .into_inner();
             if response.ok {
@@ -229,9 +263,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let errors: Vec<String> = response
                     .errors
                     .iter()
-                    .map(|e| format!("{}: {}", e.node, e.message))
+                    .map(|e| {
+                        if e.node.is_empty() || e.message.contains(&e.node) {
+                            e.message.clone()
+                        } else {
+                            format!("{}: {}", e.node, e.message)
+                        }
+                    })
                     .collect();
-                Err(CliError::Invalid(errors.join("; ")))
+                Err(CliError::Invalid(errors.join("\n")))
             }
         }
         Command::History { limit, output } => {
@@ -370,28 +410,14 @@ pub fn read_configs(
         .collect()
 }
 
-/// Reads and expands a fleet file into node configs and rollout groups.
-pub fn read_fleet(path: &Path) -> Result<(Vec<NodeConfigEntry>, Vec<RolloutGroup>), CliError> {
+/// Reads a fleet file (`hav_proto::fleet`): its name and text. The coordinator expands and
+/// validates it as a whole.
+pub fn read_fleet(path: &Path) -> Result<(String, String), CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let expanded = hav_proto::fleet::expand(&path.display().to_string(), &text)
-        .map_err(|e| CliError::Invalid(e.to_string()))?;
-    let configs = expanded
-        .nodes
-        .into_iter()
-        .map(|(node, toml)| NodeConfigEntry { node, toml })
-        .collect();
-    let groups = expanded
-        .groups
-        .into_iter()
-        .map(|g| RolloutGroup {
-            name: g.name,
-            nodes: g.nodes,
-        })
-        .collect();
-    Ok((configs, groups))
+    Ok((path.display().to_string(), text))
 }
 
 fn stem(path: &Path) -> Result<String, CliError> {
@@ -405,6 +431,27 @@ fn stem(path: &Path) -> Result<String, CliError> {
                 path.display()
             ))
         })
+}
+
+/// A push that some node did not apply is an error (exit status 1), after the per-node report.
+fn push_result(response: &PushConfigResponse) -> Result<(), CliError> {
+    let stopped: Vec<&str> = (response.nodes.iter())
+        .filter(|node| {
+            matches!(
+                ApplyOutcome::try_from(node.outcome),
+                Ok(ApplyOutcome::Failed | ApplyOutcome::Timeout | ApplyOutcome::Held)
+            )
+        })
+        .map(|node| node.node.as_str())
+        .collect();
+    if stopped.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "push stopped: {} kept their previous config (see `havctl history`); fix the config \
+         and push again, or `havctl rollback N`",
+        stopped.join(", ")
+    )))
 }
 
 fn print_push(response: &PushConfigResponse) {

@@ -7,3 +7,4 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod import;
+pub mod local;

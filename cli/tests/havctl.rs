@@ -108,11 +108,11 @@ async fn operator_workflow_through_the_binary() {
     };
 
     let config = dir.path().join("lb-1.toml");
-    std::fs::write(&config, "[instance.web]\nvrid = 51\n").unwrap();
+    std::fs::write(&config, LB1).unwrap();
     let config = config.to_str().unwrap();
     let dry = ok(as_user("vera", &["push-config", config, "--dry-run"]));
     assert!(dry.contains("lb-1: added, dry_run"), "{dry}");
-    assert!(dry.contains("+ vrid = 51"), "{dry}");
+    assert!(dry.contains("+ vrid = 10"), "{dry}");
 
     let denied = fails(as_user("vera", &["push-config", config]));
     assert!(
@@ -141,29 +141,25 @@ async fn operator_workflow_through_the_binary() {
     std::fs::write(&broken, "[instance\n").unwrap();
     let invalid = fails(as_user("vera", &["validate", broken.to_str().unwrap()]));
     assert!(
-        invalid.starts_with("havctl: config rejected: lb-2:"),
+        invalid.starts_with("havctl: config rejected: config of lb-2: line 1, column 10:"),
         "{invalid}"
     );
 
     let fleet = dir.path().join("fleet.toml");
     std::fs::write(
         &fleet,
-        "[defaults.instance.web]\nvrid = 51\n[nodes.lb-1]\n[nodes.lb-2]\n\
-         [pairs.web]\nnodes = [\"lb-1\", \"lb-3\"]\n",
+        FLEET.replace("198.51.100.12\"", "198.51.100.12\"\nversion = 2"),
     )
     .unwrap();
     let fleet = fleet.to_str().unwrap();
     let bad_pair = fails(as_user("vera", &["validate", "--fleet", fleet]));
     assert!(
-        bad_pair.contains("fleet.toml: pairs.web.nodes[1]: node `lb-3` is not defined"),
+        bad_pair.contains(
+            "group web: node lb-2: web-vip0.version: peers of instance web-vip0 disagree"
+        ),
         "{bad_pair}"
     );
-    std::fs::write(
-        fleet,
-        "[defaults.instance.web]\nvrid = 51\n[nodes.lb-1]\n[nodes.lb-2]\n\
-         [pairs.web]\nnodes = [\"lb-1\", \"lb-2\"]\n",
-    )
-    .unwrap();
+    std::fs::write(fleet, FLEET).unwrap();
     let planned = ok(as_user(
         "olga",
         &["push-config", "--fleet", fleet, "--dry-run"],
@@ -182,3 +178,31 @@ async fn operator_workflow_through_the_binary() {
         "{down}"
     );
 }
+
+/// The fleet below expands lb-1 into exactly this file (canonical form aside).
+const LB1: &str = r#"[node]
+name = "lb-1"
+
+[[instance]]
+name = "web-vip0"
+interface = "eth0"
+vrid = 10
+priority = 150
+source_address = "198.51.100.11"
+unicast_peers = [{ address = "198.51.100.12", priority = 140 }]
+vips = ["198.51.100.100/24"]
+"#;
+
+const FLEET: &str = r#"
+[[group]]
+name = "web"
+interface = "eth0"
+first_vrid = 10
+vips = ["198.51.100.100/24"]
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.11"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.12"
+"#;

@@ -1,11 +1,13 @@
-//! The hav-import-keepalived binary: configs written per node, unconverted items on stderr,
+//! `havctl import-keepalived`: configs written per node, unconverted items on stderr,
 //! failure exit status with file:line for broken input.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hav-import-keepalived"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_havctl"));
+    command.arg("import-keepalived");
+    command
 }
 
 fn example(path: &str) -> PathBuf {
@@ -60,4 +62,32 @@ fn broken_input_fails_naming_file_and_line() {
         "{stderr}"
     );
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    let bash = Command::new(env!("CARGO_BIN_EXE_havctl"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("havctl runs");
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    for sub in ["push-config", "import-keepalived", "rollback", "certs"] {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    let dir = std::env::temp_dir().join(format!("hav-man-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_havctl"))
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("havctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(dir.join("havctl.1")).expect("havctl.1");
+    assert!(main.contains(".TH havctl"), "{main}");
+    assert!(dir.join("havctl-import-keepalived.1").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ControlError;
-use crate::service::{Shared, peer_identity};
+use crate::service::{Shared, blocking, peer_identity};
 use crate::store::NodeStateRecord;
 use crate::unix_ms;
 
@@ -130,7 +130,7 @@ impl AgentService for AgentServiceImpl {
                     _ = stopping.wait_for(|stop| *stop) => Ok(None),
                 };
                 let Ok(Some(message)) = message else { break };
-                handle_message(&shared, &node, session, message);
+                handle_message(&shared, &node, session, message).await;
             }
             if shared.registry.unregister(&node, session) {
                 tracing::info!(%node, "agent disconnected");
@@ -141,9 +141,10 @@ impl AgentService for AgentServiceImpl {
     }
 }
 
-/// Handles one message without waiting for anything: the agent's next message (an ack, an event)
-/// must never queue behind the disk.
-fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
+/// Handles one message. Snapshots never wait for the disk (they are written behind); a
+/// transition waits for its audit record to commit, so the agent's next message queues behind
+/// that fsync.
+async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
     match message.body {
         Some(AgentBody::Snapshot(snapshot)) => {
             let encoded = snapshot.encode_to_vec();
@@ -157,18 +158,57 @@ fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: Agent
                 shared.node_states.submit(node, record);
             }
         }
-        Some(AgentBody::Event(event)) => shared.registry.publish(FleetEvent {
-            node: node.to_owned(),
-            unix_ms: unix_ms(),
-            kind: Some(fleet_event::Kind::Agent(event)),
-        }),
+        Some(AgentBody::Event(event)) => {
+            if let Some(hav_proto::v1::event::Kind::Transition(transition)) = &event.kind {
+                record_transition(shared, node, event.unix_ms, transition).await;
+            }
+            shared.registry.publish(FleetEvent {
+                node: node.to_owned(),
+                unix_ms: unix_ms(),
+                kind: Some(fleet_event::Kind::Agent(event)),
+            })
+        }
         Some(AgentBody::Ack(ack)) => shared.registry.ack(node, session, ack),
         Some(AgentBody::Hello(_)) => tracing::warn!(%node, "second Hello ignored"),
         None => tracing::debug!(%node, "message of an unknown kind ignored"),
     }
 }
 
+/// Transitions are kept in the audit log, so one that happened while the coordinator was away
+/// (the agent queues its events) is in `havctl history` once it is back, watched or not.
+async fn record_transition(
+    shared: &Arc<Shared>,
+    node: &str,
+    at_unix_ms: u64,
+    transition: &hav_proto::v1::Transition,
+) {
+    let state = |value: i32| {
+        hav_proto::v1::VrrpState::try_from(value)
+            .map(|s| s.as_str_name().trim_start_matches("VRRP_STATE_").to_owned())
+            .unwrap_or_else(|_| value.to_string())
+    };
+    let record = crate::store::AuditRecord {
+        unix_ms: at_unix_ms,
+        who: format!("node {node}"),
+        action: "transition".into(),
+        detail: format!(
+            "{}: {} -> {}: {}",
+            transition.instance,
+            state(transition.from),
+            state(transition.to),
+            transition.cause
+        ),
+        allowed: true,
+    };
+    let detail = record.detail.clone();
+    match blocking(&shared.store, move |s| s.append_audit(&record)).await {
+        Ok(_) => tracing::info!(%node, %detail, "transition recorded"),
+        Err(e) => tracing::warn!(%node, "could not record a transition: {e}"),
+    }
+}
+
 /// Sends the node its desired config if it runs an older one.
+#[tracing::instrument(name = "fleet.apply_on_connect", skip_all, fields(fleet.node = node, fleet.running_version = running_version as i64))]
 async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: u64) {
     let latest = match shared.latest.get(&shared.store).await {
         Ok(latest) => latest,

@@ -17,6 +17,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use server::{CoordinatorConfig, RunningCoordinator, ServerError, start};

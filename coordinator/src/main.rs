@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hav_coordinator::telemetry::trace;
 use hav_coordinator::tls::ServerTlsFiles;
 use hav_coordinator::{CoordinatorConfig, start};
+use hav_proto::config::{OtlpEndpoint, SamplingRatio};
 
 /// The hav fleet control plane (mTLS gRPC). Never on the failover path.
 #[derive(Debug, Parser)]
@@ -31,18 +33,45 @@ struct Args {
     /// Seconds between checks of the certificate files for a reload.
     #[arg(long, default_value_t = 5)]
     reload_interval: u64,
+    /// Serve Prometheus metrics on http://ADDRESS/metrics (not served unless set).
+    #[arg(long, env = "HAV_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
+    /// Export the fleet operations' spans to this OTLP/gRPC collector (http:// or https://).
+    #[arg(long, env = "HAV_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<OtlpEndpoint>,
+    /// The share of new traces exported, 0.0 to 1.0.
+    #[arg(long, env = "HAV_SAMPLING_RATIO", default_value = "1.0", value_parser = sampling_ratio)]
+    sampling_ratio: SamplingRatio,
+}
+
+/// This coordinator in its spans' resource: the host name, else the listen address.
+fn instance_name(listen: &SocketAddr) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| listen.to_string())
+}
+
+fn sampling_ratio(text: &str) -> Result<SamplingRatio, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(SamplingRatio::new)
+        .ok_or_else(|| format!("{text:?} is not a ratio between 0.0 and 1.0"))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    // Built inside the runtime, which drives the exporter's gRPC connection.
+    let pipeline = match &args.otlp_endpoint {
+        Some(endpoint) => Some(
+            trace::init(endpoint, args.sampling_ratio, &instance_name(&args.listen))
+                .context("cannot export traces")?,
+        ),
+        None => None,
+    };
+    init_logging(pipeline.as_ref());
     let mut config = CoordinatorConfig::new(
         args.listen,
         ServerTlsFiles {
@@ -53,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         args.data,
     );
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
+    config.metrics_listen = args.metrics_listen;
     let running = start(config)
         .await
         .context("hav-coordinator could not start")?;
@@ -62,5 +92,26 @@ async fn main() -> anyhow::Result<()> {
         .context("waiting for Ctrl-C")?;
     tracing::info!(%local, "shutting down");
     running.shutdown().await?;
+    if let Some(pipeline) = pipeline {
+        pipeline.shutdown().await;
+    }
     Ok(())
+}
+
+/// Logs to stderr; the fleet operations' spans also go to the collector when `pipeline` is set.
+fn init_logging(pipeline: Option<&trace::Pipeline>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let otel =
+        pipeline.map(|pipeline| tracing_opentelemetry::layer().with_tracer(pipeline.tracer()));
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .init();
 }

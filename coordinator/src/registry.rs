@@ -43,6 +43,8 @@ pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     events: broadcast::Sender<FleetEvent>,
+    /// Events published so far (for the metrics).
+    published: AtomicU64,
 }
 
 impl Default for Registry {
@@ -58,6 +60,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             events,
+            published: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +148,8 @@ impl Registry {
         let command = Command {
             id,
             action: Some(action),
+            // The caller's span (push, drain, ...) continues on the agent.
+            trace_context: crate::telemetry::trace::current_context(),
         };
         queue.try_send(command).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
@@ -168,6 +173,21 @@ impl Registry {
         self.lock().values().map(|s| s.live.clone()).collect()
     }
 
+    /// How many agents are connected.
+    pub fn connected_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// How many watchers (WatchEvents streams) are subscribed.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// How many events were published so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
     /// Whether `node` is connected.
     pub fn is_connected(&self, node: &str) -> bool {
         self.lock().contains_key(node)
@@ -175,6 +195,7 @@ impl Registry {
 
     /// Announces an event to every watcher (no watcher is fine).
     pub fn publish(&self, event: FleetEvent) {
+        self.published.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(event);
     }
 

@@ -19,6 +19,7 @@ use crate::node_state_writer::NodeStateWriter;
 use crate::registry::Registry;
 use crate::service::{FleetServiceImpl, Shared};
 use crate::store::{RedbStore, Store, StoreError};
+use crate::telemetry::Metrics;
 use crate::tls::{self, ServerTlsFiles};
 
 /// Everything a coordinator needs to start.
@@ -31,6 +32,8 @@ pub struct CoordinatorConfig {
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
     pub command_timeout: Duration,
+    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -41,6 +44,7 @@ impl CoordinatorConfig {
             data_dir,
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -53,6 +57,11 @@ pub enum ServerError {
     Tls(#[from] hav_proto::transport::TransportError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -68,6 +77,11 @@ pub struct RunningCoordinator {
     pub local_addr: SocketAddr,
     /// The TLS config in force; changes when the certificate files are reloaded.
     pub tls_config: watch::Receiver<Arc<ServerConfig>>,
+    /// Where `GET /metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The counters of the fleet operations (the rollout module reports through these).
+    pub metrics: Arc<Metrics>,
+    metrics_server: Option<hav_proto::metrics::http::ServerGuard>,
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
     node_states: Arc<NodeStateWriter>,
@@ -81,6 +95,7 @@ impl RunningCoordinator {
         // First end the long-lived streams (agents, watchers), then stop the server, which
         // waits for in-flight calls.
         self.stopping.send_replace(true);
+        drop(self.metrics_server);
         let _ = self.shutdown.send(());
         let served = join(self.task).await;
         // Last: the streams have ended, so no snapshot arrives after this flush.
@@ -122,6 +137,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })?;
     let (stopping, stopping_rx) = watch::channel(false);
     let node_states = Arc::new(NodeStateWriter::start(store.clone()));
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
@@ -129,7 +145,22 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         latest: Default::default(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
+        metrics: metrics.clone(),
     });
+    // Unlike the agent, a coordinator asked to serve metrics and unable to does not start: it is
+    // not on the failover path, and a silently missing endpoint would go unnoticed.
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(address) => {
+            let shared = shared.clone();
+            let render = move || shared.metrics.render(&shared.registry);
+            let server = hav_proto::metrics::http::serve(address, render)
+                .map_err(|source| ServerError::Metrics { address, source })?;
+            tracing::info!(address = %server.local_addr(), "serving metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+    };
+    let metrics_addr = metrics_server.as_ref().map(|server| server.local_addr());
     let agent = AgentServiceServer::new(AgentServiceImpl {
         shared: shared.clone(),
     })
@@ -156,6 +187,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     Ok(RunningCoordinator {
         local_addr,
         tls_config,
+        metrics_addr,
+        metrics,
+        metrics_server,
         shutdown,
         stopping,
         node_states,

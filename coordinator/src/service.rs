@@ -25,12 +25,14 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
 use crate::node_state_writer::NodeStateWriter;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::telemetry::{Metrics, trace};
 use crate::unix_ms;
 
 /// State both services share.
@@ -45,6 +47,8 @@ pub struct Shared {
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.
     pub stopping: watch::Receiver<bool>,
+    /// Counters of the fleet operations (served on `/metrics` when configured).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The newest config version this process has read or written, so that an agent connecting does
@@ -108,17 +112,53 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> 
     Ok(Identity::from_cert_der(leaf)?)
 }
 
-/// Checks that a config text is acceptable for `node`.
-///
-/// Today: well-formed TOML. The node schema (`hav_proto::config`) plugs in here when merged, so
-/// that a config is checked by the same code the agent will load it with.
-pub fn validate_node_config(node: &str, toml_text: &str) -> Result<(), String> {
+/// Checks that a config text is acceptable for `node`: the node schema (`hav_proto::config`),
+/// the same code the agent loads it with, and `[node] name` equal to `node`. The error lists
+/// every problem, `origin: key.path: reason`, separated by `; `. On success: the config's
+/// canonical text, which is what the coordinator stores and sends (so diffs show real changes).
+pub fn validate_node_config(node: &str, toml_text: &str) -> Result<String, String> {
     if !hav_proto::identity::valid_name(node) {
         return Err(format!("`{node}` is not a valid node name"));
     }
-    toml::from_str::<toml::Table>(toml_text)
-        .map(|_| ())
-        .map_err(|e| e.to_string().trim().replace('\n', " "))
+    let config = hav_proto::config::parse_node_config(toml_text, &format!("config of {node}"))
+        .map_err(|errors| errors.lines().join("; "))?;
+    if config.node.name != node {
+        return Err(format!(
+            "config of {node}: node.name: is {:?}; a node's config must name the node itself",
+            config.node.name
+        ));
+    }
+    Ok(config.to_toml())
+}
+
+/// A fleet file's node configs and rollout groups (name → members in order).
+pub type ExpandedFleet = (Vec<NodeConfigEntry>, BTreeMap<String, Vec<String>>);
+
+/// Expands and validates a fleet file (`hav_proto::fleet`) into node configs and rollout groups.
+pub fn expand_fleet(name: &str, text: &str) -> Result<ExpandedFleet, Vec<ValidationError>> {
+    let name = if name.is_empty() { "fleet" } else { name };
+    match hav_proto::fleet::expand(name, text) {
+        Ok(fleet) => Ok((
+            fleet
+                .nodes
+                .into_iter()
+                .map(|(node, toml)| NodeConfigEntry { node, toml })
+                .collect(),
+            fleet
+                .groups
+                .into_iter()
+                .map(|group| (group.name, group.nodes))
+                .collect(),
+        )),
+        Err(errors) => Err(errors
+            .0
+            .into_iter()
+            .map(|error| ValidationError {
+                node: error.node.clone().unwrap_or_default(),
+                message: error.to_string(),
+            })
+            .collect()),
+    }
 }
 
 /// The `FleetService` implementation.
@@ -207,25 +247,43 @@ impl FleetService for FleetServiceImpl {
         Ok(Response::new(Box::pin(events)))
     }
 
+    #[tracing::instrument(name = "fleet.push", skip_all, fields(fleet.operator, fleet.version, fleet.nodes, fleet.dry_run, fleet.outcome))]
     async fn push_config(
         &self,
         request: Request<PushConfigRequest>,
     ) -> Result<Response<PushConfigResponse>, Status> {
         let dry_run = request.get_ref().dry_run;
+        let push_trace = trace::PushTrace::start(&self.shared.metrics, dry_run);
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
-        let request = request.into_inner();
+        push_trace.operator(&who);
+        let mut request = request.into_inner();
+        // A fleet file is the whole intent: its nodes replace every node config.
+        let whole_fleet = !request.fleet.is_empty();
+        if whole_fleet {
+            let (configs, groups) = expand_fleet(&request.fleet_name, &request.fleet)
+                .map_err(|errors| ControlError::InvalidConfig(join_errors(&errors)))?;
+            request.configs = configs;
+            request.groups = groups
+                .into_iter()
+                .map(|(name, nodes)| hav_proto::v1::RolloutGroup { name, nodes })
+                .collect();
+        }
         let errors = validation_errors(&request.configs);
         if !errors.is_empty() {
-            let text = errors
-                .iter()
-                .map(|e| format!("{}: {}", e.node, e.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(ControlError::InvalidConfig(text).into());
+            return Err(ControlError::InvalidConfig(join_errors(&errors)).into());
+        }
+        for entry in &mut request.configs {
+            if let Ok(canonical) = validate_node_config(&entry.node, &entry.toml) {
+                entry.toml = canonical;
+            }
         }
         let latest = blocking(&self.shared.store, |s| s.latest_config_version()).await?;
-        let mut nodes = latest.as_ref().map(|l| l.nodes.clone()).unwrap_or_default();
+        let mut nodes = if whole_fleet {
+            BTreeMap::new()
+        } else {
+            latest.as_ref().map(|l| l.nodes.clone()).unwrap_or_default()
+        };
         for entry in request.configs {
             nodes.insert(entry.node, entry.toml);
         }
@@ -249,6 +307,7 @@ impl FleetService for FleetServiceImpl {
             rollback_of: 0,
         };
         let response = self.apply(&who, latest, change, dry_run).await?;
+        push_trace.finish(&response);
         Ok(Response::new(response))
     }
 
@@ -257,7 +316,15 @@ impl FleetService for FleetServiceImpl {
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
         self.caller(&request, None).await?;
-        let errors = validation_errors(&request.get_ref().configs);
+        let request = request.into_inner();
+        let errors = if request.fleet.is_empty() {
+            validation_errors(&request.configs)
+        } else {
+            match expand_fleet(&request.fleet_name, &request.fleet) {
+                Ok((configs, _)) => validation_errors(&configs),
+                Err(errors) => errors,
+            }
+        };
         Ok(Response::new(ValidateResponse {
             ok: errors.is_empty(),
             errors,
@@ -302,6 +369,7 @@ impl FleetService for FleetServiceImpl {
         }))
     }
 
+    #[tracing::instrument(name = "fleet.rollback", skip_all)]
     async fn rollback(
         &self,
         request: Request<RollbackRequest>,
@@ -340,11 +408,11 @@ impl FleetService for FleetServiceImpl {
             command::Action::Drain(Drain {})
         };
         let verb = if undrain { "undrain" } else { "drain" };
-        let result = self
+        let command = self
             .shared
             .registry
-            .command(&node, action, self.shared.command_timeout)
-            .await;
+            .command(&node, action, self.shared.command_timeout);
+        let result = trace::drain(&self.shared.metrics, &node, undrain, command).await;
         let (ok, error) = match &result {
             Ok(ack) => (ack.ok, ack.error.clone()),
             Err(e) => (false, e.to_string()),
@@ -417,6 +485,10 @@ impl FleetServiceImpl {
         } = change;
         let empty = BTreeMap::new();
         let current = latest.as_ref().map(|l| &l.nodes).unwrap_or(&empty);
+        let latest_nodes = latest
+            .as_ref()
+            .map(|l| (l.nodes.clone(), l.node_versions.clone()))
+            .unwrap_or_default();
         let mut results = Vec::new();
         let mut changed = Vec::new();
         for (node, toml) in &nodes {
@@ -464,9 +536,9 @@ impl FleetServiceImpl {
             rollback_of,
             groups: groups.clone(),
         };
-        let committed = record.clone();
-        blocking(&self.shared.store, move |s| s.put_config_version(&record)).await?;
-        self.shared.latest.offer(committed);
+        let stored = record.clone();
+        blocking(&self.shared.store, move |s| s.put_config_version(&stored)).await?;
+        self.shared.latest.offer(record.clone());
         let action = if rollback_of == 0 {
             "push config"
         } else {
@@ -498,14 +570,68 @@ impl FleetServiceImpl {
                 result.error = error.clone();
             }
         }
+        let not_applied: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, (outcome, _))| {
+                matches!(
+                    outcome,
+                    ApplyOutcome::Failed | ApplyOutcome::Timeout | ApplyOutcome::Held
+                )
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        if !not_applied.is_empty() {
+            self.record_kept(who, latest_nodes, record, &not_applied)
+                .await?;
+        }
         Ok(PushConfigResponse {
             version,
             nodes: results,
         })
     }
 
-    /// Sends each doc to its node: the members of a rollout group one after the other, stopping
-    /// at the first failure (the rest are held back); everything else in parallel.
+    /// After a push that some nodes did not apply (refused, no answer, or held back), records
+    /// what the fleet really runs as a new version: those nodes at their previous config and
+    /// version (the agent kept it), the others at the pushed one. Every version stays in the
+    /// history; the pushed one is never rewritten.
+    async fn record_kept(
+        &self,
+        who: &str,
+        (old_nodes, old_versions): (BTreeMap<String, String>, BTreeMap<String, u64>),
+        pushed: ConfigVersionRecord,
+        not_applied: &[String],
+    ) -> Result<(), ControlError> {
+        let mut record = pushed.clone();
+        record.version = pushed.version + 1;
+        record.unix_ms = unix_ms();
+        record.rollback_of = 0;
+        record.comment = format!(
+            "version {} stopped: {} kept the previous config",
+            pushed.version,
+            not_applied.join(", ")
+        );
+        record.nodes_changed = not_applied.to_vec();
+        for node in not_applied {
+            match (old_nodes.get(node), old_versions.get(node)) {
+                (Some(text), Some(version)) => {
+                    record.nodes.insert(node.clone(), text.clone());
+                    record.node_versions.insert(node.clone(), *version);
+                }
+                _ => {
+                    record.nodes.remove(node);
+                    record.node_versions.remove(node);
+                }
+            }
+        }
+        let detail = record.comment.clone();
+        blocking(&self.shared.store, move |s| s.put_config_version(&record)).await?;
+        self.audit(who, "push stopped", detail, true).await;
+        Ok(())
+    }
+
+    /// Sends each doc to its node: the members of a rollout group one after the other; the
+    /// first failure anywhere stops the push (nodes not yet sent are held back); nodes in no
+    /// group go in parallel with the groups.
     async fn roll_out(
         &self,
         groups: &BTreeMap<String, Vec<String>>,
@@ -520,22 +646,32 @@ impl FleetServiceImpl {
             sequences.push(sequence);
         }
         sequences.extend(docs.into_iter().map(|entry| vec![entry]));
-        let runs = sequences.into_iter().map(|sequence| async move {
-            let mut out = Vec::new();
-            let mut failed: Option<String> = None;
-            for (node, doc) in sequence {
-                if let Some(first) = &failed {
-                    let why = format!("not sent: {first} failed first");
-                    out.push((node, (ApplyOutcome::Held, why)));
-                    continue;
+        let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let failed = &failed;
+        let first_failure = || failed.lock().map(|f| f.clone()).unwrap_or(None);
+        let runs = sequences.into_iter().map(|sequence| {
+            let pair_span = trace::pair_span(sequence.iter().map(|(node, _)| node.as_str()));
+            async move {
+                let mut out = Vec::new();
+                for (node, doc) in sequence {
+                    if let Some(first) = first_failure() {
+                        let why = format!("not sent: {first} failed first");
+                        out.push((node, (ApplyOutcome::Held, why)));
+                        continue;
+                    }
+                    let (metrics, version) = (&self.shared.metrics, doc.version);
+                    let send = self.send_config(&node, doc);
+                    let (outcome, error) = trace::apply_node(metrics, &node, version, send).await;
+                    if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout)
+                        && let Ok(mut first) = failed.lock()
+                    {
+                        first.get_or_insert_with(|| node.clone());
+                    }
+                    out.push((node, (outcome, error)));
                 }
-                let (outcome, error) = self.send_config(&node, doc).await;
-                if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout) {
-                    failed = Some(node.clone());
-                }
-                out.push((node, (outcome, error)));
+                out
             }
-            out
+            .instrument(pair_span)
         });
         futures::future::join_all(runs)
             .await
@@ -621,6 +757,21 @@ fn check_groups(
         }
     }
     Ok(())
+}
+
+/// One line per error: `node: message` (the message alone when it names the node already).
+fn join_errors(errors: &[ValidationError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            if e.node.is_empty() || e.message.contains(&e.node) {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.node, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {

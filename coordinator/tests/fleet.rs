@@ -151,7 +151,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
 
     let configs = vec![NodeConfigEntry {
         node: "lb-1".into(),
-        toml: "[instance.web]\nvrid = 51\n".into(),
+        toml: node_toml("lb-1", 51),
     }];
     let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
     let mut as_viewer = client::connect(&viewer).await.unwrap();
@@ -161,6 +161,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             dry_run: false,
             comment: String::new(),
             groups: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -179,12 +180,17 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             dry_run: true,
             comment: String::new(),
             groups: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(dry.version, 0);
-    assert_eq!(dry.nodes[0].diff, "+ [instance.web]\n+ vrid = 51\n");
+    assert!(
+        dry.nodes[0].diff.contains("+ vrid = 51\n"),
+        "{}",
+        dry.nodes[0].diff
+    );
 
     // The daemon side: apply whatever comes and ack it.
     let daemon = tokio::spawn(async move {
@@ -204,6 +210,7 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
             dry_run: false,
             comment: "first".into(),
             groups: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -328,16 +335,17 @@ async fn restart_keeps_history_audit_and_last_state() {
         let coordinator = start(&pki, data.path()).await;
         let operator = pki.operator(&coordinator, "olga", Role::Operator);
         let mut fleet = client::connect(&operator).await.unwrap();
-        for text in ["a = 1\n", "a = 2\n"] {
+        for (vrid, text) in [(1, node_toml("lb-9", 1)), (2, node_toml("lb-9", 2))] {
             fleet
                 .push_config(PushConfigRequest {
                     configs: vec![NodeConfigEntry {
                         node: "lb-9".into(),
-                        toml: text.into(),
+                        toml: text,
                     }],
                     dry_run: false,
-                    comment: text.trim().into(),
+                    comment: format!("vrid {vrid}"),
                     groups: Vec::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -398,7 +406,10 @@ async fn restart_keeps_history_audit_and_last_state() {
         panic!("expected apply_config");
     };
     let doc = apply.config.clone().unwrap();
-    assert_eq!((doc.version, doc.toml.as_str()), (3, "a = 1\n"));
+    let canonical = hav_proto::config::parse_node_config(&node_toml("lb-9", 1), "test")
+        .unwrap()
+        .to_toml();
+    assert_eq!((doc.version, doc.toml.as_str()), (3, canonical.as_str()));
     pending.ack(Ok(()));
 }
 
@@ -449,6 +460,7 @@ async fn oversized_messages_are_refused() {
             dry_run: false,
             comment: String::new(),
             groups: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -534,27 +546,23 @@ async fn a_pair_is_changed_one_node_at_a_time_and_held_after_a_failure() {
     await_link(&mut second, |s| *s == LinkState::Connected).await;
 
     let fleet_file = r#"
-[defaults.instance.web]
-vrid = 51
-[nodes.lb-1]
-instance.web.priority = 150
-[nodes.lb-2]
-[pairs.web]
-nodes = ["lb-1", "lb-2"]
+[[group]]
+name = "web"
+interface = "eth0"
+vips = ["198.51.100.100/24"]
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.11"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.12"
 "#;
-    let expanded = hav_proto::fleet::expand("fleet.toml", fleet_file).unwrap();
     let request = PushConfigRequest {
-        configs: expanded
-            .nodes
-            .into_iter()
-            .map(|(node, toml)| NodeConfigEntry { node, toml })
-            .collect(),
         dry_run: false,
         comment: "pair".into(),
-        groups: vec![hav_proto::v1::RolloutGroup {
-            name: "web".into(),
-            nodes: vec!["lb-1".into(), "lb-2".into()],
-        }],
+        fleet: fleet_file.into(),
+        fleet_name: "fleet.toml".into(),
+        ..Default::default()
     };
     // lb-1's daemon refuses the config.
     let refuse = tokio::spawn(async move {
@@ -650,4 +658,12 @@ async fn the_agent_never_blocks_while_the_coordinator_is_away_and_reconnects_whe
     assert_eq!(before[0].name, "lb-1");
     assert_eq!(before[0].snapshot.as_ref().unwrap().instances[0].vrid, 51);
     await_link(&mut agent, |s| *s == LinkState::Connected).await;
+}
+
+/// A minimal valid node config for `node` with one instance on VRID `vrid`.
+fn node_toml(node: &str, vrid: u8) -> String {
+    format!(
+        "[node]\nname = \"{node}\"\n[[instance]]\nname = \"web\"\ninterface = \"eth0\"\n\
+         vrid = {vrid}\nvips = [\"198.51.100.100/24\"]\n"
+    )
 }

@@ -1,8 +1,11 @@
 //! The contract between the three hav programs: the gRPC services (`hav.v1`) and the config schema
-//! that agent, coordinator and havctl share. Nothing here does IO beyond reading a config file.
+//! that agent, coordinator and havctl share. Nothing here does IO beyond reading a config file,
+//! dialling with mTLS ([`transport`]) and serving `GET /metrics` ([`metrics`]), which both daemons
+//! do alike.
 
 pub mod config;
 pub mod fleet;
 pub mod identity;
+pub mod metrics;
 pub mod transport;
 pub mod v1;

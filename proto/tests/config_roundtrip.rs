@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use hav_proto::config::{
     Command, GarpSchedule, Instance, NodeConfig, NodeSettings, Notify, Probe, ProbeKind,
-    ProcessMatch, Script, SyncGroup, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess,
-    Transport, UnicastPeer, Vip, parse_node_config,
+    ProcessMatch, SamplingRatio, Script, SyncGroup, Telemetry, Track, TrackFile, TrackTarget,
+    TrackWeight, TrackedProcess, Transport, UnicastPeer, Vip, parse_node_config,
 };
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 use proptest::prelude::*;
@@ -423,6 +423,44 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
     )
 }
 
+fn telemetry() -> impl Strategy<Value = Telemetry> {
+    (
+        prop::option::of(socket_address()),
+        prop::option::of(
+            (
+                prop::bool::ANY,
+                "[a-z][a-z0-9.-]{0,12}|\\[2001:db8::[0-9a-f]{1,4}\\]",
+                prop::option::of(1u16..),
+            )
+                .prop_map(|(tls, host, port)| {
+                    let scheme = if tls { "https" } else { "http" };
+                    let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+                    format!("{scheme}://{host}{port}")
+                }),
+        ),
+        prop_oneof![Just(1.0), Just(0.0), 0.0f64..=1.0],
+        prop::collection::btree_map("[a-z][a-z.]{0,16}", "[ -~]{0,12}", 0..3),
+    )
+        .prop_map(|(metrics_listen, endpoint, ratio, resource)| {
+            let text = match endpoint {
+                Some(url) => {
+                    format!("[node]\nname = \"x\"\n[telemetry]\notlp_endpoint = {url:?}\n")
+                }
+                None => "[node]\nname = \"x\"\n".to_string(),
+            };
+            let otlp_endpoint = parse_node_config(&text, "endpoint")
+                .unwrap_or_else(|errors| panic!("{errors}"))
+                .telemetry
+                .otlp_endpoint;
+            Telemetry {
+                metrics_listen,
+                otlp_endpoint,
+                sampling_ratio: SamplingRatio::new(ratio).expect("generated in range"),
+                resource,
+            }
+        })
+}
+
 fn node_config() -> impl Strategy<Value = NodeConfig> {
     (0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..4).prop_flat_map(
         |(scripts, processes, files, probes, instances)| {
@@ -464,6 +502,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                 (0..probes).map(probe).collect::<Vec<_>>(),
                 instance_strategies,
                 groups,
+                telemetry(),
             )
                 .prop_map(
                     |(
@@ -474,6 +513,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                         probes,
                         instances,
                         sync_groups,
+                        telemetry,
                     )| {
                         NodeConfig {
                             node: NodeSettings {
@@ -487,6 +527,8 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                             track_files,
                             probes,
                             sync_groups,
+                            telemetry,
+                            coordinator: None,
                         }
                     },
                 )

@@ -7,18 +7,23 @@
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
+//! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
 //! hav-agent processes one at a time (test group `netns` in `.config/nextest.toml`; the agent is
 //! `HAV_AGENT_BIN` or `hav-agent` next to the test binary: a workspace run builds it, a
-//! `-p hav-tests` run does not, so `cargo build -p hav-agent` first); `cargo run -p hav-tests --bin hav-failover-bench --
+//! `-p hav-tests` run does not, so `cargo build -p hav-agent` first; the `fleet_*` tests also
+//! need `hav-coordinator` and `havctl`: `cargo build -p hav-agent -p hav-coordinator -p havctl`); `cargo run -p hav-tests --bin hav-failover-bench --
 //! --reps 5` prints the failover tables. `HAV_TESTS_KEEP_LOGS=1` keeps every run's logs under
 //! `/tmp/hav-tests/<prefix>/` (they are always kept when a test panics).
 
 pub mod agent;
 pub mod bench;
+pub mod fleet;
 pub mod keepalived;
 pub mod netns;
+pub mod otlp;
 pub mod probe;
 pub mod topology;

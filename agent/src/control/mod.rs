@@ -9,6 +9,7 @@
 
 mod backoff;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,10 +66,26 @@ pub struct PendingCommand {
     pub id: u64,
     /// `None` for a command kind this agent does not know (answer with an error).
     pub action: Option<command::Action>,
+    /// The W3C trace context of the coordinator operation that sent it (may be empty).
+    pub trace_context: HashMap<String, String>,
     reply: oneshot::Sender<Result<(), String>>,
 }
 
 impl PendingCommand {
+    /// The `agent.command` span to carry the command out in: a child of the coordinator's span
+    /// that sent it (see [`crate::telemetry::propagation`]).
+    pub fn span(&self) -> tracing::Span {
+        let kind = match &self.action {
+            Some(command::Action::ApplyConfig(_)) => "apply_config",
+            Some(command::Action::Drain(_)) => "drain",
+            Some(command::Action::Undrain(_)) => "undrain",
+            Some(command::Action::SetPriorityOverride(_)) => "set_priority_override",
+            Some(command::Action::ClearOverride(_)) => "clear_override",
+            None => "unknown",
+        };
+        crate::telemetry::propagation::command_span(&self.trace_context, kind)
+    }
+
     /// Answers the command; `Err` carries the reason it was not carried out.
     pub fn ack(self, result: Result<(), String>) {
         // The session may have ended meanwhile; the coordinator then sees a timeout.
@@ -253,6 +270,7 @@ impl Link {
         let pending = PendingCommand {
             id,
             action: command.action,
+            trace_context: command.trace_context,
             reply,
         };
         let immediate = match self.commands.try_send(pending) {

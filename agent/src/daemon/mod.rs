@@ -4,10 +4,14 @@
 //! every input it drains the engine's actions in order and carries them out (adverts, VIPs through
 //! the crash-safe journal, GARP/NA, hooks), then sleeps until the engine's next deadline. Start-up
 //! removes VIPs a previous run left behind before anything else; a reload that cannot be applied
-//! changes nothing.
+//! changes nothing. With a `[coordinator]` table the loop also serves the control link
+//! ([`fleet`]): pushed configs go through the same path as a reload, drains and overrides set
+//! runtime priorities, and every change is reported; the link never blocks the loop.
 
+pub mod fleet;
 pub mod plan;
 pub mod status;
+mod timer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -17,14 +21,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hav_proto::config::{NodeConfig, load_node_config};
+use hav_proto::v1::{command, event};
+use hav_vrrp::Priority;
 use hav_vrrp::engine::{Action, Engine, RouterId, State, TrackEffect};
 use hav_vrrp::wire::RecvMeta;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
 use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::sd_notify::{self, Notifier};
+use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
 use plan::Plan;
 use status::Snapshot;
@@ -52,7 +60,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             errors.lines().join("\n")
         )
     })?;
-    let mut daemon = Daemon::start(config_path, config).await?;
+    let selected = fleet::select(&config_path, config);
+    let mut daemon = Daemon::start(config_path, selected).await?;
     daemon.run().await
 }
 
@@ -74,8 +83,17 @@ struct Daemon {
     track_events: mpsc::Receiver<TrackEvent>,
     track_tx: mpsc::Sender<TrackEvent>,
     drops: BTreeMap<&'static str, u64>,
-    status: watch::Sender<Snapshot>,
+    /// systemd's notification socket, when run as a `Type=notify` service.
+    notifier: Option<Notifier>,
+    status_requests: mpsc::Receiver<status::Request>,
+    /// What the last published status said, to publish (and log) only changes.
+    last_summary: Vec<Summary>,
     _status_server: Option<status::ServerGuard>,
+    /// The coordinator version of the running config (0: the local file).
+    config_version: u64,
+    overrides: fleet::Overrides,
+    link: Option<fleet::Link>,
+    telemetry: Telemetry,
 }
 
 struct OpenSocket {
@@ -95,7 +113,11 @@ struct RunningTracker {
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, config: NodeConfig) -> anyhow::Result<Self> {
+    async fn start(config_path: PathBuf, selected: fleet::Selected) -> anyhow::Result<Self> {
+        let fleet::Selected {
+            config,
+            version: config_version,
+        } = selected;
         // Crash safety first: whatever a previous run added and did not remove goes, before we
         // open a socket or could win an election.
         let manager = VipManager::new().context("netlink")?;
@@ -119,19 +141,20 @@ impl Daemon {
         let engine = Engine::new(plan.engine.clone())?;
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let (track_tx, track_events) = mpsc::channel(256);
-        let (status, status_rx) = watch::channel(Snapshot::default());
+        let (status_tx, status_requests) = mpsc::channel(16);
         let status_path = config
             .node
             .status_socket
             .clone()
             .unwrap_or_else(|| config.node.state_dir.join("hav-agent.sock"));
-        let status_server = match status::serve(&status_path, status_rx) {
+        let status_server = match status::serve(&status_path, status_tx) {
             Ok(guard) => Some(guard),
             Err(error) => {
                 tracing::warn!(path = %status_path.display(), %error, "no status socket");
                 None
             }
         };
+        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
         let mut daemon = Self {
             config_path,
             config,
@@ -150,8 +173,17 @@ impl Daemon {
             track_events,
             track_tx,
             drops: BTreeMap::new(),
-            status,
+            notifier: Notifier::from_env().unwrap_or_else(|error| {
+                tracing::warn!(%error, "NOTIFY_SOCKET unusable; systemd will not hear from us");
+                None
+            }),
+            status_requests,
+            last_summary: Vec::new(),
             _status_server: status_server,
+            config_version,
+            overrides: fleet::Overrides::default(),
+            link: None,
+            telemetry,
         };
         daemon.refresh_names();
         let new_sockets = daemon.open_sockets(&daemon.plan.clone())?;
@@ -163,12 +195,16 @@ impl Daemon {
         daemon.apply_all_effects(Instant::now());
         daemon.engine.start(Instant::now());
         daemon.execute().await;
+        // After the first election is under way: the link never delays VRRP.
+        daemon.link = fleet::spawn_link(&daemon.config);
         daemon.publish();
         tracing::info!(
             node = %daemon.config.node.name,
+            config_version = daemon.config_version,
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
+        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
@@ -178,10 +214,14 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
         let mut stopping = false;
+        // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
+        let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
+        let mut engine_timer = timer::EngineTimer::new()?;
         loop {
-            let deadline = self.engine.poll_timeout();
-            let sleep = async {
-                match deadline {
+            engine_timer.arm(self.engine.poll_timeout())?;
+            let expiry = self.overrides.next_expiry();
+            let override_expiry = async {
+                match expiry {
                     Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
                     None => std::future::pending().await,
                 }
@@ -191,10 +231,38 @@ impl Daemon {
                 _ = sigterm.recv() => self.begin_stop(&mut stopping, "SIGTERM"),
                 _ = sigint.recv() => self.begin_stop(&mut stopping, "SIGINT"),
                 _ = sighup.recv() => self.reload().await,
+                Some(command) = next_command(&mut self.link) => {
+                    // In an `agent.command` span that continues the coordinator's trace.
+                    let span = command.span();
+                    tracing::Instrument::instrument(self.on_command(command, stopping), span).await;
+                }
+                () = override_expiry => {
+                    let now = Instant::now();
+                    for name in self.overrides.expire(now) {
+                        tracing::info!(instance = %name, "priority override expired");
+                    }
+                    self.apply_overrides(now);
+                }
                 _ = sigusr1.recv() => tracing::info!("status:\n{}", status::render(&self.snapshot())),
+                Some(reply) = self.status_requests.recv() => {
+                    let _ = reply.send(self.snapshot());
+                    continue;
+                }
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(event) = self.track_events.recv() => self.on_track_event(event),
-                () = sleep => self.engine.handle_timeout(Instant::now()),
+                fired = engine_timer.expired() => {
+                    fired?;
+                    self.engine.handle_timeout(Instant::now());
+                }
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(interval) => interval.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.notify(|n| n.watchdog());
+                    continue;
+                }
             }
             self.execute().await;
             self.publish();
@@ -213,6 +281,7 @@ impl Daemon {
                 "stopping: resigning mastership, keeping VIPs until a peer takes over"
             );
             *stopping = true;
+            self.notify(|n| n.stopping());
             self.engine.shutdown(Instant::now());
         }
     }
@@ -238,15 +307,26 @@ impl Daemon {
         tracing::info!("hav-agent stopped");
     }
 
+    /// Sends one notification to systemd, if it is listening; a failure is only logged.
+    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), crate::sd_notify::NotifyError>) {
+        if let Some(notifier) = &self.notifier
+            && let Err(error) = send(notifier)
+        {
+            tracing::warn!(%error, "systemd notification failed");
+        }
+    }
+
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Packet {
                 interface,
                 meta,
                 payload,
-            } => self
-                .engine
-                .handle_packet(Instant::now(), &interface, &meta, &payload),
+            } => {
+                self.telemetry.on_packet(&meta, &payload);
+                self.engine
+                    .handle_packet(Instant::now(), &interface, &meta, &payload)
+            }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
         }
     }
@@ -254,6 +334,22 @@ impl Daemon {
     fn on_track_event(&mut self, event: TrackEvent) {
         let now = Instant::now();
         tracing::info!(tracker = %event.name, health = %event.health, "tracker changed");
+        if let Some(link) = &self.link {
+            let refs: Vec<(&String, i32)> = (self.plan.tracker_refs.iter())
+                .flat_map(|(router, refs)| {
+                    (refs.iter())
+                        .filter(|(key, _)| *key == event.name)
+                        .map(move |(_, weight)| (router, *weight))
+                })
+                .collect();
+            link.event(event::Kind::Tracker(hav_proto::v1::TrackerChange {
+                tracker: event.name.clone(),
+                up: matches!(event.health, track::Health::Up),
+                instances: refs.iter().map(|(router, _)| (*router).clone()).collect(),
+                priority_delta: refs.first().map_or(0, |(_, weight)| *weight),
+                detail: event.health.to_string(),
+            }));
+        }
         self.health.insert(event.name.clone(), event.health);
         self.apply_effects_of(now, &event.name);
     }
@@ -314,6 +410,7 @@ impl Daemon {
     /// Carries out the engine's actions in order.
     async fn execute(&mut self) {
         while let Some(action) = self.engine.poll_action() {
+            self.telemetry.begin(&action);
             match action {
                 Action::Transmit {
                     router,
@@ -360,6 +457,16 @@ impl Daemon {
                 } => {
                     let name = self.name(router).to_string();
                     tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                    if let Some(link) = &self.link {
+                        // The snapshot showing the new state goes out before this event.
+                        self.publish_link();
+                        link.event(event::Kind::Transition(hav_proto::v1::Transition {
+                            instance: name.clone(),
+                            from: fleet::vrrp_state(from) as i32,
+                            to: fleet::vrrp_state(to) as i32,
+                            cause: cause.to_string(),
+                        }));
+                    }
                     if let Some(queue) = self.hooks.get(&name) {
                         queue.notify(StateChange {
                             kind: HookKind::Instance,
@@ -391,11 +498,14 @@ impl Daemon {
                 }
                 other => tracing::debug!(?other, "action not handled by this agent version"),
             }
+            self.telemetry.end();
         }
+        self.telemetry.settle();
     }
 
-    /// SIGHUP: a new config replaces the running one only if it loads, plans, opens its sockets
-    /// and passes the engine's checks; otherwise the old one keeps running untouched.
+    /// SIGHUP: the local file is read again and the precedence rule applied ([`fleet::select`]);
+    /// the result replaces the running config only if it loads, plans, opens its sockets and
+    /// passes the engine's checks; otherwise the old one keeps running untouched.
     async fn reload(&mut self) {
         tracing::info!(config = %self.config_path.display(), "reloading");
         let config = match load_node_config(&self.config_path) {
@@ -408,42 +518,36 @@ impl Daemon {
                 return;
             }
         };
+        let selected = fleet::select(&self.config_path, config);
+        match self.reconfigure(selected.config).await {
+            Ok(()) => self.config_version = selected.version,
+            Err(error) => tracing::error!(%error, "reload refused; the running config stays"),
+        }
+    }
+
+    /// Replaces the running config with `config` (unchanged instances untouched), or changes
+    /// nothing and says why.
+    async fn reconfigure(&mut self, config: NodeConfig) -> Result<(), String> {
         if config == self.config {
             tracing::info!("config unchanged");
-            return;
+            return Ok(());
         }
-        let plan = match plan::plan(&config) {
-            Ok(plan) => plan,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
-        let sockets = match self.open_sockets(&plan) {
-            Ok(sockets) => sockets,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
+        let plan = plan::plan(&config).map_err(|error| error.to_string())?;
+        let sockets = self
+            .open_sockets(&plan)
+            .map_err(|error| format!("{error:#}"))?;
         let (hooks, group_hooks) = match (
             spawn_hooks(&plan.instance_hooks),
             spawn_hooks(&plan.group_hooks),
         ) {
             (Ok(hooks), Ok(group_hooks)) => (hooks, group_hooks),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
+            (Err(error), _) | (_, Err(error)) => return Err(format!("{error:#}")),
         };
         let now = Instant::now();
-        let report = match self.engine.reconfigure(now, plan.engine.clone()) {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::error!(%error, "reload refused; the running config stays");
-                return;
-            }
-        };
+        let report = self
+            .engine
+            .reconfigure(now, plan.engine.clone())
+            .map_err(|error| error.to_string())?;
         tracing::info!(
             added = ?report.added, removed = ?report.removed,
             changed = ?report.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
@@ -451,9 +555,19 @@ impl Daemon {
             "config reloaded"
         );
         let old_refs = std::mem::take(&mut self.plan.tracker_refs);
+        // A removed router retires: it still releases its VIPs through actions that name it, so
+        // the netlink details of its VIPs must outlive the old plan.
+        let mut plan = plan;
+        for name in &report.removed {
+            if let Some(vips) = self.plan.vips.remove(name) {
+                plan.vips.entry(name.clone()).or_insert(vips);
+            }
+        }
         self.sockets = sockets;
         self.hooks = hooks;
         self.group_hooks = group_hooks;
+        self.telemetry
+            .note_reload(&self.config.telemetry, &config.telemetry);
         self.config = config;
         self.plan = plan;
         self.refresh_names();
@@ -473,6 +587,106 @@ impl Daemon {
             tracing::error!(%error, "a tracker of the new config did not start");
         }
         self.apply_all_effects(now);
+        self.apply_overrides(now);
+        Ok(())
+    }
+
+    /// Carries out one coordinator command and acknowledges it.
+    async fn on_command(&mut self, command: crate::control::PendingCommand, stopping: bool) {
+        let now = Instant::now();
+        let id = command.id;
+        let kind = match &command.action {
+            Some(command::Action::ApplyConfig(_)) => "apply config",
+            Some(command::Action::Drain(_)) => "drain",
+            Some(command::Action::Undrain(_)) => "undrain",
+            Some(command::Action::SetPriorityOverride(_)) => "set priority override",
+            Some(command::Action::ClearOverride(_)) => "clear priority override",
+            None => "unknown",
+        };
+        let result = match (&command.action, stopping) {
+            (_, true) => Err("the agent is stopping".to_owned()),
+            (Some(command::Action::ApplyConfig(apply)), false) => match &apply.config {
+                Some(doc) => self.apply_pushed(doc.version, &doc.toml).await,
+                None => Err("apply_config without a config".to_owned()),
+            },
+            (Some(command::Action::Drain(_)), false) => {
+                self.overrides.drained = true;
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (Some(command::Action::Undrain(_)), false) => {
+                self.overrides.drained = false;
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (Some(command::Action::SetPriorityOverride(set)), false) => {
+                match (
+                    self.engine.router_id(&set.instance),
+                    u8::try_from(set.priority)
+                        .ok()
+                        .filter(|p| (1..=254).contains(p)),
+                ) {
+                    (None, _) => Err(format!("no instance {:?} on this node", set.instance)),
+                    (_, None) => Err(format!("priority {} is not in 1..=254", set.priority)),
+                    (Some(_), Some(priority)) => {
+                        let ttl = (set.ttl_seconds > 0)
+                            .then(|| Duration::from_secs(u64::from(set.ttl_seconds)));
+                        self.overrides
+                            .set(&set.instance, Priority(priority), ttl, now);
+                        self.apply_overrides(now);
+                        Ok(())
+                    }
+                }
+            }
+            (Some(command::Action::ClearOverride(clear)), false) => {
+                self.overrides.clear(&clear.instance);
+                self.apply_overrides(now);
+                Ok(())
+            }
+            (None, false) => {
+                Err("unknown command: this agent is older than the coordinator".into())
+            }
+        };
+        match &result {
+            Ok(()) => tracing::info!(id, "coordinator command done: {kind}"),
+            Err(error) => tracing::warn!(id, %error, "coordinator command refused: {kind}"),
+        }
+        command.ack(result);
+    }
+
+    /// A config pushed by the coordinator: checked, staged on disk, run through the reload path,
+    /// then kept as the last good config. On any failure the running config stays.
+    async fn apply_pushed(&mut self, version: u64, text: &str) -> Result<(), String> {
+        let config = fleet::parse(text, version, &self.config)?;
+        let staged = fleet::Staged::write(&self.config.node.state_dir, version, text)
+            .map_err(|error| format!("cannot store the config in the state dir: {error}"))?;
+        match self.reconfigure(config).await {
+            Ok(()) => {
+                staged
+                    .commit()
+                    .map_err(|error| format!("applied, but not stored: {error}"))?;
+                self.config_version = version;
+                tracing::info!(version, "config from the coordinator applied");
+                Ok(())
+            }
+            Err(error) => {
+                staged.discard();
+                Err(format!(
+                    "config version {version} refused, version {} keeps running: {error}",
+                    self.config_version
+                ))
+            }
+        }
+    }
+
+    /// Gives every router the priority override it should run with now.
+    fn apply_overrides(&mut self, now: Instant) {
+        for router in &self.plan.engine.routers {
+            if let Some(id) = self.engine.router_id(&router.name) {
+                self.engine
+                    .set_priority_override(now, id, self.overrides.of(&router.name));
+            }
+        }
     }
 
     /// Starts trackers the plan has and we do not run (or run with another definition); stops
@@ -548,14 +762,22 @@ impl Daemon {
         self.names.get(&router).map(String::as_str).unwrap_or("?")
     }
 
+    /// Names of the configured routers; a router removed by a reload keeps its name while it
+    /// retires (its last actions name it).
     fn refresh_names(&mut self) {
-        self.names = self
+        let mut names: HashMap<RouterId, String> = self
             .plan
             .engine
             .routers
             .iter()
             .filter_map(|r| Some((self.engine.router_id(&r.name)?, r.name.clone())))
             .collect();
+        for (id, name) in std::mem::take(&mut self.names) {
+            names.entry(id).or_insert(name);
+        }
+        self.names = names;
+        self.telemetry
+            .configure(&self.plan.engine.routers, &self.names);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -581,32 +803,59 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot; a change of state, priority, known master, tracker or counter is
-    /// also logged
-    /// (debug), after the fact, so a reader that follows the log finds it on the socket.
-    fn publish(&self) {
-        let snapshot = self.snapshot();
-        let changed = self.status.send_if_modified(|current| {
-            let changed = current.instances.len() != snapshot.instances.len()
-                || current
-                    .instances
-                    .iter()
-                    .zip(&snapshot.instances)
-                    .any(|(a, b)| {
-                        a.state != b.state
-                            || a.effective_priority != b.effective_priority
-                            || a.master != b.master
-                    })
-                || current.trackers != snapshot.trackers
-                || current.counters != snapshot.counters;
-            *current = snapshot;
-            changed
-        });
-        if changed {
+    /// Gives the control link the node's state (it sends it only if something changed).
+    fn publish_link(&self) {
+        if let Some(link) = &self.link {
+            link.publish(fleet::snapshot(
+                &self.engine,
+                &self.config,
+                self.config_version,
+                &self.overrides,
+            ));
+        }
+    }
+
+    /// Publishes what changed: metrics (when served), and on a change of state, priority, known
+    /// master or VIPs the coordinator's snapshot and a debug line, after the fact, so that a
+    /// reader following the log finds the change on the status socket. Cheap when nothing
+    /// changed, as after most adverts.
+    fn publish(&mut self) {
+        self.telemetry
+            .publish(&self.engine, &self.health, &self.drops);
+        // Counters move with every advert: they count as a change only for log followers.
+        let with_counters = tracing::enabled!(tracing::Level::DEBUG);
+        let summary: Vec<Summary> = self
+            .engine
+            .status()
+            .into_iter()
+            .map(|r| {
+                let counters = with_counters.then_some(r.counters);
+                (
+                    r.state,
+                    r.effective_priority,
+                    r.master,
+                    r.holds_vips,
+                    counters,
+                )
+            })
+            .collect();
+        if summary != self.last_summary {
+            self.last_summary = summary;
+            self.publish_link();
             tracing::debug!("status published");
         }
     }
 }
+
+/// The part of a router's status whose change is worth publishing (counters only while debug
+/// logging is on).
+type Summary = (
+    State,
+    hav_vrrp::Priority,
+    Option<hav_vrrp::engine::MasterInfo>,
+    bool,
+    Option<hav_vrrp::Counters>,
+);
 
 /// Reads one socket forever, handing adverts to the loop. The multicast socket takes only what
 /// was sent to the group and a unicast socket only what was sent to us, so that an instance never
@@ -652,6 +901,14 @@ async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
         if inbound.send(message).await.is_err() {
             return;
         }
+    }
+}
+
+/// The next coordinator command; never resolves without a link.
+async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::PendingCommand> {
+    match link {
+        Some(link) => link.side.commands.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,7 +10,7 @@ use hav_vrrp::engine::{Engine, RouterStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 /// Everything `hav-agent status` shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -71,9 +71,13 @@ pub fn instances(engine: &Engine, now: Instant) -> Vec<InstanceStatus> {
         .collect()
 }
 
-/// Serves `snapshots` on a Unix socket at `path` until the task is dropped. A stale socket file
-/// from an earlier run is replaced.
-pub fn serve(path: &Path, snapshots: watch::Receiver<Snapshot>) -> io::Result<ServerGuard> {
+/// Asks the event loop for a snapshot; built only when someone asks, never per advert.
+pub type Request = tokio::sync::oneshot::Sender<Snapshot>;
+
+/// Serves snapshots on a Unix socket at `path` until the guard is dropped: each connection asks
+/// the event loop through `requests` and gets one JSON document. A stale socket file from an
+/// earlier run is replaced.
+pub fn serve(path: &Path, requests: mpsc::Sender<Request>) -> io::Result<ServerGuard> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -88,8 +92,13 @@ pub fn serve(path: &Path, snapshots: watch::Receiver<Snapshot>) -> io::Result<Se
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
-            let snapshot = snapshots.borrow().clone();
+            let requests = requests.clone();
             tokio::spawn(async move {
+                let (reply, snapshot) = tokio::sync::oneshot::channel();
+                if requests.send(reply).await.is_err() {
+                    return;
+                }
+                let Ok(snapshot) = snapshot.await else { return };
                 let mut body = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
                 body.push(b'\n');
                 if let Err(error) = stream.write_all(&body).await {

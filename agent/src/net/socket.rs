@@ -264,8 +264,9 @@ impl VrrpSocket {
                 }
             })?;
         }
-        let fd = register(socket, Interest::READABLE | Interest::WRITABLE)
-            .map_err(option("tokio registration"))?;
+        // Readable only: a send is one non-blocking syscall (below), and a writable interest
+        // would wake the runtime with an edge-triggered EPOLLOUT after every advert.
+        let fd = register(socket, Interest::READABLE).map_err(option("tokio registration"))?;
         Ok(Self {
             fd,
             spec: spec.clone(),
@@ -300,7 +301,10 @@ impl VrrpSocket {
         Ok(self.classify(raw))
     }
 
-    /// Sends one payload to `dst` (the group, or one peer), from the configured source.
+    /// Sends one payload to `dst` (the group, or one peer), from the configured source. The send
+    /// never waits: an advert the kernel cannot queue at once (a full send buffer, which a few
+    /// dozen bytes a second never fill) is an error for the caller to count, and the next
+    /// advert follows one interval later.
     pub async fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
         let iface = &self.spec.interface;
         let source = match &self.spec.mode {
@@ -314,22 +318,14 @@ impl VrrpSocket {
                     Some(IpAddr::V4(source)) => Some(source),
                     _ => None,
                 };
-                self.fd
-                    .async_io(Interest::WRITABLE, |socket| {
-                        send_v4(socket.as_raw_fd(), self.ifindex, source, dst, payload)
-                    })
-                    .await
+                send_v4(self.fd.as_raw_fd(), self.ifindex, source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
                     Some(IpAddr::V6(source)) => Some(source),
                     _ => None,
                 };
-                self.fd
-                    .async_io(Interest::WRITABLE, |socket| {
-                        send_v6(socket.as_raw_fd(), self.ifindex, source, dst, payload)
-                    })
-                    .await
+                send_v6(self.fd.as_raw_fd(), self.ifindex, source, dst, payload)
             }
             _ => {
                 return Err(SocketError::FamilyMismatch {

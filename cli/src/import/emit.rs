@@ -11,7 +11,7 @@ impl Draft {
     pub(crate) fn to_toml(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "# hav node config converted from {} by hav-import-keepalived.\n",
+            "# hav node config converted from {} by havctl import-keepalived.\n",
             self.source.display()
         ));
         let not_converted: Vec<&Finding> = (self.findings.iter())

@@ -487,6 +487,7 @@ fn push_request(n: usize) -> PushConfigRequest {
                 nodes: (first..(first + 2).min(n)).map(agent_name).collect(),
             })
             .collect(),
+        ..PushConfigRequest::default()
     }
 }
 

@@ -93,6 +93,15 @@ impl Pki {
 }
 
 pub async fn start(pki: &Pki, data: &Path) -> RunningCoordinator {
+    start_with(pki, data, |_| {}).await
+}
+
+/// [`start`], with `adjust` applied to the config first.
+pub async fn start_with(
+    pki: &Pki,
+    data: &Path,
+    adjust: impl FnOnce(&mut CoordinatorConfig),
+) -> RunningCoordinator {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("hav_coordinator=debug,hav_agent=debug")
@@ -104,6 +113,7 @@ pub async fn start(pki: &Pki, data: &Path) -> RunningCoordinator {
     );
     config.reload_interval = Duration::from_millis(50);
     config.command_timeout = Duration::from_secs(5);
+    adjust(&mut config);
     hav_coordinator::start(config).await.unwrap()
 }
 

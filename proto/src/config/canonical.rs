@@ -9,11 +9,11 @@ use hav_vrrp::{Auth, V3Checksum, Version};
 use super::duration;
 use super::node::{
     Command, GarpSchedule, Instance, NodeConfig, Notify, Probe, ProbeKind, ProcessMatch, Script,
-    SyncGroup, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
+    SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
 };
 use super::raw::{
-    RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess, RawScript,
-    RawSyncGroup, RawTrackFile, RawTrackRef, RawVip, StringOr,
+    RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess,
+    RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
 
 impl NodeConfig {
@@ -42,7 +42,23 @@ impl NodeConfig {
             track_file: non_empty(self.track_files.iter().map(track_file).collect()),
             probe: non_empty(self.probes.iter().map(probe).collect()),
             sync_group: non_empty(self.sync_groups.iter().map(sync_group).collect()),
+            telemetry: (!self.telemetry.is_default()).then(|| telemetry(&self.telemetry)),
+            coordinator: self.coordinator.as_ref().map(|link| RawCoordinator {
+                address: Some(link.address.clone()),
+                ca: Some(link.ca.display().to_string()),
+                cert: Some(link.cert.display().to_string()),
+                key: Some(link.key.display().to_string()),
+            }),
         }
+    }
+}
+
+fn telemetry(telemetry: &Telemetry) -> RawTelemetry {
+    RawTelemetry {
+        metrics_listen: telemetry.metrics_listen.map(|address| address.to_string()),
+        otlp_endpoint: (telemetry.otlp_endpoint.as_ref()).map(|endpoint| endpoint.to_string()),
+        sampling_ratio: Some(telemetry.sampling_ratio.get()),
+        resource: (!telemetry.resource.is_empty()).then(|| telemetry.resource.clone()),
     }
 }
 

@@ -18,8 +18,9 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
 pub use load::{ENV_PREFIX, load_node_config, load_node_config_with_env, parse_node_config};
 pub use node::{
-    Command, GarpSchedule, Instance, InstanceFingerprint, NodeConfig, NodeSettings, Notify, Probe,
-    ProbeKind, ProcessMatch, Script, SyncGroup, Track, TrackFile, TrackTarget, TrackWeight,
-    TrackedProcess, Transport, UnicastPeer, Vip,
+    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig,
+    NodeSettings, Notify, OtlpEndpoint, Probe, ProbeKind, ProcessMatch, SamplingRatio, Script,
+    SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
+    UnicastPeer, Vip,
 };
 pub use validate::DEFAULT_STATE_DIR;

@@ -4,6 +4,8 @@
 //! names are unique, references resolve, addresses match their instance's family and version,
 //! intervals fit the wire format. Code holding a [`NodeConfig`] never re-checks any of it.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +22,24 @@ pub struct NodeConfig {
     pub track_files: Vec<TrackFile>,
     pub probes: Vec<Probe>,
     pub sync_groups: Vec<SyncGroup>,
+    /// `[telemetry]`; everything off when the table is absent.
+    pub telemetry: Telemetry,
+    /// `[coordinator]`: where the fleet control plane is; `None` runs from this file alone.
+    pub coordinator: Option<CoordinatorLink>,
+}
+
+/// `[coordinator]`: how the agent reaches hav-coordinator over mTLS. The agent never waits on it:
+/// VRRP runs whether the coordinator answers or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorLink {
+    /// `host:port` or `https://host:port`.
+    pub address: String,
+    /// The fleet CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (`havctl certs issue --kind agent`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// `[node]`: who this node is and where it keeps its state.
@@ -279,6 +299,75 @@ pub struct InstanceFingerprint {
     probes: Vec<Probe>,
     sync_group: Option<SyncGroup>,
 }
+
+/// `[telemetry]`: metrics and traces. Each part is off unless its key is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Telemetry {
+    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The OTLP/gRPC collector traces are exported to; no exporter when `None`.
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// The share of failover traces kept (decided per trace id, so both nodes of a failover
+    /// decide alike).
+    pub sampling_ratio: SamplingRatio,
+    /// OpenTelemetry resource attributes added to (or overriding) the agent's own.
+    pub resource: BTreeMap<String, String>,
+}
+
+impl Telemetry {
+    /// Whether the table is all defaults (then the canonical form leaves it out).
+    pub fn is_default(&self) -> bool {
+        *self == Telemetry::default()
+    }
+}
+
+/// An `http://` or `https://` URL with a host: the OTLP/gRPC collector.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OtlpEndpoint(pub(crate) String);
+
+impl OtlpEndpoint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the collector is reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+}
+
+impl fmt::Display for OtlpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A probability in `0.0..=1.0` (never NaN, so it compares as `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingRatio(f64);
+
+impl SamplingRatio {
+    /// Keep everything (the default).
+    pub const ALWAYS: SamplingRatio = SamplingRatio(1.0);
+
+    /// `None` unless `0.0 <= ratio <= 1.0`.
+    pub fn new(ratio: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for SamplingRatio {
+    fn default() -> Self {
+        Self::ALWAYS
+    }
+}
+
+// Never NaN (checked by `new`), so equality is reflexive.
+impl Eq for SamplingRatio {}
 
 impl NodeConfig {
     pub fn instance(&self, name: &str) -> Option<&Instance> {

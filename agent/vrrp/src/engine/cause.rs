@@ -84,6 +84,32 @@ pub enum Cause {
     Removed,
 }
 
+impl Cause {
+    /// A short fixed name for the kind of cause (`master-down`, `shutdown`, …), without its
+    /// detail: a bounded set, for metric labels and trace attributes. Names are never reused.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Cause::Startup => "startup",
+            Cause::StartupOwner => "startup-owner",
+            Cause::MasterDown { .. } => "master-down",
+            Cause::MasterResigned { .. } => "master-resigned",
+            Cause::HigherPriority { .. } => "higher-priority",
+            Cause::EqualPriorityHigherAddress { .. } => "equal-priority-higher-address",
+            Cause::Preempt { .. } => "preempt",
+            Cause::TrackerFault { .. } => "tracker-fault",
+            Cause::TrackerWeight { .. } => "tracker-weight",
+            Cause::FaultCleared { .. } => "fault-cleared",
+            Cause::Resign { .. } => "resign",
+            Cause::PriorityOverride { .. } => "priority-override",
+            Cause::SyncGroup { .. } => "sync-group",
+            Cause::SyncGroupFaultCleared { .. } => "sync-group-fault-cleared",
+            Cause::Shutdown => "shutdown",
+            Cause::Reconfigured => "reconfigured",
+            Cause::Removed => "removed",
+        }
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

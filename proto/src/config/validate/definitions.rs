@@ -1,5 +1,5 @@
 //! Checks of `[node]` and the definitions instances refer to: scripts, processes, track files,
-//! probes and sync groups.
+//! probes, sync groups, and `[coordinator]`.
 
 use std::net::SocketAddr;
 
@@ -10,10 +10,12 @@ use super::values::{
 };
 use crate::config::error::{Collector, KeyPath, Problem};
 use crate::config::node::{
-    Command, NodeSettings, Probe, ProbeKind, ProcessMatch, Script, SyncGroup, TrackFile,
-    TrackedProcess,
+    Command, CoordinatorLink, NodeSettings, Probe, ProbeKind, ProcessMatch, Script, SyncGroup,
+    TrackFile, TrackedProcess,
 };
-use crate::config::raw::{RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile};
+use crate::config::raw::{
+    RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile,
+};
 
 pub(super) fn node_settings(
     raw: &RawNode,
@@ -34,6 +36,61 @@ pub(super) fn node_settings(
         name: name?,
         state_dir: state_dir?,
         status_socket,
+    })
+}
+
+/// `[coordinator]`: every key required; the address is `host:port` (optionally `https://`).
+pub(super) fn coordinator_link(
+    raw: &RawCoordinator,
+    path: &KeyPath,
+    errors: &mut Collector,
+) -> Option<CoordinatorLink> {
+    let address = required(
+        raw.address.as_ref(),
+        &path.key("address"),
+        "the coordinator's host:port",
+        errors,
+    )
+    .and_then(|address| {
+        let bare = address.strip_prefix("https://").unwrap_or(address);
+        let valid = bare.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            errors.invalid(
+                path.key("address"),
+                format!("{address:?} is not host:port (e.g. \"198.51.100.1:7443\")"),
+            );
+        }
+        valid.then(|| address.clone())
+    });
+    let file = |value: Option<&String>, key: &str, what: &str, errors: &mut Collector| {
+        required(value, &path.key(key), what, errors)
+            .and_then(|text| absolute_path(text, &path.key(key), errors))
+    };
+    let ca = file(
+        raw.ca.as_ref(),
+        "ca",
+        "the fleet CA certificate path",
+        errors,
+    );
+    let cert = file(
+        raw.cert.as_ref(),
+        "cert",
+        "this node's certificate path",
+        errors,
+    );
+    let key = file(
+        raw.key.as_ref(),
+        "key",
+        "this node's private key path",
+        errors,
+    );
+    Some(CoordinatorLink {
+        address: address?,
+        ca: ca?,
+        cert: cert?,
+        key: key?,
     })
 }
 

@@ -12,9 +12,12 @@ use hav_vrrp::Family;
 
 mod definitions;
 mod instance;
+mod telemetry;
 mod values;
 
-use definitions::{node_settings, probe, process, script, sync_group, track_file};
+use definitions::{
+    coordinator_link, node_settings, probe, process, script, sync_group, track_file,
+};
 use instance::instance;
 use values::{family_name, family_of};
 
@@ -67,6 +70,15 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         sync_group,
     );
 
+    let telemetry = match &raw.telemetry {
+        Some(table) => telemetry::telemetry(table, &root.key("telemetry"), errors),
+        None => Some(Default::default()),
+    };
+    let coordinator = match &raw.coordinator {
+        Some(link) => coordinator_link(link, &root.key("coordinator"), errors).map(Some),
+        None => Some(None),
+    };
+
     check_unique_names(raw, errors);
     check_instances_together(raw.instance.as_deref().unwrap_or_default(), errors);
     check_sync_membership(raw, &defined, errors);
@@ -82,6 +94,8 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         track_files: track_files.into_iter().collect::<Option<_>>()?,
         probes: probes.into_iter().collect::<Option<_>>()?,
         sync_groups: sync_groups.into_iter().collect::<Option<_>>()?,
+        coordinator: coordinator?,
+        telemetry: telemetry?,
     })
 }
 

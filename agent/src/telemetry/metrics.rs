@@ -1,0 +1,373 @@
+//! The agent's metrics and their Prometheus text exposition (format 0.0.4).
+//!
+//! The values live where they are kept (the engine's RFC counters, the trackers' health); the
+//! event loop copies them into a [`Registry`] after every event, and a scrape renders the registry.
+//! The registry itself only counts what nobody else does: transitions by cause and failover
+//! durations. Every label value is escaped; label sets are bounded by the config (instances,
+//! trackers) and by fixed enums (states, cause kinds, counters).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hav_proto::metrics::text::{header, sample};
+use hav_vrrp::Counters;
+use hav_vrrp::engine::{RouterStatus, State};
+
+/// Upper bounds (seconds) of the failover duration histogram: from a priority-0 resignation
+/// (tens of ms) to a master-down interval at the longest advert intervals (seconds).
+pub const FAILOVER_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0,
+];
+
+const STATES: [(State, &str); 4] = [
+    (State::Initialize, "initialize"),
+    (State::Backup, "backup"),
+    (State::Master, "master"),
+    (State::Fault, "fault"),
+];
+
+/// Everything `GET /metrics` shows.
+#[derive(Debug)]
+pub struct Registry {
+    started: SystemTime,
+    routers: Vec<RouterStatus>,
+    router_wide: Counters,
+    trackers: BTreeMap<String, f64>,
+    socket_drops: BTreeMap<String, u64>,
+    /// (instance, to state, cause kind) → count.
+    transitions: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// (instance, cause kind) → durations.
+    failovers: BTreeMap<(String, &'static str), Histogram>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            started: SystemTime::now(),
+            routers: Vec::new(),
+            router_wide: Counters::default(),
+            trackers: BTreeMap::new(),
+            socket_drops: BTreeMap::new(),
+            transitions: BTreeMap::new(),
+            failovers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Registry {
+    /// Replaces the values owned elsewhere: per-router status, router-wide counters, tracker
+    /// values (1 up, 0 down, the number of a tracked file) and socket-layer drops.
+    pub fn update(
+        &mut self,
+        routers: Vec<RouterStatus>,
+        router_wide: &Counters,
+        trackers: BTreeMap<String, f64>,
+        socket_drops: BTreeMap<String, u64>,
+    ) {
+        self.routers = routers;
+        self.router_wide = router_wide.clone();
+        self.trackers = trackers;
+        self.socket_drops = socket_drops;
+    }
+
+    pub fn count_transition(&mut self, instance: &str, to: State, cause_kind: &'static str) {
+        *self
+            .transitions
+            .entry((instance.to_owned(), state_name(to), cause_kind))
+            .or_default() += 1;
+    }
+
+    pub fn observe_failover(
+        &mut self,
+        instance: &str,
+        cause_kind: &'static str,
+        duration: Duration,
+    ) {
+        self.failovers
+            .entry((instance.to_owned(), cause_kind))
+            .or_default()
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The exposition, `text/plain; version=0.0.4`.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        header(
+            &mut out,
+            "hav_build_info",
+            "gauge",
+            "hav-agent build (value 1).",
+        );
+        sample(
+            &mut out,
+            "hav_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        header(
+            &mut out,
+            "hav_process_start_time_seconds",
+            "gauge",
+            "When the agent started, in seconds since the Unix epoch.",
+        );
+        let started = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        sample(
+            &mut out,
+            "hav_process_start_time_seconds",
+            &[],
+            started.as_secs_f64(),
+        );
+
+        header(
+            &mut out,
+            "hav_vrrp_state",
+            "gauge",
+            "1 for the instance's current VRRP state, 0 for the others.",
+        );
+        for router in &self.routers {
+            for (state, name) in STATES {
+                let value = if router.state == state { 1.0 } else { 0.0 };
+                sample(
+                    &mut out,
+                    "hav_vrrp_state",
+                    &[("instance", &router.name), ("state", name)],
+                    value,
+                );
+            }
+        }
+        header(
+            &mut out,
+            "hav_vrrp_priority",
+            "gauge",
+            "Configured (base) priority.",
+        );
+        for router in &self.routers {
+            sample(
+                &mut out,
+                "hav_vrrp_priority",
+                &[("instance", &router.name)],
+                f64::from(router.base_priority.get()),
+            );
+        }
+        header(
+            &mut out,
+            "hav_vrrp_effective_priority",
+            "gauge",
+            "Priority advertised: base plus tracker weights, or the override.",
+        );
+        for router in &self.routers {
+            sample(
+                &mut out,
+                "hav_vrrp_effective_priority",
+                &[("instance", &router.name)],
+                f64::from(router.effective_priority.get()),
+            );
+        }
+        header(
+            &mut out,
+            "hav_vrrp_holds_vips",
+            "gauge",
+            "1 while the instance's VIPs are on this node (also while handing over).",
+        );
+        for router in &self.routers {
+            let value = if router.holds_vips { 1.0 } else { 0.0 };
+            sample(
+                &mut out,
+                "hav_vrrp_holds_vips",
+                &[("instance", &router.name)],
+                value,
+            );
+        }
+        header(
+            &mut out,
+            "hav_vrrp_transitions_total",
+            "counter",
+            "State changes by new state and cause kind.",
+        );
+        for ((instance, to, cause), count) in &self.transitions {
+            sample(
+                &mut out,
+                "hav_vrrp_transitions_total",
+                &[("instance", instance), ("to", to), ("cause", cause)],
+                *count as f64,
+            );
+        }
+        for counter in hav_vrrp::Counter::ALL {
+            let name = format!("hav_vrrp_{}_total", counter.name());
+            header(
+                &mut out,
+                &name,
+                "counter",
+                &format!("RFC 6527/2787 statistic {} per instance.", counter.name()),
+            );
+            for router in &self.routers {
+                sample(
+                    &mut out,
+                    &name,
+                    &[("instance", &router.name)],
+                    router.counters.get(counter) as f64,
+                );
+            }
+        }
+        header(
+            &mut out,
+            "hav_vrrp_router_errors_total",
+            "counter",
+            "Packets not attributable to an instance, by RFC counter (router-wide statistics).",
+        );
+        for (counter, value) in self.router_wide.iter() {
+            sample(
+                &mut out,
+                "hav_vrrp_router_errors_total",
+                &[("counter", counter.name())],
+                value as f64,
+            );
+        }
+        header(
+            &mut out,
+            "hav_socket_drops_total",
+            "counter",
+            "Datagrams dropped before the VRRP engine, by reason.",
+        );
+        for (reason, value) in &self.socket_drops {
+            sample(
+                &mut out,
+                "hav_socket_drops_total",
+                &[("reason", reason)],
+                *value as f64,
+            );
+        }
+        header(
+            &mut out,
+            "hav_tracker_status",
+            "gauge",
+            "Tracked object: 1 up, 0 down; a tracked file's value.",
+        );
+        for (tracker, value) in &self.trackers {
+            sample(
+                &mut out,
+                "hav_tracker_status",
+                &[("tracker", tracker)],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            "hav_failover_duration_seconds",
+            "histogram",
+            "Backup to Master, by cause: from the old master last heard (or its priority-0 advert received) to VIPs added and the first GARP/NA sent. First elections (no master ever heard) are not failovers and are left out.",
+        );
+        for ((instance, cause), histogram) in &self.failovers {
+            histogram.render(&mut out, "hav_failover_duration_seconds", instance, cause);
+        }
+        out
+    }
+}
+
+/// A cumulative histogram over [`FAILOVER_BUCKETS`].
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    buckets: [u64; FAILOVER_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, value: f64) {
+        for (bound, bucket) in FAILOVER_BUCKETS.iter().zip(&mut self.buckets) {
+            if value <= *bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    fn render(&self, out: &mut String, name: &str, instance: &str, cause: &str) {
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in FAILOVER_BUCKETS.iter().zip(&self.buckets) {
+            sample(
+                out,
+                &bucket,
+                &[
+                    ("instance", instance),
+                    ("cause", cause),
+                    ("le", &bound.to_string()),
+                ],
+                *count as f64,
+            );
+        }
+        sample(
+            out,
+            &bucket,
+            &[("instance", instance), ("cause", cause), ("le", "+Inf")],
+            self.count as f64,
+        );
+        sample(
+            out,
+            &format!("{name}_sum"),
+            &[("instance", instance), ("cause", cause)],
+            self.sum,
+        );
+        sample(
+            out,
+            &format!("{name}_count"),
+            &[("instance", instance), ("cause", cause)],
+            self.count as f64,
+        );
+    }
+}
+
+fn state_name(state: State) -> &'static str {
+    STATES
+        .iter()
+        .find(|(known, _)| *known == state)
+        .map_or("unknown", |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("tracker", "a\"b\\c\nd")], 1.0);
+        assert_eq!(out, "m{tracker=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut registry = Registry::default();
+        registry.observe_failover("VI_1", "master-down", Duration::from_millis(30));
+        registry.observe_failover("VI_1", "master-down", Duration::from_millis(3_500));
+        let text = registry.render();
+        for line in [
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"0.025\"} 0",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"0.05\"} 1",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"2\"} 1",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"4\"} 2",
+            "hav_failover_duration_seconds_bucket{instance=\"VI_1\",cause=\"master-down\",le=\"+Inf\"} 2",
+            "hav_failover_duration_seconds_count{instance=\"VI_1\",cause=\"master-down\"} 2",
+            "hav_failover_duration_seconds_sum{instance=\"VI_1\",cause=\"master-down\"} 3.53",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn transitions_are_counted_by_state_and_cause() {
+        let mut registry = Registry::default();
+        registry.count_transition("VI_1", State::Master, "master-down");
+        registry.count_transition("VI_1", State::Master, "master-down");
+        registry.count_transition("VI_1", State::Backup, "startup");
+        let text = registry.render();
+        assert!(text.contains(
+            "hav_vrrp_transitions_total{instance=\"VI_1\",to=\"master\",cause=\"master-down\"} 2\n"
+        ));
+        assert!(text.contains(
+            "hav_vrrp_transitions_total{instance=\"VI_1\",to=\"backup\",cause=\"startup\"} 1\n"
+        ));
+        assert!(text.contains("hav_build_info{version=\""));
+    }
+}

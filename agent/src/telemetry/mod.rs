@@ -1,0 +1,197 @@
+//! Metrics and failover traces: what the event loop tells the outside world about itself.
+//!
+//! The daemon owns one [`Telemetry`] and calls it at fixed points: a valid advert arrived
+//! ([`Telemetry::on_packet`]), an action starts and ends ([`Telemetry::begin`],
+//! [`Telemetry::end`]), a batch of actions is done ([`Telemetry::settle`]), the status changed
+//! ([`Telemetry::publish`]). It never changes what the daemon does: a metrics listener that cannot
+//! bind is logged, an exporter that cannot reach its collector drops spans. Without a `[telemetry]`
+//! table nothing listens and nothing is exported; the only work left is counting transitions.
+
+pub mod failover;
+pub mod http;
+pub mod metrics;
+pub mod otel;
+pub mod propagation;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hav_proto::config::Telemetry as Settings;
+use hav_vrrp::engine::{Action, Engine, RouterConfig, RouterId};
+use hav_vrrp::wire::RecvMeta;
+
+use crate::track::Health;
+use failover::{Failovers, Moment, Record, Step};
+use metrics::Registry;
+
+/// The daemon's telemetry; see the module documentation.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Arc<Mutex<Registry>>,
+    server: Option<http::ServerGuard>,
+    failovers: Failovers,
+    sink: Option<otel::Sink>,
+}
+
+impl Telemetry {
+    /// Starts serving metrics if `settings` asks for it (a failure to bind is logged, not
+    /// fatal: metrics must not stop a failover daemon) and picks up the trace sink that
+    /// [`otel::init`] built, if any.
+    pub fn start(settings: &Settings, node: &str) -> Self {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let server = settings.metrics_listen.and_then(|address| {
+            match http::serve(address, registry.clone()) {
+                Ok(server) => {
+                    tracing::info!(%address, "serving metrics on http://{address}/metrics");
+                    Some(server)
+                }
+                Err(error) => {
+                    tracing::error!(%address, %error, "cannot serve metrics");
+                    None
+                }
+            }
+        });
+        Self {
+            registry,
+            server,
+            failovers: Failovers::new(node),
+            sink: settings.otlp_endpoint.as_ref().and(otel::sink()),
+        }
+    }
+
+    /// A reload keeps the running telemetry: the listener and the exporter are set up once.
+    pub fn note_reload(&self, running: &Settings, loaded: &Settings) {
+        if running != loaded {
+            tracing::warn!("[telemetry] changed; the new settings take effect at the next restart");
+        }
+    }
+
+    /// Where metrics are served, if they are.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(http::ServerGuard::local_addr)
+    }
+
+    /// The routers as configured now, by id (at start-up and after a reload).
+    pub fn configure(&mut self, routers: &[RouterConfig], names: &HashMap<RouterId, String>) {
+        self.failovers
+            .configure(names.iter().filter_map(|(id, name)| {
+                let config = routers.iter().find(|config| &config.name == name)?;
+                Some((*id, config))
+            }));
+    }
+
+    /// A datagram about to go to the engine; valid adverts are remembered (who was heard when,
+    /// with which priority).
+    pub fn on_packet(&mut self, meta: &RecvMeta, payload: &[u8]) {
+        if let Ok(received) = hav_vrrp::decode(meta, payload) {
+            let advert = received.advert;
+            self.failovers
+                .heard(Moment::now(), advert.vrid.get(), meta.src, advert.priority);
+        }
+    }
+
+    /// The daemon starts carrying out `action`.
+    pub fn begin(&mut self, action: &Action) {
+        let now = Moment::now();
+        match action {
+            Action::StateChanged {
+                router,
+                from,
+                to,
+                priority,
+                cause,
+            } => {
+                if let Ok(mut registry) = self.registry.lock()
+                    && let Some(name) = self.failovers.name_of(*router)
+                {
+                    registry.count_transition(name, *to, cause.kind());
+                }
+                self.failovers
+                    .state_changed(now, *router, *from, *to, *priority, cause);
+            }
+            Action::Transmit { router, .. } => self.failovers.begin(now, *router, Step::Transmit),
+            Action::AddVips { router, .. } => self.failovers.begin(now, *router, Step::AddVips),
+            Action::RemoveVips { router, .. } => {
+                self.failovers.begin(now, *router, Step::RemoveVips)
+            }
+            Action::Announce { router, .. } => self.failovers.begin(now, *router, Step::Announce),
+            _ => self.failovers.end(now),
+        }
+    }
+
+    /// The action begun last is done.
+    pub fn end(&mut self) {
+        self.failovers.end(Moment::now());
+    }
+
+    /// A batch of actions is done: finished failovers are measured and exported.
+    pub fn settle(&mut self) {
+        let records = self.failovers.settle(Moment::now());
+        self.record(records);
+    }
+
+    /// Copies the values the engine and the trackers own into the metrics.
+    pub fn publish(
+        &self,
+        engine: &Engine,
+        health: &BTreeMap<String, Health>,
+        drops: &BTreeMap<&'static str, u64>,
+    ) {
+        if self.server.is_none() {
+            return;
+        }
+        let trackers = health
+            .iter()
+            .map(|(name, health)| {
+                let value = match health {
+                    Health::Up => 1.0,
+                    Health::Value(value) => *value as f64,
+                    _ => 0.0,
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        let drops = drops
+            .iter()
+            .map(|(reason, count)| ((*reason).to_owned(), *count))
+            .collect();
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.update(engine.status(), engine.counters(), trackers, drops);
+        }
+    }
+
+    fn record(&mut self, records: Vec<Record>) {
+        for record in records {
+            if let Record::Takeover(takeover) = &record {
+                tracing::info!(
+                    instance = takeover.instance(),
+                    duration_ms = takeover.duration().as_secs_f64() * 1000.0,
+                    "failover complete: VIPs added and announced"
+                );
+                if takeover.replaced_a_master()
+                    && let Ok(mut registry) = self.registry.lock()
+                {
+                    registry.observe_failover(
+                        takeover.instance(),
+                        takeover.cause_kind(),
+                        takeover.duration(),
+                    );
+                }
+            }
+            if let Some(sink) = &self.sink
+                && sink.samples(record.trace_id())
+            {
+                sink.emit(record.spans(self.failovers.node(), sink.scope()));
+            }
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    /// A stopping agent exports the resignations it has not closed yet (the exporter itself is
+    /// flushed by [`otel::Pipeline::shutdown`] afterwards).
+    fn drop(&mut self) {
+        let records = self.failovers.drain(Moment::now());
+        self.record(records);
+    }
+}

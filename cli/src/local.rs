@@ -1,0 +1,76 @@
+//! The havctl commands that need no coordinator: the keepalived importer, shell completions and
+//! man pages.
+
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+use crate::client::CliError;
+use crate::commands::Cli;
+use crate::import::{FindingKind, import_keepalived as convert};
+
+/// `havctl import-keepalived`: each converted config on stdout (or `DIR/<node>.toml`), a summary
+/// and every item not converted (file:line and why) on stderr.
+pub fn import_keepalived(out_dir: Option<PathBuf>, files: &[PathBuf]) -> Result<(), CliError> {
+    let report = convert(files).map_err(|error| CliError::Invalid(error.to_string()))?;
+    for node in &report.nodes {
+        eprintln!(
+            "{}: node {:?}: {} instance(s), {} not converted, {} note(s)",
+            node.source.display(),
+            node.config.node.name,
+            node.config.instances.len(),
+            node.not_converted().count(),
+            node.notes().count()
+        );
+        for finding in node
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::NotConverted)
+        {
+            eprintln!("  {finding}");
+        }
+        match &out_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{}.toml", node.config.node.name));
+                std::fs::write(&path, &node.toml).map_err(|source| CliError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                eprintln!("  written to {}", path.display());
+            }
+            None => println!("{}", node.toml),
+        }
+    }
+    for note in &report.pair_notes {
+        eprintln!("pair: {note}");
+    }
+    Ok(())
+}
+
+/// `havctl completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "havctl", &mut std::io::stdout());
+}
+
+/// `havctl man --dir DIR`: `havctl.1` and `havctl-<sub>.1` for every subcommand.
+pub fn man_pages(dir: &Path) -> Result<(), CliError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let command = Cli::command();
+    let mut pages = vec![("havctl".to_string(), command.clone())];
+    for sub in command.get_subcommands() {
+        pages.push((format!("havctl-{}", sub.get_name()), sub.clone()));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page.name(name.clone()))
+            .render(&mut out)
+            .map_err(io(&path))?;
+        std::fs::write(&path, out).map_err(io(&path))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+use super::*;
+
+const FLEET: &str = r#"
+[[group]]
+name = "web"
+segment = "lan"
+interface = "eth0"
+vips = ["198.51.100.100/24", "198.51.100.101/24"]
+first_vrid = 10
+dns_name = "web.example.net"
+advert_interval = "1s"
+[group.track]
+script = [{ name = "chk", weight = -60 }]
+[[group.script]]
+name = "chk"
+program = "/bin/true"
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.11"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.12"
+
+[[group]]
+name = "api"
+segment = "lan"
+interface = "eth0"
+vips = ["198.51.100.110/24"]
+transport = "multicast"
+[[group.node]]
+name = "lb-3"
+address = "198.51.100.13"
+[[group.node]]
+name = "lb-4"
+address = "198.51.100.14"
+"#;
+
+fn expand_ok(text: &str) -> FleetConfig {
+    match expand("fleet.toml", text) {
+        Ok(fleet) => fleet,
+        Err(errors) => panic!("expected a valid fleet:\n{errors}"),
+    }
+}
+
+fn errors_of(text: &str) -> Vec<FleetError> {
+    expand("fleet.toml", text).expect_err("expected refusal").0
+}
+
+#[test]
+fn expands_each_vip_into_an_instance_with_balanced_masters() {
+    let fleet = expand_ok(FLEET);
+    let lb1 = config::parse_node_config(&fleet.nodes["lb-1"], "lb-1").expect("valid");
+    let lb2 = config::parse_node_config(&fleet.nodes["lb-2"], "lb-2").expect("valid");
+    let prio = |c: &NodeConfig, name: &str| c.instance(name).expect("instance").priority.get();
+    assert_eq!((prio(&lb1, "web-vip0"), prio(&lb2, "web-vip0")), (150, 140));
+    assert_eq!((prio(&lb1, "web-vip1"), prio(&lb2, "web-vip1")), (140, 150));
+    let web0 = lb1.instance("web-vip0").expect("instance");
+    assert_eq!(web0.vrid.get(), 10);
+    assert_eq!(lb1.instance("web-vip1").expect("instance").vrid.get(), 11);
+    let config::Transport::Unicast(peers) = &web0.transport else {
+        panic!("unicast expected")
+    };
+    assert_eq!(peers[0].address.to_string(), "198.51.100.12");
+    assert_eq!(peers[0].priority.map(|p| p.get()), Some(140));
+    assert_eq!(web0.track.len(), 1, "{:?}", web0.track);
+    assert_eq!(lb1.scripts[0].name, "chk");
+    // The multicast group gets the lowest VRID free on the segment (10 and 11 are taken).
+    let lb3 = config::parse_node_config(&fleet.nodes["lb-3"], "lb-3").expect("valid");
+    let api = lb3.instance("api-vip0").expect("instance");
+    assert_eq!(api.vrid.get(), 1);
+    assert_eq!(api.transport, config::Transport::Multicast);
+    assert_eq!(
+        fleet.groups,
+        vec![
+            RolloutGroup {
+                name: "web".into(),
+                nodes: vec!["lb-1".into(), "lb-2".into()]
+            },
+            RolloutGroup {
+                name: "api".into(),
+                nodes: vec!["lb-3".into(), "lb-4".into()]
+            },
+        ]
+    );
+    assert_eq!(fleet.layout[0].dns_name.as_deref(), Some("web.example.net"));
+    assert_eq!(fleet.layout[0].vips[1].master, "lb-2");
+    // Deterministic.
+    assert_eq!(expand_ok(FLEET), fleet);
+}
+
+#[test]
+fn priorities_rotate_so_each_node_masters_its_share() {
+    for count in 2..=MAX_GROUP_NODES {
+        for v in 0..count * 2 {
+            let priorities: Vec<u8> = (0..count).map(|n| priority(v, n, count)).collect();
+            let distinct: BTreeSet<u8> = priorities.iter().copied().collect();
+            assert_eq!(distinct.len(), count, "{priorities:?}");
+            assert_eq!(priorities[v % count], MASTER_PRIORITY);
+            assert!(priorities.iter().all(|p| *p >= 10));
+        }
+    }
+}
+
+#[test]
+fn a_vrid_collision_on_one_segment_is_refused() {
+    let text = FLEET.replace("transport = \"multicast\"", "first_vrid = 11");
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].group.as_deref(), Some("api"));
+    assert_eq!(errors[0].key, "group[1].vips[0]");
+    assert!(
+        errors[0]
+            .reason
+            .contains("VRID 11 collides on segment \"lan\" with group web")
+    );
+    // Another segment: no collision.
+    let apart = text.replacen(
+        "segment = \"lan\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]",
+        "segment = \"other\"\ninterface = \"eth0\"\nvips = [\"198.51.100.110/24\"]",
+        1,
+    );
+    expand_ok(&apart);
+}
+
+#[test]
+fn a_vip_in_two_groups_is_refused() {
+    let text = FLEET.replace("198.51.100.110/24", "198.51.100.101/24");
+    let errors = errors_of(&text);
+    assert!(
+        errors.iter().any(|e| e.group.as_deref() == Some("api")
+            && e.key == "group[1].vips[0]"
+            && e.reason.contains("also a VIP of group web")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_node_in_two_groups_on_one_vrid_is_refused() {
+    let text = FLEET
+        .replace("transport = \"multicast\"", "first_vrid = 10")
+        .replacen("segment = \"lan\"", "segment = \"a\"", 1)
+        .replace("name = \"lb-3\"", "name = \"lb-1\"");
+    let errors = errors_of(&text);
+    assert!(
+        errors.iter().any(|e| e.node.as_deref() == Some("lb-1")
+            && e.group.as_deref() == Some("api")
+            && e.reason.contains("also in group web with VRID 10 on eth0")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn peers_disagreeing_on_interval_version_or_auth_are_refused() {
+    let text = FLEET.replace(
+        "name = \"lb-2\"\naddress = \"198.51.100.12\"",
+        "name = \"lb-2\"\naddress = \"198.51.100.12\"\nadvert_interval = \"2s\"",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 2, "one per instance: {errors:?}");
+    assert_eq!(errors[0].node.as_deref(), Some("lb-2"));
+    assert_eq!(errors[0].key, "web-vip0.advert_interval");
+    assert!(
+        errors[0]
+            .reason
+            .contains("peers of instance web-vip0 disagree")
+    );
+}
+
+#[test]
+fn a_group_that_cannot_elect_is_refused() {
+    let text = FLEET.replace(
+        "[[group.node]]\nname = \"lb-4\"\naddress = \"198.51.100.14\"\n",
+        "",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].group.as_deref(), Some("api"));
+    assert!(
+        errors[0].reason.contains("at least two nodes"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_tracking_reference_is_refused() {
+    let text = FLEET.replace("name = \"chk\", weight", "name = \"chk_gone\", weight");
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].key, "group[0].track.script[0]");
+    assert!(errors[0].reason.contains("\"chk_gone\""), "{errors:?}");
+}
+
+#[test]
+fn node_schema_errors_name_group_node_and_key() {
+    let text = FLEET.replace("program = \"/bin/true\"", "program = \"true\"");
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 2, "one per node of the group: {errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "fleet.toml: group web: node lb-1: script[0].program: expected an absolute path, got \"true\""
+    );
+}
+
+#[test]
+fn syntax_and_unknown_keys_are_refused() {
+    let errors = errors_of("[[group]]\nname = \"x\"\nvipz = []\n");
+    assert_eq!(errors[0].key, "(file)");
+    assert!(errors[0].reason.contains("vipz"), "{errors:?}");
+}
+
+#[test]
+fn the_commented_example_expands() {
+    let fleet = expand_ok(include_str!("../../../deploy/fleet/fleet.toml"));
+    assert_eq!(fleet.nodes.len(), 4);
+    let api = &fleet.layout[1];
+    assert_eq!(
+        api.vips
+            .iter()
+            .map(|v| (v.vrid, v.master.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "proxy-c"), (1, "proxy-d")],
+        "IPv4 and IPv6 have separate VRID spaces"
+    );
+}

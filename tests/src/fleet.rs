@@ -1,0 +1,336 @@
+//! A fleet lab: real hav-agents in namespaces on one LAN, a real hav-coordinator in its own
+//! namespace on that LAN (198.51.100.1), real certificates made with `havctl certs`, and
+//! `havctl` run in the coordinator's namespace. Everything is removed with the [`Lab`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::agent::{Agent, AgentConfig};
+use crate::bench::sibling_binary;
+use crate::netns::{ExecOutput, NsProcess, SpawnSpec};
+use crate::topology::{Lab, LanSpec};
+
+/// The coordinator's host and address on the LAN.
+pub const COORDINATOR_HOST: &str = "coord";
+pub const COORDINATOR_OCTET: u8 = 1;
+pub const COORDINATOR_PORT: u16 = 7443;
+/// A host that only reaches the VIPs.
+pub const CLIENT_HOST: &str = "client";
+pub const CLIENT_OCTET: u8 = 200;
+/// The LAN everything is on.
+pub const LAN: &str = "lan";
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The lab, the certificates, the coordinator and the agents.
+pub struct FleetLab {
+    pub lab: Lab,
+    certs: PathBuf,
+    data: PathBuf,
+    pub coordinator: Option<NsProcess>,
+    coordinator_starts: u32,
+    pub agents: BTreeMap<String, Agent>,
+    /// Node → (LAN octet, interface name in its namespace).
+    pub nodes: BTreeMap<String, (u8, String)>,
+    /// Further arguments of every coordinator started (e.g. `--otlp-endpoint`).
+    pub coordinator_args: Vec<String>,
+    /// Further text of every agent's local file (e.g. a `[telemetry]` table).
+    pub agent_extra: String,
+}
+
+impl FleetLab {
+    /// A LAN with the coordinator host, a client and `nodes` (name, octet); certificates for the
+    /// coordinator, an operator, a viewer and every node.
+    pub fn new(nodes: &[(&str, u8)]) -> Result<FleetLab, Error> {
+        let mut lab = Lab::new()?;
+        lab.add_lan(LAN, LanSpec::PRIMARY)?;
+        lab.add_host(COORDINATOR_HOST)?;
+        lab.attach(COORDINATOR_HOST, LAN, COORDINATOR_OCTET)?;
+        lab.add_host(CLIENT_HOST)?;
+        lab.attach(CLIENT_HOST, LAN, CLIENT_OCTET)?;
+        let mut attached = BTreeMap::new();
+        for (name, octet) in nodes {
+            lab.add_host(name)?;
+            let attachment = lab.attach(name, LAN, *octet)?;
+            attached.insert((*name).to_owned(), (*octet, attachment.iface));
+        }
+        let certs = lab.log_dir().join("certs");
+        let data = lab.log_dir().join("coordinator-data");
+        std::fs::create_dir_all(&certs)?;
+        let dir = certs.display().to_string();
+        havctl_local(&["certs", "init", "--dir", &dir])?;
+        let coordinator_ip = LanSpec::PRIMARY.ipv4(COORDINATOR_OCTET).to_string();
+        havctl_local(&[
+            "certs",
+            "issue",
+            "--dir",
+            &dir,
+            "--kind",
+            "coordinator",
+            "--name",
+            "coord",
+            "--san",
+            &coordinator_ip,
+        ])?;
+        for (name, role) in [("olga", "operator"), ("vera", "viewer")] {
+            havctl_local(&[
+                "certs", "issue", "--dir", &dir, "--kind", "operator", "--name", name, "--role",
+                role,
+            ])?;
+        }
+        for name in attached.keys() {
+            havctl_local(&[
+                "certs", "issue", "--dir", &dir, "--kind", "agent", "--name", name,
+            ])?;
+        }
+        Ok(FleetLab {
+            lab,
+            certs,
+            data,
+            coordinator: None,
+            coordinator_starts: 0,
+            agents: BTreeMap::new(),
+            nodes: attached,
+            coordinator_args: Vec::new(),
+            agent_extra: String::new(),
+        })
+    }
+
+    /// `host:port` of the coordinator.
+    pub fn coordinator_address(&self) -> String {
+        format!(
+            "{}:{COORDINATOR_PORT}",
+            LanSpec::PRIMARY.ipv4(COORDINATOR_OCTET)
+        )
+    }
+
+    /// Starts hav-coordinator (same data dir every time) and waits until it listens.
+    pub fn start_coordinator(&mut self) -> Result<(), Error> {
+        let binary = sibling_binary("hav-coordinator")?;
+        let spec = SpawnSpec::new(format!("coordinator-{}", self.coordinator_starts), binary)
+            .args([
+                "--listen".to_owned(),
+                self.coordinator_address(),
+                "--cert".into(),
+                self.cert("coordinator-coord.pem"),
+                "--key".into(),
+                self.cert("coordinator-coord.key"),
+                "--ca".into(),
+                self.cert("ca.pem"),
+                "--data".into(),
+                self.data.display().to_string(),
+            ])
+            .args(self.coordinator_args.iter().cloned())
+            .env("RUST_LOG", "info,hav_coordinator=debug");
+        self.coordinator_starts += 1;
+        let process = self.lab.spawn(COORDINATOR_HOST, spec)?;
+        let log = process.log_path().to_owned();
+        self.coordinator = Some(process);
+        wait_file_contains(&log, "hav-coordinator listening", Duration::from_secs(20))
+    }
+
+    /// SIGKILL: the coordinator dies without a word.
+    pub fn kill_coordinator(&mut self) -> Result<(), Error> {
+        if let Some(mut process) = self.coordinator.take() {
+            process.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Starts hav-agent on `node` with only `[node]` and `[coordinator]` in its local file.
+    pub fn start_agent(&mut self, node: &str) -> Result<(), Error> {
+        let mut config = AgentConfig::new(node, Vec::new());
+        let _ = writeln!(
+            config.extra,
+            "[coordinator]\naddress = {:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            self.coordinator_address(),
+            self.cert("ca.pem"),
+            self.cert(&format!("agent-{node}.pem")),
+            self.cert(&format!("agent-{node}.key")),
+        );
+        config.extra.push_str(&self.agent_extra);
+        let agent = Agent::start(&self.lab, node, &config)?;
+        self.agents.insert(node.to_owned(), agent);
+        Ok(())
+    }
+
+    /// Kills `node`'s agent and starts it again on the same local file and state dir.
+    pub fn restart_agent(&mut self, node: &str) -> Result<(), Error> {
+        let agent = self
+            .agents
+            .get_mut(node)
+            .ok_or_else(|| format!("no agent {node}"))?;
+        agent.restart(&self.lab)?;
+        Ok(())
+    }
+
+    pub fn agent(&mut self, node: &str) -> Result<&mut Agent, Error> {
+        self.agents
+            .get_mut(node)
+            .ok_or_else(|| format!("no agent {node}").into())
+    }
+
+    /// Waits until `node`'s agent has logged "control link up" `count` times in its current run.
+    pub fn wait_link_up(&mut self, node: &str, count: usize) -> Result<(), Error> {
+        let agent = self.agent(node)?;
+        let path = agent.process().log_path().to_owned();
+        wait_file_count(&path, "control link up", count, Duration::from_secs(30))
+    }
+
+    /// The version in `node`'s `applied.toml` (0 when it has none): what the agent keeps.
+    pub fn applied_version(&self, node: &str) -> u64 {
+        let path = self
+            .lab
+            .log_dir()
+            .join(format!("agent-{node}"))
+            .join("state")
+            .join("applied.toml");
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .next()?
+                    .strip_prefix("# hav applied config version ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Runs havctl as operator `olga` in the coordinator's namespace.
+    pub fn havctl(&self, args: &[&str]) -> Result<ExecOutput, Error> {
+        self.havctl_as("operator-olga", args)
+    }
+
+    /// Runs havctl with the certificate `<stem>.pem` in the coordinator's namespace.
+    pub fn havctl_as(&self, stem: &str, args: &[&str]) -> Result<ExecOutput, Error> {
+        let binary = sibling_binary("havctl")?.display().to_string();
+        let address = self.coordinator_address();
+        let (cert, key, ca) = (
+            self.cert(&format!("{stem}.pem")),
+            self.cert(&format!("{stem}.key")),
+            self.cert("ca.pem"),
+        );
+        let mut argv: Vec<&str> = vec![
+            &binary,
+            "--coordinator",
+            &address,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--ca",
+            &ca,
+        ];
+        argv.extend_from_slice(args);
+        Ok(self.lab.exec(COORDINATOR_HOST, &argv)?)
+    }
+
+    /// `havctl status -o json`, parsed.
+    pub fn status(&self) -> Result<serde_json::Value, Error> {
+        let out = self.havctl(&["status", "-o", "json"])?;
+        if !out.success() {
+            return Err(format!("havctl status failed: {}", out.stderr).into());
+        }
+        Ok(serde_json::from_str(&out.stdout)?)
+    }
+
+    /// Writes a file in the lab's log dir; its path.
+    pub fn write(&self, name: &str, text: &str) -> Result<String, Error> {
+        let path = self.lab.log_dir().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
+    }
+
+    /// Waits until `address` is on `host` (or gone, with `present` false).
+    pub fn wait_vip(&self, host: &str, address: IpAddr, present: bool) -> Result<(), Error> {
+        let want = if present {
+            crate::netns::Presence::Present
+        } else {
+            crate::netns::Presence::Absent
+        };
+        Ok(self
+            .lab
+            .wait_address(host, address, want, Duration::from_secs(20))?)
+    }
+
+    /// The client pings `address` once, resolving it afresh (ARP/ND) to whoever holds it now.
+    ///
+    /// The cache is flushed first because two nodes configured within milliseconds of each
+    /// other can both be master for a moment; the loser's gratuitous ARP may then be the last
+    /// one the client heard until the winner's second burst (`garp.master_delay`).
+    pub fn client_reaches(&self, address: IpAddr) -> Result<bool, Error> {
+        let target = address.to_string();
+        self.lab
+            .exec(CLIENT_HOST, &["ip", "neigh", "flush", "to", &target])?;
+        let out = self
+            .lab
+            .exec(CLIENT_HOST, &["ping", "-c", "1", "-W", "2", &target])?;
+        if !out.success() {
+            eprintln!("client ping {target} failed: {}{}", out.stdout, out.stderr);
+        }
+        Ok(out.success())
+    }
+
+    fn cert(&self, name: &str) -> String {
+        self.certs.join(name).display().to_string()
+    }
+}
+
+/// Runs havctl in the test's own namespace (certificates only: no network).
+fn havctl_local(args: &[&str]) -> Result<(), Error> {
+    let binary = sibling_binary("havctl")?;
+    let out = Command::new(binary).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!("havctl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+fn wait_file_contains(path: &Path, needle: &str, timeout: Duration) -> Result<(), Error> {
+    wait_file_count(path, needle, 1, timeout)
+}
+
+/// Waits until `path` contains `needle` at least `count` times: re-read whenever the file
+/// changes (inotify), `timeout` as a safety net.
+pub fn wait_file_count(
+    path: &Path,
+    needle: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<(), Error> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(path, AddWatchFlags::IN_MODIFY)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "timeout after {timeout:?}: {count}× {needle:?} in {}",
+                path.display()
+            )
+            .into());
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&inotify),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let wait = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait))?;
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+        }
+    }
+}
