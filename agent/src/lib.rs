@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod exec_command;
 pub mod hooks;
 pub mod net;
 pub mod sd_notify;

@@ -101,12 +101,21 @@ pub enum Command {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// Drain a node (it gives up mastership) or, with --undo, undrain it.
+    /// Drain a node make-before-break (its VIPs move to healthy peers first) or, with --undo,
+    /// undrain it.
     Drain {
         node: String,
         #[arg(long)]
         undo: bool,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Seconds the peers' takeover overrides last (0: the coordinator's default).
+        #[arg(long, default_value_t = 0)]
+        ttl: u32,
     },
+    #[command(flatten)]
+    Orchestrate(crate::orchestrate::OrchestrateCommand),
     /// The fleet certificate authority.
     Certs {
         #[command(subcommand)]
@@ -326,17 +335,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print_push(&response);
             Ok(())
         }
-        Command::Drain { node, undo } => {
+        Command::Orchestrate(command) => crate::orchestrate::run(command, &target).await,
+        Command::Drain {
+            node,
+            undo,
+            reason,
+            ttl,
+        } => {
             let mut fleet = client::connect(&target).await?;
             let response = fleet
                 .drain(DrainRequest {
                     node: node.clone(),
                     undrain: undo,
+                    reason,
+                    ttl_seconds: ttl,
                 })
                 .await?
                 .into_inner();
             if response.ok {
                 println!("{node}: {}", if undo { "undrained" } else { "drained" });
+                for moved in &response.moved {
+                    println!("  {moved}");
+                }
                 Ok(())
             } else {
                 Err(CliError::Invalid(format!(
@@ -628,8 +648,15 @@ fn event_json(event: &FleetEvent) -> Value {
             Some(event::Kind::Counters(c)) => json!({ "counters": {
                 "instance": c.instance, "values": c.values,
             }}),
+            Some(event::Kind::ExecOutput(o)) => json!({ "exec_output": {
+                "command_id": o.command_id, "line": o.line, "stderr": o.stderr,
+            }}),
             None => json!({ "unknown": true }),
         },
+        Some(fleet_event::Kind::SplitBrain(s)) => crate::orchestrate::split_brain_json(s),
+        Some(fleet_event::Kind::Rollout(job)) => {
+            json!({ "rollout": crate::orchestrate::job_json(job) })
+        }
         None => json!({ "unknown": true }),
     };
     if let (Some(map), Value::Object(extra)) = (value.as_object_mut(), detail) {
@@ -665,8 +692,18 @@ fn event_line(event: &FleetEvent) -> String {
                 t.detail
             ),
             Some(event::Kind::Counters(c)) => format!("{} counters {:?}", c.instance, c.values),
+            Some(event::Kind::ExecOutput(o)) => {
+                format!(
+                    "exec #{}{} {}",
+                    o.command_id,
+                    if o.stderr { " (stderr)" } else { "" },
+                    o.line
+                )
+            }
             None => "unknown event".into(),
         },
+        Some(fleet_event::Kind::SplitBrain(s)) => crate::orchestrate::split_brain_line(s),
+        Some(fleet_event::Kind::Rollout(job)) => crate::orchestrate::job_summary(job),
         None => "unknown event".into(),
     };
     format!("{} {} {what}", when(event.unix_ms), event.node)

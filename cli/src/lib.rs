@@ -8,3 +8,4 @@ pub mod client;
 pub mod commands;
 pub mod import;
 pub mod local;
+pub mod orchestrate;

@@ -11,11 +11,16 @@
 
 pub mod agent_service;
 pub mod diff;
+pub mod dns;
 pub mod error;
 pub mod node_state_writer;
+pub mod orchestrate;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod service;
+pub mod sla;
+pub mod splitbrain;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -33,6 +33,21 @@ struct Args {
     /// Seconds between checks of the certificate files for a reload.
     #[arg(long, default_value_t = 5)]
     reload_interval: u64,
+    /// The authoritative DNS server that receives the groups' records (RFC 2136 updates).
+    #[arg(long, env = "HAV_DNS_SERVER", requires_all = ["dns_zone", "dns_key"])]
+    dns_server: Option<SocketAddr>,
+    /// The zone the groups' DNS names are in.
+    #[arg(long, env = "HAV_DNS_ZONE")]
+    dns_zone: Option<String>,
+    /// The TSIG key file (BIND `key` statement, as tsig-keygen writes it).
+    #[arg(long, env = "HAV_DNS_KEY")]
+    dns_key: Option<PathBuf>,
+    /// TTL of the published records, in seconds.
+    #[arg(long, default_value_t = 30)]
+    dns_ttl: u32,
+    /// Resolve split brains: demote the lower-priority master (default: only report them).
+    #[arg(long)]
+    resolve_split_brain: bool,
     /// Serve Prometheus metrics on http://ADDRESS/metrics (not served unless set).
     #[arg(long, env = "HAV_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<SocketAddr>,
@@ -82,6 +97,17 @@ async fn main() -> anyhow::Result<()> {
         args.data,
     );
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
+    config.orchestration.resolve_split_brain = args.resolve_split_brain;
+    if let (Some(server), Some(zone), Some(key_file)) =
+        (args.dns_server, args.dns_zone, args.dns_key)
+    {
+        config.orchestration.dns = Some(hav_coordinator::orchestrate::DnsSettings {
+            server,
+            zone,
+            key_file,
+            ttl: args.dns_ttl,
+        });
+    }
     config.metrics_listen = args.metrics_listen;
     let running = start(config)
         .await

@@ -7,12 +7,12 @@
 //! ack with its id or fails with a timeout.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, command};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::ControlError;
 
@@ -43,8 +43,14 @@ pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     events: broadcast::Sender<FleetEvent>,
+    /// Every snapshot as it arrives (node, snapshot), for the orchestration modules.
+    snapshots: broadcast::Sender<(String, StateSnapshot)>,
+    /// Bumped whenever a session or a snapshot changes: awaiting a fleet state change.
+    changes: watch::Sender<u64>,
     /// Events published so far (for the metrics).
     published: AtomicU64,
+    /// WatchEvents streams open (for the metrics).
+    watchers: Arc<AtomicUsize>,
 }
 
 impl Default for Registry {
@@ -56,11 +62,15 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Registry {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
+        let (snapshots, _) = broadcast::channel(WATCH_BUFFER);
         Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             events,
+            snapshots,
+            changes: watch::Sender::new(0),
             published: AtomicU64::new(0),
+            watchers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -87,6 +97,7 @@ impl Registry {
             pending: HashMap::new(),
         };
         self.lock().insert(node.to_owned(), session);
+        self.changes.send_modify(|n| *n += 1);
         (id, rx)
     }
 
@@ -95,6 +106,8 @@ impl Registry {
         let mut sessions = self.lock();
         if sessions.get(node).is_some_and(|s| s.id == session) {
             sessions.remove(node);
+            drop(sessions);
+            self.changes.send_modify(|n| *n += 1);
             true
         } else {
             false
@@ -109,11 +122,16 @@ impl Registry {
         session: u64,
         snapshot: StateSnapshot,
     ) -> Option<Hello> {
-        let mut sessions = self.lock();
-        let s = sessions.get_mut(node).filter(|s| s.id == session)?;
-        s.live.last_seen_unix_ms = crate::unix_ms();
-        s.live.snapshot = Some(snapshot);
-        Some(s.live.hello.clone())
+        let hello = {
+            let mut sessions = self.lock();
+            let s = sessions.get_mut(node).filter(|s| s.id == session)?;
+            s.live.last_seen_unix_ms = crate::unix_ms();
+            s.live.snapshot = Some(snapshot.clone());
+            s.live.hello.clone()
+        };
+        let _ = self.snapshots.send((node.to_owned(), snapshot));
+        self.changes.send_modify(|n| *n += 1);
+        Some(hello)
     }
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).
@@ -178,9 +196,16 @@ impl Registry {
         self.lock().len()
     }
 
-    /// How many watchers (WatchEvents streams) are subscribed.
+    /// How many watchers (WatchEvents streams) are open; the coordinator's own subscriptions
+    /// (orchestration, drains) are not watchers.
     pub fn watchers(&self) -> usize {
-        self.events.receiver_count()
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// Counts one watcher for as long as the returned guard lives.
+    pub fn watcher(&self) -> WatcherGuard {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherGuard(self.watchers.clone())
     }
 
     /// How many events were published so far.
@@ -199,6 +224,16 @@ impl Registry {
         let _ = self.events.send(event);
     }
 
+    /// Every snapshot recorded from now on, with its node.
+    pub fn subscribe_snapshots(&self) -> broadcast::Receiver<(String, StateSnapshot)> {
+        self.snapshots.subscribe()
+    }
+
+    /// Changes (sessions, snapshots) from now on: `changed().await` wakes on the next one.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
         self.events.subscribe()
@@ -208,5 +243,14 @@ impl Registry {
         // A panic while holding this lock cannot leave the map half-updated (every critical
         // section is a single map operation), so a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One open WatchEvents stream, counted until dropped.
+pub struct WatcherGuard(Arc<AtomicUsize>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -32,6 +32,8 @@ pub struct CoordinatorConfig {
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
     pub command_timeout: Duration,
+    /// DNS publishing, split-brain policy, drain timing.
+    pub orchestration: crate::orchestrate::OrchestrationConfig,
     /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -44,6 +46,7 @@ impl CoordinatorConfig {
             data_dir,
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            orchestration: crate::orchestrate::OrchestrationConfig::default(),
             metrics_listen: None,
         }
     }
@@ -67,6 +70,8 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("orchestration: {0}")]
+    Orchestration(#[from] crate::orchestrate::OrchestrationError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -86,6 +91,7 @@ pub struct RunningCoordinator {
     stopping: watch::Sender<bool>,
     node_states: Arc<NodeStateWriter>,
     task: JoinHandle<Result<(), ServerError>>,
+    orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
 
 impl RunningCoordinator {
@@ -97,10 +103,11 @@ impl RunningCoordinator {
         self.stopping.send_replace(true);
         drop(self.metrics_server);
         let _ = self.shutdown.send(());
-        let served = join(self.task).await;
+        let result = join(self.task).await;
+        self.orchestrator.shutdown().await;
         // Last: the streams have ended, so no snapshot arrives after this flush.
         self.node_states.close().await;
-        served
+        result
     }
 }
 
@@ -166,9 +173,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let fleet = FleetServiceServer::new(FleetServiceImpl { shared })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let orchestrator =
+        crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
+            .await?;
+    let fleet = FleetServiceServer::new(FleetServiceImpl {
+        shared,
+        orchestrator: orchestrator.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tls::incoming(listener, tls_config.clone());
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -194,5 +207,6 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         stopping,
         node_states,
         task,
+        orchestrator,
     })
 }

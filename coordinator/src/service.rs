@@ -14,11 +14,15 @@ use futures::{Stream, StreamExt};
 use hav_proto::identity::{Identity, Role};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
-    ApplyConfig, ApplyOutcome, AuditEntry, ConfigVersion, Drain, DrainRequest, DrainResponse,
-    FleetEvent, HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodeChange,
+    ApplyConfig, ApplyOutcome, AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent,
+    HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodeChange,
     NodeConfigDoc, NodeConfigEntry, NodeResult, NodeStatus, PushConfigRequest, PushConfigResponse,
-    RollbackRequest, StateSnapshot, Undrain, ValidateRequest, ValidateResponse, ValidationError,
+    RollbackRequest, StateSnapshot, ValidateRequest, ValidateResponse, ValidationError,
     WatchEventsRequest, command, fleet_event,
+};
+use hav_proto::v1::{
+    ControlRolloutRequest, DnsShowRequest, DnsShowResponse, RolloutJob, SlaRequest, SlaResponse,
+    StartRolloutRequest,
 };
 use prost::Message;
 use tokio::sync::{broadcast, watch};
@@ -165,13 +169,17 @@ pub fn expand_fleet(name: &str, text: &str) -> Result<ExpandedFleet, Vec<Validat
 #[derive(Clone)]
 pub struct FleetServiceImpl {
     pub(crate) shared: Arc<Shared>,
+    /// Drains, rollouts, SLA, DNS (issue 5).
+    pub(crate) orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>>;
+type RolloutStream = Pin<Box<dyn Stream<Item = Result<RolloutJob, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl FleetService for FleetServiceImpl {
     type WatchEventsStream = EventStream;
+    type WatchRolloutStream = RolloutStream;
 
     async fn list_nodes(
         &self,
@@ -239,11 +247,17 @@ impl FleetService for FleetServiceImpl {
     ) -> Result<Response<EventStream>, Status> {
         self.caller(&request, None).await?;
         let filter = request.into_inner().nodes;
+        let watcher = self.shared.registry.watcher();
         let events = watch_stream(
             self.shared.registry.subscribe(),
             filter,
             self.shared.stopping.clone(),
-        );
+        )
+        // The guard lives as long as the stream: the watcher count falls when it ends.
+        .map(move |event| {
+            let _counted = &watcher;
+            event
+        });
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -260,6 +274,7 @@ impl FleetService for FleetServiceImpl {
         let mut request = request.into_inner();
         // A fleet file is the whole intent: its nodes replace every node config.
         let whole_fleet = !request.fleet.is_empty();
+        let (fleet_name, fleet_text) = (request.fleet_name.clone(), request.fleet.clone());
         if whole_fleet {
             let (configs, groups) = expand_fleet(&request.fleet_name, &request.fleet)
                 .map_err(|errors| ControlError::InvalidConfig(join_errors(&errors)))?;
@@ -308,6 +323,9 @@ impl FleetService for FleetServiceImpl {
         };
         let response = self.apply(&who, latest, change, dry_run).await?;
         push_trace.finish(&response);
+        if whole_fleet && !dry_run {
+            crate::orchestrate::store_layouts(&self.shared.store, &fleet_name, &fleet_text).await;
+        }
         Ok(Response::new(response))
     }
 
@@ -401,26 +419,97 @@ impl FleetService for FleetServiceImpl {
         request: Request<DrainRequest>,
     ) -> Result<Response<DrainResponse>, Status> {
         let who = self.caller(&request, Some("drain nodes")).await?;
-        let DrainRequest { node, undrain } = request.into_inner();
-        let action = if undrain {
-            command::Action::Undrain(Undrain {})
-        } else {
-            command::Action::Drain(Drain {})
-        };
-        let verb = if undrain { "undrain" } else { "drain" };
-        let command = self
-            .shared
-            .registry
-            .command(&node, action, self.shared.command_timeout);
-        let result = trace::drain(&self.shared.metrics, &node, undrain, command).await;
-        let (ok, error) = match &result {
-            Ok(ack) => (ack.ok, ack.error.clone()),
-            Err(e) => (false, e.to_string()),
-        };
-        self.audit(&who, verb, format!("node {node}: ok={ok} {error}"), true)
-            .await;
-        result?;
-        Ok(Response::new(DrainResponse { ok, error }))
+        let request = request.into_inner();
+        let (node, undrain) = (request.node.clone(), request.undrain);
+        let response = trace::drain(
+            &self.shared.metrics,
+            &node,
+            undrain,
+            self.orchestrator.drain(&who, request),
+            |response: &DrainResponse| response.ok,
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    // ---- Orchestration (issue 5): thin calls into crate::orchestrate. ----
+
+    async fn sla(&self, request: Request<SlaRequest>) -> Result<Response<SlaResponse>, Status> {
+        self.caller(&request, None).await?;
+        let response = self.orchestrator.sla(&request.get_ref().month).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn dns_show(
+        &self,
+        request: Request<DnsShowRequest>,
+    ) -> Result<Response<DnsShowResponse>, Status> {
+        let repair = request.get_ref().repair;
+        self.caller(&request, repair.then_some("repair DNS"))
+            .await?;
+        Ok(Response::new(self.orchestrator.dns_show(repair).await))
+    }
+
+    async fn start_rollout(
+        &self,
+        request: Request<StartRolloutRequest>,
+    ) -> Result<Response<RolloutJob>, Status> {
+        let who = self.caller(&request, Some("start a rollout")).await?;
+        let job = self
+            .orchestrator
+            .start_rollout(&who, request.into_inner())
+            .await?;
+        Ok(Response::new(job))
+    }
+
+    async fn control_rollout(
+        &self,
+        request: Request<ControlRolloutRequest>,
+    ) -> Result<Response<RolloutJob>, Status> {
+        let change = (request.get_ref().action()
+            != hav_proto::v1::control_rollout_request::Action::Status)
+            .then_some("control a rollout");
+        let who = self.caller(&request, change).await?;
+        let job = self
+            .orchestrator
+            .control_rollout(&who, request.into_inner())
+            .await?;
+        Ok(Response::new(job))
+    }
+
+    async fn watch_rollout(
+        &self,
+        request: Request<ControlRolloutRequest>,
+    ) -> Result<Response<RolloutStream>, Status> {
+        self.caller(&request, None).await?;
+        let id = request.get_ref().job;
+        let (first, updates) = self.orchestrator.watch_rollout(id).await?;
+        let ended = |status: &str| matches!(status, "done" | "failed" | "aborted" | "interrupted");
+        let first_ended = ended(&first.status);
+        // Each update of this job until one that ends it (inclusive); nothing after an ended one.
+        let rest =
+            futures::stream::unfold((updates, first_ended), move |(mut rx, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match rx.recv().await {
+                        Ok(job) if job.id == id => {
+                            let job = crate::orchestrate::job_proto(&job);
+                            let end = ended(&job.status);
+                            return Some((Ok(job), (rx, end)));
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+        let stream = futures::stream::once(std::future::ready(Ok(first))).chain(rest);
+        let mut stopping = self.shared.stopping.clone();
+        let stream = stream.take_until(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

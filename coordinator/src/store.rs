@@ -64,6 +64,8 @@ pub enum Change {
     ConfigVersion(u64),
     Audit,
     NodeState(String),
+    /// A record of an orchestration module (`space`, `key`), see [`Store::put_record`].
+    Record(String, String),
 }
 
 /// Store errors.
@@ -96,6 +98,13 @@ pub trait Store: Send + Sync + 'static {
     fn put_node_states(&self, states: &[(String, NodeStateRecord)])
     -> Result<Revision, StoreError>;
     fn node_states(&self) -> Result<BTreeMap<String, NodeStateRecord>, StoreError>;
+    /// Stores an opaque record of an orchestration module (SLA ledgers, rollout jobs, drains)
+    /// under `space`/`key`, replacing any older one.
+    fn put_record(&self, space: &str, key: &str, value: &[u8]) -> Result<Revision, StoreError>;
+    /// Removes the record `space`/`key` (absent is fine).
+    fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError>;
+    /// Every record of `space`, by key.
+    fn records(&self, space: &str) -> Result<BTreeMap<String, Vec<u8>>, StoreError>;
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
     /// Changes from now on (a slow receiver lags; it never blocks writers).
@@ -106,6 +115,8 @@ const CONFIGS: TableDefinition<u64, &[u8]> = TableDefinition::new("config_versio
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("node_state");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Orchestration records, keyed `space` + NUL + `key` (neither may contain NUL).
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const REVISION_KEY: &str = "revision";
 
 /// [`Store`] on an embedded redb database file.
@@ -128,6 +139,7 @@ impl RedbStore {
             txn.open_table(AUDIT).map_err(backend)?;
             txn.open_table(NODES).map_err(backend)?;
             txn.open_table(META).map_err(backend)?;
+            txn.open_table(RECORDS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         let (changes, _) = broadcast::channel(256);
@@ -265,6 +277,45 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn put_record(&self, space: &str, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
+        let full = record_key(space, key)?;
+        self.write(
+            vec![Change::Record(space.to_owned(), key.to_owned())],
+            |txn| {
+                let mut table = txn.open_table(RECORDS).map_err(backend)?;
+                table.insert(full.as_str(), value).map_err(backend)?;
+                Ok(())
+            },
+        )
+    }
+
+    fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {
+        let full = record_key(space, key)?;
+        self.write(
+            vec![Change::Record(space.to_owned(), key.to_owned())],
+            |txn| {
+                let mut table = txn.open_table(RECORDS).map_err(backend)?;
+                table.remove(full.as_str()).map_err(backend)?;
+                Ok(())
+            },
+        )
+    }
+
+    fn records(&self, space: &str) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        let prefix = record_key(space, "")?;
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(RECORDS).map_err(backend)?;
+        let mut out = BTreeMap::new();
+        for entry in table.range(prefix.as_str()..).map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            let Some(rest) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            out.insert(rest.to_owned(), value.value().to_vec());
+        }
+        Ok(out)
+    }
+
     fn revision(&self) -> Result<Revision, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let meta = txn.open_table(META).map_err(backend)?;
@@ -278,6 +329,15 @@ impl Store for RedbStore {
     fn watch(&self) -> broadcast::Receiver<(Revision, Change)> {
         self.changes.subscribe()
     }
+}
+
+fn record_key(space: &str, key: &str) -> Result<String, StoreError> {
+    if space.contains('\0') || key.contains('\0') {
+        return Err(StoreError::Backend(format!(
+            "record key {space:?}/{key:?} contains NUL"
+        )));
+    }
+    Ok(format!("{space}\0{key}"))
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -331,5 +391,24 @@ mod tests {
         let history = store.config_history(10).expect("history");
         assert_eq!(history, vec![version(2), version(1)]);
         assert_eq!(store.revision().expect("revision"), 2);
+    }
+
+    #[test]
+    fn records_are_kept_per_space_across_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            store.put_record("sla", "a", b"1").expect("put");
+            store.put_record("sla", "b", b"2").expect("put");
+            store.put_record("slab", "a", b"other space").expect("put");
+            store.put_record("sla", "a", b"3").expect("replace");
+            store.delete_record("sla", "b").expect("delete");
+            store.delete_record("sla", "absent").expect("delete absent");
+        }
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        let sla = store.records("sla").expect("records");
+        assert_eq!(sla, BTreeMap::from([("a".to_owned(), b"3".to_vec())]));
+        assert_eq!(store.records("slab").expect("records").len(), 1);
+        assert!(store.records("none").expect("records").is_empty());
     }
 }

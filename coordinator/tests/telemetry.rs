@@ -156,6 +156,7 @@ async fn metrics_follow_agents_watchers_pushes_and_drains() {
         as_operator.drain(DrainRequest {
             node: "lb-1".into(),
             undrain: false,
+            ..DrainRequest::default()
         }),
         async {
             let pending = next_command(&mut agent).await;
@@ -235,6 +236,7 @@ async fn a_push_and_a_drain_are_traced_into_the_agent() {
         fleet.drain(DrainRequest {
             node: "lb-1".into(),
             undrain: false,
+            ..DrainRequest::default()
         }),
         async {
             let pending = next_command(&mut agent).await;

@@ -81,6 +81,7 @@ impl PendingCommand {
             Some(command::Action::Undrain(_)) => "undrain",
             Some(command::Action::SetPriorityOverride(_)) => "set_priority_override",
             Some(command::Action::ClearOverride(_)) => "clear_override",
+            Some(command::Action::Exec(_)) => "exec",
             None => "unknown",
         };
         crate::telemetry::propagation::command_span(&self.trace_context, kind)

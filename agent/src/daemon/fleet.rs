@@ -153,6 +153,7 @@ pub fn spawn_link(config: &NodeConfig) -> Option<Link> {
             "apply-config".into(),
             "drain".into(),
             "priority-override".into(),
+            "exec".into(),
         ],
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
     });

@@ -601,8 +601,18 @@ impl Daemon {
             Some(command::Action::Undrain(_)) => "undrain",
             Some(command::Action::SetPriorityOverride(_)) => "set priority override",
             Some(command::Action::ClearOverride(_)) => "clear priority override",
+            Some(command::Action::Exec(_)) => "exec",
             None => "unknown",
         };
+        // Exec runs in its own task and acks when the program ends (exec_command.rs).
+        if let (Some(command::Action::Exec(exec)), false, Some(link)) =
+            (&command.action, stopping, &self.link)
+        {
+            tracing::info!(id, argv = ?exec.argv, "coordinator command started: exec");
+            let (exec, events) = (exec.clone(), link.side.events.clone());
+            crate::exec_command::spawn(command, exec, events);
+            return;
+        }
         let result = match (&command.action, stopping) {
             (_, true) => Err("the agent is stopping".to_owned()),
             (Some(command::Action::ApplyConfig(apply)), false) => match &apply.config {
@@ -643,6 +653,7 @@ impl Daemon {
                 self.apply_overrides(now);
                 Ok(())
             }
+            (Some(command::Action::Exec(_)), false) => Err("exec needs the control link".into()),
             (None, false) => {
                 Err("unknown command: this agent is older than the coordinator".into())
             }

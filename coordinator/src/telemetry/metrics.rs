@@ -338,7 +338,9 @@ mod tests {
     fn gauges_follow_the_registry() {
         let metrics = Metrics::new();
         let registry = Registry::new();
-        let watcher = registry.subscribe();
+        let watcher = registry.watcher();
+        // An internal subscription (the orchestrator's) is no watcher.
+        let _internal = registry.subscribe();
         registry.publish(hav_proto::v1::FleetEvent::default());
         let (_session, _commands) =
             registry.register("lb-1", hav_proto::v1::Hello::default(), String::new());

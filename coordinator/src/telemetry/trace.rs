@@ -15,7 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use hav_proto::config::{OtlpEndpoint, SamplingRatio};
-use hav_proto::v1::{ApplyOutcome, CommandAck, PushConfigResponse};
+use hav_proto::v1::{ApplyOutcome, PushConfigResponse};
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -242,16 +242,18 @@ where
     (outcome, error)
 }
 
-/// Runs a drain (`undrain` false) or undrain command for `node` inside a `fleet.drain` /
-/// `fleet.undrain` span and counts its outcome; returns what `command` returned.
-pub async fn drain<F>(
+/// Runs a drain (`undrain` false) or undrain of `node` inside a `fleet.drain` / `fleet.undrain`
+/// span and counts its outcome (`ok` tells a success from a refusal); returns what `operation`
+/// returned.
+pub async fn drain<T, F>(
     metrics: &Metrics,
     node: &str,
     undrain: bool,
-    command: F,
-) -> Result<CommandAck, ControlError>
+    operation: F,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, ControlError>
 where
-    F: Future<Output = Result<CommandAck, ControlError>>,
+    F: Future<Output = Result<T, ControlError>>,
 {
     let span = if undrain {
         tracing::info_span!(
@@ -268,9 +270,9 @@ where
             otel.status_code = Empty
         )
     };
-    let result = command.instrument(span.clone()).await;
+    let result = operation.instrument(span.clone()).await;
     let outcome = match &result {
-        Ok(ack) if ack.ok => "ok",
+        Ok(done) if ok(done) => "ok",
         Ok(_) => "refused",
         Err(_) => "error",
     };

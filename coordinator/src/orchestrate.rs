@@ -1,0 +1,935 @@
+//! The orchestration runtime (issue 5): feeds what agents report into availability accounting
+//! ([`crate::sla`]), split-brain detection ([`crate::splitbrain`]) and DNS publishing
+//! ([`crate::dns`]), and runs drains and rollouts ([`crate::rollout`]) for `FleetService`.
+//!
+//! Guarantees: SLA ledgers, drain records and rollout jobs are persisted in the store after each
+//! change and reloaded at start-up (a job found running is marked `interrupted`, to be resumed by
+//! the operator); the feed never blocks an agent (it reads the registry's broadcasts and lags
+//! rather than waits); DNS is reconciled whenever a VIP's holders change and every
+//! [`DNS_RECHECK`], which also finds drift made behind our back. Group layouts (DNS name, VIPs,
+//! nodes) are taken from the last fleet file pushed ([`store_layouts`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hav_proto::v1::{
+    Availability, ControlRolloutRequest, DnsRecordSet, DnsShowResponse, DrainRequest,
+    DrainResponse, FleetEvent, RolloutJob, RolloutNode, SetPriorityOverride, SlaResponse,
+    SplitBrain, StartRolloutRequest, StateSnapshot, VrrpState, command, control_rollout_request,
+    event, fleet_event,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::dns::{self, Desired, DnsClient};
+use crate::error::ControlError;
+use crate::rollout::drain::Move;
+use crate::rollout::job::{self, JobRecord, JobSpec, Status};
+use crate::rollout::plan::{self, Group};
+use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
+use crate::service::{Shared, blocking};
+use crate::sla::{Accounting, Ledger, Month, vip_key};
+use crate::splitbrain::{Detector, Finding, InstanceReport};
+use crate::store::{AuditRecord, Store};
+use crate::unix_ms;
+
+/// How often the DNS is read back even when nothing changed (drift repair).
+pub const DNS_RECHECK: Duration = Duration::from_secs(30);
+const SLA_SPACE: &str = "sla";
+const DRAIN_SPACE: &str = "drains";
+const JOB_SPACE: &str = "rollouts";
+const LAYOUT_SPACE: &str = "layouts";
+
+/// Orchestration settings of a coordinator.
+#[derive(Debug, Clone)]
+pub struct OrchestrationConfig {
+    pub dns: Option<DnsSettings>,
+    /// Resolve split brains by demoting the loser (off: only report them).
+    pub resolve_split_brain: bool,
+    pub drain: DrainSettings,
+    /// How long two masters must persist before a split brain is raised: one advert interval
+    /// (a make-before-break handover has two masters for a few milliseconds).
+    pub split_brain_grace: Duration,
+}
+
+impl Default for OrchestrationConfig {
+    fn default() -> OrchestrationConfig {
+        OrchestrationConfig {
+            dns: None,
+            resolve_split_brain: false,
+            drain: DrainSettings::default(),
+            split_brain_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The zone's authoritative server and the TSIG key file (BIND `key` syntax).
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub server: SocketAddr,
+    pub zone: String,
+    pub key_file: PathBuf,
+    pub ttl: u32,
+}
+
+/// One group of the fleet layout, as far as orchestration cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLayout {
+    pub name: String,
+    pub dns_name: Option<String>,
+    pub vips: Vec<IpAddr>,
+    pub nodes: Vec<String>,
+}
+
+/// A drained node, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub who: String,
+    pub reason: String,
+    pub since_ms: u64,
+    pub ttl_seconds: u64,
+    pub moves: Vec<Move>,
+}
+
+/// The orchestration state of a running coordinator.
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    config: OrchestrationConfig,
+    dns: Option<DnsClient>,
+    sla: Mutex<Accounting>,
+    detector: Mutex<Detector>,
+    /// Abort switches of the jobs running now.
+    running: Mutex<BTreeMap<u64, watch::Sender<bool>>>,
+    job_updates: broadcast::Sender<JobRecord>,
+    dns_lock: tokio::sync::Mutex<()>,
+    /// Every task orchestration runs (feed, jobs, split-brain confirmations).
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// Why orchestration could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestrationError {
+    #[error("TSIG key file {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl Orchestrator {
+    /// Loads the persisted state and starts the feed.
+    pub async fn start(
+        shared: Arc<Shared>,
+        config: OrchestrationConfig,
+    ) -> Result<Arc<Orchestrator>, OrchestrationError> {
+        let dns = match &config.dns {
+            Some(settings) => {
+                let text = std::fs::read_to_string(&settings.key_file).map_err(|e| {
+                    OrchestrationError::Key {
+                        path: settings.key_file.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let signer = dns::parse_bind_key(&text).map_err(|e| OrchestrationError::Key {
+                    path: settings.key_file.clone(),
+                    reason: e.to_string(),
+                })?;
+                Some(DnsClient::new(settings.server, &settings.zone, signer)?)
+            }
+            None => None,
+        };
+        let (ledgers, jobs) = blocking(&shared.store, |s| {
+            Ok((s.records(SLA_SPACE)?, s.records(JOB_SPACE)?))
+        })
+        .await?;
+        let mut sla = Accounting::default();
+        for (vip, bytes) in ledgers {
+            match serde_json::from_slice::<Ledger>(&bytes) {
+                Ok(ledger) => {
+                    sla.ledgers.insert(vip, ledger);
+                }
+                Err(e) => tracing::warn!(%vip, "SLA ledger unreadable, starting it afresh: {e}"),
+            }
+        }
+        for (_, bytes) in jobs {
+            let Ok(mut job) = serde_json::from_slice::<JobRecord>(&bytes) else {
+                continue;
+            };
+            if job.status == Status::Running {
+                job.status = Status::Interrupted;
+                job.error = "the coordinator restarted; resume or abort".into();
+                persist_job(shared.store.as_ref(), &job);
+            }
+        }
+        let (job_updates, _) = broadcast::channel(256);
+        let orchestrator = Arc::new(Orchestrator {
+            shared,
+            config,
+            dns,
+            sla: Mutex::new(sla),
+            detector: Mutex::new(Detector::default()),
+            running: Mutex::new(BTreeMap::new()),
+            job_updates,
+            dns_lock: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        });
+        orchestrator.spawn(orchestrator.clone().feed());
+        Ok(orchestrator)
+    }
+
+    /// Stops every orchestration task and waits for them; a job that was running is recorded as
+    /// `interrupted` (resume it after the restart). Called when the coordinator shuts down.
+    pub async fn shutdown(&self) {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let running: Vec<u64> = std::mem::take(&mut *lock(&self.running))
+            .into_keys()
+            .collect();
+        let store = self.shared.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(records) = store.records(JOB_SPACE) else {
+                return;
+            };
+            for bytes in records.values() {
+                let Ok(mut job) = serde_json::from_slice::<JobRecord>(bytes) else {
+                    continue;
+                };
+                if running.contains(&job.id) && !job.finished() {
+                    job.status = Status::Interrupted;
+                    job.error = "interrupted by a coordinator shutdown; resume or abort".into();
+                    persist_job(store.as_ref(), &job);
+                }
+            }
+        })
+        .await;
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        lock(&self.tasks).spawn(task);
+    }
+
+    /// Snapshots and events in, accounting, detection and DNS out, until the coordinator stops.
+    async fn feed(self: Arc<Self>) {
+        let mut snapshots = self.shared.registry.subscribe_snapshots();
+        let mut events = self.shared.registry.subscribe();
+        let mut stopping = self.shared.stopping.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
+        let mut recheck = tokio::time::interval(DNS_RECHECK);
+        // (node, instance) → the VIPs it held when last master: what a transition moves.
+        let mut instance_vips: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                snapshot = snapshots.recv() => match snapshot {
+                    Ok((node, snapshot)) => {
+                        for i in &snapshot.instances {
+                            if !i.vips_held.is_empty() {
+                                instance_vips.insert((node.clone(), i.name.clone()), i.vips_held.clone());
+                            }
+                        }
+                        self.on_snapshot(&node, &snapshot).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "orchestration feed lagged"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                event = events.recv() => match event {
+                    Ok(FleetEvent { node, kind: Some(fleet_event::Kind::Agent(agent)), .. }) => {
+                        if let Some(event::Kind::Transition(t)) = agent.kind {
+                            let vips = instance_vips.get(&(node.clone(), t.instance.clone())).cloned().unwrap_or_default();
+                            let master = VrrpState::Master as i32;
+                            if (t.to == master) != (t.from == master) {
+                                self.on_transition(&node, &vips, t.to == master, agent.unix_ms).await;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = recheck.tick() => self.reconcile_dns(false).await,
+            }
+        }
+    }
+
+    async fn on_snapshot(self: &Arc<Self>, node: &str, snapshot: &StateSnapshot) {
+        let at = if snapshot.unix_ms == 0 {
+            unix_ms()
+        } else {
+            snapshot.unix_ms
+        };
+        let held: Vec<String> = snapshot
+            .instances
+            .iter()
+            .flat_map(|i| i.vips_held.iter().cloned())
+            .collect();
+        let changed = {
+            let mut sla = lock(&self.sla);
+            let changed = sla.observe_snapshot(node, &held, at);
+            changed
+                .into_iter()
+                .filter_map(|vip| sla.ledgers.get(&vip).map(|l| (vip, l.clone())))
+                .collect::<Vec<_>>()
+        };
+        let reports: Vec<InstanceReport<'_>> = snapshot
+            .instances
+            .iter()
+            .map(|i| InstanceReport {
+                instance: &i.name,
+                vrid: i.vrid,
+                master: i.state == VrrpState::Master as i32,
+                priority: i.effective_priority,
+                vips: &i.vips_held,
+            })
+            .collect();
+        let address = self
+            .shared
+            .registry
+            .connected()
+            .into_iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.peer.parse::<SocketAddr>().ok())
+            .map(|a| a.ip());
+        let findings = lock(&self.detector).observe_node(node, address, &reports, unix_ms());
+        for finding in findings {
+            match finding {
+                Finding::Detected(split) => self.confirm_split_brain(split),
+                resolved => self.on_split_brain(resolved).await,
+            }
+        }
+        if !changed.is_empty() {
+            self.persist_ledgers(changed).await;
+            self.reconcile_dns(false).await;
+        }
+    }
+
+    async fn on_transition(&self, node: &str, vips: &[String], master: bool, at_ms: u64) {
+        let changed: Vec<(String, Ledger)> = {
+            let mut sla = lock(&self.sla);
+            let changed: Vec<String> = vips
+                .iter()
+                .filter(|vip| sla.observe(vip, node, master, at_ms))
+                .map(|vip| vip_key(vip))
+                .collect();
+            changed
+                .into_iter()
+                .filter_map(|key| sla.ledgers.get(&key).map(|l| (key, l.clone())))
+                .collect()
+        };
+        if !changed.is_empty() {
+            self.persist_ledgers(changed).await;
+        }
+    }
+
+    async fn persist_ledgers(&self, ledgers: Vec<(String, Ledger)>) {
+        let result = blocking(&self.shared.store, move |s| {
+            for (vip, ledger) in &ledgers {
+                let bytes = serde_json::to_vec(ledger)
+                    .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                s.put_record(SLA_SPACE, vip, &bytes)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("SLA ledgers not persisted: {e}");
+        }
+    }
+
+    /// Raises `split` if the same masters still claim the VIP after the grace period.
+    fn confirm_split_brain(self: &Arc<Self>, split: crate::splitbrain::SplitBrain) {
+        let this = self.clone();
+        self.spawn(async move {
+            tokio::time::sleep(this.config.split_brain_grace).await;
+            let still = lock(&this.detector)
+                .active()
+                .any(|s| s.vip == split.vip && s.masters == split.masters);
+            if still {
+                this.on_split_brain(Finding::Detected(split)).await;
+            }
+        });
+    }
+
+    async fn on_split_brain(&self, finding: Finding) {
+        let (split, resolved) = match &finding {
+            Finding::Detected(split) => (split.clone(), false),
+            Finding::Resolved { vip, .. } => {
+                let event = SplitBrain {
+                    vip: vip.clone(),
+                    resolved: true,
+                    ..SplitBrain::default()
+                };
+                self.publish_split_brain(event);
+                return;
+            }
+        };
+        tracing::warn!(vip = %split.vip, masters = ?split.masters.iter().map(|c| &c.node).collect::<Vec<_>>(), "split brain");
+        let mut action = String::new();
+        if self.config.resolve_split_brain {
+            for loser in Detector::losers(&split) {
+                let demote = command::Action::SetPriorityOverride(SetPriorityOverride {
+                    instance: loser.instance.clone(),
+                    priority: 1,
+                    ttl_seconds: u32::try_from(self.config.drain.ttl.as_secs()).unwrap_or(u32::MAX),
+                });
+                let outcome = self
+                    .shared
+                    .registry
+                    .command(&loser.node, demote, self.shared.command_timeout)
+                    .await;
+                let done = match outcome {
+                    Ok(ack) if ack.ok => "demoted".to_owned(),
+                    Ok(ack) => format!("demotion refused: {}", ack.error),
+                    Err(e) => format!("demotion failed: {e}"),
+                };
+                action.push_str(&format!(
+                    "{} {} ({}): {done}; ",
+                    loser.node, loser.instance, loser.priority
+                ));
+                self.audit(
+                    "coordinator",
+                    "resolve split brain",
+                    format!("{}: {action}", split.vip),
+                )
+                .await;
+            }
+        }
+        self.publish_split_brain(SplitBrain {
+            vip: split.vip.clone(),
+            vrid: split.masters.first().map(|c| c.vrid).unwrap_or(0),
+            masters: split.masters.iter().map(|c| c.node.clone()).collect(),
+            resolved,
+            action: action.trim_end_matches("; ").to_owned(),
+        });
+    }
+
+    fn publish_split_brain(&self, event: SplitBrain) {
+        self.shared.registry.publish(FleetEvent {
+            node: String::new(),
+            unix_ms: unix_ms(),
+            kind: Some(fleet_event::Kind::SplitBrain(event)),
+        });
+    }
+
+    /// The VIPs some node holds now (by the latest reports, including disconnected nodes').
+    fn held(&self) -> BTreeSet<IpAddr> {
+        lock(&self.sla)
+            .ledgers
+            .iter()
+            .filter(|(_, l)| !l.holders.is_empty())
+            .filter_map(|(vip, _)| vip.parse().ok())
+            .collect()
+    }
+
+    async fn layouts(&self) -> Vec<GroupLayout> {
+        match blocking(&self.shared.store, |s| s.records(LAYOUT_SPACE)).await {
+            Ok(records) => records
+                .values()
+                .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!("layouts unreadable: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reads back every group's DNS name, repairs it if `force_report` or on drift.
+    async fn reconcile_dns(&self, _force: bool) {
+        let _ = self.dns_show(true).await;
+    }
+
+    /// What the DNS holds for each group and what it should; with `repair`, fixes drift.
+    pub async fn dns_show(&self, repair: bool) -> DnsShowResponse {
+        let Some(client) = &self.dns else {
+            return DnsShowResponse::default();
+        };
+        let _serial = self.dns_lock.lock().await;
+        let held = self.held();
+        let ttl = self.config.dns.as_ref().map(|d| d.ttl).unwrap_or(30);
+        let mut records = Vec::new();
+        for layout in self.layouts().await {
+            let Some(name) = &layout.dns_name else {
+                continue;
+            };
+            let desired = dns::desired_records(&layout.vips, &held);
+            let mut record = DnsRecordSet {
+                group: layout.name.clone(),
+                name: name.clone(),
+                vips: layout.vips.iter().map(|v| v.to_string()).collect(),
+                held: layout
+                    .vips
+                    .iter()
+                    .filter(|v| held.contains(v))
+                    .map(|v| v.to_string())
+                    .collect(),
+                ..DnsRecordSet::default()
+            };
+            match &desired {
+                Desired::Records(set) => {
+                    record.desired = set.iter().map(|v| v.to_string()).collect()
+                }
+                Desired::KeepAsIs => record.keep_as_is = true,
+            }
+            let result = async {
+                let rr = client.record_name(name, ttl)?;
+                if repair {
+                    dns::reconcile(client, &rr, &desired).await
+                } else {
+                    let found = client.lookup(&rr.name).await?;
+                    let drift = matches!(&desired, Desired::Records(want) if *want != found);
+                    Ok(dns::DnsReport {
+                        name: name.clone(),
+                        desired: desired.clone(),
+                        found,
+                        drift,
+                        updated: false,
+                    })
+                }
+            }
+            .await;
+            match result {
+                Ok(report) => {
+                    record.published = report.found.iter().map(|v| v.to_string()).collect();
+                    record.drift = report.drift;
+                    record.repaired = report.updated;
+                    if report.updated {
+                        tracing::info!(group = %layout.name, %name, "DNS record set updated");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %layout.name, %name, "DNS: {e}");
+                    record.error = e.to_string();
+                }
+            }
+            records.push(record);
+        }
+        DnsShowResponse {
+            configured: true,
+            records,
+        }
+    }
+
+    /// The availability report of `month` (empty: the current one).
+    pub async fn sla(&self, month: &str) -> Result<SlaResponse, ControlError> {
+        let now = unix_ms();
+        let month: Month = if month.is_empty() {
+            Month::containing(now)
+        } else {
+            month
+                .parse()
+                .map_err(|e: crate::sla::MonthError| ControlError::InvalidConfig(e.to_string()))?
+        };
+        let groups: BTreeMap<String, Vec<String>> = self
+            .layouts()
+            .await
+            .into_iter()
+            .map(|l| (l.name, l.vips.iter().map(|v| v.to_string()).collect()))
+            .collect();
+        let report = lock(&self.sla).report(month, now, &groups);
+        let convert = |f: crate::sla::Figures| Availability {
+            name: f.name,
+            period_ms: f.period_ms,
+            unobserved_ms: f.unobserved_ms,
+            one_holder_ms: f.tally.one_holder_ms,
+            no_holder_ms: f.tally.no_holder_ms,
+            split_brain_ms: f.tally.split_brain_ms,
+            failovers: f.tally.failovers,
+            availability_percent: f.availability_percent,
+        };
+        Ok(SlaResponse {
+            month: report.month.to_string(),
+            vips: report.vips.into_iter().map(convert).collect(),
+            groups: report.groups.into_iter().map(convert).collect(),
+        })
+    }
+
+    /// Drains or undrains a node for `who`.
+    pub async fn drain(
+        &self,
+        who: &str,
+        request: DrainRequest,
+    ) -> Result<DrainResponse, ControlError> {
+        let node = request.node.clone();
+        let mut settings = self.config.drain;
+        settings.command_timeout = self.shared.command_timeout;
+        if request.ttl_seconds > 0 {
+            settings.ttl = Duration::from_secs(u64::from(request.ttl_seconds));
+        }
+        let fleet: &dyn Fleet = &self.shared.registry;
+        if request.undrain {
+            let name = node.clone();
+            let record = blocking(&self.shared.store, move |s| {
+                Ok(s.records(DRAIN_SPACE)?.remove(&name))
+            })
+            .await?;
+            let moves = record
+                .and_then(|bytes| serde_json::from_slice::<DrainRecord>(&bytes).ok())
+                .map(|r| r.moves)
+                .unwrap_or_default();
+            let result = undrain_node(fleet, &node, &moves, settings).await;
+            let ok = result.is_ok();
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            self.audit(
+                who,
+                "undrain",
+                format!("node {node}: ok={ok} {error} reason: {}", request.reason),
+            )
+            .await;
+            if ok {
+                let name = node.clone();
+                blocking(&self.shared.store, move |s| {
+                    s.delete_record(DRAIN_SPACE, &name)
+                })
+                .await?;
+            }
+            return Ok(DrainResponse {
+                ok,
+                error,
+                moved: Vec::new(),
+            });
+        }
+        let result = drain_node(fleet, &node, settings).await;
+        match result {
+            Ok(moves) => {
+                let moved = moves
+                    .iter()
+                    .flat_map(|m| m.vips.iter().map(move |v| format!("{v} -> {}", m.peer)))
+                    .collect::<Vec<_>>();
+                let record = DrainRecord {
+                    who: who.to_owned(),
+                    reason: request.reason.clone(),
+                    since_ms: unix_ms(),
+                    ttl_seconds: settings.ttl.as_secs(),
+                    moves,
+                };
+                let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                let name = node.clone();
+                blocking(&self.shared.store, move |s| {
+                    s.put_record(DRAIN_SPACE, &name, &bytes)
+                })
+                .await?;
+                self.audit(
+                    who,
+                    "drain",
+                    format!(
+                        "node {node}: moved {}; ttl {}s; reason: {}",
+                        moved.join(", "),
+                        settings.ttl.as_secs(),
+                        request.reason
+                    ),
+                )
+                .await;
+                Ok(DrainResponse {
+                    ok: true,
+                    error: String::new(),
+                    moved,
+                })
+            }
+            Err(e) => {
+                self.audit(
+                    who,
+                    "drain",
+                    format!("node {node}: refused: {e}; reason: {}", request.reason),
+                )
+                .await;
+                Ok(DrainResponse {
+                    ok: false,
+                    error: e.to_string(),
+                    moved: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Plans and starts a rollout job.
+    pub async fn start_rollout(
+        self: &Arc<Self>,
+        who: &str,
+        request: StartRolloutRequest,
+    ) -> Result<RolloutJob, ControlError> {
+        let latest = blocking(&self.shared.store, |s| s.latest_config_version()).await?;
+        let all_groups = latest.map(|l| l.groups).unwrap_or_default();
+        let groups: Vec<Group> = all_groups
+            .into_iter()
+            .filter(|(name, _)| request.all || request.groups.contains(name))
+            .map(|(name, nodes)| Group { name, nodes })
+            .collect();
+        for wanted in &request.groups {
+            if !groups.iter().any(|g| &g.name == wanted) {
+                return Err(ControlError::InvalidConfig(format!(
+                    "no rollout group `{wanted}`"
+                )));
+            }
+        }
+        let waves = plan::plan(
+            &groups,
+            request.max_parallel.max(1) as usize,
+            request.canary as usize,
+        )
+        .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+        let jobs = blocking(&self.shared.store, |s| s.records(JOB_SPACE)).await?;
+        let id = jobs
+            .keys()
+            .filter_map(|k| k.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let spec = JobSpec {
+            max_parallel: request.max_parallel.max(1) as usize,
+            canary: request.canary as usize,
+            exec: request.exec,
+            health_timeout_seconds: match request.health_timeout_seconds {
+                0 => 120,
+                s => u64::from(s),
+            },
+        };
+        let job = JobRecord::new(id, who.to_owned(), request.reason, spec, waves, unix_ms());
+        persist_job(self.shared.store.as_ref(), &job);
+        self.audit(
+            who,
+            "rollout start",
+            format!("job {id}: {} waves", job.waves.len()),
+        )
+        .await;
+        self.spawn_job(job.clone());
+        Ok(job_proto(&job))
+    }
+
+    /// Status, resume or abort of a job.
+    pub async fn control_rollout(
+        self: &Arc<Self>,
+        who: &str,
+        request: ControlRolloutRequest,
+    ) -> Result<RolloutJob, ControlError> {
+        let mut job = self.load_job(request.job).await?;
+        let running = lock(&self.running).get(&job.id).cloned();
+        match request.action() {
+            control_rollout_request::Action::Status => {}
+            control_rollout_request::Action::Resume => {
+                if running.is_none() && !job.finished() {
+                    self.audit(who, "rollout resume", format!("job {}", job.id))
+                        .await;
+                    job.status = Status::Running;
+                    self.spawn_job(job.clone());
+                }
+            }
+            control_rollout_request::Action::Abort => {
+                self.audit(who, "rollout abort", format!("job {}", job.id))
+                    .await;
+                match running {
+                    Some(abort) => {
+                        abort.send_replace(true);
+                    }
+                    None if !job.finished() => {
+                        job.status = Status::Aborted;
+                        persist_job(self.shared.store.as_ref(), &job);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(job_proto(&job))
+    }
+
+    /// The job now and each change after, until it stops.
+    pub async fn watch_rollout(
+        &self,
+        id: u64,
+    ) -> Result<(RolloutJob, broadcast::Receiver<JobRecord>), ControlError> {
+        let updates = self.job_updates.subscribe();
+        let job = self.load_job(id).await?;
+        Ok((job_proto(&job), updates))
+    }
+
+    async fn load_job(&self, id: u64) -> Result<JobRecord, ControlError> {
+        let key = job_key(id);
+        let bytes = blocking(&self.shared.store, move |s| {
+            Ok(s.records(JOB_SPACE)?.remove(&key))
+        })
+        .await?;
+        bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ControlError::InvalidConfig(format!("no rollout job {id}")))
+    }
+
+    fn spawn_job(self: &Arc<Self>, job: JobRecord) {
+        let (abort_tx, abort_rx) = watch::channel(false);
+        lock(&self.running).insert(job.id, abort_tx);
+        let this = self.clone();
+        let mut settings = self.config.drain;
+        settings.command_timeout = self.shared.command_timeout;
+        self.spawn(async move {
+            let store = this.shared.store.clone();
+            let updates = this.job_updates.clone();
+            let registry_this = this.clone();
+            let stopping = this.shared.stopping.clone();
+            let on_change: job::OnChange = Arc::new(move |job: &JobRecord| {
+                // A job that fails because the coordinator is stopping was interrupted.
+                let mut job = job.clone();
+                if *stopping.borrow() && job.status == Status::Failed {
+                    job.status = Status::Interrupted;
+                    job.error = format!("interrupted by a coordinator shutdown ({})", job.error);
+                }
+                let job = &job;
+                persist_job(store.as_ref(), job);
+                let _ = updates.send(job.clone());
+                registry_this.shared.registry.publish(FleetEvent {
+                    node: String::new(),
+                    unix_ms: unix_ms(),
+                    kind: Some(fleet_event::Kind::Rollout(job_proto(job))),
+                });
+            });
+            let fleet: Arc<dyn Fleet> = Arc::new(RegistryFleet(this.shared.clone()));
+            let id = job.id;
+            let done = job::run(fleet, job, settings, abort_rx, on_change).await;
+            lock(&this.running).remove(&id);
+            tracing::info!(job = id, status = ?done.status, "rollout job stopped");
+        });
+    }
+
+    async fn audit(&self, who: &str, action: &str, detail: String) {
+        let record = AuditRecord {
+            unix_ms: unix_ms(),
+            who: who.to_owned(),
+            action: action.to_owned(),
+            detail,
+            allowed: true,
+        };
+        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
+            tracing::error!("audit log write failed: {e}");
+        }
+    }
+}
+
+/// The registry of a shared coordinator state, owned (for spawned jobs).
+struct RegistryFleet(Arc<Shared>);
+
+impl Fleet for RegistryFleet {
+    fn views(&self) -> Vec<crate::rollout::drain::NodeView> {
+        Fleet::views(&self.0.registry)
+    }
+    fn command(
+        &self,
+        node: &str,
+        action: command::Action,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'_, Result<hav_proto::v1::CommandAck, ControlError>> {
+        Fleet::command(&self.0.registry, node, action, timeout)
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.0.registry.watch_changes()
+    }
+    fn events(&self) -> broadcast::Receiver<FleetEvent> {
+        self.0.registry.subscribe()
+    }
+}
+
+/// Keeps the group layouts of a fleet file for DNS and SLA (call after it was applied).
+pub async fn store_layouts(store: &Arc<dyn Store>, fleet_name: &str, fleet_text: &str) {
+    let Ok(fleet) = hav_proto::fleet::expand(fleet_name, fleet_text) else {
+        return;
+    };
+    let layouts: Vec<GroupLayout> = fleet
+        .layout
+        .iter()
+        .map(|g| GroupLayout {
+            name: g.name.clone(),
+            dns_name: g.dns_name.clone(),
+            vips: g.vips.iter().map(|v| v.address).collect(),
+            nodes: fleet
+                .groups
+                .iter()
+                .find(|r| r.name == g.name)
+                .map(|r| r.nodes.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let result = blocking(store, move |s| {
+        for old in s.records(LAYOUT_SPACE)?.keys() {
+            s.delete_record(LAYOUT_SPACE, old)?;
+        }
+        for layout in &layouts {
+            let bytes = serde_json::to_vec(layout)
+                .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+            s.put_record(LAYOUT_SPACE, &layout.name, &bytes)?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!("group layouts not stored: {e}");
+    }
+}
+
+/// Stores a job (a short synchronous write: jobs change a few times per node).
+fn persist_job(store: &dyn Store, job: &JobRecord) {
+    match serde_json::to_vec(job) {
+        Ok(bytes) => {
+            if let Err(e) = store.put_record(JOB_SPACE, &job_key(job.id), &bytes) {
+                tracing::error!(job = job.id, "rollout job not persisted: {e}");
+            }
+        }
+        Err(e) => tracing::error!(job = job.id, "rollout job not encodable: {e}"),
+    }
+}
+
+fn job_key(id: u64) -> String {
+    format!("{id:020}")
+}
+
+/// A job as the API shows it.
+pub fn job_proto(job: &JobRecord) -> RolloutJob {
+    let kebab = |v: &dyn erased::Kebab| v.kebab();
+    RolloutJob {
+        id: job.id,
+        status: kebab(&job.status),
+        who: job.who.clone(),
+        reason: job.reason.clone(),
+        created_unix_ms: job.created_ms,
+        updated_unix_ms: job.updated_ms,
+        waves: u32::try_from(job.waves.len()).unwrap_or(u32::MAX),
+        nodes: job
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|n| job.nodes.get(n).map(|r| (n, r)))
+            .map(|(node, r)| RolloutNode {
+                node: node.clone(),
+                wave: u32::try_from(r.wave).unwrap_or(u32::MAX),
+                step: kebab(&r.step),
+                detail: r.detail.clone(),
+                output: r.output.clone(),
+            })
+            .collect(),
+        error: job.error.clone(),
+    }
+}
+
+mod erased {
+    /// The serde (kebab-case) name of a unit enum value.
+    pub trait Kebab {
+        fn kebab(&self) -> String;
+    }
+    impl<T: serde::Serialize> Kebab for T {
+        fn kebab(&self) -> String {
+            serde_json::to_value(self)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are plain updates of in-memory values: a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,511 @@
+//! Availability accounting per VIP, from the agents' own reports (transition events and
+//! snapshots, stamped with the agents' clocks).
+//!
+//! For every VIP the [`Ledger`] keeps the set of nodes that hold it and, per calendar month
+//! (UTC), how long it had exactly one holder, none, or two or more (split brain), and how many
+//! failovers it saw (a node becoming the sole holder after another node was). The figure
+//! operators report is `availability = (period − time with no holder) × 100 / period`, computed
+//! exactly in milliseconds (the same ratio as in minutes). A group's availability is the same
+//! formula over the sum of its VIPs' periods (so the mean over its VIPs).
+//!
+//! Guarantees: time before a VIP was first observed is "unobserved", never counted as an
+//! outage; an observation stamped earlier than the ledger's last change (clock skew between
+//! agents) takes effect at the last change, so time is never counted twice or negatively;
+//! ledgers are plain serde values, persisted by the caller after each change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+const MS_PER_DAY: u64 = 86_400_000;
+
+/// A calendar month in UTC, e.g. `2026-11`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Month {
+    pub year: u16,
+    /// 1-12.
+    pub month: u8,
+}
+
+/// Time and failovers of one VIP in one month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub one_holder_ms: u64,
+    pub no_holder_ms: u64,
+    pub split_brain_ms: u64,
+    pub failovers: u64,
+}
+
+/// One VIP's holders now and its history by month.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub holders: BTreeSet<String>,
+    /// When the current holder set began (0: never observed).
+    pub since_ms: u64,
+    /// When the VIP was first observed.
+    pub first_ms: u64,
+    /// The node that last held the VIP alone.
+    pub last_sole: Option<String>,
+    pub months: BTreeMap<Month, Tally>,
+}
+
+/// One VIP's (or group's) figures for a month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    pub name: String,
+    /// The period considered: the month, up to `now` if the month is not over.
+    pub period_ms: u64,
+    /// Part of the period before the first observation (not counted as an outage).
+    pub unobserved_ms: u64,
+    pub tally: Tally,
+    pub availability_percent: f64,
+}
+
+/// A month's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub month: Month,
+    pub vips: Vec<Figures>,
+    pub groups: Vec<Figures>,
+}
+
+/// Why a month could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a month: expected YYYY-MM, e.g. 2026-11")]
+pub struct MonthError(pub String);
+
+impl std::str::FromStr for Month {
+    type Err = MonthError;
+
+    fn from_str(text: &str) -> Result<Month, MonthError> {
+        let error = || MonthError(text.to_owned());
+        let (year, month) = text.split_once('-').ok_or_else(error)?;
+        if year.len() != 4 || month.len() != 2 {
+            return Err(error());
+        }
+        let year: u16 = year.parse().map_err(|_| error())?;
+        let month: u8 = month.parse().map_err(|_| error())?;
+        if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
+            return Err(error());
+        }
+        Ok(Month { year, month })
+    }
+}
+
+impl From<Month> for String {
+    fn from(month: Month) -> String {
+        month.to_string()
+    }
+}
+
+impl TryFrom<String> for Month {
+    type Error = MonthError;
+
+    fn try_from(text: String) -> Result<Month, MonthError> {
+        text.parse()
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+impl Month {
+    /// The month containing `unix_ms`.
+    pub fn containing(unix_ms: u64) -> Month {
+        let (year, month, _) = civil_from_days((unix_ms / MS_PER_DAY) as i64);
+        Month {
+            year: year as u16,
+            month: month as u8,
+        }
+    }
+
+    /// Its first millisecond (Unix time).
+    pub fn start_ms(self) -> u64 {
+        days_from_civil(i64::from(self.year), u32::from(self.month), 1) as u64 * MS_PER_DAY
+    }
+
+    /// The first millisecond of the next month.
+    pub fn end_ms(self) -> u64 {
+        self.next().start_ms()
+    }
+
+    pub fn next(self) -> Month {
+        if self.month == 12 {
+            Month {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Records that `node` holds (or no longer holds) the VIP from `at_ms`. Returns whether the
+    /// holder set changed.
+    pub fn observe(&mut self, node: &str, holding: bool, at_ms: u64) -> bool {
+        let changed = if holding {
+            !self.holders.contains(node)
+        } else {
+            self.holders.contains(node)
+        };
+        if !changed {
+            return false;
+        }
+        if self.since_ms == 0 {
+            self.first_ms = at_ms;
+            self.since_ms = at_ms;
+        }
+        // Clock skew: never account backwards.
+        let at_ms = at_ms.max(self.since_ms);
+        self.account_until(at_ms);
+        if holding {
+            self.holders.insert(node.to_owned());
+        } else {
+            self.holders.remove(node);
+        }
+        if self.holders.len() == 1 {
+            let sole = self.holders.iter().next().cloned();
+            if self.last_sole.is_some() && self.last_sole != sole {
+                self.months
+                    .entry(Month::containing(at_ms))
+                    .or_default()
+                    .failovers += 1;
+            }
+            self.last_sole = sole;
+        }
+        true
+    }
+
+    /// The VIP's figures for `month`, counting the current holder set up to `now_ms`.
+    pub fn figures(&self, name: &str, month: Month, now_ms: u64) -> Figures {
+        let start = month.start_ms();
+        let end = month.end_ms().min(now_ms).max(start);
+        let mut tally = self.months.get(&month).copied().unwrap_or_default();
+        if self.since_ms != 0 {
+            let open_from = self.since_ms.max(start);
+            if end > open_from {
+                *self.bucket(&mut tally) += end - open_from;
+            }
+        }
+        let unobserved_ms = if self.since_ms == 0 {
+            end - start
+        } else {
+            self.first_ms.clamp(start, end) - start
+        };
+        Figures::new(name.to_owned(), end - start, unobserved_ms, tally)
+    }
+
+    /// Adds `[since_ms, until_ms)` to the current state's bucket, month by month.
+    fn account_until(&mut self, until_ms: u64) {
+        let mut from = self.since_ms;
+        while from < until_ms {
+            let month = Month::containing(from);
+            let to = month.end_ms().min(until_ms);
+            let mut tally = self.months.get(&month).copied().unwrap_or_default();
+            *self.bucket(&mut tally) += to - from;
+            self.months.insert(month, tally);
+            from = to;
+        }
+        self.since_ms = until_ms;
+    }
+
+    fn bucket<'t>(&self, tally: &'t mut Tally) -> &'t mut u64 {
+        match self.holders.len() {
+            0 => &mut tally.no_holder_ms,
+            1 => &mut tally.one_holder_ms,
+            _ => &mut tally.split_brain_ms,
+        }
+    }
+}
+
+impl Figures {
+    fn new(name: String, period_ms: u64, unobserved_ms: u64, tally: Tally) -> Figures {
+        let availability_percent = if period_ms == 0 {
+            100.0
+        } else {
+            (period_ms - tally.no_holder_ms.min(period_ms)) as f64 * 100.0 / period_ms as f64
+        };
+        Figures {
+            name,
+            period_ms,
+            unobserved_ms,
+            tally,
+            availability_percent,
+        }
+    }
+}
+
+/// Every VIP's ledger, keyed by address (no prefix length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounting {
+    pub ledgers: BTreeMap<String, Ledger>,
+}
+
+impl Accounting {
+    /// Records that `node` holds (or released) `vip` at `at_ms`; returns whether that VIP's
+    /// ledger changed (and so should be persisted).
+    pub fn observe(&mut self, vip: &str, node: &str, holding: bool, at_ms: u64) -> bool {
+        let key = vip_key(vip);
+        if !holding && !self.ledgers.contains_key(&key) {
+            return false;
+        }
+        self.ledgers
+            .entry(key)
+            .or_default()
+            .observe(node, holding, at_ms)
+    }
+
+    /// Brings `node`'s holdings in line with a snapshot: it holds exactly `held` at `at_ms`.
+    /// Returns the VIPs whose ledgers changed.
+    pub fn observe_snapshot(&mut self, node: &str, held: &[String], at_ms: u64) -> Vec<String> {
+        let held: BTreeSet<String> = held.iter().map(|v| vip_key(v)).collect();
+        let mut changed = Vec::new();
+        for (vip, ledger) in &mut self.ledgers {
+            if ledger.holders.contains(node)
+                && !held.contains(vip)
+                && ledger.observe(node, false, at_ms)
+            {
+                changed.push(vip.clone());
+            }
+        }
+        for vip in held {
+            if self.observe(&vip, node, true, at_ms) {
+                changed.push(vip);
+            }
+        }
+        changed
+    }
+
+    /// The report for `month`: every VIP, and every group in `groups` (group name → its VIPs).
+    pub fn report(
+        &self,
+        month: Month,
+        now_ms: u64,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> Report {
+        let vips: Vec<Figures> = self
+            .ledgers
+            .iter()
+            .map(|(vip, ledger)| ledger.figures(vip, month, now_ms))
+            .collect();
+        let groups = groups
+            .iter()
+            .map(|(name, members)| {
+                let mut period = 0;
+                let mut unobserved = 0;
+                let mut tally = Tally::default();
+                for member in members {
+                    let figures = match self.ledgers.get(&vip_key(member)) {
+                        Some(ledger) => ledger.figures(member, month, now_ms),
+                        None => Ledger::default().figures(member, month, now_ms),
+                    };
+                    period += figures.period_ms;
+                    unobserved += figures.unobserved_ms;
+                    tally.one_holder_ms += figures.tally.one_holder_ms;
+                    tally.no_holder_ms += figures.tally.no_holder_ms;
+                    tally.split_brain_ms += figures.tally.split_brain_ms;
+                    tally.failovers += figures.tally.failovers;
+                }
+                Figures::new(name.clone(), period, unobserved, tally)
+            })
+            .collect();
+        Report {
+            month,
+            vips,
+            groups,
+        }
+    }
+}
+
+/// A VIP as reported (`198.51.100.10/24`) → its ledger key (`198.51.100.10`).
+pub fn vip_key(vip: &str) -> String {
+    vip.split('/').next().unwrap_or(vip).to_owned()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: u64 = 60_000;
+
+    fn nov() -> Month {
+        "2026-11".parse().expect("month")
+    }
+
+    #[test]
+    fn months_parse_and_have_the_right_length() {
+        let nov = nov();
+        // 2026-11-01T00:00:00Z
+        assert_eq!(nov.start_ms(), 1_793_491_200_000);
+        assert_eq!(nov.end_ms() - nov.start_ms(), 30 * MS_PER_DAY);
+        let feb: Month = "2028-02".parse().expect("leap february");
+        assert_eq!(feb.end_ms() - feb.start_ms(), 29 * MS_PER_DAY);
+        let dec: Month = "2026-12".parse().expect("december");
+        assert_eq!(dec.next(), "2027-01".parse().expect("january"));
+        assert_eq!(Month::containing(nov.start_ms()), nov);
+        assert_eq!(
+            Month::containing(nov.start_ms() - 1),
+            "2026-10".parse().expect("oct")
+        );
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "", "2026-00"] {
+            assert!(bad.parse::<Month>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_known_outage_gives_exact_figures() {
+        let start = nov().start_ms();
+        let mut sla = Accounting::default();
+        // lb-1 holds the VIP from the first instant of the month.
+        sla.observe("198.51.100.10/24", "lb-1", true, start);
+        // Day 10: lb-1 fails, nobody holds the VIP for 43 minutes 12 seconds, then lb-2 takes it.
+        let fail = start + 9 * MS_PER_DAY;
+        sla.observe("198.51.100.10/24", "lb-1", false, fail);
+        sla.observe(
+            "198.51.100.10/24",
+            "lb-2",
+            true,
+            fail + 43 * MINUTE + 12_000,
+        );
+        // Day 20: a split brain of 5 minutes (lb-1 comes back as master too), then it resolves.
+        let split = start + 19 * MS_PER_DAY;
+        sla.observe("198.51.100.10", "lb-1", true, split);
+        sla.observe("198.51.100.10", "lb-2", false, split + 5 * MINUTE);
+
+        let report = sla.report(nov(), nov().end_ms() + 7, &BTreeMap::new());
+        let vip = &report.vips[0];
+        assert_eq!(vip.name, "198.51.100.10");
+        assert_eq!(vip.period_ms, 30 * MS_PER_DAY);
+        assert_eq!(vip.unobserved_ms, 0);
+        assert_eq!(vip.tally.no_holder_ms, 43 * MINUTE + 12_000);
+        assert_eq!(vip.tally.split_brain_ms, 5 * MINUTE);
+        assert_eq!(
+            vip.tally.one_holder_ms,
+            30 * MS_PER_DAY - 43 * MINUTE - 12_000 - 5 * MINUTE
+        );
+        // lb-1 → lb-2, then lb-2 → lb-1 after the split brain.
+        assert_eq!(vip.tally.failovers, 2);
+        // 43.2 of 43 200 minutes: exactly 99.9 %.
+        assert!(
+            (vip.availability_percent - 99.9).abs() < 1e-9,
+            "{}",
+            vip.availability_percent
+        );
+    }
+
+    #[test]
+    fn groups_sum_their_vips_and_months_split_at_the_boundary() {
+        let nov = nov();
+        let end = nov.end_ms();
+        let mut sla = Accounting::default();
+        sla.observe("198.51.100.10", "lb-1", true, nov.start_ms());
+        sla.observe("198.51.100.11", "lb-2", true, nov.start_ms());
+        // .11 is down across the month boundary: one hour in November, two in December.
+        sla.observe("198.51.100.11", "lb-2", false, end - 60 * MINUTE);
+        sla.observe("198.51.100.11", "lb-1", true, end + 120 * MINUTE);
+        let groups = BTreeMap::from([(
+            "web".to_owned(),
+            vec!["198.51.100.10".to_owned(), "198.51.100.11/24".to_owned()],
+        )]);
+        let now = end + 10 * MS_PER_DAY;
+        let report = sla.report(nov, now, &groups);
+        assert_eq!(report.vips[1].tally.no_holder_ms, 60 * MINUTE);
+        let group = &report.groups[0];
+        assert_eq!(group.period_ms, 2 * 30 * MS_PER_DAY);
+        assert_eq!(group.tally.no_holder_ms, 60 * MINUTE);
+        let expected = (2.0 * 43_200.0 - 60.0) * 100.0 / (2.0 * 43_200.0);
+        assert!((group.availability_percent - expected).abs() < 1e-9);
+
+        let dec = sla.report(nov.next(), now, &groups);
+        assert_eq!(dec.vips[1].tally.no_holder_ms, 120 * MINUTE);
+        // December is not over: its period ends now.
+        assert_eq!(dec.vips[0].period_ms, 10 * MS_PER_DAY);
+        assert_eq!(dec.vips[1].tally.failovers, 1);
+    }
+
+    #[test]
+    fn unobserved_time_is_not_an_outage_and_skewed_clocks_never_count_backwards() {
+        let nov = nov();
+        let mut sla = Accounting::default();
+        let first = nov.start_ms() + 15 * MS_PER_DAY;
+        sla.observe("198.51.100.10", "lb-1", true, first);
+        // lb-2's clock is 3 s behind: its takeover is stamped before lb-1's release.
+        sla.observe("198.51.100.10", "lb-1", false, first + 10_000);
+        sla.observe("198.51.100.10", "lb-2", true, first + 7_000);
+        let report = sla.report(nov, nov.end_ms(), &BTreeMap::new());
+        let vip = &report.vips[0];
+        assert_eq!(vip.unobserved_ms, 15 * MS_PER_DAY);
+        assert_eq!(vip.tally.no_holder_ms, 0);
+        assert_eq!(vip.tally.one_holder_ms, 15 * MS_PER_DAY);
+        assert_eq!(vip.availability_percent, 100.0);
+        // A release of a VIP never seen creates nothing.
+        assert!(!sla.observe("203.0.113.1", "lb-9", false, first));
+        assert_eq!(sla.ledgers.len(), 1);
+    }
+
+    #[test]
+    fn snapshots_set_a_nodes_exact_holdings() {
+        let mut sla = Accounting::default();
+        let t = nov().start_ms();
+        sla.observe_snapshot(
+            "lb-1",
+            &["198.51.100.10/24".into(), "198.51.100.11/24".into()],
+            t,
+        );
+        let changed = sla.observe_snapshot("lb-1", &["198.51.100.11/24".into()], t + 1000);
+        assert_eq!(changed, vec!["198.51.100.10".to_owned()]);
+        assert!(sla.ledgers["198.51.100.10"].holders.is_empty());
+        assert!(sla.ledgers["198.51.100.11"].holders.contains("lb-1"));
+        // Repeating the same snapshot changes nothing.
+        assert!(
+            sla.observe_snapshot("lb-1", &["198.51.100.11/24".into()], t + 2000)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn ledgers_round_trip_through_json() {
+        let mut ledger = Ledger::default();
+        ledger.observe("lb-1", true, nov().start_ms());
+        ledger.observe("lb-1", false, nov().start_ms() + 5);
+        let json = serde_json::to_vec(&ledger).expect("encode");
+        let back: Ledger = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, ledger);
+    }
+}
