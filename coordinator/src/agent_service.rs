@@ -14,7 +14,7 @@ use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
     AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
-    Presence, StateSnapshot, Welcome, command, fleet_event, session_version,
+    Presence, Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ControlError;
-use crate::service::{Shared, blocking, peer_identity};
+use crate::service::{Shared, peer_identity};
 use crate::store::NodeStateRecord;
 use crate::unix_ms;
 
@@ -141,17 +141,26 @@ impl AgentService for AgentServiceImpl {
     }
 }
 
+/// Handles one message. Snapshots never wait for the disk (they are written behind); a
+/// transition waits for its audit record to commit, so the agent's next message queues behind
+/// that fsync.
 async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
     match message.body {
         Some(AgentBody::Snapshot(snapshot)) => {
-            shared
-                .registry
-                .update_snapshot(node, session, snapshot.clone());
-            persist_snapshot(shared, node, &snapshot).await;
+            let encoded = snapshot.encode_to_vec();
+            if let Some(hello) = shared.registry.update_snapshot(node, session, snapshot) {
+                let record = NodeStateRecord {
+                    software_version: hello.software_version,
+                    protocol_version: hello.protocol_version,
+                    last_seen_unix_ms: unix_ms(),
+                    snapshot: encoded,
+                };
+                shared.node_states.submit((node.to_owned(), record));
+            }
         }
         Some(AgentBody::Event(event)) => {
             if let Some(hav_proto::v1::event::Kind::Transition(transition)) = &event.kind {
-                record_transition(shared, node, event.unix_ms, transition).await;
+                record_transition(shared, node, event.unix_ms, transition);
             }
             shared.registry.publish(FleetEvent {
                 node: node.to_owned(),
@@ -167,7 +176,7 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
 
 /// Transitions are kept in the audit log, so one that happened while the coordinator was away
 /// (the agent queues its events) is in `havctl history` once it is back, watched or not.
-async fn record_transition(
+fn record_transition(
     shared: &Arc<Shared>,
     node: &str,
     at_unix_ms: u64,
@@ -191,36 +200,15 @@ async fn record_transition(
         ),
         allowed: true,
     };
-    let detail = record.detail.clone();
-    match blocking(&shared.store, move |s| s.append_audit(&record)).await {
-        Ok(_) => tracing::info!(%node, %detail, "transition recorded"),
-        Err(e) => tracing::warn!(%node, "could not record a transition: {e}"),
-    }
-}
-
-async fn persist_snapshot(shared: &Arc<Shared>, node: &str, snapshot: &StateSnapshot) {
-    let live = shared
-        .registry
-        .connected()
-        .into_iter()
-        .find(|n| n.name == node);
-    let Some(live) = live else { return };
-    let record = NodeStateRecord {
-        software_version: live.hello.software_version,
-        protocol_version: live.hello.protocol_version,
-        last_seen_unix_ms: unix_ms(),
-        snapshot: snapshot.encode_to_vec(),
-    };
-    let name = node.to_owned();
-    if let Err(e) = blocking(&shared.store, move |s| s.put_node_state(&name, &record)).await {
-        tracing::warn!(%node, "could not persist node state: {e}");
-    }
+    tracing::info!(%node, detail = %record.detail, "transition");
+    // Written behind, in order: the agent's stream never waits for the disk.
+    shared.transitions.submit(record);
 }
 
 /// Sends the node its desired config if it runs an older one.
 #[tracing::instrument(name = "fleet.apply_on_connect", skip_all, fields(fleet.node = node, fleet.running_version = running_version as i64))]
 async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: u64) {
-    let latest = match blocking(&shared.store, |s| s.latest_config_version()).await {
+    let latest = match shared.latest.get(&shared.store).await {
         Ok(latest) => latest,
         Err(e) => {
             tracing::warn!(%node, "cannot read desired config: {e}");

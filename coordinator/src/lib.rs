@@ -13,6 +13,7 @@ pub mod agent_service;
 pub mod diff;
 pub mod dns;
 pub mod error;
+pub mod node_state_writer;
 pub mod orchestrate;
 pub mod registry;
 pub mod rollout;

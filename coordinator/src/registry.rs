@@ -114,23 +114,24 @@ impl Registry {
         }
     }
 
-    /// Records a snapshot from the current session of `node`.
-    pub fn update_snapshot(&self, node: &str, session: u64, snapshot: StateSnapshot) {
-        let current = {
+    /// Records a snapshot from the current session of `node` and returns that session's Hello
+    /// (None, and nothing recorded, if the session is no longer the current one).
+    pub fn update_snapshot(
+        &self,
+        node: &str,
+        session: u64,
+        snapshot: StateSnapshot,
+    ) -> Option<Hello> {
+        let hello = {
             let mut sessions = self.lock();
-            match sessions.get_mut(node).filter(|s| s.id == session) {
-                Some(s) => {
-                    s.live.last_seen_unix_ms = crate::unix_ms();
-                    s.live.snapshot = Some(snapshot.clone());
-                    true
-                }
-                None => false,
-            }
+            let s = sessions.get_mut(node).filter(|s| s.id == session)?;
+            s.live.last_seen_unix_ms = crate::unix_ms();
+            s.live.snapshot = Some(snapshot.clone());
+            s.live.hello.clone()
         };
-        if current {
-            let _ = self.snapshots.send((node.to_owned(), snapshot));
-            self.changes.send_modify(|n| *n += 1);
-        }
+        let _ = self.snapshots.send((node.to_owned(), snapshot));
+        self.changes.send_modify(|n| *n += 1);
+        Some(hello)
     }
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).

@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
+use crate::node_state_writer::{AuditWriter, NodeStateWriter};
 use crate::registry::Registry;
 use crate::service::{FleetServiceImpl, Shared};
 use crate::store::{RedbStore, Store, StoreError};
@@ -88,6 +89,8 @@ pub struct RunningCoordinator {
     metrics_server: Option<hav_proto::metrics::http::ServerGuard>,
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
+    node_states: Arc<NodeStateWriter>,
+    transitions: Arc<AuditWriter>,
     task: JoinHandle<Result<(), ServerError>>,
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
@@ -103,6 +106,9 @@ impl RunningCoordinator {
         let _ = self.shutdown.send(());
         let result = join(self.task).await;
         self.orchestrator.shutdown().await;
+        // Last: the streams have ended, so no snapshot arrives after this flush.
+        self.node_states.close().await;
+        self.transitions.close().await;
         result
     }
 }
@@ -139,10 +145,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         source,
     })?;
     let (stopping, stopping_rx) = watch::channel(false);
+    let node_states = Arc::new(NodeStateWriter::start(store.clone()));
+    let transitions = Arc::new(AuditWriter::start(store.clone()));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
+        node_states: node_states.clone(),
+        transitions: transitions.clone(),
+        latest: Default::default(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
         metrics: metrics.clone(),
@@ -198,6 +209,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         metrics_server,
         shutdown,
         stopping,
+        node_states,
+        transitions,
         task,
         orchestrator,
     })

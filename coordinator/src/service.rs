@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
+use crate::node_state_writer::{AuditWriter, NodeStateWriter};
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
 use crate::telemetry::{Metrics, trace};
@@ -42,12 +43,57 @@ use crate::unix_ms;
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
+    /// Where reported node states go (write-behind, batched).
+    pub node_states: Arc<NodeStateWriter>,
+    /// Agents' transitions on their way to the audit log (write-behind, batched, in order).
+    pub transitions: Arc<AuditWriter>,
+    /// The latest config version, kept in memory for the connect path.
+    pub latest: LatestConfig,
     /// How long to wait for an agent's ack.
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.
     pub stopping: watch::Receiver<bool>,
     /// Counters of the fleet operations (served on `/metrics` when configured).
     pub metrics: Arc<Metrics>,
+}
+
+/// The newest config version this process has read or written, so that an agent connecting does
+/// not decode the whole fleet's config from the store (at 10,000 nodes, megabytes per connect).
+///
+/// Valid because this process is the only writer of config versions (every write goes through
+/// [`LatestConfig::offer`] after it commits); a shared store would feed it from `Store::watch`.
+/// It only ever moves to a higher version, so a slow reader cannot put an older one back.
+#[derive(Default)]
+pub struct LatestConfig {
+    cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
+}
+
+impl LatestConfig {
+    /// The latest version: from memory, or read from the store once.
+    pub async fn get(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<Option<Arc<ConfigVersionRecord>>, ControlError> {
+        if let Some(cached) = self.lock().clone() {
+            return Ok(Some(cached));
+        }
+        let read = blocking(store, |s| s.latest_config_version()).await?;
+        Ok(read.map(|record| self.offer(record)))
+    }
+
+    /// Records `record` unless a newer version is already known; returns the newest.
+    pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
+        let mut cached = self.lock();
+        match &*cached {
+            Some(known) if known.version >= record.version => known.clone(),
+            _ => cached.insert(Arc::new(record)).clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
+        // Every critical section is one clone or one assignment: a poisoned lock is still whole.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Runs a store call off the async runtime.
@@ -536,11 +582,20 @@ impl FleetServiceImpl {
             .unwrap_or_default();
         let mut results = Vec::new();
         let mut changed = Vec::new();
+        // The per-node diff is what a dry run is for; a real push answers with outcomes only, so
+        // that the answer for a 10,000-node fleet stays far below the message limit.
+        let diff = |old: &str, new: &str| {
+            if dry_run {
+                line_diff(old, new)
+            } else {
+                String::new()
+            }
+        };
         for (node, toml) in &nodes {
             let (change, diff) = match current.get(node) {
-                None => (NodeChange::Added, line_diff("", toml)),
+                None => (NodeChange::Added, diff("", toml)),
                 Some(old) if old == toml => (NodeChange::Unchanged, String::new()),
-                Some(old) => (NodeChange::Changed, line_diff(old, toml)),
+                Some(old) => (NodeChange::Changed, diff(old, toml)),
             };
             if change != NodeChange::Unchanged {
                 changed.push(node.clone());
@@ -583,6 +638,7 @@ impl FleetServiceImpl {
         };
         let stored = record.clone();
         blocking(&self.shared.store, move |s| s.put_config_version(&stored)).await?;
+        self.shared.latest.offer(record.clone());
         let action = if rollback_of == 0 {
             "push config"
         } else {
@@ -863,6 +919,47 @@ mod tests {
         stop.send_replace(true);
         // The remaining buffered events may still be yielded; the stream then ends.
         while stream.next().await.is_some() {}
+    }
+
+    fn config_version(version: u64) -> ConfigVersionRecord {
+        ConfigVersionRecord {
+            version,
+            unix_ms: 0,
+            author: "ana".into(),
+            comment: String::new(),
+            nodes: BTreeMap::new(),
+            node_versions: BTreeMap::new(),
+            nodes_changed: Vec::new(),
+            rollback_of: 0,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_latest_config_is_read_once_and_never_goes_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
+        let latest = LatestConfig::default();
+        assert!(latest.get(&store).await.expect("get").is_none());
+        store.put_config_version(&config_version(1)).expect("v1");
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v1").version,
+            1
+        );
+        // Written behind the cache's back: still the cached version (one writer: this process).
+        store.put_config_version(&config_version(2)).expect("v2");
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v1").version,
+            1
+        );
+        assert_eq!(latest.offer(config_version(3)).version, 3);
+        // A reader that read an older version cannot put it back.
+        assert_eq!(latest.offer(config_version(2)).version, 3);
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v3").version,
+            3
+        );
     }
 
     #[tokio::test]

@@ -90,10 +90,17 @@ pub trait Store: Send + Sync + 'static {
     fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError>;
     /// The newest `limit` versions, newest first.
     fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError>;
-    fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError>;
+    fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError> {
+        self.append_audits(std::slice::from_ref(record))
+    }
+    /// Appends `records` in order, in one transaction.
+    fn append_audits(&self, records: &[AuditRecord]) -> Result<Revision, StoreError>;
     /// The newest `limit` audit records, newest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
     fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError>;
+    /// Stores several node states in one transaction (one revision, one commit).
+    fn put_node_states(&self, states: &[(String, NodeStateRecord)])
+    -> Result<Revision, StoreError>;
     fn node_states(&self) -> Result<BTreeMap<String, NodeStateRecord>, StoreError>;
     /// Stores an opaque record of an orchestration module (SLA ledgers, rollout jobs, drains)
     /// under `space`/`key`, replacing any older one.
@@ -143,8 +150,8 @@ impl RedbStore {
         Ok(RedbStore { db, changes })
     }
 
-    /// Runs `write` in one transaction that also bumps the revision; announces `change`.
-    fn write<F>(&self, change: Change, write: F) -> Result<Revision, StoreError>
+    /// Runs `write` in one transaction that also bumps the revision; announces `changes`.
+    fn write<F>(&self, changes: Vec<Change>, write: F) -> Result<Revision, StoreError>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     {
@@ -162,8 +169,10 @@ impl RedbStore {
             next
         };
         txn.commit().map_err(backend)?;
-        // No receivers is fine: nobody is watching.
-        let _ = self.changes.send((revision, change));
+        for change in changes {
+            // No receivers is fine: nobody is watching.
+            let _ = self.changes.send((revision, change));
+        }
         Ok(revision)
     }
 
@@ -186,7 +195,7 @@ impl RedbStore {
 impl Store for RedbStore {
     fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError> {
         let bytes = encode(record)?;
-        self.write(Change::ConfigVersion(record.version), |txn| {
+        self.write(vec![Change::ConfigVersion(record.version)], |txn| {
             let mut table = txn.open_table(CONFIGS).map_err(backend)?;
             let latest = table.last().map_err(backend)?.map(|(k, _)| k.value());
             let actual = latest.unwrap_or(0);
@@ -218,16 +227,19 @@ impl Store for RedbStore {
         self.newest(CONFIGS, limit)
     }
 
-    fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError> {
-        let bytes = encode(record)?;
-        self.write(Change::Audit, |txn| {
+    fn append_audits(&self, records: &[AuditRecord]) -> Result<Revision, StoreError> {
+        let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.write(vec![Change::Audit], |txn| {
             let mut table = txn.open_table(AUDIT).map_err(backend)?;
-            let next = table
+            let mut next = table
                 .last()
                 .map_err(backend)?
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(1);
-            table.insert(next, bytes.as_slice()).map_err(backend)?;
+            for bytes in &encoded {
+                table.insert(next, bytes.as_slice()).map_err(backend)?;
+                next += 1;
+            }
             Ok(())
         })
     }
@@ -237,10 +249,26 @@ impl Store for RedbStore {
     }
 
     fn put_node_state(&self, node: &str, record: &NodeStateRecord) -> Result<Revision, StoreError> {
-        let bytes = encode(record)?;
-        self.write(Change::NodeState(node.to_owned()), |txn| {
+        self.put_node_states(&[(node.to_owned(), record.clone())])
+    }
+
+    fn put_node_states(
+        &self,
+        states: &[(String, NodeStateRecord)],
+    ) -> Result<Revision, StoreError> {
+        let encoded = states
+            .iter()
+            .map(|(node, record)| Ok((node.as_str(), encode(record)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let changes = states
+            .iter()
+            .map(|(node, _)| Change::NodeState(node.clone()))
+            .collect();
+        self.write(changes, |txn| {
             let mut table = txn.open_table(NODES).map_err(backend)?;
-            table.insert(node, bytes.as_slice()).map_err(backend)?;
+            for (node, bytes) in &encoded {
+                table.insert(*node, bytes.as_slice()).map_err(backend)?;
+            }
             Ok(())
         })
     }
@@ -258,20 +286,26 @@ impl Store for RedbStore {
 
     fn put_record(&self, space: &str, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
         let full = record_key(space, key)?;
-        self.write(Change::Record(space.to_owned(), key.to_owned()), |txn| {
-            let mut table = txn.open_table(RECORDS).map_err(backend)?;
-            table.insert(full.as_str(), value).map_err(backend)?;
-            Ok(())
-        })
+        self.write(
+            vec![Change::Record(space.to_owned(), key.to_owned())],
+            |txn| {
+                let mut table = txn.open_table(RECORDS).map_err(backend)?;
+                table.insert(full.as_str(), value).map_err(backend)?;
+                Ok(())
+            },
+        )
     }
 
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {
         let full = record_key(space, key)?;
-        self.write(Change::Record(space.to_owned(), key.to_owned()), |txn| {
-            let mut table = txn.open_table(RECORDS).map_err(backend)?;
-            table.remove(full.as_str()).map_err(backend)?;
-            Ok(())
-        })
+        self.write(
+            vec![Change::Record(space.to_owned(), key.to_owned())],
+            |txn| {
+                let mut table = txn.open_table(RECORDS).map_err(backend)?;
+                table.remove(full.as_str()).map_err(backend)?;
+                Ok(())
+            },
+        )
     }
 
     fn records(&self, space: &str) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {

@@ -1,0 +1,227 @@
+//! Simulated agents and the watching operator. A simulated agent speaks the real agent protocol
+//! over its own mTLS connection with its own certificate (as `hav_agent::control` does: Hello and
+//! a snapshot, then Welcome), acknowledges every command at once and emits transition events on
+//! request; it runs no VRRP. The watcher is a `WatchEvents` stream that timestamps what arrives.
+//!
+//! Event tags travel in `Transition.instance`: `ready` (sent after the snapshot, so its arrival
+//! at the watcher proves the coordinator has handled the snapshot) and `seq-<n>` (fan-out probe
+//! `n`, whose send instant is recorded on this side: one process, one monotonic clock).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hav_proto::transport;
+use hav_proto::v1::agent_message::Body as AgentBody;
+use hav_proto::v1::agent_service_client::AgentServiceClient;
+use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
+use hav_proto::v1::fleet_service_client::FleetServiceClient;
+use hav_proto::v1::{
+    AgentMessage, CommandAck, Event, Hello, InstanceState, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    StateSnapshot, Transition, VrrpState, WatchEventsRequest, event, fleet_event,
+};
+use rustls::ClientConfig;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::pki::agent_name;
+
+/// Acknowledgements sent by all agents, for the push phase.
+#[derive(Debug, Default)]
+pub struct AckLog {
+    pub count: AtomicUsize,
+    /// Nanoseconds after `epoch` of the latest ack sent.
+    pub last_ns: AtomicU64,
+}
+
+/// A connected simulated agent.
+pub struct Agent {
+    index: usize,
+    out: mpsc::Sender<AgentMessage>,
+    task: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Connects as agent `index` running `config_version`: TLS, Hello + snapshot, Welcome; then
+    /// sends the `ready` event. Returns the agent and its connect-to-Welcome latency.
+    pub async fn connect(
+        address: &str,
+        index: usize,
+        config_version: u64,
+        tls: Arc<ClientConfig>,
+        acks: Arc<AckLog>,
+        epoch: Instant,
+    ) -> anyhow::Result<(Agent, Duration)> {
+        let started = Instant::now();
+        let channel = transport::connect(address, tls).await?;
+        let mut client = AgentServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (out, out_rx) = mpsc::channel(64);
+        let name = agent_name(index);
+        let hello = Hello {
+            software_version: "fleet-load".into(),
+            protocol_version: PROTOCOL_VERSION,
+            capabilities: vec!["apply-config".into()],
+            node_name: name.clone(),
+            config_version,
+        };
+        // Fresh channel with room for 64: these cannot fail.
+        let _ = out.try_send(body(AgentBody::Hello(hello)));
+        let _ = out.try_send(body(AgentBody::Snapshot(snapshot(index))));
+        let mut inbound = client
+            .connect(ReceiverStream::new(out_rx))
+            .await?
+            .into_inner();
+        match inbound.message().await? {
+            Some(message) if matches!(message.body, Some(CoordinatorBody::Welcome(_))) => {}
+            other => anyhow::bail!("{name}: expected Welcome, got {other:?}"),
+        }
+        let latency = started.elapsed();
+        out.send(transition("ready".into())).await?;
+        let replies = out.clone();
+        let task = tokio::spawn(async move {
+            // Keeps the client (and its connection) alive as long as the stream.
+            let _client = client;
+            while let Ok(Some(message)) = inbound.message().await {
+                let Some(CoordinatorBody::Command(command)) = message.body else {
+                    continue;
+                };
+                let ack = CommandAck {
+                    id: command.id,
+                    ok: true,
+                    error: String::new(),
+                };
+                if replies.send(body(AgentBody::Ack(ack))).await.is_err() {
+                    return;
+                }
+                acks.last_ns
+                    .fetch_max(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                acks.count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Ok((Agent { index, out, task }, latency))
+    }
+
+    /// Emits fan-out probe `seq` as a transition event, preceded by the new snapshot if
+    /// `with_snapshot` (as a real agent reports a transition); false if the stream is gone or
+    /// full.
+    pub fn emit(&self, seq: usize, with_snapshot: bool) -> bool {
+        if with_snapshot
+            && self
+                .out
+                .try_send(body(AgentBody::Snapshot(snapshot(self.index + seq))))
+                .is_err()
+        {
+            return false;
+        }
+        self.out.try_send(transition(format!("seq-{seq}"))).is_ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the watcher saw, as it arrived.
+#[derive(Debug)]
+pub enum Seen {
+    Ready,
+    Probe(usize, Instant),
+    /// The coordinator dropped this many events for this watcher.
+    Lagged(u64),
+}
+
+/// Opens a `WatchEvents` stream for every node; the subscription exists when this returns.
+pub async fn watch(
+    fleet: &mut FleetServiceClient<Channel>,
+) -> anyhow::Result<(mpsc::UnboundedReceiver<Seen>, JoinHandle<()>)> {
+    let mut stream = fleet
+        .watch_events(WatchEventsRequest { nodes: Vec::new() })
+        .await?
+        .into_inner();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let event = match stream.message().await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    eprintln!("watcher: the coordinator ended the WatchEvents stream");
+                    return;
+                }
+                Err(status) => {
+                    eprintln!("watcher: {}", transport::explain_status(&status));
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let seen = match event.kind {
+                Some(fleet_event::Kind::Lagged(missed)) => Seen::Lagged(missed),
+                Some(fleet_event::Kind::Agent(Event {
+                    kind: Some(event::Kind::Transition(t)),
+                    ..
+                })) => match t.instance.strip_prefix("seq-") {
+                    Some(seq) => match seq.parse() {
+                        Ok(seq) => Seen::Probe(seq, now),
+                        Err(_) => continue,
+                    },
+                    None if t.instance == "ready" => Seen::Ready,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    Ok((rx, task))
+}
+
+fn body(body: AgentBody) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+fn transition(tag: String) -> AgentMessage {
+    body(AgentBody::Event(Event {
+        unix_ms: hav_coordinator::unix_ms(),
+        kind: Some(event::Kind::Transition(Transition {
+            instance: tag,
+            from: VrrpState::Backup as i32,
+            to: VrrpState::Master as i32,
+            cause: "fleet-load probe".into(),
+        })),
+    }))
+}
+
+/// A one-instance snapshot, the size a small proxy pair reports.
+fn snapshot(index: usize) -> StateSnapshot {
+    let master = index.is_multiple_of(2);
+    StateSnapshot {
+        config_version: 0,
+        instances: vec![InstanceState {
+            name: "VI_1".into(),
+            vrid: (index / 2 % 255 + 1) as u32,
+            state: if master {
+                VrrpState::Master
+            } else {
+                VrrpState::Backup
+            } as i32,
+            effective_priority: if master { 150 } else { 100 },
+            configured_priority: if master { 150 } else { 100 },
+            vips_held: if master {
+                vec!["198.51.100.100/24".into()]
+            } else {
+                Vec::new()
+            },
+            interface: "eth0".into(),
+            priority_override: None,
+        }],
+        drained: false,
+        unix_ms: hav_coordinator::unix_ms(),
+    }
+}

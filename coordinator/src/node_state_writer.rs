@@ -1,0 +1,219 @@
+//! Write-behind for what agents report: node states (each snapshot replaces the node's pending
+//! record) and their transitions (appended to the audit log). One task writes whatever is
+//! pending in a single store transaction, then the next batch. An agent's stream therefore never
+//! waits for the disk, and a burst of N reports (N agents connecting, or a fleet-wide failover)
+//! costs a few commits instead of N fsyncs in a row.
+//!
+//! Guarantees: for node states the last record submitted for a node is the one written; audit
+//! entries are written in submission order; everything submitted before [`WriteBehind::close`]
+//! is written before `close` returns. A report may be lost if the process dies before its batch
+//! commits: reports are not decisions, and every agent sends a fresh snapshot when it reconnects.
+//! Config versions and operators' audit entries do not go through here and stay committed before
+//! their call returns.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::store::{AuditRecord, NodeStateRecord, Store, StoreError};
+
+/// What a writer keeps pending between commits, and how it commits it.
+pub trait Batch: Default + Send + 'static {
+    type Item;
+    fn push(&mut self, item: Self::Item);
+    fn len(&self) -> usize;
+    fn write(self, store: &dyn Store) -> Result<(), StoreError>;
+}
+
+/// Node states: the latest record per node.
+#[derive(Default)]
+pub struct NodeStates(HashMap<String, NodeStateRecord>);
+
+impl Batch for NodeStates {
+    type Item = (String, NodeStateRecord);
+    fn push(&mut self, (node, record): Self::Item) {
+        self.0.insert(node, record);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn write(self, store: &dyn Store) -> Result<(), StoreError> {
+        let batch: Vec<_> = self.0.into_iter().collect();
+        store.put_node_states(&batch).map(drop)
+    }
+}
+
+/// Audit entries, in order.
+#[derive(Default)]
+pub struct Audits(Vec<AuditRecord>);
+
+impl Batch for Audits {
+    type Item = AuditRecord;
+    fn push(&mut self, record: AuditRecord) {
+        self.0.push(record);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn write(self, store: &dyn Store) -> Result<(), StoreError> {
+        store.append_audits(&self.0).map(drop)
+    }
+}
+
+/// Node states reported by agents.
+pub type NodeStateWriter = WriteBehind<NodeStates>;
+/// Agents' transitions, for the audit log.
+pub type AuditWriter = WriteBehind<Audits>;
+
+/// Batches writes of `B` to a [`Store`].
+pub struct WriteBehind<B: Batch> {
+    shared: Arc<Pending<B>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Pending<B> {
+    records: Mutex<B>,
+    closed: AtomicBool,
+    wake: Notify,
+}
+
+impl<B: Batch> WriteBehind<B> {
+    /// Starts the writer task on the current runtime.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let shared = Arc::new(Pending {
+            records: Mutex::new(B::default()),
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        let task = tokio::spawn(run(store, shared.clone()));
+        Self {
+            shared,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Queues `item` for the next commit. Never waits.
+    pub fn submit(&self, item: B::Item) {
+        lock(&self.shared.records).push(item);
+        self.shared.wake.notify_one();
+    }
+
+    /// Writes everything submitted so far and stops the task. Later submissions are ignored.
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run<B: Batch>(store: Arc<dyn Store>, pending: Arc<Pending<B>>) {
+    loop {
+        pending.wake.notified().await;
+        // Read before taking the batch: a close seen here has its records in this batch.
+        let closing = pending.closed.load(Ordering::SeqCst);
+        let batch = std::mem::take(&mut *lock(&pending.records));
+        let count = batch.len();
+        if count > 0 {
+            let store = store.clone();
+            let written = tokio::task::spawn_blocking(move || batch.write(store.as_ref())).await;
+            match written {
+                Ok(Ok(())) => tracing::debug!(count, "reports written"),
+                Ok(Err(e)) => tracing::warn!(count, "could not persist agent reports: {e}"),
+                Err(e) => tracing::warn!(count, "report writer failed: {e}"),
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single insert, take or assignment: a panic cannot leave the
+    // value half-updated, so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+
+    fn record(round: u64) -> NodeStateRecord {
+        NodeStateRecord {
+            software_version: "test".into(),
+            protocol_version: 1,
+            last_seen_unix_ms: round,
+            snapshot: vec![round as u8],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_one_transaction_keeping_each_nodes_last_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("open"));
+        let writer = NodeStateWriter::start(store.clone());
+        // Single-threaded runtime: the writer task runs only once this loop has submitted all.
+        for round in 0..20 {
+            for node in 0..50 {
+                writer.submit((format!("lb-{node}"), record(round)));
+            }
+        }
+        writer.close().await;
+        let states = store.node_states().expect("states");
+        assert_eq!(states.len(), 50);
+        assert!(states.values().all(|s| *s == record(19)));
+        assert_eq!(
+            store.revision().expect("revision"),
+            1,
+            "one commit for the burst"
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_entries_are_written_in_order_in_one_transaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("open"));
+        let writer = AuditWriter::start(store.clone());
+        for n in 0..30u64 {
+            writer.submit(AuditRecord {
+                unix_ms: n,
+                who: "node lb-1".into(),
+                action: "transition".into(),
+                detail: format!("#{n}"),
+                allowed: true,
+            });
+        }
+        writer.close().await;
+        let log = store.audit_log(100).expect("log");
+        let order: Vec<u64> = log.iter().rev().map(|r| r.unix_ms).collect();
+        assert_eq!(order, (0..30).collect::<Vec<_>>());
+        assert_eq!(store.revision().expect("revision"), 1, "one commit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_submitted_while_a_batch_commits_are_written_by_close() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("open"));
+        let writer = NodeStateWriter::start(store.clone());
+        for round in 0..200 {
+            writer.submit((format!("lb-{}", round % 7), record(round)));
+            // Let the writer take batches in between.
+            tokio::task::yield_now().await;
+        }
+        writer.close().await;
+        let states = store.node_states().expect("states");
+        for node in 0..7u64 {
+            let last = (0..200).rev().find(|r| r % 7 == node).expect("a round");
+            assert_eq!(states[&format!("lb-{node}")], record(last));
+        }
+        let revision = store.revision().expect("revision");
+        assert!((1..=200).contains(&revision), "{revision} commits");
+    }
+}
