@@ -216,3 +216,34 @@ fn journal_child_adds_vips_then_waits() {
             .unwrap();
     });
 }
+
+#[test]
+fn reserved_vips_are_journaled_before_any_takeover_which_then_writes_nothing() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-reserve");
+        let set = vips();
+        let journal = state.path().join(JOURNAL_FILE);
+        {
+            let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+            agent.recover(&[]).await.unwrap();
+            agent.reserve(&set).unwrap();
+            let reserved = std::fs::read(&journal).expect("journal written at reserve");
+            let written = std::fs::metadata(&journal).unwrap().modified().unwrap();
+            // Take over, release, take over again: the journal file is never rewritten.
+            agent.add(&set).await.unwrap();
+            agent.remove(&set).await.unwrap();
+            agent.add(&set).await.unwrap();
+            assert_eq!(std::fs::read(&journal).unwrap(), reserved);
+            assert_eq!(
+                std::fs::metadata(&journal).unwrap().modified().unwrap(),
+                written
+            );
+            // Dropped while holding the VIPs: kill -9.
+        }
+        let manager = VipManager::new().unwrap();
+        let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
+        let recovery = restarted.recover(&[]).await.unwrap();
+        assert_eq!(recovery.removed.len(), set.len());
+        assert_eq!(manager.present(&set).await.unwrap(), vec![]);
+    });
+}

@@ -139,6 +139,9 @@ impl Daemon {
 
         let plan = plan::plan(&config)?;
         let engine = Engine::new(plan.engine.clone())?;
+        // Journal every VIP this config can make us hold now, so that a takeover writes nothing.
+        vips.reserve(&plan.all_vips())
+            .context("journalling the configured VIPs")?;
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let (track_tx, track_events) = mpsc::channel(256);
         let (status_tx, status_requests) = mpsc::channel(16);
@@ -543,6 +546,9 @@ impl Daemon {
             (Ok(hooks), Ok(group_hooks)) => (hooks, group_hooks),
             (Err(error), _) | (_, Err(error)) => return Err(format!("{error:#}")),
         };
+        self.vips
+            .reserve(&plan.all_vips())
+            .map_err(|error| format!("journalling the new config's VIPs: {error}"))?;
         let now = Instant::now();
         let report = self
             .engine

@@ -49,6 +49,14 @@ pub struct PlannedTracker {
 }
 
 impl Plan {
+    /// Every VIP of every instance.
+    pub fn all_vips(&self) -> Vec<Vip> {
+        self.vips
+            .values()
+            .flat_map(|vips| vips.values().cloned())
+            .collect()
+    }
+
     /// The trackers a router follows.
     pub fn refs_of(&self, router: &str) -> &[(String, i32)] {
         self.tracker_refs

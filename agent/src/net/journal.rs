@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,9 @@ impl VipJournal {
 pub struct JournaledVips {
     manager: VipManager,
     journal: VipJournal,
+    /// VIPs journaled ahead of need ([`JournaledVips::reserve`]): they stay journaled when
+    /// released, so taking them over again writes nothing.
+    reserved: BTreeSet<(String, IpAddr, u8)>,
 }
 
 impl JournaledVips {
@@ -210,7 +214,21 @@ impl JournaledVips {
         Ok(Self {
             manager,
             journal: VipJournal::new(state_dir)?,
+            reserved: BTreeSet::new(),
         })
+    }
+
+    /// Journals `vips` ahead of need: every VIP the running config can make this node hold.
+    /// Adding them later then writes nothing, so a takeover never waits for the disk, and the
+    /// guarantee stays the same: whatever may be on an interface is journaled first. Call after
+    /// [`JournaledVips::recover`] and with each new config; the journal is emptied by the next
+    /// recovery (at a clean stop, or at start).
+    pub fn reserve(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
+        self.reserved.extend(
+            vips.iter()
+                .map(|vip| (vip.iface.clone(), vip.addr, vip.prefix_len)),
+        );
+        self.journal.record(vips)
     }
 
     /// The VIP manager (for [`VipManager::present`]).
@@ -227,6 +245,8 @@ impl JournaledVips {
     /// `fallback`) and resets the journal. If a removal fails the journal is left listing
     /// everything, so a later `recover` tries again.
     pub async fn recover(&mut self, fallback: &[Vip]) -> Result<Recovery, JournalError> {
+        // Recovery empties the journal: nothing stays reserved.
+        self.reserved.clear();
         let (to_remove, corrupt) = match self.journal.load()? {
             Ok(vips) => (vips, None),
             Err(reason) => {
@@ -256,10 +276,20 @@ impl JournaledVips {
         Ok(())
     }
 
-    /// Removes `vips`, then strikes them from the journal (only if all removals succeeded).
+    /// Removes `vips`, then strikes the ones not reserved from the journal (only if all
+    /// removals succeeded).
     pub async fn remove(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
         self.manager.remove(vips).await?;
-        self.journal.forget(vips)?;
+        let unreserved: Vec<Vip> = vips
+            .iter()
+            .filter(|vip| {
+                !self
+                    .reserved
+                    .contains(&(vip.iface.clone(), vip.addr, vip.prefix_len))
+            })
+            .cloned()
+            .collect();
+        self.journal.forget(&unreserved)?;
         Ok(())
     }
 }
