@@ -90,7 +90,7 @@ struct Measured {
 fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     let check = |step: &str| -> anyhow::Result<()> {
         if interrupted.load(Ordering::SeqCst) {
-            bail!("interrupted (Ctrl-C) during {step}");
+            bail!("interrupted (Ctrl-C or SIGTERM) during {step}");
         }
         Ok(())
     };
