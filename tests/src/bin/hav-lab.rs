@@ -259,10 +259,12 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     fleet
         .wait_vip("web2", IpAddr::V4(PROBED_VIP), true)
         .doing("web2 taking the VIP")?;
-    results.push(Measured {
-        event: "master killed (link cut)",
-        ..wait_report(&prober, fault, "web2")?
-    });
+    results.push(wait_report(
+        &prober,
+        fault,
+        "master killed (link cut)",
+        "web2",
+    )?);
     explain("the failover trace web2 exported (offsets from the first span; durations right):");
     print_failover_trace(&mut collector, "web2", fault_wall, false)?;
     check("master kill")?;
@@ -276,10 +278,12 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     fleet
         .wait_vip("web2", IpAddr::V4(PROBED_VIP), false)
         .doing("web2 releasing the VIP")?;
-    results.push(Measured {
-        event: "master back (failback)",
-        ..wait_report(&prober, fault, "web1")?
-    });
+    results.push(wait_report(
+        &prober,
+        fault,
+        "master back (failback)",
+        "web1",
+    )?);
     // The drain below is planned from the coordinator's view: wait until it has web1 back.
     wait_status_settled(&fleet, &BALANCED)?;
     check("failback")?;
@@ -297,10 +301,7 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     fleet
         .wait_vip("web1", IpAddr::V4(PROBED_VIP), false)
         .doing("web1 releasing the VIP")?;
-    results.push(Measured {
-        event: "drain web1 (planned)",
-        ..wait_report(&prober, fault, "web2")?
-    });
+    results.push(wait_report(&prober, fault, "drain web1 (planned)", "web2")?);
     explain("both sides of the handover in one trace: web2's takeover and web1's resignation:");
     print_failover_trace(&mut collector, "web2", fault_wall, true)?;
     let drained = [
@@ -327,10 +328,7 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     fleet
         .wait_vip("web1", IpAddr::V4(PROBED_VIP), true)
         .doing("web1 taking its VIP back")?;
-    results.push(Measured {
-        event: "undrain web1",
-        ..wait_report(&prober, fault, "web1")?
-    });
+    results.push(wait_report(&prober, fault, "undrain web1", "web1")?);
 
     banner("What the client saw");
     println!(
@@ -482,7 +480,14 @@ fn wait_dns(fleet: &FleetLab, dns: &DnsServer, name: &str, count: usize) -> anyh
     }
 }
 
-fn wait_report(prober: &Prober, fault: Instant, new_holder: &str) -> anyhow::Result<Measured> {
+/// Waits until `new_holder` answers the client, prints what the client saw since `fault` and
+/// returns it as the row `event` of the final table.
+fn wait_report(
+    prober: &Prober,
+    fault: Instant,
+    event: &'static str,
+    new_holder: &str,
+) -> anyhow::Result<Measured> {
     prober
         .wait_for_reply(new_holder, fault, SETTLE)
         .with_context(|| format!("the client never reached {new_holder}"))?;
@@ -497,7 +502,7 @@ fn wait_report(prober: &Prober, fault: Instant, new_holder: &str) -> anyhow::Res
         report.failed_probes
     );
     Ok(Measured {
-        event: "",
+        event,
         report,
         silence,
     })
