@@ -267,6 +267,13 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     )?);
     explain("the failover trace web2 exported (offsets from the first span; durations right):");
     print_failover_trace(&mut collector, "web2", fault_wall, false)?;
+    let answers = dns
+        .dig(&fleet.lab, CLIENT_HOST, "web.example.test", "A")
+        .doing("dig")?;
+    println!(
+        "   $ dig +short web.example.test  →  {}   (web2 holds both VIPs: the name stays whole)",
+        answers.join(" ")
+    );
     check("master kill")?;
 
     banner("6. web1 comes back and takes its VIP again (preemption)");
