@@ -29,6 +29,11 @@ pub struct DnsServer {
 impl DnsServer {
     /// Starts named in `host` on `address` port 53 and waits until it reports running.
     pub fn start(lab: &Lab, host: &str, address: IpAddr) -> Result<DnsServer, Error> {
+        // A missing named would only show as a start-up timeout below: say so at once.
+        Command::new("named")
+            .arg("-v")
+            .output()
+            .map_err(|e| format!("named (is bind9 installed? scripts/setup-host.sh): {e}"))?;
         let dir = lab.log_dir().join("dns");
         std::fs::create_dir_all(&dir)?;
         let key = Command::new("tsig-keygen")

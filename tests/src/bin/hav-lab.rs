@@ -87,7 +87,23 @@ struct Measured {
     silence: Duration,
 }
 
+/// Creates the lab, runs the demonstration in it and, when a step failed (not on Ctrl-C), keeps
+/// the processes' logs and says where; the lab itself is removed when `fleet` drops.
 fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
+    banner("1. The lab: namespaces, certificates, DNS, trace collector");
+    explain("each box is a network namespace on one LAN 198.51.100.0/24 (a bridge):");
+    let mut fleet =
+        FleetLab::new(&NODES).doing("creating namespaces and certificates (run as root)")?;
+    let result = demonstrate(&mut fleet, interrupted);
+    if result.is_err() && !interrupted.load(Ordering::SeqCst) {
+        fleet.lab.keep_logs();
+        let logs = fleet.lab.log_dir().display().to_string();
+        return result.with_context(|| format!("logs kept in {logs}"));
+    }
+    result
+}
+
+fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result<()> {
     let check = |step: &str| -> anyhow::Result<()> {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted (Ctrl-C or SIGTERM) during {step}");
@@ -95,11 +111,6 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
         Ok(())
     };
     let client_ip = LanSpec::PRIMARY.ipv4(CLIENT_OCTET);
-
-    banner("1. The lab: namespaces, certificates, DNS, trace collector");
-    explain("each box is a network namespace on one LAN 198.51.100.0/24 (a bridge):");
-    let mut fleet =
-        FleetLab::new(&NODES).doing("creating namespaces and certificates (run as root)")?;
     let prefix = fleet.lab.prefix().as_str().to_owned();
     println!("     coord   198.51.100.1    hav-coordinator (mTLS gRPC :7443), havctl runs here");
     for (name, octet) in NODES {
@@ -121,7 +132,7 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
         dns.address
     ));
     let otlp = SocketAddr::new(IpAddr::V4(client_ip), OTLP_PORT);
-    let mut collector = collector_in(&fleet, otlp)?;
+    let mut collector = collector_in(fleet, otlp)?;
     explain(&format!(
         "an OTLP/gRPC trace collector listens on {otlp} (inside this program)"
     ));
@@ -162,11 +173,11 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
     }
     explain("each agent's local file has only [node], [coordinator] (address + its certificate)");
     explain("and [telemetry]; all four are connected to the coordinator over mTLS:");
-    havctl_show(&fleet, &["status"])?;
+    havctl_show(fleet, &["status"])?;
     check("start-up")?;
 
     banner("3. Push the fleet config: two pairs, four VIPs, two DNS names");
-    let fleet_text = fleet_config(&fleet);
+    let fleet_text = fleet_config(fleet);
     let path = fleet
         .write("fleet.toml", &fleet_text)
         .doing("writing fleet.toml")?;
@@ -221,12 +232,12 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
             .wait_vip(peer, vip, false)
             .doing(&format!("{peer} releasing {vip} to {host}"))?;
     }
-    wait_status_settled(&fleet, &BALANCED)?;
-    havctl_show(&fleet, &["status"])?;
+    wait_status_settled(fleet, &BALANCED)?;
+    havctl_show(fleet, &["status"])?;
     explain("$ havctl dns show   (the coordinator publishes the VIPs held, by RFC 2136 updates)");
-    wait_dns(&fleet, &dns, "web.example.test", 2)?;
-    wait_dns(&fleet, &dns, "api.example.test", 2)?;
-    havctl_show(&fleet, &["dns", "show"])?;
+    wait_dns(fleet, &dns, "web.example.test", 2)?;
+    wait_dns(fleet, &dns, "api.example.test", 2)?;
+    havctl_show(fleet, &["dns", "show"])?;
     for name in ["web.example.test", "api.example.test"] {
         let answers = dns.dig(&fleet.lab, CLIENT_HOST, name, "A").doing("dig")?;
         println!(
@@ -292,7 +303,7 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
         "web1",
     )?);
     // The drain below is planned from the coordinator's view: wait until it has web1 back.
-    wait_status_settled(&fleet, &BALANCED)?;
+    wait_status_settled(fleet, &BALANCED)?;
     check("failback")?;
 
     banner("7. Drain web1 for maintenance (make-before-break)");
@@ -317,8 +328,8 @@ fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
         BALANCED[2],
         BALANCED[3],
     ];
-    wait_status_settled(&fleet, &drained)?;
-    havctl_show(&fleet, &["status"])?;
+    wait_status_settled(fleet, &drained)?;
+    havctl_show(fleet, &["status"])?;
     explain(
         "web1 is drained (priority 1 everywhere); web2 holds both web VIPs at its takeover priority",
     );
