@@ -261,9 +261,8 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
     let mut results: Vec<Measured> = Vec::new();
 
     banner("5. Kill a master: web1 drops off the network (as if it lost power)");
-    explain(
-        "web1's link is cut; web2 hears no advert for 3 × 100 ms (+ skew) and takes 198.51.100.100",
-    );
+    explain("web1's link is cut: it loses carrier and stops (Fault); web2 hears no advert for");
+    explain("3 × 100 ms (+ skew) and takes 198.51.100.100");
     let (fault, fault_wall) = (Instant::now(), SystemTime::now());
     let iface = fleet.nodes["web1"].1.clone();
     fleet.lab.set_link("web1", &iface, LinkEnd::Switch, false)?;
@@ -277,7 +276,7 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
         "web2",
     )?);
     explain("the failover trace web2 exported (offsets from the first span; durations right):");
-    print_failover_trace(&mut collector, "web2", fault_wall, false)?;
+    print_trace(&mut collector, "web2", "vrrp.failover", fault_wall, None)?;
     let answers = dns
         .dig(&fleet.lab, CLIENT_HOST, "web.example.test", "A")
         .doing("dig")?;
@@ -288,10 +287,9 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
     check("master kill")?;
 
     banner("6. web1 comes back and takes its VIP again (preemption)");
-    explain(
-        "web1 never stopped being master on its own; once web2 hears its higher priority, it steps down",
-    );
-    let fault = Instant::now();
+    explain("the link returns: web1 leaves Fault, hears web2 at a lower priority (140 < 150) and");
+    explain("preempts it; web2 resigns when it hears web1's advert");
+    let (fault, fault_wall) = (Instant::now(), SystemTime::now());
     fleet.lab.set_link("web1", &iface, LinkEnd::Switch, true)?;
     fleet
         .wait_vip("web2", IpAddr::V4(PROBED_VIP), false)
@@ -302,6 +300,14 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
         "master back (failback)",
         "web1",
     )?);
+    explain("the handover's trace: web1's takeover (preempt) and web2's resignation:");
+    print_trace(
+        &mut collector,
+        "web1",
+        "vrrp.failover",
+        fault_wall,
+        Some("vrrp.resign"),
+    )?;
     // The drain below is planned from the coordinator's view: wait until it has web1 back.
     wait_status_settled(fleet, &BALANCED)?;
     check("failback")?;
@@ -321,7 +327,13 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
         .doing("web1 releasing the VIP")?;
     results.push(wait_report(&prober, fault, "drain web1 (planned)", "web2")?);
     explain("both sides of the handover in one trace: web2's takeover and web1's resignation:");
-    print_failover_trace(&mut collector, "web2", fault_wall, true)?;
+    print_trace(
+        &mut collector,
+        "web2",
+        "vrrp.failover",
+        fault_wall,
+        Some("vrrp.resign"),
+    )?;
     let drained = [
         BALANCED[1],
         ("web2", BALANCED[0].1),
@@ -550,13 +562,15 @@ fn longest_silence(
         .unwrap_or_default()
 }
 
-/// Waits for `host`'s `vrrp.failover` of the probed VIP that started after `since`, then prints
-/// every span of its trace (both nodes' sides) as a tree.
-fn print_failover_trace(
+/// Waits for `host`'s root span `root_name` (`vrrp.failover` or `vrrp.resign`) of the probed VIP
+/// that ended after `since` and, if `other_side` names the peer's root, for that one too; then
+/// prints every span of the trace (both nodes' sides) as a tree.
+fn print_trace(
     collector: &mut Collector,
     host: &str,
+    root_name: &str,
     since: SystemTime,
-    expect_resign: bool,
+    other_side: Option<&str>,
 ) -> anyhow::Result<()> {
     let since_ns = u64::try_from(
         since
@@ -567,7 +581,7 @@ fn print_failover_trace(
     .unwrap_or(0);
     let Some(root) = collector.try_wait_for(SETTLE, |s| {
         s.host == host
-            && s.span.name == "vrrp.failover"
+            && s.span.name == root_name
             && s.span.end_time_unix_nano >= since_ns
             && matches!(
                 s.attribute("vrrp.vrid"),
@@ -578,13 +592,19 @@ fn print_failover_trace(
         return Ok(());
     };
     let trace_id = root.span.trace_id.clone();
-    // The children are exported with their root; the announce span closes last.
-    let _ = collector.try_wait_for(Duration::from_secs(2), |s| {
-        s.span.trace_id == trace_id && s.span.name == "announce"
-    });
-    if expect_resign {
+    // A takeover's announce span closes last; wait for it so the tree is whole.
+    if root_name == "vrrp.failover" {
+        let _ = collector.try_wait_for(Duration::from_secs(2), |s| {
+            s.span.trace_id == trace_id
+                && s.span.name == "announce"
+                && s.span.end_time_unix_nano >= since_ns
+        });
+    }
+    if let Some(other) = other_side {
         let _ = collector.try_wait_for(Duration::from_secs(3), |s| {
-            s.span.trace_id == trace_id && s.span.name == "vrrp.resign"
+            s.span.trace_id == trace_id
+                && s.span.name == other
+                && s.span.end_time_unix_nano >= since_ns
         });
     }
     collector.collect_pending();
