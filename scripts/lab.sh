@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build hav, bring up a proxy pair in network namespaces, break it in the ways
-# production does (proxy death, link cut, planned stop) and show what a client saw. Needs root.
+# The main job: build hav, bring up in network namespaces a coordinator, two proxy pairs, a
+# client and the DNS; push a fleet config, show status, kill a master (client outage and the
+# failover trace), drain a node, and tear it all down (also on Ctrl-C). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh

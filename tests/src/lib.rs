@@ -9,6 +9,7 @@
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
+//! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -21,6 +22,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod dns;
 pub mod fleet;
 pub mod keepalived;
 pub mod netns;

@@ -182,6 +182,33 @@ impl Collector {
         }
     }
 
+    /// Like [`Collector::wait_for`], but `None` after `timeout` instead of a panic (for the lab,
+    /// which reports and tears down rather than panics).
+    pub fn try_wait_for(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Exported) -> bool,
+    ) -> Option<Exported> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.seen.iter().find(|span| wanted(span)) {
+                return Some(found.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.spans.recv_timeout(left) {
+                Ok(span) => self.seen.push(span),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Takes every span that has arrived without waiting.
+    pub fn collect_pending(&mut self) {
+        while let Ok(span) = self.spans.try_recv() {
+            self.seen.push(span);
+        }
+    }
+
     /// Every span received so far.
     pub fn seen(&self) -> &[Exported] {
         &self.seen
