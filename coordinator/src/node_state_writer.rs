@@ -24,7 +24,8 @@ use crate::store::{AuditRecord, NodeStateRecord, Store, StoreError};
 pub trait Batch: Default + Send + 'static {
     type Item;
     fn push(&mut self, item: Self::Item);
-    fn len(&self) -> usize;
+    /// How many items are pending.
+    fn count(&self) -> usize;
     fn write(self, store: &dyn Store) -> Result<(), StoreError>;
 }
 
@@ -37,7 +38,7 @@ impl Batch for NodeStates {
     fn push(&mut self, (node, record): Self::Item) {
         self.0.insert(node, record);
     }
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.0.len()
     }
     fn write(self, store: &dyn Store) -> Result<(), StoreError> {
@@ -55,7 +56,7 @@ impl Batch for Audits {
     fn push(&mut self, record: AuditRecord) {
         self.0.push(record);
     }
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.0.len()
     }
     fn write(self, store: &dyn Store) -> Result<(), StoreError> {
@@ -118,7 +119,7 @@ async fn run<B: Batch>(store: Arc<dyn Store>, pending: Arc<Pending<B>>) {
         // Read before taking the batch: a close seen here has its records in this batch.
         let closing = pending.closed.load(Ordering::SeqCst);
         let batch = std::mem::take(&mut *lock(&pending.records));
-        let count = batch.len();
+        let count = batch.count();
         if count > 0 {
             let store = store.clone();
             let written = tokio::task::spawn_blocking(move || batch.write(store.as_ref())).await;

@@ -231,14 +231,13 @@ impl Store for RedbStore {
         let encoded = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         self.write(vec![Change::Audit], |txn| {
             let mut table = txn.open_table(AUDIT).map_err(backend)?;
-            let mut next = table
+            let first = table
                 .last()
                 .map_err(backend)?
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(1);
-            for bytes in &encoded {
-                table.insert(next, bytes.as_slice()).map_err(backend)?;
-                next += 1;
+            for (key, bytes) in (first..).zip(&encoded) {
+                table.insert(key, bytes.as_slice()).map_err(backend)?;
             }
             Ok(())
         })
