@@ -231,6 +231,24 @@ impl FleetLab {
         Ok(self.lab.exec(COORDINATOR_HOST, &argv)?)
     }
 
+    /// Starts a long-running havctl (e.g. `watch -o json`) as operator `olga` in the
+    /// coordinator's namespace; its output goes to the process's log.
+    pub fn spawn_havctl(&self, name: &str, args: &[&str]) -> Result<NsProcess, Error> {
+        let spec = SpawnSpec::new(name, sibling_binary("havctl")?)
+            .args([
+                "--coordinator".to_owned(),
+                self.coordinator_address(),
+                "--cert".into(),
+                self.cert("operator-olga.pem"),
+                "--key".into(),
+                self.cert("operator-olga.key"),
+                "--ca".into(),
+                self.cert("ca.pem"),
+            ])
+            .args(args.iter().copied());
+        Ok(self.lab.spawn(COORDINATOR_HOST, spec)?)
+    }
+
     /// `havctl status -o json`, parsed.
     pub fn status(&self) -> Result<serde_json::Value, Error> {
         let out = self.havctl(&["status", "-o", "json"])?;
