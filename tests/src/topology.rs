@@ -290,7 +290,12 @@ impl Lab {
     /// ends that. Isolated ports exchange no frame with each other, multicast included, and
     /// still reach every port that is not isolated: isolating the two nodes of a pair cuts
     /// VRRP between them and nothing else.
-    pub fn set_port_isolated(&self, host: &str, iface: &str, isolated: bool) -> Result<(), NetnsError> {
+    pub fn set_port_isolated(
+        &self,
+        host: &str,
+        iface: &str,
+        isolated: bool,
+    ) -> Result<(), NetnsError> {
         let attachment = self.attachment(host, iface)?;
         let lan = self
             .lans
@@ -310,7 +315,10 @@ impl Lab {
             Ok(())
         } else {
             Err(NetnsError::Io {
-                what: format!("bridge link set dev {} isolated {state}", attachment.switch_port),
+                what: format!(
+                    "bridge link set dev {} isolated {state}",
+                    attachment.switch_port
+                ),
                 source: std::io::Error::other(out.stderr),
             })
         }
