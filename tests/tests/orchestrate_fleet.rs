@@ -545,6 +545,7 @@ fn the_sla_counts_an_injected_outage_of_a_whole_pair() -> Result<(), Error> {
     // was seen back.
     let lower = restart.duration_since(down).as_millis() as u64;
     let upper = back.duration_since(stop).as_millis() as u64;
+    let stop_to_down = down.duration_since(stop).as_millis() as u64;
     // Exactly, as the kernel saw it: from the last removal before the restart to the first add
     // after it, on either node.
     let mut measured = BTreeMap::new();
@@ -589,19 +590,21 @@ fn the_sla_counts_an_injected_outage_of_a_whole_pair() -> Result<(), Error> {
     };
     eprintln!(
         "SLA outage: {figures:?} ms counted; the kernel saw {exact:?} ms without the VIPs; \
-         bounds from the test's own steps {lower}..{upper} ms"
+         bounds from the test's own steps {lower}..{upper} ms; the graceful stop took \
+         {stop_to_down} ms"
     );
     for (ms, exact) in figures.into_iter().zip(exact) {
         assert!(
             ms >= lower && ms <= upper,
             "SLA outage {ms} ms outside {lower}..{upper} ms"
         );
-        // Never less than the kernel saw. More by up to the restarted agents' reconnection:
-        // a VIP taken before the agent's control link is up is reported with the link-up
-        // snapshot (see the report); that is within `upper`, checked above.
+        // Never less than the kernel saw. More by at most the graceful stop: on SIGTERM an
+        // agent reports leaving Master at once but keeps its VIPs in the kernel until a peer
+        // takes over or its stop grace ends (~0.7 s here), and the ledger starts the outage at
+        // the report (see the report); the test measured that stop as `stop_to_down`.
         assert!(
-            ms + 50 >= exact,
-            "SLA outage {ms} ms, the kernel saw {exact} ms"
+            ms + 50 >= exact && ms <= exact + stop_to_down + 100,
+            "SLA outage {ms} ms, the kernel saw {exact} ms, the stop took {stop_to_down} ms"
         );
     }
     Ok(())
