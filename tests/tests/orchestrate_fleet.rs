@@ -302,6 +302,12 @@ fn a_rollout_interrupted_by_a_coordinator_kill_is_resumed_to_the_end() -> Result
     for node in ["p1a", "p2a"] {
         assert_eq!(step(&job, node), "executing", "{node}: {job}");
     }
+    // The drains outlived the coordinator: the first wave's VIPs are still on their peers.
+    for (k, drained, peer) in [(1, "p1a", "p1b"), (2, "p2a", "p2b")] {
+        let vip = pair_vips(k)[0];
+        lab.wait_vip(peer, vip, true)?;
+        lab.wait_vip(drained, vip, false)?;
+    }
     // The agents reconnect to the new coordinator (a drain needs their snapshots).
     for (node, _) in &NODES[..4] {
         lab.wait_link_up(node, 2)?;
@@ -377,11 +383,36 @@ fn a_forced_split_brain_is_detected_and_the_lower_priority_master_demoted() -> R
         assert_eq!(masters, ["p1a", "p1b"], "{split}");
     }
     // Both become master after the master-down interval (3 × 200 ms + skew < 0.8 s), report at
-    // once, and the coordinator raises after a one-second grace: about 1.8 s. 8 s leaves room
-    // for a loaded machine; more means detection is broken.
+    // once, and the coordinator raises after its grace (`split_brain_grace`, 1 s by default):
+    // about 1.8 s. 5 s leaves room for a loaded machine; more means detection is broken.
     assert!(
-        detected < Duration::from_secs(8),
+        detected < Duration::from_secs(5),
         "detected after {detected:?}"
+    );
+    // From the second master's report (its transition event, stamped by the agent) to the
+    // raised event (stamped by the coordinator; one host clock): at most the grace plus
+    // reporting latency. (Issue 5 asks for one advert interval, 200 ms here: see the report.)
+    let watched = json_lines(&std::fs::read_to_string(&watch_log)?);
+    let mut after_both = Vec::new();
+    for split in &raised {
+        let vrid = split["vrid"].as_u64().unwrap_or_default();
+        let instance = format!("g1-vip{}", vrid.saturating_sub(10));
+        let raised_ms = split_brain_ms(&watched, split);
+        let second_master_ms = watched
+            .iter()
+            .filter(|e| {
+                e["transition"]["instance"] == instance.as_str()
+                    && e["transition"]["to"] == "master"
+            })
+            .filter_map(|e| e["unix_ms"].as_u64())
+            .filter(|&ms| ms <= raised_ms)
+            .max()
+            .expect("the masters' transitions were watched");
+        after_both.push(raised_ms - second_master_ms);
+    }
+    assert!(
+        after_both.iter().all(|&ms| ms <= 1_500),
+        "raised {after_both:?} ms after both masters were reported"
     );
 
     // Resolution: on each VIP the lower-priority master (the VIP's non-home node) is demoted by a
@@ -467,12 +498,22 @@ fn a_forced_split_brain_is_detected_and_the_lower_priority_master_demoted() -> R
     }
     let raised_total = events.iter().filter(|s| s["resolved"] == false).count();
     eprintln!(
-        "split brain: raised {:.2}s after the cut; {raised_total} raised (and demoted) while cut; \
+        "split brain: raised {:.2}s after the cut, {after_both:?} ms after both masters were \
+         reported; {raised_total} raised (and demoted) while cut; \
          one master per VIP {:.2}s after VRRP was unblocked",
         detected.as_secs_f64(),
         settled.as_secs_f64()
     );
     Ok(())
+}
+
+/// The `unix_ms` of the watched event that carried `split`.
+fn split_brain_ms(watched: &[serde_json::Value], split: &serde_json::Value) -> u64 {
+    watched
+        .iter()
+        .find(|e| e.get("split_brain") == Some(split))
+        .and_then(|e| e["unix_ms"].as_u64())
+        .unwrap_or_default()
 }
 
 /// Re-evaluates `done` every 50 ms until it holds (20 s at most). Only for states nothing
