@@ -258,6 +258,46 @@ impl FleetLab {
         Ok(serde_json::from_str(&out.stdout)?)
     }
 
+    /// Waits until the coordinator's view (`havctl status -o json`) has each `(instance, node)`
+    /// of `masters` master on exactly that node, holding VIPs, and every other node's instance
+    /// of that name in backup, holding none. The kernel can be settled before the coordinator
+    /// has the agents' last snapshots; a drain planned on the earlier ones is refused.
+    ///
+    /// Polled every 50 ms (20 s at most): the API announces no "snapshot stored".
+    pub fn wait_masters(&self, masters: &[(&str, &str)]) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status()?;
+            let settled = masters.iter().all(|(instance, master)| {
+                let mut seen = 0;
+                let agrees = status.as_array().into_iter().flatten().all(|node| {
+                    let is_master = node["name"] == *master;
+                    node["instances"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|i| i["name"] == *instance)
+                        .all(|i| {
+                            seen += 1;
+                            let holds = i["vips_held"].as_array().is_some_and(|v| !v.is_empty());
+                            let state = if is_master { "master" } else { "backup" };
+                            i["state"] == state && holds == is_master
+                        })
+                });
+                agrees && seen >= 2
+            });
+            if settled {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(
+                    format!("the coordinator never saw masters {masters:?}: {status}").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Writes a file in the lab's log dir; its path.
     pub fn write(&self, name: &str, text: &str) -> Result<String, Error> {
         let path = self.lab.log_dir().join(name);

@@ -101,6 +101,16 @@ fn up_with<T>(
     for (vip, node) in homes(pairs) {
         lab.wait_vip(node, vip, true)?;
     }
+    let masters: Vec<(String, &str)> = (1..=pairs)
+        .flat_map(|k| {
+            [
+                (format!("g{k}-vip0"), NODES[2 * k - 2].0),
+                (format!("g{k}-vip1"), NODES[2 * k - 1].0),
+            ]
+        })
+        .collect();
+    let masters: Vec<(&str, &str)> = masters.iter().map(|(i, n)| (i.as_str(), *n)).collect();
+    lab.wait_masters(&masters)?;
     Ok((lab, hooked))
 }
 
