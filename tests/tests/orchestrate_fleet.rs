@@ -4,6 +4,11 @@
 //! brain forced by isolating the two bridge ports of a pair, detected and resolved; the SLA
 //! figures of an outage injected by stopping both agents of a pair.
 //!
+//! What the split-brain test shows: the coordinator raises both VIPs' split brains and demotes
+//! each loser (priority override 1), which resigns at once; while VRRP stays blocked the loser
+//! takes over again after the master-down interval (as RFC 3768 requires of a backup hearing
+//! nothing); exactly one master per VIP remains once VRRP flows again.
+//!
 //! Every fleet is pushed with `havctl push-config --fleet`; pair `k` (1-based) is group `gk`
 //! with VIPs `198.51.100.1k0` (home: node `pka`) and `198.51.100.1k1` (home: node `pkb`).
 
@@ -169,7 +174,8 @@ fn check_never_both_of_a_pair(updates: &[serde_json::Value], max_parallel: usize
     most
 }
 
-/// Probes one VIP from the client until `running` is cleared; (probes, failures).
+/// One VIP's probe counts: pings sent from the client (each resolving the VIP afresh), and
+/// how many failed.
 struct Prober {
     probes: AtomicU64,
     failures: AtomicU64,
@@ -442,8 +448,21 @@ fn a_forced_split_brain_is_detected_and_the_lower_priority_master_demoted() -> R
     }
     // While VRRP stays blocked the demotion cannot hold: a backup that hears no advert for the
     // master-down interval must take over (RFC 3768 6.4.2), so the loser becomes master again
-    // ~0.8 s later, the coordinator raises and demotes again, and so on. What ends the split
-    // brain for good is VRRP flowing again, with the loser's priority still overridden.
+    // ~0.8 s later (awaited here), the coordinator raises and demotes again, and so on. What
+    // ends the split brain for good is VRRP flowing again, with the loser's priority still
+    // overridden.
+    for (node, instance) in [("p1b", "g1-vip0"), ("p1a", "g1-vip1")] {
+        let path = lab.agent(node)?.process().log_path().to_owned();
+        let needle = format!("{instance}: Backup -> Master: master-down timer expired");
+        let text = std::fs::read_to_string(&path)?;
+        let resigned = text
+            .find(&format!(
+                "{instance}: Master -> Backup: priority 1 fell below peer"
+            ))
+            .ok_or("the resignation is logged")?;
+        let before = text[..resigned].matches(&needle).count();
+        wait_file_count(&path, &needle, before + 1, Duration::from_secs(10))?;
+    }
     lab.lab.set_port_isolated("p1a", &iface, false)?;
     lab.lab.set_port_isolated("p1b", &iface, false)?;
     let unblocked = Instant::now();
