@@ -719,6 +719,9 @@ impl Orchestrator {
                     self.audit(who, "rollout resume", format!("job {}", job.id))
                         .await;
                     job.status = Status::Running;
+                    // Persisted before the reply: a watch opened right after `resume` must see
+                    // the job running, not the `interrupted` record that would end it at once.
+                    persist_job(self.shared.store.as_ref(), &job);
                     self.spawn_job(job.clone());
                 }
             }

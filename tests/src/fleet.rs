@@ -231,6 +231,24 @@ impl FleetLab {
         Ok(self.lab.exec(COORDINATOR_HOST, &argv)?)
     }
 
+    /// Starts a long-running havctl (e.g. `watch -o json`) as operator `olga` in the
+    /// coordinator's namespace; its output goes to the process's log.
+    pub fn spawn_havctl(&self, name: &str, args: &[&str]) -> Result<NsProcess, Error> {
+        let spec = SpawnSpec::new(name, sibling_binary("havctl")?)
+            .args([
+                "--coordinator".to_owned(),
+                self.coordinator_address(),
+                "--cert".into(),
+                self.cert("operator-olga.pem"),
+                "--key".into(),
+                self.cert("operator-olga.key"),
+                "--ca".into(),
+                self.cert("ca.pem"),
+            ])
+            .args(args.iter().copied());
+        Ok(self.lab.spawn(COORDINATOR_HOST, spec)?)
+    }
+
     /// `havctl status -o json`, parsed.
     pub fn status(&self) -> Result<serde_json::Value, Error> {
         let out = self.havctl(&["status", "-o", "json"])?;
@@ -238,6 +256,46 @@ impl FleetLab {
             return Err(format!("havctl status failed: {}", out.stderr).into());
         }
         Ok(serde_json::from_str(&out.stdout)?)
+    }
+
+    /// Waits until the coordinator's view (`havctl status -o json`) has each `(instance, node)`
+    /// of `masters` master on exactly that node, holding VIPs, and every other node's instance
+    /// of that name in backup, holding none. The kernel can be settled before the coordinator
+    /// has the agents' last snapshots; a drain planned on the earlier ones is refused.
+    ///
+    /// Polled every 50 ms (20 s at most): the API announces no "snapshot stored".
+    pub fn wait_masters(&self, masters: &[(&str, &str)]) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status()?;
+            let settled = masters.iter().all(|(instance, master)| {
+                let mut seen = 0;
+                let agrees = status.as_array().into_iter().flatten().all(|node| {
+                    let is_master = node["name"] == *master;
+                    node["instances"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|i| i["name"] == *instance)
+                        .all(|i| {
+                            seen += 1;
+                            let holds = i["vips_held"].as_array().is_some_and(|v| !v.is_empty());
+                            let state = if is_master { "master" } else { "backup" };
+                            i["state"] == state && holds == is_master
+                        })
+                });
+                agrees && seen >= 2
+            });
+            if settled {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(
+                    format!("the coordinator never saw masters {masters:?}: {status}").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Writes a file in the lab's log dir; its path.

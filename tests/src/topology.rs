@@ -286,6 +286,44 @@ impl Lab {
         }
     }
 
+    /// Isolates `host`'s port `iface` on its LAN's bridge (`bridge link set … isolated on`), or
+    /// ends that. Isolated ports exchange no frame with each other, multicast included, and
+    /// still reach every port that is not isolated: isolating the two nodes of a pair cuts
+    /// VRRP between them and nothing else.
+    pub fn set_port_isolated(
+        &self,
+        host: &str,
+        iface: &str,
+        isolated: bool,
+    ) -> Result<(), NetnsError> {
+        let attachment = self.attachment(host, iface)?;
+        let lan = self
+            .lans
+            .get(&attachment.lan)
+            .ok_or_else(|| unknown("lan", &attachment.lan))?;
+        let state = if isolated { "on" } else { "off" };
+        let out = lan.switch.exec(&[
+            "bridge",
+            "link",
+            "set",
+            "dev",
+            &attachment.switch_port,
+            "isolated",
+            state,
+        ])?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(NetnsError::Io {
+                what: format!(
+                    "bridge link set dev {} isolated {state}",
+                    attachment.switch_port
+                ),
+                source: std::io::Error::other(out.stderr),
+            })
+        }
+    }
+
     /// Runs `argv` to completion in `host`.
     pub fn exec(&self, host: &str, argv: &[&str]) -> Result<ExecOutput, NetnsError> {
         self.host(host)?.exec(argv)

@@ -55,6 +55,14 @@ fn up() -> Result<FleetLab, Error> {
     for (vip, node) in VIPS.iter().zip(["p1a", "p1b", "p2a", "p2b"]) {
         lab.wait_vip(node, vip.parse()?, true)?;
     }
+    // The coordinator must have the settled snapshots too: a drain planned on a node's
+    // start-up snapshot (both nodes master for a moment) is refused.
+    lab.wait_masters(&[
+        ("one-vip0", "p1a"),
+        ("one-vip1", "p1b"),
+        ("two-vip0", "p2a"),
+        ("two-vip1", "p2b"),
+    ])?;
     Ok(lab)
 }
 
