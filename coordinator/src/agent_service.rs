@@ -200,7 +200,7 @@ fn record_transition(
         ),
         allowed: true,
     };
-    tracing::info!(%node, detail = %record.detail, "transition");
+    tracing::debug!(%node, detail = %record.detail, "transition queued for the audit log");
     // Written behind, in order: the agent's stream never waits for the disk.
     shared.transitions.submit(record);
 }

@@ -60,7 +60,12 @@ impl Batch for Audits {
         self.0.len()
     }
     fn write(self, store: &dyn Store) -> Result<(), StoreError> {
-        store.append_audits(&self.0).map(drop)
+        store.append_audits(&self.0)?;
+        // Logged once durable: a reader of the log then finds the entry in the history.
+        for record in &self.0 {
+            tracing::info!(who = %record.who, detail = %record.detail, "transition recorded");
+        }
+        Ok(())
     }
 }
 
