@@ -47,11 +47,11 @@ impl Batch for NodeStates {
     }
 }
 
-/// Audit entries, in order.
+/// Agents' transitions, as audit entries, in order.
 #[derive(Default)]
-pub struct Audits(Vec<AuditRecord>);
+pub struct Transitions(Vec<AuditRecord>);
 
-impl Batch for Audits {
+impl Batch for Transitions {
     type Item = AuditRecord;
     fn push(&mut self, record: AuditRecord) {
         self.0.push(record);
@@ -72,7 +72,7 @@ impl Batch for Audits {
 /// Node states reported by agents.
 pub type NodeStateWriter = WriteBehind<NodeStates>;
 /// Agents' transitions, for the audit log.
-pub type AuditWriter = WriteBehind<Audits>;
+pub type TransitionWriter = WriteBehind<Transitions>;
 
 /// Batches writes of `B` to a [`Store`].
 pub struct WriteBehind<B: Batch> {
@@ -186,7 +186,7 @@ mod tests {
     async fn audit_entries_are_written_in_order_in_one_transaction() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("open"));
-        let writer = AuditWriter::start(store.clone());
+        let writer = TransitionWriter::start(store.clone());
         for n in 0..30u64 {
             writer.submit(AuditRecord {
                 unix_ms: n,

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
-use crate::node_state_writer::{AuditWriter, NodeStateWriter};
+use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::service::{FleetServiceImpl, Shared};
 use crate::store::{RedbStore, Store, StoreError};
@@ -90,7 +90,7 @@ pub struct RunningCoordinator {
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
     node_states: Arc<NodeStateWriter>,
-    transitions: Arc<AuditWriter>,
+    transitions: Arc<TransitionWriter>,
     task: JoinHandle<Result<(), ServerError>>,
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
@@ -146,7 +146,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })?;
     let (stopping, stopping_rx) = watch::channel(false);
     let node_states = Arc::new(NodeStateWriter::start(store.clone()));
-    let transitions = Arc::new(AuditWriter::start(store.clone()));
+    let transitions = Arc::new(TransitionWriter::start(store.clone()));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         store,

@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::diff::line_diff;
 use crate::error::ControlError;
-use crate::node_state_writer::{AuditWriter, NodeStateWriter};
+use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
 use crate::telemetry::{Metrics, trace};
@@ -46,7 +46,7 @@ pub struct Shared {
     /// Where reported node states go (write-behind, batched).
     pub node_states: Arc<NodeStateWriter>,
     /// Agents' transitions on their way to the audit log (write-behind, batched, in order).
-    pub transitions: Arc<AuditWriter>,
+    pub transitions: Arc<TransitionWriter>,
     /// The latest config version, kept in memory for the connect path.
     pub latest: LatestConfig,
     /// How long to wait for an agent's ack.
