@@ -85,7 +85,7 @@ pub struct StateChange {
 }
 
 /// The programs to run for one instance or group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookConfig {
     /// Generic `notify`: run on every change, with the keepalived arguments appended.
     pub notify: Vec<Program>,

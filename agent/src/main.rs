@@ -180,6 +180,8 @@ fn unblock_handled_signals() {
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGQUIT,
     ] {
         set.add(signal);
     }

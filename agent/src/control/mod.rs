@@ -8,6 +8,7 @@
 //! every connection attempt, so a rotated certificate is picked up without a restart.
 
 mod backoff;
+mod command;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use backoff::Backoff;
+pub use command::{Command, CommandError, ExecRequest};
 use hav_proto::transport::{self, ClientTlsFiles, TransportError};
 use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_client::AgentServiceClient;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
     AgentMessage, CommandAck, Event, Hello, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, StateSnapshot,
-    command,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -60,12 +61,12 @@ pub enum LinkState {
     Stopped,
 }
 
-/// A command from the coordinator, waiting for the daemon's answer.
+/// A command from the coordinator, waiting for the daemon's answer. Only commands that parsed
+/// into a [`Command`] reach the daemon; the link answers the others itself.
 #[derive(Debug)]
 pub struct PendingCommand {
     pub id: u64,
-    /// `None` for a command kind this agent does not know (answer with an error).
-    pub action: Option<command::Action>,
+    pub command: Command,
     /// The W3C trace context of the coordinator operation that sent it (may be empty).
     pub trace_context: HashMap<String, String>,
     reply: oneshot::Sender<Result<(), String>>,
@@ -75,22 +76,14 @@ impl PendingCommand {
     /// The `agent.command` span to carry the command out in: a child of the coordinator's span
     /// that sent it (see [`crate::telemetry::propagation`]).
     pub fn span(&self) -> tracing::Span {
-        let kind = match &self.action {
-            Some(command::Action::ApplyConfig(_)) => "apply_config",
-            Some(command::Action::Drain(_)) => "drain",
-            Some(command::Action::Undrain(_)) => "undrain",
-            Some(command::Action::SetPriorityOverride(_)) => "set_priority_override",
-            Some(command::Action::ClearOverride(_)) => "clear_override",
-            Some(command::Action::Exec(_)) => "exec",
-            None => "unknown",
-        };
-        crate::telemetry::propagation::command_span(&self.trace_context, kind)
+        crate::telemetry::propagation::command_span(&self.trace_context, self.command.kind())
     }
 
-    /// Answers the command; `Err` carries the reason it was not carried out.
-    pub fn ack(self, result: Result<(), String>) {
+    /// Answers the command; `Err` carries the reason it was not carried out (turned into text
+    /// only here, for the acknowledgement).
+    pub fn ack<E: std::fmt::Display>(self, result: Result<(), E>) {
         // The session may have ended meanwhile; the coordinator then sees a timeout.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(result.map_err(|error| error.to_string()));
     }
 }
 
@@ -268,20 +261,30 @@ impl Link {
     ) -> Result<(), SessionError> {
         let id = command.id;
         let (reply, answer) = oneshot::channel();
-        let pending = PendingCommand {
-            id,
-            action: command.action,
-            trace_context: command.trace_context,
-            reply,
-        };
-        let immediate = match self.commands.try_send(pending) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => Some("agent busy: command queue full"),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SessionError::DaemonGone),
+        let immediate = match Command::from_proto(command.action) {
+            Ok(parsed) => {
+                let pending = PendingCommand {
+                    id,
+                    command: parsed,
+                    trace_context: command.trace_context,
+                    reply,
+                };
+                match self.commands.try_send(pending) {
+                    Ok(()) => None,
+                    Err(mpsc::error::TrySendError::Full(_)) => Some(CommandError::Busy),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(SessionError::DaemonGone);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(id, %error, "coordinator command refused");
+                Some(error)
+            }
         };
         tokio::spawn(async move {
             let result = match immediate {
-                Some(error) => Err(error.to_owned()),
+                Some(error) => Err(error.to_string()),
                 None => answer
                     .await
                     .unwrap_or_else(|_| Err("the daemon dropped the command".to_owned())),

@@ -1,8 +1,11 @@
 //! From a validated [`NodeConfig`] to everything the daemon runs: the engine's config, the VRRP
 //! sockets, the VIPs' netlink details, the trackers and the hooks.
 //!
-//! Planning only reads the host (interface addresses); it changes nothing, so a config that
-//! cannot be planned is refused before anything moves.
+//! Planning reads the host only through a [`Host`] snapshot (links and their addresses) and
+//! changes nothing, so a config that cannot be planned is refused before anything moves. What
+//! the host lacks is not a refusal: an instance whose interface is missing, or has no address to
+//! advertise from, is planned [`Binding::Unbound`] (it runs in Fault, with no socket) and is
+//! bound again when the host changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -29,7 +32,9 @@ use crate::track::{
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub engine: EngineConfig,
-    /// The socket each router sends and receives on.
+    /// Per router, where on this host it runs (or why it cannot).
+    pub bindings: BTreeMap<String, Binding>,
+    /// The socket each bound router sends and receives on.
     pub router_sockets: HashMap<String, SocketSpec>,
     /// Per router, the netlink details of each VIP.
     pub vips: HashMap<String, HashMap<IpAddr, Vip>>,
@@ -42,6 +47,92 @@ pub struct Plan {
     pub group_hooks: HashMap<String, HookConfig>,
 }
 
+/// Where a router runs on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Its interface exists (with this index) and has the address adverts come from.
+    Bound { ifindex: u32, primary: IpAddr },
+    /// It cannot send or hear adverts: it runs in Fault until the host changes.
+    Unbound(Unbound),
+}
+
+impl Binding {
+    pub fn is_bound(&self) -> bool {
+        matches!(self, Binding::Bound { .. })
+    }
+}
+
+/// Why a router cannot run on this host now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unbound {
+    #[error("interface {interface} not found")]
+    NoInterface { interface: String },
+    #[error("interface {interface} has no {family} address to send adverts from")]
+    NoAddress {
+        interface: String,
+        family: &'static str,
+    },
+}
+
+/// The links of this host, by name, with their index and addresses (kernel order: primary
+/// first), read in one `getifaddrs` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    links: BTreeMap<String, (u32, Vec<IpAddr>)>,
+}
+
+impl Host {
+    /// Reads the links and addresses of the calling thread's network namespace.
+    pub fn read() -> Result<Host, PlanError> {
+        let mut host = Host::default();
+        for entry in nix::ifaddrs::getifaddrs().map_err(PlanError::Addresses)? {
+            let name = entry.interface_name;
+            if !host.links.contains_key(&name) {
+                // A link removed between the two calls is left out: the next read sees it gone.
+                let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) else {
+                    continue;
+                };
+                host.links.insert(name.clone(), (index, Vec::new()));
+            }
+            let Some(address) = entry.address else {
+                continue;
+            };
+            let address = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if let Some((_, addresses)) = host.links.get_mut(&name) {
+                addresses.push(address);
+            }
+        }
+        Ok(host)
+    }
+
+    /// A host with these links (tests).
+    pub fn with_links<'a>(links: impl IntoIterator<Item = (&'a str, u32, Vec<IpAddr>)>) -> Host {
+        Host {
+            links: links
+                .into_iter()
+                .map(|(name, index, addresses)| (name.to_owned(), (index, addresses)))
+                .collect(),
+        }
+    }
+
+    /// The index of link `name`, if it exists.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.links.get(name).map(|(index, _)| *index)
+    }
+
+    fn addresses_of(&self, name: &str) -> &[IpAddr] {
+        self.links
+            .get(name)
+            .map_or(&[][..], |(_, addresses)| addresses.as_slice())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PlannedTracker {
     pub spec: TrackSpec,
@@ -49,6 +140,16 @@ pub struct PlannedTracker {
 }
 
 impl Plan {
+    /// Routers that cannot run on this host now, with the reason.
+    pub fn unbound(&self) -> impl Iterator<Item = (&str, &Unbound)> {
+        self.bindings
+            .iter()
+            .filter_map(|(name, binding)| match binding {
+                Binding::Unbound(why) => Some((name.as_str(), why)),
+                Binding::Bound { .. } => None,
+            })
+    }
+
     /// Every VIP of every instance.
     pub fn all_vips(&self) -> Vec<Vip> {
         self.vips
@@ -66,17 +167,9 @@ impl Plan {
     }
 }
 
-/// Why a config cannot be run on this host.
+/// Why a config cannot be run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "instance {instance}: interface {interface} has no {family} address to send adverts from; set source_address"
-    )]
-    NoSourceAddress {
-        instance: String,
-        interface: String,
-        family: &'static str,
-    },
     #[error("instance {instance}: tracked object {target} is not defined")]
     UnresolvedTracker { instance: String, target: String },
     #[error("cannot read interface addresses: {0}")]
@@ -85,11 +178,19 @@ pub enum PlanError {
     Engine(#[from] hav_vrrp::engine::EngineConfigError),
 }
 
-/// Plans `config` against the host's current interface addresses.
-pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
-    let addresses = interface_addresses()?;
+/// Where each instance of `config` runs on `host` (what [`plan`] would put in
+/// [`Plan::bindings`], without the rest).
+pub fn bindings(config: &NodeConfig, host: &Host) -> BTreeMap<String, Binding> {
+    (config.instances.iter())
+        .map(|instance| (instance.name.clone(), bind(instance, host)))
+        .collect()
+}
+
+/// Plans `config` against `host`.
+pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
     let mut plan = Plan {
         engine: EngineConfig::default(),
+        bindings: BTreeMap::new(),
         router_sockets: HashMap::new(),
         vips: HashMap::new(),
         trackers: BTreeMap::new(),
@@ -98,10 +199,18 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
         group_hooks: HashMap::new(),
     };
     for instance in &config.instances {
-        let primary = primary_address(instance, &addresses)?;
+        let binding = bind(instance, host);
+        let primary = match &binding {
+            Binding::Bound { primary, .. } => {
+                plan.router_sockets
+                    .insert(instance.name.clone(), socket_spec(instance, *primary));
+                *primary
+            }
+            // Never used: an unbound router is in Fault and sends nothing.
+            Binding::Unbound(_) => unspecified(instance.family),
+        };
+        plan.bindings.insert(instance.name.clone(), binding);
         plan.engine.routers.push(router_config(instance, primary));
-        plan.router_sockets
-            .insert(instance.name.clone(), socket_spec(instance, primary));
         plan.vips.insert(
             instance.name.clone(),
             instance
@@ -247,51 +356,45 @@ fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
     }
 }
 
-fn primary_address(
-    instance: &Instance,
-    addresses: &[(String, IpAddr)],
-) -> Result<IpAddr, PlanError> {
-    if let Some(source) = instance.source_address {
-        return Ok(source);
+/// Where `instance` runs on `host`: its interface's index and the address its adverts come
+/// from (`source_address`, else the interface's first address of the family that is not a VIP;
+/// for IPv6 the link-local address, RFC 5798 section 5.1.2.1).
+fn bind(instance: &Instance, host: &Host) -> Binding {
+    let Some(ifindex) = host.index_of(&instance.interface) else {
+        return Binding::Unbound(Unbound::NoInterface {
+            interface: instance.interface.clone(),
+        });
+    };
+    if let Some(primary) = instance.source_address {
+        return Binding::Bound { ifindex, primary };
     }
-    let mut on_interface = addresses
-        .iter()
-        .filter(|(name, _)| *name == instance.interface)
-        .map(|(_, address)| *address);
+    let mut on_interface = host.addresses_of(&instance.interface).iter().copied();
     let found = match instance.family {
         Family::V4 => on_interface
             .filter(IpAddr::is_ipv4)
             .find(|address| !instance.vips.iter().any(|vip| vip.address == *address)),
-        // RFC 5798 section 5.1.2.1: IPv6 adverts come from the link-local address.
         Family::V6 => on_interface.find(|address| match address {
             IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
             IpAddr::V4(_) => false,
         }),
     };
-    found.ok_or_else(|| PlanError::NoSourceAddress {
-        instance: instance.name.clone(),
-        interface: instance.interface.clone(),
-        family: match instance.family {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6 link-local",
-        },
-    })
+    match found {
+        Some(primary) => Binding::Bound { ifindex, primary },
+        None => Binding::Unbound(Unbound::NoAddress {
+            interface: instance.interface.clone(),
+            family: match instance.family {
+                Family::V4 => "IPv4",
+                Family::V6 => "IPv6 link-local",
+            },
+        }),
+    }
 }
 
-/// Every (interface, address) pair of the host, in the kernel's order (primary first).
-fn interface_addresses() -> Result<Vec<(String, IpAddr)>, PlanError> {
-    let mut found = Vec::new();
-    for entry in nix::ifaddrs::getifaddrs().map_err(PlanError::Addresses)? {
-        let Some(address) = entry.address else {
-            continue;
-        };
-        if let Some(v4) = address.as_sockaddr_in() {
-            found.push((entry.interface_name, IpAddr::V4(v4.ip())));
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            found.push((entry.interface_name, IpAddr::V6(v6.ip())));
-        }
+fn unspecified(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
-    Ok(found)
 }
 
 /// The tracker behind a reference: its key and spec; `None` if the reference does not resolve
@@ -396,7 +499,45 @@ mod tests {
             "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 1\nsource_address = \"198.51.100.11\"\nvips = [\"198.51.100.1/24\"]\n{instance_extra}"
         );
         let config = parse_node_config(&text, "test.toml").expect("valid test config");
-        plan(&config).expect("plannable: the source address is given")
+        plan(&config, &Host::with_links([("eth7", 7, Vec::new())]))
+            .expect("plannable: the source address is given")
+    }
+
+    fn v4(address: &str) -> IpAddr {
+        address.parse().expect("address")
+    }
+
+    #[test]
+    fn an_instance_on_a_missing_interface_is_planned_unbound_not_refused() {
+        let text = "[node]\nname = \"n\"\n\n[[instance]]\nname = \"a\"\ninterface = \"va.100\"\nvrid = 1\nvips = [\"198.51.100.1/24\"]\n\n[[instance]]\nname = \"b\"\ninterface = \"eth7\"\nvrid = 2\nvips = [\"198.51.100.2/24\"]\n";
+        let config = parse_node_config(text, "test.toml").expect("valid test config");
+        let host = Host::with_links([("eth7", 7, vec![v4("198.51.100.2"), v4("198.51.100.11")])]);
+        let plan = plan(&config, &host).expect("plannable");
+        assert_eq!(
+            plan.bindings.get("a"),
+            Some(&Binding::Unbound(Unbound::NoInterface {
+                interface: "va.100".into()
+            }))
+        );
+        // The VIP is not the source of adverts.
+        assert_eq!(
+            plan.bindings.get("b"),
+            Some(&Binding::Bound {
+                ifindex: 7,
+                primary: v4("198.51.100.11")
+            })
+        );
+        assert!(!plan.router_sockets.contains_key("a"));
+        assert!(plan.router_sockets.contains_key("b"));
+        let no_address = plan_on(&config, &Host::with_links([("eth7", 7, Vec::new())]));
+        assert!(matches!(
+            no_address.bindings.get("b"),
+            Some(Binding::Unbound(Unbound::NoAddress { .. }))
+        ));
+    }
+
+    fn plan_on(config: &NodeConfig, host: &Host) -> Plan {
+        plan(config, host).expect("plannable")
     }
 
     #[test]

@@ -52,10 +52,10 @@ impl InstanceStatus {
                 .map(|since| now.saturating_duration_since(since).as_secs_f64()),
             last_cause: status.last_cause.as_ref().map(ToString::to_string),
             holds_vips: status.holds_vips,
+            // Every counter, zero or not: the statistics (SIGUSR2) list them all.
             counters: status
                 .counters
                 .named()
-                .filter(|(_, value)| *value > 0)
                 .map(|(name, value)| (name.to_string(), value))
                 .collect(),
         }
@@ -171,6 +171,24 @@ pub fn render(snapshot: &Snapshot) -> String {
         for (name, health) in &snapshot.trackers {
             let _ = writeln!(out, "  {name:<28} {health}");
         }
+    }
+    out
+}
+
+/// The statistics SIGUSR2 writes to the log: every counter of every instance, then the
+/// router-wide ones and the socket layer's drops (the status socket serves the same numbers).
+pub fn render_statistics(snapshot: &Snapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for instance in &snapshot.instances {
+        let _ = writeln!(out, "instance {} ({})", instance.name, instance.state);
+        for (name, value) in &instance.counters {
+            let _ = writeln!(out, "  {name:<32} {value}");
+        }
+    }
+    let _ = writeln!(out, "router-wide");
+    for (name, value) in &snapshot.counters {
+        let _ = writeln!(out, "  {name:<32} {value}");
     }
     out
 }

@@ -1,7 +1,7 @@
 //! Metrics and failover traces: what the event loop tells the outside world about itself.
 //!
-//! The daemon owns one [`Telemetry`] and calls it at fixed points: a valid advert arrived
-//! ([`Telemetry::on_packet`]), an action starts and ends ([`Telemetry::begin`],
+//! The daemon owns one [`Telemetry`] and calls it at fixed points: the engine heard a valid
+//! advert ([`Telemetry::heard`]), an action starts and ends ([`Telemetry::begin`],
 //! [`Telemetry::end`]), a batch of actions is done ([`Telemetry::settle`]), the status changed
 //! ([`Telemetry::publish`]). It never changes what the daemon does: a metrics listener that cannot
 //! bind is logged, an exporter that cannot reach its collector drops spans. Without a `[telemetry]`
@@ -13,12 +13,11 @@ pub mod metrics;
 pub mod otel;
 pub mod propagation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use hav_proto::config::Telemetry as Settings;
-use hav_vrrp::engine::{Action, Engine, RouterConfig, RouterId};
-use hav_vrrp::wire::RecvMeta;
+use hav_vrrp::engine::{Action, Engine, Heard, RouterConfig, RouterId};
 
 use crate::track::Health;
 use failover::{Failovers, Moment, Record, Step};
@@ -72,22 +71,18 @@ impl Telemetry {
     }
 
     /// The routers as configured now, by id (at start-up and after a reload).
-    pub fn configure(&mut self, routers: &[RouterConfig], names: &HashMap<RouterId, String>) {
-        self.failovers
-            .configure(names.iter().filter_map(|(id, name)| {
-                let config = routers.iter().find(|config| &config.name == name)?;
-                Some((*id, config))
-            }));
+    pub fn configure<'a>(
+        &mut self,
+        routers: impl IntoIterator<Item = (RouterId, &'a RouterConfig)>,
+    ) {
+        self.failovers.configure(routers);
     }
 
-    /// A datagram about to go to the engine; valid adverts are remembered (who was heard when,
-    /// with which priority).
-    pub fn on_packet(&mut self, meta: &RecvMeta, payload: &[u8]) {
-        if let Ok(received) = hav_vrrp::decode(meta, payload) {
-            let advert = received.advert;
-            self.failovers
-                .heard(Moment::now(), advert.vrid.get(), meta.src, advert.priority);
-        }
+    /// A valid advert the engine decoded (before its actions are carried out): who was heard
+    /// when, with which priority.
+    pub fn heard(&mut self, heard: &Heard) {
+        self.failovers
+            .heard(Moment::now(), heard.vrid.get(), heard.src, heard.priority);
     }
 
     /// The daemon starts carrying out `action`.

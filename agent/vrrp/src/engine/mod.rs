@@ -159,6 +159,15 @@ pub enum Action {
     },
 }
 
+/// A valid advert [`Engine::handle_packet`] decoded: who sent it, for which VRID, with which
+/// priority (whether or not a configured router took it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub vrid: crate::types::VrId,
+    pub src: IpAddr,
+    pub priority: Priority,
+}
+
 /// The current master of a virtual router, as far as this node knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MasterInfo {
@@ -289,14 +298,15 @@ impl Engine {
     }
 
     /// A VRRP payload received on `interface`: decoded, validated, counted and dispatched by
-    /// (interface, family, VRID).
+    /// (interface, family, VRID). Returns what was heard when the payload is a valid advert, so
+    /// that observers never decode it a second time.
     pub fn handle_packet(
         &mut self,
         now: Instant,
         interface: &str,
         meta: &RecvMeta,
         payload: &[u8],
-    ) {
+    ) -> Option<Heard> {
         let family = family_of(meta.src);
         let received = match wire::decode(meta, payload) {
             Ok(received) => received,
@@ -314,10 +324,15 @@ impl Engine {
                     Some(router) => router.bump(counter),
                     None => self.counters.bump(counter),
                 }
-                return;
+                return None;
             }
         };
         let advert = received.advert;
+        let heard = Heard {
+            vrid: advert.vrid,
+            src: meta.src,
+            priority: advert.priority,
+        };
         let key = (interface, family, advert.vrid);
         let mut out = Out {
             actions: &mut self.actions,
@@ -337,19 +352,20 @@ impl Engine {
             if !heard_by_retiring {
                 self.counters.bump(Counter::VrIdErrors);
             }
-            return;
+            return Some(heard);
         };
         if advert.version != router.config.version {
             // RFC 5798 section 7.1: "MUST verify that the VRRP version is 3" (2 for RFC 3768).
             self.counters.bump(Counter::VersionErrors);
-            return;
+            return Some(heard);
         }
         if meta.src == router.config.primary_address {
             // Our own advert, looped back by the host.
-            return;
+            return Some(heard);
         }
         router.handle_advert(now, meta.src, &advert, &mut out);
         self.settle(now);
+        Some(heard)
     }
 
     /// Runs every timer that expired at or before `now`.

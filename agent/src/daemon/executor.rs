@@ -1,0 +1,302 @@
+//! The executor: the one place where the engine's actions become IO. Adverts go to the router's
+//! socket, VIPs through the crash-safe journal to rtnetlink, announcements to GARP / unsolicited
+//! NA, state changes to the log and the notify hooks.
+//!
+//! All per-router IO state is keyed by the engine's [`RouterId`] (the handle the engine hands
+//! out, stable for a name across reloads); a router removed by a reload keeps its entry while it
+//! retires, so the actions it still emits find their socket and VIP details. Actions are carried
+//! out in the order the engine emitted them; a failure is logged and never stops the ones after
+//! it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
+
+use super::plan::Plan;
+use super::sockets::{OpenSocket, Sockets};
+use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
+use crate::net::{Announcer, JournaledVips, SocketSpec, Vip, VrrpSocket};
+use crate::telemetry::Telemetry;
+
+/// A transition the executor carried out, for the coordinator link.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub instance: String,
+    pub from: State,
+    pub to: State,
+    pub cause: Cause,
+}
+
+/// The IO of one virtual router.
+struct RouterIo {
+    name: String,
+    /// `None` while the router is unbound (its interface is missing): it is in Fault and sends
+    /// nothing.
+    socket: Option<Arc<VrrpSocket>>,
+    vips: HashMap<IpAddr, Vip>,
+}
+
+/// Hook queues by instance or group name, each with the config it runs.
+#[derive(Default)]
+pub struct Hooks {
+    queues: HashMap<String, (HookConfig, HookQueue)>,
+}
+
+impl Hooks {
+    /// Queues for `wanted`: the running ones whose config is unchanged are kept, the others are
+    /// started anew (the returned map holds only the new ones).
+    pub fn prepare(
+        &self,
+        wanted: &HashMap<String, HookConfig>,
+    ) -> Result<HashMap<String, (HookConfig, HookQueue)>, crate::hooks::HookError> {
+        let mut started = HashMap::new();
+        for (name, config) in wanted {
+            if self
+                .queues
+                .get(name)
+                .is_some_and(|(running, _)| running == config)
+            {
+                continue;
+            }
+            started.insert(
+                name.clone(),
+                (config.clone(), HookQueue::spawn(config.clone())?),
+            );
+        }
+        Ok(started)
+    }
+
+    /// Keeps the queues `wanted` still names, adds `started`; the others are closed.
+    fn install(
+        &mut self,
+        wanted: &HashMap<String, HookConfig>,
+        started: HashMap<String, (HookConfig, HookQueue)>,
+    ) {
+        self.queues.retain(|name, _| wanted.contains_key(name));
+        self.queues.extend(started);
+    }
+
+    fn notify(&self, name: &str, change: StateChange) {
+        if let Some((_, queue)) = self.queues.get(name) {
+            queue.notify(change);
+        }
+    }
+
+    async fn close(&mut self) {
+        for (_, (_, queue)) in self.queues.drain() {
+            queue.close().await;
+        }
+    }
+}
+
+/// What a reload prepared and the executor takes over when it commits.
+pub struct Prepared {
+    pub sockets: HashMap<SocketSpec, OpenSocket>,
+    pub instance_hooks: HashMap<String, (HookConfig, HookQueue)>,
+    pub group_hooks: HashMap<String, (HookConfig, HookQueue)>,
+}
+
+pub struct Executor {
+    routers: HashMap<RouterId, RouterIo>,
+    pub(super) sockets: Sockets,
+    pub(super) vips: JournaledVips,
+    announcer: Announcer,
+    pub(super) instance_hooks: Hooks,
+    pub(super) group_hooks: Hooks,
+}
+
+impl Executor {
+    pub fn new(sockets: Sockets, vips: JournaledVips, announcer: Announcer) -> Self {
+        Self {
+            routers: HashMap::new(),
+            sockets,
+            vips,
+            announcer,
+            instance_hooks: Hooks::default(),
+            group_hooks: Hooks::default(),
+        }
+    }
+
+    /// Takes over what a reload prepared for `plan`, after the engine accepted it: per-router IO
+    /// for every router of the plan (by the id the engine gave it); removed routers keep theirs
+    /// until they are retired.
+    pub fn install(&mut self, plan: &Plan, prepared: Prepared, engine: &Engine) {
+        let Prepared {
+            sockets,
+            instance_hooks,
+            group_hooks,
+        } = prepared;
+        for router in &plan.engine.routers {
+            let Some(id) = engine.router_id(&router.name) else {
+                continue;
+            };
+            let socket = (plan.router_sockets.get(&router.name))
+                .and_then(|spec| sockets.get(spec))
+                .map(|open| open.socket.clone());
+            let vips = plan.vips.get(&router.name).cloned().unwrap_or_default();
+            self.routers.insert(
+                id,
+                RouterIo {
+                    name: router.name.clone(),
+                    socket,
+                    vips,
+                },
+            );
+        }
+        self.sockets.replace(sockets);
+        self.instance_hooks
+            .install(&plan.instance_hooks, instance_hooks);
+        self.group_hooks.install(&plan.group_hooks, group_hooks);
+        self.prune(engine);
+    }
+
+    /// Forgets routers the engine no longer has (retired).
+    pub fn prune(&mut self, engine: &Engine) {
+        self.routers
+            .retain(|id, _| engine.router_config(*id).is_some());
+    }
+
+    /// The routers and their names, for observers.
+    pub fn names(&self) -> impl Iterator<Item = (RouterId, &str)> {
+        self.routers.iter().map(|(id, io)| (*id, io.name.as_str()))
+    }
+
+    fn name(&self, router: RouterId) -> &str {
+        self.routers.get(&router).map_or("?", |io| io.name.as_str())
+    }
+
+    fn vip_details(&self, router: RouterId, addresses: &[IpAddr]) -> Vec<Vip> {
+        let Some(io) = self.routers.get(&router) else {
+            return Vec::new();
+        };
+        addresses
+            .iter()
+            .filter_map(|address| io.vips.get(address).cloned())
+            .collect()
+    }
+
+    /// Carries out the engine's actions in order; the transitions among them.
+    pub async fn execute(
+        &mut self,
+        engine: &mut Engine,
+        telemetry: &mut Telemetry,
+    ) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        while let Some(action) = engine.poll_action() {
+            telemetry.begin(&action);
+            self.carry_out(action, &mut transitions).await;
+            telemetry.end();
+        }
+        telemetry.settle();
+        self.prune(engine);
+        transitions
+    }
+
+    async fn carry_out(&mut self, action: Action, transitions: &mut Vec<Transition>) {
+        match action {
+            Action::Transmit {
+                router,
+                dst,
+                payload,
+            } => {
+                let Some(socket) = self.routers.get(&router).and_then(|io| io.socket.as_ref())
+                else {
+                    return;
+                };
+                if let Err(error) = socket.send_to(dst, &payload).await {
+                    tracing::warn!(router = %self.name(router), %error, "advert not sent");
+                }
+            }
+            Action::AddVips { router, vips, .. } => {
+                let vips = self.vip_details(router, &vips);
+                if let Err(error) = self.vips.add(&vips).await {
+                    tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
+                }
+            }
+            Action::RemoveVips { router, vips } => {
+                let vips = self.vip_details(router, &vips);
+                if let Err(error) = self.vips.remove(&vips).await {
+                    tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
+                }
+            }
+            Action::Announce { router, vips } => {
+                let details = self.vip_details(router, &vips);
+                let mut by_device: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+                for vip in &details {
+                    by_device.entry(&vip.iface).or_default().push(vip.addr);
+                }
+                for (device, addresses) in by_device {
+                    if let Err(error) = self.announcer.announce(device, &addresses).await {
+                        tracing::warn!(router = %self.name(router), %error, "announce failed");
+                    }
+                }
+            }
+            Action::StateChanged {
+                router,
+                from,
+                to,
+                priority,
+                cause,
+            } => {
+                let name = self.name(router).to_owned();
+                tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                self.instance_hooks.notify(
+                    &name,
+                    StateChange {
+                        kind: HookKind::Instance,
+                        name: name.clone(),
+                        old: hook_state(from, true),
+                        new: hook_state(to, false),
+                        priority,
+                        cause: cause.to_string(),
+                    },
+                );
+                transitions.push(Transition {
+                    instance: name,
+                    from,
+                    to,
+                    cause,
+                });
+            }
+            Action::SyncGroupChanged {
+                group,
+                from,
+                to,
+                cause,
+            } => {
+                tracing::info!(%group, %from, %to, %cause, "sync group {group}: {from} -> {to}: {cause}");
+                self.group_hooks.notify(
+                    &group,
+                    StateChange {
+                        kind: HookKind::Group,
+                        name: group.clone(),
+                        old: hook_state(from, true),
+                        new: hook_state(to, false),
+                        priority: hav_vrrp::Priority(0),
+                        cause: cause.to_string(),
+                    },
+                );
+            }
+            other => tracing::debug!(?other, "action not handled by this agent version"),
+        }
+    }
+
+    /// Closes the hook queues (each finishes the hooks it has queued).
+    pub async fn close_hooks(&mut self) {
+        self.instance_hooks.close().await;
+        self.group_hooks.close().await;
+    }
+}
+
+/// Initialize is "not started yet" as an old state and "stopped" as a new one.
+fn hook_state(state: State, old: bool) -> HookState {
+    match state {
+        State::Master => HookState::Master,
+        State::Backup => HookState::Backup,
+        State::Fault => HookState::Fault,
+        _ if old => HookState::Init,
+        _ => HookState::Stop,
+    }
+}
