@@ -8,12 +8,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hav_agent::control::LinkState;
+use hav_agent::control::{Command, LinkState};
 use hav_proto::identity::Role;
 use hav_proto::v1::{
-    ApplyOutcome, Event, HistoryRequest, InstanceState, ListNodesRequest, NodeConfigEntry,
-    PushConfigRequest, RollbackRequest, StateSnapshot, Transition, VrrpState, WatchEventsRequest,
-    command, event, fleet_event, fleet_service_client::FleetServiceClient,
+    ApplyOutcome, Event, HistoryRequest, InstanceState, ListNodesRequest, NodeConfigDoc,
+    NodeConfigEntry, PushConfigRequest, RollbackRequest, StateSnapshot, Transition, VrrpState,
+    WatchEventsRequest, event, fleet_event, fleet_service_client::FleetServiceClient,
 };
 use havctl::certs::{IssueRequest, Kind};
 use havctl::client::{self, CliError};
@@ -195,11 +195,11 @@ async fn viewer_cannot_push_but_operator_can_and_the_agent_applies_it() {
     // The daemon side: apply whatever comes and ack it.
     let daemon = tokio::spawn(async move {
         let pending = agent.commands.recv().await.unwrap();
-        let Some(command::Action::ApplyConfig(apply)) = &pending.action else {
-            panic!("expected apply_config, got {:?}", pending.action);
+        let Command::ApplyConfig { version, toml } = pending.command.clone() else {
+            panic!("expected apply_config, got {:?}", pending.command);
         };
-        let doc = apply.config.clone().unwrap();
-        pending.ack(Ok(()));
+        let doc = NodeConfigDoc { version, toml };
+        pending.ack(Ok::<(), String>(()));
         (doc, agent)
     });
     let operator = pki.operator(&coordinator, "olga", Role::Operator);
@@ -402,15 +402,15 @@ async fn restart_keeps_history_audit_and_last_state() {
         .await
         .unwrap()
         .unwrap();
-    let Some(command::Action::ApplyConfig(apply)) = &pending.action else {
+    let Command::ApplyConfig { version, toml } = pending.command.clone() else {
         panic!("expected apply_config");
     };
-    let doc = apply.config.clone().unwrap();
+    let doc = NodeConfigDoc { version, toml };
     let canonical = hav_proto::config::parse_node_config(&node_toml("lb-9", 1), "test")
         .unwrap()
         .to_toml();
     assert_eq!((doc.version, doc.toml.as_str()), (3, canonical.as_str()));
-    pending.ack(Ok(()));
+    pending.ack(Ok::<(), String>(()));
 }
 
 #[tokio::test]
@@ -567,7 +567,7 @@ address = "198.51.100.12"
     // lb-1's daemon refuses the config.
     let refuse = tokio::spawn(async move {
         let pending = first.commands.recv().await.unwrap();
-        pending.ack(Err("instance web: vrid 51 already used on eth0".into()));
+        pending.ack(Err("instance web: vrid 51 already used on eth0"));
         first
     });
     let operator = pki.operator(&coordinator, "olga", Role::Operator);

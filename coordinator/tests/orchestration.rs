@@ -11,11 +11,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use hav_agent::control::{DaemonSide, LinkState};
+use hav_agent::control::{Command, DaemonSide, LinkState};
 use hav_proto::identity::Role;
 use hav_proto::v1::{
     DrainRequest, HistoryRequest, InstanceState, SlaRequest, StateSnapshot, VrrpState,
-    WatchEventsRequest, command, fleet_event,
+    WatchEventsRequest, fleet_event,
 };
 use havctl::client;
 use support::{Pki, TIMEOUT, await_link, start};
@@ -231,11 +231,11 @@ fn drive_gated(
             let gate = gate.clone();
             tokio::spawn(async move {
                 while let Some(command) = side.commands.recv().await {
-                    if let Some(command::Action::Exec(_)) = &command.action {
+                    if let Command::Exec(_) = &command.command {
                         let gate = gate.clone();
                         tokio::spawn(async move {
                             let _permit = gate.acquire().await;
-                            command.ack(Ok(()));
+                            command.ack(Ok::<(), String>(()));
                         });
                         continue;
                     }
@@ -244,25 +244,29 @@ fn drive_gated(
                     };
                     {
                         let mut m = model.lock().unwrap();
-                        match &command.action {
-                            Some(command::Action::SetPriorityOverride(s)) => {
-                                m.overrides
-                                    .insert((node.clone(), vrid(&s.instance)), s.priority);
+                        match &command.command {
+                            Command::SetPriorityOverride {
+                                instance, priority, ..
+                            } => {
+                                m.overrides.insert(
+                                    (node.clone(), vrid(instance)),
+                                    u32::from(priority.get()),
+                                );
                             }
-                            Some(command::Action::ClearOverride(c)) => {
-                                m.overrides.remove(&(node.clone(), vrid(&c.instance)));
+                            Command::ClearOverride { instance } => {
+                                m.overrides.remove(&(node.clone(), vrid(instance)));
                             }
-                            Some(command::Action::Drain(_)) => {
+                            Command::Drain => {
                                 m.drained.insert(node.clone(), true);
                             }
-                            Some(command::Action::Undrain(_)) => {
+                            Command::Undrain => {
                                 m.drained.insert(node.clone(), false);
                             }
                             _ => {}
                         }
                     }
                     publish();
-                    command.ack(Ok(()));
+                    command.ack(Ok::<(), String>(()));
                 }
                 drop(side);
             })
@@ -475,13 +479,18 @@ async fn with_resolution_enabled_the_lower_priority_master_is_demoted() {
         .await
         .expect("a command in time")
         .expect("link open");
-    let Some(command::Action::SetPriorityOverride(demote)) = &command.action else {
-        panic!("expected a priority override, got {:?}", command.action);
+    let Command::SetPriorityOverride {
+        instance,
+        priority,
+        ttl,
+    } = &command.command
+    else {
+        panic!("expected a priority override, got {:?}", command.command);
     };
-    assert_eq!(demote.instance, "vip-10");
-    assert_eq!(demote.priority, 1);
-    assert!(demote.ttl_seconds > 0);
-    command.ack(Ok(()));
+    assert_eq!(instance, "vip-10");
+    assert_eq!(priority.get(), 1);
+    assert!(ttl.is_some());
+    command.ack(Ok::<(), String>(()));
     let split = tokio::time::timeout(TIMEOUT, async {
         loop {
             let event = events.message().await.unwrap().unwrap();

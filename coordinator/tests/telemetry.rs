@@ -10,13 +10,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use hav_agent::control::{DaemonSide, LinkState, PendingCommand};
+use hav_agent::control::{Command, DaemonSide, LinkState, PendingCommand};
 use hav_coordinator::telemetry::trace;
 use hav_proto::config::{OtlpEndpoint, SamplingRatio};
 use hav_proto::identity::Role;
 use hav_proto::v1::{
     ApplyOutcome, DrainRequest, FleetEvent, NodeConfigEntry, PushConfigRequest, WatchEventsRequest,
-    command, fleet_event,
+    fleet_event,
 };
 use hav_tests::otlp::{Collector, Exported};
 use havctl::client;
@@ -138,11 +138,8 @@ async fn metrics_follow_agents_watchers_pushes_and_drains() {
     let mut as_operator = client::connect(&operator).await.unwrap();
     let (pushed, ()) = tokio::join!(as_operator.push_config(push_request("lb-1")), async {
         let pending = next_command(&mut agent).await;
-        assert!(matches!(
-            pending.action,
-            Some(command::Action::ApplyConfig(_))
-        ));
-        pending.ack(Ok(()));
+        assert!(matches!(pending.command, Command::ApplyConfig { .. }));
+        pending.ack(Ok::<(), String>(()));
     });
     let pushed = pushed.unwrap().into_inner();
     assert_eq!(pushed.nodes[0].outcome, ApplyOutcome::Applied as i32);
@@ -160,8 +157,8 @@ async fn metrics_follow_agents_watchers_pushes_and_drains() {
         }),
         async {
             let pending = next_command(&mut agent).await;
-            assert!(matches!(pending.action, Some(command::Action::Drain(_))));
-            pending.ack(Err("refused by the test".into()));
+            assert!(matches!(pending.command, Command::Drain));
+            pending.ack(Err("refused by the test"));
         }
     );
     assert!(!drained.unwrap().into_inner().ok);
@@ -226,7 +223,7 @@ async fn a_push_and_a_drain_are_traced_into_the_agent() {
         contexts.push(pending.trace_context.clone());
         let span = pending.span();
         span.in_scope(|| tracing::info!("applying"));
-        pending.ack(Ok(()));
+        pending.ack(Ok::<(), String>(()));
     });
     assert_eq!(
         pushed.unwrap().into_inner().nodes[0].outcome,
@@ -243,7 +240,7 @@ async fn a_push_and_a_drain_are_traced_into_the_agent() {
             contexts.push(pending.trace_context.clone());
             let span = pending.span();
             span.in_scope(|| tracing::info!("draining"));
-            pending.ack(Ok(()));
+            pending.ack(Ok::<(), String>(()));
         }
     );
     assert!(drained.unwrap().into_inner().ok);
