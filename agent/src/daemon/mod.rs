@@ -2,9 +2,9 @@
 //!
 //! One task owns the [`Engine`]. Sockets, trackers and signals feed it through channels; after
 //! every input it drains the engine's actions in order and carries them out (adverts, VIPs through
-//! the crash-safe journal, GARP/NA, hooks), then sleeps until the engine's next deadline. Start-up
-//! removes VIPs a previous run left behind before anything else; a reload that cannot be applied
-//! changes nothing. With a `[coordinator]` table the loop also serves the control link
+//! the crash-safe journal, the accept-mode filter, GARP/NA, hooks), then sleeps until the
+//! engine's next deadline. Start-up removes VIPs and hav's nftables table a previous run left
+//! behind before anything else; a reload that cannot be applied changes nothing. With a `[coordinator]` table the loop also serves the control link
 //! ([`fleet`]): pushed configs go through the same path as a reload, drains and overrides set
 //! runtime priorities, and every change is reported; the link never blocks the loop.
 
@@ -30,7 +30,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hooks::{HookKind, HookQueue, HookState, StateChange};
-use crate::net::{Announcer, JournaledVips, Received, SocketSpec, Vip, VipManager, VrrpSocket};
+use crate::net::{
+    AcceptFilter, Announcer, JournaledVips, Received, SocketSpec, TableName, TableRemoval, Vip,
+    VipManager, VrrpSocket,
+};
 use crate::sd_notify::{self, Notifier};
 use crate::telemetry::Telemetry;
 use crate::track::{self, Contribution, Health, TrackEvent, TrackerHandle};
@@ -73,6 +76,8 @@ struct Daemon {
     names: HashMap<RouterId, String>,
     sockets: HashMap<SocketSpec, OpenSocket>,
     vips: JournaledVips,
+    /// VIPs held without accept mode, dropped on input by hav's nftables table.
+    accept_filter: AcceptFilter,
     announcer: Announcer,
     trackers: HashMap<String, RunningTracker>,
     health: BTreeMap<String, Health>,
@@ -136,6 +141,17 @@ impl Daemon {
         if let Some(corrupt) = &recovery.corrupt {
             tracing::error!(kept_as = %corrupt.kept_as.display(), reason = %corrupt.reason, "VIP journal was corrupt");
         }
+        // Rules a crashed run left would drop traffic to VIPs this run may hold with accept
+        // mode on: hav's table goes too (a config needing it rewrites it whole anyway).
+        let mut accept_filter = AcceptFilter::open(TableName::default());
+        match accept_filter.remove_table().await {
+            Ok(TableRemoval::Removed) => tracing::warn!(
+                table = %accept_filter.table(),
+                "removed the nftables table a previous run left behind"
+            ),
+            Ok(TableRemoval::Absent | TableRemoval::NftMissing) => {}
+            Err(error) => tracing::error!(%error, "could not remove hav's nftables table"),
+        }
 
         let plan = plan::plan(&config)?;
         let engine = Engine::new(plan.engine.clone())?;
@@ -166,6 +182,7 @@ impl Daemon {
             names: HashMap::new(),
             sockets: HashMap::new(),
             vips,
+            accept_filter,
             announcer: Announcer::new().context("opening the GARP/NA sockets")?,
             trackers: HashMap::new(),
             health: BTreeMap::new(),
@@ -307,6 +324,9 @@ impl Daemon {
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
         }
+        if let Err(error) = self.accept_filter.remove_table().await {
+            tracing::error!(%error, "could not remove hav's nftables table");
+        }
         tracing::info!("hav-agent stopped");
     }
 
@@ -427,16 +447,33 @@ impl Daemon {
                         tracing::warn!(router = %self.name(router), %error, "advert not sent");
                     }
                 }
-                Action::AddVips { router, vips, .. } => {
-                    let vips = self.vip_details(router, &vips);
-                    if let Err(error) = self.vips.add(&vips).await {
+                Action::AddVips {
+                    router,
+                    vips,
+                    accept,
+                } => {
+                    let details = self.vip_details(router, &vips);
+                    if let Err(error) = self.vips.add(&details).await {
                         tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
+                    }
+                    // RFC 5798 section 6.4.3: a master without accept mode does not accept
+                    // packets addressed to its VIPs. Both calls are no-ops when nothing changes.
+                    let filtered = if accept {
+                        self.accept_filter.unblock(&vips).await
+                    } else {
+                        self.accept_filter.block(&vips).await
+                    };
+                    if let Err(error) = filtered {
+                        tracing::error!(router = %self.name(router), %error, "accept mode not applied");
                     }
                 }
                 Action::RemoveVips { router, vips } => {
-                    let vips = self.vip_details(router, &vips);
-                    if let Err(error) = self.vips.remove(&vips).await {
+                    let details = self.vip_details(router, &vips);
+                    if let Err(error) = self.vips.remove(&details).await {
+                        // Still blocked: an address that may still be there stays filtered.
                         tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
+                    } else if let Err(error) = self.accept_filter.unblock(&vips).await {
+                        tracing::error!(router = %self.name(router), %error, "accept mode filter not lifted");
                     }
                 }
                 Action::Announce { router, vips } => {

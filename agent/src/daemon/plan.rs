@@ -12,12 +12,13 @@ use hav_proto::config::{
     Command, Instance, NodeConfig, Notify, ProbeKind, ProcessMatch as ConfigProcessMatch,
     TrackTarget, Transport,
 };
-use hav_vrrp::Family;
 use hav_vrrp::engine::{
     AnnounceSchedule, EngineConfig, Peer, Peers, Preempt, RouterConfig, SyncGroupConfig,
 };
+use hav_vrrp::{Family, Priority};
 
 use crate::hooks::HookConfig;
+use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
 use crate::track::{
@@ -83,10 +84,29 @@ pub enum PlanError {
     Addresses(#[source] nix::Error),
     #[error("engine refused the config: {0}")]
     Engine(#[from] hav_vrrp::engine::EngineConfigError),
+    /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
+    #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
+    AcceptModeNeedsNft { instance: String, cause: NftError },
+}
+
+/// Whether a master of `instance` drops packets addressed to its VIPs: accept mode is off and
+/// the node is not the address owner, which always accepts (RFC 5798 section 6.1, `Accept_Mode`).
+pub fn drops_vip_traffic(instance: &Instance) -> bool {
+    !instance.accept && instance.priority != Priority::OWNER
 }
 
 /// Plans `config` against the host's current interface addresses.
 pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
+    // A config whose masters filter VIP traffic is refused where nft is missing, before anything
+    // runs; every other config never needs nftables.
+    if let Some(instance) = config.instances.iter().find(|i| drops_vip_traffic(i)) {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::AcceptModeNeedsNft {
+                instance: instance.name.clone(),
+                cause,
+            })?;
+    }
     let addresses = interface_addresses()?;
     let mut plan = Plan {
         engine: EngineConfig::default(),
@@ -182,7 +202,7 @@ fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
         } else {
             Preempt::Off
         },
-        accept: instance.accept,
+        accept: !drops_vip_traffic(instance),
         primary_address: primary,
         peers: match &instance.transport {
             Transport::Multicast => Peers::Multicast,
