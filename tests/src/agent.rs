@@ -96,6 +96,8 @@ pub struct InstanceSpec {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// `accept = ...` (RFC 5798 Accept_Mode); `None` keeps the default (true).
+    pub accept: Option<bool>,
     /// `checksum = "..."` (v3 over IPv4 only); `None` keeps the default.
     pub checksum: Option<String>,
     /// Unicast peers with their priority if known; empty = multicast.
@@ -121,6 +123,7 @@ impl InstanceSpec {
             advert_interval: Duration::from_millis(100),
             preempt: true,
             preempt_delay: Duration::ZERO,
+            accept: None,
             checksum: None,
             unicast_peers: Vec::new(),
             source_address: None,
@@ -155,6 +158,9 @@ impl InstanceSpec {
             "preempt_delay = \"{}ms\"",
             self.preempt_delay.as_millis()
         );
+        if let Some(accept) = self.accept {
+            let _ = writeln!(out, "accept = {accept}");
+        }
         if let Some(checksum) = &self.checksum {
             let _ = writeln!(out, "checksum = {checksum:?}");
         }

@@ -125,6 +125,12 @@ impl AcceptFilter {
         let op = format!("{verb} {}", listed.join(" "));
         self.table.set_section(SECTION, section(&next), &op).await?;
         self.blocked = next;
+        tracing::info!(
+            table = %self.table(),
+            vips = %listed.join(" "),
+            blocked = self.blocked.len(),
+            "accept mode filter: {verb}ed"
+        );
         Ok(())
     }
 }
