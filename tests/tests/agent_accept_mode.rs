@@ -2,8 +2,9 @@
 //! with `accept = false` drops what a client sends to its VIP while ARP for the VIP and traffic
 //! to its own address still work; with accept mode on the VIP serves. hav's nftables table
 //! outlives a SIGKILL, is removed by the restart, follows a reload that turns accept mode off,
-//! and is gone after a clean stop. A config with `accept = false` is refused where `nft` is
-//! missing. Needs root and nftables; run with `cargo nextest run -p hav-tests`.
+//! and is gone after a clean stop. Where `nft` is missing, a config with `accept = false` is
+//! refused by `--check`, at start and on reload, and one with accept mode on runs. Needs root
+//! and nftables; run with `cargo nextest run -p hav-tests`.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use common::{WAIT, instance};
 use hav_tests::agent::{Agent, AgentConfig, agent_binary, start_httpd};
-use hav_tests::netns::{NsProcess, Presence, SpawnSpec};
+use hav_tests::netns::{NsProcess, Presence};
 use hav_tests::topology::{Lab, Pair};
 
 /// How long a connect to a filtered VIP is given: an answering node replies within a
@@ -219,33 +220,32 @@ fn killed_agents_table_goes_at_restart_follows_a_reload_and_a_clean_stop_leaves_
 fn accept_mode_off_is_refused_where_nft_is_missing() {
     let pair = Pair::new().expect("pair topology");
     let vip = IpAddr::V4(pair.vip4);
+    let _httpd = start_httpd(&pair.lab, "a").expect("httpd a");
     // A PATH with `ip` (for `ip netns exec`) and no `nft`.
     let bin = pair.lab.log_dir().join("bin-without-nft");
     std::fs::create_dir_all(&bin).expect("bin dir");
     std::os::unix::fs::symlink(which("ip"), bin.join("ip")).expect("link ip");
     let path = bin.display().to_string();
-    let dir = pair.lab.log_dir().join("agent-a");
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    let write = |accept: bool| {
+    let config = |accept: bool| {
         let mut spec = instance(&pair, "a", 150);
         spec.accept = Some(accept);
-        let file = dir.join(format!("accept-{accept}.toml"));
-        std::fs::write(&file, AgentConfig::new("a", vec![spec]).render(&dir)).expect("config");
-        file
+        AgentConfig::new("a", vec![spec])
     };
-    let (refused, default) = (write(false), write(true));
-    let agent = agent_binary().expect("hav-agent binary");
 
     // The config check: accept = false is refused, accept = true passes without nft.
-    let check = |config: &PathBuf| {
-        std::process::Command::new(&agent)
+    let dir = pair.lab.log_dir().join("check");
+    std::fs::create_dir_all(&dir).expect("check dir");
+    let check = |accept: bool| {
+        let file = dir.join(format!("accept-{accept}.toml"));
+        std::fs::write(&file, config(accept).render(&dir)).expect("config");
+        std::process::Command::new(agent_binary().expect("hav-agent binary"))
             .arg("--check")
-            .arg(config)
+            .arg(&file)
             .env("PATH", &path)
             .output()
             .expect("run hav-agent --check")
     };
-    let out = check(&refused);
+    let out = check(false);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "--check passed without nft");
     assert!(
@@ -253,7 +253,7 @@ fn accept_mode_off_is_refused_where_nft_is_missing() {
             && stderr.contains("`nft` program (nftables) was not found"),
         "{stderr}"
     );
-    let out = check(&default);
+    let out = check(true);
     assert!(
         out.status.success(),
         "{}",
@@ -261,25 +261,13 @@ fn accept_mode_off_is_refused_where_nft_is_missing() {
     );
 
     // The daemon refuses to start: it exits before opening a socket or adding the VIP.
-    let mut daemon = pair
-        .lab
-        .spawn(
-            "a",
-            SpawnSpec::new("hav-agent-without-nft", &agent)
-                .arg("--config")
-                .arg(refused.display().to_string())
-                .env("PATH", &path),
-        )
-        .expect("spawn hav-agent");
-    daemon
-        .wait_timeout(WAIT)
-        .expect("wait")
-        .expect("hav-agent exits");
-    assert_eq!(daemon.describe_exit(), "exit 1", "{}", daemon.log());
+    let mut agent =
+        Agent::start_with_env(&pair.lab, "a", &config(false), &[("PATH", &path)]).expect("start a");
+    assert_eq!(agent.wait_exit(WAIT).expect("a exits"), "exit 1");
     assert!(
-        daemon.log().contains("accept = false needs nftables"),
+        agent.log().contains("accept = false needs nftables"),
         "{}",
-        daemon.log()
+        agent.log()
     );
     assert!(
         !pair
@@ -289,6 +277,21 @@ fn accept_mode_off_is_refused_where_nft_is_missing() {
             .contains(&vip),
         "the refused agent added its VIP"
     );
+
+    // Accept mode on runs without nft; a reload to accept = false is refused and changes nothing.
+    agent.write_config(&config(true)).expect("config");
+    agent.restart(&pair.lab).expect("restart a");
+    agent.wait_state("VI_1", "Master", WAIT).expect("a master");
+    pair.lab
+        .wait_address("a", vip, Presence::Present, WAIT)
+        .expect("VIP on a");
+    agent.write_config(&config(false)).expect("config");
+    agent.reload().expect("SIGHUP a");
+    let log = agent
+        .wait_log("reload refused; the running config stays", WAIT)
+        .expect("reload refused");
+    assert!(log.contains("accept = false needs nftables"), "{log}");
+    assert_connects(&pair.lab, vip);
 }
 
 /// The absolute path of `program` on the test's own PATH.

@@ -411,12 +411,26 @@ mod tests {
     use super::*;
     use hav_proto::config::parse_node_config;
 
-    fn planned(instance_extra: &str) -> Plan {
+    fn parsed(instance_extra: &str) -> NodeConfig {
         let text = format!(
             "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 1\nsource_address = \"198.51.100.11\"\nvips = [\"198.51.100.1/24\"]\n{instance_extra}"
         );
-        let config = parse_node_config(&text, "test.toml").expect("valid test config");
-        plan(&config).expect("plannable: the source address is given")
+        parse_node_config(&text, "test.toml").expect("valid test config")
+    }
+
+    fn planned(instance_extra: &str) -> Plan {
+        plan(&parsed(instance_extra)).expect("plannable: the source address is given")
+    }
+
+    #[test]
+    fn accept_mode_off_drops_vip_traffic_except_on_the_address_owner() {
+        let drops = |extra| drops_vip_traffic(&parsed(extra).instances[0]);
+        assert!(!drops(""), "accept defaults to true");
+        assert!(drops("priority = 150\naccept = false\n"));
+        assert!(!drops("priority = 255\naccept = false\n"));
+        // The owner plans (without nftables) into a router that accepts.
+        let owner = planned("priority = 255\naccept = false\n");
+        assert!(owner.engine.routers[0].accept);
     }
 
     #[test]
