@@ -4,9 +4,10 @@
 //! every input it drains the engine's actions in order and carries them out (adverts, VIPs through
 //! the crash-safe journal, the accept-mode filter, GARP/NA, hooks), then sleeps until the
 //! engine's next deadline. Start-up removes VIPs and hav's nftables table a previous run left
-//! behind before anything else; a reload that cannot be applied changes nothing. With a `[coordinator]` table the loop also serves the control link
-//! ([`fleet`]): pushed configs go through the same path as a reload, drains and overrides set
-//! runtime priorities, and every change is reported; the link never blocks the loop.
+//! behind before anything else; a reload that cannot be applied changes nothing. With a
+//! `[coordinator]` table the loop also serves the control link ([`fleet`]): pushed configs go
+//! through the same path as a reload, drains and overrides set runtime priorities, and every
+//! change is reported; the link never blocks the loop.
 
 pub mod fleet;
 pub mod plan;
