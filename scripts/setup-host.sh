@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages hav's lab and tests use: iproute2 (namespaces, veth, bridges),
 # keepalived (the interop peer and the benchmark baseline), tshark (wire checks), BIND 9 (the DNS
-# the coordinator publishes to), ping and curl. Services are not started: tests run their own.
+# the coordinator publishes to), ping and curl, nftables (`nft`: the agent's accept-mode filter).
+# Services are not started: tests run their own.
 set -euo pipefail
-packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils)
+packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -96,6 +96,8 @@ pub struct InstanceSpec {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// `accept = ...` (RFC 5798 Accept_Mode); `None` keeps the default (true).
+    pub accept: Option<bool>,
     /// `checksum = "..."` (v3 over IPv4 only); `None` keeps the default.
     pub checksum: Option<String>,
     /// Unicast peers with their priority if known; empty = multicast.
@@ -121,6 +123,7 @@ impl InstanceSpec {
             advert_interval: Duration::from_millis(100),
             preempt: true,
             preempt_delay: Duration::ZERO,
+            accept: None,
             checksum: None,
             unicast_peers: Vec::new(),
             source_address: None,
@@ -155,6 +158,9 @@ impl InstanceSpec {
             "preempt_delay = \"{}ms\"",
             self.preempt_delay.as_millis()
         );
+        if let Some(accept) = self.accept {
+            let _ = writeln!(out, "accept = {accept}");
+        }
         if let Some(checksum) = &self.checksum {
             let _ = writeln!(out, "checksum = {checksum:?}");
         }
@@ -232,19 +238,36 @@ pub struct Agent {
     dir: PathBuf,
     process: NsProcess,
     starts: u32,
+    /// Extra environment of every start (e.g. a `PATH` without some program).
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     /// Writes `config` to `<log dir>/agent-<host>/agent.toml` and starts hav-agent on it.
     pub fn start(lab: &Lab, host: &str, config: &AgentConfig) -> Result<Agent, AgentError> {
+        Self::start_with_env(lab, host, config, &[])
+    }
+
+    /// Like [`Agent::start`] with extra environment variables, kept for restarts.
+    pub fn start_with_env(
+        lab: &Lab,
+        host: &str,
+        config: &AgentConfig,
+        env: &[(&str, &str)],
+    ) -> Result<Agent, AgentError> {
         let dir = lab.log_dir().join(format!("agent-{host}"));
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         write_config_file(&dir, &config.render(&dir))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Ok(Agent {
             host: host.to_owned(),
-            process: spawn(lab, host, &dir, 0)?,
+            process: spawn(lab, host, &dir, 0, &env)?,
             dir,
             starts: 1,
+            env,
         })
     }
 
@@ -256,9 +279,10 @@ impl Agent {
         write_config_file(&dir, &config.render(&dir))?;
         Ok(Agent {
             host: host.to_owned(),
-            process: spawn_with_log(lab, host, &dir, 0, "info")?,
+            process: spawn_with_log(lab, host, &dir, 0, "info", &[])?,
             dir,
             starts: 1,
+            env: Vec::new(),
         })
     }
 
@@ -267,7 +291,7 @@ impl Agent {
         if self.process.is_running() {
             self.process.kill()?;
         }
-        self.process = spawn(lab, &self.host, &self.dir, self.starts)?;
+        self.process = spawn(lab, &self.host, &self.dir, self.starts, &self.env)?;
         self.starts += 1;
         Ok(())
     }
@@ -460,8 +484,14 @@ fn write_config_file(dir: &Path, text: &str) -> Result<(), AgentError> {
     fs::rename(&tmp, &path).map_err(io_error(format!("rename to {}", path.display())))
 }
 
-fn spawn(lab: &Lab, host: &str, dir: &Path, start: u32) -> Result<NsProcess, AgentError> {
-    spawn_with_log(lab, host, dir, start, "info,hav_agent=debug")
+fn spawn(
+    lab: &Lab,
+    host: &str,
+    dir: &Path,
+    start: u32,
+    env: &[(String, String)],
+) -> Result<NsProcess, AgentError> {
+    spawn_with_log(lab, host, dir, start, "info,hav_agent=debug", env)
 }
 
 fn spawn_with_log(
@@ -470,14 +500,18 @@ fn spawn_with_log(
     dir: &Path,
     start: u32,
     log: &str,
+    env: &[(String, String)],
 ) -> Result<NsProcess, AgentError> {
     let binary = agent_binary()?;
     let config = dir.join("agent.toml");
-    let spec = SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
+    let mut spec = SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
         .arg("--config")
         .arg(config.display().to_string())
         .env("RUST_LOG", log)
         .env("RUST_BACKTRACE", "1");
+    for (key, value) in env {
+        spec = spec.env(key.as_str(), value.as_str());
+    }
     Ok(lab.spawn(host, spec)?)
 }
 

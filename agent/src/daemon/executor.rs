@@ -2,6 +2,10 @@
 //! socket, VIPs through the crash-safe journal to rtnetlink, announcements to GARP / unsolicited
 //! NA, state changes to the log and the notify hooks.
 //!
+//! VIPs that a master holds without accept mode (RFC 5798 section 6.4.3) are filtered ahead of
+//! need: every such VIP of the running plan is in hav's nftables drop set whether held or not (a
+//! VIP this node does not hold receives no local traffic anyway), so a takeover runs no `nft`.
+//!
 //! All per-router IO state is keyed by the engine's [`RouterId`] (the handle the engine hands
 //! out, stable for a name across reloads); a router removed by a reload keeps its entry while it
 //! retires, so the actions it still emits find their socket and VIP details. Actions are carried
@@ -17,7 +21,9 @@ use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
 use super::plan::Plan;
 use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
-use crate::net::{Announcer, JournaledVips, SocketSpec, Vip, VrrpSocket};
+use crate::net::{
+    AcceptFilter, Announcer, JournaledVips, NftError, SocketSpec, TableRemoval, Vip, VrrpSocket,
+};
 use crate::telemetry::Telemetry;
 
 /// A transition the executor carried out, for the coordinator link.
@@ -103,19 +109,52 @@ pub struct Executor {
     pub(super) sockets: Sockets,
     pub(super) vips: JournaledVips,
     announcer: Announcer,
+    /// VIPs of instances without accept mode, dropped on input.
+    accept: AcceptFilter,
     pub(super) instance_hooks: Hooks,
     pub(super) group_hooks: Hooks,
 }
 
 impl Executor {
-    pub fn new(sockets: Sockets, vips: JournaledVips, announcer: Announcer) -> Self {
+    pub fn new(
+        sockets: Sockets,
+        vips: JournaledVips,
+        announcer: Announcer,
+        accept: AcceptFilter,
+    ) -> Self {
         Self {
             routers: HashMap::new(),
             sockets,
             vips,
             announcer,
+            accept,
             instance_hooks: Hooks::default(),
             group_hooks: Hooks::default(),
+        }
+    }
+
+    /// Removes hav's nftables table, whoever left it (a crashed run, or this one at stop).
+    pub async fn remove_filter_table(&mut self) -> Result<TableRemoval, NftError> {
+        self.accept.remove_table().await
+    }
+
+    /// Before a plan is committed: filters the VIPs it runs without accept mode (adding to the
+    /// filter never harms the running plan: a VIP it holds with accept mode is not in `plan`'s
+    /// set unless the new plan turns accept mode off for it).
+    pub async fn filter_ahead(&mut self, plan: &Plan) -> Result<(), NftError> {
+        self.accept.block(&no_accept_vips(plan)).await
+    }
+
+    /// After a plan is committed: lifts the filter from VIPs it no longer runs without accept
+    /// mode. A failure is logged: those VIPs stay filtered.
+    pub async fn settle_filter(&mut self, plan: &Plan) {
+        let wanted = no_accept_vips(plan);
+        let lifted: Vec<IpAddr> = (self.accept.blocked().iter())
+            .filter(|vip| !wanted.contains(vip))
+            .copied()
+            .collect();
+        if let Err(error) = self.accept.unblock(&lifted).await {
+            tracing::error!(%error, "accept-mode filter not lifted from VIPs that no longer need it");
         }
     }
 
@@ -288,6 +327,14 @@ impl Executor {
         self.instance_hooks.close().await;
         self.group_hooks.close().await;
     }
+}
+
+/// The VIPs of the routers that run without accept mode.
+fn no_accept_vips(plan: &Plan) -> Vec<IpAddr> {
+    (plan.engine.routers.iter())
+        .filter(|router| !router.accept)
+        .flat_map(|router| router.vips.iter().copied())
+        .collect()
 }
 
 /// Initialize is "not started yet" as an old state and "stopped" as a new one.

@@ -31,7 +31,7 @@ use hav_vrrp::engine::{Engine, State};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::net::{Announcer, JournaledVips, VipManager};
+use crate::net::{AcceptFilter, Announcer, JournaledVips, TableName, TableRemoval, VipManager};
 use crate::sd_notify::{self, Notifier};
 use crate::telemetry::Telemetry;
 use executor::{Executor, Transition};
@@ -161,6 +161,17 @@ impl Daemon {
         if let Some(corrupt) = &recovery.corrupt {
             tracing::error!(kept_as = %corrupt.kept_as.display(), reason = %corrupt.reason, "VIP journal was corrupt");
         }
+        // Rules a crashed run left would drop traffic to VIPs this run may hold with accept
+        // mode on: hav's table goes too (a config that needs it writes it anew).
+        let mut accept = AcceptFilter::open(TableName::default());
+        match accept.remove_table().await {
+            Ok(TableRemoval::Removed) => tracing::warn!(
+                table = %accept.table(),
+                "removed the nftables table a previous run left behind"
+            ),
+            Ok(TableRemoval::Absent | TableRemoval::NftMissing) => {}
+            Err(error) => tracing::error!(%error, "could not remove hav's nftables table"),
+        }
 
         // Subscribed before the host is read: a link that appears after the read wakes the loop.
         let host_watch = HostWatch::spawn();
@@ -172,12 +183,16 @@ impl Daemon {
         let engine = Engine::new(plan.engine.clone())?;
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let announcer = Announcer::new().context("opening the GARP/NA sockets")?;
-        let mut executor = Executor::new(Sockets::new(inbound_tx), vips, announcer);
+        let mut executor = Executor::new(Sockets::new(inbound_tx), vips, announcer, accept);
         // Journal every VIP this config can make us hold now, so that a takeover writes nothing.
         executor
             .vips
             .reserve(&plan.all_vips())
             .context("journalling the configured VIPs")?;
+        executor
+            .filter_ahead(&plan)
+            .await
+            .context("filtering the VIPs without accept mode")?;
         let prepared = executor::Prepared {
             sockets: executor.sockets.prepare(plan.router_sockets.values())?,
             instance_hooks: executor.instance_hooks.prepare(&plan.instance_hooks)?,
@@ -349,6 +364,9 @@ impl Daemon {
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
+        }
+        if let Err(error) = self.executor.remove_filter_table().await {
+            tracing::error!(%error, "could not remove hav's nftables table");
         }
         tracing::info!("hav-agent stopped");
     }

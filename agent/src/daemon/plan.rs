@@ -15,12 +15,13 @@ use hav_proto::config::{
     Command, Instance, NodeConfig, Notify, ProbeKind, ProcessMatch as ConfigProcessMatch,
     TrackTarget, Transport,
 };
-use hav_vrrp::Family;
 use hav_vrrp::engine::{
     AnnounceSchedule, EngineConfig, Peer, Peers, Preempt, RouterConfig, SyncGroupConfig,
 };
+use hav_vrrp::{Family, Priority};
 
 use crate::hooks::HookConfig;
+use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
 use crate::track::{
@@ -176,6 +177,15 @@ pub enum PlanError {
     Addresses(#[source] nix::Error),
     #[error("engine refused the config: {0}")]
     Engine(#[from] hav_vrrp::engine::EngineConfigError),
+    /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
+    #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
+    AcceptModeNeedsNft { instance: String, cause: NftError },
+}
+
+/// Whether a master of `instance` drops packets addressed to its VIPs: accept mode is off and
+/// the node is not the address owner, which always accepts (RFC 5798 section 6.1, `Accept_Mode`).
+pub fn drops_vip_traffic(instance: &Instance) -> bool {
+    !instance.accept && instance.priority != Priority::OWNER
 }
 
 /// Where each instance of `config` runs on `host` (what [`plan`] would put in
@@ -188,6 +198,16 @@ pub fn bindings(config: &NodeConfig, host: &Host) -> BTreeMap<String, Binding> {
 
 /// Plans `config` against `host`.
 pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
+    // A config whose masters filter VIP traffic is refused where nft is missing, before anything
+    // runs; every other config never needs nftables.
+    if let Some(instance) = config.instances.iter().find(|i| drops_vip_traffic(i)) {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::AcceptModeNeedsNft {
+                instance: instance.name.clone(),
+                cause,
+            })?;
+    }
     let mut plan = Plan {
         engine: EngineConfig::default(),
         bindings: BTreeMap::new(),
@@ -291,7 +311,7 @@ fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
         } else {
             Preempt::Off
         },
-        accept: instance.accept,
+        accept: !drops_vip_traffic(instance),
         primary_address: primary,
         peers: match &instance.transport {
             Transport::Multicast => Peers::Multicast,
@@ -494,13 +514,19 @@ mod tests {
     use super::*;
     use hav_proto::config::parse_node_config;
 
-    fn planned(instance_extra: &str) -> Plan {
+    fn parsed(instance_extra: &str) -> NodeConfig {
         let text = format!(
             "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 1\nsource_address = \"198.51.100.11\"\nvips = [\"198.51.100.1/24\"]\n{instance_extra}"
         );
-        let config = parse_node_config(&text, "test.toml").expect("valid test config");
-        plan(&config, &Host::with_links([("eth7", 7, Vec::new())]))
-            .expect("plannable: the source address is given")
+        parse_node_config(&text, "test.toml").expect("valid test config")
+    }
+
+    fn planned(instance_extra: &str) -> Plan {
+        plan(
+            &parsed(instance_extra),
+            &Host::with_links([("eth7", 7, Vec::new())]),
+        )
+        .expect("plannable: the source address is given")
     }
 
     fn v4(address: &str) -> IpAddr {
@@ -538,6 +564,17 @@ mod tests {
 
     fn plan_on(config: &NodeConfig, host: &Host) -> Plan {
         plan(config, host).expect("plannable")
+    }
+
+    #[test]
+    fn accept_mode_off_drops_vip_traffic_except_on_the_address_owner() {
+        let drops = |extra| drops_vip_traffic(&parsed(extra).instances[0]);
+        assert!(!drops(""), "accept defaults to true");
+        assert!(drops("priority = 150\naccept = false\n"));
+        assert!(!drops("priority = 255\naccept = false\n"));
+        // The owner plans (without nftables) into a router that accepts.
+        let owner = planned("priority = 255\naccept = false\n");
+        assert!(owner.engine.routers[0].accept);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::executor::Prepared;
 use super::plan::{self, Binding, Host, Plan, PlanError};
 use super::{Daemon, fleet};
 use crate::hooks::HookError;
-use crate::net::{JournalError, SocketError};
+use crate::net::{JournalError, NftError, SocketError};
 
 /// Why a config change was refused (the running config stays).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum ReloadError {
     Journal(#[from] JournalError),
     #[error("engine refused the config: {0}")]
     Engine(#[from] EngineConfigError),
+    #[error("filtering the VIPs without accept mode: {0}")]
+    AcceptFilter(#[from] NftError),
 }
 
 /// The engine tracker through which a router is held in Fault while it cannot run on this host.
@@ -114,6 +116,7 @@ impl Daemon {
             group_hooks: self.executor.group_hooks.prepare(&plan.group_hooks)?,
         };
         self.executor.vips.reserve(&plan.all_vips())?;
+        self.executor.filter_ahead(&plan).await?;
         let now = Instant::now();
         let report = self.engine.reconfigure(now, plan.engine.clone())?;
         // Committed: from here on nothing fails.
@@ -126,6 +129,7 @@ impl Daemon {
             );
         }
         self.executor.install(&plan, prepared, &self.engine);
+        self.executor.settle_filter(&plan).await;
         self.telemetry
             .note_reload(&self.running.config.telemetry, &config.telemetry);
         let previous = std::mem::replace(&mut self.running.plan, plan);

@@ -1,24 +1,28 @@
 //! The agent's network IO: VRRP raw sockets, VIPs through rtnetlink, the crash-safe VIP journal,
-//! and gratuitous ARP / unsolicited neighbour advertisements.
+//! gratuitous ARP / unsolicited neighbour advertisements, and hav's nftables table.
 //!
-//! Everything here acts on the network namespace of the thread that created it, never parses
-//! VRRP (the `hav-vrrp` codec does), and reports malformed input as values to count rather than
-//! errors or panics. Idempotence is the rule for VIPs: adding a present address or removing an
+//! Everything here acts on the network namespace of the thread that created it (for [`nft`]: of
+//! the thread that runs the `nft` program), never parses VRRP (the `hav-vrrp` codec does), and
+//! reports malformed input as values to count rather than errors or panics. Idempotence is the rule for VIPs: adding a present address or removing an
 //! absent one succeeds.
 //!
 //! How the daemon uses it: on start, [`JournaledVips::recover`] (before any VRRP instance runs);
 //! one [`VrrpSocket`] per (interface, family, mode), shared by the instances on it and read in a
 //! loop that hands [`Received::Datagram`] payloads to the codec by VRID and counts the rest; the
 //! engine's "add/remove VIPs" actions go to [`JournaledVips::add`] / [`JournaledVips::remove`],
-//! its "announce" actions to [`Announcer::announce`].
+//! its "announce" actions to [`Announcer::announce`]; the VIPs of instances without accept mode
+//! are filtered ahead of need with [`AcceptFilter::block`] / [`AcceptFilter::unblock`] (hav's
+//! own nftables table, [`nft`]).
 
 pub mod announce;
 pub mod journal;
+pub mod nft;
 pub mod socket;
 pub mod vip;
 
 pub use announce::{AnnounceError, Announcer};
 pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
+pub use nft::{AcceptFilter, NftError, TableName, TableRemoval};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
 
