@@ -175,15 +175,10 @@ fn init_logging(format: LogFormat, pipeline: Option<&telemetry::otel::Pipeline>)
 fn unblock_handled_signals() {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGQUIT,
-    ] {
-        set.add(signal);
+    for number in daemon::HANDLED_SIGNALS {
+        if let Ok(signal) = Signal::try_from(number) {
+            set.add(signal);
+        }
     }
     if let Err(error) = set.thread_unblock() {
         tracing::warn!(%error, "cannot unblock signals");

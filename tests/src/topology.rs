@@ -191,50 +191,74 @@ impl Lab {
 
     /// Connects `host` to `lan` with address `.<octet>` (and `::<octet>` if the LAN has IPv6).
     pub fn attach(&mut self, host: &str, lan: &str, octet: u8) -> Result<Attachment, NetnsError> {
-        let host_ns = self.host(host)?;
-        let lan_state = self.lans.get(lan).ok_or_else(|| unknown("lan", lan))?;
-        let port = self.prefix.name(host)?;
-        let iface = self.prefix.name(lan)?;
+        self.host(host)?;
+        let spec = self.lans.get(lan).ok_or_else(|| unknown("lan", lan))?.spec;
+        let attachment = Attachment {
+            host: host.to_owned(),
+            lan: lan.to_owned(),
+            iface: self.prefix.name(lan)?,
+            switch_port: self.prefix.name(host)?,
+            ipv4: spec.ipv4(octet),
+            ipv4_prefix_len: spec.ipv4_prefix_len,
+            ipv6: spec.ipv6(octet),
+        };
+        self.plumb(&attachment)?;
+        self.attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    /// Deletes `host`'s link `iface` (both ends of the veth): the host sees the link vanish, as
+    /// when a VLAN, bond or bridge is taken down and removed.
+    pub fn delete_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
+        let attachment = self.attachment(host, iface)?;
+        let lan =
+            (self.lans.get(&attachment.lan)).ok_or_else(|| unknown("lan", &attachment.lan))?;
+        lan.switch
+            .ip(&["link", "del", &attachment.switch_port])
+            .map(drop)
+    }
+
+    /// Creates a link deleted by [`Lab::delete_link`] again: same name and addresses, a new
+    /// interface index.
+    pub fn recreate_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
+        let attachment = self.attachment(host, iface)?.clone();
+        self.plumb(&attachment)
+    }
+
+    /// Creates the veth of `attachment`, plugs it into its LAN's bridge, addresses it, and
+    /// brings it up.
+    fn plumb(&self, attachment: &Attachment) -> Result<(), NetnsError> {
+        let host_ns = self.host(&attachment.host)?;
+        let lan_state =
+            (self.lans.get(&attachment.lan)).ok_or_else(|| unknown("lan", &attachment.lan))?;
+        let (port, iface) = (&attachment.switch_port, &attachment.iface);
         let switch = &lan_state.switch;
         switch.ip(&[
             "link",
             "add",
-            &port,
+            port,
             "type",
             "veth",
             "peer",
             "name",
-            &iface,
+            iface,
             "netns",
             host_ns.name(),
         ])?;
-        switch.ip(&["link", "set", &port, "master", &lan_state.bridge])?;
-        switch.ip(&["link", "set", &port, "up"])?;
-        let spec = lan_state.spec;
-        let ipv4 = spec.ipv4(octet);
-        let ipv6 = spec.ipv6(octet);
+        switch.ip(&["link", "set", port, "master", &lan_state.bridge])?;
+        switch.ip(&["link", "set", port, "up"])?;
         host_ns.ip(&[
             "addr",
             "add",
-            &format!("{ipv4}/{}", spec.ipv4_prefix_len),
+            &format!("{}/{}", attachment.ipv4, attachment.ipv4_prefix_len),
             "dev",
-            &iface,
-        ])?;
-        if let Some(v6) = ipv6 {
-            host_ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", &iface, "nodad"])?;
-        }
-        host_ns.ip(&["link", "set", &iface, "up"])?;
-        let attachment = Attachment {
-            host: host.to_owned(),
-            lan: lan.to_owned(),
             iface,
-            switch_port: port,
-            ipv4,
-            ipv4_prefix_len: spec.ipv4_prefix_len,
-            ipv6,
-        };
-        self.attachments.push(attachment.clone());
-        Ok(attachment)
+        ])?;
+        if let Some(v6) = attachment.ipv6 {
+            host_ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
+        }
+        host_ns.ip(&["link", "set", iface, "up"])?;
+        Ok(())
     }
 
     pub fn host(&self, name: &str) -> Result<&Namespace, NetnsError> {

@@ -100,7 +100,33 @@ struct Signals {
     ignored: Ignored,
 }
 
-/// Signals whose default action would end the agent and that mean nothing to it.
+/// Signals whose default action would end the agent and that mean nothing to it: logged and
+/// ignored.
+const IGNORED_SIGNALS: [(&str, libc::c_int); 5] = [
+    ("SIGALRM", libc::SIGALRM),
+    ("SIGPWR", libc::SIGPWR),
+    ("SIGIO", libc::SIGIO),
+    ("SIGVTALRM", libc::SIGVTALRM),
+    ("SIGPROF", libc::SIGPROF),
+];
+
+/// Every signal the agent acts on or ignores on purpose; a parent may have left them blocked
+/// (the mask survives exec), so `main` unblocks them before the runtime starts.
+pub const HANDLED_SIGNALS: [libc::c_int; 11] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGPWR,
+    libc::SIGIO,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+];
+
+/// The ignored signals' streams.
 struct Ignored(Vec<(&'static str, Signal)>);
 
 impl Ignored {
@@ -119,13 +145,7 @@ impl Ignored {
 impl Signals {
     fn install() -> std::io::Result<Self> {
         let mut ignored = Vec::new();
-        for (name, number) in [
-            ("SIGALRM", libc::SIGALRM),
-            ("SIGPWR", libc::SIGPWR),
-            ("SIGIO", libc::SIGIO),
-            ("SIGVTALRM", libc::SIGVTALRM),
-            ("SIGPROF", libc::SIGPROF),
-        ] {
+        for (name, number) in IGNORED_SIGNALS {
             ignored.push((name, signal(SignalKind::from_raw(number))?));
         }
         Ok(Self {
@@ -303,7 +323,7 @@ impl Daemon {
                     continue;
                 }
                 name = signals.ignored.next() => {
-                    tracing::info!(signal = name, "signal ignored");
+                    tracing::info!(signal = name, "{name} ignored");
                     continue;
                 }
                 Some(reply) = self.status_requests.recv() => {
