@@ -53,7 +53,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprintln!("{errors}");
+                // Under systemd (ExecStartPre, ExecReload) journald reads a `<3>` line prefix on
+                // its stream as the err level, so `journalctl -p err` shows why a start failed.
+                let prefix = if logging::stderr_is_journal_stream() {
+                    "<3>"
+                } else {
+                    ""
+                };
+                for line in errors.lines() {
+                    eprintln!("{prefix}{line}");
+                }
                 ExitCode::FAILURE
             }
         };

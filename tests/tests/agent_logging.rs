@@ -3,7 +3,8 @@
 //! naming stderr, or asked for with `--log-format journald`) with syslog priorities and the
 //! events' fields. journald is a socket this test binds, mounted at
 //! `/run/systemd/journal/socket` in the agent's private mount namespace ([`FakeJournal`]); the
-//! host's journal is never written to. Needs root.
+//! host's journal is never written to. `hav-agent --check` marks its errors with journald's
+//! `<3>` stream prefix under systemd. Needs root.
 
 mod common;
 
@@ -306,5 +307,48 @@ fn a_journal_stream_that_is_not_stderr_leaves_text_on_stderr() {
         journal.drain().expect("drain"),
         vec![],
         "nothing was sent to journald"
+    );
+}
+
+#[test]
+fn check_errors_under_systemd_carry_the_err_level_prefix() {
+    let dir = std::env::temp_dir().join(format!("hav-check-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, "[node]\nname = \"a\"\nno_such_key = 1\n").expect("config");
+    let run = |under_systemd: bool| {
+        let log = dir.join("stderr.log");
+        let _ = std::fs::remove_file(&log);
+        let stream = under_systemd.then(|| journal_stream_of(&log));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("stderr file");
+        let mut command = Command::new(agent_binary().expect("hav-agent"));
+        command
+            .arg("--check")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("JOURNAL_STREAM");
+        if let Some(stream) = stream {
+            command.env("JOURNAL_STREAM", stream);
+        }
+        let status = command.status().expect("hav-agent --check");
+        assert!(!status.success());
+        std::fs::read_to_string(&log).expect("stderr")
+    };
+    let journal = run(true);
+    let plain = run(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(plain.contains("no_such_key"), "{plain}");
+    assert!(
+        !plain.contains("<3>"),
+        "a terminal or file gets plain lines: {plain}"
+    );
+    assert!(
+        !journal.is_empty() && journal.lines().all(|line| line.starts_with("<3>")),
+        "every line an error in the journal: {journal}"
     );
 }

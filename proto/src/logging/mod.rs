@@ -86,8 +86,9 @@ fn parse_filter(text: &str) -> Result<EnvFilter, tracing_subscriber::filter::Par
     EnvFilter::builder().parse(text)
 }
 
-/// A layer a binary adds next to the log output (OpenTelemetry), with its own filter.
-pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+/// A layer over the registry: the log output, or what a binary adds next to it (OpenTelemetry,
+/// with its own filter).
+pub type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// The logging in force, from [`init`].
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +109,7 @@ impl Logging {
 /// `--log-level`, else `RUST_LOG`, else `info`) and the `extra` layers. `program` names the
 /// journal entries (`SYSLOG_IDENTIFIER`). Problems (a bad `RUST_LOG`, an unreachable journal)
 /// are logged as warnings once the subscriber runs; logging never stops a daemon.
-pub fn init(options: &LogOptions, program: &str, extra: Vec<ExtraLayer>) -> Logging {
+pub fn init(options: &LogOptions, program: &str, extra: Vec<BoxedLayer>) -> Logging {
     let mut warnings = Vec::new();
     let filter = match (&options.log_level, std::env::var("RUST_LOG")) {
         (Some(level), _) => parse_filter(&level.0).unwrap_or_else(|_| EnvFilter::new("info")),
@@ -158,7 +159,7 @@ pub fn init(options: &LogOptions, program: &str, extra: Vec<ExtraLayer>) -> Logg
     Logging { format }
 }
 
-fn text_layer(stderr_is_journal: bool) -> ExtraLayer {
+fn text_layer(stderr_is_journal: bool) -> BoxedLayer {
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(colour_allowed())
         .with_writer(std::io::stderr);
@@ -177,7 +178,7 @@ fn colour_allowed() -> bool {
 
 /// Whether stderr is the stream systemd connected to the journal: `JOURNAL_STREAM` holds its
 /// `device:inode`. A variable inherited through a redirection names another file and is ignored.
-fn stderr_is_journal_stream() -> bool {
+pub fn stderr_is_journal_stream() -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
