@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hav_agent::{daemon, telemetry};
+use hav_proto::logging::{self, LogFormat, LogOptions, Logging};
 
 #[derive(Parser)]
 #[command(
@@ -24,9 +25,8 @@ struct Args {
     /// Validate CONFIG and exit: 0 if it would run, 1 with every error (file: key path: reason).
     #[arg(long, value_name = "CONFIG")]
     check: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogOptions,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,12 +44,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check {
@@ -59,7 +53,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprintln!("{errors}");
+                // Under systemd (ExecStartPre, ExecReload) journald reads a `<3>` line prefix on
+                // its stream as the err level, so `journalctl -p err` shows why a start failed.
+                let prefix = if logging::stderr_is_journal_stream() {
+                    "<3>"
+                } else {
+                    ""
+                };
+                for line in errors.lines() {
+                    eprintln!("{prefix}{line}");
+                }
                 ExitCode::FAILURE
             }
         };
@@ -82,7 +85,7 @@ fn main() -> ExitCode {
         }
         Some(_) => None,
     };
-    init_logging(args.log_format, pipeline.as_ref());
+    let logging = init_logging(&args.log, pipeline.as_ref());
     unblock_handled_signals();
     let result = runtime.block_on(async {
         let result = match args.command {
@@ -98,7 +101,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("hav-agent: {error:#}");
+            match logging.format() {
+                LogFormat::Text => eprintln!("hav-agent: {error:#}"),
+                _ => tracing::error!("{error:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -147,27 +153,18 @@ fn trace_pipeline(config: &std::path::Path) -> Option<telemetry::otel::Pipeline>
     }
 }
 
-fn init_logging(format: LogFormat, pipeline: Option<&telemetry::otel::Pipeline>) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    // Under systemd, journald stamps each line itself.
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let fmt = match (format, under_journald) {
-        (LogFormat::Json, _) => fmt.json().boxed(),
-        (LogFormat::Text, true) => fmt.without_time().boxed(),
-        (LogFormat::Text, false) => fmt.boxed(),
-    };
-    // Absent (`None`) unless an exporter is configured.
-    let otel =
-        pipeline.map(|pipeline| tracing_opentelemetry::layer().with_tracer(pipeline.tracer()));
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .with(filter)
-        .init();
+/// Logs as `--log-level` and `--log-format` say (`hav_proto::logging`); the failover and command
+/// spans also go to the OTLP exporter when one is configured, at `info` whatever the log level.
+fn init_logging(options: &LogOptions, pipeline: Option<&telemetry::otel::Pipeline>) -> Logging {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    let otel = pipeline.map(|pipeline| {
+        tracing_opentelemetry::layer()
+            .with_tracer(pipeline.tracer())
+            .with_filter(LevelFilter::INFO)
+            .boxed()
+    });
+    logging::init(options, "hav-agent", otel.into_iter().collect())
 }
 
 /// A parent may have left signals blocked (the mask survives exec); the agent must see the ones

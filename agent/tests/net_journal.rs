@@ -91,8 +91,45 @@ fn crash_between_journal_and_netlink_is_harmless() {
         VipJournal::new(state.path()).unwrap().record(&set).unwrap();
         let mut restarted = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
         let recovery = restarted.recover(&[]).await.unwrap();
-        assert_eq!(recovery.removed.len(), set.len());
+        assert_eq!(recovery.cleared.len(), set.len());
+        assert_eq!(
+            recovery.removed,
+            vec![],
+            "none was on an interface: nothing was left behind"
+        );
         assert_eq!(restarted.journal().load().unwrap(), Ok(vec![]));
+    });
+}
+
+#[test]
+fn recovery_reports_only_the_vips_that_were_still_on_an_interface() {
+    run(|_lab| async move {
+        let state = TempDir::new("journal-stop");
+        let set = vips();
+        let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+        agent.recover(&[]).await.unwrap();
+        // A clean run: reserve at start, take over, release; then the stop clears the journal.
+        agent.reserve(&set).unwrap();
+        agent.add(&set).await.unwrap();
+        agent.remove(&set).await.unwrap();
+        let stop = agent.recover(&[]).await.unwrap();
+        let mut cleared = stop.cleared.clone();
+        cleared.sort();
+        let mut expected = set.clone();
+        expected.sort();
+        assert_eq!(cleared, expected, "every reservation is struck");
+        assert_eq!(stop.removed, vec![], "nothing was left on an interface");
+        assert_eq!(agent.journal().load().unwrap(), Ok(vec![]));
+
+        // One VIP not released (a removal that failed, an engine that kept it): reported.
+        agent.reserve(&set).unwrap();
+        agent.add(&set).await.unwrap();
+        agent.remove(&set[1..]).await.unwrap();
+        let stop = agent.recover(&[]).await.unwrap();
+        assert_eq!(stop.cleared.len(), set.len());
+        assert_eq!(stop.removed, set[..1].to_vec());
+        assert_eq!(agent.manager().present(&set).await.unwrap(), vec![]);
+        assert_eq!(agent.journal().load().unwrap(), Ok(vec![]));
     });
 }
 

@@ -46,8 +46,16 @@ fn add_twice_is_one_address_with_label_and_remove_twice_succeeds() {
             vec![vip.clone()]
         );
 
-        vips.remove(std::slice::from_ref(&vip)).await.unwrap();
-        vips.remove(std::slice::from_ref(&vip)).await.unwrap();
+        assert_eq!(
+            vips.remove(std::slice::from_ref(&vip)).await.unwrap(),
+            vec![vip.clone()],
+            "the first removal reports the address as removed"
+        );
+        assert_eq!(
+            vips.remove(std::slice::from_ref(&vip)).await.unwrap(),
+            vec![],
+            "the second finds it absent"
+        );
         assert_eq!(count(&lab, IFACE_A, vip.addr).await, 0);
         assert_eq!(vips.present(&[vip]).await.unwrap(), vec![]);
         assert_eq!(
@@ -80,8 +88,16 @@ fn ipv6_vip_is_usable_at_once() {
 
         vips.add(std::slice::from_ref(&vip)).await.unwrap();
         assert_eq!(count(&lab, IFACE_A, vip.addr).await, 1);
-        vips.remove(std::slice::from_ref(&vip)).await.unwrap();
-        vips.remove(std::slice::from_ref(&vip)).await.unwrap();
+        assert_eq!(
+            vips.remove(std::slice::from_ref(&vip)).await.unwrap(),
+            vec![vip.clone()],
+            "the first removal reports the address as removed"
+        );
+        assert_eq!(
+            vips.remove(std::slice::from_ref(&vip)).await.unwrap(),
+            vec![],
+            "the second finds it absent"
+        );
         assert_eq!(count(&lab, IFACE_A, vip.addr).await, 0);
     });
 }
@@ -133,7 +149,10 @@ fn missing_interface_fails_add_and_succeeds_remove() {
             "{error:?}"
         );
         assert!(error.to_string().contains("hvnone"), "{error}");
-        vips.remove(std::slice::from_ref(&vip)).await.unwrap();
+        assert_eq!(
+            vips.remove(std::slice::from_ref(&vip)).await.unwrap(),
+            vec![]
+        );
         assert_eq!(vips.present(&[vip]).await.unwrap(), vec![]);
     });
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,7 @@ use hav_coordinator::telemetry::trace;
 use hav_coordinator::tls::ServerTlsFiles;
 use hav_coordinator::{CoordinatorConfig, start};
 use hav_proto::config::{OtlpEndpoint, SamplingRatio};
+use hav_proto::logging::{self, LogFormat, LogOptions, Logging};
 
 /// The hav fleet control plane (mTLS gRPC). Never on the failover path.
 #[derive(Debug, Parser)]
@@ -57,6 +59,8 @@ struct Args {
     /// The share of new traces exported, 0.0 to 1.0.
     #[arg(long, env = "HAV_SAMPLING_RATIO", default_value = "1.0", value_parser = sampling_ratio)]
     sampling_ratio: SamplingRatio,
+    #[command(flatten)]
+    log: LogOptions,
 }
 
 /// This coordinator in its spans' resource: the host name, else the listen address.
@@ -76,17 +80,40 @@ fn sampling_ratio(text: &str) -> Result<SamplingRatio, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     // Built inside the runtime, which drives the exporter's gRPC connection.
-    let pipeline = match &args.otlp_endpoint {
-        Some(endpoint) => Some(
+    let pipeline = args
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| {
             trace::init(endpoint, args.sampling_ratio, &instance_name(&args.listen))
-                .context("cannot export traces")?,
-        ),
-        None => None,
+                .context("cannot export traces")
+        })
+        .transpose();
+    let (pipeline, result) = match pipeline {
+        Ok(pipeline) => (pipeline, Ok(())),
+        Err(error) => (None, Err(error)),
     };
-    init_logging(pipeline.as_ref());
+    let logging = init_logging(&args.log, pipeline.as_ref());
+    let result = match result {
+        Ok(()) => run(args, pipeline).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match logging.format() {
+                // What returning the error from `main` printed.
+                LogFormat::Text => eprintln!("Error: {error:?}"),
+                _ => tracing::error!("{error:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(
         args.listen,
         ServerTlsFiles {
@@ -124,20 +151,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr; the fleet operations' spans also go to the collector when `pipeline` is set.
-fn init_logging(pipeline: Option<&trace::Pipeline>) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let otel =
-        pipeline.map(|pipeline| tracing_opentelemetry::layer().with_tracer(pipeline.tracer()));
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .with(filter)
-        .init();
+/// Logs as `--log-level` and `--log-format` say (`hav_proto::logging`); the fleet operations'
+/// spans also go to the collector when `pipeline` is set, at `info` whatever the log level.
+fn init_logging(options: &LogOptions, pipeline: Option<&trace::Pipeline>) -> Logging {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    let otel = pipeline.map(|pipeline| {
+        tracing_opentelemetry::layer()
+            .with_tracer(pipeline.tracer())
+            .with_filter(LevelFilter::INFO)
+            .boxed()
+    });
+    logging::init(options, "hav-coordinator", otel.into_iter().collect())
 }

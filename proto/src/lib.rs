@@ -1,11 +1,13 @@
 //! The contract between the three hav programs: the gRPC services (`hav.v1`) and the config schema
 //! that agent, coordinator and havctl share. Nothing here does IO beyond reading a config file,
 //! dialling with mTLS ([`transport`]) and serving `GET /metrics` ([`metrics`]), which both daemons
-//! do alike.
+//! do alike, as they log alike (`logging`, feature `logging`: their flags, text, JSON, journald).
 
 pub mod config;
 pub mod fleet;
 pub mod identity;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod metrics;
 pub mod transport;
 pub mod v1;

@@ -271,6 +271,27 @@ impl Agent {
         })
     }
 
+    /// Like [`Agent::start`], with `launch` adjusting how the agent is started: flags,
+    /// environment, a wrapper program. [`Agent::restart`] starts it the plain way.
+    pub fn start_with(
+        lab: &Lab,
+        host: &str,
+        config: &AgentConfig,
+        launch: impl FnOnce(SpawnSpec) -> SpawnSpec,
+    ) -> Result<Agent, AgentError> {
+        let dir = lab.log_dir().join(format!("agent-{host}"));
+        fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        write_config_file(&dir, &config.render(&dir))?;
+        let spec = agent_spec(host, &dir, 0, "info,hav_agent=debug")?;
+        Ok(Agent {
+            host: host.to_owned(),
+            process: lab.spawn(host, launch(spec))?,
+            dir,
+            starts: 1,
+            env: Vec::new(),
+        })
+    }
+
     /// Like [`Agent::start`] with the agent logging at `info` only, as in production (the
     /// benchmark measures its idle cost).
     pub fn start_quiet(lab: &Lab, host: &str, config: &AgentConfig) -> Result<Agent, AgentError> {
@@ -502,17 +523,23 @@ fn spawn_with_log(
     log: &str,
     env: &[(String, String)],
 ) -> Result<NsProcess, AgentError> {
-    let binary = agent_binary()?;
-    let config = dir.join("agent.toml");
-    let mut spec = SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
-        .arg("--config")
-        .arg(config.display().to_string())
-        .env("RUST_LOG", log)
-        .env("RUST_BACKTRACE", "1");
+    let mut spec = agent_spec(host, dir, start, log)?;
     for (key, value) in env {
         spec = spec.env(key.as_str(), value.as_str());
     }
     Ok(lab.spawn(host, spec)?)
+}
+
+/// How `host`'s agent is started for the `start`th time: `--config <dir>/agent.toml`,
+/// `RUST_LOG=log`; its output goes to `<lab log dir>/<spec name>.log`.
+fn agent_spec(host: &str, dir: &Path, start: u32, log: &str) -> Result<SpawnSpec, AgentError> {
+    let binary = agent_binary()?;
+    let config = dir.join("agent.toml");
+    Ok(SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
+        .arg("--config")
+        .arg(config.display().to_string())
+        .env("RUST_LOG", log)
+        .env("RUST_BACKTRACE", "1"))
 }
 
 /// An inotify watch on a log file: [`LogWatch::wait`] returns when the file was written to.

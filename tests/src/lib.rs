@@ -9,6 +9,7 @@
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
+//! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
@@ -24,6 +25,7 @@ pub mod agent;
 pub mod bench;
 pub mod dns;
 pub mod fleet;
+pub mod journal;
 pub mod keepalived;
 pub mod netns;
 pub mod otlp;

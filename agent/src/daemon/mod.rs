@@ -378,8 +378,8 @@ impl Daemon {
         match self.executor.vips.recover(&[]).await {
             Ok(recovery) if !recovery.removed.is_empty() => {
                 tracing::warn!(
-                    count = recovery.removed.len(),
-                    "removed VIPs still journaled at stop"
+                    vips = ?recovery.removed.iter().map(|v| v.addr).collect::<Vec<_>>(),
+                    "removed VIPs still on an interface at stop"
                 )
             }
             Ok(_) => {}

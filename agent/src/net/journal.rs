@@ -7,8 +7,16 @@
 //! removed. The journal may therefore list VIPs that are not present (a crash between journal and
 //! netlink); recovery removes those too, which is harmless because removal is idempotent.
 //!
+//! The journal lists what the agent *may* hold, not what it holds: the daemon journals every VIP
+//! of its config ahead of need ([`JournaledVips::reserve`]), so a takeover writes nothing, and
+//! those entries stay while the VIPs come and go. Only the kernel knows what is on an interface,
+//! so recovery asks it: each removal reports whether the address was there.
+//!
 //! On start, [`JournaledVips::recover`] removes every journaled VIP (the state machine starts in
-//! Backup, where no VIP may be held) and resets the journal. A journal that cannot be read is
+//! Backup, where no VIP may be held) and resets the journal; a clean stop does the same after the
+//! engine released its VIPs. [`Recovery::removed`] lists only the VIPs that were still on an
+//! interface (left behind by a crash, or not released at a stop); the journaled entries that
+//! were already absent are [`Recovery::cleared`] and nothing to report. A journal that cannot be read is
 //! not trusted in any part: it is kept aside as `<name>.corrupt` for the operator, and recovery
 //! removes the VIPs the caller passes as fallback (the daemon passes every VIP of its current
 //! configuration) instead; VIPs of an older configuration that only the lost journal knew of may
@@ -53,7 +61,10 @@ pub enum JournalError {
 /// What [`JournaledVips::recover`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovery {
-    /// VIPs removed (or found absent): the journaled ones, or the fallback.
+    /// Every VIP recovery made sure is absent: the journaled ones, or the fallback.
+    pub cleared: Vec<Vip>,
+    /// The VIPs of `cleared` that were still on an interface and are removed now, as the kernel
+    /// answered each deletion: what was really left behind.
     pub removed: Vec<Vip>,
     /// Set when the journal file could not be read and the fallback was used instead.
     pub corrupt: Option<Corruption>,
@@ -241,9 +252,9 @@ impl JournaledVips {
         &self.journal
     }
 
-    /// On start: removes every journaled VIP (or, if the journal is corrupt, every VIP of
-    /// `fallback`) and resets the journal. If a removal fails the journal is left listing
-    /// everything, so a later `recover` tries again.
+    /// On start and at a clean stop: removes every journaled VIP (or, if the journal is corrupt,
+    /// every VIP of `fallback`) and resets the journal, reservations included. If a removal fails
+    /// the journal is left listing everything, so a later `recover` tries again.
     pub async fn recover(&mut self, fallback: &[Vip]) -> Result<Recovery, JournalError> {
         // Recovery empties the journal: nothing stays reserved.
         self.reserved.clear();
@@ -261,10 +272,11 @@ impl JournaledVips {
         // Journal first what is about to be removed, so a failure or crash below keeps it listed.
         self.journal.vips = to_remove.iter().cloned().collect();
         self.journal.persist()?;
-        self.manager.remove(&to_remove).await?;
+        let removed = self.manager.remove(&to_remove).await?;
         self.journal.reset()?;
         Ok(Recovery {
-            removed: to_remove,
+            cleared: to_remove,
+            removed,
             corrupt,
         })
     }

@@ -160,14 +160,21 @@ impl VipManager {
     }
 
     /// Removes every VIP; a VIP (or interface) not present succeeds. The label is not matched.
-    pub async fn remove(&self, vips: &[Vip]) -> Result<(), VipError> {
+    /// Returns the VIPs that were on an interface and are gone now, as the kernel answered each
+    /// deletion (absent ones are left out), in order.
+    pub async fn remove(&self, vips: &[Vip]) -> Result<Vec<Vip>, VipError> {
         let mut first_error = None;
+        let mut removed = Vec::new();
         for vip in vips {
-            if let Err(e) = self.remove_one(vip).await {
-                first_error.get_or_insert(e);
+            match self.remove_one(vip).await {
+                Ok(true) => removed.push(vip.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(removed), Err)
     }
 
     /// The VIPs of `vips` present now (same interface, address and prefix length), in order.
@@ -241,10 +248,12 @@ impl VipManager {
         }
     }
 
-    async fn remove_one(&self, vip: &Vip) -> Result<(), VipError> {
+    /// `true` if the address was there and is removed, `false` if it (or its interface) was
+    /// absent.
+    async fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
         vip.check()?;
         let Some(index) = self.link_index(&vip.iface, vip).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let message = match vip.addr {
             IpAddr::V4(addr) => AddressMessageBuilder::<Ipv4Addr>::new()
@@ -257,14 +266,14 @@ impl VipManager {
                 .build(),
         };
         match self.handle.address().del(message).execute().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e)
                 if matches!(
                     errno(&e),
                     Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
                 ) =>
             {
-                Ok(())
+                Ok(false)
             }
             Err(source) => Err(VipError::Netlink {
                 op: "remove",
