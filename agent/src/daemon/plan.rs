@@ -356,8 +356,9 @@ fn tracker_of(config: &NodeConfig, target: &TrackTarget) -> Option<(String, Plan
                     url,
                     expect_status,
                     proxy,
+                    ..
                 } => TrackSpec::Http(HttpSpec {
-                    url: url.clone(),
+                    url: url.to_string(),
                     expected_status: expect_status.clone(),
                     proxy: proxy.map(|p| p.to_string()),
                     schedule,
