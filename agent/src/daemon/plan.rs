@@ -356,11 +356,14 @@ fn tracker_of(config: &NodeConfig, target: &TrackTarget) -> Option<(String, Plan
                     url,
                     expect_status,
                     proxy,
-                    ..
+                    ca_file,
+                    server_name,
                 } => TrackSpec::Http(HttpSpec {
-                    url: url.to_string(),
+                    url: url.clone(),
                     expected_status: expect_status.clone(),
-                    proxy: proxy.map(|p| p.to_string()),
+                    proxy: *proxy,
+                    ca_file: ca_file.clone(),
+                    server_name: server_name.clone(),
                     schedule,
                 }),
             };
