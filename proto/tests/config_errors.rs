@@ -324,12 +324,14 @@ fn sync_group_member_in_two_groups() {
 fn track_weights_and_unicast_peers() {
     assert_eq!(
         refused(&with_instance(
-            "vrid = 2\nvips = [\"198.51.100.2/24\"]\ntrack_script = [{ name = \"chk\", weight = 254 }]\nsource_address = \"198.51.100.20\"\nunicast_peers = [\"198.51.100.21\", { address = \"198.51.100.21\", priority = 0 }, \"198.51.100.21\", \"198.51.100.20\"]"
+            "vrid = 2\nvips = [\"198.51.100.2/24\"]\ntrack_script = [{ name = \"chk\", weight = 254 }]\nsource_address = \"198.51.100.20\"\nunicast_peers = [\"198.51.100.21\", { address = \"198.51.100.21\", priority = 0 }, \"198.51.100.21\", \"198.51.100.20\", \"0.0.0.0\", \"224.0.0.18\"]"
         )),
         [
             "node.toml: instance[1].unicast_peers[1].priority: expected 1..=255, got 0",
             "node.toml: instance[1].unicast_peers[2]: 198.51.100.21 is already listed at instance[1].unicast_peers[0]",
             "node.toml: instance[1].unicast_peers[3]: 198.51.100.20 is this node's own source_address",
+            "node.toml: instance[1].unicast_peers[4]: 0.0.0.0 is not the unicast address of a peer",
+            "node.toml: instance[1].unicast_peers[5]: 224.0.0.18 is not the unicast address of a peer",
             "node.toml: instance[1].track_script[0].weight: expected a weight -253..=253 (0 means fault on failure), got 254",
         ]
     );
