@@ -137,7 +137,11 @@ impl Daemon {
             tracing::error!(kept_as = %corrupt.kept_as.display(), reason = %corrupt.reason, "VIP journal was corrupt");
         }
 
-        let plan = plan::plan(&config)?;
+        // Named like `--check` names it: `file: reason`.
+        let plan = plan::plan(&config).with_context(|| match config_version {
+            0 => config_path.display().to_string(),
+            version => format!("coordinator config version {version}"),
+        })?;
         let engine = Engine::new(plan.engine.clone())?;
         // Journal every VIP this config can make us hold now, so that a takeover writes nothing.
         vips.reserve(&plan.all_vips())
@@ -956,21 +960,22 @@ fn hook_state(state: State, old: bool) -> HookState {
     }
 }
 
-/// `hav-agent --check`: loads and plans a config without starting anything.
+/// `hav-agent --check`: loads and plans a config as start-up does ([`plan::check`]), starting
+/// nothing. `Err`: each reason start-up refuses the config for, as `file: key.path: reason` or
+/// `file: reason`. `Ok`: a summary, then `file: warning: …` for each thing this host lacks
+/// (an interface, an address, a user, a directory, trust anchors), naming the instance.
 pub fn check(path: &Path) -> Result<String, String> {
     let config = load_node_config(path).map_err(|errors| errors.lines().join("\n"))?;
-    let summary = format!(
+    let problems = plan::check(&config).map_err(|error| format!("{}: {error}", path.display()))?;
+    let mut report = format!(
         "{}: ok: node {}, {} instance(s), {} sync group(s)",
         path.display(),
         config.node.name,
         config.instances.len(),
         config.sync_groups.len()
     );
-    match plan::plan(&config) {
-        Ok(_) => Ok(summary),
-        Err(plan::PlanError::NoSourceAddress { .. } | plan::PlanError::Addresses(_)) => Ok(
-            format!("{summary} (interface addresses not checked on this host)"),
-        ),
-        Err(error) => Err(format!("{}: {error}", path.display())),
+    for problem in problems {
+        report.push_str(&format!("\n{}: warning: {problem}", path.display()));
     }
+    Ok(report)
 }

@@ -2,7 +2,11 @@
 //! sockets, the VIPs' netlink details, the trackers and the hooks.
 //!
 //! Planning only reads the host (interface addresses); it changes nothing, so a config that
-//! cannot be planned is refused before anything moves.
+//! cannot be planned is refused before anything moves. [`plan`] (start-up, reload) and
+//! [`check`] (`hav-agent --check`) are one path: every check of the config, the engine's and
+//! each tracker spec's included, runs in both and refuses alike; what depends on the host
+//! ([`HostProblem`]) stops start-up only where the daemon cannot run without it (no address to
+//! send adverts from) and is a warning naming the instance in `--check`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -68,7 +72,30 @@ impl Plan {
 
 /// Why a config cannot be run on this host.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
+    /// Something the host lacks that the daemon cannot start without.
+    #[error(transparent)]
+    Host(#[from] HostProblem),
+    #[error("instance {instance}: tracked object {target} is not defined")]
+    UnresolvedTracker { instance: String, target: String },
+    #[error("instance {instance}: tracker {tracker}: {reason}")]
+    Tracker {
+        instance: String,
+        tracker: String,
+        reason: String,
+    },
+    #[error("engine refused the config: {0}")]
+    Engine(#[from] hav_vrrp::engine::EngineConfigError),
+}
+
+/// Something a config needs from the host that this host does not have. Start-up refuses the
+/// config for [`HostProblem::NoSourceAddress`] and [`HostProblem::Addresses`] (found while
+/// planning) and fails later for a missing interface or a tracker that cannot start;
+/// `hav-agent --check` reports each as a warning, since the config may be meant for another host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostProblem {
     #[error(
         "instance {instance}: interface {interface} has no {family} address to send adverts from; set source_address"
     )]
@@ -77,17 +104,143 @@ pub enum PlanError {
         interface: String,
         family: &'static str,
     },
-    #[error("instance {instance}: tracked object {target} is not defined")]
-    UnresolvedTracker { instance: String, target: String },
     #[error("cannot read interface addresses: {0}")]
-    Addresses(#[source] nix::Error),
-    #[error("engine refused the config: {0}")]
-    Engine(#[from] hav_vrrp::engine::EngineConfigError),
+    Addresses(String),
+    #[error("instance {instance}: no interface {interface} on this host")]
+    NoInterface { instance: String, interface: String },
+    #[error("instance {instance}: source_address {address} is not an address of this host")]
+    ForeignSource { instance: String, address: IpAddr },
+    /// A tracker or notify program of an instance (or of a sync group) cannot run here.
+    #[error("{owner}: {what}: {reason}")]
+    Needs {
+        /// `instance VI_1` or `sync group G_WEB`.
+        owner: String,
+        /// The tracker (`probe:web`) or the hooks (`notify_master, notify_backup`).
+        what: String,
+        reason: String,
+    },
 }
 
-/// Plans `config` against the host's current interface addresses.
+/// Plans `config` against the host's current interface addresses. Fails on any problem of the
+/// config and on a host without the addresses the instances send from.
 pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
     let addresses = interface_addresses()?;
+    let (plan, problems) = plan_on(config, &addresses)?;
+    match problems.into_iter().next() {
+        Some(problem) => Err(problem.into()),
+        None => Ok(plan),
+    }
+}
+
+/// What `hav-agent --check` reports: an error for anything [`plan`] refuses whatever the host;
+/// otherwise everything this host lacks for the config to run, instance by instance.
+pub fn check(config: &NodeConfig) -> Result<Vec<HostProblem>, PlanError> {
+    let (addresses, mut problems) = match interface_addresses() {
+        Ok(addresses) => (addresses, Vec::new()),
+        Err(PlanError::Host(problem)) => (Vec::new(), vec![problem]),
+        Err(error) => return Err(error),
+    };
+    let readable = problems.is_empty();
+    let (plan, mut no_source) = plan_on(config, &addresses)?;
+    let interfaces: BTreeSet<&str> = addresses.iter().map(|(name, _)| name.as_str()).collect();
+    let local: BTreeSet<IpAddr> = addresses.iter().map(|(_, address)| *address).collect();
+    for instance in &config.instances {
+        let name = &instance.name;
+        let owner = format!("instance {name}");
+        let mut devices = vec![&instance.interface];
+        devices.extend(instance.vips.iter().map(|vip| &vip.dev));
+        devices.dedup();
+        let missing: Vec<&String> = devices
+            .into_iter()
+            .filter(|device| readable && !interfaces.contains(device.as_str()))
+            .collect();
+        // No address on an interface that is not there goes without saying.
+        let interface_missing = missing.contains(&&instance.interface);
+        for device in missing {
+            problems.push(HostProblem::NoInterface {
+                instance: name.clone(),
+                interface: device.clone(),
+            });
+        }
+        no_source.retain(|problem| match problem {
+            HostProblem::NoSourceAddress { instance, .. } if instance == name => {
+                if readable && !interface_missing {
+                    problems.push(problem.clone());
+                }
+                false
+            }
+            _ => true,
+        });
+        if let Some(address) = instance.source_address
+            && readable
+            && !local.contains(&address)
+        {
+            problems.push(HostProblem::ForeignSource {
+                instance: name.clone(),
+                address,
+            });
+        }
+        for (key, _) in plan.refs_of(name) {
+            let Some(tracker) = plan.trackers.get(key) else {
+                continue;
+            };
+            for reason in tracker.spec.host_problems() {
+                problems.push(HostProblem::Needs {
+                    owner: owner.clone(),
+                    what: key.clone(),
+                    reason,
+                });
+            }
+        }
+        if let Some(hooks) = plan.instance_hooks.get(name) {
+            problems.extend(hook_problems(&owner, hooks));
+        }
+    }
+    for group in &config.sync_groups {
+        if let Some(hooks) = plan.group_hooks.get(&group.name) {
+            problems.extend(hook_problems(&format!("sync group {}", group.name), hooks));
+        }
+    }
+    problems.extend(no_source);
+    Ok(problems)
+}
+
+/// The notify programs of one instance or sync group that this host cannot run, each reason
+/// once with the hooks it concerns.
+fn hook_problems(owner: &str, hooks: &HookConfig) -> Vec<HostProblem> {
+    let mut found: Vec<(String, Vec<&str>)> = Vec::new();
+    for (key, programs) in [
+        ("notify", &hooks.notify),
+        ("notify_master", &hooks.notify_master),
+        ("notify_backup", &hooks.notify_backup),
+        ("notify_fault", &hooks.notify_fault),
+        ("notify_stop", &hooks.notify_stop),
+    ] {
+        for reason in programs.iter().flat_map(Program::host_problems) {
+            match found.iter_mut().find(|(known, _)| *known == reason) {
+                Some((_, keys)) => keys.push(key),
+                None => found.push((reason, vec![key])),
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(reason, keys)| HostProblem::Needs {
+            owner: owner.to_owned(),
+            what: keys.join(", "),
+            reason,
+        })
+        .collect()
+}
+
+/// Plans `config` with `addresses` as the host's interface addresses. An instance without an
+/// address to send from is planned with the unspecified address and reported, so that the
+/// checks of the whole config still run.
+fn plan_on(
+    config: &NodeConfig,
+    addresses: &[(String, IpAddr)],
+) -> Result<(Plan, Vec<HostProblem>), PlanError> {
+    let mut problems = Vec::new();
     let mut plan = Plan {
         engine: EngineConfig::default(),
         router_sockets: HashMap::new(),
@@ -98,7 +251,13 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
         group_hooks: HashMap::new(),
     };
     for instance in &config.instances {
-        let primary = primary_address(instance, &addresses)?;
+        let primary = primary_address(instance, addresses).unwrap_or_else(|problem| {
+            problems.push(problem);
+            match instance.family {
+                Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            }
+        });
         plan.engine.routers.push(router_config(instance, primary));
         plan.router_sockets
             .insert(instance.name.clone(), socket_spec(instance, primary));
@@ -121,6 +280,14 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
                     instance: instance.name.clone(),
                     target: format!("{:?}", track.target),
                 })?;
+            tracker
+                .spec
+                .validate()
+                .map_err(|reason| PlanError::Tracker {
+                    instance: instance.name.clone(),
+                    tracker: key.clone(),
+                    reason,
+                })?;
             plan.trackers.entry(key.clone()).or_insert(tracker);
             refs.push((key, i32::from(track.weight.get())));
         }
@@ -139,7 +306,7 @@ pub fn plan(config: &NodeConfig) -> Result<Plan, PlanError> {
             .insert(group.name.clone(), hooks_of(&group.notify));
     }
     plan.engine.validate()?;
-    Ok(plan)
+    Ok((plan, problems))
 }
 
 /// Every instance follows its own interface with weight 0 (fault), as keepalived does unless told
@@ -250,7 +417,7 @@ fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
 fn primary_address(
     instance: &Instance,
     addresses: &[(String, IpAddr)],
-) -> Result<IpAddr, PlanError> {
+) -> Result<IpAddr, HostProblem> {
     if let Some(source) = instance.source_address {
         return Ok(source);
     }
@@ -268,7 +435,7 @@ fn primary_address(
             IpAddr::V4(_) => false,
         }),
     };
-    found.ok_or_else(|| PlanError::NoSourceAddress {
+    found.ok_or_else(|| HostProblem::NoSourceAddress {
         instance: instance.name.clone(),
         interface: instance.interface.clone(),
         family: match instance.family {
@@ -281,7 +448,9 @@ fn primary_address(
 /// Every (interface, address) pair of the host, in the kernel's order (primary first).
 fn interface_addresses() -> Result<Vec<(String, IpAddr)>, PlanError> {
     let mut found = Vec::new();
-    for entry in nix::ifaddrs::getifaddrs().map_err(PlanError::Addresses)? {
+    let entries = nix::ifaddrs::getifaddrs()
+        .map_err(|error| PlanError::Host(HostProblem::Addresses(error.to_string())))?;
+    for entry in entries {
         let Some(address) = entry.address else {
             continue;
         };
@@ -394,6 +563,7 @@ fn hooks_of(notify: &Notify) -> HookConfig {
 mod tests {
     use super::*;
     use hav_proto::config::parse_node_config;
+    use hav_vrrp::Priority;
 
     fn planned(instance_extra: &str) -> Plan {
         let text = format!(
@@ -423,5 +593,83 @@ mod tests {
             plan.refs_of("VI_1"),
             [("interface:eth7".to_string(), -20)].as_slice()
         );
+    }
+
+    /// An instance on an interface no host has, without a source address, tracking an HTTPS
+    /// probe whose CA file does not exist.
+    fn on_a_missing_interface() -> NodeConfig {
+        let text = r#"
+[node]
+name = "n"
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "https://198.51.100.80/health"
+ca_file = "/nonexistent/hav-probe-ca.pem"
+
+[[instance]]
+name = "VI_1"
+interface = "hvnosuch0"
+vrid = 1
+vips = ["198.51.100.1/24"]
+track_probe = ["web"]
+"#;
+        parse_node_config(text, "test.toml").expect("valid test config")
+    }
+
+    #[test]
+    fn what_the_host_lacks_is_a_warning_for_check_and_stops_start_up_only_without_an_address() {
+        let config = on_a_missing_interface();
+        let problems = check(&config).expect("nothing wrong with the config itself");
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "instance VI_1: no interface hvnosuch0 on this host",
+                "instance VI_1: probe:web: ca_file: cannot read CA certificate from /nonexistent/hav-probe-ca.pem: I/O error: No such file or directory (os error 2)",
+            ]
+        );
+        assert!(
+            matches!(
+                plan(&config),
+                Err(PlanError::Host(HostProblem::NoSourceAddress { ref instance, .. })) if instance == "VI_1"
+            ),
+            "start-up cannot send adverts"
+        );
+    }
+
+    #[test]
+    fn a_config_the_engine_refuses_is_refused_by_check_and_start_up_whatever_the_host() {
+        let mut config = on_a_missing_interface();
+        config.instances[0].priority = Priority(0);
+        for (who, result) in [
+            ("check", check(&config).map(drop)),
+            ("plan", plan(&config).map(drop)),
+        ] {
+            assert!(
+                matches!(result, Err(PlanError::Engine(_))),
+                "{who}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tracker_spec_that_cannot_run_is_refused_by_check_and_start_up() {
+        let mut config = on_a_missing_interface();
+        config.probes[0].interval = Duration::ZERO;
+        for (who, result) in [
+            ("check", check(&config).map(drop)),
+            ("plan", plan(&config).map(drop)),
+        ] {
+            let Err(error) = result else {
+                panic!("{who} accepted it");
+            };
+            assert_eq!(
+                error.to_string(),
+                "instance VI_1: tracker probe:web: interval must be positive",
+                "{who}"
+            );
+        }
     }
 }
