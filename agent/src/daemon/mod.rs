@@ -211,7 +211,6 @@ impl Daemon {
             instances = daemon.plan.engine.routers.len(),
             "hav-agent started"
         );
-        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
@@ -220,6 +219,8 @@ impl Daemon {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
+        // Ready only once SIGTERM is ours: a stop right after start-up is a graceful one.
+        self.notify(|n| n.ready());
         let mut stopping = false;
         // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);

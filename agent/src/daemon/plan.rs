@@ -85,8 +85,15 @@ pub enum PlanError {
         tracker: String,
         reason: String,
     },
+    /// The reason is in the message, not a source, so that `{:#}` does not say it twice.
     #[error("engine refused the config: {0}")]
-    Engine(#[from] hav_vrrp::engine::EngineConfigError),
+    Engine(hav_vrrp::engine::EngineConfigError),
+}
+
+impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
+    fn from(error: hav_vrrp::engine::EngineConfigError) -> Self {
+        PlanError::Engine(error)
+    }
 }
 
 /// Something a config needs from the host that this host does not have. Start-up refuses the
