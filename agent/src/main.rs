@@ -22,7 +22,8 @@ struct Args {
         env = "HAV_AGENT_CONFIG"
     )]
     config: PathBuf,
-    /// Validate CONFIG and exit: 0 if it would run, 1 with every error (file: key path: reason).
+    /// Validate CONFIG as start-up does and exit: 0 if it would run (with a warning for each thing
+    /// this host lacks), 1 with every error (file: key path: reason).
     #[arg(long, value_name = "CONFIG")]
     check: Option<PathBuf>,
     #[command(flatten)]

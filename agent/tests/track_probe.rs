@@ -1,16 +1,23 @@
-//! TCP and HTTP probes against real sockets on 127.0.0.1, including the forward-proxy form.
+//! TCP and HTTP probes against real sockets on 127.0.0.1, including the forward-proxy form
+//! (the HTTPS probes are in `track_probe_tls.rs`).
 
 mod track_support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use hav_agent::track::{self, Health, HttpSpec, ProbeSchedule, TcpSpec, TrackSpec};
+use hav_proto::config::ProbeUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use track_support::{down_reason, next_health};
+
+fn probe_url(text: &str) -> ProbeUrl {
+    text.parse().expect("a valid probe URL")
+}
 
 fn fast() -> ProbeSchedule {
     ProbeSchedule {
@@ -84,9 +91,11 @@ async fn http_probe_checks_the_status_code() {
     let (heads_tx, mut heads) = mpsc::unbounded_channel();
     tokio::spawn(serve(listener, status.clone(), heads_tx));
     let spec = HttpSpec {
-        url: format!("http://127.0.0.1:{port}/health?deep=1"),
+        url: probe_url(&format!("http://127.0.0.1:{port}/health?deep=1")),
         expected_status: vec![200, 204],
         proxy: None,
+        ca_file: None,
+        server_name: None,
         schedule: fast(),
     };
     let (tx, mut rx) = mpsc::channel(16);
@@ -119,9 +128,11 @@ async fn http_probe_through_a_forward_proxy_sends_the_absolute_url() {
     tokio::spawn(serve(proxy, Arc::new(AtomicU16::new(200)), heads_tx));
     // `.invalid` never resolves (RFC 6761): only the proxy may look at the origin.
     let spec = HttpSpec {
-        url: "http://origin.invalid:8080/check".to_owned(),
+        url: probe_url("http://origin.invalid:8080/check"),
         expected_status: Vec::new(),
-        proxy: Some(format!("http://127.0.0.1:{proxy_port}")),
+        proxy: Some(SocketAddr::from(([127, 0, 0, 1], proxy_port))),
+        ca_file: None,
+        server_name: None,
         schedule: fast(),
     };
     let (tx, mut rx) = mpsc::channel(16);
@@ -153,9 +164,11 @@ async fn http_probe_rejects_garbage_and_silence() {
         }
     });
     let spec = HttpSpec {
-        url: format!("http://127.0.0.1:{port}/"),
+        url: probe_url(&format!("http://127.0.0.1:{port}/")),
         expected_status: Vec::new(),
         proxy: None,
+        ca_file: None,
+        server_name: None,
         schedule: ProbeSchedule {
             timeout: Duration::from_millis(200),
             ..fast()
@@ -177,21 +190,29 @@ async fn http_probe_rejects_garbage_and_silence() {
 }
 
 #[tokio::test]
-async fn bad_urls_are_start_errors() {
-    for (url, proxy) in [
-        ("https://127.0.0.1/", None),
-        ("http://127.0.0.1/", Some("127.0.0.1:notaport")),
+async fn zero_intervals_and_timeouts_are_start_errors() {
+    for schedule in [
+        ProbeSchedule {
+            interval: Duration::ZERO,
+            ..fast()
+        },
+        ProbeSchedule {
+            timeout: Duration::ZERO,
+            ..fast()
+        },
     ] {
         let spec = HttpSpec {
-            url: url.to_owned(),
+            url: probe_url("https://127.0.0.1/"),
             expected_status: Vec::new(),
-            proxy: proxy.map(str::to_owned),
-            schedule: fast(),
+            proxy: None,
+            ca_file: None,
+            server_name: None,
+            schedule: schedule.clone(),
         };
         let (tx, _rx) = mpsc::channel(16);
         assert!(
             track::spawn("bad", TrackSpec::Http(spec), tx).is_err(),
-            "{url} {proxy:?}"
+            "{schedule:?}"
         );
     }
 }

@@ -324,12 +324,14 @@ fn sync_group_member_in_two_groups() {
 fn track_weights_and_unicast_peers() {
     assert_eq!(
         refused(&with_instance(
-            "vrid = 2\nvips = [\"198.51.100.2/24\"]\ntrack_script = [{ name = \"chk\", weight = 254 }]\nsource_address = \"198.51.100.20\"\nunicast_peers = [\"198.51.100.21\", { address = \"198.51.100.21\", priority = 0 }, \"198.51.100.21\", \"198.51.100.20\"]"
+            "vrid = 2\nvips = [\"198.51.100.2/24\"]\ntrack_script = [{ name = \"chk\", weight = 254 }]\nsource_address = \"198.51.100.20\"\nunicast_peers = [\"198.51.100.21\", { address = \"198.51.100.21\", priority = 0 }, \"198.51.100.21\", \"198.51.100.20\", \"0.0.0.0\", \"224.0.0.18\"]"
         )),
         [
             "node.toml: instance[1].unicast_peers[1].priority: expected 1..=255, got 0",
             "node.toml: instance[1].unicast_peers[2]: 198.51.100.21 is already listed at instance[1].unicast_peers[0]",
             "node.toml: instance[1].unicast_peers[3]: 198.51.100.20 is this node's own source_address",
+            "node.toml: instance[1].unicast_peers[4]: 0.0.0.0 is not the unicast address of a peer",
+            "node.toml: instance[1].unicast_peers[5]: 224.0.0.18 is not the unicast address of a peer",
             "node.toml: instance[1].track_script[0].weight: expected a weight -253..=253 (0 means fault on failure), got 254",
         ]
     );
@@ -391,13 +393,125 @@ kind = "udp"
             "node.toml: track_file[0].weight: expected a weight -253..=253 (0 means fault on failure), got -300",
             "node.toml: probe[0].url: `url` belongs to kind = \"http\" probes",
             "node.toml: probe[0].port: missing; expected a port 1..=65535",
-            "node.toml: probe[1].url: expected an http:// or https:// URL with a host, got \"ftp://x/\"",
+            "node.toml: probe[1].url: expected an http:// or https:// URL with a host, got \"ftp://x/\": the scheme must be http:// or https://",
             "node.toml: probe[1].expect_status[1]: expected an HTTP status 100..=599, got 700",
             "node.toml: probe[1].proxy: expected an IP address and port such as \"127.0.0.1:3128\", got \"localhost:3128\"",
             "node.toml: probe[2].kind: expected \"tcp\" or \"http\", got \"udp\"",
             "node.toml: probe[2].name: probe name \"web\" is already used by probe[1]",
         ]
     );
+}
+
+#[test]
+fn tls_options_of_probes_are_checked_and_belong_to_https_urls() {
+    let text = r#"
+[node]
+name = "n1"
+
+[[probe]]
+name = "plain"
+kind = "http"
+url = "http://198.51.100.7/health"
+ca_file = "/etc/hav/probe-ca.pem"
+server_name = "web.example"
+
+[[probe]]
+name = "tls"
+kind = "https"
+url = "https://198.51.100.7/health"
+
+[[probe]]
+name = "tls_bad"
+kind = "http"
+url = "https://198.51.100.7:8443/health"
+ca_file = "probe-ca.pem"
+server_name = "not a name"
+
+[[probe]]
+name = "port"
+kind = "tcp"
+address = "127.0.0.1"
+port = 443
+server_name = "web.example"
+
+[[probe]]
+name = "no_host"
+kind = "http"
+url = "https://:8443/"
+
+[[probe]]
+name = "bad_port"
+kind = "http"
+url = "https://web.example:65536/"
+"#;
+    assert_eq!(
+        refused(text),
+        [
+            "node.toml: probe[0].ca_file: `ca_file` belongs to https:// URLs",
+            "node.toml: probe[0].server_name: `server_name` belongs to https:// URLs",
+            "node.toml: probe[1].kind: expected \"tcp\" or \"http\", got \"https\"",
+            "node.toml: probe[2].ca_file: expected an absolute path, got \"probe-ca.pem\"",
+            "node.toml: probe[2].server_name: expected a DNS name or an IP address, got \"not a name\"",
+            "node.toml: probe[3].server_name: `server_name` belongs to kind = \"http\" probes",
+            "node.toml: probe[4].url: expected an http:// or https:// URL with a host, got \"https://:8443/\": the URL has no host",
+            "node.toml: probe[5].url: expected an http:// or https:// URL with a host, got \"https://web.example:65536/\": port \"65536\" is not 1..=65535",
+        ]
+    );
+}
+
+#[test]
+fn https_probes_take_a_ca_file_and_a_server_name() {
+    let text = r#"
+[node]
+name = "n1"
+
+[[probe]]
+name = "tls"
+kind = "http"
+url = "https://198.51.100.7:8443/health"
+ca_file = "/etc/hav/probe-ca.pem"
+server_name = "web.example"
+proxy = "127.0.0.1:3128"
+
+[[probe]]
+name = "system_roots"
+kind = "http"
+url = "https://web.example/"
+"#;
+    let config = parse_node_config(text, ORIGIN).unwrap_or_else(|errors| panic!("{errors}"));
+    let hav_proto::config::ProbeKind::Http {
+        url,
+        ca_file,
+        server_name,
+        proxy,
+        ..
+    } = &config.probes[0].kind
+    else {
+        panic!("an http probe: {:?}", config.probes[0]);
+    };
+    assert!(url.is_tls());
+    assert_eq!(url.port(), 8443);
+    assert_eq!(
+        ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/hav/probe-ca.pem"))
+    );
+    assert_eq!(
+        server_name.as_ref().map(|name| name.to_str().into_owned()),
+        Some("web.example".to_owned())
+    );
+    assert_eq!(
+        proxy.map(|proxy| proxy.to_string()),
+        Some("127.0.0.1:3128".into())
+    );
+    let hav_proto::config::ProbeKind::Http {
+        ca_file,
+        server_name,
+        ..
+    } = &config.probes[1].kind
+    else {
+        panic!("an http probe: {:?}", config.probes[1]);
+    };
+    assert_eq!((ca_file, server_name), (&None, &None));
 }
 
 #[test]

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hav_proto::config::{
-    Command, GarpSchedule, Instance, NodeConfig, NodeSettings, Notify, Probe, ProbeKind,
+    Command, GarpSchedule, Instance, NodeConfig, NodeSettings, Notify, Probe, ProbeKind, ProbeUrl,
     ProcessMatch, SamplingRatio, Script, SyncGroup, Telemetry, Track, TrackFile, TrackTarget,
     TrackWeight, TrackedProcess, Transport, UnicastPeer, Vip, parse_node_config,
 };
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
+use rustls::pki_types::ServerName;
 
 #[test]
 fn minimal_config_gets_the_documented_defaults() {
@@ -205,14 +206,30 @@ fn probe(index: usize) -> impl Strategy<Value = Probe> {
     let kind = prop_oneof![
         socket_address().prop_map(|address| ProbeKind::Tcp { address }),
         (
-            "https?://[a-z]{1,8}(\\.[a-z]{2,3})?(:[0-9]{2,4})?(/[a-z]{0,6})?",
+            "https?://[a-z]{1,8}(\\.[a-z]{2,3})?(:[1-9][0-9]{1,3})?(/[a-z]{0,6})?",
             prop::collection::vec(100u16..=599, 1..4),
             prop::option::of(socket_address()),
+            prop::option::of("/etc/hav/[a-z]{1,8}\\.pem"),
+            prop::option::of(prop_oneof![
+                "[a-z]{1,8}\\.example".prop_map(String::from),
+                any::<[u8; 4]>().prop_map(|octets| IpAddr::from(octets).to_string()),
+            ]),
         )
-            .prop_map(|(url, expect_status, proxy)| ProbeKind::Http {
-                url,
-                expect_status,
-                proxy
+            .prop_map(|(url, expect_status, proxy, ca_file, server_name)| {
+                let url: ProbeUrl = url.parse().expect("the strategy makes valid URLs");
+                // The TLS options belong to https:// URLs only.
+                let tls = url.is_tls();
+                ProbeKind::Http {
+                    url,
+                    expect_status,
+                    proxy,
+                    ca_file: ca_file.filter(|_| tls).map(PathBuf::from),
+                    server_name: server_name.filter(|_| tls).map(|name| {
+                        ServerName::try_from(name)
+                            .expect("the strategy makes valid names")
+                            .to_owned()
+                    }),
+                }
             }),
     ];
     (

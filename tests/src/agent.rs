@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::netns::{NetnsError, NsProcess, SpawnSpec, poll_readable};
+use crate::netns::{ExecOutput, NetnsError, NsProcess, SpawnSpec, poll_readable};
 use crate::topology::Lab;
 
 /// Environment variable naming the hav-agent binary to test.
@@ -231,6 +231,21 @@ impl AgentConfig {
     }
 }
 
+/// How a start-up of hav-agent ended: it sent systemd's `READY=1`, or it exited first.
+#[derive(Debug)]
+pub enum Startup {
+    Ready(Agent),
+    Exited { exit: String, log: String },
+}
+
+/// `hav-agent --check <config>` run to completion in `host`.
+pub fn check_config(lab: &Lab, host: &str, config: &Path) -> Result<ExecOutput, AgentError> {
+    let binary = agent_binary()?;
+    let binary = binary.display().to_string();
+    let config = config.display().to_string();
+    Ok(lab.exec(host, &[&binary, "--check", &config])?)
+}
+
 /// A hav-agent running in a lab host; SIGKILLed on drop (via its [`NsProcess`]).
 #[derive(Debug)]
 pub struct Agent {
@@ -240,6 +255,9 @@ pub struct Agent {
     starts: u32,
     /// Extra environment of every start (e.g. a `PATH` without some program).
     env: Vec<(String, String)>,
+    /// The `$NOTIFY_SOCKET` of [`Agent::start_until_ready`], kept so the agent's later
+    /// notifications (`STOPPING=1`) find a listener.
+    _notify: Option<std::os::unix::net::UnixDatagram>,
 }
 
 impl Agent {
@@ -268,6 +286,7 @@ impl Agent {
             dir,
             starts: 1,
             env,
+            _notify: None,
         })
     }
 
@@ -289,6 +308,7 @@ impl Agent {
             dir,
             starts: 1,
             env: Vec::new(),
+            _notify: None,
         })
     }
 
@@ -304,7 +324,92 @@ impl Agent {
             dir,
             starts: 1,
             env: Vec::new(),
+            _notify: None,
         })
+    }
+
+    /// The directory of `host`'s agent: its config, and the state dir and status socket that
+    /// [`AgentConfig::render`] places there.
+    pub fn dir_of(lab: &Lab, host: &str) -> PathBuf {
+        lab.log_dir().join(format!("agent-{host}"))
+    }
+
+    /// Writes `text` as the config (it names its own state dir and status socket; put them in
+    /// [`Agent::dir_of`]) and starts hav-agent on it as systemd starts a `Type=notify` service,
+    /// with `$NOTIFY_SOCKET` set; waits until it sends `READY=1` or exits.
+    pub fn start_until_ready(
+        lab: &Lab,
+        host: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<Startup, AgentError> {
+        let dir = Self::dir_of(lab, host);
+        fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        write_config_file(&dir, text)?;
+        let socket_path = dir.join("notify.sock");
+        match fs::remove_file(&socket_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error(format!("remove {}", socket_path.display()))(e));
+            }
+            _ => {}
+        }
+        let notify = std::os::unix::net::UnixDatagram::bind(&socket_path)
+            .map_err(io_error(format!("bind {}", socket_path.display())))?;
+        notify
+            .set_nonblocking(true)
+            .map_err(io_error("non-blocking notify socket"))?;
+        // A log of its own per start-up, so an exit's log is this run's alone.
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let spec = SpawnSpec::new(format!("hav-agent-{host}-ready-{start}"), agent_binary()?)
+            .arg("--config")
+            .arg(dir.join("agent.toml").display().to_string())
+            .env("RUST_LOG", "info,hav_agent=debug")
+            .env("RUST_BACKTRACE", "1")
+            .env("NOTIFY_SOCKET", socket_path.display().to_string());
+        let mut process = lab.spawn(host, spec)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::Timeout {
+                    node: host.to_owned(),
+                    what: "READY=1 on $NOTIFY_SOCKET".into(),
+                    timeout,
+                    last: String::new(),
+                    log: process.log_path().display().to_string(),
+                });
+            }
+            let (readable, exited) = process.wait_readable_or_exit(notify.as_raw_fd(), left)?;
+            // Every datagram queued, until the socket would block.
+            let mut buf = [0u8; 4096];
+            if readable {
+                loop {
+                    let n = match notify.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(io_error("read the notify socket")(e)),
+                    };
+                    let message = String::from_utf8_lossy(&buf[..n]);
+                    if message.lines().any(|line| line == "READY=1") {
+                        return Ok(Startup::Ready(Agent {
+                            host: host.to_owned(),
+                            dir,
+                            process,
+                            starts: 1,
+                            env: Vec::new(),
+                            _notify: Some(notify),
+                        }));
+                    }
+                }
+            }
+            if exited {
+                return Ok(Startup::Exited {
+                    exit: process.describe_exit(),
+                    log: process.log(),
+                });
+            }
+        }
     }
 
     /// Starts the agent again on the same config and state dir (after a kill or a stop).

@@ -441,6 +441,24 @@ impl NsProcess {
         &self.log_path
     }
 
+    /// Waits until `fd` is readable or the process has exited, at most `timeout`: whether `fd`
+    /// is readable, and whether the process exited (reaped if so).
+    pub fn wait_readable_or_exit(
+        &mut self,
+        fd: i32,
+        timeout: Duration,
+    ) -> Result<(bool, bool), NetnsError> {
+        if self.status.is_some() {
+            return Ok((false, true));
+        }
+        let (readable, exited) =
+            poll_two(fd, self.pidfd.as_raw_fd(), timeout).map_err(|e| NetnsError::io("poll", e))?;
+        if exited {
+            self.wait()?;
+        }
+        Ok((readable, exited))
+    }
+
     /// The captured stdout+stderr so far (for assertion messages).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -822,6 +840,31 @@ pub(crate) fn poll_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
             return Err(err);
         }
         return Ok(rc > 0);
+    }
+}
+
+/// Waits until `a` or `b` is readable, at most `timeout`: whether each is.
+fn poll_two(a: i32, b: i32, timeout: Duration) -> io::Result<(bool, bool)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let millis = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let mut fds = [a, b].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: two valid pollfds, count 2.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        let ready = |pfd: &libc::pollfd| pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
+        return Ok((ready(&fds[0]), ready(&fds[1])));
     }
 }
 

@@ -196,7 +196,11 @@ impl Daemon {
         // Subscribed before the host is read: a link that appears after the read wakes the loop.
         let host_watch = HostWatch::spawn();
         let host = Host::read()?;
-        let plan = plan::plan(&config, &host)?;
+        // Named like `--check` names it: `file: reason`.
+        let plan = plan::plan(&config, &host).with_context(|| match version {
+            0 => config_path.display().to_string(),
+            version => format!("coordinator config version {version}"),
+        })?;
         for (instance, why) in plan.unbound() {
             tracing::warn!(%instance, reason = %why, "instance {instance}: {why}; it stays in Fault until that changes");
         }
@@ -277,12 +281,13 @@ impl Daemon {
             instances = daemon.running.plan.engine.routers.len(),
             "hav-agent started"
         );
-        daemon.notify(|n| n.ready());
         Ok(daemon)
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
         let mut signals = Signals::install()?;
+        // Ready only once SIGTERM is ours: a stop right after start-up is a graceful one.
+        self.notify(|n| n.ready());
         let mut stopping = false;
         // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
@@ -540,25 +545,25 @@ async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::
     }
 }
 
-/// `hav-agent --check`: loads and plans a config exactly as start-up does, without starting
-/// anything. What this host lacks (an interface, an address) is a warning naming the instance,
-/// since the daemon runs such an instance in Fault.
+/// `hav-agent --check`: loads and plans a config as start-up does ([`plan::check`]), starting
+/// nothing. `Err`: each reason start-up refuses the config for, as `file: key.path: reason` or
+/// `file: reason`. `Ok`: a summary, then `file: warning: …` for each thing this host lacks (an
+/// interface, an address, a user, a program, trust anchors), naming the instance; the daemon
+/// starts with such a config and runs what it can.
 pub fn check(path: &Path) -> Result<String, String> {
     let config = load_node_config(path).map_err(|errors| errors.lines().join("\n"))?;
-    let mut summary = format!(
+    let host = Host::read().map_err(|error| format!("{}: {error}", path.display()))?;
+    let problems =
+        plan::check(&config, &host).map_err(|error| format!("{}: {error}", path.display()))?;
+    let mut report = format!(
         "{}: ok: node {}, {} instance(s), {} sync group(s)",
         path.display(),
         config.node.name,
         config.instances.len(),
         config.sync_groups.len()
     );
-    let host = Host::read().map_err(|error| format!("{}: {error}", path.display()))?;
-    let plan =
-        plan::plan(&config, &host).map_err(|error| format!("{}: {error}", path.display()))?;
-    for (instance, why) in plan.unbound() {
-        summary.push_str(&format!(
-            "\nwarning: instance {instance}: {why} on this host; it will run in Fault until it is"
-        ));
+    for problem in problems {
+        report.push_str(&format!("\n{}: warning: {problem}", path.display()));
     }
-    Ok(summary)
+    Ok(report)
 }

@@ -2,10 +2,13 @@
 //! sockets, the VIPs' netlink details, the trackers and the hooks.
 //!
 //! Planning reads the host only through a [`Host`] snapshot (links and their addresses) and
-//! changes nothing, so a config that cannot be planned is refused before anything moves. What
-//! the host lacks is not a refusal: an instance whose interface is missing, or has no address to
-//! advertise from, is planned [`Binding::Unbound`] (it runs in Fault, with no socket) and is
-//! bound again when the host changes.
+//! changes nothing, so a config that cannot be planned is refused before anything moves.
+//! [`plan`] (start-up, reload, push) and [`check`] (`hav-agent --check`) are one path: every
+//! check of the config, the engine's and each tracker spec's included, runs in both and refuses
+//! alike. What the host lacks is never a refusal: an instance whose interface is missing, or has
+//! no address to advertise from, is planned [`Binding::Unbound`] (it runs in Fault, with no
+//! socket) and is bound again when the host changes; `--check` names it in a warning
+//! ([`HostProblem`]), with whatever else this host lacks (a user, a program, trust anchors).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -170,16 +173,145 @@ impl Plan {
 
 /// Why a config cannot be run at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     #[error("instance {instance}: tracked object {target} is not defined")]
     UnresolvedTracker { instance: String, target: String },
+    #[error("instance {instance}: tracker {tracker}: {reason}")]
+    Tracker {
+        instance: String,
+        tracker: String,
+        reason: String,
+    },
     #[error("cannot read interface addresses: {0}")]
     Addresses(#[source] nix::Error),
+    /// The reason is in the message, not a source, so that `{:#}` does not say it twice.
     #[error("engine refused the config: {0}")]
-    Engine(#[from] hav_vrrp::engine::EngineConfigError),
+    Engine(hav_vrrp::engine::EngineConfigError),
     /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
     #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
     AcceptModeNeedsNft { instance: String, cause: NftError },
+}
+
+impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
+    fn from(error: hav_vrrp::engine::EngineConfigError) -> Self {
+        PlanError::Engine(error)
+    }
+}
+
+/// Something a config needs from the host that this host does not have: `hav-agent --check`
+/// reports each as a warning (the config may be meant for another host); the daemon runs such
+/// an instance in Fault, or lets the tracker report it down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostProblem {
+    /// The instance cannot send or hear adverts here.
+    #[error("instance {instance}: {why}; it runs in Fault until that changes")]
+    Unbound { instance: String, why: Unbound },
+    #[error("instance {instance}: no interface {interface} for VIP {vip}")]
+    NoVipDevice {
+        instance: String,
+        interface: String,
+        vip: IpAddr,
+    },
+    #[error("instance {instance}: source_address {address} is not an address of this host")]
+    ForeignSource { instance: String, address: IpAddr },
+    /// A tracker or notify program of an instance (or of a sync group) cannot run here.
+    #[error("{owner}: {what}: {reason}")]
+    Needs {
+        /// `instance VI_1` or `sync group G_WEB`.
+        owner: String,
+        /// The tracker (`probe:web`) or the hooks (`notify_master, notify_backup`).
+        what: String,
+        reason: String,
+    },
+}
+
+/// What `hav-agent --check` reports: an error for anything [`plan`] refuses; otherwise
+/// everything `host` lacks for the config to run, instance by instance.
+pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanError> {
+    let plan = plan(config, host)?;
+    let local: BTreeSet<IpAddr> = (host.links.values())
+        .flat_map(|(_, addresses)| addresses.iter().copied())
+        .collect();
+    let mut problems = Vec::new();
+    for instance in &config.instances {
+        let name = &instance.name;
+        let owner = format!("instance {name}");
+        if let Some(Binding::Unbound(why)) = plan.bindings.get(name) {
+            problems.push(HostProblem::Unbound {
+                instance: name.clone(),
+                why: why.clone(),
+            });
+        }
+        for vip in &instance.vips {
+            if vip.dev != instance.interface && host.index_of(&vip.dev).is_none() {
+                problems.push(HostProblem::NoVipDevice {
+                    instance: name.clone(),
+                    interface: vip.dev.clone(),
+                    vip: vip.address,
+                });
+            }
+        }
+        if let Some(address) = instance.source_address
+            && host.index_of(&instance.interface).is_some()
+            && !local.contains(&address)
+        {
+            problems.push(HostProblem::ForeignSource {
+                instance: name.clone(),
+                address,
+            });
+        }
+        for (key, _) in plan.refs_of(name) {
+            let Some(tracker) = plan.trackers.get(key) else {
+                continue;
+            };
+            for reason in tracker.spec.host_problems() {
+                problems.push(HostProblem::Needs {
+                    owner: owner.clone(),
+                    what: key.clone(),
+                    reason,
+                });
+            }
+        }
+        if let Some(hooks) = plan.instance_hooks.get(name) {
+            problems.extend(hook_problems(&owner, hooks));
+        }
+    }
+    for group in &config.sync_groups {
+        if let Some(hooks) = plan.group_hooks.get(&group.name) {
+            problems.extend(hook_problems(&format!("sync group {}", group.name), hooks));
+        }
+    }
+    Ok(problems)
+}
+
+/// The notify programs of one instance or sync group that this host cannot run, each reason
+/// once with the hooks it concerns.
+fn hook_problems(owner: &str, hooks: &HookConfig) -> Vec<HostProblem> {
+    let mut found: Vec<(String, Vec<&str>)> = Vec::new();
+    for (key, programs) in [
+        ("notify", &hooks.notify),
+        ("notify_master", &hooks.notify_master),
+        ("notify_backup", &hooks.notify_backup),
+        ("notify_fault", &hooks.notify_fault),
+        ("notify_stop", &hooks.notify_stop),
+    ] {
+        for reason in programs.iter().flat_map(Program::host_problems) {
+            match found.iter_mut().find(|(known, _)| *known == reason) {
+                Some((_, keys)) => keys.push(key),
+                None => found.push((reason, vec![key])),
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(reason, keys)| HostProblem::Needs {
+            owner: owner.to_owned(),
+            what: keys.join(", "),
+            reason,
+        })
+        .collect()
 }
 
 /// Whether a master of `instance` drops packets addressed to its VIPs: accept mode is off and
@@ -249,6 +381,14 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
                 tracker_of(config, &track.target).ok_or_else(|| PlanError::UnresolvedTracker {
                     instance: instance.name.clone(),
                     target: format!("{:?}", track.target),
+                })?;
+            tracker
+                .spec
+                .validate()
+                .map_err(|reason| PlanError::Tracker {
+                    instance: instance.name.clone(),
+                    tracker: key.clone(),
+                    reason,
                 })?;
             plan.trackers.entry(key.clone()).or_insert(tracker);
             refs.push((key, i32::from(track.weight.get())));
@@ -479,10 +619,14 @@ fn tracker_of(config: &NodeConfig, target: &TrackTarget) -> Option<(String, Plan
                     url,
                     expect_status,
                     proxy,
+                    ca_file,
+                    server_name,
                 } => TrackSpec::Http(HttpSpec {
                     url: url.clone(),
                     expected_status: expect_status.clone(),
-                    proxy: proxy.map(|p| p.to_string()),
+                    proxy: *proxy,
+                    ca_file: ca_file.clone(),
+                    server_name: server_name.clone(),
                     schedule,
                 }),
             };
@@ -597,5 +741,81 @@ mod tests {
             plan.refs_of("VI_1"),
             [("interface:eth7".to_string(), -20)].as_slice()
         );
+    }
+
+    /// An instance on an interface no host has, without a source address, tracking an HTTPS
+    /// probe whose CA file does not exist.
+    fn on_a_missing_interface() -> NodeConfig {
+        let text = r#"
+[node]
+name = "n"
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "https://198.51.100.80/health"
+ca_file = "/nonexistent/hav-probe-ca.pem"
+
+[[instance]]
+name = "VI_1"
+interface = "hvnosuch0"
+vrid = 1
+vips = ["198.51.100.1/24"]
+track_probe = ["web"]
+"#;
+        parse_node_config(text, "test.toml").expect("valid test config")
+    }
+
+    #[test]
+    fn what_the_host_lacks_is_a_warning_for_check_and_an_unbound_instance_for_start_up() {
+        let config = on_a_missing_interface();
+        let host = Host::default();
+        let problems = check(&config, &host).expect("nothing wrong with the config itself");
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "instance VI_1: interface hvnosuch0 not found; it runs in Fault until that changes",
+                "instance VI_1: probe:web: ca_file: cannot read CA certificate from /nonexistent/hav-probe-ca.pem: I/O error: No such file or directory (os error 2)",
+            ]
+        );
+        let plan = plan(&config, &host).expect("start-up runs the instance in Fault");
+        assert!(!plan.bindings["VI_1"].is_bound());
+    }
+
+    #[test]
+    fn a_config_the_engine_refuses_is_refused_by_check_and_start_up_whatever_the_host() {
+        let mut config = on_a_missing_interface();
+        config.instances[0].priority = Priority(0);
+        let host = Host::default();
+        for (who, result) in [
+            ("check", check(&config, &host).map(drop)),
+            ("plan", plan(&config, &host).map(drop)),
+        ] {
+            assert!(
+                matches!(result, Err(PlanError::Engine(_))),
+                "{who}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tracker_spec_that_cannot_run_is_refused_by_check_and_start_up() {
+        let mut config = on_a_missing_interface();
+        config.probes[0].interval = Duration::ZERO;
+        let host = Host::default();
+        for (who, result) in [
+            ("check", check(&config, &host).map(drop)),
+            ("plan", plan(&config, &host).map(drop)),
+        ] {
+            let Err(error) = result else {
+                panic!("{who} accepted it");
+            };
+            assert_eq!(
+                error.to_string(),
+                "instance VI_1: tracker probe:web: interval must be positive",
+                "{who}"
+            );
+        }
     }
 }

@@ -30,16 +30,42 @@ pub(crate) struct FileWatch {
     watching: bool,
 }
 
+/// The directory watched for `path`, and the file's name in it.
+fn split(path: &Path) -> io::Result<(PathBuf, OsString)> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_owned();
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((directory, file_name))
+}
+
+/// Whether a watch on `path` can start on this host (its directory exists); the reason if not.
+/// Reads the host, changes nothing.
+pub(crate) fn check_watchable(path: &Path) -> Result<(), String> {
+    let (directory, _) =
+        split(path).map_err(|error| format!("cannot watch {}: {error}", path.display()))?;
+    match std::fs::metadata(&directory) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "cannot watch {}: {} is not a directory",
+            path.display(),
+            directory.display()
+        )),
+        Err(error) => Err(format!(
+            "cannot watch {}: directory {}: {error}",
+            path.display(),
+            directory.display()
+        )),
+    }
+}
+
 impl FileWatch {
     pub(crate) fn new(path: &Path) -> io::Result<Self> {
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
-            .to_owned();
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let (directory, file_name) = split(path)?;
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         // SAFETY: `InotifyFd` owns the descriptor, keeps it open for as long as the `AsyncFd`
         // lives and always returns that same descriptor.

@@ -39,6 +39,26 @@ impl Program {
         self
     }
 
+    /// What running this program needs from the host and does not find: the user and group to
+    /// run as (their absence is a start-up error), the program itself, executable (a run
+    /// failure). Reads the host, changes nothing.
+    pub(crate) fn host_problems(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut problems = Vec::new();
+        if let Err(error) = self.prepare() {
+            problems.push(error.to_string());
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => problems.push(format!(
+                "program {} is not an executable file",
+                self.path.display()
+            )),
+            Err(error) => problems.push(format!("program {}: {error}", self.path.display())),
+        }
+        problems
+    }
+
     /// Resolves the user and group so that a bad name is a start-up error, not a run failure.
     pub(crate) fn prepare(&self) -> Result<PreparedProgram, RunAsError> {
         let credentials = self.run_as.as_ref().map(RunAs::resolve).transpose()?;

@@ -147,6 +147,41 @@ pub enum TrackSpec {
     Http(HttpSpec),
 }
 
+impl TrackSpec {
+    /// What the spec must be to run, without looking at the host. [`spawn`] refuses a spec that
+    /// fails here, and the daemon's plan refuses the config, so `hav-agent --check` and start-up
+    /// agree.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            TrackSpec::Interface(spec) => spec.validate(),
+            TrackSpec::Process(spec) => spec.validate(),
+            TrackSpec::Script(spec) => spec.validate(),
+            TrackSpec::File(_) => Ok(()),
+            TrackSpec::Tcp(spec) => spec.schedule.validate(),
+            TrackSpec::Http(spec) => spec.validate(),
+        }
+    }
+
+    /// What the tracker needs from this host and does not find: a user to run a script as, the
+    /// directory of a watched file (without these it cannot start), a script program, the TLS
+    /// trust anchors of an `https://` probe (without these it starts and reports down). Reads
+    /// the host, changes nothing; `hav-agent --check` reports each as a warning.
+    pub fn host_problems(&self) -> Vec<String> {
+        match self {
+            TrackSpec::Script(spec) => spec.program.host_problems(),
+            TrackSpec::Process(ProcessSpec {
+                target: ProcessMatch::PidFile(path),
+                ..
+            })
+            | TrackSpec::File(FileSpec { path }) => {
+                dirwatch::check_watchable(path).err().into_iter().collect()
+            }
+            TrackSpec::Http(spec) => spec.tls_problem().into_iter().collect(),
+            TrackSpec::Interface(_) | TrackSpec::Process(_) | TrackSpec::Tcp(_) => Vec::new(),
+        }
+    }
+}
+
 /// Why a tracker could not be started. Once started, a tracker reports failures as `Down`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -176,14 +211,12 @@ pub fn spawn(
     events: mpsc::Sender<TrackEvent>,
 ) -> Result<TrackerHandle, TrackError> {
     let reporter = Reporter::new(name.into(), events);
+    spec.validate().map_err(|reason| TrackError::InvalidSpec {
+        name: reporter.name().to_owned(),
+        reason,
+    })?;
     let task = match spec {
-        TrackSpec::Interface(spec) => {
-            spec.validate().map_err(|reason| TrackError::InvalidSpec {
-                name: reporter.name().to_owned(),
-                reason,
-            })?;
-            tokio::spawn(interface::run(spec, reporter))
-        }
+        TrackSpec::Interface(spec) => tokio::spawn(interface::run(spec, reporter)),
         TrackSpec::Process(spec) => {
             let tracker = process::ProcessTracker::new(spec, &reporter)?;
             tokio::spawn(tracker.run(reporter))

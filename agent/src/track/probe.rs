@@ -1,28 +1,53 @@
-//! In-process probes, no fork: a TCP connect and an HTTP/1.1 GET, optionally through a forward
-//! proxy, run every `interval` and debounced by rise/fall.
+//! In-process probes, no fork: a TCP connect, and an HTTP/1.1 GET over TCP or TLS, directly or
+//! through a forward proxy, run every `interval` and debounced by rise/fall.
 //!
-//! Guarantees: each check is bounded by `timeout` (name resolution, connect, request and status
-//! line together); a check never reads more than [`MAX_STATUS_LINE`] bytes of a response; any
-//! answer we cannot parse is a failure with its reason, never a panic.
+//! Guarantees: each check is bounded by `timeout` as a whole (name resolution, connect, proxy
+//! tunnel, TLS handshake, request and response head); a check reads the response head only,
+//! never more than [`MAX_RESPONSE_HEAD`] bytes, and never the body; any failure, a certificate
+//! that does not verify included, is a `Down` with its reason, never a panic.
 //!
-//! The HTTP client is a few dozen lines written here rather than a crate: a health check needs
-//! only a request line, `Host`, `Connection: close` and the response's status code. Through a
-//! proxy it sends the absolute URL in the request line (`GET http://origin/path HTTP/1.1`), as
-//! any client of a forward proxy such as Squid does, and the proxy resolves the origin. Only
-//! `http://` URLs are supported (no TLS).
+//! HTTP is hyper's HTTP/1.1 client on a fresh connection per check (`Connection: close`); TLS is
+//! rustls with ring. Through a proxy an `http://` URL is sent in absolute form
+//! (`GET http://origin/path HTTP/1.1`), as any client of a forward proxy such as Squid does, and
+//! the proxy resolves the origin; an `https://` URL goes through a `CONNECT host:port` tunnel with
+//! TLS inside it, end to end with the origin. The origin's certificate must chain to the
+//! certificates of `ca_file`, or else to the system's trust store, and be valid for `server_name`,
+//! or else for the URL's host (a DNS name is also sent as SNI; an IP address host sends no SNI
+//! and needs an IP address SAN). The trust anchors are read when the first check needs them and
+//! read again at each check until they load.
 
-use std::fmt;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hav_proto::config::{ProbeUrl, UrlHost};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
+use tokio_rustls::TlsConnector;
 
 use super::rise_fall::{InitialHealth, RiseFall};
 use super::{Health, Reporter, TrackError};
 
-/// Longest status line (with what arrives with it) read from a server.
-pub const MAX_STATUS_LINE: usize = 8 * 1024;
+/// Most bytes of a response read: its status line and headers (hyper's read buffer; hyper
+/// refuses less than 8 KiB). The body is never read.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+const _: () = assert!(MAX_RESPONSE_HEAD >= 8192, "hyper panics below 8 KiB");
+
+/// Most headers accepted in a response head.
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+const PRODUCT: &str = concat!("hav-agent/", env!("CARGO_PKG_VERSION"));
 
 /// When and how often a probe runs and how its results are debounced.
 #[derive(Debug, Clone)]
@@ -47,6 +72,19 @@ impl Default for ProbeSchedule {
     }
 }
 
+impl ProbeSchedule {
+    /// What a schedule must be to run: positive interval and timeout.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval.is_zero() {
+            Err("interval must be positive".to_owned())
+        } else if self.timeout.is_zero() {
+            Err("timeout must be positive".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A TCP connect probe: up when `host:port` accepts a connection.
 #[derive(Debug, Clone)]
 pub struct TcpSpec {
@@ -59,13 +97,44 @@ pub struct TcpSpec {
 /// An HTTP GET probe: up when the status code is one of `expected_status`.
 #[derive(Debug, Clone)]
 pub struct HttpSpec {
-    /// `http://host[:port][/path]`; the host may be a name, an IPv4 address or `[IPv6]`.
-    pub url: String,
+    pub url: ProbeUrl,
     /// Accepted status codes; empty means `[200]`.
     pub expected_status: Vec<u16>,
-    /// Send the request to this forward proxy, `host:port` or `http://host:port`.
-    pub proxy: Option<String>,
+    /// Send the request through this forward proxy.
+    pub proxy: Option<SocketAddr>,
+    /// `https://` only: trust the CA certificates of this PEM file instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: the name the certificate must be valid for, instead of the URL's host.
+    pub server_name: Option<ServerName<'static>>,
     pub schedule: ProbeSchedule,
+}
+
+impl HttpSpec {
+    /// What the spec must be to run, without looking at the host.
+    pub fn validate(&self) -> Result<(), String> {
+        self.schedule.validate()?;
+        get_request(&self.url, self.proxy.is_some())?;
+        if self.url.is_tls() {
+            self.tls_server_name()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the TLS trust anchors of an `https://` probe load on this host; the reason if not.
+    /// A probe whose anchors do not load starts, and is down with this reason until they do.
+    pub fn tls_problem(&self) -> Option<String> {
+        if !self.url.is_tls() {
+            return None;
+        }
+        tls_client_config(self.ca_file.as_deref()).err()
+    }
+
+    fn tls_server_name(&self) -> Result<ServerName<'static>, String> {
+        match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => self.url.default_server_name(),
+        }
+    }
 }
 
 pub(crate) struct ProbeTracker {
@@ -75,19 +144,29 @@ pub(crate) struct ProbeTracker {
 
 enum Check {
     Tcp { host: String, port: u16 },
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
 }
 
 struct HttpCheck {
-    /// Where the connection goes: the origin, or the proxy.
-    connect: Authority,
-    request: Vec<u8>,
+    url: ProbeUrl,
+    proxy: Option<SocketAddr>,
     expected_status: Vec<u16>,
+    /// `Some` for `https://` URLs.
+    tls: Option<TlsCheck>,
+}
+
+struct TlsCheck {
+    ca_file: Option<PathBuf>,
+    server_name: ServerName<'static>,
+    /// Built at the first check that loads the trust anchors.
+    config: Option<Arc<ClientConfig>>,
 }
 
 impl ProbeTracker {
     pub(crate) fn tcp(spec: TcpSpec, reporter: &Reporter) -> Result<Self, TrackError> {
-        validate(&spec.schedule, reporter)?;
+        spec.schedule
+            .validate()
+            .map_err(|reason| invalid(reporter, reason))?;
         Ok(Self {
             check: Check::Tcp {
                 host: spec.host,
@@ -98,37 +177,31 @@ impl ProbeTracker {
     }
 
     pub(crate) fn http(spec: HttpSpec, reporter: &Reporter) -> Result<Self, TrackError> {
-        validate(&spec.schedule, reporter)?;
-        let invalid = |reason: String| TrackError::InvalidSpec {
-            name: reporter.name().to_owned(),
-            reason,
-        };
-        let url = HttpUrl::parse(&spec.url)
-            .map_err(|reason| invalid(format!("url {:?}: {reason}", spec.url)))?;
-        let proxy = spec
-            .proxy
-            .as_deref()
-            .map(|proxy| {
-                let bare = proxy
-                    .strip_prefix("http://")
-                    .unwrap_or(proxy)
-                    .trim_end_matches('/');
-                Authority::parse(bare, 80)
-                    .map_err(|reason| invalid(format!("proxy {proxy:?}: {reason}")))
+        spec.validate()
+            .map_err(|reason| invalid(reporter, reason))?;
+        let tls = if spec.url.is_tls() {
+            Some(TlsCheck {
+                server_name: spec
+                    .tls_server_name()
+                    .map_err(|reason| invalid(reporter, reason))?,
+                ca_file: spec.ca_file,
+                config: None,
             })
-            .transpose()?;
+        } else {
+            None
+        };
         let expected_status = if spec.expected_status.is_empty() {
             vec![200]
         } else {
             spec.expected_status
         };
-        let request = url.request(proxy.is_some());
         Ok(Self {
-            check: Check::Http(HttpCheck {
-                connect: proxy.unwrap_or(url.authority),
-                request,
+            check: Check::Http(Box::new(HttpCheck {
+                url: spec.url,
+                proxy: spec.proxy,
                 expected_status,
-            }),
+                tls,
+            })),
             schedule: spec.schedule,
         })
     }
@@ -165,18 +238,11 @@ impl ProbeTracker {
     }
 }
 
-fn validate(schedule: &ProbeSchedule, reporter: &Reporter) -> Result<(), TrackError> {
-    let reason = if schedule.interval.is_zero() {
-        "interval must be positive"
-    } else if schedule.timeout.is_zero() {
-        "timeout must be positive"
-    } else {
-        return Ok(());
-    };
-    Err(TrackError::InvalidSpec {
+fn invalid(reporter: &Reporter, reason: String) -> TrackError {
+    TrackError::InvalidSpec {
         name: reporter.name().to_owned(),
-        reason: reason.to_owned(),
-    })
+        reason,
+    }
 }
 
 fn health(up: bool, last_failure: &str) -> Health {
@@ -203,245 +269,322 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 }
 
 impl HttpCheck {
-    async fn run(&self) -> Result<(), String> {
-        let Authority { host, port } = &self.connect;
-        let mut stream = connect(host, *port).await?;
-        stream
-            .write_all(&self.request)
-            .await
-            .map_err(|error| format!("sending request: {error}"))?;
-        let status = read_status(&mut stream).await?;
-        if self.expected_status.contains(&status) {
+    async fn run(&mut self) -> Result<(), String> {
+        let tls = match &mut self.tls {
+            Some(tls) => Some((tls.config().await?, tls.server_name.clone())),
+            None => None,
+        };
+        let tcp = match self.proxy {
+            Some(proxy) => TcpStream::connect(proxy)
+                .await
+                .map_err(|error| format!("connect to proxy {proxy}: {error}"))?,
+            None => match self.url.host() {
+                UrlHost::Name(name) => connect(name, self.url.port()).await?,
+                UrlHost::Ip(address) => connect(&address.to_string(), self.url.port()).await?,
+            },
+        };
+        let request = get_request(&self.url, self.proxy.is_some())?;
+        let status = match (tls, self.proxy) {
+            (None, _) => send(tcp, request).await?,
+            (Some((config, name)), None) => {
+                send(handshake(config, name, tcp).await?, request).await?
+            }
+            (Some((config, name)), Some(proxy)) => {
+                let tunnel = tunnel(tcp, &self.url, proxy).await?;
+                send(handshake(config, name, tunnel).await?, request).await?
+            }
+        };
+        if self.expected_status.contains(&status.as_u16()) {
             Ok(())
         } else {
             Err(format!(
-                "status {status}, expected one of {:?}",
+                "status {}, expected one of {:?}",
+                status.as_u16(),
                 self.expected_status
             ))
         }
     }
 }
 
-/// Reads up to the end of the status line and returns the status code.
-async fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
-    let mut buffer = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Some(end) = buffer.windows(2).position(|pair| pair == b"\r\n") {
-            return parse_status_line(&buffer[..end]);
+impl TlsCheck {
+    /// The client config, loading the trust anchors if no check has yet.
+    async fn config(&mut self) -> Result<Arc<ClientConfig>, String> {
+        if let Some(config) = &self.config {
+            return Ok(config.clone());
         }
-        if buffer.len() >= MAX_STATUS_LINE {
+        let ca_file = self.ca_file.clone();
+        // Reading the system store is a few hundred small files: off the runtime's thread.
+        let loaded = tokio::task::spawn_blocking(move || tls_client_config(ca_file.as_deref()))
+            .await
+            .map_err(|error| format!("loading the TLS trust anchors: {error}"))??;
+        self.config = Some(loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// The TLS client config of an `https://` probe: TLS 1.2 or 1.3 with ring, ALPN `http/1.1`,
+/// no client certificate, trusting the certificates of `ca_file` or else the system's store.
+pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca_file {
+        Some(path) => {
+            hav_proto::transport::root_store(path).map_err(|error| format!("ca_file: {error}"))?
+        }
+        None => system_roots()?,
+    };
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS set-up: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The system's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's bundle, on
+/// Debian `/etc/ssl/certs` from the ca-certificates package).
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "no CA certificate in the system's trust store ({}); install ca-certificates or set ca_file",
+            if errors.is_empty() {
+                "it is empty".to_owned()
+            } else {
+                errors.join("; ")
+            }
+        ));
+    }
+    Ok(roots)
+}
+
+/// The GET of `url`: origin form, or absolute form for a plain `http://` URL through a proxy.
+fn get_request(url: &ProbeUrl, through_proxy: bool) -> Result<Request<Empty<Bytes>>, String> {
+    let target = if through_proxy && !url.is_tls() {
+        url.absolute()
+    } else {
+        url.target().to_owned()
+    };
+    Request::get(target)
+        .header(HOST, url.host_header())
+        .header(USER_AGENT, PRODUCT)
+        .header(ACCEPT, "*/*")
+        .header(CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|error| format!("cannot make a request of {url}: {error}"))
+}
+
+fn http1() -> hyper::client::conn::http1::Builder {
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder
+        .title_case_headers(true)
+        .max_buf_size(MAX_RESPONSE_HEAD)
+        .max_headers(MAX_RESPONSE_HEADERS);
+    builder
+}
+
+/// Sends `request` on `io` and returns the status of the response, leaving its body unread.
+async fn send<T>(io: T, request: Request<Empty<Bytes>>) -> Result<StatusCode, String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = http1()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|error| http_failure(&error))?;
+    let response = drive(connection, async {
+        sender
+            .send_request(request)
+            .await
+            .map_err(|error| http_failure(&error))
+    })
+    .await?;
+    Ok(response.status())
+}
+
+/// Opens a `CONNECT` tunnel to the URL's host and port through the proxy on `tcp`.
+async fn tunnel(
+    tcp: TcpStream,
+    url: &ProbeUrl,
+    proxy: SocketAddr,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, String> {
+    let authority = url.connect_authority();
+    let request = Request::connect(authority.as_str())
+        .header(HOST, authority.as_str())
+        .header(USER_AGENT, PRODUCT)
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| format!("cannot make a CONNECT request for {authority}: {error}"))?;
+    let (mut sender, connection) = http1()
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|error| http_failure(&error))?;
+    let upgraded = drive(connection.with_upgrades(), async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| format!("proxy {proxy}: {}", http_failure(&error)))?;
+        if !response.status().is_success() {
             return Err(format!(
-                "no status line in the first {MAX_STATUS_LINE} bytes"
+                "proxy {proxy} refused CONNECT {authority}: status {}",
+                response.status().as_u16()
             ));
         }
-        let read = stream
-            .read(&mut chunk)
+        hyper::upgrade::on(response)
             .await
-            .map_err(|error| format!("reading response: {error}"))?;
-        if read == 0 {
-            return if buffer.is_empty() {
-                Err("connection closed without a response".to_owned())
-            } else {
-                parse_status_line(&buffer)
-            };
-        }
-        buffer.extend_from_slice(&chunk[..read]);
+            .map_err(|error| format!("proxy {proxy}: tunnel to {authority}: {}", chain(&error)))
+    })
+    .await?;
+    Ok(TokioIo::new(upgraded))
+}
+
+async fn handshake<T>(
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    io: T,
+) -> Result<tokio_rustls::client::TlsStream<T>, String>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = server_name.to_str().into_owned();
+    TlsConnector::from(config)
+        .connect(server_name, io)
+        .await
+        .map_err(|error| format!("TLS handshake with {name}: {}", chain(&error)))
+}
+
+/// Runs `work` while polling the connection that serves it. The connection ending first (the
+/// peer closed, or the connection was handed to an upgrade) leaves `work` to finish or fail on
+/// its own; a connection error is the check's failure.
+async fn drive<T, C>(
+    connection: C,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        done = &mut work => done,
+        ended = &mut connection => match ended {
+            Ok(()) => work.await,
+            Err(error) => Err(http_failure(&error)),
+        },
     }
 }
 
-/// `HTTP/1.1 200 OK` → 200.
-fn parse_status_line(line: &[u8]) -> Result<u16, String> {
-    let malformed = || {
-        format!(
-            "malformed status line {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(64)])
-        )
-    };
-    let line = std::str::from_utf8(line).map_err(|_| malformed())?;
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().ok_or_else(malformed)?;
-    if !version.starts_with("HTTP/1.") {
-        return Err(malformed());
-    }
-    let code = parts.next().ok_or_else(malformed)?;
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    code.parse().map_err(|_| malformed())
-}
-
-/// Host and port to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Authority {
-    /// A name or an address, without brackets.
-    host: String,
-    port: u16,
-}
-
-impl Authority {
-    /// `host`, `host:port`, `[v6]` or `[v6]:port`.
-    fn parse(text: &str, default_port: u16) -> Result<Self, String> {
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or("unclosed [")?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or("junk after ]")?),
-            };
-            (host, port)
-        } else {
-            match text.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (text, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("empty host".to_owned());
-        }
-        if host
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b"/?#@".contains(&b))
-        {
-            return Err(format!("bad host {host:?}"));
-        }
-        let port = match port {
-            None => default_port,
-            Some(port) => port.parse().map_err(|_| format!("bad port {port:?}"))?,
-        };
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+/// A hyper error as a reason; a response that is not HTTP says so in the words operators search.
+fn http_failure(error: &hyper::Error) -> String {
+    if error.is_parse() || error.is_parse_status() {
+        format!("malformed status line or headers: {}", chain(error))
+    } else {
+        chain(error)
     }
 }
 
-impl fmt::Display for Authority {
-    /// The `Host` header form: the port only when it is not 80.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
+/// An error and its sources, `outer: inner: innermost`.
+fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
         }
-        if self.port != 80 {
-            write!(f, ":{}", self.port)?;
-        }
-        Ok(())
+        source = inner.source();
     }
-}
-
-/// A parsed `http://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct HttpUrl {
-    authority: Authority,
-    /// Starts with `/`; includes any query.
-    path: String,
-}
-
-impl HttpUrl {
-    fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("only http:// URLs are supported")?;
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(at) => (&rest[..at], &rest[at..]),
-            None => (rest, "/"),
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        let path = path.split('#').next().unwrap_or("/").to_owned();
-        if path
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return Err("path holds whitespace or control characters".to_owned());
-        }
-        Ok(Self {
-            authority: Authority::parse(authority, 80)?,
-            path,
-        })
-    }
-
-    /// The request bytes; through a proxy the request line carries the absolute URL.
-    fn request(&self, through_proxy: bool) -> Vec<u8> {
-        let target = if through_proxy {
-            format!("http://{}{}", self.authority, self.path)
-        } else {
-            self.path.clone()
-        };
-        format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hav-agent\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            self.authority
-        )
-        .into_bytes()
-    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_parse_into_authority_and_path() {
-        let url = HttpUrl::parse("http://198.51.100.7:8080/health?deep=1#x").expect("valid");
-        assert_eq!(
-            url.authority,
-            Authority {
-                host: "198.51.100.7".into(),
-                port: 8080
-            }
-        );
-        assert_eq!(url.path, "/health?deep=1");
-        let url = HttpUrl::parse("http://[2001:db8::1]").expect("valid");
-        assert_eq!(
-            url.authority,
-            Authority {
-                host: "2001:db8::1".into(),
-                port: 80
-            }
-        );
-        assert_eq!(url.path, "/");
-        assert_eq!(url.authority.to_string(), "[2001:db8::1]");
-        let url = HttpUrl::parse("http://origin.example?x").expect("valid");
-        assert_eq!(url.path, "/?x");
-        for bad in [
-            "https://a/",
-            "http://",
-            "http://a:99999/",
-            "http://a b/",
-            "http://[::1/",
-            "http://a/b c",
-        ] {
-            assert!(HttpUrl::parse(bad).is_err(), "{bad}");
-        }
+    fn url(text: &str) -> ProbeUrl {
+        text.parse().expect("a valid probe URL")
     }
 
     #[test]
     fn requests_are_origin_form_direct_and_absolute_form_through_a_proxy() {
-        let url = HttpUrl::parse("http://origin.example:8080/check").expect("valid");
-        let direct = String::from_utf8(url.request(false)).expect("ascii");
-        assert!(direct.starts_with("GET /check HTTP/1.1\r\nHost: origin.example:8080\r\n"));
-        assert!(direct.contains("\r\nConnection: close\r\n") && direct.ends_with("\r\n\r\n"));
-        let proxied = String::from_utf8(url.request(true)).expect("ascii");
-        assert!(proxied.starts_with("GET http://origin.example:8080/check HTTP/1.1\r\n"));
+        let plain = url("http://origin.example:8080/check?x=1");
+        let direct = get_request(&plain, false).expect("request");
+        assert_eq!(direct.uri(), "/check?x=1");
+        assert_eq!(direct.headers()[HOST], "origin.example:8080");
+        assert_eq!(direct.headers()[CONNECTION], "close");
+        let proxied = get_request(&plain, true).expect("request");
+        assert_eq!(proxied.uri(), "http://origin.example:8080/check?x=1");
+        // Inside a CONNECT tunnel the origin sees an ordinary request.
+        let tls = url("https://[2001:db8::1]/health");
+        let tunnelled = get_request(&tls, true).expect("request");
+        assert_eq!(tunnelled.uri(), "/health");
+        assert_eq!(tunnelled.headers()[HOST], "[2001:db8::1]");
     }
 
     #[test]
-    fn status_lines_parse_strictly() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), Ok(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503"), Ok(503));
-        for bad in [
-            &b""[..],
-            b"HTTP/2 200 OK",
-            b"HTTP/1.1 20 OK",
-            b"HTTP/1.1 abc",
-            b"SSH-2.0-OpenSSH",
-            b"\xff\xff",
-        ] {
-            assert!(parse_status_line(bad).is_err(), "{bad:?}");
+    fn every_target_the_config_accepts_makes_a_request() {
+        for byte in 0x21u8..=0x7e {
+            let c = char::from(byte);
+            for text in [
+                format!("http://a.example/p{c}q"),
+                format!("http://a.example/p?q{c}r"),
+                format!("https://[::1]:8443/{c}"),
+            ] {
+                let Ok(parsed) = ProbeUrl::parse(&text) else {
+                    continue;
+                };
+                for proxy in [false, true] {
+                    assert!(
+                        get_request(&parsed, proxy).is_ok(),
+                        "{text} (proxy {proxy}) passed the config but makes no request"
+                    );
+                }
+            }
         }
+    }
+
+    #[test]
+    fn the_server_name_is_the_override_or_the_url_host() {
+        let spec = |text: &str, server_name: Option<&str>| HttpSpec {
+            url: url(text),
+            expected_status: Vec::new(),
+            proxy: None,
+            ca_file: None,
+            server_name: server_name
+                .map(|name| ServerName::try_from(name.to_owned()).expect("a valid server name")),
+            schedule: ProbeSchedule::default(),
+        };
+        let name = |spec: HttpSpec| {
+            spec.tls_server_name()
+                .map(|name| name.to_str().into_owned())
+        };
+        assert_eq!(
+            name(spec("https://web.example/", None)),
+            Ok("web.example".into())
+        );
+        assert_eq!(
+            name(spec("https://198.51.100.7/", None)),
+            Ok("198.51.100.7".into())
+        );
+        assert_eq!(
+            name(spec("https://198.51.100.7/", Some("web.example"))),
+            Ok("web.example".into())
+        );
+        assert!(matches!(
+            spec("https://198.51.100.7/", None).tls_server_name(),
+            Ok(ServerName::IpAddress(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_a_reason_not_a_panic() {
+        let reason = tls_client_config(Some(Path::new("/nonexistent/hav-probe-ca.pem")))
+            .expect_err("no such file");
+        assert!(reason.starts_with("ca_file: "), "{reason}");
+        assert!(reason.contains("/nonexistent/hav-probe-ca.pem"), "{reason}");
     }
 }

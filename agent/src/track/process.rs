@@ -72,12 +72,27 @@ pub(crate) enum ProcessTracker {
     },
 }
 
+impl ProcessSpec {
+    /// What the spec must be to run, without looking at the host.
+    pub fn validate(&self) -> Result<(), String> {
+        let reason = match &self.target {
+            ProcessMatch::PidFile(_) => return Ok(()),
+            ProcessMatch::Name(name) if name.is_empty() => "empty process name",
+            ProcessMatch::Cmdline(argv) if argv.is_empty() => "empty command line",
+            _ if self.min_procs == 0 => "min_procs must be at least 1",
+            _ if self.rescan_interval.is_zero() => "rescan_interval must be positive",
+            _ => return Ok(()),
+        };
+        Err(reason.to_owned())
+    }
+}
+
 impl ProcessTracker {
     pub(crate) fn new(spec: ProcessSpec, reporter: &Reporter) -> Result<Self, TrackError> {
-        let invalid = |reason: &str| TrackError::InvalidSpec {
+        spec.validate().map_err(|reason| TrackError::InvalidSpec {
             name: reporter.name().to_owned(),
-            reason: reason.to_owned(),
-        };
+            reason,
+        })?;
         match spec.target {
             ProcessMatch::PidFile(path) => {
                 let watch = FileWatch::new(&path).map_err(|source| TrackError::Watch {
@@ -87,28 +102,11 @@ impl ProcessTracker {
                 })?;
                 Ok(ProcessTracker::PidFile { path, watch })
             }
-            target => {
-                match &target {
-                    ProcessMatch::Name(name) if name.is_empty() => {
-                        return Err(invalid("empty process name"));
-                    }
-                    ProcessMatch::Cmdline(argv) if argv.is_empty() => {
-                        return Err(invalid("empty command line"));
-                    }
-                    _ => {}
-                }
-                if spec.min_procs == 0 {
-                    return Err(invalid("min_procs must be at least 1"));
-                }
-                if spec.rescan_interval.is_zero() {
-                    return Err(invalid("rescan_interval must be positive"));
-                }
-                Ok(ProcessTracker::Scan {
-                    target,
-                    min_procs: spec.min_procs,
-                    rescan_interval: spec.rescan_interval,
-                })
-            }
+            target => Ok(ProcessTracker::Scan {
+                target,
+                min_procs: spec.min_procs,
+                rescan_interval: spec.rescan_interval,
+            }),
         }
     }
 

@@ -50,18 +50,25 @@ pub(crate) struct ScriptTracker {
     checker: RiseFall,
 }
 
+impl ScriptSpec {
+    /// What the spec must be to run, without looking at the host.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval.is_zero() {
+            Err("interval must be positive".to_owned())
+        } else if self.timeout.is_zero() {
+            Err("timeout must be positive".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl ScriptTracker {
     pub(crate) fn new(spec: ScriptSpec, reporter: &Reporter) -> Result<Self, TrackError> {
-        let invalid = |reason: &str| TrackError::InvalidSpec {
+        spec.validate().map_err(|reason| TrackError::InvalidSpec {
             name: reporter.name().to_owned(),
-            reason: reason.to_owned(),
-        };
-        if spec.interval.is_zero() {
-            return Err(invalid("interval must be positive"));
-        }
-        if spec.timeout.is_zero() {
-            return Err(invalid("timeout must be positive"));
-        }
+            reason,
+        })?;
         let program = spec.program.prepare().map_err(|source| TrackError::RunAs {
             name: reporter.name().to_owned(),
             source,

@@ -279,9 +279,11 @@ fn probe(probe: &Probe) -> RawProbe {
             url,
             expect_status,
             proxy,
+            ca_file,
+            server_name,
         } => {
             raw.kind = Some("http".into());
-            raw.url = Some(url.clone());
+            raw.url = Some(url.to_string());
             raw.expect_status = Some(
                 expect_status
                     .iter()
@@ -289,6 +291,8 @@ fn probe(probe: &Probe) -> RawProbe {
                     .collect(),
             );
             raw.proxy = proxy.map(|proxy| proxy.to_string());
+            raw.ca_file = ca_file.as_ref().map(|path| path.display().to_string());
+            raw.server_name = server_name.as_ref().map(|name| name.to_str().into_owned());
         }
     }
     raw

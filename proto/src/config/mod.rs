@@ -12,6 +12,7 @@ pub mod duration;
 mod error;
 mod load;
 mod node;
+mod probe_url;
 mod raw;
 mod validate;
 
@@ -23,4 +24,5 @@ pub use node::{
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,
 };
+pub use probe_url::{MAX_TARGET_LEN, ProbeUrl, Scheme, UrlHost};
 pub use validate::DEFAULT_STATE_DIR;

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
+use rustls::pki_types::ServerName;
+
+use super::probe_url::ProbeUrl;
 
 /// A whole node config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,11 +274,19 @@ pub enum ProbeKind {
     /// Healthy when a TCP connection to the address succeeds.
     Tcp { address: SocketAddr },
     /// Healthy when a GET of `url` answers with one of `expect_status`, sent through `proxy` when
-    /// set (to check a forward proxy such as Squid end to end).
+    /// set (to check a forward proxy such as Squid end to end: the absolute URL for `http://`, a
+    /// `CONNECT` tunnel for `https://`).
     Http {
-        url: String,
+        url: ProbeUrl,
         expect_status: Vec<u16>,
         proxy: Option<SocketAddr>,
+        /// `https://` only: the CA certificates (PEM) the server's chain must lead to; `None`
+        /// trusts the system's store.
+        ca_file: Option<PathBuf>,
+        /// `https://` only: the name the certificate must be valid for, sent as SNI when it is a
+        /// DNS name; `None` uses the URL's host (an IP address host sends no SNI and needs an IP
+        /// address SAN).
+        server_name: Option<ServerName<'static>>,
     },
 }
 

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use rustls::pki_types::ServerName;
+
 use super::DEFAULT_STATE_DIR;
 use super::values::{
     absolute_path, address_of_family, count, identifier, interval_and_timeout, non_empty,
@@ -13,6 +15,7 @@ use crate::config::node::{
     Command, CoordinatorLink, NodeSettings, Probe, ProbeKind, ProcessMatch, Script, SyncGroup,
     TrackFile, TrackedProcess,
 };
+use crate::config::probe_url::ProbeUrl;
 use crate::config::raw::{
     RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile,
 };
@@ -267,6 +270,14 @@ fn tcp_probe(raw: &RawProbe, path: &KeyPath, errors: &mut Collector) -> Option<P
         errors,
     );
     ok &= not_for_kind(raw.proxy.is_some(), path, "proxy", "http", errors);
+    ok &= not_for_kind(raw.ca_file.is_some(), path, "ca_file", "http", errors);
+    ok &= not_for_kind(
+        raw.server_name.is_some(),
+        path,
+        "server_name",
+        "http",
+        errors,
+    );
     let address = required(
         raw.address.as_ref(),
         &path.key("address"),
@@ -304,25 +315,14 @@ fn http_probe(raw: &RawProbe, path: &KeyPath, errors: &mut Collector) -> Option<
         "an http:// or https:// URL",
         errors,
     )
-    .and_then(|url| {
-        let host = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        match host {
-            Some(rest)
-                if !rest.is_empty()
-                    && !rest.starts_with('/')
-                    && !url.contains(char::is_whitespace) =>
-            {
-                Some(url.clone())
-            }
-            _ => {
-                errors.invalid(
-                    path.key("url"),
-                    format!("expected an http:// or https:// URL with a host, got {url:?}"),
-                );
-                None
-            }
+    .and_then(|url| match ProbeUrl::parse(url) {
+        Ok(parsed) => Some(parsed),
+        Err(reason) => {
+            errors.invalid(
+                path.key("url"),
+                format!("expected an http:// or https:// URL with a host, got {url:?}: {reason}"),
+            );
+            None
         }
     });
     let mut expect_status = Vec::new();
@@ -368,11 +368,58 @@ fn http_probe(raw: &RawProbe, path: &KeyPath, errors: &mut Collector) -> Option<
             }
         }
     });
+    let tls = url.as_ref().is_none_or(ProbeUrl::is_tls);
+    for (key, present) in [
+        ("ca_file", raw.ca_file.is_some()),
+        ("server_name", raw.server_name.is_some()),
+    ] {
+        if present && !tls {
+            errors.push(
+                path.key(key),
+                Problem::Conflict(format!("`{key}` belongs to https:// URLs")),
+            );
+            ok = false;
+        }
+    }
+    let ca_file = optional(raw.ca_file.as_deref(), |file| {
+        absolute_path(file, &path.key("ca_file"), errors)
+    });
+    let server_name = optional(raw.server_name.as_deref(), |name| {
+        tls_server_name(name, &path.key("server_name"), errors)
+    });
+    // Without an override the URL's host is the name the certificate is checked against.
+    if let (Some(url), Some(None)) = (&url, &server_name)
+        && url.is_tls()
+        && let Err(reason) = url.default_server_name()
+    {
+        errors.invalid(path.key("url"), format!("{reason}; set server_name"));
+        ok = false;
+    }
     ok.then_some(ProbeKind::Http {
         url: url?,
         expect_status,
         proxy: proxy?,
+        ca_file: ca_file?,
+        server_name: server_name?,
     })
+}
+
+/// A DNS name or an IP address a server certificate can be valid for.
+fn tls_server_name(
+    name: &str,
+    path: &KeyPath,
+    errors: &mut Collector,
+) -> Option<ServerName<'static>> {
+    match ServerName::try_from(name) {
+        Ok(parsed) => Some(parsed.to_owned()),
+        Err(_) => {
+            errors.invalid(
+                path.clone(),
+                format!("expected a DNS name or an IP address, got {name:?}"),
+            );
+            None
+        }
+    }
 }
 
 pub(super) fn sync_group(

@@ -417,6 +417,14 @@ fn transport(
             all_ok = false;
             continue;
         };
+        if address.is_unspecified() || address.is_multicast() {
+            errors.invalid(
+                address_path,
+                format!("{address} is not the unicast address of a peer"),
+            );
+            all_ok = false;
+            continue;
+        }
         let priority = match priority {
             None => None,
             Some(value) => match u8::try_from(value).ok().filter(|value| *value > 0) {
