@@ -54,19 +54,23 @@ impl Target {
         let missing = |flag, env| CliError::Missing {
             flag,
             env,
-            hint: "havctl talks to the coordinator over mTLS only; issue a certificate with \
-                   `havctl certs issue --kind operator`",
+            hint: "havctl talks to the coordinator over mTLS only: issue a certificate with \
+                   `havctl certs issue --kind operator`, then name it once with \
+                   `havctl config set-context`",
         };
         Ok(ClientTlsFiles {
-            ca: self.ca.clone().ok_or_else(|| missing("--ca", "HAV_CA"))?,
+            ca: self
+                .ca
+                .clone()
+                .ok_or_else(|| missing("--ca", "HAVCTL_CA"))?,
             cert: self
                 .cert
                 .clone()
-                .ok_or_else(|| missing("--cert", "HAV_CERT"))?,
+                .ok_or_else(|| missing("--cert", "HAVCTL_CERT"))?,
             key: self
                 .key
                 .clone()
-                .ok_or_else(|| missing("--key", "HAV_KEY"))?,
+                .ok_or_else(|| missing("--key", "HAVCTL_KEY"))?,
         })
     }
 }

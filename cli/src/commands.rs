@@ -13,29 +13,29 @@ use hav_proto::v1::{
 use serde_json::{Value, json};
 
 use crate::certs::{self, IssueRequest, Kind};
-use crate::client::{self, CliError, Target};
+use crate::client::{self, CliError};
+use crate::contexts::{self, Context, ContextFile};
 
 /// The operator's tool for a hav fleet.
 #[derive(Debug, Parser)]
 #[command(name = "havctl", version)]
 pub struct Cli {
-    /// The coordinator: host:port or https://host:port.
-    #[arg(
-        long,
-        global = true,
-        env = "HAV_COORDINATOR",
-        default_value = "127.0.0.1:7400"
-    )]
-    pub coordinator: String,
-    /// Our operator certificate (PEM).
-    #[arg(long, global = true, env = "HAV_CERT")]
+    /// The coordinator: host:port or https://host:port [default: the context's, else
+    /// 127.0.0.1:7400].
+    #[arg(long, global = true, env = "HAVCTL_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Our operator certificate (PEM) [default: the context's].
+    #[arg(long, global = true, env = "HAVCTL_CERT")]
     pub cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    #[arg(long, global = true, env = "HAV_KEY")]
+    /// Its private key (PEM) [default: the context's].
+    #[arg(long, global = true, env = "HAVCTL_KEY")]
     pub key: Option<PathBuf>,
-    /// The fleet CA certificate (PEM).
-    #[arg(long, global = true, env = "HAV_CA")]
+    /// The fleet CA certificate (PEM) [default: the context's].
+    #[arg(long, global = true, env = "HAVCTL_CA")]
     pub ca: Option<PathBuf>,
+    /// The context to use instead of the current one (see `havctl config`).
+    #[arg(long, global = true, env = "HAVCTL_CONTEXT")]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,7 +67,7 @@ pub enum Command {
         #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
         files: Vec<PathBuf>,
         /// A fleet file: [[group]] tables of nodes and VIPs, expanded by the coordinator into
-        /// node configs (see deploy/examples/fleet.toml).
+        /// node configs (see deploy/fleet/fleet.toml).
         #[arg(long)]
         fleet: Option<PathBuf>,
         /// The node, when pushing one file not named after it.
@@ -116,6 +116,12 @@ pub enum Command {
     },
     #[command(flatten)]
     Orchestrate(crate::orchestrate::OrchestrateCommand),
+    /// Contexts: which coordinator havctl dials and with which certificate
+    /// ($HAV_CONFIG, else ~/.config/hav/havctl.toml).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The fleet certificate authority.
     Certs {
         #[command(subcommand)]
@@ -141,6 +147,29 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Add or change a context; the first one becomes the current one. Paths are stored
+    /// absolute.
+    SetContext {
+        name: String,
+        /// Make it the current context too.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Make NAME the current context.
+    UseContext { name: String },
+    /// Print the current context's name.
+    CurrentContext,
+    /// List the contexts (the current one marked `*`).
+    GetContexts {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Remove a context.
+    DeleteContext { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,20 +209,38 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let target = Target {
+    let given = contexts::Given {
+        context: cli.context,
         coordinator: cli.coordinator,
+        ca: cli.ca,
         cert: cli.cert,
         key: cli.key,
-        ca: cli.ca,
     };
-    match cli.command {
-        Command::Certs { command } => run_certs(command),
-        Command::ImportKeepalived { out_dir, files } => local::import_keepalived(out_dir, &files),
+    let command = match cli.command {
+        Command::Config { command } => return run_config(command, given),
+        Command::Certs { command } => return run_certs(command),
+        Command::ImportKeepalived { out_dir, files } => {
+            return local::import_keepalived(out_dir, &files);
+        }
         Command::Completions { shell } => {
             local::completions(shell);
-            Ok(())
+            return Ok(());
         }
-        Command::Man { dir } => local::man_pages(&dir),
+        Command::Man { dir } => return local::man_pages(&dir),
+        command => command,
+    };
+    let file = match contexts::path() {
+        Some(path) => ContextFile::load(&path)?,
+        None => ContextFile::default(),
+    };
+    let target = contexts::resolve(given, &file)?;
+    match command {
+        // Carried out above, without a coordinator.
+        Command::Config { .. }
+        | Command::Certs { .. }
+        | Command::ImportKeepalived { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
         Command::Status { output } => {
             let mut fleet = client::connect(&target).await?;
             let nodes = fleet
@@ -366,6 +413,101 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// `havctl config …`: the context file. `set-context` takes the global `--coordinator`,
+/// `--ca`, `--cert` and `--key`.
+fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliError> {
+    let path = contexts::path().ok_or_else(|| {
+        CliError::Usage("no $HAV_CONFIG and no $HOME: nowhere to keep contexts".into())
+    })?;
+    let mut file = ContextFile::load(&path)?;
+    match command {
+        ConfigCommand::SetContext { name, make_current } => {
+            if let Some(address) = &given.coordinator {
+                contexts::check_address(address)?;
+            }
+            let absolute = |path: Option<PathBuf>| path.map(contexts::absolute).transpose();
+            file.set(
+                &name,
+                Context {
+                    coordinator: given.coordinator,
+                    ca: absolute(given.ca)?,
+                    cert: absolute(given.cert)?,
+                    key: absolute(given.key)?,
+                },
+            );
+            if make_current {
+                file.use_context(&name)?;
+            }
+            file.save(&path)?;
+            let current = file.current_context.as_deref() == Some(name.as_str());
+            println!(
+                "context {name} saved in {}{}",
+                path.display(),
+                if current { " (current)" } else { "" }
+            );
+        }
+        ConfigCommand::UseContext { name } => {
+            file.use_context(&name)?;
+            file.save(&path)?;
+            println!("current context: {name}");
+        }
+        ConfigCommand::CurrentContext => match &file.current_context {
+            Some(name) => println!("{name}"),
+            None => {
+                return Err(CliError::Usage(
+                    "no current context; `havctl config set-context NAME --coordinator … \
+                     --ca … --cert … --key …` adds one"
+                        .into(),
+                ));
+            }
+        },
+        ConfigCommand::GetContexts { output } => match output {
+            Output::Json => {
+                let contexts: Vec<Value> = (file.contexts.iter())
+                    .map(|(name, context)| {
+                        json!({
+                            "name": name,
+                            "current": file.current_context.as_deref() == Some(name.as_str()),
+                            "coordinator": context.coordinator,
+                            "ca": context.ca,
+                            "cert": context.cert,
+                            "key": context.key,
+                        })
+                    })
+                    .collect();
+                print_json(&json!({ "contexts": contexts }));
+            }
+            Output::Table => {
+                println!("{:<2}{:<16} {:<28} CERT", "", "NAME", "COORDINATOR");
+                for (name, context) in &file.contexts {
+                    let mark = if file.current_context.as_deref() == Some(name.as_str()) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{mark:<2}{name:<16} {:<28} {}",
+                        context
+                            .coordinator
+                            .as_deref()
+                            .unwrap_or(contexts::DEFAULT_COORDINATOR),
+                        context
+                            .cert
+                            .as_ref()
+                            .map_or("-".to_owned(), |p| p.display().to_string())
+                    );
+                }
+            }
+        },
+        ConfigCommand::DeleteContext { name } => {
+            file.delete(&name)?;
+            file.save(&path)?;
+            println!("context {name} deleted");
+        }
+    }
+    Ok(())
 }
 
 fn run_certs(command: CertsCommand) -> Result<(), CliError> {

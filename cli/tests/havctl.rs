@@ -11,10 +11,22 @@ use hav_coordinator::tls::ServerTlsFiles;
 use hav_coordinator::{CoordinatorConfig, RunningCoordinator};
 
 fn havctl(args: &[&str]) -> Output {
+    havctl_with_config(args, Path::new("/nonexistent/hav-test/havctl.toml"))
+}
+
+/// havctl with its context file at `config` and no `HAVCTL_*` variables.
+fn havctl_with_config(args: &[&str], config: &Path) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_havctl"));
-    for var in ["HAV_COORDINATOR", "HAV_CERT", "HAV_KEY", "HAV_CA"] {
+    for var in [
+        "HAVCTL_COORDINATOR",
+        "HAVCTL_CERT",
+        "HAVCTL_KEY",
+        "HAVCTL_CA",
+        "HAVCTL_CONTEXT",
+    ] {
         command.env_remove(var);
     }
+    command.env("HAV_CONFIG", config);
     command.args(args).output().unwrap()
 }
 
@@ -169,7 +181,52 @@ async fn operator_workflow_through_the_binary() {
     assert!(planned.contains("lb-2: added, dry_run"), "{planned}");
 
     let missing = fails(havctl(&["--coordinator", &address, "status"]));
-    assert!(missing.contains("missing --ca (or $HAV_CA)"), "{missing}");
+    assert!(
+        missing.contains("missing --ca (or $HAVCTL_CA)"),
+        "{missing}"
+    );
+    let plaintext = fails(havctl(&[
+        "--coordinator",
+        "http://127.0.0.1:7400",
+        "status",
+    ]));
+    assert!(
+        plaintext.contains("havctl speaks only mTLS, not http://"),
+        "{plaintext}"
+    );
+
+    // One context command, then every command works without flags, from any directory.
+    let contexts = dir.path().join("config").join("havctl.toml");
+    let with_context = |args: &[&str]| havctl_with_config(args, &contexts);
+    let saved = ok(with_context(&[
+        "config",
+        "set-context",
+        "lab",
+        "--coordinator",
+        &address,
+        "--ca",
+        &ca,
+        "--cert",
+        &format!("{d}/operator-vera.pem"),
+        "--key",
+        &format!("{d}/operator-vera.key"),
+    ]));
+    assert!(
+        saved.contains("context lab saved") && saved.contains("(current)"),
+        "{saved}"
+    );
+    let status = ok(with_context(&["status", "-o", "json"]));
+    let nodes: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(nodes[0]["name"], "lb-1");
+    assert_eq!(
+        ok(with_context(&["config", "current-context"])).trim(),
+        "lab"
+    );
+    let unknown = fails(with_context(&["--context", "prod", "status"]));
+    assert!(
+        unknown.contains("no context \"prod\" (known: lab)"),
+        "{unknown}"
+    );
 
     running.shutdown().await.unwrap();
     let down = fails(as_user("vera", &["status"]));

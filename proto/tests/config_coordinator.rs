@@ -6,7 +6,7 @@ const GOOD: &str = r#"
 [node]
 name = "lb-1"
 [coordinator]
-address = "198.51.100.1:7443"
+address = "198.51.100.1:7400"
 ca = "/etc/hav/ca.pem"
 cert = "/etc/hav/agent.pem"
 key = "/etc/hav/agent.key"
@@ -16,7 +16,7 @@ key = "/etc/hav/agent.key"
 fn a_coordinator_table_is_parsed_and_round_trips() {
     let config = parse_node_config(GOOD, "agent.toml").expect("valid");
     let link = config.coordinator.as_ref().expect("coordinator");
-    assert_eq!(link.address, "198.51.100.1:7443");
+    assert_eq!(link.address, "198.51.100.1:7400");
     assert_eq!(link.key.display().to_string(), "/etc/hav/agent.key");
     let again = parse_node_config(&config.to_toml(), "canonical").expect("canonical parses");
     assert_eq!(again, config);
@@ -27,7 +27,7 @@ fn a_coordinator_table_is_parsed_and_round_trips() {
 #[test]
 fn a_bad_coordinator_table_names_each_key() {
     let bad = GOOD
-        .replace("198.51.100.1:7443", "198.51.100.1")
+        .replace("198.51.100.1:7400", "198.51.100.1")
         .replace("\"/etc/hav/ca.pem\"", "\"ca.pem\"")
         .replace(
             "key = \"/etc/hav/agent.key\"\n",

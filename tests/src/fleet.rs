@@ -17,7 +17,7 @@ use crate::topology::{Lab, LanSpec};
 /// The coordinator's host and address on the LAN.
 pub const COORDINATOR_HOST: &str = "coord";
 pub const COORDINATOR_OCTET: u8 = 1;
-pub const COORDINATOR_PORT: u16 = 7443;
+pub const COORDINATOR_PORT: u16 = 7400;
 /// A host that only reaches the VIPs.
 pub const CLIENT_HOST: &str = "client";
 pub const CLIENT_OCTET: u8 = 200;

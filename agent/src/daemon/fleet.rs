@@ -312,7 +312,7 @@ mod tests {
     }
 
     const LOCAL: &str = "[node]\nname = \"lb-1\"\nstate_dir = \"STATE\"\n\
-        [coordinator]\naddress = \"198.51.100.1:7443\"\nca = \"/ca\"\ncert = \"/c\"\nkey = \"/k\"\n";
+        [coordinator]\naddress = \"198.51.100.1:7400\"\nca = \"/ca\"\ncert = \"/c\"\nkey = \"/k\"\n";
     const PUSHED: &str = "[node]\nname = \"lb-1\"\n[[instance]]\nname = \"v\"\n\
         interface = \"eth0\"\nvrid = 1\nvips = [\"198.51.100.100/24\"]\n";
 

@@ -112,7 +112,7 @@ fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> anyhow::Result
     };
     let client_ip = LanSpec::PRIMARY.ipv4(CLIENT_OCTET);
     let prefix = fleet.lab.prefix().as_str().to_owned();
-    println!("     coord   198.51.100.1    hav-coordinator (mTLS gRPC :7443), havctl runs here");
+    println!("     coord   198.51.100.1    hav-coordinator (mTLS gRPC :7400), havctl runs here");
     for (name, octet) in NODES {
         println!(
             "     {name:<7} 198.51.100.{octet:<4} hav-agent + an HTTP server on :{HTTP_PORT} (the \"proxy\")"

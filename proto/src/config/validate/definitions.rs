@@ -62,7 +62,7 @@ pub(super) fn coordinator_link(
         if !valid {
             errors.invalid(
                 path.key("address"),
-                format!("{address:?} is not host:port (e.g. \"198.51.100.1:7443\")"),
+                format!("{address:?} is not host:port (e.g. \"198.51.100.1:7400\")"),
             );
         }
         valid.then(|| address.clone())
