@@ -43,6 +43,9 @@ use trackers::Trackers;
 
 pub use reload::ReloadError;
 
+/// A deadline handled this much after it passed means the loop did not run for a while.
+const LATE_DEADLINE: Duration = Duration::from_millis(5);
+
 /// How long start-up waits for every tracker's first report before electing anyway.
 const FIRST_REPORT_WAIT: Duration = Duration::from_secs(3);
 
@@ -163,13 +166,24 @@ impl Signals {
 impl Daemon {
     async fn start(config_path: PathBuf, selected: fleet::Selected) -> anyhow::Result<Self> {
         let fleet::Selected { config, version } = selected;
+        // Planning reads the host and changes nothing; it comes first so that a journal that
+        // cannot be read still lets the configured VIPs be removed.
+        // Subscribed before the host is read: a link that appears after the read wakes the loop.
+        let host_watch = HostWatch::spawn();
+        let host = Host::read()?;
+        // Named like `--check` names it: `file: reason`.
+        let plan = plan::plan(&config, &host).with_context(|| match version {
+            0 => config_path.display().to_string(),
+            version => format!("coordinator config version {version}"),
+        })?;
         // Crash safety first: whatever a previous run added and did not remove goes, before we
-        // open a socket or could win an election.
+        // open a socket or could win an election. If the journal is unreadable, every VIP this
+        // config names goes instead.
         let manager = VipManager::new().context("netlink")?;
         let mut vips = JournaledVips::new(manager, &config.node.state_dir)
             .with_context(|| format!("VIP journal in {}", config.node.state_dir.display()))?;
         let recovery = vips
-            .recover(&[])
+            .recover(&plan.all_vips())
             .await
             .context("removing VIPs left by a previous run")?;
         if !recovery.removed.is_empty() {
@@ -192,15 +206,6 @@ impl Daemon {
             Ok(TableRemoval::Absent | TableRemoval::NftMissing) => {}
             Err(error) => tracing::error!(%error, "could not remove hav's nftables table"),
         }
-
-        // Subscribed before the host is read: a link that appears after the read wakes the loop.
-        let host_watch = HostWatch::spawn();
-        let host = Host::read()?;
-        // Named like `--check` names it: `file: reason`.
-        let plan = plan::plan(&config, &host).with_context(|| match version {
-            0 => config_path.display().to_string(),
-            version => format!("coordinator config version {version}"),
-        })?;
         for (instance, why) in plan.unbound() {
             tracing::warn!(%instance, reason = %why, "instance {instance}: {why}; it stays in Fault until that changes");
         }
@@ -293,7 +298,8 @@ impl Daemon {
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         let mut engine_timer = timer::EngineTimer::new()?;
         loop {
-            engine_timer.arm(self.engine.poll_timeout())?;
+            let deadline = self.engine.poll_timeout();
+            engine_timer.arm(deadline)?;
             let expiry = self.overrides.next_expiry();
             let override_expiry = async {
                 match expiry {
@@ -342,6 +348,12 @@ impl Daemon {
                 () = self.host.changed(), if !stopping => self.rebind().await,
                 fired = engine_timer.expired() => {
                     fired?;
+                    if deadline.is_some_and(|at| at.elapsed() > LATE_DEADLINE) {
+                        // Woken late (the process was stopped, or starved of CPU): adverts that
+                        // arrived meanwhile are older than this expiry and count first, or a
+                        // backup would take over from a master it has in fact heard.
+                        self.take_queued_adverts().await;
+                    }
                     self.engine.handle_timeout(Instant::now());
                 }
                 _ = async {
@@ -402,6 +414,15 @@ impl Daemon {
             && let Err(error) = send(notifier)
         {
             tracing::warn!(%error, "systemd notification failed");
+        }
+    }
+
+    /// Lets the socket readers hand over what the kernel has queued, and feeds it to the engine.
+    async fn take_queued_adverts(&mut self) {
+        // Yielding lets the runtime poll the sockets' readiness and run their readers first.
+        tokio::task::yield_now().await;
+        while let Ok(inbound) = self.inbound.try_recv() {
+            self.on_inbound(inbound);
         }
     }
 

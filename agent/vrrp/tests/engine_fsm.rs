@@ -439,6 +439,23 @@ fn master_answers_a_lower_priority_at_once() {
 }
 
 #[test]
+fn master_announces_again_one_interval_after_hearing_another_master() {
+    let mut h = master(vr(100));
+    let heard_at = h.ms();
+    h.recv(1, 50);
+    // The next wake-up sends the advert and the second burst, one interval (1 s) later.
+    let mut later = h.next();
+    later.sort();
+    assert_eq!(h.ms() - heard_at, 1000.0);
+    let mut expected = vec!["vr sends priority 100 to 224.0.0.18"];
+    expected.extend(["vr announces [203.0.113.1]"; 5]);
+    expected.sort();
+    assert_eq!(later, s(&expected));
+    // Only once: the interval after that is an advert alone.
+    assert_eq!(h.next(), s(&["vr sends priority 100 to 224.0.0.18"]));
+}
+
+#[test]
 fn master_answers_a_priority_zero_advert() {
     let mut h = master(vr(100));
     assert_eq!(h.recv(1, 0), s(&["vr sends priority 100 to 224.0.0.18"]));

@@ -403,18 +403,20 @@ impl VirtualRouter {
             // "Else: Discard the ADVERTISEMENT". keepalived answers at once so that the other
             // master steps down without waiting for our next advert; so do we. Another master
             // means a split brain is healing: hosts and switches may have learnt the VIPs at
-            // the other master's MAC, so announce them again (one burst per such advert).
+            // the other master's MAC, so announce them again (one burst per such advert), and
+            // once more an interval later: the other master sends its advert before its own
+            // announcement, so that announcement can reach hosts after ours; by then it has heard
+            // us and stepped down.
             self.send_advert(now, ours, out);
             self.timers.set(
                 Timer::Advert,
                 now + self.config.advert_interval.as_duration(),
             );
-            for _ in 0..self.config.announce.repeat.max(1) {
-                out.actions.push_back(Action::Announce {
-                    router: self.id,
-                    vips: self.config.vips.clone(),
-                });
-            }
+            self.announce_burst(out);
+            self.timers.set(
+                Timer::Reannounce,
+                now + self.config.advert_interval.as_duration(),
+            );
         }
     }
 
@@ -450,6 +452,7 @@ impl VirtualRouter {
                 }
                 Timer::Release if self.release.is_some() => self.finish_release(out),
                 Timer::Announce if self.state == State::Master => self.run_announcer(now, out),
+                Timer::Reannounce if self.state == State::Master => self.announce_burst(out),
                 _ => {}
             }
         }
@@ -778,10 +781,21 @@ impl VirtualRouter {
         self.run_announcer(now, out);
     }
 
+    /// One round of announcements of every VIP, as many as the schedule's burst.
+    fn announce_burst(&mut self, out: &mut Out<'_>) {
+        for _ in 0..self.config.announce.repeat.max(1) {
+            out.actions.push_back(Action::Announce {
+                router: self.id,
+                vips: self.config.vips.clone(),
+            });
+        }
+    }
+
     /// Stops master duties; removes the VIPs if asked.
     fn leave_master(&mut self, remove_vips: bool, out: &mut Out<'_>) {
         self.timers.stop(Timer::Advert);
         self.timers.stop(Timer::Announce);
+        self.timers.stop(Timer::Reannounce);
         self.announcer = None;
         self.forced_master = false;
         if remove_vips {

@@ -16,16 +16,20 @@ pub(crate) enum Timer {
     Release,
     /// The next announcement of the VIPs.
     Announce,
+    /// Master: announce the VIPs once more after another master was heard (its own
+    /// announcement may have reached hosts after ours).
+    Reannounce,
 }
 
 impl Timer {
     /// In the order expired timers are handled: MasterDown before Release, so that a router that
     /// resigned and heard no successor takes the master role back without dropping its VIPs.
-    pub(crate) const ALL: [Timer; 4] = [
+    pub(crate) const ALL: [Timer; 5] = [
         Timer::MasterDown,
         Timer::Advert,
         Timer::Release,
         Timer::Announce,
+        Timer::Reannounce,
     ];
 
     const fn index(self) -> usize {
