@@ -191,50 +191,73 @@ impl Lab {
 
     /// Connects `host` to `lan` with address `.<octet>` (and `::<octet>` if the LAN has IPv6).
     pub fn attach(&mut self, host: &str, lan: &str, octet: u8) -> Result<Attachment, NetnsError> {
-        let host_ns = self.host(host)?;
-        let lan_state = self.lans.get(lan).ok_or_else(|| unknown("lan", lan))?;
-        let port = self.prefix.name(host)?;
-        let iface = self.prefix.name(lan)?;
+        self.host(host)?;
+        let spec = self.lans.get(lan).ok_or_else(|| unknown("lan", lan))?.spec;
+        let attachment = Attachment {
+            host: host.to_owned(),
+            lan: lan.to_owned(),
+            iface: self.prefix.name(lan)?,
+            switch_port: self.prefix.name(host)?,
+            ipv4: spec.ipv4(octet),
+            ipv4_prefix_len: spec.ipv4_prefix_len,
+            ipv6: spec.ipv6(octet),
+        };
+        self.create_link(&attachment)?;
+        self.attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    /// Deletes `host`'s interface `iface` (both ends of the veth go): what a NIC driver unload or
+    /// a hot-unplug looks like to the host. [`Lab::recreate_link`] brings it back.
+    pub fn delete_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
+        let attachment = self.attachment(host, iface)?;
+        self.host(host)?
+            .ip(&["link", "del", &attachment.iface])
+            .map(drop)
+    }
+
+    /// Recreates a link deleted by [`Lab::delete_link`] with the same names and addresses (the
+    /// host sees a new interface, with a new ifindex, under the old name).
+    pub fn recreate_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
+        let attachment = self.attachment(host, iface)?.clone();
+        self.create_link(&attachment)
+    }
+
+    /// The veth of `attachment`: switch end on the bridge, host end with its addresses, both up.
+    fn create_link(&self, attachment: &Attachment) -> Result<(), NetnsError> {
+        let host_ns = self.host(&attachment.host)?;
+        let lan_state = self
+            .lans
+            .get(&attachment.lan)
+            .ok_or_else(|| unknown("lan", &attachment.lan))?;
+        let (port, iface) = (&attachment.switch_port, &attachment.iface);
         let switch = &lan_state.switch;
         switch.ip(&[
             "link",
             "add",
-            &port,
+            port,
             "type",
             "veth",
             "peer",
             "name",
-            &iface,
+            iface,
             "netns",
             host_ns.name(),
         ])?;
-        switch.ip(&["link", "set", &port, "master", &lan_state.bridge])?;
-        switch.ip(&["link", "set", &port, "up"])?;
-        let spec = lan_state.spec;
-        let ipv4 = spec.ipv4(octet);
-        let ipv6 = spec.ipv6(octet);
+        switch.ip(&["link", "set", port, "master", &lan_state.bridge])?;
+        switch.ip(&["link", "set", port, "up"])?;
         host_ns.ip(&[
             "addr",
             "add",
-            &format!("{ipv4}/{}", spec.ipv4_prefix_len),
+            &format!("{}/{}", attachment.ipv4, attachment.ipv4_prefix_len),
             "dev",
-            &iface,
-        ])?;
-        if let Some(v6) = ipv6 {
-            host_ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", &iface, "nodad"])?;
-        }
-        host_ns.ip(&["link", "set", &iface, "up"])?;
-        let attachment = Attachment {
-            host: host.to_owned(),
-            lan: lan.to_owned(),
             iface,
-            switch_port: port,
-            ipv4,
-            ipv4_prefix_len: spec.ipv4_prefix_len,
-            ipv6,
-        };
-        self.attachments.push(attachment.clone());
-        Ok(attachment)
+        ])?;
+        if let Some(v6) = attachment.ipv6 {
+            host_ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"])?;
+        }
+        host_ns.ip(&["link", "set", iface, "up"])?;
+        Ok(())
     }
 
     pub fn host(&self, name: &str) -> Result<&Namespace, NetnsError> {
