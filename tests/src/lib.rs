@@ -7,6 +7,7 @@
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`chaos`]: the chaos soak (a fleet of pairs, seeded faults, invariants, report).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod chaos;
 pub mod dns;
 pub mod fleet;
 pub mod keepalived;
