@@ -66,6 +66,8 @@ pub struct FaultRun {
     pub findings: Vec<String>,
     pub harness: Vec<String>,
     pub notes: Vec<String>,
+    /// The run was stopped (Ctrl-C) before the pair settled: settling is not judged.
+    pub interrupted: bool,
 }
 
 /// One event of the schedule for one implementation.
@@ -359,7 +361,7 @@ fn judge_record(
             dual_worst,
         });
     }
-    for &(vip, node) in &run.stale {
+    for &(vip, node) in run.stale.iter().filter(|_| !run.interrupted) {
         figures.stale += 1;
         violations.push(violation(
             ViolationKind::StaleVip,
@@ -370,7 +372,7 @@ fn judge_record(
             ),
         ));
     }
-    if run.settled_at.is_none() {
+    if run.settled_at.is_none() && !run.interrupted {
         violations.push(violation(
             ViolationKind::NotSettled,
             run.end,
@@ -656,6 +658,7 @@ mod tests {
                 findings: Vec::new(),
                 harness: Vec::new(),
                 notes: Vec::new(),
+                interrupted: false,
             }),
             skipped: None,
         }

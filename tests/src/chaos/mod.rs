@@ -191,6 +191,11 @@ pub fn run(config: &ChaosConfig, stop: &AtomicBool) -> Result<ChaosOutcome, Chao
             cluster::MAX_PAIRS
         )));
     }
+    // Missing binaries are found before any namespace exists.
+    crate::agent::agent_binary()?;
+    crate::bench::sibling_binary("hav-test-httpd").map_err(|e| {
+        ChaosError::Setup(format!("{e}; build it: cargo build -p hav-tests --bins"))
+    })?;
     let schedule = Schedule::generate(config.seed, config.duration, config.pairs, &config.kinds);
     let swept = cluster::sweep_stale_mounts();
     let swept_ns = crate::netns::sweep_stale()?;
@@ -517,6 +522,7 @@ impl Executor<'_> {
             findings: log.findings,
             harness: log.harness,
             notes: log.notes,
+            interrupted: settle.settled_at.is_none() && ctx.stop.load(Ordering::SeqCst),
         };
         if settle.settled_at.is_none() && !ctx.stop.load(Ordering::SeqCst) {
             repairs.push(self.repair(ctx, meta, pair, Some(event.number)));
@@ -705,6 +711,7 @@ impl Executor<'_> {
                 findings: Vec::new(),
                 harness: log.harness.clone(),
                 notes: Vec::new(),
+                interrupted: stop.load(Ordering::SeqCst),
             };
             for (pair, settle) in settles
                 .iter()
@@ -800,6 +807,7 @@ impl Executor<'_> {
                 "settled {:.0} ms after clearing",
                 at.saturating_duration_since(run.cleared).as_secs_f64() * 1000.0
             ),
+            None if run.interrupted => "interrupted".to_string(),
             None => format!("NOT SETTLED: {}", run.unsettled.join("; ")),
         };
         let mut extra = String::new();

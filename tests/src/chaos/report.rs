@@ -65,6 +65,7 @@ pub fn kind_row(
                 let settle = at.saturating_duration_since(run.cleared);
                 row.worst_settle = Some(row.worst_settle.map_or(settle, |w| w.max(settle)));
             }
+            None if run.interrupted => {}
             None => row.not_settled += 1,
         }
         row.violations += judgement
@@ -288,6 +289,7 @@ mod tests {
             findings: vec![],
             harness: vec![],
             notes: vec![],
+            interrupted: false,
         };
         let records = vec![
             FaultRecord {
