@@ -18,7 +18,9 @@
 //! `HAV_AGENT_BIN` or `hav-agent` next to the test binary: a workspace run builds it, a
 //! `-p hav-tests` run does not, so `cargo build -p hav-agent` first; the `fleet_*` tests also
 //! need `hav-coordinator` and `havctl`: `cargo build -p hav-agent -p hav-coordinator -p havctl`); `cargo run -p hav-tests --bin hav-failover-bench --
-//! --reps 5` prints the failover tables. `HAV_TESTS_KEEP_LOGS=1` keeps every run's logs under
+//! --reps 5` prints the failover tables; `cargo run -p hav-tests --bin hav-chaos -- --minutes 30`
+//! runs the chaos soak (after `cargo build --workspace --bins`). `HAV_TESTS_KEEP_LOGS=1` keeps
+//! every run's logs under
 //! `/tmp/hav-tests/<prefix>/` (they are always kept when a test panics).
 
 pub mod agent;
