@@ -293,8 +293,14 @@ impl Node {
     }
 
     /// Starts the daemon again (after a kill, a stop, or an unexpected exit) and registers it.
-    pub fn start(&mut self, lab: &Lab, observers: &Observers) -> Result<(), ChaosError> {
+    /// Returns where the new process's log begins in [`Node::log_path`] (keepalived appends to
+    /// one file; each hav-agent start gets its own).
+    pub fn start(&mut self, lab: &Lab, observers: &Observers) -> Result<u64, ChaosError> {
         let recorder = observers.recorder();
+        let offset = match self.daemon {
+            Daemon::Hav(_) => 0,
+            Daemon::Keepalived(_) => self.log_len(),
+        };
         if self.alive(recorder) && self.generation > 0 {
             recorder.expect_exit(self.index, self.generation);
         }
@@ -320,7 +326,7 @@ impl Node {
         if let Some(pid) = self.pid() {
             observers.register_process(self.index, self.generation, pid)?;
         }
-        Ok(())
+        Ok(offset)
     }
 
     /// Sends `signal` to the daemon (keepalived: to every process of it).

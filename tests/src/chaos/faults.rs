@@ -12,7 +12,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -135,7 +135,10 @@ pub fn inject(
     Ok(Injected::default())
 }
 
-/// Clears `kind` on node `side` of `pair`.
+/// Clears `kind` on node `side` of `pair`. Returns when the fault counts as cleared if that is
+/// later than the call: a restarted daemon is back once it says it started (hav: `hav-agent
+/// started`, after it removed the VIPs a previous run left; keepalived: `Startup complete`, after
+/// it removed its configured VIPs), not when its process was spawned.
 pub fn clear(
     ctx: Ctx<'_>,
     pair: &mut Pair,
@@ -143,13 +146,16 @@ pub fn clear(
     kind: FaultKind,
     injected: Injected,
     log: &mut FaultLog,
-) -> Result<(), ChaosError> {
+) -> Result<Option<Instant>, ChaosError> {
     let node = pair.node(side);
     let host = node.label.clone();
     match kind {
         FaultKind::LinkFlap => ctx.lab.link_up(&host, &node.iface)?,
         FaultKind::InterfaceRecreate => ctx.lab.recreate_link(&host, &node.iface)?,
-        FaultKind::Kill | FaultKind::TermRestart => node.start(ctx.lab, ctx.observers)?,
+        FaultKind::Kill | FaultKind::TermRestart => {
+            let offset = node.start(ctx.lab, ctx.observers)?;
+            return Ok(wait_started(ctx, node, offset, log));
+        }
         FaultKind::StopCont => node.signal(Signal::SIGCONT)?,
         FaultKind::TrackedProcess => {
             node.tracked.start(ctx.lab, &host)?;
@@ -183,7 +189,8 @@ pub fn clear(
             reload_with(ctx, node, log, |_| {}, |_| {})?;
         }
         FaultKind::CorruptJournal => {
-            node.start(ctx.lab, ctx.observers)?;
+            let offset = node.start(ctx.lab, ctx.observers)?;
+            let started = wait_started(ctx, node, offset, log);
             match node.wait_log(
                 ctx.observers.recorder(),
                 0,
@@ -195,6 +202,7 @@ pub fn clear(
                     "{host}: the restarted agent did not report the corrupt journal"
                 )),
             }
+            return Ok(started);
         }
         FaultKind::ReloadValid => reload_with(ctx, node, log, |_| {}, |_| {})?,
         FaultKind::ReloadInvalid => {
@@ -205,7 +213,26 @@ pub fn clear(
         }
         FaultKind::StraySignals => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Waits until a restarted daemon logs that it started; when it was seen, or `None` (and a
+/// finding) if it did not within [`DAEMON_RESPONSE`].
+fn wait_started(ctx: Ctx<'_>, node: &mut Node, offset: u64, log: &mut FaultLog) -> Option<Instant> {
+    let needle = match node.daemon {
+        Daemon::Hav(_) => "hav-agent started",
+        Daemon::Keepalived(_) => "Startup complete",
+    };
+    match node.wait_log(ctx.observers.recorder(), offset, &[needle], DAEMON_RESPONSE) {
+        Some(_) => Some(Instant::now()),
+        None => {
+            log.findings.push(format!(
+                "{}: the restarted daemon did not log `{needle}` within {DAEMON_RESPONSE:?}",
+                node.label
+            ));
+            None
+        }
+    }
 }
 
 /// Ends what a fault may have left on `node` when clearing it failed or never ran (a repair

@@ -491,16 +491,18 @@ impl Executor<'_> {
         let active = match faults::inject(ctx, pair, event.side, event.kind, &mut log) {
             Ok(active) => Some(active),
             Err(e) => {
-                log.harness.push(format!("injecting: {e}"));
+                log.harness.push(format!("injecting: {}", error_chain(&e)));
                 None
             }
         };
         sleep_until(injected + event.hold, ctx.stop);
-        let cleared = Instant::now();
-        if let Some(active) = active
-            && let Err(e) = faults::clear(ctx, pair, event.side, event.kind, active, &mut log)
-        {
-            log.harness.push(format!("clearing: {e}"));
+        let mut cleared = Instant::now();
+        if let Some(active) = active {
+            match faults::clear(ctx, pair, event.side, event.kind, active, &mut log) {
+                Ok(Some(later)) => cleared = later,
+                Ok(None) => {}
+                Err(e) => log.harness.push(format!("clearing: {}", error_chain(&e))),
+            }
         }
         let settle = wait_settled(
             pair,
@@ -553,7 +555,7 @@ impl Executor<'_> {
             if node.alive(recorder)
                 && let Err(e) = node.kill(recorder)
             {
-                problems.push(format!("{}: kill: {e}", node.label));
+                problems.push(format!("{}: kill: {}", node.label, error_chain(&e)));
             }
         }
         // keepalived keeps no journal: VIPs a killed daemon left are the harness's to remove.
@@ -571,7 +573,7 @@ impl Executor<'_> {
         for side in [schedule::Side::A, schedule::Side::B] {
             let node = pair.node(side);
             if let Err(e) = node.start(ctx.lab, ctx.observers) {
-                problems.push(format!("{}: start: {e}", node.label));
+                problems.push(format!("{}: start: {}", node.label, error_chain(&e)));
             }
         }
         let settle = wait_settled(
@@ -668,7 +670,8 @@ impl Executor<'_> {
         let hogs = match faults::hog(lab, &host) {
             Ok(hogs) => hogs,
             Err(e) => {
-                log.harness.push(format!("starting the CPU hogs: {e}"));
+                log.harness
+                    .push(format!("starting the CPU hogs: {}", error_chain(&e)));
                 Vec::new()
             }
         };
@@ -825,6 +828,22 @@ impl Executor<'_> {
             event.hold.as_millis(),
         );
     }
+}
+
+/// `error: its source: its source ...` (the harness's own errors name the file, their sources
+/// say what went wrong with it).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Sleeps until `deadline` in short slices, so `stop` is noticed; false if stopped. This waits
