@@ -461,6 +461,37 @@ impl Keepalived {
         }
     }
 
+    /// The latest state `instance` reported on the notify FIFO, if any.
+    pub fn last_state(&self, instance: &str) -> Option<VrrpState> {
+        self.history
+            .lock()
+            .iter()
+            .rev()
+            .find(|c| c.instance == instance)
+            .map(|c| c.state)
+    }
+
+    /// Rewrites keepalived.conf with `config` and sends SIGHUP (keepalived reloads it).
+    pub fn reload(&self, config: &KeepalivedConfig) -> Result<(), KeepalivedError> {
+        let conf = self.dir.join("keepalived.conf");
+        fs::write(&conf, config.render(&self.dir.join("notify.fifo")))
+            .map_err(io_error(format!("write {}", conf.display())))?;
+        self.process.signal(Signal::SIGHUP)?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the parent and each of its children (the VRRP process and script
+    /// runners), e.g. SIGSTOP/SIGCONT to freeze the whole daemon.
+    pub fn signal_all(&self, signal: Signal) -> Result<(), KeepalivedError> {
+        self.process.signal(signal)?;
+        for child in children_of(self.process.pid()) {
+            if let Ok(pid) = i32::try_from(child) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+            }
+        }
+        Ok(())
+    }
+
     /// All state changes seen so far.
     pub fn history(&self) -> Vec<StateChange> {
         self.history.lock().clone()

@@ -7,6 +7,7 @@
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`chaos`]: the chaos soak (a fleet of pairs, seeded faults, invariants, report).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
@@ -18,11 +19,14 @@
 //! `HAV_AGENT_BIN` or `hav-agent` next to the test binary: a workspace run builds it, a
 //! `-p hav-tests` run does not, so `cargo build -p hav-agent` first; the `fleet_*` tests also
 //! need `hav-coordinator` and `havctl`: `cargo build -p hav-agent -p hav-coordinator -p havctl`); `cargo run -p hav-tests --bin hav-failover-bench --
-//! --reps 5` prints the failover tables. `HAV_TESTS_KEEP_LOGS=1` keeps every run's logs under
+//! --reps 5` prints the failover tables; `cargo run -p hav-tests --bin hav-chaos -- --minutes 30`
+//! runs the chaos soak (after `cargo build --workspace --bins`). `HAV_TESTS_KEEP_LOGS=1` keeps
+//! every run's logs under
 //! `/tmp/hav-tests/<prefix>/` (they are always kept when a test panics).
 
 pub mod agent;
 pub mod bench;
+pub mod chaos;
 pub mod dns;
 pub mod fleet;
 pub mod journal;

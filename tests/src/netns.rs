@@ -647,6 +647,14 @@ pub fn sweep_stale() -> Result<Vec<String>, NetnsError> {
     Ok(removed)
 }
 
+/// Whether the run that owns `prefix` is alive: its marker exists and names a live process.
+pub fn run_is_live(prefix: &str) -> bool {
+    fs::read_to_string(Path::new(MARKER_DIR).join(format!("{prefix}.pid")))
+        .ok()
+        .and_then(|text| Marker::parse(&text))
+        .is_some_and(|owner| owner.is_alive())
+}
+
 /// The names of all named namespaces (`ip netns list`).
 pub fn list_namespaces() -> Result<Vec<String>, NetnsError> {
     let out = run("ip", &["netns", "list"])?;
@@ -768,7 +776,7 @@ async fn link_index(
 
 /// The address an RTM_NEWADDR/RTM_DELADDR message is about: IFA_LOCAL for IPv4 (IFA_ADDRESS is
 /// the peer on point-to-point links), IFA_ADDRESS for IPv6.
-fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+pub(crate) fn address_of(message: &AddressMessage) -> Option<IpAddr> {
     let mut address = None;
     for attribute in &message.attributes {
         match attribute {
@@ -807,7 +815,7 @@ fn join<T>(handle: JoinHandle<Result<T, NetnsError>>) -> Result<T, NetnsError> {
     })
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; on success the returned fd is ours alone.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {

@@ -5,6 +5,9 @@
 //! that `hav-test-httpd` returns), so a hung attempt never delays the next one and the outage is
 //! resolved to about one interval. Every attempt is recorded as a [`Sample`] with
 //! `std::time::Instant`s (CLOCK_MONOTONIC), comparable with instants taken by the test itself.
+//!
+//! [`ProbeStream`] does the same for many targets at once for as long as a soak runs: it keeps
+//! nothing and hands every sample, numbered per target in start order, to a sink.
 
 use std::io;
 use std::net::SocketAddr;
@@ -177,6 +180,118 @@ impl Drop for Prober {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// One attempt of a [`ProbeStream`]: which target, its place in that target's start order
+/// (0, 1, 2, ... with no gaps), and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSample {
+    pub target: usize,
+    pub seq: u64,
+    pub sample: Sample,
+}
+
+/// Where a [`ProbeStream`] hands its samples, on the prober's thread, in completion order.
+pub type SampleSink = Arc<dyn Fn(StreamSample) + Send + Sync>;
+
+/// Probes several targets from one client namespace, each every `interval` with a new
+/// connection, keeping no samples (a soak runs for hours); stopped on drop. All targets share
+/// one thread and one tick, so their attempts start together.
+pub struct ProbeStream {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), NetnsError>>>,
+}
+
+impl std::fmt::Debug for ProbeStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeStream").finish_non_exhaustive()
+    }
+}
+
+impl ProbeStream {
+    /// Starts probing every target of `targets` (one [`ProbeConfig`] each; the first one's
+    /// `interval` paces them all) from inside `client`.
+    pub fn start(
+        client: &Namespace,
+        targets: Vec<ProbeConfig>,
+        sink: SampleSink,
+    ) -> Result<ProbeStream, NetnsError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let interval = targets
+            .first()
+            .map_or(Duration::from_millis(5), |t| t.interval);
+        let thread = {
+            let stop = stop.clone();
+            let name = client.name().to_owned();
+            client.in_thread(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| NetnsError::Io {
+                        what: format!("prober runtime in {name}"),
+                        source: e,
+                    })?;
+                runtime.block_on(stream_loop(targets, interval, sink, stop));
+                Ok(())
+            })?
+        };
+        Ok(ProbeStream {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops starting attempts and waits for those in flight (at most connect + reply timeout).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ProbeStream {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+async fn stream_loop(
+    targets: Vec<ProbeConfig>,
+    interval: Duration,
+    sink: SampleSink,
+    stop: Arc<AtomicBool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        while in_flight.try_join_next().is_some() {}
+        for (target, config) in targets.iter().enumerate() {
+            let (config, sink) = (*config, sink.clone());
+            in_flight.spawn(async move {
+                let sent = Instant::now();
+                let outcome = attempt(&config).await;
+                sink(StreamSample {
+                    target,
+                    seq,
+                    sample: Sample {
+                        sent,
+                        done: Instant::now(),
+                        outcome,
+                    },
+                });
+            });
+        }
+        seq += 1;
+    }
+    while in_flight.join_next().await.is_some() {}
 }
 
 async fn probe_loop(config: ProbeConfig, shared: Arc<Shared>, stop: Arc<AtomicBool>) {

@@ -202,35 +202,34 @@ impl Lab {
             ipv4_prefix_len: spec.ipv4_prefix_len,
             ipv6: spec.ipv6(octet),
         };
-        self.plumb(&attachment)?;
+        self.create_link(&attachment)?;
         self.attachments.push(attachment.clone());
         Ok(attachment)
     }
 
-    /// Deletes `host`'s link `iface` (both ends of the veth): the host sees the link vanish, as
-    /// when a VLAN, bond or bridge is taken down and removed.
+    /// Deletes `host`'s interface `iface` (both ends of the veth go): what a NIC driver unload or
+    /// a hot-unplug looks like to the host. [`Lab::recreate_link`] brings it back.
     pub fn delete_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
         let attachment = self.attachment(host, iface)?;
-        let lan =
-            (self.lans.get(&attachment.lan)).ok_or_else(|| unknown("lan", &attachment.lan))?;
-        lan.switch
-            .ip(&["link", "del", &attachment.switch_port])
+        self.host(host)?
+            .ip(&["link", "del", &attachment.iface])
             .map(drop)
     }
 
-    /// Creates a link deleted by [`Lab::delete_link`] again: same name and addresses, a new
-    /// interface index.
+    /// Recreates a link deleted by [`Lab::delete_link`] with the same names and addresses (the
+    /// host sees a new interface, with a new ifindex, under the old name).
     pub fn recreate_link(&self, host: &str, iface: &str) -> Result<(), NetnsError> {
         let attachment = self.attachment(host, iface)?.clone();
-        self.plumb(&attachment)
+        self.create_link(&attachment)
     }
 
-    /// Creates the veth of `attachment`, plugs it into its LAN's bridge, addresses it, and
-    /// brings it up.
-    fn plumb(&self, attachment: &Attachment) -> Result<(), NetnsError> {
+    /// The veth of `attachment`: switch end on the bridge, host end with its addresses, both up.
+    fn create_link(&self, attachment: &Attachment) -> Result<(), NetnsError> {
         let host_ns = self.host(&attachment.host)?;
-        let lan_state =
-            (self.lans.get(&attachment.lan)).ok_or_else(|| unknown("lan", &attachment.lan))?;
+        let lan_state = self
+            .lans
+            .get(&attachment.lan)
+            .ok_or_else(|| unknown("lan", &attachment.lan))?;
         let (port, iface) = (&attachment.switch_port, &attachment.iface);
         let switch = &lan_state.switch;
         switch.ip(&[
