@@ -73,6 +73,33 @@ impl Daemon {
         }
     }
 
+    /// A pushed config may not move an instance onto an interface this node lacks: a local file
+    /// runs such an instance in Fault (links come and go), but a push is the fleet's intent,
+    /// and a name no node has is a mistake to refuse, not a VIP to leave unserved. Instances
+    /// that keep their interface are not held to this (their link may be away for a while).
+    fn refuse_new_missing_links(&self, config: &hav_proto::config::NodeConfig) -> Result<(), String> {
+        let host = super::plan::Host::read().map_err(|error| error.to_string())?;
+        let missing: Vec<String> = (config.instances.iter())
+            .filter(|instance| host.index_of(&instance.interface).is_none())
+            .filter(|instance| {
+                self.running
+                    .config
+                    .instance(&instance.name)
+                    .is_none_or(|running| running.interface != instance.interface)
+            })
+            .map(|instance| {
+                format!(
+                    "instance {}: interface {} not found on this node",
+                    instance.name, instance.interface
+                )
+            })
+            .collect();
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(missing.join("; ")),
+        }
+    }
+
     /// A config pushed by the coordinator: checked, staged on disk, run through the reload
     /// transaction, then kept as the last good config. On any failure the running config stays.
     async fn apply_pushed(&mut self, version: u64, text: &str) -> Result<(), CommandError> {
@@ -83,6 +110,7 @@ impl Daemon {
             reason,
         };
         let config = fleet::parse(text, version, &self.running.config).map_err(refused)?;
+        self.refuse_new_missing_links(&config).map_err(refused)?;
         let staged = fleet::Staged::write(&self.running.config.node.state_dir, version, text)
             .map_err(CommandError::Stage)?;
         match self.reconfigure(config).await {
