@@ -148,7 +148,10 @@ pub fn expand_fleet(name: &str, text: &str) -> Result<ExpandedFleet, Vec<Validat
             fleet
                 .nodes
                 .into_iter()
-                .map(|(node, toml)| NodeConfigEntry { node, toml })
+                .map(|(node, config)| NodeConfigEntry {
+                    node,
+                    toml: config.to_toml(),
+                })
                 .collect(),
             fleet
                 .groups
