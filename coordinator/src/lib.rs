@@ -10,6 +10,7 @@
 //! ([`error::ControlError`]).
 
 pub mod agent_service;
+pub mod auth;
 pub mod diff;
 pub mod dns;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod service;
 pub mod sla;
 pub mod splitbrain;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -30,10 +30,10 @@ use crate::rollout::drain::Move;
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
 use crate::rollout::plan::{self, Group};
 use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
-use crate::service::{Shared, blocking};
 use crate::sla::{Accounting, Ledger, Month, vip_key};
 use crate::splitbrain::{Detector, Finding, InstanceReport};
-use crate::store::{AuditRecord, Store};
+use crate::state::{Shared, blocking};
+use crate::store::Store;
 use crate::unix_ms;
 
 /// How often the DNS is read back even when nothing changed (drift repair).
@@ -800,16 +800,7 @@ impl Orchestrator {
     }
 
     async fn audit(&self, who: &str, action: &str, detail: String) {
-        let record = AuditRecord {
-            unix_ms: unix_ms(),
-            who: who.to_owned(),
-            action: action.to_owned(),
-            detail,
-            allowed: true,
-        };
-        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
-            tracing::error!("audit log write failed: {e}");
-        }
+        self.shared.audit(who, action, detail, true).await;
     }
 }
 

@@ -1,17 +1,11 @@
-//! `FleetService` (havctl's API) and what both services share: the store, the registry, and how a
-//! caller's identity and role are read from its verified certificate.
-//!
-//! Authorisation: every call needs an operator certificate; viewers may read (ListNodes,
-//! WatchEvents, Validate, History, dry-run pushes); PushConfig, Rollback and Drain need the
-//! operator role. Every change and every refused change is written to the audit log.
+//! `FleetService` (havctl's API): callers are checked in [`crate::auth`], shared state is in
+//! [`crate::state`]. Every change and every refused change is written to the audit log.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hav_proto::identity::{Identity, Role};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
     ApplyConfig, ApplyOutcome, AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent,
@@ -31,92 +25,13 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth;
 use crate::diff::line_diff;
 use crate::error::ControlError;
-use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
-use crate::registry::Registry;
-use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
-use crate::telemetry::{Metrics, trace};
+use crate::state::{Shared, blocking};
+use crate::store::ConfigVersionRecord;
+use crate::telemetry::trace;
 use crate::unix_ms;
-
-/// State both services share.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub registry: Registry,
-    /// Where reported node states go (write-behind, batched).
-    pub node_states: Arc<NodeStateWriter>,
-    /// Agents' transitions on their way to the audit log (write-behind, batched, in order).
-    pub transitions: Arc<TransitionWriter>,
-    /// The latest config version, kept in memory for the connect path.
-    pub latest: LatestConfig,
-    /// How long to wait for an agent's ack.
-    pub command_timeout: Duration,
-    /// Becomes true when the coordinator shuts down: long-lived streams end.
-    pub stopping: watch::Receiver<bool>,
-    /// Counters of the fleet operations (served on `/metrics` when configured).
-    pub metrics: Arc<Metrics>,
-}
-
-/// The newest config version this process has read or written, so that an agent connecting does
-/// not decode the whole fleet's config from the store (at 10,000 nodes, megabytes per connect).
-///
-/// Valid because this process is the only writer of config versions (every write goes through
-/// [`LatestConfig::offer`] after it commits); a shared store would feed it from `Store::watch`.
-/// It only ever moves to a higher version, so a slow reader cannot put an older one back.
-#[derive(Default)]
-pub struct LatestConfig {
-    cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
-}
-
-impl LatestConfig {
-    /// The latest version: from memory, or read from the store once.
-    pub async fn get(
-        &self,
-        store: &Arc<dyn Store>,
-    ) -> Result<Option<Arc<ConfigVersionRecord>>, ControlError> {
-        if let Some(cached) = self.lock().clone() {
-            return Ok(Some(cached));
-        }
-        let read = blocking(store, |s| s.latest_config_version()).await?;
-        Ok(read.map(|record| self.offer(record)))
-    }
-
-    /// Records `record` unless a newer version is already known; returns the newest.
-    pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
-        let mut cached = self.lock();
-        match &*cached {
-            Some(known) if known.version >= record.version => known.clone(),
-            _ => cached.insert(Arc::new(record)).clone(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
-        // Every critical section is one clone or one assignment: a poisoned lock is still whole.
-        self.cached.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Runs a store call off the async runtime.
-pub async fn blocking<T, F>(store: &Arc<dyn Store>, call: F) -> Result<T, ControlError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || call(store.as_ref()))
-        .await
-        .map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?
-        .map_err(ControlError::from)
-}
-
-/// The identity in the verified client certificate of this call's connection.
-pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> {
-    let certs = request
-        .peer_certs()
-        .ok_or(ControlError::NoPeerCertificate)?;
-    let leaf = certs.first().ok_or(ControlError::NoPeerCertificate)?;
-    Ok(Identity::from_cert_der(leaf)?)
-}
 
 /// Checks that a config text is acceptable for `node`: the node schema (`hav_proto::config`),
 /// the same code the agent loads it with, and `[node] name` equal to `node`. The error lists
@@ -519,47 +434,17 @@ impl FleetService for FleetServiceImpl {
 }
 
 impl FleetServiceImpl {
-    /// The caller's name, after checking it is an operator certificate and, if `change` names a
-    /// change, that it has the operator role (a refusal is audited).
+    /// The caller's name, checked to be an operator's (with the operator role for a `change`).
     async fn caller<T>(
         &self,
         request: &Request<T>,
         change: Option<&'static str>,
     ) -> Result<String, ControlError> {
-        match peer_identity(request)? {
-            Identity::Operator { name, role } => match (change, role) {
-                (Some(action), Role::Viewer) => {
-                    let who = format!("viewer {name}");
-                    self.audit(&who, action, "refused: viewer role".into(), false)
-                        .await;
-                    Err(ControlError::PermissionDenied {
-                        who,
-                        action,
-                        why: "this needs an operator certificate (havctl certs issue --kind \
-                              operator --role operator)",
-                    })
-                }
-                _ => Ok(name),
-            },
-            other => Err(ControlError::PermissionDenied {
-                who: other.to_string(),
-                action: "use the fleet API",
-                why: "only hav://operator/ certificates may",
-            }),
-        }
+        auth::operator(&self.shared, request, change).await
     }
 
     async fn audit(&self, who: &str, action: &str, detail: String, allowed: bool) {
-        let record = AuditRecord {
-            unix_ms: unix_ms(),
-            who: who.to_owned(),
-            action: action.to_owned(),
-            detail,
-            allowed,
-        };
-        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
-            tracing::error!("audit log write failed: {e}");
-        }
+        self.shared.audit(who, action, detail, allowed).await;
     }
 
     /// Makes `nodes` the desired config (a new version unless nothing changed or `dry_run`), then
@@ -894,7 +779,7 @@ fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::WATCH_BUFFER;
+    use crate::registry::{Registry, WATCH_BUFFER};
 
     fn event(node: &str) -> FleetEvent {
         FleetEvent {
@@ -922,47 +807,6 @@ mod tests {
         stop.send_replace(true);
         // The remaining buffered events may still be yielded; the stream then ends.
         while stream.next().await.is_some() {}
-    }
-
-    fn config_version(version: u64) -> ConfigVersionRecord {
-        ConfigVersionRecord {
-            version,
-            unix_ms: 0,
-            author: "ana".into(),
-            comment: String::new(),
-            nodes: BTreeMap::new(),
-            node_versions: BTreeMap::new(),
-            nodes_changed: Vec::new(),
-            rollback_of: 0,
-            groups: BTreeMap::new(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_latest_config_is_read_once_and_never_goes_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
-        let latest = LatestConfig::default();
-        assert!(latest.get(&store).await.expect("get").is_none());
-        store.put_config_version(&config_version(1)).expect("v1");
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v1").version,
-            1
-        );
-        // Written behind the cache's back: still the cached version (one writer: this process).
-        store.put_config_version(&config_version(2)).expect("v2");
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v1").version,
-            1
-        );
-        assert_eq!(latest.offer(config_version(3)).version, 3);
-        // A reader that read an older version cannot put it back.
-        assert_eq!(latest.offer(config_version(2)).version, 3);
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v3").version,
-            3
-        );
     }
 
     #[tokio::test]

@@ -81,7 +81,7 @@ pub enum StoreError {
 }
 
 /// The coordinator's durable state. Synchronous: callers on the async runtime use
-/// `spawn_blocking` (see `crate::service::blocking`).
+/// `spawn_blocking` (see `crate::state::blocking`).
 pub trait Store: Send + Sync + 'static {
     /// Stores `record` as the next version; fails with [`StoreError::Conflict`] unless
     /// `record.version` is exactly the latest version + 1 (compare-and-swap).
