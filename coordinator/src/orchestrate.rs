@@ -33,7 +33,7 @@ use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
 use crate::sla::{Accounting, Ledger, Month, vip_key};
 use crate::splitbrain::{Detector, Finding, InstanceReport};
 use crate::state::{Shared, blocking};
-use crate::store::Store;
+use crate::store::{GroupLayout, Store};
 use crate::unix_ms;
 
 /// How often the DNS is read back even when nothing changed (drift repair).
@@ -73,15 +73,6 @@ pub struct DnsSettings {
     pub zone: String,
     pub key_file: PathBuf,
     pub ttl: u32,
-}
-
-/// One group of the fleet layout, as far as orchestration cares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupLayout {
-    pub name: String,
-    pub dns_name: Option<String>,
-    pub vips: Vec<IpAddr>,
-    pub nodes: Vec<String>,
 }
 
 /// A drained node, as persisted.

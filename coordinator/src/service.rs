@@ -523,6 +523,7 @@ impl FleetServiceImpl {
             nodes_changed: changed.clone(),
             rollback_of,
             groups: groups.clone(),
+            layouts: None,
         };
         let stored = record.clone();
         blocking(&self.shared.store, move |s| s.put_config_version(&stored)).await?;

@@ -121,6 +121,7 @@ mod tests {
             nodes_changed: Vec::new(),
             rollback_of: 0,
             groups: BTreeMap::new(),
+            layouts: None,
         }
     }
 
