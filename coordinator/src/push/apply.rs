@@ -253,7 +253,7 @@ async fn record_kept(
         }
     }
     let detail = record.comment.clone();
-    blocking(&shared.store, move |s| s.put_config_version(&record)).await?;
+    store_version(shared, record).await?;
     shared.audit(who, "push stopped", detail, true).await;
     Ok(())
 }
