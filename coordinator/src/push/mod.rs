@@ -1,8 +1,10 @@
 //! The push pipeline: one typed value per stage, each made once and handed on.
 //!
 //! ```text
-//! PushConfigRequest ─▶ Proposed ─validate─▶ ValidatedPush ─Desired::push(latest)─▶ Desired ─apply─▶ version + rollout
-//! RollbackRequest ─▶ stored version ─────────────────Desired::rollback(latest)─▶ Desired ─apply─▶ version + rollout
+//! PushConfigRequest ─▶ Proposed ─validate─▶ ValidatedPush ─Desired::push(latest)───┐
+//! RollbackRequest ─▶ stored version ──────────────────Desired::rollback(latest)────┤
+//!                                                                                  ▼
+//!          Desired ─apply─▶ diff ─▶ version committed ─▶ rollout per group ─▶ kept version
 //! ```
 //!
 //! Guarantees: nothing is stored or sent before the whole push validates; a node config is

@@ -3,9 +3,10 @@
 //!
 //! Text goes through the `config` crate (a TOML `File` source, then an `Environment` source with
 //! prefix `HAV_` and separator `__`) into a plain value tree; a built document is turned into the
-//! same tree directly. The tree then goes into the [`raw`](super::raw) structs. A structural problem (unknown key, wrong type) is recorded with its
-//! path, the offending entry is taken out of the tree, and deserializing starts again, so every
-//! such problem is found; validation then adds everything else.
+//! same tree directly. The tree then goes into the [`raw`](super::raw) structs. A structural
+//! problem (unknown key, wrong type) is recorded with its path, the offending entry is taken out
+//! of the tree, and deserializing starts again, so every such problem is found; validation then
+//! adds everything else.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
