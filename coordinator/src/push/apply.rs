@@ -133,7 +133,7 @@ pub async fn apply(
     }
     // A fleet file that lays its groups out anew is a new version even when no node config
     // changes: the layouts live in the version.
-    let layouts_changed = layouts != latest.as_ref().and_then(|l| l.layouts.clone());
+    let layouts_changed = layouts.as_ref() != latest.as_ref().and_then(|l| l.layouts.as_ref());
     if dry_run || (changed.is_empty() && !layouts_changed) {
         return Ok(PushConfigResponse {
             version: 0,

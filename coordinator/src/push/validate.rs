@@ -24,7 +24,7 @@ pub enum Proposed {
     },
 }
 
-/// A push that passed validation. Only [`validate`] makes one.
+/// A push that passed validation, as [`validate`] returns it.
 #[derive(Debug, Clone)]
 pub struct ValidatedPush {
     /// The configs this push sets, by node.
