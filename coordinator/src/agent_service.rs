@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::peer_identity;
 use crate::error::ControlError;
-use crate::service::{Shared, peer_identity};
+use crate::state::Shared;
 use crate::store::NodeStateRecord;
 use crate::unix_ms;
 

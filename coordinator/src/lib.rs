@@ -10,17 +10,20 @@
 //! ([`error::ControlError`]).
 
 pub mod agent_service;
+pub mod auth;
 pub mod diff;
 pub mod dns;
 pub mod error;
 pub mod node_state_writer;
 pub mod orchestrate;
+pub mod push;
 pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod service;
 pub mod sla;
 pub mod splitbrain;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -1,4 +1,4 @@
-//! The orchestration runtime (issue 5): feeds what agents report into availability accounting
+//! The orchestration runtime: feeds what agents report into availability accounting
 //! ([`crate::sla`]), split-brain detection ([`crate::splitbrain`]) and DNS publishing
 //! ([`crate::dns`]), and runs drains and rollouts ([`crate::rollout`]) for `FleetService`.
 //!
@@ -7,7 +7,7 @@
 //! the operator); the feed never blocks an agent (it reads the registry's broadcasts and lags
 //! rather than waits); DNS is reconciled whenever a VIP's holders change and every
 //! [`DNS_RECHECK`], which also finds drift made behind our back. Group layouts (DNS name, VIPs,
-//! nodes) are taken from the last fleet file pushed ([`store_layouts`]).
+//! nodes) are those of the latest config version (what the last fleet file pushed laid out).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -30,10 +30,10 @@ use crate::rollout::drain::Move;
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
 use crate::rollout::plan::{self, Group};
 use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
-use crate::service::{Shared, blocking};
 use crate::sla::{Accounting, Ledger, Month, vip_key};
 use crate::splitbrain::{Detector, Finding, InstanceReport};
-use crate::store::{AuditRecord, Store};
+use crate::state::{Shared, blocking};
+use crate::store::{GroupLayout, Store};
 use crate::unix_ms;
 
 /// How often the DNS is read back even when nothing changed (drift repair).
@@ -41,7 +41,8 @@ pub const DNS_RECHECK: Duration = Duration::from_secs(30);
 const SLA_SPACE: &str = "sla";
 const DRAIN_SPACE: &str = "drains";
 const JOB_SPACE: &str = "rollouts";
-const LAYOUT_SPACE: &str = "layouts";
+/// Where group layouts were kept before config versions kept them; read for such a version only.
+const LEGACY_LAYOUT_SPACE: &str = "layouts";
 
 /// Orchestration settings of a coordinator.
 #[derive(Debug, Clone)]
@@ -73,15 +74,6 @@ pub struct DnsSettings {
     pub zone: String,
     pub key_file: PathBuf,
     pub ttl: u32,
-}
-
-/// One group of the fleet layout, as far as orchestration cares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupLayout {
-    pub name: String,
-    pub dns_name: Option<String>,
-    pub vips: Vec<IpAddr>,
-    pub nodes: Vec<String>,
 }
 
 /// A drained node, as persisted.
@@ -429,8 +421,20 @@ impl Orchestrator {
             .collect()
     }
 
+    /// The group layouts in force: the latest config version's; for a version stored before
+    /// versions kept layouts, the layout records written then.
     async fn layouts(&self) -> Vec<GroupLayout> {
-        match blocking(&self.shared.store, |s| s.records(LAYOUT_SPACE)).await {
+        let latest = match self.shared.latest.get(&self.shared.store).await {
+            Ok(latest) => latest,
+            Err(e) => {
+                tracing::warn!("layouts unreadable: {e}");
+                return Vec::new();
+            }
+        };
+        if let Some(layouts) = latest.as_ref().and_then(|l| l.layouts.as_ref()) {
+            return layouts.clone();
+        }
+        match blocking(&self.shared.store, |s| s.records(LEGACY_LAYOUT_SPACE)).await {
             Ok(records) => records
                 .values()
                 .filter_map(|bytes| serde_json::from_slice(bytes).ok())
@@ -800,16 +804,7 @@ impl Orchestrator {
     }
 
     async fn audit(&self, who: &str, action: &str, detail: String) {
-        let record = AuditRecord {
-            unix_ms: unix_ms(),
-            who: who.to_owned(),
-            action: action.to_owned(),
-            detail,
-            allowed: true,
-        };
-        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
-            tracing::error!("audit log write failed: {e}");
-        }
+        self.shared.audit(who, action, detail, true).await;
     }
 }
 
@@ -833,43 +828,6 @@ impl Fleet for RegistryFleet {
     }
     fn events(&self) -> broadcast::Receiver<FleetEvent> {
         self.0.registry.subscribe()
-    }
-}
-
-/// Keeps the group layouts of a fleet file for DNS and SLA (call after it was applied).
-pub async fn store_layouts(store: &Arc<dyn Store>, fleet_name: &str, fleet_text: &str) {
-    let Ok(fleet) = hav_proto::fleet::expand(fleet_name, fleet_text) else {
-        return;
-    };
-    let layouts: Vec<GroupLayout> = fleet
-        .layout
-        .iter()
-        .map(|g| GroupLayout {
-            name: g.name.clone(),
-            dns_name: g.dns_name.clone(),
-            vips: g.vips.iter().map(|v| v.address).collect(),
-            nodes: fleet
-                .groups
-                .iter()
-                .find(|r| r.name == g.name)
-                .map(|r| r.nodes.clone())
-                .unwrap_or_default(),
-        })
-        .collect();
-    let result = blocking(store, move |s| {
-        for old in s.records(LAYOUT_SPACE)?.keys() {
-            s.delete_record(LAYOUT_SPACE, old)?;
-        }
-        for layout in &layouts {
-            let bytes = serde_json::to_vec(layout)
-                .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-            s.put_record(LAYOUT_SPACE, &layout.name, &bytes)?;
-        }
-        Ok(())
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::warn!("group layouts not stored: {e}");
     }
 }
 

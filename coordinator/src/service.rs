@@ -1,24 +1,20 @@
-//! `FleetService` (havctl's API) and what both services share: the store, the registry, and how a
-//! caller's identity and role are read from its verified certificate.
-//!
-//! Authorisation: every call needs an operator certificate; viewers may read (ListNodes,
-//! WatchEvents, Validate, History, dry-run pushes); PushConfig, Rollback and Drain need the
-//! operator role. Every change and every refused change is written to the audit log.
+//! `FleetService`, havctl's API: each call checks the caller ([`crate::auth`]), turns the request
+//! into domain values, calls the module that does the work (the push pipeline in
+//! [`crate::push`], drains, rollouts, SLA and DNS in [`crate::orchestrate`]) and turns the answer
+//! back into a response. Every error becomes a `tonic::Status` in one place
+//! ([`ControlError`]'s conversion); every change and every refused change is in the audit log.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hav_proto::identity::{Identity, Role};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
-    ApplyConfig, ApplyOutcome, AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent,
-    HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodeChange,
-    NodeConfigDoc, NodeConfigEntry, NodeResult, NodeStatus, PushConfigRequest, PushConfigResponse,
-    RollbackRequest, StateSnapshot, ValidateRequest, ValidateResponse, ValidationError,
-    WatchEventsRequest, command, fleet_event,
+    AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent, HistoryRequest,
+    HistoryResponse, ListNodesRequest, ListNodesResponse, NodeStatus, PushConfigRequest,
+    PushConfigResponse, RollbackRequest, StateSnapshot, ValidateRequest, ValidateResponse,
+    WatchEventsRequest, fleet_event,
 };
 use hav_proto::v1::{
     ControlRolloutRequest, DnsShowRequest, DnsShowResponse, RolloutJob, SlaRequest, SlaResponse,
@@ -29,150 +25,21 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
-use crate::diff::line_diff;
+use crate::auth;
 use crate::error::ControlError;
-use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
-use crate::registry::Registry;
-use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
-use crate::telemetry::{Metrics, trace};
+use crate::orchestrate::{self, Orchestrator};
+use crate::push::{self, Desired, Proposed};
+use crate::state::{Shared, blocking};
+use crate::telemetry::trace;
 use crate::unix_ms;
-
-/// State both services share.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub registry: Registry,
-    /// Where reported node states go (write-behind, batched).
-    pub node_states: Arc<NodeStateWriter>,
-    /// Agents' transitions on their way to the audit log (write-behind, batched, in order).
-    pub transitions: Arc<TransitionWriter>,
-    /// The latest config version, kept in memory for the connect path.
-    pub latest: LatestConfig,
-    /// How long to wait for an agent's ack.
-    pub command_timeout: Duration,
-    /// Becomes true when the coordinator shuts down: long-lived streams end.
-    pub stopping: watch::Receiver<bool>,
-    /// Counters of the fleet operations (served on `/metrics` when configured).
-    pub metrics: Arc<Metrics>,
-}
-
-/// The newest config version this process has read or written, so that an agent connecting does
-/// not decode the whole fleet's config from the store (at 10,000 nodes, megabytes per connect).
-///
-/// Valid because this process is the only writer of config versions (every write goes through
-/// [`LatestConfig::offer`] after it commits); a shared store would feed it from `Store::watch`.
-/// It only ever moves to a higher version, so a slow reader cannot put an older one back.
-#[derive(Default)]
-pub struct LatestConfig {
-    cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
-}
-
-impl LatestConfig {
-    /// The latest version: from memory, or read from the store once.
-    pub async fn get(
-        &self,
-        store: &Arc<dyn Store>,
-    ) -> Result<Option<Arc<ConfigVersionRecord>>, ControlError> {
-        if let Some(cached) = self.lock().clone() {
-            return Ok(Some(cached));
-        }
-        let read = blocking(store, |s| s.latest_config_version()).await?;
-        Ok(read.map(|record| self.offer(record)))
-    }
-
-    /// Records `record` unless a newer version is already known; returns the newest.
-    pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
-        let mut cached = self.lock();
-        match &*cached {
-            Some(known) if known.version >= record.version => known.clone(),
-            _ => cached.insert(Arc::new(record)).clone(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
-        // Every critical section is one clone or one assignment: a poisoned lock is still whole.
-        self.cached.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Runs a store call off the async runtime.
-pub async fn blocking<T, F>(store: &Arc<dyn Store>, call: F) -> Result<T, ControlError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || call(store.as_ref()))
-        .await
-        .map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?
-        .map_err(ControlError::from)
-}
-
-/// The identity in the verified client certificate of this call's connection.
-pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> {
-    let certs = request
-        .peer_certs()
-        .ok_or(ControlError::NoPeerCertificate)?;
-    let leaf = certs.first().ok_or(ControlError::NoPeerCertificate)?;
-    Ok(Identity::from_cert_der(leaf)?)
-}
-
-/// Checks that a config text is acceptable for `node`: the node schema (`hav_proto::config`),
-/// the same code the agent loads it with, and `[node] name` equal to `node`. The error lists
-/// every problem, `origin: key.path: reason`, separated by `; `. On success: the config's
-/// canonical text, which is what the coordinator stores and sends (so diffs show real changes).
-pub fn validate_node_config(node: &str, toml_text: &str) -> Result<String, String> {
-    if !hav_proto::identity::valid_name(node) {
-        return Err(format!("`{node}` is not a valid node name"));
-    }
-    let config = hav_proto::config::parse_node_config(toml_text, &format!("config of {node}"))
-        .map_err(|errors| errors.lines().join("; "))?;
-    if config.node.name != node {
-        return Err(format!(
-            "config of {node}: node.name: is {:?}; a node's config must name the node itself",
-            config.node.name
-        ));
-    }
-    Ok(config.to_toml())
-}
-
-/// A fleet file's node configs and rollout groups (name → members in order).
-pub type ExpandedFleet = (Vec<NodeConfigEntry>, BTreeMap<String, Vec<String>>);
-
-/// Expands and validates a fleet file (`hav_proto::fleet`) into node configs and rollout groups.
-pub fn expand_fleet(name: &str, text: &str) -> Result<ExpandedFleet, Vec<ValidationError>> {
-    let name = if name.is_empty() { "fleet" } else { name };
-    match hav_proto::fleet::expand(name, text) {
-        Ok(fleet) => Ok((
-            fleet
-                .nodes
-                .into_iter()
-                .map(|(node, toml)| NodeConfigEntry { node, toml })
-                .collect(),
-            fleet
-                .groups
-                .into_iter()
-                .map(|group| (group.name, group.nodes))
-                .collect(),
-        )),
-        Err(errors) => Err(errors
-            .0
-            .into_iter()
-            .map(|error| ValidationError {
-                node: error.node.clone().unwrap_or_default(),
-                message: error.to_string(),
-            })
-            .collect()),
-    }
-}
 
 /// The `FleetService` implementation.
 #[derive(Clone)]
 pub struct FleetServiceImpl {
     pub(crate) shared: Arc<Shared>,
-    /// Drains, rollouts, SLA, DNS (issue 5).
-    pub(crate) orchestrator: Arc<crate::orchestrate::Orchestrator>,
+    /// Drains, rollouts, SLA, DNS.
+    pub(crate) orchestrator: Arc<Orchestrator>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>>;
@@ -273,61 +140,18 @@ impl FleetService for FleetServiceImpl {
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
         push_trace.operator(&who);
-        let mut request = request.into_inner();
-        // A fleet file is the whole intent: its nodes replace every node config.
-        let whole_fleet = !request.fleet.is_empty();
-        let (fleet_name, fleet_text) = (request.fleet_name.clone(), request.fleet.clone());
-        if whole_fleet {
-            let (configs, groups) = expand_fleet(&request.fleet_name, &request.fleet)
-                .map_err(|errors| ControlError::InvalidConfig(join_errors(&errors)))?;
-            request.configs = configs;
-            request.groups = groups
-                .into_iter()
-                .map(|(name, nodes)| hav_proto::v1::RolloutGroup { name, nodes })
-                .collect();
-        }
-        let errors = validation_errors(&request.configs);
-        if !errors.is_empty() {
-            return Err(ControlError::InvalidConfig(join_errors(&errors)).into());
-        }
-        for entry in &mut request.configs {
-            if let Ok(canonical) = validate_node_config(&entry.node, &entry.toml) {
-                entry.toml = canonical;
-            }
-        }
+        let request = request.into_inner();
+        let proposed = proposal(
+            request.fleet_name,
+            request.fleet,
+            request.configs,
+            request.groups,
+        );
+        let validated = push::validate(proposed).map_err(|errors| push::refusal(&errors))?;
         let latest = blocking(&self.shared.store, |s| s.latest_config_version()).await?;
-        let mut nodes = if whole_fleet {
-            BTreeMap::new()
-        } else {
-            latest.as_ref().map(|l| l.nodes.clone()).unwrap_or_default()
-        };
-        for entry in request.configs {
-            nodes.insert(entry.node, entry.toml);
-        }
-        let groups = if request.groups.is_empty() {
-            latest
-                .as_ref()
-                .map(|l| l.groups.clone())
-                .unwrap_or_default()
-        } else {
-            request
-                .groups
-                .into_iter()
-                .map(|g| (g.name, g.nodes))
-                .collect()
-        };
-        check_groups(&groups, &nodes)?;
-        let change = Change {
-            nodes,
-            groups,
-            comment: request.comment,
-            rollback_of: 0,
-        };
-        let response = self.apply(&who, latest, change, dry_run).await?;
+        let desired = Desired::push(validated, latest.as_ref(), request.comment)?;
+        let response = push::apply(&self.shared, &who, latest, desired, dry_run).await?;
         push_trace.finish(&response);
-        if whole_fleet && !dry_run {
-            crate::orchestrate::store_layouts(&self.shared.store, &fleet_name, &fleet_text).await;
-        }
         Ok(Response::new(response))
     }
 
@@ -337,14 +161,13 @@ impl FleetService for FleetServiceImpl {
     ) -> Result<Response<ValidateResponse>, Status> {
         self.caller(&request, None).await?;
         let request = request.into_inner();
-        let errors = if request.fleet.is_empty() {
-            validation_errors(&request.configs)
-        } else {
-            match expand_fleet(&request.fleet_name, &request.fleet) {
-                Ok((configs, _)) => validation_errors(&configs),
-                Err(errors) => errors,
-            }
-        };
+        let proposed = proposal(
+            request.fleet_name,
+            request.fleet,
+            request.configs,
+            Vec::new(),
+        );
+        let errors = push::validate(proposed).err().unwrap_or_default();
         Ok(Response::new(ValidateResponse {
             ok: errors.is_empty(),
             errors,
@@ -406,13 +229,8 @@ impl FleetService for FleetServiceImpl {
         } else {
             comment
         };
-        let change = Change {
-            nodes: target.nodes,
-            groups: target.groups,
-            comment,
-            rollback_of: version,
-        };
-        let response = self.apply(&who, latest, change, false).await?;
+        let desired = Desired::rollback(target, latest.as_ref(), comment);
+        let response = push::apply(&self.shared, &who, latest, desired, false).await?;
         Ok(Response::new(response))
     }
 
@@ -434,7 +252,7 @@ impl FleetService for FleetServiceImpl {
         Ok(Response::new(response))
     }
 
-    // ---- Orchestration (issue 5): thin calls into crate::orchestrate. ----
+    // ---- Orchestration: thin calls into crate::orchestrate. ----
 
     async fn sla(&self, request: Request<SlaRequest>) -> Result<Response<SlaResponse>, Status> {
         self.caller(&request, None).await?;
@@ -497,7 +315,7 @@ impl FleetService for FleetServiceImpl {
                 loop {
                     match rx.recv().await {
                         Ok(job) if job.id == id => {
-                            let job = crate::orchestrate::job_proto(&job);
+                            let job = orchestrate::job_proto(&job);
                             let end = ended(&job.status);
                             return Some((Ok(job), (rx, end)));
                         }
@@ -516,288 +334,32 @@ impl FleetService for FleetServiceImpl {
 }
 
 impl FleetServiceImpl {
-    /// The caller's name, after checking it is an operator certificate and, if `change` names a
-    /// change, that it has the operator role (a refusal is audited).
+    /// The caller's name, checked to be an operator's (with the operator role for a `change`).
     async fn caller<T>(
         &self,
         request: &Request<T>,
         change: Option<&'static str>,
     ) -> Result<String, ControlError> {
-        match peer_identity(request)? {
-            Identity::Operator { name, role } => match (change, role) {
-                (Some(action), Role::Viewer) => {
-                    let who = format!("viewer {name}");
-                    self.audit(&who, action, "refused: viewer role".into(), false)
-                        .await;
-                    Err(ControlError::PermissionDenied {
-                        who,
-                        action,
-                        why: "this needs an operator certificate (havctl certs issue --kind \
-                              operator --role operator)",
-                    })
-                }
-                _ => Ok(name),
-            },
-            other => Err(ControlError::PermissionDenied {
-                who: other.to_string(),
-                action: "use the fleet API",
-                why: "only hav://operator/ certificates may",
-            }),
-        }
+        auth::operator(&self.shared, request, change).await
     }
+}
 
-    async fn audit(&self, who: &str, action: &str, detail: String, allowed: bool) {
-        let record = AuditRecord {
-            unix_ms: unix_ms(),
-            who: who.to_owned(),
-            action: action.to_owned(),
-            detail,
-            allowed,
-        };
-        if let Err(e) = blocking(&self.shared.store, move |s| s.append_audit(&record)).await {
-            tracing::error!("audit log write failed: {e}");
+/// The push in a request: a fleet file when one is given, else node configs and groups.
+fn proposal(
+    fleet_name: String,
+    fleet: String,
+    configs: Vec<hav_proto::v1::NodeConfigEntry>,
+    groups: Vec<hav_proto::v1::RolloutGroup>,
+) -> Proposed {
+    if fleet.is_empty() {
+        Proposed::Nodes {
+            configs: configs.into_iter().map(|c| (c.node, c.toml)).collect(),
+            groups: groups.into_iter().map(|g| (g.name, g.nodes)).collect(),
         }
-    }
-
-    /// Makes `nodes` the desired config (a new version unless nothing changed or `dry_run`), then
-    /// sends each changed, connected node its config and waits for the acks.
-    async fn apply(
-        &self,
-        who: &str,
-        latest: Option<ConfigVersionRecord>,
-        change: Change,
-        dry_run: bool,
-    ) -> Result<PushConfigResponse, ControlError> {
-        let Change {
-            nodes,
-            groups,
-            comment,
-            rollback_of,
-        } = change;
-        let empty = BTreeMap::new();
-        let current = latest.as_ref().map(|l| &l.nodes).unwrap_or(&empty);
-        let latest_nodes = latest
-            .as_ref()
-            .map(|l| (l.nodes.clone(), l.node_versions.clone()))
-            .unwrap_or_default();
-        let mut results = Vec::new();
-        let mut changed = Vec::new();
-        // The per-node diff is what a dry run is for; a real push answers with outcomes only, so
-        // that the answer for a 10,000-node fleet stays far below the message limit.
-        let diff = |old: &str, new: &str| {
-            if dry_run {
-                line_diff(old, new)
-            } else {
-                String::new()
-            }
-        };
-        for (node, toml) in &nodes {
-            let (change, diff) = match current.get(node) {
-                None => (NodeChange::Added, diff("", toml)),
-                Some(old) if old == toml => (NodeChange::Unchanged, String::new()),
-                Some(old) => (NodeChange::Changed, diff(old, toml)),
-            };
-            if change != NodeChange::Unchanged {
-                changed.push(node.clone());
-            }
-            let outcome = match (dry_run, change) {
-                (true, _) => ApplyOutcome::DryRun,
-                (false, NodeChange::Unchanged) => ApplyOutcome::Unchanged,
-                (false, _) => ApplyOutcome::Unspecified, // set after sending
-            };
-            results.push(NodeResult {
-                node: node.clone(),
-                change: change as i32,
-                diff,
-                outcome: outcome as i32,
-                error: String::new(),
-            });
-        }
-        if dry_run || changed.is_empty() {
-            return Ok(PushConfigResponse {
-                version: 0,
-                nodes: results,
-            });
-        }
-        let version = latest.as_ref().map(|l| l.version).unwrap_or(0) + 1;
-        let mut node_versions = latest.map(|l| l.node_versions).unwrap_or_default();
-        node_versions.retain(|node, _| nodes.contains_key(node));
-        for node in &changed {
-            node_versions.insert(node.clone(), version);
-        }
-        let record = ConfigVersionRecord {
-            version,
-            unix_ms: unix_ms(),
-            author: who.to_owned(),
-            comment,
-            nodes: nodes.clone(),
-            node_versions,
-            nodes_changed: changed.clone(),
-            rollback_of,
-            groups: groups.clone(),
-        };
-        let stored = record.clone();
-        blocking(&self.shared.store, move |s| s.put_config_version(&stored)).await?;
-        self.shared.latest.offer(record.clone());
-        let action = if rollback_of == 0 {
-            "push config"
-        } else {
-            "rollback"
-        };
-        self.audit(
-            who,
-            action,
-            format!("version {version}: nodes {}", changed.join(", ")),
-            true,
-        )
-        .await;
-
-        let docs: BTreeMap<String, NodeConfigDoc> = results
-            .iter()
-            .filter(|r| r.outcome == ApplyOutcome::Unspecified as i32)
-            .map(|r| {
-                let doc = NodeConfigDoc {
-                    version,
-                    toml: nodes.get(&r.node).cloned().unwrap_or_default(),
-                };
-                (r.node.clone(), doc)
-            })
-            .collect();
-        let outcomes = self.roll_out(&groups, docs).await;
-        for result in &mut results {
-            if let Some((outcome, error)) = outcomes.get(&result.node) {
-                result.outcome = *outcome as i32;
-                result.error = error.clone();
-            }
-        }
-        let not_applied: Vec<String> = outcomes
-            .iter()
-            .filter(|(_, (outcome, _))| {
-                matches!(
-                    outcome,
-                    ApplyOutcome::Failed | ApplyOutcome::Timeout | ApplyOutcome::Held
-                )
-            })
-            .map(|(node, _)| node.clone())
-            .collect();
-        if !not_applied.is_empty() {
-            self.record_kept(who, latest_nodes, record, &not_applied)
-                .await?;
-        }
-        Ok(PushConfigResponse {
-            version,
-            nodes: results,
-        })
-    }
-
-    /// After a push that some nodes did not apply (refused, no answer, or held back), records
-    /// what the fleet really runs as a new version: those nodes at their previous config and
-    /// version (the agent kept it), the others at the pushed one. Every version stays in the
-    /// history; the pushed one is never rewritten.
-    async fn record_kept(
-        &self,
-        who: &str,
-        (old_nodes, old_versions): (BTreeMap<String, String>, BTreeMap<String, u64>),
-        pushed: ConfigVersionRecord,
-        not_applied: &[String],
-    ) -> Result<(), ControlError> {
-        let mut record = pushed.clone();
-        record.version = pushed.version + 1;
-        record.unix_ms = unix_ms();
-        record.rollback_of = 0;
-        record.comment = format!(
-            "version {} stopped: {} kept the previous config",
-            pushed.version,
-            not_applied.join(", ")
-        );
-        record.nodes_changed = not_applied.to_vec();
-        for node in not_applied {
-            match (old_nodes.get(node), old_versions.get(node)) {
-                (Some(text), Some(version)) => {
-                    record.nodes.insert(node.clone(), text.clone());
-                    record.node_versions.insert(node.clone(), *version);
-                }
-                _ => {
-                    record.nodes.remove(node);
-                    record.node_versions.remove(node);
-                }
-            }
-        }
-        let detail = record.comment.clone();
-        blocking(&self.shared.store, move |s| s.put_config_version(&record)).await?;
-        self.audit(who, "push stopped", detail, true).await;
-        Ok(())
-    }
-
-    /// Sends each doc to its node: the members of a rollout group one after the other; the
-    /// first failure anywhere stops the push (nodes not yet sent are held back); nodes in no
-    /// group go in parallel with the groups.
-    async fn roll_out(
-        &self,
-        groups: &BTreeMap<String, Vec<String>>,
-        mut docs: BTreeMap<String, NodeConfigDoc>,
-    ) -> BTreeMap<String, (ApplyOutcome, String)> {
-        let mut sequences: Vec<Vec<(String, NodeConfigDoc)>> = Vec::new();
-        for members in groups.values() {
-            let sequence: Vec<_> = members
-                .iter()
-                .filter_map(|node| docs.remove(node).map(|doc| (node.clone(), doc)))
-                .collect();
-            sequences.push(sequence);
-        }
-        sequences.extend(docs.into_iter().map(|entry| vec![entry]));
-        let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-        let failed = &failed;
-        let first_failure = || failed.lock().map(|f| f.clone()).unwrap_or(None);
-        let runs = sequences.into_iter().map(|sequence| {
-            let pair_span = trace::pair_span(sequence.iter().map(|(node, _)| node.as_str()));
-            async move {
-                let mut out = Vec::new();
-                for (node, doc) in sequence {
-                    if let Some(first) = first_failure() {
-                        let why = format!("not sent: {first} failed first");
-                        out.push((node, (ApplyOutcome::Held, why)));
-                        continue;
-                    }
-                    let (metrics, version) = (&self.shared.metrics, doc.version);
-                    let send = self.send_config(&node, doc);
-                    let (outcome, error) = trace::apply_node(metrics, &node, version, send).await;
-                    if matches!(outcome, ApplyOutcome::Failed | ApplyOutcome::Timeout)
-                        && let Ok(mut first) = failed.lock()
-                    {
-                        first.get_or_insert_with(|| node.clone());
-                    }
-                    out.push((node, (outcome, error)));
-                }
-                out
-            }
-            .instrument(pair_span)
-        });
-        futures::future::join_all(runs)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    async fn send_config(&self, node: &str, doc: NodeConfigDoc) -> (ApplyOutcome, String) {
-        if !self.shared.registry.is_connected(node) {
-            return (ApplyOutcome::Offline, String::new());
-        }
-        let action = command::Action::ApplyConfig(ApplyConfig { config: Some(doc) });
-        match self
-            .shared
-            .registry
-            .command(node, action, self.shared.command_timeout)
-            .await
-        {
-            Ok(ack) if ack.ok => (ApplyOutcome::Applied, String::new()),
-            Ok(ack) => (ApplyOutcome::Failed, ack.error),
-            Err(ControlError::CommandTimeout(_)) => {
-                (ApplyOutcome::Timeout, "no ack in time".into())
-            }
-            Err(ControlError::NotConnected(_)) => (ApplyOutcome::Offline, String::new()),
-            Err(e) => (ApplyOutcome::Failed, e.to_string()),
+    } else {
+        Proposed::Fleet {
+            name: fleet_name,
+            text: fleet,
         }
     }
 }
@@ -828,70 +390,10 @@ fn watch_stream(
         })
 }
 
-/// What a push or rollback makes the desired state.
-struct Change {
-    nodes: BTreeMap<String, String>,
-    groups: BTreeMap<String, Vec<String>>,
-    comment: String,
-    rollback_of: u64,
-}
-
-/// Every group member must have a config, and be in one group only.
-fn check_groups(
-    groups: &BTreeMap<String, Vec<String>>,
-    nodes: &BTreeMap<String, String>,
-) -> Result<(), ControlError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for (name, members) in groups {
-        for node in members {
-            if !nodes.contains_key(node) {
-                return Err(ControlError::InvalidConfig(format!(
-                    "rollout group `{name}` names `{node}`, which has no config"
-                )));
-            }
-            if !seen.insert(node) {
-                return Err(ControlError::InvalidConfig(format!(
-                    "`{node}` is in more than one rollout group"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One line per error: `node: message` (the message alone when it names the node already).
-fn join_errors(errors: &[ValidationError]) -> String {
-    errors
-        .iter()
-        .map(|e| {
-            if e.node.is_empty() || e.message.contains(&e.node) {
-                e.message.clone()
-            } else {
-                format!("{}: {}", e.node, e.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn validation_errors(configs: &[NodeConfigEntry]) -> Vec<ValidationError> {
-    configs
-        .iter()
-        .filter_map(|entry| {
-            validate_node_config(&entry.node, &entry.toml)
-                .err()
-                .map(|message| ValidationError {
-                    node: entry.node.clone(),
-                    message,
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::WATCH_BUFFER;
+    use crate::registry::{Registry, WATCH_BUFFER};
 
     fn event(node: &str) -> FleetEvent {
         FleetEvent {
@@ -919,47 +421,6 @@ mod tests {
         stop.send_replace(true);
         // The remaining buffered events may still be yielded; the stream then ends.
         while stream.next().await.is_some() {}
-    }
-
-    fn config_version(version: u64) -> ConfigVersionRecord {
-        ConfigVersionRecord {
-            version,
-            unix_ms: 0,
-            author: "ana".into(),
-            comment: String::new(),
-            nodes: BTreeMap::new(),
-            node_versions: BTreeMap::new(),
-            nodes_changed: Vec::new(),
-            rollback_of: 0,
-            groups: BTreeMap::new(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_latest_config_is_read_once_and_never_goes_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
-        let latest = LatestConfig::default();
-        assert!(latest.get(&store).await.expect("get").is_none());
-        store.put_config_version(&config_version(1)).expect("v1");
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v1").version,
-            1
-        );
-        // Written behind the cache's back: still the cached version (one writer: this process).
-        store.put_config_version(&config_version(2)).expect("v2");
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v1").version,
-            1
-        );
-        assert_eq!(latest.offer(config_version(3)).version, 3);
-        // A reader that read an older version cannot put it back.
-        assert_eq!(latest.offer(config_version(2)).version, 3);
-        assert_eq!(
-            latest.get(&store).await.expect("get").expect("v3").version,
-            3
-        );
     }
 
     #[tokio::test]

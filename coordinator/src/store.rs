@@ -8,6 +8,7 @@
 //! returns, so a coordinator restart loses nothing that was acknowledged.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -36,6 +37,21 @@ pub struct ConfigVersionRecord {
     /// Rollout groups: name → nodes changed one at a time, in order.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// What the fleet file these configs came from laid out per group (DNS name, VIPs), by group
+    /// name, kept here so that nothing expands the file again. `None` in versions stored before
+    /// versions kept their layouts (their layouts are the `layouts` records of that time).
+    #[serde(default)]
+    pub layouts: Option<Vec<GroupLayout>>,
+}
+
+/// One group of a fleet file as DNS publishing and availability accounting see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLayout {
+    pub name: String,
+    pub dns_name: Option<String>,
+    pub vips: Vec<IpAddr>,
+    /// The members of its rollout group (empty when groups sharing a node were merged into one).
+    pub nodes: Vec<String>,
 }
 
 /// Who did what, and whether it was allowed.
@@ -81,7 +97,7 @@ pub enum StoreError {
 }
 
 /// The coordinator's durable state. Synchronous: callers on the async runtime use
-/// `spawn_blocking` (see `crate::service::blocking`).
+/// `spawn_blocking` (see `crate::state::blocking`).
 pub trait Store: Send + Sync + 'static {
     /// Stores `record` as the next version; fails with [`StoreError::Conflict`] unless
     /// `record.version` is exactly the latest version + 1 (compare-and-swap).
@@ -373,6 +389,7 @@ mod tests {
             nodes_changed: vec!["lb-1".into()],
             rollback_of: 0,
             groups: BTreeMap::new(),
+            layouts: None,
         }
     }
 
@@ -397,6 +414,24 @@ mod tests {
         let history = store.config_history(10).expect("history");
         assert_eq!(history, vec![version(2), version(1)]);
         assert_eq!(store.revision().expect("revision"), 2);
+    }
+
+    #[test]
+    fn a_version_stored_before_versions_kept_layouts_still_reads() {
+        let old = br#"{"version":4,"unix_ms":1,"author":"ana","comment":"","nodes":{"lb-1":"v"},
+            "node_versions":{"lb-1":4},"nodes_changed":["lb-1"],"rollback_of":0,"groups":{}}"#;
+        let record: ConfigVersionRecord = decode(old).expect("an old record decodes");
+        assert_eq!(record.layouts, None);
+        assert_eq!(record.nodes["lb-1"], "v");
+        let mut new = version(5);
+        new.layouts = Some(vec![GroupLayout {
+            name: "web".into(),
+            dns_name: Some("web.example.test".into()),
+            vips: vec!["198.51.100.100".parse().expect("address")],
+            nodes: vec!["lb-1".into(), "lb-2".into()],
+        }]);
+        let bytes = encode(&new).expect("encode");
+        assert_eq!(decode::<ConfigVersionRecord>(&bytes).expect("decode"), new);
     }
 
     #[test]

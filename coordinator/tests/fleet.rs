@@ -667,3 +667,95 @@ fn node_toml(node: &str, vrid: u8) -> String {
          vrid = {vrid}\nvips = [\"198.51.100.100/24\"]\n"
     )
 }
+
+#[tokio::test]
+async fn a_node_held_back_by_a_stopped_push_is_not_sent_that_config_when_it_reconnects() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let operator = pki.operator(&coordinator, "olga", Role::Operator);
+    let mut fleet = client::connect(&operator).await.unwrap();
+    // Version 1 for both nodes, which run it when they connect.
+    let configs = ["lb-1", "lb-2"]
+        .map(|node| NodeConfigEntry {
+            node: node.into(),
+            toml: node_toml(node, 51),
+        })
+        .to_vec();
+    let first = PushConfigRequest {
+        configs,
+        ..Default::default()
+    };
+    assert_eq!(
+        fleet.push_config(first).await.unwrap().into_inner().version,
+        1
+    );
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    lb1.snapshots.send_replace(snapshot(1));
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    lb2.snapshots.send_replace(snapshot(1));
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+
+    // Version 2 from a fleet file: lb-1 refuses it, so lb-2 is held back and stays at version 1
+    // (recorded as version 3).
+    let refuse = tokio::spawn(async move {
+        let pending = lb1.commands.recv().await.unwrap();
+        pending.ack(Err("refused"));
+        lb1
+    });
+    let fleet_file = r#"
+[[group]]
+name = "web"
+interface = "eth0"
+vips = ["198.51.100.100/24"]
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.11"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.12"
+"#;
+    let stopped = fleet
+        .push_config(PushConfigRequest {
+            fleet: fleet_file.into(),
+            fleet_name: "fleet.toml".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.version, 2);
+    assert_eq!(stopped.nodes[1].outcome, ApplyOutcome::Held as i32);
+    let _lb1 = tokio::time::timeout(TIMEOUT, refuse)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // lb-2 comes back running version 1, which is what the fleet records for it: the first
+    // config it is sent is the next push's, never the one it was held back from.
+    drop(lb2);
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    lb2.snapshots.send_replace(snapshot(1));
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let next = PushConfigRequest {
+        configs: vec![NodeConfigEntry {
+            node: "lb-2".into(),
+            toml: node_toml("lb-2", 52),
+        }],
+        ..Default::default()
+    };
+    let pushing = tokio::spawn(async move { fleet.push_config(next).await });
+    let pending = tokio::time::timeout(TIMEOUT, lb2.commands.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Command::ApplyConfig { version, toml } = pending.command.clone() else {
+        panic!("expected apply_config, got {:?}", pending.command);
+    };
+    assert_eq!(version, 4, "{toml}");
+    assert!(toml.contains("vrid = 52"), "{toml}");
+    pending.ack(Ok::<(), String>(()));
+    let pushed = pushing.await.unwrap().unwrap().into_inner();
+    assert_eq!(pushed.version, 4);
+}

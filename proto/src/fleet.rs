@@ -4,12 +4,13 @@
 //! decides everything VRRP needs: one instance per VIP with a VRID unique on its L2 segment,
 //! priorities that spread mastership evenly (VIP `i` of a group of `N` nodes is mastered by node
 //! `i mod N`), the unicast peers with their priorities, and the tracked services on every
-//! instance. The result is each node's canonical config text (`hav_proto::config`), checked by
-//! the same code the agent runs it with.
+//! instance. The result is each node's validated config ([`NodeConfig`]): the expansion writes a
+//! document in the node schema and hands it to the same validation the agent runs
+//! ([`config::node_config_from_document`]); no text is printed and read back.
 //!
-//! Guarantees: expansion is deterministic (same file, same configs); nothing is returned unless
-//! the whole fleet is valid; every problem is reported at once, naming the file, the group, the
-//! node and the key. Commented example: `deploy/fleet/fleet.toml`.
+//! Guarantees: expansion is deterministic (same file, same configs); the fleet file is parsed
+//! once; nothing is returned unless the whole fleet is valid; every problem is reported at once,
+//! naming the file, the group, the node and the key. Commented example: `deploy/fleet/fleet.toml`.
 //!
 //! ```toml
 //! [[group]]
@@ -53,8 +54,8 @@ pub const MAX_GROUP_NODES: usize = (MASTER_PRIORITY / PRIORITY_STEP) as usize;
 /// A fleet file after expansion and validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
-    /// Node name → canonical TOML of its config.
-    pub nodes: BTreeMap<String, String>,
+    /// Node name → its validated config ([`NodeConfig::to_toml`] is the text a node is sent).
+    pub nodes: BTreeMap<String, NodeConfig>,
     /// Rollout groups (one per fleet group; groups that share a node are merged), in file order.
     pub groups: Vec<RolloutGroup>,
     /// What the expansion decided, per fleet group (for DNS, status and the operator).
@@ -246,21 +247,12 @@ pub fn expand(file: &str, text: &str) -> Result<FleetConfig, FleetErrors> {
     if !errors.found.is_empty() {
         return Err(FleetErrors(errors.found));
     }
-    let (tables, layout) = node_tables(&raw, &plans, &vrids);
+    let (documents, layout) = node_documents(&raw, &plans, &vrids);
     let mut nodes = BTreeMap::new();
-    let mut parsed = BTreeMap::new();
-    for (node, table) in tables {
-        let text = match toml::to_string(&table) {
-            Ok(text) => text,
-            Err(e) => {
-                errors.push(None, Some(&node), "(node config)", e.to_string());
-                continue;
-            }
-        };
-        match config::parse_node_config(&text, &format!("{file} (node {node})")) {
+    for (node, document) in documents {
+        match config::node_config_from_document(&document, &format!("{file} (node {node})")) {
             Ok(config) => {
-                nodes.insert(node.clone(), config.to_toml());
-                parsed.insert(node, config);
+                nodes.insert(node, config);
             }
             Err(problems) => {
                 for problem in problems.errors() {
@@ -275,7 +267,7 @@ pub fn expand(file: &str, text: &str) -> Result<FleetConfig, FleetErrors> {
             }
         }
     }
-    check_peers_agree(&raw, &plans, &parsed, &mut errors);
+    check_peers_agree(&raw, &plans, &nodes, &mut errors);
     if !errors.found.is_empty() {
         return Err(FleetErrors(errors.found));
     }
@@ -665,8 +657,8 @@ pub fn priority(v: usize, n: usize, count: usize) -> u8 {
         - PRIORITY_STEP * u8::try_from(rank).unwrap_or(MASTER_PRIORITY / PRIORITY_STEP - 1)
 }
 
-/// Each node's config as a TOML table, and the layout decided.
-fn node_tables(
+/// Each node's config as a document in the node schema, and the layout decided.
+fn node_documents(
     raw: &RawFleet,
     plans: &[GroupPlan],
     vrids: &BTreeMap<(usize, usize), u8>,
@@ -846,7 +838,7 @@ fn effective_protocol(group: &RawGroup, member: &RawMember) -> Protocol {
 fn check_peers_agree(
     raw: &RawFleet,
     plans: &[GroupPlan],
-    parsed: &BTreeMap<String, NodeConfig>,
+    configs: &BTreeMap<String, NodeConfig>,
     errors: &mut Errors,
 ) {
     for (g, group) in raw.group.iter().enumerate() {
@@ -854,7 +846,7 @@ fn check_peers_agree(
             let name = instance_name(group, v);
             let mut reference: Option<(&str, &config::Instance)> = None;
             for member in &group.node {
-                let Some(instance) = parsed.get(&member.name).and_then(|c| c.instance(&name))
+                let Some(instance) = configs.get(&member.name).and_then(|c| c.instance(&name))
                 else {
                     continue;
                 };

@@ -1,11 +1,12 @@
-//! Reading a node config: TOML text (from a file or a caller), environment overrides, then the
-//! schema and validation, collecting every problem on the way.
+//! Reading a node config: TOML text (from a file or a caller) with environment overrides, or a
+//! document a program built, then the schema and validation, collecting every problem on the way.
 //!
-//! The document goes through the `config` crate (a TOML `File` source, then an `Environment`
-//! source with prefix `HAV_` and separator `__`), into a plain value tree, then into the
-//! [`raw`](super::raw) structs. A structural problem (unknown key, wrong type) is recorded with its
-//! path, the offending entry is taken out of the tree, and deserializing starts again, so every
-//! such problem is found; validation then adds everything else.
+//! Text goes through the `config` crate (a TOML `File` source, then an `Environment` source with
+//! prefix `HAV_` and separator `__`) into a plain value tree; a built document is turned into the
+//! same tree directly. The tree then goes into the [`raw`](super::raw) structs. A structural
+//! problem (unknown key, wrong type) is recorded with its path, the offending entry is taken out
+//! of the tree, and deserializing starts again, so every such problem is found; validation then
+//! adds everything else.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -57,6 +58,42 @@ pub fn parse_node_config(text: &str, origin: &str) -> Result<NodeConfig, ConfigE
     parse(text, origin, &[])
 }
 
+/// Validates a node config that a program built as a TOML document (the fleet expansion does):
+/// the same schema and checks as [`parse_node_config`], without printing the document and
+/// reading it back. `origin` names it in errors.
+pub fn node_config_from_document(
+    document: &toml::Table,
+    origin: &str,
+) -> Result<NodeConfig, ConfigErrors> {
+    let tree = serde_json::Value::Object(
+        (document.iter())
+            .map(|(key, value)| (key.clone(), tree_value(value)))
+            .collect(),
+    );
+    validate_tree(tree, origin, &[])
+}
+
+/// A TOML value as the `config` crate hands its TOML files on, so that a document and its text
+/// are judged alike: integers as `i64`, date-times as their text, a NaN float as nothing.
+fn tree_value(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(text) => serde_json::Value::String(text.clone()),
+        toml::Value::Integer(number) => serde_json::Value::from(*number),
+        toml::Value::Float(number) => serde_json::Number::from_f64(*number)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        toml::Value::Boolean(flag) => serde_json::Value::Bool(*flag),
+        toml::Value::Datetime(datetime) => serde_json::Value::String(datetime.to_string()),
+        toml::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(tree_value).collect())
+        }
+        toml::Value::Table(table) => serde_json::Value::Object(
+            (table.iter())
+                .map(|(key, value)| (key.clone(), tree_value(value)))
+                .collect(),
+        ),
+    }
+}
+
 fn parse(
     text: &str,
     origin: &str,
@@ -85,15 +122,25 @@ fn parse(
     if !found.is_empty() {
         return Err(ConfigErrors::from_vec(found).unwrap_or_else(|| unreachable_empty(origin)));
     }
+    let tree = read_tree(text, origin, overrides)?;
+    validate_tree(tree, origin, &env_paths)
+}
 
-    let mut tree = read_tree(text, origin, overrides)?;
+/// The document as a value tree → the schema (every structural problem) → validation.
+/// `env_paths` are the keys the environment set, named in the problems found under them.
+fn validate_tree(
+    mut tree: serde_json::Value,
+    origin: &str,
+    env_paths: &[(KeyPath, String)],
+) -> Result<NodeConfig, ConfigErrors> {
+    let mut found = Vec::new();
     let mut collector = Collector::default();
     let raw = deserialize_collecting(&mut tree, &mut collector);
     let schema_problems: Vec<KeyPath> = collector
         .into_inner()
         .into_iter()
         .map(|(path, problem)| {
-            found_push(&mut found, origin, &env_paths, path.clone(), problem);
+            found_push(&mut found, origin, env_paths, path.clone(), problem);
             path
         })
         .collect();
@@ -108,7 +155,7 @@ fn parse(
                 .iter()
                 .any(|reported| path.starts_with(reported) || reported.starts_with(&path));
             if !follows {
-                found_push(&mut found, origin, &env_paths, path, problem);
+                found_push(&mut found, origin, env_paths, path, problem);
             }
         }
         config

@@ -2,8 +2,9 @@
 //!
 //! A node config is a TOML document (see `deploy/examples/`). [`load_node_config`] reads it from a
 //! file with `HAV_<SECTION>__<KEY>` environment overrides; [`parse_node_config`] takes text, such
-//! as a config pushed by the coordinator. Both return either a fully validated [`NodeConfig`] or
-//! every problem found, each naming the origin, the key path and what was expected. A
+//! as a config pushed by the coordinator; [`node_config_from_document`] takes a document a program
+//! built (the fleet expansion). All return either a fully validated [`NodeConfig`] or every
+//! problem found, each naming the origin, the key path and what was expected. A
 //! [`NodeConfig`] serializes back to canonical TOML ([`NodeConfig::to_toml`]) that parses to an
 //! equal value.
 
@@ -17,7 +18,10 @@ mod raw;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
-pub use load::{ENV_PREFIX, load_node_config, load_node_config_with_env, parse_node_config};
+pub use load::{
+    ENV_PREFIX, load_node_config, load_node_config_with_env, node_config_from_document,
+    parse_node_config,
+};
 pub use node::{
     Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig,
     NodeSettings, Notify, OtlpEndpoint, Probe, ProbeKind, ProcessMatch, SamplingRatio, Script,

@@ -49,8 +49,8 @@ fn errors_of(text: &str) -> Vec<FleetError> {
 #[test]
 fn expands_each_vip_into_an_instance_with_balanced_masters() {
     let fleet = expand_ok(FLEET);
-    let lb1 = config::parse_node_config(&fleet.nodes["lb-1"], "lb-1").expect("valid");
-    let lb2 = config::parse_node_config(&fleet.nodes["lb-2"], "lb-2").expect("valid");
+    let lb1 = config::parse_node_config(&fleet.nodes["lb-1"].to_toml(), "lb-1").expect("valid");
+    let lb2 = config::parse_node_config(&fleet.nodes["lb-2"].to_toml(), "lb-2").expect("valid");
     let prio = |c: &NodeConfig, name: &str| c.instance(name).expect("instance").priority.get();
     assert_eq!((prio(&lb1, "web-vip0"), prio(&lb2, "web-vip0")), (150, 140));
     assert_eq!((prio(&lb1, "web-vip1"), prio(&lb2, "web-vip1")), (140, 150));
@@ -65,7 +65,7 @@ fn expands_each_vip_into_an_instance_with_balanced_masters() {
     assert_eq!(web0.track.len(), 1, "{:?}", web0.track);
     assert_eq!(lb1.scripts[0].name, "chk");
     // The multicast group gets the lowest VRID free on the segment (10 and 11 are taken).
-    let lb3 = config::parse_node_config(&fleet.nodes["lb-3"], "lb-3").expect("valid");
+    let lb3 = config::parse_node_config(&fleet.nodes["lb-3"].to_toml(), "lb-3").expect("valid");
     let api = lb3.instance("api-vip0").expect("instance");
     assert_eq!(api.vrid.get(), 1);
     assert_eq!(api.transport, config::Transport::Multicast);

@@ -1,0 +1,154 @@
+//! The state both services and orchestration share: the store, the registry of live agents, the
+//! write-behind queues, the cached latest config version, and the audit log writer.
+//!
+//! Guarantees: store calls never run on the async runtime ([`blocking`]); the cached latest
+//! version only moves forward and is fed by every config version this process writes
+//! ([`LatestConfig::offer`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::ControlError;
+use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
+use crate::registry::Registry;
+use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::unix_ms;
+
+/// State both services share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    /// Where reported node states go (write-behind, batched).
+    pub node_states: Arc<NodeStateWriter>,
+    /// Agents' transitions on their way to the audit log (write-behind, batched, in order).
+    pub transitions: Arc<TransitionWriter>,
+    /// The latest config version, kept in memory for the connect path.
+    pub latest: LatestConfig,
+    /// How long to wait for an agent's ack.
+    pub command_timeout: Duration,
+    /// Becomes true when the coordinator shuts down: long-lived streams end.
+    pub stopping: watch::Receiver<bool>,
+    /// Counters of the fleet operations (served on `/metrics` when configured).
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Appends one entry to the audit log, committed before it returns. A failed write is logged:
+    /// the operation it records has already happened.
+    pub async fn audit(&self, who: &str, action: &str, detail: String, allowed: bool) {
+        let record = AuditRecord {
+            unix_ms: unix_ms(),
+            who: who.to_owned(),
+            action: action.to_owned(),
+            detail,
+            allowed,
+        };
+        if let Err(e) = blocking(&self.store, move |s| s.append_audit(&record)).await {
+            tracing::error!("audit log write failed: {e}");
+        }
+    }
+}
+
+/// The newest config version this process has read or written, so that an agent connecting does
+/// not decode the whole fleet's config from the store (at 10,000 nodes, megabytes per connect).
+///
+/// Valid because this process is the only writer of config versions (every write goes through
+/// [`LatestConfig::offer`] after it commits); a shared store would feed it from `Store::watch`.
+/// It only ever moves to a higher version, so a slow reader cannot put an older one back.
+#[derive(Default)]
+pub struct LatestConfig {
+    cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
+}
+
+impl LatestConfig {
+    /// The latest version: from memory, or read from the store once.
+    pub async fn get(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<Option<Arc<ConfigVersionRecord>>, ControlError> {
+        if let Some(cached) = self.lock().clone() {
+            return Ok(Some(cached));
+        }
+        let read = blocking(store, |s| s.latest_config_version()).await?;
+        Ok(read.map(|record| self.offer(record)))
+    }
+
+    /// Records `record` unless a newer version is already known; returns the newest.
+    pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
+        let mut cached = self.lock();
+        match &*cached {
+            Some(known) if known.version >= record.version => known.clone(),
+            _ => cached.insert(Arc::new(record)).clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
+        // Every critical section is one clone or one assignment: a poisoned lock is still whole.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs a store call off the async runtime.
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, call: F) -> Result<T, ControlError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(store.as_ref()))
+        .await
+        .map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?
+        .map_err(ControlError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config_version(version: u64) -> ConfigVersionRecord {
+        ConfigVersionRecord {
+            version,
+            unix_ms: 0,
+            author: "ana".into(),
+            comment: String::new(),
+            nodes: BTreeMap::new(),
+            node_versions: BTreeMap::new(),
+            nodes_changed: Vec::new(),
+            rollback_of: 0,
+            groups: BTreeMap::new(),
+            layouts: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_latest_config_is_read_once_and_never_goes_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
+        let latest = LatestConfig::default();
+        assert!(latest.get(&store).await.expect("get").is_none());
+        store.put_config_version(&config_version(1)).expect("v1");
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v1").version,
+            1
+        );
+        // Written behind the cache's back: still the cached version (one writer: this process).
+        store.put_config_version(&config_version(2)).expect("v2");
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v1").version,
+            1
+        );
+        assert_eq!(latest.offer(config_version(3)).version, 3);
+        // A reader that read an older version cannot put it back.
+        assert_eq!(latest.offer(config_version(2)).version, 3);
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v3").version,
+            3
+        );
+    }
+}
