@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages hav's lab and tests use: iproute2 (namespaces, veth, bridges),
 # keepalived (the interop peer and the benchmark baseline), tshark (wire checks), BIND 9 (the DNS
-# the coordinator publishes to), ping and curl, nftables (`nft`: the agent's accept-mode filter).
+# the coordinator publishes to), ping and curl, nftables (`nft`: the agent's accept-mode filter),
+# chromium (headless: the dashboard test loads havctl's page in it).
 # Services are not started: tests run their own.
 set -euo pipefail
-packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables)
+packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -116,6 +116,8 @@ pub enum Command {
     },
     #[command(flatten)]
     Orchestrate(crate::orchestrate::OrchestrateCommand),
+    /// A live web page for the fleet on 127.0.0.1, acting with this operator's certificate.
+    Dashboard(crate::dashboard::DashboardArgs),
     /// Contexts: which coordinator havctl dials and with which certificate
     /// ($HAV_CONFIG, else ~/.config/hav/havctl.toml).
     Config {
@@ -383,6 +385,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Orchestrate(command) => crate::orchestrate::run(command, &target).await,
+        Command::Dashboard(args) => crate::dashboard::run(args, &target).await,
         Command::Drain {
             node,
             undo,
@@ -649,7 +652,7 @@ fn print_push(response: &PushConfigResponse) {
     }
 }
 
-fn state_name(state: i32) -> String {
+pub(crate) fn state_name(state: i32) -> String {
     VrrpState::try_from(state)
         .map(|s| {
             s.as_str_name()

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod contexts;
+pub mod dashboard;
 pub mod import;
 pub mod local;
 pub mod orchestrate;

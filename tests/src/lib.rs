@@ -26,6 +26,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod browser;
 pub mod chaos;
 pub mod dns;
 pub mod fleet;
