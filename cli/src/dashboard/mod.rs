@@ -41,8 +41,8 @@ pub struct DashboardArgs {
     pub listen: SocketAddr,
     /// Link each failover in the timeline to its trace: an http(s) URL in which {node},
     /// {instance}, {vrid}, {unix_ms}, {start_ms}, {end_ms}, {start_us} and {end_us} (a minute
-    /// around the transition) are replaced, e.g.
-    /// 'http://jaeger:16686/search?service=hav-agent&tags={"hav.node":"{node}","vrrp.vrid":"{vrid}"}&start={start_us}&end={end_us}'.
+    /// around the transition) are replaced, e.g. Jaeger's search:
+    /// 'http://jaeger:16686/search?service=hav-agent&tags={"hav.node":"{node}"}&start={start_us}&end={end_us}'.
     #[arg(long, value_name = "TEMPLATE", value_parser = TraceTemplate::parse)]
     pub trace_url: Option<TraceTemplate>,
     /// Seconds between status refreshes (each event that changes a node also refreshes).

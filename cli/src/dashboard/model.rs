@@ -258,7 +258,8 @@ impl FleetModel {
                 applied.timeline = Some(entry(
                     "lagged",
                     format!(
-                        "this dashboard missed {missed} events (the coordinator's queue for it overflowed)"
+                        "this dashboard missed {missed} events \
+                         (the coordinator's queue for it overflowed)"
                     ),
                 ));
             }
