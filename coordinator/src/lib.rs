@@ -22,6 +22,7 @@ pub mod service;
 pub mod sla;
 pub mod splitbrain;
 pub mod store;
+pub mod store_etcd;
 pub mod telemetry;
 pub mod tls;
 

@@ -11,6 +11,7 @@
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
+//! - [`etcd`]: a real three-member etcd cluster on loopback, for the coordinator's etcd store.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod bench;
 pub mod dns;
+pub mod etcd;
 pub mod fleet;
 pub mod journal;
 pub mod keepalived;
