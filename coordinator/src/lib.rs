@@ -10,6 +10,7 @@
 //! ([`error::ControlError`]).
 
 pub mod agent_service;
+pub mod closing;
 pub mod diff;
 pub mod dns;
 pub mod error;
@@ -26,7 +27,7 @@ pub mod store_etcd;
 pub mod telemetry;
 pub mod tls;
 
-pub use server::{CoordinatorConfig, RunningCoordinator, ServerError, start};
+pub use server::{CoordinatorConfig, RunningCoordinator, ServerError, StoreConfig, start};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {
