@@ -7,6 +7,7 @@
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`coordinator`]: a hav-coordinator process on loopback as systemd runs it ($NOTIFY_SOCKET, signals).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod coordinator;
 pub mod dns;
 pub mod etcd;
 pub mod fleet;

@@ -807,7 +807,7 @@ fn join<T>(handle: JoinHandle<Result<T, NetnsError>>) -> Result<T, NetnsError> {
     })
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; on success the returned fd is ours alone.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
