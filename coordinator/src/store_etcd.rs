@@ -47,6 +47,10 @@ type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// The key prefix when none is given.
 pub const DEFAULT_PREFIX: &str = "/hav/";
+/// How long one store call may take, retries included: a member that lost its leader holds a
+/// write for etcd's own request timeout (7 s with the default election timeout of 1 s) before it
+/// fails, and the retry after the election needs time too.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// etcd refuses a transaction of more operations than its `--max-txn-ops` (128 by default).
 const MAX_TXN_OPS: usize = 128;
 /// Keys read per range request when reading a whole space.
@@ -129,7 +133,7 @@ impl EtcdConfig {
             endpoints,
             tls,
             prefix: DEFAULT_PREFIX.to_owned(),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
@@ -205,6 +209,12 @@ impl EtcdStore {
             })
             .await?;
             Ok((client, revision))
+        })
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "{e} (endpoints {}, tried for {timeout:?})",
+                config.endpoints.join(",")
+            ))
         })?;
         let (changes, _) = broadcast::channel(256);
         runtime.spawn(feed_changes(

@@ -101,10 +101,67 @@ fn the_etcd_store_passes_the_conformance_suite() {
             prefix: format!("/conformance/{index}/"),
         })
     });
+    // What a file cannot be asked: two stores (two processes) writing the same state at once.
+    two_writers_at_once_neither_lose_nor_duplicate(&Etcd {
+        endpoints: cluster.endpoints(),
+        prefix: "/conformance/two-writers/".into(),
+    });
+}
+
+fn two_writers_at_once_neither_lose_nor_duplicate(backend: &Etcd) {
+    let stores = [backend.open(), backend.open()];
+    std::thread::scope(|scope| {
+        for (writer, store) in stores.iter().enumerate() {
+            scope.spawn(move || {
+                for n in 0..25u64 {
+                    store
+                        .append_audit(&audit(1000 * (writer as u64 + 1) + n))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let order = log_order(stores[0].as_ref());
+    assert_eq!(order.len(), 50, "{order:?}");
+    for writer in 1..=2u64 {
+        let own: Vec<u64> = order
+            .iter()
+            .copied()
+            .filter(|n| n / 1000 == writer)
+            .collect();
+        assert_eq!(own, (0..25).map(|n| 1000 * writer + n).collect::<Vec<_>>());
+    }
+    // Both propose version 1: exactly one is stored, the other is told it conflicts.
+    let outcomes: Vec<Result<Revision, StoreError>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(writer, store)| {
+                scope.spawn(move || {
+                    let mut record = version(1);
+                    record.author = format!("writer {writer}");
+                    store.put_config_version(&record)
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let won = outcomes.iter().filter(|o| o.is_ok()).count();
+    let lost = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::Conflict { actual: 1, .. })))
+        .count();
+    assert_eq!((won, lost), (1, 1), "{outcomes:?}");
+    assert_eq!(stores[1].config_history(10).unwrap().len(), 1);
 }
 
 #[test]
 fn the_etcd_store_keeps_working_when_the_leader_of_three_members_is_killed() {
+    // The retries through the election show in the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("hav_coordinator=debug")
+        .try_init();
     let mut cluster = EtcdCluster::start().unwrap();
     let backend = Etcd {
         endpoints: cluster.endpoints(),
