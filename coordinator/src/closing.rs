@@ -94,17 +94,23 @@ where
 /// A response body that ends with [`SHUTTING_DOWN`] trailers once the coordinator stops.
 struct EndOnStop {
     inner: Body,
+    /// Read on every poll: the value is set before waiters are woken, and the service's stream
+    /// can end in between.
+    stopping: watch::Receiver<bool>,
+    /// Wakes this body when the stop begins.
     stop: BoxFuture<()>,
     ended: bool,
 }
 
 impl EndOnStop {
-    fn new(inner: Body, mut stopping: watch::Receiver<bool>) -> EndOnStop {
+    fn new(inner: Body, stopping: watch::Receiver<bool>) -> EndOnStop {
+        let mut waker = stopping.clone();
         EndOnStop {
             inner,
+            stopping,
             stop: Box::pin(async move {
                 // A dropped sender means the coordinator is gone: that is a stop too.
-                let _ = stopping.wait_for(|stop| *stop).await;
+                let _ = waker.wait_for(|stop| *stop).await;
             }),
             ended: false,
         }
@@ -123,7 +129,8 @@ impl http_body::Body for EndOnStop {
             return Poll::Ready(None);
         }
         // The stop first: the service's own stream ends on the same signal, with OK.
-        if self.stop.as_mut().poll(cx).is_ready() {
+        let stopped = *self.stopping.borrow();
+        if stopped || self.stop.as_mut().poll(cx).is_ready() {
             self.ended = true;
             return Poll::Ready(Some(Ok(Frame::trailers(shutting_down_trailers()))));
         }

@@ -89,14 +89,20 @@ async fn sigterm_ends_streams_with_a_reason_writes_what_agents_reported_and_exit
     for (who, end) in [
         (
             "agent",
-            tokio::time::timeout(WAIT, agent.message()).await?.map(drop),
+            tokio::time::timeout(WAIT, agent.message())
+                .await?
+                .map(|m| format!("{m:?}")),
         ),
         (
             "watcher",
-            tokio::time::timeout(WAIT, watch.message()).await?.map(drop),
+            tokio::time::timeout(WAIT, watch.message())
+                .await?
+                .map(|m| format!("{m:?}")),
         ),
     ] {
-        let status = end.expect_err("the stream ends with a status");
+        let Err(status) = end else {
+            panic!("the {who}'s stream ended without a status: {end:?}");
+        };
         assert_eq!(status.code(), tonic::Code::Unavailable, "{who}: {status:?}");
         assert_eq!(status.message(), SHUTTING_DOWN, "{who}");
     }
