@@ -5,7 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +16,9 @@ use hav_coordinator::store::{
     AuditRecord, Change, ConfigVersionRecord, NodeStateRecord, RedbStore, Revision, Store,
     StoreError,
 };
-use hav_coordinator::store_etcd::{EtcdConfig, EtcdStore};
-use hav_tests::etcd::EtcdCluster;
+use hav_coordinator::store_etcd::{EtcdConfig, EtcdStore, EtcdTls};
+use hav_tests::etcd::{EtcdCluster, ServerTls};
+use havctl::certs::{IssueRequest, Kind};
 use tokio::sync::broadcast;
 
 /// Safety net for a change to reach a watcher (etcd's watch is asynchronous).
@@ -199,6 +203,42 @@ fn the_etcd_store_keeps_working_when_the_leader_of_three_members_is_killed() {
         !cluster.endpoints().contains(&cluster.endpoint(leader)),
         "the killed member is out"
     );
+}
+
+#[test]
+fn the_etcd_store_speaks_tls_with_a_client_certificate() {
+    // The fleet's own certificate kinds serve: a coordinator certificate (server auth, valid for
+    // 127.0.0.1) for the member, an agent certificate (client auth) for the store.
+    let pki = support::Pki::new();
+    let client = pki.issue(IssueRequest::new(Kind::Agent, "etcd-client", 30));
+    let server = pki.server_files();
+    let cluster = EtcdCluster::start_tls(
+        1,
+        ServerTls {
+            ca: pki.ca(),
+            cert: server.cert,
+            key: server.key,
+            client_cert: client.cert.clone(),
+            client_key: client.key.clone(),
+        },
+    )
+    .unwrap();
+    let config = |identity: Option<(PathBuf, PathBuf)>| {
+        let tls = EtcdTls {
+            ca: pki.ca(),
+            identity,
+        };
+        let mut config = EtcdConfig::new(cluster.endpoints(), Some(tls)).unwrap();
+        config.request_timeout = Duration::from_secs(2);
+        config
+    };
+    let store =
+        EtcdStore::connect(config(Some((client.cert.clone(), client.key.clone())))).unwrap();
+    store.put_config_version(&version(1)).unwrap();
+    assert_eq!(store.latest_config_version().unwrap(), Some(version(1)));
+    // etcd requires a client certificate: without one the store does not open.
+    let refused = EtcdStore::connect(config(None));
+    assert!(refused.is_err(), "connected without a client certificate");
 }
 
 fn config_versions_are_compare_and_swapped_and_survive_a_restart(backend: &dyn Backend) {

@@ -25,6 +25,21 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
+    tls: Option<ServerTls>,
+}
+
+/// TLS for the members' client URLs (`https://`), with client certificates required
+/// (`--client-cert-auth`); peers talk plain HTTP on loopback.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The CA that signed the members' and the clients' certificates (PEM).
+    pub ca: PathBuf,
+    /// The members' certificate, valid for 127.0.0.1, and its key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A client certificate and key the harness itself uses (etcdctl).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 struct Member {
@@ -45,13 +60,22 @@ impl EtcdCluster {
 
     /// [`EtcdCluster::start`] with `count` members.
     pub fn start_members(count: usize) -> Result<EtcdCluster, Error> {
+        Self::start_with(count, None)
+    }
+
+    /// `count` members serving clients over TLS only, client certificates required.
+    pub fn start_tls(count: usize, tls: ServerTls) -> Result<EtcdCluster, Error> {
+        Self::start_with(count, Some(tls))
+    }
+
+    fn start_with(count: usize, tls: Option<ServerTls>) -> Result<EtcdCluster, Error> {
         sweep_stale();
         // A port picked free can be taken before etcd binds it: the member exits, and the
         // cluster starts again on other ports.
         let mut tries = 0;
         loop {
             tries += 1;
-            match Self::try_start(count) {
+            match Self::try_start(count, tls.clone()) {
                 Ok(cluster) => return Ok(cluster),
                 Err(StartError::Exited(e)) if tries < 3 => eprintln!("{e}; starting again"),
                 Err(StartError::Exited(e) | StartError::Failed(e)) => return Err(e),
@@ -59,7 +83,7 @@ impl EtcdCluster {
         }
     }
 
-    fn try_start(count: usize) -> Result<EtcdCluster, StartError> {
+    fn try_start(count: usize, tls: Option<ServerTls>) -> Result<EtcdCluster, StartError> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
             .tempdir()?
@@ -67,7 +91,9 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             dir,
             members: Vec::new(),
+            tls,
         };
+        let scheme = cluster.scheme();
         let addresses = free_addresses(2 * count)?;
         for (index, pair) in addresses.chunks(2).enumerate() {
             cluster.members.push(Member {
@@ -98,10 +124,13 @@ impl EtcdCluster {
                 .args(["--name", &member.name])
                 .arg("--data-dir")
                 .arg(&data)
-                .args(["--listen-client-urls", &format!("http://{}", member.client)])
+                .args([
+                    "--listen-client-urls",
+                    &format!("{scheme}{}", member.client),
+                ])
                 .args([
                     "--advertise-client-urls",
-                    &format!("http://{}", member.client),
+                    &format!("{scheme}{}", member.client),
                 ])
                 .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
                 .args([
@@ -116,6 +145,16 @@ impl EtcdCluster {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .process_group(0);
+            if let Some(tls) = &cluster.tls {
+                command
+                    .arg("--cert-file")
+                    .arg(&tls.cert)
+                    .arg("--key-file")
+                    .arg(&tls.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--client-cert-auth");
+            }
             // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
             unsafe {
                 command.pre_exec(|| {
@@ -136,18 +175,27 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
-    /// The client URLs of the members still running, `http://127.0.0.1:PORT`.
+    /// The client URLs of the members still running, `http://127.0.0.1:PORT` (`https://` with
+    /// TLS).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| format!("{}{}", self.scheme(), m.client))
             .collect()
     }
 
     /// The client URL of member `index`, running or not.
     pub fn endpoint(&self, index: usize) -> String {
-        format!("http://{}", self.members[index].client)
+        format!("{}{}", self.scheme(), self.members[index].client)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        }
     }
 
     /// How many members the cluster has (running or not).
@@ -161,9 +209,20 @@ impl EtcdCluster {
 
     /// The index of the member that is the raft leader now, as the members report it.
     pub fn leader(&self) -> Result<usize, Error> {
-        let out = Command::new("etcdctl")
+        let mut command = Command::new("etcdctl");
+        command
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoints().join(",")])
+            .args(["--endpoints", &self.endpoints().join(",")]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        let out = command
             .args(["endpoint", "status", "-w", "json"])
             .output()
             .map_err(|e| format!("cannot run etcdctl (Debian package etcd-client): {e}"))?;
@@ -180,10 +239,7 @@ impl EtcdCluster {
             let leader = &status["Status"]["leader"];
             if member.is_u64() && member == leader {
                 let endpoint = status["Endpoint"].as_str().unwrap_or_default();
-                if let Some(index) = self
-                    .members
-                    .iter()
-                    .position(|m| format!("http://{}", m.client) == endpoint)
+                if let Some(index) = (0..self.members.len()).find(|i| self.endpoint(*i) == endpoint)
                 {
                     return Ok(index);
                 }
