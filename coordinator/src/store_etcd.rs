@@ -18,6 +18,11 @@
 //! transaction; audit records are appended in order, a batch in one transaction. `watch` reports
 //! what etcd's watch API reports under the prefix, whoever wrote it.
 //!
+//! Limits etcd sets: a transaction holds at most 128 operations (`--max-txn-ops`), so a larger
+//! batch of node states or audit records is written as several transactions, in order; a request
+//! holds at most 1.5 MiB (`--max-request-bytes`), which bounds one config version (every node's
+//! config in one value): raise it on the cluster for fleets whose configs add up to more.
+//!
 //! The trait is synchronous and the client async: each store owns a small tokio runtime (one
 //! worker thread) that runs every etcd call, and a caller blocks on a channel until its call is
 //! done, as it would on redb's fsync. A caller on another runtime therefore never nests runtimes
@@ -162,8 +167,8 @@ impl EtcdConfig {
 
 /// [`Store`] on etcd.
 pub struct EtcdStore {
-    /// Runs every etcd call; shut down (without waiting) when the store is dropped.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Runs every etcd call.
+    runtime: BackgroundRuntime,
     client: Client,
     keys: Keys,
     timeout: Duration,
@@ -177,12 +182,7 @@ impl EtcdStore {
     /// Connects and reads the cluster's revision once (so an unreachable cluster fails here, not
     /// at the first write); starts watching the prefix from that revision on.
     pub fn connect(config: EtcdConfig) -> Result<EtcdStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("hav-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Backend(format!("etcd client runtime: {e}")))?;
+        let runtime = BackgroundRuntime::new()?;
         let options = connect_options(&config)?;
         let endpoints = config.endpoints.clone();
         let keys = Keys {
@@ -190,34 +190,35 @@ impl EtcdStore {
         };
         let timeout = config.request_timeout;
         let prefix = keys.prefix.clone();
-        let (client, revision) = run(runtime.handle(), async move {
-            let client = Client::connect(&endpoints, Some(options))
-                .await
-                .map_err(|e| etcd_error("connect", &e))?;
-            let revision = retrying("read the revision", timeout, || {
-                let mut kv = client.kv_client();
-                let prefix = prefix.clone();
-                async move {
-                    let response = kv
-                        .get(
-                            prefix,
-                            Some(GetOptions::new().with_prefix().with_count_only()),
-                        )
-                        .await?;
-                    Ok(header_revision(response.header()))
-                }
+        let (client, revision) = runtime
+            .run(async move {
+                let client = Client::connect(&endpoints, Some(options))
+                    .await
+                    .map_err(|e| etcd_error("connect", &e))?;
+                let revision = retrying("read the revision", timeout, || {
+                    let mut kv = client.kv_client();
+                    let prefix = prefix.clone();
+                    async move {
+                        let response = kv
+                            .get(
+                                prefix,
+                                Some(GetOptions::new().with_prefix().with_count_only()),
+                            )
+                            .await?;
+                        Ok(header_revision(response.header()))
+                    }
+                })
+                .await?;
+                Ok((client, revision))
             })
-            .await?;
-            Ok((client, revision))
-        })
-        .map_err(|e| {
-            StoreError::Backend(format!(
-                "{e} (endpoints {}, tried for {timeout:?})",
-                config.endpoints.join(",")
-            ))
-        })?;
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "{e} (endpoints {}, tried for {timeout:?})",
+                    config.endpoints.join(",")
+                ))
+            })?;
         let (changes, _) = broadcast::channel(256);
-        runtime.spawn(feed_changes(
+        runtime.0.spawn(feed_changes(
             client.clone(),
             keys.clone(),
             revision + 1,
@@ -225,7 +226,7 @@ impl EtcdStore {
         ));
         tracing::info!(endpoints = ?config.endpoints, prefix = %keys.prefix, revision, "etcd store connected");
         Ok(EtcdStore {
-            runtime: Some(runtime),
+            runtime,
             client,
             keys,
             timeout,
@@ -240,10 +241,7 @@ impl EtcdStore {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        match &self.runtime {
-            Some(runtime) => run(runtime.handle(), call),
-            None => Err(StoreError::Backend("etcd store closed".into())),
-        }
+        self.runtime.run(call)
     }
 
     /// One idempotent request (a read, or a write that may be repeated), retried while the
@@ -351,10 +349,41 @@ impl EtcdStore {
     }
 }
 
-impl Drop for EtcdStore {
+/// The store's own tokio runtime (one worker thread), shut down without waiting when dropped:
+/// a store may be dropped on another runtime's thread, where waiting is not allowed.
+struct BackgroundRuntime(tokio::runtime::Handle, Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn new() -> Result<BackgroundRuntime, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hav-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("etcd client runtime: {e}")))?;
+        Ok(BackgroundRuntime(runtime.handle().clone(), Some(runtime)))
+    }
+
+    /// Runs `call` here and blocks the calling thread until it is done. Safe from any thread but
+    /// this runtime's own, including another runtime's worker.
+    fn run<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.0.spawn(async move {
+            let _ = reply.send(call.await);
+        });
+        answer
+            .recv()
+            .map_err(|_| StoreError::Backend("etcd store closed during the call".into()))?
+    }
+}
+
+impl Drop for BackgroundRuntime {
     fn drop(&mut self) {
-        // Without waiting: the store may be dropped on an async runtime's thread.
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self.1.take() {
             runtime.shutdown_background();
         }
     }
@@ -727,22 +756,6 @@ async fn feed_changes(
         }
         tokio::time::sleep(backoff).await;
     }
-}
-
-/// Runs `call` on `runtime` and blocks the calling thread until it is done. Safe from any thread
-/// but the runtime's own, including another runtime's worker.
-fn run<T, F>(runtime: &tokio::runtime::Handle, call: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<T, StoreError>> + Send + 'static,
-{
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    runtime.spawn(async move {
-        let _ = reply.send(call.await);
-    });
-    answer
-        .recv()
-        .map_err(|_| StoreError::Backend("etcd store closed during the call".into()))?
 }
 
 /// Retries `request` while etcd is transiently unavailable, until `timeout` has passed.
