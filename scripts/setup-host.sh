@@ -2,17 +2,20 @@
 # Installs the Debian packages hav's lab and tests use: iproute2 (namespaces, veth, bridges),
 # keepalived (the interop peer and the benchmark baseline), tshark (wire checks), BIND 9 (the DNS
 # the coordinator publishes to), ping and curl, nftables (`nft`: the agent's accept-mode filter),
-# chromium (headless: the dashboard test loads havctl's page in it).
+# chromium (headless: the dashboard test loads havctl's page in it), etcd (`etcd` and
+# `etcdctl`: the clusters the coordinator's etcd store is tested on), and protoc with the
+# well-known protos (the etcd-client crate compiles etcd's API with them at build time).
 # Services are not started: tests run their own.
 set -euo pipefail
-packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables chromium)
+packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables
+  chromium etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  # Keep package scripts from starting keepalived or named on the host.
+  # Keep package scripts from starting keepalived, named or etcd on the host.
   policy_added=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null

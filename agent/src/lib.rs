@@ -5,6 +5,5 @@ pub mod daemon;
 pub mod exec_command;
 pub mod hooks;
 pub mod net;
-pub mod sd_notify;
 pub mod telemetry;
 pub mod track;

@@ -11,6 +11,7 @@
 
 pub mod agent_service;
 pub mod auth;
+pub mod closing;
 pub mod diff;
 pub mod dns;
 pub mod error;
@@ -25,10 +26,11 @@ pub mod sla;
 pub mod splitbrain;
 pub mod state;
 pub mod store;
+pub mod store_etcd;
 pub mod telemetry;
 pub mod tls;
 
-pub use server::{CoordinatorConfig, RunningCoordinator, ServerError, start};
+pub use server::{CoordinatorConfig, RunningCoordinator, ServerError, StoreConfig, start};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {

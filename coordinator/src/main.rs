@@ -1,4 +1,9 @@
 //! `hav-coordinator`: the fleet control plane daemon.
+//!
+//! Signals: SIGTERM and SIGINT stop it gracefully (streams closed with a reason, agents' reports
+//! written, exit 0); SIGHUP re-reads the TLS certificate, key and CA at once. Under systemd
+//! (`Type=notify`) it sends `READY=1` once it listens, `WATCHDOG=1` from its main loop when
+//! `WatchdogSec=` is set, and `STOPPING=1` when a stop begins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,11 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hav_coordinator::store_etcd::{EtcdConfig, EtcdTls};
 use hav_coordinator::telemetry::trace;
 use hav_coordinator::tls::ServerTlsFiles;
-use hav_coordinator::{CoordinatorConfig, start};
+use hav_coordinator::{CoordinatorConfig, RunningCoordinator, StoreConfig, start};
 use hav_proto::config::{OtlpEndpoint, SamplingRatio};
 use hav_proto::logging::{self, LogFormat, LogOptions, Logging};
+use hav_proto::sd_notify::{self, Notifier, NotifyError};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// The hav fleet control plane (mTLS gRPC). Never on the failover path.
 #[derive(Debug, Parser)]
@@ -29,10 +37,36 @@ struct Args {
     /// The fleet CA certificate (PEM); clients must present certificates it signed.
     #[arg(long, env = "HAV_CA")]
     ca: PathBuf,
-    /// Directory for the embedded database.
+    /// Directory for the embedded database (unused with --etcd).
     #[arg(long, env = "HAV_DATA", default_value = "/var/lib/hav-coordinator")]
     data: PathBuf,
-    /// Seconds between checks of the certificate files for a reload.
+    /// Keep the state in this etcd v3 cluster instead of --data: its client URLs, comma-separated
+    /// (http://HOST:PORT, or https:// with --etcd-ca).
+    #[arg(
+        long,
+        env = "HAV_ETCD",
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
+    etcd: Vec<String>,
+    /// The CA of the etcd members' certificates (PEM), for https:// endpoints.
+    #[arg(long, env = "HAV_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), for a cluster that requires one.
+    #[arg(long, env = "HAV_ETCD_CERT", value_name = "FILE", requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "HAV_ETCD_KEY",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
+    etcd_key: Option<PathBuf>,
+    /// Everything this coordinator keeps in etcd is under this key prefix.
+    #[arg(long, env = "HAV_ETCD_PREFIX", default_value = hav_coordinator::store_etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// Seconds between checks of the certificate files for a reload (SIGHUP reloads at once).
     #[arg(long, default_value_t = 5)]
     reload_interval: u64,
     /// The authoritative DNS server that receives the groups' records (RFC 2136 updates).
@@ -114,6 +148,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()> {
+    let store = store_config(&args)?;
     let mut config = CoordinatorConfig::new(
         args.listen,
         ServerTlsFiles {
@@ -123,6 +158,7 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
         },
         args.data,
     );
+    config.store = store;
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.orchestration.resolve_split_brain = args.resolve_split_brain;
     if let (Some(server), Some(zone), Some(key_file)) =
@@ -136,19 +172,113 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
         });
     }
     config.metrics_listen = args.metrics_listen;
-    let running = start(config)
+    // Before start-up: a SIGTERM that arrives while the store opens is a graceful stop too.
+    let mut signals = Signals::install()?;
+    let notifier = Notifier::from_env().unwrap_or_else(|error| {
+        tracing::warn!(%error, "not notifying systemd");
+        None
+    });
+    let mut running = start(config)
         .await
         .context("hav-coordinator could not start")?;
     let local = running.local_addr;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    tracing::info!(%local, "shutting down");
+    notify(notifier.as_ref(), |n| {
+        n.send(&format!("READY=1\nSTATUS=serving on {local} (mTLS)"))
+    });
+    let outcome = serve(&mut running, &mut signals, notifier.as_ref()).await;
+    notify(notifier.as_ref(), Notifier::stopping);
+    match &outcome {
+        Ok(signal) => tracing::info!(%local, "{signal}: shutting down"),
+        Err(error) => tracing::error!(%local, "shutting down: {error:#}"),
+    }
     running.shutdown().await?;
     if let Some(pipeline) = pipeline {
         pipeline.shutdown().await;
     }
+    outcome?;
+    tracing::info!("hav-coordinator stopped");
     Ok(())
+}
+
+/// The main loop: signals, the watchdog, and the server's health. Returns the signal that asked
+/// for a stop, or the error the server ended with.
+async fn serve(
+    running: &mut RunningCoordinator,
+    signals: &mut Signals,
+    notifier: Option<&Notifier>,
+) -> anyhow::Result<&'static str> {
+    // Fed from this loop, so a wedged loop is what systemd restarts.
+    let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
+    loop {
+        let watchdog_tick = async {
+            match watchdog.as_mut() {
+                Some(interval) => interval.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = signals.terminate.recv() => return Ok("SIGTERM"),
+            _ = signals.interrupt.recv() => return Ok("SIGINT"),
+            _ = signals.hangup.recv() => match running.reload_tls().await {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded; new connections get them"),
+                Err(error) => tracing::warn!("SIGHUP: TLS reload failed, keeping the certificates in force: {error}"),
+            },
+            _ = watchdog_tick => notify(notifier, Notifier::watchdog),
+            ended = running.ended() => {
+                ended.context("the gRPC server stopped")?;
+                anyhow::bail!("the gRPC server stopped");
+            }
+        }
+    }
+}
+
+/// The signals the coordinator handles, installed once.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot handle {name}"))
+        };
+        Ok(Signals {
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// Sends one notification to systemd, if it is listening; a failure is only logged.
+fn notify(notifier: Option<&Notifier>, send: impl FnOnce(&Notifier) -> Result<(), NotifyError>) {
+    if let Some(notifier) = notifier
+        && let Err(error) = send(notifier)
+    {
+        tracing::warn!(%error, "systemd notification failed");
+    }
+}
+
+/// redb in `--data`, or etcd with `--etcd`.
+fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
+    if args.etcd.is_empty() {
+        if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+            anyhow::bail!("--etcd-ca and --etcd-cert need --etcd");
+        }
+        return Ok(StoreConfig::Redb {
+            dir: args.data.clone(),
+        });
+    }
+    let tls = args.etcd_ca.as_ref().map(|ca| EtcdTls {
+        ca: ca.clone(),
+        identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+    });
+    let config = EtcdConfig::new(args.etcd.clone(), tls)
+        .and_then(|config| config.with_prefix(&args.etcd_prefix))
+        .context("--etcd")?;
+    Ok(StoreConfig::Etcd(config))
 }
 
 /// Logs as `--log-level` and `--log-format` say (`hav_proto::logging`); the fleet operations'

@@ -1,5 +1,9 @@
 //! Starting and stopping a coordinator: open the store, load TLS, bind, serve both services over
 //! mTLS only, with message size limits, until shut down.
+//!
+//! A shutdown stops accepting, ends the long-lived streams with a reason ([`crate::closing`]),
+//! lets in-flight calls finish, and flushes what agents reported (the write-behind writers) into
+//! the store before it returns: nothing acknowledged or received before it is lost.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,20 +19,23 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
+use crate::closing::EndStreamsOnStop;
 use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::service::FleetServiceImpl;
 use crate::state::Shared;
 use crate::store::{RedbStore, Store, StoreError};
+use crate::store_etcd::{EtcdConfig, EtcdStore};
 use crate::telemetry::Metrics;
-use crate::tls::{self, ServerTlsFiles};
+use crate::tls::{self, ServerTlsFiles, TlsReloadError, TlsReloader};
 
 /// Everything a coordinator needs to start.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub tls: ServerTlsFiles,
-    pub data_dir: PathBuf,
+    /// Where the state is kept.
+    pub store: StoreConfig,
     /// How often certificate files are checked for changes.
     pub reload_interval: Duration,
     /// How long to wait for an agent to acknowledge a command.
@@ -40,16 +47,37 @@ pub struct CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
+    /// A coordinator keeping its state in a redb file in `data_dir`.
     pub fn new(listen: SocketAddr, tls: ServerTlsFiles, data_dir: PathBuf) -> CoordinatorConfig {
         CoordinatorConfig {
             listen,
             tls,
-            data_dir,
+            store: StoreConfig::Redb { dir: data_dir },
             reload_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
             orchestration: crate::orchestrate::OrchestrationConfig::default(),
             metrics_listen: None,
         }
+    }
+}
+
+/// Where the coordinator keeps its state ([`Store`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// The embedded redb file `coordinator.redb` in this directory.
+    Redb { dir: PathBuf },
+    /// An etcd v3 cluster.
+    Etcd(EtcdConfig),
+}
+
+impl StoreConfig {
+    /// Opens the store (blocking: run it off the async runtime).
+    pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreConfig::Redb { dir } => Arc::new(RedbStore::open(dir)?),
+            StoreConfig::Etcd(config) => Arc::new(EtcdStore::connect(config.clone())?),
+        })
     }
 }
 
@@ -75,6 +103,8 @@ pub enum ServerError {
     Orchestration(#[from] crate::orchestrate::OrchestrationError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the gRPC server task failed: {0}")]
+    Task(String),
 }
 
 /// A coordinator serving in the background.
@@ -83,6 +113,7 @@ pub struct RunningCoordinator {
     pub local_addr: SocketAddr,
     /// The TLS config in force; changes when the certificate files are reloaded.
     pub tls_config: watch::Receiver<Arc<ServerConfig>>,
+    tls_reloader: TlsReloader,
     /// Where `GET /metrics` is served, if it is.
     pub metrics_addr: Option<SocketAddr>,
     /// The counters of the fleet operations (the rollout module reports through these).
@@ -92,49 +123,72 @@ pub struct RunningCoordinator {
     stopping: watch::Sender<bool>,
     node_states: Arc<NodeStateWriter>,
     transitions: Arc<TransitionWriter>,
-    task: JoinHandle<Result<(), ServerError>>,
+    /// The gRPC server; `None` once [`RunningCoordinator::ended`] has seen it end.
+    task: Option<JoinHandle<Result<(), ServerError>>>,
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
 }
 
 impl RunningCoordinator {
-    /// Ends agent and watch streams, stops accepting, lets in-flight calls finish and waits for
-    /// the server to end. Agents reconnect with backoff to whatever comes up next.
+    /// Ends agent and watch streams (status `UNAVAILABLE`, [`crate::closing::SHUTTING_DOWN`]),
+    /// stops accepting, lets in-flight calls finish, waits for the server to end and writes what
+    /// agents reported before. Agents reconnect with backoff to whatever comes up next.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         // First end the long-lived streams (agents, watchers), then stop the server, which
         // waits for in-flight calls.
         self.stopping.send_replace(true);
         drop(self.metrics_server);
         let _ = self.shutdown.send(());
-        let result = join(self.task).await;
+        let result = match self.task {
+            Some(task) => join(task).await,
+            None => Ok(()),
+        };
         self.orchestrator.shutdown().await;
         // Last: the streams have ended, so no snapshot arrives after this flush.
         self.node_states.close().await;
         self.transitions.close().await;
+        tracing::info!("agents' reports written; store flushed");
         result
+    }
+
+    /// Reads the certificate files now (as SIGHUP asks) and serves them to the next connection;
+    /// on an error the certificates in force stay.
+    pub async fn reload_tls(&self) -> Result<(), TlsReloadError> {
+        self.tls_reloader.reload().await
+    }
+
+    /// Resolves if the gRPC server ends by itself, which only an error makes it do; pending
+    /// forever after that. [`RunningCoordinator::shutdown`] must still be called to flush.
+    pub async fn ended(&mut self) -> Result<(), ServerError> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let result = match task.await {
+                    Ok(result) => result,
+                    Err(e) => Err(ServerError::Task(e.to_string())),
+                };
+                self.task = None;
+                result
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
 async fn join(task: JoinHandle<Result<(), ServerError>>) -> Result<(), ServerError> {
-    {
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(ServerError::Store(StoreError::Backend(format!(
-                "server task failed: {e}"
-            )))),
-        }
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(ServerError::Task(e.to_string())),
     }
 }
 
 /// Opens the store, loads TLS, binds and serves.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, ServerError> {
-    let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))??,
-    );
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || store_config.open())
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
     let initial = tls::server_config(&config.tls)?;
-    let tls_config = tls::watch_files(config.tls.clone(), initial, config.reload_interval);
+    let (tls_config, tls_reloader) =
+        tls::watch_files(config.tls.clone(), initial, config.reload_interval);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -187,12 +241,14 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let end_streams = EndStreamsOnStop::new(stopping.subscribe());
     let incoming = tls::incoming(listener, tls_config.clone());
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(end_streams)
             .add_service(agent)
             .add_service(fleet)
             .serve_with_incoming_shutdown(incoming, async {
@@ -205,6 +261,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     Ok(RunningCoordinator {
         local_addr,
         tls_config,
+        tls_reloader,
         metrics_addr,
         metrics,
         metrics_server,
@@ -212,7 +269,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         stopping,
         node_states,
         transitions,
-        task,
+        task: Some(task),
         orchestrator,
     })
 }

@@ -1,6 +1,7 @@
 //! The coordinator's side of mTLS: a TLS 1.3 server config that demands a client certificate
 //! signed by the fleet CA, an accept loop that only hands fully verified connections to gRPC, and
-//! a watcher that reloads certificate, key and CA from disk without a restart.
+//! a watcher that reloads certificate, key and CA from disk without a restart: when the files
+//! change, and at once when asked (the daemon asks on SIGHUP).
 //!
 //! Guarantees: a connection reaches a service only after a successful handshake with a verified
 //! client certificate; a handshake failure (plaintext, no certificate, wrong CA, expired) is logged
@@ -16,7 +17,7 @@ use hav_proto::transport::{TransportError, load_certs, load_key, root_store};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -51,41 +52,97 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, Transp
 }
 
 /// Reloads the server config whenever one of the files changes (checked every `interval` by
-/// modification time and size, which also catches an atomic rename over the file).
-/// Returns the receiver the accept loop reads for each new connection.
+/// modification time and size, which also catches an atomic rename over the file), and at once
+/// when asked through the returned [`TlsReloader`] (SIGHUP). Returns the receiver the accept loop
+/// reads for each new connection.
 pub fn watch_files(
     files: ServerTlsFiles,
     initial: Arc<ServerConfig>,
     interval: Duration,
-) -> watch::Receiver<Arc<ServerConfig>> {
+) -> (watch::Receiver<Arc<ServerConfig>>, TlsReloader) {
     let (tx, rx) = watch::channel(initial);
+    let (requests, mut requested) = mpsc::channel::<oneshot::Sender<Result<(), TransportError>>>(4);
     // Taken now, not in the task: a change between here and the task's first poll must count.
     let mut seen = fingerprint(&files);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Once every reloader is gone, only the files are watched.
+        let mut asked = true;
         loop {
-            ticker.tick().await;
+            let reply = tokio::select! {
+                _ = ticker.tick() => None,
+                request = requested.recv(), if asked => match request {
+                    Some(reply) => Some(reply),
+                    None => {
+                        asked = false;
+                        continue;
+                    }
+                },
+            };
             if tx.is_closed() {
                 return;
             }
             let now = fingerprint(&files);
-            if now == seen {
-                continue;
-            }
-            match server_config(&files) {
-                Ok(config) => {
-                    seen = now;
-                    tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded");
-                    tx.send_replace(config);
+            let Some(reply) = reply else {
+                if now == seen {
+                    continue;
                 }
-                // Half-written files are common during a rotation: keep the old config and
-                // retry on the next tick (`seen` is not updated).
-                Err(e) => tracing::warn!("TLS reload failed, keeping previous certificates: {e}"),
-            }
+                match server_config(&files) {
+                    Ok(config) => {
+                        seen = now;
+                        tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded (files changed)");
+                        tx.send_replace(config);
+                    }
+                    // Half-written files are common during a rotation: keep the old config and
+                    // retry on the next tick (`seen` is not updated).
+                    Err(e) => {
+                        tracing::warn!("TLS reload failed, keeping previous certificates: {e}")
+                    }
+                }
+                continue;
+            };
+            // Asked: read the files whether or not they look changed, and say how it went.
+            let result = server_config(&files).map(|config| {
+                seen = now;
+                tx.send_replace(config);
+            });
+            let _ = reply.send(result);
         }
     });
-    rx
+    (rx, TlsReloader { requests })
+}
+
+/// Asks the watcher of [`watch_files`] to read the certificate files now.
+#[derive(Debug, Clone)]
+pub struct TlsReloader {
+    requests: mpsc::Sender<oneshot::Sender<Result<(), TransportError>>>,
+}
+
+impl TlsReloader {
+    /// Reads certificate, key and CA again and serves them to the next connection; on an error
+    /// the certificates in force stay. Connections already open keep theirs.
+    pub async fn reload(&self) -> Result<(), TlsReloadError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(reply)
+            .await
+            .map_err(|_| TlsReloadError::WatcherGone)?;
+        answer
+            .await
+            .map_err(|_| TlsReloadError::WatcherGone)?
+            .map_err(TlsReloadError::Files)
+    }
+}
+
+/// Why a reload asked for left the certificates as they were.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsReloadError {
+    #[error("{0}")]
+    Files(#[source] TransportError),
+    #[error("the certificate watcher has stopped")]
+    WatcherGone,
 }
 
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;

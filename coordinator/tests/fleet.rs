@@ -376,8 +376,21 @@ async fn restart_keeps_history_audit_and_last_state() {
         let end = tokio::time::timeout(TIMEOUT, events.message())
             .await
             .unwrap();
-        assert!(matches!(end, Ok(None)), "watch stream ends: {end:?}");
-        await_link(&mut agent, |s| matches!(s, LinkState::Disconnected { .. })).await;
+        // The watch ends saying why.
+        assert!(
+            matches!(&end, Err(status) if status.code() == tonic::Code::Unavailable
+                && status.message() == hav_coordinator::closing::SHUTTING_DOWN),
+            "watch stream ends: {end:?}"
+        );
+        let LinkState::Disconnected { error, .. } =
+            await_link(&mut agent, |s| matches!(s, LinkState::Disconnected { .. })).await
+        else {
+            unreachable!("awaited a disconnection");
+        };
+        assert!(
+            error.contains(hav_coordinator::closing::SHUTTING_DOWN),
+            "the agent is told why: {error}"
+        );
     }
     let coordinator = start(&pki, data.path()).await;
     let viewer = pki.operator(&coordinator, "vera", Role::Viewer);

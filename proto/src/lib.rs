@@ -1,7 +1,8 @@
 //! The contract between the three hav programs: the gRPC services (`hav.v1`) and the config schema
 //! that agent, coordinator and havctl share. Nothing here does IO beyond reading a config file,
-//! dialling with mTLS ([`transport`]) and serving `GET /metrics` ([`metrics`]), which both daemons
-//! do alike, as they log alike (`logging`, feature `logging`: their flags, text, JSON, journald).
+//! dialling with mTLS ([`transport`]), serving `GET /metrics` ([`metrics`]) and telling systemd
+//! how they are ([`sd_notify`]), which both daemons do alike, as they log alike (`logging`,
+//! feature `logging`: their flags, text, JSON, journald).
 
 pub mod config;
 pub mod fleet;
@@ -9,5 +10,6 @@ pub mod identity;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod metrics;
+pub mod sd_notify;
 pub mod transport;
 pub mod v1;

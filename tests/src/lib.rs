@@ -8,10 +8,12 @@
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
 //! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
 //! - [`chaos`]: the chaos soak (a fleet of pairs, seeded faults, invariants, report).
+//! - [`coordinator`]: a hav-coordinator process on loopback as systemd runs it ($NOTIFY_SOCKET, signals).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.
 //! - [`otlp`]: an OTLP/gRPC trace collector in the test process.
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
+//! - [`etcd`]: a real three-member etcd cluster on loopback, for the coordinator's etcd store.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -28,7 +30,9 @@ pub mod agent;
 pub mod bench;
 pub mod browser;
 pub mod chaos;
+pub mod coordinator;
 pub mod dns;
+pub mod etcd;
 pub mod fleet;
 pub mod journal;
 pub mod keepalived;

@@ -32,9 +32,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::net::{AcceptFilter, Announcer, JournaledVips, TableName, TableRemoval, VipManager};
-use crate::sd_notify::{self, Notifier};
 use crate::telemetry::Telemetry;
 use executor::{Executor, Transition};
+use hav_proto::sd_notify::{self, Notifier};
 use links::HostWatch;
 use plan::{Host, Plan};
 use sockets::{Inbound, Sockets};
@@ -409,7 +409,7 @@ impl Daemon {
     }
 
     /// Sends one notification to systemd, if it is listening; a failure is only logged.
-    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), crate::sd_notify::NotifyError>) {
+    fn notify(&self, send: impl FnOnce(&Notifier) -> Result<(), sd_notify::NotifyError>) {
         if let Some(notifier) = &self.notifier
             && let Err(error) = send(notifier)
         {

@@ -1,12 +1,13 @@
 //! systemd's service notification protocol (`sd_notify(3)`), without libsystemd: datagrams such as
 //! `READY=1` sent to the Unix socket named by `$NOTIFY_SOCKET`.
 //!
-//! A unit with `Type=notify` waits for [`Notifier::ready`] before it counts as started, and with
-//! `WatchdogSec=` restarts the agent when [`Notifier::watchdog`] stops arriving; ping at
-//! [`watchdog_interval`], half of what systemd allows. Outside systemd (`$NOTIFY_SOCKET` unset)
-//! there is no notifier and nothing to do. Both path sockets and abstract ones (`@name`) work.
-//! Sending never blocks: the socket is non-blocking, and a full or absent receiver is an error for
-//! the caller to log, never a reason to stop the agent.
+//! Both daemons speak it (hav-agent and hav-coordinator). A unit with `Type=notify` waits for
+//! [`Notifier::ready`] before it counts as started, and with `WatchdogSec=` restarts the daemon
+//! when [`Notifier::watchdog`] stops arriving; ping at [`watchdog_interval`], half of what systemd
+//! allows. Outside systemd (`$NOTIFY_SOCKET` unset) there is no notifier and nothing to do. Both
+//! path sockets and abstract ones (`@name`) work. Sending never blocks: the socket is
+//! non-blocking, and a full or absent receiver is an error for the caller to log, never a reason
+//! to stop the daemon.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -86,12 +87,13 @@ impl Notifier {
         })
     }
 
-    /// `READY=1`: start-up is complete (instances running, sockets bound).
+    /// `READY=1`: start-up is complete (the agent's instances run; the coordinator listens).
     pub fn ready(&self) -> Result<(), NotifyError> {
         self.send("READY=1")
     }
 
-    /// `STOPPING=1`: shutdown has begun (VIPs being released, priority-0 adverts sent).
+    /// `STOPPING=1`: shutdown has begun (the agent hands over its VIPs; the coordinator closes its
+    /// streams and flushes its store).
     pub fn stopping(&self) -> Result<(), NotifyError> {
         self.send("STOPPING=1")
     }
