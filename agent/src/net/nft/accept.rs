@@ -35,7 +35,7 @@ pub fn section(blocked: &BTreeSet<IpAddr>) -> Section {
             AddressSet::ipv6(SET_V6, blocked),
         ],
         chains: vec![Chain {
-            name: CHAIN,
+            name: CHAIN.into(),
             base: Some(BaseChain {
                 kind: ChainType::Filter,
                 hook: Hook::Input,
