@@ -109,7 +109,10 @@ fn pick(
 ) -> Option<String> {
     let first = pool.first()?;
     if algo == LbAlgo::Fo {
-        let best = pool.iter().fold(first, |best, t| if t.weight > best.weight { t } else { best });
+        let best = pool.iter().fold(
+            first,
+            |best, t| if t.weight > best.weight { t } else { best },
+        );
         return Some(value(best));
     }
     if pool.len() == 1 {
@@ -124,14 +127,29 @@ fn pick(
     let mut entries = Vec::with_capacity(pool.len());
     let mut next = 0u64;
     for target in pool {
-        let size = if weighted { u64::from(target.weight) } else { 1 };
+        let size = if weighted {
+            u64::from(target.weight)
+        } else {
+            1
+        };
         let last = next + size - 1;
-        let key = if size == 1 { next.to_string() } else { format!("{next}-{last}") };
+        let key = if size == 1 {
+            next.to_string()
+        } else {
+            format!("{next}-{last}")
+        };
         entries.push(format!("{key} : {}", value(target)));
         next = last + 1;
     }
-    let seed = if algo == LbAlgo::Sh { format!(" seed {HASH_SEED:#x}") } else { String::new() };
-    Some(format!("{selector} mod {next}{seed} map {{ {} }}", entries.join(", ")))
+    let seed = if algo == LbAlgo::Sh {
+        format!(" seed {HASH_SEED:#x}")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{selector} mod {next}{seed} map {{ {} }}",
+        entries.join(", ")
+    ))
 }
 
 /// The dispatch element of `service`: `198.51.100.10 . tcp . 80 : jump lb_vs0` per port.
@@ -222,9 +240,12 @@ impl DrRuleset {
     }
 }
 
+/// A DR service with its device, flow timeout and targets by mark.
+type DrService<'a> = (&'a LbService, &'a str, &'a Duration, &'a Vec<(u32, IpAddr)>);
+
 /// The netdev ruleset of the DR virtual servers among `services`, inside `table` (`netdev hav`).
 pub fn dr_ruleset(services: &[LbService]) -> DrRuleset {
-    let dr: Vec<(&LbService, &str, &Duration, &Vec<(u32, IpAddr)>)> = (services.iter())
+    let dr: Vec<DrService<'_>> = (services.iter())
         .filter_map(|s| match &s.forwarding {
             Forwarding::Dr {
                 device,
@@ -240,7 +261,11 @@ pub fn dr_ruleset(services: &[LbService]) -> DrRuleset {
     let mut out = String::new();
     let mut picks = BTreeMap::new();
     for (service, _, timeout, _) in &dr {
-        let kind = if service.address.is_ipv6() { "ipv6_addr" } else { "ipv4_addr" };
+        let kind = if service.address.is_ipv6() {
+            "ipv6_addr"
+        } else {
+            "ipv4_addr"
+        };
         let _ = writeln!(out, "\tmap lb_vs{}_flows {{", service.id);
         let _ = writeln!(out, "\t\ttype {kind} . inet_service . inet_service : mark");
         let _ = writeln!(out, "\t\tflags dynamic,timeout");
@@ -385,7 +410,9 @@ impl DrTable {
         let existed = self.nft.netdev_table_exists(&self.name).await?;
         let table = self.display_name();
         let script = format!("table {table} {{}}\ndelete table {table}\n");
-        self.nft.apply(&self.name, "delete netdev table", &script).await?;
+        self.nft
+            .apply(&self.name, "delete netdev table", &script)
+            .await?;
         self.installed = DrRuleset::default();
         Ok(existed)
     }

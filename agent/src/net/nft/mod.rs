@@ -10,15 +10,19 @@
 //!
 //! Layout: [`ruleset`] renders the transaction text from typed [`Section`]s (one per feature:
 //! accept mode, the load balancer's NAT; the planned hand-over forwarding later), [`HavTable`]
-//! keeps the sections and applies them, [`AcceptFilter`] is the RFC 5798 `Accept_Mode` section.
+//! keeps the sections and applies them, [`AcceptFilter`] is the RFC 5798 `Accept_Mode` section,
+//! [`lb`] the load balancer's rules (NAT here, DR in a `netdev` table of the same name, [`DrTable`]),
+//! [`Firewall`] owns both tables.
 //! The `nft` program runs in the network namespace of the thread that spawns it.
 
 pub mod accept;
+pub mod firewall;
 pub mod lb;
 pub mod ruleset;
 pub mod table;
 
 pub use accept::AcceptFilter;
+pub use firewall::Firewall;
 pub use lb::{DrTable, Forwarding, LbService, Target};
 pub use ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
 pub use table::{HavTable, TableRemoval};
