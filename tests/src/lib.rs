@@ -27,6 +27,7 @@ pub mod dns;
 pub mod fleet;
 pub mod journal;
 pub mod keepalived;
+pub mod lb;
 pub mod netns;
 pub mod otlp;
 pub mod probe;
