@@ -305,6 +305,39 @@ impl LbLab {
     }
 }
 
+impl LbLab {
+    /// Connects to the VIP's `port` until `run` connections in a row succeed, each established
+    /// without a retransmitted SYN (under 200 ms); the time from `since` to the start of the
+    /// first of them, and those replies. Panics after `limit`.
+    pub fn settle(
+        &self,
+        port: u16,
+        run: usize,
+        since: Instant,
+        limit: Duration,
+    ) -> (Duration, Vec<Reply>) {
+        let mut streak = Vec::new();
+        let mut streak_start = Duration::ZERO;
+        while streak.len() < run {
+            assert!(
+                since.elapsed() < limit,
+                "no run of {run} successes within {limit:?}"
+            );
+            let started = since.elapsed();
+            match self.connect(port, None, 1).map(|mut r| r.remove(0)) {
+                Ok(Ok(reply)) if reply.connect < Duration::from_millis(200) => {
+                    if streak.is_empty() {
+                        streak_start = started;
+                    }
+                    streak.push(reply);
+                }
+                _ => streak.clear(),
+            }
+        }
+        (streak_start, streak)
+    }
+}
+
 /// One TCP request; the answering server's name and the connect time.
 pub fn tcp_ask(target: SocketAddr, source: Option<IpAddr>) -> Result<Reply, String> {
     let started = Instant::now();

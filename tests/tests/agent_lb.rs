@@ -73,36 +73,6 @@ fn assert_share(
     );
 }
 
-/// Connects until `run` connections in a row succeed, each established without a retransmitted
-/// SYN (under 200 ms); the time from `since` to the start of the first of them.
-fn settle(
-    lab: &LbLab,
-    port: u16,
-    run: usize,
-    since: Instant,
-    limit: Duration,
-) -> (Duration, Vec<Reply>) {
-    let mut streak = Vec::new();
-    let mut streak_start = Duration::ZERO;
-    while streak.len() < run {
-        assert!(
-            since.elapsed() < limit,
-            "no run of {run} successes within {limit:?}"
-        );
-        let started = since.elapsed();
-        match lab.connect(port, None, 1).expect("client").remove(0) {
-            Ok(reply) if reply.connect < Duration::from_millis(200) => {
-                if streak.is_empty() {
-                    streak_start = started;
-                }
-                streak.push(reply);
-            }
-            _ => streak.clear(),
-        }
-    }
-    (streak_start, streak)
-}
-
 #[test]
 fn nat_shares_connections_rr_equally_wrr_by_weight_sh_by_source_over_tcp_and_udp() {
     let vip = "203.0.113.1";
@@ -203,7 +173,7 @@ fn nat_real_server_death_leaves_rotation_within_its_bound_heals_back_and_the_bac
     let held = hold_connections(&lab, 3);
     let killed = Instant::now();
     lab.kill_server("rs2").expect("kill rs2");
-    let (removal, streak) = settle(&lab, 80, 30, killed, Duration::from_secs(10));
+    let (removal, streak) = lab.settle(80, 30, killed, Duration::from_secs(10));
     eprintln!(
         "figure: nat rr: rs2 killed, out of rotation after {removal:?} (bound delay_loop + retry x delay_before_retry = {bound:?})"
     );
@@ -241,7 +211,7 @@ fn nat_real_server_death_leaves_rotation_within_its_bound_heals_back_and_the_bac
     );
     let crashed = Instant::now();
     lab.node_dies("a").expect("a dies");
-    let (outage, _) = settle(&lab, 80, 6, crashed, Duration::from_secs(10));
+    let (outage, _) = lab.settle(80, 6, crashed, Duration::from_secs(10));
     lab.b
         .wait_state("VI_1", "Master", Duration::from_secs(5))
         .expect("b master");
@@ -297,7 +267,7 @@ fn dr_sends_packets_unchanged_to_real_servers_that_answer_directly_and_the_backu
 
     let killed = Instant::now();
     lab.kill_server("rs1").expect("kill rs1");
-    let (removal, _) = settle(&lab, 80, 20, killed, Duration::from_secs(10));
+    let (removal, _) = lab.settle(80, 20, killed, Duration::from_secs(10));
     eprintln!("figure: dr rr: rs1 killed, out of rotation after {removal:?} (bound 1.3 s)");
     assert!(
         removal <= Duration::from_millis(1800),
@@ -311,7 +281,7 @@ fn dr_sends_packets_unchanged_to_real_servers_that_answer_directly_and_the_backu
     );
     let crashed = Instant::now();
     lab.node_dies("a").expect("a dies");
-    let (outage, _) = settle(&lab, 80, 6, crashed, Duration::from_secs(10));
+    let (outage, _) = lab.settle(80, 6, crashed, Duration::from_secs(10));
     assert!(
         lab.tables("b").expect("nft").contains("fwd ip to"),
         "b balances"
