@@ -235,3 +235,61 @@ fn removing_the_table_removes_a_stale_one_and_touches_nothing_else() {
         );
     });
 }
+
+#[test]
+fn virtual_servers_fill_both_tables_and_removal_deletes_both() {
+    use hav_agent::net::nft::{Forwarding, LbService, Target};
+    use hav_proto::config::{LbAlgo, LbProtocol};
+    run(|_lab| async move {
+        let service = |id, forwarding| LbService {
+            id,
+            name: format!("vs{id}"),
+            address: ip(BLOCKED_V4),
+            protocol: LbProtocol::Tcp,
+            ports: vec![80 + id as u16],
+            algo: LbAlgo::Wrr,
+            forwarding,
+            pool: vec![
+                Target {
+                    address: ip("198.51.100.21"),
+                    port: None,
+                    weight: 2,
+                    mark: 1,
+                },
+                Target {
+                    address: ip("198.51.100.22"),
+                    port: None,
+                    weight: 1,
+                    mark: 2,
+                },
+            ],
+        };
+        let dr = Forwarding::Dr {
+            device: IFACE_A.into(),
+            flow_timeout: Duration::from_secs(60),
+            targets: vec![(1, ip("198.51.100.21")), (2, ip("198.51.100.22"))],
+        };
+        let mut firewall = Firewall::open(TableName::default());
+        firewall
+            .set_virtual_servers(&[service(0, Forwarding::Nat), service(1, dr)], "test")
+            .await
+            .unwrap();
+        assert_eq!(tables_a(), ["table inet hav", "table netdev hav"]);
+        let nat = nft_a(&["list", "table", "inet", "hav"], None);
+        assert!(
+            nat.contains(
+                "dnat ip to numgen inc mod 3 map { 0-1 : 198.51.100.21, 2 : 198.51.100.22 }"
+            ),
+            "{nat}"
+        );
+        let netdev = nft_a(&["list", "table", "netdev", "hav"], None);
+        assert!(netdev.contains("fwd ip to meta mark map"), "{netdev}");
+        // A crash leaves both: a new run's removal deletes both.
+        let mut restarted = Firewall::open(TableName::default());
+        assert_eq!(
+            restarted.remove_tables().await.unwrap(),
+            TableRemoval::Removed
+        );
+        assert!(tables_a().is_empty(), "{:?}", tables_a());
+    });
+}

@@ -344,6 +344,8 @@ mod tests {
             .collect()
     }
 
+    // Loopback real servers on a port nothing serves: the checkers the test starts only ever
+    // reach this host's loopback (and are refused); the test feeds the reports itself.
     const WEB: &str = r#"
 [[virtual_server]]
 name = "web"
@@ -353,17 +355,21 @@ lb_algo = "wrr"
 quorum = 3
 hysteresis = 1
 quorum_down = ["/bin/true"]
-sorry_server = "198.51.100.99:8080"
+sorry_server = "127.0.0.99:8080"
 [[virtual_server.real_server]]
-address = "198.51.100.21"
+address = "127.0.0.21"
+port = 9
 weight = 2
 [virtual_server.real_server.check]
 kind = "tcp"
+delay_before_retry = "60s"
 [[virtual_server.real_server]]
-address = "198.51.100.22"
+address = "127.0.0.22"
+port = 9
 weight = 2
 [virtual_server.real_server.check]
 kind = "tcp"
+delay_before_retry = "60s"
 "#;
 
     fn report(address: &str, healthy: bool) -> CheckReport {
@@ -371,7 +377,7 @@ kind = "tcp"
             server: ServerKey {
                 service: "web".into(),
                 address: address.parse().expect("address"),
-                port: None,
+                port: Some(9),
             },
             healthy,
             reason: if healthy {
@@ -400,21 +406,24 @@ kind = "tcp"
         assert_eq!(
             pool(&balancer),
             [
-                ("198.51.100.21".into(), Some(80)),
-                ("198.51.100.22".into(), Some(80))
+                ("127.0.0.21".into(), Some(9)),
+                ("127.0.0.22".into(), Some(9))
             ]
         );
         // Live weight 2 of quorum 3 with hysteresis 1: still held (lost below 2).
-        assert!(balancer.record(report("198.51.100.21", false)).is_empty());
-        assert_eq!(pool(&balancer), [("198.51.100.22".into(), Some(80))]);
-        let lost = balancer.record(report("198.51.100.22", false));
+        assert!(balancer.record(report("127.0.0.21", false)).is_empty());
+        assert_eq!(pool(&balancer), [("127.0.0.22".into(), Some(9))]);
+        let lost = balancer.record(report("127.0.0.22", false));
         assert_eq!(lost.len(), 1);
         assert!(!lost[0].up && lost[0].command.is_some());
-        assert_eq!(pool(&balancer), [("198.51.100.99".into(), Some(8080))]);
+        assert_eq!(pool(&balancer), [("127.0.0.99".into(), Some(8080))]);
         // Weight 2 is not enough to regain it (needs 4).
-        assert!(balancer.record(report("198.51.100.21", true)).is_empty());
-        assert_eq!(pool(&balancer), [("198.51.100.99".into(), Some(8080))]);
-        let gained = balancer.record(report("198.51.100.22", true));
+        assert!(balancer.record(report("127.0.0.21", true)).is_empty());
+        assert_eq!(pool(&balancer), [("127.0.0.99".into(), Some(8080))]);
+        // A reload with the same checks keeps them and the health they found.
+        balancer.configure(services(WEB));
+        assert_eq!(pool(&balancer), [("127.0.0.99".into(), Some(8080))]);
+        let gained = balancer.record(report("127.0.0.22", true));
         assert!(gained[0].up && gained[0].command.is_none());
         assert_eq!(pool(&balancer).len(), 2);
         assert!(balancer.set_master("VI_1", false));
