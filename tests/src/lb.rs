@@ -46,6 +46,8 @@ pub struct LbLab {
     pub servers: Vec<String>,
     backends: BTreeMap<String, NsProcess>,
     client_iface: String,
+    /// The `[[instance]]` text of `a` and `b`, to which the services are appended.
+    instances: BTreeMap<&'static str, String>,
     /// The interfaces of `a` and `b`.
     node_ifaces: BTreeMap<&'static str, Vec<String>>,
 }
@@ -149,13 +151,17 @@ impl LbLab {
                     let _ = writeln!(text, "vips = [\"{vip}/24\"]");
                 }
             }
-            text.push_str(services);
+            text
+        };
+        let instances: BTreeMap<&'static str, String> =
+            [("a", config("a", 150)), ("b", config("b", 100))].into();
+        let node_config = |node: &str| {
             let mut config = AgentConfig::new(node, Vec::new());
-            config.extra = text;
+            config.extra = format!("{}{services}", instances[node]);
             config
         };
-        let a = Agent::start(&lab, "a", &config("a", 150))?;
-        let b = Agent::start(&lab, "b", &config("b", 100))?;
+        let a = Agent::start(&lab, "a", &node_config("a"))?;
+        let b = Agent::start(&lab, "b", &node_config("b"))?;
         let mut lb = LbLab {
             lab,
             mode,
@@ -165,6 +171,7 @@ impl LbLab {
             servers: names,
             backends,
             client_iface,
+            instances,
             node_ifaces: [
                 ("a", [Some(&a_front), a_back.as_ref()]),
                 ("b", [Some(&b_front), b_back.as_ref()]),
@@ -185,6 +192,17 @@ impl LbLab {
         lb.a.wait_state("VI_1", "Master", WAIT)?;
         lb.b.wait_state("VI_1", "Backup", WAIT)?;
         Ok(lb)
+    }
+
+    /// Gives both agents `services` instead (the config file rewritten, then SIGHUP).
+    pub fn reconfigure(&mut self, services: &str) -> Result<(), AgentError> {
+        for (node, agent) in [("a", &mut self.a), ("b", &mut self.b)] {
+            let mut config = AgentConfig::new(node, Vec::new());
+            config.extra = format!("{}{services}", self.instances[node]);
+            agent.write_config(&config)?;
+            agent.reload()?;
+        }
+        Ok(())
     }
 
     /// Node `node` dies: its agent is SIGKILLed and its links go down (a killed agent alone

@@ -2,13 +2,17 @@
 //! its own namespace, behind two real hav-agents: the share of connections each real server gets
 //! per scheduler (rr equal, wrr by weight, sh stable per source) over TCP and UDP; a real server
 //! killed leaves the rotation within `delay_loop + retry × delay_before_retry` and comes back
-//! when it heals, established connections untouched; the master killed, the backup serves the
-//! same real servers; NAT and DR. Needs root and nft; `cargo build -p hav-agent` first.
+//! when it heals, established connections untouched; a reload that changes weights applies on
+//! the master and keeps DR's flow maps; the backup checks too (its status shows the dead server)
+//! and serves the same real servers when the master dies; NAT and DR. Needs root and nft; `cargo build -p hav-agent` first.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use hav_tests::lb::{LbLab, Mode, REAL_PORT, Reply, read_name, shares};
+
+/// How long the status may take to show a change.
+const WAIT_STATUS: Duration = Duration::from_secs(5);
 
 fn rs(index: usize) -> String {
     LbLab::server_address(index).to_string()
@@ -182,6 +186,15 @@ fn nat_real_server_death_leaves_rotation_within_its_bound_heals_back_and_the_bac
         "removal took {removal:?}"
     );
     assert!(streak.iter().all(|r| r.server != "rs2"));
+    // The backup checks too, so a new master starts from the current set.
+    let key = format!("real_server:web {}:{REAL_PORT}", rs(1));
+    lab.b
+        .wait_status("rs2 down on the backup", WAIT_STATUS, |status| {
+            status["trackers"][&key]
+                .as_str()
+                .is_some_and(|health| health.starts_with("down"))
+        })
+        .unwrap_or_else(|e| panic!("the backup sees rs2 down: {e}"));
     let answered = finish_held(held);
     assert!(
         answered.iter().any(|s| s == "rs1") && answered.iter().any(|s| s == "rs3"),
@@ -264,6 +277,58 @@ fn dr_sends_packets_unchanged_to_real_servers_that_answer_directly_and_the_backu
         &[("rs1", 0.25), ("rs2", 0.75)],
         0.03,
     );
+
+    // A reload that changes only weights rewrites only the pick chains, on the master alone,
+    // and keeps the flow maps: a connection held to rs1 still reaches rs1 after rs1's weight
+    // went to 0 (a re-scheduled packet would reach rs2, which knows no such connection).
+    let held = hold_connections(&lab, 2);
+    let mut reweighted = service(
+        "web",
+        vip,
+        "port = 80",
+        "lb_algo = \"rr\"\nlb_kind = \"dr\"",
+        &[0, 1],
+        TCP_CHECK,
+    );
+    reweighted += &service(
+        "web-udp",
+        vip,
+        "port = 80",
+        "lb_algo = \"wrr\"\nlb_kind = \"dr\"\nprotocol = \"udp\"",
+        &[1, 1],
+        "",
+    );
+    lab.reconfigure(&reweighted).expect("reload");
+    let reloaded = Instant::now();
+    loop {
+        let udp = lab.ask_udp(80, 40).expect("client");
+        let rs1 = shares(&udp).get("rs1").copied().unwrap_or(0);
+        if (17..=23).contains(&rs1) {
+            break;
+        }
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(5),
+            "weights 1:1 not applied: {:?}",
+            shares(&udp)
+        );
+    }
+    let mut answered = finish_held(held);
+    answered.sort();
+    assert_eq!(answered, ["rs1", "rs2"], "held DR flows were re-scheduled");
+    let udp = lab.ask_udp(80, 200).expect("client");
+    assert_share(
+        "dr wrr 1:1 udp after reload",
+        &udp,
+        &[("rs1", 0.5), ("rs2", 0.5)],
+        0.03,
+    );
+
+    // Back to the first weights before a real server dies.
+    lab.reconfigure(&services).expect("reload");
+    let restored = Instant::now();
+    while !shares(&lab.connect(80, None, 4).expect("client")).contains_key("rs1") {
+        assert!(restored.elapsed() < Duration::from_secs(5), "rs1 not back");
+    }
 
     let killed = Instant::now();
     lab.kill_server("rs1").expect("kill rs1");

@@ -175,6 +175,18 @@ impl Executor {
         self.program(&op).await;
     }
 
+    /// Each checked real server's health, keyed `real_server:<service> <address>[:port]` like
+    /// the trackers' in the status.
+    pub fn real_server_health(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.balancer.health().map(|(server, failed)| {
+            let health = match failed {
+                None => "up".to_owned(),
+                Some(reason) => format!("down ({reason})"),
+            };
+            (format!("real_server:{server}"), health)
+        })
+    }
+
     /// Makes hav's tables hold the virtual servers the balancer says (nothing runs when that is
     /// what they hold, so a config without virtual servers never runs nft for them). A failure
     /// is logged: the tables stay as they were.

@@ -482,6 +482,7 @@ impl Daemon {
             instances: status::instances(&self.engine, Instant::now()),
             trackers: (self.trackers.health().iter())
                 .map(|(key, health)| (key.clone(), health.to_string()))
+                .chain(self.executor.real_server_health())
                 .collect(),
             counters,
         }
