@@ -4,7 +4,8 @@
 //! killed leaves the rotation within `delay_loop + retry × delay_before_retry` and comes back
 //! when it heals, established connections untouched; a reload that changes weights applies on
 //! the master and keeps DR's flow maps; the backup checks too (its status shows the dead server)
-//! and serves the same real servers when the master dies; NAT and DR. Needs root and nft; `cargo build -p hav-agent` first.
+//! and serves the same real servers when the master dies; NAT and DR. Needs root and nft;
+//! `cargo build -p hav-agent` first.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
