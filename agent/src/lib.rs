@@ -4,6 +4,7 @@ pub mod control;
 pub mod daemon;
 pub mod exec_command;
 pub mod hooks;
+pub mod lb;
 pub mod net;
 pub mod telemetry;
 pub mod track;

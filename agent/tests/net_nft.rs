@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use hav_agent::net::{AcceptFilter, TableName, TableRemoval};
+use hav_agent::net::{Firewall, TableName, TableRemoval};
 use net_support::*;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -113,7 +113,7 @@ fn tables_a() -> Vec<String> {
 fn blocked_vips_drop_tcp_and_ping_while_the_others_answer() {
     run(|lab| async move {
         let _listener = with_vips(&lab).await;
-        let mut filter = AcceptFilter::open(TableName::default());
+        let mut filter = Firewall::open(TableName::default());
         filter
             .block(&[ip(BLOCKED_V4), ip(BLOCKED_V6)])
             .await
@@ -144,7 +144,7 @@ fn blocked_vips_drop_tcp_and_ping_while_the_others_answer() {
 fn ipv6_neighbour_discovery_to_a_blocked_vip_is_still_answered() {
     run(|lab| async move {
         let _listener = with_vips(&lab).await;
-        let mut filter = AcceptFilter::open(TableName::default());
+        let mut filter = Firewall::open(TableName::default());
         filter.block(&[ip(BLOCKED_V6)]).await.unwrap();
         // A connect resolves the VIP through a multicast solicitation first: the SYN is what
         // the filter drops, so B ends up with a neighbour entry for the VIP.
@@ -216,22 +216,80 @@ fn removing_the_table_removes_a_stale_one_and_touches_nothing_else() {
         );
         assert_dropped(&lab, OPEN_V4);
 
-        let mut filter = AcceptFilter::open(TableName::default());
-        assert_eq!(filter.remove_table().await.unwrap(), TableRemoval::Removed);
+        let mut filter = Firewall::open(TableName::default());
+        assert_eq!(filter.remove_tables().await.unwrap(), TableRemoval::Removed);
         assert_eq!(tables_a(), ["table inet host_firewall"]);
         assert_reachable(&lab, OPEN_V4);
-        assert_eq!(filter.remove_table().await.unwrap(), TableRemoval::Absent);
+        assert_eq!(filter.remove_tables().await.unwrap(), TableRemoval::Absent);
 
         // Rewriting hav's table leaves the other one as it was, and so does a last removal.
         let host_firewall = nft_a(&["list", "table", "inet", "host_firewall"], None);
         filter.block(&[ip(BLOCKED_V4)]).await.unwrap();
         assert_dropped(&lab, BLOCKED_V4);
-        assert_eq!(filter.remove_table().await.unwrap(), TableRemoval::Removed);
+        assert_eq!(filter.remove_tables().await.unwrap(), TableRemoval::Removed);
         assert!(filter.blocked().is_empty());
         assert_reachable(&lab, BLOCKED_V4);
         assert_eq!(
             nft_a(&["list", "table", "inet", "host_firewall"], None),
             host_firewall
         );
+    });
+}
+
+#[test]
+fn virtual_servers_fill_both_tables_and_removal_deletes_both() {
+    use hav_agent::net::nft::{Forwarding, LbService, Target};
+    use hav_proto::config::{LbAlgo, LbProtocol};
+    run(|_lab| async move {
+        let service = |id, forwarding| LbService {
+            id,
+            name: format!("vs{id}"),
+            address: ip(BLOCKED_V4),
+            protocol: LbProtocol::Tcp,
+            ports: vec![80 + id as u16],
+            algo: LbAlgo::Wrr,
+            forwarding,
+            pool: vec![
+                Target {
+                    address: ip("198.51.100.21"),
+                    port: None,
+                    weight: 2,
+                    mark: 1,
+                },
+                Target {
+                    address: ip("198.51.100.22"),
+                    port: None,
+                    weight: 1,
+                    mark: 2,
+                },
+            ],
+        };
+        let dr = Forwarding::Dr {
+            device: IFACE_A.into(),
+            flow_timeout: Duration::from_secs(60),
+            targets: vec![(1, ip("198.51.100.21")), (2, ip("198.51.100.22"))],
+        };
+        let mut firewall = Firewall::open(TableName::default());
+        firewall
+            .set_virtual_servers(&[service(0, Forwarding::Nat), service(1, dr)], "test")
+            .await
+            .unwrap();
+        assert_eq!(tables_a(), ["table inet hav", "table netdev hav"]);
+        let nat = nft_a(&["list", "table", "inet", "hav"], None);
+        assert!(
+            nat.contains(
+                "dnat ip to numgen inc mod 3 map { 0-1 : 198.51.100.21, 2 : 198.51.100.22 }"
+            ),
+            "{nat}"
+        );
+        let netdev = nft_a(&["list", "table", "netdev", "hav"], None);
+        assert!(netdev.contains("fwd ip to meta mark map"), "{netdev}");
+        // A crash leaves both: a new run's removal deletes both.
+        let mut restarted = Firewall::open(TableName::default());
+        assert_eq!(
+            restarted.remove_tables().await.unwrap(),
+            TableRemoval::Removed
+        );
+        assert!(tables_a().is_empty(), "{:?}", tables_a());
     });
 }

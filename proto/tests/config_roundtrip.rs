@@ -544,6 +544,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                             track_files,
                             probes,
                             sync_groups,
+                            virtual_servers: Vec::new(),
                             telemetry,
                             coordinator: None,
                         }

@@ -36,6 +36,7 @@ pub mod etcd;
 pub mod fleet;
 pub mod journal;
 pub mod keepalived;
+pub mod lb;
 pub mod netns;
 pub mod otlp;
 pub mod probe;

@@ -21,8 +21,9 @@ use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
 use super::plan::Plan;
 use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
+use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
 use crate::net::{
-    AcceptFilter, Announcer, JournaledVips, NftError, SocketSpec, TableRemoval, Vip, VrrpSocket,
+    Announcer, Firewall, JournaledVips, NftError, SocketSpec, TableRemoval, Vip, VrrpSocket,
 };
 use crate::telemetry::Telemetry;
 
@@ -109,8 +110,11 @@ pub struct Executor {
     pub(super) sockets: Sockets,
     pub(super) vips: JournaledVips,
     announcer: Announcer,
-    /// VIPs of instances without accept mode, dropped on input.
-    accept: AcceptFilter,
+    /// hav's nftables tables: VIPs of instances without accept mode, dropped on input; the
+    /// virtual servers of the instances this node is master of.
+    firewall: Firewall,
+    /// The virtual servers and their real servers' health (checked on every node).
+    pub(super) balancer: Balancer,
     pub(super) instance_hooks: Hooks,
     pub(super) group_hooks: Hooks,
 }
@@ -120,41 +124,76 @@ impl Executor {
         sockets: Sockets,
         vips: JournaledVips,
         announcer: Announcer,
-        accept: AcceptFilter,
+        firewall: Firewall,
     ) -> Self {
         Self {
             routers: HashMap::new(),
             sockets,
             vips,
             announcer,
-            accept,
+            firewall,
+            balancer: Balancer::new(),
             instance_hooks: Hooks::default(),
             group_hooks: Hooks::default(),
         }
     }
 
-    /// Removes hav's nftables table, whoever left it (a crashed run, or this one at stop).
+    /// Removes hav's nftables tables, whoever left them (a crashed run, or this one at stop).
     pub async fn remove_filter_table(&mut self) -> Result<TableRemoval, NftError> {
-        self.accept.remove_table().await
+        self.firewall.remove_tables().await
     }
 
     /// Before a plan is committed: filters the VIPs it runs without accept mode (adding to the
     /// filter never harms the running plan: a VIP it holds with accept mode is not in `plan`'s
     /// set unless the new plan turns accept mode off for it).
     pub async fn filter_ahead(&mut self, plan: &Plan) -> Result<(), NftError> {
-        self.accept.block(&no_accept_vips(plan)).await
+        self.firewall.block(&no_accept_vips(plan)).await
     }
 
     /// After a plan is committed: lifts the filter from VIPs it no longer runs without accept
     /// mode. A failure is logged: those VIPs stay filtered.
     pub async fn settle_filter(&mut self, plan: &Plan) {
         let wanted = no_accept_vips(plan);
-        let lifted: Vec<IpAddr> = (self.accept.blocked().iter())
+        let lifted: Vec<IpAddr> = (self.firewall.blocked().iter())
             .filter(|vip| !wanted.contains(vip))
             .copied()
             .collect();
-        if let Err(error) = self.accept.unblock(&lifted).await {
+        if let Err(error) = self.firewall.unblock(&lifted).await {
             tracing::error!(%error, "accept-mode filter not lifted from VIPs that no longer need it");
+        }
+        // The virtual servers of the new plan, as far as this node is master of their instance.
+        self.program("config changed").await;
+    }
+
+    /// A real server's health changed: its virtual server's pool follows (programmed only where
+    /// this node is master), and a quorum change runs its hook.
+    pub async fn on_check(&mut self, report: CheckReport) {
+        let op = format!("real server {}", report.server);
+        for change in self.balancer.record(report) {
+            run_quorum_hook(change);
+        }
+        self.program(&op).await;
+    }
+
+    /// Each checked real server's health, keyed `real_server:<service> <address>[:port]` like
+    /// the trackers' in the status.
+    pub fn real_server_health(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.balancer.health().map(|(server, failed)| {
+            let health = match failed {
+                None => "up".to_owned(),
+                Some(reason) => format!("down ({reason})"),
+            };
+            (format!("real_server:{server}"), health)
+        })
+    }
+
+    /// Makes hav's tables hold the virtual servers the balancer says (nothing runs when that is
+    /// what they hold, so a config without virtual servers never runs nft for them). A failure
+    /// is logged: the tables stay as they were.
+    async fn program(&mut self, op: &str) {
+        let services = self.balancer.programmed();
+        if let Err(error) = self.firewall.set_virtual_servers(&services, op).await {
+            tracing::error!(%error, "virtual servers not programmed");
         }
     }
 
@@ -188,6 +227,7 @@ impl Executor {
         self.instance_hooks
             .install(&plan.instance_hooks, instance_hooks);
         self.group_hooks.install(&plan.group_hooks, group_hooks);
+        self.balancer.configure(plan.virtual_servers.clone());
         self.prune(engine);
     }
 
@@ -255,6 +295,12 @@ impl Executor {
                 }
             }
             Action::RemoveVips { router, vips } => {
+                // Balancing stops with the VIPs (a resigning master keeps both until it hears the
+                // new master): NAT rules first, so no packet to a VIP is left half-handled.
+                let name = self.name(router).to_owned();
+                if self.balancer.set_master(&name, false) {
+                    self.program(&format!("{name} released")).await;
+                }
                 let vips = self.vip_details(router, &vips);
                 if let Err(error) = self.vips.remove(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
@@ -281,6 +327,11 @@ impl Executor {
             } => {
                 let name = self.name(router).to_owned();
                 tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                // A new master balances its virtual servers with the health its checks already
+                // know (they run on every node).
+                if to == State::Master && self.balancer.set_master(&name, true) {
+                    self.program(&format!("{name} master")).await;
+                }
                 self.instance_hooks.notify(
                     &name,
                     StateChange {

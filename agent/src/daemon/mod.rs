@@ -31,7 +31,7 @@ use hav_vrrp::engine::{Engine, State};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::net::{AcceptFilter, Announcer, JournaledVips, TableName, TableRemoval, VipManager};
+use crate::net::{Announcer, Firewall, JournaledVips, TableName, TableRemoval, VipManager};
 use crate::telemetry::Telemetry;
 use executor::{Executor, Transition};
 use hav_proto::sd_notify::{self, Notifier};
@@ -197,8 +197,8 @@ impl Daemon {
         }
         // Rules a crashed run left would drop traffic to VIPs this run may hold with accept
         // mode on: hav's table goes too (a config that needs it writes it anew).
-        let mut accept = AcceptFilter::open(TableName::default());
-        match accept.remove_table().await {
+        let mut accept = Firewall::open(TableName::default());
+        match accept.remove_tables().await {
             Ok(TableRemoval::Removed) => tracing::warn!(
                 table = %accept.table(),
                 "removed the nftables table a previous run left behind"
@@ -342,6 +342,7 @@ impl Daemon {
                     continue;
                 }
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
+                Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
                 Some(event) = self.trackers.events.recv() => {
                     self.trackers.record(event, &self.running.plan, &mut self.engine, Instant::now());
                 }
@@ -502,6 +503,7 @@ impl Daemon {
             instances: status::instances(&self.engine, Instant::now()),
             trackers: (self.trackers.health().iter())
                 .map(|(key, health)| (key.clone(), health.to_string()))
+                .chain(self.executor.real_server_health())
                 .collect(),
             counters,
         }

@@ -24,6 +24,7 @@ use hav_vrrp::engine::{
 use hav_vrrp::{Family, Priority};
 
 use crate::hooks::HookConfig;
+use crate::lb::PlannedService;
 use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
@@ -49,6 +50,8 @@ pub struct Plan {
     /// Hooks per instance and per sync group.
     pub instance_hooks: HashMap<String, HookConfig>,
     pub group_hooks: HashMap<String, HookConfig>,
+    /// The virtual servers, each with the interface of its VIP.
+    pub virtual_servers: Vec<PlannedService>,
 }
 
 /// Where a router runs on this host.
@@ -191,6 +194,8 @@ pub enum PlanError {
     /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
     #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
     AcceptModeNeedsNft { instance: String, cause: NftError },
+    #[error("virtual server {service}: load balancing needs nftables: {cause}")]
+    VirtualServerNeedsNft { service: String, cause: NftError },
 }
 
 impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
@@ -283,6 +288,30 @@ pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanE
             problems.extend(hook_problems(&format!("sync group {}", group.name), hooks));
         }
     }
+    for service in &config.virtual_servers {
+        let owner = format!("virtual server {}", service.name);
+        let mut programs: Vec<(&str, &Command)> = Vec::new();
+        programs.extend(service.quorum_up.iter().map(|c| ("quorum_up", c)));
+        programs.extend(service.quorum_down.iter().map(|c| ("quorum_down", c)));
+        for server in &service.real_servers {
+            if let Some(hav_proto::config::RealServerCheck {
+                kind: hav_proto::config::CheckKind::Misc { command },
+                ..
+            }) = &server.check
+            {
+                programs.push(("check", command));
+            }
+        }
+        for (what, command) in programs {
+            for reason in program_of(command).host_problems() {
+                problems.push(HostProblem::Needs {
+                    owner: owner.clone(),
+                    what: what.to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
     Ok(problems)
 }
 
@@ -349,7 +378,30 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         tracker_refs: HashMap::new(),
         instance_hooks: HashMap::new(),
         group_hooks: HashMap::new(),
+        virtual_servers: Vec::new(),
     };
+    if let Some(service) = config.virtual_servers.first() {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::VirtualServerNeedsNft {
+                service: service.name.clone(),
+                cause,
+            })?;
+    }
+    for (id, service) in config.virtual_servers.iter().enumerate() {
+        // Validation resolved the instance; the VIP's own device if it is one of its VIPs.
+        let instance = config.instance(&service.instance);
+        let device = instance
+            .and_then(|i| i.vips.iter().find(|vip| vip.address == service.address))
+            .map(|vip| vip.dev.clone())
+            .or_else(|| instance.map(|i| i.interface.clone()))
+            .unwrap_or_default();
+        plan.virtual_servers.push(PlannedService {
+            id,
+            config: service.clone(),
+            device,
+        });
+    }
     for instance in &config.instances {
         let binding = bind(instance, host);
         let primary = match &binding {

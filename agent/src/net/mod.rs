@@ -11,8 +11,9 @@
 //! loop that hands [`Received::Datagram`] payloads to the codec by VRID and counts the rest; the
 //! engine's "add/remove VIPs" actions go to [`JournaledVips::add`] / [`JournaledVips::remove`],
 //! its "announce" actions to [`Announcer::announce`]; the VIPs of instances without accept mode
-//! are filtered ahead of need with [`AcceptFilter::block`] / [`AcceptFilter::unblock`] (hav's
-//! own nftables table, [`nft`]).
+//! are filtered ahead of need with [`Firewall::block`] / [`Firewall::unblock`] (hav's own
+//! nftables tables, [`nft`]), and the virtual servers of the instances this node is master of
+//! are programmed with [`Firewall::set_virtual_servers`].
 
 pub mod announce;
 pub mod journal;
@@ -22,7 +23,7 @@ pub mod vip;
 
 pub use announce::{AnnounceError, Announcer};
 pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
-pub use nft::{AcceptFilter, NftError, TableName, TableRemoval};
+pub use nft::{Firewall, NftError, TableName, TableRemoval};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
 

@@ -405,6 +405,54 @@ where
     Ok(response.status())
 }
 
+/// Most bytes of a response body a real-server check reads to compare its digest.
+pub const MAX_CHECKED_BODY: usize = 1024 * 1024;
+
+/// Sends `request` on `io` and returns the status of the response and, with `read_body`, its
+/// body (at most [`MAX_CHECKED_BODY`] bytes; a longer one is a failure).
+pub(crate) async fn get_once<T>(
+    io: T,
+    request: Request<Empty<Bytes>>,
+    read_body: bool,
+) -> Result<(StatusCode, Option<Bytes>), String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let (mut sender, connection) = http1()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|error| http_failure(&error))?;
+    drive(connection, async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| http_failure(&error))?;
+        let status = response.status();
+        if !read_body {
+            return Ok((status, None));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_CHECKED_BODY)
+            .collect()
+            .await
+            .map_err(|error| format!("reading the body: {error}"))?
+            .to_bytes();
+        Ok((status, Some(body)))
+    })
+    .await
+}
+
+/// A GET request for a real-server check: origin form, `Host: host`, `Connection: close`.
+pub(crate) fn check_request(path: &str, host: &str) -> Result<Request<Empty<Bytes>>, String> {
+    Request::get(path)
+        .header(HOST, host)
+        .header(USER_AGENT, PRODUCT)
+        .header(ACCEPT, "*/*")
+        .header(CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|error| format!("cannot make a request of {host}{path}: {error}"))
+}
+
 /// Opens a `CONNECT` tunnel to the URL's host and port through the proxy on `tcp`.
 async fn tunnel(
     tcp: TcpStream,
@@ -440,7 +488,7 @@ async fn tunnel(
     Ok(TokioIo::new(upgraded))
 }
 
-async fn handshake<T>(
+pub(crate) async fn handshake<T>(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     io: T,

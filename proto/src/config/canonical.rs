@@ -7,6 +7,7 @@ use std::time::Duration;
 use hav_vrrp::{Auth, V3Checksum, Version};
 
 use super::duration;
+use super::node::{CheckKind, RealServer, VirtualPorts, VirtualServer};
 use super::node::{
     Command, GarpSchedule, Instance, NodeConfig, Notify, Probe, ProbeKind, ProcessMatch, Script,
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
@@ -15,6 +16,7 @@ use super::raw::{
     RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess,
     RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
+use super::raw::{RawRealServer, RawRealServerCheck, RawVirtualServer};
 
 impl NodeConfig {
     /// The config as canonical TOML; [`parse_node_config`](super::parse_node_config) of it gives
@@ -42,6 +44,7 @@ impl NodeConfig {
             track_file: non_empty(self.track_files.iter().map(track_file).collect()),
             probe: non_empty(self.probes.iter().map(probe).collect()),
             sync_group: non_empty(self.sync_groups.iter().map(sync_group).collect()),
+            virtual_server: non_empty(self.virtual_servers.iter().map(virtual_server).collect()),
             telemetry: (!self.telemetry.is_default()).then(|| telemetry(&self.telemetry)),
             coordinator: self.coordinator.as_ref().map(|link| RawCoordinator {
                 address: Some(link.address.clone()),
@@ -319,4 +322,82 @@ fn sync_group(group: &SyncGroup) -> RawSyncGroup {
 
 fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
     if items.is_empty() { None } else { Some(items) }
+}
+
+fn virtual_server(server: &VirtualServer) -> RawVirtualServer {
+    let (port, ports) = match &server.ports {
+        VirtualPorts::Single(port) => (Some((*port).into()), None),
+        VirtualPorts::Group(ports) => (None, Some(ports.iter().map(|p| (*p).into()).collect())),
+    };
+    let is_dr = server.lb_kind == super::node::LbKind::Dr;
+    RawVirtualServer {
+        name: Some(server.name.clone()),
+        address: Some(server.address.to_string()),
+        port,
+        ports,
+        protocol: Some(server.protocol.as_str().to_owned()),
+        instance: Some(server.instance.clone()),
+        lb_algo: Some(server.lb_algo.as_str().to_owned()),
+        lb_kind: Some(server.lb_kind.as_str().to_owned()),
+        delay_loop: Some(duration::format(server.delay_loop)),
+        flow_timeout: is_dr.then(|| duration::format(server.flow_timeout)),
+        quorum: Some(server.quorum.into()),
+        hysteresis: Some(server.hysteresis.into()),
+        quorum_up: server.quorum_up.as_ref().map(argv),
+        quorum_down: server.quorum_down.as_ref().map(argv),
+        sorry_server: server.sorry_server.map(|sorry| match sorry.port {
+            Some(port) => std::net::SocketAddr::new(sorry.address, port).to_string(),
+            None => sorry.address.to_string(),
+        }),
+        real_server: non_empty(server.real_servers.iter().map(real_server).collect()),
+    }
+}
+
+fn real_server(server: &RealServer) -> RawRealServer {
+    RawRealServer {
+        address: Some(server.address.to_string()),
+        port: server.port.map(Into::into),
+        weight: Some(server.weight.into()),
+        inhibit_on_failure: Some(server.inhibit_on_failure),
+        check: server.check.as_ref().map(|check| {
+            let mut raw = RawRealServerCheck {
+                connect_timeout: Some(duration::format(check.connect_timeout)),
+                retry: Some(check.retry.into()),
+                delay_before_retry: Some(duration::format(check.delay_before_retry)),
+                ..RawRealServerCheck::default()
+            };
+            match &check.kind {
+                CheckKind::Tcp { connect } => {
+                    raw.kind = Some("tcp".into());
+                    raw.connect_ip = Some(connect.ip().to_string());
+                    raw.connect_port = Some(connect.port().into());
+                }
+                CheckKind::Http {
+                    connect,
+                    tls,
+                    path,
+                    virtualhost,
+                    status_code,
+                    digest,
+                    ca_file,
+                    server_name,
+                } => {
+                    raw.kind = Some(if *tls { "https" } else { "http" }.into());
+                    raw.connect_ip = Some(connect.ip().to_string());
+                    raw.connect_port = Some(connect.port().into());
+                    raw.path = Some(path.clone());
+                    raw.virtualhost = virtualhost.clone();
+                    raw.status_code = Some(status_code.iter().map(|s| (*s).into()).collect());
+                    raw.digest = digest.clone();
+                    raw.ca_file = ca_file.as_ref().map(|file| file.display().to_string());
+                    raw.server_name = server_name.as_ref().map(|name| name.to_str().into_owned());
+                }
+                CheckKind::Misc { command } => {
+                    raw.kind = Some("misc".into());
+                    raw.program = Some(argv(command));
+                }
+            }
+            raw
+        }),
+    }
 }

@@ -23,10 +23,17 @@ pub use load::{
     parse_node_config,
 };
 pub use node::{
+    CheckKind, LbAlgo, LbKind, LbProtocol, RealServer, RealServerCheck, SorryServer, VirtualPorts,
+    VirtualServer,
+};
+pub use node::{
     Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig,
     NodeSettings, Notify, OtlpEndpoint, Probe, ProbeKind, ProcessMatch, SamplingRatio, Script,
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,
 };
 pub use probe_url::{MAX_TARGET_LEN, ProbeUrl, Scheme, UrlHost};
-pub use validate::DEFAULT_STATE_DIR;
+pub use validate::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_DELAY_LOOP, DEFAULT_FLOW_TIMEOUT,
+    DEFAULT_STATE_DIR, MAX_REAL_SERVERS, MAX_WEIGHT,
+};

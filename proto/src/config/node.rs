@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub track_files: Vec<TrackFile>,
     pub probes: Vec<Probe>,
     pub sync_groups: Vec<SyncGroup>,
+    /// `[[virtual_server]]`s: load balancing of real servers behind a VIP of an instance.
+    pub virtual_servers: Vec<VirtualServer>,
     /// `[telemetry]`; everything off when the table is absent.
     pub telemetry: Telemetry,
     /// `[coordinator]`: where the fleet control plane is; `None` runs from this file alone.
@@ -297,6 +299,177 @@ pub struct SyncGroup {
     /// Names of instances, each in no other group.
     pub instances: Vec<String>,
     pub notify: Notify,
+}
+
+/// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables on the node that is
+/// master of `instance`. Every real server has the family of `address`; in DR mode no real
+/// server changes the port; names and `(address, protocol, port)` are unique on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServer {
+    pub name: String,
+    /// A VIP of `instance` (or an address routed to the node while it is master).
+    pub address: IpAddr,
+    /// One port, or a group of ports balanced as one service (keepalived's fwmark groups).
+    pub ports: VirtualPorts,
+    pub protocol: LbProtocol,
+    /// The instance whose mastership programs this virtual server.
+    pub instance: String,
+    pub lb_algo: LbAlgo,
+    pub lb_kind: LbKind,
+    /// Time between two checks of a real server (keepalived's `delay_loop`, default 60 s).
+    pub delay_loop: Duration,
+    /// DR only: how long a flow the balancer forwarded is remembered after its last packet
+    /// (default 5 min); a new flow of the same source address and port may be sent elsewhere.
+    pub flow_timeout: Duration,
+    /// The least total weight of healthy real servers that keeps the service up (default 1).
+    pub quorum: u32,
+    /// Quorum is lost below `quorum - hysteresis` and gained at `quorum + hysteresis`.
+    pub hysteresis: u32,
+    pub quorum_up: Option<Command>,
+    pub quorum_down: Option<Command>,
+    /// Takes every new connection while quorum is lost.
+    pub sorry_server: Option<SorryServer>,
+    pub real_servers: Vec<RealServer>,
+}
+
+/// The port(s) of a virtual server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtualPorts {
+    /// `port = 80`.
+    Single(u16),
+    /// `ports = [80, 443]`: sorted, unique, at least two; real servers keep the client's port.
+    Group(Vec<u16>),
+}
+
+impl VirtualPorts {
+    /// Every port, in order.
+    pub fn ports(&self) -> &[u16] {
+        match self {
+            VirtualPorts::Single(port) => std::slice::from_ref(port),
+            VirtualPorts::Group(ports) => ports,
+        }
+    }
+}
+
+/// The transport protocol of a virtual server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LbProtocol {
+    Tcp,
+    Udp,
+}
+
+impl LbProtocol {
+    /// `tcp` or `udp`, as written in the config and in nft.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbProtocol::Tcp => "tcp",
+            LbProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// The scheduler: the ones nftables can run without per-server connection counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbAlgo {
+    /// Round robin over the servers of non-zero weight.
+    Rr,
+    /// Weighted round robin: shares proportional to the weights.
+    Wrr,
+    /// Source hashing, weighted: one source address always reaches the same server while the
+    /// set of healthy servers stays the same.
+    Sh,
+    /// Weighted failover: every new connection to the healthy server of highest weight.
+    Fo,
+}
+
+impl LbAlgo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbAlgo::Rr => "rr",
+            LbAlgo::Wrr => "wrr",
+            LbAlgo::Sh => "sh",
+            LbAlgo::Fo => "fo",
+        }
+    }
+}
+
+/// How packets reach a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbKind {
+    /// Destination NAT; real servers route their replies back through the balancer.
+    Nat,
+    /// Direct routing: the packet is sent unchanged to the real server's MAC address; real
+    /// servers hold the VIP themselves (on loopback, not answering ARP for it) and reply directly.
+    Dr,
+}
+
+impl LbKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbKind::Nat => "nat",
+            LbKind::Dr => "dr",
+        }
+    }
+}
+
+/// `sorry_server = "198.51.100.99:8080"` (the port may be left out: the client's port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SorryServer {
+    pub address: IpAddr,
+    pub port: Option<u16>,
+}
+
+/// `[[virtual_server.real_server]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealServer {
+    pub address: IpAddr,
+    /// `None`: the port the client connected to (always so in DR mode and for port groups).
+    pub port: Option<u16>,
+    /// 0..=65535 (default 1); 0 takes no new connections.
+    pub weight: u32,
+    /// A failed server keeps its place with weight 0 instead of leaving the set.
+    pub inhibit_on_failure: bool,
+    /// `None`: always healthy.
+    pub check: Option<RealServerCheck>,
+}
+
+/// `[virtual_server.real_server.check]`: one check, keepalived's timing. Every `delay_loop` a
+/// check runs; a failure is retried `retry` times `delay_before_retry` apart, and the server
+/// fails only when every try failed; one success heals it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealServerCheck {
+    pub kind: CheckKind,
+    /// Bound on one try (connect, TLS, request and response; the program's run time for misc).
+    pub connect_timeout: Duration,
+    /// Tries after a failed one before the server is failed (keepalived's `retry` /
+    /// `nb_get_retry`, default 1).
+    pub retry: u32,
+    pub delay_before_retry: Duration,
+}
+
+/// What a real-server check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// TCP_CHECK: a TCP connection to `connect` succeeds.
+    Tcp { connect: SocketAddr },
+    /// HTTP_GET (`tls` false) or SSL_GET (`tls` true): `GET path` answers one of `status_code`,
+    /// and, with `digest`, a body whose SHA-256 is that.
+    Http {
+        connect: SocketAddr,
+        tls: bool,
+        /// Origin form, starting with `/`.
+        path: String,
+        /// The `Host` header (and, with TLS and no `server_name`, the certificate's name);
+        /// default the connect address.
+        virtualhost: Option<String>,
+        status_code: Vec<u16>,
+        /// Lower-case hex SHA-256 of the expected body.
+        digest: Option<String>,
+        ca_file: Option<PathBuf>,
+        server_name: Option<ServerName<'static>>,
+    },
+    /// MISC_CHECK: the program exits 0.
+    Misc { command: Command },
 }
 
 /// Everything that decides how one instance behaves: equal fingerprints across a reload mean the

@@ -60,6 +60,12 @@ pub(crate) struct RawNodeConfig {
     #[serde(
         skip_serializing_if = "Option::is_none",
         default,
+        deserialize_with = "tables"
+    )]
+    pub virtual_server: Option<Vec<RawVirtualServer>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
         deserialize_with = "table"
     )]
     pub telemetry: Option<RawTelemetry>,
@@ -317,6 +323,100 @@ pub(crate) struct RawSyncGroup {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+}
+
+/// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVirtualServer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_algo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_loop: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hysteresis: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_up: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_down: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
+    pub real_server: Option<Vec<RawRealServer>>,
+}
+
+/// `[[virtual_server.real_server]]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRealServer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inhibit_on_failure: Option<bool>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
+    pub check: Option<RawRealServerCheck>,
+}
+
+/// `[virtual_server.real_server.check]`: keepalived's TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRealServerCheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_port: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", alias = "nb_get_retry")]
+    pub retry: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_before_retry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtualhost: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<Vec<String>>,
 }
 
 /// A TOML table only: serde would also build a struct from an array, field by field, which

@@ -1,7 +1,8 @@
 //! Tiny HTTP/1.1 backend for failover tests: answers every request with `200` and the body
 //! `<node-name>\n`, then closes the connection, so a client can tell which node answered.
 //!
-//! Binds `--listen` (default 0.0.0.0:8080, so it answers on any VIP the node holds). If
+//! Binds `--listen` (default 0.0.0.0:8080, so it answers on any VIP the node holds), and with
+//! `--udp` answers each datagram with `<node-name>\n` too (a load-balanced UDP real server). If
 //! `HAV_READY_FD` is set, writes `ready <addr>\n` to that fd once listening, then closes it.
 
 use std::io::Write;
@@ -21,6 +22,9 @@ struct Args {
     node: String,
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Also answer every UDP datagram on this address with `<node-name>\n`.
+    #[arg(long)]
+    udp: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("bind {}", args.listen))?;
+    if let Some(udp) = args.udp {
+        let socket = tokio::net::UdpSocket::bind(udp)
+            .await
+            .with_context(|| format!("bind udp {udp}"))?;
+        let name = format!("{}\n", args.node);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, peer)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(name.as_bytes(), peer).await;
+            }
+        });
+    }
     report_ready(listener.local_addr()?)?;
     let reply: &'static [u8] = Box::leak(
         format!(
@@ -55,7 +71,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
         };
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), answer(stream, reply)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, reply)).await;
         });
     }
 }

@@ -11,9 +11,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use super::NftError;
 use super::ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
-use super::table::{HavTable, TableRemoval};
-use super::{Nft, NftError, TableName};
+use super::table::HavTable;
 
 /// The key of this feature's section in hav's table.
 pub const SECTION: &str = "accept_mode";
@@ -35,7 +35,7 @@ pub fn section(blocked: &BTreeSet<IpAddr>) -> Section {
             AddressSet::ipv6(SET_V6, blocked),
         ],
         chains: vec![Chain {
-            name: CHAIN,
+            name: CHAIN.into(),
             base: Some(BaseChain {
                 kind: ChainType::Filter,
                 hook: Hook::Input,
@@ -57,63 +57,41 @@ pub fn section(blocked: &BTreeSet<IpAddr>) -> Section {
 }
 
 /// The VIPs this agent holds without accept mode, installed in hav's table.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct AcceptFilter {
-    table: HavTable,
     blocked: BTreeSet<IpAddr>,
 }
 
 impl AcceptFilter {
-    /// The filter in table `table`, with `nft` from `PATH`. Runs nothing: a config that never
-    /// blocks a VIP never needs nftables.
-    pub fn open(table: TableName) -> Self {
-        Self::with_nft(table, Nft::default())
-    }
-
-    /// The filter in table `table`, driven by `nft`.
-    pub fn with_nft(table: TableName, nft: Nft) -> Self {
-        Self {
-            table: HavTable::new(table, nft),
-            blocked: BTreeSet::new(),
-        }
-    }
-
-    /// The table the filter lives in.
-    pub fn table(&self) -> &TableName {
-        self.table.name()
-    }
-
     /// The VIPs blocked now (what the kernel has).
     pub fn blocked(&self) -> &BTreeSet<IpAddr> {
         &self.blocked
     }
 
     /// Drops packets addressed to `vips` from now on (except IPv6 neighbour discovery).
-    pub async fn block(&mut self, vips: &[IpAddr]) -> Result<(), NftError> {
+    pub async fn block(&mut self, table: &mut HavTable, vips: &[IpAddr]) -> Result<(), NftError> {
         let mut next = self.blocked.clone();
         next.extend(vips.iter().copied());
-        self.install(next, "block", vips).await
+        self.install(table, next, "block", vips).await
     }
 
     /// Accepts packets addressed to `vips` again.
-    pub async fn unblock(&mut self, vips: &[IpAddr]) -> Result<(), NftError> {
+    pub async fn unblock(&mut self, table: &mut HavTable, vips: &[IpAddr]) -> Result<(), NftError> {
         let mut next = self.blocked.clone();
         for vip in vips {
             next.remove(vip);
         }
-        self.install(next, "unblock", vips).await
+        self.install(table, next, "unblock", vips).await
     }
 
-    /// Deletes hav's whole table, whoever filled it (this run, or a run that crashed), and
-    /// forgets every blocked VIP.
-    pub async fn remove_table(&mut self) -> Result<TableRemoval, NftError> {
-        let removal = self.table.remove().await?;
+    /// Forgets every blocked VIP (the table was deleted).
+    pub fn forget(&mut self) {
         self.blocked.clear();
-        Ok(removal)
     }
 
     async fn install(
         &mut self,
+        table: &mut HavTable,
         next: BTreeSet<IpAddr>,
         verb: &str,
         vips: &[IpAddr],
@@ -123,10 +101,10 @@ impl AcceptFilter {
         }
         let listed: Vec<String> = vips.iter().map(ToString::to_string).collect();
         let op = format!("{verb} {}", listed.join(" "));
-        self.table.set_section(SECTION, section(&next), &op).await?;
+        table.set_section(SECTION, section(&next), &op).await?;
         self.blocked = next;
         tracing::info!(
-            table = %self.table(),
+            table = %table.name(),
             vips = %listed.join(" "),
             blocked = self.blocked.len(),
             "accept mode filter: {verb}ed"
@@ -139,6 +117,7 @@ impl AcceptFilter {
 mod tests {
     use super::*;
     use crate::net::nft::ruleset::transaction;
+    use crate::net::nft::{Nft, TableName, TableRemoval};
 
     fn addresses(list: &[&str]) -> BTreeSet<IpAddr> {
         list.iter()
@@ -195,18 +174,27 @@ mod tests {
     #[tokio::test]
     async fn idempotent_calls_run_nothing() {
         // A program that cannot run: any call that reached nft would fail.
-        let mut filter =
-            AcceptFilter::with_nft(TableName::default(), Nft::with_program("/nonexistent/nft"));
+        let mut table = HavTable::new(TableName::default(), Nft::with_program("/nonexistent/nft"));
+        let mut filter = AcceptFilter::default();
         let vip: IpAddr = "198.51.100.10".parse().expect("address");
-        filter.unblock(&[vip]).await.expect("unblocking nothing");
-        filter.block(&[]).await.expect("blocking nothing");
-        assert!(filter.block(&[vip]).await.is_err(), "nft was not run");
+        filter
+            .unblock(&mut table, &[vip])
+            .await
+            .expect("unblocking nothing");
+        filter
+            .block(&mut table, &[])
+            .await
+            .expect("blocking nothing");
+        assert!(
+            filter.block(&mut table, &[vip]).await.is_err(),
+            "nft was not run"
+        );
         assert!(
             filter.blocked().is_empty(),
             "a failed block is not recorded"
         );
         assert_eq!(
-            filter.remove_table().await.expect("no nft"),
+            table.remove().await.expect("no nft"),
             TableRemoval::NftMissing
         );
     }

@@ -9,15 +9,21 @@
 //! removes what a crashed run left; a clean stop removes it).
 //!
 //! Layout: [`ruleset`] renders the transaction text from typed [`Section`]s (one per feature:
-//! accept mode today; the planned hand-over forwarding and the load balancer later), [`HavTable`]
-//! keeps the sections and applies them, [`AcceptFilter`] is the RFC 5798 `Accept_Mode` section.
+//! accept mode, the load balancer's NAT; the planned hand-over forwarding later), [`HavTable`]
+//! keeps the sections and applies them, [`AcceptFilter`] is the RFC 5798 `Accept_Mode` section,
+//! [`lb`] the load balancer's rules (NAT here, DR in a `netdev` table of the same name, [`DrTable`]),
+//! [`Firewall`] owns both tables.
 //! The `nft` program runs in the network namespace of the thread that spawns it.
 
 pub mod accept;
+pub mod firewall;
+pub mod lb;
 pub mod ruleset;
 pub mod table;
 
 pub use accept::AcceptFilter;
+pub use firewall::Firewall;
+pub use lb::{DrTable, Forwarding, LbService, Target};
 pub use ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
 pub use table::{HavTable, TableRemoval};
 
@@ -118,7 +124,7 @@ pub enum NftError {
         /// `set` or `chain`.
         kind: &'static str,
         /// The clashing name.
-        name: &'static str,
+        name: String,
     },
     /// `nft` could not be started, fed or awaited.
     #[error("nftables table {table}: {op}: running {program} failed")]
@@ -213,6 +219,15 @@ impl Nft {
             .run(table, "list tables", &["list", "tables", FAMILY], None)
             .await?;
         let wanted = format!("table {table}");
+        Ok(listing.lines().any(|line| line.trim() == wanted))
+    }
+
+    /// Whether the `netdev` table of the same name exists (`nft list tables netdev`).
+    pub async fn netdev_table_exists(&self, table: &TableName) -> Result<bool, NftError> {
+        let listing = self
+            .run(table, "list tables", &["list", "tables", "netdev"], None)
+            .await?;
+        let wanted = format!("table netdev {}", table.as_str());
         Ok(listing.lines().any(|line| line.trim() == wanted))
     }
 

@@ -81,7 +81,7 @@ impl AddressSet {
 /// A chain: a base chain on a netfilter hook, or a regular one that rules jump to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    pub name: &'static str,
+    pub name: String,
     pub base: Option<BaseChain>,
     /// Rule statements in nft syntax, in order; sets are named `@set`.
     pub rules: Vec<String>,
@@ -203,12 +203,12 @@ mod tests {
             ],
             chains: vec![
                 Chain {
-                    name: "jumped",
+                    name: "jumped".into(),
                     base: None,
                     rules: vec!["counter".into()],
                 },
                 Chain {
-                    name: "nat",
+                    name: "nat".into(),
                     base: Some(BaseChain {
                         kind: ChainType::Nat,
                         hook: Hook::Prerouting,

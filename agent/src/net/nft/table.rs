@@ -100,11 +100,11 @@ impl HavTable {
     /// Set and chain names are unique across sections.
     fn check_names(&self, key: &'static str, section: &Section) -> Result<(), NftError> {
         let others = || self.sections.iter().filter(|(k, _)| **k != key);
-        let clash = |kind, name| NftError::NameClash {
+        let clash = |kind, name: &str| NftError::NameClash {
             table: self.name.to_string(),
             section: key,
             kind,
-            name,
+            name: name.to_owned(),
         };
         for set in &section.sets {
             if others().any(|(_, s)| s.sets.iter().any(|o| o.name() == set.name())) {
@@ -113,7 +113,7 @@ impl HavTable {
         }
         for chain in &section.chains {
             if others().any(|(_, s)| s.chains.iter().any(|o| o.name == chain.name)) {
-                return Err(clash("chain", chain.name));
+                return Err(clash("chain", &chain.name));
             }
         }
         Ok(())

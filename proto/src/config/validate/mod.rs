@@ -14,12 +14,19 @@ mod definitions;
 mod instance;
 mod telemetry;
 mod values;
+mod virtual_server;
 
 use definitions::{
     coordinator_link, node_settings, probe, process, script, sync_group, track_file,
 };
 use instance::instance;
 use values::{family_name, family_of};
+use virtual_server::{check_virtual_servers_together, virtual_server};
+
+pub use virtual_server::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_DELAY_LOOP, DEFAULT_FLOW_TIMEOUT,
+    MAX_REAL_SERVERS, MAX_WEIGHT,
+};
 
 use super::error::{Collector, KeyPath, Problem};
 use super::node::{NodeConfig, TrackWeight};
@@ -70,6 +77,14 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         sync_group,
     );
 
+    let raw_instances = raw.instance.as_deref().unwrap_or_default();
+    let virtual_servers = each(
+        raw.virtual_server.as_deref(),
+        &root.key("virtual_server"),
+        errors,
+        |raw, path, errors| virtual_server(raw, path, raw_instances, errors),
+    );
+
     let telemetry = match &raw.telemetry {
         Some(table) => telemetry::telemetry(table, &root.key("telemetry"), errors),
         None => Some(Default::default()),
@@ -82,6 +97,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
     check_unique_names(raw, errors);
     check_instances_together(raw.instance.as_deref().unwrap_or_default(), errors);
     check_sync_membership(raw, &defined, errors);
+    check_virtual_servers_together(raw.virtual_server.as_deref().unwrap_or_default(), errors);
 
     if !errors.is_empty() {
         return None;
@@ -94,6 +110,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         track_files: track_files.into_iter().collect::<Option<_>>()?,
         probes: probes.into_iter().collect::<Option<_>>()?,
         sync_groups: sync_groups.into_iter().collect::<Option<_>>()?,
+        virtual_servers: virtual_servers.into_iter().collect::<Option<_>>()?,
         coordinator: coordinator?,
         telemetry: telemetry?,
     })

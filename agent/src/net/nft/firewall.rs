@@ -1,0 +1,84 @@
+//! [`Firewall`]: every nftables object the agent owns, and the one place that changes them: the
+//! table `inet hav` (accept mode, the load balancer's NAT) and the table `netdev hav` (the load
+//! balancer's direct routing, which nft cannot express in an `inet` table).
+//!
+//! Both tables share the name and the crash cleanup: start-up and a clean stop delete both,
+//! whatever a previous run left in them.
+
+use std::net::IpAddr;
+
+use super::accept::AcceptFilter;
+use super::lb::{self, DrTable, LbService};
+use super::table::{HavTable, TableRemoval};
+use super::{Nft, NftError, TableName};
+
+/// hav's tables in one network namespace.
+#[derive(Debug)]
+pub struct Firewall {
+    inet: HavTable,
+    netdev: DrTable,
+    accept: AcceptFilter,
+}
+
+impl Firewall {
+    /// The tables named `table`, with `nft` from `PATH`. Runs nothing: a config that needs no
+    /// filter and no balancer never needs nftables.
+    pub fn open(table: TableName) -> Self {
+        Self::with_nft(table, Nft::default())
+    }
+
+    /// The tables named `table`, driven by `nft`.
+    pub fn with_nft(table: TableName, nft: Nft) -> Self {
+        Self {
+            inet: HavTable::new(table.clone(), nft.clone()),
+            netdev: DrTable::new(table, nft),
+            accept: AcceptFilter::default(),
+        }
+    }
+
+    /// The `inet` table's name.
+    pub fn table(&self) -> &TableName {
+        self.inet.name()
+    }
+
+    /// The VIPs dropped for accept mode now.
+    pub fn blocked(&self) -> &std::collections::BTreeSet<IpAddr> {
+        self.accept.blocked()
+    }
+
+    /// Drops packets addressed to `vips` (accept mode off).
+    pub async fn block(&mut self, vips: &[IpAddr]) -> Result<(), NftError> {
+        self.accept.block(&mut self.inet, vips).await
+    }
+
+    /// Accepts packets addressed to `vips` again.
+    pub async fn unblock(&mut self, vips: &[IpAddr]) -> Result<(), NftError> {
+        self.accept.unblock(&mut self.inet, vips).await
+    }
+
+    /// Programs exactly `services` (NAT in `inet hav`, DR in `netdev hav`); both tables change
+    /// only where their part changed.
+    pub async fn set_virtual_servers(
+        &mut self,
+        services: &[LbService],
+        op: &str,
+    ) -> Result<(), NftError> {
+        let nat = self
+            .inet
+            .set_section(lb::SECTION, lb::nat_section(services), op);
+        nat.await?;
+        self.netdev.apply(lb::dr_ruleset(services), op).await
+    }
+
+    /// Deletes both tables whatever they hold (this run's, or a crashed run's) and forgets what
+    /// was installed. `Removed` when either was there.
+    pub async fn remove_tables(&mut self) -> Result<TableRemoval, NftError> {
+        let inet = self.inet.remove().await?;
+        self.accept.forget();
+        let netdev = self.netdev.remove().await?;
+        Ok(match (inet, netdev) {
+            (TableRemoval::Removed, _) | (_, true) => TableRemoval::Removed,
+            (other, false) => other,
+        })
+    }
+}
