@@ -242,7 +242,12 @@ impl FleetModel {
     /// Takes one fleet event in.
     pub fn apply(&mut self, event: &FleetEvent) -> Applied {
         let mut applied = Applied::default();
-        let entry = |kind: &str, text: String| json!({ "unix_ms": event.unix_ms, "node": event.node, "kind": kind, "text": text });
+        let entry = |kind: &str, text: String| {
+            let mut value = json!({ "unix_ms": event.unix_ms, "node": event.node });
+            value["kind"] = json!(kind);
+            value["text"] = json!(text);
+            value
+        };
         match &event.kind {
             Some(fleet_event::Kind::Presence(presence)) => {
                 applied.refresh = true;
