@@ -386,6 +386,11 @@ impl VirtualRouter {
                 }
             };
             let was_forced = self.forced_master;
+            // Not in the RFC: our advert once more, as we step down. While we were master, hosts
+            // learnt the VIPs at our MAC; the winner re-announces them when it hears a lower
+            // master (below), and this second copy makes it hear us even if it lost the first
+            // (adverts lost on the LAN are what made us master).
+            self.send_advert(now, ours, out);
             self.leave_master(true, out);
             if self.config.version != Version::V2 {
                 self.master_adver_interval = advert.interval;
@@ -771,14 +776,17 @@ impl VirtualRouter {
         self.counters.bump(Counter::MasterTransitions);
         self.transition(now, from, State::Master, cause, induced, out);
         self.claim_vips(out);
-        // RFC 5798 section 6.4.1/6.4.2: send an ADVERTISEMENT, start the Adver_Timer, announce.
+        // RFC 5798 section 6.4.1/6.4.2: announce, send an ADVERTISEMENT, start the Adver_Timer.
+        // The announcement goes first: a master that resigned lets go of the VIPs when it hears
+        // this advert, and hosts must already be sending to us by then, or a connection opened
+        // in between reaches neither node.
+        self.announcer = Some(Announcer::start(self.config.announce, now));
+        self.run_announcer(now, out);
         self.send_advert(now, priority, out);
         self.timers.set(
             Timer::Advert,
             now + self.config.advert_interval.as_duration(),
         );
-        self.announcer = Some(Announcer::start(self.config.announce, now));
-        self.run_announcer(now, out);
     }
 
     /// One round of announcements of every VIP, as many as the schedule's burst.
