@@ -77,7 +77,10 @@ impl Daemon {
     /// runs such an instance in Fault (links come and go), but a push is the fleet's intent,
     /// and a name no node has is a mistake to refuse, not a VIP to leave unserved. Instances
     /// that keep their interface are not held to this (their link may be away for a while).
-    fn refuse_new_missing_links(&self, config: &hav_proto::config::NodeConfig) -> Result<(), String> {
+    fn refuse_new_missing_links(
+        &self,
+        config: &hav_proto::config::NodeConfig,
+    ) -> Result<(), String> {
         let host = super::plan::Host::read().map_err(|error| error.to_string())?;
         let missing: Vec<String> = (config.instances.iter())
             .filter(|instance| host.index_of(&instance.interface).is_none())
