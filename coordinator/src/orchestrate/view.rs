@@ -21,7 +21,7 @@ use hav_proto::v1::{
     FleetEvent, NodePresence, Presence, SetPriorityOverride, SplitBrain, StateSnapshot, VrrpState,
     command, fleet_event,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::{Orchestrator, lock};
@@ -384,13 +384,9 @@ impl Orchestrator {
         self.dns_wanted.notify_one();
     }
 
-    /// Reconciles the DNS each time it is asked to. A request while a reconcile runs is kept
-    /// (one permit) and runs another, which reads the holders anew: no change is lost.
+    /// Reconciles the DNS each time it is asked to (see [`on_every_request`]).
     pub(super) async fn reconcile_dns_on_request(self: Arc<Self>) {
-        loop {
-            self.dns_wanted.notified().await;
-            self.reconcile_dns().await;
-        }
+        on_every_request(&self.dns_wanted, || self.reconcile_dns()).await
     }
 
     /// The VIPs some node is believed to hold now.
@@ -418,9 +414,74 @@ impl Orchestrator {
     }
 }
 
+/// Runs `work` once per request on `wanted`, one run at a time, forever. Requests made while it
+/// runs are kept (one permit) and run it once more, and each run reads its inputs anew: what
+/// changed during a run is never lost, and a burst of requests costs one more run, not one each.
+async fn on_every_request<F, Fut>(wanted: &Notify, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        wanted.notified().await;
+        work().await;
+    }
+}
+
 /// The ledgers of `vips`, to persist.
 pub(super) fn ledgers(sla: &Accounting, vips: Vec<String>) -> Vec<(String, Ledger)> {
     vips.into_iter()
         .filter_map(|vip| sla.ledgers.get(&vip).map(|l| (vip, l.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_during_a_run_runs_it_again_and_a_burst_runs_it_once_more() {
+        let wanted = Arc::new(Notify::new());
+        let holders = Arc::new(AtomicU64::new(1));
+        // Each run reads the holders, then waits for the test to let it finish.
+        let finish = Arc::new(Semaphore::new(0));
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let runner = {
+            let (wanted, holders, finish) = (wanted.clone(), holders.clone(), finish.clone());
+            tokio::spawn(async move {
+                on_every_request(&wanted, || {
+                    let (holders, finish, seen_tx) =
+                        (holders.clone(), finish.clone(), seen_tx.clone());
+                    async move {
+                        let _ = seen_tx.send(holders.load(Ordering::SeqCst));
+                        if let Ok(permit) = finish.acquire().await {
+                            permit.forget();
+                        }
+                    }
+                })
+                .await;
+            })
+        };
+        wanted.notify_one();
+        assert_eq!(seen.recv().await, Some(1));
+        // Changes while that run is under way: three requests.
+        for n in 2..=4 {
+            holders.store(n, Ordering::SeqCst);
+            wanted.notify_one();
+        }
+        finish.add_permits(1);
+        // One more run, which sees the last change.
+        assert_eq!(seen.recv().await, Some(4));
+        finish.add_permits(1);
+        tokio::task::yield_now().await;
+        assert!(
+            seen.try_recv().is_err(),
+            "a burst runs it once more, not once each"
+        );
+        runner.abort();
+    }
 }
