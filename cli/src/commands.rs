@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hav_proto::identity::Role;
 use hav_proto::v1::{
     ApplyOutcome, DrainRequest, FleetEvent, HistoryRequest, ListNodesRequest, NodeChange,
-    NodeConfigEntry, NodeStatus, PushConfigRequest, PushConfigResponse, RollbackRequest,
-    ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
+    NodeConfigEntry, NodePresence, NodeStatus, PushConfigRequest, PushConfigResponse,
+    RollbackRequest, ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use serde_json::{Value, json};
 
@@ -662,12 +662,48 @@ pub(crate) fn state_name(state: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({state})"))
 }
 
+/// Whether the coordinator still believes what `node` last reported, by name: `connected`,
+/// `disconnected` (its lease runs) or `unknown` (what it reported is stale).
+fn presence_name(node: &NodeStatus) -> &'static str {
+    match NodePresence::try_from(node.presence) {
+        Ok(NodePresence::Connected) => "connected",
+        Ok(NodePresence::Unknown) => "unknown",
+        Ok(NodePresence::Disconnected) => "disconnected",
+        // A coordinator from before presence.
+        _ if node.connected => "connected",
+        _ => "disconnected",
+    }
+}
+
+fn is_unknown(node: &NodeStatus) -> bool {
+    node.presence == NodePresence::Unknown as i32
+}
+
 fn print_status_table(nodes: &[NodeStatus]) {
     let mut rows = vec![row([
         "NODE", "LINK", "VERSION", "CONFIG", "INSTANCE", "VRID", "STATE", "PRIO", "VIPS",
     ])];
     for node in nodes {
-        let link = if node.connected { "up" } else { "down" };
+        let link = match presence_name(node) {
+            "connected" => "up",
+            "unknown" => "unknown",
+            _ => "down",
+        };
+        // What an unknown node last reported is shown as stale, never as its state.
+        let shown = |i: &hav_proto::v1::InstanceState| {
+            if is_unknown(node) {
+                (
+                    format!("unknown (last: {})", state_name(i.state)),
+                    if i.vips_held.is_empty() {
+                        String::new()
+                    } else {
+                        format!("stale: {}", i.vips_held.join(","))
+                    },
+                )
+            } else {
+                (state_name(i.state), i.vips_held.join(","))
+            }
+        };
         let running = node
             .snapshot
             .as_ref()
@@ -694,6 +730,7 @@ fn print_status_table(nodes: &[NodeStatus]) {
         }
         for (i, instance) in instances.iter().enumerate() {
             let first = i == 0;
+            let (state, vips) = shown(instance);
             rows.push(vec![
                 if first {
                     node.name.clone()
@@ -709,9 +746,9 @@ fn print_status_table(nodes: &[NodeStatus]) {
                 if first { config.clone() } else { String::new() },
                 instance.name.clone(),
                 instance.vrid.to_string(),
-                state_name(instance.state),
+                state,
                 instance.effective_priority.to_string(),
-                instance.vips_held.join(","),
+                vips,
             ]);
         }
     }
@@ -749,12 +786,16 @@ fn print_json(value: &Value) {
     );
 }
 
-/// The JSON form of a node's status (stable keys, for scripts).
+/// The JSON form of a node's status (stable keys, for scripts). The instances of an `unknown`
+/// node are in state `unknown` holding nothing; what it last reported is under `last_report`.
 pub fn node_json(node: &NodeStatus) -> Value {
     let snapshot = node.snapshot.as_ref();
+    let unknown = is_unknown(node);
     json!({
         "name": node.name,
         "connected": node.connected,
+        "presence": presence_name(node),
+        "disconnected_unix_ms": node.disconnected_unix_ms,
         "software_version": node.software_version,
         "protocol_version": node.protocol_version,
         "capabilities": node.capabilities,
@@ -763,23 +804,35 @@ pub fn node_json(node: &NodeStatus) -> Value {
         "config_version": snapshot.map(|s| s.config_version).unwrap_or(0),
         "desired_config_version": node.desired_config_version,
         "drained": snapshot.is_some_and(|s| s.drained),
-        "instances": snapshot.map(|s| s.instances.iter().map(|i| json!({
-            "name": i.name,
-            "vrid": i.vrid,
-            "state": state_name(i.state),
-            "effective_priority": i.effective_priority,
-            "configured_priority": i.configured_priority,
-            "priority_override": i.priority_override,
-            "vips_held": i.vips_held,
-            "interface": i.interface,
-        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "instances": snapshot.map(|s| s.instances.iter().map(|i| {
+            let mut value = json!({
+                "name": i.name,
+                "vrid": i.vrid,
+                "state": state_name(i.state),
+                "effective_priority": i.effective_priority,
+                "configured_priority": i.configured_priority,
+                "priority_override": i.priority_override,
+                "vips_held": i.vips_held,
+                "interface": i.interface,
+            });
+            if unknown {
+                value["last_report"] = json!({
+                    "state": state_name(i.state), "vips_held": i.vips_held,
+                });
+                value["state"] = json!("unknown");
+                value["vips_held"] = json!([]);
+            }
+            value
+        }).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
 
 fn event_json(event: &FleetEvent) -> Value {
     let mut value = json!({ "node": event.node, "unix_ms": event.unix_ms });
     let detail = match &event.kind {
-        Some(fleet_event::Kind::Presence(p)) => json!({ "presence": { "connected": p.connected } }),
+        Some(fleet_event::Kind::Presence(p)) => json!({ "presence": {
+            "connected": p.connected, "state": presence_event_name(p),
+        }}),
         Some(fleet_event::Kind::Lagged(missed)) => json!({ "lagged": missed }),
         Some(fleet_event::Kind::Agent(agent)) => match &agent.kind {
             Some(event::Kind::Transition(t)) => json!({ "transition": {
@@ -812,12 +865,12 @@ fn event_json(event: &FleetEvent) -> Value {
 
 fn event_line(event: &FleetEvent) -> String {
     let what = match &event.kind {
-        Some(fleet_event::Kind::Presence(p)) => if p.connected {
-            "connected"
-        } else {
-            "disconnected"
-        }
-        .to_owned(),
+        Some(fleet_event::Kind::Presence(p)) => match presence_event_name(p) {
+            "unknown" => "unknown: no session for its whole presence lease; what it last \
+                          reported is no longer believed"
+                .to_owned(),
+            name => name.to_owned(),
+        },
         Some(fleet_event::Kind::Lagged(missed)) => {
             format!("(this watcher was too slow: {missed} events missed)")
         }
@@ -854,6 +907,16 @@ fn event_line(event: &FleetEvent) -> String {
     format!("{} {} {what}", when(event.unix_ms), event.node)
 }
 
+fn presence_event_name(presence: &hav_proto::v1::Presence) -> &'static str {
+    match NodePresence::try_from(presence.state) {
+        Ok(NodePresence::Unknown) => "unknown",
+        Ok(NodePresence::Connected) => "connected",
+        Ok(NodePresence::Disconnected) => "disconnected",
+        _ if presence.connected => "connected",
+        _ => "disconnected",
+    }
+}
+
 /// RFC 3339 UTC time of a Unix timestamp in milliseconds.
 fn when(unix_ms: u64) -> String {
     let nanos = i128::from(unix_ms) * 1_000_000;
@@ -864,4 +927,47 @@ fn when(unix_ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| unix_ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use hav_proto::v1::{InstanceState, StateSnapshot};
+
+    use super::*;
+
+    fn node(presence: NodePresence) -> NodeStatus {
+        NodeStatus {
+            name: "proxy-c".into(),
+            presence: presence as i32,
+            disconnected_unix_ms: 7,
+            snapshot: Some(StateSnapshot {
+                instances: vec![InstanceState {
+                    name: "web-vip0".into(),
+                    state: VrrpState::Master as i32,
+                    vips_held: vec!["198.51.100.110/24".into()],
+                    ..InstanceState::default()
+                }],
+                ..StateSnapshot::default()
+            }),
+            ..NodeStatus::default()
+        }
+    }
+
+    #[test]
+    fn an_unknown_nodes_last_report_is_shown_as_stale_never_as_its_state() {
+        let json = node_json(&node(NodePresence::Unknown));
+        assert_eq!(json["presence"], "unknown");
+        let instance = &json["instances"][0];
+        assert_eq!(instance["state"], "unknown");
+        assert_eq!(instance["vips_held"], json!([]));
+        assert_eq!(instance["last_report"]["state"], "master");
+        assert_eq!(
+            instance["last_report"]["vips_held"],
+            json!(["198.51.100.110/24"])
+        );
+        // Within its lease the last report is still believed.
+        let json = node_json(&node(NodePresence::Disconnected));
+        assert_eq!(json["presence"], "disconnected");
+        assert_eq!(json["instances"][0]["state"], "master");
+    }
 }

@@ -13,8 +13,8 @@ use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
-    AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
-    Presence, Welcome, command, fleet_event, session_version,
+    AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, NodePresence,
+    PROTOCOL_VERSION, Presence, Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -162,6 +162,9 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
         Some(AgentBody::Event(event)) => {
             if let Some(hav_proto::v1::event::Kind::Transition(transition)) = &event.kind {
                 record_transition(shared, node, event.unix_ms, transition);
+                shared
+                    .registry
+                    .report_transition(node, session, transition.clone(), event.unix_ms);
             }
             shared.registry.publish(FleetEvent {
                 node: node.to_owned(),
@@ -242,9 +245,17 @@ async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: 
 }
 
 fn presence(node: &str, connected: bool) -> FleetEvent {
+    let state = if connected {
+        NodePresence::Connected
+    } else {
+        NodePresence::Disconnected
+    };
     FleetEvent {
         node: node.to_owned(),
         unix_ms: unix_ms(),
-        kind: Some(fleet_event::Kind::Presence(Presence { connected })),
+        kind: Some(fleet_event::Kind::Presence(Presence {
+            connected,
+            state: state as i32,
+        })),
     }
 }

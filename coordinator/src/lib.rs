@@ -17,6 +17,7 @@ pub mod dns;
 pub mod error;
 pub mod node_state_writer;
 pub mod orchestrate;
+pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod rollout;

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hav_coordinator::orchestrate::DEFAULT_PRESENCE_TTL;
 use hav_coordinator::store_etcd::{EtcdConfig, EtcdTls};
 use hav_coordinator::telemetry::trace;
 use hav_coordinator::tls::ServerTlsFiles;
 use hav_coordinator::{CoordinatorConfig, RunningCoordinator, StoreConfig, start};
-use hav_proto::config::{OtlpEndpoint, SamplingRatio};
+use hav_proto::config::{OtlpEndpoint, SamplingRatio, duration};
 use hav_proto::logging::{self, LogFormat, LogOptions, Logging};
 use hav_proto::sd_notify::{self, Notifier, NotifyError};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -84,6 +85,11 @@ struct Args {
     /// Resolve split brains: demote the lower-priority master (default: only report them).
     #[arg(long)]
     resolve_split_brain: bool,
+    /// How long the last report of a node whose session ended is believed (e.g. 5s, 1500ms):
+    /// then it is `unknown`, and what it reported counts for nothing (SLA, DNS).
+    #[arg(long, env = "HAV_PRESENCE_TTL", value_name = "DURATION",
+          default_value = duration::format(DEFAULT_PRESENCE_TTL), value_parser = presence_ttl)]
+    presence_ttl: Duration,
     /// Serve Prometheus metrics on http://ADDRESS/metrics (not served unless set).
     #[arg(long, env = "HAV_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<SocketAddr>,
@@ -104,6 +110,13 @@ fn instance_name(listen: &SocketAddr) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| listen.to_string())
+}
+
+fn presence_ttl(text: &str) -> Result<Duration, String> {
+    match duration::parse(text)? {
+        ttl if ttl.is_zero() => Err("a presence TTL must be longer than 0".into()),
+        ttl => Ok(ttl),
+    }
 }
 
 fn sampling_ratio(text: &str) -> Result<SamplingRatio, String> {
@@ -161,6 +174,7 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
     config.store = store;
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.orchestration.resolve_split_brain = args.resolve_split_brain;
+    config.orchestration.presence_ttl = args.presence_ttl;
     if let (Some(server), Some(zone), Some(key_file)) =
         (args.dns_server, args.dns_zone, args.dns_key)
     {

@@ -2,36 +2,43 @@
 //! ([`crate::sla`]), split-brain detection ([`crate::splitbrain`]) and DNS publishing
 //! ([`crate::dns`]), and runs drains and rollouts ([`crate::rollout`]) for `FleetService`.
 //!
+//! The fleet view ([`view`]) is fed by the registry's reports, in order, and never believes a
+//! dead node: see its guarantees.
+//!
 //! Guarantees: SLA ledgers, drain records and rollout jobs are persisted in the store after each
 //! change and reloaded at start-up (a job found running is marked `interrupted`, to be resumed by
-//! the operator); the feed never blocks an agent (it reads the registry's broadcasts and lags
-//! rather than waits); DNS is reconciled whenever a VIP's holders change and every
-//! [`DNS_RECHECK`], which also finds drift made behind our back. Group layouts (DNS name, VIPs,
-//! nodes) are those of the latest config version (what the last fleet file pushed laid out).
+//! the operator); every node known from before a start is on a presence lease long enough for
+//! every live agent to reconnect; the feed never blocks an agent (it reads the registry's
+//! broadcast and lags rather than waits); DNS is reconciled whenever a VIP's holders change, on
+//! every transition and every [`DNS_RECHECK`], which also finds drift made behind our back.
+//! Group layouts (DNS name, VIPs, nodes) are those of the latest config version (what the last
+//! fleet file pushed laid out).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+mod view;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hav_proto::v1::{
-    Availability, ControlRolloutRequest, DnsRecordSet, DnsShowResponse, DrainRequest,
-    DrainResponse, FleetEvent, RolloutJob, RolloutNode, SetPriorityOverride, SlaResponse,
-    SplitBrain, StartRolloutRequest, StateSnapshot, VrrpState, command, control_rollout_request,
-    event, fleet_event,
+    AGENT_RECONNECT_MAX, Availability, ControlRolloutRequest, DnsRecordSet, DnsShowResponse,
+    DrainRequest, DrainResponse, FleetEvent, RolloutJob, RolloutNode, SlaResponse,
+    StartRolloutRequest, command, control_rollout_request, fleet_event,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::dns::{self, Desired, DnsClient};
 use crate::error::ControlError;
+use crate::presence::{Leases, Presence};
 use crate::rollout::drain::Move;
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
 use crate::rollout::plan::{self, Group};
 use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
-use crate::sla::{Accounting, Ledger, Month, vip_key};
-use crate::splitbrain::{Detector, Finding, InstanceReport};
+use crate::sla::{Accounting, Ledger, Month};
+use crate::splitbrain::Detector;
 use crate::state::{Shared, blocking};
 use crate::store::{GroupLayout, Store};
 use crate::unix_ms;
@@ -51,10 +58,21 @@ pub struct OrchestrationConfig {
     /// Resolve split brains by demoting the loser (off: only report them).
     pub resolve_split_brain: bool,
     pub drain: DrainSettings,
-    /// How long two masters must persist before a split brain is raised: one advert interval
-    /// (a make-before-break handover has two masters for a few milliseconds).
-    pub split_brain_grace: Duration,
+    /// Two masters are raised as a split brain once they outlast one advert interval of their
+    /// instance (a preemption or a make-before-break handover has two for a few milliseconds),
+    /// and never sooner than this: their two reports cross the coordinator within a few
+    /// milliseconds, this covers a loaded coordinator with an order of magnitude to spare.
+    pub split_brain_grace_floor: Duration,
+    /// How long the last report of a node whose session ended is still believed (`--presence-ttl`).
+    pub presence_ttl: Duration,
 }
+
+/// The default `--presence-ttl`: longer than an agent takes to reconnect after a dropped session
+/// (its first retry comes within 200 ms, the next within 400 ms) or to be restarted by systemd
+/// (`RestartSec=1s`), so neither makes a node unknown; short next to the 30 s TTL of the DNS
+/// records, so a dead pair leaves DNS within seconds. The availability figures do not depend on
+/// it: a node that does not come back stopped holding its VIPs when its session ended.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(5);
 
 impl Default for OrchestrationConfig {
     fn default() -> OrchestrationConfig {
@@ -62,7 +80,8 @@ impl Default for OrchestrationConfig {
             dns: None,
             resolve_split_brain: false,
             drain: DrainSettings::default(),
-            split_brain_grace: Duration::from_secs(1),
+            split_brain_grace_floor: Duration::from_millis(100),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
         }
     }
 }
@@ -93,6 +112,14 @@ pub struct Orchestrator {
     dns: Option<DnsClient>,
     sla: Mutex<Accounting>,
     detector: Mutex<Detector>,
+    /// Whose reports are believed.
+    presence: Mutex<Leases>,
+    /// Split-brain raises and ends, queued in the order the detector decided them.
+    announcements: mpsc::UnboundedSender<view::Announcement>,
+    /// Wakes the DNS reconciler.
+    dns_wanted: Notify,
+    /// The advert intervals of a config version (the split-brain grace), by version.
+    intervals: Mutex<Option<(u64, Arc<view::PushedIntervals>)>>,
     /// Abort switches of the jobs running now.
     running: Mutex<BTreeMap<u64, watch::Sender<bool>>>,
     job_updates: broadcast::Sender<JobRecord>,
@@ -135,8 +162,12 @@ impl Orchestrator {
             }
             None => None,
         };
-        let (ledgers, jobs) = blocking(&shared.store, |s| {
-            Ok((s.records(SLA_SPACE)?, s.records(JOB_SPACE)?))
+        let (ledgers, jobs, known) = blocking(&shared.store, |s| {
+            Ok((
+                s.records(SLA_SPACE)?,
+                s.records(JOB_SPACE)?,
+                s.node_states()?.into_keys().collect::<Vec<String>>(),
+            ))
         })
         .await?;
         let mut sla = Accounting::default();
@@ -158,20 +189,49 @@ impl Orchestrator {
                 persist_job(shared.store.as_ref(), &job);
             }
         }
+        // Every node known from before this start: what it last reported is believed until every
+        // live agent has had the time to reconnect; one that does not stopped holding its VIPs
+        // at this start (what happened while no coordinator ran is not known).
+        let now_ms = unix_ms();
+        let until = tokio::time::Instant::now() + config.presence_ttl + AGENT_RECONNECT_MAX;
+        let mut presence = Leases::new(config.presence_ttl);
+        let mut restored = Vec::new();
+        for node in known.iter().chain(sla.holders().iter()) {
+            presence.restore(node, now_ms, until);
+            restored.extend(sla.session_ended(node, now_ms));
+        }
+        let restored = view::ledgers(&sla, restored);
         let (job_updates, _) = broadcast::channel(256);
+        let (announcements, queue) = mpsc::unbounded_channel();
         let orchestrator = Arc::new(Orchestrator {
-            shared,
+            shared: shared.clone(),
             config,
             dns,
             sla: Mutex::new(sla),
             detector: Mutex::new(Detector::default()),
+            presence: Mutex::new(presence),
+            announcements,
+            dns_wanted: Notify::new(),
+            intervals: Mutex::new(None),
             running: Mutex::new(BTreeMap::new()),
             job_updates,
             dns_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         });
-        orchestrator.spawn(orchestrator.clone().feed());
+        orchestrator.persist_ledgers(restored).await;
+        // Subscribed before the server accepts any agent: the view misses no report.
+        let reports = shared.registry.subscribe_reports();
+        orchestrator.spawn(orchestrator.clone().feed(reports));
+        orchestrator.spawn(orchestrator.clone().announce(queue));
+        if orchestrator.dns.is_some() {
+            orchestrator.spawn(orchestrator.clone().reconcile_dns_on_request());
+        }
         Ok(orchestrator)
+    }
+
+    /// The presence of `node`, as the fleet view has it.
+    pub fn presence(&self, node: &str) -> Presence {
+        lock(&self.presence).get(node)
     }
 
     /// Stops every orchestration task and waits for them; a job that was running is recorded as
@@ -203,222 +263,10 @@ impl Orchestrator {
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        lock(&self.tasks).spawn(task);
-    }
-
-    /// Snapshots and events in, accounting, detection and DNS out, until the coordinator stops.
-    async fn feed(self: Arc<Self>) {
-        let mut snapshots = self.shared.registry.subscribe_snapshots();
-        let mut events = self.shared.registry.subscribe();
-        let mut stopping = self.shared.stopping.clone();
-        let stop = async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        };
-        tokio::pin!(stop);
-        let mut recheck = tokio::time::interval(DNS_RECHECK);
-        // (node, instance) → the VIPs it held when last master: what a transition moves.
-        let mut instance_vips: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                snapshot = snapshots.recv() => match snapshot {
-                    Ok((node, snapshot)) => {
-                        for i in &snapshot.instances {
-                            if !i.vips_held.is_empty() {
-                                instance_vips.insert((node.clone(), i.name.clone()), i.vips_held.clone());
-                            }
-                        }
-                        self.on_snapshot(&node, &snapshot).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "orchestration feed lagged"),
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                event = events.recv() => match event {
-                    Ok(FleetEvent { node, kind: Some(fleet_event::Kind::Agent(agent)), .. }) => {
-                        if let Some(event::Kind::Transition(t)) = agent.kind {
-                            let vips = instance_vips.get(&(node.clone(), t.instance.clone())).cloned().unwrap_or_default();
-                            let master = VrrpState::Master as i32;
-                            if (t.to == master) != (t.from == master) {
-                                self.on_transition(&node, &vips, t.to == master, agent.unix_ms).await;
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                _ = recheck.tick() => self.reconcile_dns(false).await,
-            }
-        }
-    }
-
-    async fn on_snapshot(self: &Arc<Self>, node: &str, snapshot: &StateSnapshot) {
-        let at = if snapshot.unix_ms == 0 {
-            unix_ms()
-        } else {
-            snapshot.unix_ms
-        };
-        let held: Vec<String> = snapshot
-            .instances
-            .iter()
-            .flat_map(|i| i.vips_held.iter().cloned())
-            .collect();
-        let changed = {
-            let mut sla = lock(&self.sla);
-            let changed = sla.observe_snapshot(node, &held, at);
-            changed
-                .into_iter()
-                .filter_map(|vip| sla.ledgers.get(&vip).map(|l| (vip, l.clone())))
-                .collect::<Vec<_>>()
-        };
-        let reports: Vec<InstanceReport<'_>> = snapshot
-            .instances
-            .iter()
-            .map(|i| InstanceReport {
-                instance: &i.name,
-                vrid: i.vrid,
-                master: i.state == VrrpState::Master as i32,
-                priority: i.effective_priority,
-                vips: &i.vips_held,
-            })
-            .collect();
-        let address = self
-            .shared
-            .registry
-            .connected()
-            .into_iter()
-            .find(|n| n.name == node)
-            .and_then(|n| n.peer.parse::<SocketAddr>().ok())
-            .map(|a| a.ip());
-        let findings = lock(&self.detector).observe_node(node, address, &reports, unix_ms());
-        for finding in findings {
-            match finding {
-                Finding::Detected(split) => self.confirm_split_brain(split),
-                resolved => self.on_split_brain(resolved).await,
-            }
-        }
-        if !changed.is_empty() {
-            self.persist_ledgers(changed).await;
-            self.reconcile_dns(false).await;
-        }
-    }
-
-    async fn on_transition(&self, node: &str, vips: &[String], master: bool, at_ms: u64) {
-        let changed: Vec<(String, Ledger)> = {
-            let mut sla = lock(&self.sla);
-            let changed: Vec<String> = vips
-                .iter()
-                .filter(|vip| sla.observe(vip, node, master, at_ms))
-                .map(|vip| vip_key(vip))
-                .collect();
-            changed
-                .into_iter()
-                .filter_map(|key| sla.ledgers.get(&key).map(|l| (key, l.clone())))
-                .collect()
-        };
-        if !changed.is_empty() {
-            self.persist_ledgers(changed).await;
-        }
-    }
-
-    async fn persist_ledgers(&self, ledgers: Vec<(String, Ledger)>) {
-        let result = blocking(&self.shared.store, move |s| {
-            for (vip, ledger) in &ledgers {
-                let bytes = serde_json::to_vec(ledger)
-                    .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-                s.put_record(SLA_SPACE, vip, &bytes)?;
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::warn!("SLA ledgers not persisted: {e}");
-        }
-    }
-
-    /// Raises `split` if the same masters still claim the VIP after the grace period.
-    fn confirm_split_brain(self: &Arc<Self>, split: crate::splitbrain::SplitBrain) {
-        let this = self.clone();
-        self.spawn(async move {
-            tokio::time::sleep(this.config.split_brain_grace).await;
-            let still = lock(&this.detector)
-                .active()
-                .any(|s| s.vip == split.vip && s.masters == split.masters);
-            if still {
-                this.on_split_brain(Finding::Detected(split)).await;
-            }
-        });
-    }
-
-    async fn on_split_brain(&self, finding: Finding) {
-        let (split, resolved) = match &finding {
-            Finding::Detected(split) => (split.clone(), false),
-            Finding::Resolved { vip, .. } => {
-                let event = SplitBrain {
-                    vip: vip.clone(),
-                    resolved: true,
-                    ..SplitBrain::default()
-                };
-                self.publish_split_brain(event);
-                return;
-            }
-        };
-        tracing::warn!(vip = %split.vip, masters = ?split.masters.iter().map(|c| &c.node).collect::<Vec<_>>(), "split brain");
-        let mut action = String::new();
-        if self.config.resolve_split_brain {
-            for loser in Detector::losers(&split) {
-                let demote = command::Action::SetPriorityOverride(SetPriorityOverride {
-                    instance: loser.instance.clone(),
-                    priority: 1,
-                    ttl_seconds: u32::try_from(self.config.drain.ttl.as_secs()).unwrap_or(u32::MAX),
-                });
-                let outcome = self
-                    .shared
-                    .registry
-                    .command(&loser.node, demote, self.shared.command_timeout)
-                    .await;
-                let done = match outcome {
-                    Ok(ack) if ack.ok => "demoted".to_owned(),
-                    Ok(ack) => format!("demotion refused: {}", ack.error),
-                    Err(e) => format!("demotion failed: {e}"),
-                };
-                action.push_str(&format!(
-                    "{} {} ({}): {done}; ",
-                    loser.node, loser.instance, loser.priority
-                ));
-                self.audit(
-                    "coordinator",
-                    "resolve split brain",
-                    format!("{}: {action}", split.vip),
-                )
-                .await;
-            }
-        }
-        self.publish_split_brain(SplitBrain {
-            vip: split.vip.clone(),
-            vrid: split.masters.first().map(|c| c.vrid).unwrap_or(0),
-            masters: split.masters.iter().map(|c| c.node.clone()).collect(),
-            resolved,
-            action: action.trim_end_matches("; ").to_owned(),
-        });
-    }
-
-    fn publish_split_brain(&self, event: SplitBrain) {
-        self.shared.registry.publish(FleetEvent {
-            node: String::new(),
-            unix_ms: unix_ms(),
-            kind: Some(fleet_event::Kind::SplitBrain(event)),
-        });
-    }
-
-    /// The VIPs some node holds now (by the latest reports, including disconnected nodes').
-    fn held(&self) -> BTreeSet<IpAddr> {
-        lock(&self.sla)
-            .ledgers
-            .iter()
-            .filter(|(_, l)| !l.holders.is_empty())
-            .filter_map(|(vip, _)| vip.parse().ok())
-            .collect()
+        let mut tasks = lock(&self.tasks);
+        // Forget the tasks that finished (split-brain confirmations, jobs).
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
     }
 
     /// The group layouts in force: the latest config version's; for a version stored before
@@ -446,8 +294,8 @@ impl Orchestrator {
         }
     }
 
-    /// Reads back every group's DNS name, repairs it if `force_report` or on drift.
-    async fn reconcile_dns(&self, _force: bool) {
+    /// Reads back every group's DNS name and repairs drift.
+    async fn reconcile_dns(&self) {
         let _ = self.dns_show(true).await;
     }
 

@@ -4,14 +4,16 @@
 //!
 //! Guarantees: a slow watcher lags (it is told how many events it missed) and never blocks an
 //! agent; a newer session of the same node replaces the older one; a command is answered by the
-//! ack with its id or fails with a timeout.
+//! ack with its id or fails with a timeout. What the fleet view is fed ([`Report`]s: sessions
+//! opening and ending, snapshots, transitions) is published in the order the registry changed,
+//! each report naming its session, so a report of an ended or replaced session is recognised.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, command};
+use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, Transition, command};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::ControlError;
@@ -25,6 +27,8 @@ const COMMAND_QUEUE: usize = 32;
 #[derive(Debug, Clone)]
 pub struct LiveNode {
     pub name: String,
+    /// Its session.
+    pub session: u64,
     pub hello: Hello,
     pub peer: String,
     pub last_seen_unix_ms: u64,
@@ -38,13 +42,35 @@ struct Session {
     pending: HashMap<u64, oneshot::Sender<CommandAck>>,
 }
 
+/// What the fleet view learns from agents, in order.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// `session` of `node` opened (replacing any older one).
+    Connected { node: String, session: u64 },
+    /// A snapshot of the current session of `node`.
+    Snapshot {
+        node: String,
+        session: u64,
+        snapshot: StateSnapshot,
+    },
+    /// A transition the current session of `node` reported (after the snapshot showing it).
+    Transition {
+        node: String,
+        session: u64,
+        transition: Transition,
+        unix_ms: u64,
+    },
+    /// The current session of `node` ended (not published for a session a newer one replaced).
+    Disconnected { node: String, session: u64 },
+}
+
 /// Connected agents and the event bus.
 pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     events: broadcast::Sender<FleetEvent>,
-    /// Every snapshot as it arrives (node, snapshot), for the orchestration modules.
-    snapshots: broadcast::Sender<(String, StateSnapshot)>,
+    /// Sessions, snapshots and transitions in the order the registry saw them, for the fleet view.
+    reports: broadcast::Sender<Report>,
     /// Bumped whenever a session or a snapshot changes: awaiting a fleet state change.
     changes: watch::Sender<u64>,
     /// Events published so far (for the metrics).
@@ -62,12 +88,12 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Registry {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
-        let (snapshots, _) = broadcast::channel(WATCH_BUFFER);
+        let (reports, _) = broadcast::channel(WATCH_BUFFER);
         Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             events,
-            snapshots,
+            reports,
             changes: watch::Sender::new(0),
             published: AtomicU64::new(0),
             watchers: Arc::new(AtomicUsize::new(0)),
@@ -88,6 +114,7 @@ impl Registry {
             id,
             live: LiveNode {
                 name: node.to_owned(),
+                session: id,
                 hello,
                 peer,
                 last_seen_unix_ms: crate::unix_ms(),
@@ -96,7 +123,15 @@ impl Registry {
             commands,
             pending: HashMap::new(),
         };
-        self.lock().insert(node.to_owned(), session);
+        {
+            let mut sessions = self.lock();
+            sessions.insert(node.to_owned(), session);
+            // Sent under the lock: reports go out in the order the sessions changed.
+            let _ = self.reports.send(Report::Connected {
+                node: node.to_owned(),
+                session: id,
+            });
+        }
         self.changes.send_modify(|n| *n += 1);
         (id, rx)
     }
@@ -106,6 +141,10 @@ impl Registry {
         let mut sessions = self.lock();
         if sessions.get(node).is_some_and(|s| s.id == session) {
             sessions.remove(node);
+            let _ = self.reports.send(Report::Disconnected {
+                node: node.to_owned(),
+                session,
+            });
             drop(sessions);
             self.changes.send_modify(|n| *n += 1);
             true
@@ -127,11 +166,35 @@ impl Registry {
             let s = sessions.get_mut(node).filter(|s| s.id == session)?;
             s.live.last_seen_unix_ms = crate::unix_ms();
             s.live.snapshot = Some(snapshot.clone());
+            let _ = self.reports.send(Report::Snapshot {
+                node: node.to_owned(),
+                session,
+                snapshot,
+            });
             s.live.hello.clone()
         };
-        let _ = self.snapshots.send((node.to_owned(), snapshot));
         self.changes.send_modify(|n| *n += 1);
         Some(hello)
+    }
+
+    /// Passes a transition of the current session of `node` on to the fleet view (nothing if
+    /// the session is no longer the current one).
+    pub fn report_transition(
+        &self,
+        node: &str,
+        session: u64,
+        transition: Transition,
+        unix_ms: u64,
+    ) {
+        let sessions = self.lock();
+        if sessions.get(node).is_some_and(|s| s.id == session) {
+            let _ = self.reports.send(Report::Transition {
+                node: node.to_owned(),
+                session,
+                transition,
+                unix_ms,
+            });
+        }
     }
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).
@@ -213,6 +276,11 @@ impl Registry {
         self.published.load(Ordering::Relaxed)
     }
 
+    /// The address `node` is connected from.
+    pub fn peer_of(&self, node: &str) -> Option<String> {
+        self.lock().get(node).map(|s| s.live.peer.clone())
+    }
+
     /// Whether `node` is connected.
     pub fn is_connected(&self, node: &str) -> bool {
         self.lock().contains_key(node)
@@ -224,9 +292,10 @@ impl Registry {
         let _ = self.events.send(event);
     }
 
-    /// Every snapshot recorded from now on, with its node.
-    pub fn subscribe_snapshots(&self) -> broadcast::Receiver<(String, StateSnapshot)> {
-        self.snapshots.subscribe()
+    /// Every report from now on, in order. A receiver that lags has missed reports: it can
+    /// start again from [`Registry::connected`].
+    pub fn subscribe_reports(&self) -> broadcast::Receiver<Report> {
+        self.reports.subscribe()
     }
 
     /// Changes (sessions, snapshots) from now on: `changed().await` wakes on the next one.

@@ -12,9 +12,9 @@ use futures::{Stream, StreamExt};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
     AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent, HistoryRequest,
-    HistoryResponse, ListNodesRequest, ListNodesResponse, NodeStatus, PushConfigRequest,
-    PushConfigResponse, RollbackRequest, StateSnapshot, ValidateRequest, ValidateResponse,
-    WatchEventsRequest, fleet_event,
+    HistoryResponse, ListNodesRequest, ListNodesResponse, NodePresence, NodeStatus,
+    PushConfigRequest, PushConfigResponse, RollbackRequest, StateSnapshot, ValidateRequest,
+    ValidateResponse, WatchEventsRequest, fleet_event,
 };
 use hav_proto::v1::{
     ControlRolloutRequest, DnsShowRequest, DnsShowResponse, RolloutJob, SlaRequest, SlaResponse,
@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::auth;
 use crate::error::ControlError;
 use crate::orchestrate::{self, Orchestrator};
+use crate::presence::Presence;
 use crate::push::{self, Desired, Proposed};
 use crate::state::{Shared, blocking};
 use crate::telemetry::trace;
@@ -65,9 +66,18 @@ impl FleetService for FleetServiceImpl {
                 .and_then(|l| l.node_versions.get(name).copied())
                 .unwrap_or(0)
         };
+        // Not connected: believed while its lease runs, else unknown (its snapshot only what it
+        // last said).
+        let away = |name: &str| match self.orchestrator.presence(name) {
+            Presence::Unknown { since_ms } => (NodePresence::Unknown, since_ms),
+            Presence::Disconnected { since_ms, .. } => (NodePresence::Disconnected, since_ms),
+            // Its session just ended; the fleet view has not seen the end yet.
+            Presence::Connected { .. } => (NodePresence::Disconnected, 0),
+        };
         let mut nodes: BTreeMap<String, NodeStatus> = states
             .into_iter()
             .map(|(name, record)| {
+                let (presence, since_ms) = away(&name);
                 let status = NodeStatus {
                     desired_config_version: desired(&name),
                     name: name.clone(),
@@ -76,6 +86,8 @@ impl FleetService for FleetServiceImpl {
                     protocol_version: record.protocol_version,
                     last_seen_unix_ms: record.last_seen_unix_ms,
                     snapshot: StateSnapshot::decode(record.snapshot.as_slice()).ok(),
+                    presence: presence as i32,
+                    disconnected_unix_ms: since_ms,
                     ..NodeStatus::default()
                 };
                 (name, status)
@@ -93,15 +105,22 @@ impl FleetService for FleetServiceImpl {
                 last_seen_unix_ms: live.last_seen_unix_ms,
                 peer_address: live.peer,
                 snapshot: live.snapshot.or(entry.snapshot.take()),
+                presence: NodePresence::Connected as i32,
+                disconnected_unix_ms: 0,
             };
         }
         // Nodes that have a config but never reported.
         if let Some(latest) = &latest {
             for name in latest.nodes.keys() {
-                nodes.entry(name.clone()).or_insert_with(|| NodeStatus {
-                    name: name.clone(),
-                    desired_config_version: desired(name),
-                    ..NodeStatus::default()
+                nodes.entry(name.clone()).or_insert_with(|| {
+                    let (presence, since_ms) = away(name);
+                    NodeStatus {
+                        name: name.clone(),
+                        desired_config_version: desired(name),
+                        presence: presence as i32,
+                        disconnected_unix_ms: since_ms,
+                        ..NodeStatus::default()
+                    }
                 });
             }
         }
@@ -401,6 +420,7 @@ mod tests {
             unix_ms: 0,
             kind: Some(fleet_event::Kind::Presence(hav_proto::v1::Presence {
                 connected: true,
+                state: NodePresence::Connected as i32,
             })),
         }
     }

@@ -8,10 +8,20 @@
 //! exactly in milliseconds (the same ratio as in minutes). A group's availability is the same
 //! formula over the sum of its VIPs' periods (so the mean over its VIPs).
 //!
+//! A holder is a node whose report lists the VIP in `vips_held`, whatever its VRRP state (a
+//! master that resigns keeps its VIPs until it hears the new one: make-before-break). What a node
+//! whose session ended last reported stays believed until its fate is known: if it comes back
+//! still holding the VIP it held it all along; if it comes back without it, or never comes back
+//! before its presence lease runs out, it stopped holding it when its session ended. Changes in
+//! between wait in the ledger ([`Ledger::pending`]) and are accounted in order once the fate is
+//! known, so a dead node neither shares a VIP with its successor (no false split brain) nor
+//! leaves a VIP no one holds counted as held.
+//!
 //! Guarantees: time before a VIP was first observed is "unobserved", never counted as an
 //! outage; an observation stamped earlier than the ledger's last change (clock skew between
 //! agents) takes effect at the last change, so time is never counted twice or negatively;
-//! ledgers are plain serde values, persisted by the caller after each change.
+//! ledgers are plain serde values (pending changes included), persisted by the caller after
+//! each change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +58,24 @@ pub struct Ledger {
     /// The node that last held the VIP alone.
     pub last_sole: Option<String>,
     pub months: BTreeMap<Month, Tally>,
+    /// Changes not accounted yet, in the order they were seen: from the first session end whose
+    /// fate is not known on. `holders` and `since_ms` are as of the last change accounted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
+}
+
+/// A change of a ledger that waits for the fate of a holder whose session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Pending {
+    /// `node` was reported holding (or no longer holding) the VIP at `at_ms`.
+    Observed {
+        node: String,
+        holding: bool,
+        at_ms: u64,
+    },
+    /// The session of `node`, a holder, ended at `at_ms`; whether it held on is not known yet.
+    SessionEnded { node: String, at_ms: u64 },
 }
 
 /// One VIP's (or group's) figures for a month.
@@ -150,16 +178,138 @@ impl Month {
 
 impl Ledger {
     /// Records that `node` holds (or no longer holds) the VIP from `at_ms`. Returns whether the
-    /// holder set changed.
+    /// holders believed now changed.
     pub fn observe(&mut self, node: &str, holding: bool, at_ms: u64) -> bool {
-        let changed = if holding {
-            !self.holders.contains(node)
-        } else {
-            self.holders.contains(node)
-        };
-        if !changed {
+        if self.believes(node) == holding {
             return false;
         }
+        if self.pending.is_empty() {
+            self.apply(node, holding, at_ms);
+        } else {
+            self.pending.push(Pending::Observed {
+                node: node.to_owned(),
+                holding,
+                at_ms,
+            });
+        }
+        true
+    }
+
+    /// Whether `node` is believed to hold the VIP now (pending changes included; a holder whose
+    /// session ended still holds it until its fate is known).
+    pub fn believes(&self, node: &str) -> bool {
+        self.pending
+            .iter()
+            .rev()
+            .find_map(|change| match change {
+                Pending::Observed {
+                    node: n, holding, ..
+                } if n == node => Some(*holding),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.holders.contains(node))
+    }
+
+    /// The nodes believed to hold the VIP now.
+    pub fn believed_holders(&self) -> BTreeSet<String> {
+        let mut holders = self.holders.clone();
+        for change in &self.pending {
+            if let Pending::Observed { node, holding, .. } = change {
+                if *holding {
+                    holders.insert(node.clone());
+                } else {
+                    holders.remove(node);
+                }
+            }
+        }
+        holders
+    }
+
+    /// The session of `node` ended at `at_ms`: if it holds the VIP, what follows waits until
+    /// [`Ledger::settle`] says whether it held on. Returns whether the ledger changed.
+    pub fn session_ended(&mut self, node: &str, at_ms: u64) -> bool {
+        if !self.believes(node) || self.unsettled(node).is_some() {
+            return false;
+        }
+        self.pending.push(Pending::SessionEnded {
+            node: node.to_owned(),
+            at_ms,
+        });
+        true
+    }
+
+    /// The fate of `node`, whose session ended: `held_on` if it came back still holding the VIP
+    /// (it held it all along), else (back without it, or its lease ran out) it stopped holding
+    /// it when its session ended. Then accounts every change no longer waiting for a fate.
+    /// Returns whether the ledger changed.
+    pub fn settle(&mut self, node: &str, held_on: bool) -> bool {
+        let Some(index) = self.unsettled(node) else {
+            return false;
+        };
+        if held_on {
+            self.pending.remove(index);
+        } else if let Pending::SessionEnded { at_ms, .. } = self.pending[index] {
+            self.pending[index] = Pending::Observed {
+                node: node.to_owned(),
+                holding: false,
+                at_ms,
+            };
+        }
+        let ready = self
+            .pending
+            .iter()
+            .position(|change| matches!(change, Pending::SessionEnded { .. }))
+            .unwrap_or(self.pending.len());
+        let ready: Vec<Pending> = self.pending.drain(..ready).collect();
+        for change in ready {
+            if let Pending::Observed {
+                node,
+                holding,
+                at_ms,
+            } = change
+            {
+                self.observe_now(&node, holding, at_ms);
+            }
+        }
+        true
+    }
+
+    /// The ledger as it will be if every holder whose session ended held on: what the figures
+    /// show until the fates are known.
+    fn believed(&self) -> Ledger {
+        let mut ledger = Ledger {
+            pending: Vec::new(),
+            ..self.clone()
+        };
+        for change in &self.pending {
+            if let Pending::Observed {
+                node,
+                holding,
+                at_ms,
+            } = change
+            {
+                ledger.observe_now(node, *holding, *at_ms);
+            }
+        }
+        ledger
+    }
+
+    /// Where the unsettled session end of `node` is in `pending`.
+    fn unsettled(&self, node: &str) -> Option<usize> {
+        self.pending
+            .iter()
+            .position(|change| matches!(change, Pending::SessionEnded { node: n, .. } if n == node))
+    }
+
+    /// Accounts a change of the settled holders, if it is one.
+    fn observe_now(&mut self, node: &str, holding: bool, at_ms: u64) {
+        if self.holders.contains(node) != holding {
+            self.apply(node, holding, at_ms);
+        }
+    }
+
+    /// Accounts the time up to `at_ms` and changes the holders.
+    fn apply(&mut self, node: &str, holding: bool, at_ms: u64) {
         if self.since_ms == 0 {
             self.first_ms = at_ms;
             self.since_ms = at_ms;
@@ -182,11 +332,13 @@ impl Ledger {
             }
             self.last_sole = sole;
         }
-        true
     }
 
-    /// The VIP's figures for `month`, counting the current holder set up to `now_ms`.
+    /// The VIP's figures for `month`, counting the believed holders up to `now_ms`.
     pub fn figures(&self, name: &str, month: Month, now_ms: u64) -> Figures {
+        if !self.pending.is_empty() {
+            return self.believed().figures(name, month, now_ms);
+        }
         let start = month.start_ms();
         let end = month.end_ms().min(now_ms).max(start);
         let mut tally = self.months.get(&month).copied().unwrap_or_default();
@@ -265,24 +417,59 @@ impl Accounting {
     }
 
     /// Brings `node`'s holdings in line with a snapshot: it holds exactly `held` at `at_ms`.
-    /// Returns the VIPs whose ledgers changed.
+    /// A node whose session had ended and that is back learns its fate first (it held on to
+    /// what it still holds). Returns the VIPs whose ledgers changed.
     pub fn observe_snapshot(&mut self, node: &str, held: &[String], at_ms: u64) -> Vec<String> {
         let held: BTreeSet<String> = held.iter().map(|v| vip_key(v)).collect();
-        let mut changed = Vec::new();
+        let mut changed = BTreeSet::new();
         for (vip, ledger) in &mut self.ledgers {
-            if ledger.holders.contains(node)
-                && !held.contains(vip)
-                && ledger.observe(node, false, at_ms)
-            {
-                changed.push(vip.clone());
+            if ledger.settle(node, held.contains(vip)) {
+                changed.insert(vip.clone());
+            }
+            if !held.contains(vip) && ledger.observe(node, false, at_ms) {
+                changed.insert(vip.clone());
             }
         }
         for vip in held {
             if self.observe(&vip, node, true, at_ms) {
-                changed.push(vip);
+                changed.insert(vip);
             }
         }
-        changed
+        changed.into_iter().collect()
+    }
+
+    /// The session of `node` ended at `at_ms`; returns the VIPs whose ledgers changed.
+    pub fn session_ended(&mut self, node: &str, at_ms: u64) -> Vec<String> {
+        self.ledgers
+            .iter_mut()
+            .filter_map(|(vip, ledger)| ledger.session_ended(node, at_ms).then(|| vip.clone()))
+            .collect()
+    }
+
+    /// The lease of `node` ran out: it stopped holding everything when its session ended.
+    /// Returns the VIPs whose ledgers changed.
+    pub fn lease_ended(&mut self, node: &str) -> Vec<String> {
+        self.ledgers
+            .iter_mut()
+            .filter_map(|(vip, ledger)| ledger.settle(node, false).then(|| vip.clone()))
+            .collect()
+    }
+
+    /// The VIPs some node is believed to hold now.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.ledgers
+            .iter()
+            .filter(|(_, ledger)| !ledger.believed_holders().is_empty())
+            .map(|(vip, _)| vip.clone())
+            .collect()
+    }
+
+    /// Every node believed to hold some VIP.
+    pub fn holders(&self) -> BTreeSet<String> {
+        self.ledgers
+            .values()
+            .flat_map(|ledger| ledger.believed_holders())
+            .collect()
     }
 
     /// The report for `month`: every VIP, and every group in `groups` (group name → its VIPs).
@@ -507,5 +694,100 @@ mod tests {
         let json = serde_json::to_vec(&ledger).expect("encode");
         let back: Ledger = serde_json::from_slice(&json).expect("decode");
         assert_eq!(back, ledger);
+    }
+
+    #[test]
+    fn a_holder_that_never_comes_back_stopped_holding_when_its_session_ended() {
+        let t = nov().start_ms();
+        let mut sla = Accounting::default();
+        sla.observe_snapshot("lb-1", &["198.51.100.10/24".into()], t);
+        // lb-1 is killed at t + 1 min; lb-2 takes over 600 ms later and reports it at once.
+        let killed = t + MINUTE;
+        assert_eq!(sla.session_ended("lb-1", killed), vec!["198.51.100.10"]);
+        sla.observe_snapshot("lb-2", &["198.51.100.10/24".into()], killed + 600);
+        // While lb-1's lease runs it is believed: the figures show both.
+        let vip = &sla.ledgers["198.51.100.10"];
+        assert_eq!(vip.believed_holders().len(), 2);
+        let believed = vip.figures("vip", nov(), killed + 1_000);
+        assert_eq!(believed.tally.split_brain_ms, 400);
+        // Its lease runs out: it released the VIP when its session ended.
+        assert_eq!(sla.lease_ended("lb-1"), vec!["198.51.100.10"]);
+        let vip = &sla.ledgers["198.51.100.10"];
+        assert!(vip.pending.is_empty());
+        assert_eq!(vip.holders, BTreeSet::from(["lb-2".to_owned()]));
+        let figures = vip.figures("vip", nov(), killed + 1_000);
+        assert_eq!(figures.tally.split_brain_ms, 0);
+        assert_eq!(figures.tally.no_holder_ms, 600);
+        assert_eq!(figures.tally.one_holder_ms, MINUTE + 400);
+        assert_eq!(figures.tally.failovers, 1);
+        // Once.
+        assert!(sla.lease_ended("lb-1").is_empty());
+    }
+
+    #[test]
+    fn a_holder_back_with_its_vip_held_it_all_along_and_one_back_without_it_did_not() {
+        let t = nov().start_ms();
+        let mut sla = Accounting::default();
+        sla.observe_snapshot("lb-1", &["198.51.100.10/24".into()], t);
+        sla.observe_snapshot("lb-2", &["198.51.100.11/24".into()], t);
+        // Both sessions end at t + 10 s (a network blip, or a crash).
+        sla.session_ended("lb-1", t + 10_000);
+        sla.session_ended("lb-2", t + 10_000);
+        // lb-1 comes back still holding .10: it held it all along.
+        sla.observe_snapshot("lb-1", &["198.51.100.10/24".into()], t + 12_000);
+        // lb-2 was restarted: it comes back holding nothing (and takes .11 a second later).
+        sla.observe_snapshot("lb-2", &[], t + 13_000);
+        sla.observe_snapshot("lb-2", &["198.51.100.11/24".into()], t + 14_000);
+        let now = t + 20_000;
+        let ten = sla.ledgers["198.51.100.10"].figures("ten", nov(), now);
+        assert_eq!(ten.tally.one_holder_ms, 20_000);
+        assert_eq!(ten.tally.no_holder_ms, 0);
+        let eleven = sla.ledgers["198.51.100.11"].figures("eleven", nov(), now);
+        // From the end of its session to its takeover.
+        assert_eq!(eleven.tally.no_holder_ms, 4_000);
+        assert_eq!(eleven.tally.one_holder_ms, 16_000);
+        assert!(sla.ledgers.values().all(|l| l.pending.is_empty()));
+    }
+
+    #[test]
+    fn changes_wait_in_order_for_every_unsettled_session_end() {
+        let t = nov().start_ms();
+        let mut ledger = Ledger::default();
+        ledger.observe("lb-1", true, t);
+        ledger.observe("lb-2", true, t);
+        assert!(ledger.session_ended("lb-1", t + 1_000));
+        // Not a holder, or already ended: nothing to wait for.
+        assert!(!ledger.session_ended("lb-3", t + 1_000));
+        assert!(!ledger.session_ended("lb-1", t + 1_500));
+        ledger.observe("lb-3", true, t + 2_000);
+        assert!(ledger.session_ended("lb-2", t + 3_000));
+        ledger.observe("lb-3", false, t + 4_000);
+        // lb-2's fate is known first: its release waits behind lb-1's session end.
+        assert!(ledger.settle("lb-2", false));
+        assert_eq!(ledger.since_ms, t);
+        assert!(ledger.settle("lb-1", false));
+        assert!(ledger.pending.is_empty());
+        let figures = ledger.figures("vip", nov(), t + 5_000);
+        // [t, t+1 s) both; [t+1 s, t+2 s) lb-2; [t+2 s, t+3 s) lb-2 and lb-3;
+        // [t+3 s, t+4 s) lb-3; then nobody.
+        assert_eq!(figures.tally.split_brain_ms, 2_000);
+        assert_eq!(figures.tally.one_holder_ms, 2_000);
+        assert_eq!(figures.tally.no_holder_ms, 1_000);
+    }
+
+    #[test]
+    fn a_ledger_with_pending_changes_round_trips_and_an_old_one_reads() {
+        let mut ledger = Ledger::default();
+        ledger.observe("lb-1", true, nov().start_ms());
+        ledger.session_ended("lb-1", nov().start_ms() + 5);
+        ledger.observe("lb-2", true, nov().start_ms() + 7);
+        let json = serde_json::to_vec(&ledger).expect("encode");
+        let back: Ledger = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, ledger);
+        // Stored before ledgers had pending changes.
+        let old =
+            r#"{"holders":["lb-1"],"since_ms":5,"first_ms":5,"last_sole":"lb-1","months":{}}"#;
+        let old: Ledger = serde_json::from_str(old).expect("decode");
+        assert!(old.pending.is_empty() && old.believes("lb-1"));
     }
 }

@@ -1,15 +1,22 @@
 //! Split-brain detection: two or more nodes reporting themselves master of the same VIP (the
 //! failure unicast VRRP setups are known for, when the peers stop hearing each other).
 //!
-//! The [`Detector`] is fed every instance state the agents report and answers on the same call,
-//! so a split brain is raised as soon as the second master's report arrives (well within one
-//! advert interval of both being reported), and cleared when at most one master remains. When
-//! the operator enables resolution, [`Detector::loser`] picks who steps down: the lower
-//! effective priority, on a tie the lower address (the node VRRP itself would make backup,
-//! RFC 5798 section 6.4.3), then the name, so the choice is deterministic.
+//! The [`Detector`] is fed every instance state the agents report and answers on the same call:
+//! two masters are a candidate as soon as the second master's report arrives. A candidate is
+//! raised only if the same masters still claim the VIP one advert interval later ([`grace`]): a
+//! preemption or a make-before-break handover has two masters for a few milliseconds. Only
+//! nodes with a live session count: the caller forgets a node whose session ends
+//! ([`Detector::forget_node`]), so a dead master's last report never makes its successor a
+//! second master. When the operator enables resolution, [`Detector::losers`] picks who steps
+//! down: the lower effective priority, on a tie the lower address (the node VRRP itself would
+//! make backup, RFC 5798 section 6.4.3), then the name, so the choice is deterministic.
+//!
+//! Guarantees: a split brain is reported over only if it was raised, once per raise, and the
+//! caller publishes both in the order the detector decided them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::sla::vip_key;
 
@@ -22,6 +29,8 @@ pub struct Claim {
     pub priority: u32,
     /// The node's address, when known (tie-break).
     pub address: Option<IpAddr>,
+    /// The instance's advert interval, when the node said it.
+    pub advert_interval: Option<Duration>,
 }
 
 /// A VIP with more than one master.
@@ -35,9 +44,10 @@ pub struct SplitBrain {
 /// What an observation changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    /// A new split brain (or one whose set of masters changed).
+    /// A candidate: a new set of two or more masters of a VIP. To be raised with
+    /// [`Detector::raise`] if it lasts its [`grace`].
     Detected(SplitBrain),
-    /// The VIP has at most one master again.
+    /// A raised split brain is over: the VIP has at most one master again.
     Resolved { vip: String, at_ms: u64 },
 }
 
@@ -46,7 +56,18 @@ pub enum Finding {
 pub struct Detector {
     /// VIP → node → claim.
     masters: BTreeMap<String, BTreeMap<String, Claim>>,
-    active: BTreeMap<String, SplitBrain>,
+    active: BTreeMap<String, Active>,
+}
+
+/// A VIP with two or more masters now.
+#[derive(Debug)]
+struct Active {
+    split: SplitBrain,
+    /// These masters were raised.
+    raised: bool,
+    /// A raise of this VIP is out and not yet followed by its end (the masters may have
+    /// changed since).
+    announced: bool,
 }
 
 /// One instance as a node reported it.
@@ -57,7 +78,33 @@ pub struct InstanceReport<'a> {
     pub master: bool,
     pub priority: u32,
     pub vips: &'a [String],
+    pub advert_interval: Option<Duration>,
 }
+
+/// How long `split` must last to be raised: one advert interval of its instance (the longest of
+/// its masters'; `interval` says it for claims that do not), at least `floor`; an interval no one
+/// knows counts as the VRRP default, 1 s.
+pub fn grace(
+    split: &SplitBrain,
+    interval: impl Fn(&Claim) -> Option<Duration>,
+    floor: Duration,
+) -> Duration {
+    split
+        .masters
+        .iter()
+        .map(|claim| {
+            claim
+                .advert_interval
+                .or_else(|| interval(claim))
+                .unwrap_or(DEFAULT_ADVERT_INTERVAL)
+        })
+        .max()
+        .unwrap_or(DEFAULT_ADVERT_INTERVAL)
+        .max(floor)
+}
+
+/// The advert interval of RFC 5798 section 5.2.7 (and keepalived's): 1 s.
+const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Detector {
     /// Replaces everything `node` claims with what `instances` say (a full snapshot) and returns
@@ -84,6 +131,7 @@ impl Detector {
                     vrid: report.vrid,
                     priority: report.priority,
                     address,
+                    advert_interval: report.advert_interval,
                 };
                 self.masters
                     .entry(vip.clone())
@@ -99,17 +147,27 @@ impl Detector {
                 .map(|c| c.values().cloned().collect())
                 .unwrap_or_default();
             if masters.len() >= 2 {
-                let known = self.active.get(&vip).map(|s| &s.masters);
+                let known = self.active.get(&vip).map(|a| &a.split.masters);
                 if known != Some(&masters) {
                     let split = SplitBrain {
                         vip: vip.clone(),
                         masters,
                         detected_ms: now_ms,
                     };
-                    self.active.insert(vip, split.clone());
+                    let announced = self.active.get(&vip).is_some_and(|a| a.announced);
+                    self.active.insert(
+                        vip,
+                        Active {
+                            split: split.clone(),
+                            raised: false,
+                            announced,
+                        },
+                    );
                     findings.push(Finding::Detected(split));
                 }
-            } else if self.active.remove(&vip).is_some() {
+            } else if let Some(ended) = self.active.remove(&vip)
+                && ended.announced
+            {
                 findings.push(Finding::Resolved { vip, at_ms: now_ms });
             }
         }
@@ -117,9 +175,33 @@ impl Detector {
         findings
     }
 
-    /// The split brains in progress.
+    /// Forgets everything `node` claims (its session ended) and returns what changed.
+    pub fn forget_node(&mut self, node: &str, now_ms: u64) -> Vec<Finding> {
+        self.observe_node(node, None, &[], now_ms)
+    }
+
+    /// Raises the candidate `masters` of `vip` once its grace is over: the split brain, if those
+    /// masters still claim the VIP and were not raised yet.
+    pub fn raise(&mut self, vip: &str, masters: &[Claim]) -> Option<SplitBrain> {
+        let active = self.active.get_mut(vip)?;
+        if active.raised || active.split.masters != masters {
+            return None;
+        }
+        active.raised = true;
+        active.announced = true;
+        Some(active.split.clone())
+    }
+
+    /// Whether `masters` still claim `vip` and were raised (before acting on a raise).
+    pub fn is_raised(&self, vip: &str, masters: &[Claim]) -> bool {
+        self.active
+            .get(vip)
+            .is_some_and(|a| a.raised && a.split.masters == masters)
+    }
+
+    /// The split brains in progress (candidates included).
     pub fn active(&self) -> impl Iterator<Item = &SplitBrain> {
-        self.active.values()
+        self.active.values().map(|a| &a.split)
     }
 
     /// Who should step down in `split`: everyone but the winner (highest priority, then
@@ -152,6 +234,7 @@ mod tests {
             master: true,
             priority,
             vips,
+            advert_interval: None,
         }
     }
 
@@ -184,13 +267,21 @@ mod tests {
         let losers = Detector::losers(split);
         assert_eq!(losers.len(), 1);
         assert_eq!(losers[0].node, "lb-2", "lower priority steps down");
-        // Reported again unchanged: not raised twice.
+        // Reported again unchanged: not detected twice.
         assert!(
             detector
                 .observe_node("lb-2", b, &[master(&held, 100)], 13)
                 .is_empty()
         );
         assert_eq!(detector.active().count(), 1);
+        // Its grace is over: raised, once.
+        let split = split.clone();
+        assert_eq!(
+            detector.raise(&split.vip, &split.masters),
+            Some(split.clone())
+        );
+        assert!(detector.is_raised(&split.vip, &split.masters));
+        assert_eq!(detector.raise(&split.vip, &split.masters), None);
 
         // lb-2 becomes backup.
         let backup = InstanceReport {
@@ -220,6 +311,7 @@ mod tests {
                     vrid: 51,
                     priority: 100,
                     address: Some("198.51.100.9".parse().expect("ip")),
+                    advert_interval: None,
                 },
                 Claim {
                     node: "lb-a".into(),
@@ -227,6 +319,7 @@ mod tests {
                     vrid: 51,
                     priority: 100,
                     address: Some("198.51.100.20".parse().expect("ip")),
+                    advert_interval: None,
                 },
             ],
             detected_ms: 0,
@@ -244,6 +337,12 @@ mod tests {
         detector.observe_node("lb-1", None, &[master(&both, 150)], 1);
         let findings = detector.observe_node("lb-2", None, &[master(&both, 100)], 2);
         assert_eq!(findings.len(), 2);
+        for finding in findings {
+            let Finding::Detected(split) = finding else {
+                panic!("{finding:?}");
+            };
+            assert!(detector.raise(&split.vip, &split.masters).is_some());
+        }
         let findings = detector.observe_node("lb-2", None, &[master(&one, 100)], 3);
         assert_eq!(
             findings,
@@ -253,5 +352,132 @@ mod tests {
             }]
         );
         assert_eq!(detector.active().count(), 1);
+    }
+
+    #[test]
+    fn two_masters_gone_within_the_grace_are_never_raised_nor_reported_over() {
+        let held = vips(&["198.51.100.10/24"]);
+        let none: Vec<String> = Vec::new();
+        let mut detector = Detector::default();
+        detector.observe_node("lb-1", None, &[master(&held, 150)], 1);
+        let findings = detector.observe_node("lb-2", None, &[master(&held, 100)], 2);
+        let [Finding::Detected(split)] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        let split = split.clone();
+        // lb-2 hears lb-1 and steps back before the grace is over: nothing to report.
+        let backup = InstanceReport {
+            master: false,
+            vips: &none,
+            ..master(&held, 100)
+        };
+        assert!(detector.observe_node("lb-2", None, &[backup], 3).is_empty());
+        assert_eq!(detector.raise(&split.vip, &split.masters), None);
+        assert!(!detector.is_raised(&split.vip, &split.masters));
+        // Two masters again: a new candidate, whose own grace starts now.
+        let findings = detector.observe_node("lb-2", None, &[master(&held, 100)], 4);
+        assert!(matches!(findings.as_slice(), [Finding::Detected(s)] if s.detected_ms == 4));
+    }
+
+    #[test]
+    fn a_node_whose_session_ended_claims_nothing() {
+        let held = vips(&["198.51.100.10/24"]);
+        let mut detector = Detector::default();
+        detector.observe_node("lb-1", None, &[master(&held, 150)], 1);
+        // lb-1 dies; lb-2, its backup, takes over: the only master.
+        assert!(detector.forget_node("lb-1", 2).is_empty());
+        assert!(
+            detector
+                .observe_node("lb-2", None, &[master(&held, 100)], 3)
+                .is_empty()
+        );
+        assert_eq!(detector.active().count(), 0);
+
+        // A raised split brain whose master dies is over.
+        let findings = detector.observe_node("lb-1", None, &[master(&held, 150)], 4);
+        let [Finding::Detected(split)] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        let split = split.clone();
+        assert!(detector.raise(&split.vip, &split.masters).is_some());
+        assert_eq!(
+            detector.forget_node("lb-1", 5),
+            vec![Finding::Resolved {
+                vip: "198.51.100.10".into(),
+                at_ms: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn a_changed_set_of_masters_is_raised_again_and_reported_over_once() {
+        let held = vips(&["198.51.100.10/24"]);
+        let mut detector = Detector::default();
+        detector.observe_node("lb-1", None, &[master(&held, 150)], 1);
+        let findings = detector.observe_node("lb-2", None, &[master(&held, 100)], 2);
+        let [Finding::Detected(first)] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        let first = first.clone();
+        assert!(detector.raise(&first.vip, &first.masters).is_some());
+        // A third master joins: a new candidate; the first raise can no longer be acted on.
+        let findings = detector.observe_node("lb-3", None, &[master(&held, 90)], 3);
+        let [Finding::Detected(second)] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        assert!(!detector.is_raised(&first.vip, &first.masters));
+        assert_eq!(second.masters.len(), 3);
+        // It ends before its grace is over; the first raise is still out: over, once.
+        detector.forget_node("lb-3", 4);
+        assert_eq!(detector.forget_node("lb-2", 5).len(), 1);
+        assert!(detector.forget_node("lb-1", 6).is_empty());
+    }
+
+    #[test]
+    fn the_grace_is_the_longest_advert_interval_of_the_masters_with_a_floor() {
+        let held = vips(&["198.51.100.10/24"]);
+        let mut detector = Detector::default();
+        let mut slow = master(&held, 150);
+        slow.advert_interval = Some(Duration::from_millis(3_000));
+        detector.observe_node("lb-1", None, &[slow], 1);
+        let findings = detector.observe_node("lb-2", None, &[master(&held, 100)], 2);
+        let [Finding::Detected(split)] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        let floor = Duration::from_millis(100);
+        let from_config =
+            |claim: &Claim| (claim.node == "lb-2").then_some(Duration::from_millis(200));
+        assert_eq!(grace(split, from_config, floor), Duration::from_secs(3));
+        let fast = SplitBrain {
+            masters: split
+                .masters
+                .iter()
+                .map(|c| Claim {
+                    advert_interval: Some(Duration::from_millis(10)),
+                    ..c.clone()
+                })
+                .collect(),
+            ..split.clone()
+        };
+        assert_eq!(grace(&fast, from_config, floor), floor);
+        // Known to no one: the VRRP default.
+        assert_eq!(grace(split, |_| None, floor), Duration::from_secs(3));
+        let unknown = SplitBrain {
+            masters: split
+                .masters
+                .iter()
+                .map(|c| Claim {
+                    advert_interval: None,
+                    ..c.clone()
+                })
+                .collect(),
+            ..split.clone()
+        };
+        assert_eq!(grace(&unknown, |_| None, floor), Duration::from_secs(1));
+        assert_eq!(
+            grace(&unknown, from_config, floor),
+            Duration::from_secs(1),
+            "lb-1's interval is not known: the default"
+        );
     }
 }

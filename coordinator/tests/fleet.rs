@@ -31,6 +31,7 @@ fn snapshot(config_version: u64) -> StateSnapshot {
             vips_held: vec!["198.51.100.10/24".into()],
             interface: "eth0".into(),
             priority_override: None,
+            advert_interval_ms: 0,
         }],
         drained: false,
         unix_ms: 1,

@@ -47,6 +47,7 @@ fn instance(vrid: u32, master: bool, priority: u32, vip: &str) -> InstanceState 
         vips_held: if master { vec![vip.to_owned()] } else { vec![] },
         interface: "eth0".into(),
         priority_override: None,
+        advert_interval_ms: 0,
     }
 }
 
@@ -671,5 +672,211 @@ async fn a_rollout_job_survives_a_coordinator_restart_and_resumes() {
     assert_eq!(
         m.snapshot("lb-1").instances[0].vips_held,
         ["198.51.100.10/24"]
+    );
+}
+
+/// The next split-brain event on `events`.
+async fn next_split_brain(
+    events: &mut tonic::Streaming<hav_proto::v1::FleetEvent>,
+) -> hav_proto::v1::SplitBrain {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let event = events.message().await.unwrap().unwrap();
+            if let Some(fleet_event::Kind::SplitBrain(split)) = event.kind {
+                return split;
+            }
+        }
+    })
+    .await
+    .expect("a split-brain event in time")
+}
+
+/// Re-reads ListNodes until `node` has reported `state` for VRID 10.
+async fn await_reported(
+    fleet: &mut hav_proto::v1::fleet_service_client::FleetServiceClient<tonic::transport::Channel>,
+    node: &str,
+    state: VrrpState,
+) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let nodes = fleet
+            .list_nodes(hav_proto::v1::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        let seen = nodes.iter().any(|n| {
+            n.name == node
+                && n.snapshot.as_ref().is_some_and(|s| {
+                    s.instances
+                        .iter()
+                        .any(|i| i.vrid == 10 && i.state == state as i32)
+                })
+        });
+        if seen {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{node} not {state:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_masters_within_the_grace_are_never_reported_and_over_follows_raised() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let vip = "198.51.100.10/24";
+    let now = crate_unix_ms;
+    lb1.snapshots
+        .send_replace(snapshot(now(), vec![instance(10, true, 150, vip)]));
+    await_reported(&mut fleet, "lb-1", VrrpState::Master).await;
+    // A preemption: lb-2 is master for a moment, then hears lb-1 and steps back, well within
+    // the grace (one advert interval; 1 s by default).
+    lb2.snapshots
+        .send_replace(snapshot(now(), vec![instance(10, true, 140, vip)]));
+    await_reported(&mut fleet, "lb-2", VrrpState::Master).await;
+    lb2.snapshots
+        .send_replace(snapshot(now(), vec![instance(10, false, 140, vip)]));
+    await_reported(&mut fleet, "lb-2", VrrpState::Backup).await;
+    // Then a real split brain: the first event is its raise, the next its end.
+    lb2.snapshots
+        .send_replace(snapshot(now(), vec![instance(10, true, 140, vip)]));
+    let raised = next_split_brain(&mut events).await;
+    assert!(!raised.resolved, "an end without a start: {raised:?}");
+    lb2.snapshots
+        .send_replace(snapshot(now(), vec![instance(10, false, 140, vip)]));
+    let over = next_split_brain(&mut events).await;
+    assert!(over.resolved, "{over:?}");
+}
+
+#[tokio::test]
+async fn a_demoted_loser_stepping_down_before_its_ack_is_reported_over_after_raised() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = support::start_with(&pki, data.path(), |config| {
+        config.orchestration.resolve_split_brain = true;
+    })
+    .await;
+    let viewer = pki.operator(&coordinator, "vera", Role::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let vip = "198.51.100.10/24";
+    lb1.snapshots.send_replace(snapshot(
+        crate_unix_ms(),
+        vec![instance(10, true, 150, vip)],
+    ));
+    await_reported(&mut fleet, "lb-1", VrrpState::Master).await;
+    lb2.snapshots.send_replace(snapshot(
+        crate_unix_ms(),
+        vec![instance(10, true, 140, vip)],
+    ));
+    // lb-2 resigns as soon as the override is in, and reports it before it acknowledges.
+    let command = tokio::time::timeout(TIMEOUT, lb2.commands.recv())
+        .await
+        .expect("a demotion in time")
+        .expect("link open");
+    lb2.snapshots
+        .send_replace(snapshot(crate_unix_ms(), vec![instance(10, false, 1, vip)]));
+    await_reported(&mut fleet, "lb-2", VrrpState::Backup).await;
+    // Not a synchronisation: widens the window in which the end could overtake the raise.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    command.ack(Ok::<(), String>(()));
+    let raised = next_split_brain(&mut events).await;
+    assert!(
+        !raised.resolved,
+        "the end came before the raise: {raised:?}"
+    );
+    assert!(
+        raised.action.contains("lb-2 vip-10 (140): demoted"),
+        "{}",
+        raised.action
+    );
+    let over = next_split_brain(&mut events).await;
+    assert!(over.resolved, "{over:?}");
+}
+
+const SLOW_FLEET: &str = r#"
+[[group]]
+name = "web"
+interface = "eth0"
+vips = ["198.51.100.10/24"]
+first_vrid = 10
+advert_interval = "2s"
+[[group.node]]
+name = "lb-1"
+address = "198.51.100.1"
+[[group.node]]
+name = "lb-2"
+address = "198.51.100.2"
+"#;
+
+#[tokio::test]
+async fn the_split_brain_grace_is_one_advert_interval_of_the_instance() {
+    use hav_proto::v1::PushConfigRequest;
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start(&pki, data.path()).await;
+    let operator = pki.operator(&coordinator, "ana", Role::Operator);
+    let mut fleet = client::connect(&operator).await.unwrap();
+    // Pushed before the agents connect: they get it (and need not answer) when they do.
+    fleet
+        .push_config(PushConfigRequest {
+            fleet: SLOW_FLEET.into(),
+            fleet_name: "fleet.toml".into(),
+            ..PushConfigRequest::default()
+        })
+        .await
+        .unwrap();
+    let mut events = fleet
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lb1 = pki.agent(&coordinator, "lb-1", "lb-1");
+    let mut lb2 = pki.agent(&coordinator, "lb-2", "lb-2");
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    let vip = "198.51.100.10/24";
+    let master = |priority| {
+        let mut i = instance(10, true, priority, vip);
+        i.name = "web-vip0".into();
+        snapshot(crate_unix_ms(), vec![i])
+    };
+    lb1.snapshots.send_replace(master(150));
+    await_reported(&mut fleet, "lb-1", VrrpState::Master).await;
+    lb2.snapshots.send_replace(master(140));
+    await_reported(&mut fleet, "lb-2", VrrpState::Master).await;
+    let both = std::time::Instant::now();
+    let raised = next_split_brain(&mut events).await;
+    let after = both.elapsed();
+    assert!(!raised.resolved, "{raised:?}");
+    // Two masters of a 2 s instance are a split brain only after 2 s (a lower bound: the
+    // report of lb-2's state was already stored when the clock started).
+    assert!(
+        after >= std::time::Duration::from_millis(1_900),
+        "raised {after:?} after both masters were reported"
     );
 }

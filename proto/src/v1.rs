@@ -21,6 +21,12 @@ pub fn session_version(agent: u32) -> Option<u32> {
         .then_some(agent)
 }
 
+/// The longest an agent waits between two attempts to reach the coordinator (its jittered
+/// backoff grows to this and stays there). A coordinator that starts hears again from every live
+/// agent within about this long, so it keeps believing what agents last reported at least that
+/// long before it calls them unknown.
+pub const AGENT_RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The largest gRPC message either side accepts or sends (4 MiB): a node config or a snapshot is
 /// a few kilobytes; anything near this size is a bug or an attack.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

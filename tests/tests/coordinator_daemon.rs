@@ -276,6 +276,7 @@ fn snapshot(priority: u32) -> StateSnapshot {
             vips_held: vec!["198.51.100.10/24".into()],
             interface: "eth0".into(),
             priority_override: None,
+            advert_interval_ms: 1000,
         }],
         drained: false,
         unix_ms: 1,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hav_proto::config::{NodeConfig, parse_node_config};
 use hav_proto::transport::ClientTlsFiles;
-use hav_proto::v1::{Event, InstanceState, StateSnapshot, VrrpState, event};
+use hav_proto::v1::{self, Event, InstanceState, StateSnapshot, VrrpState, event};
 use hav_vrrp::Priority;
 use hav_vrrp::engine::{Engine, State};
 
@@ -155,7 +155,7 @@ pub fn spawn_link(config: &NodeConfig) -> Option<Link> {
             "priority-override".into(),
             "exec".into(),
         ],
-        backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+        backoff: Backoff::new(Duration::from_millis(200), v1::AGENT_RECONNECT_MAX),
     });
     tracing::info!(coordinator = %link.address, "control link started");
     Some(Link { side, _task: task })
@@ -261,6 +261,9 @@ pub fn snapshot(
                 },
                 interface: instance.map(|i| i.interface.clone()).unwrap_or_default(),
                 priority_override: overrides.of(&status.name).map(|p| u32::from(p.get())),
+                advert_interval_ms: instance.map_or(0, |i| {
+                    u32::try_from(i.advert_interval.as_duration().as_millis()).unwrap_or(u32::MAX)
+                }),
             }
         })
         .collect();

@@ -624,7 +624,9 @@ impl InstanceView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hav_proto::v1::{Event, InstanceState, Presence, RolloutNode, StateSnapshot, Transition};
+    use hav_proto::v1::{
+        Event, InstanceState, NodePresence, Presence, RolloutNode, StateSnapshot, Transition,
+    };
 
     fn node(name: &str, connected: bool, state: VrrpState, vips: &[&str]) -> NodeStatus {
         NodeStatus {
@@ -762,7 +764,10 @@ mod tests {
             model.apply(&FleetEvent {
                 node: "a1".into(),
                 unix_ms: i,
-                kind: Some(fleet_event::Kind::Presence(Presence { connected: true })),
+                kind: Some(fleet_event::Kind::Presence(Presence {
+                    connected: true,
+                    state: NodePresence::Connected as i32,
+                })),
             });
         }
         let timeline = model.timeline_json();

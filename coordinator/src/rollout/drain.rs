@@ -186,6 +186,7 @@ pub(crate) mod tests {
             vips_held: vips.iter().map(|s| s.to_string()).collect(),
             interface: "eth0".into(),
             priority_override: None,
+            advert_interval_ms: 0,
         }
     }
 

@@ -136,6 +136,7 @@ impl Fleet for SimFleet {
                             },
                             interface: "eth0".into(),
                             priority_override: node.overrides.get(&vrid).copied(),
+                            advert_interval_ms: 0,
                         }
                     })
                     .collect();
