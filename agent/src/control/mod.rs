@@ -229,9 +229,12 @@ impl Link {
         self.state.send_replace(LinkState::Connected);
         tracing::info!(coordinator = %self.config.coordinator, "control link up");
 
+        let (acks, mut answered) = mpsc::channel::<CommandAck>(64);
         loop {
             // Biased, in this order: a snapshot the daemon published before an event is sent
-            // before that event, so an observer of the event also sees the state behind it.
+            // before that event, so an observer of the event also sees the state behind it; an
+            // event queued before a command was answered (a line of an Exec's output) is sent
+            // before that command's ack.
             tokio::select! {
                 biased;
                 changed = self.snapshots.changed() => {
@@ -243,21 +246,24 @@ impl Link {
                     let event = event.ok_or(SessionError::DaemonGone)?;
                     send(&out, AgentBody::Event(event)).await?;
                 }
+                Some(ack) = answered.recv() => {
+                    send(&out, AgentBody::Ack(ack)).await?;
+                }
                 incoming = inbound.message() => {
                     let Some(incoming) = incoming? else { return Err(SessionError::Closed) };
                     if let Some(CoordinatorBody::Command(command)) = incoming.body {
-                        self.dispatch(command, out.clone())?;
+                        self.dispatch(command, acks.clone())?;
                     }
                 }
             }
         }
     }
 
-    /// Hands a command to the daemon and sends its ack when it answers.
+    /// Hands a command to the daemon and queues its ack for the session when it answers.
     fn dispatch(
         &self,
         command: hav_proto::v1::Command,
-        out: mpsc::Sender<AgentMessage>,
+        acks: mpsc::Sender<CommandAck>,
     ) -> Result<(), SessionError> {
         let id = command.id;
         let (reply, answer) = oneshot::channel();
@@ -294,7 +300,7 @@ impl Link {
                 ok: result.is_ok(),
                 error: result.err().unwrap_or_default(),
             };
-            let _ = out.send(message(AgentBody::Ack(ack))).await;
+            let _ = acks.send(ack).await;
         });
         Ok(())
     }

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hav_proto::v1::{Exec, command, event, fleet_event};
+use hav_proto::v1::{Exec, FleetEvent, command, event, fleet_event};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::drain::{Move, restored};
 use super::{DrainSettings, Fleet, drain_node, healthy, undrain_node, wait_until};
@@ -265,33 +265,48 @@ async fn run_node(
     if !spec.exec.is_empty() {
         set(Step::Executing, described.clone());
         let mut events = fleet.events();
-        let collector_node = node.clone();
-        let job_for_output = job.clone();
-        let collector = tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                if event.node != collector_node {
-                    continue;
-                }
-                if let Some(fleet_event::Kind::Agent(agent)) = event.kind
-                    && let Some(event::Kind::ExecOutput(out)) = agent.kind
-                {
-                    let mut job = lock(&job_for_output);
-                    if let Some(r) = job.nodes.get_mut(&collector_node) {
-                        r.output.push(out.line);
-                        let excess = r.output.len().saturating_sub(OUTPUT_LINES);
-                        r.output.drain(..excess);
-                    }
-                }
-            }
-        });
         let action = command::Action::Exec(Exec {
             argv: spec.exec.clone(),
             timeout_seconds: u32::try_from(health_timeout.as_secs()).unwrap_or(u32::MAX),
         });
-        let result = fleet
-            .command(&node, action, health_timeout + settings.command_timeout)
-            .await;
-        collector.abort();
+        let keep_output = |event: FleetEvent| {
+            if event.node != node {
+                return;
+            }
+            if let Some(fleet_event::Kind::Agent(agent)) = event.kind
+                && let Some(event::Kind::ExecOutput(out)) = agent.kind
+            {
+                let mut job = lock(&job);
+                if let Some(r) = job.nodes.get_mut(&node) {
+                    r.output.push(out.line);
+                    let excess = r.output.len().saturating_sub(OUTPUT_LINES);
+                    r.output.drain(..excess);
+                }
+            }
+        };
+        // The agent sends every line of output before the command's ack, and the fleet
+        // publishes each event before it resolves the ack: once the command is answered, what
+        // is left of its output is already queued here.
+        let command = fleet.command(&node, action, health_timeout + settings.command_timeout);
+        tokio::pin!(command);
+        let result = loop {
+            tokio::select! {
+                biased;
+                event = events.recv() => match event {
+                    Ok(event) => keep_output(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break command.await,
+                },
+                result = &mut command => break result,
+            }
+        };
+        loop {
+            match events.try_recv() {
+                Ok(event) => keep_output(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
         match result {
             Ok(ack) if ack.ok => {}
             Ok(ack) => return fail(format!("command failed: {}", ack.error)),

@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use hav_proto::v1::{CommandAck, FleetEvent, InstanceState, StateSnapshot, VrrpState, command};
+use hav_proto::v1::{
+    CommandAck, Event, ExecOutput, FleetEvent, InstanceState, StateSnapshot, VrrpState, command,
+    event, fleet_event,
+};
 use tokio::sync::{broadcast, watch};
 
 use super::Fleet;
@@ -193,6 +196,12 @@ impl Fleet for SimFleet {
                     }
                     command::Action::ApplyConfig(_) => ("apply".into(), true),
                 };
+                if let command::Action::Exec(_) = &action {
+                    // As an agent does: the program's output is sent before the ack.
+                    let _ = self
+                        .events
+                        .send(exec_output(&node, &format!("ran on {node}")));
+                }
                 state.log.push((node.clone(), what));
                 let drained: BTreeSet<String> = state
                     .nodes
@@ -221,5 +230,20 @@ impl Fleet for SimFleet {
 
     fn events(&self) -> broadcast::Receiver<FleetEvent> {
         self.events.subscribe()
+    }
+}
+
+fn exec_output(node: &str, line: &str) -> FleetEvent {
+    FleetEvent {
+        node: node.to_owned(),
+        unix_ms: 0,
+        kind: Some(fleet_event::Kind::Agent(Event {
+            unix_ms: 0,
+            kind: Some(event::Kind::ExecOutput(ExecOutput {
+                command_id: 0,
+                line: line.to_owned(),
+                stderr: false,
+            })),
+        })),
     }
 }

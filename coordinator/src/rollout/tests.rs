@@ -129,6 +129,10 @@ async fn a_rollout_over_three_pairs_never_drains_both_nodes_of_a_pair() {
     // Every node ran the command once.
     let execs = fleet.with(|s| s.log.iter().filter(|(_, w)| w.starts_with("exec")).count());
     assert_eq!(execs, 6);
+    // Its output, sent before the ack, is in the record even though the ack came at once.
+    for (name, node) in &done.nodes {
+        assert_eq!(node.output, [format!("ran on {name}")], "{name}");
+    }
     // Progress was reported at every step.
     assert!(seen.lock().expect("lock").len() > 6 * 4);
 }
