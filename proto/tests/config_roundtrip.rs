@@ -28,7 +28,8 @@ fn minimal_config_gets_the_documented_defaults() {
         NodeSettings {
             name: "n1".into(),
             state_dir: PathBuf::from("/var/lib/hav"),
-            status_socket: None
+            status_socket: None,
+            handover_port: 7401,
         }
     );
     let instance = &config.instances[0];
@@ -42,6 +43,7 @@ fn minimal_config_gets_the_documented_defaults() {
         advert_interval: AdvertInterval::DEFAULT,
         preempt: true,
         preempt_delay: Duration::ZERO,
+        connection_drain: Duration::ZERO,
         accept: true,
         checksum: V3Checksum::PseudoHeader,
         source_address: None,
@@ -425,6 +427,8 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         advert_interval,
                         preempt,
                         preempt_delay,
+                        // Off or on, a whole number of milliseconds like every duration.
+                        connection_drain: if accept { preempt_delay } else { Duration::ZERO },
                         accept,
                         checksum,
                         source_address: with_source.then(|| address(family, index, 2, 0)),
@@ -535,6 +539,8 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                         NodeConfig {
                             node: NodeSettings {
                                 name,
+                                handover_port: 7401
+                                    + u16::try_from(state_dir.len() % 3).expect("small"),
                                 state_dir: PathBuf::from(state_dir),
                                 status_socket: status_socket.map(PathBuf::from),
                             },

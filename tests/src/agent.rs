@@ -109,6 +109,8 @@ pub struct InstanceSpec {
     /// Raw `track_*` lines, e.g. `track_process = [{ name = "worker", weight = 0 }]`.
     pub track: Vec<String>,
     pub auth_pass: Option<String>,
+    /// `connection_drain`; `None` keeps the default (off).
+    pub connection_drain: Option<Duration>,
 }
 
 impl InstanceSpec {
@@ -130,6 +132,7 @@ impl InstanceSpec {
             vips: vips.iter().map(|v| (*v).to_owned()).collect(),
             track: Vec::new(),
             auth_pass: None,
+            connection_drain: None,
         }
     }
 
@@ -169,6 +172,9 @@ impl InstanceSpec {
         }
         if let Some(pass) = &self.auth_pass {
             let _ = writeln!(out, "auth_pass = {pass:?}");
+        }
+        if let Some(drain) = self.connection_drain {
+            let _ = writeln!(out, "connection_drain = \"{}ms\"", drain.as_millis());
         }
         if !self.unicast_peers.is_empty() {
             let peers: Vec<String> = self
@@ -696,12 +702,26 @@ impl LogWatch {
 /// Starts `hav-test-httpd` in `host`, answering its host name on port 8080 of every IPv4 and
 /// IPv6 address (a dual-stack `[::]` socket), and waits until it listens.
 pub fn start_httpd(lab: &Lab, host: &str) -> Result<NsProcess, AgentError> {
+    start_httpd_with(lab, host, &[])
+}
+
+/// The port of the echo service of [`start_echo_httpd`].
+pub const ECHO_PORT: u16 = 7000;
+
+/// [`start_httpd`], also running a TCP echo service on [`ECHO_PORT`]: each connection is
+/// greeted with `<host>\n`, then every byte it sends comes back.
+pub fn start_echo_httpd(lab: &Lab, host: &str) -> Result<NsProcess, AgentError> {
+    start_httpd_with(lab, host, &["--echo", "[::]:7000"])
+}
+
+fn start_httpd_with(lab: &Lab, host: &str, extra: &[&str]) -> Result<NsProcess, AgentError> {
     let binary = crate::bench::sibling_binary("hav-test-httpd")
         .map_err(|e| AgentError::BinaryMissing(e.to_string()))?;
     let mut httpd = lab.spawn(
         host,
         SpawnSpec::new(format!("httpd-{host}"), binary)
             .args(["--node", host, "--listen", "[::]:8080"])
+            .args(extra.iter().copied())
             .ready_pipe(),
     )?;
     httpd.wait_ready(Duration::from_secs(10))?;

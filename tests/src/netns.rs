@@ -75,7 +75,7 @@ pub enum NetnsError {
 }
 
 impl NetnsError {
-    fn io(what: impl Into<String>, source: io::Error) -> Self {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
         NetnsError::Io {
             what: what.into(),
             source,

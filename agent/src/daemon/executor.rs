@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
 
-use super::plan::Plan;
+use super::handover::{self, BeaconSocket, Handover, Release, RouterHandover};
+use super::plan::{Binding, Plan};
 use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
@@ -117,6 +118,10 @@ pub struct Executor {
     pub(super) balancer: Balancer,
     pub(super) instance_hooks: Hooks,
     pub(super) group_hooks: Hooks,
+    /// Planned hand-overs: VIPs kept for their connections, flows passed to a previous master.
+    pub(super) handover: Handover,
+    /// The beacon socket, open while some instance drains connections.
+    pub(super) beacons: Option<BeaconSocket>,
 }
 
 impl Executor {
@@ -135,6 +140,8 @@ impl Executor {
             balancer: Balancer::new(),
             instance_hooks: Hooks::default(),
             group_hooks: Hooks::default(),
+            handover: Handover::default(),
+            beacons: None,
         }
     }
 
@@ -228,7 +235,117 @@ impl Executor {
             .install(&plan.instance_hooks, instance_hooks);
         self.group_hooks.install(&plan.group_hooks, group_hooks);
         self.balancer.configure(plan.virtual_servers.clone());
+        self.configure_handover(plan, engine);
         self.prune(engine);
+    }
+
+    /// The routers that keep their connections through a planned hand-over, and the beacon
+    /// socket they need (opened here, closed when none is left; a failure to open is logged and
+    /// their hand-overs then end when the successor's answers fail to come).
+    fn configure_handover(&mut self, plan: &Plan, engine: &Engine) {
+        let mut routers = HashMap::new();
+        for router in &plan.engine.routers {
+            let (Some(drain), Some(id), Some(Binding::Bound { ifindex, .. })) = (
+                plan.connection_drains.get(&router.name),
+                engine.router_id(&router.name),
+                plan.bindings.get(&router.name),
+            ) else {
+                continue;
+            };
+            routers.insert(
+                id,
+                RouterHandover {
+                    name: router.name.clone(),
+                    vrid: router.vrid.get(),
+                    ipv6: router.family == hav_vrrp::Family::V6,
+                    device: router.interface.clone(),
+                    ifindex: *ifindex,
+                    drain: *drain,
+                    interval: router.advert_interval.as_duration(),
+                    vips: router.vips.iter().copied().collect(),
+                },
+            );
+        }
+        self.handover.configure(routers, plan.handover_port);
+        let wanted = self.handover.enabled().then_some(plan.handover_port);
+        if self.beacons.as_ref().map(BeaconSocket::port) != wanted {
+            self.beacons = wanted.and_then(|port| match BeaconSocket::open(port) {
+                Ok(socket) => Some(socket),
+                Err(error) => {
+                    tracing::error!(port, %error, "hand-over beacon socket not opened");
+                    None
+                }
+            });
+        }
+    }
+
+    /// A hand-over deadline passed or a beacon arrived.
+    pub async fn on_handover(&mut self, event: handover::Event) {
+        let now = std::time::Instant::now();
+        match event {
+            handover::Event::Tick => {
+                let (beacons, released) = self
+                    .handover
+                    .tick(now, crate::net::sockdiag::count_tcp_connections);
+                for beacon in beacons {
+                    self.send_beacon(beacon);
+                }
+                self.let_go(released).await;
+            }
+            handover::Event::Beacon(Some(beacon), from) => {
+                if let Some(answer) = self.handover.on_beacon(beacon, from, now) {
+                    self.send_beacon(answer);
+                }
+            }
+            handover::Event::Beacon(None, from) => {
+                tracing::debug!(%from, "datagram on the hand-over port that is not a beacon dropped");
+            }
+        }
+        self.sync_handover_rules("hand-over").await;
+    }
+
+    /// Lets go of every parked VIP now (a second stop signal).
+    pub async fn end_drains(&mut self) {
+        let released = self.handover.release_all(std::time::Instant::now());
+        self.let_go(released).await;
+        self.sync_handover_rules("stop").await;
+    }
+
+    fn send_beacon(&self, beacon: handover::Outgoing) {
+        if let Some(socket) = &self.beacons {
+            socket.send(beacon);
+        }
+    }
+
+    async fn let_go(&mut self, released: Vec<Release>) {
+        for release in released {
+            tracing::info!(
+                instance = %release.name,
+                why = %release.why,
+                connections = release.connections,
+                held_ms = release.held_for.as_millis() as u64,
+                "{}: VIPs let go after the hand-over ({})",
+                release.name,
+                release.why
+            );
+            if let Some(beacon) = release.beacon {
+                self.send_beacon(beacon);
+            }
+            if let Err(error) = self.vips.remove(&release.vips).await {
+                tracing::error!(instance = %release.name, %error, "removing VIPs failed");
+            }
+        }
+    }
+
+    /// Makes the hand-over tables say what [`Handover::rules`] says (nothing runs when they do).
+    async fn sync_handover_rules(&mut self, op: &str) {
+        let rules = self.handover.rules();
+        if rules == *self.firewall.handover() {
+            return;
+        }
+        if let Err(error) = self.firewall.set_handover(rules, op).await {
+            tracing::error!(%error, "hand-over rules not installed");
+        }
     }
 
     /// Forgets routers the engine no longer has (retired).
@@ -269,6 +386,11 @@ impl Executor {
             telemetry.end();
         }
         telemetry.settle();
+        // After the batch: the takeover's adverts and announcements never wait for `nft`.
+        if self.handover.enabled() {
+            self.handover.follow(engine);
+            self.sync_handover_rules("hand-over").await;
+        }
         self.prune(engine);
         transitions
     }
@@ -289,12 +411,19 @@ impl Executor {
                 }
             }
             Action::AddVips { router, vips, .. } => {
+                if self.handover.reclaim(router) {
+                    tracing::info!(router = %self.name(router), "parked VIPs reclaimed as master");
+                }
                 let vips = self.vip_details(router, &vips);
                 if let Err(error) = self.vips.add(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
                 }
             }
-            Action::RemoveVips { router, vips } => {
+            Action::RemoveVips {
+                router,
+                vips,
+                successor,
+            } => {
                 // Balancing stops with the VIPs (a resigning master keeps both until it hears the
                 // new master): NAT rules first, so no packet to a VIP is left half-handled.
                 let name = self.name(router).to_owned();
@@ -302,6 +431,20 @@ impl Executor {
                     self.program(&format!("{name} released")).await;
                 }
                 let vips = self.vip_details(router, &vips);
+                if let Some(successor) = successor
+                    && let Some(beacon) = self.handover.park(
+                        router,
+                        successor,
+                        vips.clone(),
+                        std::time::Instant::now(),
+                    )
+                {
+                    tracing::info!(instance = %name, %successor, "{name}: handed over to {successor}; serving its connections until they end");
+                    // Silenced before the first beacon leaves.
+                    self.sync_handover_rules("park").await;
+                    self.send_beacon(beacon);
+                    return;
+                }
                 if let Err(error) = self.vips.remove(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
                 }
@@ -327,6 +470,8 @@ impl Executor {
             } => {
                 let name = self.name(router).to_owned();
                 tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
+                self.handover
+                    .on_state(router, to, &cause, std::time::Instant::now());
                 // A new master balances its virtual servers with the health its checks already
                 // know (they run on every node).
                 if to == State::Master && self.balancer.set_master(&name, true) {

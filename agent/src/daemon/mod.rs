@@ -12,6 +12,7 @@
 mod commands;
 mod executor;
 pub mod fleet;
+mod handover;
 mod links;
 pub mod plan;
 mod reload;
@@ -309,9 +310,9 @@ impl Daemon {
             };
             tokio::select! {
                 biased;
-                _ = signals.terminate.recv() => self.begin_stop(&mut stopping, "SIGTERM"),
-                _ = signals.interrupt.recv() => self.begin_stop(&mut stopping, "SIGINT"),
-                _ = signals.quit.recv() => self.begin_stop(&mut stopping, "SIGQUIT"),
+                _ = signals.terminate.recv() => self.begin_stop(&mut stopping, "SIGTERM").await,
+                _ = signals.interrupt.recv() => self.begin_stop(&mut stopping, "SIGINT").await,
+                _ = signals.quit.recv() => self.begin_stop(&mut stopping, "SIGQUIT").await,
                 _ = signals.hangup.recv() => self.reload().await,
                 Some(command) = next_command(&mut self.link) => {
                     // In an `agent.command` span that continues the coordinator's trace.
@@ -343,6 +344,9 @@ impl Daemon {
                 }
                 Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
                 Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
+                event = handover::next_event(&self.executor.handover, self.executor.beacons.as_ref()) => {
+                    self.executor.on_handover(event).await;
+                }
                 Some(event) = self.trackers.events.recv() => {
                     self.trackers.record(event, &self.running.plan, &mut self.engine, Instant::now());
                 }
@@ -369,7 +373,7 @@ impl Daemon {
             }
             self.execute().await;
             self.publish();
-            if stopping && self.engine.is_stopped() {
+            if stopping && self.engine.is_stopped() && self.executor.handover.is_idle() {
                 break;
             }
         }
@@ -377,7 +381,14 @@ impl Daemon {
         Ok(())
     }
 
-    fn begin_stop(&mut self, stopping: &mut bool, signal: &str) {
+    async fn begin_stop(&mut self, stopping: &mut bool, signal: &str) {
+        if *stopping && !self.executor.handover.is_idle() {
+            tracing::info!(
+                signal,
+                "stopping now: letting go of the VIPs kept for connections"
+            );
+            self.executor.end_drains().await;
+        }
         if !*stopping {
             tracing::info!(
                 signal,

@@ -52,6 +52,10 @@ pub struct Plan {
     pub group_hooks: HashMap<String, HookConfig>,
     /// The virtual servers, each with the interface of its VIP.
     pub virtual_servers: Vec<PlannedService>,
+    /// Per router that keeps its connections through a planned hand-over, for how long at most.
+    pub connection_drains: HashMap<String, Duration>,
+    /// The UDP port of the hand-over beacons.
+    pub handover_port: u16,
 }
 
 /// Where a router runs on this host.
@@ -196,6 +200,8 @@ pub enum PlanError {
     AcceptModeNeedsNft { instance: String, cause: NftError },
     #[error("virtual server {service}: load balancing needs nftables: {cause}")]
     VirtualServerNeedsNft { service: String, cause: NftError },
+    #[error("instance {instance}: connection_drain needs nftables: {cause}")]
+    ConnectionDrainNeedsNft { instance: String, cause: NftError },
 }
 
 impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
@@ -379,7 +385,21 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         instance_hooks: HashMap::new(),
         group_hooks: HashMap::new(),
         virtual_servers: Vec::new(),
+        connection_drains: HashMap::new(),
+        handover_port: config.node.handover_port,
     };
+    if let Some(instance) = config
+        .instances
+        .iter()
+        .find(|i| !i.connection_drain.is_zero())
+    {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::ConnectionDrainNeedsNft {
+                instance: instance.name.clone(),
+                cause,
+            })?;
+    }
     if let Some(service) = config.virtual_servers.first() {
         Nft::default()
             .locate()
@@ -449,6 +469,10 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         plan.tracker_refs.insert(instance.name.clone(), refs);
         plan.instance_hooks
             .insert(instance.name.clone(), hooks_of(&instance.notify));
+        if !instance.connection_drain.is_zero() {
+            plan.connection_drains
+                .insert(instance.name.clone(), instance.connection_drain);
+        }
     }
     merge_unicast_sockets(&mut plan.router_sockets);
     for group in &config.sync_groups {

@@ -18,6 +18,7 @@
 pub mod announce;
 pub mod journal;
 pub mod nft;
+pub mod sockdiag;
 pub mod socket;
 pub mod vip;
 

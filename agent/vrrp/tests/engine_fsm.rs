@@ -155,7 +155,16 @@ impl Harness {
                 vips,
                 accept,
             } => format!("{} adds {vips:?} accept={accept}", name(router)),
-            Action::RemoveVips { router, vips } => format!("{} removes {vips:?}", name(router)),
+            Action::RemoveVips {
+                router,
+                vips,
+                successor: None,
+            } => format!("{} removes {vips:?}", name(router)),
+            Action::RemoveVips {
+                router,
+                vips,
+                successor: Some(successor),
+            } => format!("{} hands {vips:?} over to {successor}", name(router)),
             Action::Announce { router, vips } => format!("{} announces {vips:?}", name(router)),
             Action::StateChanged {
                 router,
@@ -397,7 +406,7 @@ fn master_yields_to_a_higher_priority() {
         h.recv(1, 150),
         s(&[
             "vr sends priority 100 to 224.0.0.18",
-            "vr removes [203.0.113.1]",
+            "vr hands [203.0.113.1] over to 198.51.100.11",
             "vr: Master -> Backup at priority 100 (higher priority advert from 198.51.100.11 (priority 150))",
         ])
     );
@@ -415,7 +424,7 @@ fn master_yields_to_equal_priority_from_a_higher_address() {
         h.recv(1, 100),
         s(&[
             "vr sends priority 100 to 224.0.0.18",
-            "vr removes [203.0.113.1]",
+            "vr hands [203.0.113.1] over to 198.51.100.11",
             "vr: Master -> Backup at priority 100 (equal priority advert from higher address 198.51.100.11 (priority 100))",
         ])
     );
@@ -638,7 +647,10 @@ fn master_below_a_known_peer_resigns_at_once_and_keeps_vips_until_the_peer_adver
     );
     assert!(h.status("vr").holds_vips, "make-before-break");
     h.now += Duration::from_millis(700);
-    assert_eq!(h.recv(1, 120), s(&["vr removes [203.0.113.1]"]));
+    assert_eq!(
+        h.recv(1, 120),
+        s(&["vr hands [203.0.113.1] over to 198.51.100.11"])
+    );
     assert_eq!(h.state("vr"), State::Backup);
 }
 
@@ -691,7 +703,10 @@ fn shutdown_keeps_vips_until_a_successor_advertises() {
     );
     assert!(!h.engine.is_stopped());
     h.now += Duration::from_millis(600);
-    assert_eq!(h.recv(1, 90), s(&["vr removes [203.0.113.1]"]));
+    assert_eq!(
+        h.recv(1, 90),
+        s(&["vr hands [203.0.113.1] over to 198.51.100.11"])
+    );
     assert!(h.engine.is_stopped());
     assert_eq!(h.engine.poll_timeout(), None);
 }
@@ -809,7 +824,7 @@ fn sync_group_members_follow_a_member_that_loses_mastership() {
         out,
         s(&[
             "a sends priority 150 to 224.0.0.18",
-            "a removes [203.0.113.1]",
+            "a hands [203.0.113.1] over to 198.51.100.11",
             "a: Master -> Backup at priority 150 (higher priority advert from 198.51.100.11 (priority 200))",
             "b sends priority 0 to 224.0.0.18",
             "b: Master -> Backup at priority 100 (sync group g: member a went to Backup)",
@@ -1044,7 +1059,7 @@ fn a_removed_master_hands_over_like_a_shutdown() {
     assert!(h.engine.holds_any_vips());
     // The successor's advert for VRID 5 ends the hand-over.
     let out = h.recv_from(node_address(V4, 1), advert_like(&other, 100));
-    assert_eq!(out, s(&["other removes [203.0.113.5]"]));
+    assert_eq!(out, s(&["other hands [203.0.113.5] over to 198.51.100.11"]));
     assert_eq!(h.engine.counters().get(Counter::VrIdErrors), 0);
 }
 
@@ -1136,7 +1151,7 @@ fn v3_over_ipv6_advertises_to_ff02_12_and_yields_to_a_higher_address() {
         out,
         s(&[
             "vr sends priority 100 to ff02::12",
-            "vr removes [2001:db8:ff::1]",
+            "vr hands [2001:db8:ff::1] over to 2001:db8::b",
             "vr: Master -> Backup at priority 100 (equal priority advert from higher address 2001:db8::b (priority 100))",
         ])
     );

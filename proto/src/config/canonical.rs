@@ -37,6 +37,9 @@ impl NodeConfig {
                     .status_socket
                     .as_ref()
                     .map(|path| path.display().to_string()),
+                handover_port: (self.node.handover_port
+                    != crate::config::node::DEFAULT_HANDOVER_PORT)
+                    .then_some(self.node.handover_port),
             }),
             instance: non_empty(self.instances.iter().map(instance).collect()),
             script: non_empty(self.scripts.iter().map(script).collect()),
@@ -89,6 +92,8 @@ fn instance(instance: &Instance) -> RawInstance {
         advert_interval: Some(duration::format(instance.advert_interval.as_duration())),
         preempt: Some(instance.preempt),
         preempt_delay: Some(duration::format(instance.preempt_delay)),
+        connection_drain: (!instance.connection_drain.is_zero())
+            .then(|| duration::format(instance.connection_drain)),
         accept: Some(instance.accept),
         checksum: checksum(instance),
         source_address: instance.source_address.map(|address| address.to_string()),

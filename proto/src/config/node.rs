@@ -56,7 +56,12 @@ pub struct NodeSettings {
     pub state_dir: PathBuf,
     /// Unix socket where the agent serves its status, if any.
     pub status_socket: Option<PathBuf>,
+    /// UDP port of the hand-over beacons between the nodes of a pair (default 7401).
+    pub handover_port: u16,
 }
+
+/// The UDP port of the hand-over beacons unless `[node] handover_port` says otherwise.
+pub const DEFAULT_HANDOVER_PORT: u16 = 7401;
 
 /// `[[instance]]`: one virtual router (keepalived's `vrrp_instance`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +78,11 @@ pub struct Instance {
     pub advert_interval: AdvertInterval,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// After a planned hand-over (a resignation, a graceful stop, a better master's preemption)
+    /// the old master keeps serving its established connections to the VIPs, silently, for at
+    /// most this long, while the new master passes it the packets of those connections.
+    /// Zero: off (the VIPs go at once, as with keepalived).
+    pub connection_drain: Duration,
     /// Accept packets sent to the virtual addresses while master (RFC 5798 Accept_Mode). Default
     /// true, unlike the RFC: a proxy must receive the traffic sent to its VIPs, as it does under
     /// keepalived outside `vrrp_strict`.

@@ -117,6 +117,8 @@ pub(crate) struct RawNode {
     pub state_dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -138,6 +140,8 @@ pub(crate) struct RawInstance {
     pub preempt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preempt_delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_drain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,10 @@ struct Args {
     /// Also answer every UDP datagram on this address with `<node-name>\n`.
     #[arg(long)]
     udp: Option<SocketAddr>,
+    /// Also run a TCP echo service here: each connection is greeted with `<node-name>\n`, then
+    /// every byte it sends is sent back (long-lived connections for hand-over tests).
+    #[arg(long)]
+    echo: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,23 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(echo) = args.echo {
+        let echo_listener = TcpListener::bind(echo)
+            .await
+            .with_context(|| format!("bind echo {echo}"))?;
+        let greeting = format!("{}\n", args.node);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = echo_listener.accept().await else {
+                    continue;
+                };
+                let greeting = greeting.clone();
+                tokio::spawn(async move {
+                    let _ = echo_stream(stream, greeting.as_bytes()).await;
+                });
+            }
+        });
+    }
     report_ready(listener.local_addr()?)?;
     let reply: &'static [u8] = Box::leak(
         format!(
@@ -73,6 +94,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, reply)).await;
         });
+    }
+}
+
+/// Greets, then sends back every byte until the peer closes.
+async fn echo_stream(mut stream: TcpStream, greeting: &[u8]) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.write_all(greeting).await?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return stream.shutdown().await;
+        }
+        stream.write_all(&buf[..n]).await?;
     }
 }
 

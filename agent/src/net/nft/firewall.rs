@@ -1,13 +1,15 @@
 //! [`Firewall`]: every nftables object the agent owns, and the one place that changes them: the
-//! table `inet hav` (accept mode, the load balancer's NAT) and the table `netdev hav` (the load
-//! balancer's direct routing, which nft cannot express in an `inet` table).
+//! table `inet hav` (accept mode, the load balancer's NAT), the table `netdev hav` (the load
+//! balancer's direct routing, which nft cannot express in an `inet` table) and the planned
+//! hand-over's tables `ip hav`, `ip6 hav` and `arp hav`.
 //!
-//! Both tables share the name and the crash cleanup: start-up and a clean stop delete both,
-//! whatever a previous run left in them.
+//! All share the name and the crash cleanup: start-up and a clean stop delete them all, whatever
+//! a previous run left in them.
 
 use std::net::IpAddr;
 
 use super::accept::AcceptFilter;
+use super::handover::{HandoverRules, HandoverTables};
 use super::lb::{self, DrTable, LbService};
 use super::table::{HavTable, TableRemoval};
 use super::{Nft, NftError, TableName};
@@ -17,6 +19,7 @@ use super::{Nft, NftError, TableName};
 pub struct Firewall {
     inet: HavTable,
     netdev: DrTable,
+    handover: HandoverTables,
     accept: AcceptFilter,
 }
 
@@ -31,7 +34,8 @@ impl Firewall {
     pub fn with_nft(table: TableName, nft: Nft) -> Self {
         Self {
             inet: HavTable::new(table.clone(), nft.clone()),
-            netdev: DrTable::new(table, nft),
+            netdev: DrTable::new(table.clone(), nft.clone()),
+            handover: HandoverTables::new(table, nft),
             accept: AcceptFilter::default(),
         }
     }
@@ -70,13 +74,24 @@ impl Firewall {
         self.netdev.apply(lb::dr_ruleset(services), op).await
     }
 
+    /// What the hand-over tables hold now.
+    pub fn handover(&self) -> &HandoverRules {
+        self.handover.installed()
+    }
+
+    /// Makes the hand-over tables hold `rules` (nothing runs if they already do).
+    pub async fn set_handover(&mut self, rules: HandoverRules, op: &str) -> Result<(), NftError> {
+        self.handover.apply(rules, op).await
+    }
+
     /// Deletes both tables whatever they hold (this run's, or a crashed run's) and forgets what
     /// was installed. `Removed` when either was there.
     pub async fn remove_tables(&mut self) -> Result<TableRemoval, NftError> {
         let inet = self.inet.remove().await?;
         self.accept.forget();
         let netdev = self.netdev.remove().await?;
-        Ok(match (inet, netdev) {
+        let handover = self.handover.remove().await?;
+        Ok(match (inet, netdev || handover) {
             (TableRemoval::Removed, _) | (_, true) => TableRemoval::Removed,
             (other, false) => other,
         })

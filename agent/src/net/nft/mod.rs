@@ -9,20 +9,22 @@
 //! removes what a crashed run left; a clean stop removes it).
 //!
 //! Layout: [`ruleset`] renders the transaction text from typed [`Section`]s (one per feature:
-//! accept mode, the load balancer's NAT; the planned hand-over forwarding later), [`HavTable`]
+//! accept mode, the load balancer's NAT), [`HavTable`]
 //! keeps the sections and applies them, [`AcceptFilter`] is the RFC 5798 `Accept_Mode` section,
 //! [`lb`] the load balancer's rules (NAT here, DR in a `netdev` table of the same name, [`DrTable`]),
-//! [`Firewall`] owns both tables.
+//! [`handover`] the planned hand-over's tables (`ip`, `ip6` and `arp`), [`Firewall`] owns them all.
 //! The `nft` program runs in the network namespace of the thread that spawns it.
 
 pub mod accept;
 pub mod firewall;
+pub mod handover;
 pub mod lb;
 pub mod ruleset;
 pub mod table;
 
 pub use accept::AcceptFilter;
 pub use firewall::Firewall;
+pub use handover::{HandoverRules, HandoverTables, SecondChance};
 pub use lb::{DrTable, Forwarding, LbService, Target};
 pub use ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
 pub use table::{HavTable, TableRemoval};
@@ -228,6 +230,19 @@ impl Nft {
             .run(table, "list tables", &["list", "tables", "netdev"], None)
             .await?;
         let wanted = format!("table netdev {}", table.as_str());
+        Ok(listing.lines().any(|line| line.trim() == wanted))
+    }
+
+    /// Whether the table of the same name in `family` exists (`nft list tables <family>`).
+    pub async fn family_table_exists(
+        &self,
+        family: &str,
+        table: &TableName,
+    ) -> Result<bool, NftError> {
+        let listing = self
+            .run(table, "list tables", &["list", "tables", family], None)
+            .await?;
+        let wanted = format!("table {family} {}", table.as_str());
         Ok(listing.lines().any(|line| line.trim() == wanted))
     }
 

@@ -135,15 +135,17 @@ pub enum Action {
         vips: Vec<IpAddr>,
         accept: bool,
     },
+    /// Remove the VIPs. `successor` is set when a master lets go because it heard the router
+    /// that now holds them advertise (a planned hand-over: it resigned, stopped, or a better
+    /// master preempted it); the executor may then keep serving its established connections
+    /// silently (see the agent's hand-over). `None`: a fault, a timeout, a removed router.
     RemoveVips {
         router: RouterId,
         vips: Vec<IpAddr>,
+        successor: Option<IpAddr>,
     },
     /// One gratuitous ARP / unsolicited NA round for `vips` now.
-    Announce {
-        router: RouterId,
-        vips: Vec<IpAddr>,
-    },
+    Announce { router: RouterId, vips: Vec<IpAddr> },
     StateChanged {
         router: RouterId,
         from: State,
@@ -558,6 +560,15 @@ impl Engine {
             .chain(&self.retiring)
             .find(|r| r.id == router)
             .map(|r| &r.config)
+    }
+
+    /// A router's state and the master it knows (itself when master), without building a
+    /// status.
+    pub fn router_role(&self, router: RouterId) -> Option<(State, Option<MasterInfo>)> {
+        self.routers
+            .iter()
+            .find(|r| r.id == router)
+            .map(|r| (r.state, r.master))
     }
 
     pub fn router_id(&self, name: &str) -> Option<RouterId> {

@@ -50,6 +50,15 @@ enum Release {
     Stop,
 }
 
+/// What a master leaving its duties does with its VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vips {
+    /// Keeps them until a successor advertises (make-before-break).
+    Keep,
+    /// Removes them now; `successor` is the better master it heard, if that is why.
+    Remove { successor: Option<IpAddr> },
+}
+
 /// What a Backup expects to make it master when the master-down timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MasterDownReason {
@@ -71,7 +80,7 @@ pub(crate) struct VirtualRouter {
     group_fault: Option<Cause>,
     /// RFC 5798 `Master_Adver_Interval`: the interval the current master advertises (v3).
     master_adver_interval: AdvertInterval,
-    master: Option<MasterInfo>,
+    pub(crate) master: Option<MasterInfo>,
     last_master_advert: Option<(IpAddr, Instant)>,
     listening_since: Option<Instant>,
     master_down_reason: MasterDownReason,
@@ -285,7 +294,7 @@ impl VirtualRouter {
             self.remember(src, advert.priority);
             // Make-before-break: a successor is advertising, so our VIPs can go.
             if self.release.is_some() {
-                self.finish_release(out);
+                self.finish_release(Some(src), out);
             }
         }
         match self.state {
@@ -391,7 +400,12 @@ impl VirtualRouter {
             // master (below), and this second copy makes it hear us even if it lost the first
             // (adverts lost on the LAN are what made us master).
             self.send_advert(now, ours, out);
-            self.leave_master(true, out);
+            self.leave_master(
+                Vips::Remove {
+                    successor: Some(src),
+                },
+                out,
+            );
             if self.config.version != Version::V2 {
                 self.master_adver_interval = advert.interval;
             }
@@ -455,7 +469,7 @@ impl VirtualRouter {
                         now + self.config.advert_interval.as_duration(),
                     );
                 }
-                Timer::Release if self.release.is_some() => self.finish_release(out),
+                Timer::Release if self.release.is_some() => self.finish_release(None, out),
                 Timer::Announce if self.state == State::Master => self.run_announcer(now, out),
                 Timer::Reannounce if self.state == State::Master => self.announce_burst(out),
                 _ => {}
@@ -561,7 +575,7 @@ impl VirtualRouter {
     pub(crate) fn stop_now(&mut self, now: Instant, cause: Cause, out: &mut Out<'_>) {
         self.shutdown(now, cause, out);
         if self.release.is_some() {
-            self.finish_release(out);
+            self.finish_release(None, out);
         }
         self.timers.stop_all();
     }
@@ -800,14 +814,14 @@ impl VirtualRouter {
     }
 
     /// Stops master duties; removes the VIPs if asked.
-    fn leave_master(&mut self, remove_vips: bool, out: &mut Out<'_>) {
+    fn leave_master(&mut self, vips: Vips, out: &mut Out<'_>) {
         self.timers.stop(Timer::Advert);
         self.timers.stop(Timer::Announce);
         self.timers.stop(Timer::Reannounce);
         self.announcer = None;
         self.forced_master = false;
-        if remove_vips {
-            self.remove_vips(out);
+        if let Vips::Remove { successor } = vips {
+            self.remove_vips(successor, out);
         }
     }
 
@@ -823,7 +837,7 @@ impl VirtualRouter {
     ) {
         let was_forced = self.forced_master;
         self.send_advert(now, Priority::RESIGN, out);
-        self.leave_master(false, out);
+        self.leave_master(Vips::Keep, out);
         self.release = Some(release);
         self.master = None;
         let deadline = now + self.master_down_interval();
@@ -848,13 +862,15 @@ impl VirtualRouter {
         }
     }
 
-    fn finish_release(&mut self, out: &mut Out<'_>) {
+    /// Lets go of the VIPs kept through a hand-over; `successor` is the router whose advert
+    /// ended it, if one did.
+    fn finish_release(&mut self, successor: Option<IpAddr>, out: &mut Out<'_>) {
         self.release = None;
         self.timers.stop(Timer::Release);
         if self.state != State::Master {
             self.timers.stop(Timer::Advert);
         }
-        self.remove_vips(out);
+        self.remove_vips(successor, out);
     }
 
     fn enter_fault(&mut self, now: Instant, cause: Cause, induced: bool, out: &mut Out<'_>) {
@@ -862,10 +878,10 @@ impl VirtualRouter {
         if from == State::Master {
             // keepalived: a faulty master resigns with priority 0 and drops its VIPs at once.
             self.send_advert(now, Priority::RESIGN, out);
-            self.leave_master(true, out);
+            self.leave_master(Vips::Remove { successor: None }, out);
         }
         if self.release.is_some() {
-            self.finish_release(out);
+            self.finish_release(None, out);
         }
         self.timers.stop_all();
         self.master = None;
@@ -873,12 +889,13 @@ impl VirtualRouter {
         self.transition(now, from, State::Fault, cause, induced, out);
     }
 
-    fn remove_vips(&mut self, out: &mut Out<'_>) {
+    fn remove_vips(&mut self, successor: Option<IpAddr>, out: &mut Out<'_>) {
         if !self.held_vips.is_empty() {
             let vips = std::mem::take(&mut self.held_vips);
             out.actions.push_back(Action::RemoveVips {
                 router: self.id,
                 vips,
+                successor,
             });
         }
     }
@@ -928,6 +945,7 @@ impl VirtualRouter {
             out.actions.push_back(Action::RemoveVips {
                 router: self.id,
                 vips: extra,
+                successor: None,
             });
         }
     }

@@ -227,7 +227,7 @@ impl Checker {
                 held.extend(vips.iter().copied());
                 *held_accept = *accept;
             }
-            Action::RemoveVips { router, vips } => {
+            Action::RemoveVips { router, vips, .. } => {
                 assert!(!vips.is_empty(), "empty RemoveVips");
                 let (held, _) = self.held.entry(*router).or_default();
                 assert!(

@@ -391,7 +391,7 @@ impl Sim {
                     }
                     held.extend(vips);
                 }
-                Action::RemoveVips { router, vips } => {
+                Action::RemoveVips { router, vips, .. } => {
                     let name = name_of(&router);
                     let held = node_ref.vips.entry(name.clone()).or_default();
                     if vips.iter().any(|vip| !held.contains(vip)) {

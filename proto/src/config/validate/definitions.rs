@@ -35,10 +35,21 @@ pub(super) fn node_settings(
     let status_socket = optional(raw.status_socket.as_deref(), |socket| {
         absolute_path(socket, &path.key("status_socket"), errors)
     })?;
+    let handover_port = match raw.handover_port {
+        Some(0) => {
+            errors.push(
+                path.key("handover_port"),
+                Problem::Invalid("must be a port, 1..=65535".into()),
+            );
+            None
+        }
+        port => Some(port.unwrap_or(crate::config::node::DEFAULT_HANDOVER_PORT)),
+    };
     Some(NodeSettings {
         name: name?,
         state_dir: state_dir?,
         status_socket,
+        handover_port: handover_port?,
     })
 }
 

@@ -15,6 +15,9 @@ use super::values::{
     optional, required, track_weight,
 };
 use crate::config::duration;
+
+/// The longest `connection_drain`: a node stops or resigns within this, whatever its clients do.
+const MAX_CONNECTION_DRAIN: Duration = Duration::from_secs(3600);
 use crate::config::error::{Collector, KeyPath, Problem};
 use crate::config::node::{
     GarpSchedule, Instance, Track, TrackTarget, TrackWeight, Transport, UnicastPeer, Vip,
@@ -94,6 +97,26 @@ pub(super) fn instance(
         &path.key("preempt_delay"),
         errors,
     );
+    let connection_drain = duration_or(
+        raw.connection_drain.as_deref(),
+        Duration::ZERO,
+        &path.key("connection_drain"),
+        errors,
+    )
+    .and_then(|drain| {
+        if drain > MAX_CONNECTION_DRAIN {
+            errors.push(
+                path.key("connection_drain"),
+                Problem::Invalid(format!(
+                    "at most {}s (an operator's drain can wait longer)",
+                    MAX_CONNECTION_DRAIN.as_secs()
+                )),
+            );
+            None
+        } else {
+            Some(drain)
+        }
+    });
     let checksum = checksum(raw, path, version, family, errors);
     let source_address = optional(raw.source_address.as_deref(), |text| {
         address_of_family(text, family, &path.key("source_address"), errors)
@@ -124,6 +147,7 @@ pub(super) fn instance(
         advert_interval: advert_interval?,
         preempt: raw.preempt.unwrap_or(true),
         preempt_delay: preempt_delay?,
+        connection_drain: connection_drain?,
         accept: raw.accept.unwrap_or(true),
         checksum: checksum?,
         source_address: source_address?,
