@@ -38,6 +38,9 @@ pub enum CliError {
     Usage(String),
     #[error("config rejected: {0}")]
     Invalid(String),
+    /// The coordinator answered and said no (a drain, a rollout): its reason as it is.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where the coordinator is and who we are.
