@@ -21,7 +21,11 @@ use crate::output::{print, row, table, when};
 
 /// The operator's tool for a hav fleet.
 #[derive(Debug, Parser)]
-#[command(name = "havctl", version)]
+#[command(
+    name = "havctl",
+    version,
+    after_help = "Contexts are described in havctl.toml(5), fleet files in hav-fleet.toml(5)."
+)]
 pub struct Cli {
     /// The coordinator: host:port or https://host:port [default: the context's, else
     /// 127.0.0.1:7400].
