@@ -139,6 +139,12 @@ pub async fn connect(address: &str, tls: Arc<ClientConfig>) -> Result<Channel, T
         .map_err(|e| TransportError::Connect(Box::new(e)))
 }
 
+/// Checks, without dialling, that `address` is one [`connect`] accepts: `host:port` or
+/// `https://host:port`, the host a DNS name or an IP address (IPv6 in brackets).
+pub fn check_address(address: &str) -> Result<(), TransportError> {
+    endpoint(address).map(|_| ())
+}
+
 /// Parses the address into a tonic endpoint (which sees plain `http://`: TLS happens in our
 /// connector), the TLS server name and the `host:port` to dial.
 fn endpoint(address: &str) -> Result<(Endpoint, ServerName<'static>, String), TransportError> {

@@ -405,6 +405,23 @@ fn a_month_without_data_says_so_and_a_malformed_month_names_the_flag() -> Result
         "{plaintext}"
     );
     assert!(!plaintext.contains("cannot reach"), "{plaintext}");
+    // Syntax errors are said as such, never as a coordinator out of reach.
+    for address in ["2001:db8::1:7400", "bad host:7400"] {
+        let error = fails(&lab.havctl(&["--coordinator", address, "status"])?);
+        assert!(
+            error.contains("--coordinator") && error.contains("expected host:port"),
+            "{address}: {error}"
+        );
+        assert!(!error.contains("cannot reach"), "{address}: {error}");
+    }
+    // So is a file of ours that cannot be read: nothing was dialled.
+    let missing = Path::new("/nonexistent/operator.pem");
+    let unreadable = fails(&lab.havctl_with(missing, missing, &["status"])?);
+    assert!(
+        unreadable.contains("cannot read certificate from /nonexistent/operator.pem")
+            && !unreadable.contains("cannot reach"),
+        "{unreadable}"
+    );
     Ok(())
 }
 
