@@ -688,3 +688,32 @@ async fn watch_prints_the_end_of_a_split_brain_only_after_its_raise_with_millise
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_a_rollout_line_only_when_it_reads_differently() -> Result<(), Error> {
+    let lab = Lab::start()?;
+    let fleet = lab.write("fleet.toml", FLEET)?;
+    ok(lab.havctl(&["push-config", "--fleet", &fleet])?);
+    // lb-1 only marks the watch; the job fails at its first node (lb-3, not connected), after
+    // the coordinator has published it several times (pending, draining, failed, ended).
+    let lb1 = FakeAgent::connect(&lab.coordinator, "lb-1").await?;
+    lb1.report(false).await?;
+    let watch = Watch::start(&lab)?;
+    watch.subscribed(&lb1, "watch subscribed").await?;
+    let job =
+        document(&lab.havctl(&["maintenance", "rollout", "--all", "--detach", "-o", "json"])?);
+    assert_eq!(job["waves"], 4, "{job}");
+    watch.wait_for("rollout job 1 failed").await?;
+    // Published after the job ended: every update of the job was printed (or not) before it.
+    lb1.mark(MARK_MS, "after the job").await?;
+    watch.wait_for("after the job").await?;
+    let rollout: Vec<String> = (watch.lines().iter())
+        .filter_map(|line| line.split_once(" rollout job "))
+        .map(|(_, what)| what.to_owned())
+        .collect();
+    assert!(rollout.len() >= 2, "{rollout:?}");
+    let mut distinct = rollout.clone();
+    distinct.dedup();
+    assert_eq!(distinct, rollout, "a rollout line repeated");
+    Ok(())
+}
