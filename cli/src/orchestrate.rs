@@ -371,11 +371,6 @@ fn parse_month(text: &str) -> Result<String, String> {
     }
 }
 
-/// Whether anything of the period was observed: a VIP or group that was not has no figures.
-fn has_data(a: &hav_proto::v1::Availability) -> bool {
-    !a.no_data
-}
-
 fn sla_json(report: &hav_proto::v1::SlaResponse) -> Value {
     let rows = |list: &[hav_proto::v1::Availability]| {
         list.iter().map(availability_json).collect::<Vec<_>>()
@@ -389,12 +384,7 @@ fn sla_json(report: &hav_proto::v1::SlaResponse) -> Value {
 
 fn sla_text(report: &hav_proto::v1::SlaResponse) -> String {
     let mut out = format!("availability {} (UTC)\n", report.month);
-    if report
-        .vips
-        .iter()
-        .chain(&report.groups)
-        .all(|a| !has_data(a))
-    {
+    if report.vips.iter().chain(&report.groups).all(|a| a.no_data) {
         out.push_str(&format!(
             "no data for {}: no VIP was observed that month\n",
             report.month
@@ -407,7 +397,7 @@ fn sla_text(report: &hav_proto::v1::SlaResponse) -> String {
     ));
     for (kind, list) in [("vip", &report.vips), ("group", &report.groups)] {
         for a in list {
-            if has_data(a) {
+            if !a.no_data {
                 out.push_str(&format!(
                     "{:<8} {:<28} {:>10.4} {:>12} {:>12} {:>12} {:>9}\n",
                     kind,
@@ -429,9 +419,9 @@ fn sla_text(report: &hav_proto::v1::SlaResponse) -> String {
 /// A VIP's or group's figures; `availability_percent` is null when nothing of the month was
 /// observed (`no_data`).
 pub(crate) fn availability_json(a: &hav_proto::v1::Availability) -> Value {
-    let availability = has_data(a).then_some(a.availability_percent);
+    let availability = (!a.no_data).then_some(a.availability_percent);
     json!({
-        "name": a.name, "availability_percent": availability, "no_data": !has_data(a),
+        "name": a.name, "availability_percent": availability, "no_data": a.no_data,
         "period_ms": a.period_ms, "unobserved_ms": a.unobserved_ms,
         "one_holder_ms": a.one_holder_ms, "no_holder_ms": a.no_holder_ms,
         "split_brain_ms": a.split_brain_ms, "failovers": a.failovers,
