@@ -11,7 +11,8 @@ use hav_proto::logging::{self, LogFormat, LogOptions, Logging};
 #[command(
     name = "hav-agent",
     version,
-    about = "VRRP v2/v3 for the virtual IPs in front of proxy servers"
+    about = "VRRP v2/v3 for the virtual IPs in front of proxy servers",
+    after_help = "The node config is described in hav-agent.toml(5)."
 )]
 struct Args {
     /// The node config (TOML).
@@ -26,6 +27,9 @@ struct Args {
     /// this host lacks), 1 with every error (file: key path: reason).
     #[arg(long, value_name = "CONFIG")]
     check: Option<PathBuf>,
+    /// Write this program's man page (hav-agent.8) into DIR and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    write_man: Option<PathBuf>,
     #[command(flatten)]
     log: LogOptions,
     #[command(subcommand)]
@@ -47,6 +51,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.write_man {
+        return match write_man(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("hav-agent: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(path) = &args.check {
         return match daemon::check(path) {
             Ok(summary) => {
@@ -109,6 +122,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `DIR/hav-agent.8`, rendered from the command line's own definition.
+fn write_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .render(&mut page)?;
+    let path = dir.join("hav-agent.8");
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    std::fs::write(&path, page).with_context(|| path.display().to_string())
 }
 
 async fn status(

@@ -19,6 +19,9 @@ pub enum CliError {
         address: String,
         source: TransportError,
     },
+    /// Our own TLS files could not be loaded: nothing was dialled.
+    #[error("{0}")]
+    Tls(TransportError),
     #[error("{}", transport::explain_status(.0))]
     Call(#[from] tonic::Status),
     #[error(transparent)]
@@ -38,6 +41,9 @@ pub enum CliError {
     Usage(String),
     #[error("config rejected: {0}")]
     Invalid(String),
+    /// The coordinator answered and said no (a drain, a rollout): its reason as it is.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where the coordinator is and who we are.
@@ -81,7 +87,7 @@ pub async fn connect(target: &Target) -> Result<FleetServiceClient<Channel>, Cli
         address: target.coordinator.clone(),
         source,
     };
-    let tls = transport::client_config(&target.files()?).map_err(connect_error)?;
+    let tls = transport::client_config(&target.files()?).map_err(CliError::Tls)?;
     let channel = transport::connect(&target.coordinator, tls)
         .await
         .map_err(connect_error)?;

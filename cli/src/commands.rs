@@ -1,13 +1,14 @@
 //! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|certs`.
 
 use crate::local;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use hav_proto::identity::Role;
 use hav_proto::v1::{
-    ApplyOutcome, DrainRequest, FleetEvent, HistoryRequest, ListNodesRequest, NodeChange,
-    NodeConfigEntry, NodePresence, NodeStatus, PushConfigRequest, PushConfigResponse,
+    ApplyOutcome, DrainRequest, DrainResponse, FleetEvent, HistoryRequest, ListNodesRequest,
+    NodeChange, NodeConfigEntry, NodePresence, NodeStatus, PushConfigRequest, PushConfigResponse,
     RollbackRequest, ValidateRequest, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use serde_json::{Value, json};
@@ -15,10 +16,16 @@ use serde_json::{Value, json};
 use crate::certs::{self, IssueRequest, Kind};
 use crate::client::{self, CliError};
 use crate::contexts::{self, Context, ContextFile};
+pub use crate::output::Output;
+use crate::output::{print, row, table, when};
 
 /// The operator's tool for a hav fleet.
 #[derive(Debug, Parser)]
-#[command(name = "havctl", version)]
+#[command(
+    name = "havctl",
+    version,
+    after_help = "Contexts are described in havctl.toml(5), fleet files in hav-fleet.toml(5)."
+)]
 pub struct Cli {
     /// The coordinator: host:port or https://host:port [default: the context's, else
     /// 127.0.0.1:7400].
@@ -38,12 +45,6 @@ pub struct Cli {
     pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +79,8 @@ pub enum Command {
         dry_run: bool,
         #[arg(long, default_value = "")]
         comment: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Check node configs (or a fleet file) without storing them.
     Validate {
@@ -87,6 +90,8 @@ pub enum Command {
         fleet: Option<PathBuf>,
         #[arg(long)]
         node: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Config versions and the audit log.
     History {
@@ -100,6 +105,8 @@ pub enum Command {
         version: u64,
         #[arg(long, default_value = "")]
         comment: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Drain a node make-before-break (its VIPs move to healthy peers first) or, with --undo,
     /// undrain it.
@@ -113,6 +120,8 @@ pub enum Command {
         /// Seconds the peers' takeover overrides last (0: the coordinator's default).
         #[arg(long, default_value_t = 0)]
         ttl: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     #[command(flatten)]
     Orchestrate(crate::orchestrate::OrchestrateCommand),
@@ -138,6 +147,9 @@ pub enum Command {
         /// keepalived.conf files, one per node.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// json: the configs and every finding as one document on stdout (nothing on stderr).
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Print a completion script for SHELL (e.g. `havctl completions bash > /etc/bash_completion.d/havctl`).
     Completions {
@@ -160,18 +172,31 @@ pub enum ConfigCommand {
         /// Make it the current context too.
         #[arg(long = "use")]
         make_current: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Make NAME the current context.
-    UseContext { name: String },
+    UseContext {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Print the current context's name.
-    CurrentContext,
+    CurrentContext {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// List the contexts (the current one marked `*`).
     GetContexts {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Remove a context.
-    DeleteContext { name: String },
+    DeleteContext {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +207,8 @@ pub enum CertsCommand {
         dir: PathBuf,
         #[arg(long, default_value = "hav fleet CA")]
         name: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Issue a certificate signed by the CA in DIR.
     Issue {
@@ -202,6 +229,8 @@ pub enum CertsCommand {
         /// Where to write `<kind>-<name>.pem/.key` (default: DIR).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -221,8 +250,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Config { command } => return run_config(command, given),
         Command::Certs { command } => return run_certs(command),
-        Command::ImportKeepalived { out_dir, files } => {
-            return local::import_keepalived(out_dir, &files);
+        Command::ImportKeepalived {
+            out_dir,
+            files,
+            output,
+        } => {
+            return local::import_keepalived(out_dir, &files, output);
         }
         Command::Completions { shell } => {
             local::completions(shell);
@@ -250,10 +283,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await?
                 .into_inner()
                 .nodes;
-            match output {
-                Output::Json => print_json(&Value::Array(nodes.iter().map(node_json).collect())),
-                Output::Table => print_status_table(&nodes),
-            }
+            print(
+                output,
+                || Value::Array(nodes.iter().map(node_json).collect()),
+                || status_table(&nodes),
+            );
             Ok(())
         }
         Command::Watch { node, output } => {
@@ -262,10 +296,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .watch_events(WatchEventsRequest { nodes: node })
                 .await?
                 .into_inner();
+            let mut lines = WatchLines::default();
             while let Some(event) = events.message().await? {
                 match output {
-                    Output::Json => println!("{}", event_json(&event)),
-                    Output::Table => println!("{}", event_line(&event)),
+                    Output::Json => crate::output::stream_item(&event_json(&event)),
+                    Output::Table => {
+                        if let Some(line) = lines.line(&event) {
+                            println!("{line}");
+                        }
+                    }
                 }
             }
             Ok(())
@@ -276,6 +315,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             node,
             dry_run,
             comment,
+            output,
         } => {
             let (configs, (fleet_name, fleet_text)) = match fleet_file {
                 Some(path) => (Vec::new(), read_fleet(&path)?),
@@ -293,13 +333,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 })
                 .await?
                 .into_inner();
-            print_push(&response);
+            print(output, || push_json(&response), || push_text(&response));
             push_result(&response)
         }
         Command::Validate {
             files,
             fleet: fleet_file,
             node,
+            output,
         } => {
             let (configs, (fleet_name, fleet_text)) = match fleet_file {
                 Some(path) => (Vec::new(), read_fleet(&path)?),
@@ -314,8 +355,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 })
                 .await?
                 .into_inner();
+            print(
+                output,
+                || {
+                    json!({
+                        "ok": response.ok,
+                        "errors": response.errors.iter().map(|e| json!({
+                            "node": e.node, "message": e.message,
+                        })).collect::<Vec<_>>(),
+                    })
+                },
+                || if response.ok { "ok" } else { "" }.to_owned(),
+            );
             if response.ok {
-                println!("ok");
                 Ok(())
             } else {
                 let errors: Vec<String> = response
@@ -335,8 +387,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::History { limit, output } => {
             let mut fleet = client::connect(&target).await?;
             let history = fleet.history(HistoryRequest { limit }).await?.into_inner();
-            match output {
-                Output::Json => print_json(&json!({
+            let json = || {
+                json!({
                     "versions": history.versions.iter().map(|v| json!({
                         "version": v.version, "unix_ms": v.unix_ms, "author": v.author,
                         "comment": v.comment, "nodes_changed": v.nodes_changed,
@@ -346,43 +398,47 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         "unix_ms": a.unix_ms, "who": a.who, "action": a.action,
                         "detail": a.detail, "allowed": a.allowed,
                     })).collect::<Vec<_>>(),
-                })),
-                Output::Table => {
-                    let mut rows = vec![row(["VERSION", "WHEN", "AUTHOR", "NODES", "COMMENT"])];
-                    for v in &history.versions {
-                        rows.push(vec![
-                            v.version.to_string(),
-                            when(v.unix_ms),
-                            v.author.clone(),
-                            v.nodes_changed.join(","),
-                            v.comment.clone(),
-                        ]);
-                    }
-                    print_table(&rows);
-                    println!();
-                    let mut rows = vec![row(["WHEN", "WHO", "ACTION", "ALLOWED", "DETAIL"])];
-                    for a in &history.audit {
-                        rows.push(vec![
-                            when(a.unix_ms),
-                            a.who.clone(),
-                            a.action.clone(),
-                            a.allowed.to_string(),
-                            a.detail.clone(),
-                        ]);
-                    }
-                    print_table(&rows);
+                })
+            };
+            let text = || {
+                let mut rows = vec![row(["VERSION", "WHEN", "AUTHOR", "NODES", "COMMENT"])];
+                for v in &history.versions {
+                    rows.push(vec![
+                        v.version.to_string(),
+                        when(v.unix_ms),
+                        v.author.clone(),
+                        v.nodes_changed.join(","),
+                        v.comment.clone(),
+                    ]);
                 }
-            }
+                let versions = table(&rows);
+                let mut rows = vec![row(["WHEN", "WHO", "ACTION", "ALLOWED", "DETAIL"])];
+                for a in &history.audit {
+                    rows.push(vec![
+                        when(a.unix_ms),
+                        a.who.clone(),
+                        a.action.clone(),
+                        a.allowed.to_string(),
+                        a.detail.clone(),
+                    ]);
+                }
+                format!("{versions}\n{}", table(&rows))
+            };
+            print(output, json, text);
             Ok(())
         }
-        Command::Rollback { version, comment } => {
+        Command::Rollback {
+            version,
+            comment,
+            output,
+        } => {
             let mut fleet = client::connect(&target).await?;
             let response = fleet
                 .rollback(RollbackRequest { version, comment })
                 .await?
                 .into_inner();
-            print_push(&response);
-            Ok(())
+            print(output, || push_json(&response), || push_text(&response));
+            push_result(&response)
         }
         Command::Orchestrate(command) => crate::orchestrate::run(command, &target).await,
         Command::Dashboard(args) => crate::dashboard::run(args, &target).await,
@@ -391,6 +447,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             undo,
             reason,
             ttl,
+            output,
         } => {
             let mut fleet = client::connect(&target).await?;
             let response = fleet
@@ -402,18 +459,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 })
                 .await?
                 .into_inner();
-            if response.ok {
-                println!("{node}: {}", if undo { "undrained" } else { "drained" });
-                for moved in &response.moved {
-                    println!("  {moved}");
-                }
-                Ok(())
-            } else {
-                Err(CliError::Invalid(format!(
-                    "{node} refused: {}",
-                    response.error
-                )))
-            }
+            print_drain(&node, undo, &response, output)
         }
     }
 }
@@ -426,7 +472,11 @@ fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliE
     })?;
     let mut file = ContextFile::load(&path)?;
     match command {
-        ConfigCommand::SetContext { name, make_current } => {
+        ConfigCommand::SetContext {
+            name,
+            make_current,
+            output,
+        } => {
             if let Some(address) = &given.coordinator {
                 contexts::check_address(address)?;
             }
@@ -445,19 +495,33 @@ fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliE
             }
             file.save(&path)?;
             let current = file.current_context.as_deref() == Some(name.as_str());
-            println!(
-                "context {name} saved in {}{}",
-                path.display(),
-                if current { " (current)" } else { "" }
+            print(
+                output,
+                || json!({ "context": name, "file": path, "current": current }),
+                || {
+                    format!(
+                        "context {name} saved in {}{}",
+                        path.display(),
+                        if current { " (current)" } else { "" }
+                    )
+                },
             );
         }
-        ConfigCommand::UseContext { name } => {
+        ConfigCommand::UseContext { name, output } => {
             file.use_context(&name)?;
             file.save(&path)?;
-            println!("current context: {name}");
+            print(
+                output,
+                || json!({ "current_context": name }),
+                || format!("current context: {name}"),
+            );
         }
-        ConfigCommand::CurrentContext => match &file.current_context {
-            Some(name) => println!("{name}"),
+        ConfigCommand::CurrentContext { output } => match &file.current_context {
+            Some(name) => print(
+                output,
+                || json!({ "current_context": name }),
+                || name.clone(),
+            ),
             None => {
                 return Err(CliError::Usage(
                     "no current context; `havctl config set-context NAME --coordinator … \
@@ -466,13 +530,14 @@ fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliE
                 ));
             }
         },
-        ConfigCommand::GetContexts { output } => match output {
-            Output::Json => {
+        ConfigCommand::GetContexts { output } => {
+            let is_current = |name: &str| file.current_context.as_deref() == Some(name);
+            let json = || {
                 let contexts: Vec<Value> = (file.contexts.iter())
                     .map(|(name, context)| {
                         json!({
                             "name": name,
-                            "current": file.current_context.as_deref() == Some(name.as_str()),
+                            "current": is_current(name),
                             "coordinator": context.coordinator,
                             "ca": context.ca,
                             "cert": context.cert,
@@ -480,34 +545,32 @@ fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliE
                         })
                     })
                     .collect();
-                print_json(&json!({ "contexts": contexts }));
-            }
-            Output::Table => {
-                println!("{:<2}{:<16} {:<28} CERT", "", "NAME", "COORDINATOR");
+                json!({ "contexts": contexts })
+            };
+            let text = || {
+                let mut rows = vec![row(["", "NAME", "COORDINATOR", "CERT"])];
                 for (name, context) in &file.contexts {
-                    let mark = if file.current_context.as_deref() == Some(name.as_str()) {
-                        "*"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "{mark:<2}{name:<16} {:<28} {}",
-                        context
-                            .coordinator
-                            .as_deref()
-                            .unwrap_or(contexts::DEFAULT_COORDINATOR),
-                        context
-                            .cert
-                            .as_ref()
-                            .map_or("-".to_owned(), |p| p.display().to_string())
-                    );
+                    rows.push(vec![
+                        if is_current(name) { "*" } else { "" }.to_owned(),
+                        name.clone(),
+                        (context.coordinator.as_deref())
+                            .unwrap_or(contexts::DEFAULT_COORDINATOR)
+                            .to_owned(),
+                        (context.cert.as_ref()).map_or("-".to_owned(), |p| p.display().to_string()),
+                    ]);
                 }
-            }
-        },
-        ConfigCommand::DeleteContext { name } => {
+                table(&rows)
+            };
+            print(output, json, text);
+        }
+        ConfigCommand::DeleteContext { name, output } => {
             file.delete(&name)?;
             file.save(&path)?;
-            println!("context {name} deleted");
+            print(
+                output,
+                || json!({ "deleted": name }),
+                || format!("context {name} deleted"),
+            );
         }
     }
     Ok(())
@@ -515,12 +578,18 @@ fn run_config(command: ConfigCommand, given: contexts::Given) -> Result<(), CliE
 
 fn run_certs(command: CertsCommand) -> Result<(), CliError> {
     match command {
-        CertsCommand::Init { dir, name } => {
+        CertsCommand::Init { dir, name, output } => {
             let written = certs::init_ca(&dir, &name)?;
-            println!(
-                "fleet CA created: {} (key {}, mode 0600; keep it offline)",
-                written.cert.display(),
-                written.key.display()
+            print(
+                output,
+                || json!({ "ca": written.cert, "key": written.key }),
+                || {
+                    format!(
+                        "fleet CA created: {} (key {}, mode 0600; keep it offline)",
+                        written.cert.display(),
+                        written.key.display()
+                    )
+                },
             );
         }
         CertsCommand::Issue {
@@ -531,18 +600,30 @@ fn run_certs(command: CertsCommand) -> Result<(), CliError> {
             san,
             days,
             out,
+            output,
         } => {
             let mut request = IssueRequest::new(kind, &name, days);
             request.role = role;
             request.sans = san;
             let identity = request.identity()?;
             let written = certs::issue(&dir, &request, out.as_deref().unwrap_or(&dir))?;
-            println!(
-                "issued {} for {}: {} (key {}, mode 0600)",
-                identity.to_uri(),
-                identity,
-                written.cert.display(),
-                written.key.display()
+            print(
+                output,
+                || {
+                    json!({
+                        "identity": identity.to_uri(), "subject": identity.to_string(),
+                        "cert": written.cert, "key": written.key,
+                    })
+                },
+                || {
+                    format!(
+                        "issued {} for {}: {} (key {}, mode 0600)",
+                        identity.to_uri(),
+                        identity,
+                        written.cert.display(),
+                        written.key.display()
+                    )
+                },
             );
         }
     }
@@ -619,36 +700,101 @@ fn push_result(response: &PushConfigResponse) -> Result<(), CliError> {
     )))
 }
 
-fn print_push(response: &PushConfigResponse) {
-    if response.version == 0 {
-        println!("no new version (dry run or nothing changed)");
+/// A push's (or rollback's) answer as text: the version, then per node its change, outcome and
+/// (dry run) diff.
+fn push_text(response: &PushConfigResponse) -> String {
+    let mut out = if response.version == 0 {
+        "no new version (dry run or nothing changed)\n".to_owned()
     } else {
-        println!("config version {}", response.version);
-    }
+        format!("config version {}\n", response.version)
+    };
     for node in &response.nodes {
-        let change = NodeChange::try_from(node.change)
-            .map(|c| {
-                c.as_str_name()
-                    .trim_start_matches("NODE_CHANGE_")
-                    .to_lowercase()
-            })
-            .unwrap_or_else(|_| "?".into());
-        let outcome = ApplyOutcome::try_from(node.outcome)
-            .map(|o| {
-                o.as_str_name()
-                    .trim_start_matches("APPLY_OUTCOME_")
-                    .to_lowercase()
-            })
-            .unwrap_or_else(|_| "?".into());
         let error = if node.error.is_empty() {
             String::new()
         } else {
             format!(": {}", node.error)
         };
-        println!("{}: {change}, {outcome}{error}", node.node);
+        out.push_str(&format!(
+            "{}: {}, {}{error}\n",
+            node.node,
+            change_name(node.change),
+            outcome_name(node.outcome)
+        ));
         for line in node.diff.lines() {
-            println!("    {line}");
+            out.push_str(&format!("    {line}\n"));
         }
+    }
+    out
+}
+
+/// A push's (or rollback's) answer as JSON; `version` 0: no new version.
+fn push_json(response: &PushConfigResponse) -> Value {
+    json!({
+        "version": response.version,
+        "nodes": response.nodes.iter().map(|node| json!({
+            "node": node.node,
+            "change": change_name(node.change),
+            "outcome": outcome_name(node.outcome),
+            "error": node.error,
+            "diff": node.diff,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn change_name(change: i32) -> String {
+    NodeChange::try_from(change)
+        .map(|c| {
+            c.as_str_name()
+                .trim_start_matches("NODE_CHANGE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn outcome_name(outcome: i32) -> String {
+    ApplyOutcome::try_from(outcome)
+        .map(|o| {
+            o.as_str_name()
+                .trim_start_matches("APPLY_OUTCOME_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Prints a drain's (or undrain's) answer; a refusal is then an error.
+pub(crate) fn print_drain(
+    node: &str,
+    undo: bool,
+    response: &DrainResponse,
+    output: Output,
+) -> Result<(), CliError> {
+    let action = if undo { "undrain" } else { "drain" };
+    print(
+        output,
+        || {
+            json!({
+                "node": node, "action": action, "ok": response.ok,
+                "moved": response.moved, "error": response.error,
+            })
+        },
+        || {
+            if !response.ok {
+                return String::new();
+            }
+            let mut out = format!("{node}: {action}ed\n");
+            for moved in &response.moved {
+                out.push_str(&format!("  {moved}\n"));
+            }
+            out
+        },
+    );
+    if response.ok {
+        Ok(())
+    } else {
+        Err(CliError::Refused(match response.error.contains(node) {
+            true => response.error.clone(),
+            false => format!("{action} of {node} refused: {}", response.error),
+        }))
     }
 }
 
@@ -679,7 +825,7 @@ fn is_unknown(node: &NodeStatus) -> bool {
     node.presence == NodePresence::Unknown as i32
 }
 
-fn print_status_table(nodes: &[NodeStatus]) {
+fn status_table(nodes: &[NodeStatus]) -> String {
     let mut rows = vec![row([
         "NODE", "LINK", "VERSION", "CONFIG", "INSTANCE", "VRID", "STATE", "PRIO", "VIPS",
     ])];
@@ -752,38 +898,7 @@ fn print_status_table(nodes: &[NodeStatus]) {
             ]);
         }
     }
-    print_table(&rows);
-}
-
-fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
-    cells.iter().map(|c| (*c).to_owned()).collect()
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
-}
-
-fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    table(&rows)
 }
 
 /// The JSON form of a node's status (stable keys, for scripts). The instances of an `unknown`
@@ -863,6 +978,46 @@ fn event_json(event: &FleetEvent) -> Value {
     value
 }
 
+/// What `havctl watch` prints, event by event. A rollout job is printed only when its line would
+/// read differently from the last one printed for it (the coordinator publishes every step of
+/// every node); the end of a split brain only after its raise was printed, so that "over" always
+/// follows the alarm it ends.
+#[derive(Debug, Default)]
+pub struct WatchLines {
+    /// Per rollout job, the line last printed.
+    rollouts: HashMap<u64, String>,
+    /// VIPs whose split brain was printed raised and not yet over.
+    raised: HashSet<String>,
+}
+
+impl WatchLines {
+    /// The line for `event`, or `None` when it shows nothing new.
+    pub fn line(&mut self, event: &FleetEvent) -> Option<String> {
+        match &event.kind {
+            Some(fleet_event::Kind::Rollout(job)) => {
+                let summary = crate::orchestrate::job_summary(job);
+                if self.rollouts.get(&job.id) == Some(&summary) {
+                    return None;
+                }
+                self.rollouts.insert(job.id, summary);
+            }
+            Some(fleet_event::Kind::SplitBrain(split)) => {
+                let shown = if split.resolved {
+                    self.raised.remove(&split.vip)
+                } else {
+                    self.raised.insert(split.vip.clone());
+                    true
+                };
+                if !shown {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        Some(event_line(event))
+    }
+}
+
 fn event_line(event: &FleetEvent) -> String {
     let what = match &event.kind {
         Some(fleet_event::Kind::Presence(p)) => match presence_event_name(p) {
@@ -917,18 +1072,6 @@ fn presence_event_name(presence: &hav_proto::v1::Presence) -> &'static str {
     }
 }
 
-/// RFC 3339 UTC time of a Unix timestamp in milliseconds.
-fn when(unix_ms: u64) -> String {
-    let nanos = i128::from(unix_ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix_ms.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use hav_proto::v1::{InstanceState, StateSnapshot};
@@ -951,6 +1094,81 @@ mod tests {
             }),
             ..NodeStatus::default()
         }
+    }
+
+    fn rollout(id: u64, steps: &[&str]) -> FleetEvent {
+        let nodes = (steps.iter().enumerate())
+            .map(|(i, step)| hav_proto::v1::RolloutNode {
+                node: format!("lb-{i}"),
+                step: (*step).to_owned(),
+                ..Default::default()
+            })
+            .collect();
+        FleetEvent {
+            unix_ms: 1_793_688_777_300,
+            kind: Some(fleet_event::Kind::Rollout(hav_proto::v1::RolloutJob {
+                id,
+                status: "running".into(),
+                waves: 2,
+                nodes,
+                ..Default::default()
+            })),
+            ..FleetEvent::default()
+        }
+    }
+
+    fn split_brain(vip: &str, resolved: bool) -> FleetEvent {
+        FleetEvent {
+            unix_ms: 1_793_688_777_000,
+            kind: Some(fleet_event::Kind::SplitBrain(hav_proto::v1::SplitBrain {
+                vip: vip.into(),
+                vrid: 10,
+                masters: vec!["lb-1".into(), "lb-2".into()],
+                resolved,
+                ..Default::default()
+            })),
+            ..FleetEvent::default()
+        }
+    }
+
+    #[test]
+    fn watch_prints_a_rollout_line_only_when_it_reads_differently() {
+        let mut lines = WatchLines::default();
+        let first = lines.line(&rollout(7, &["draining", "pending"]));
+        assert!(
+            first
+                .as_deref()
+                .is_some_and(|l| l.starts_with("2026-11-03T06:52:57.300Z")
+                    && l.ends_with("rollout job 7 running (0/2 nodes, 2 waves)")),
+            "{first:?}"
+        );
+        // Steps that change no figure of the line print nothing.
+        assert_eq!(lines.line(&rollout(7, &["drained", "pending"])), None);
+        assert_eq!(lines.line(&rollout(7, &["healthy", "pending"])), None);
+        assert!(lines.line(&rollout(7, &["done", "pending"])).is_some());
+        // Another job has its own line.
+        assert!(lines.line(&rollout(8, &["done", "pending"])).is_some());
+    }
+
+    #[test]
+    fn watch_prints_a_split_brain_over_only_after_its_raise() {
+        let mut lines = WatchLines::default();
+        // The end of a candidate never raised (or raised before the watch began).
+        assert_eq!(lines.line(&split_brain("198.51.100.10", true)), None);
+        let raised = lines.line(&split_brain("198.51.100.10", false));
+        assert!(
+            raised
+                .as_deref()
+                .is_some_and(|l| l.contains("SPLIT BRAIN: 198.51.100.10")),
+            "{raised:?}"
+        );
+        let over = lines.line(&split_brain("198.51.100.10", true));
+        assert!(
+            over.as_deref()
+                .is_some_and(|l| l.contains("split brain over: 198.51.100.10")),
+            "{over:?}"
+        );
+        assert_eq!(lines.line(&split_brain("198.51.100.10", true)), None);
     }
 
     #[test]

@@ -208,7 +208,15 @@ pub fn check_address(address: &str) -> Result<(), CliError> {
     if port.parse::<u16>().map_or(true, |port| port == 0) {
         return Err(bad("the port must be 1 to 65535"));
     }
-    Ok(())
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad(
+            "an IPv6 address goes in brackets, e.g. [2001:db8::1]:7400",
+        ));
+    }
+    // What the transport dials is exactly what passes here: no syntax error becomes a
+    // connection failure.
+    hav_proto::transport::check_address(address)
+        .map_err(|_| bad(&format!("`{host}` is not a host name or an IP address")))
 }
 
 /// Makes `path` absolute against the current directory (a context must work from anywhere).
@@ -281,6 +289,9 @@ mod tests {
             ("127.0.0.1", "no port"),
             ("127.0.0.1:0", "port"),
             (":7400", "no host"),
+            ("2001:db8::1:7400", "in brackets"),
+            ("https://coord.example.net:7400/api", "the port"),
+            ("bad host:7400", "not a host name"),
         ] {
             let error = check_address(bad).expect_err(bad).to_string();
             assert!(error.contains(why), "{bad}: {error}");

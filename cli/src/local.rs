@@ -4,16 +4,68 @@
 use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
+use serde_json::{Value, json};
 
 use crate::client::CliError;
 use crate::commands::Cli;
 use crate::import::{FindingKind, import_keepalived as convert};
+use crate::output::{Output, print};
 
 /// `havctl import-keepalived`: each converted config on stdout (or `DIR/<node>.toml`), a summary
-/// and every item not converted (file:line and why) on stderr.
-pub fn import_keepalived(out_dir: Option<PathBuf>, files: &[PathBuf]) -> Result<(), CliError> {
+/// and every item not converted (file:line and why) on stderr; with `-o json`, all of it as one
+/// document on stdout.
+pub fn import_keepalived(
+    out_dir: Option<PathBuf>,
+    files: &[PathBuf],
+    output: Output,
+) -> Result<(), CliError> {
     let report = convert(files).map_err(|error| CliError::Invalid(error.to_string()))?;
+    let mut written = Vec::new();
     for node in &report.nodes {
+        if let Some(dir) = &out_dir {
+            let path = dir.join(format!("{}.toml", node.config.node.name));
+            std::fs::write(&path, &node.toml).map_err(|source| CliError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            written.push(Some(path));
+        } else {
+            written.push(None);
+        }
+    }
+    if output == Output::Json {
+        let nodes: Vec<Value> = (report.nodes.iter().zip(&written))
+            .map(|(node, path)| {
+                let findings = |kind| {
+                    (node.findings.iter())
+                        .filter(|f| f.kind == kind)
+                        .map(|f| {
+                            json!({
+                                "location": f.location.to_string(), "item": f.item,
+                                "reason": f.reason,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                json!({
+                    "node": node.config.node.name,
+                    "source": node.source,
+                    "instances": node.config.instances.len(),
+                    "written_to": path,
+                    "toml": if path.is_some() { Value::Null } else { json!(node.toml) },
+                    "not_converted": findings(FindingKind::NotConverted),
+                    "notes": findings(FindingKind::Note),
+                })
+            })
+            .collect();
+        print(
+            output,
+            || json!({ "nodes": nodes, "pair_notes": report.pair_notes }),
+            String::new,
+        );
+        return Ok(());
+    }
+    for (node, path) in report.nodes.iter().zip(&written) {
         eprintln!(
             "{}: node {:?}: {} instance(s), {} not converted, {} note(s)",
             node.source.display(),
@@ -22,22 +74,11 @@ pub fn import_keepalived(out_dir: Option<PathBuf>, files: &[PathBuf]) -> Result<
             node.not_converted().count(),
             node.notes().count()
         );
-        for finding in node
-            .findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::NotConverted)
-        {
+        for finding in node.not_converted() {
             eprintln!("  {finding}");
         }
-        match &out_dir {
-            Some(dir) => {
-                let path = dir.join(format!("{}.toml", node.config.node.name));
-                std::fs::write(&path, &node.toml).map_err(|source| CliError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                eprintln!("  written to {}", path.display());
-            }
+        match path {
+            Some(path) => eprintln!("  written to {}", path.display()),
             None => println!("{}", node.toml),
         }
     }

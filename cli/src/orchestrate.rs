@@ -1,9 +1,10 @@
-//! havctl's orchestration commands (issue 5): `undrain`, `sla`, `dns show`, `maintenance
+//! havctl's orchestration commands: `undrain`, `sla`, `dns show`, `maintenance
 //! rollout|resume|abort|status`, and how split-brain and rollout events print in `watch`.
 //!
 //! A rollout is followed live: one progress bar for the job (nodes done of all) and one line per
-//! node step (indicatif draws the bar on a terminal and stays silent otherwise); `-o json` prints
-//! each job update as one JSON line instead, for scripts.
+//! node step (indicatif draws the bar on a terminal and stays silent otherwise); `-o json` is a
+//! stream like `watch -o json`: each job update as one JSON document on its own line, the last
+//! one the job as it ended. Waves are numbered from 1 in every form.
 
 use clap::Subcommand;
 use hav_proto::v1::{
@@ -14,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::client::{self, CliError, Target};
-use crate::commands::Output;
+use crate::output::{Output, print};
 
 /// Orchestration subcommands (flattened into `havctl`).
 #[derive(Debug, Subcommand)]
@@ -24,12 +25,15 @@ pub enum OrchestrateCommand {
         node: String,
         #[arg(long, default_value = "")]
         reason: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
-    /// Availability per VIP and per group for a calendar month (UTC).
+    /// Availability per VIP and per group for a calendar month (UTC); a VIP or group not observed
+    /// at all that month has no figures ("no data").
     Sla {
-        /// YYYY-MM; default: the current month.
-        #[arg(long, default_value = "")]
-        month: String,
+        /// The month, YYYY-MM (e.g. 2026-11); default: the current month.
+        #[arg(long, value_name = "YYYY-MM", value_parser = parse_month)]
+        month: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -94,7 +98,11 @@ pub enum MaintenanceCommand {
         output: Output,
     },
     /// Stop a job at its next step (a node it interrupted is undrained).
-    Abort { job: u64 },
+    Abort {
+        job: u64,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// A job's state.
     Status {
         job: u64,
@@ -107,7 +115,11 @@ pub enum MaintenanceCommand {
 pub async fn run(command: OrchestrateCommand, target: &Target) -> Result<(), CliError> {
     let mut fleet = client::connect(target).await?;
     match command {
-        OrchestrateCommand::Undrain { node, reason } => {
+        OrchestrateCommand::Undrain {
+            node,
+            reason,
+            output,
+        } => {
             let response = fleet
                 .drain(DrainRequest {
                     node: node.clone(),
@@ -117,49 +129,12 @@ pub async fn run(command: OrchestrateCommand, target: &Target) -> Result<(), Cli
                 })
                 .await?
                 .into_inner();
-            if response.ok {
-                println!("{node}: undrained");
-                Ok(())
-            } else {
-                Err(CliError::Invalid(format!("{node}: {}", response.error)))
-            }
+            crate::commands::print_drain(&node, true, &response, output)
         }
         OrchestrateCommand::Sla { month, output } => {
+            let month = month.unwrap_or_default();
             let report = fleet.sla(SlaRequest { month }).await?.into_inner();
-            match output {
-                Output::Json => {
-                    let rows = |list: &[hav_proto::v1::Availability]| {
-                        list.iter().map(availability_json).collect::<Vec<_>>()
-                    };
-                    let value = json!({
-                        "month": report.month,
-                        "vips": rows(&report.vips),
-                        "groups": rows(&report.groups),
-                    });
-                    println!("{value}");
-                }
-                Output::Table => {
-                    println!("availability {} (UTC)", report.month);
-                    println!(
-                        "{:<8} {:<28} {:>10} {:>12} {:>12} {:>12} {:>9}",
-                        "KIND", "NAME", "AVAIL %", "NO HOLDER", "SPLIT", "UNOBSERVED", "FAILOVERS"
-                    );
-                    for (kind, list) in [("vip", &report.vips), ("group", &report.groups)] {
-                        for a in list {
-                            println!(
-                                "{:<8} {:<28} {:>10.4} {:>12} {:>12} {:>12} {:>9}",
-                                kind,
-                                a.name,
-                                a.availability_percent,
-                                minutes(a.no_holder_ms),
-                                minutes(a.split_brain_ms),
-                                minutes(a.unobserved_ms),
-                                a.failovers
-                            );
-                        }
-                    }
-                }
-            }
+            print(output, || sla_json(&report), || sla_text(&report));
             Ok(())
         }
         OrchestrateCommand::Dns {
@@ -170,41 +145,41 @@ pub async fn run(command: OrchestrateCommand, target: &Target) -> Result<(), Cli
                 .await?
                 .into_inner();
             if !response.configured {
-                return Err(CliError::Invalid(
+                return Err(CliError::Refused(
                     "the coordinator has no DNS server configured (--dns-server)".into(),
                 ));
             }
-            for r in &response.records {
-                match output {
-                    Output::Json => println!(
-                        "{}",
-                        json!({
-                            "group": r.group, "name": r.name, "vips": r.vips, "held": r.held,
-                            "desired": r.desired, "keep_as_is": r.keep_as_is,
-                            "published": r.published, "drift": r.drift,
-                            "repaired": r.repaired, "error": r.error,
-                        })
-                    ),
-                    Output::Table => {
-                        println!("{} ({})", r.name, r.group);
-                        println!("  vips:      {}", r.vips.join(" "));
-                        println!("  held:      {}", r.held.join(" "));
-                        if r.keep_as_is {
-                            println!("  desired:   (no VIP held: records left as they are)");
-                        } else {
-                            println!("  desired:   {}", r.desired.join(" "));
-                        }
-                        println!("  published: {}", r.published.join(" "));
-                        let state = match (r.error.is_empty(), r.drift, r.repaired) {
-                            (false, _, _) => format!("error: {}", r.error),
-                            (true, true, true) => "drift: repaired".into(),
-                            (true, true, false) => "DRIFT (use --repair)".into(),
-                            (true, false, _) => "in step".into(),
-                        };
-                        println!("  state:     {state}");
+            let json = || {
+                json!({ "records": response.records.iter().map(|r| json!({
+                    "group": r.group, "name": r.name, "vips": r.vips, "held": r.held,
+                    "desired": r.desired, "keep_as_is": r.keep_as_is,
+                    "published": r.published, "drift": r.drift,
+                    "repaired": r.repaired, "error": r.error,
+                })).collect::<Vec<_>>() })
+            };
+            let text = || {
+                let mut out = String::new();
+                for r in &response.records {
+                    out.push_str(&format!("{} ({})\n", r.name, r.group));
+                    out.push_str(&format!("  vips:      {}\n", r.vips.join(" ")));
+                    out.push_str(&format!("  held:      {}\n", r.held.join(" ")));
+                    if r.keep_as_is {
+                        out.push_str("  desired:   (no VIP held: records left as they are)\n");
+                    } else {
+                        out.push_str(&format!("  desired:   {}\n", r.desired.join(" ")));
                     }
+                    out.push_str(&format!("  published: {}\n", r.published.join(" ")));
+                    let state = match (r.error.is_empty(), r.drift, r.repaired) {
+                        (false, _, _) => format!("error: {}", r.error),
+                        (true, true, true) => "drift: repaired".into(),
+                        (true, true, false) => "DRIFT (use --repair)".into(),
+                        (true, false, _) => "in step".into(),
+                    };
+                    out.push_str(&format!("  state:     {state}\n"));
                 }
-            }
+                out
+            };
+            print(output, json, text);
             Ok(())
         }
         OrchestrateCommand::Maintenance { command } => maintenance(&mut fleet, command).await,
@@ -252,12 +227,16 @@ async fn maintenance(fleet: &mut Fleet, command: MaintenanceCommand) -> Result<(
             fleet.control_rollout(control(job, Action::Resume)).await?;
             follow(fleet, job, output).await
         }
-        MaintenanceCommand::Abort { job } => {
+        MaintenanceCommand::Abort { job, output } => {
             let state = fleet
                 .control_rollout(control(job, Action::Abort))
                 .await?
                 .into_inner();
-            println!("job {job}: abort requested (was {})", state.status);
+            print(
+                output,
+                || json!({ "job": job, "abort_requested": true, "was": state.status }),
+                || format!("job {job}: abort requested (was {})", state.status),
+            );
             Ok(())
         }
         MaintenanceCommand::Status { job, output } => {
@@ -285,7 +264,7 @@ async fn follow(fleet: &mut Fleet, id: u64, output: Output) -> Result<(), CliErr
     let mut last = None;
     while let Some(job) = updates.message().await? {
         match output {
-            Output::Json => println!("{}", job_json(&job)),
+            Output::Json => crate::output::stream_item(&job_json(&job)),
             Output::Table => {
                 let bar = bar.get_or_insert_with(|| {
                     let bar = ProgressBar::new(job.nodes.len() as u64);
@@ -313,7 +292,7 @@ async fn follow(fleet: &mut Fleet, id: u64, output: Output) -> Result<(), CliErr
         bar.finish();
     }
     let Some(job) = last else {
-        return Err(CliError::Invalid(format!("job {id}: no state received")));
+        return Err(CliError::Refused(format!("job {id}: no state received")));
     };
     if output == Output::Table {
         println!("job {}: {}{}", job.id, job.status, suffix(&job.error));
@@ -321,7 +300,7 @@ async fn follow(fleet: &mut Fleet, id: u64, output: Output) -> Result<(), CliErr
     if job.status == "done" {
         Ok(())
     } else {
-        Err(CliError::Invalid(format!(
+        Err(CliError::Refused(format!(
             "rollout job {} {}: {} (havctl maintenance resume {} | abort {})",
             job.id, job.status, job.error, job.id, job.id
         )))
@@ -329,21 +308,28 @@ async fn follow(fleet: &mut Fleet, id: u64, output: Output) -> Result<(), CliErr
 }
 
 fn print_job(job: &RolloutJob, output: Output) {
-    match output {
-        Output::Json => println!("{}", job_json(job)),
-        Output::Table => {
-            println!("{}", job_summary(job));
+    print(
+        output,
+        || job_json(job),
+        || {
+            let mut out = format!("{}\n", job_summary(job));
             for node in &job.nodes {
-                println!("  {}", node_line(node));
+                out.push_str(&format!("  {}\n", node_line(node)));
             }
-        }
-    }
+            out
+        },
+    );
+}
+
+/// A rollout node's wave as havctl shows it: the coordinator counts from 0, people from 1.
+fn wave_number(node: &hav_proto::v1::RolloutNode) -> u32 {
+    node.wave.saturating_add(1)
 }
 
 fn node_line(node: &hav_proto::v1::RolloutNode) -> String {
     let mut line = format!(
         "wave {:>2}  {:<16} {:<16}{}",
-        node.wave + 1,
+        wave_number(node),
         node.node,
         node.step,
         suffix(&node.detail)
@@ -368,9 +354,74 @@ fn minutes(ms: u64) -> String {
     format!("{:.1}m", ms as f64 / 60_000.0)
 }
 
-fn availability_json(a: &hav_proto::v1::Availability) -> Value {
+/// `--month`: YYYY-MM with a month of 01 to 12, checked before anything is sent.
+fn parse_month(text: &str) -> Result<String, String> {
+    let expected = || format!("`{text}` is not a month: expected YYYY-MM, e.g. 2026-11");
+    let (year, month) = text.split_once('-').ok_or_else(expected)?;
+    let digits =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(year, 4) || !digits(month, 2) {
+        return Err(expected());
+    }
+    match month.parse::<u8>() {
+        Ok(1..=12) => Ok(text.to_owned()),
+        _ => Err(format!(
+            "`{text}`: month {month} is not 01 to 12 (expected YYYY-MM)"
+        )),
+    }
+}
+
+fn sla_json(report: &hav_proto::v1::SlaResponse) -> Value {
+    let rows = |list: &[hav_proto::v1::Availability]| {
+        list.iter().map(availability_json).collect::<Vec<_>>()
+    };
     json!({
-        "name": a.name, "availability_percent": a.availability_percent,
+        "month": report.month,
+        "vips": rows(&report.vips),
+        "groups": rows(&report.groups),
+    })
+}
+
+fn sla_text(report: &hav_proto::v1::SlaResponse) -> String {
+    let mut out = format!("availability {} (UTC)\n", report.month);
+    if report.vips.iter().chain(&report.groups).all(|a| a.no_data) {
+        out.push_str(&format!(
+            "no data for {}: no VIP was observed that month\n",
+            report.month
+        ));
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<8} {:<28} {:>10} {:>12} {:>12} {:>12} {:>9}\n",
+        "KIND", "NAME", "AVAIL %", "NO HOLDER", "SPLIT", "UNOBSERVED", "FAILOVERS"
+    ));
+    for (kind, list) in [("vip", &report.vips), ("group", &report.groups)] {
+        for a in list {
+            if !a.no_data {
+                out.push_str(&format!(
+                    "{:<8} {:<28} {:>10.4} {:>12} {:>12} {:>12} {:>9}\n",
+                    kind,
+                    a.name,
+                    a.availability_percent,
+                    minutes(a.no_holder_ms),
+                    minutes(a.split_brain_ms),
+                    minutes(a.unobserved_ms),
+                    a.failovers
+                ));
+            } else {
+                out.push_str(&format!("{kind:<8} {:<28} {:>10}\n", a.name, "no data"));
+            }
+        }
+    }
+    out
+}
+
+/// A VIP's or group's figures; `availability_percent` is null when nothing of the month was
+/// observed (`no_data`).
+pub(crate) fn availability_json(a: &hav_proto::v1::Availability) -> Value {
+    let availability = (!a.no_data).then_some(a.availability_percent);
+    json!({
+        "name": a.name, "availability_percent": availability, "no_data": a.no_data,
         "period_ms": a.period_ms, "unobserved_ms": a.unobserved_ms,
         "one_holder_ms": a.one_holder_ms, "no_holder_ms": a.no_holder_ms,
         "split_brain_ms": a.split_brain_ms, "failovers": a.failovers,
@@ -383,7 +434,7 @@ pub fn job_json(job: &RolloutJob) -> Value {
         "id": job.id, "status": job.status, "who": job.who, "reason": job.reason,
         "waves": job.waves, "error": job.error, "updated_unix_ms": job.updated_unix_ms,
         "nodes": job.nodes.iter().map(|n| json!({
-            "node": n.node, "wave": n.wave, "step": n.step, "detail": n.detail,
+            "node": n.node, "wave": wave_number(n), "step": n.step, "detail": n.detail,
             "output": n.output,
         })).collect::<Vec<_>>(),
     })

@@ -37,6 +37,11 @@ pub enum ControlError {
     NoSuchVersion(u64),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error("invalid {argument}: {reason}")]
+    InvalidArgument {
+        argument: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,7 +56,9 @@ impl From<ControlError> for tonic::Status {
                 tonic::Status::permission_denied(message)
             }
             E::ProtocolVersion { .. } => tonic::Status::failed_precondition(message),
-            E::NoHello | E::InvalidConfig(_) => tonic::Status::invalid_argument(message),
+            E::NoHello | E::InvalidConfig(_) | E::InvalidArgument { .. } => {
+                tonic::Status::invalid_argument(message)
+            }
             E::NotConnected(_) => tonic::Status::unavailable(message),
             E::CommandTimeout(_) => tonic::Status::deadline_exceeded(message),
             E::CommandQueueFull(_) => tonic::Status::resource_exhausted(message),

@@ -24,8 +24,18 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// The hav fleet control plane (mTLS gRPC). Never on the failover path.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Fleet files (havctl push-config --fleet) are described in hav-fleet.toml(5)."
+)]
 struct Args {
+    /// Write this program's man page (hav-coordinator.8) into DIR and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    #[allow(
+        dead_code,
+        reason = "read from the matches before the daemon's arguments"
+    )]
+    write_man: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "HAV_LISTEN", default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
@@ -126,9 +136,35 @@ fn sampling_ratio(text: &str) -> Result<SamplingRatio, String> {
         .ok_or_else(|| format!("{text:?} is not a ratio between 0.0 and 1.0"))
 }
 
+/// Writes `DIR/hav-coordinator.8`, rendered from the command line's own definition.
+fn write_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .render(&mut page)?;
+    let path = dir.join("hav-coordinator.8");
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    std::fs::write(&path, page).with_context(|| path.display().to_string())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    // `--write-man` comes alone: it is answered before the daemon's own arguments are read.
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    if let Some(dir) = matches.get_one::<PathBuf>("write_man") {
+        return match write_man(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("hav-coordinator: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
     // Built inside the runtime, which drives the exporter's gRPC connection.
     let pipeline = args
         .otlp_endpoint

@@ -378,7 +378,10 @@ impl Orchestrator {
         } else {
             month
                 .parse()
-                .map_err(|e: crate::sla::MonthError| ControlError::InvalidConfig(e.to_string()))?
+                .map_err(|e: crate::sla::MonthError| ControlError::InvalidArgument {
+                    argument: "month",
+                    reason: e.to_string(),
+                })?
         };
         let groups: BTreeMap<String, Vec<String>> = self
             .layouts()
@@ -395,7 +398,8 @@ impl Orchestrator {
             no_holder_ms: f.tally.no_holder_ms,
             split_brain_ms: f.tally.split_brain_ms,
             failovers: f.tally.failovers,
-            availability_percent: f.availability_percent,
+            availability_percent: f.availability_percent.unwrap_or(0.0),
+            no_data: f.availability_percent.is_none(),
         };
         Ok(SlaResponse {
             month: report.month.to_string(),

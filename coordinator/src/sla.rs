@@ -87,7 +87,8 @@ pub struct Figures {
     /// Part of the period before the first observation (not counted as an outage).
     pub unobserved_ms: u64,
     pub tally: Tally,
-    pub availability_percent: f64,
+    /// `None` when nothing of the period was observed: no figures, not 100 %.
+    pub availability_percent: Option<f64>,
 }
 
 /// A month's report.
@@ -381,11 +382,9 @@ impl Ledger {
 
 impl Figures {
     fn new(name: String, period_ms: u64, unobserved_ms: u64, tally: Tally) -> Figures {
-        let availability_percent = if period_ms == 0 {
-            100.0
-        } else {
+        let availability_percent = (unobserved_ms < period_ms).then(|| {
             (period_ms - tally.no_holder_ms.min(period_ms)) as f64 * 100.0 / period_ms as f64
-        };
+        });
         Figures {
             name,
             period_ms,
@@ -609,11 +608,8 @@ mod tests {
         // lb-1 → lb-2, then lb-2 → lb-1 after the split brain.
         assert_eq!(vip.tally.failovers, 2);
         // 43.2 of 43 200 minutes: exactly 99.9 %.
-        assert!(
-            (vip.availability_percent - 99.9).abs() < 1e-9,
-            "{}",
-            vip.availability_percent
-        );
+        let availability = vip.availability_percent.expect("November was observed");
+        assert!((availability - 99.9).abs() < 1e-9, "{availability}");
     }
 
     #[test]
@@ -637,7 +633,8 @@ mod tests {
         assert_eq!(group.period_ms, 2 * 30 * MS_PER_DAY);
         assert_eq!(group.tally.no_holder_ms, 60 * MINUTE);
         let expected = (2.0 * 43_200.0 - 60.0) * 100.0 / (2.0 * 43_200.0);
-        assert!((group.availability_percent - expected).abs() < 1e-9);
+        let availability = group.availability_percent.expect("November was observed");
+        assert!((availability - expected).abs() < 1e-9);
 
         let dec = sla.report(nov.next(), now, &groups);
         assert_eq!(dec.vips[1].tally.no_holder_ms, 120 * MINUTE);
@@ -660,10 +657,40 @@ mod tests {
         assert_eq!(vip.unobserved_ms, 15 * MS_PER_DAY);
         assert_eq!(vip.tally.no_holder_ms, 0);
         assert_eq!(vip.tally.one_holder_ms, 15 * MS_PER_DAY);
-        assert_eq!(vip.availability_percent, 100.0);
+        assert_eq!(vip.availability_percent, Some(100.0));
         // A release of a VIP never seen creates nothing.
         assert!(!sla.observe("203.0.113.1", "lb-9", false, first));
         assert_eq!(sla.ledgers.len(), 1);
+    }
+
+    #[test]
+    fn a_month_with_nothing_observed_has_no_figures() {
+        let nov = nov();
+        let mut sla = Accounting::default();
+        sla.observe("198.51.100.10", "lb-1", true, nov.start_ms() + MS_PER_DAY);
+        let groups = BTreeMap::from([
+            ("web".to_owned(), vec!["198.51.100.10".to_owned()]),
+            ("api".to_owned(), vec!["198.51.100.20".to_owned()]),
+        ]);
+        let now = nov.end_ms() + MS_PER_DAY;
+        // October: before the first observation.
+        let october: Month = "2026-10".parse().expect("a month");
+        let report = sla.report(october, now, &groups);
+        assert_eq!(report.vips[0].availability_percent, None);
+        assert!(
+            report
+                .groups
+                .iter()
+                .all(|g| g.availability_percent.is_none())
+        );
+        // A month to come has no period at all.
+        let report = sla.report(nov.next().next(), now, &groups);
+        assert_eq!(report.vips[0].availability_percent, None);
+        // November: the VIP was observed; the group of a VIP never seen was not.
+        let report = sla.report(nov, now, &groups);
+        assert_eq!(report.vips[0].availability_percent, Some(100.0));
+        let api = report.groups.iter().find(|g| g.name == "api").expect("api");
+        assert_eq!(api.availability_percent, None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! Guarantees: a connection reaches a service only after a successful handshake with a verified
 //! client certificate; a handshake failure (plaintext, no certificate, wrong CA, expired) is logged
-//! with the peer address and a reason and never stops the accept loop; a reload that fails keeps
-//! the previous config.
+//! with the peer address and a reason and never stops the accept loop; a refused client is sent
+//! the TLS alert saying why and then an orderly close, never a reset that could destroy the alert
+//! before the client reads it; a reload that fails keeps the previous config.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// A TLS handshake must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused client has to read our alert and close its side.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// Where the coordinator's certificate, key and the fleet CA live.
 #[derive(Debug, Clone)]
@@ -180,17 +183,36 @@ pub fn incoming(
             let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => log_refused(peer, &e),
+                    Ok(Err((e, tcp))) => {
+                        log_refused(peer, &e);
+                        close_refused(tcp).await;
+                    }
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out; connection dropped"),
                 }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Closes a refused connection in order: the alert was written when the handshake failed; now
+/// our side ends (FIN) and what the client still sends is read and dropped until it closes too
+/// (at most [`REFUSAL_LINGER`]). Closing a socket with unread data would reset it, and a client
+/// that had written meanwhile would then see "connection reset" or "broken pipe" instead of the
+/// alert.
+async fn close_refused(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }
 
 fn log_refused(peer: SocketAddr, error: &std::io::Error) {

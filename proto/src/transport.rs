@@ -4,7 +4,9 @@
 //! clear sentence.
 //!
 //! Guarantees: no connection is made without TLS; the server must present a certificate signed by
-//! the fleet CA, valid for the host name dialled, carrying a `hav://coordinator/…` identity.
+//! the fleet CA, valid for the host name dialled, carrying a `hav://coordinator/…` identity; a
+//! connection is handed to gRPC only once the coordinator has accepted our certificate, so a
+//! refused certificate always fails the dial with the coordinator's reason (its TLS alert).
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -51,6 +54,12 @@ pub enum TransportError {
     Address(String),
     #[error("the server at {address} is not a hav coordinator: {reason}")]
     NotCoordinator { address: String, reason: String },
+    #[error(
+        "the coordinator closed the connection after the TLS handshake without a reason: it \
+         may have refused our client certificate (check --cert and --key and that they come \
+         from this fleet's CA) or be shutting down"
+    )]
+    ClosedAfterHandshake,
     #[error("{}", explain(.0.as_ref()))]
     Connect(Box<dyn StdError + Send + Sync>),
 }
@@ -130,6 +139,12 @@ pub async fn connect(address: &str, tls: Arc<ClientConfig>) -> Result<Channel, T
         .map_err(|e| TransportError::Connect(Box::new(e)))
 }
 
+/// Checks, without dialling, that `address` is one [`connect`] accepts: `host:port` or
+/// `https://host:port`, the host a DNS name or an IP address (IPv6 in brackets).
+pub fn check_address(address: &str) -> Result<(), TransportError> {
+    endpoint(address).map(|_| ())
+}
+
 /// Parses the address into a tonic endpoint (which sees plain `http://`: TLS happens in our
 /// connector), the TLS server name and the `host:port` to dial.
 fn endpoint(address: &str) -> Result<(Endpoint, ServerName<'static>, String), TransportError> {
@@ -157,7 +172,7 @@ async fn dial(
     authority: &str,
     server_name: ServerName<'static>,
     tls: Arc<ClientConfig>,
-) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, TransportError> {
+) -> Result<TokioIo<BufReader<tokio_rustls::client::TlsStream<TcpStream>>>, TransportError> {
     let tcp = TcpStream::connect(authority)
         .await
         .map_err(|e| TransportError::Connect(Box::new(e)))?;
@@ -177,11 +192,39 @@ async fn dial(
         .and_then(|chain| chain.first())
         .ok_or_else(|| not_coordinator("it presented no certificate".into()))?;
     match Identity::from_cert_der(leaf) {
-        Ok(Identity::Coordinator { .. }) => Ok(TokioIo::new(stream)),
-        Ok(other) => Err(not_coordinator(format!(
-            "its certificate identifies {other}"
-        ))),
-        Err(e) => Err(not_coordinator(e.to_string())),
+        Ok(Identity::Coordinator { .. }) => {}
+        Ok(other) => {
+            return Err(not_coordinator(format!(
+                "its certificate identifies {other}"
+            )));
+        }
+        Err(e) => return Err(not_coordinator(e.to_string())),
+    }
+    await_verdict(stream).await.map(TokioIo::new)
+}
+
+/// Waits for the coordinator's verdict on our certificate before anything is written.
+///
+/// In TLS 1.3 the client's handshake is over before the server has checked the client's
+/// certificate; a server that refuses it sends an alert afterwards. Had we written meanwhile
+/// (the HTTP/2 preface), the server would close a socket with unread data, which resets the
+/// connection, and the alert would race the reset: "broken pipe", "connection closed" or the
+/// alert, from run to run. The coordinator, an HTTP/2 server, speaks first (its SETTINGS frame)
+/// once it has accepted us, so its first bytes are the verdict: data (kept for gRPC to read), an
+/// alert (the error, explained by [`explain`]) or an end without one.
+async fn await_verdict<S>(stream: S) -> Result<BufReader<S>, TransportError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stream = BufReader::new(stream);
+    match tokio::time::timeout(CONNECT_TIMEOUT, stream.fill_buf()).await {
+        Ok(Ok([])) => Err(TransportError::ClosedAfterHandshake),
+        Ok(Ok(_)) => Ok(stream),
+        Ok(Err(e)) => Err(TransportError::Connect(Box::new(e))),
+        Err(elapsed) => Err(TransportError::Connect(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            elapsed,
+        )))),
     }
 }
 

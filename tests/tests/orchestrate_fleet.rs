@@ -121,11 +121,18 @@ fn up_with<T>(
     Ok((lab, hooked))
 }
 
-/// Every JSON line of a havctl `-o json` output.
+/// Every JSON document of a havctl `-o json` output: one for a command, one per line for a
+/// stream (`watch`, a followed rollout). Output with other text in it (a log) gives its lines
+/// that are JSON.
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .collect()
+    let documents: Result<Vec<serde_json::Value>, _> = serde_json::Deserializer::from_str(text)
+        .into_iter::<serde_json::Value>()
+        .collect();
+    documents.unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    })
 }
 
 fn last_job(stdout: &str) -> serde_json::Value {

@@ -66,12 +66,14 @@ fn up() -> Result<FleetLab, Error> {
     Ok(lab)
 }
 
+/// The last JSON document of a havctl `-o json` output (a command prints one, a followed rollout
+/// one per update).
 fn last_job(stdout: &str) -> serde_json::Value {
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .unwrap_or_else(|| panic!("no JSON job line in:\n{stdout}"))
+    serde_json::Deserializer::from_str(stdout)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .last()
+        .unwrap_or_else(|| panic!("no JSON job in:\n{stdout}"))
 }
 
 #[test]

@@ -82,9 +82,7 @@ pub fn parse(text: &str, version: u64, local: &NodeConfig) -> Result<NodeConfig,
             pushed.node.name, local.node.name
         ));
     }
-    pushed.node = local.node.clone();
-    pushed.coordinator = local.coordinator.clone();
-    pushed.telemetry = local.telemetry.clone();
+    pushed.keep_local(local);
     Ok(pushed)
 }
 

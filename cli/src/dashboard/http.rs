@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
-use hav_proto::v1::{Availability, DrainRequest, SlaRequest};
+use hav_proto::v1::{DrainRequest, SlaRequest};
 
 use super::assets;
 use super::feed::{Fleet, Hub};
@@ -385,8 +385,8 @@ async fn sla(app: &App, month: String) -> Response<Body> {
             let report = report.into_inner();
             ok_json(&json!({
                 "month": report.month,
-                "vips": report.vips.iter().map(availability_json).collect::<Vec<_>>(),
-                "groups": report.groups.iter().map(availability_json).collect::<Vec<_>>(),
+                "vips": report.vips.iter().map(crate::orchestrate::availability_json).collect::<Vec<_>>(),
+                "groups": report.groups.iter().map(crate::orchestrate::availability_json).collect::<Vec<_>>(),
             }))
         }
         Err(status) => {
@@ -400,19 +400,6 @@ async fn sla(app: &App, month: String) -> Response<Body> {
             error_json(code, &hav_proto::transport::explain_status(&status))
         }
     }
-}
-
-fn availability_json(a: &Availability) -> Value {
-    json!({
-        "name": a.name,
-        "availability_percent": a.availability_percent,
-        "period_ms": a.period_ms,
-        "unobserved_ms": a.unobserved_ms,
-        "one_holder_ms": a.one_holder_ms,
-        "no_holder_ms": a.no_holder_ms,
-        "split_brain_ms": a.split_brain_ms,
-        "failovers": a.failovers,
-    })
 }
 
 /// One page's event stream.

@@ -12,7 +12,7 @@ use hav_proto::v1::{
 use tracing::Instrument;
 
 use super::validate::{ValidatedPush, check_groups};
-use crate::diff::line_diff;
+use crate::diff::{line_diff, pushed_part};
 use crate::error::ControlError;
 use crate::state::{Shared, blocking};
 use crate::store::{ConfigVersionRecord, GroupLayout};
@@ -101,7 +101,9 @@ pub async fn apply(
     let mut results = Vec::new();
     let mut changed = Vec::new();
     // The per-node diff is what a dry run is for; a real push answers with outcomes only, so
-    // that the answer for a 10,000-node fleet stays far below the message limit.
+    // that the answer for a 10,000-node fleet stays far below the message limit. Both the change
+    // and the diff are of what a push sets: the sections an agent keeps from its local file
+    // (`[node]` but its name, `[coordinator]`, `[telemetry]`) are never a change.
     let diff = |old: &str, new: &str| {
         if dry_run {
             line_diff(old, new)
@@ -111,9 +113,17 @@ pub async fn apply(
     };
     for (node, toml) in &nodes {
         let (change, diff) = match current.get(node) {
-            None => (NodeChange::Added, diff("", toml)),
+            None if dry_run => (NodeChange::Added, diff("", &pushed_part(toml))),
+            None => (NodeChange::Added, String::new()),
             Some(old) if old == toml => (NodeChange::Unchanged, String::new()),
-            Some(old) => (NodeChange::Changed, diff(old, toml)),
+            Some(old) => {
+                let (old, new) = (pushed_part(old), pushed_part(toml));
+                if old == new {
+                    (NodeChange::Unchanged, String::new())
+                } else {
+                    (NodeChange::Changed, diff(&old, &new))
+                }
+            }
         };
         if change != NodeChange::Unchanged {
             changed.push(node.clone());

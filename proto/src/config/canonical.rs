@@ -27,6 +27,23 @@ impl NodeConfig {
         toml::to_string(&self.to_raw()).expect("the raw config is representable in TOML")
     }
 
+    /// The canonical TOML of what a push sets on a node: the config without the sections the
+    /// agent always takes from its local file ([`NodeConfig::keep_local`]); `[node]` keeps only
+    /// the name, which says whose config it is. Two configs that differ only in local sections
+    /// push the same text.
+    pub fn pushed_toml(&self) -> String {
+        let mut raw = self.to_raw();
+        raw.node = Some(RawNode {
+            name: Some(self.node.name.clone()),
+            state_dir: None,
+            status_socket: None,
+        });
+        raw.telemetry = None;
+        raw.coordinator = None;
+        // As in `to_toml`: the raw structs are representable in TOML.
+        toml::to_string(&raw).expect("the raw config is representable in TOML")
+    }
+
     fn to_raw(&self) -> RawNodeConfig {
         RawNodeConfig {
             node: Some(RawNode {

@@ -564,6 +564,16 @@ impl Default for SamplingRatio {
 impl Eq for SamplingRatio {}
 
 impl NodeConfig {
+    /// Puts `local`'s `[node]`, `[coordinator]` and `[telemetry]` in this (pushed) config: an
+    /// agent always takes them from its local file, since they say where the host keeps its
+    /// state and how it reaches the world. A push sets everything else
+    /// ([`NodeConfig::pushed_toml`]).
+    pub fn keep_local(&mut self, local: &NodeConfig) {
+        self.node = local.node.clone();
+        self.coordinator = local.coordinator.clone();
+        self.telemetry = local.telemetry.clone();
+    }
+
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|instance| instance.name == name)
     }

@@ -370,11 +370,15 @@ async function loadSla() {
     const rows = [];
     for (const [kind, list] of [['group', report.groups], ['vip', report.vips]]) {
       for (const a of list) {
-        const good = a.availability_percent >= 99.99;
+        // null: nothing of the month was observed, so there is no figure.
+        const known = a.availability_percent !== null;
+        const good = known && a.availability_percent >= 99.99;
         rows.push(el('tr', { 'data-sla': `${kind}:${a.name}` },
           el('td', { class: 'muted', text: kind }),
           el('td', { class: 'mono', text: a.name }),
-          el('td', { class: `num avail ${good ? 'good' : 'bad'}`, text: `${a.availability_percent.toFixed(3)} %` }),
+          el('td', known
+            ? { class: `num avail ${good ? 'good' : 'bad'}`, text: `${a.availability_percent.toFixed(3)} %` }
+            : { class: 'num muted', text: 'no data' }),
           el('td', { class: 'num', text: span(a.no_holder_ms) }),
           el('td', { class: 'num', text: span(a.split_brain_ms) }),
           el('td', { class: 'num', text: span(a.unobserved_ms) }),
