@@ -428,7 +428,11 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         preempt,
                         preempt_delay,
                         // Off or on, a whole number of milliseconds like every duration.
-                        connection_drain: if accept { preempt_delay } else { Duration::ZERO },
+                        connection_drain: if accept {
+                            preempt_delay
+                        } else {
+                            Duration::ZERO
+                        },
                         accept,
                         checksum,
                         source_address: with_source.then(|| address(family, index, 2, 0)),
