@@ -37,6 +37,7 @@ impl NodeConfig {
             name: Some(self.node.name.clone()),
             state_dir: None,
             status_socket: None,
+            handover_port: None,
         });
         raw.telemetry = None;
         raw.coordinator = None;
