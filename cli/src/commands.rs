@@ -120,6 +120,14 @@ pub enum Command {
         /// Seconds the peers' takeover overrides last (0: the coordinator's default).
         #[arg(long, default_value_t = 0)]
         ttl: u32,
+        /// Once the VIPs moved, seconds to wait for the connections the node still serves
+        /// (instances with connection_drain) before breaking them (0: the coordinator's
+        /// default, 300).
+        #[arg(long, default_value_t = 0)]
+        deadline: u32,
+        /// Break the node's remaining connections at once instead of waiting for them.
+        #[arg(long, conflicts_with = "deadline")]
+        force: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -447,6 +455,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             undo,
             reason,
             ttl,
+            deadline,
+            force,
             output,
         } => {
             let mut fleet = client::connect(&target).await?;
@@ -456,6 +466,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     undrain: undo,
                     reason,
                     ttl_seconds: ttl,
+                    connection_deadline_seconds: deadline,
+                    force,
                 })
                 .await?
                 .into_inner();
@@ -775,6 +787,8 @@ pub(crate) fn print_drain(
             json!({
                 "node": node, "action": action, "ok": response.ok,
                 "moved": response.moved, "error": response.error,
+                "connections_at_move": response.connections_at_move,
+                "connections_broken": response.connections_broken,
             })
         },
         || {
@@ -784,6 +798,13 @@ pub(crate) fn print_drain(
             let mut out = format!("{node}: {action}ed\n");
             for moved in &response.moved {
                 out.push_str(&format!("  {moved}\n"));
+            }
+            if response.connections_at_move > 0 {
+                let ended = response.connections_at_move - response.connections_broken;
+                out.push_str(&format!(
+                    "  connections: {} still served when the VIPs moved; {ended} ended on their own, {} broken\n",
+                    response.connections_at_move, response.connections_broken
+                ));
             }
             out
         },
@@ -847,7 +868,12 @@ fn status_table(nodes: &[NodeStatus]) -> String {
                     },
                 )
             } else {
-                (state_name(i.state), i.vips_held.join(","))
+                let state = match i.draining_connections {
+                    // Handed over on purpose, still serving its connections (silently).
+                    Some(n) => format!("{} (draining {n} conn)", state_name(i.state)),
+                    None => state_name(i.state),
+                };
+                (state, i.vips_held.join(","))
             }
         };
         let running = node
@@ -927,6 +953,7 @@ pub fn node_json(node: &NodeStatus) -> Value {
                 "effective_priority": i.effective_priority,
                 "configured_priority": i.configured_priority,
                 "priority_override": i.priority_override,
+                "draining_connections": i.draining_connections,
                 "vips_held": i.vips_held,
                 "interface": i.interface,
             });

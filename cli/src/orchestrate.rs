@@ -125,7 +125,7 @@ pub async fn run(command: OrchestrateCommand, target: &Target) -> Result<(), Cli
                     node: node.clone(),
                     undrain: true,
                     reason,
-                    ttl_seconds: 0,
+                    ..DrainRequest::default()
                 })
                 .await?
                 .into_inner();

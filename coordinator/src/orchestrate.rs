@@ -36,7 +36,7 @@ use crate::presence::{Leases, Presence};
 use crate::rollout::drain::Move;
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
 use crate::rollout::plan::{self, Group};
-use crate::rollout::{DrainSettings, Fleet, drain_node, undrain_node};
+use crate::rollout::{DrainSettings, Fleet, drain_node, settle_connections, undrain_node};
 use crate::sla::{Accounting, Ledger, Month};
 use crate::splitbrain::Detector;
 use crate::state::{Shared, blocking};
@@ -420,6 +420,10 @@ impl Orchestrator {
         if request.ttl_seconds > 0 {
             settings.ttl = Duration::from_secs(u64::from(request.ttl_seconds));
         }
+        if request.connection_deadline_seconds > 0 {
+            settings.connection_deadline =
+                Duration::from_secs(u64::from(request.connection_deadline_seconds));
+        }
         let fleet: &dyn Fleet = &self.shared.registry;
         if request.undrain {
             let name = node.clone();
@@ -451,11 +455,17 @@ impl Orchestrator {
                 ok,
                 error,
                 moved: Vec::new(),
+                ..DrainResponse::default()
             });
         }
-        let result = drain_node(fleet, &node, settings).await;
+        let result = match drain_node(fleet, &node, settings).await {
+            Ok(moves) => settle_connections(fleet, &node, request.force, settings)
+                .await
+                .map(|connections| (moves, connections)),
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(moves) => {
+            Ok((moves, connections)) => {
                 let moved = moves
                     .iter()
                     .flat_map(|m| m.vips.iter().map(move |v| format!("{v} -> {}", m.peer)))
@@ -477,9 +487,11 @@ impl Orchestrator {
                     who,
                     "drain",
                     format!(
-                        "node {node}: moved {}; ttl {}s; reason: {}",
+                        "node {node}: moved {}; ttl {}s; connections {} at the move, {} broken; reason: {}",
                         moved.join(", "),
                         settings.ttl.as_secs(),
+                        connections.at_move,
+                        connections.broken,
                         request.reason
                     ),
                 )
@@ -488,6 +500,8 @@ impl Orchestrator {
                     ok: true,
                     error: String::new(),
                     moved,
+                    connections_at_move: connections.at_move,
+                    connections_broken: connections.broken,
                 })
             }
             Err(e) => {
@@ -500,7 +514,7 @@ impl Orchestrator {
                 Ok(DrainResponse {
                     ok: false,
                     error: e.to_string(),
-                    moved: Vec::new(),
+                    ..DrainResponse::default()
                 })
             }
         }

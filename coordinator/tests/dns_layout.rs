@@ -57,6 +57,7 @@ fn reporting(vips: &[&str], state: VrrpState, unix_ms: u64) -> StateSnapshot {
                 interface: "eth0".into(),
                 priority_override: None,
                 advert_interval_ms: 0,
+                draining_connections: None,
             })
             .collect(),
         drained: false,

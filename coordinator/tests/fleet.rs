@@ -32,6 +32,7 @@ fn snapshot(config_version: u64) -> StateSnapshot {
             interface: "eth0".into(),
             priority_override: None,
             advert_interval_ms: 0,
+            draining_connections: None,
         }],
         drained: false,
         unix_ms: 1,

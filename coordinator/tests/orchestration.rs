@@ -48,6 +48,7 @@ fn instance(vrid: u32, master: bool, priority: u32, vip: &str) -> InstanceState 
         interface: "eth0".into(),
         priority_override: None,
         advert_interval_ms: 0,
+        draining_connections: None,
     }
 }
 
@@ -329,6 +330,7 @@ async fn drain_and_undrain_through_the_api_move_vips_make_before_break_and_are_a
             undrain: false,
             reason: "kernel upgrade".into(),
             ttl_seconds: 600,
+            ..DrainRequest::default()
         })
         .await
         .unwrap()
@@ -365,6 +367,7 @@ async fn drain_and_undrain_through_the_api_move_vips_make_before_break_and_are_a
             undrain: true,
             reason: "done".into(),
             ttl_seconds: 0,
+            ..DrainRequest::default()
         })
         .await
         .unwrap()

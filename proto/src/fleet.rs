@@ -169,6 +169,8 @@ struct RawGroup {
     #[serde(default)]
     preempt_delay: Option<String>,
     #[serde(default)]
+    connection_drain: Option<String>,
+    #[serde(default)]
     track: RawTrack,
     #[serde(default)]
     script: Vec<toml::Table>,
@@ -778,6 +780,9 @@ fn instance_table(
     }
     if let Some(delay) = &group.preempt_delay {
         t.insert("preempt_delay".into(), delay.clone().into());
+    }
+    if let Some(drain) = &group.connection_drain {
+        t.insert("connection_drain".into(), drain.clone().into());
     }
     if let Some(source) = address_for(member, address) {
         t.insert("source_address".into(), source.to_string().into());

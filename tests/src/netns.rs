@@ -774,6 +774,19 @@ async fn link_index(
     }
 }
 
+/// Whether an address is deprecated (preferred lifetime 0): a node that handed its VIP over keeps
+/// it that way, serving its connections without claiming it.
+pub(crate) fn is_deprecated(message: &AddressMessage) -> bool {
+    use rtnetlink::packet_route::address::{AddressFlags, AddressHeaderFlags};
+    message
+        .header
+        .flags
+        .contains(AddressHeaderFlags::Deprecated)
+        || message.attributes.iter().any(|attribute| {
+            matches!(attribute, AddressAttribute::Flags(flags) if flags.contains(AddressFlags::Deprecated))
+        })
+}
+
 /// The address an RTM_NEWADDR/RTM_DELADDR message is about: IFA_LOCAL for IPv4 (IFA_ADDRESS is
 /// the peer on point-to-point links), IFA_ADDRESS for IPv6.
 pub(crate) fn address_of(message: &AddressMessage) -> Option<IpAddr> {

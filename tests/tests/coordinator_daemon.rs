@@ -277,6 +277,7 @@ fn snapshot(priority: u32) -> StateSnapshot {
             interface: "eth0".into(),
             priority_override: None,
             advert_interval_ms: 1000,
+            draining_connections: None,
         }],
         drained: false,
         unix_ms: 1,

@@ -32,6 +32,10 @@ pub enum Command {
     },
     /// Run a program on this node (a rollout step) and stream its output back.
     Exec(ExecRequest),
+    /// Let go now of the VIPs kept for connections after a hand-over (`None`: every instance).
+    EndDrain {
+        instance: Option<String>,
+    },
 }
 
 /// A program for [`Command::Exec`]: run directly, no shell.
@@ -114,6 +118,9 @@ impl Command {
                     },
                 })
             }
+            Action::EndDrain(end) => Command::EndDrain {
+                instance: (!end.instance.is_empty()).then_some(end.instance),
+            },
         })
     }
 
@@ -126,6 +133,7 @@ impl Command {
             Command::SetPriorityOverride { .. } => "set_priority_override",
             Command::ClearOverride { .. } => "clear_override",
             Command::Exec(_) => "exec",
+            Command::EndDrain { .. } => "end_drain",
         }
     }
 }

@@ -42,6 +42,17 @@ impl Daemon {
         let now = Instant::now();
         match command {
             Command::ApplyConfig { version, toml } => self.apply_pushed(*version, toml).await,
+            Command::EndDrain { instance } => {
+                let only = match instance {
+                    Some(name) => Some(
+                        (self.engine.router_id(name))
+                            .ok_or_else(|| CommandError::NoInstance(name.clone()))?,
+                    ),
+                    None => None,
+                };
+                self.executor.end_drains(only).await;
+                Ok(())
+            }
             Command::Drain => {
                 self.overrides.drained = true;
                 self.apply_overrides(now);

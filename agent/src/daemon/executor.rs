@@ -304,9 +304,9 @@ impl Executor {
         self.sync_handover_rules("hand-over").await;
     }
 
-    /// Lets go of every parked VIP now (a second stop signal).
-    pub async fn end_drains(&mut self) {
-        let released = self.handover.release_all(std::time::Instant::now());
+    /// Lets go of every parked VIP now (a second stop signal), or of `only` that router's.
+    pub async fn end_drains(&mut self, only: Option<RouterId>) {
+        let released = self.handover.release_all(std::time::Instant::now(), only);
         self.let_go(released).await;
         self.sync_handover_rules("stop").await;
     }
@@ -411,10 +411,14 @@ impl Executor {
                 }
             }
             Action::AddVips { router, vips, .. } => {
-                if self.handover.reclaim(router) {
-                    tracing::info!(router = %self.name(router), "parked VIPs reclaimed as master");
-                }
+                let reclaimed = self.handover.reclaim(router);
                 let vips = self.vip_details(router, &vips);
+                if reclaimed {
+                    tracing::info!(router = %self.name(router), "parked VIPs reclaimed as master");
+                    if let Err(error) = self.vips.set_deprecated(&vips, false).await {
+                        tracing::error!(router = %self.name(router), %error, "parked VIPs not made preferred again");
+                    }
+                }
                 if let Err(error) = self.vips.add(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
                 }
@@ -432,16 +436,22 @@ impl Executor {
                 }
                 let vips = self.vip_details(router, &vips);
                 if let Some(successor) = successor
+                    && self.handover.drains(router)
                     && let Some(beacon) = self.handover.park(
                         router,
                         successor,
                         vips.clone(),
+                        count_connections(&vips),
                         std::time::Instant::now(),
                     )
                 {
                     tracing::info!(instance = %name, %successor, "{name}: handed over to {successor}; serving its connections until they end");
-                    // Silenced before the first beacon leaves.
+                    // Silenced before the first beacon leaves; deprecated, so that the kernel
+                    // opens nothing new from them and observers tell them from held ones.
                     self.sync_handover_rules("park").await;
+                    if let Err(error) = self.vips.set_deprecated(&vips, true).await {
+                        tracing::warn!(instance = %name, %error, "parked VIPs not marked deprecated");
+                    }
                     self.send_beacon(beacon);
                     return;
                 }
@@ -523,6 +533,16 @@ impl Executor {
         self.instance_hooks.close().await;
         self.group_hooks.close().await;
     }
+}
+
+/// The connections on `vips` now (when they cannot be counted, as many as can be: the drain
+/// holds them until a count succeeds or its deadline passes).
+fn count_connections(vips: &[Vip]) -> usize {
+    let addresses = vips.iter().map(|v| v.addr).collect();
+    crate::net::sockdiag::count_tcp_connections(&addresses).unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot count connections on the VIPs handed over");
+        usize::MAX
+    })
 }
 
 /// The VIPs of the routers that run without accept mode.

@@ -241,6 +241,7 @@ pub fn snapshot(
     config: &NodeConfig,
     version: u64,
     overrides: &Overrides,
+    draining: impl Fn(hav_vrrp::engine::RouterId) -> Option<usize>,
 ) -> StateSnapshot {
     let instances = (engine.status().iter())
         .map(|status| {
@@ -262,6 +263,8 @@ pub fn snapshot(
                 advert_interval_ms: instance.map_or(0, |i| {
                     u32::try_from(i.advert_interval.as_duration().as_millis()).unwrap_or(u32::MAX)
                 }),
+                draining_connections: draining(status.id)
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             }
         })
         .collect();

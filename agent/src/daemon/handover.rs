@@ -206,9 +206,19 @@ impl Handover {
         !self.routers.is_empty() || !self.parked.is_empty()
     }
 
+    /// Whether `router` keeps its connections through a planned hand-over.
+    pub fn drains(&self, router: RouterId) -> bool {
+        self.routers.contains_key(&router)
+    }
+
     /// No VIPs are parked.
     pub fn is_idle(&self) -> bool {
         self.parked.is_empty()
+    }
+
+    /// The connections a parked router still serves, if it is parked.
+    pub fn draining(&self, router: RouterId) -> Option<usize> {
+        self.parked.get(&router).map(|p| p.connections)
     }
 
     /// The rules the tables should hold now.
@@ -227,13 +237,15 @@ impl Handover {
         }
     }
 
-    /// A master let go of `vips` on hearing `successor`: parks them if its router drains, and
-    /// says whether it did (if not, the caller removes them now).
+    /// A master let go of `vips` on hearing `successor`, serving `connections` on them: parks
+    /// them if its router drains, and returns the first beacon (`None`: not parked, the caller
+    /// removes them now).
     pub fn park(
         &mut self,
         router: RouterId,
         successor: IpAddr,
         vips: Vec<Vip>,
+        connections: usize,
         now: Instant,
     ) -> Option<Outgoing> {
         let config = self.routers.get(&router)?.clone();
@@ -254,18 +266,20 @@ impl Handover {
         let beacon = Beacon {
             vrid: config.vrid,
             ipv6: config.ipv6,
-            kind: BeaconKind::Holding { connections: 0 },
+            kind: BeaconKind::Holding {
+                connections: u32::try_from(connections).unwrap_or(u32::MAX),
+            },
         };
         self.parked.insert(
             router,
             Parked {
                 deadline: now + config.drain,
                 next_beacon: now + beacon_interval(&config),
-                next_count: now,
+                next_count: now + COUNT_INTERVAL,
                 acked: now,
                 refused: false,
                 since: now,
-                connections: 0,
+                connections,
                 router: config,
                 vips,
                 successor,
@@ -433,7 +447,7 @@ impl Handover {
             }
             let why = if parked.refused {
                 Some(LetGo::NotForwarded)
-            } else if parked.connections == 0 && parked.next_count > parked.since {
+            } else if parked.connections == 0 {
                 Some(LetGo::NoConnections)
             } else if parked.deadline <= now {
                 Some(LetGo::Deadline)
@@ -468,9 +482,12 @@ impl Handover {
         (beacons, released)
     }
 
-    /// Lets go of every parked router now (a second stop signal).
-    pub fn release_all(&mut self, now: Instant) -> Vec<Release> {
-        let ids: Vec<RouterId> = self.parked.keys().copied().collect();
+    /// Lets go of every parked router now (a second stop signal), or of `only` that one (an
+    /// operator's command).
+    pub fn release_all(&mut self, now: Instant, only: Option<RouterId>) -> Vec<Release> {
+        let ids: Vec<RouterId> = (self.parked.keys().copied())
+            .filter(|id| only.is_none_or(|only| only == *id))
+            .collect();
         (ids.into_iter())
             .filter_map(|id| self.release(id, LetGo::Stopping, now))
             .collect()
@@ -685,8 +702,8 @@ mod tests {
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let successor: IpAddr = "198.51.100.2".parse().expect("literal");
-        let (first, to) = h.park(r, successor, vec![vip()], t0).expect("parks");
-        assert_eq!(first.kind, BeaconKind::Holding { connections: 0 });
+        let (first, to) = h.park(r, successor, vec![vip()], 2, t0).expect("parks");
+        assert_eq!(first.kind, BeaconKind::Holding { connections: 2 });
         assert_eq!(to, SocketAddr::new(successor, 7401));
         assert_eq!(h.rules().silent.len(), 1);
         // Two connections: it keeps them, and renews with the successor's acks.
@@ -727,7 +744,13 @@ mod tests {
         let r = id(0);
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
-        h.park(r, "198.51.100.2".parse().expect("literal"), vec![vip()], t0);
+        h.park(
+            r,
+            "198.51.100.2".parse().expect("literal"),
+            vec![vip()],
+            5,
+            t0,
+        );
         let mut now = t0;
         let mut released = Vec::new();
         while released.is_empty() {

@@ -387,7 +387,7 @@ impl Daemon {
                 signal,
                 "stopping now: letting go of the VIPs kept for connections"
             );
-            self.executor.end_drains().await;
+            self.executor.end_drains(None).await;
         }
         if !*stopping {
             tracing::info!(
@@ -528,6 +528,7 @@ impl Daemon {
                 &self.running.config,
                 self.running.version,
                 &self.overrides,
+                |id| self.executor.handover.draining(id),
             ));
         }
     }
@@ -549,6 +550,7 @@ impl Daemon {
                     r.effective_priority,
                     r.master,
                     r.holds_vips,
+                    self.executor.handover.draining(r.id),
                     counters,
                 )
             })
@@ -568,6 +570,8 @@ type Summary = (
     hav_vrrp::Priority,
     Option<hav_vrrp::engine::MasterInfo>,
     bool,
+    // Connections still served after a hand-over.
+    Option<usize>,
     Option<hav_vrrp::Counters>,
 );
 

@@ -281,6 +281,13 @@ impl JournaledVips {
         })
     }
 
+    /// Marks journaled VIPs deprecated or preferred again, in place (see
+    /// [`VipManager::set_deprecated`]); the journal already holds them.
+    pub async fn set_deprecated(&self, vips: &[Vip], deprecated: bool) -> Result<(), JournalError> {
+        self.manager.set_deprecated(vips, deprecated).await?;
+        Ok(())
+    }
+
     /// Journals `vips`, then adds them.
     pub async fn add(&mut self, vips: &[Vip]) -> Result<(), JournalError> {
         self.journal.record(vips)?;

@@ -11,9 +11,14 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, CacheInfo,
+};
 use rtnetlink::{AddressMessageBuilder, Handle};
 use serde::{Deserialize, Serialize};
+
+/// The kernel's "forever" address lifetime.
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
 
 /// Longest interface name or IPv4 address label the kernel accepts (`IFNAMSIZ` - 1).
 const MAX_LABEL_LEN: usize = 15;
@@ -212,7 +217,27 @@ impl VipManager {
             .collect())
     }
 
+    /// Marks each VIP deprecated (preferred lifetime 0: the kernel no longer picks it as a
+    /// source, it still accepts traffic to it; `ip addr` shows `deprecated`) or preferred again,
+    /// in place: its connections are untouched. A VIP not present is added in that state.
+    pub async fn set_deprecated(&self, vips: &[Vip], deprecated: bool) -> Result<(), VipError> {
+        let mut first_error = None;
+        for vip in vips {
+            let preferred = if deprecated { 0 } else { INFINITY_LIFE_TIME };
+            if let Err(e) = self.write_one(vip, Some(preferred)).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn add_one(&self, vip: &Vip) -> Result<(), VipError> {
+        self.write_one(vip, None).await
+    }
+
+    /// Adds `vip` (present: success), or with `preferred`, writes it in place with that
+    /// preferred lifetime (valid forever).
+    async fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
         vip.check()?;
         let index =
             self.link_index(&vip.iface, vip)
@@ -221,7 +246,18 @@ impl VipManager {
                     vip: vip.to_string(),
                 })?;
         let mut request = self.handle.address().add(index, vip.addr, vip.prefix_len);
+        if preferred.is_some() {
+            request = request.replace();
+        }
         let message = request.message_mut();
+        if let Some(preferred) = preferred {
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = preferred;
+            lifetimes.ifa_valid = INFINITY_LIFE_TIME;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
+        }
         match vip.addr {
             IpAddr::V4(_) => {
                 if let Some(label) = &vip.label {

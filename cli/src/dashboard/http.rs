@@ -325,6 +325,7 @@ async fn drain(
             undrain,
             reason,
             ttl_seconds: parsed.ttl_seconds,
+            ..DrainRequest::default()
         })
         .await;
     app.hub.request_refresh();

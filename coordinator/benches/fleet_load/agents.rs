@@ -221,6 +221,7 @@ fn snapshot(index: usize) -> StateSnapshot {
             interface: "eth0".into(),
             priority_override: None,
             advert_interval_ms: 0,
+            draining_connections: None,
         }],
         drained: false,
         unix_ms: hav_coordinator::unix_ms(),

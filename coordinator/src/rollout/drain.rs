@@ -187,6 +187,7 @@ pub(crate) mod tests {
             interface: "eth0".into(),
             priority_override: None,
             advert_interval_ms: 0,
+            draining_connections: None,
         }
     }
 

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use super::drain::{Move, restored};
-use super::{DrainSettings, Fleet, drain_node, healthy, undrain_node, wait_until};
+use super::{
+    DrainSettings, Fleet, drain_node, healthy, settle_connections, undrain_node, wait_until,
+};
 
 /// Output lines kept per node.
 const OUTPUT_LINES: usize = 20;
@@ -238,6 +240,18 @@ async fn run_node(
                 }
             }
         }
+        Err(e) => return fail(e.to_string()),
+    }
+    // The node counts as drained once the connections it still serves have ended (or were
+    // broken at the deadline).
+    match settle_connections(fleet.as_ref(), &node, false, settings).await {
+        Ok(connections) if connections.at_move > 0 => tracing::info!(
+            %node,
+            at_move = connections.at_move,
+            broken = connections.broken,
+            "drained node's connections settled"
+        ),
+        Ok(_) => {}
         Err(e) => return fail(e.to_string()),
     }
     let moves = moves;

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hav_proto::v1::{
-    ClearOverride, CommandAck, Drain, FleetEvent, SetPriorityOverride, Undrain, VrrpState, command,
+    ClearOverride, CommandAck, Drain, EndDrain, FleetEvent, SetPriorityOverride, Undrain,
+    VrrpState, command,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -84,6 +85,9 @@ pub struct DrainSettings {
     pub wait: Duration,
     /// How long to wait for each command's ack.
     pub command_timeout: Duration,
+    /// Once the VIPs moved, how long the node may go on serving its established connections
+    /// (instances with `connection_drain`) before they are broken.
+    pub connection_deadline: Duration,
 }
 
 impl Default for DrainSettings {
@@ -92,6 +96,7 @@ impl Default for DrainSettings {
             ttl: Duration::from_secs(3600),
             wait: Duration::from_secs(30),
             command_timeout: Duration::from_secs(10),
+            connection_deadline: Duration::from_secs(300),
         }
     }
 }
@@ -152,6 +157,53 @@ pub async fn drain_node(
     )
     .await?;
     Ok(moves)
+}
+
+/// What became of the connections a drained node still served after its VIPs moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connections {
+    /// Served when the VIPs had moved.
+    pub at_move: u32,
+    /// Broken at the deadline (or at once, forced); the others ended on their own.
+    pub broken: u32,
+}
+
+/// The connections `node` still serves on VIPs it handed over, as it last reported.
+pub fn draining_connections(node: &str, views: &[NodeView]) -> u32 {
+    (views.iter())
+        .filter(|v| v.name == node && v.connected)
+        .filter_map(|v| v.snapshot.as_ref())
+        .flat_map(|s| s.instances.iter())
+        .filter_map(|i| i.draining_connections)
+        .sum()
+}
+
+/// After a drain moved `node`'s VIPs: waits for the connections it still serves to end, at most
+/// `settings.connection_deadline` (not at all when `force`), then tells it to let go of the rest.
+pub async fn settle_connections(
+    fleet: &dyn Fleet,
+    node: &str,
+    force: bool,
+    settings: DrainSettings,
+) -> Result<Connections, DrainError> {
+    let at_move = draining_connections(node, &fleet.views());
+    if at_move == 0 {
+        return Ok(Connections::default());
+    }
+    let ended = !force
+        && wait_until(fleet, settings.connection_deadline, |views| {
+            draining_connections(node, views) == 0
+        })
+        .await;
+    if ended {
+        return Ok(Connections { at_move, broken: 0 });
+    }
+    let broken = draining_connections(node, &fleet.views());
+    let action = command::Action::EndDrain(EndDrain {
+        instance: String::new(),
+    });
+    send(fleet, node, "end drain", action, settings).await?;
+    Ok(Connections { at_move, broken })
 }
 
 /// Undrains `node` and clears the peers' takeover overrides of `moves`.

@@ -25,6 +25,9 @@ pub struct SimNode {
     pub drained: bool,
     pub exec_fails: bool,
     pub fault: bool,
+    /// Connections it serves; once it masters nothing, reported as draining (on its first
+    /// instance) until they end or an `EndDrain` breaks them.
+    pub connections: u32,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,7 @@ impl SimFleet {
                         overrides: BTreeMap::new(),
                         drained: false,
                         exec_fails: false,
+                        connections: 0,
                         fault: false,
                     },
                 );
@@ -114,6 +118,9 @@ impl Fleet for SimFleet {
             .nodes
             .iter()
             .map(|(name, node)| {
+                let masters_any = (node.configured.keys())
+                    .any(|&vrid| Self::master(&state, vrid).as_deref() == Some(name));
+                let first_vrid = node.configured.keys().next().copied();
                 let instances = node
                     .configured
                     .keys()
@@ -140,6 +147,10 @@ impl Fleet for SimFleet {
                             interface: "eth0".into(),
                             priority_override: node.overrides.get(&vrid).copied(),
                             advert_interval_ms: 0,
+                            draining_connections: (!masters_any
+                                && node.connections > 0
+                                && Some(vrid) == first_vrid)
+                                .then_some(node.connections),
                         }
                     })
                     .collect();
@@ -195,6 +206,10 @@ impl Fleet for SimFleet {
                         (format!("exec {}", e.argv.join(" ")), !sim.exec_fails)
                     }
                     command::Action::ApplyConfig(_) => ("apply".into(), true),
+                    command::Action::EndDrain(_) => {
+                        sim.connections = 0;
+                        ("end drain".into(), true)
+                    }
                 };
                 if let command::Action::Exec(_) = &action {
                     // As an agent does: the program's output is sent before the ack.

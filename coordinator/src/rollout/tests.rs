@@ -8,7 +8,9 @@ use tokio::sync::watch;
 use super::job::{self, JobRecord, JobSpec, Status, Step};
 use super::plan::{Group, plan};
 use super::sim::SimFleet;
-use super::{DrainError, DrainSettings, Fleet, drain_node, undrain_node};
+use super::{
+    Connections, DrainError, DrainSettings, Fleet, drain_node, settle_connections, undrain_node,
+};
 
 fn holders(fleet: &SimFleet) -> Vec<(String, Vec<String>)> {
     fleet
@@ -219,4 +221,90 @@ async fn an_aborted_job_starts_no_further_wave() {
         .count();
     assert_eq!(done, 1);
     assert!(fleet.with(|s| s.nodes.values().all(|n| !n.drained)));
+}
+
+fn end_drains(fleet: &SimFleet) -> usize {
+    fleet.with(|s| s.log.iter().filter(|(_, w)| w == "end drain").count())
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_the_connections_the_node_still_serves_and_breaks_none_that_end() {
+    let fleet = Arc::new(SimFleet::pairs(1));
+    fleet.with(|s| s.nodes.get_mut("lb-0a").expect("node").connections = 7);
+    drain_node(fleet.as_ref(), "lb-0a", DrainSettings::default())
+        .await
+        .expect("drained");
+    // The last connections end a moment after the VIPs moved.
+    let ending = fleet.clone();
+    let end = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ending.with(|s| s.nodes.get_mut("lb-0a").expect("node").connections = 0);
+    });
+    let settled = settle_connections(fleet.as_ref(), "lb-0a", false, DrainSettings::default())
+        .await
+        .expect("settled");
+    end.await.expect("ended");
+    assert_eq!(
+        settled,
+        Connections {
+            at_move: 7,
+            broken: 0
+        }
+    );
+    assert_eq!(end_drains(&fleet), 0, "nothing was broken");
+}
+
+#[tokio::test]
+async fn connections_outliving_the_deadline_are_broken_and_counted_and_force_breaks_at_once() {
+    let fleet = SimFleet::pairs(1);
+    fleet.with(|s| s.nodes.get_mut("lb-0a").expect("node").connections = 3);
+    let settings = DrainSettings {
+        connection_deadline: std::time::Duration::from_millis(100),
+        ..DrainSettings::default()
+    };
+    drain_node(&fleet, "lb-0a", settings)
+        .await
+        .expect("drained");
+    let settled = settle_connections(&fleet, "lb-0a", false, settings)
+        .await
+        .expect("settled");
+    assert_eq!(
+        settled,
+        Connections {
+            at_move: 3,
+            broken: 3
+        }
+    );
+    assert_eq!(end_drains(&fleet), 1);
+
+    let fleet = SimFleet::pairs(1);
+    fleet.with(|s| s.nodes.get_mut("lb-0a").expect("node").connections = 2);
+    let settings = DrainSettings::default(); // five minutes: force must not wait for them
+    drain_node(&fleet, "lb-0a", settings)
+        .await
+        .expect("drained");
+    let forced = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        settle_connections(&fleet, "lb-0a", true, settings),
+    )
+    .await
+    .expect("force does not wait")
+    .expect("settled");
+    assert_eq!(
+        forced,
+        Connections {
+            at_move: 2,
+            broken: 2
+        }
+    );
+    // A node that served nothing is done at once, and is told nothing.
+    let fleet = SimFleet::pairs(1);
+    drain_node(&fleet, "lb-0a", settings)
+        .await
+        .expect("drained");
+    let none = settle_connections(&fleet, "lb-0a", false, settings)
+        .await
+        .expect("settled");
+    assert_eq!(none, Connections::default());
+    assert_eq!(end_drains(&fleet), 0);
 }

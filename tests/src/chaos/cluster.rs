@@ -797,6 +797,9 @@ fn priority_of(pair_meta: &PairMeta, node_label: &str, slot: usize, meta: &Meta)
     }
 }
 
+/// How long a hav node that handed over on purpose keeps serving its connections at most.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
 fn hav_config(
     label: &str,
     iface: &str,
@@ -815,6 +818,8 @@ fn hav_config(
             );
             instance.name = instance_name(slot);
             instance.advert_interval = ADVERT_INTERVAL;
+            // Planned hand-overs keep the connections in flight (a probe is one connection).
+            instance.connection_drain = Some(CONNECTION_DRAIN);
             instance.track = vec!["track_process = [\"squid\"]".into()];
             instance
         })

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
-use crate::netns::{Namespace, NetnsError, address_of, pidfd_open};
+use crate::netns::{Namespace, NetnsError, address_of, is_deprecated, pidfd_open};
 use crate::probe::{ProbeConfig, ProbeError, ProbeStream, Sample, StreamSample};
 
 /// A client outage of one VIP: from the start of the first failed attempt to the completion of
@@ -670,7 +670,8 @@ async fn watch_holders(
                     continue;
                 };
                 let (address, present) = match &inner {
-                    RouteNetlinkMessage::NewAddress(m) => (address_of(m), true),
+                    // A deprecated VIP is one handed over and kept only for its connections.
+                    RouteNetlinkMessage::NewAddress(m) => (address_of(m), !is_deprecated(m)),
                     RouteNetlinkMessage::DelAddress(m) => (address_of(m), false),
                     _ => continue,
                 };
@@ -698,7 +699,9 @@ async fn dump_vips(
             namespace: namespace.to_owned(),
             reason: e.to_string(),
         })?;
-        if let Some(&vip) = address_of(&message).and_then(|a| vips.get(&a)) {
+        if let Some(&vip) = address_of(&message).and_then(|a| vips.get(&a))
+            && !is_deprecated(&message)
+        {
             present.insert(vip);
         }
     }
