@@ -34,6 +34,7 @@ pub mod coordinator;
 pub mod dns;
 pub mod etcd;
 pub mod fleet;
+pub mod flows;
 pub mod journal;
 pub mod keepalived;
 pub mod lb;

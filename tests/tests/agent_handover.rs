@@ -2,25 +2,23 @@
 //! client: long-lived TCP connections (a byte each way every 20 ms) opened through the master
 //! survive its graceful stop and a preempt failback; the old master serves them silently while
 //! the new master passes their packets on, and lets go of the VIP once the last one ends. A
-//! killed old master stops the forwarding within a master-down interval. Needs root.
+//! killed old master stops the forwarding within a master-down interval. The same connections
+//! through a keepalived pair stopped gracefully are the reference: every one is broken. Needs
+//! root.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, instance};
-use hav_tests::agent::{Agent, AgentConfig, ECHO_PORT, find_instance, start_echo_httpd};
-use hav_tests::netns::{NetnsError, NsProcess, Presence};
+use hav_tests::agent::{Agent, AgentConfig, find_instance, start_echo_httpd};
+use hav_tests::flows::{Flows, greeter};
+use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
+use hav_tests::netns::{NsProcess, Presence};
 use hav_tests::topology::{Lab, Pair};
 
 const DRAIN: Duration = Duration::from_secs(20);
-const BEAT: Duration = Duration::from_millis(20);
 
 /// `a` (150) master and `b` (100) backup with a connection drain, each with an echo service.
 struct Setup {
@@ -33,8 +31,18 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_family(false)
+}
+
+/// [`setup`] with the pair's IPv4 VIP, or with its IPv6 VIP (adverts, and so the forwarding
+/// target, from link-local addresses).
+fn setup_family(ipv6: bool) -> Setup {
     let pair = Pair::new().expect("pair topology");
-    let vip = IpAddr::V4(pair.vip4);
+    let vip = if ipv6 {
+        IpAddr::V6(pair.vip6)
+    } else {
+        IpAddr::V4(pair.vip4)
+    };
     let servers = vec![
         start_echo_httpd(&pair.lab, "a").expect("echo a"),
         start_echo_httpd(&pair.lab, "b").expect("echo b"),
@@ -42,6 +50,9 @@ fn setup() -> Setup {
     let config = |node: &str, priority: u8| {
         let mut spec = instance(&pair, node, priority);
         spec.connection_drain = Some(DRAIN);
+        if ipv6 {
+            spec.vips = vec![format!("{}/64", pair.vip6)];
+        }
         AgentConfig::new(node, vec![spec])
     };
     let a_config = config("a", 150);
@@ -57,7 +68,7 @@ fn setup() -> Setup {
     })
     .expect("b backup of a");
     // b arms its forwarding toward the master it hears, ahead of any takeover.
-    wait_until("b armed toward a", || forwarding(&pair.lab, "b"));
+    wait_until("b armed toward a", || forwarding(&pair.lab, "b", vip));
     Setup {
         pair,
         a,
@@ -76,142 +87,26 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Whether `host` passes unowned flows on (its `ip hav` table holds a `dup` rule).
-fn forwarding(lab: &Lab, host: &str) -> bool {
-    lab.exec(host, &["nft", "list", "table", "ip", "hav"])
+/// Whether `host` passes unowned flows to `vip` on (its `ip hav` or `ip6 hav` table holds a
+/// `dup` rule).
+fn forwarding(lab: &Lab, host: &str, vip: IpAddr) -> bool {
+    let family = if vip.is_ipv6() { "ip6" } else { "ip" };
+    lab.exec(host, &["nft", "list", "table", family, "hav"])
         .is_ok_and(|out| out.success() && out.stdout.contains("dup to"))
-}
-
-/// Long-lived connections from the client, each greeted by the node that accepted it, then
-/// echoing one counter byte every [`BEAT`].
-struct Flows {
-    stop: Arc<AtomicBool>,
-    rounds: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Result<FlowReport, NetnsError>>>,
-}
-
-#[derive(Debug, Default)]
-struct FlowReport {
-    /// Connections by the node that greeted them.
-    greeted: BTreeMap<String, usize>,
-    /// Connections that failed (reset, timed out, or echoed the wrong byte), with the first
-    /// error of each.
-    broken: Vec<String>,
-    rounds: u64,
-}
-
-impl Flows {
-    fn open(lab: &Lab, vip: IpAddr, count: usize) -> Flows {
-        let stop = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new(AtomicU64::new(0));
-        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
-        let thread = {
-            let (stop, rounds) = (stop.clone(), rounds.clone());
-            lab.host("client")
-                .expect("client")
-                .in_thread(move || {
-                    let mut report = FlowReport::default();
-                    let mut streams = Vec::new();
-                    for _ in 0..count {
-                        let mut stream =
-                            TcpStream::connect_timeout(&SocketAddr::new(vip, ECHO_PORT), WAIT)
-                                .map_err(|e| NetnsError::io("connect", e))?;
-                        stream.set_nodelay(true).ok();
-                        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                        let node =
-                            read_line(&mut stream).map_err(|e| NetnsError::io("greeting", e))?;
-                        *report.greeted.entry(node).or_default() += 1;
-                        streams.push(Some(stream));
-                    }
-                    let _ = opened_tx.send(());
-                    let mut counter: u8 = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        counter = counter.wrapping_add(1);
-                        for slot in &mut streams {
-                            let Some(stream) = slot else { continue };
-                            let mut back = [0u8; 1];
-                            let result = stream
-                                .write_all(&[counter])
-                                .and_then(|()| stream.read_exact(&mut back));
-                            let failure = match result {
-                                Err(e) => Some(e.to_string()),
-                                Ok(()) if back[0] != counter => {
-                                    Some(format!("echoed {} for {counter}", back[0]))
-                                }
-                                Ok(()) => None,
-                            };
-                            if let Some(failure) = failure {
-                                report.broken.push(failure);
-                                *slot = None;
-                            }
-                        }
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(BEAT.saturating_sub(started.elapsed()));
-                    }
-                    report.rounds = rounds.load(Ordering::Relaxed);
-                    Ok(report)
-                })
-                .expect("client thread")
-        };
-        opened_rx
-            .recv_timeout(WAIT * 3)
-            .expect("connections opened");
-        Flows {
-            stop,
-            rounds,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until `n` more rounds went through every connection.
-    fn run_rounds(&self, n: u64) {
-        let target = self.rounds.load(Ordering::Relaxed) + n;
-        wait_until("rounds of bytes", || {
-            self.rounds.load(Ordering::Relaxed) >= target
-        });
-    }
-
-    /// Stops, closes every connection, and reports.
-    fn close(mut self) -> FlowReport {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("client thread")
-            .expect("client flows")
-    }
-}
-
-fn read_line(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while byte[0] != b'\n' {
-        stream.read_exact(&mut byte)?;
-        line.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&line).trim().to_owned())
-}
-
-/// Which node greets a new connection through the VIP.
-fn greeter(lab: &Lab, vip: IpAddr) -> String {
-    let thread = lab
-        .host("client")
-        .expect("client")
-        .in_thread(move || {
-            let mut stream = TcpStream::connect_timeout(&SocketAddr::new(vip, ECHO_PORT), WAIT)
-                .map_err(|e| NetnsError::io("connect", e))?;
-            stream.set_read_timeout(Some(WAIT)).ok();
-            read_line(&mut stream).map_err(|e| NetnsError::io("greeting", e))
-        })
-        .expect("client thread");
-    thread.join().expect("joined").expect("a new connection")
 }
 
 #[test]
 fn connections_through_a_master_survive_its_graceful_stop_and_it_lets_go_after_the_last() {
-    let mut s = setup();
+    graceful_stop_keeps_connections(false);
+}
+
+#[test]
+fn ipv6_connections_survive_a_graceful_stop_through_link_local_forwarding() {
+    graceful_stop_keeps_connections(true);
+}
+
+fn graceful_stop_keeps_connections(ipv6: bool) {
+    let mut s = setup_family(ipv6);
     let flows = Flows::open(&s.pair.lab, s.vip, 200);
     flows.run_rounds(5);
 
@@ -261,7 +156,9 @@ fn connections_through_a_master_survive_its_graceful_stop_and_it_lets_go_after_t
     );
     assert!(s.a.log().contains("no connection left"), "{}", s.a.log());
     // b forwards nothing any more: the old master told it so.
-    wait_until("b's forwarding removed", || !forwarding(&s.pair.lab, "b"));
+    wait_until("b's forwarding removed", || {
+        !forwarding(&s.pair.lab, "b", s.vip)
+    });
 }
 
 #[test]
@@ -306,10 +203,15 @@ fn a_killed_old_master_ends_the_forwarding_within_a_master_down_interval() {
     s.a.wait_log("serving its connections until they end", WAIT)
         .expect("a parks its VIP");
     flows.run_rounds(5);
-    assert!(forwarding(&s.pair.lab, "b"), "b forwards during the drain");
+    assert!(
+        forwarding(&s.pair.lab, "b", s.vip),
+        "b forwards during the drain"
+    );
     let killed = Instant::now();
     s.a.kill().expect("kill a");
-    wait_until("b stops forwarding", || !forwarding(&s.pair.lab, "b"));
+    wait_until("b stops forwarding", || {
+        !forwarding(&s.pair.lab, "b", s.vip)
+    });
     let stopped = killed.elapsed();
     eprintln!(
         "forwarding ended {} ms after the old master died",
@@ -322,4 +224,58 @@ fn a_killed_old_master_ends_the_forwarding_within_a_master_down_interval() {
     let report = flows.close();
     assert_eq!(report.broken.len(), 20, "{report:?}");
     assert_eq!(greeter(&s.pair.lab, s.vip), "b");
+}
+
+/// The reference, in the same run: the same connections through a keepalived pair whose master
+/// stops gracefully. keepalived drops the VIP at once and the new master resets every one.
+#[test]
+fn the_same_connections_through_a_keepalived_pair_stopped_gracefully_are_all_broken() {
+    let pair = Pair::new().expect("pair topology");
+    let vip = IpAddr::V4(pair.vip4);
+    let _servers = [
+        start_echo_httpd(&pair.lab, "a").expect("echo a"),
+        start_echo_httpd(&pair.lab, "b").expect("echo b"),
+    ];
+    let config = |node: &str, priority: u8| KeepalivedConfig {
+        router_id: node.to_owned(),
+        instances: vec![VrrpInstance::new(
+            3,
+            51,
+            priority,
+            Duration::from_millis(100),
+            &pair.node(node).expect("node").iface,
+            vec![(vip, 24)],
+        )],
+        garp: Default::default(),
+    };
+    let start = |node: &str, priority: u8| {
+        Keepalived::start(
+            pair.lab.host(node).expect("host"),
+            &pair.lab.log_dir().join(format!("keepalived-{node}")),
+            &config(node, priority),
+        )
+        .expect("keepalived starts")
+    };
+    let mut a = start("a", 150);
+    a.wait_state("VI_1", VrrpState::Master, WAIT)
+        .expect("a master");
+    let mut b = start("b", 100);
+    b.wait_state("VI_1", VrrpState::Backup, WAIT)
+        .expect("b backup");
+    pair.lab
+        .wait_address("a", vip, Presence::Present, WAIT)
+        .expect("VIP on a");
+    let flows = Flows::open(&pair.lab, vip, 200);
+    flows.run_rounds(5);
+    a.stop(WAIT).expect("keepalived on a stops");
+    b.wait_state("VI_1", VrrpState::Master, WAIT)
+        .expect("b takes over");
+    flows.run_rounds(10);
+    let report = flows.close();
+    eprintln!(
+        "keepalived reference: {} of 200 connections broken by a graceful stop",
+        report.broken.len()
+    );
+    assert_eq!(report.greeted.get("a"), Some(&200), "{report:?}");
+    assert_eq!(report.broken.len(), 200, "{report:?}");
 }
