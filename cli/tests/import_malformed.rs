@@ -14,6 +14,7 @@ fn syntax_error(text: &str) -> (usize, String) {
             file,
             line,
             message,
+            ..
         }) => {
             assert_eq!(file, Path::new(NAME));
             (line, message)
@@ -69,6 +70,7 @@ fn file_errors_name_the_file() {
             file,
             line,
             message,
+            ..
         }) => {
             assert_eq!((file, line), (looping, 1));
             assert!(message.contains("nested"), "{message}");

@@ -233,7 +233,7 @@ fn unsupported_top_level_blocks_are_listed() {
         ]
     );
     assert!(
-        node.toml.contains("keepalived.conf:13: virtual_server"),
+        node.toml.contains("keepalived.conf:13:1: virtual_server"),
         "{}",
         node.toml
     );
@@ -290,7 +290,7 @@ fn includes_expand_globs_relative_to_the_including_file() {
     assert_eq!(
         bogus,
         Some((
-            format!("{}:7", dir.join("conf.d/a.conf").display()),
+            format!("{}:7:2", dir.join("conf.d/a.conf").display()),
             "bogus_keyword 1".to_owned()
         ))
     );

@@ -109,6 +109,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             let location = Location {
                 file: source.to_owned(),
                 line: 1,
+                column: 1,
             };
             converter.findings.push(Finding::note(
                 location.clone(),

@@ -12,6 +12,7 @@ mod command;
 mod convert;
 mod draft;
 mod emit;
+mod keywords;
 pub mod lexer;
 mod pair;
 pub mod parser;
@@ -122,10 +123,11 @@ pub enum ImportError {
         line: usize,
         offset: usize,
     },
-    #[error("{}:{line}: {message}", file.display())]
+    #[error("{}:{line}:{column}: {message}", file.display())]
     Syntax {
         file: PathBuf,
         line: usize,
+        column: usize,
         message: String,
     },
     /// The converted config is one hav refuses; `errors` name the hav keys.
