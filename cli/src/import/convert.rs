@@ -19,6 +19,8 @@ use super::draft::{
 use super::parser::{Location, Parsed, Statement};
 use super::{Finding, FindingKind};
 
+mod lvs;
+
 /// What a keepalived tracked definition became in hav.
 #[derive(Debug, Clone)]
 struct Defined {
@@ -70,6 +72,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
         track_files: Vec::new(),
         instances: Vec::new(),
         sync_groups: Vec::new(),
+        virtual_servers: Vec::new(),
     };
     let statements = parsed.statements;
     // Definitions first, so that references find them wherever they are written.
@@ -96,6 +99,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             "global_defs" | "vrrp_script" | "vrrp_track_process" | "track_file"
             | "vrrp_track_file" | "vrrp_instance" => {}
             "vrrp_sync_group" => converter.sync_group(statement, &mut draft),
+            "virtual_server" => converter.virtual_server(statement, &mut draft),
             _ => converter.top_level_unsupported(statement),
         }
     }
@@ -1160,9 +1164,9 @@ impl Converter {
 
     fn top_level_unsupported(&mut self, statement: &Statement) {
         let reason = match statement.keyword.as_str() {
-            "virtual_server" | "virtual_server_group" => {
-                "hav does no load balancing (IPVS); keep that part in keepalived or move it to \
-                 the proxy"
+            "virtual_server_group" => {
+                "hav has no virtual_server_group: write one [[virtual_server]] per address and \
+                 port of the group (or one with `ports = [...]` for several ports of one address)"
             }
             "static_ipaddress" | "static_routes" | "static_rules" => {
                 "hav manages virtual addresses only; configure static ones in the OS network \
