@@ -3,15 +3,18 @@
 //!
 //! [`import_keepalived`] converts each file given into one node config, validated by parsing it
 //! back with [`hav_proto::config::parse_node_config`], so a returned config is one `hav-agent`
-//! runs. Everything that has no hav equivalent is listed as a [`Finding`] with the file and line
-//! it came from; nothing is dropped silently. Given the files of both peers of a pair, each
-//! unicast peer also gets the other node's priority, so a master that can no longer win resigns
-//! at once. Syntax errors name the file and line; no input makes the importer panic.
+//! runs. Everything that has no hav equivalent is listed as a [`Finding`] with the file, line and
+//! column it came from; nothing is dropped silently. Given the files of both peers of a pair,
+//! each unicast peer also gets the other node's priority, so a master that can no longer win
+//! resigns at once, and a fleet file that the fleet expansion accepts describes the pair.
+//! Configurations flattened onto one line convert as written one statement per line. Syntax
+//! errors name the file, line and column; no input makes the importer panic.
 
 mod command;
 mod convert;
 mod draft;
 mod emit;
+mod fleet;
 mod keywords;
 pub mod lexer;
 mod pair;
@@ -31,6 +34,9 @@ pub struct ImportReport {
     pub nodes: Vec<ImportedNode>,
     /// Remarks about the files taken together (pairing, fleet config).
     pub pair_notes: Vec<String>,
+    /// With two or more files: the fleet file describing them (`deploy/fleet/fleet.toml`'s
+    /// schema), when the fleet expansion accepts it; `pair_notes` say why when there is none.
+    pub fleet: Option<String>,
 }
 
 /// One keepalived.conf converted.
@@ -141,7 +147,7 @@ pub enum ImportError {
 
 /// Converts each keepalived.conf in `files` into a hav node config. With two or more files,
 /// instances sharing a VRID are taken as peers of each other: unicast peers get the other node's
-/// priority, and differences between the peers are noted.
+/// priority, differences between the peers are noted, and a fleet file describes the nodes.
 pub fn import_keepalived(files: &[PathBuf]) -> Result<ImportReport, ImportError> {
     if files.is_empty() {
         return Err(ImportError::NoFiles);
@@ -152,11 +158,18 @@ pub fn import_keepalived(files: &[PathBuf]) -> Result<ImportReport, ImportError>
         drafts.push(convert::convert(file, parsed));
     }
     let pair_notes = pair::pair(&mut drafts);
+    let mut pair_notes = pair_notes;
     let mut nodes = Vec::new();
     for draft in drafts {
         nodes.push(finish(draft)?);
     }
-    Ok(ImportReport { nodes, pair_notes })
+    let (fleet, fleet_notes) = fleet::fleet(&nodes);
+    pair_notes.extend(fleet_notes);
+    Ok(ImportReport {
+        nodes,
+        pair_notes,
+        fleet,
+    })
 }
 
 /// Converts keepalived configuration text with no includes; `name` stands for its file in
