@@ -42,7 +42,7 @@ pub(crate) fn fleet(nodes: &[ImportedNode]) -> (Option<String>, Vec<String>) {
             let Some(key) = router_key(instance) else {
                 continue;
             };
-            if !seen.insert(key.clone()) {
+            if !seen.insert(key) {
                 continue;
             }
             // The instance of this router on every node that runs it, in file order.
@@ -93,8 +93,8 @@ pub(crate) fn fleet(nodes: &[ImportedNode]) -> (Option<String>, Vec<String>) {
 const FLEET_HEADER: &str = "\
 # hav fleet file written by havctl import-keepalived from the node configs beside it.
 # `havctl push-config --fleet fleet.toml --dry-run` shows what the coordinator would send.
-# The expansion decides priorities (150 for the first node of a group, 140 for the next),
-# instance names (<group>-vip<i>) and one instance per VIP; virtual servers, sync groups,
+# The expansion decides instance names (<group>-vip<i>), one instance per VIP and priorities
+# (VIP i is mastered by node i mod N at 150, the others 10 less each); virtual servers, sync groups,
 # notify programs and GARP settings are not in the fleet schema, so a push replaces the node
 # configs' own: keep running the node configs while the pair needs them.";
 
@@ -173,7 +173,8 @@ fn group(
         if vip_count > 1 {
             notes.push(format!(
                 "fleet: group {name}: the fleet runs one instance per VIP, so its {vip_count} \
-                 VIPs get VRIDs {vrid} to {}",
+                 VIPs get VRIDs {vrid} to {}, and spreads mastership over the nodes (VIP i on \
+                 node i mod N) where keepalived has one master for all of them",
                 vrid + vip_count - 1
             ));
         }
@@ -262,4 +263,61 @@ fn group(
     }
     group.insert("node".into(), Value::Array(nodes));
     Some(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::fleet;
+    use crate::import::{ImportedNode, import_keepalived_text};
+
+    fn node(name: &str, priority: u8, source: Option<&str>) -> ImportedNode {
+        let source = source.map_or(String::new(), |s| format!(" unicast_src_ip {s}\n"));
+        let text = format!(
+            "global_defs {{ router_id {name} }}\nvrrp_instance VI_1 {{\n interface eth0\n \
+             virtual_router_id 51\n priority {priority}\n{source} virtual_ipaddress {{\n \
+             192.0.2.100/24\n 192.0.2.101/24\n }}\n}}\n"
+        );
+        import_keepalived_text(&text, Path::new(&format!("{name}.conf")))
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn the_keepalived_master_masters_the_first_vip_of_the_fleet_group() {
+        // The backup's file comes first; the master must still lead the group.
+        let nodes = [
+            node("lb-b", 100, Some("192.0.2.12")),
+            node("lb-a", 200, Some("192.0.2.11")),
+        ];
+        let (text, notes) = fleet(&nodes);
+        let text = text.unwrap_or_else(|| panic!("{notes:?}"));
+        let expanded = hav_proto::fleet::expand("fleet.toml", &text)
+            .unwrap_or_else(|errors| panic!("{errors}\n{text}"));
+        let vips: Vec<(String, u8, String)> = (expanded.layout[0].vips.iter())
+            .map(|vip| (vip.address.to_string(), vip.vrid, vip.master.clone()))
+            .collect();
+        assert_eq!(
+            vips,
+            [
+                ("192.0.2.100".into(), 51, "lb-a".into()),
+                ("192.0.2.101".into(), 52, "lb-b".into())
+            ]
+        );
+        assert!(
+            notes.iter().any(|note| note.contains("VRIDs 51 to 52")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn no_fleet_without_the_nodes_addresses() {
+        let nodes = [node("lb-a", 200, None), node("lb-b", 100, None)];
+        let (text, notes) = fleet(&nodes);
+        assert_eq!(text, None);
+        assert!(
+            notes.iter().any(|note| note.contains("unicast_src_ip")),
+            "{notes:?}"
+        );
+    }
 }
