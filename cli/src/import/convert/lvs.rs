@@ -438,10 +438,13 @@ impl Converter {
             connect_timeout_ms: shared.connect_timeout_ms,
             retry: shared.retry,
             delay_before_retry_ms: shared.delay_before_retry_ms,
-            virtualhost: shared.virtualhost.clone(),
             ..CheckDraft::default()
         };
+        // The service's or real server's virtualhost is the Host header of web checks only.
         let web = matches!(kind, "http" | "https");
+        if web {
+            check.virtualhost = shared.virtualhost.clone();
+        }
         let mut urls = Vec::new();
         for item in block(statement) {
             let word = first_arg(item);
@@ -710,7 +713,7 @@ mod tests {
     fn direct_routing_with_tcp_checks_keeps_keepalived_timing() {
         let node = import(
             "virtual_server 192.0.2.100 80 {\n delay_loop 6\n lb_algo rr\n lb_kind DR\n \
-             persistence_timeout 50\n protocol TCP\n\
+             persistence_timeout 50\n protocol TCP\n virtualhost www.example.org\n\
              real_server 192.0.2.21 80 {\n weight 3\n TCP_CHECK {\n connect_timeout 3\n \
              nb_get_retry 2\n delay_before_retry 2\n connect_port 8080\n }\n }\n\
              real_server 192.0.2.22 80 {\n weight 1\n inhibit_on_failure\n \
