@@ -1258,8 +1258,8 @@ const NO_MAIL: &str = "hav sends no mail yet (SMTP alerts are planned): alert fr
                        program (for instance one that runs sendmail) meanwhile";
 
 const STRICT_MODE: &str = "hav has no strict mode yet (planned); its checks of adverts are always \
-                           on, but accept = false, no auth_pass and unicast or not must be set \
-                           explicitly";
+                           on, and the rest of strict mode is set per instance: accept = false, \
+                           no auth_pass";
 
 /// A statement's block, or nothing.
 fn block(statement: &Statement) -> &[Statement] {
