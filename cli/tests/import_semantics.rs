@@ -361,3 +361,18 @@ fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
         );
     }
 }
+
+#[test]
+fn an_include_inside_a_line_is_reported_not_expanded_nor_called_unknown() {
+    let node = import(&format!(
+        "{} include /etc/keepalived/other.conf\n",
+        one_instance("", "").replace('\n', " ")
+    ));
+    let reasons: Vec<String> = node
+        .not_converted()
+        .filter(|finding| finding.item.starts_with("include "))
+        .map(|finding| format!("{}: {}", finding.location, finding.reason))
+        .collect();
+    assert_eq!(reasons.len(), 1, "{:?}", node.findings);
+    assert!(reasons[0].contains("start of a line"), "{}", reasons[0]);
+}

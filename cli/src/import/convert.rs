@@ -1237,6 +1237,10 @@ impl Converter {
                  config"
             }
             "bfd_instance" => "hav has no BFD",
+            "include" | "includer" | "includem" | "includew" | "includeb" | "includea" => {
+                "not expanded: keepalived reads an include only at the start of a line; put it \
+                 on a line of its own"
+            }
             "garp_group" => "hav paces announcements per instance (garp interval)",
             "linkbeat_interfaces" | "interface_up_down_delays" | "track_group" => {
                 "no hav equivalent"

@@ -581,6 +581,16 @@ mod tests {
     }
 
     #[test]
+    fn an_include_inside_a_line_is_a_statement_not_an_expansion() {
+        let tree = parsed("global_defs { router_id a } include other.conf\n");
+        let keywords: Vec<(&str, usize)> = (tree.statements.iter())
+            .map(|s| (s.keyword.as_str(), s.location.column))
+            .collect();
+        assert_eq!(keywords, [("global_defs", 1), ("include", 29)]);
+        assert!(tree.findings.is_empty());
+    }
+
+    #[test]
     fn words_no_keyword_takes_become_statements_of_their_own() {
         let tree = parsed("vrrp_instance V {\n priority 100 extra\n}\n");
         let block = block(&tree.statements[0]);
