@@ -87,7 +87,7 @@ impl Converter {
                     }
                 },
                 "lb_algo" | "lvs_sched" => service.lb_algo = self.scheduler(item),
-                "lb_kind" | "lvs_method" => match word {
+                "lb_kind" | "lvs_method" => match word.map(str::to_ascii_uppercase).as_deref() {
                     Some("NAT") => service.lb_kind = None,
                     Some("DR") => service.lb_kind = Some("dr"),
                     Some("TUN") => {
@@ -586,8 +586,8 @@ impl Converter {
         if check.status_code.is_empty() && digest.is_none() {
             self.note(
                 statement,
-                "no status_code: hav expects 200 (recent keepalived versions accept any 2xx); \
-                 add status_code if the server answers another",
+                "no status_code: hav expects 200 where keepalived accepts any 2xx; add \
+                 status_code if the server answers another",
             );
         }
     }
