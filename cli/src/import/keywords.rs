@@ -4,10 +4,10 @@
 //! keepalived reads one statement per line; configurations flattened onto one line (braces
 //! delimit the blocks) are split back into statements with this table: a known keyword takes its
 //! known number of arguments, optional ones only while the next word is no keyword of the same
-//! block. A word that is no keyword where a statement starts becomes a statement of its own, so
-//! the converter reports it with its line and column instead of it vanishing into the
-//! arguments of another statement. Blocks of unknown keywords keep keepalived's rule: a
-//! statement takes the rest of its line.
+//! block, and an unknown keyword the words up to the next known one. Words left after a
+//! statement's arguments start the next statement, so the converter reports them with their
+//! line and column instead of them vanishing into another statement. Blocks of unknown keywords
+//! keep keepalived's rule: a statement takes the rest of its line.
 
 /// The kind of block statements are read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
