@@ -196,3 +196,39 @@ fn an_output_directory_that_cannot_be_made_fails_before_anything_is_converted() 
     assert!(messages.contains("a-file/out"), "{messages}");
     assert!(!messages.contains("never closed"), "{messages}");
 }
+
+#[test]
+fn every_example_pair_converts_into_configs_hav_agent_accepts() {
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for setup in [
+        "squid-active-passive",
+        "squid-active-active",
+        "nginx-sync-group",
+        "haproxy-http-check",
+        "lvs-dr",
+        "lvs-nat-http",
+    ] {
+        let out = scratch.path().join(setup);
+        let files = [
+            example(&format!("{setup}/node-a.conf")),
+            example(&format!("{setup}/node-b.conf")),
+        ];
+        let output = import(&out, &files);
+        assert!(output.status.success(), "{setup}: {}", stderr(&output));
+        let mut nodes: Vec<String> = std::fs::read_dir(&out)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".toml")
+                    .filter(|node| *node != "fleet")
+                    .map(str::to_owned)
+            })
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes.len(), 2, "{setup}: {nodes:?}");
+        for node in &nodes {
+            checked(&out, node);
+        }
+    }
+}
