@@ -243,10 +243,17 @@ fn unsupported_top_level_blocks_are_listed() {
 fn a_config_hav_refuses_is_an_error_naming_the_hav_key() {
     let text = "vrrp_instance VI_1 {\n virtual_router_id 300\n virtual_ipaddress {\n 198.51.100.1\n }\n}\n";
     match import_keepalived_text(text, Path::new("k.conf")) {
-        Err(ImportError::Rejected { errors, .. }) => {
-            let message = errors.to_string();
-            assert!(message.contains("instance[0].vrid"), "{message}");
-            assert!(message.contains("instance[0].interface"), "{message}");
+        Err(error @ ImportError::Rejected { .. }) => {
+            let message = error.to_string();
+            // Each hav key is named with the keepalived statement it came from.
+            assert!(
+                message.contains("k.conf:1:1: instance[0].vrid"),
+                "{message}"
+            );
+            assert!(
+                message.contains("k.conf:1:1: instance[0].interface"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -23,7 +23,7 @@ pub mod parser;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hav_proto::config::{ConfigErrors, NodeConfig, parse_node_config};
+use hav_proto::config::{ConfigErrors, KeyPath, NodeConfig, Segment, parse_node_config};
 
 pub use parser::Location;
 
@@ -136,11 +136,17 @@ pub enum ImportError {
         column: usize,
         message: String,
     },
-    /// The converted config is one hav refuses; `errors` name the hav keys.
-    #[error("{}: the converted config is not valid for hav:\n{errors}", keepalived.display())]
+    /// The converted config is one hav refuses; `errors` name the hav keys, `located` each with
+    /// the keepalived statement it came from (file:line:column) where it can be told.
+    #[error(
+        "{}: the converted config is not valid for hav:\n{}",
+        keepalived.display(),
+        located.join("\n")
+    )]
     Rejected {
         keepalived: PathBuf,
         errors: ConfigErrors,
+        located: Vec<String>,
         toml: String,
     },
 }
@@ -190,10 +196,53 @@ fn finish(draft: draft::Draft) -> Result<ImportedNode, ImportError> {
             toml,
             findings: draft.findings,
         }),
-        Err(errors) => Err(ImportError::Rejected {
-            keepalived: draft.source,
-            errors,
-            toml,
-        }),
+        Err(errors) => {
+            let located = (errors.errors().iter())
+                .map(|error| {
+                    let at = origin_of(&draft, &error.path)
+                        .map_or_else(|| draft.source.display().to_string(), |at| at.to_string());
+                    format!("{at}: {}: {}", error.path, error.problem)
+                })
+                .collect();
+            Err(ImportError::Rejected {
+                keepalived: draft.source,
+                errors,
+                located,
+                toml,
+            })
+        }
+    }
+}
+
+/// The keepalived statement a hav key path of the draft was converted from.
+fn origin_of(draft: &draft::Draft, path: &KeyPath) -> Option<Location> {
+    let [Segment::Key(section), Segment::Index(index), rest @ ..] = path.segments() else {
+        return None;
+    };
+    let index = *index;
+    match section.as_str() {
+        "instance" => draft.instances.get(index).map(|item| item.location.clone()),
+        "script" => draft.scripts.get(index).map(|item| item.location.clone()),
+        "process" => draft.processes.get(index).map(|item| item.location.clone()),
+        "probe" => draft.probes.get(index).map(|item| item.location.clone()),
+        "track_file" => draft
+            .track_files
+            .get(index)
+            .map(|item| item.location.clone()),
+        "sync_group" => draft
+            .sync_groups
+            .get(index)
+            .map(|item| item.location.clone()),
+        "virtual_server" => {
+            let service = draft.virtual_servers.get(index)?;
+            match rest {
+                [Segment::Key(key), Segment::Index(server), ..] if key == "real_server" => service
+                    .real_servers
+                    .get(*server)
+                    .map(|s| s.location.clone()),
+                _ => Some(service.location.clone()),
+            }
+        }
+        _ => None,
     }
 }
