@@ -147,9 +147,11 @@ pub enum Command {
         command: CertsCommand,
     },
     /// Convert keepalived.conf files into hav node configs; everything not converted is listed
-    /// with file:line. Give both files of a pair to fill in the unicast peers' priorities.
+    /// with file:line:column. Give both files of a pair to fill in the unicast peers' priorities
+    /// and get a fleet file for the pair.
     ImportKeepalived {
-        /// Write DIR/<node name>.toml instead of printing the configs.
+        /// Write DIR/<node name>.toml (and DIR/fleet.toml for a pair) instead of printing them;
+        /// DIR is created first.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
         /// keepalived.conf files, one per node.

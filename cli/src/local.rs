@@ -11,15 +11,33 @@ use crate::commands::Cli;
 use crate::import::{FindingKind, import_keepalived as convert};
 use crate::output::{Output, print};
 
-/// `havctl import-keepalived`: each converted config on stdout (or `DIR/<node>.toml`), a summary
-/// and every item not converted (file:line and why) on stderr; with `-o json`, all of it as one
-/// document on stdout.
+/// `havctl import-keepalived`: each converted config on stdout (or `DIR/<node>.toml`, and
+/// `DIR/fleet.toml` for several nodes), a summary and every item not converted (file:line:column
+/// and why) on stderr; with `-o json`, all of it as one document on stdout. `DIR` is created
+/// before anything is converted, so a directory that cannot be made fails the command first.
 pub fn import_keepalived(
     out_dir: Option<PathBuf>,
     files: &[PathBuf],
     output: Output,
 ) -> Result<(), CliError> {
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let report = convert(files).map_err(|error| CliError::Invalid(error.to_string()))?;
+    let fleet_path = match (&out_dir, &report.fleet) {
+        (Some(dir), Some(fleet)) => {
+            let path = dir.join("fleet.toml");
+            std::fs::write(&path, fleet).map_err(|source| CliError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Some(path)
+        }
+        _ => None,
+    };
     let mut written = Vec::new();
     for node in &report.nodes {
         if let Some(dir) = &out_dir {
@@ -60,7 +78,14 @@ pub fn import_keepalived(
             .collect();
         print(
             output,
-            || json!({ "nodes": nodes, "pair_notes": report.pair_notes }),
+            || {
+                json!({
+                    "nodes": nodes,
+                    "pair_notes": report.pair_notes,
+                    "fleet": if fleet_path.is_some() { Value::Null } else { json!(report.fleet) },
+                    "fleet_written_to": fleet_path,
+                })
+            },
             String::new,
         );
         return Ok(());
@@ -84,6 +109,11 @@ pub fn import_keepalived(
     }
     for note in &report.pair_notes {
         eprintln!("pair: {note}");
+    }
+    match (&fleet_path, &report.fleet) {
+        (Some(path), _) => eprintln!("fleet file written to {}", path.display()),
+        (None, Some(fleet)) => println!("{fleet}"),
+        (None, None) => {}
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ fn writes_one_config_per_node_and_lists_what_it_left_out() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("node-a.conf:41: not converted: 198.51.100.81/24"),
+        stderr.contains("node-a.conf:41:9: not converted: 198.51.100.81/24"),
         "{stderr}"
     );
     assert!(
@@ -58,7 +58,10 @@ fn broken_input_fails_naming_file_and_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains(&format!("{}:1: this block is never closed", file.display())),
+        stderr.contains(&format!(
+            "{}:1:20: this block is never closed",
+            file.display()
+        )),
         "{stderr}"
     );
     let _ = std::fs::remove_file(&file);

@@ -301,3 +301,78 @@ fn haproxy_positive_weight_becomes_base_priority() {
         ]
     );
 }
+
+/// `text` as posts and wikis print it: comments removed, every line joined onto one.
+fn flattened(text: &str) -> String {
+    let mut words = Vec::new();
+    for line in text.lines() {
+        let mut quote = None;
+        let end = line
+            .char_indices()
+            .find(|&(_, c)| {
+                match quote {
+                    Some(open) if c == open => quote = None,
+                    None if c == '"' || c == '\'' => quote = Some(c),
+                    _ => {}
+                }
+                quote.is_none() && (c == '#' || c == '!')
+            })
+            .map_or(line.len(), |(index, _)| index);
+        let kept = line[..end].trim();
+        if !kept.is_empty() {
+            words.push(kept);
+        }
+    }
+    words.join(" ")
+}
+
+#[test]
+fn every_example_flattened_onto_one_line_converts_to_the_same_config() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/keepalived");
+    for setup in [
+        "squid-active-passive",
+        "squid-active-active",
+        "haproxy-http-check",
+        "lvs-dr",
+        "lvs-nat-http",
+        "nginx-sync-group/conf.d-a",
+        "nginx-sync-group/conf.d-b",
+    ] {
+        let files: Vec<PathBuf> = match setup.split_once('/') {
+            // The sync-group example includes its instances: join them into one file.
+            Some(_) => vec![
+                root.join(setup).join("lan.conf"),
+                root.join(setup).join("wan.conf"),
+            ],
+            None => vec![
+                root.join(setup).join("node-a.conf"),
+                root.join(setup).join("node-b.conf"),
+            ],
+        };
+        let texts: Vec<String> = (files.iter())
+            .map(|file| std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let texts = match setup.split_once('/') {
+            Some(_) => vec![texts.concat()],
+            None => texts,
+        };
+        for (index, text) in texts.iter().enumerate() {
+            let name = format!("{setup}#{index}");
+            let convert = |text: &str| {
+                havctl::import::import_keepalived_text(text, std::path::Path::new("k.conf"))
+                    .unwrap_or_else(|error| panic!("{name}: {error}"))
+            };
+            let multi_line = convert(text);
+            let one_line = convert(&flattened(text));
+            assert_eq!(one_line.config, multi_line.config, "{name}");
+            let items = |node: &ImportedNode| -> Vec<(FindingKind, String)> {
+                let mut items: Vec<_> = (node.findings.iter())
+                    .map(|finding| (finding.kind, finding.item.clone()))
+                    .collect();
+                items.sort_by(|a, b| a.1.cmp(&b.1));
+                items
+            };
+            assert_eq!(items(&one_line), items(&multi_line), "{name}");
+        }
+    }
+}

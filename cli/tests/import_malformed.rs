@@ -14,6 +14,7 @@ fn syntax_error(text: &str) -> (usize, String) {
             file,
             line,
             message,
+            ..
         }) => {
             assert_eq!(file, Path::new(NAME));
             (line, message)
@@ -69,6 +70,7 @@ fn file_errors_name_the_file() {
             file,
             line,
             message,
+            ..
         }) => {
             assert_eq!((file, line), (looping, 1));
             assert!(message.contains("nested"), "{message}");
@@ -87,6 +89,8 @@ fn examples() -> Vec<String> {
         "squid-active-active",
         "nginx-sync-group",
         "haproxy-http-check",
+        "lvs-dr",
+        "lvs-nat-http",
     ] {
         for node in ["node-a.conf", "node-b.conf"] {
             let path = root.join(setup).join(node);
@@ -177,7 +181,7 @@ proptest! {
     /// Whatever the edits, the importer returns (never panics), a syntax error names a line of
     /// the edited text, and a converted config is one hav loads.
     #[test]
-    fn random_edits_never_panic(example in 0..9usize, edits in proptest::collection::vec(edit(), 1..6)) {
+    fn random_edits_never_panic(example in 0..13usize, edits in proptest::collection::vec(edit(), 1..6)) {
         let texts = examples();
         let mut text = texts[example % texts.len()].clone();
         for edit in &edits {

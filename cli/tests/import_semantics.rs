@@ -233,7 +233,7 @@ fn unsupported_top_level_blocks_are_listed() {
         ]
     );
     assert!(
-        node.toml.contains("keepalived.conf:13: virtual_server"),
+        node.toml.contains("keepalived.conf:13:1: virtual_server"),
         "{}",
         node.toml
     );
@@ -243,10 +243,17 @@ fn unsupported_top_level_blocks_are_listed() {
 fn a_config_hav_refuses_is_an_error_naming_the_hav_key() {
     let text = "vrrp_instance VI_1 {\n virtual_router_id 300\n virtual_ipaddress {\n 198.51.100.1\n }\n}\n";
     match import_keepalived_text(text, Path::new("k.conf")) {
-        Err(ImportError::Rejected { errors, .. }) => {
-            let message = errors.to_string();
-            assert!(message.contains("instance[0].vrid"), "{message}");
-            assert!(message.contains("instance[0].interface"), "{message}");
+        Err(error @ ImportError::Rejected { .. }) => {
+            let message = error.to_string();
+            // Each hav key is named with the keepalived statement it came from.
+            assert!(
+                message.contains("k.conf:1:1: instance[0].vrid"),
+                "{message}"
+            );
+            assert!(
+                message.contains("k.conf:1:1: instance[0].interface"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -290,7 +297,7 @@ fn includes_expand_globs_relative_to_the_including_file() {
     assert_eq!(
         bogus,
         Some((
-            format!("{}:7", dir.join("conf.d/a.conf").display()),
+            format!("{}:7:2", dir.join("conf.d/a.conf").display()),
             "bogus_keyword 1".to_owned()
         ))
     );
@@ -299,4 +306,80 @@ fn includes_expand_globs_relative_to_the_including_file() {
             .any(|note| note.item == "include missing/*.conf" && note.location.line == 5)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dont_track_primary_becomes_a_weighted_track_of_the_instance_interface() {
+    let node = import(&one_instance("", "dont_track_primary"));
+    let tracked: Vec<(TrackTarget, i16)> = (the_instance(&node).track.iter())
+        .map(|track| (track.target.clone(), track.weight.get()))
+        .collect();
+    assert_eq!(tracked, [(TrackTarget::Interface("eth0".into()), -1)]);
+    assert!(
+        node.toml
+            .contains("track_interface = [{ name = \"eth0\", weight = -1 }]"),
+        "{}",
+        node.toml
+    );
+    assert!(not_converted_lines(&node).is_empty());
+    // An interface the instance already tracks keeps its own weight.
+    let node = import(&one_instance(
+        "",
+        "dont_track_primary\ntrack_interface {\n eth0 weight -30\n}",
+    ));
+    let weights: Vec<i16> = (the_instance(&node).track.iter())
+        .map(|track| track.weight.get())
+        .collect();
+    assert_eq!(weights, [-30]);
+}
+
+#[test]
+fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
+    let global = "vrrp_strict\nnotify_fifo /run/keepalived.fifo\nvrrp_notify_fifo /run/vrrp.fifo\n\
+                  vrrp_iptables\nnftables\nmax_auto_priority 10\nnotification_email {\n ops@example.org\n}\n\
+                  notification_email_from lb@example.org\nsmtp_server 192.0.2.25\nsmtp_connect_timeout 30";
+    let body = "use_vmac\nvirtual_routes {\n 0.0.0.0/0 via 198.51.100.1\n}\nvirtual_rules {\n from 198.51.100.100 table 10\n}";
+    let node = import(&one_instance(global, body));
+    for keyword in [
+        "vrrp_strict",
+        "notify_fifo",
+        "vrrp_notify_fifo",
+        "vrrp_iptables",
+        "nftables",
+        "max_auto_priority",
+        "notification_email",
+        "notification_email_from",
+        "smtp_server",
+        "smtp_connect_timeout",
+        "use_vmac",
+        "virtual_routes",
+        "virtual_rules",
+    ] {
+        let reasons: Vec<&str> = node
+            .not_converted()
+            .filter(|finding| finding.item.split_whitespace().next() == Some(keyword))
+            .map(|finding| finding.reason.as_str())
+            .collect();
+        assert_eq!(reasons.len(), 1, "{keyword}: {:?}", node.findings);
+        assert!(
+            reasons[0] != "no hav equivalent" && reasons[0].contains("hav"),
+            "{keyword}: {}",
+            reasons[0]
+        );
+    }
+}
+
+#[test]
+fn an_include_inside_a_line_is_reported_not_expanded_nor_called_unknown() {
+    let node = import(&format!(
+        "{} include /etc/keepalived/other.conf\n",
+        one_instance("", "").replace('\n', " ")
+    ));
+    let reasons: Vec<String> = node
+        .not_converted()
+        .filter(|finding| finding.item.starts_with("include "))
+        .map(|finding| format!("{}: {}", finding.location, finding.reason))
+        .collect();
+    assert_eq!(reasons.len(), 1, "{:?}", node.findings);
+    assert!(reasons[0].contains("start of a line"), "{}", reasons[0]);
 }

@@ -19,6 +19,8 @@ use super::draft::{
 use super::parser::{Location, Parsed, Statement};
 use super::{Finding, FindingKind};
 
+mod lvs;
+
 /// What a keepalived tracked definition became in hav.
 #[derive(Debug, Clone)]
 struct Defined {
@@ -70,6 +72,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
         track_files: Vec::new(),
         instances: Vec::new(),
         sync_groups: Vec::new(),
+        virtual_servers: Vec::new(),
     };
     let statements = parsed.statements;
     // Definitions first, so that references find them wherever they are written.
@@ -96,6 +99,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             "global_defs" | "vrrp_script" | "vrrp_track_process" | "track_file"
             | "vrrp_track_file" | "vrrp_instance" => {}
             "vrrp_sync_group" => converter.sync_group(statement, &mut draft),
+            "virtual_server" => converter.virtual_server(statement, &mut draft),
             _ => converter.top_level_unsupported(statement),
         }
     }
@@ -109,6 +113,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             let location = Location {
                 file: source.to_owned(),
                 line: 1,
+                column: 1,
             };
             converter.findings.push(Finding::note(
                 location.clone(),
@@ -238,11 +243,7 @@ impl Converter {
                         self.globals.rfc9568_checksum = true;
                     }
                 }
-                "vrrp_strict" => self.not_converted(
-                    item,
-                    "hav has no strict mode; its checks of adverts are always on, but no_accept, \
-                     no authentication and the other strict-mode rules must be set explicitly",
-                ),
+                "vrrp_strict" => self.not_converted(item, STRICT_MODE),
                 "vrrp_mcast_group4" | "vrrp_mcast_group6" => self.not_converted(
                     item,
                     "hav sends adverts to the RFC groups 224.0.0.18 and ff02::12 only",
@@ -255,9 +256,38 @@ impl Converter {
                 | "smtp_alert"
                 | "smtp_alert_vrrp"
                 | "smtp_alert_checker"
-                | "no_email_faults" => {
-                    self.not_converted(item, "hav sends no mail; run a notify program to alert")
-                }
+                | "no_email_faults" => self.not_converted(item, NO_MAIL),
+                "notify_fifo"
+                | "notify_fifo_script"
+                | "vrrp_notify_fifo"
+                | "vrrp_notify_fifo_script"
+                | "lvs_notify_fifo"
+                | "lvs_notify_fifo_script" => self.not_converted(
+                    item,
+                    "hav writes no notify FIFO yet (planned, in keepalived's line format): the \
+                     notify programs of each instance get every state change meanwhile, the \
+                     generic `notify` with keepalived's arguments (INSTANCE NAME STATE \
+                     PRIORITY) and all of them HAV_NAME, HAV_NEW_STATE, HAV_PRIORITY in the \
+                     environment",
+                ),
+                "vrrp_iptables"
+                | "vrrp_ipsets"
+                | "vrrp_iptables_notrack"
+                | "nftables"
+                | "nftables_priority"
+                | "nftables_counters"
+                | "nftables_ifindex" => self.not_converted(
+                    item,
+                    "hav writes no iptables or ipset rules and needs no setting for \
+                         nftables: it keeps its own table (`inet hav`) for accept = false, \
+                         load balancing and hand-overs, and removes it at stop",
+                ),
+                "max_auto_priority" => self.not_converted(
+                    item,
+                    "hav-agent runs with the scheduling priority it is started with (raising \
+                     it itself is planned): set CPUSchedulingPolicy=rr and \
+                     CPUSchedulingPriority= in its systemd unit to get a realtime priority",
+                ),
                 "vrrp_skip_check_adv_addr" | "vrrp_check_unicast_src" => self.not_converted(
                     item,
                     "hav always checks the addresses in adverts and their source; nothing to set",
@@ -633,6 +663,7 @@ impl Converter {
         // keepalived weights of the references, for the base priority.
         let mut positive_weights = 0;
         let mut advert: Option<(&Statement, u64)> = None;
+        let mut dont_track_primary = None;
         for item in block(statement) {
             let word = first_arg(item);
             let keyword = item.keyword.as_str();
@@ -739,22 +770,27 @@ impl Converter {
                     self.garp_setting(item, keyword, &mut garp);
                     instance.garp = garp;
                 }
-                "smtp_alert" => self.not_converted(item, "hav sends no mail; run a notify program"),
-                "dont_track_primary" => {
-                    self.not_converted(item, "hav always watches the instance's interface")
-                }
+                "smtp_alert" => self.not_converted(item, NO_MAIL),
+                "dont_track_primary" => dont_track_primary = Some(item),
                 "use_vmac" | "vmac_xmit_base" | "use_ipvlan" => self.not_converted(
                     item,
-                    "hav uses the interface's own MAC address (no virtual MAC interfaces)",
+                    "hav sends from the interface's own MAC address (a macvlan with the VRRP \
+                     virtual MAC 00-00-5E-00-01-VRID is planned); hosts learn the new \
+                     master's MAC from its gratuitous ARP / unsolicited NA at each change",
                 ),
                 "virtual_routes" | "virtual_rules" => self.not_converted(
                     item,
-                    "hav manages addresses only; add routes and rules from a notify program",
+                    "hav moves addresses only (routes and rules moved with the VIPs are \
+                     planned); add and remove them from notify_master / notify_backup programs \
+                     meanwhile",
                 ),
                 "track_bfd" => self.not_converted(item, "hav has no BFD"),
-                "strict_mode" => self.not_converted(item, "hav has no strict mode"),
+                "strict_mode" => self.not_converted(item, STRICT_MODE),
                 _ => self.not_converted(item, "no hav equivalent"),
             }
+        }
+        if let Some(item) = dont_track_primary {
+            self.dont_track_primary(item, &mut instance);
         }
         // keepalived's defaults, which hav's differ from: version 2, and 255 for state MASTER.
         instance.version = explicit_version.or(self.globals.version).unwrap_or(2);
@@ -829,6 +865,39 @@ impl Converter {
         }
         instance.garp = garp;
         draft.instances.push(instance);
+    }
+
+    /// hav faults an instance whose interface is down unless the config tracks that interface
+    /// itself; tracked with weight -1, a link down costs one priority point instead.
+    fn dont_track_primary(&mut self, item: &Statement, instance: &mut InstanceDraft) {
+        let Some(interface) = instance.interface.clone() else {
+            return self.not_converted(item, "the instance names no interface");
+        };
+        let tracked = (instance.tracks.iter())
+            .any(|track| track.kind == TrackKind::Interface && track.name == interface);
+        if tracked {
+            return self.note(
+                item,
+                "the instance tracks its interface itself, which hav follows instead of \
+                 faulting the instance: nothing to add",
+            );
+        }
+        instance.tracks.push(TrackRef {
+            kind: TrackKind::Interface,
+            name: interface.clone(),
+            weight: Some(-1),
+            keepalived_weight: 0,
+            location: item.location.clone(),
+        });
+        self.note(
+            item,
+            &format!(
+                "written as track_interface = [{{ name = \"{interface}\", weight = -1 }}]: hav \
+                 faults an instance whose interface is down unless it tracks that interface \
+                 itself, and weight 0 would fault it too; so a link down costs one priority \
+                 point instead of none"
+            ),
+        );
     }
 
     fn advert_interval(&mut self, item: &Statement, micros: u64, version: i64) -> u64 {
@@ -1106,7 +1175,7 @@ impl Converter {
                         item,
                         "hav tracks per instance: add these to each member instance",
                     ),
-                "smtp_alert" => self.not_converted(item, "hav sends no mail; run a notify program"),
+                "smtp_alert" => self.not_converted(item, NO_MAIL),
                 "sync_group_tracking_weight" => tracking_weight = true,
                 "global_tracking" => self.not_converted(
                     item,
@@ -1159,15 +1228,19 @@ impl Converter {
 
     fn top_level_unsupported(&mut self, statement: &Statement) {
         let reason = match statement.keyword.as_str() {
-            "virtual_server" | "virtual_server_group" => {
-                "hav does no load balancing (IPVS); keep that part in keepalived or move it to \
-                 the proxy"
+            "virtual_server_group" => {
+                "hav has no virtual_server_group: write one [[virtual_server]] per address and \
+                 port of the group (or one with `ports = [...]` for several ports of one address)"
             }
             "static_ipaddress" | "static_routes" | "static_rules" => {
                 "hav manages virtual addresses only; configure static ones in the OS network \
                  config"
             }
             "bfd_instance" => "hav has no BFD",
+            "include" | "includer" | "includem" | "includew" | "includeb" | "includea" => {
+                "not expanded: keepalived reads an include only at the start of a line; put it \
+                 on a line of its own"
+            }
             "garp_group" => "hav paces announcements per instance (garp interval)",
             "linkbeat_interfaces" | "interface_up_down_delays" | "track_group" => {
                 "no hav equivalent"
@@ -1184,6 +1257,13 @@ impl Converter {
         self.not_converted(statement, reason);
     }
 }
+
+const NO_MAIL: &str = "hav sends no mail yet (SMTP alerts are planned): alert from a notify \
+                       program (for instance one that runs sendmail) meanwhile";
+
+const STRICT_MODE: &str = "hav has no strict mode yet (planned); its checks of adverts are always \
+                           on, and the rest of strict mode is set per instance: accept = false, \
+                           no auth_pass";
 
 /// A statement's block, or nothing.
 fn block(statement: &Statement) -> &[Statement] {

@@ -19,6 +19,7 @@ pub(crate) struct Draft {
     pub(crate) track_files: Vec<TrackFileDraft>,
     pub(crate) instances: Vec<InstanceDraft>,
     pub(crate) sync_groups: Vec<SyncGroupDraft>,
+    pub(crate) virtual_servers: Vec<VirtualServerDraft>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,3 +187,51 @@ pub(crate) const NOTIFY_KEYS: [&str; 5] = [
     "notify_fault",
     "notify_stop",
 ];
+
+/// A keepalived `virtual_server` as `[[virtual_server]]`: only keys the schema accepts, each
+/// checked by the converter against what the validator refuses.
+#[derive(Debug, Clone)]
+pub(crate) struct VirtualServerDraft {
+    pub(crate) name: String,
+    pub(crate) location: Location,
+    pub(crate) address: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) protocol: Option<&'static str>,
+    /// Set only when `address` is no VIP of a converted instance.
+    pub(crate) instance: Option<String>,
+    pub(crate) lb_algo: Option<&'static str>,
+    pub(crate) lb_kind: Option<&'static str>,
+    pub(crate) delay_loop_ms: Option<u64>,
+    pub(crate) quorum: Option<i64>,
+    pub(crate) hysteresis: Option<i64>,
+    pub(crate) quorum_up: Option<Vec<String>>,
+    pub(crate) quorum_down: Option<Vec<String>>,
+    pub(crate) sorry_server: Option<String>,
+    pub(crate) real_servers: Vec<RealServerDraft>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RealServerDraft {
+    pub(crate) location: Location,
+    pub(crate) address: IpAddr,
+    pub(crate) port: Option<u16>,
+    pub(crate) weight: Option<i64>,
+    pub(crate) inhibit_on_failure: bool,
+    pub(crate) check: Option<CheckDraft>,
+}
+
+/// `[virtual_server.real_server.check]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CheckDraft {
+    /// `tcp`, `http`, `https` or `misc`.
+    pub(crate) kind: &'static str,
+    pub(crate) connect_ip: Option<IpAddr>,
+    pub(crate) connect_port: Option<u16>,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) retry: Option<i64>,
+    pub(crate) delay_before_retry_ms: Option<u64>,
+    pub(crate) path: Option<String>,
+    pub(crate) virtualhost: Option<String>,
+    pub(crate) status_code: Vec<i64>,
+    pub(crate) program: Option<Vec<String>>,
+}

@@ -2,7 +2,7 @@
 //! differs from hav's), each table headed by the keepalived file and line it came from, and the
 //! findings as comments at the top.
 
-use super::draft::{Draft, InstanceDraft, NOTIFY_KEYS, TrackKind};
+use super::draft::{Draft, InstanceDraft, NOTIFY_KEYS, TrackKind, VirtualServerDraft};
 use super::parser::Location;
 use super::{Finding, FindingKind};
 
@@ -82,7 +82,68 @@ impl Draft {
             section.entry("instances", strings(&group.instances));
             section.notify(&group.notify);
         }
+        for service in &self.virtual_servers {
+            service.write(&mut out);
+        }
         out
+    }
+}
+
+impl VirtualServerDraft {
+    fn write(&self, out: &mut String) {
+        let mut section = Section::new(out, "[[virtual_server]]", Some(&self.location));
+        section.entry("name", Value::Str(self.name.clone()));
+        section.entry("address", Value::Str(self.address.to_string()));
+        section.entry("port", Value::Int(i64::from(self.port)));
+        section.string("protocol", self.protocol);
+        section.string("instance", self.instance.as_deref());
+        section.string("lb_algo", self.lb_algo);
+        section.string("lb_kind", self.lb_kind);
+        section.duration("delay_loop", self.delay_loop_ms);
+        section.int("quorum", self.quorum);
+        section.int("hysteresis", self.hysteresis);
+        if let Some(argv) = &self.quorum_up {
+            section.entry("quorum_up", strings(argv));
+        }
+        if let Some(argv) = &self.quorum_down {
+            section.entry("quorum_down", strings(argv));
+        }
+        section.string("sorry_server", self.sorry_server.as_deref());
+        for server in &self.real_servers {
+            let mut section = Section::new(
+                out,
+                "[[virtual_server.real_server]]",
+                Some(&server.location),
+            );
+            section.entry("address", Value::Str(server.address.to_string()));
+            section.int("port", server.port.map(i64::from));
+            section.int("weight", server.weight);
+            if server.inhibit_on_failure {
+                section.entry("inhibit_on_failure", Value::Bool(true));
+            }
+            let Some(check) = &server.check else {
+                continue;
+            };
+            let mut section = Section::new(out, "[virtual_server.real_server.check]", None);
+            section.entry("kind", Value::Str(check.kind.to_owned()));
+            section.string(
+                "connect_ip",
+                check.connect_ip.map(|ip| ip.to_string()).as_deref(),
+            );
+            section.int("connect_port", check.connect_port.map(i64::from));
+            section.duration("connect_timeout", check.connect_timeout_ms);
+            section.int("retry", check.retry);
+            section.duration("delay_before_retry", check.delay_before_retry_ms);
+            section.string("path", check.path.as_deref());
+            section.string("virtualhost", check.virtualhost.as_deref());
+            if !check.status_code.is_empty() {
+                let codes = check.status_code.iter().map(|code| Value::Int(*code));
+                section.entry("status_code", Value::Array(codes.collect()));
+            }
+            if let Some(argv) = &check.program {
+                section.entry("program", strings(argv));
+            }
+        }
     }
 }
 

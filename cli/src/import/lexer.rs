@@ -1,5 +1,5 @@
 //! keepalived.conf tokens: words (with quotes removed and escapes resolved), `{` and `}`, each
-//! with the line it starts on.
+//! with the line and column it starts at.
 //!
 //! The rules are keepalived's: `#` and `!` outside quotes start a comment that runs to the end of
 //! the line; `"` and `'` quote anywhere inside a word and may not span lines; inside quotes a
@@ -19,11 +19,18 @@ pub enum Token {
     Close,
 }
 
+/// A token and the 1-based column (in characters) it starts at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spanned {
+    pub token: Token,
+    pub column: usize,
+}
+
 /// The tokens of one physical line, with its 1-based number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub number: usize,
-    pub tokens: Vec<Token>,
+    pub tokens: Vec<Spanned>,
     /// The words of the line with braces kept inside words, as `include` patterns need
     /// (`conf.d/*.{conf,inc}`).
     pub words_with_braces: Vec<String>,
@@ -33,6 +40,8 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LexError {
     pub line: usize,
+    /// 1-based column of the character that starts the problem (the opening quote).
+    pub column: usize,
     pub message: String,
 }
 
@@ -41,8 +50,9 @@ pub fn tokenize(text: &str) -> Result<Vec<Line>, LexError> {
     let mut lines = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
-        let error = |message| LexError {
+        let error = |(column, message)| LexError {
             line: number,
+            column,
             message,
         };
         let tokens = tokenize_line(raw, true).map_err(error)?;
@@ -50,7 +60,7 @@ pub fn tokenize(text: &str) -> Result<Vec<Line>, LexError> {
             let words_with_braces = tokenize_line(raw, false)
                 .map_err(error)?
                 .into_iter()
-                .filter_map(|token| match token {
+                .filter_map(|spanned| match spanned.token {
                     Token::Word { text, .. } => Some(text),
                     Token::Open | Token::Close => None,
                 })
@@ -65,69 +75,97 @@ pub fn tokenize(text: &str) -> Result<Vec<Line>, LexError> {
     Ok(lines)
 }
 
-/// The tokens of one line; with `braces_are_tokens` false, braces are part of words.
-fn tokenize_line(line: &str, braces_are_tokens: bool) -> Result<Vec<Token>, String> {
+/// The tokens of one line; with `braces_are_tokens` false, braces are part of words. An error
+/// names the column where the problem starts.
+fn tokenize_line(line: &str, braces_are_tokens: bool) -> Result<Vec<Spanned>, (usize, String)> {
     let mut tokens = Vec::new();
     let mut chars = line.chars().peekable();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let flush =
-        |tokens: &mut Vec<Token>, word: &mut String, in_word: &mut bool, quoted: &mut bool| {
-            if *in_word {
-                tokens.push(Token::Word {
-                    text: std::mem::take(word),
-                    quoted: *quoted,
-                });
-            }
-            *in_word = false;
-            *quoted = false;
-        };
+    let mut column = 0;
+    let mut word = Word::default();
     while let Some(c) = chars.next() {
+        column += 1;
         match c {
             '#' | '!' => break,
-            '{' if braces_are_tokens => {
-                flush(&mut tokens, &mut word, &mut in_word, &mut quoted);
-                tokens.push(Token::Open);
-            }
-            '}' if braces_are_tokens => {
-                flush(&mut tokens, &mut word, &mut in_word, &mut quoted);
-                tokens.push(Token::Close);
+            '{' | '}' if braces_are_tokens => {
+                word.flush(&mut tokens);
+                tokens.push(Spanned {
+                    token: if c == '{' { Token::Open } else { Token::Close },
+                    column,
+                });
             }
             '"' | '\'' => {
-                in_word = true;
-                quoted = true;
+                let opened_at = column;
+                word.start(column);
+                word.quoted = true;
                 let close = c;
                 loop {
-                    match chars.next() {
-                        None => {
-                            return Err(format!(
-                                "unterminated quoted string (a {close} is missing before the end of the line)"
-                            ));
+                    let Some(next) = chars.next() else {
+                        return Err((
+                            opened_at,
+                            format!(
+                                "unterminated quoted string (a {close} is missing before the end \
+                                 of the line)"
+                            ),
+                        ));
+                    };
+                    column += 1;
+                    match next {
+                        end if end == close => break,
+                        '\\' => {
+                            let (escaped, used) = escape(&mut chars).map_err(|m| (column, m))?;
+                            column += used;
+                            word.text.push(escaped);
                         }
-                        Some(end) if end == close => break,
-                        Some('\\') => word.push(escape(&mut chars)?),
-                        Some(other) => word.push(other),
+                        other => word.text.push(other),
                     }
                 }
             }
-            c if c.is_whitespace() => flush(&mut tokens, &mut word, &mut in_word, &mut quoted),
+            c if c.is_whitespace() => word.flush(&mut tokens),
             c => {
-                in_word = true;
-                word.push(c);
+                word.start(column);
+                word.text.push(c);
             }
         }
     }
-    flush(&mut tokens, &mut word, &mut in_word, &mut quoted);
+    word.flush(&mut tokens);
     Ok(tokens)
 }
 
-/// The character an escape inside quotes stands for; the backslash has been read.
-fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
+/// The word being read: its text, where it started, whether any of it was quoted.
+#[derive(Default)]
+struct Word {
+    text: String,
+    column: Option<usize>,
+    quoted: bool,
+}
+
+impl Word {
+    fn start(&mut self, column: usize) {
+        self.column.get_or_insert(column);
+    }
+
+    fn flush(&mut self, tokens: &mut Vec<Spanned>) {
+        if let Some(column) = self.column.take() {
+            tokens.push(Spanned {
+                token: Token::Word {
+                    text: std::mem::take(&mut self.text),
+                    quoted: self.quoted,
+                },
+                column,
+            });
+        }
+        self.quoted = false;
+    }
+}
+
+/// The character an escape inside quotes stands for, and how many characters after the
+/// backslash it used; the backslash has been read.
+fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<(char, usize), String> {
     let Some(c) = chars.next() else {
         return Err("a backslash ends the line inside a quoted string".into());
     };
-    Ok(match c {
+    let mut used = 1;
+    let escaped = match c {
         'a' => '\u{7}',
         'b' => '\u{8}',
         'E' => '\u{1b}',
@@ -152,6 +190,7 @@ fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, 
             if digits == 0 {
                 return Err("\\x without hex digits in a quoted string".into());
             }
+            used += digits;
             char::from_u32(value).unwrap_or('\u{fffd}')
         }
         '0'..='7' => {
@@ -161,6 +200,7 @@ fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, 
                     Some(digit) => {
                         value = value * 8 + digit;
                         chars.next();
+                        used += 1;
                     }
                     None => break,
                 }
@@ -168,7 +208,8 @@ fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, 
             char::from_u32(value).unwrap_or('\u{fffd}')
         }
         other => other,
-    })
+    };
+    Ok((escaped, used))
 }
 
 #[cfg(test)]
@@ -179,7 +220,7 @@ mod tests {
         tokenize_line(line, true)
             .unwrap_or_default()
             .into_iter()
-            .map(|token| match token {
+            .map(|spanned| match spanned.token {
                 Token::Word { text, .. } => text,
                 Token::Open => "{".into(),
                 Token::Close => "}".into(),
@@ -212,10 +253,33 @@ mod tests {
     fn unterminated_quote_names_the_line() {
         match tokenize("a\nb \"c\n") {
             Err(error) => {
-                assert_eq!(error.line, 2);
+                assert_eq!((error.line, error.column), (2, 3));
                 assert!(error.message.contains("unterminated"), "{}", error.message);
             }
             Ok(lines) => panic!("{lines:?}"),
         }
+    }
+
+    #[test]
+    fn tokens_carry_the_column_they_start_at() {
+        let columns: Vec<(String, usize)> = tokenize_line("  state \"MA\\x41\"{x}", true)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|spanned| match spanned.token {
+                Token::Word { text, .. } => (text, spanned.column),
+                Token::Open => ("{".into(), spanned.column),
+                Token::Close => ("}".into(), spanned.column),
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("state".into(), 3),
+                ("MAA".into(), 9),
+                ("{".into(), 17),
+                ("x".into(), 18),
+                ("}".into(), 19)
+            ]
+        );
     }
 }

@@ -3,15 +3,19 @@
 //!
 //! [`import_keepalived`] converts each file given into one node config, validated by parsing it
 //! back with [`hav_proto::config::parse_node_config`], so a returned config is one `hav-agent`
-//! runs. Everything that has no hav equivalent is listed as a [`Finding`] with the file and line
-//! it came from; nothing is dropped silently. Given the files of both peers of a pair, each
-//! unicast peer also gets the other node's priority, so a master that can no longer win resigns
-//! at once. Syntax errors name the file and line; no input makes the importer panic.
+//! runs. Everything that has no hav equivalent is listed as a [`Finding`] with the file, line and
+//! column it came from; nothing is dropped silently. Given the files of both peers of a pair,
+//! each unicast peer also gets the other node's priority, so a master that can no longer win
+//! resigns at once, and a fleet file that the fleet expansion accepts describes the pair.
+//! Configurations flattened onto one line convert as written one statement per line. Syntax
+//! errors name the file, line and column; no input makes the importer panic.
 
 mod command;
 mod convert;
 mod draft;
 mod emit;
+mod fleet;
+mod keywords;
 pub mod lexer;
 mod pair;
 pub mod parser;
@@ -19,7 +23,7 @@ pub mod parser;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hav_proto::config::{ConfigErrors, NodeConfig, parse_node_config};
+use hav_proto::config::{ConfigErrors, KeyPath, NodeConfig, Segment, parse_node_config};
 
 pub use parser::Location;
 
@@ -30,6 +34,9 @@ pub struct ImportReport {
     pub nodes: Vec<ImportedNode>,
     /// Remarks about the files taken together (pairing, fleet config).
     pub pair_notes: Vec<String>,
+    /// With two or more files: the fleet file describing them (`deploy/fleet/fleet.toml`'s
+    /// schema), when the fleet expansion accepts it; `pair_notes` say why when there is none.
+    pub fleet: Option<String>,
 }
 
 /// One keepalived.conf converted.
@@ -122,24 +129,31 @@ pub enum ImportError {
         line: usize,
         offset: usize,
     },
-    #[error("{}:{line}: {message}", file.display())]
+    #[error("{}:{line}:{column}: {message}", file.display())]
     Syntax {
         file: PathBuf,
         line: usize,
+        column: usize,
         message: String,
     },
-    /// The converted config is one hav refuses; `errors` name the hav keys.
-    #[error("{}: the converted config is not valid for hav:\n{errors}", keepalived.display())]
+    /// The converted config is one hav refuses; `errors` name the hav keys, `located` each with
+    /// the keepalived statement it came from (file:line:column) where it can be told.
+    #[error(
+        "{}: the converted config is not valid for hav:\n{}",
+        keepalived.display(),
+        located.join("\n")
+    )]
     Rejected {
         keepalived: PathBuf,
         errors: ConfigErrors,
+        located: Vec<String>,
         toml: String,
     },
 }
 
 /// Converts each keepalived.conf in `files` into a hav node config. With two or more files,
 /// instances sharing a VRID are taken as peers of each other: unicast peers get the other node's
-/// priority, and differences between the peers are noted.
+/// priority, differences between the peers are noted, and a fleet file describes the nodes.
 pub fn import_keepalived(files: &[PathBuf]) -> Result<ImportReport, ImportError> {
     if files.is_empty() {
         return Err(ImportError::NoFiles);
@@ -150,11 +164,18 @@ pub fn import_keepalived(files: &[PathBuf]) -> Result<ImportReport, ImportError>
         drafts.push(convert::convert(file, parsed));
     }
     let pair_notes = pair::pair(&mut drafts);
+    let mut pair_notes = pair_notes;
     let mut nodes = Vec::new();
     for draft in drafts {
         nodes.push(finish(draft)?);
     }
-    Ok(ImportReport { nodes, pair_notes })
+    let (fleet, fleet_notes) = fleet::fleet(&nodes);
+    pair_notes.extend(fleet_notes);
+    Ok(ImportReport {
+        nodes,
+        pair_notes,
+        fleet,
+    })
 }
 
 /// Converts keepalived configuration text with no includes; `name` stands for its file in
@@ -175,10 +196,53 @@ fn finish(draft: draft::Draft) -> Result<ImportedNode, ImportError> {
             toml,
             findings: draft.findings,
         }),
-        Err(errors) => Err(ImportError::Rejected {
-            keepalived: draft.source,
-            errors,
-            toml,
-        }),
+        Err(errors) => {
+            let located = (errors.errors().iter())
+                .map(|error| {
+                    let at = origin_of(&draft, &error.path)
+                        .map_or_else(|| draft.source.display().to_string(), |at| at.to_string());
+                    format!("{at}: {}: {}", error.path, error.problem)
+                })
+                .collect();
+            Err(ImportError::Rejected {
+                keepalived: draft.source,
+                errors,
+                located,
+                toml,
+            })
+        }
+    }
+}
+
+/// The keepalived statement a hav key path of the draft was converted from.
+fn origin_of(draft: &draft::Draft, path: &KeyPath) -> Option<Location> {
+    let [Segment::Key(section), Segment::Index(index), rest @ ..] = path.segments() else {
+        return None;
+    };
+    let index = *index;
+    match section.as_str() {
+        "instance" => draft.instances.get(index).map(|item| item.location.clone()),
+        "script" => draft.scripts.get(index).map(|item| item.location.clone()),
+        "process" => draft.processes.get(index).map(|item| item.location.clone()),
+        "probe" => draft.probes.get(index).map(|item| item.location.clone()),
+        "track_file" => draft
+            .track_files
+            .get(index)
+            .map(|item| item.location.clone()),
+        "sync_group" => draft
+            .sync_groups
+            .get(index)
+            .map(|item| item.location.clone()),
+        "virtual_server" => {
+            let service = draft.virtual_servers.get(index)?;
+            match rest {
+                [Segment::Key(key), Segment::Index(server), ..] if key == "real_server" => service
+                    .real_servers
+                    .get(*server)
+                    .map(|s| s.location.clone()),
+                _ => Some(service.location.clone()),
+            }
+        }
+        _ => None,
     }
 }

@@ -126,10 +126,5 @@ pub(crate) fn pair(drafts: &mut [Draft]) -> Vec<String> {
             }
         }
     }
-    notes.push(
-        "no fleet config written: the fleet schema (proto/src/fleet.rs) does not exist yet; \
-         each node config above is complete on its own"
-            .to_owned(),
-    );
     notes
 }

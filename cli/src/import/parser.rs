@@ -4,12 +4,17 @@
 //! `include FILE` (and keepalived's variants `includer`, `includem`, `includew`, `includeb`,
 //! `includea`) is expanded where it stands: relative paths are relative to the including file's
 //! directory, `*`, `?`, `[...]` and `{a,b}` are expanded and matches read in sorted order, as
-//! glob(3) does. A block may open in one file and close in another, as in keepalived. Nothing
-//! here panics on input: a syntax problem is an [`ImportError::Syntax`] naming file and line.
+//! glob(3) does. A block may open in one file and close in another, as in keepalived.
+//!
+//! Statements end where keepalived's keyword table says (see `keywords`): several statements on
+//! one line, or a whole configuration on one line, read as the same statements written one per
+//! line. Nothing here panics on input: a syntax problem is an [`ImportError::Syntax`] naming the
+//! file, line and column.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
+use super::keywords::{self, Context};
 use super::lexer::{self, Token};
 use super::{Finding, ImportError};
 
@@ -19,11 +24,13 @@ pub struct Location {
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
     }
 }
 
@@ -76,7 +83,7 @@ pub fn parse_file(path: &Path) -> Result<Parsed, ImportError> {
         tokens: loader.tokens,
         position: 0,
     };
-    let statements = parser.block(None, 0)?;
+    let statements = parser.block(None, Context::Top, 0)?;
     Ok(Parsed {
         statements,
         files: loader.files,
@@ -92,7 +99,7 @@ pub fn parse_text(text: &str, name: &Path) -> Result<Parsed, ImportError> {
         tokens: loader.tokens,
         position: 0,
     };
-    let statements = parser.block(None, 0)?;
+    let statements = parser.block(None, Context::Top, 0)?;
     Ok(Parsed {
         statements,
         files: vec![name.to_owned()],
@@ -126,10 +133,12 @@ impl Loader {
             let at = included_from.cloned().unwrap_or(Location {
                 file: path.to_owned(),
                 line: 0,
+                column: 0,
             });
             return Err(ImportError::Syntax {
                 file: at.file,
                 line: at.line,
+                column: at.column,
                 message: format!(
                     "includes nested more than {MAX_INCLUDE_DEPTH} deep (does a file include itself?)"
                 ),
@@ -159,27 +168,38 @@ impl Loader {
         let lines = lexer::tokenize(text).map_err(|error| ImportError::Syntax {
             file: path.to_owned(),
             line: error.line,
+            column: error.column,
             message: error.message,
         })?;
         for line in lines {
-            let location = Location {
+            let location = |column| Location {
                 file: path.to_owned(),
                 line: line.number,
+                column,
             };
-            if let Some(Token::Word {
-                text: keyword,
-                quoted: false,
+            if let Some(lexer::Spanned {
+                token:
+                    Token::Word {
+                        text: keyword,
+                        quoted: false,
+                    },
+                column,
             }) = line.tokens.first()
                 && INCLUDE_KEYWORDS.contains(&keyword.as_str())
             {
-                self.include(keyword, &line.words_with_braces[1..], &location, depth)?;
+                self.include(
+                    keyword,
+                    &line.words_with_braces[1..],
+                    &location(*column),
+                    depth,
+                )?;
                 continue;
             }
             self.next_line_id += 1;
-            for token in line.tokens {
+            for spanned in &line.tokens {
                 self.tokens.push(Located {
-                    token,
-                    location: location.clone(),
+                    token: spanned.token.clone(),
+                    location: location(spanned.column),
                     line_id: self.next_line_id,
                 });
             }
@@ -200,6 +220,7 @@ impl Loader {
                 return Err(ImportError::Syntax {
                     file: at.file.clone(),
                     line: at.line,
+                    column: at.column,
                     message: format!("`{keyword}` takes exactly one file name or pattern"),
                 });
             }
@@ -227,11 +248,12 @@ struct TreeBuilder {
 }
 
 impl TreeBuilder {
-    /// Statements up to the `}` closing the block opened at `opened` (or the end of input for the
-    /// top level).
+    /// Statements of a block of kind `context` up to the `}` closing it (opened at `opened`), or
+    /// to the end of input for the top level.
     fn block(
         &mut self,
         opened: Option<&Location>,
+        context: Context,
         depth: usize,
     ) -> Result<Vec<Statement>, ImportError> {
         let mut statements = Vec::new();
@@ -259,20 +281,28 @@ impl TreeBuilder {
                     let location = current.location.clone();
                     let line_id = current.line_id;
                     self.position += 1;
-                    let mut args = Vec::new();
-                    while let Some(Located {
-                        token: Token::Word { text, quoted },
-                        line_id: arg_line,
-                        ..
-                    }) = self.tokens.get(self.position)
-                        && *arg_line == line_id
-                    {
-                        args.push(Arg {
-                            text: text.clone(),
-                            quoted: *quoted,
-                        });
-                        self.position += 1;
-                    }
+                    // The words after the keyword up to a brace or the end of its line; the
+                    // keyword table says how many are its arguments.
+                    let following: Vec<&str> = (self.tokens[self.position..].iter())
+                        .map_while(|located| match &located.token {
+                            Token::Word { text, .. } if located.line_id == line_id => {
+                                Some(text.as_str())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let count = keywords::argument_count(context, &keyword, &following);
+                    let args = (self.tokens[self.position..].iter())
+                        .take(count)
+                        .filter_map(|located| match &located.token {
+                            Token::Word { text, quoted } => Some(Arg {
+                                text: text.clone(),
+                                quoted: *quoted,
+                            }),
+                            Token::Open | Token::Close => None,
+                        })
+                        .collect();
+                    self.position += count;
                     let block = match self.tokens.get(self.position) {
                         Some(Located {
                             token: Token::Open,
@@ -287,7 +317,8 @@ impl TreeBuilder {
                             }
                             let open_at = open_at.clone();
                             self.position += 1;
-                            Some(self.block(Some(&open_at), depth + 1)?)
+                            let inner = keywords::block_context(context, &keyword);
+                            Some(self.block(Some(&open_at), inner, depth + 1)?)
                         }
                         _ => None,
                     };
@@ -307,6 +338,7 @@ fn syntax(at: &Location, message: &str) -> ImportError {
     ImportError::Syntax {
         file: at.file.clone(),
         line: at.line,
+        column: at.column,
         message: message.to_owned(),
     }
 }
@@ -485,8 +517,8 @@ mod tests {
             .as_ref()
             .and_then(|g| g.block.clone())
             .unwrap_or_default();
-        assert_eq!(group[0].keyword, "VI_1");
-        assert_eq!(group[0].words().collect::<Vec<_>>(), ["VI_2"]);
+        let members: Vec<&str> = group.iter().map(|m| m.keyword.as_str()).collect();
+        assert_eq!(members, ["VI_1", "VI_2"]);
         assert_eq!(parsed.statements[1].location.line, 4);
         assert!(parsed.statements[1].block.is_some());
     }
@@ -499,5 +531,75 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    /// Keywords and arguments of a tree, without locations.
+    fn shape(statements: &[Statement]) -> Vec<(String, Vec<String>, Option<Vec<String>>)> {
+        statements
+            .iter()
+            .map(|statement| {
+                let block = statement.block.as_deref().map(|block| {
+                    shape(block)
+                        .into_iter()
+                        .map(|(keyword, args, inner)| format!("{keyword} {args:?} {inner:?}"))
+                        .collect()
+                });
+                (
+                    statement.keyword.clone(),
+                    statement.words().map(str::to_owned).collect(),
+                    block,
+                )
+            })
+            .collect()
+    }
+
+    fn parsed(text: &str) -> Parsed {
+        parse_text(text, Path::new("k.conf")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_configuration_on_one_line_reads_as_the_same_statements() {
+        let multi = "vrrp_instance VI_1 {\n state MASTER\n interface eth0\n virtual_router_id 51\n \
+                     priority 150\n nopreempt\n authentication {\n auth_type PASS\n auth_pass s3cret\n }\n \
+                     virtual_ipaddress {\n 10.0.0.10/24 dev eth0\n 10.0.0.11/24\n }\n \
+                     track_script {\n chk weight -20\n chk2\n }\n \
+                     notify_master \"/bin/m master\"\n notify_backup /bin/b\n}\n\
+                     virtual_server 10.0.0.10 80 {\n delay_loop 6\n lb_algo rr\n \
+                     real_server 10.0.0.21 80 {\n weight 1\n TCP_CHECK {\n connect_timeout 3\n }\n }\n}\n";
+        let one = multi.replace('\n', " ");
+        assert_eq!(
+            shape(&parsed(&one).statements),
+            shape(&parsed(multi).statements)
+        );
+        // Every statement is located at its own keyword.
+        let instance = &parsed(&one).statements[0];
+        let interface = block(instance).iter().find(|s| s.keyword == "interface");
+        assert_eq!(
+            interface.map(|s| (s.location.line, s.location.column)),
+            Some((1, 37))
+        );
+    }
+
+    #[test]
+    fn an_include_inside_a_line_is_a_statement_not_an_expansion() {
+        let tree = parsed("global_defs { router_id a } include other.conf\n");
+        let keywords: Vec<(&str, usize)> = (tree.statements.iter())
+            .map(|s| (s.keyword.as_str(), s.location.column))
+            .collect();
+        assert_eq!(keywords, [("global_defs", 1), ("include", 29)]);
+        assert!(tree.findings.is_empty());
+    }
+
+    #[test]
+    fn words_no_keyword_takes_become_statements_of_their_own() {
+        let tree = parsed("vrrp_instance V {\n priority 100 extra\n}\n");
+        let block = block(&tree.statements[0]);
+        assert_eq!(block.len(), 2);
+        assert_eq!(block[1].keyword, "extra");
+        assert_eq!((block[1].location.line, block[1].location.column), (2, 15));
+    }
+
+    fn block(statement: &Statement) -> &[Statement] {
+        statement.block.as_deref().unwrap_or(&[])
     }
 }
