@@ -279,3 +279,46 @@ fn the_same_connections_through_a_keepalived_pair_stopped_gracefully_are_all_bro
     assert_eq!(report.greeted.get("a"), Some(&200), "{report:?}");
     assert_eq!(report.broken.len(), 200, "{report:?}");
 }
+
+/// A client opening a new connection every 5 ms (an HTTP request each) through consecutive
+/// planned hand-overs, both ways (priority lowered and restored by SIGHUP): none fails, not
+/// even those in flight as the VIP moves.
+#[test]
+fn a_client_connecting_every_5_ms_loses_nothing_through_20_planned_handovers() {
+    let mut s = setup();
+    let prober = common::prober(&s.pair.lab, s.vip);
+    prober
+        .wait_for_reply("a", Instant::now(), WAIT)
+        .expect("client reaches a");
+    let mut lower = s.a_config.clone();
+    lower.instances[0].priority = 50;
+    for handover in 0..20 {
+        let (config, master) = if handover % 2 == 0 {
+            (&lower, "b")
+        } else {
+            (&s.a_config, "a")
+        };
+        s.a.write_config(config).expect("config");
+        let asked = Instant::now();
+        s.a.reload().expect("SIGHUP");
+        if master == "b" {
+            s.b.wait_state("VI_1", "Master", WAIT)
+                .expect("b takes over");
+        } else {
+            s.a.wait_state("VI_1", "Master", WAIT)
+                .expect("a takes back");
+        }
+        prober
+            .wait_for_reply(master, asked, WAIT)
+            .expect("the client reaches the new master");
+    }
+    let samples = prober.stop();
+    let failed: Vec<_> = samples.iter().filter(|s| s.outcome.is_err()).collect();
+    eprintln!(
+        "20 planned hand-overs: {} connections, {} failed",
+        samples.len(),
+        failed.len()
+    );
+    assert!(samples.len() > 1000, "{} probes", samples.len());
+    assert!(failed.is_empty(), "{failed:?}");
+}
