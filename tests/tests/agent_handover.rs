@@ -282,9 +282,13 @@ fn the_same_connections_through_a_keepalived_pair_stopped_gracefully_are_all_bro
 
 /// A client opening a new connection every 5 ms (an HTTP request each) through consecutive
 /// planned hand-overs, both ways (priority lowered and restored by SIGHUP): none fails, not
-/// even those in flight as the VIP moves.
+/// even those in flight as the VIP moves. `HAV_HANDOVERS` runs more than the suite's 20.
 #[test]
 fn a_client_connecting_every_5_ms_loses_nothing_through_20_planned_handovers() {
+    let handovers: usize = std::env::var("HAV_HANDOVERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
     let mut s = setup();
     let prober = common::prober(&s.pair.lab, s.vip);
     prober
@@ -292,7 +296,7 @@ fn a_client_connecting_every_5_ms_loses_nothing_through_20_planned_handovers() {
         .expect("client reaches a");
     let mut lower = s.a_config.clone();
     lower.instances[0].priority = 50;
-    for handover in 0..20 {
+    for handover in 0..handovers {
         let (config, master) = if handover % 2 == 0 {
             (&lower, "b")
         } else {
@@ -315,7 +319,7 @@ fn a_client_connecting_every_5_ms_loses_nothing_through_20_planned_handovers() {
     let samples = prober.stop();
     let failed: Vec<_> = samples.iter().filter(|s| s.outcome.is_err()).collect();
     eprintln!(
-        "20 planned hand-overs: {} connections, {} failed",
+        "{handovers} planned hand-overs: {} connections, {} failed",
         samples.len(),
         failed.len()
     );

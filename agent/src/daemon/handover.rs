@@ -189,6 +189,8 @@ pub struct Handover {
     routers: HashMap<RouterId, RouterHandover>,
     parked: HashMap<RouterId, Parked>,
     forwards: HashMap<RouterId, Forward>,
+    /// Routers that are master now.
+    masters: BTreeSet<RouterId>,
     port: u16,
 }
 
@@ -204,6 +206,13 @@ impl Handover {
     /// Whether any router drains connections (then the beacon socket is open).
     pub fn enabled(&self) -> bool {
         !self.routers.is_empty() || !self.parked.is_empty()
+    }
+
+    /// Whether this node is master of the router with `vrid` in that family.
+    fn is_master_of(&self, vrid: u8, ipv6: bool) -> bool {
+        (self.masters.iter())
+            .filter_map(|id| self.routers.get(id))
+            .any(|r| r.vrid == vrid && r.ipv6 == ipv6)
     }
 
     /// Whether `router` keeps its connections through a planned hand-over.
@@ -296,6 +305,11 @@ impl Handover {
     /// A router changed state: a planned takeover keeps (or arms) the forwarding toward the
     /// master it took over from, under a lease; any other change to Master drops it.
     pub fn on_state(&mut self, router: RouterId, to: State, cause: &Cause, now: Instant) {
+        if to == State::Master {
+            self.masters.insert(router);
+        } else {
+            self.masters.remove(&router);
+        }
         let Some(config) = self.routers.get(&router) else {
             return;
         };
@@ -374,6 +388,7 @@ impl Handover {
         let sender = canonical(from.ip());
         match beacon.kind {
             BeaconKind::Holding { .. } | BeaconKind::Released => {
+                let master = self.is_master_of(beacon.vrid, beacon.ipv6);
                 let forward = self.forwards.iter_mut().find(|(_, f)| {
                     f.lease.is_some()
                         && canonical(f.to) == sender
@@ -391,7 +406,10 @@ impl Handover {
                         return None;
                     }
                     (None, BeaconKind::Released) => return None,
-                    (None, _) => BeaconKind::NotForwarding,
+                    // Only a master that took over otherwise says no; a node between roles (it
+                    // just resigned, the sender may take the VIPs back) says nothing.
+                    (None, _) if master => BeaconKind::NotForwarding,
+                    (None, _) => return None,
                 };
                 Some((Beacon { kind, ..beacon }, from))
             }
@@ -801,5 +819,69 @@ mod tests {
         assert!(h.rules().forwards.is_empty());
         let answer = h.on_beacon(holding, from, now).expect("answers");
         assert_eq!(answer.0.kind, BeaconKind::NotForwarding);
+    }
+}
+#[cfg(test)]
+mod failback_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_let_go_then_preempts_forwards_to_the_one_it_preempted() {
+        let mut h = Handover::default();
+        let r = RouterId::from_index(0);
+        let config = RouterHandover {
+            name: "vr".into(),
+            vrid: 7,
+            ipv6: false,
+            device: "eth0".into(),
+            ifindex: 2,
+            drain: Duration::from_secs(10),
+            interval: Duration::from_millis(100),
+            vips: ["198.51.100.100".parse().expect("literal")].into(),
+        };
+        h.configure([(r, config)].into(), 7401);
+        let t0 = Instant::now();
+        let b: IpAddr = "198.51.100.12".parse().expect("literal");
+        let vip = Vip::new("198.51.100.100".parse().expect("literal"), 24, "eth0");
+        h.park(r, b, vec![vip], 0, t0);
+        let (_, released) = h.tick(t0 + Duration::from_millis(100), |_| Ok(0));
+        assert_eq!(released.len(), 1);
+        let t1 = t0 + Duration::from_millis(300);
+        h.on_state(
+            r,
+            State::Master,
+            &Cause::Preempt {
+                ours: hav_vrrp::Priority(150),
+                master: b,
+                theirs: hav_vrrp::Priority(100),
+            },
+            t1,
+        );
+        let from = SocketAddr::new("::ffff:198.51.100.12".parse().expect("literal"), 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 3 },
+        };
+        let answer = h
+            .on_beacon(holding, from, t1 + Duration::from_millis(5))
+            .expect("answers");
+        assert_eq!(answer.0.kind, BeaconKind::Forwarding, "{:?}", h.forwards);
+        // It resigns: between roles it neither forwards nor tells the parked node to let go
+        // (that node may be about to take its VIPs back).
+        h.on_state(
+            r,
+            State::Backup,
+            &Cause::Resign {
+                ours: hav_vrrp::Priority(50),
+                peer: b,
+                peer_priority: hav_vrrp::Priority(100),
+            },
+            t1,
+        );
+        assert_eq!(
+            h.on_beacon(holding, from, t1 + Duration::from_millis(10)),
+            None
+        );
     }
 }
