@@ -85,6 +85,10 @@ pub enum MaintenanceCommand {
         /// Seconds a node may take (command included) to be healthy again.
         #[arg(long, default_value_t = 120)]
         health_timeout: u32,
+        /// Seconds a drained node's remaining connections may last (instances with
+        /// connection_drain) before they are broken and the node counts as drained (0: 300).
+        #[arg(long, default_value_t = 0)]
+        connection_deadline: u32,
         /// Start and return (do not follow).
         #[arg(long)]
         detach: bool,
@@ -202,6 +206,7 @@ async fn maintenance(fleet: &mut Fleet, command: MaintenanceCommand) -> Result<(
             exec,
             reason,
             health_timeout,
+            connection_deadline,
             detach,
             output,
         } => {
@@ -214,6 +219,7 @@ async fn maintenance(fleet: &mut Fleet, command: MaintenanceCommand) -> Result<(
                     exec,
                     reason,
                     health_timeout_seconds: health_timeout,
+                    connection_deadline_seconds: connection_deadline,
                 })
                 .await?
                 .into_inner();

@@ -561,6 +561,7 @@ impl Orchestrator {
                 0 => 120,
                 s => u64::from(s),
             },
+            connection_deadline_seconds: u64::from(request.connection_deadline_seconds),
         };
         let job = JobRecord::new(id, who.to_owned(), request.reason, spec, waves, unix_ms());
         persist_job(self.shared.store.as_ref(), &job);

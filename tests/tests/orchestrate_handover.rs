@@ -133,3 +133,48 @@ fn connections_outliving_the_drain_deadline_are_broken_at_it_and_counted() -> Re
     assert_eq!(report.broken.len(), 20, "{report:?}");
     Ok(())
 }
+
+/// A rollout counts a node drained only once the connections it still serves have ended: the
+/// job waits on the node while a client keeps 30 connections through it, and none is broken.
+#[test]
+fn a_rollout_waits_for_a_drained_nodes_connections_and_breaks_none() -> Result<(), Error> {
+    let (lab, _servers) = up()?;
+    let vip: IpAddr = VIPS[0].parse()?;
+    let flows = Flows::open(&lab.lab, vip, 30);
+    flows.run_rounds(5);
+    let mut rollout = lab.spawn_havctl(
+        "havctl-rollout",
+        &[
+            "maintenance",
+            "rollout",
+            "--all",
+            "--max-parallel",
+            "1",
+            "--connection-deadline",
+            "60",
+            "-o",
+            "json",
+            "--exec",
+            "/bin/true",
+        ],
+    )?;
+    wait_for("p1a draining its 30 connections", || {
+        Ok(draining(&lab, "p1a")? == 30)
+    })?;
+    flows.run_rounds(25);
+    assert!(rollout.is_running(), "the job waits for p1a's connections");
+    let report = flows.close();
+    rollout
+        .wait_timeout(Duration::from_secs(60))?
+        .ok_or("the rollout did not finish")?;
+    let log = rollout.log();
+    let job = log
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .ok_or_else(|| format!("no job in {log}"))?;
+    assert_eq!(job["status"], "done", "{job}");
+    assert!(report.broken.is_empty(), "{:?}", report.broken);
+    assert_eq!(report.greeted.get("p1a"), Some(&30));
+    Ok(())
+}

@@ -33,6 +33,10 @@ pub struct JobSpec {
     /// Run on each drained node; empty: nothing.
     pub exec: Vec<String>,
     pub health_timeout_seconds: u64,
+    /// How long a drained node's remaining connections may last (0: the drain default; jobs
+    /// recorded before this field read as 0).
+    #[serde(default)]
+    pub connection_deadline_seconds: u64,
 }
 
 /// Where a node is in the job.
@@ -244,7 +248,11 @@ async fn run_node(
     }
     // The node counts as drained once the connections it still serves have ended (or were
     // broken at the deadline).
-    match settle_connections(fleet.as_ref(), &node, false, settings).await {
+    let mut settle = settings;
+    if spec.connection_deadline_seconds > 0 {
+        settle.connection_deadline = Duration::from_secs(spec.connection_deadline_seconds);
+    }
+    match settle_connections(fleet.as_ref(), &node, false, settle).await {
         Ok(connections) if connections.at_move > 0 => tracing::info!(
             %node,
             at_move = connections.at_move,

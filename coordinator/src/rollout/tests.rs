@@ -72,6 +72,7 @@ fn spec(exec: &[&str]) -> JobSpec {
         canary: 0,
         exec: exec.iter().map(|s| s.to_string()).collect(),
         health_timeout_seconds: 5,
+        connection_deadline_seconds: 0,
     }
 }
 
