@@ -446,12 +446,13 @@ impl Executor {
                     )
                 {
                     tracing::info!(instance = %name, %successor, "{name}: handed over to {successor}; serving its connections until they end");
-                    // Silenced before the first beacon leaves; deprecated, so that the kernel
-                    // opens nothing new from them and observers tell them from held ones.
-                    self.sync_handover_rules("park").await;
+                    // Deprecated at once (one netlink message), so that the kernel opens
+                    // nothing new from them and observers tell them from held ones; silenced
+                    // (an `nft` run) before the first beacon leaves.
                     if let Err(error) = self.vips.set_deprecated(&vips, true).await {
                         tracing::warn!(instance = %name, %error, "parked VIPs not marked deprecated");
                     }
+                    self.sync_handover_rules("park").await;
                     self.send_beacon(beacon);
                     return;
                 }

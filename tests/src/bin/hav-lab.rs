@@ -412,7 +412,8 @@ fn fleet_config(fleet: &FleetLab) -> String {
         text.push_str(&format!(
             "[[group]]\nname = \"{group}\"\ninterface = \"{iface}\"\n\
              vips = [\"{}/24\", \"{}/24\"]\nfirst_vrid = {vrid}\n\
-             dns_name = \"{group}.example.test\"\nadvert_interval = \"100ms\"\n",
+             dns_name = \"{group}.example.test\"\nadvert_interval = \"100ms\"\n\
+             connection_drain = \"30s\"\n",
             vips[0], vips[1]
         ));
         for node in nodes {
