@@ -278,15 +278,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         | Command::Man { .. } => Ok(()),
         Command::Status { output } => {
             let mut fleet = client::connect(&target).await?;
-            let nodes = fleet
-                .list_nodes(ListNodesRequest {})
-                .await?
-                .into_inner()
-                .nodes;
+            let response = fleet.list_nodes(ListNodesRequest {}).await?.into_inner();
+            let nodes = response.nodes;
             print(
                 output,
                 || Value::Array(nodes.iter().map(node_json).collect()),
-                || status_table(&nodes),
+                || {
+                    let header = response
+                        .coordinator
+                        .as_ref()
+                        .and_then(coordinator_line)
+                        .map(|line| format!("{line}\n"))
+                        .unwrap_or_default();
+                    format!("{header}{}", status_table(&nodes))
+                },
             );
             Ok(())
         }
@@ -823,6 +828,20 @@ fn presence_name(node: &NodeStatus) -> &'static str {
 
 fn is_unknown(node: &NodeStatus) -> bool {
     node.presence == NodePresence::Unknown as i32
+}
+
+/// Which coordinator answered and whether it leads, for coordinators that share their store
+/// (one alone with its store always leads: nothing to say).
+fn coordinator_line(coordinator: &hav_proto::v1::CoordinatorStatus) -> Option<String> {
+    if !coordinator.shared_store {
+        return None;
+    }
+    let role = match (coordinator.leader, coordinator.leader_name.as_str()) {
+        (true, _) => "leader".to_owned(),
+        (false, "") => "follower (no leader elected yet)".to_owned(),
+        (false, leader) => format!("follower (leader: {leader})"),
+    };
+    Some(format!("coordinator {}: {role}", coordinator.name))
 }
 
 fn status_table(nodes: &[NodeStatus]) -> String {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
-    AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent, HistoryRequest,
-    HistoryResponse, ListNodesRequest, ListNodesResponse, NodePresence, NodeStatus,
+    AuditEntry, ConfigVersion, CoordinatorStatus, DrainRequest, DrainResponse, FleetEvent,
+    HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodePresence, NodeStatus,
     PushConfigRequest, PushConfigResponse, RollbackRequest, StateSnapshot, ValidateRequest,
     ValidateResponse, WatchEventsRequest, fleet_event,
 };
@@ -124,8 +124,16 @@ impl FleetService for FleetServiceImpl {
                 });
             }
         }
+        let leadership = &self.shared.leadership;
+        let role = leadership.role();
         Ok(Response::new(ListNodesResponse {
             nodes: nodes.into_values().collect(),
+            coordinator: Some(CoordinatorStatus {
+                name: leadership.name().to_owned(),
+                leader: role.leads(),
+                leader_name: leadership.leader().unwrap_or_default(),
+                shared_store: role != crate::leader::Role::Sole,
+            }),
         }))
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::ControlError;
+use crate::leader::Leadership;
 use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
@@ -33,6 +34,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Counters of the fleet operations (served on `/metrics` when configured).
     pub metrics: Arc<Metrics>,
+    /// Whether this coordinator runs the singletons, and who does.
+    pub leadership: Leadership,
 }
 
 impl Shared {
