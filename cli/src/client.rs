@@ -49,6 +49,7 @@ pub enum CliError {
 /// Where the coordinator is and who we are.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
+    /// One coordinator address, or several separated by commas (tried in order).
     pub coordinator: String,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -81,17 +82,23 @@ impl Target {
     }
 }
 
-/// Connects to the coordinator's fleet API.
+/// Connects to the coordinator's fleet API: the first of the target's coordinators that answers,
+/// in order (coordinators sharing a store serve the same fleet); the error is the last one's.
 pub async fn connect(target: &Target) -> Result<FleetServiceClient<Channel>, CliError> {
-    let connect_error = |source| CliError::Connect {
-        address: target.coordinator.clone(),
-        source,
-    };
     let tls = transport::client_config(&target.files()?).map_err(CliError::Tls)?;
-    let channel = transport::connect(&target.coordinator, tls)
-        .await
-        .map_err(connect_error)?;
-    Ok(FleetServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let mut failed = None;
+    for address in crate::contexts::addresses(&target.coordinator) {
+        match transport::connect(address, tls.clone()).await {
+            Ok(channel) => {
+                return Ok(FleetServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+            }
+            Err(source) => failed = Some(source),
+        }
+    }
+    Err(CliError::Connect {
+        address: target.coordinator.clone(),
+        source: failed.unwrap_or_else(|| TransportError::Address(target.coordinator.clone())),
+    })
 }

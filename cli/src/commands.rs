@@ -27,7 +27,8 @@ use crate::output::{print, row, table, when};
     after_help = "Contexts are described in havctl.toml(5), fleet files in hav-fleet.toml(5)."
 )]
 pub struct Cli {
-    /// The coordinator: host:port or https://host:port [default: the context's, else
+    /// The coordinator: host:port or https://host:port, or several separated by commas
+    /// (coordinators sharing a store, tried in order) [default: the context's, else
     /// 127.0.0.1:7400].
     #[arg(long, global = true, env = "HAVCTL_COORDINATOR")]
     pub coordinator: Option<String>,
