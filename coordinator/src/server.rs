@@ -147,6 +147,8 @@ pub struct RunningCoordinator {
     /// The gRPC server; `None` once [`RunningCoordinator::ended`] has seen it end.
     task: Option<JoinHandle<Result<(), ServerError>>>,
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
+    /// Follows the config versions other coordinators write ([`crate::state::follow_config_versions`]).
+    config_follower: JoinHandle<()>,
     resign: Resign,
     /// This coordinator's part in the election of the coordinators sharing its store.
     pub leadership: Leadership,
@@ -167,6 +169,7 @@ impl RunningCoordinator {
             None => Ok(()),
         };
         self.orchestrator.shutdown().await;
+        self.config_follower.abort();
         // The singletons have stopped: another coordinator may take over now, not a TTL later.
         self.resign.resign(Duration::from_secs(2)).await;
         // Last: the streams have ended, so no snapshot arrives after this flush.
@@ -264,6 +267,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     let orchestrator =
         crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
             .await?;
+    let config_follower = tokio::spawn(crate::state::follow_config_versions(shared.clone()));
     let fleet = FleetServiceServer::new(FleetServiceImpl {
         shared,
         orchestrator: orchestrator.clone(),
@@ -300,6 +304,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         transitions,
         task: Some(task),
         orchestrator,
+        config_follower,
         resign,
         leadership,
     })
