@@ -155,6 +155,7 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
                     protocol_version: hello.protocol_version,
                     last_seen_unix_ms: unix_ms(),
                     snapshot: encoded,
+                    coordinator: shared.leadership.name().to_owned(),
                 };
                 shared.node_states.submit((node.to_owned(), record));
             }

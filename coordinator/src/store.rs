@@ -74,6 +74,10 @@ pub struct NodeStateRecord {
     pub last_seen_unix_ms: u64,
     /// The last `StateSnapshot`, protobuf-encoded.
     pub snapshot: Vec<u8>,
+    /// The coordinator that held the node's session when it reported this (its `--name`;
+    /// empty in records written before coordinators had names).
+    #[serde(default)]
+    pub coordinator: String,
 }
 
 /// What changed at a revision.

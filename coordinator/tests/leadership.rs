@@ -1,16 +1,27 @@
 //! Leadership among coordinators sharing an etcd prefix (`hav_coordinator::leader`), against a
 //! real three-member cluster on loopback: one leader at a time, a resigned leader replaced at
 //! once, and a deposed leader's fenced write refused by etcd while the new leader's goes through.
+//! Then two coordinators in this process on one prefix: status says who leads, a follower
+//! refuses a rollout naming the leader, and a drain of a node whose session the other holds is
+//! refused naming it.
 
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hav_agent::control::LinkState;
 use hav_coordinator::leader::{Fence, Leadership, Resign, Role};
-use hav_coordinator::store::{Store, StoreError};
+use hav_coordinator::store::{Change, Store, StoreError};
 use hav_coordinator::store_etcd::{EtcdConfig, EtcdStore};
+use hav_coordinator::{RunningCoordinator, StoreConfig};
+use hav_proto::identity::Role as OperatorRole;
+use hav_proto::v1::{DrainRequest, ListNodesRequest, StartRolloutRequest, StateSnapshot};
 use hav_tests::etcd::EtcdCluster;
+use havctl::client;
+use support::{Pki, await_link, start_with};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -132,4 +143,114 @@ async fn a_leader_whose_store_is_gone_is_replaced_within_the_lease() {
     second
         .put_record_fenced(&role.fence().unwrap(), "sla", "198.51.100.1", b"fresh")
         .unwrap();
+}
+
+async fn coordinator_on(
+    pki: &Pki,
+    etcd: &EtcdConfig,
+    name: &str,
+) -> (RunningCoordinator, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = start_with(pki, data.path(), |config| {
+        config.store = StoreConfig::Etcd(etcd.clone());
+        config.name = name.into();
+        config.leader_ttl = TTL;
+    })
+    .await;
+    (coordinator, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
+    let cluster = EtcdCluster::start().unwrap();
+    let prefix = "/two-coordinators/";
+    let etcd = EtcdConfig::new(cluster.endpoints(), None)
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap();
+    let pki = Pki::new();
+    let (first, _first_data) = coordinator_on(&pki, &etcd, "coord-a").await;
+    until(&mut first.leadership.subscribe(), Role::leads).await;
+    let (second, _second_data) = coordinator_on(&pki, &etcd, "coord-b").await;
+    until(&mut second.leadership.subscribe(), |r| {
+        *r == Role::Follower {
+            leader: Some("coord-a".into()),
+        }
+    })
+    .await;
+
+    for (coordinator, name, leads) in [(&first, "coord-a", true), (&second, "coord-b", false)] {
+        let viewer = pki.operator(coordinator, &format!("vera-{name}"), OperatorRole::Viewer);
+        let status = client::connect(&viewer)
+            .await
+            .unwrap()
+            .list_nodes(ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .coordinator
+            .unwrap();
+        assert_eq!(
+            (
+                status.name.as_str(),
+                status.leader,
+                status.leader_name.as_str()
+            ),
+            (name, leads, "coord-a")
+        );
+        assert!(status.shared_store);
+    }
+
+    // lb-1 connects to the follower; its report reaches etcd naming it.
+    let observer = store(&cluster, prefix);
+    let mut changes = observer.watch();
+    let mut agent = pki.agent(&second, "lb-1", "lb-1");
+    agent.snapshots.send_replace(StateSnapshot::default());
+    await_link(&mut agent, |s| *s == LinkState::Connected).await;
+    tokio::time::timeout(WAIT, async {
+        while !matches!(changes.recv().await.unwrap(), (_, Change::NodeState(n)) if n == "lb-1") {}
+    })
+    .await
+    .expect("lb-1's state stored");
+    assert_eq!(
+        observer.node_states().unwrap()["lb-1"].coordinator,
+        "coord-b"
+    );
+
+    let operator = pki.operator(&first, "olga", OperatorRole::Operator);
+    let refused = client::connect(&operator)
+        .await
+        .unwrap()
+        .drain(DrainRequest {
+            node: "lb-1".into(),
+            reason: "kernel upgrade".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains("connected to coordinator coord-b, not to coord-a"),
+        "{refused:?}"
+    );
+
+    let on_follower = pki.operator(&second, "otto", OperatorRole::Operator);
+    let refused = client::connect(&on_follower)
+        .await
+        .unwrap()
+        .start_rollout(StartRolloutRequest {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("coord-b does not lead")
+            && refused.message().contains("coord-a"),
+        "{refused:?}"
+    );
+    drop(agent);
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
 }
