@@ -279,8 +279,9 @@ impl Orchestrator {
         }
     }
 
-    /// Resumes the jobs recorded running that this coordinator does not run: their runner was
-    /// the previous leader.
+    /// Resumes the jobs recorded running that this coordinator does not run (their runner was
+    /// the previous leader), each once the agents of its unfinished nodes have reconnected here
+    /// or they have had the time to ([`Orchestrator::await_reconnected`]).
     async fn take_over(self: &Arc<Self>) {
         let jobs = match blocking(&self.shared.store, |s| s.records(JOB_SPACE)).await {
             Ok(jobs) => jobs,
@@ -297,17 +298,61 @@ impl Orchestrator {
             if job.status != Status::Running || lock(&self.running).contains_key(&job.id) {
                 continue;
             }
-            tracing::info!(
+            let this = self.clone();
+            let name = name.clone();
+            self.spawn(async move {
+                this.await_reconnected(&job).await;
+                if !this.shared.leadership.role().leads()
+                    || lock(&this.running).contains_key(&job.id)
+                {
+                    return;
+                }
+                tracing::info!(
+                    job = job.id,
+                    "resuming the rollout job of the previous leader"
+                );
+                this.audit(
+                    &format!("coordinator {name}"),
+                    "rollout resume",
+                    format!("job {}: taken over as the new leader", job.id),
+                )
+                .await;
+                this.spawn_job(job);
+            });
+        }
+    }
+
+    /// Returns once every unfinished node of `job` has a session here, or once an agent that
+    /// lost its coordinator has had the time to reconnect (its longest backoff and the presence
+    /// TTL): a node still away then fails its step as it would have under the old leader.
+    async fn await_reconnected(&self, job: &JobRecord) {
+        let waiting: Vec<&String> = job
+            .nodes
+            .iter()
+            .filter(|(_, record)| record.step != job::Step::Done)
+            .map(|(node, _)| node)
+            .collect();
+        let mut changes = self.shared.registry.watch_changes();
+        let all_here = async {
+            loop {
+                let connected = self.shared.registry.connected();
+                if waiting
+                    .iter()
+                    .all(|node| connected.iter().any(|live| &&live.name == node))
+                {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let grace = self.config.presence_ttl + AGENT_RECONNECT_MAX;
+        if tokio::time::timeout(grace, all_here).await.is_err() {
+            tracing::warn!(
                 job = job.id,
-                "resuming the rollout job of the previous leader"
+                "not every node of the job reconnected within {grace:?}; resuming anyway"
             );
-            self.audit(
-                &format!("coordinator {name}"),
-                "rollout resume",
-                format!("job {}: taken over as the new leader", job.id),
-            )
-            .await;
-            self.spawn_job(job);
         }
     }
 

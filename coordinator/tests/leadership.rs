@@ -2,8 +2,8 @@
 //! real three-member cluster on loopback: one leader at a time, a resigned leader replaced at
 //! once, and a deposed leader's fenced write refused by etcd while the new leader's goes through.
 //! Then two coordinators in this process on one prefix: status says who leads, a follower
-//! refuses a rollout naming the leader, and a drain of a node whose session the other holds is
-//! refused naming it.
+//! refuses agents and a rollout naming the leader, and a drain of a node whose session the
+//! leader holds is refused by the follower naming it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -201,10 +201,21 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
         assert!(status.shared_store);
     }
 
-    // lb-1 connects to the follower; its report reaches etcd naming it.
+    // The follower serves no agent: lb-1 is refused there and connects to the leader; its report
+    // reaches etcd naming the leader.
     let observer = store(&cluster, prefix);
     let mut changes = observer.watch();
-    let mut agent = pki.agent(&second, "lb-1", "lb-1");
+    let mut refused = pki.agent(&second, "lb-1", "lb-1");
+    let state = await_link(&mut refused, |s| {
+        matches!(s, LinkState::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(&state, LinkState::Disconnected { error, .. } if error.contains("coord-b does not lead")),
+        "{state:?}"
+    );
+    drop(refused);
+    let mut agent = pki.agent(&first, "lb-1", "lb-1");
     agent.snapshots.send_replace(StateSnapshot::default());
     await_link(&mut agent, |s| *s == LinkState::Connected).await;
     tokio::time::timeout(WAIT, async {
@@ -214,10 +225,10 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
     .expect("lb-1's state stored");
     assert_eq!(
         observer.node_states().unwrap()["lb-1"].coordinator,
-        "coord-b"
+        "coord-a"
     );
 
-    let operator = pki.operator(&first, "olga", OperatorRole::Operator);
+    let operator = pki.operator(&second, "olga", OperatorRole::Operator);
     let refused = client::connect(&operator)
         .await
         .unwrap()
@@ -231,7 +242,7 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
     assert!(
         refused
             .message()
-            .contains("connected to coordinator coord-b, not to coord-a"),
+            .contains("connected to coordinator coord-a, not to coord-b"),
         "{refused:?}"
     );
 

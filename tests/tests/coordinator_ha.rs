@@ -1,8 +1,9 @@
 //! Two hav-coordinators sharing a real three-member etcd cluster (`--etcd`), one pair of real
 //! agents in network namespaces that list both coordinators, havctl dialling both: the leading
-//! coordinator is SIGKILLed in the middle of a rollout; the other takes the lead within the
-//! leader TTL + 1 s, the agents move to it, it resumes the job and finishes it, and the audit log
-//! shows who started the job and who resumed it.
+//! coordinator (the one the agents are on: a follower serves none) is SIGKILLed in the middle of
+//! a rollout; the other takes the lead within the leader TTL + 1 s, the agents move to it, it
+//! resumes the job and finishes it, and the audit log shows who started the job and who resumed
+//! it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -117,10 +118,12 @@ fn the_leading_coordinator_killed_mid_rollout_is_replaced_and_the_job_finishes()
         takeover < LEADER_TTL + Duration::from_secs(1),
         "the other coordinator leads within the TTL + 1 s: {takeover:?}"
     );
-    // The agents moved to the coordinator left.
+    // The agents moved to the coordinator left (served by the leader only, they are refused
+    // until it leads).
     let survivor = format!("{coordinator_ip}:{}", PORTS[1]);
     for (node, _) in NODES {
         lab.wait_link_up(node, 2)?;
+        eprintln!("{node} reconnected after {:?}", killed.elapsed());
         let log = lab.agent(node)?.process().log();
         let last_up = log
             .lines()

@@ -5,8 +5,8 @@
 //! latest matters), events through a bounded queue that drops (and counts) when full, commands
 //! arrive on a channel the daemon reads when it likes. If the coordinator is away the link retries
 //! with jittered exponential backoff while VRRP carries on; given several coordinators, each
-//! retry goes to the next one in the list (round robin), and a session stays with the one that
-//! answered. Certificates are re-read from disk on
+//! retry goes to the next one in the list (round robin) after the shortest delay, the backoff
+//! growing once per round through the list, and a session stays with the one that welcomed it. Certificates are re-read from disk on
 //! every connection attempt, so a rotated certificate is picked up without a restart.
 
 mod backoff;
@@ -186,6 +186,9 @@ impl Link {
 
     async fn run(&mut self) {
         let mut backoff = self.config.backoff.clone();
+        // Coordinators that failed since the last welcome or the last full round.
+        let mut failed_in_round = 0;
+        let count = self.config.coordinators.len().max(1);
         loop {
             self.state.send_replace(LinkState::Connecting);
             let mut welcomed = false;
@@ -198,10 +201,17 @@ impl Link {
             };
             if welcomed {
                 backoff.reset();
+                failed_in_round = 0;
             }
-            let retry_in = backoff.next_delay();
+            failed_in_round += 1;
+            let retry_in = if failed_in_round < count {
+                backoff.short_delay()
+            } else {
+                failed_in_round = 0;
+                backoff.next_delay()
+            };
             let failed = self.coordinator().to_owned();
-            self.current = (self.current + 1) % self.config.coordinators.len().max(1);
+            self.current = (self.current + 1) % count;
             tracing::warn!(coordinator = %failed, next = %self.coordinator(), "control link: {error}; retrying in {retry_in:?}");
             self.state
                 .send_replace(LinkState::Disconnected { error, retry_in });
