@@ -2,8 +2,8 @@
 //! real three-member cluster on loopback: one leader at a time, a resigned leader replaced at
 //! once, and a deposed leader's fenced write refused by etcd while the new leader's goes through.
 //! Then two coordinators in this process on one prefix: status says who leads, a follower
-//! refuses agents and a rollout naming the leader, and a drain of a node whose session the
-//! leader holds is refused by the follower naming it.
+//! refuses agents, a push and a rollout naming the leader, a drain of a node whose session the
+//! leader holds is refused by the follower naming it, and havctl given both talks to the leader.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +18,10 @@ use hav_coordinator::store::{Change, Store, StoreError};
 use hav_coordinator::store_etcd::{EtcdConfig, EtcdStore};
 use hav_coordinator::{RunningCoordinator, StoreConfig};
 use hav_proto::identity::Role as OperatorRole;
-use hav_proto::v1::{DrainRequest, ListNodesRequest, StartRolloutRequest, StateSnapshot};
+use hav_proto::v1::{
+    AboutRequest, DrainRequest, ListNodesRequest, PushConfigRequest, StartRolloutRequest,
+    StateSnapshot,
+};
 use hav_tests::etcd::EtcdCluster;
 use havctl::client;
 use support::{Pki, await_link, start_with};
@@ -261,6 +264,29 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
             && refused.message().contains("coord-a"),
         "{refused:?}"
     );
+    let refused = client::connect(&on_follower)
+        .await
+        .unwrap()
+        .push_config(PushConfigRequest::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("coord-b does not lead"),
+        "a follower serves no agent, so it takes no push: {refused:?}"
+    );
+
+    // havctl given both, the follower first, talks to the leader.
+    let mut both = pki.operator(&second, "olga-both", OperatorRole::Operator);
+    both.coordinator = format!("{},{}", second.local_addr, first.local_addr);
+    let about = client::connect(&both)
+        .await
+        .unwrap()
+        .about(AboutRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((about.name.as_str(), about.leader), ("coord-a", true));
+
     drop(agent);
     second.shutdown().await.unwrap();
     first.shutdown().await.unwrap();
