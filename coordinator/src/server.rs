@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
 use crate::closing::EndStreamsOnStop;
-use crate::leader::{Leadership, Resign};
+use crate::leader::{Leadership, Resign, Role};
 use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::service::FleetServiceImpl;
@@ -217,6 +217,12 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl))
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))??;
+    // Serve once the first election is decided (this coordinator leads, or knows who does), so
+    // that a push right after start-up is not refused for want of a leader; a cluster that
+    // decides nothing within a TTL is waited for no longer.
+    let mut role = leadership.subscribe();
+    let decided = role.wait_for(|role| !matches!(role, Role::Follower { leader: None }));
+    let _ = tokio::time::timeout(config.leader_ttl, decided).await;
     let initial = tls::server_config(&config.tls)?;
     let (tls_config, tls_reloader) =
         tls::watch_files(config.tls.clone(), initial, config.reload_interval);

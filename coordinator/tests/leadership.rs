@@ -1,6 +1,7 @@
 //! Leadership among coordinators sharing an etcd prefix (`hav_coordinator::leader`), against a
 //! real three-member cluster on loopback: one leader at a time, a resigned leader replaced at
-//! once, and a deposed leader's fenced write refused by etcd while the new leader's goes through.
+//! once, a dead one within the lease, a leader cut off from etcd stepping down within it, and a
+//! deposed leader's fenced write refused by etcd while the new leader's goes through.
 //! Then two coordinators in this process on one prefix: status says who leads, a follower
 //! refuses agents, a push and a rollout naming the leader, a drain of a node whose session the
 //! leader holds is refused by the follower naming it, and havctl given both talks to the leader.
@@ -146,6 +147,26 @@ async fn a_leader_whose_store_is_gone_is_replaced_within_the_lease() {
     second
         .put_record_fenced(&role.fence().unwrap(), "sla", "198.51.100.1", b"fresh")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_leading_within_the_lease() {
+    let mut cluster = EtcdCluster::start().unwrap();
+    let leader = store(&cluster, "/cut-off/");
+    let (leadership, _resign, _fence) = elected(&leader, "coord-a").await;
+    let mut role = leadership.subscribe();
+    // Every member gone: no renewal can succeed (as for a coordinator partitioned from etcd).
+    let cut = Instant::now();
+    for member in 0..cluster.len() {
+        cluster.kill(member).unwrap();
+    }
+    until(&mut role, |r| !r.leads()).await;
+    let stepped_down = cut.elapsed();
+    println!("leader stepped down {stepped_down:?} after losing etcd");
+    assert!(
+        stepped_down <= TTL + Duration::from_millis(500),
+        "no longer than the lease: {stepped_down:?}"
+    );
 }
 
 async fn coordinator_on(
