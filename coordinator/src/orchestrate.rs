@@ -818,8 +818,12 @@ impl Orchestrator {
             let registry_this = this.clone();
             let stopping = this.shared.stopping.clone();
             let on_change: job::OnChange = Arc::new(move |job: &JobRecord| {
-                // A job that fails because the coordinator is stopping was interrupted.
+                // A job that fails because the coordinator is stopping was interrupted; sharing
+                // the store, it stays recorded as running, for the next leader to resume.
                 let mut job = job.clone();
+                if *stopping.borrow() && shared.leadership.role() != Role::Sole {
+                    return;
+                }
                 if *stopping.borrow() && job.status == Status::Failed {
                     job.status = Status::Interrupted;
                     job.error = format!("interrupted by a coordinator shutdown ({})", job.error);
