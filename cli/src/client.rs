@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use hav_proto::transport::{self, ClientTlsFiles, TransportError};
-use hav_proto::v1::MAX_MESSAGE_BYTES;
 use hav_proto::v1::fleet_service_client::FleetServiceClient;
+use hav_proto::v1::{AboutRequest, MAX_MESSAGE_BYTES};
 use tonic::transport::Channel;
 
 use crate::certs::CertError;
@@ -49,6 +49,7 @@ pub enum CliError {
 /// Where the coordinator is and who we are.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
+    /// One coordinator address, or several separated by commas (tried in order).
     pub coordinator: String,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -81,17 +82,41 @@ impl Target {
     }
 }
 
-/// Connects to the coordinator's fleet API.
+/// Connects to the coordinator's fleet API. Given several coordinators (sharing a store), the
+/// leader among those that answer, asked in order, else the first that answers (a follower
+/// serves reads and names the leader in its refusals); the error is the last one's.
 pub async fn connect(target: &Target) -> Result<FleetServiceClient<Channel>, CliError> {
-    let connect_error = |source| CliError::Connect {
-        address: target.coordinator.clone(),
-        source,
-    };
     let tls = transport::client_config(&target.files()?).map_err(CliError::Tls)?;
-    let channel = transport::connect(&target.coordinator, tls)
-        .await
-        .map_err(connect_error)?;
-    Ok(FleetServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let several = crate::contexts::addresses(&target.coordinator).count() > 1;
+    let mut fallback = None;
+    let mut failed = None;
+    for address in crate::contexts::addresses(&target.coordinator) {
+        let channel = match transport::connect(address, tls.clone()).await {
+            Ok(channel) => channel,
+            Err(source) => {
+                failed = Some(source);
+                continue;
+            }
+        };
+        let mut client = FleetServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        if !several {
+            return Ok(client);
+        }
+        match client.about(AboutRequest {}).await {
+            // A coordinator alone with its store, or one from before leadership, leads.
+            Ok(about) if about.get_ref().leader || !about.get_ref().shared_store => {
+                return Ok(client);
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(client),
+            _ => {
+                fallback.get_or_insert(client);
+            }
+        }
+    }
+    fallback.ok_or_else(|| CliError::Connect {
+        address: target.coordinator.clone(),
+        source: failed.unwrap_or_else(|| TransportError::Address(target.coordinator.clone())),
+    })
 }

@@ -27,7 +27,8 @@ use crate::output::{print, row, table, when};
     after_help = "Contexts are described in havctl.toml(5), fleet files in hav-fleet.toml(5)."
 )]
 pub struct Cli {
-    /// The coordinator: host:port or https://host:port [default: the context's, else
+    /// The coordinator: host:port or https://host:port, or several separated by commas
+    /// (coordinators sharing a store, tried in order) [default: the context's, else
     /// 127.0.0.1:7400].
     #[arg(long, global = true, env = "HAVCTL_COORDINATOR")]
     pub coordinator: Option<String>,
@@ -288,15 +289,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         | Command::Man { .. } => Ok(()),
         Command::Status { output } => {
             let mut fleet = client::connect(&target).await?;
-            let nodes = fleet
-                .list_nodes(ListNodesRequest {})
-                .await?
-                .into_inner()
-                .nodes;
+            let response = fleet.list_nodes(ListNodesRequest {}).await?.into_inner();
+            let nodes = response.nodes;
             print(
                 output,
                 || Value::Array(nodes.iter().map(node_json).collect()),
-                || status_table(&nodes),
+                || {
+                    let header = response
+                        .coordinator
+                        .as_ref()
+                        .and_then(coordinator_line)
+                        .map(|line| format!("{line}\n"))
+                        .unwrap_or_default();
+                    format!("{header}{}", status_table(&nodes))
+                },
             );
             Ok(())
         }
@@ -846,6 +852,20 @@ fn presence_name(node: &NodeStatus) -> &'static str {
 
 fn is_unknown(node: &NodeStatus) -> bool {
     node.presence == NodePresence::Unknown as i32
+}
+
+/// Which coordinator answered and whether it leads, for coordinators that share their store
+/// (one alone with its store always leads: nothing to say).
+fn coordinator_line(coordinator: &hav_proto::v1::CoordinatorStatus) -> Option<String> {
+    if !coordinator.shared_store {
+        return None;
+    }
+    let role = match (coordinator.leader, coordinator.leader_name.as_str()) {
+        (true, _) => "leader".to_owned(),
+        (false, "") => "follower (no leader elected yet)".to_owned(),
+        (false, leader) => format!("follower (leader: {leader})"),
+    };
+    Some(format!("coordinator {}: {role}", coordinator.name))
 }
 
 fn status_table(nodes: &[NodeStatus]) -> String {

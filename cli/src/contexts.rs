@@ -1,4 +1,4 @@
-//! Contexts, as kubeconfig has them: named sets of a coordinator address and the operator's
+//! Contexts, as kubeconfig has them: named sets of coordinator addresses and the operator's
 //! certificate files, in `$HAV_CONFIG` or `~/.config/hav/havctl.toml`, one of them current.
 //!
 //! What havctl dials is decided once, here: a flag (or its `HAVCTL_*` variable) wins over the
@@ -184,9 +184,19 @@ pub fn resolve(given: Given, file: &ContextFile) -> Result<Target, CliError> {
     })
 }
 
-/// A coordinator address is `host:port` or `https://host:port`: anything else is a usage error,
-/// not a connection failure.
-pub fn check_address(address: &str) -> Result<(), CliError> {
+/// The coordinators of a `--coordinator` value: one address, or several separated by commas
+/// (coordinators sharing one store, tried in order).
+pub fn addresses(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim)
+}
+
+/// Every coordinator address of a list (see [`addresses`]) is `host:port` or
+/// `https://host:port`: anything else is a usage error, not a connection failure.
+pub fn check_address(list: &str) -> Result<(), CliError> {
+    addresses(list).try_for_each(check_one_address)
+}
+
+fn check_one_address(address: &str) -> Result<(), CliError> {
     let bad = |why: &str| {
         CliError::Usage(format!(
             "--coordinator {address:?}: {why}; expected host:port or https://host:port"
@@ -281,6 +291,7 @@ mod tests {
             "127.0.0.1:7400",
             "https://coord.example.net:7400",
             "[2001:db8::1]:7400",
+            "198.51.100.1:7400,198.51.100.2:7400, https://coord-c.example.net:7400",
         ] {
             check_address(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
@@ -292,6 +303,11 @@ mod tests {
             ("2001:db8::1:7400", "in brackets"),
             ("https://coord.example.net:7400/api", "the port"),
             ("bad host:7400", "not a host name"),
+            (
+                "198.51.100.1:7400,198.51.100.2",
+                "\"198.51.100.2\": no port",
+            ),
+            ("198.51.100.1:7400,", "no port"),
         ] {
             let error = check_address(bad).expect_err(bad).to_string();
             assert!(error.contains(why), "{bad}: {error}");

@@ -57,6 +57,16 @@ impl AgentService for AgentServiceImpl {
                 .into());
             }
         };
+        // Agents are served by the leader only, so that its fleet view, which the singletons act
+        // on, is the whole fleet; refused here, an agent dials the next coordinator it knows.
+        let leadership = &self.shared.leadership;
+        if !leadership.role().leads() {
+            return Err(ControlError::NotLeader {
+                this: leadership.name().to_owned(),
+                leader: leadership.leader(),
+            }
+            .into());
+        }
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
@@ -99,14 +109,16 @@ impl AgentService for AgentServiceImpl {
         // The channel is fresh and has capacity: this cannot fail.
         let _ = out_tx.try_send(Ok(welcome));
         let mut stopping = self.shared.stopping.clone();
+        let mut role = self.shared.leadership.subscribe();
         tokio::spawn(async move {
             loop {
                 let command = tokio::select! {
                     command = commands.recv() => command,
                     _ = stopping.wait_for(|stop| *stop) => None,
+                    () = lead_lost(&mut role) => None,
                 };
-                // None: the session was replaced or ended, or the coordinator is stopping;
-                // dropping `out_tx` ends the response stream.
+                // None: the session was replaced or ended, or the coordinator is stopping or no
+                // longer leads; dropping `out_tx` ends the response stream.
                 let Some(command) = command else { break };
                 let message = CoordinatorMessage {
                     body: Some(CoordinatorBody::Command(command)),
@@ -119,6 +131,7 @@ impl AgentService for AgentServiceImpl {
 
         let shared = self.shared.clone();
         let mut stopping = self.shared.stopping.clone();
+        let mut role = self.shared.leadership.subscribe();
         tokio::spawn(async move {
             // Its own task: the ack it waits for arrives through the loop below.
             let (config_shared, config_node) = (shared.clone(), node.clone());
@@ -129,6 +142,10 @@ impl AgentService for AgentServiceImpl {
                 let message = tokio::select! {
                     message = inbound.message() => message,
                     _ = stopping.wait_for(|stop| *stop) => Ok(None),
+                    () = lead_lost(&mut role) => {
+                        tracing::info!(%node, "agent session ended: this coordinator no longer leads");
+                        Ok(None)
+                    }
                 };
                 let Ok(Some(message)) = message else { break };
                 handle_message(&shared, &node, session, message).await;
@@ -139,6 +156,14 @@ impl AgentService for AgentServiceImpl {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// Resolves when this coordinator stops leading; never for one that always leads.
+async fn lead_lost(role: &mut tokio::sync::watch::Receiver<crate::leader::Role>) {
+    if role.wait_for(|role| !role.leads()).await.is_err() {
+        // The role can no longer change (a coordinator alone with its store).
+        std::future::pending::<()>().await;
     }
 }
 
@@ -155,6 +180,7 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
                     protocol_version: hello.protocol_version,
                     last_seen_unix_ms: unix_ms(),
                     snapshot: encoded,
+                    coordinator: shared.leadership.name().to_owned(),
                 };
                 shared.node_states.submit((node.to_owned(), record));
             }

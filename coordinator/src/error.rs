@@ -42,6 +42,21 @@ pub enum ControlError {
         argument: &'static str,
         reason: String,
     },
+    /// A command for a node whose session another coordinator sharing the store holds.
+    #[error(
+        "node `{node}` is connected to coordinator {holder}, not to {this}: send this through {holder} (commands are not passed between coordinators)"
+    )]
+    HeldElsewhere {
+        node: String,
+        holder: String,
+        this: String,
+    },
+    /// What only the leading coordinator does (rollouts), asked of another.
+    #[error("coordinator {this} does not lead; ask the leader ({})", leader.as_deref().unwrap_or("none elected yet"))]
+    NotLeader {
+        this: String,
+        leader: Option<String>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,7 +74,9 @@ impl From<ControlError> for tonic::Status {
             E::NoHello | E::InvalidConfig(_) | E::InvalidArgument { .. } => {
                 tonic::Status::invalid_argument(message)
             }
-            E::NotConnected(_) => tonic::Status::unavailable(message),
+            E::NotConnected(_) | E::NotLeader { .. } | E::HeldElsewhere { .. } => {
+                tonic::Status::unavailable(message)
+            }
             E::CommandTimeout(_) => tonic::Status::deadline_exceeded(message),
             E::CommandQueueFull(_) => tonic::Status::resource_exhausted(message),
             E::NoSuchVersion(_) => tonic::Status::not_found(message),

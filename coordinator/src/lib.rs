@@ -15,6 +15,7 @@ pub mod closing;
 pub mod diff;
 pub mod dns;
 pub mod error;
+pub mod leader;
 pub mod node_state_writer;
 pub mod orchestrate;
 pub mod presence;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hav_coordinator::leader::DEFAULT_LEADER_TTL;
 use hav_coordinator::orchestrate::DEFAULT_PRESENCE_TTL;
 use hav_coordinator::store_etcd::{EtcdConfig, EtcdTls};
 use hav_coordinator::telemetry::trace;
@@ -74,6 +75,16 @@ struct Args {
         requires = "etcd_cert"
     )]
     etcd_key: Option<PathBuf>,
+    /// How long a leading coordinator on etcd keeps leading without renewing its lease (e.g. 3s):
+    /// when it dies, another takes over the rollouts, SLA, DNS and split-brain resolution within
+    /// about this. Whole seconds, at least 1 s.
+    #[arg(long, env = "HAV_LEADER_TTL", value_name = "DURATION",
+          default_value = duration::format(DEFAULT_LEADER_TTL), value_parser = leader_ttl)]
+    leader_ttl: Duration,
+    /// This coordinator's name among those sharing an etcd prefix, shown as the leader in status
+    /// and logs (default: the host name and the listen port, HOST:PORT).
+    #[arg(long, env = "HAV_NAME")]
+    name: Option<String>,
     /// Everything this coordinator keeps in etcd is under this key prefix.
     #[arg(long, env = "HAV_ETCD_PREFIX", default_value = hav_coordinator::store_etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
@@ -120,6 +131,14 @@ fn instance_name(listen: &SocketAddr) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| listen.to_string())
+}
+
+fn leader_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = duration::parse(text)?;
+    if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+        return Err("a leader TTL is a whole number of seconds, at least 1s (etcd's leases count in seconds)".into());
+    }
+    Ok(ttl)
 }
 
 fn presence_ttl(text: &str) -> Result<Duration, String> {
@@ -211,6 +230,14 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.orchestration.resolve_split_brain = args.resolve_split_brain;
     config.orchestration.presence_ttl = args.presence_ttl;
+    config.leader_ttl = args.leader_ttl;
+    config.name = args.name.clone().unwrap_or_else(|| {
+        let host = instance_name(&args.listen);
+        match host.parse::<SocketAddr>() {
+            Ok(_) => host,
+            Err(_) => format!("{host}:{}", args.listen.port()),
+        }
+    });
     if let (Some(server), Some(zone), Some(key_file)) =
         (args.dns_server, args.dns_zone, args.dns_key)
     {

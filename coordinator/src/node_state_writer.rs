@@ -157,6 +157,7 @@ mod tests {
             protocol_version: 1,
             last_seen_unix_ms: round,
             snapshot: vec![round as u8],
+            coordinator: "coord-a".into(),
         }
     }
 

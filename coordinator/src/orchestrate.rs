@@ -32,6 +32,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::dns::{self, Desired, DnsClient};
 use crate::error::ControlError;
+use crate::leader::Role;
 use crate::presence::{Leases, Presence};
 use crate::rollout::drain::Move;
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
@@ -40,7 +41,7 @@ use crate::rollout::{DrainSettings, Fleet, drain_node, settle_connections, undra
 use crate::sla::{Accounting, Ledger, Month};
 use crate::splitbrain::Detector;
 use crate::state::{Shared, blocking};
-use crate::store::{GroupLayout, Store};
+use crate::store::GroupLayout;
 use crate::unix_ms;
 
 /// How often the DNS is read back even when nothing changed (drift repair).
@@ -120,12 +121,20 @@ pub struct Orchestrator {
     dns_wanted: Notify,
     /// The advert intervals of a config version (the split-brain grace), by version.
     intervals: Mutex<Option<(u64, Arc<view::PushedIntervals>)>>,
-    /// Abort switches of the jobs running now.
-    running: Mutex<BTreeMap<u64, watch::Sender<bool>>>,
+    /// The jobs running here now.
+    running: Mutex<BTreeMap<u64, RunningJob>>,
     job_updates: broadcast::Sender<JobRecord>,
     dns_lock: tokio::sync::Mutex<()>,
     /// Every task orchestration runs (feed, jobs, split-brain confirmations).
     tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// A job this coordinator runs.
+struct RunningJob {
+    /// Asks the job to stop at its next step boundary and undrain (an operator's abort).
+    abort: watch::Sender<bool>,
+    /// Stops it where it is (leadership lost: the next leader resumes it).
+    task: tokio::task::AbortHandle,
 }
 
 /// Why orchestration could not start.
@@ -179,14 +188,19 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(%vip, "SLA ledger unreadable, starting it afresh: {e}"),
             }
         }
-        for (_, bytes) in jobs {
-            let Ok(mut job) = serde_json::from_slice::<JobRecord>(&bytes) else {
-                continue;
-            };
-            if job.status == Status::Running {
-                job.status = Status::Interrupted;
-                job.error = "the coordinator restarted; resume or abort".into();
-                persist_job(shared.store.as_ref(), &job);
+        // Alone with its store, a coordinator that starts knows that a running job's runner
+        // died with it. Sharing it, the job may be running on the leader: the leader resumes
+        // what nobody runs (`lead`).
+        if shared.leadership.role() == Role::Sole {
+            for (_, bytes) in jobs {
+                let Ok(mut job) = serde_json::from_slice::<JobRecord>(&bytes) else {
+                    continue;
+                };
+                if job.status == Status::Running {
+                    job.status = Status::Interrupted;
+                    job.error = "the coordinator restarted; resume or abort".into();
+                    persist_job(&shared, &job);
+                }
             }
         }
         // Every node known from before this start: what it last reported is believed until every
@@ -226,6 +240,9 @@ impl Orchestrator {
         if orchestrator.dns.is_some() {
             orchestrator.spawn(orchestrator.clone().reconcile_dns_on_request());
         }
+        if orchestrator.shared.leadership.role() != Role::Sole {
+            orchestrator.spawn(orchestrator.clone().lead());
+        }
         Ok(orchestrator)
     }
 
@@ -234,8 +251,157 @@ impl Orchestrator {
         lock(&self.presence).get(node)
     }
 
-    /// Stops every orchestration task and waits for them; a job that was running is recorded as
-    /// `interrupted` (resume it after the restart). Called when the coordinator shuts down.
+    /// Follows this coordinator's leadership (on a shared store): on taking it, resumes every
+    /// job recorded running that no coordinator runs any more and reconciles the DNS; on losing
+    /// it, stops its jobs where they are (their writes would be refused anyway), for the next
+    /// leader to resume.
+    async fn lead(self: Arc<Self>) {
+        let mut role = self.shared.leadership.subscribe();
+        let mut leading = false;
+        loop {
+            let leads = role.borrow_and_update().leads();
+            if leads && !leading {
+                self.take_over().await;
+                self.request_dns();
+            } else if !leads && leading {
+                for (id, job) in std::mem::take(&mut *lock(&self.running)) {
+                    job.task.abort();
+                    tracing::warn!(
+                        job = id,
+                        "rollout job stopped here: this coordinator no longer leads; the next leader resumes it"
+                    );
+                }
+            }
+            leading = leads;
+            if role.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resumes the jobs recorded running that this coordinator does not run (their runner was
+    /// the previous leader), each once the agents of its unfinished nodes have reconnected here
+    /// or they have had the time to ([`Orchestrator::await_reconnected`]).
+    async fn take_over(self: &Arc<Self>) {
+        let jobs = match blocking(&self.shared.store, |s| s.records(JOB_SPACE)).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!("rollout jobs unreadable, none resumed: {e}");
+                return;
+            }
+        };
+        let name = self.shared.leadership.name().to_owned();
+        for bytes in jobs.values() {
+            let Ok(job) = serde_json::from_slice::<JobRecord>(bytes) else {
+                continue;
+            };
+            if job.status != Status::Running || lock(&self.running).contains_key(&job.id) {
+                continue;
+            }
+            let this = self.clone();
+            let name = name.clone();
+            self.spawn(async move {
+                this.await_reconnected(&job).await;
+                if !this.shared.leadership.role().leads()
+                    || lock(&this.running).contains_key(&job.id)
+                {
+                    return;
+                }
+                tracing::info!(
+                    job = job.id,
+                    "resuming the rollout job of the previous leader"
+                );
+                this.audit(
+                    &format!("coordinator {name}"),
+                    "rollout resume",
+                    format!("job {}: taken over as the new leader", job.id),
+                )
+                .await;
+                this.spawn_job(job);
+            });
+        }
+    }
+
+    /// Returns once every unfinished node of `job` has a session here, or once an agent that
+    /// lost its coordinator has had the time to reconnect (its longest backoff and the presence
+    /// TTL): a node still away then fails its step as it would have under the old leader.
+    async fn await_reconnected(&self, job: &JobRecord) {
+        let waiting: Vec<&String> = job
+            .nodes
+            .iter()
+            .filter(|(_, record)| record.step != job::Step::Done)
+            .map(|(node, _)| node)
+            .collect();
+        let mut changes = self.shared.registry.watch_changes();
+        let all_here = async {
+            loop {
+                let connected = self.shared.registry.connected();
+                if waiting
+                    .iter()
+                    .all(|node| connected.iter().any(|live| &&live.name == node))
+                {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let grace = self.config.presence_ttl + AGENT_RECONNECT_MAX;
+        if tokio::time::timeout(grace, all_here).await.is_err() {
+            tracing::warn!(
+                job = job.id,
+                "not every node of the job reconnected within {grace:?}; resuming anyway"
+            );
+        }
+    }
+
+    /// Refuses a command for a node whose session another coordinator sharing the store holds,
+    /// naming that coordinator (from the node's last stored report).
+    async fn require_session(&self, node: &str) -> Result<(), ControlError> {
+        let this = self.shared.leadership.name().to_owned();
+        if self.shared.leadership.role() == Role::Sole
+            || self
+                .shared
+                .registry
+                .connected()
+                .iter()
+                .any(|live| live.name == node)
+        {
+            return Ok(());
+        }
+        let name = node.to_owned();
+        let holder = blocking(&self.shared.store, move |s| {
+            Ok(s.node_states()?.remove(&name).map(|r| r.coordinator))
+        })
+        .await?;
+        match holder {
+            Some(holder) if !holder.is_empty() && holder != this => {
+                Err(ControlError::HeldElsewhere {
+                    node: node.to_owned(),
+                    holder,
+                    this,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses what only the leader may do, naming the leader.
+    fn require_leader(&self) -> Result<(), ControlError> {
+        let leadership = &self.shared.leadership;
+        if leadership.role().leads() {
+            return Ok(());
+        }
+        Err(ControlError::NotLeader {
+            this: leadership.name().to_owned(),
+            leader: leadership.leader(),
+        })
+    }
+
+    /// Stops every orchestration task and waits for them. Alone with its store, a job that was
+    /// running is recorded as `interrupted` (resume it after the restart); sharing it, the job
+    /// stays running for the next leader to resume. Called when the coordinator shuts down.
     pub async fn shutdown(&self) {
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         tasks.abort_all();
@@ -243,6 +409,10 @@ impl Orchestrator {
         let running: Vec<u64> = std::mem::take(&mut *lock(&self.running))
             .into_keys()
             .collect();
+        if self.shared.leadership.role() != Role::Sole {
+            return;
+        }
+        let shared = self.shared.clone();
         let store = self.shared.store.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let Ok(records) = store.records(JOB_SPACE) else {
@@ -255,18 +425,21 @@ impl Orchestrator {
                 if running.contains(&job.id) && !job.finished() {
                     job.status = Status::Interrupted;
                     job.error = "interrupted by a coordinator shutdown; resume or abort".into();
-                    persist_job(store.as_ref(), &job);
+                    persist_job(&shared, &job);
                 }
             }
         })
         .await;
     }
 
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    fn spawn(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
         let mut tasks = lock(&self.tasks);
         // Forget the tasks that finished (split-brain confirmations, jobs).
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        tasks.spawn(task)
     }
 
     /// The group layouts in force: the latest config version's; for a version stored before
@@ -294,9 +467,11 @@ impl Orchestrator {
         }
     }
 
-    /// Reads back every group's DNS name and repairs drift.
+    /// Reads back every group's DNS name and repairs drift (the leader only).
     async fn reconcile_dns(&self) {
-        let _ = self.dns_show(true).await;
+        if self.shared.leadership.role().leads() {
+            let _ = self.dns_show(true).await;
+        }
     }
 
     /// What the DNS holds for each group and what it should; with `repair`, fixes drift.
@@ -305,6 +480,8 @@ impl Orchestrator {
             return DnsShowResponse::default();
         };
         let _serial = self.dns_lock.lock().await;
+        // Only the leader writes to the DNS; another coordinator shows what it finds.
+        let repair = repair && self.shared.leadership.role().leads();
         let held = self.held();
         let ttl = self.config.dns.as_ref().map(|d| d.ttl).unwrap_or(30);
         let mut records = Vec::new();
@@ -415,6 +592,7 @@ impl Orchestrator {
         request: DrainRequest,
     ) -> Result<DrainResponse, ControlError> {
         let node = request.node.clone();
+        self.require_session(&node).await?;
         let mut settings = self.config.drain;
         settings.command_timeout = self.shared.command_timeout;
         if request.ttl_seconds > 0 {
@@ -526,6 +704,7 @@ impl Orchestrator {
         who: &str,
         request: StartRolloutRequest,
     ) -> Result<RolloutJob, ControlError> {
+        self.require_leader()?;
         let latest = blocking(&self.shared.store, |s| s.latest_config_version()).await?;
         let all_groups = latest.map(|l| l.groups).unwrap_or_default();
         let groups: Vec<Group> = all_groups
@@ -564,7 +743,7 @@ impl Orchestrator {
             connection_deadline_seconds: u64::from(request.connection_deadline_seconds),
         };
         let job = JobRecord::new(id, who.to_owned(), request.reason, spec, waves, unix_ms());
-        persist_job(self.shared.store.as_ref(), &job);
+        persist_job(&self.shared, &job);
         self.audit(
             who,
             "rollout start",
@@ -582,7 +761,12 @@ impl Orchestrator {
         request: ControlRolloutRequest,
     ) -> Result<RolloutJob, ControlError> {
         let mut job = self.load_job(request.job).await?;
-        let running = lock(&self.running).get(&job.id).cloned();
+        if request.action() != control_rollout_request::Action::Status {
+            self.require_leader()?;
+        }
+        let running = lock(&self.running)
+            .get(&job.id)
+            .map(|running| running.abort.clone());
         match request.action() {
             control_rollout_request::Action::Status => {}
             control_rollout_request::Action::Resume => {
@@ -592,7 +776,7 @@ impl Orchestrator {
                     job.status = Status::Running;
                     // Persisted before the reply: a watch opened right after `resume` must see
                     // the job running, not the `interrupted` record that would end it at once.
-                    persist_job(self.shared.store.as_ref(), &job);
+                    persist_job(&self.shared, &job);
                     self.spawn_job(job.clone());
                 }
             }
@@ -605,7 +789,7 @@ impl Orchestrator {
                     }
                     None if !job.finished() => {
                         job.status = Status::Aborted;
-                        persist_job(self.shared.store.as_ref(), &job);
+                        persist_job(&self.shared, &job);
                     }
                     None => {}
                 }
@@ -637,24 +821,30 @@ impl Orchestrator {
 
     fn spawn_job(self: &Arc<Self>, job: JobRecord) {
         let (abort_tx, abort_rx) = watch::channel(false);
-        lock(&self.running).insert(job.id, abort_tx);
+        // Held until the job is registered as running, so that it cannot end before.
+        let mut running = lock(&self.running);
         let this = self.clone();
         let mut settings = self.config.drain;
         settings.command_timeout = self.shared.command_timeout;
-        self.spawn(async move {
-            let store = this.shared.store.clone();
+        let id = job.id;
+        let task = self.spawn(async move {
+            let shared = this.shared.clone();
             let updates = this.job_updates.clone();
             let registry_this = this.clone();
             let stopping = this.shared.stopping.clone();
             let on_change: job::OnChange = Arc::new(move |job: &JobRecord| {
-                // A job that fails because the coordinator is stopping was interrupted.
+                // A job that fails because the coordinator is stopping was interrupted; sharing
+                // the store, it stays recorded as running, for the next leader to resume.
                 let mut job = job.clone();
+                if *stopping.borrow() && shared.leadership.role() != Role::Sole {
+                    return;
+                }
                 if *stopping.borrow() && job.status == Status::Failed {
                     job.status = Status::Interrupted;
                     job.error = format!("interrupted by a coordinator shutdown ({})", job.error);
                 }
                 let job = &job;
-                persist_job(store.as_ref(), job);
+                persist_job(&shared, job);
                 let _ = updates.send(job.clone());
                 registry_this.shared.registry.publish(FleetEvent {
                     node: String::new(),
@@ -668,6 +858,13 @@ impl Orchestrator {
             lock(&this.running).remove(&id);
             tracing::info!(job = id, status = ?done.status, "rollout job stopped");
         });
+        running.insert(
+            id,
+            RunningJob {
+                abort: abort_tx,
+                task,
+            },
+        );
     }
 
     async fn audit(&self, who: &str, action: &str, detail: String) {
@@ -698,11 +895,23 @@ impl Fleet for RegistryFleet {
     }
 }
 
-/// Stores a job (a short synchronous write: jobs change a few times per node).
-fn persist_job(store: &dyn Store, job: &JobRecord) {
+/// Stores a job as the leader (a short synchronous write: jobs change a few times per node);
+/// nothing is written by a coordinator that does not lead, nor by one deposed since.
+fn persist_job(shared: &Shared, job: &JobRecord) {
+    let Some(fence) = shared.leadership.role().fence() else {
+        tracing::warn!(
+            job = job.id,
+            "rollout job not persisted: this coordinator does not lead"
+        );
+        return;
+    };
     match serde_json::to_vec(job) {
         Ok(bytes) => {
-            if let Err(e) = store.put_record(JOB_SPACE, &job_key(job.id), &bytes) {
+            let key = job_key(job.id);
+            if let Err(e) = shared
+                .store
+                .put_record_fenced(&fence, JOB_SPACE, &key, &bytes)
+            {
                 tracing::error!(job = job.id, "rollout job not persisted: {e}");
             }
         }

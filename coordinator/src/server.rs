@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent_service::AgentServiceImpl;
 use crate::closing::EndStreamsOnStop;
+use crate::leader::{Leadership, Resign, Role};
 use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
 use crate::service::FleetServiceImpl;
@@ -44,6 +45,11 @@ pub struct CoordinatorConfig {
     pub orchestration: crate::orchestrate::OrchestrationConfig,
     /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// This coordinator's name among those sharing a store (what status and the other
+    /// coordinators show as the leader).
+    pub name: String,
+    /// The lease of the leader key on etcd (`--leader-ttl`); unused on redb.
+    pub leader_ttl: Duration,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +63,8 @@ impl CoordinatorConfig {
             command_timeout: Duration::from_secs(10),
             orchestration: crate::orchestrate::OrchestrationConfig::default(),
             metrics_listen: None,
+            name: listen.to_string(),
+            leader_ttl: crate::leader::DEFAULT_LEADER_TTL,
         }
     }
 }
@@ -72,11 +80,24 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// Opens the store (blocking: run it off the async runtime).
-    pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+    /// Opens the store (blocking: run it off the async runtime) and joins the election of the
+    /// coordinators sharing it as `name` (on redb, alone: always the leader).
+    pub fn open(
+        &self,
+        name: String,
+        leader_ttl: Duration,
+    ) -> Result<(Arc<dyn Store>, Leadership, Resign), StoreError> {
         Ok(match self {
-            StoreConfig::Redb { dir } => Arc::new(RedbStore::open(dir)?),
-            StoreConfig::Etcd(config) => Arc::new(EtcdStore::connect(config.clone())?),
+            StoreConfig::Redb { dir } => (
+                Arc::new(RedbStore::open(dir)?),
+                Leadership::sole(name),
+                Resign::none(),
+            ),
+            StoreConfig::Etcd(config) => {
+                let store = EtcdStore::connect(config.clone())?;
+                let (leadership, resign) = store.elect(name, leader_ttl);
+                (Arc::new(store), leadership, resign)
+            }
         })
     }
 }
@@ -126,6 +147,11 @@ pub struct RunningCoordinator {
     /// The gRPC server; `None` once [`RunningCoordinator::ended`] has seen it end.
     task: Option<JoinHandle<Result<(), ServerError>>>,
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
+    /// Follows the config versions other coordinators write ([`crate::state::follow_config_versions`]).
+    config_follower: JoinHandle<()>,
+    resign: Resign,
+    /// This coordinator's part in the election of the coordinators sharing its store.
+    pub leadership: Leadership,
 }
 
 impl RunningCoordinator {
@@ -143,6 +169,9 @@ impl RunningCoordinator {
             None => Ok(()),
         };
         self.orchestrator.shutdown().await;
+        self.config_follower.abort();
+        // The singletons have stopped: another coordinator may take over now, not a TTL later.
+        self.resign.resign(Duration::from_secs(2)).await;
         // Last: the streams have ended, so no snapshot arrives after this flush.
         self.node_states.close().await;
         self.transitions.close().await;
@@ -183,9 +212,17 @@ async fn join(task: JoinHandle<Result<(), ServerError>>) -> Result<(), ServerErr
 /// Opens the store, loads TLS, binds and serves.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, ServerError> {
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || store_config.open())
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    let (name, leader_ttl) = (config.name.clone(), config.leader_ttl);
+    let (store, leadership, resign) =
+        tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+    // Serve once the first election is decided (this coordinator leads, or knows who does), so
+    // that a push right after start-up is not refused for want of a leader; a cluster that
+    // decides nothing within a TTL is waited for no longer.
+    let mut role = leadership.subscribe();
+    let decided = role.wait_for(|role| !matches!(role, Role::Follower { leader: None }));
+    let _ = tokio::time::timeout(config.leader_ttl, decided).await;
     let initial = tls::server_config(&config.tls)?;
     let (tls_config, tls_reloader) =
         tls::watch_files(config.tls.clone(), initial, config.reload_interval);
@@ -212,6 +249,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
         metrics: metrics.clone(),
+        leadership: leadership.clone(),
     });
     // Unlike the agent, a coordinator asked to serve metrics and unable to does not start: it is
     // not on the failover path, and a silently missing endpoint would go unnoticed.
@@ -235,6 +273,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     let orchestrator =
         crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
             .await?;
+    let config_follower = tokio::spawn(crate::state::follow_config_versions(shared.clone()));
     let fleet = FleetServiceServer::new(FleetServiceImpl {
         shared,
         orchestrator: orchestrator.clone(),
@@ -271,5 +310,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         transitions,
         task: Some(task),
         orchestrator,
+        config_follower,
+        resign,
+        leadership,
     })
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use hav_proto::v1::fleet_service_server::FleetService;
 use hav_proto::v1::{
-    AuditEntry, ConfigVersion, DrainRequest, DrainResponse, FleetEvent, HistoryRequest,
-    HistoryResponse, ListNodesRequest, ListNodesResponse, NodePresence, NodeStatus,
+    AuditEntry, ConfigVersion, CoordinatorStatus, DrainRequest, DrainResponse, FleetEvent,
+    HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, NodePresence, NodeStatus,
     PushConfigRequest, PushConfigResponse, RollbackRequest, StateSnapshot, ValidateRequest,
     ValidateResponse, WatchEventsRequest, fleet_event,
 };
@@ -126,6 +126,7 @@ impl FleetService for FleetServiceImpl {
         }
         Ok(Response::new(ListNodesResponse {
             nodes: nodes.into_values().collect(),
+            coordinator: Some(self.coordinator_status()),
         }))
     }
 
@@ -158,6 +159,9 @@ impl FleetService for FleetServiceImpl {
         let push_trace = trace::PushTrace::start(&self.shared.metrics, dry_run);
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
+        if !dry_run {
+            self.leader_only()?;
+        }
         push_trace.operator(&who);
         let request = request.into_inner();
         let proposed = proposal(
@@ -237,6 +241,7 @@ impl FleetService for FleetServiceImpl {
         request: Request<RollbackRequest>,
     ) -> Result<Response<PushConfigResponse>, Status> {
         let who = self.caller(&request, Some("roll back config")).await?;
+        self.leader_only()?;
         let RollbackRequest { version, comment } = request.into_inner();
         let (target, latest) = blocking(&self.shared.store, move |s| {
             Ok((s.config_version(version)?, s.latest_config_version()?))
@@ -316,6 +321,14 @@ impl FleetService for FleetServiceImpl {
         Ok(Response::new(job))
     }
 
+    async fn about(
+        &self,
+        request: Request<hav_proto::v1::AboutRequest>,
+    ) -> Result<Response<CoordinatorStatus>, Status> {
+        self.caller(&request, None).await?;
+        Ok(Response::new(self.coordinator_status()))
+    }
+
     async fn watch_rollout(
         &self,
         request: Request<ControlRolloutRequest>,
@@ -354,6 +367,31 @@ impl FleetService for FleetServiceImpl {
 
 impl FleetServiceImpl {
     /// The caller's name, checked to be an operator's (with the operator role for a `change`).
+    /// This coordinator and its role.
+    fn coordinator_status(&self) -> CoordinatorStatus {
+        let leadership = &self.shared.leadership;
+        let role = leadership.role();
+        CoordinatorStatus {
+            name: leadership.name().to_owned(),
+            leader: role.leads(),
+            leader_name: leadership.leader().unwrap_or_default(),
+            shared_store: role != crate::leader::Role::Sole,
+        }
+    }
+
+    /// Refuses a change of the fleet's configs on a coordinator that does not lead: it serves no
+    /// agent, so it could deliver the change to none.
+    fn leader_only(&self) -> Result<(), ControlError> {
+        let leadership = &self.shared.leadership;
+        if leadership.role().leads() {
+            return Ok(());
+        }
+        Err(ControlError::NotLeader {
+            this: leadership.name().to_owned(),
+            leader: leadership.leader(),
+        })
+    }
+
     async fn caller<T>(
         &self,
         request: &Request<T>,

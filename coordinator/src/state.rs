@@ -3,17 +3,19 @@
 //!
 //! Guarantees: store calls never run on the async runtime ([`blocking`]); the cached latest
 //! version only moves forward and is fed by every config version this process writes
-//! ([`LatestConfig::offer`]).
+//! ([`LatestConfig::offer`]) and, through the store's watch, by every version another
+//! coordinator sharing the store writes ([`follow_config_versions`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::ControlError;
+use crate::leader::Leadership;
 use crate::node_state_writer::{NodeStateWriter, TransitionWriter};
 use crate::registry::Registry;
-use crate::store::{AuditRecord, ConfigVersionRecord, Store, StoreError};
+use crate::store::{AuditRecord, Change, ConfigVersionRecord, Revision, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::unix_ms;
 
@@ -33,6 +35,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Counters of the fleet operations (served on `/metrics` when configured).
     pub metrics: Arc<Metrics>,
+    /// Whether this coordinator runs the singletons, and who does.
+    pub leadership: Leadership,
 }
 
 impl Shared {
@@ -55,9 +59,10 @@ impl Shared {
 /// The newest config version this process has read or written, so that an agent connecting does
 /// not decode the whole fleet's config from the store (at 10,000 nodes, megabytes per connect).
 ///
-/// Valid because this process is the only writer of config versions (every write goes through
-/// [`LatestConfig::offer`] after it commits); a shared store would feed it from `Store::watch`.
-/// It only ever moves to a higher version, so a slow reader cannot put an older one back.
+/// Every version this process writes goes through [`LatestConfig::offer`] after it commits, and
+/// [`follow_config_versions`] offers those other coordinators sharing the store write, as the
+/// store's watch announces them (read again whole when the watch lagged). It only ever moves to
+/// a higher version, so a slow reader cannot put an older one back.
 #[derive(Default)]
 pub struct LatestConfig {
     cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
@@ -88,6 +93,41 @@ impl LatestConfig {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
         // Every critical section is one clone or one assignment: a poisoned lock is still whole.
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps `shared.latest` up to date with the config versions written to the store by anyone
+/// from this call on, until the store's watch ends.
+pub fn follow_config_versions(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
+    let store = shared.store.clone();
+    let changes = store.watch();
+    follow_versions(store, changes, move |record| {
+        shared.latest.offer(record);
+    })
+}
+
+/// Hands `offer` every config version announced on `changes`, as read from `store`; after a
+/// lag, the latest.
+async fn follow_versions(
+    store: Arc<dyn Store>,
+    mut changes: broadcast::Receiver<(Revision, Change)>,
+    offer: impl Fn(ConfigVersionRecord),
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let read = match changes.recv().await {
+            Ok((_, Change::ConfigVersion(version))) => {
+                blocking(&store, move |s| s.config_version(version)).await
+            }
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => blocking(&store, |s| s.latest_config_version()).await,
+            Err(RecvError::Closed) => return,
+        };
+        match read {
+            Ok(Some(record)) => offer(record),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("a config version announced by the store is unreadable: {e}"),
+        }
     }
 }
 
@@ -150,5 +190,34 @@ mod tests {
             latest.get(&store).await.expect("get").expect("v3").version,
             3
         );
+    }
+
+    #[tokio::test]
+    async fn versions_written_by_another_coordinator_reach_the_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
+        let latest = Arc::new(LatestConfig::default());
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let follower = tokio::spawn(follow_versions(store.clone(), store.watch(), {
+            let latest = latest.clone();
+            move |record| {
+                let _ = seen_tx.send(latest.offer(record).version);
+            }
+        }));
+        store.put_config_version(&config_version(1)).expect("v1");
+        assert_eq!(seen.recv().await, Some(1));
+        // Written by someone else, announced by the store: the cache has it.
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v1").version,
+            1
+        );
+        store.put_config_version(&config_version(2)).expect("v2");
+        assert_eq!(seen.recv().await, Some(2));
+        assert_eq!(
+            latest.get(&store).await.expect("get").expect("v2").version,
+            2
+        );
+        follower.abort();
     }
 }

@@ -15,6 +15,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::leader::Fence;
+
 /// A monotonically increasing number stamped on every write.
 pub type Revision = u64;
 
@@ -72,6 +74,10 @@ pub struct NodeStateRecord {
     pub last_seen_unix_ms: u64,
     /// The last `StateSnapshot`, protobuf-encoded.
     pub snapshot: Vec<u8>,
+    /// The coordinator that held the node's session when it reported this (its `--name`;
+    /// empty in records written before coordinators had names).
+    #[serde(default)]
+    pub coordinator: String,
 }
 
 /// What changed at a revision.
@@ -94,6 +100,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("config version {expected} expected next, but the store is at {actual}")]
     Conflict { expected: u64, actual: u64 },
+    /// A singleton's write from a coordinator that no longer leads (its leader key is gone or
+    /// another's): refused, nothing written.
+    #[error(
+        "refused: this coordinator no longer leads (leader key {key} is not the one it created)"
+    )]
+    Deposed { key: String },
 }
 
 /// The coordinator's durable state. Synchronous: callers on the async runtime use
@@ -121,6 +133,17 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an opaque record of an orchestration module (SLA ledgers, rollout jobs, drains)
     /// under `space`/`key`, replacing any older one.
     fn put_record(&self, space: &str, key: &str, value: &[u8]) -> Result<Revision, StoreError>;
+    /// Stores a record of a singleton ([`crate::leader`]) only while `fence` still proves this
+    /// coordinator leads, checked in the same transaction as the write; else
+    /// [`StoreError::Deposed`] and nothing is written. A store with one coordinator has nothing
+    /// to check.
+    fn put_record_fenced(
+        &self,
+        fence: &Fence,
+        space: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Revision, StoreError>;
     /// Removes the record `space`/`key` (absent is fine).
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError>;
     /// Every record of `space`, by key.
@@ -309,6 +332,17 @@ impl Store for RedbStore {
                 Ok(())
             },
         )
+    }
+
+    fn put_record_fenced(
+        &self,
+        _fence: &Fence,
+        space: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Revision, StoreError> {
+        // One coordinator per redb file: it always leads.
+        self.put_record(space, key, value)
     }
 
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {

@@ -10,6 +10,7 @@
 //! P meta/audit-last                    the last sequence used
 //! P nodes/<node>                       a node's last state
 //! P records/<space> NUL <key>          an orchestration record
+//! P leader                             the leading coordinator's name, under its lease
 //! ```
 //!
 //! Guarantees: a write returns once etcd has committed it (a quorum has it). A revision is etcd's
@@ -42,6 +43,7 @@ use etcd_client::{
 };
 use tokio::sync::broadcast;
 
+use crate::leader::{self, Fence, Leadership, Resign};
 use crate::store::{
     AuditRecord, Change, ConfigVersionRecord, NodeStateRecord, Revision, Store, StoreError, decode,
     encode, record_key,
@@ -233,6 +235,19 @@ impl EtcdStore {
             changes,
             audit_append: Mutex::new(()),
         })
+    }
+
+    /// Campaigns for leadership of this prefix as `name`, with leases of `ttl` (see
+    /// [`crate::leader`]); the campaign runs on this store's runtime until resigned or the store
+    /// is dropped.
+    pub fn elect(&self, name: String, ttl: Duration) -> (Leadership, Resign) {
+        leader::campaign(
+            &self.runtime.0,
+            self.client.clone(),
+            self.keys.leader(),
+            name,
+            ttl,
+        )
     }
 
     /// Runs `call` on the store's runtime and waits for it.
@@ -534,6 +549,43 @@ impl Store for EtcdStore {
 
     fn put_record(&self, space: &str, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
         self.put_all(vec![(self.keys.record(space, key)?, value.to_vec())])
+    }
+
+    fn put_record_fenced(
+        &self,
+        fence: &Fence,
+        space: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Revision, StoreError> {
+        let Fence::Key {
+            key: leader,
+            revision,
+        } = fence.clone()
+        else {
+            return self.put_record(space, key, value);
+        };
+        let (key, value) = (self.keys.record(space, key)?, value.to_vec());
+        let guard = leader.clone();
+        let (written, at) = self.request("write as the leader", move |client| {
+            let mut kv = client.kv_client();
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    guard.as_str(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::put(key.as_str(), value.clone(), None)]);
+            async move {
+                let response = kv.txn(txn).await?;
+                Ok((response.succeeded(), header_revision(response.header())))
+            }
+        })?;
+        if written {
+            Ok(at)
+        } else {
+            Err(StoreError::Deposed { key: leader })
+        }
     }
 
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {
@@ -901,6 +953,10 @@ impl Keys {
 
     fn audit_last(&self) -> String {
         format!("{}meta/audit-last", self.prefix)
+    }
+
+    fn leader(&self) -> String {
+        format!("{}leader", self.prefix)
     }
 
     fn nodes(&self) -> String {

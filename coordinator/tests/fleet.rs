@@ -508,7 +508,7 @@ async fn certificates_of_the_wrong_role_are_refused_on_both_apis() {
     request.role = Some(Role::Operator);
     let operator = pki.issue(request);
     let config = hav_agent::control::ControlConfig {
-        coordinator: coordinator.local_addr.to_string(),
+        coordinators: vec![coordinator.local_addr.to_string()],
         node_name: "olga".into(),
         tls: hav_proto::transport::ClientTlsFiles {
             ca: pki.ca(),

@@ -472,5 +472,6 @@ fn node_state(n: u64) -> NodeStateRecord {
         protocol_version: 1,
         last_seen_unix_ms: n,
         snapshot: n.to_be_bytes().to_vec(),
+        coordinator: "coord-a".into(),
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::bench::sibling_binary;
+use crate::etcd::EtcdCluster;
 use crate::netns::{ExecOutput, NsProcess, SpawnSpec};
 use crate::topology::{Lab, LanSpec};
 
@@ -40,6 +41,9 @@ pub struct FleetLab {
     pub coordinator_args: Vec<String>,
     /// Further text of every agent's local file (e.g. a `[telemetry]` table).
     pub agent_extra: String,
+    /// What agents and havctl dial, in order: the coordinator's address, or every coordinator
+    /// of a fleet that runs several ([`FleetLab::spawn_coordinator`]).
+    pub dial: Vec<String>,
 }
 
 impl FleetLab {
@@ -87,7 +91,9 @@ impl FleetLab {
                 "certs", "issue", "--dir", &dir, "--kind", "agent", "--name", name,
             ])?;
         }
+        let dial = vec![format!("{coordinator_ip}:{COORDINATOR_PORT}")];
         Ok(FleetLab {
+            dial,
             lab,
             certs,
             data,
@@ -133,6 +139,72 @@ impl FleetLab {
         wait_file_contains(&log, "hav-coordinator listening", Duration::from_secs(20))
     }
 
+    /// Starts another hav-coordinator on the coordinator's host, on `port`, named `name`, with
+    /// `args` (e.g. `--etcd`), and waits until it listens; the caller owns the process.
+    pub fn spawn_coordinator(
+        &self,
+        name: &str,
+        port: u16,
+        args: &[String],
+    ) -> Result<NsProcess, Error> {
+        let binary = sibling_binary("hav-coordinator")?;
+        let listen = format!("{}:{port}", LanSpec::PRIMARY.ipv4(COORDINATOR_OCTET));
+        let data = self.lab.log_dir().join(format!("data-{name}"));
+        let spec = SpawnSpec::new(format!("coordinator-{name}"), binary)
+            .args([
+                "--listen".to_owned(),
+                listen,
+                "--name".into(),
+                name.into(),
+                "--cert".into(),
+                self.cert("coordinator-coord.pem"),
+                "--key".into(),
+                self.cert("coordinator-coord.key"),
+                "--ca".into(),
+                self.cert("ca.pem"),
+                "--data".into(),
+                data.display().to_string(),
+            ])
+            .args(args.iter().cloned())
+            .env("RUST_LOG", "info,hav_coordinator=debug");
+        let process = self.lab.spawn(COORDINATOR_HOST, spec)?;
+        wait_file_contains(
+            process.log_path(),
+            "hav-coordinator listening",
+            Duration::from_secs(20),
+        )?;
+        Ok(process)
+    }
+
+    /// A three-member etcd cluster on the coordinator host's loopback, for coordinators that
+    /// share a store.
+    pub fn start_etcd(&self) -> Result<NamespacedEtcd, Error> {
+        let (endpoints_tx, endpoints) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        // The members die with the thread that started them: it lives until the stop.
+        let thread = self.lab.host(COORDINATOR_HOST)?.in_thread(move || {
+            match EtcdCluster::start() {
+                Ok(cluster) => {
+                    let _ = endpoints_tx.send(Ok(cluster.endpoints()));
+                    let _ = stopped.recv();
+                    drop(cluster);
+                }
+                Err(e) => {
+                    let _ = endpoints_tx.send(Err(e.to_string()));
+                }
+            }
+            Ok(())
+        })?;
+        let endpoints = endpoints
+            .recv()
+            .map_err(|_| "the etcd thread ended without a word")??;
+        Ok(NamespacedEtcd {
+            endpoints,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
     /// SIGKILL: the coordinator dies without a word.
     pub fn kill_coordinator(&mut self) -> Result<(), Error> {
         if let Some(mut process) = self.coordinator.take() {
@@ -144,10 +216,13 @@ impl FleetLab {
     /// Starts hav-agent on `node` with only `[node]` and `[coordinator]` in its local file.
     pub fn start_agent(&mut self, node: &str) -> Result<(), Error> {
         let mut config = AgentConfig::new(node, Vec::new());
+        let address = match self.dial.as_slice() {
+            [one] => format!("{one:?}"),
+            several => format!("{several:?}"),
+        };
         let _ = writeln!(
             config.extra,
-            "[coordinator]\naddress = {:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            self.coordinator_address(),
+            "[coordinator]\naddress = {address}\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
             self.cert("ca.pem"),
             self.cert(&format!("agent-{node}.pem")),
             self.cert(&format!("agent-{node}.key")),
@@ -210,7 +285,7 @@ impl FleetLab {
     /// Runs havctl with the certificate `<stem>.pem` in the coordinator's namespace.
     pub fn havctl_as(&self, stem: &str, args: &[&str]) -> Result<ExecOutput, Error> {
         let binary = sibling_binary("havctl")?.display().to_string();
-        let address = self.coordinator_address();
+        let address = self.dial.join(",");
         let (cert, key, ca) = (
             self.cert(&format!("{stem}.pem")),
             self.cert(&format!("{stem}.key")),
@@ -237,7 +312,7 @@ impl FleetLab {
         let spec = SpawnSpec::new(name, sibling_binary("havctl")?)
             .args([
                 "--coordinator".to_owned(),
-                self.coordinator_address(),
+                self.dial.join(","),
                 "--cert".into(),
                 self.cert("operator-olga.pem"),
                 "--key".into(),
@@ -337,6 +412,24 @@ impl FleetLab {
 
     fn cert(&self, name: &str) -> String {
         self.certs.join(name).display().to_string()
+    }
+}
+
+/// An etcd cluster in the coordinator host's namespace ([`FleetLab::start_etcd`]); stopped and
+/// removed when dropped.
+pub struct NamespacedEtcd {
+    /// The members' client URLs (`http://127.0.0.1:PORT`, reachable from that host only).
+    pub endpoints: Vec<String>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), crate::netns::NetnsError>>>,
+}
+
+impl Drop for NamespacedEtcd {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

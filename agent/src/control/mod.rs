@@ -4,7 +4,9 @@
 //! Guarantees: the daemon never waits on this module. Snapshots go through a `watch` (only the
 //! latest matters), events through a bounded queue that drops (and counts) when full, commands
 //! arrive on a channel the daemon reads when it likes. If the coordinator is away the link retries
-//! with jittered exponential backoff while VRRP carries on. Certificates are re-read from disk on
+//! with jittered exponential backoff while VRRP carries on; given several coordinators, each
+//! retry goes to the next one in the list (round robin) after the shortest delay, the backoff
+//! growing once per round through the list, and a session stays with the one that welcomed it. Certificates are re-read from disk on
 //! every connection attempt, so a rotated certificate is picked up without a restart.
 
 mod backoff;
@@ -36,8 +38,9 @@ const COMMAND_QUEUE: usize = 32;
 /// How to reach the coordinator and what to tell it.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// `host:port` or `https://host:port`.
-    pub coordinator: String,
+    /// Coordinators sharing one store, tried in this order (never empty): each `host:port` or
+    /// `https://host:port`.
+    pub coordinators: Vec<String>,
     /// This node's name; must match the name in the certificate (the coordinator checks).
     pub node_name: String,
     pub tls: ClientTlsFiles,
@@ -130,6 +133,7 @@ pub fn spawn(config: ControlConfig) -> (DaemonSide, JoinHandle<()>) {
         events,
         commands: commands_tx,
         state: link_tx,
+        current: 0,
     };
     let task = tokio::spawn(async move { link_task.run().await });
     let side = DaemonSide {
@@ -166,11 +170,25 @@ struct Link {
     events: mpsc::Receiver<Event>,
     commands: mpsc::Sender<PendingCommand>,
     state: watch::Sender<LinkState>,
+    /// The index in `config.coordinators` of the one dialled now.
+    current: usize,
 }
 
 impl Link {
+    /// The coordinator dialled now.
+    fn coordinator(&self) -> &str {
+        self.config
+            .coordinators
+            .get(self.current)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
     async fn run(&mut self) {
         let mut backoff = self.config.backoff.clone();
+        // Coordinators that failed since the last welcome or the last full round.
+        let mut failed_in_round = 0;
+        let count = self.config.coordinators.len().max(1);
         loop {
             self.state.send_replace(LinkState::Connecting);
             let mut welcomed = false;
@@ -183,9 +201,18 @@ impl Link {
             };
             if welcomed {
                 backoff.reset();
+                failed_in_round = 0;
             }
-            let retry_in = backoff.next_delay();
-            tracing::warn!(coordinator = %self.config.coordinator, "control link: {error}; retrying in {retry_in:?}");
+            failed_in_round += 1;
+            let retry_in = if failed_in_round < count {
+                backoff.short_delay()
+            } else {
+                failed_in_round = 0;
+                backoff.next_delay()
+            };
+            let failed = self.coordinator().to_owned();
+            self.current = (self.current + 1) % count;
+            tracing::warn!(coordinator = %failed, next = %self.coordinator(), "control link: {error}; retrying in {retry_in:?}");
             self.state
                 .send_replace(LinkState::Disconnected { error, retry_in });
             tokio::select! {
@@ -200,7 +227,7 @@ impl Link {
 
     async fn session(&mut self, welcomed: &mut bool) -> Result<(), SessionError> {
         let tls = transport::client_config(&self.config.tls)?;
-        let channel = transport::connect(&self.config.coordinator, tls).await?;
+        let channel = transport::connect(self.coordinator(), tls).await?;
         let mut client = AgentServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -227,7 +254,7 @@ impl Link {
         }
         *welcomed = true;
         self.state.send_replace(LinkState::Connected);
-        tracing::info!(coordinator = %self.config.coordinator, "control link up");
+        tracing::info!(coordinator = %self.coordinator(), "control link up");
 
         let (acks, mut answered) = mpsc::channel::<CommandAck>(64);
         loop {

@@ -139,7 +139,7 @@ impl Staged {
 pub fn spawn_link(config: &NodeConfig) -> Option<Link> {
     let link = config.coordinator.as_ref()?;
     let (side, task) = control::spawn(ControlConfig {
-        coordinator: link.address.clone(),
+        coordinators: link.addresses.clone(),
         node_name: config.node.name.clone(),
         tls: ClientTlsFiles {
             ca: link.ca.clone(),
@@ -155,7 +155,7 @@ pub fn spawn_link(config: &NodeConfig) -> Option<Link> {
         ],
         backoff: Backoff::new(Duration::from_millis(200), v1::AGENT_RECONNECT_MAX),
     });
-    tracing::info!(coordinator = %link.address, "control link started");
+    tracing::info!(coordinators = ?link.addresses, "control link started");
     Some(Link { side, _task: task })
 }
 

@@ -287,7 +287,15 @@ impl Orchestrator {
         let masters: Vec<&str> = split.masters.iter().map(|c| c.node.as_str()).collect();
         tracing::warn!(vip = %split.vip, ?masters, "split brain");
         let mut action = String::new();
-        if self.config.resolve_split_brain {
+        if self.config.resolve_split_brain && !self.shared.leadership.role().leads() {
+            action = format!(
+                "none here: resolved by the leading coordinator ({})",
+                self.shared
+                    .leadership
+                    .leader()
+                    .unwrap_or_else(|| "none yet".into())
+            );
+        } else if self.config.resolve_split_brain {
             // Only while these masters, every one with a live session, still claim the VIP:
             // never demote the survivor of a master that died meanwhile.
             if lock(&self.detector).is_raised(&split.vip, &split.masters) {
@@ -398,12 +406,16 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Writes `ledgers` as the leader; a coordinator that does not lead writes none.
     pub(super) async fn persist_ledgers(&self, ledgers: Vec<(String, Ledger)>) {
+        let Some(fence) = self.shared.leadership.role().fence() else {
+            return;
+        };
         let result = blocking(&self.shared.store, move |s| {
             for (vip, ledger) in &ledgers {
                 let bytes = serde_json::to_vec(ledger)
                     .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-                s.put_record(super::SLA_SPACE, vip, &bytes)?;
+                s.put_record_fenced(&fence, super::SLA_SPACE, vip, &bytes)?;
             }
             Ok(())
         })

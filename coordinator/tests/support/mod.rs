@@ -75,9 +75,24 @@ impl Pki {
         cert_name: &str,
         claimed_name: &str,
     ) -> DaemonSide {
+        self.agent_of(
+            vec![coordinator.local_addr.to_string()],
+            cert_name,
+            claimed_name,
+        )
+    }
+
+    /// An agent link to `coordinators` (tried in order) for node `cert_name` whose Hello claims
+    /// `claimed_name`.
+    pub fn agent_of(
+        &self,
+        coordinators: Vec<String>,
+        cert_name: &str,
+        claimed_name: &str,
+    ) -> DaemonSide {
         let written = self.issue(IssueRequest::new(Kind::Agent, cert_name, 30));
         let config = ControlConfig {
-            coordinator: coordinator.local_addr.to_string(),
+            coordinators,
             node_name: claimed_name.to_owned(),
             tls: ClientTlsFiles {
                 ca: self.ca(),

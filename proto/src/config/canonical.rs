@@ -13,8 +13,8 @@ use super::node::{
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackedProcess, Transport, Vip,
 };
 use super::raw::{
-    RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe, RawProcess,
-    RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
+    OneOrMany, RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe,
+    RawProcess, RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
 use super::raw::{RawRealServer, RawRealServerCheck, RawVirtualServer};
 
@@ -68,7 +68,10 @@ impl NodeConfig {
             virtual_server: non_empty(self.virtual_servers.iter().map(virtual_server).collect()),
             telemetry: (!self.telemetry.is_default()).then(|| telemetry(&self.telemetry)),
             coordinator: self.coordinator.as_ref().map(|link| RawCoordinator {
-                address: Some(link.address.clone()),
+                address: Some(match link.addresses.as_slice() {
+                    [one] => OneOrMany::One(one.clone()),
+                    many => OneOrMany::Many(many.to_vec()),
+                }),
                 ca: Some(link.ca.display().to_string()),
                 cert: Some(link.cert.display().to_string()),
                 key: Some(link.key.display().to_string()),

@@ -37,8 +37,9 @@ pub struct NodeConfig {
 /// VRRP runs whether the coordinator answers or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorLink {
+    /// Where coordinators sharing one store listen, tried in this order (never empty): each
     /// `host:port` or `https://host:port`.
-    pub address: String,
+    pub addresses: Vec<String>,
     /// The fleet CA certificate (PEM).
     pub ca: PathBuf,
     /// This node's certificate (`havctl certs issue --kind agent`).

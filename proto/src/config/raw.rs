@@ -99,7 +99,7 @@ pub(crate) struct RawTelemetry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCoordinator {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
+    pub address: Option<OneOrMany>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -458,6 +458,15 @@ fn tables<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 ) -> Result<Option<Vec<T>>, D::Error> {
     Option::<Vec<Table<T>>>::deserialize(deserializer)
         .map(|tables| tables.map(|tables| tables.into_iter().map(|Table(inner)| inner).collect()))
+}
+
+/// A value written either as one string or as a list of them (`address = "a:1"` or
+/// `address = ["a:1", "b:1"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A list entry written either as a short string (`"198.51.100.100/24"`) or as a table.

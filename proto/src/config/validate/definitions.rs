@@ -17,7 +17,7 @@ use crate::config::node::{
 };
 use crate::config::probe_url::ProbeUrl;
 use crate::config::raw::{
-    RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile,
+    OneOrMany, RawCoordinator, RawNode, RawProbe, RawProcess, RawScript, RawSyncGroup, RawTrackFile,
 };
 
 pub(super) fn node_settings(
@@ -59,24 +59,43 @@ pub(super) fn coordinator_link(
     path: &KeyPath,
     errors: &mut Collector,
 ) -> Option<CoordinatorLink> {
-    let address = required(
+    let addresses = required(
         raw.address.as_ref(),
         &path.key("address"),
-        "the coordinator's host:port",
+        "the coordinator's host:port (or a list of them)",
         errors,
     )
     .and_then(|address| {
-        let bare = address.strip_prefix("https://").unwrap_or(address);
-        let valid = bare.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !valid {
+        let listed: Vec<(KeyPath, &String)> = match address {
+            OneOrMany::One(one) => vec![(path.key("address"), one)],
+            OneOrMany::Many(many) => many
+                .iter()
+                .enumerate()
+                .map(|(index, one)| (path.key("address").index(index), one))
+                .collect(),
+        };
+        if listed.is_empty() {
             errors.invalid(
                 path.key("address"),
-                format!("{address:?} is not host:port (e.g. \"198.51.100.1:7400\")"),
+                "an empty list: name at least one coordinator",
             );
+            return None;
         }
-        valid.then(|| address.clone())
+        let mut valid = true;
+        for (key, address) in &listed {
+            let bare = address.strip_prefix("https://").unwrap_or(address);
+            let ok = bare.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                errors.invalid(
+                    key.clone(),
+                    format!("{address:?} is not host:port (e.g. \"198.51.100.1:7400\")"),
+                );
+            }
+            valid &= ok;
+        }
+        valid.then(|| listed.into_iter().map(|(_, a)| a.clone()).collect())
     });
     let file = |value: Option<&String>, key: &str, what: &str, errors: &mut Collector| {
         required(value, &path.key(key), what, errors)
@@ -101,7 +120,7 @@ pub(super) fn coordinator_link(
         errors,
     );
     Some(CoordinatorLink {
-        address: address?,
+        addresses: addresses?,
         ca: ca?,
         cert: cert?,
         key: key?,
