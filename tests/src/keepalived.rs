@@ -580,6 +580,42 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// keepalived on the pair's `a` (priority 150) and `b` (100): VRRPv3 at 100 ms, VRID 51,
+/// `vip/prefix`. Returns once `a` is master holding the VIP and `b` is its backup.
+pub fn start_pair(
+    pair: &crate::topology::Pair,
+    vip: IpAddr,
+    prefix: u8,
+    timeout: Duration,
+) -> Result<(Keepalived, Keepalived), KeepalivedError> {
+    let start = |node: &str, priority: u8| -> Result<Keepalived, KeepalivedError> {
+        let config = KeepalivedConfig {
+            router_id: node.to_owned(),
+            instances: vec![VrrpInstance::new(
+                3,
+                51,
+                priority,
+                Duration::from_millis(100),
+                &pair.node(node)?.iface,
+                vec![(vip, prefix)],
+            )],
+            garp: Default::default(),
+        };
+        Keepalived::start(
+            pair.lab.host(node)?,
+            &pair.lab.log_dir().join(format!("keepalived-{node}")),
+            &config,
+        )
+    };
+    let mut a = start("a", 150)?;
+    a.wait_state("VI_1", VrrpState::Master, timeout)?;
+    let mut b = start("b", 100)?;
+    b.wait_state("VI_1", VrrpState::Backup, timeout)?;
+    pair.lab
+        .wait_address("a", vip, crate::netns::Presence::Present, timeout)?;
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{WAIT, instance};
 use hav_tests::agent::{Agent, AgentConfig, find_instance, start_echo_httpd};
 use hav_tests::flows::{Flows, greeter};
-use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
+use hav_tests::keepalived::{VrrpState, start_pair};
 use hav_tests::netns::{NsProcess, Presence};
 use hav_tests::topology::{Lab, Pair};
 
@@ -237,35 +237,7 @@ fn the_same_connections_through_a_keepalived_pair_stopped_gracefully_are_all_bro
         start_echo_httpd(&pair.lab, "a").expect("echo a"),
         start_echo_httpd(&pair.lab, "b").expect("echo b"),
     ];
-    let config = |node: &str, priority: u8| KeepalivedConfig {
-        router_id: node.to_owned(),
-        instances: vec![VrrpInstance::new(
-            3,
-            51,
-            priority,
-            Duration::from_millis(100),
-            &pair.node(node).expect("node").iface,
-            vec![(vip, 24)],
-        )],
-        garp: Default::default(),
-    };
-    let start = |node: &str, priority: u8| {
-        Keepalived::start(
-            pair.lab.host(node).expect("host"),
-            &pair.lab.log_dir().join(format!("keepalived-{node}")),
-            &config(node, priority),
-        )
-        .expect("keepalived starts")
-    };
-    let mut a = start("a", 150);
-    a.wait_state("VI_1", VrrpState::Master, WAIT)
-        .expect("a master");
-    let mut b = start("b", 100);
-    b.wait_state("VI_1", VrrpState::Backup, WAIT)
-        .expect("b backup");
-    pair.lab
-        .wait_address("a", vip, Presence::Present, WAIT)
-        .expect("VIP on a");
+    let (mut a, mut b) = start_pair(&pair, vip, 24, WAIT).expect("keepalived pair");
     let flows = Flows::open(&pair.lab, vip, 200);
     flows.run_rounds(5);
     a.stop(WAIT).expect("keepalived on a stops");

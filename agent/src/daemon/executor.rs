@@ -338,14 +338,19 @@ impl Executor {
     }
 
     /// Makes the hand-over tables say what [`Handover::rules`] says (nothing runs when they do).
+    /// Runs after every batch: nothing is built unless a forward or a park changed.
     async fn sync_handover_rules(&mut self, op: &str) {
-        let rules = self.handover.rules();
-        if rules == *self.firewall.handover() {
+        if !self.handover.needs_sync() {
             return;
         }
-        if let Err(error) = self.firewall.set_handover(rules, op).await {
+        let rules = self.handover.rules();
+        if rules != *self.firewall.handover()
+            && let Err(error) = self.firewall.set_handover(rules, op).await
+        {
             tracing::error!(%error, "hand-over rules not installed");
+            return;
         }
+        self.handover.mark_synced();
     }
 
     /// Forgets routers the engine no longer has (retired).

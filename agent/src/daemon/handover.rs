@@ -19,7 +19,7 @@
 //!   to VRRP: a keepalived peer never sees a beacon, and a successor that is not hav (no answer)
 //!   ends the drain after a few intervals.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -192,6 +192,9 @@ pub struct Handover {
     /// Routers that are master now.
     masters: BTreeSet<RouterId>,
     port: u16,
+    /// What the tables were last made to hold, by router (forward targets, parked routers):
+    /// compared after every batch without building the rules. `None`: unknown (a new plan).
+    synced: Option<(BTreeMap<RouterId, IpAddr>, BTreeSet<RouterId>)>,
 }
 
 impl Handover {
@@ -201,6 +204,26 @@ impl Handover {
             .retain(|id, f| routers.get(id).is_some_and(|r| r.device == f.router.device));
         self.routers = routers;
         self.port = port;
+        self.synced = None;
+    }
+
+    /// Whether the tables may differ from [`Handover::rules`] (cheap: no rules are built).
+    pub fn needs_sync(&self) -> bool {
+        let Some((forwards, parked)) = &self.synced else {
+            return true;
+        };
+        forwards.len() != self.forwards.len()
+            || (self.forwards.iter()).any(|(id, f)| forwards.get(id) != Some(&f.to))
+            || parked.len() != self.parked.len()
+            || self.parked.keys().any(|id| !parked.contains(id))
+    }
+
+    /// The tables hold [`Handover::rules`] now.
+    pub fn mark_synced(&mut self) {
+        self.synced = Some((
+            (self.forwards.iter()).map(|(id, f)| (*id, f.to)).collect(),
+            self.parked.keys().copied().collect(),
+        ));
     }
 
     /// Whether any router drains connections (then the beacon socket is open).
@@ -820,30 +843,15 @@ mod tests {
         let answer = h.on_beacon(holding, from, now).expect("answers");
         assert_eq!(answer.0.kind, BeaconKind::NotForwarding);
     }
-}
-#[cfg(test)]
-mod failback_tests {
-    use super::*;
 
     #[test]
     fn a_node_that_let_go_then_preempts_forwards_to_the_one_it_preempted() {
         let mut h = Handover::default();
-        let r = RouterId::from_index(0);
-        let config = RouterHandover {
-            name: "vr".into(),
-            vrid: 7,
-            ipv6: false,
-            device: "eth0".into(),
-            ifindex: 2,
-            drain: Duration::from_secs(10),
-            interval: Duration::from_millis(100),
-            vips: ["198.51.100.100".parse().expect("literal")].into(),
-        };
-        h.configure([(r, config)].into(), 7401);
+        let r = id(0);
+        h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let b: IpAddr = "198.51.100.12".parse().expect("literal");
-        let vip = Vip::new("198.51.100.100".parse().expect("literal"), 24, "eth0");
-        h.park(r, b, vec![vip], 0, t0);
+        h.park(r, b, vec![vip()], 0, t0);
         let (_, released) = h.tick(t0 + Duration::from_millis(100), |_| Ok(0));
         assert_eq!(released.len(), 1);
         let t1 = t0 + Duration::from_millis(300);

@@ -235,10 +235,10 @@ async fn a_drain_waits_for_the_connections_the_node_still_serves_and_breaks_none
     drain_node(fleet.as_ref(), "lb-0a", DrainSettings::default())
         .await
         .expect("drained");
-    // The last connections end a moment after the VIPs moved.
+    // The last connections end once the settle is under way: on this single-threaded
+    // runtime the task runs only when the settle, having read its count, waits.
     let ending = fleet.clone();
     let end = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         ending.with(|s| s.nodes.get_mut("lb-0a").expect("node").connections = 0);
     });
     let settled = settle_connections(fleet.as_ref(), "lb-0a", false, DrainSettings::default())

@@ -18,7 +18,7 @@ use clap::Parser;
 use hav_tests::agent::{
     Agent, AgentConfig, ECHO_PORT, InstanceSpec, find_instance, start_echo_httpd,
 };
-use hav_tests::keepalived::{Keepalived, KeepalivedConfig, VrrpInstance, VrrpState};
+use hav_tests::keepalived::{VrrpState, start_pair};
 use hav_tests::netns::{self, NetnsError, Presence};
 use hav_tests::topology::Pair;
 
@@ -261,30 +261,7 @@ fn keepalived_run(n: usize) -> anyhow::Result<usize> {
         start_echo_httpd(&pair.lab, "a")?,
         start_echo_httpd(&pair.lab, "b")?,
     ];
-    let config = |node: &str, priority: u8| KeepalivedConfig {
-        router_id: node.to_owned(),
-        instances: vec![VrrpInstance::new(
-            3,
-            51,
-            priority,
-            Duration::from_millis(100),
-            &pair.node(node).expect("node of the pair").iface,
-            vec![(vip, 24)],
-        )],
-        garp: Default::default(),
-    };
-    let start = |node: &str, priority: u8| {
-        Keepalived::start(
-            pair.lab.host(node).expect("host"),
-            &pair.lab.log_dir().join(format!("keepalived-{node}")),
-            &config(node, priority),
-        )
-    };
-    let mut a = start("a", 150)?;
-    a.wait_state("VI_1", VrrpState::Master, WAIT)?;
-    let mut b = start("b", 100)?;
-    b.wait_state("VI_1", VrrpState::Backup, WAIT)?;
-    pair.lab.wait_address("a", vip, Presence::Present, WAIT)?;
+    let (mut a, mut b) = start_pair(&pair, vip, 24, WAIT)?;
     let (go_tx, go_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     let thread = pair
