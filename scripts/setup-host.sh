@@ -9,7 +9,8 @@
 # Services are not started: tests run their own.
 set -euo pipefail
 packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables
-  chromium etcd-server etcd-client protobuf-compiler libprotobuf-dev groff-base)
+  chromium etcd-server etcd-client protobuf-compiler libprotobuf-dev groff-base
+  strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

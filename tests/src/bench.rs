@@ -113,6 +113,11 @@ impl Timing {
         version: 3,
         advert_interval: Duration::from_millis(20),
     };
+    /// VRRPv3's shortest interval that both hav and keepalived accept.
+    pub const V3_10MS: Timing = Timing {
+        version: 3,
+        advert_interval: Duration::from_millis(10),
+    };
     pub const ALL: [Timing; 3] = [Timing::V2_1S, Timing::V3_100MS, Timing::V3_20MS];
 
     pub fn label(self) -> String {
@@ -124,6 +129,7 @@ impl Timing {
             "v2-1s" => Some(Timing::V2_1S),
             "v3-100ms" => Some(Timing::V3_100MS),
             "v3-20ms" => Some(Timing::V3_20MS),
+            "v3-10ms" => Some(Timing::V3_10MS),
             _ => None,
         }
     }
@@ -396,6 +402,8 @@ pub struct BenchConfig {
     /// client reaches the master, so its phase relative to adverts and to periodic checks
     /// (the 1 s track_script) varies between runs instead of being fixed by the start-up.
     pub fault_jitter: Duration,
+    /// Whether the idle measurement also counts system calls (with strace, in its own window).
+    pub count_syscalls: bool,
 }
 
 impl BenchConfig {
@@ -409,6 +417,7 @@ impl BenchConfig {
             unicast: false,
             wait: Duration::from_secs(15),
             fault_jitter: Duration::from_secs(1),
+            count_syscalls: false,
         }
     }
 }
@@ -561,6 +570,12 @@ pub struct IdleCost {
     pub cpu_percent: (f64, f64),
     /// (master, backup): the same from /proc/PID/task/*/schedstat (nanosecond resolution).
     pub cpu_percent_schedstat: (f64, f64),
+    /// (master, backup): context switches per second (voluntary + involuntary, every thread):
+    /// how often the daemon is woken.
+    pub wakeups_per_second: (f64, f64),
+    /// (master, backup): system calls per second, counted by `strace -c -f` in a second window
+    /// of the same length (strace slows the daemon, so it is not attached while CPU is measured).
+    pub syscalls_per_second: Option<(f64, f64)>,
     pub processes: (usize, usize),
 }
 
@@ -601,6 +616,7 @@ pub fn measure_idle(
     let (pids_a, pids_b) = (node_a.pids(), node_b.pids());
     let (start_a, start_b) = (cpu_ticks(&pids_a), cpu_ticks(&pids_b));
     let (start_ns_a, start_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
+    let (start_cs_a, start_cs_b) = (context_switches(&pids_a), context_switches(&pids_b));
     let started = Instant::now();
     // The measurement window itself: a fixed span of idle operation, not a synchronisation.
     std::thread::sleep(window);
@@ -609,7 +625,15 @@ pub fn measure_idle(
     let percent =
         |ticks: u64| ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
     let (end_ns_a, end_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
+    let (end_cs_a, end_cs_b) = (context_switches(&pids_a), context_switches(&pids_b));
     let percent_ns = |ns: u64| ns as f64 / 1e9 / elapsed.as_secs_f64() * 100.0;
+    let per_second = |n: u64| n as f64 / elapsed.as_secs_f64();
+    let syscalls_per_second = if config.count_syscalls {
+        let (a, b) = count_syscalls(&pids_a, &pids_b, window)?;
+        Some((a, b))
+    } else {
+        None
+    };
     Ok(IdleCost {
         contender: contender.name(),
         timing,
@@ -623,6 +647,11 @@ pub fn measure_idle(
             percent_ns(end_ns_a.saturating_sub(start_ns_a)),
             percent_ns(end_ns_b.saturating_sub(start_ns_b)),
         ),
+        wakeups_per_second: (
+            per_second(end_cs_a.saturating_sub(start_cs_a)),
+            per_second(end_cs_b.saturating_sub(start_cs_b)),
+        ),
+        syscalls_per_second,
         processes: (pids_a.len(), pids_b.len()),
     })
 }
@@ -663,6 +692,85 @@ pub fn cpu_ns(pids: &[u32]) -> u64 {
         .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Sum of voluntary and involuntary context switches of every thread of `pids`.
+pub fn context_switches(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            (status.lines())
+                .filter_map(|line| {
+                    let value = line
+                        .strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+                    value.trim().parse::<u64>().ok()
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// System calls per second of the processes `a` and `b` (each a node's daemon), counted by
+/// `strace -c -f` attached to both for `window`.
+/// Each summary also goes to stderr, as the profile behind the figure.
+fn count_syscalls(a: &[u32], b: &[u32], window: Duration) -> Result<(f64, f64), BenchError> {
+    let dir = std::env::temp_dir().join(format!("hav-bench-strace-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| BenchError::Io(format!("{}: {e}", dir.display())))?;
+    let attach = |pids: &[u32], name: &str| -> Result<(std::process::Child, PathBuf), BenchError> {
+        let out = dir.join(name);
+        let mut command = std::process::Command::new("strace");
+        command.args(["-c", "-f", "-o"]).arg(&out);
+        for pid in pids {
+            command.arg("-p").arg(pid.to_string());
+        }
+        let child = command
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Io(format!("strace: {e}")))?;
+        Ok((child, out))
+    };
+    let tracers = [attach(a, "a")?, attach(b, "b")?];
+    let started = Instant::now();
+    // The counting window itself: a fixed span of idle operation, not a synchronisation.
+    std::thread::sleep(window);
+    let elapsed = started.elapsed();
+    let mut rates = Vec::new();
+    for (mut child, out) in tracers {
+        // SAFETY: kill(2) on our own child; SIGINT makes strace detach and write its summary.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        child
+            .wait()
+            .map_err(|e| BenchError::Io(format!("strace: {e}")))?;
+        let summary = fs::read_to_string(&out)
+            .map_err(|e| BenchError::Io(format!("{}: {e}", out.display())))?;
+        eprintln!(
+            "system calls of pids {:?} over {:.1} s:\n{summary}",
+            if out.ends_with("a") { a } else { b },
+            elapsed.as_secs_f64()
+        );
+        rates.push(strace_total_calls(&summary)? as f64 / elapsed.as_secs_f64());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    Ok((rates[0], rates[1]))
+}
+
+/// The total number of calls in an `strace -c` summary: its `total` line, read in the column
+/// the header names `calls` (numbers are right-aligned under their heading).
+fn strace_total_calls(summary: &str) -> Result<u64, BenchError> {
+    let unreadable = || BenchError::Io(format!("unreadable strace summary: {summary}"));
+    let header = (summary.lines())
+        .find(|line| line.contains("calls") && line.contains("syscall"))
+        .ok_or_else(unreadable)?;
+    let column_end = header.find("calls").ok_or_else(unreadable)? + "calls".len();
+    let total = (summary.lines())
+        .find(|line| line.trim_end().ends_with("total"))
+        .ok_or_else(unreadable)?;
+    (total.get(..column_end))
+        .and_then(|head| head.split_whitespace().last()?.parse().ok())
+        .ok_or_else(unreadable)
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -775,19 +883,25 @@ pub fn render_tables(
     out
 }
 
-/// Renders the idle-cost table.
+/// Renders the idle-cost table: one row per contender and timing, then for each timing measured
+/// with keepalived and hav the ratio hav / keepalived of CPU (schedstat), wake-ups and system
+/// calls, master and backup.
 pub fn render_idle(costs: &[IdleCost]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n## idle cost (node pair settled, window measured)");
     let _ = writeln!(
         out,
-        "| contender | timing | window | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) |"
+        "| contender | timing | window | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) | wake-ups/s master, backup | syscalls/s master, backup |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for c in costs {
+        let syscalls = match c.syscalls_per_second {
+            Some((a, b)) => format!("{a:.0}, {b:.0}"),
+            None => "–".into(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} s | {} ({}) | {} ({}) | {:.2} ({:.3}) | {:.2} ({:.3}) |",
+            "| {} | {} | {:.1} s | {} ({}) | {} ({}) | {:.2} ({:.3}) | {:.2} ({:.3}) | {:.0}, {:.0} | {syscalls} |",
             c.contender,
             c.timing.label(),
             c.window.as_secs_f64(),
@@ -799,6 +913,54 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
             c.cpu_percent_schedstat.0,
             c.cpu_percent.1,
             c.cpu_percent_schedstat.1,
+            c.wakeups_per_second.0,
+            c.wakeups_per_second.1,
+        );
+    }
+    let find = |name: &str, timing: Timing| {
+        costs
+            .iter()
+            .find(|c| c.contender == name && c.timing == timing)
+    };
+    let mut timings: Vec<Timing> = costs.iter().map(|c| c.timing).collect();
+    timings.dedup();
+    let ratio = |hav: f64, reference: f64| {
+        if reference > 0.0 {
+            format!("{:.2}", hav / reference)
+        } else {
+            "–".into()
+        }
+    };
+    let mut header = false;
+    for timing in timings {
+        let (Some(hav), Some(reference)) = (find("hav", timing), find("keepalived", timing)) else {
+            continue;
+        };
+        if !header {
+            let _ = writeln!(
+                out,
+                "\n| hav / keepalived | CPU master | CPU backup | wake-ups master | wake-ups backup | syscalls master | syscalls backup |\n|---|---|---|---|---|---|---|"
+            );
+            header = true;
+        }
+        let syscalls = match (hav.syscalls_per_second, reference.syscalls_per_second) {
+            (Some(h), Some(r)) => format!("{} | {}", ratio(h.0, r.0), ratio(h.1, r.1)),
+            _ => "– | –".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {syscalls} |",
+            timing.label(),
+            ratio(
+                hav.cpu_percent_schedstat.0,
+                reference.cpu_percent_schedstat.0
+            ),
+            ratio(
+                hav.cpu_percent_schedstat.1,
+                reference.cpu_percent_schedstat.1
+            ),
+            ratio(hav.wakeups_per_second.0, reference.wakeups_per_second.0),
+            ratio(hav.wakeups_per_second.1, reference.wakeups_per_second.1),
         );
     }
     out
@@ -843,6 +1005,18 @@ mod tests {
             Timing::V3_20MS.master_down_interval(100),
             Duration::from_millis(60) + Duration::from_millis(20) * 156 / 256
         );
+    }
+
+    #[test]
+    fn the_calls_of_an_strace_summary_are_read_from_their_column() {
+        let summary = "% time     seconds  usecs/call     calls    errors syscall\n\
+                       ------ ----------- ----------- --------- --------- ----------------\n\
+                       \x20 60.00    0.000300           3       100           recvmsg\n\
+                       \x20 40.00    0.000200           2        44        19 epoll_wait\n\
+                       ------ ----------- ----------- --------- --------- ----------------\n\
+                       100.00    0.000500           3       144        19 total\n";
+        assert_eq!(strace_total_calls(summary).expect("a summary"), 144);
+        assert!(strace_total_calls("nothing traced").is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
 use crate::net::{
-    Announcer, Firewall, JournaledVips, NftError, SocketSpec, TableRemoval, Vip, VrrpSocket,
+    Announcer, Firewall, HandoverApplier, JournaledVips, NftError, SocketSpec, TableRemoval, Vip,
+    VrrpSocket,
 };
 use crate::telemetry::Telemetry;
 
@@ -120,6 +121,8 @@ pub struct Executor {
     pub(super) group_hooks: Hooks,
     /// Planned hand-overs: VIPs kept for their connections, flows passed to a previous master.
     pub(super) handover: Handover,
+    /// Installs the hand-over rules in the background.
+    handover_rules: HandoverApplier,
     /// The beacon socket, open while some instance drains connections.
     pub(super) beacons: Option<BeaconSocket>,
 }
@@ -136,17 +139,20 @@ impl Executor {
             sockets,
             vips,
             announcer,
-            firewall,
             balancer: Balancer::new(),
             instance_hooks: Hooks::default(),
             group_hooks: Hooks::default(),
             handover: Handover::default(),
+            handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
             beacons: None,
+            firewall,
         }
     }
 
     /// Removes hav's nftables tables, whoever left them (a crashed run, or this one at stop).
     pub async fn remove_filter_table(&mut self) -> Result<TableRemoval, NftError> {
+        // No hand-over transaction may run after (or during) the removal.
+        self.handover_rules.close().await;
         self.firewall.remove_tables().await
     }
 
@@ -301,14 +307,14 @@ impl Executor {
                 tracing::debug!(%from, "datagram on the hand-over port that is not a beacon dropped");
             }
         }
-        self.sync_handover_rules("hand-over").await;
+        self.sync_handover_rules("hand-over");
     }
 
     /// Lets go of every parked VIP now (a second stop signal), or of `only` that router's.
     pub async fn end_drains(&mut self, only: Option<RouterId>) {
         let released = self.handover.release_all(std::time::Instant::now(), only);
         self.let_go(released).await;
-        self.sync_handover_rules("stop").await;
+        self.sync_handover_rules("stop");
     }
 
     fn send_beacon(&self, beacon: handover::Outgoing) {
@@ -337,19 +343,14 @@ impl Executor {
         }
     }
 
-    /// Makes the hand-over tables say what [`Handover::rules`] says (nothing runs when they do).
-    /// Runs after every batch: nothing is built unless a forward or a park changed.
-    async fn sync_handover_rules(&mut self, op: &str) {
+    /// Asks for the hand-over tables to say what [`Handover::rules`] says; never waits for
+    /// `nft` (the applier runs it, and retries a failure). Runs after every batch: nothing is
+    /// built unless a forward or a park changed.
+    fn sync_handover_rules(&mut self, op: &str) {
         if !self.handover.needs_sync() {
             return;
         }
-        let rules = self.handover.rules();
-        if rules != *self.firewall.handover()
-            && let Err(error) = self.firewall.set_handover(rules, op).await
-        {
-            tracing::error!(%error, "hand-over rules not installed");
-            return;
-        }
+        self.handover_rules.set(self.handover.rules(), op);
         self.handover.mark_synced();
     }
 
@@ -394,7 +395,7 @@ impl Executor {
         // After the batch: the takeover's adverts and announcements never wait for `nft`.
         if self.handover.enabled() {
             self.handover.follow(engine);
-            self.sync_handover_rules("hand-over").await;
+            self.sync_handover_rules("hand-over");
         }
         self.prune(engine);
         transitions
@@ -457,7 +458,7 @@ impl Executor {
                     if let Err(error) = self.vips.set_deprecated(&vips, true).await {
                         tracing::warn!(instance = %name, %error, "parked VIPs not marked deprecated");
                     }
-                    self.sync_handover_rules("park").await;
+                    self.sync_handover_rules("park");
                     self.send_beacon(beacon);
                     return;
                 }

@@ -16,6 +16,7 @@ mod handover;
 mod links;
 pub mod plan;
 mod reload;
+mod signals;
 mod sockets;
 pub mod status;
 mod timer;
@@ -28,8 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hav_proto::config::{NodeConfig, load_node_config};
 use hav_proto::v1::event;
-use hav_vrrp::engine::{Engine, State};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use hav_vrrp::engine::Engine;
 use tokio::sync::mpsc;
 
 use crate::net::{Announcer, Firewall, JournaledVips, TableName, TableRemoval, VipManager};
@@ -38,11 +38,13 @@ use executor::{Executor, Transition};
 use hav_proto::sd_notify::{self, Notifier};
 use links::HostWatch;
 use plan::{Host, Plan};
+use signals::{Received, Signals};
 use sockets::{Inbound, Sockets};
 use status::Snapshot;
 use trackers::Trackers;
 
 pub use reload::ReloadError;
+pub use signals::HANDLED_SIGNALS;
 
 /// A deadline handled this much after it passed means the loop did not run for a while.
 const LATE_DEADLINE: Duration = Duration::from_millis(5);
@@ -77,7 +79,6 @@ struct Daemon {
     engine: Engine,
     executor: Executor,
     trackers: Trackers,
-    inbound: mpsc::Receiver<Inbound>,
     host: HostWatch,
     /// Datagrams the socket layer dropped, by counter name.
     drops: BTreeMap<&'static str, u64>,
@@ -90,78 +91,6 @@ struct Daemon {
     _status_server: Option<status::ServerGuard>,
     /// What the last published status said, to publish (and log) only changes.
     last_summary: Vec<Summary>,
-}
-
-/// The signals the agent acts on; every other one an operator or systemd sends is either
-/// ignored by default or listed in `ignored`, so none ends the agent uncleanly.
-struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
-    quit: Signal,
-    hangup: Signal,
-    status: Signal,
-    stats: Signal,
-    ignored: Ignored,
-}
-
-/// Signals whose default action would end the agent and that mean nothing to it: logged and
-/// ignored.
-const IGNORED_SIGNALS: [(&str, libc::c_int); 5] = [
-    ("SIGALRM", libc::SIGALRM),
-    ("SIGPWR", libc::SIGPWR),
-    ("SIGIO", libc::SIGIO),
-    ("SIGVTALRM", libc::SIGVTALRM),
-    ("SIGPROF", libc::SIGPROF),
-];
-
-/// Every signal the agent acts on or ignores on purpose; a parent may have left them blocked
-/// (the mask survives exec), so `main` unblocks them before the runtime starts.
-pub const HANDLED_SIGNALS: [libc::c_int; 11] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGHUP,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-    libc::SIGPWR,
-    libc::SIGIO,
-    libc::SIGVTALRM,
-    libc::SIGPROF,
-];
-
-/// The ignored signals' streams.
-struct Ignored(Vec<(&'static str, Signal)>);
-
-impl Ignored {
-    /// The next one that arrives.
-    async fn next(&mut self) -> &'static str {
-        let waits = self.0.iter_mut().map(|(name, signal)| {
-            Box::pin(async move {
-                signal.recv().await;
-                *name
-            })
-        });
-        futures::future::select_all(waits).await.0
-    }
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        let mut ignored = Vec::new();
-        for (name, number) in IGNORED_SIGNALS {
-            ignored.push((name, signal(SignalKind::from_raw(number))?));
-        }
-        Ok(Self {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-            quit: signal(SignalKind::quit())?,
-            hangup: signal(SignalKind::hangup())?,
-            status: signal(SignalKind::user_defined1())?,
-            stats: signal(SignalKind::user_defined2())?,
-            ignored: Ignored(ignored),
-        })
-    }
 }
 
 impl Daemon {
@@ -211,9 +140,8 @@ impl Daemon {
             tracing::warn!(%instance, reason = %why, "instance {instance}: {why}; it stays in Fault until that changes");
         }
         let engine = Engine::new(plan.engine.clone())?;
-        let (inbound_tx, inbound) = mpsc::channel(1024);
         let announcer = Announcer::new().context("opening the GARP/NA sockets")?;
-        let mut executor = Executor::new(Sockets::new(inbound_tx), vips, announcer, accept);
+        let mut executor = Executor::new(Sockets::default(), vips, announcer, accept);
         // Journal every VIP this config can make us hold now, so that a takeover writes nothing.
         executor
             .vips
@@ -254,7 +182,6 @@ impl Daemon {
             engine,
             executor,
             trackers: Trackers::new(),
-            inbound,
             host: host_watch,
             drops: BTreeMap::new(),
             overrides: fleet::Overrides::default(),
@@ -310,10 +237,22 @@ impl Daemon {
             };
             tokio::select! {
                 biased;
-                _ = signals.terminate.recv() => self.begin_stop(&mut stopping, "SIGTERM").await,
-                _ = signals.interrupt.recv() => self.begin_stop(&mut stopping, "SIGINT").await,
-                _ = signals.quit.recv() => self.begin_stop(&mut stopping, "SIGQUIT").await,
-                _ = signals.hangup.recv() => self.reload().await,
+                signal = signals.recv() => match signal {
+                    Received::Stop(name) => self.begin_stop(&mut stopping, name).await,
+                    Received::Reload => self.reload().await,
+                    Received::Status => {
+                        tracing::info!("status:\n{}", status::render(&self.snapshot()));
+                        continue;
+                    }
+                    Received::Statistics => {
+                        tracing::info!("statistics:\n{}", status::render_statistics(&self.snapshot()));
+                        continue;
+                    }
+                    Received::Ignored(name) => {
+                        tracing::info!(signal = name, "{name} ignored");
+                        continue;
+                    }
+                },
                 Some(command) = next_command(&mut self.link) => {
                     // In an `agent.command` span that continues the coordinator's trace.
                     let span = command.span();
@@ -326,23 +265,11 @@ impl Daemon {
                     }
                     self.apply_overrides(now);
                 }
-                _ = signals.status.recv() => {
-                    tracing::info!("status:\n{}", status::render(&self.snapshot()));
-                    continue;
-                }
-                _ = signals.stats.recv() => {
-                    tracing::info!("statistics:\n{}", status::render_statistics(&self.snapshot()));
-                    continue;
-                }
-                name = signals.ignored.next() => {
-                    tracing::info!(signal = name, "{name} ignored");
-                    continue;
-                }
                 Some(reply) = self.status_requests.recv() => {
                     let _ = reply.send(self.snapshot());
                     continue;
                 }
-                Some(inbound) = self.inbound.recv() => self.on_inbound(inbound),
+                inbound = self.executor.sockets.next() => self.on_inbound(inbound),
                 Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
                 event = handover::next_event(&self.executor.handover, self.executor.beacons.as_ref()) => {
                     self.executor.on_handover(event).await;
@@ -429,11 +356,12 @@ impl Daemon {
         }
     }
 
-    /// Lets the socket readers hand over what the kernel has queued, and feeds it to the engine.
+    /// Feeds the engine what the kernel has queued on the sockets.
     async fn take_queued_adverts(&mut self) {
-        // Yielding lets the runtime poll the sockets' readiness and run their readers first.
+        // Yielding lets the runtime poll for readiness first, so every socket with something
+        // queued is seen as readable.
         tokio::task::yield_now().await;
-        while let Ok(inbound) = self.inbound.try_recv() {
+        while let Some(inbound) = self.executor.sockets.try_next() {
             self.on_inbound(inbound);
         }
     }
@@ -541,22 +469,23 @@ impl Daemon {
         self.telemetry
             .publish(&self.engine, self.trackers.health(), &self.drops);
         // Counters move with every advert: they count as a change only for log followers.
-        let with_counters = tracing::enabled!(tracing::Level::DEBUG);
-        let summary: Vec<Summary> = (self.engine.status().into_iter())
-            .map(|r| {
-                let counters = with_counters.then_some(r.counters);
-                (
-                    r.state,
-                    r.effective_priority,
-                    r.master,
-                    r.holds_vips,
-                    self.executor.handover.draining(r.id),
-                    counters,
-                )
+        let counters = tracing::enabled!(tracing::Level::DEBUG).then(|| self.engine.status());
+        let handover = &self.executor.handover;
+        let engine = &self.engine;
+        let summaries = || {
+            engine.briefs().enumerate().map(|(index, brief)| Summary {
+                draining: handover.draining(brief.id),
+                counters: (counters.as_ref())
+                    .and_then(|status| status.get(index))
+                    .map(|status| status.counters.clone()),
+                brief,
             })
-            .collect();
-        if summary != self.last_summary {
-            self.last_summary = summary;
+        };
+        // Compared in place: after most adverts nothing changed and nothing is allocated.
+        if summaries().len() != self.last_summary.len()
+            || !summaries().eq(self.last_summary.iter().cloned())
+        {
+            self.last_summary = summaries().collect();
             self.publish_link();
             tracing::debug!("status published");
         }
@@ -565,15 +494,13 @@ impl Daemon {
 
 /// The part of a router's status whose change is worth publishing (counters only while debug
 /// logging is on).
-type Summary = (
-    State,
-    hav_vrrp::Priority,
-    Option<hav_vrrp::engine::MasterInfo>,
-    bool,
-    // Connections still served after a hand-over.
-    Option<usize>,
-    Option<hav_vrrp::Counters>,
-);
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Summary {
+    brief: hav_vrrp::engine::RouterBrief,
+    /// Connections still served after a hand-over.
+    draining: Option<usize>,
+    counters: Option<hav_vrrp::Counters>,
+}
 
 /// The next coordinator command; never resolves without a link.
 async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::PendingCommand> {

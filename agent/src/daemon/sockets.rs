@@ -1,5 +1,8 @@
-//! The open VRRP sockets, one per [`SocketSpec`], each read by its own task that hands adverts
-//! to the event loop.
+//! The open VRRP sockets, one per [`SocketSpec`], read by the event loop itself.
+//!
+//! The loop polls every open socket in the same wake-up that handles what it read: no task and
+//! no channel sit between the kernel and the engine, so an advert costs one wake-up of the
+//! process. Sockets are polled round-robin, so a flood on one cannot starve another.
 //!
 //! A socket is bound to the index its interface had when it was opened: when the link is deleted
 //! and created again (a new index), [`Sockets::close_stale`] closes it, and the next
@@ -7,16 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use hav_vrrp::wire::RecvMeta;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::plan::Host;
 use crate::net::{Mode, Received, SocketError, SocketSpec, VrrpSocket};
 
-/// What the receive tasks hand to the loop.
+/// What the sockets hand to the loop.
 pub enum Inbound {
     Packet {
         interface: Arc<str>,
@@ -28,35 +29,32 @@ pub enum Inbound {
     },
 }
 
-/// One open socket and the task reading it; the task stops when the last clone is dropped.
+/// One open socket, shared by the routers that send on it.
 #[derive(Clone)]
 pub struct OpenSocket {
     pub socket: Arc<VrrpSocket>,
-    _reader: Arc<Reader>,
-}
-
-struct Reader(JoinHandle<()>);
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    interface: Arc<str>,
 }
 
 /// The sockets the running plan uses.
 pub struct Sockets {
     open: HashMap<SocketSpec, OpenSocket>,
-    inbound: mpsc::Sender<Inbound>,
+    /// Where the next poll starts, for round-robin.
+    next: usize,
+    buf: Box<[u8]>,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self {
+            open: HashMap::new(),
+            next: 0,
+            buf: vec![0u8; 2048].into_boxed_slice(),
+        }
+    }
 }
 
 impl Sockets {
-    pub fn new(inbound: mpsc::Sender<Inbound>) -> Self {
-        Self {
-            open: HashMap::new(),
-            inbound,
-        }
-    }
-
     /// The sockets for `specs`: the open ones reused, the others opened now. Nothing changes
     /// here until [`Sockets::replace`]; on an error the newly opened ones are closed again.
     pub fn prepare<'a>(
@@ -70,14 +68,10 @@ impl Sockets {
             }
             let open = match self.open.get(spec) {
                 Some(open) => open.clone(),
-                None => {
-                    let socket = Arc::new(VrrpSocket::open(spec)?);
-                    let reader = tokio::spawn(receive(socket.clone(), self.inbound.clone()));
-                    OpenSocket {
-                        socket,
-                        _reader: Arc::new(Reader(reader)),
-                    }
-                }
+                None => OpenSocket {
+                    socket: Arc::new(VrrpSocket::open(spec)?),
+                    interface: Arc::from(spec.interface.as_str()),
+                },
             };
             prepared.insert(spec.clone(), open);
         }
@@ -104,18 +98,49 @@ impl Sockets {
         closed.dedup();
         closed
     }
+
+    /// The next datagram of any open socket (round-robin), as [`Sockets::poll_next`].
+    pub async fn next(&mut self) -> Inbound {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// What the kernel has queued on any open socket, without waiting; `None` once every socket
+    /// is drained.
+    pub fn try_next(&mut self) -> Option<Inbound> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_next(&mut cx) {
+            Poll::Ready(inbound) => Some(inbound),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Reads the next datagram worth handing to the engine, or registers `cx` with every socket.
+    /// The multicast socket takes only what was sent to the group and a unicast socket only what
+    /// was sent to us, so that an instance never hears one advert twice.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        let count = self.open.len();
+        for step in 0..count {
+            let index = (self.next + step) % count;
+            let Some(open) = self.open.values().nth(index) else {
+                continue;
+            };
+            if let Poll::Ready(inbound) = poll_socket(open, cx, &mut self.buf) {
+                self.next = index + 1;
+                return Poll::Ready(inbound);
+            }
+        }
+        Poll::Pending
+    }
 }
 
-/// Reads one socket forever, handing adverts to the loop. The multicast socket takes only what
-/// was sent to the group and a unicast socket only what was sent to us, so that an instance never
-/// hears one advert twice.
-async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
-    let interface: Arc<str> = Arc::from(socket.spec().interface.as_str());
-    let multicast = matches!(socket.spec().mode, Mode::Multicast { .. });
-    let mut buf = vec![0u8; 2048];
+/// The next datagram of one socket worth handing on; `Pending` once it is drained.
+fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Inbound> {
+    let interface = &open.interface;
+    let multicast = matches!(open.socket.spec().mode, Mode::Multicast { .. });
     loop {
-        let message = match socket.recv(&mut buf).await {
-            Ok(Received::Datagram(datagram)) => {
+        let inbound = match open.socket.poll_recv(cx, buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(Received::Datagram(datagram))) => {
                 if datagram.dst.is_multicast() != multicast {
                     continue;
                 }
@@ -126,30 +151,29 @@ async fn receive(socket: Arc<VrrpSocket>, inbound: mpsc::Sender<Inbound>) {
                         dst: datagram.dst,
                         hop_limit: datagram.hop_limit,
                     },
-                    payload: datagram.payload(&buf).to_vec(),
+                    payload: datagram.payload(buf).to_vec(),
                 }
             }
-            Ok(Received::UnknownPeer { src }) => {
+            Poll::Ready(Ok(Received::UnknownPeer { src })) => {
                 tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
                 Inbound::Dropped {
                     counter: "unicast_unknown_peer",
                 }
             }
             // A unicast advert seen by the multicast socket: the unicast socket has it.
-            Ok(Received::OtherDestination { .. }) => continue,
-            Ok(_) => Inbound::Dropped {
+            Poll::Ready(Ok(Received::OtherDestination { .. })) => continue,
+            Poll::Ready(Ok(_)) => Inbound::Dropped {
                 counter: "malformed_datagrams",
             },
-            Err(error) => {
+            Poll::Ready(Err(error)) => {
+                // The socket waits for its next event before it is read again (edge-triggered),
+                // and the link watcher closes a socket whose link vanished.
                 tracing::warn!(%interface, %error, "receive failed");
-                // Rate limit a persistent error (a vanished link) rather than spin; the link
-                // watcher closes this socket. Not a synchronisation.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+                Inbound::Dropped {
+                    counter: "receive_errors",
+                }
             }
         };
-        if inbound.send(message).await.is_err() {
-            return;
-        }
+        return Poll::Ready(inbound);
     }
 }

@@ -24,7 +24,7 @@ pub mod vip;
 
 pub use announce::{AnnounceError, Announcer};
 pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
-pub use nft::{Firewall, NftError, TableName, TableRemoval};
+pub use nft::{Firewall, HandoverApplier, NftError, TableName, TableRemoval};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
 

@@ -301,6 +301,43 @@ impl VrrpSocket {
         Ok(self.classify(raw))
     }
 
+    /// Reads the next datagram into `buf` if one is queued, else registers `cx` to be woken when
+    /// one arrives; as [`VrrpSocket::recv`].
+    pub fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<Result<Received, SocketError>> {
+        let failed = |source| SocketError::Recv {
+            iface: self.spec.interface.clone(),
+            source,
+        };
+        loop {
+            let mut ready = match self.fd.poll_read_ready(cx) {
+                std::task::Poll::Ready(Ok(ready)) => ready,
+                std::task::Poll::Ready(Err(error)) => {
+                    return std::task::Poll::Ready(Err(failed(error)));
+                }
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            };
+            let read = ready.try_io(|socket| match self.spec.family {
+                Family::V4 => recv_v4(socket.as_raw_fd(), buf),
+                Family::V6 => recv_v6(socket.as_raw_fd(), buf),
+            });
+            match read {
+                Ok(Ok(raw)) => return std::task::Poll::Ready(Ok(self.classify(raw))),
+                Ok(Err(error)) => {
+                    // Edge-triggered readiness: a persistent error wakes us again only with a
+                    // new event, so a failing socket cannot spin the loop.
+                    ready.clear_ready();
+                    return std::task::Poll::Ready(Err(failed(error)));
+                }
+                // Drained: readiness was cleared, poll again to register the waker.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     /// Sends one payload to `dst` (the group, or one peer), from the configured source. The send
     /// never waits: an advert the kernel cannot queue at once (a full send buffer, which a few
     /// dozen bytes a second never fill) is an error for the caller to count, and the next

@@ -339,6 +339,23 @@ impl Failovers {
     }
 
     /// Another action starts; the previous one (if any) ended now.
+    /// Whether a step of `router` now would be part of a failover being measured: a takeover or
+    /// resignation of it is open, or a step or state change is still to be closed.
+    pub fn follows(&self, router: RouterId) -> bool {
+        self.current.is_some()
+            || self.changing.is_some()
+            || self.takeovers.contains_key(&router)
+            || self.resignations.contains_key(&router)
+    }
+
+    /// Whether nothing is being measured: no takeover, resignation, step or state change open.
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none()
+            && self.changing.is_none()
+            && self.takeovers.is_empty()
+            && self.resignations.is_empty()
+    }
+
     pub fn begin(&mut self, at: Moment, router: RouterId, step: Step) {
         self.close_current(at);
         self.current = Some((router, step, at));

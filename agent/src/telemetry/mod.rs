@@ -85,10 +85,10 @@ impl Telemetry {
             .heard(Moment::now(), heard.vrid.get(), heard.src, heard.priority);
     }
 
-    /// The daemon starts carrying out `action`.
+    /// The daemon starts carrying out `action`. Outside failovers (an advert sent by a settled
+    /// master) nothing is recorded and no clock is read.
     pub fn begin(&mut self, action: &Action) {
-        let now = Moment::now();
-        match action {
+        let step = match action {
             Action::StateChanged {
                 router,
                 from,
@@ -102,25 +102,35 @@ impl Telemetry {
                     registry.count_transition(name, *to, cause.kind());
                 }
                 self.failovers
-                    .state_changed(now, *router, *from, *to, *priority, cause);
+                    .state_changed(Moment::now(), *router, *from, *to, *priority, cause);
+                return;
             }
-            Action::Transmit { router, .. } => self.failovers.begin(now, *router, Step::Transmit),
-            Action::AddVips { router, .. } => self.failovers.begin(now, *router, Step::AddVips),
-            Action::RemoveVips { router, .. } => {
-                self.failovers.begin(now, *router, Step::RemoveVips)
+            Action::Transmit { router, .. } => (*router, Step::Transmit),
+            Action::AddVips { router, .. } => (*router, Step::AddVips),
+            Action::RemoveVips { router, .. } => (*router, Step::RemoveVips),
+            Action::Announce { router, .. } => (*router, Step::Announce),
+            _ => {
+                self.end();
+                return;
             }
-            Action::Announce { router, .. } => self.failovers.begin(now, *router, Step::Announce),
-            _ => self.failovers.end(now),
+        };
+        if self.failovers.follows(step.0) {
+            self.failovers.begin(Moment::now(), step.0, step.1);
         }
     }
 
-    /// The action begun last is done.
+    /// The action begun last finished now.
     pub fn end(&mut self) {
-        self.failovers.end(Moment::now());
+        if !self.failovers.is_idle() {
+            self.failovers.end(Moment::now());
+        }
     }
 
     /// A batch of actions is done: finished failovers are measured and exported.
     pub fn settle(&mut self) {
+        if self.failovers.is_idle() {
+            return;
+        }
         let records = self.failovers.settle(Moment::now());
         self.record(records);
     }

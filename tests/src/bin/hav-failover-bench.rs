@@ -36,9 +36,15 @@ struct Args {
     /// Milliseconds between client probes.
     #[arg(long, default_value_t = 5)]
     probe_interval_ms: u64,
-    /// Idle measurement window in seconds (0 skips it); measured at v3 100 ms.
+    /// Idle measurement window in seconds (0 skips it).
     #[arg(long, default_value_t = 10)]
     idle_window_s: u64,
+    /// Comma-separated timings of the idle measurement: v2-1s, v3-100ms, v3-20ms, v3-10ms.
+    #[arg(long, value_delimiter = ',', default_value = "v3-100ms")]
+    idle_timings: Vec<String>,
+    /// Also count system calls per second while idle (strace -c -f, in a second window).
+    #[arg(long)]
+    syscalls: bool,
     /// Upper bound (ms) of the random delay before each fault (phase randomisation).
     #[arg(long, default_value_t = 1000)]
     fault_jitter_ms: u64,
@@ -79,6 +85,12 @@ fn main() -> anyhow::Result<()> {
     config.probe_interval = Duration::from_millis(args.probe_interval_ms);
     config.unicast = args.unicast;
     config.fault_jitter = Duration::from_millis(args.fault_jitter_ms);
+    config.count_syscalls = args.syscalls;
+    let idle_timings = args
+        .idle_timings
+        .iter()
+        .map(|t| Timing::parse(t).with_context(|| format!("unknown timing {t}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let swept = netns::sweep_stale()?;
     if !swept.is_empty() {
@@ -130,18 +142,22 @@ fn main() -> anyhow::Result<()> {
 
     if args.idle_window_s > 0 {
         let mut costs = Vec::new();
-        for contender in &contenders {
-            if !ran.contains(&contender.name()) {
-                continue;
-            }
-            match bench::measure_idle(
-                contender.as_ref(),
-                Timing::V3_100MS,
-                Duration::from_secs(args.idle_window_s),
-                &config,
-            ) {
-                Ok(cost) => costs.push(cost),
-                Err(e) => eprintln!("{} idle: FAILED: {e}", contender.name()),
+        for &timing in &idle_timings {
+            for contender in &contenders {
+                if !ran.contains(&contender.name()) {
+                    continue;
+                }
+                match bench::measure_idle(
+                    contender.as_ref(),
+                    timing,
+                    Duration::from_secs(args.idle_window_s),
+                    &config,
+                ) {
+                    Ok(cost) => costs.push(cost),
+                    Err(e) => {
+                        eprintln!("{} idle {}: FAILED: {e}", contender.name(), timing.label())
+                    }
+                }
             }
         }
         print!("{}", bench::render_idle(&costs));

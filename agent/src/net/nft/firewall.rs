@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::accept::AcceptFilter;
-use super::handover::{HandoverRules, HandoverTables};
+use super::handover::HandoverTables;
 use super::lb::{self, DrTable, LbService};
 use super::table::{HavTable, TableRemoval};
 use super::{Nft, NftError, TableName};
@@ -74,14 +74,10 @@ impl Firewall {
         self.netdev.apply(lb::dr_ruleset(services), op).await
     }
 
-    /// What the hand-over tables hold now.
-    pub fn handover(&self) -> &HandoverRules {
-        self.handover.installed()
-    }
-
-    /// Makes the hand-over tables hold `rules` (nothing runs if they already do).
-    pub async fn set_handover(&mut self, rules: HandoverRules, op: &str) -> Result<(), NftError> {
-        self.handover.apply(rules, op).await
+    /// The hand-over tables, for an applier of their own ([`super::HandoverApplier`]); this
+    /// value keeps only their removal.
+    pub fn handover_tables(&self) -> HandoverTables {
+        self.handover.fresh()
     }
 
     /// Deletes both tables whatever they hold (this run's, or a crashed run's) and forgets what

@@ -69,6 +69,11 @@ impl HandoverTables {
         &self.installed
     }
 
+    /// The same tables, driven by the same `nft`, as yet unchanged by this value.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.name.clone(), self.nft.clone())
+    }
+
     /// Makes the tables hold `next` in one transaction; nothing runs if they already do.
     pub async fn apply(&mut self, next: HandoverRules, op: &str) -> Result<(), NftError> {
         if next == self.installed {
@@ -100,6 +105,102 @@ impl HandoverTables {
             .await?;
         self.installed = HandoverRules::default();
         Ok(existed)
+    }
+}
+
+/// Keeps the hand-over tables in line with the latest rules asked for, from a task of its own, so
+/// that whoever asks never waits for `nft` (a loaded host can take hundreds of milliseconds to
+/// run it, and the event loop must keep sending adverts meanwhile).
+///
+/// Guarantees: transactions run one at a time in the order asked; rules asked while one runs
+/// supersede any asked before them that has not started (each transaction replaces the tables
+/// whole, so only the latest matters); a failed transaction is retried every
+/// [`HandoverApplier::RETRY`] until it succeeds or newer rules are asked for;
+/// [`HandoverApplier::close`] returns once the last rules asked were tried and nothing runs.
+pub struct HandoverApplier {
+    desired: Option<tokio::sync::watch::Sender<Desired>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    asked: HandoverRules,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    rules: HandoverRules,
+    op: String,
+}
+
+impl HandoverApplier {
+    /// Between two tries of a failed transaction.
+    pub const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Starts the applier of `tables` on the current runtime (nothing runs until rules are asked).
+    pub fn spawn(tables: HandoverTables) -> Self {
+        let (sender, receiver) = tokio::sync::watch::channel(Desired::default());
+        Self {
+            desired: Some(sender),
+            task: Some(tokio::spawn(apply_latest(tables, receiver))),
+            asked: HandoverRules::default(),
+        }
+    }
+
+    /// The rules asked for last (installed, or about to be).
+    pub fn asked(&self) -> &HandoverRules {
+        &self.asked
+    }
+
+    /// Asks for `rules`; returns at once. Nothing is asked when they are the last asked.
+    pub fn set(&mut self, rules: HandoverRules, op: &str) {
+        if rules == self.asked {
+            return;
+        }
+        self.asked = rules.clone();
+        if let Some(desired) = &self.desired {
+            let _ = desired.send(Desired {
+                rules,
+                op: op.to_owned(),
+            });
+        }
+    }
+
+    /// Stops the applier once it has tried the last rules asked; later requests are ignored.
+    pub async fn close(&mut self) {
+        self.desired = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for HandoverApplier {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Applies each newest request; ends when the asking side is gone and nothing is left to try.
+async fn apply_latest(
+    mut tables: HandoverTables,
+    mut desired: tokio::sync::watch::Receiver<Desired>,
+) {
+    // An unseen request wins over the channel's close: the last one asked is always tried.
+    while desired.changed().await.is_ok() {
+        loop {
+            let Desired { rules, op } = desired.borrow_and_update().clone();
+            let Err(error) = tables.apply(rules, &op).await else {
+                break;
+            };
+            tracing::error!(%error, op, "hand-over rules not installed; trying again");
+            tokio::select! {
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(HandoverApplier::RETRY) => {}
+            }
+        }
     }
 }
 
@@ -198,6 +299,73 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test address")
+    }
+
+    fn silencing(address: &str) -> HandoverRules {
+        HandoverRules {
+            forwards: BTreeSet::new(),
+            silent: [ip(address)].into(),
+        }
+    }
+
+    /// An `nft` stand-in that appends each transaction it reads to `log` and fails once while
+    /// `fail` exists (removing it).
+    fn fake_nft(dir: &std::path::Path) -> (Nft, std::path::PathBuf, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let (log, fail) = (dir.join("log"), dir.join("fail"));
+        let program = dir.join("nft");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\ncat >> {log}\necho '-- end' >> {log}\n\
+                 if [ -e {fail} ]; then rm {fail}; exit 1; fi\n",
+                log = log.display(),
+                fail = fail.display()
+            ),
+        )
+        .expect("fake nft");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (Nft::with_program(program), log, fail)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_applier_retries_a_failure_and_applies_only_the_latest_rules_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (nft, log, fail) = fake_nft(dir.path());
+        std::fs::write(&fail, "").expect("fail marker");
+        let name = TableName::new("havtest").expect("name");
+        let mut applier = HandoverApplier::spawn(HandoverTables::new(name, nft));
+        applier.set(silencing("198.51.100.11"), "first");
+        // The first transaction runs (and fails) in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("-- end")
+        {
+            assert!(std::time::Instant::now() < deadline, "nft never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Asked back to back: the second is superseded before it starts.
+        applier.set(silencing("198.51.100.22"), "second");
+        applier.set(silencing("198.51.100.33"), "third");
+        assert_eq!(applier.asked(), &silencing("198.51.100.33"));
+        applier.close().await;
+        let ran = std::fs::read_to_string(&log).expect("log");
+        let transactions: Vec<&str> = ran
+            .split("-- end")
+            .filter(|t| !t.trim().is_empty())
+            .collect();
+        assert_eq!(transactions.len(), 2, "{ran}");
+        assert!(transactions[0].contains("198.51.100.11"), "{ran}");
+        assert!(transactions[1].contains("198.51.100.33"), "{ran}");
+        assert!(!ran.contains("198.51.100.22"), "{ran}");
+        // Closed: later requests run nothing.
+        applier.set(silencing("198.51.100.44"), "late");
+        assert!(
+            !std::fs::read_to_string(&log)
+                .expect("log")
+                .contains("198.51.100.44")
+        );
     }
 
     #[test]

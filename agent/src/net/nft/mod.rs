@@ -24,7 +24,7 @@ pub mod table;
 
 pub use accept::AcceptFilter;
 pub use firewall::Firewall;
-pub use handover::{HandoverRules, HandoverTables, SecondChance};
+pub use handover::{HandoverApplier, HandoverRules, HandoverTables, SecondChance};
 pub use lb::{DrTable, Forwarding, LbService, Target};
 pub use ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
 pub use table::{HavTable, TableRemoval};

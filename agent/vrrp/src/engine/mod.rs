@@ -195,6 +195,19 @@ pub struct RouterStatus {
     pub counters: Counters,
 }
 
+/// The part of a router's status that changes with elections and priorities (no name, cause or
+/// counters): cheap to take after every event, to find out whether anything worth publishing
+/// changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterBrief {
+    pub id: RouterId,
+    pub state: State,
+    pub effective_priority: Priority,
+    /// As in [`RouterStatus::master`].
+    pub master: Option<MasterInfo>,
+    pub holds_vips: bool,
+}
+
 /// A field of [`RouterConfig`] that [`Engine::reconfigure`] found changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -580,6 +593,11 @@ impl Engine {
 
     pub fn status(&self) -> Vec<RouterStatus> {
         self.routers.iter().map(VirtualRouter::status).collect()
+    }
+
+    /// Every router's [`RouterBrief`], in the order of [`Engine::status`]; allocates nothing.
+    pub fn briefs(&self) -> impl ExactSizeIterator<Item = RouterBrief> + '_ {
+        self.routers.iter().map(VirtualRouter::brief)
     }
 
     /// Router-wide counters (checksum, version and VRID errors, and drops that could not be

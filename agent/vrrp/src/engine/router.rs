@@ -14,7 +14,9 @@ use super::announce::Announcer;
 use super::cause::Cause;
 use super::config::{Preempt, RouterConfig};
 use super::timer::{Timer, TimerTable};
-use super::{Action, ChangedField, MasterInfo, RouterId, RouterStatus, State, TrackEffect};
+use super::{
+    Action, ChangedField, MasterInfo, RouterBrief, RouterId, RouterStatus, State, TrackEffect,
+};
 use crate::stats::{Counter, Counters};
 use crate::types::{AdvertInterval, Auth, Priority, Version};
 use crate::wire::Advertisement;
@@ -208,6 +210,16 @@ impl VirtualRouter {
             last_cause: self.last_cause.clone(),
             holds_vips: self.holds_vips(),
             counters: self.counters.clone(),
+        }
+    }
+
+    pub(crate) fn brief(&self) -> RouterBrief {
+        RouterBrief {
+            id: self.id,
+            state: self.state,
+            effective_priority: self.effective_priority(),
+            master: self.master,
+            holds_vips: self.holds_vips(),
         }
     }
 
