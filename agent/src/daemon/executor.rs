@@ -245,7 +245,7 @@ impl Executor {
     fn configure_handover(&mut self, plan: &Plan, engine: &Engine) {
         let mut routers = HashMap::new();
         for router in &plan.engine.routers {
-            let (Some(drain), Some(id), Some(Binding::Bound { ifindex, .. })) = (
+            let (Some(drain), Some(id), Some(Binding::Bound { ifindex, primary })) = (
                 plan.connection_drains.get(&router.name),
                 engine.router_id(&router.name),
                 plan.bindings.get(&router.name),
@@ -260,6 +260,7 @@ impl Executor {
                     ipv6: router.family == hav_vrrp::Family::V6,
                     device: router.interface.clone(),
                     ifindex: *ifindex,
+                    source: *primary,
                     drain: *drain,
                     interval: router.advert_interval.as_duration(),
                     vips: router.vips.iter().copied().collect(),

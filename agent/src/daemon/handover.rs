@@ -17,10 +17,13 @@
 //!   `Holding` with its connection count every beacon interval and `Released` when it lets go;
 //!   the new master answers each `Holding` with `Forwarding` or `NotForwarding`. Nothing is added
 //!   to VRRP: a keepalived peer never sees a beacon, and a successor that is not hav (no answer)
-//!   ends the drain after a few intervals.
+//!   ends the drain after a few intervals. Each side knows the other by the address its adverts
+//!   come from and accepts only beacons from it, so beacons go out from that address (never
+//!   the kernel's choice, which can be a VIP on the same prefix).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hav_vrrp::engine::{Cause, Engine, RouterId, State};
@@ -114,6 +117,9 @@ pub struct RouterHandover {
     /// The interface VRRP speaks on (the successor is reached there).
     pub device: String,
     pub ifindex: u32,
+    /// The address its adverts come from: the peer knows this node by it (the successor it
+    /// names, the master it forwards to), so beacons are sent from it.
+    pub source: IpAddr,
     pub drain: Duration,
     pub interval: Duration,
     pub vips: BTreeSet<IpAddr>,
@@ -176,12 +182,30 @@ pub struct Release {
     pub why: LetGo,
     pub connections: usize,
     pub held_for: Duration,
-    /// The `Released` beacon to send, and where.
-    pub beacon: Option<(Beacon, SocketAddr)>,
+    /// The `Released` beacon to send.
+    pub beacon: Option<Outgoing>,
 }
 
-/// A beacon to send.
-pub type Outgoing = (Beacon, SocketAddr);
+/// A beacon to send: to the peer, from the address the peer knows this node by, out of the
+/// router's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    pub beacon: Beacon,
+    pub to: SocketAddr,
+    pub from: IpAddr,
+    pub ifindex: u32,
+}
+
+impl Outgoing {
+    fn new(beacon: Beacon, to: SocketAddr, router: &RouterHandover) -> Outgoing {
+        Outgoing {
+            beacon,
+            to,
+            from: router.source,
+            ifindex: router.ifindex,
+        }
+    }
+}
 
 /// The hand-over state of one agent.
 #[derive(Debug, Default)]
@@ -231,11 +255,11 @@ impl Handover {
         !self.routers.is_empty() || !self.parked.is_empty()
     }
 
-    /// Whether this node is master of the router with `vrid` in that family.
-    fn is_master_of(&self, vrid: u8, ipv6: bool) -> bool {
+    /// The router with `vrid` in that family, if this node is its master.
+    fn master_of(&self, vrid: u8, ipv6: bool) -> Option<&RouterHandover> {
         (self.masters.iter())
             .filter_map(|id| self.routers.get(id))
-            .any(|r| r.vrid == vrid && r.ipv6 == ipv6)
+            .find(|r| r.vrid == vrid && r.ipv6 == ipv6)
     }
 
     /// Whether `router` keeps its connections through a planned hand-over.
@@ -302,6 +326,7 @@ impl Handover {
                 connections: u32::try_from(connections).unwrap_or(u32::MAX),
             },
         };
+        let first = Outgoing::new(beacon, successor, &config);
         self.parked.insert(
             router,
             Parked {
@@ -317,7 +342,7 @@ impl Handover {
                 successor,
             },
         );
-        Some((beacon, successor))
+        Some(first)
     }
 
     /// The router holds its VIPs as master again: nothing of it is parked any more.
@@ -411,17 +436,17 @@ impl Handover {
         let sender = canonical(from.ip());
         match beacon.kind {
             BeaconKind::Holding { .. } | BeaconKind::Released => {
-                let master = self.is_master_of(beacon.vrid, beacon.ipv6);
+                let master = self.master_of(beacon.vrid, beacon.ipv6).cloned();
                 let forward = self.forwards.iter_mut().find(|(_, f)| {
                     f.lease.is_some()
                         && canonical(f.to) == sender
                         && f.router.vrid == beacon.vrid
                         && f.router.ipv6 == beacon.ipv6
                 });
-                let kind = match (forward, beacon.kind) {
+                let (kind, router) = match (forward, beacon.kind) {
                     (Some((_, forward)), BeaconKind::Holding { .. }) => {
                         forward.lease = Some(now + silence_timeout(&forward.router));
-                        BeaconKind::Forwarding
+                        (BeaconKind::Forwarding, forward.router.clone())
                     }
                     (Some((id, _)), _) => {
                         let id = *id;
@@ -431,10 +456,9 @@ impl Handover {
                     (None, BeaconKind::Released) => return None,
                     // Only a master that took over otherwise says no; a node between roles (it
                     // just resigned, the sender may take the VIPs back) says nothing.
-                    (None, _) if master => BeaconKind::NotForwarding,
-                    (None, _) => return None,
+                    (None, _) => (BeaconKind::NotForwarding, master?),
                 };
-                Some((Beacon { kind, ..beacon }, from))
+                Some(Outgoing::new(Beacon { kind, ..beacon }, from, &router))
             }
             BeaconKind::Forwarding | BeaconKind::NotForwarding => {
                 let parked = self.parked.values_mut().find(|p| {
@@ -502,7 +526,7 @@ impl Handover {
                 continue;
             }
             if parked.next_beacon <= now {
-                beacons.push((
+                beacons.push(Outgoing::new(
                     Beacon {
                         vrid: parked.router.vrid,
                         ipv6: parked.router.ipv6,
@@ -511,6 +535,7 @@ impl Handover {
                         },
                     },
                     parked.successor,
+                    &parked.router,
                 ));
                 parked.next_beacon = now + beacon_interval(&parked.router);
             }
@@ -536,14 +561,17 @@ impl Handover {
 
     fn release(&mut self, id: RouterId, why: LetGo, now: Instant) -> Option<Release> {
         let parked = self.parked.remove(&id)?;
-        let beacon = (why != LetGo::NotForwarded).then_some((
-            Beacon {
-                vrid: parked.router.vrid,
-                ipv6: parked.router.ipv6,
-                kind: BeaconKind::Released,
-            },
-            parked.successor,
-        ));
+        let beacon = (why != LetGo::NotForwarded).then(|| {
+            Outgoing::new(
+                Beacon {
+                    vrid: parked.router.vrid,
+                    ipv6: parked.router.ipv6,
+                    kind: BeaconKind::Released,
+                },
+                parked.successor,
+                &parked.router,
+            )
+        });
         Some(Release {
             name: parked.router.name,
             vips: parked.vips,
@@ -625,16 +653,16 @@ impl BeaconSocket {
         self.port
     }
 
-    /// Sends one beacon; a failure is logged (the other side's timeouts cover a lost one).
-    pub fn send(&self, (beacon, to): Outgoing) {
-        let to = match (to, self.socket.local_addr()) {
-            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            (to, _) => to,
-        };
-        if let Err(error) = self.socket.try_send_to(&beacon.encode(), to) {
-            tracing::debug!(%to, %error, "hand-over beacon not sent");
+    /// Sends one beacon from its source address, out of its router's interface; a failure is
+    /// logged (the other side's timeouts cover a lost one).
+    pub fn send(&self, outgoing: Outgoing) {
+        let dual_stack = matches!(self.socket.local_addr(), Ok(SocketAddr::V6(_)));
+        let payload = outgoing.beacon.encode();
+        let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            send_from(self.socket.as_raw_fd(), dual_stack, &outgoing, &payload)
+        });
+        if let Err(error) = sent {
+            tracing::debug!(to = %outgoing.to, from = %outgoing.from, %error, "hand-over beacon not sent");
         }
     }
 
@@ -650,6 +678,66 @@ impl BeaconSocket {
             }
         }
     }
+}
+
+/// `sendmsg` with the source and interface in a packet-info message. On the dual-stack socket an
+/// IPv4 peer is a mapped address and the source goes mapped in `IPV6_PKTINFO` (the kernel takes
+/// it for IPv4 as `IP_PKTINFO`).
+fn send_from(
+    fd: std::os::fd::RawFd,
+    dual_stack: bool,
+    outgoing: &Outgoing,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, sendmsg};
+    let iov = [std::io::IoSlice::new(payload)];
+    if dual_stack {
+        let to = match outgoing.to {
+            SocketAddr::V4(v4) => SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+            SocketAddr::V6(v6) => v6,
+        };
+        let from = match outgoing.from {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: from.octets(),
+            },
+            ipi6_ifindex: outgoing.ifindex,
+        };
+        let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
+        sendmsg(
+            fd,
+            &iov,
+            &cmsgs,
+            MsgFlags::empty(),
+            Some(&SockaddrIn6::from(to)),
+        )?;
+        return Ok(());
+    }
+    let (SocketAddr::V4(to), IpAddr::V4(from)) = (outgoing.to, outgoing.from) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an IPv6 beacon on an IPv4-only socket",
+        ));
+    };
+    let info = libc::in_pktinfo {
+        ipi_ifindex: libc::c_int::try_from(outgoing.ifindex).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(from).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
+    sendmsg(
+        fd,
+        &iov,
+        &cmsgs,
+        MsgFlags::empty(),
+        Some(&SockaddrIn::from(to)),
+    )?;
+    Ok(())
 }
 
 /// What woke the hand-over side of the loop.
@@ -693,6 +781,7 @@ mod tests {
             ipv6: false,
             device: "eth0".into(),
             ifindex: 2,
+            source: "198.51.100.11".parse().expect("literal"),
             drain: Duration::from_secs(10),
             interval: Duration::from_millis(100),
             vips: ["198.51.100.100".parse().expect("literal")].into(),
@@ -743,9 +832,9 @@ mod tests {
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let successor: IpAddr = "198.51.100.2".parse().expect("literal");
-        let (first, to) = h.park(r, successor, vec![vip()], 2, t0).expect("parks");
-        assert_eq!(first.kind, BeaconKind::Holding { connections: 2 });
-        assert_eq!(to, SocketAddr::new(successor, 7401));
+        let first = h.park(r, successor, vec![vip()], 2, t0).expect("parks");
+        assert_eq!(first.beacon.kind, BeaconKind::Holding { connections: 2 });
+        assert_eq!(first.to, SocketAddr::new(successor, 7401));
         assert_eq!(h.rules().silent.len(), 1);
         // Two connections: it keeps them, and renews with the successor's acks.
         let (_, released) = h.tick(t0, |_| Ok(2));
@@ -768,13 +857,13 @@ mod tests {
         assert_eq!(released[0].why, LetGo::NoConnections);
         assert!(matches!(
             released[0].beacon,
-            Some((
-                Beacon {
+            Some(Outgoing {
+                beacon: Beacon {
                     kind: BeaconKind::Released,
                     ..
                 },
-                _
-            ))
+                ..
+            })
         ));
         assert!(h.is_idle() && h.rules().silent.is_empty());
     }
@@ -819,7 +908,7 @@ mod tests {
         };
         let now = t0 + Duration::from_millis(300);
         let answer = h.on_beacon(holding, from, now).expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::Forwarding);
+        assert_eq!(answer.beacon.kind, BeaconKind::Forwarding);
         // Renewed: still there past the first lease, gone once beacons stop.
         assert!(
             h.tick(t0 + Duration::from_millis(500), |_| Ok(0))
@@ -841,7 +930,7 @@ mod tests {
         );
         assert!(h.rules().forwards.is_empty());
         let answer = h.on_beacon(holding, from, now).expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::NotForwarding);
+        assert_eq!(answer.beacon.kind, BeaconKind::NotForwarding);
     }
 
     #[test]
@@ -874,7 +963,12 @@ mod tests {
         let answer = h
             .on_beacon(holding, from, t1 + Duration::from_millis(5))
             .expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::Forwarding, "{:?}", h.forwards);
+        assert_eq!(
+            answer.beacon.kind,
+            BeaconKind::Forwarding,
+            "{:?}",
+            h.forwards
+        );
         // It resigns: between roles it neither forwards nor tells the parked node to let go
         // (that node may be about to take its VIPs back).
         h.on_state(
@@ -891,5 +985,82 @@ mod tests {
             h.on_beacon(holding, from, t1 + Duration::from_millis(10)),
             None
         );
+    }
+
+    /// The peer accepts beacons only from the address it knows this node by (its adverts'
+    /// source); the kernel's own choice of source can be a VIP on the same prefix.
+    #[test]
+    fn every_beacon_names_the_address_adverts_come_from_as_its_source() {
+        let mut h = Handover::default();
+        let (r, source) = (id(0), router("vr").source);
+        h.configure([(r, router("vr"))].into(), 7401);
+        let t0 = Instant::now();
+        let peer: IpAddr = "198.51.100.12".parse().expect("literal");
+        let first = h.park(r, peer, vec![vip()], 1, t0).expect("parks");
+        let (beacons, _) = h.tick(t0 + Duration::from_millis(100), |_| Ok(1));
+        let (_, released) = h.tick(t0 + Duration::from_millis(200), |_| Ok(0));
+        let last = released[0].beacon.expect("a Released beacon");
+        for out in [first, beacons[0], last] {
+            assert_eq!((out.from, out.ifindex), (source, 2), "{out:?}");
+        }
+        // As the new master, it answers both ways from that address too.
+        let from = SocketAddr::new(peer, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 1 },
+        };
+        h.on_state(
+            r,
+            State::Master,
+            &Cause::MasterResigned { master: peer },
+            t0,
+        );
+        let yes = h.on_beacon(holding, from, t0).expect("answers");
+        assert_eq!(
+            (yes.beacon.kind, yes.from),
+            (BeaconKind::Forwarding, source)
+        );
+        let stranger = SocketAddr::new("198.51.100.13".parse().expect("literal"), 7401);
+        let no = h.on_beacon(holding, stranger, t0).expect("answers");
+        assert_eq!(
+            (no.beacon.kind, no.from),
+            (BeaconKind::NotForwarding, source)
+        );
+    }
+
+    /// On the dual-stack socket, an IPv4 beacon leaves from the source given, not from the
+    /// kernel's choice (127.0.0.2 is local on `lo` but never chosen for 127.0.0.1).
+    #[test]
+    fn a_beacon_socket_sends_from_the_source_it_is_given() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let to = receiver.local_addr().expect("address");
+        let lo = nix::net::if_::if_nametoindex("lo").expect("lo");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let beacon = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Released,
+        };
+        runtime.block_on(async {
+            let socket = BeaconSocket::open(0).expect("beacon socket");
+            socket.socket.writable().await.expect("writable");
+            socket.send(Outgoing {
+                beacon,
+                to,
+                from: "127.0.0.2".parse().expect("literal"),
+                ifindex: lo,
+            });
+        });
+        let mut buffer = [0u8; 64];
+        let (len, from) = receiver.recv_from(&mut buffer).expect("a beacon");
+        assert_eq!(Beacon::decode(&buffer[..len]), Some(beacon));
+        assert_eq!(from.ip(), "127.0.0.2".parse::<IpAddr>().expect("literal"));
     }
 }
