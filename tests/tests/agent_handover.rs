@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, instance};
-use hav_tests::agent::{Agent, AgentConfig, find_instance, start_echo_httpd};
+use hav_tests::agent::{Agent, AgentConfig, InstanceSpec, find_instance, start_echo_httpd};
 use hav_tests::flows::{Flows, greeter};
 use hav_tests::keepalived::{VrrpState, start_pair};
 use hav_tests::netns::{NsProcess, Presence};
@@ -37,6 +37,32 @@ fn setup() -> Setup {
 /// [`setup`] with the pair's IPv4 VIP, or with its IPv6 VIP (adverts, and so the forwarding
 /// target, from link-local addresses).
 fn setup_family(ipv6: bool) -> Setup {
+    setup_with(ipv6, |_, _, _| {})
+}
+
+/// [`setup_family`] with the multicast VRRP turned into unicast: each node sends its adverts to
+/// the other's address on the LAN (IPv6: from and to the global addresses, so the forwarding
+/// target is the peer's global address).
+fn setup_unicast(ipv6: bool) -> Setup {
+    setup_with(ipv6, |pair, node, spec| {
+        let (own, peer) = if node == "a" {
+            (&pair.a, &pair.b)
+        } else {
+            (&pair.b, &pair.a)
+        };
+        let peer = if ipv6 {
+            spec.source_address = own.ipv6.map(IpAddr::V6);
+            IpAddr::V6(peer.ipv6.expect("IPv6 LAN"))
+        } else {
+            IpAddr::V4(peer.ipv4)
+        };
+        spec.unicast_peers = vec![(peer, None)];
+    })
+}
+
+/// The pair with `configure` adjusting each node's instance after the drain and the VIP are
+/// set.
+fn setup_with(ipv6: bool, configure: impl Fn(&Pair, &str, &mut InstanceSpec)) -> Setup {
     let pair = Pair::new().expect("pair topology");
     let vip = if ipv6 {
         IpAddr::V6(pair.vip6)
@@ -53,6 +79,7 @@ fn setup_family(ipv6: bool) -> Setup {
         if ipv6 {
             spec.vips = vec![format!("{}/64", pair.vip6)];
         }
+        configure(&pair, node, &mut spec);
         AgentConfig::new(node, vec![spec])
     };
     let a_config = config("a", 150);
@@ -97,16 +124,25 @@ fn forwarding(lab: &Lab, host: &str, vip: IpAddr) -> bool {
 
 #[test]
 fn connections_through_a_master_survive_its_graceful_stop_and_it_lets_go_after_the_last() {
-    graceful_stop_keeps_connections(false);
+    graceful_stop_keeps_connections(setup_family(false));
 }
 
 #[test]
 fn ipv6_connections_survive_a_graceful_stop_through_link_local_forwarding() {
-    graceful_stop_keeps_connections(true);
+    graceful_stop_keeps_connections(setup_family(true));
 }
 
-fn graceful_stop_keeps_connections(ipv6: bool) {
-    let mut s = setup_family(ipv6);
+#[test]
+fn unicast_vrrp_connections_survive_a_graceful_stop_and_the_old_master_lets_go_after_the_last() {
+    graceful_stop_keeps_connections(setup_unicast(false));
+}
+
+#[test]
+fn unicast_ipv6_connections_survive_a_graceful_stop_through_forwarding_to_the_peer() {
+    graceful_stop_keeps_connections(setup_unicast(true));
+}
+
+fn graceful_stop_keeps_connections(mut s: Setup) {
     let flows = Flows::open(&s.pair.lab, s.vip, 200);
     flows.run_rounds(5);
 
@@ -128,12 +164,13 @@ fn graceful_stop_keeps_connections(ipv6: bool) {
     // A second of traffic through the hand-over.
     flows.run_rounds(50);
     let report = flows.close();
-    eprintln!("graceful stop: {report:?}");
+    eprintln!("graceful stop, VIP {}: {report:?}", s.vip);
     assert_eq!(report.greeted.get("a"), Some(&200), "{report:?}");
     assert!(
         report.broken.is_empty(),
-        "connections broke: {:?}",
-        report.broken
+        "{} connections broke, the first: {:?}",
+        report.broken.len(),
+        report.broken.first()
     );
 
     // The last connection closed: a lets go within a second and exits.
