@@ -488,7 +488,7 @@ impl Executor {
                 let name = self.name(router).to_owned();
                 tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
                 self.handover
-                    .on_state(router, to, &cause, std::time::Instant::now());
+                    .on_state(router, &name, to, &cause, std::time::Instant::now());
                 // A new master balances its virtual servers with the health its checks already
                 // know (they run on every node).
                 if to == State::Master && self.balancer.set_master(&name, true) {

@@ -215,6 +215,9 @@ pub struct Handover {
     forwards: HashMap<RouterId, Forward>,
     /// Routers that are master now.
     masters: BTreeSet<RouterId>,
+    /// Routers (by name, draining or not) master after a planned takeover: a sync-group member
+    /// that follows one of them into Master takes over in a planned way too.
+    planned_masters: BTreeSet<String>,
     port: u16,
     /// What the tables were last made to hold, by router (forward targets, parked routers):
     /// compared after every batch without building the rules. `None`: unknown (a new plan).
@@ -350,13 +353,40 @@ impl Handover {
         self.parked.remove(&router).is_some()
     }
 
-    /// A router changed state: a planned takeover keeps (or arms) the forwarding toward the
-    /// master it took over from, under a lease; any other change to Master drops it.
-    pub fn on_state(&mut self, router: RouterId, to: State, cause: &Cause, now: Instant) {
+    /// A router (`name`) changed state: a planned takeover keeps (or arms) the forwarding
+    /// toward the master it took over from, under a lease; any other change to Master drops it.
+    /// A takeover is planned when the master resigned or was preempted, or when a sync group
+    /// made the router follow a member that took over so (it then forwards toward the master it
+    /// was armed toward: the group's old master, which parks this router's VIPs as it parks the
+    /// member's).
+    pub fn on_state(
+        &mut self,
+        router: RouterId,
+        name: &str,
+        to: State,
+        cause: &Cause,
+        now: Instant,
+    ) {
+        let predecessor = match cause {
+            Cause::MasterResigned { master } | Cause::Preempt { master, .. } => Some(*master),
+            Cause::SyncGroup {
+                member,
+                to: State::Master,
+                ..
+            } if self.planned_masters.contains(member) => (self.forwards.get(&router))
+                .filter(|f| f.lease.is_none())
+                .map(|f| f.to),
+            _ => None,
+        };
         if to == State::Master {
             self.masters.insert(router);
         } else {
             self.masters.remove(&router);
+        }
+        if to == State::Master && predecessor.is_some() {
+            self.planned_masters.insert(name.to_owned());
+        } else {
+            self.planned_masters.remove(name);
         }
         let Some(config) = self.routers.get(&router) else {
             return;
@@ -371,10 +401,6 @@ impl Handover {
             }
             return;
         }
-        let predecessor = match cause {
-            Cause::MasterResigned { master } | Cause::Preempt { master, .. } => Some(*master),
-            _ => None,
-        };
         match predecessor {
             Some(master) => {
                 let lease = Some(now + silence_timeout(config));
@@ -749,7 +775,9 @@ pub enum Event {
     Beacon(Option<Beacon>, SocketAddr),
 }
 
-/// The next hand-over event; never resolves while there is nothing to wait for.
+/// The next hand-over event; never resolves while there is nothing to wait for. Beacons that
+/// are queued come before a deadline: woken late (a starved CPU, a stopped process), the node
+/// takes the answers that did arrive before it judges the other side silent.
 pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> Event {
     let deadline = handover.next_deadline();
     let tick = async {
@@ -765,8 +793,9 @@ pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> E
         }
     };
     tokio::select! {
-        () = tick => Event::Tick,
+        biased;
         (beacon, from) = beacon => Event::Beacon(beacon, from),
+        () = tick => Event::Tick,
     }
 }
 
@@ -898,7 +927,13 @@ mod tests {
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let old: IpAddr = "198.51.100.1".parse().expect("literal");
-        h.on_state(r, State::Master, &Cause::MasterResigned { master: old }, t0);
+        h.on_state(
+            r,
+            "vr",
+            State::Master,
+            &Cause::MasterResigned { master: old },
+            t0,
+        );
         assert_eq!(h.rules().forwards.len(), 1);
         let from = SocketAddr::new("::ffff:198.51.100.1".parse().expect("literal"), 7401);
         let holding = Beacon {
@@ -921,6 +956,7 @@ mod tests {
         // An unplanned takeover never forwards; a stranger's beacon is told so.
         h.on_state(
             r,
+            "vr",
             State::Master,
             &Cause::MasterDown {
                 master: Some(old),
@@ -946,6 +982,7 @@ mod tests {
         let t1 = t0 + Duration::from_millis(300);
         h.on_state(
             r,
+            "vr",
             State::Master,
             &Cause::Preempt {
                 ours: hav_vrrp::Priority(150),
@@ -973,6 +1010,7 @@ mod tests {
         // (that node may be about to take its VIPs back).
         h.on_state(
             r,
+            "vr",
             State::Backup,
             &Cause::Resign {
                 ours: hav_vrrp::Priority(50),
@@ -1012,6 +1050,7 @@ mod tests {
         };
         h.on_state(
             r,
+            "vr",
             State::Master,
             &Cause::MasterResigned { master: peer },
             t0,
@@ -1062,5 +1101,123 @@ mod tests {
         let (len, from) = receiver.recv_from(&mut buffer).expect("a beacon");
         assert_eq!(Beacon::decode(&buffer[..len]), Some(beacon));
         assert_eq!(from.ip(), "127.0.0.2".parse::<IpAddr>().expect("literal"));
+    }
+
+    /// Armed toward `master`, as [`Handover::follow`] arms a backup that hears it.
+    fn arm(h: &mut Handover, router: RouterId, master: IpAddr) {
+        let config = h.routers[&router].clone();
+        h.forwards.insert(
+            router,
+            Forward {
+                router: config,
+                to: master,
+                lease: None,
+            },
+        );
+    }
+
+    /// A sync group moves its members together: the one that follows a member's planned
+    /// takeover (its cause is the group, not a resignation) forwards toward the old master too,
+    /// which parks both; after an unplanned takeover neither does.
+    #[test]
+    fn a_sync_group_member_following_a_planned_takeover_forwards_too() {
+        let (lead, follower) = (id(0), id(1));
+        let mut second = router("follower");
+        second.vrid = 8;
+        let old: IpAddr = "198.51.100.1".parse().expect("literal");
+        let from = SocketAddr::new(old, 7401);
+        let holding = Beacon {
+            vrid: 8,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 1 },
+        };
+        let follows = Cause::SyncGroup {
+            group: "G".into(),
+            member: "lead".into(),
+            to: State::Master,
+        };
+        let preempt = Cause::Preempt {
+            ours: hav_vrrp::Priority(150),
+            master: old,
+            theirs: hav_vrrp::Priority(100),
+        };
+        let died = Cause::MasterDown {
+            master: Some(old),
+            silent_for: Duration::from_millis(350),
+        };
+        for (leader_cause, forwards) in [(preempt, true), (died, false)] {
+            let mut h = Handover::default();
+            h.configure(
+                [(lead, router("lead")), (follower, second.clone())].into(),
+                7401,
+            );
+            arm(&mut h, follower, old);
+            let t0 = Instant::now();
+            h.on_state(lead, "lead", State::Master, &leader_cause, t0);
+            h.on_state(follower, "follower", State::Master, &follows, t0);
+            let answer = h.on_beacon(holding, from, t0).expect("answers");
+            let leased = |r| {
+                h.forwards
+                    .get(&r)
+                    .is_some_and(|f| f.lease.is_some() && f.to == old)
+            };
+            assert_eq!(
+                (leased(lead), leased(follower)),
+                (forwards, forwards),
+                "{leader_cause}: {:?}",
+                h.forwards
+            );
+            let expected = if forwards {
+                BeaconKind::Forwarding
+            } else {
+                BeaconKind::NotForwarding
+            };
+            assert_eq!(answer.beacon.kind, expected, "{leader_cause}");
+        }
+    }
+
+    /// A node woken late finds its deadline passed and the successor's answers queued: it takes
+    /// every answer first (else it would let go of VIPs whose successor did answer).
+    #[test]
+    fn queued_beacons_come_before_a_passed_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let socket = BeaconSocket::open(0).expect("beacon socket");
+            let port = socket.socket.local_addr().expect("address").port();
+            let mut h = Handover::default();
+            h.configure([(id(0), router("vr"))].into(), port);
+            let late = Instant::now() - Duration::from_secs(1);
+            h.park(
+                id(0),
+                "127.0.0.1".parse().expect("literal"),
+                vec![vip()],
+                1,
+                late,
+            );
+            assert!(h.next_deadline().is_some_and(|at| at < Instant::now()));
+            let answer = Beacon {
+                vrid: 7,
+                ipv6: false,
+                kind: BeaconKind::Forwarding,
+            };
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            const QUEUED: usize = 20;
+            for _ in 0..QUEUED {
+                peer.send_to(&answer.encode(), ("127.0.0.1", port))
+                    .expect("send");
+            }
+            // As after a stall: the reactor reports the socket readable with the deadline past.
+            socket.socket.readable().await.expect("readable");
+            for n in 0..QUEUED {
+                match next_event(&h, Some(&socket)).await {
+                    Event::Beacon(Some(beacon), _) => assert_eq!(beacon, answer),
+                    other => panic!("event {n}: {other:?} before the queued beacons"),
+                }
+            }
+            assert!(matches!(next_event(&h, Some(&socket)).await, Event::Tick));
+        });
     }
 }
