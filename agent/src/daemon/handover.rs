@@ -38,6 +38,12 @@ const MAX_BEACON_INTERVAL: Duration = Duration::from_secs(1);
 const COUNT_INTERVAL: Duration = Duration::from_millis(100);
 /// Beacons missed before either side gives up on the other.
 const MISSED_BEACONS: u32 = 3;
+/// How long a new master waits, beyond the usual silence, for the first `Holding` of the master
+/// it took over from in a planned way: that one parks only once it heard the new master's
+/// advert, then marks its VIPs deprecated and runs `nft` before its first beacon, which on a
+/// loaded machine takes well over three beacon intervals. Only a master that dies between
+/// resigning and parking makes its clients wait this long for their resets.
+const FIRST_HOLDING_GRACE: Duration = Duration::from_secs(2);
 
 const MAGIC: &[u8; 4] = b"HAVH";
 const VERSION: u8 = 1;
@@ -403,7 +409,7 @@ impl Handover {
         }
         match predecessor {
             Some(master) => {
-                let lease = Some(now + silence_timeout(config));
+                let lease = Some(now + silence_timeout(config) + FIRST_HOLDING_GRACE);
                 let forward = self.forwards.entry(router).or_insert_with(|| Forward {
                     router: config.clone(),
                     to: master,
@@ -1219,5 +1225,45 @@ mod tests {
             }
             assert!(matches!(next_event(&h, Some(&socket)).await, Event::Tick));
         });
+    }
+
+    /// The old master parks only after it heard the new master and ran `nft`: its first
+    /// `Holding` may come long after three beacon intervals, and still finds the forwarding;
+    /// from then on the usual silence ends it. An old master that never parks is given up on.
+    #[test]
+    fn the_first_lease_waits_for_an_old_master_slow_to_park() {
+        let old: IpAddr = "198.51.100.1".parse().expect("literal");
+        let from = SocketAddr::new(old, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 3 },
+        };
+        let resigned = Cause::MasterResigned { master: old };
+        let t0 = Instant::now();
+        let slow = t0 + Duration::from_millis(1500);
+
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(id(0), "vr", State::Master, &resigned, t0);
+        h.tick(slow, |_| Ok(0));
+        let answer = h.on_beacon(holding, from, slow).expect("answers");
+        assert_eq!(answer.beacon.kind, BeaconKind::Forwarding);
+        h.tick(slow + Duration::from_millis(399), |_| Ok(0));
+        assert_eq!(h.rules().forwards.len(), 1);
+        h.tick(slow + Duration::from_millis(401), |_| Ok(0));
+        assert!(h.rules().forwards.is_empty(), "the usual silence ends it");
+
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(id(0), "vr", State::Master, &resigned, t0);
+        let never = t0 + silence_timeout(&router("vr")) + FIRST_HOLDING_GRACE;
+        h.tick(never - Duration::from_millis(1), |_| Ok(0));
+        assert_eq!(h.rules().forwards.len(), 1);
+        h.tick(never + Duration::from_millis(1), |_| Ok(0));
+        assert!(
+            h.rules().forwards.is_empty(),
+            "an old master that never parks"
+        );
     }
 }
