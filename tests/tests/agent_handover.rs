@@ -239,6 +239,14 @@ fn a_killed_old_master_ends_the_forwarding_within_a_master_down_interval() {
         .expect("b takes over");
     s.a.wait_log("serving its connections until they end", WAIT)
         .expect("a parks its VIP");
+    // a's first Holding leaves as soon as its VIPs are silenced (an nft run): from then on b's
+    // lease is three beacon intervals, no longer the first one's wait for a to park.
+    wait_until("a silences its VIP", || {
+        s.pair
+            .lab
+            .exec("a", &["nft", "list", "table", "arp", "hav"])
+            .is_ok_and(|out| out.success())
+    });
     flows.run_rounds(5);
     assert!(
         forwarding(&s.pair.lab, "b", s.vip),
