@@ -44,6 +44,8 @@ const MISSED_BEACONS: u32 = 3;
 /// loaded machine takes well over three beacon intervals. Only a master that dies between
 /// resigning and parking makes its clients wait this long for their resets.
 const FIRST_HOLDING_GRACE: Duration = Duration::from_secs(2);
+/// A tick this late was a stall of this node (a stopped or starved process, a frozen machine).
+const STALL: Duration = MIN_BEACON_INTERVAL;
 
 const MAGIC: &[u8; 4] = b"HAVH";
 const VERSION: u8 = 1;
@@ -526,6 +528,25 @@ impl Handover {
         now: Instant,
         mut count: impl FnMut(&BTreeSet<IpAddr>) -> std::io::Result<usize>,
     ) -> (Vec<Outgoing>, Vec<Release>) {
+        // Woken late: what this node could not hear meanwhile is not the other side's silence
+        // (on a frozen machine both sides stall), so each peer gets a full silence window from
+        // now, as if just heard; a peer that did die is given up on that much later.
+        if let Some(late) = (self.next_deadline()).map(|due| now.saturating_duration_since(due))
+            && late > STALL
+        {
+            tracing::debug!(
+                late_ms = late.as_millis() as u64,
+                "hand-over woken late; the stall is nobody's silence"
+            );
+            for forward in self.forwards.values_mut() {
+                if let Some(lease) = &mut forward.lease {
+                    *lease = (*lease).max(now + silence_timeout(&forward.router));
+                }
+            }
+            for parked in self.parked.values_mut() {
+                parked.acked = parked.acked.max(now);
+            }
+        }
         self.forwards
             .retain(|_, f| f.lease.is_none_or(|until| until > now));
         let mut beacons = Vec::new();
@@ -1264,6 +1285,65 @@ mod tests {
         assert!(
             h.rules().forwards.is_empty(),
             "an old master that never parks"
+        );
+    }
+
+    /// A node that stalled (its deadline handled 1.3 s late, as on a frozen machine) does not
+    /// count the stall as the other side's silence, on either side of the hand-over; a peer
+    /// that stays silent after it is given up on one silence window later.
+    #[test]
+    fn a_stall_of_this_node_is_not_the_peers_silence() {
+        let peer: IpAddr = "198.51.100.12".parse().expect("literal");
+        let from = SocketAddr::new(peer, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 3 },
+        };
+        let t0 = Instant::now();
+        let thawed = t0 + Duration::from_millis(2000);
+
+        // The new master: its lease (renewed at 300 ms, due at 700 ms) outlives the stall.
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(
+            id(0),
+            "vr",
+            State::Master,
+            &Cause::MasterResigned { master: peer },
+            t0,
+        );
+        h.on_beacon(holding, from, t0 + Duration::from_millis(300));
+        h.tick(thawed, |_| Ok(0));
+        let answer = h.on_beacon(holding, from, thawed + Duration::from_millis(50));
+        assert_eq!(answer.map(|a| a.beacon.kind), Some(BeaconKind::Forwarding));
+
+        // The parked node: it keeps its VIPs through the stall, not after a silent window.
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.park(id(0), peer, vec![vip()], 3, t0);
+        assert!(
+            h.tick(t0 + Duration::from_millis(100), |_| Ok(3))
+                .1
+                .is_empty()
+        );
+        assert!(
+            h.tick(thawed, |_| Ok(3)).1.is_empty(),
+            "let go after a stall"
+        );
+        let mut now = thawed;
+        let released = loop {
+            now += Duration::from_millis(100);
+            let (_, released) = h.tick(now, |_| Ok(3));
+            if !released.is_empty() {
+                break released;
+            }
+        };
+        assert_eq!(released[0].why, LetGo::SuccessorSilent);
+        assert!(
+            now - thawed <= Duration::from_millis(500),
+            "{:?}",
+            now - thawed
         );
     }
 }
