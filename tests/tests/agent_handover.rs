@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, instance};
-use hav_tests::agent::{Agent, AgentConfig, find_instance, start_echo_httpd};
+use hav_tests::agent::{Agent, AgentConfig, InstanceSpec, find_instance, start_echo_httpd};
 use hav_tests::flows::{Flows, greeter};
 use hav_tests::keepalived::{VrrpState, start_pair};
 use hav_tests::netns::{NsProcess, Presence};
-use hav_tests::topology::{Lab, Pair};
+use hav_tests::topology::{Lab, LanSpec, Pair};
 
 const DRAIN: Duration = Duration::from_secs(20);
 
@@ -37,6 +37,32 @@ fn setup() -> Setup {
 /// [`setup`] with the pair's IPv4 VIP, or with its IPv6 VIP (adverts, and so the forwarding
 /// target, from link-local addresses).
 fn setup_family(ipv6: bool) -> Setup {
+    setup_with(ipv6, |_, _, _| {})
+}
+
+/// [`setup_family`] with the multicast VRRP turned into unicast: each node sends its adverts to
+/// the other's address on the LAN (IPv6: from and to the global addresses, so the forwarding
+/// target is the peer's global address).
+fn setup_unicast(ipv6: bool) -> Setup {
+    setup_with(ipv6, |pair, node, spec| {
+        let (own, peer) = if node == "a" {
+            (&pair.a, &pair.b)
+        } else {
+            (&pair.b, &pair.a)
+        };
+        let peer = if ipv6 {
+            spec.source_address = own.ipv6.map(IpAddr::V6);
+            IpAddr::V6(peer.ipv6.expect("IPv6 LAN"))
+        } else {
+            IpAddr::V4(peer.ipv4)
+        };
+        spec.unicast_peers = vec![(peer, None)];
+    })
+}
+
+/// The pair with `configure` adjusting each node's instance after the drain and the VIP are
+/// set.
+fn setup_with(ipv6: bool, configure: impl Fn(&Pair, &str, &mut InstanceSpec)) -> Setup {
     let pair = Pair::new().expect("pair topology");
     let vip = if ipv6 {
         IpAddr::V6(pair.vip6)
@@ -53,6 +79,7 @@ fn setup_family(ipv6: bool) -> Setup {
         if ipv6 {
             spec.vips = vec![format!("{}/64", pair.vip6)];
         }
+        configure(&pair, node, &mut spec);
         AgentConfig::new(node, vec![spec])
     };
     let a_config = config("a", 150);
@@ -97,16 +124,25 @@ fn forwarding(lab: &Lab, host: &str, vip: IpAddr) -> bool {
 
 #[test]
 fn connections_through_a_master_survive_its_graceful_stop_and_it_lets_go_after_the_last() {
-    graceful_stop_keeps_connections(false);
+    graceful_stop_keeps_connections(setup_family(false));
 }
 
 #[test]
 fn ipv6_connections_survive_a_graceful_stop_through_link_local_forwarding() {
-    graceful_stop_keeps_connections(true);
+    graceful_stop_keeps_connections(setup_family(true));
 }
 
-fn graceful_stop_keeps_connections(ipv6: bool) {
-    let mut s = setup_family(ipv6);
+#[test]
+fn unicast_vrrp_connections_survive_a_graceful_stop_and_the_old_master_lets_go_after_the_last() {
+    graceful_stop_keeps_connections(setup_unicast(false));
+}
+
+#[test]
+fn unicast_ipv6_connections_survive_a_graceful_stop_through_forwarding_to_the_peer() {
+    graceful_stop_keeps_connections(setup_unicast(true));
+}
+
+fn graceful_stop_keeps_connections(mut s: Setup) {
     let flows = Flows::open(&s.pair.lab, s.vip, 200);
     flows.run_rounds(5);
 
@@ -128,12 +164,13 @@ fn graceful_stop_keeps_connections(ipv6: bool) {
     // A second of traffic through the hand-over.
     flows.run_rounds(50);
     let report = flows.close();
-    eprintln!("graceful stop: {report:?}");
+    eprintln!("graceful stop, VIP {}: {report:?}", s.vip);
     assert_eq!(report.greeted.get("a"), Some(&200), "{report:?}");
     assert!(
         report.broken.is_empty(),
-        "connections broke: {:?}",
-        report.broken
+        "{} connections broke, the first: {:?}",
+        report.broken.len(),
+        report.broken.first()
     );
 
     // The last connection closed: a lets go within a second and exits.
@@ -202,6 +239,14 @@ fn a_killed_old_master_ends_the_forwarding_within_a_master_down_interval() {
         .expect("b takes over");
     s.a.wait_log("serving its connections until they end", WAIT)
         .expect("a parks its VIP");
+    // a's first Holding leaves as soon as its VIPs are silenced (an nft run): from then on b's
+    // lease is three beacon intervals, no longer the first one's wait for a to park.
+    wait_until("a silences its VIP", || {
+        s.pair
+            .lab
+            .exec("a", &["nft", "list", "table", "arp", "hav"])
+            .is_ok_and(|out| out.success())
+    });
     flows.run_rounds(5);
     assert!(
         forwarding(&s.pair.lab, "b", s.vip),
@@ -299,4 +344,187 @@ fn a_client_connecting_every_5_ms_loses_nothing_through_20_planned_handovers() {
     // The client really probed all along: on a loaded machine still dozens per hand-over.
     assert!(samples.len() > 20 * handovers, "{} probes", samples.len());
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// `a` (150) master and `b` (100) backup of two instances in one sync group, each with its VIP
+/// and a connection drain, and an echo service on each node.
+struct SyncPair {
+    pair: Pair,
+    a: Agent,
+    b: Agent,
+    a_config: AgentConfig,
+    vips: [IpAddr; 2],
+    _servers: Vec<NsProcess>,
+}
+
+const SYNCED: [&str; 2] = ["VI_1", "VI_2"];
+
+/// `second_interval` is the advert interval of `VI_2` (`VI_1`: 100 ms): longer, `VI_1` takes
+/// over first on `b` and `VI_2` follows it as the group's rule, not by its own timer.
+fn setup_sync_group(second_interval: Duration) -> SyncPair {
+    let pair = Pair::new().expect("pair topology");
+    let vips = [IpAddr::V4(pair.vip4), IpAddr::V4(LanSpec::PRIMARY.ipv4(2))];
+    let servers = vec![
+        start_echo_httpd(&pair.lab, "a").expect("echo a"),
+        start_echo_httpd(&pair.lab, "b").expect("echo b"),
+    ];
+    let config = |node: &str, priority: u8| {
+        let iface = &pair.node(node).expect("node of the pair").iface;
+        let instances = (SYNCED.iter().zip(vips).enumerate())
+            .map(|(i, (name, vip))| {
+                let vrid = 51 + u8::try_from(i).expect("two");
+                let mut spec = InstanceSpec::new(iface, vrid, priority, &[&format!("{vip}/24")]);
+                spec.name = (*name).to_owned();
+                spec.connection_drain = Some(DRAIN);
+                if i == 1 {
+                    spec.advert_interval = second_interval;
+                }
+                spec
+            })
+            .collect();
+        let mut config = AgentConfig::new(node, instances);
+        config.extra = "[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\", \"VI_2\"]\n\n".into();
+        config
+    };
+    let a_config = config("a", 150);
+    let mut a = Agent::start(&pair.lab, "a", &a_config).expect("start a");
+    for (name, vip) in SYNCED.iter().zip(vips) {
+        a.wait_state(name, "Master", WAIT).expect("a master");
+        pair.lab
+            .wait_address("a", vip, Presence::Present, WAIT)
+            .expect("VIP on a");
+    }
+    let mut b = Agent::start(&pair.lab, "b", &config("b", 100)).expect("start b");
+    for (name, vip) in SYNCED.iter().zip(vips) {
+        b.wait_status(&format!("b backup of a for {name}"), WAIT, |status| {
+            find_instance(status, name)
+                .is_some_and(|s| s["state"] == "Backup" && !s["master"].is_null())
+        })
+        .expect("b backup of a");
+        wait_until("b armed toward a", || forwarding(&pair.lab, "b", vip));
+    }
+    SyncPair {
+        pair,
+        a,
+        b,
+        a_config,
+        vips,
+        _servers: servers,
+    }
+}
+
+/// Opens `count` connections to each VIP of the group, all through `a`.
+fn flows_to_both(s: &SyncPair, count: usize) -> [Flows; 2] {
+    let flows = s.vips.map(|vip| Flows::open(&s.pair.lab, vip, count));
+    for f in &flows {
+        f.run_rounds(5);
+    }
+    flows
+}
+
+/// Closes the flows of both VIPs and checks that each kept all its connections through `node`.
+fn none_broken(flows: [Flows; 2], node: &str, count: usize) {
+    for (flows, vip) in flows.into_iter().zip(["VIP 1", "VIP 2"]) {
+        let report = flows.close();
+        eprintln!("sync group, {vip}: {report:?}");
+        assert_eq!(report.greeted.get(node), Some(&count), "{vip}: {report:?}");
+        assert!(
+            report.broken.is_empty(),
+            "{vip}: {} connections broke, the first: {:?}",
+            report.broken.len(),
+            report.broken.first()
+        );
+    }
+}
+
+#[test]
+fn a_sync_group_hands_both_vips_over_on_a_graceful_stop_and_breaks_no_connection_on_either() {
+    let mut s = setup_sync_group(Duration::from_millis(100));
+    let flows = flows_to_both(&s, 100);
+    s.a.terminate().expect("SIGTERM a");
+    for name in SYNCED {
+        s.b.wait_state(name, "Master", WAIT).expect("b takes over");
+    }
+    // Both parked on a (silent, still there for its connections); new ones go to b.
+    for vip in s.vips {
+        assert_eq!(greeter(&s.pair.lab, vip), "b", "{vip}");
+    }
+    let held = s
+        .pair
+        .lab
+        .addresses("a", &s.pair.a.iface)
+        .expect("a's addresses");
+    assert!(
+        s.vips.iter().all(|v| held.contains(v)),
+        "a keeps both VIPs: {held:?}"
+    );
+    for f in &flows {
+        f.run_rounds(50);
+    }
+    none_broken(flows, "a", 100);
+    let closed = Instant::now();
+    for vip in s.vips {
+        s.pair
+            .lab
+            .wait_address("a", vip, Presence::Absent, Duration::from_secs(3))
+            .expect("a lets go of the VIP");
+    }
+    let let_go = closed.elapsed();
+    eprintln!(
+        "sync group: a let go of both VIPs {} ms after the last connection closed",
+        let_go.as_millis()
+    );
+    assert!(let_go < Duration::from_secs(1), "{let_go:?}");
+    assert_eq!(
+        s.a.wait_exit(WAIT).expect("a exits"),
+        "exit 0",
+        "{}",
+        s.a.log()
+    );
+    for vip in s.vips {
+        wait_until("b's forwarding removed", || {
+            !forwarding(&s.pair.lab, "b", vip)
+        });
+    }
+}
+
+/// The group steps down (both priorities lowered by reload, as a tracker weighing on every
+/// member would): `b` takes both, `VI_2` (1 s adverts) following `VI_1` (100 ms) as the
+/// group's rule; then the priorities come back and `a` preempts both back the same way, `b`
+/// keeping what it accepted meanwhile. No connection on either VIP breaks.
+#[test]
+fn a_sync_group_keeps_the_connections_of_both_vips_through_a_preempt_failback() {
+    let mut s = setup_sync_group(Duration::from_secs(1));
+    let through_a = flows_to_both(&s, 50);
+    let mut lower = s.a_config.clone();
+    for instance in &mut lower.instances {
+        instance.priority = 50;
+    }
+    s.a.write_config(&lower).expect("config");
+    s.a.reload().expect("SIGHUP");
+    for name in SYNCED {
+        s.b.wait_state(name, "Master", WAIT)
+            .expect("b takes over both");
+    }
+    for f in &through_a {
+        f.run_rounds(25);
+    }
+    let through_b = flows_to_both(&s, 50);
+    s.a.write_config(&s.a_config).expect("config");
+    s.a.reload().expect("SIGHUP");
+    for name in SYNCED {
+        s.a.wait_state(name, "Master", WAIT)
+            .expect("a preempts both");
+    }
+    for f in through_a.iter().chain(&through_b) {
+        f.run_rounds(25);
+    }
+    none_broken(through_a, "a", 50);
+    none_broken(through_b, "b", 50);
+    for vip in s.vips {
+        s.pair
+            .lab
+            .wait_address("b", vip, Presence::Absent, Duration::from_secs(3))
+            .expect("b lets go");
+    }
 }

@@ -251,7 +251,7 @@ impl Executor {
     fn configure_handover(&mut self, plan: &Plan, engine: &Engine) {
         let mut routers = HashMap::new();
         for router in &plan.engine.routers {
-            let (Some(drain), Some(id), Some(Binding::Bound { ifindex, .. })) = (
+            let (Some(drain), Some(id), Some(Binding::Bound { ifindex, primary })) = (
                 plan.connection_drains.get(&router.name),
                 engine.router_id(&router.name),
                 plan.bindings.get(&router.name),
@@ -266,6 +266,7 @@ impl Executor {
                     ipv6: router.family == hav_vrrp::Family::V6,
                     device: router.interface.clone(),
                     ifindex: *ifindex,
+                    source: *primary,
                     drain: *drain,
                     interval: router.advert_interval.as_duration(),
                     vips: router.vips.iter().copied().collect(),
@@ -488,7 +489,7 @@ impl Executor {
                 let name = self.name(router).to_owned();
                 tracing::info!(instance = %name, %from, %to, %priority, %cause, "{name}: {from} -> {to}: {cause}");
                 self.handover
-                    .on_state(router, to, &cause, std::time::Instant::now());
+                    .on_state(router, &name, to, &cause, std::time::Instant::now());
                 // A new master balances its virtual servers with the health its checks already
                 // know (they run on every node).
                 if to == State::Master && self.balancer.set_master(&name, true) {

@@ -17,10 +17,13 @@
 //!   `Holding` with its connection count every beacon interval and `Released` when it lets go;
 //!   the new master answers each `Holding` with `Forwarding` or `NotForwarding`. Nothing is added
 //!   to VRRP: a keepalived peer never sees a beacon, and a successor that is not hav (no answer)
-//!   ends the drain after a few intervals.
+//!   ends the drain after a few intervals. Each side knows the other by the address its adverts
+//!   come from and accepts only beacons from it, so beacons go out from that address (never
+//!   the kernel's choice, which can be a VIP on the same prefix).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hav_vrrp::engine::{Cause, Engine, RouterId, State};
@@ -35,6 +38,14 @@ const MAX_BEACON_INTERVAL: Duration = Duration::from_secs(1);
 const COUNT_INTERVAL: Duration = Duration::from_millis(100);
 /// Beacons missed before either side gives up on the other.
 const MISSED_BEACONS: u32 = 3;
+/// How long a new master waits, beyond the usual silence, for the first `Holding` of the master
+/// it took over from in a planned way: that one parks only once it heard the new master's
+/// advert, then marks its VIPs deprecated and runs `nft` before its first beacon, which on a
+/// loaded machine takes well over three beacon intervals. Only a master that dies between
+/// resigning and parking makes its clients wait this long for their resets.
+const FIRST_HOLDING_GRACE: Duration = Duration::from_secs(2);
+/// A tick this late was a stall of this node (a stopped or starved process, a frozen machine).
+const STALL: Duration = MIN_BEACON_INTERVAL;
 
 const MAGIC: &[u8; 4] = b"HAVH";
 const VERSION: u8 = 1;
@@ -114,6 +125,9 @@ pub struct RouterHandover {
     /// The interface VRRP speaks on (the successor is reached there).
     pub device: String,
     pub ifindex: u32,
+    /// The address its adverts come from: the peer knows this node by it (the successor it
+    /// names, the master it forwards to), so beacons are sent from it.
+    pub source: IpAddr,
     pub drain: Duration,
     pub interval: Duration,
     pub vips: BTreeSet<IpAddr>,
@@ -176,12 +190,30 @@ pub struct Release {
     pub why: LetGo,
     pub connections: usize,
     pub held_for: Duration,
-    /// The `Released` beacon to send, and where.
-    pub beacon: Option<(Beacon, SocketAddr)>,
+    /// The `Released` beacon to send.
+    pub beacon: Option<Outgoing>,
 }
 
-/// A beacon to send.
-pub type Outgoing = (Beacon, SocketAddr);
+/// A beacon to send: to the peer, from the address the peer knows this node by, out of the
+/// router's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    pub beacon: Beacon,
+    pub to: SocketAddr,
+    pub from: IpAddr,
+    pub ifindex: u32,
+}
+
+impl Outgoing {
+    fn new(beacon: Beacon, to: SocketAddr, router: &RouterHandover) -> Outgoing {
+        Outgoing {
+            beacon,
+            to,
+            from: router.source,
+            ifindex: router.ifindex,
+        }
+    }
+}
 
 /// The hand-over state of one agent.
 #[derive(Debug, Default)]
@@ -191,6 +223,9 @@ pub struct Handover {
     forwards: HashMap<RouterId, Forward>,
     /// Routers that are master now.
     masters: BTreeSet<RouterId>,
+    /// Routers (by name, draining or not) master after a planned takeover: a sync-group member
+    /// that follows one of them into Master takes over in a planned way too.
+    planned_masters: BTreeSet<String>,
     port: u16,
     /// What the tables were last made to hold, by router (forward targets, parked routers):
     /// compared after every batch without building the rules. `None`: unknown (a new plan).
@@ -231,11 +266,11 @@ impl Handover {
         !self.routers.is_empty() || !self.parked.is_empty()
     }
 
-    /// Whether this node is master of the router with `vrid` in that family.
-    fn is_master_of(&self, vrid: u8, ipv6: bool) -> bool {
+    /// The router with `vrid` in that family, if this node is its master.
+    fn master_of(&self, vrid: u8, ipv6: bool) -> Option<&RouterHandover> {
         (self.masters.iter())
             .filter_map(|id| self.routers.get(id))
-            .any(|r| r.vrid == vrid && r.ipv6 == ipv6)
+            .find(|r| r.vrid == vrid && r.ipv6 == ipv6)
     }
 
     /// Whether `router` keeps its connections through a planned hand-over.
@@ -302,6 +337,7 @@ impl Handover {
                 connections: u32::try_from(connections).unwrap_or(u32::MAX),
             },
         };
+        let first = Outgoing::new(beacon, successor, &config);
         self.parked.insert(
             router,
             Parked {
@@ -317,7 +353,7 @@ impl Handover {
                 successor,
             },
         );
-        Some((beacon, successor))
+        Some(first)
     }
 
     /// The router holds its VIPs as master again: nothing of it is parked any more.
@@ -325,13 +361,40 @@ impl Handover {
         self.parked.remove(&router).is_some()
     }
 
-    /// A router changed state: a planned takeover keeps (or arms) the forwarding toward the
-    /// master it took over from, under a lease; any other change to Master drops it.
-    pub fn on_state(&mut self, router: RouterId, to: State, cause: &Cause, now: Instant) {
+    /// A router (`name`) changed state: a planned takeover keeps (or arms) the forwarding
+    /// toward the master it took over from, under a lease; any other change to Master drops it.
+    /// A takeover is planned when the master resigned or was preempted, or when a sync group
+    /// made the router follow a member that took over so (it then forwards toward the master it
+    /// was armed toward: the group's old master, which parks this router's VIPs as it parks the
+    /// member's).
+    pub fn on_state(
+        &mut self,
+        router: RouterId,
+        name: &str,
+        to: State,
+        cause: &Cause,
+        now: Instant,
+    ) {
+        let predecessor = match cause {
+            Cause::MasterResigned { master } | Cause::Preempt { master, .. } => Some(*master),
+            Cause::SyncGroup {
+                member,
+                to: State::Master,
+                ..
+            } if self.planned_masters.contains(member) => (self.forwards.get(&router))
+                .filter(|f| f.lease.is_none())
+                .map(|f| f.to),
+            _ => None,
+        };
         if to == State::Master {
             self.masters.insert(router);
         } else {
             self.masters.remove(&router);
+        }
+        if to == State::Master && predecessor.is_some() {
+            self.planned_masters.insert(name.to_owned());
+        } else {
+            self.planned_masters.remove(name);
         }
         let Some(config) = self.routers.get(&router) else {
             return;
@@ -346,13 +409,9 @@ impl Handover {
             }
             return;
         }
-        let predecessor = match cause {
-            Cause::MasterResigned { master } | Cause::Preempt { master, .. } => Some(*master),
-            _ => None,
-        };
         match predecessor {
             Some(master) => {
-                let lease = Some(now + silence_timeout(config));
+                let lease = Some(now + silence_timeout(config) + FIRST_HOLDING_GRACE);
                 let forward = self.forwards.entry(router).or_insert_with(|| Forward {
                     router: config.clone(),
                     to: master,
@@ -411,17 +470,17 @@ impl Handover {
         let sender = canonical(from.ip());
         match beacon.kind {
             BeaconKind::Holding { .. } | BeaconKind::Released => {
-                let master = self.is_master_of(beacon.vrid, beacon.ipv6);
+                let master = self.master_of(beacon.vrid, beacon.ipv6).cloned();
                 let forward = self.forwards.iter_mut().find(|(_, f)| {
                     f.lease.is_some()
                         && canonical(f.to) == sender
                         && f.router.vrid == beacon.vrid
                         && f.router.ipv6 == beacon.ipv6
                 });
-                let kind = match (forward, beacon.kind) {
+                let (kind, router) = match (forward, beacon.kind) {
                     (Some((_, forward)), BeaconKind::Holding { .. }) => {
                         forward.lease = Some(now + silence_timeout(&forward.router));
-                        BeaconKind::Forwarding
+                        (BeaconKind::Forwarding, forward.router.clone())
                     }
                     (Some((id, _)), _) => {
                         let id = *id;
@@ -431,10 +490,9 @@ impl Handover {
                     (None, BeaconKind::Released) => return None,
                     // Only a master that took over otherwise says no; a node between roles (it
                     // just resigned, the sender may take the VIPs back) says nothing.
-                    (None, _) if master => BeaconKind::NotForwarding,
-                    (None, _) => return None,
+                    (None, _) => (BeaconKind::NotForwarding, master?),
                 };
-                Some((Beacon { kind, ..beacon }, from))
+                Some(Outgoing::new(Beacon { kind, ..beacon }, from, &router))
             }
             BeaconKind::Forwarding | BeaconKind::NotForwarding => {
                 let parked = self.parked.values_mut().find(|p| {
@@ -470,6 +528,25 @@ impl Handover {
         now: Instant,
         mut count: impl FnMut(&BTreeSet<IpAddr>) -> std::io::Result<usize>,
     ) -> (Vec<Outgoing>, Vec<Release>) {
+        // Woken late: what this node could not hear meanwhile is not the other side's silence
+        // (on a frozen machine both sides stall), so each peer gets a full silence window from
+        // now, as if just heard; a peer that did die is given up on that much later.
+        if let Some(late) = (self.next_deadline()).map(|due| now.saturating_duration_since(due))
+            && late > STALL
+        {
+            tracing::debug!(
+                late_ms = late.as_millis() as u64,
+                "hand-over woken late; the stall is nobody's silence"
+            );
+            for forward in self.forwards.values_mut() {
+                if let Some(lease) = &mut forward.lease {
+                    *lease = (*lease).max(now + silence_timeout(&forward.router));
+                }
+            }
+            for parked in self.parked.values_mut() {
+                parked.acked = parked.acked.max(now);
+            }
+        }
         self.forwards
             .retain(|_, f| f.lease.is_none_or(|until| until > now));
         let mut beacons = Vec::new();
@@ -502,7 +579,7 @@ impl Handover {
                 continue;
             }
             if parked.next_beacon <= now {
-                beacons.push((
+                beacons.push(Outgoing::new(
                     Beacon {
                         vrid: parked.router.vrid,
                         ipv6: parked.router.ipv6,
@@ -511,6 +588,7 @@ impl Handover {
                         },
                     },
                     parked.successor,
+                    &parked.router,
                 ));
                 parked.next_beacon = now + beacon_interval(&parked.router);
             }
@@ -536,14 +614,17 @@ impl Handover {
 
     fn release(&mut self, id: RouterId, why: LetGo, now: Instant) -> Option<Release> {
         let parked = self.parked.remove(&id)?;
-        let beacon = (why != LetGo::NotForwarded).then_some((
-            Beacon {
-                vrid: parked.router.vrid,
-                ipv6: parked.router.ipv6,
-                kind: BeaconKind::Released,
-            },
-            parked.successor,
-        ));
+        let beacon = (why != LetGo::NotForwarded).then(|| {
+            Outgoing::new(
+                Beacon {
+                    vrid: parked.router.vrid,
+                    ipv6: parked.router.ipv6,
+                    kind: BeaconKind::Released,
+                },
+                parked.successor,
+                &parked.router,
+            )
+        });
         Some(Release {
             name: parked.router.name,
             vips: parked.vips,
@@ -625,16 +706,16 @@ impl BeaconSocket {
         self.port
     }
 
-    /// Sends one beacon; a failure is logged (the other side's timeouts cover a lost one).
-    pub fn send(&self, (beacon, to): Outgoing) {
-        let to = match (to, self.socket.local_addr()) {
-            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            (to, _) => to,
-        };
-        if let Err(error) = self.socket.try_send_to(&beacon.encode(), to) {
-            tracing::debug!(%to, %error, "hand-over beacon not sent");
+    /// Sends one beacon from its source address, out of its router's interface; a failure is
+    /// logged (the other side's timeouts cover a lost one).
+    pub fn send(&self, outgoing: Outgoing) {
+        let dual_stack = matches!(self.socket.local_addr(), Ok(SocketAddr::V6(_)));
+        let payload = outgoing.beacon.encode();
+        let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            send_from(self.socket.as_raw_fd(), dual_stack, &outgoing, &payload)
+        });
+        if let Err(error) = sent {
+            tracing::debug!(to = %outgoing.to, from = %outgoing.from, %error, "hand-over beacon not sent");
         }
     }
 
@@ -652,6 +733,66 @@ impl BeaconSocket {
     }
 }
 
+/// `sendmsg` with the source and interface in a packet-info message. On the dual-stack socket an
+/// IPv4 peer is a mapped address and the source goes mapped in `IPV6_PKTINFO` (the kernel takes
+/// it for IPv4 as `IP_PKTINFO`).
+fn send_from(
+    fd: std::os::fd::RawFd,
+    dual_stack: bool,
+    outgoing: &Outgoing,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, sendmsg};
+    let iov = [std::io::IoSlice::new(payload)];
+    if dual_stack {
+        let to = match outgoing.to {
+            SocketAddr::V4(v4) => SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+            SocketAddr::V6(v6) => v6,
+        };
+        let from = match outgoing.from {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: from.octets(),
+            },
+            ipi6_ifindex: outgoing.ifindex,
+        };
+        let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
+        sendmsg(
+            fd,
+            &iov,
+            &cmsgs,
+            MsgFlags::empty(),
+            Some(&SockaddrIn6::from(to)),
+        )?;
+        return Ok(());
+    }
+    let (SocketAddr::V4(to), IpAddr::V4(from)) = (outgoing.to, outgoing.from) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an IPv6 beacon on an IPv4-only socket",
+        ));
+    };
+    let info = libc::in_pktinfo {
+        ipi_ifindex: libc::c_int::try_from(outgoing.ifindex).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(from).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
+    sendmsg(
+        fd,
+        &iov,
+        &cmsgs,
+        MsgFlags::empty(),
+        Some(&SockaddrIn::from(to)),
+    )?;
+    Ok(())
+}
+
 /// What woke the hand-over side of the loop.
 #[derive(Debug)]
 pub enum Event {
@@ -661,7 +802,9 @@ pub enum Event {
     Beacon(Option<Beacon>, SocketAddr),
 }
 
-/// The next hand-over event; never resolves while there is nothing to wait for.
+/// The next hand-over event; never resolves while there is nothing to wait for. Beacons that
+/// are queued come before a deadline: woken late (a starved CPU, a stopped process), the node
+/// takes the answers that did arrive before it judges the other side silent.
 pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> Event {
     let deadline = handover.next_deadline();
     let tick = async {
@@ -677,8 +820,9 @@ pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> E
         }
     };
     tokio::select! {
-        () = tick => Event::Tick,
+        biased;
         (beacon, from) = beacon => Event::Beacon(beacon, from),
+        () = tick => Event::Tick,
     }
 }
 
@@ -693,6 +837,7 @@ mod tests {
             ipv6: false,
             device: "eth0".into(),
             ifindex: 2,
+            source: "198.51.100.11".parse().expect("literal"),
             drain: Duration::from_secs(10),
             interval: Duration::from_millis(100),
             vips: ["198.51.100.100".parse().expect("literal")].into(),
@@ -743,9 +888,9 @@ mod tests {
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let successor: IpAddr = "198.51.100.2".parse().expect("literal");
-        let (first, to) = h.park(r, successor, vec![vip()], 2, t0).expect("parks");
-        assert_eq!(first.kind, BeaconKind::Holding { connections: 2 });
-        assert_eq!(to, SocketAddr::new(successor, 7401));
+        let first = h.park(r, successor, vec![vip()], 2, t0).expect("parks");
+        assert_eq!(first.beacon.kind, BeaconKind::Holding { connections: 2 });
+        assert_eq!(first.to, SocketAddr::new(successor, 7401));
         assert_eq!(h.rules().silent.len(), 1);
         // Two connections: it keeps them, and renews with the successor's acks.
         let (_, released) = h.tick(t0, |_| Ok(2));
@@ -768,13 +913,13 @@ mod tests {
         assert_eq!(released[0].why, LetGo::NoConnections);
         assert!(matches!(
             released[0].beacon,
-            Some((
-                Beacon {
+            Some(Outgoing {
+                beacon: Beacon {
                     kind: BeaconKind::Released,
                     ..
                 },
-                _
-            ))
+                ..
+            })
         ));
         assert!(h.is_idle() && h.rules().silent.is_empty());
     }
@@ -809,7 +954,13 @@ mod tests {
         h.configure([(r, router("vr"))].into(), 7401);
         let t0 = Instant::now();
         let old: IpAddr = "198.51.100.1".parse().expect("literal");
-        h.on_state(r, State::Master, &Cause::MasterResigned { master: old }, t0);
+        h.on_state(
+            r,
+            "vr",
+            State::Master,
+            &Cause::MasterResigned { master: old },
+            t0,
+        );
         assert_eq!(h.rules().forwards.len(), 1);
         let from = SocketAddr::new("::ffff:198.51.100.1".parse().expect("literal"), 7401);
         let holding = Beacon {
@@ -819,7 +970,7 @@ mod tests {
         };
         let now = t0 + Duration::from_millis(300);
         let answer = h.on_beacon(holding, from, now).expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::Forwarding);
+        assert_eq!(answer.beacon.kind, BeaconKind::Forwarding);
         // Renewed: still there past the first lease, gone once beacons stop.
         assert!(
             h.tick(t0 + Duration::from_millis(500), |_| Ok(0))
@@ -832,6 +983,7 @@ mod tests {
         // An unplanned takeover never forwards; a stranger's beacon is told so.
         h.on_state(
             r,
+            "vr",
             State::Master,
             &Cause::MasterDown {
                 master: Some(old),
@@ -841,7 +993,7 @@ mod tests {
         );
         assert!(h.rules().forwards.is_empty());
         let answer = h.on_beacon(holding, from, now).expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::NotForwarding);
+        assert_eq!(answer.beacon.kind, BeaconKind::NotForwarding);
     }
 
     #[test]
@@ -857,6 +1009,7 @@ mod tests {
         let t1 = t0 + Duration::from_millis(300);
         h.on_state(
             r,
+            "vr",
             State::Master,
             &Cause::Preempt {
                 ours: hav_vrrp::Priority(150),
@@ -874,11 +1027,17 @@ mod tests {
         let answer = h
             .on_beacon(holding, from, t1 + Duration::from_millis(5))
             .expect("answers");
-        assert_eq!(answer.0.kind, BeaconKind::Forwarding, "{:?}", h.forwards);
+        assert_eq!(
+            answer.beacon.kind,
+            BeaconKind::Forwarding,
+            "{:?}",
+            h.forwards
+        );
         // It resigns: between roles it neither forwards nor tells the parked node to let go
         // (that node may be about to take its VIPs back).
         h.on_state(
             r,
+            "vr",
             State::Backup,
             &Cause::Resign {
                 ours: hav_vrrp::Priority(50),
@@ -890,6 +1049,301 @@ mod tests {
         assert_eq!(
             h.on_beacon(holding, from, t1 + Duration::from_millis(10)),
             None
+        );
+    }
+
+    /// The peer accepts beacons only from the address it knows this node by (its adverts'
+    /// source); the kernel's own choice of source can be a VIP on the same prefix.
+    #[test]
+    fn every_beacon_names_the_address_adverts_come_from_as_its_source() {
+        let mut h = Handover::default();
+        let (r, source) = (id(0), router("vr").source);
+        h.configure([(r, router("vr"))].into(), 7401);
+        let t0 = Instant::now();
+        let peer: IpAddr = "198.51.100.12".parse().expect("literal");
+        let first = h.park(r, peer, vec![vip()], 1, t0).expect("parks");
+        let (beacons, _) = h.tick(t0 + Duration::from_millis(100), |_| Ok(1));
+        let (_, released) = h.tick(t0 + Duration::from_millis(200), |_| Ok(0));
+        let last = released[0].beacon.expect("a Released beacon");
+        for out in [first, beacons[0], last] {
+            assert_eq!((out.from, out.ifindex), (source, 2), "{out:?}");
+        }
+        // As the new master, it answers both ways from that address too.
+        let from = SocketAddr::new(peer, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 1 },
+        };
+        h.on_state(
+            r,
+            "vr",
+            State::Master,
+            &Cause::MasterResigned { master: peer },
+            t0,
+        );
+        let yes = h.on_beacon(holding, from, t0).expect("answers");
+        assert_eq!(
+            (yes.beacon.kind, yes.from),
+            (BeaconKind::Forwarding, source)
+        );
+        let stranger = SocketAddr::new("198.51.100.13".parse().expect("literal"), 7401);
+        let no = h.on_beacon(holding, stranger, t0).expect("answers");
+        assert_eq!(
+            (no.beacon.kind, no.from),
+            (BeaconKind::NotForwarding, source)
+        );
+    }
+
+    /// On the dual-stack socket, an IPv4 beacon leaves from the source given, not from the
+    /// kernel's choice (127.0.0.2 is local on `lo` but never chosen for 127.0.0.1).
+    #[test]
+    fn a_beacon_socket_sends_from_the_source_it_is_given() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let to = receiver.local_addr().expect("address");
+        let lo = nix::net::if_::if_nametoindex("lo").expect("lo");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let beacon = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Released,
+        };
+        runtime.block_on(async {
+            let socket = BeaconSocket::open(0).expect("beacon socket");
+            socket.socket.writable().await.expect("writable");
+            socket.send(Outgoing {
+                beacon,
+                to,
+                from: "127.0.0.2".parse().expect("literal"),
+                ifindex: lo,
+            });
+        });
+        let mut buffer = [0u8; 64];
+        let (len, from) = receiver.recv_from(&mut buffer).expect("a beacon");
+        assert_eq!(Beacon::decode(&buffer[..len]), Some(beacon));
+        assert_eq!(from.ip(), "127.0.0.2".parse::<IpAddr>().expect("literal"));
+    }
+
+    /// Armed toward `master`, as [`Handover::follow`] arms a backup that hears it.
+    fn arm(h: &mut Handover, router: RouterId, master: IpAddr) {
+        let config = h.routers[&router].clone();
+        h.forwards.insert(
+            router,
+            Forward {
+                router: config,
+                to: master,
+                lease: None,
+            },
+        );
+    }
+
+    /// A sync group moves its members together: the one that follows a member's planned
+    /// takeover (its cause is the group, not a resignation) forwards toward the old master too,
+    /// which parks both; after an unplanned takeover neither does.
+    #[test]
+    fn a_sync_group_member_following_a_planned_takeover_forwards_too() {
+        let (lead, follower) = (id(0), id(1));
+        let mut second = router("follower");
+        second.vrid = 8;
+        let old: IpAddr = "198.51.100.1".parse().expect("literal");
+        let from = SocketAddr::new(old, 7401);
+        let holding = Beacon {
+            vrid: 8,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 1 },
+        };
+        let follows = Cause::SyncGroup {
+            group: "G".into(),
+            member: "lead".into(),
+            to: State::Master,
+        };
+        let preempt = Cause::Preempt {
+            ours: hav_vrrp::Priority(150),
+            master: old,
+            theirs: hav_vrrp::Priority(100),
+        };
+        let died = Cause::MasterDown {
+            master: Some(old),
+            silent_for: Duration::from_millis(350),
+        };
+        for (leader_cause, forwards) in [(preempt, true), (died, false)] {
+            let mut h = Handover::default();
+            h.configure(
+                [(lead, router("lead")), (follower, second.clone())].into(),
+                7401,
+            );
+            arm(&mut h, follower, old);
+            let t0 = Instant::now();
+            h.on_state(lead, "lead", State::Master, &leader_cause, t0);
+            h.on_state(follower, "follower", State::Master, &follows, t0);
+            let answer = h.on_beacon(holding, from, t0).expect("answers");
+            let leased = |r| {
+                h.forwards
+                    .get(&r)
+                    .is_some_and(|f| f.lease.is_some() && f.to == old)
+            };
+            assert_eq!(
+                (leased(lead), leased(follower)),
+                (forwards, forwards),
+                "{leader_cause}: {:?}",
+                h.forwards
+            );
+            let expected = if forwards {
+                BeaconKind::Forwarding
+            } else {
+                BeaconKind::NotForwarding
+            };
+            assert_eq!(answer.beacon.kind, expected, "{leader_cause}");
+        }
+    }
+
+    /// A node woken late finds its deadline passed and the successor's answers queued: it takes
+    /// every answer first (else it would let go of VIPs whose successor did answer).
+    #[test]
+    fn queued_beacons_come_before_a_passed_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let socket = BeaconSocket::open(0).expect("beacon socket");
+            let port = socket.socket.local_addr().expect("address").port();
+            let mut h = Handover::default();
+            h.configure([(id(0), router("vr"))].into(), port);
+            let late = Instant::now() - Duration::from_secs(1);
+            h.park(
+                id(0),
+                "127.0.0.1".parse().expect("literal"),
+                vec![vip()],
+                1,
+                late,
+            );
+            assert!(h.next_deadline().is_some_and(|at| at < Instant::now()));
+            let answer = Beacon {
+                vrid: 7,
+                ipv6: false,
+                kind: BeaconKind::Forwarding,
+            };
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            const QUEUED: usize = 20;
+            for _ in 0..QUEUED {
+                peer.send_to(&answer.encode(), ("127.0.0.1", port))
+                    .expect("send");
+            }
+            // As after a stall: the reactor reports the socket readable with the deadline past.
+            socket.socket.readable().await.expect("readable");
+            for n in 0..QUEUED {
+                match next_event(&h, Some(&socket)).await {
+                    Event::Beacon(Some(beacon), _) => assert_eq!(beacon, answer),
+                    other => panic!("event {n}: {other:?} before the queued beacons"),
+                }
+            }
+            assert!(matches!(next_event(&h, Some(&socket)).await, Event::Tick));
+        });
+    }
+
+    /// The old master parks only after it heard the new master and ran `nft`: its first
+    /// `Holding` may come long after three beacon intervals, and still finds the forwarding;
+    /// from then on the usual silence ends it. An old master that never parks is given up on.
+    #[test]
+    fn the_first_lease_waits_for_an_old_master_slow_to_park() {
+        let old: IpAddr = "198.51.100.1".parse().expect("literal");
+        let from = SocketAddr::new(old, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 3 },
+        };
+        let resigned = Cause::MasterResigned { master: old };
+        let t0 = Instant::now();
+        let slow = t0 + Duration::from_millis(1500);
+
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(id(0), "vr", State::Master, &resigned, t0);
+        h.tick(slow, |_| Ok(0));
+        let answer = h.on_beacon(holding, from, slow).expect("answers");
+        assert_eq!(answer.beacon.kind, BeaconKind::Forwarding);
+        h.tick(slow + Duration::from_millis(399), |_| Ok(0));
+        assert_eq!(h.rules().forwards.len(), 1);
+        h.tick(slow + Duration::from_millis(401), |_| Ok(0));
+        assert!(h.rules().forwards.is_empty(), "the usual silence ends it");
+
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(id(0), "vr", State::Master, &resigned, t0);
+        let never = t0 + silence_timeout(&router("vr")) + FIRST_HOLDING_GRACE;
+        h.tick(never - Duration::from_millis(1), |_| Ok(0));
+        assert_eq!(h.rules().forwards.len(), 1);
+        h.tick(never + Duration::from_millis(1), |_| Ok(0));
+        assert!(
+            h.rules().forwards.is_empty(),
+            "an old master that never parks"
+        );
+    }
+
+    /// A node that stalled (its deadline handled 1.3 s late, as on a frozen machine) does not
+    /// count the stall as the other side's silence, on either side of the hand-over; a peer
+    /// that stays silent after it is given up on one silence window later.
+    #[test]
+    fn a_stall_of_this_node_is_not_the_peers_silence() {
+        let peer: IpAddr = "198.51.100.12".parse().expect("literal");
+        let from = SocketAddr::new(peer, 7401);
+        let holding = Beacon {
+            vrid: 7,
+            ipv6: false,
+            kind: BeaconKind::Holding { connections: 3 },
+        };
+        let t0 = Instant::now();
+        let thawed = t0 + Duration::from_millis(2000);
+
+        // The new master: its lease (renewed at 300 ms, due at 700 ms) outlives the stall.
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.on_state(
+            id(0),
+            "vr",
+            State::Master,
+            &Cause::MasterResigned { master: peer },
+            t0,
+        );
+        h.on_beacon(holding, from, t0 + Duration::from_millis(300));
+        h.tick(thawed, |_| Ok(0));
+        let answer = h.on_beacon(holding, from, thawed + Duration::from_millis(50));
+        assert_eq!(answer.map(|a| a.beacon.kind), Some(BeaconKind::Forwarding));
+
+        // The parked node: it keeps its VIPs through the stall, not after a silent window.
+        let mut h = Handover::default();
+        h.configure([(id(0), router("vr"))].into(), 7401);
+        h.park(id(0), peer, vec![vip()], 3, t0);
+        assert!(
+            h.tick(t0 + Duration::from_millis(100), |_| Ok(3))
+                .1
+                .is_empty()
+        );
+        assert!(
+            h.tick(thawed, |_| Ok(3)).1.is_empty(),
+            "let go after a stall"
+        );
+        let mut now = thawed;
+        let released = loop {
+            now += Duration::from_millis(100);
+            let (_, released) = h.tick(now, |_| Ok(3));
+            if !released.is_empty() {
+                break released;
+            }
+        };
+        assert_eq!(released[0].why, LetGo::SuccessorSilent);
+        assert!(
+            now - thawed <= Duration::from_millis(500),
+            "{:?}",
+            now - thawed
         );
     }
 }
