@@ -24,6 +24,8 @@ use tokio::time::Instant;
 /// about this (plus etcd's lease-expiry check, up to 500 ms), and a leader renews three times per
 /// TTL, so two lost renewals in a row do not depose it.
 pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
+/// A lease renewal still unanswered after TTL / this is abandoned and tried again.
+const RENEWAL_TRIES: u32 = 6;
 
 /// Proof of leadership that a singleton's write carries (see [`crate::store::Store`]'s fenced
 /// writes).
@@ -326,11 +328,14 @@ impl Election {
                 done = &mut *stop => return Ended::Resign(done.ok()),
             }
             // Retried until the lease would have run out: a member that went away is replaced by
-            // another endpoint of the client.
+            // another endpoint of the client. One try is bounded to a sixth of the TTL, so a call
+            // stuck on a member that died (a connect that never completes) leaves time for
+            // tries through the others.
             loop {
                 let sent = Instant::now();
                 let mut leases = self.client.lease_client();
-                let renewal = tokio::time::timeout_at(expires, leases.keep_alive(lease));
+                let try_until = (sent + ttl / RENEWAL_TRIES).min(expires);
+                let renewal = tokio::time::timeout_at(try_until, leases.keep_alive(lease));
                 match renewal.await {
                     Ok(Ok(_)) => {
                         renewed = sent;
@@ -349,6 +354,9 @@ impl Election {
                                 self.ttl_seconds
                             ));
                         }
+                    }
+                    Err(_) if Instant::now() < expires => {
+                        tracing::debug!(coordinator = %self.name, "lease renewal unanswered; trying again");
                     }
                     Err(_) => {
                         return Ended::Lost(format!(
