@@ -168,13 +168,21 @@ enum Try {
         revision: i64,
         renewed: Instant,
     },
-    /// Someone holds it (named by its value), as of `revision`.
-    Held { leader: String, revision: i64 },
+    /// Someone holds it (named by its value, under `lease`), as of `revision`.
+    Held {
+        leader: String,
+        revision: i64,
+        lease: i64,
+    },
 }
 
 impl Election {
     async fn run(self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
         let mut backoff = Duration::from_millis(100);
+        // The lease of a term lost while etcd could not be reached to revoke it. A new etcd
+        // leader extends every lease, so the key can outlive the term by a whole TTL: found still
+        // under it, it is revoked then, and the key campaigned for at once.
+        let mut abandoned: Option<i64> = None;
         loop {
             let attempt = tokio::select! {
                 attempt = self.try_once() => attempt,
@@ -184,6 +192,14 @@ impl Election {
                     return;
                 }
             };
+            if let Ok(Try::Held { lease, .. }) = &attempt
+                && abandoned == Some(*lease)
+                && self.revoke(*lease).await
+            {
+                tracing::info!(coordinator = %self.name, "the key was still under this coordinator's lost term: revoked");
+                abandoned = None;
+                continue;
+            }
             match attempt {
                 Ok(Try::Won {
                     lease,
@@ -191,6 +207,7 @@ impl Election {
                     renewed,
                 }) => {
                     backoff = Duration::from_millis(100);
+                    abandoned = None;
                     tracing::info!(
                         coordinator = %self.name,
                         key = %self.key,
@@ -206,7 +223,9 @@ impl Election {
                         Ended::Lost(why) => {
                             tracing::warn!(coordinator = %self.name, "leadership lost: {why}; singletons stopped");
                             self.set(Role::Follower { leader: None });
-                            self.revoke(lease).await;
+                            if !self.revoke(lease).await {
+                                abandoned = Some(lease);
+                            }
                         }
                         Ended::Resign(done) => {
                             self.set(Role::Follower { leader: None });
@@ -219,7 +238,9 @@ impl Election {
                         }
                     }
                 }
-                Ok(Try::Held { leader, revision }) => {
+                Ok(Try::Held {
+                    leader, revision, ..
+                }) => {
                     backoff = Duration::from_millis(100);
                     let following = Role::Follower {
                         leader: Some(leader.clone()),
@@ -298,18 +319,22 @@ impl Election {
             });
         }
         self.revoke(lease).await;
-        let leader = response
+        let (leader, held) = response
             .op_responses()
             .into_iter()
             .find_map(|op| match op {
                 TxnOpResponse::Get(get) => get
                     .kvs()
                     .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                    .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())),
                 _ => None,
             })
             .unwrap_or_default();
-        Ok(Try::Held { leader, revision })
+        Ok(Try::Held {
+            leader,
+            revision,
+            lease: held,
+        })
     }
 
     /// Renews `lease` every third of the TTL until a renewal is late or refused, or a
@@ -400,15 +425,19 @@ impl Election {
     }
 
     /// Gives the lease up (best effort: unrevoked, it expires by itself).
-    async fn revoke(&self, lease: i64) {
+    async fn revoke(&self, lease: i64) -> bool {
         let mut leases = self.client.lease_client();
         let revoke = leases.revoke(lease);
         match tokio::time::timeout(Duration::from_secs(1), revoke).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => true,
             Ok(Err(error)) => {
-                tracing::debug!(coordinator = %self.name, "lease not revoked: {error}")
+                tracing::debug!(coordinator = %self.name, "lease not revoked: {error}");
+                false
             }
-            Err(_) => tracing::debug!(coordinator = %self.name, "lease not revoked in 1 s"),
+            Err(_) => {
+                tracing::debug!(coordinator = %self.name, "lease not revoked in 1 s");
+                false
+            }
         }
     }
 }

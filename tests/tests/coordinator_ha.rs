@@ -5,8 +5,9 @@
 //!   the middle of a rollout; the other takes the lead within the leader TTL + 1 s, the agents
 //!   move to it, it resumes the job and finishes it, and the audit log shows who started the job
 //!   and who resumed it;
-//! - etcd's raft leader is SIGKILLed: a coordinator leads within the TTL + 2 s, and a push, a
-//!   drain, an undrain and a status all succeed on the two members left;
+//! - etcd's raft leader is SIGKILLed: the leading coordinator (with a TTL that spans etcd's
+//!   election) keeps leading, and a push, a drain, an undrain and a status all succeed on the
+//!   two members left;
 //! - every coordinator and every etcd member is stopped and started again on the same data
 //!   directories: config versions, the audit log, the rollout job, the SLA figures, the DNS
 //!   layout (published by a real BIND) and a drain's priority overrides are all still there.
@@ -24,6 +25,10 @@ use hav_tests::topology::LanSpec;
 const NODES: [(&str, u8); 2] = [("p1a", 11), ("p1b", 12)];
 const VIPS: [&str; 2] = ["198.51.100.100", "198.51.100.101"];
 const LEADER_TTL: Duration = Duration::from_secs(2);
+/// A leader TTL that spans an election among etcd's members (their election timeout is 1 s, a
+/// few rounds of it on a loaded machine): renewed every third of it, a lead outlives the loss
+/// of etcd's raft leader.
+const SPANNING_TTL: Duration = Duration::from_secs(5);
 const PORTS: [u16; 2] = [7400, 7401];
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -206,15 +211,16 @@ fn wait_job_done(lab: &FleetLab, id: &str) -> Result<serde_json::Value, Error> {
 }
 
 /// Two coordinators on `etcd` (`coord-a` leading, `coord-b` following, started in that order,
-/// with `extra` arguments), the pair's agents on them, `fleet_text` pushed and the pair settled:
+/// with leader TTL `ttl` and `extra` arguments), the pair's agents on them, `fleet_text` pushed and the pair settled:
 /// `p1a` master of `one-vip0`, `p1b` of `one-vip1`.
 fn fleet_on_etcd(
     lab: &mut FleetLab,
     etcd: &NamespacedEtcd,
+    ttl: Duration,
     extra: &[String],
     fleet_text: &str,
 ) -> Result<Vec<NsProcess>, Error> {
-    let args = coordinator_args(etcd, extra);
+    let args = coordinator_args(etcd, ttl, extra);
     let first = lab.spawn_coordinator("coord-a", PORTS[0], &args)?;
     wait_file_count(first.log_path(), "leading", 1, WAIT)?;
     let second = lab.spawn_coordinator("coord-b", PORTS[1], &args)?;
@@ -240,14 +246,15 @@ fn fleet_on_etcd(
     Ok(vec![first, second])
 }
 
-fn coordinator_args(etcd: &NamespacedEtcd, extra: &[String]) -> Vec<String> {
+/// `--etcd`, `--leader-ttl` and `extra`: the arguments of every coordinator.
+fn coordinator_args(etcd: &NamespacedEtcd, ttl: Duration, extra: &[String]) -> Vec<String> {
     let mut args = vec![
         "--etcd".to_owned(),
         etcd.endpoints.join(","),
         "--etcd-prefix".into(),
         "/ha-under-test/".into(),
         "--leader-ttl".into(),
-        "2s".into(),
+        format!("{}s", ttl.as_secs()),
     ];
     args.extend_from_slice(extra);
     args
@@ -311,7 +318,7 @@ fn an_etcd_member_killed_stops_neither_the_lead_nor_pushes_drains_and_status() -
     let mut lab = FleetLab::new(&NODES)?;
     let etcd = lab.start_etcd()?;
     let text = fleet(&lab);
-    let coordinators = fleet_on_etcd(&mut lab, &etcd, &[], &text)?;
+    let coordinators = fleet_on_etcd(&mut lab, &etcd, SPANNING_TTL, &[], &text)?;
 
     // The member that leads raft is the one whose loss costs most (an election).
     let member = etcd.leader()?;
@@ -323,9 +330,10 @@ fn an_etcd_member_killed_stops_neither_the_lead_nor_pushes_drains_and_status() -
         "etcd member {member} (raft leader) killed: {leader} leads and serves both nodes after \
          {answered:?}"
     );
+    assert_eq!(leader, "coord-a");
     assert!(
-        answered < LEADER_TTL + Duration::from_secs(2),
-        "a coordinator leads within the TTL + 2 s of losing an etcd member: {answered:?}"
+        answered < SPANNING_TTL,
+        "the leader serves within its TTL of losing an etcd member: {answered:?}"
     );
 
     // A push reaches both agents through the two members left.
@@ -376,7 +384,7 @@ fn an_etcd_member_killed_stops_neither_the_lead_nor_pushes_drains_and_status() -
         .iter()
         .map(|c| c.log().matches("leadership lost").count())
         .sum::<usize>();
-    eprintln!("leaderships lost over the whole test: {lost}");
+    assert_eq!(lost, 0, "the leader kept leading through etcd's election");
     for coordinator in &coordinators {
         assert!(
             !coordinator.log().contains("not persisted"),
@@ -407,7 +415,7 @@ fn every_coordinator_and_etcd_member_restarted_loses_nothing() -> Result<(), Err
     ];
     let dns_name = "dns_name = \"one.example.test\"\n";
     let text = fleet_with(&lab, "200ms", dns_name);
-    let coordinators = fleet_on_etcd(&mut lab, &etcd, &dns_args, &text)?;
+    let coordinators = fleet_on_etcd(&mut lab, &etcd, LEADER_TTL, &dns_args, &text)?;
 
     // A second version, a finished rollout, a drained node (its peer's priority override).
     let path = lab.write("fleet-300ms.toml", &fleet_with(&lab, "300ms", dns_name))?;
@@ -448,7 +456,7 @@ fn every_coordinator_and_etcd_member_restarted_loses_nothing() -> Result<(), Err
     etcd.kill_all()?;
     let stopped = Instant::now();
     etcd.restart_stopped()?;
-    let args = coordinator_args(&etcd, &dns_args);
+    let args = coordinator_args(&etcd, LEADER_TTL, &dns_args);
     let coordinators = vec![
         lab.spawn_coordinator("coord-a", PORTS[0], &args)?,
         lab.spawn_coordinator("coord-b", PORTS[1], &args)?,
