@@ -8,6 +8,9 @@
 //! - etcd's raft leader is SIGKILLed: the leading coordinator (with a TTL that spans etcd's
 //!   election) keeps leading, and a push, a drain, an undrain and a status all succeed on the
 //!   two members left;
+//! - the leading coordinator is SIGKILLed while a drain it runs waits for the drained node's
+//!   connections: an undrain through the next leader gives the VIP back (the drain's moves were
+//!   recorded before its first override was sent);
 //! - every coordinator and every etcd member is stopped and started again on the same data
 //!   directories: config versions, the audit log, the rollout job, the SLA figures, the DNS
 //!   layout (published by a real BIND) and a drain's priority overrides are all still there.
@@ -15,10 +18,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hav_tests::agent::start_echo_httpd;
 use hav_tests::dns::DnsServer;
 use hav_tests::fleet::{
     CLIENT_HOST, CLIENT_OCTET, Error, FleetLab, NamespacedEtcd, wait_file_count,
 };
+use hav_tests::flows::Flows;
 use hav_tests::netns::NsProcess;
 use hav_tests::topology::LanSpec;
 
@@ -528,5 +533,80 @@ fn wait_dns_settled(lab: &FleetLab) -> Result<serde_json::Value, Error> {
             return Err(format!("the DNS never settled: {shown}").into());
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_leader_killed_mid_drain_leaves_an_undrain_that_gives_the_vip_back() -> Result<(), Error> {
+    let mut lab = FleetLab::new(&NODES)?;
+    let _servers = [
+        start_echo_httpd(&lab.lab, "p1a")?,
+        start_echo_httpd(&lab.lab, "p1b")?,
+    ];
+    let etcd = lab.start_etcd()?;
+    let text = fleet_with(&lab, "200ms", "connection_drain = \"60s\"\n");
+    let mut coordinators = fleet_on_etcd(&mut lab, &etcd, LEADER_TTL, &[], &text)?;
+    let vip: std::net::IpAddr = VIPS[0].parse()?;
+    let flows = Flows::open(&lab.lab, vip, 10);
+    flows.run_rounds(3);
+
+    // The drain moved p1a's VIP and now waits for p1a's 10 connections: the leader dies there.
+    let mut drain = lab.spawn_havctl(
+        "havctl-drain",
+        &["drain", "p1a", "--deadline", "60", "-o", "json"],
+    )?;
+    lab.wait_vip("p1b", vip, true)?;
+    wait_draining(&lab, "p1a", 10)?;
+    coordinators[0].kill()?;
+    let killed = Instant::now();
+    wait_file_count(coordinators[1].log_path(), "leading", 1, WAIT)?;
+    let leader = wait_leader_with_nodes(&lab, WAIT)?;
+    assert_eq!(leader, "coord-b");
+    eprintln!(
+        "leader killed mid-drain: coord-b leads and serves both nodes after {:?}",
+        killed.elapsed()
+    );
+    drain
+        .wait_timeout(WAIT)?
+        .ok_or("havctl drain did not return")?;
+    eprintln!("the cut drain: {}", drain.log().trim());
+    flows.run_rounds(10);
+
+    // The undrain, through the new leader, lifts p1b's override: p1a takes its VIP back.
+    let undrained = last(havctl_json(&lab, &["undrain", "p1a"])?)?;
+    assert_eq!(undrained["ok"], true, "{undrained}");
+    lab.wait_vip("p1a", vip, true)?;
+    lab.wait_masters(&[("one-vip0", "p1a"), ("one-vip1", "p1b")])?;
+    // What the client's connections went through is printed, not judged: the coordinator does
+    // not carry them (a parked node keeps them by its own hand-over beacons).
+    let report = flows.close();
+    eprintln!(
+        "the client's 10 connections through p1a: {} broken {:?}",
+        report.broken.len(),
+        report.broken.first()
+    );
+    drop(coordinators);
+    drop(etcd);
+    Ok(())
+}
+
+/// Polls `havctl status` (every 50 ms) until `node` reports `count` connections still served on
+/// the VIPs it handed over.
+fn wait_draining(lab: &FleetLab, node: &str, count: u64) -> Result<(), Error> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = lab.status()?;
+        let draining: u64 = (status.as_array().into_iter().flatten())
+            .filter(|n| n["name"] == node)
+            .flat_map(|n| n["instances"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["draining_connections"].as_u64())
+            .sum();
+        if draining == count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{node} never reported {count} connections: {status}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
