@@ -497,6 +497,24 @@ fn every_coordinator_and_etcd_member_restarted_loses_nothing() -> Result<(), Err
     let dns_after = wait_dns_settled(&lab)?;
     assert_eq!(dns_after, dns_before);
 
+    // The drain is still in force and shown: p1a drained, p1b's instance raised by an override.
+    let status = lab.status()?;
+    let node = |name: &str| {
+        status
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(node("p1a")["drained"], true, "{status}");
+    let raised = node("p1b")["instances"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "one-vip0"))
+        .map(|i| i["priority_override"].clone());
+    assert!(
+        raised.as_ref().is_some_and(serde_json::Value::is_u64),
+        "{status}"
+    );
     // The drain's record (which peer took which VIP) is still there: the undrain lifts p1b's
     // override and p1a takes its VIP back.
     let undrained = last(havctl_json(&lab, &["undrain", "p1a"])?)?;
