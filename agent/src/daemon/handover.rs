@@ -326,7 +326,11 @@ impl Handover {
     }
 
     /// A router changed state: a planned takeover keeps (or arms) the forwarding toward the
-    /// master it took over from, under a lease; any other change to Master drops it.
+    /// master it took over from, under a lease; any other change to Master drops it. A master
+    /// that leaves the role keeps forwarding to that node, armed as a backup is (until
+    /// [`Handover::follow`] points it at the master it hears): it still holds the VIPs until it
+    /// hears its successor, and a client's packets of that node's flows must not meet a reset
+    /// here meanwhile.
     pub fn on_state(&mut self, router: RouterId, to: State, cause: &Cause, now: Instant) {
         if to == State::Master {
             self.masters.insert(router);
@@ -337,12 +341,8 @@ impl Handover {
             return;
         };
         if to != State::Master {
-            if self
-                .forwards
-                .get(&router)
-                .is_some_and(|f| f.lease.is_some())
-            {
-                self.forwards.remove(&router);
+            if let Some(forward) = self.forwards.get_mut(&router) {
+                forward.lease = None;
             }
             return;
         }
@@ -891,5 +891,11 @@ mod tests {
             h.on_beacon(holding, from, t1 + Duration::from_millis(10)),
             None
         );
+        // It still holds the VIPs until it hears its successor: a client's packets of the
+        // parked node's flows that still arrive here go on to that node, not to a reset.
+        let forwards = h.rules().forwards;
+        assert_eq!(forwards.len(), 1);
+        assert_eq!(h.forwards[&r].to, b);
+        assert_eq!(h.forwards[&r].lease, None);
     }
 }
