@@ -24,6 +24,8 @@ use tokio::time::Instant;
 /// about this (plus etcd's lease-expiry check, up to 500 ms), and a leader renews three times per
 /// TTL, so two lost renewals in a row do not depose it.
 pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
+/// A lease renewal still unanswered after TTL / this is abandoned and tried again.
+const RENEWAL_TRIES: u32 = 6;
 
 /// Proof of leadership that a singleton's write carries (see [`crate::store::Store`]'s fenced
 /// writes).
@@ -166,13 +168,21 @@ enum Try {
         revision: i64,
         renewed: Instant,
     },
-    /// Someone holds it (named by its value), as of `revision`.
-    Held { leader: String, revision: i64 },
+    /// Someone holds it (named by its value, under `lease`), as of `revision`.
+    Held {
+        leader: String,
+        revision: i64,
+        lease: i64,
+    },
 }
 
 impl Election {
     async fn run(self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
         let mut backoff = Duration::from_millis(100);
+        // The lease of a term lost while etcd could not be reached to revoke it. A new etcd
+        // leader extends every lease, so the key can outlive the term by a whole TTL: found still
+        // under it, it is revoked then, and the key campaigned for at once.
+        let mut abandoned: Option<i64> = None;
         loop {
             let attempt = tokio::select! {
                 attempt = self.try_once() => attempt,
@@ -182,6 +192,14 @@ impl Election {
                     return;
                 }
             };
+            if let Ok(Try::Held { lease, .. }) = &attempt
+                && abandoned == Some(*lease)
+                && self.revoke(*lease).await
+            {
+                tracing::info!(coordinator = %self.name, "the key was still under this coordinator's lost term: revoked");
+                abandoned = None;
+                continue;
+            }
             match attempt {
                 Ok(Try::Won {
                     lease,
@@ -189,6 +207,7 @@ impl Election {
                     renewed,
                 }) => {
                     backoff = Duration::from_millis(100);
+                    abandoned = None;
                     tracing::info!(
                         coordinator = %self.name,
                         key = %self.key,
@@ -204,7 +223,9 @@ impl Election {
                         Ended::Lost(why) => {
                             tracing::warn!(coordinator = %self.name, "leadership lost: {why}; singletons stopped");
                             self.set(Role::Follower { leader: None });
-                            self.revoke(lease).await;
+                            if !self.revoke(lease).await {
+                                abandoned = Some(lease);
+                            }
                         }
                         Ended::Resign(done) => {
                             self.set(Role::Follower { leader: None });
@@ -217,7 +238,9 @@ impl Election {
                         }
                     }
                 }
-                Ok(Try::Held { leader, revision }) => {
+                Ok(Try::Held {
+                    leader, revision, ..
+                }) => {
                     backoff = Duration::from_millis(100);
                     let following = Role::Follower {
                         leader: Some(leader.clone()),
@@ -296,18 +319,22 @@ impl Election {
             });
         }
         self.revoke(lease).await;
-        let leader = response
+        let (leader, held) = response
             .op_responses()
             .into_iter()
             .find_map(|op| match op {
                 TxnOpResponse::Get(get) => get
                     .kvs()
                     .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                    .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())),
                 _ => None,
             })
             .unwrap_or_default();
-        Ok(Try::Held { leader, revision })
+        Ok(Try::Held {
+            leader,
+            revision,
+            lease: held,
+        })
     }
 
     /// Renews `lease` every third of the TTL until a renewal is late or refused, or a
@@ -326,11 +353,14 @@ impl Election {
                 done = &mut *stop => return Ended::Resign(done.ok()),
             }
             // Retried until the lease would have run out: a member that went away is replaced by
-            // another endpoint of the client.
+            // another endpoint of the client. One try is bounded to a sixth of the TTL, so a call
+            // stuck on a member that died (a connect that never completes) leaves time for
+            // tries through the others.
             loop {
                 let sent = Instant::now();
                 let mut leases = self.client.lease_client();
-                let renewal = tokio::time::timeout_at(expires, leases.keep_alive(lease));
+                let try_until = (sent + ttl / RENEWAL_TRIES).min(expires);
+                let renewal = tokio::time::timeout_at(try_until, leases.keep_alive(lease));
                 match renewal.await {
                     Ok(Ok(_)) => {
                         renewed = sent;
@@ -349,6 +379,9 @@ impl Election {
                                 self.ttl_seconds
                             ));
                         }
+                    }
+                    Err(_) if Instant::now() < expires => {
+                        tracing::debug!(coordinator = %self.name, "lease renewal unanswered; trying again");
                     }
                     Err(_) => {
                         return Ended::Lost(format!(
@@ -392,15 +425,19 @@ impl Election {
     }
 
     /// Gives the lease up (best effort: unrevoked, it expires by itself).
-    async fn revoke(&self, lease: i64) {
+    async fn revoke(&self, lease: i64) -> bool {
         let mut leases = self.client.lease_client();
         let revoke = leases.revoke(lease);
         match tokio::time::timeout(Duration::from_secs(1), revoke).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => true,
             Ok(Err(error)) => {
-                tracing::debug!(coordinator = %self.name, "lease not revoked: {error}")
+                tracing::debug!(coordinator = %self.name, "lease not revoked: {error}");
+                false
             }
-            Err(_) => tracing::debug!(coordinator = %self.name, "lease not revoked in 1 s"),
+            Err(_) => {
+                tracing::debug!(coordinator = %self.name, "lease not revoked in 1 s");
+                false
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::dns::{self, Desired, DnsClient};
 use crate::error::ControlError;
 use crate::leader::Role;
 use crate::presence::{Leases, Presence};
-use crate::rollout::drain::Move;
+use crate::rollout::drain::{Move, plan_drain};
 use crate::rollout::job::{self, JobRecord, JobSpec, Status};
 use crate::rollout::plan::{self, Group};
 use crate::rollout::{DrainSettings, Fleet, drain_node, settle_connections, undrain_node};
@@ -585,6 +585,26 @@ impl Orchestrator {
         })
     }
 
+    /// The drain record of `node`, if it is drained (or a drain of it was begun).
+    async fn drain_record(&self, node: &str) -> Result<Option<DrainRecord>, ControlError> {
+        let name = node.to_owned();
+        let record = blocking(&self.shared.store, move |s| {
+            Ok(s.records(DRAIN_SPACE)?.remove(&name))
+        })
+        .await?;
+        Ok(record.and_then(|bytes| serde_json::from_slice::<DrainRecord>(&bytes).ok()))
+    }
+
+    async fn put_drain_record(&self, node: &str, record: &DrainRecord) -> Result<(), ControlError> {
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        let name = node.to_owned();
+        blocking(&self.shared.store, move |s| {
+            s.put_record(DRAIN_SPACE, &name, &bytes)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Drains or undrains a node for `who`.
     pub async fn drain(
         &self,
@@ -603,16 +623,9 @@ impl Orchestrator {
                 Duration::from_secs(u64::from(request.connection_deadline_seconds));
         }
         let fleet: &dyn Fleet = &self.shared.registry;
+        let earlier = self.drain_record(&node).await?;
         if request.undrain {
-            let name = node.clone();
-            let record = blocking(&self.shared.store, move |s| {
-                Ok(s.records(DRAIN_SPACE)?.remove(&name))
-            })
-            .await?;
-            let moves = record
-                .and_then(|bytes| serde_json::from_slice::<DrainRecord>(&bytes).ok())
-                .map(|r| r.moves)
-                .unwrap_or_default();
+            let moves = earlier.map(|r| r.moves).unwrap_or_default();
             let result = undrain_node(fleet, &node, &moves, settings).await;
             let ok = result.is_ok();
             let error = result.err().map(|e| e.to_string()).unwrap_or_default();
@@ -636,6 +649,21 @@ impl Orchestrator {
                 ..DrainResponse::default()
             });
         }
+        // Write-ahead: the moves about to be made are recorded, with those of an earlier drain of
+        // this node not yet undone, before any override is sent, so an undrain lifts every one of
+        // them even when the coordinator running this drain dies before it ends.
+        let mut recorded = earlier.map(|r| r.moves).unwrap_or_default();
+        if let Ok(planned) = plan_drain(&node, &fleet.views()) {
+            merge_moves(&mut recorded, &planned);
+            let record = DrainRecord {
+                who: who.to_owned(),
+                reason: request.reason.clone(),
+                since_ms: unix_ms(),
+                ttl_seconds: settings.ttl.as_secs(),
+                moves: recorded.clone(),
+            };
+            self.put_drain_record(&node, &record).await?;
+        }
         let result = match drain_node(fleet, &node, settings).await {
             Ok(moves) => settle_connections(fleet, &node, request.force, settings)
                 .await
@@ -648,19 +676,15 @@ impl Orchestrator {
                     .iter()
                     .flat_map(|m| m.vips.iter().map(move |v| format!("{v} -> {}", m.peer)))
                     .collect::<Vec<_>>();
+                merge_moves(&mut recorded, &moves);
                 let record = DrainRecord {
                     who: who.to_owned(),
                     reason: request.reason.clone(),
                     since_ms: unix_ms(),
                     ttl_seconds: settings.ttl.as_secs(),
-                    moves,
+                    moves: recorded,
                 };
-                let bytes = serde_json::to_vec(&record).unwrap_or_default();
-                let name = node.clone();
-                blocking(&self.shared.store, move |s| {
-                    s.put_record(DRAIN_SPACE, &name, &bytes)
-                })
-                .await?;
+                self.put_drain_record(&node, &record).await?;
                 self.audit(
                     who,
                     "drain",
@@ -969,4 +993,17 @@ mod erased {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are plain updates of in-memory values: a poisoned lock is still usable.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds to `recorded` the moves of `more` it lacks (a move is the peer instance raised for one
+/// VRID of the node: recorded once, lifted once).
+fn merge_moves(recorded: &mut Vec<Move>, more: &[Move]) {
+    for m in more {
+        let known = recorded
+            .iter()
+            .any(|r| r.vrid == m.vrid && r.peer == m.peer && r.peer_instance == m.peer_instance);
+        if !known {
+            recorded.push(m.clone());
+        }
+    }
 }

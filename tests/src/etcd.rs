@@ -7,7 +7,6 @@
 //! killed leaves no etcd behind; the directories of such runs are removed by the next start
 //! ([`sweep_stale`]). Needs `etcd` (Debian `etcd-server`) and `etcdctl` (`etcd-client`).
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +17,9 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The name every run directory starts with, then the pid of the test process.
 const RUN_DIR_PREFIX: &str = "hav-etcd-";
+/// What a member logs once it serves clients (etcd 3.4 and 3.5: "serving client traffic
+/// insecurely", or "securely").
+const SERVING: &str = "serving client traffic";
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -26,6 +28,10 @@ pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
     tls: Option<ServerTls>,
+    /// `--initial-cluster` and `--initial-cluster-token` of every member (a member started again
+    /// on its data directory ignores them).
+    initial_cluster: String,
+    token: String,
 }
 
 /// TLS for the members' client URLs (`https://`), with client certificates required
@@ -48,6 +54,8 @@ struct Member {
     peer: SocketAddr,
     child: Option<Child>,
     log: PathBuf,
+    /// How many times the log said [`SERVING`] before the current run started.
+    served_before: usize,
 }
 
 impl EtcdCluster {
@@ -88,91 +96,125 @@ impl EtcdCluster {
             .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
             .tempdir()?
             .keep();
-        let mut cluster = EtcdCluster {
-            dir,
-            members: Vec::new(),
-            tls,
-        };
-        let scheme = cluster.scheme();
         let addresses = free_addresses(2 * count)?;
-        for (index, pair) in addresses.chunks(2).enumerate() {
-            cluster.members.push(Member {
+        let members: Vec<Member> = addresses
+            .chunks(2)
+            .enumerate()
+            .map(|(index, pair)| Member {
                 name: format!("m{index}"),
                 client: pair[0],
                 peer: pair[1],
                 child: None,
-                log: cluster.dir.join(format!("m{index}.log")),
-            });
-        }
-        let initial_cluster = cluster
-            .members
+                log: dir.join(format!("m{index}.log")),
+                served_before: 0,
+            })
+            .collect();
+        let initial_cluster = members
             .iter()
             .map(|m| format!("{}=http://{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let token = cluster
-            .dir
+        let token = dir
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let mut cluster = EtcdCluster {
+            dir,
+            members,
+            tls,
+            initial_cluster,
+            token,
+        };
         for index in 0..count {
-            let member = &cluster.members[index];
-            let data = cluster.dir.join(format!("{}.data", member.name));
-            let log = File::create(&member.log)?;
-            let mut command = Command::new("etcd");
-            command
-                .args(["--name", &member.name])
-                .arg("--data-dir")
-                .arg(&data)
-                .args([
-                    "--listen-client-urls",
-                    &format!("{scheme}{}", member.client),
-                ])
-                .args([
-                    "--advertise-client-urls",
-                    &format!("{scheme}{}", member.client),
-                ])
-                .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://{}", member.peer),
-                ])
-                .args(["--initial-cluster", &initial_cluster])
-                .args(["--initial-cluster-token", &token])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--logger", "zap", "--log-outputs", "stderr"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0);
-            if let Some(tls) = &cluster.tls {
-                command
-                    .arg("--cert-file")
-                    .arg(&tls.cert)
-                    .arg("--key-file")
-                    .arg(&tls.key)
-                    .arg("--trusted-ca-file")
-                    .arg(&tls.ca)
-                    .arg("--client-cert-auth");
-            }
-            // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let child = command
-                .spawn()
-                .map_err(|e| format!("cannot start etcd (Debian package etcd-server): {e}"))?;
-            cluster.members[index].child = Some(child);
+            cluster.spawn_member(index)?;
         }
         for index in 0..count {
             cluster.wait_serving(index)?;
         }
         Ok(cluster)
+    }
+
+    /// Starts member `index` on its data directory (new or kept), its log appended to.
+    fn spawn_member(&mut self, index: usize) -> Result<(), StartError> {
+        let scheme = self.scheme();
+        let member = &self.members[index];
+        let data = self.dir.join(format!("{}.data", member.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)?;
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &format!("{scheme}{}", member.client),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("{scheme}{}", member.client),
+            ])
+            .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", member.peer),
+            ])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let served_before = std::fs::read_to_string(&member.log)
+            .unwrap_or_default()
+            .matches(SERVING)
+            .count();
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start etcd (Debian package etcd-server): {e}"))?;
+        let member = &mut self.members[index];
+        member.served_before = served_before;
+        member.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts again every member that is not running, on its data directory, and waits until
+    /// each serves clients (which needs a quorum of them up: they are all started first). Call
+    /// it from the thread that started the cluster.
+    pub fn restart_stopped(&mut self) -> Result<(), Error> {
+        let stopped: Vec<usize> = (0..self.members.len())
+            .filter(|index| self.members[*index].child.is_none())
+            .collect();
+        for index in &stopped {
+            self.spawn_member(*index).map_err(StartError::into_error)?;
+        }
+        for index in stopped {
+            self.wait_serving(index).map_err(StartError::into_error)?;
+        }
+        Ok(())
     }
 
     /// The client URLs of the members still running, `http://127.0.0.1:PORT` (`https://` with
@@ -252,6 +294,14 @@ impl EtcdCluster {
         .into())
     }
 
+    /// SIGKILLs every running member (their data stays until the cluster is dropped).
+    pub fn kill_all(&mut self) -> Result<(), Error> {
+        for index in 0..self.members.len() {
+            self.kill(index)?;
+        }
+        Ok(())
+    }
+
     /// SIGKILLs member `index` (its data stays until the cluster is dropped).
     pub fn kill(&mut self, index: usize) -> Result<(), Error> {
         if let Some(mut child) = self.members[index].child.take() {
@@ -278,8 +328,7 @@ impl EtcdCluster {
         let watch = LogWatch::new(&log).map_err(StartError::Failed)?;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            // etcd 3.4 and 3.5: "serving client traffic insecurely" (or "securely").
-            if text.contains("serving client traffic") {
+            if text.matches(SERVING).count() > member.served_before {
                 return Ok(());
             }
             if let Some(status) = child.try_wait().map_err(failed)? {
@@ -338,6 +387,14 @@ enum StartError {
 impl<E: Into<Error>> From<E> for StartError {
     fn from(error: E) -> StartError {
         StartError::Failed(error.into())
+    }
+}
+
+impl StartError {
+    fn into_error(self) -> Error {
+        match self {
+            StartError::Exited(e) | StartError::Failed(e) => e,
+        }
     }
 }
 

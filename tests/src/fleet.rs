@@ -27,6 +27,9 @@ pub const LAN: &str = "lan";
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// What hav-coordinator logs once it listens.
+const LISTENING: &str = "hav-coordinator listening";
+
 /// The lab, the certificates, the coordinator and the agents.
 pub struct FleetLab {
     pub lab: Lab,
@@ -167,10 +170,17 @@ impl FleetLab {
             ])
             .args(args.iter().cloned())
             .env("RUST_LOG", "info,hav_coordinator=debug");
+        // A coordinator started again under the same name appends to the same log.
+        let log = self.lab.log_dir().join(format!("coordinator-{name}.log"));
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(LISTENING)
+            .count();
         let process = self.lab.spawn(COORDINATOR_HOST, spec)?;
-        wait_file_contains(
+        wait_file_count(
             process.log_path(),
-            "hav-coordinator listening",
+            LISTENING,
+            before + 1,
             Duration::from_secs(20),
         )?;
         Ok(process)
@@ -180,13 +190,22 @@ impl FleetLab {
     /// share a store.
     pub fn start_etcd(&self) -> Result<NamespacedEtcd, Error> {
         let (endpoints_tx, endpoints) = std::sync::mpsc::channel();
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        // The members die with the thread that started them: it lives until the stop.
+        let (control, controls) = std::sync::mpsc::channel::<(EtcdControl, EtcdReply)>();
+        // The members die with the thread that started them: it lives until the stop, and
+        // starts them again itself.
         let thread = self.lab.host(COORDINATOR_HOST)?.in_thread(move || {
             match EtcdCluster::start() {
-                Ok(cluster) => {
+                Ok(mut cluster) => {
                     let _ = endpoints_tx.send(Ok(cluster.endpoints()));
-                    let _ = stopped.recv();
+                    for (what, reply) in controls {
+                        let result = match what {
+                            EtcdControl::Leader => cluster.leader().map(Some),
+                            EtcdControl::Kill(index) => cluster.kill(index).map(|()| None),
+                            EtcdControl::KillAll => cluster.kill_all().map(|()| None),
+                            EtcdControl::RestartStopped => cluster.restart_stopped().map(|()| None),
+                        };
+                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                    }
                     drop(cluster);
                 }
                 Err(e) => {
@@ -200,7 +219,7 @@ impl FleetLab {
             .map_err(|_| "the etcd thread ended without a word")??;
         Ok(NamespacedEtcd {
             endpoints,
-            stop: Some(stop),
+            control: Some(control),
             thread: Some(thread),
         })
     }
@@ -420,13 +439,58 @@ impl FleetLab {
 pub struct NamespacedEtcd {
     /// The members' client URLs (`http://127.0.0.1:PORT`, reachable from that host only).
     pub endpoints: Vec<String>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
+    control: Option<std::sync::mpsc::Sender<(EtcdControl, EtcdReply)>>,
     thread: Option<std::thread::JoinHandle<Result<(), crate::netns::NetnsError>>>,
+}
+
+/// What the thread that owns the members is asked to do.
+enum EtcdControl {
+    Leader,
+    Kill(usize),
+    KillAll,
+    RestartStopped,
+}
+
+type EtcdReply = std::sync::mpsc::Sender<Result<Option<usize>, String>>;
+
+impl NamespacedEtcd {
+    /// The index of the member that is the raft leader now.
+    pub fn leader(&self) -> Result<usize, Error> {
+        self.ask(EtcdControl::Leader)?
+            .ok_or_else(|| "no leader index".into())
+    }
+
+    /// SIGKILLs member `index`; its data stays.
+    pub fn kill(&self, index: usize) -> Result<(), Error> {
+        self.ask(EtcdControl::Kill(index)).map(drop)
+    }
+
+    /// SIGKILLs every member; their data stays.
+    pub fn kill_all(&self) -> Result<(), Error> {
+        self.ask(EtcdControl::KillAll).map(drop)
+    }
+
+    /// Starts every stopped member again on its data directory and waits until each serves.
+    pub fn restart_stopped(&self) -> Result<(), Error> {
+        self.ask(EtcdControl::RestartStopped).map(drop)
+    }
+
+    fn ask(&self, what: EtcdControl) -> Result<Option<usize>, Error> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.control
+            .as_ref()
+            .ok_or("the etcd cluster is stopped")?
+            .send((what, reply))
+            .map_err(|_| "the etcd thread has ended")?;
+        Ok(answer
+            .recv()
+            .map_err(|_| "the etcd thread ended without an answer")??)
+    }
 }
 
 impl Drop for NamespacedEtcd {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.control.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

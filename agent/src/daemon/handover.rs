@@ -366,7 +366,10 @@ impl Handover {
     /// A takeover is planned when the master resigned or was preempted, or when a sync group
     /// made the router follow a member that took over so (it then forwards toward the master it
     /// was armed toward: the group's old master, which parks this router's VIPs as it parks the
-    /// member's).
+    /// member's). A master that leaves the role keeps forwarding to that node, armed as a backup
+    /// is (until [`Handover::follow`] points it at the master it hears): it still holds the VIPs
+    /// until it hears its successor, and a client's packets of that node's flows must not meet a
+    /// reset here meanwhile.
     pub fn on_state(
         &mut self,
         router: RouterId,
@@ -400,12 +403,8 @@ impl Handover {
             return;
         };
         if to != State::Master {
-            if self
-                .forwards
-                .get(&router)
-                .is_some_and(|f| f.lease.is_some())
-            {
-                self.forwards.remove(&router);
+            if let Some(forward) = self.forwards.get_mut(&router) {
+                forward.lease = None;
             }
             return;
         }
@@ -1050,6 +1049,12 @@ mod tests {
             h.on_beacon(holding, from, t1 + Duration::from_millis(10)),
             None
         );
+        // It still holds the VIPs until it hears its successor: a client's packets of the
+        // parked node's flows that still arrive here go on to that node, not to a reset.
+        let forwards = h.rules().forwards;
+        assert_eq!(forwards.len(), 1);
+        assert_eq!(h.forwards[&r].to, b);
+        assert_eq!(h.forwards[&r].lease, None);
     }
 
     /// The peer accepts beacons only from the address it knows this node by (its adverts'

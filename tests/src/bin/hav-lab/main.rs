@@ -4,6 +4,10 @@
 //! status and DNS; then kills a master, lets it come back and drains a node, printing what a
 //! client probing the VIP every 5 ms saw and each failover's trace as the agents exported it.
 //! Everything is torn down at the end, on error, and on Ctrl-C.
+//!
+//! `hav-lab --ha` shows the control plane made highly available instead ([`ha`]).
+
+mod ha;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,9 +33,20 @@ const PROBED_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 const PROBED_VRID: i64 = 10;
 
 fn main() {
+    let ha = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => false,
+        [flag] if flag == "--ha" => true,
+        other => {
+            eprintln!(
+                "hav-lab: unexpected arguments {other:?}\nusage: hav-lab [--ha]\n  \
+                 --ha  three coordinators on a three-member etcd; the leader killed mid-drain"
+            );
+            std::process::exit(2);
+        }
+    };
     watch_interrupts();
     let started = Instant::now();
-    match run(&INTERRUPTED) {
+    match run(&INTERRUPTED, ha) {
         Ok(()) => println!(
             "\nlab torn down: every namespace, link and process is gone ({} s in all).",
             started.elapsed().as_secs()
@@ -89,12 +104,20 @@ struct Measured {
 
 /// Creates the lab, runs the demonstration in it and, when a step failed (not on Ctrl-C), keeps
 /// the processes' logs and says where; the lab itself is removed when `fleet` drops.
-fn run(interrupted: &AtomicBool) -> anyhow::Result<()> {
-    banner("1. The lab: namespaces, certificates, DNS, trace collector");
+fn run(interrupted: &AtomicBool, ha: bool) -> anyhow::Result<()> {
+    if ha {
+        banner("1. The lab: namespaces, certificates, etcd");
+    } else {
+        banner("1. The lab: namespaces, certificates, DNS, trace collector");
+    }
     explain("each box is a network namespace on one LAN 198.51.100.0/24 (a bridge):");
     let mut fleet =
         FleetLab::new(&NODES).doing("creating namespaces and certificates (run as root)")?;
-    let result = demonstrate(&mut fleet, interrupted);
+    let result = if ha {
+        ha::demonstrate(&mut fleet, interrupted)
+    } else {
+        demonstrate(&mut fleet, interrupted)
+    };
     if result.is_err() && !interrupted.load(Ordering::SeqCst) {
         fleet.lab.keep_logs();
         let logs = fleet.lab.log_dir().display().to_string();
