@@ -137,6 +137,21 @@ pub fn read_line(stream: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// Which node greets a new connection through the VIP.
+/// Which node greets a new connection to `vip` within `timeout`; `None` when nobody does.
+pub fn try_greeter(lab: &Lab, vip: IpAddr, timeout: Duration) -> Option<String> {
+    let thread = lab
+        .host("client")
+        .ok()?
+        .in_thread(move || {
+            let mut stream = TcpStream::connect_timeout(&SocketAddr::new(vip, ECHO_PORT), timeout)
+                .map_err(|e| NetnsError::io("connect", e))?;
+            stream.set_read_timeout(Some(timeout)).ok();
+            read_line(&mut stream).map_err(|e| NetnsError::io("greeting", e))
+        })
+        .ok()?;
+    thread.join().ok()?.ok()
+}
+
 pub fn greeter(lab: &Lab, vip: IpAddr) -> String {
     let thread = lab
         .host("client")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{WAIT, instance};
 use hav_tests::agent::{Agent, AgentConfig, InstanceSpec, find_instance, start_echo_httpd};
-use hav_tests::flows::{Flows, greeter};
+use hav_tests::flows::{Flows, greeter, try_greeter};
 use hav_tests::keepalived::{VrrpState, start_pair};
 use hav_tests::netns::{NsProcess, Presence};
 use hav_tests::topology::{Lab, LanSpec, Pair};
@@ -527,4 +527,60 @@ fn a_sync_group_keeps_the_connections_of_both_vips_through_a_preempt_failback() 
             .wait_address("b", vip, Presence::Absent, Duration::from_secs(3))
             .expect("b lets go");
     }
+}
+
+/// Adverts lost both ways (a flaky link) make the backup master for a moment: it announces the
+/// VIP, so the client learns it at the backup's MAC; the master, which never stopped, hears
+/// nothing of it. Once adverts flow again the backup steps down and lets go. The master learns
+/// from the backup's hand-over beacon (answered `NotForwarding`: it took nothing over) that
+/// hosts may have the VIP at the other MAC, and announces it again: the client reaches the
+/// master at once, not after its ARP entry goes stale (15 s or more).
+#[test]
+fn a_backup_that_held_the_vip_for_a_moment_leaves_no_client_at_its_mac() {
+    let mut s = setup();
+    let lab = &s.pair.lab;
+    let table = format!("{}_cut", lab.prefix());
+    let nft = |command: String| {
+        let out = lab.exec("b", &["nft", &command]).expect("nft");
+        assert!(out.success(), "nft {command}: {out:?}");
+    };
+    nft(format!("add table inet {table}"));
+    for hook in ["input", "output"] {
+        nft(format!(
+            "add chain inet {table} {hook} {{ type filter hook {hook} priority 0; }}"
+        ));
+        nft(format!(
+            "add rule inet {table} {hook} ip protocol vrrp drop"
+        ));
+    }
+    s.b.wait_state("VI_1", "Master", WAIT)
+        .expect("b master for a moment");
+    let a_state = s.a.instance("VI_1").expect("a's status");
+    assert_eq!(a_state["state"], "Master", "a never stopped");
+    // b announced the VIP: the client now sends to b.
+    assert_eq!(greeter(lab, s.vip), "b");
+    // b hears a again and steps down; a still hears nothing from b (its last adverts, the one
+    // sent as it steps down included, are lost): only the hand-over beacon tells a.
+    nft(format!("delete chain inet {table} input"));
+    s.pair
+        .lab
+        .wait_address("b", s.vip, Presence::Absent, WAIT)
+        .expect("b lets go");
+    let gone = Instant::now();
+    // Connections are tried one after another, each given 300 ms.
+    let mut greeted = None;
+    while gone.elapsed() < Duration::from_secs(3) {
+        greeted = try_greeter(lab, s.vip, Duration::from_millis(300));
+        if greeted.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        greeted.as_deref(),
+        Some("a"),
+        "no answer for {:?} after b let go",
+        gone.elapsed()
+    );
+    eprintln!("the client reached a {:?} after b let go", gone.elapsed());
+    nft(format!("delete table inet {table}"));
 }

@@ -303,6 +303,13 @@ impl Executor {
                 if let Some(answer) = self.handover.on_beacon(beacon, from, now) {
                     self.send_beacon(answer);
                 }
+                for router in self.handover.take_reannouncements() {
+                    let vips: Vec<Vip> = (self.routers.get(&router))
+                        .map(|io| io.vips.values().cloned().collect())
+                        .unwrap_or_default();
+                    tracing::info!(instance = %self.name(router), "a peer held this master's VIPs for a moment; announcing them again");
+                    self.announce(router, &vips).await;
+                }
             }
             handover::Event::Beacon(None, from) => {
                 tracing::debug!(%from, "datagram on the hand-over port that is not a beacon dropped");
@@ -378,6 +385,19 @@ impl Executor {
             .iter()
             .filter_map(|address| io.vips.get(address).cloned())
             .collect()
+    }
+
+    /// Gratuitous ARP / unsolicited NA for `vips` of `router`, one packet per address.
+    async fn announce(&self, router: RouterId, vips: &[Vip]) {
+        let mut by_device: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+        for vip in vips {
+            by_device.entry(&vip.iface).or_default().push(vip.addr);
+        }
+        for (device, addresses) in by_device {
+            if let Err(error) = self.announcer.announce(device, &addresses).await {
+                tracing::warn!(router = %self.name(router), %error, "announce failed");
+            }
+        }
     }
 
     /// Carries out the engine's actions in order; the transitions among them.
@@ -469,15 +489,7 @@ impl Executor {
             }
             Action::Announce { router, vips } => {
                 let details = self.vip_details(router, &vips);
-                let mut by_device: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
-                for vip in &details {
-                    by_device.entry(&vip.iface).or_default().push(vip.addr);
-                }
-                for (device, addresses) in by_device {
-                    if let Err(error) = self.announcer.announce(device, &addresses).await {
-                        tracing::warn!(router = %self.name(router), %error, "announce failed");
-                    }
-                }
+                self.announce(router, &details).await;
             }
             Action::StateChanged {
                 router,

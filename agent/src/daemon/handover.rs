@@ -226,6 +226,8 @@ pub struct Handover {
     /// Routers (by name, draining or not) master after a planned takeover: a sync-group member
     /// that follows one of them into Master takes over in a planned way too.
     planned_masters: BTreeSet<String>,
+    /// Masters to announce again ([`Handover::take_reannouncements`]).
+    reannounce: Vec<RouterId>,
     port: u16,
     /// What the tables were last made to hold, by router (forward targets, parked routers):
     /// compared after every batch without building the rules. `None`: unknown (a new plan).
@@ -267,10 +269,18 @@ impl Handover {
     }
 
     /// The router with `vrid` in that family, if this node is its master.
-    fn master_of(&self, vrid: u8, ipv6: bool) -> Option<&RouterHandover> {
+    fn master_of(&self, vrid: u8, ipv6: bool) -> Option<(RouterId, &RouterHandover)> {
         (self.masters.iter())
-            .filter_map(|id| self.routers.get(id))
-            .find(|r| r.vrid == vrid && r.ipv6 == ipv6)
+            .filter_map(|id| Some((*id, self.routers.get(id)?)))
+            .find(|(_, r)| r.vrid == vrid && r.ipv6 == ipv6)
+    }
+
+    /// The masters whose VIPs must be announced again, since the last call: a peer said it held
+    /// them for a moment (it parked them with this node as successor although this node never
+    /// stopped being master: adverts were lost), so hosts may have learnt them at its MAC, and
+    /// the adverts that would have told this node so may be the very ones lost.
+    pub fn take_reannouncements(&mut self) -> Vec<RouterId> {
+        std::mem::take(&mut self.reannounce)
     }
 
     /// Whether `router` keeps its connections through a planned hand-over.
@@ -469,7 +479,8 @@ impl Handover {
         let sender = canonical(from.ip());
         match beacon.kind {
             BeaconKind::Holding { .. } | BeaconKind::Released => {
-                let master = self.master_of(beacon.vrid, beacon.ipv6).cloned();
+                let master = (self.master_of(beacon.vrid, beacon.ipv6))
+                    .map(|(id, router)| (id, router.clone()));
                 let forward = self.forwards.iter_mut().find(|(_, f)| {
                     f.lease.is_some()
                         && canonical(f.to) == sender
@@ -489,7 +500,11 @@ impl Handover {
                     (None, BeaconKind::Released) => return None,
                     // Only a master that took over otherwise says no; a node between roles (it
                     // just resigned, the sender may take the VIPs back) says nothing.
-                    (None, _) => (BeaconKind::NotForwarding, master?),
+                    (None, _) => {
+                        let (id, router) = master?;
+                        self.reannounce.push(id);
+                        (BeaconKind::NotForwarding, router)
+                    }
                 };
                 Some(Outgoing::new(Beacon { kind, ..beacon }, from, &router))
             }
@@ -991,8 +1006,13 @@ mod tests {
             now,
         );
         assert!(h.rules().forwards.is_empty());
+        // The planned beacons above asked for no announcement.
+        assert!(h.take_reannouncements().is_empty());
         let answer = h.on_beacon(holding, from, now).expect("answers");
         assert_eq!(answer.beacon.kind, BeaconKind::NotForwarding);
+        // The sender held this master's VIPs for a moment: hosts may have them at its MAC.
+        assert_eq!(h.take_reannouncements(), vec![r]);
+        assert!(h.take_reannouncements().is_empty());
     }
 
     #[test]
