@@ -732,13 +732,13 @@ fn count_syscalls(a: &[u32], b: &[u32], window: Duration) -> Result<(f64, f64), 
             .map_err(|e| BenchError::Io(format!("strace: {e}")))?;
         Ok((child, out))
     };
-    let tracers = [attach(a, "a")?, attach(b, "b")?];
+    let tracers = [(attach(a, "a")?, a), (attach(b, "b")?, b)];
     let started = Instant::now();
     // The counting window itself: a fixed span of idle operation, not a synchronisation.
     std::thread::sleep(window);
     let elapsed = started.elapsed();
     let mut rates = Vec::new();
-    for (mut child, out) in tracers {
+    for ((mut child, out), pids) in tracers {
         // SAFETY: kill(2) on our own child; SIGINT makes strace detach and write its summary.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
         child
@@ -747,8 +747,7 @@ fn count_syscalls(a: &[u32], b: &[u32], window: Duration) -> Result<(f64, f64), 
         let summary = fs::read_to_string(&out)
             .map_err(|e| BenchError::Io(format!("{}: {e}", out.display())))?;
         eprintln!(
-            "system calls of pids {:?} over {:.1} s:\n{summary}",
-            if out.ends_with("a") { a } else { b },
+            "system calls of pids {pids:?} over {:.1} s:\n{summary}",
             elapsed.as_secs_f64()
         );
         rates.push(strace_total_calls(&summary)? as f64 / elapsed.as_secs_f64());

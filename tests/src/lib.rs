@@ -35,6 +35,7 @@ pub mod dns;
 pub mod etcd;
 pub mod fleet;
 pub mod flows;
+pub mod interrupt;
 pub mod journal;
 pub mod keepalived;
 pub mod lb;

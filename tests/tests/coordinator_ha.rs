@@ -74,37 +74,8 @@ fn the_leading_coordinator_killed_mid_rollout_is_replaced_and_the_job_finishes()
 {
     let mut lab = FleetLab::new(&NODES)?;
     let etcd = lab.start_etcd()?;
-    let args = vec![
-        "--etcd".to_owned(),
-        etcd.endpoints.join(","),
-        "--etcd-prefix".into(),
-        "/ha-under-test/".into(),
-        "--leader-ttl".into(),
-        "2s".into(),
-    ];
-    let mut first = lab.spawn_coordinator("coord-a", PORTS[0], &args)?;
-    wait_file_count(first.log_path(), "leading", 1, WAIT)?;
-    let second = lab.spawn_coordinator("coord-b", PORTS[1], &args)?;
-    wait_file_count(second.log_path(), "following", 1, WAIT)?;
-    let coordinator_ip = LanSpec::PRIMARY.ipv4(1);
-    lab.dial = PORTS
-        .iter()
-        .map(|port| format!("{coordinator_ip}:{port}"))
-        .collect();
-
-    for (node, _) in NODES {
-        lab.start_agent(node)?;
-    }
-    for (node, _) in NODES {
-        lab.wait_link_up(node, 1)?;
-    }
-    let path = lab.write("fleet.toml", &fleet(&lab))?;
-    let out = lab.havctl(&["push-config", "--fleet", &path])?;
-    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    for (vip, (node, _)) in VIPS.iter().zip(NODES) {
-        lab.wait_vip(node, vip.parse()?, true)?;
-    }
-    lab.wait_masters(&[("one-vip0", "p1a"), ("one-vip1", "p1b")])?;
+    let text = fleet(&lab);
+    let [mut first, second] = fleet_on_etcd(&mut lab, &etcd, Duration::from_secs(2), &[], &text)?;
     let out = lab.havctl(&["status"])?;
     assert!(
         out.stdout.starts_with("coordinator coord-a: leader\n"),
@@ -145,7 +116,7 @@ fn the_leading_coordinator_killed_mid_rollout_is_replaced_and_the_job_finishes()
     );
     // The agents moved to the coordinator left (served by the leader only, they are refused
     // until it leads).
-    let survivor = format!("{coordinator_ip}:{}", PORTS[1]);
+    let survivor = format!("{}:{}", LanSpec::PRIMARY.ipv4(1), PORTS[1]);
     for (node, _) in NODES {
         lab.wait_link_up(node, 2)?;
         eprintln!("{node} reconnected after {:?}", killed.elapsed());
@@ -224,7 +195,7 @@ fn fleet_on_etcd(
     ttl: Duration,
     extra: &[String],
     fleet_text: &str,
-) -> Result<Vec<NsProcess>, Error> {
+) -> Result<[NsProcess; 2], Error> {
     let args = coordinator_args(etcd, ttl, extra);
     let first = lab.spawn_coordinator("coord-a", PORTS[0], &args)?;
     wait_file_count(first.log_path(), "leading", 1, WAIT)?;
@@ -248,7 +219,7 @@ fn fleet_on_etcd(
         lab.wait_vip(node, vip.parse()?, true)?;
     }
     lab.wait_masters(&[("one-vip0", "p1a"), ("one-vip1", "p1b")])?;
-    Ok(vec![first, second])
+    Ok([first, second])
 }
 
 /// `--etcd`, `--leader-ttl` and `extra`: the arguments of every coordinator.

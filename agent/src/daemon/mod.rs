@@ -483,7 +483,9 @@ impl Daemon {
         };
         // Compared in place: after most adverts nothing changed and nothing is allocated.
         if summaries().len() != self.last_summary.len()
-            || !summaries().eq(self.last_summary.iter().cloned())
+            || !summaries()
+                .zip(&self.last_summary)
+                .all(|(now, last)| now == *last)
         {
             self.last_summary = summaries().collect();
             self.publish_link();

@@ -119,13 +119,11 @@ impl Sockets {
     /// was sent to us, so that an instance never hears one advert twice.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
         let count = self.open.len();
-        for step in 0..count {
-            let index = (self.next + step) % count;
-            let Some(open) = self.open.values().nth(index) else {
-                continue;
-            };
+        let start = self.next % count.max(1);
+        let sockets = self.open.values().cycle().skip(start).take(count);
+        for (step, open) in sockets.enumerate() {
             if let Poll::Ready(inbound) = poll_socket(open, cx, &mut self.buf) {
-                self.next = index + 1;
+                self.next = start + step + 1;
                 return Poll::Ready(inbound);
             }
         }

@@ -7,7 +7,7 @@
 //! `cargo run --release -p hav-tests --bin hav-chaos -- --minutes 30 --keepalived`
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -54,29 +54,6 @@ struct Args {
     list_faults: bool,
 }
 
-/// Ctrl-C and SIGTERM set this; the soak notices it within 100 ms, clears the running fault and
-/// tears the fleet down through its owners' Drop.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn watch_interrupts() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        if let Err(error) = unsafe { sigaction(signal, &action) } {
-            eprintln!("hav-chaos: cannot catch {signal}: {error}");
-        }
-    }
-}
-
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     if args.list_faults {
@@ -115,10 +92,10 @@ fn main() -> anyhow::Result<ExitCode> {
         print!("{}", schedule.render());
         return Ok(ExitCode::SUCCESS);
     }
-    watch_interrupts();
-    let outcome = chaos::run(&config, &INTERRUPTED)?;
+    hav_tests::interrupt::watch("hav-chaos");
+    let outcome = chaos::run(&config, &hav_tests::interrupt::INTERRUPTED)?;
     print!("{}", outcome.report());
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if hav_tests::interrupt::INTERRUPTED.load(Ordering::SeqCst) {
         eprintln!("hav-chaos: interrupted; the figures cover the faults that ran");
     }
     if outcome.passed() {

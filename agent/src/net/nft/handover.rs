@@ -308,47 +308,52 @@ mod tests {
         }
     }
 
-    /// An `nft` stand-in that appends each transaction it reads to `log` and fails once while
-    /// `fail` exists (removing it).
+    /// An `nft` stand-in that appends each transaction it reads to `log`. While `fail` exists it
+    /// removes it, reads `gate` (a FIFO) to its end, then fails: the test learns that this run
+    /// started when its own open of the FIFO for writing returns, and ends it by closing it.
     fn fake_nft(dir: &std::path::Path) -> (Nft, std::path::PathBuf, std::path::PathBuf) {
         use std::os::unix::fs::PermissionsExt;
-        let (log, fail) = (dir.join("log"), dir.join("fail"));
+        let (log, fail, gate) = (dir.join("log"), dir.join("fail"), dir.join("gate"));
         let program = dir.join("nft");
         std::fs::write(
             &program,
             format!(
                 "#!/bin/sh\ncat >> {log}\necho '-- end' >> {log}\n\
-                 if [ -e {fail} ]; then rm {fail}; exit 1; fi\n",
+                 if [ -e {fail} ]; then rm {fail}; cat {gate} > /dev/null; exit 1; fi\n",
                 log = log.display(),
-                fail = fail.display()
+                fail = fail.display(),
+                gate = gate.display(),
             ),
         )
         .expect("fake nft");
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        (Nft::with_program(program), log, fail)
+        let made = std::process::Command::new("mkfifo")
+            .arg(&gate)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success(), "mkfifo {}", gate.display());
+        (Nft::with_program(program), log, gate)
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_applier_retries_a_failure_and_applies_only_the_latest_rules_asked() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (nft, log, fail) = fake_nft(dir.path());
-        std::fs::write(&fail, "").expect("fail marker");
+        let (nft, log, gate) = fake_nft(dir.path());
+        std::fs::write(dir.path().join("fail"), "").expect("fail marker");
         let name = TableName::new("havtest").expect("name");
         let mut applier = HandoverApplier::spawn(HandoverTables::new(name, nft));
         applier.set(silencing("198.51.100.11"), "first");
-        // The first transaction runs (and fails) in the background.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("-- end")
-        {
-            assert!(std::time::Instant::now() < deadline, "nft never ran");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        // Asked back to back: the second is superseded before it starts.
+        // Opening the FIFO for writing returns once the first run reads it: it is under way.
+        let writer = tokio::task::spawn_blocking(move || std::fs::File::create(gate))
+            .await
+            .expect("joined")
+            .expect("gate opened by the first run");
+        // Asked back to back while it runs: the second is superseded before it starts.
         applier.set(silencing("198.51.100.22"), "second");
         applier.set(silencing("198.51.100.33"), "third");
         assert_eq!(applier.asked(), &silencing("198.51.100.33"));
+        // The first run fails now.
+        drop(writer);
         applier.close().await;
         let ran = std::fs::read_to_string(&log).expect("log");
         let transactions: Vec<&str> = ran

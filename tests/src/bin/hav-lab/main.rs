@@ -44,9 +44,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    watch_interrupts();
+    hav_tests::interrupt::watch("hav-lab");
     let started = Instant::now();
-    match run(&INTERRUPTED, ha) {
+    match run(&hav_tests::interrupt::INTERRUPTED, ha) {
         Ok(()) => println!(
             "\nlab torn down: every namespace, link and process is gone ({} s in all).",
             started.elapsed().as_secs()
@@ -55,30 +55,6 @@ fn main() {
             eprintln!("\nhav-lab: {error:#}");
             eprintln!("lab torn down: every namespace, link and process is gone.");
             std::process::exit(1);
-        }
-    }
-}
-
-/// Ctrl-C and SIGTERM set a flag the steps check, so the lab is torn down by its owner's Drop
-/// rather than left behind by an abrupt exit. A handler, not a blocked mask: children inherit a
-/// blocked mask, and the agents must see their SIGTERM.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn watch_interrupts() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        if let Err(error) = unsafe { sigaction(signal, &action) } {
-            eprintln!("hav-lab: cannot catch {signal}: {error}");
         }
     }
 }
