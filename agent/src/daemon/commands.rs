@@ -35,6 +35,10 @@ impl Daemon {
             Ok(()) => tracing::info!(id, "coordinator command done: {kind}"),
             Err(error) => tracing::warn!(id, %error, "coordinator command refused: {kind}"),
         }
+        // The snapshot showing the command's effect (a config version, an override) goes out
+        // before its ack: the link sends a snapshot published before an ack first, so the
+        // coordinator never acts on an acknowledged command with the node's old state.
+        self.publish_link();
         pending.ack(result);
     }
 
