@@ -9,6 +9,7 @@
 //! leaves the running config untouched. An instance whose interface is missing runs in Fault
 //! while the others run; it elects again when the link is back.
 
+mod adopt;
 mod commands;
 mod executor;
 pub mod fleet;
@@ -53,7 +54,15 @@ const LATE_DEADLINE: Duration = Duration::from_millis(5);
 const FIRST_REPORT_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the agent from `config_path` until SIGTERM/SIGINT/SIGQUIT and a graceful stop.
-pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+/// How the daemon starts, beyond its config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Instances whose VIPs are already on their interfaces start as master and keep them
+    /// (see [`adopt`]).
+    pub adopt: bool,
+}
+
+pub async fn run(config_path: PathBuf, options: StartOptions) -> anyhow::Result<()> {
     let config = load_node_config(&config_path).map_err(|errors| {
         anyhow::anyhow!(
             "config refused, nothing started:\n{}",
@@ -61,7 +70,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         )
     })?;
     let selected = fleet::select(&config_path, config);
-    let mut daemon = Daemon::start(config_path, selected).await?;
+    let mut daemon = Daemon::start(config_path, selected, options).await?;
     daemon.run().await
 }
 
@@ -94,7 +103,11 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, selected: fleet::Selected) -> anyhow::Result<Self> {
+    async fn start(
+        config_path: PathBuf,
+        selected: fleet::Selected,
+        options: StartOptions,
+    ) -> anyhow::Result<Self> {
         let fleet::Selected { config, version } = selected;
         // Planning reads the host and changes nothing; it comes first so that a journal that
         // cannot be read still lets the configured VIPs be removed.
@@ -203,8 +216,25 @@ impl Daemon {
             .trackers
             .apply_all(&daemon.running.plan, None, &mut daemon.engine, now);
         daemon.apply_bindings(None, now);
+        let adopted = if options.adopt {
+            Some(
+                adopt::Adopted::find(
+                    &daemon.running.plan,
+                    &mut daemon.engine,
+                    &daemon.executor.vips,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
         daemon.engine.start(now);
         daemon.execute().await;
+        if let Some(adopted) = adopted {
+            adopted
+                .release_unheld(&daemon.engine, &mut daemon.executor.vips)
+                .await;
+        }
         // After the first election is under way: the link never delays VRRP.
         daemon.link = fleet::spawn_link(&daemon.running.config);
         daemon.publish();
