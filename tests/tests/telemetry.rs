@@ -87,9 +87,12 @@ track_file = ["weight"]
     );
     let path = lab.log_dir().join(format!("{}.toml", spec.name));
     std::fs::write(&path, config).expect("config");
+    // A log of its own per start.
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     lab.spawn(
         &spec.attachment.host,
-        SpawnSpec::new(format!("{}-agent", spec.name), agent_binary())
+        SpawnSpec::new(format!("{}-agent-{start}", spec.name), agent_binary())
             .args(["--config", &path.display().to_string()])
             .env("RUST_LOG", "info"),
     )
@@ -351,17 +354,15 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     let vip = IpAddr::V4(pair.vip4);
     let collector_address = SocketAddr::new(IpAddr::V4(pair.client.ipv4), OTLP_PORT);
     let mut collector = collector_in(&pair.lab, &pair.client.host, collector_address);
-    let mut a = start_agent(
-        &pair.lab,
-        &AgentSpec {
-            name: "a",
-            attachment: &pair.a,
-            peer: &pair.b,
-            priority: 150,
-            vip,
-            otlp: Some(collector_address),
-        },
-    );
+    let a_spec = AgentSpec {
+        name: "a",
+        attachment: &pair.a,
+        peer: &pair.b,
+        priority: 150,
+        vip,
+        otlp: Some(collector_address),
+    };
+    let mut a = start_agent(&pair.lab, &a_spec);
     pair.lab
         .wait_address("a", vip, Presence::Present, WAIT)
         .unwrap_or_else(|error| panic!("a never took the VIP: {error}\n{}", a.log()));
@@ -531,5 +532,72 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
         takeover.duration(),
         resign.duration()
     );
+
+    // 4. The same handover twice within a second: a starts again and takes the VIP back; its
+    // tracked weight drops below b's twice, with a preempting back in between. Same VIP, same
+    // two nodes, same cause: a trace of its own each time on both nodes, still one trace for
+    // both sides.
+    let mut a = start_agent(&pair.lab, &a_spec);
+    pair.lab
+        .wait_address("b", vip, Presence::Absent, WAIT)
+        .unwrap_or_else(|error| panic!("b kept the VIP: {error}\n{}", b.log()));
+    let weight = pair.lab.log_dir().join("a").join("weight");
+    let mut handovers: Vec<(Exported, Exported)> = Vec::new();
+    for round in 0..2 {
+        std::fs::write(&weight, "-100\n").expect("weight down");
+        pair.lab
+            .wait_address("b", vip, Presence::Present, WAIT)
+            .unwrap_or_else(|error| panic!("b never took over: {error}\n{}", b.log()));
+        let seen: Vec<Vec<u8>> = handovers
+            .iter()
+            .map(|(t, _)| t.span.span_id.clone())
+            .collect();
+        let taken = collector.wait_for("b's takeover from a resigning", |s| {
+            s.host == "b"
+                && s.span.name == "vrrp.failover"
+                && s.string("vrrp.cause") == "master-resigned"
+                && s.span.span_id != takeover.span.span_id
+                && !seen.contains(&s.span.span_id)
+        });
+        let seen: Vec<Vec<u8>> = handovers
+            .iter()
+            .map(|(_, r)| r.span.span_id.clone())
+            .collect();
+        let resigned = collector.wait_for("a's resignation", |s| {
+            s.host == "a"
+                && s.span.name == "vrrp.resign"
+                && s.string("vrrp.cause") == "resign"
+                && !seen.contains(&s.span.span_id)
+        });
+        assert!(links_to(&taken, &resigned) && links_to(&resigned, &taken));
+        handovers.push((taken, resigned));
+        if round == 0 {
+            std::fs::write(&weight, "5\n").expect("weight up");
+            pair.lab
+                .wait_address("b", vip, Presence::Absent, WAIT)
+                .unwrap_or_else(|error| panic!("a never took back: {error}\n{}", b.log()));
+        }
+    }
+    let [(first_b, first_a), (second_b, second_a)] = [&handovers[0], &handovers[1]];
+    assert_ne!(
+        first_b.span.trace_id, second_b.span.trace_id,
+        "b: two traces"
+    );
+    assert_ne!(
+        first_a.span.trace_id, second_a.span.trace_id,
+        "a: two traces"
+    );
+    let gap = Duration::from_nanos(
+        second_b
+            .span
+            .start_time_unix_nano
+            .saturating_sub(first_b.span.start_time_unix_nano),
+    );
+    println!(
+        "the same handover again {gap:?} later: its own trace on both nodes; one trace for both sides: {} and {}",
+        first_b.span.trace_id == first_a.span.trace_id,
+        second_b.span.trace_id == second_a.span.trace_id
+    );
+    a.terminate(WAIT).expect("a stops");
     b.terminate(WAIT).expect("b stops");
 }
