@@ -216,6 +216,9 @@ impl Daemon {
             .trackers
             .apply_all(&daemon.running.plan, None, &mut daemon.engine, now);
         daemon.apply_bindings(None, now);
+        // Before the first election: a node restarted while drained or overridden stays so.
+        daemon.overrides = fleet::Overrides::load(&daemon.running.config.node.state_dir, now);
+        daemon.apply_overrides(now);
         let adopted = if options.adopt {
             Some(
                 adopt::Adopted::find(
@@ -442,7 +445,12 @@ impl Daemon {
     }
 
     /// Gives every router the priority override it should run with now.
+    /// Gives every router the override it runs with now, and keeps them in the state dir.
     fn apply_overrides(&mut self, now: Instant) {
+        let state_dir = &self.running.config.node.state_dir;
+        if let Err(error) = self.overrides.save(state_dir, now) {
+            tracing::warn!(dir = %state_dir.display(), %error, "priority overrides not saved: a restart will not keep them");
+        }
         for router in &self.running.plan.engine.routers {
             if let Some(id) = self.engine.router_id(&router.name) {
                 self.engine
