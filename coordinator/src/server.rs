@@ -257,7 +257,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         None => None,
         Some(address) => {
             let shared = shared.clone();
-            let render = move || shared.metrics.render(&shared.registry);
+            let render = move |format| shared.metrics.render(&shared.registry, format);
             let server = hav_proto::metrics::http::serve(address, render)
                 .map_err(|source| ServerError::Metrics { address, source })?;
             tracing::info!(address = %server.local_addr(), "serving metrics on http://{}/metrics", server.local_addr());

@@ -108,14 +108,22 @@ fn scrape(lab: &Lab, host: &str) -> BTreeMap<String, f64> {
 
 /// [`scrape`], or the error of a connection that failed (an agent not listening yet).
 fn try_scrape(lab: &Lab, host: &str) -> std::io::Result<BTreeMap<String, f64>> {
-    let body = lab
+    let (head, body) = get_metrics(lab, host, "")?;
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    Ok(parse_exposition(&body))
+}
+
+/// GET /metrics with `extra` header lines: the response head and body.
+fn get_metrics(lab: &Lab, host: &str, extra: &str) -> std::io::Result<(String, String)> {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
+    let response = lab
         .host(host)
         .expect("host")
-        .in_thread(|| {
+        .in_thread(move || {
             Ok((|| -> std::io::Result<String> {
                 let mut stream = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
                 stream.set_read_timeout(Some(WAIT))?;
-                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+                stream.write_all(request.as_bytes())?;
                 let mut response = String::new();
                 stream.read_to_string(&mut response)?;
                 Ok(response)
@@ -125,10 +133,9 @@ fn try_scrape(lab: &Lab, host: &str) -> std::io::Result<BTreeMap<String, f64>> {
         .join()
         .expect("no panic")
         .expect("in namespace")?;
-    let (head, body) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    Ok(parse_exposition(body))
+    Ok((head.to_owned(), body.to_owned()))
 }
 
 fn parse_exposition(body: &str) -> BTreeMap<String, f64> {
@@ -465,6 +472,36 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     assert!(failover.span.start_time_unix_nano <= detect.span.start_time_unix_nano);
     assert!(failover.span.end_time_unix_nano >= announce.span.end_time_unix_nano);
     assert!(vips_add.span.start_time_unix_nano >= election.span.start_time_unix_nano);
+    // The failover histogram names this trace as its exemplar, when asked for OpenMetrics.
+    let (head, body) = get_metrics(
+        &pair.lab,
+        "b",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    )
+    .expect("OpenMetrics scrape");
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let trace_hex: String = failover
+        .span
+        .trace_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let exemplar = body
+        .lines()
+        .find(|line| {
+            line.starts_with("hav_failover_duration_seconds_bucket{")
+                && line.contains("cause=\"master-down\"")
+                && line.contains(" # {trace_id=")
+        })
+        .unwrap_or_else(|| panic!("no exemplar on the failover histogram:\n{body}"));
+    assert!(
+        exemplar.contains(&format!("{{trace_id=\"{trace_hex}\"}}")),
+        "the exemplar is not b's failover trace {trace_hex}: {exemplar}"
+    );
     println!(
         "link cut: detection {silent:?}, detection to announce {to_announce:?}, vips.add {:?}, failover span {:?}",
         vips_add.duration(),

@@ -11,12 +11,12 @@ use super::metrics::Registry;
 
 /// Binds `address` and serves `registry` from a task of the current runtime.
 pub fn serve(address: SocketAddr, registry: Arc<Mutex<Registry>>) -> io::Result<ServerGuard> {
-    hav_proto::metrics::http::serve(address, move || {
+    hav_proto::metrics::http::serve(address, move |format| {
         // A poisoned lock only means a panic elsewhere mid-update; the values are still plain
         // numbers, so serve them.
         match registry.lock() {
-            Ok(registry) => registry.render(),
-            Err(poisoned) => poisoned.into_inner().render(),
+            Ok(registry) => registry.render(format),
+            Err(poisoned) => poisoned.into_inner().render(format),
         }
     })
 }

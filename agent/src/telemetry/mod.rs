@@ -173,6 +173,10 @@ impl Telemetry {
                     duration_ms = takeover.duration().as_secs_f64() * 1000.0,
                     "failover complete: VIPs added and announced"
                 );
+                // The exemplar names the failover's trace only when that trace is exported.
+                let traced = (self.sink.as_ref())
+                    .is_some_and(|sink| sink.samples(record.trace_id()))
+                    .then(|| record.trace_id().to_string());
                 if takeover.replaced_a_master()
                     && let Ok(mut registry) = self.registry.lock()
                 {
@@ -180,6 +184,7 @@ impl Telemetry {
                         takeover.instance(),
                         takeover.cause_kind(),
                         takeover.duration(),
+                        traced,
                     );
                 }
             }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::text::CONTENT_TYPE;
+use super::text::Format;
 
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,11 +39,11 @@ impl Drop for ServerGuard {
     }
 }
 
-/// Binds `address` and serves what `render` returns (the text exposition) from a task of the
-/// current runtime.
+/// Binds `address` and serves what `render` returns (the exposition in the format the scraper
+/// asked for, see [`Format::negotiate`]) from a task of the current runtime.
 pub fn serve<F>(address: SocketAddr, render: F) -> io::Result<ServerGuard>
 where
-    F: Fn() -> String + Send + Sync + 'static,
+    F: Fn(Format) -> String + Send + Sync + 'static,
 {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
@@ -77,9 +77,9 @@ where
 
 async fn respond(
     mut stream: TcpStream,
-    render: &(dyn Fn() -> String + Send + Sync),
+    render: &(dyn Fn(Format) -> String + Send + Sync),
 ) -> io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+    let (head, accept) = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => {
             return reply(
@@ -102,11 +102,12 @@ async fn respond(
     let path = target.split('?').next().unwrap_or_default();
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
-            let body = render();
+            let format = Format::negotiate(accept.as_deref());
+            let body = render(format);
             reply(
                 &mut stream,
                 "200 OK",
-                CONTENT_TYPE,
+                format.content_type(),
                 body.as_bytes(),
                 method == "GET",
             )
@@ -135,9 +136,9 @@ async fn respond(
     }
 }
 
-/// The request line, once the whole head (up to the blank line) arrived; `None` if it is too
-/// long or not HTTP.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
+/// The request line and the `Accept` header, once the whole head (up to the blank line)
+/// arrived; `None` if it is too long or not HTTP.
+async fn read_head(stream: &mut TcpStream) -> io::Result<Option<(String, Option<String>)>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -154,11 +155,17 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    let line = text.lines().next().unwrap_or_default().trim_end();
-    Ok(line
-        .ends_with("HTTP/1.1")
-        .then(|| line.to_owned())
-        .or_else(|| line.ends_with("HTTP/1.0").then(|| line.to_owned())))
+    let mut lines = text.lines();
+    let line = lines.next().unwrap_or_default().trim_end();
+    if !line.ends_with("HTTP/1.1") && !line.ends_with("HTTP/1.0") {
+        return Ok(None);
+    }
+    let accept = lines
+        .take_while(|header| !header.trim().is_empty())
+        .filter_map(|header| header.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("accept"))
+        .map(|(_, value)| value.trim().to_owned());
+    Ok(Some((line.to_owned(), accept)))
 }
 
 async fn reply(
@@ -195,15 +202,29 @@ mod tests {
     async fn serves_what_render_returns_and_refuses_the_rest() {
         let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = scrapes.clone();
-        let server = serve("127.0.0.1:0".parse().expect("literal"), move || {
+        let server = serve("127.0.0.1:0".parse().expect("literal"), move |format| {
             let n = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            format!("scrapes {n}\n")
+            format!("scrapes {n} {format:?}\n")
         })
         .expect("bind");
         let address = server.local_addr();
         let ok = get(address, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.ends_with("\r\n\r\nscrapes 1\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nscrapes 1 Text\n"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
+        let open = get(
+            address,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\naccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+        )
+        .await;
+        assert!(open.ends_with("\r\n\r\nscrapes 2 OpenMetrics\n"), "{open}");
+        assert!(
+            open.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+            "{open}"
+        );
         let head = get(address, "HEAD /metrics HTTP/1.0\r\n\r\n").await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.ends_with("\r\n\r\n"), "no body for HEAD: {head}");
