@@ -202,7 +202,7 @@ mod tests {
         let exemplar = Exemplar {
             labels: vec![("trace_id".into(), "4bf92f3577b34da6a3ce929d0e0e4736".into())],
             value: 0.042,
-            timestamp: 1_700_000_000.1234,
+            timestamp: 1_700_000_000.123_4,
         };
         let write = |format| {
             let mut out = Exposition::new(format);
