@@ -479,6 +479,7 @@ fn telemetry() -> impl Strategy<Value = Telemetry> {
                 .otlp_endpoint;
             Telemetry {
                 metrics_listen,
+                metrics_tls: None,
                 otlp_endpoint,
                 sampling_ratio: SamplingRatio::new(ratio).expect("generated in range"),
                 resource,

@@ -638,3 +638,98 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     a.terminate(WAIT).expect("a stops");
     b.terminate(WAIT).expect("b stops");
 }
+
+/// `[telemetry.metrics_tls]` with a client CA: a scraper with a certificate from that CA gets the
+/// metrics over HTTPS; one without a certificate, or speaking plain HTTP, gets nothing.
+#[test]
+fn metrics_over_tls_answer_only_a_scraper_with_a_certificate() {
+    let pair = Pair::new().expect("topology");
+    let certs = pair.lab.log_dir().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let dir = certs.display().to_string();
+    for args in [
+        vec!["certs", "init", "--dir", &dir],
+        vec![
+            "certs",
+            "issue",
+            "--dir",
+            &dir,
+            "--kind",
+            "coordinator",
+            "--name",
+            "metrics",
+            "--san",
+            "127.0.0.1",
+        ],
+        vec![
+            "certs", "issue", "--dir", &dir, "--kind", "operator", "--name", "prom", "--role",
+            "viewer",
+        ],
+    ] {
+        hav_tests::fleet::havctl_local(&args).expect("havctl certs");
+    }
+    let file = |name: &str| certs.join(name).display().to_string();
+    let config = format!(
+        "[node]\nname = \"a\"\nstate_dir = {state:?}\n\n[telemetry]\nmetrics_listen = \"127.0.0.1:{METRICS_PORT}\"\n\
+         metrics_tls = {{ cert = {cert:?}, key = {key:?}, client_ca = {ca:?} }}\n",
+        state = pair.lab.log_dir().join("a-state").display().to_string(),
+        cert = file("coordinator-metrics.pem"),
+        key = file("coordinator-metrics.key"),
+        ca = file("ca.pem"),
+    );
+    let path = pair.lab.log_dir().join("a.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut agent = pair
+        .lab
+        .spawn(
+            "a",
+            SpawnSpec::new("a-agent-tls", agent_binary())
+                .args(["--config", &path.display().to_string()])
+                .env("RUST_LOG", "info"),
+        )
+        .expect("agent starts");
+    let url = format!("https://127.0.0.1:{METRICS_PORT}/metrics");
+    let ca = file("ca.pem");
+    let (cert, key) = (file("operator-prom.pem"), file("operator-prom.key"));
+    let scrape = |extra: &[&str]| {
+        let mut argv = vec!["curl", "-sS", "--max-time", "5", "--cacert", &ca];
+        argv.extend_from_slice(extra);
+        argv.push(&url);
+        pair.lab.exec("a", &argv).expect("curl runs")
+    };
+    // The agent logs where it serves once it does.
+    let deadline = Instant::now() + WAIT;
+    while !agent.log().contains("serving metrics on https://") {
+        assert!(agent.is_running(), "agent exited: {}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no metrics server: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let with_cert = scrape(&["--cert", &cert, "--key", &key]);
+    assert!(with_cert.success(), "{}", with_cert.stderr);
+    assert!(
+        with_cert.stdout.contains("hav_build_info{version="),
+        "{}",
+        with_cert.stdout
+    );
+    let without = scrape(&[]);
+    assert!(!without.success(), "served without a client certificate");
+    let plain = pair
+        .lab
+        .exec(
+            "a",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{METRICS_PORT}/metrics"),
+            ],
+        )
+        .expect("curl runs");
+    assert!(!plain.success(), "served plain HTTP: {}", plain.stdout);
+    agent.kill().expect("stop");
+}

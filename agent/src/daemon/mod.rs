@@ -184,7 +184,8 @@ impl Daemon {
                 None
             }
         };
-        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
+        let mut telemetry = Telemetry::start(&config.telemetry, &config.node.name);
+        telemetry.keep_trace_ids_in(&config.node.state_dir);
         let mut daemon = Self {
             config_path,
             running: Running {

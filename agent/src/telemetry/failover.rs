@@ -23,7 +23,8 @@
 //! Two handovers the same way between the same nodes need a handover back in between, so one
 //! window of a second rarely holds two. When it does, the node numbers its records of the same
 //! id (`repeat`, folded into the id): a node never exports two roots under one trace, and both
-//! sides, which saw the same handovers, number them alike.
+//! sides, which saw the same handovers, number them alike (a node keeps its latest ids across a
+//! restart, in its state dir).
 //!
 //! Everything here is plain data: times are passed in as [`Moment`]s, ids come from a stable
 //! hash, and nothing is exported until a caller hands the spans to a sink.
@@ -448,6 +449,23 @@ impl Failovers {
             self.number(record);
         }
         records
+    }
+
+    /// The base trace ids of this node's latest records, oldest first (to keep across a
+    /// restart, see [`Failovers::remember`]).
+    pub fn recent_ids(&self) -> impl Iterator<Item = TraceId> + '_ {
+        self.recent.iter().copied()
+    }
+
+    /// Takes the base trace ids an earlier run of this node recorded, so that a handover
+    /// repeated after a restart is numbered as the peer, which saw both, numbers it.
+    pub fn remember(&mut self, ids: impl IntoIterator<Item = TraceId>) {
+        for id in ids {
+            if self.recent.len() == RECENT_IDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(id);
+        }
     }
 
     /// Sets `record`'s repeat: how many of this node's recent records had its base trace id.

@@ -16,7 +16,7 @@ use super::raw::{
     OneOrMany, RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe,
     RawProcess, RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
-use super::raw::{RawRealServer, RawRealServerCheck, RawVirtualServer};
+use super::raw::{RawMetricsTls, RawRealServer, RawRealServerCheck, RawVirtualServer};
 
 impl NodeConfig {
     /// The config as canonical TOML; [`parse_node_config`](super::parse_node_config) of it gives
@@ -83,6 +83,11 @@ impl NodeConfig {
 fn telemetry(telemetry: &Telemetry) -> RawTelemetry {
     RawTelemetry {
         metrics_listen: telemetry.metrics_listen.map(|address| address.to_string()),
+        metrics_tls: telemetry.metrics_tls.as_ref().map(|tls| RawMetricsTls {
+            cert: Some(tls.cert.display().to_string()),
+            key: Some(tls.key.display().to_string()),
+            client_ca: tls.client_ca.as_ref().map(|ca| ca.display().to_string()),
+        }),
         otlp_endpoint: (telemetry.otlp_endpoint.as_ref()).map(|endpoint| endpoint.to_string()),
         sampling_ratio: Some(telemetry.sampling_ratio.get()),
         resource: (!telemetry.resource.is_empty()).then(|| telemetry.resource.clone()),

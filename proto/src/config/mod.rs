@@ -27,7 +27,7 @@ pub use node::{
     VirtualServer,
 };
 pub use node::{
-    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig,
+    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, MetricsTls, NodeConfig,
     NodeSettings, Notify, OtlpEndpoint, Probe, ProbeKind, ProcessMatch, SamplingRatio, Script,
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,

@@ -495,11 +495,22 @@ pub struct InstanceFingerprint {
     sync_group: Option<SyncGroup>,
 }
 
+/// `[telemetry.metrics_tls]`: the metrics endpoint's certificate, and the CA whose certificates
+/// scrapers must present (any scraper when `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// `[telemetry]`: metrics and traces. Each part is off unless its key is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Telemetry {
-    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    /// Where `GET /metrics` is served (Prometheus text or OpenMetrics); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve it over TLS (and ask scrapers for certificates) instead of plain HTTP.
+    pub metrics_tls: Option<MetricsTls>,
     /// The OTLP/gRPC collector traces are exported to; no exporter when `None`.
     pub otlp_endpoint: Option<OtlpEndpoint>,
     /// The share of failover traces kept (decided per trace id, so both nodes of a failover

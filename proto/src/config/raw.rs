@@ -84,6 +84,8 @@ pub(crate) struct RawTelemetry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_tls: Option<RawMetricsTls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling_ratio: Option<f64>,
@@ -93,6 +95,18 @@ pub(crate) struct RawTelemetry {
         deserialize_with = "table"
     )]
     pub resource: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[telemetry.metrics_tls]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetricsTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

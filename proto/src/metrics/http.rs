@@ -1,18 +1,22 @@
-//! A minimal HTTP/1.1 server for `GET /metrics`: one response per connection, then close.
+//! A minimal HTTP/1.1 server for `GET /metrics`, plain or over TLS: one response per
+//! connection, then close.
 //!
-//! Bounded in every direction: a request head of at most 8 KiB read within 5 s, at most 16
-//! connections at once; anything but `GET /metrics` (or `HEAD`) gets 404 or 405. The render
-//! function runs once per scrape, never across an await.
+//! Bounded in every direction: a TLS handshake and a request head of at most 8 KiB read within
+//! 5 s, at most 16 connections at once; anything but `GET /metrics` (or `HEAD`) gets 404 or 405.
+//! The render function runs once per scrape, never across an await. With TLS, a connection that
+//! does not complete the handshake (plain HTTP, an unknown client certificate) gets nothing.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::text::Format;
 
@@ -41,7 +45,11 @@ impl Drop for ServerGuard {
 
 /// Binds `address` and serves what `render` returns (the exposition in the format the scraper
 /// asked for, see [`Format::negotiate`]) from a task of the current runtime.
-pub fn serve<F>(address: SocketAddr, render: F) -> io::Result<ServerGuard>
+pub fn serve<F>(
+    address: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    render: F,
+) -> io::Result<ServerGuard>
 where
     F: Fn(Format) -> String + Send + Sync + 'static,
 {
@@ -51,6 +59,7 @@ where
     let local_addr = listener.local_addr()?;
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let render = Arc::new(render);
+    let acceptor = tls.map(TlsAcceptor::from);
     let task = tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -64,8 +73,19 @@ where
                 }
             };
             let render = render.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Err(error) = respond(stream, render.as_ref()).await {
+                let result = match acceptor {
+                    None => respond(stream, render.as_ref()).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => respond(stream, render.as_ref()).await,
+                            Ok(Err(error)) => Err(error),
+                            Err(_) => Ok(()),
+                        }
+                    }
+                };
+                if let Err(error) = result {
                     tracing::debug!(%error, "metrics client went away");
                 }
                 drop(permit);
@@ -75,8 +95,8 @@ where
     Ok(ServerGuard { local_addr, task })
 }
 
-async fn respond(
-    mut stream: TcpStream,
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     render: &(dyn Fn(Format) -> String + Send + Sync),
 ) -> io::Result<()> {
     let (head, accept) = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
@@ -138,7 +158,9 @@ async fn respond(
 
 /// The request line and the `Accept` header, once the whole head (up to the blank line)
 /// arrived; `None` if it is too long or not HTTP.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<(String, Option<String>)>> {
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> io::Result<Option<(String, Option<String>)>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -168,8 +190,8 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<(String, Option<
     Ok(Some((line.to_owned(), accept)))
 }
 
-async fn reply(
-    stream: &mut TcpStream,
+async fn reply<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     content_type: &str,
     body: &[u8],
@@ -189,6 +211,7 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     async fn get(address: SocketAddr, request: &str) -> String {
         let mut stream = TcpStream::connect(address).await.expect("connect");
@@ -202,10 +225,14 @@ mod tests {
     async fn serves_what_render_returns_and_refuses_the_rest() {
         let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = scrapes.clone();
-        let server = serve("127.0.0.1:0".parse().expect("literal"), move |format| {
-            let n = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            format!("scrapes {n} {format:?}\n")
-        })
+        let server = serve(
+            "127.0.0.1:0".parse().expect("literal"),
+            None,
+            move |format| {
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                format!("scrapes {n} {format:?}\n")
+            },
+        )
         .expect("bind");
         let address = server.local_addr();
         let ok = get(address, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").await;

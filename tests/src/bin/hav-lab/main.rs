@@ -611,8 +611,7 @@ fn print_trace(
     let spans: Vec<&Exported> = collector
         .seen()
         .iter()
-        // Only this event's spans (a restarted agent's first handover within a second of an
-        // earlier one of the same facts can still share its id).
+        // Only this event's spans.
         .filter(|s| s.span.trace_id == trace_id && s.span.end_time_unix_nano >= since_ns)
         .collect();
     let origin = spans
