@@ -436,6 +436,9 @@ impl Daemon {
         for (name, value) in &self.drops {
             counters.insert((*name).to_string(), *value);
         }
+        for (name, value) in self.executor.notifiers.counters() {
+            counters.insert(name.to_owned(), value);
+        }
         Snapshot {
             node: self.running.config.node.name.clone(),
             config: self.config_path.display().to_string(),
