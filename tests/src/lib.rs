@@ -14,6 +14,7 @@
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
 //! - [`etcd`]: a real three-member etcd cluster on loopback, for the coordinator's etcd store.
+//! - [`smtp`]: a real SMTP server (aiosmtpd) in a lab host, for the agent's mail alerts.
 //!
 //! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
@@ -42,4 +43,5 @@ pub mod lb;
 pub mod netns;
 pub mod otlp;
 pub mod probe;
+pub mod smtp;
 pub mod topology;

@@ -100,7 +100,8 @@ pub struct FifoWriter {
     dropped: Arc<AtomicU64>,
     /// Set while lines are being dropped, so that a run of drops is logged once.
     dropping: AtomicBool,
-    task: JoinHandle<()>,
+    /// Gives the FIFO back once the queue is written.
+    task: JoinHandle<Option<AsyncFd<Fd>>>,
     script: Option<ReaderScript>,
 }
 
@@ -173,8 +174,8 @@ impl FifoWriter {
         }
     }
 
-    /// Writes what is queued (waiting at most a second for a reader to make room), then stops
-    /// the reader program.
+    /// Writes what is queued (waiting at most a second for a reader to make room); with a
+    /// reader program, lets it read what the pipe holds (within the same second), then stops it.
     pub async fn close(self) {
         let Self {
             lines,
@@ -184,11 +185,23 @@ impl FifoWriter {
             ..
         } = self;
         drop(lines);
-        if tokio::time::timeout(CLOSE_WAIT, &mut task).await.is_err() {
-            task.abort();
-            tracing::warn!(fifo = %path.display(), "notify FIFO not read: lines still queued at stop were dropped");
-        }
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        let fifo = match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(fifo)) => fifo,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "notify FIFO writer failed");
+                None
+            }
+            Err(_) => {
+                task.abort();
+                tracing::warn!(fifo = %path.display(), "notify FIFO not read: lines still queued at stop were dropped");
+                None
+            }
+        };
         if let Some(script) = script {
+            if let Some(fifo) = fifo {
+                wait_drained(&fifo, deadline).await;
+            }
             script.stop().await;
         }
     }
@@ -204,14 +217,34 @@ impl AsRawFd for Fd {
     }
 }
 
-async fn write_lines(fd: AsyncFd<Fd>, mut queue: mpsc::Receiver<String>, path: PathBuf) {
+/// Waits until the pipe holds nothing more for its reader, or `deadline`. The kernel signals
+/// no event for an emptied pipe, so this looks every 10 ms (only at stop, with a reader
+/// program, for a second at most).
+async fn wait_drained(fifo: &AsyncFd<Fd>, deadline: tokio::time::Instant) {
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one `c_int` through the pointer, which is valid for the call.
+        let result =
+            unsafe { libc::ioctl(fifo.get_ref().as_raw_fd(), libc::FIONREAD, &mut queued) };
+        if result != 0 || queued == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn write_lines(
+    fd: AsyncFd<Fd>,
+    mut queue: mpsc::Receiver<String>,
+    path: PathBuf,
+) -> Option<AsyncFd<Fd>> {
     while let Some(line) = queue.recv().await {
         loop {
             let mut ready = match fd.writable().await {
                 Ok(ready) => ready,
                 Err(error) => {
                     tracing::error!(fifo = %path.display(), %error, "notify FIFO unusable; lines dropped");
-                    return;
+                    return None;
                 }
             };
             match ready.try_io(|fd| {
@@ -227,6 +260,7 @@ async fn write_lines(fd: AsyncFd<Fd>, mut queue: mpsc::Receiver<String>, path: P
             }
         }
     }
+    Some(fd)
 }
 
 /// keepalived's `notify_fifo_script`: a long-running program that reads the FIFO, in its own
