@@ -49,13 +49,22 @@ impl Bench {
     }
 
     /// `text` made to run in the lab host: `eth0`/`eth1` become its interfaces; the state dir,
-    /// status socket and track file go under the agent's directory, per case.
+    /// status socket, notify FIFO and track file go under the agent's directory, per case.
     fn adapt(&self, case: &str, text: &str) -> String {
         let dir = self.dir();
         let mut out = String::new();
         for line in text.lines() {
             let key = line.split('=').next().unwrap_or_default().trim();
             if key == "state_dir" || key == "status_socket" {
+                continue;
+            }
+            if key == "notify_fifo" {
+                out.push_str(&format!(
+                    "notify_fifo = {:?}\n",
+                    dir.join(format!("notify-{case}.fifo"))
+                        .display()
+                        .to_string()
+                ));
                 continue;
             }
             out.push_str(line);

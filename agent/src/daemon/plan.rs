@@ -321,6 +321,13 @@ pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanE
             }
         }
     }
+    for (what, reason) in crate::notify::host_problems(&plan.notifications) {
+        problems.push(HostProblem::Needs {
+            owner: "node".to_owned(),
+            what: what.to_owned(),
+            reason,
+        });
+    }
     Ok(problems)
 }
 

@@ -67,6 +67,37 @@ impl NotifyPlan {
     }
 }
 
+/// What the host lacks for `plan` (`hav-agent --check` warns; the daemon logs it and runs without
+/// the FIFO or its reader): the key and the reason.
+pub fn host_problems(plan: &NotifyPlan) -> Vec<(&'static str, String)> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut problems = Vec::new();
+    let Some(fifo) = &plan.fifo else {
+        return problems;
+    };
+    match std::fs::symlink_metadata(&fifo.path) {
+        Ok(meta) if !meta.file_type().is_fifo() => problems.push((
+            "notify_fifo",
+            format!("{} exists and is not a FIFO", fifo.path.display()),
+        )),
+        Ok(_) => {}
+        Err(_) => {
+            if let Some(parent) = fifo.path.parent()
+                && !parent.is_dir()
+            {
+                problems.push((
+                    "notify_fifo",
+                    format!("no directory {} to create the FIFO in", parent.display()),
+                ));
+            }
+        }
+    }
+    for reason in fifo.script.iter().flat_map(Program::host_problems) {
+        problems.push(("notify_fifo_script", reason));
+    }
+    problems
+}
+
 /// The running FIFO writer and mail sender.
 #[derive(Debug, Default)]
 pub struct Notifiers {
