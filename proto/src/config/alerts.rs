@@ -130,7 +130,7 @@ pub(crate) fn canonical_smtp(smtp: &Smtp) -> super::raw::RawSmtp {
 
 /// Whether `name` is a DNS host name: dot-separated labels of 1 to 63 letters, digits and
 /// hyphens, at most 253 characters.
-pub(crate) fn is_host_name(name: &str) -> bool {
+pub fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

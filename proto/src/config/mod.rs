@@ -20,7 +20,7 @@ mod validate;
 
 pub use alerts::{
     DEFAULT_SMTP_CONNECT_TIMEOUT, DEFAULT_SMTP_PORT, MailAddress, NotifyFifo, RealtimePriority,
-    Smtp, SmtpHost, SmtpServer,
+    Smtp, SmtpHost, SmtpServer, is_host_name,
 };
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
 pub use load::{
