@@ -516,6 +516,8 @@ impl Daemon {
     fn publish(&mut self) {
         self.telemetry
             .publish(&self.engine, self.trackers.health(), &self.drops);
+        self.telemetry
+            .notifications(&self.executor.notifiers.counters());
         // Counters move with every advert: they count as a change only for log followers.
         let counters = tracing::enabled!(tracing::Level::DEBUG).then(|| self.engine.status());
         let handover = &self.executor.handover;

@@ -34,6 +34,8 @@ pub struct Registry {
     router_wide: Counters,
     trackers: BTreeMap<String, f64>,
     socket_drops: BTreeMap<String, u64>,
+    /// The notify FIFO's and the SMTP alerts' counters, by name (`crate::notify`).
+    notifications: Vec<(&'static str, u64)>,
     /// (instance, to state, cause kind) → count.
     transitions: BTreeMap<(String, &'static str, &'static str), u64>,
     /// (instance, cause kind) → durations.
@@ -48,6 +50,7 @@ impl Default for Registry {
             router_wide: Counters::default(),
             trackers: BTreeMap::new(),
             socket_drops: BTreeMap::new(),
+            notifications: Vec::new(),
             transitions: BTreeMap::new(),
             failovers: BTreeMap::new(),
         }
@@ -68,6 +71,13 @@ impl Registry {
         self.router_wide = router_wide.clone();
         self.trackers = trackers;
         self.socket_drops = socket_drops;
+    }
+
+    /// Replaces the notify FIFO's and SMTP alerts' counters (`notify_fifo_lines_dropped`,
+    /// `smtp_alerts_sent`, `smtp_alerts_failed`, `smtp_alerts_dropped`).
+    pub fn set_notifications(&mut self, counters: &[(&'static str, u64)]) {
+        self.notifications.clear();
+        self.notifications.extend_from_slice(counters);
     }
 
     pub fn count_transition(&mut self, instance: &str, to: State, cause_kind: &'static str) {
@@ -249,6 +259,20 @@ impl Registry {
                 "hav_tracker_status",
                 &[("tracker", tracker)],
                 *value,
+            );
+        }
+        header(
+            &mut out,
+            "hav_notifications_total",
+            "counter",
+            "State changes told besides the hooks, by outcome: notify FIFO lines dropped (no reader), SMTP alerts sent, failed and dropped (queue full).",
+        );
+        for (outcome, value) in &self.notifications {
+            sample(
+                &mut out,
+                "hav_notifications_total",
+                &[("outcome", outcome)],
+                *value as f64,
             );
         }
         header(
