@@ -380,6 +380,16 @@ mod tests {
     }
 
     #[test]
+    fn notifications_are_counted_by_outcome() {
+        let mut registry = Registry::default();
+        registry.set_notifications(&[("smtp_alerts_sent", 2), ("smtp_alerts_failed", 1)]);
+        let text = registry.render();
+        assert!(text.contains("# TYPE hav_notifications_total counter\n"));
+        assert!(text.contains("hav_notifications_total{outcome=\"smtp_alerts_sent\"} 2\n"));
+        assert!(text.contains("hav_notifications_total{outcome=\"smtp_alerts_failed\"} 1\n"));
+    }
+
+    #[test]
     fn transitions_are_counted_by_state_and_cause() {
         let mut registry = Registry::default();
         registry.count_transition("VI_1", State::Master, "master-down");
