@@ -337,7 +337,7 @@ fn dont_track_primary_becomes_a_weighted_track_of_the_instance_interface() {
 fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
     let global = "vrrp_strict\nnotify_fifo /run/keepalived.fifo\nvrrp_notify_fifo /run/vrrp.fifo\n\
                   vrrp_iptables\nnftables\nlvs_notify_fifo /run/lvs.fifo\nsmtp_alert_checker\n\
-                  no_email_faults\nmin_auto_priority_delay 1000";
+                  no_email_faults\nmin_auto_priority_delay 1000\nvrrp_rt_priority 20\nvrrp_priority -5";
     let body = "use_vmac\nvirtual_routes {\n 0.0.0.0/0 via 198.51.100.1\n}\nvirtual_rules {\n from 198.51.100.100 table 10\n}";
     let node = import(&one_instance(global, body));
     for keyword in [
@@ -349,6 +349,8 @@ fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
         "smtp_alert_checker",
         "no_email_faults",
         "min_auto_priority_delay",
+        "vrrp_rt_priority",
+        "vrrp_priority",
         "use_vmac",
         "virtual_routes",
         "virtual_rules",

@@ -174,6 +174,16 @@ impl Converter {
                     None => self.not_converted(item, "expected a realtime priority, 1 to 99"),
                 }
             }
+            "vrrp_rt_priority" => self.not_converted(
+                item,
+                "hav has no key for a fixed realtime priority: give its unit \
+                 CPUSchedulingPolicy=rr and CPUSchedulingPriority= (deploy/README.md), or set \
+                 max_auto_priority",
+            ),
+            "vrrp_priority" => self.not_converted(
+                item,
+                "hav-agent runs at the nice value it is started with: set Nice= in its unit",
+            ),
             "min_auto_priority_delay" => self.not_converted(
                 item,
                 "hav's threshold is a quarter of the fastest advert interval, at least 10 ms",
