@@ -196,3 +196,52 @@ impl Notifiers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hav_proto::config::parse_node_config;
+
+    fn plan(node: &str, smtp_alert_of_vi_2: &str) -> NotifyPlan {
+        let text = format!(
+            "[node]\nname = \"lb1\"\n{node}\n\
+             [[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 1\nvips = [\"198.51.100.1\"]\n\
+             [[instance]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvrid = 2\nvips = [\"198.51.100.2\"]\n{smtp_alert_of_vi_2}\n\
+             [[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\n"
+        );
+        let config = parse_node_config(&text, "test").unwrap_or_else(|errors| panic!("{errors}"));
+        NotifyPlan::of(&config)
+    }
+
+    const SMTP: &str = "[node.smtp]\nserver = \"198.51.100.25\"\nfrom = \"hav@example.net\"\n\
+                        to = [\"ops@example.net\"]\n";
+
+    #[test]
+    fn instances_and_groups_mail_by_their_own_key_else_the_node_default() {
+        let off = plan(SMTP, "smtp_alert = true");
+        assert_eq!(off.mail_instances, BTreeSet::from(["VI_2".to_owned()]));
+        assert!(off.mail_groups.is_empty());
+        let on = plan(&format!("{SMTP}alert = true\n"), "smtp_alert = false");
+        assert_eq!(on.mail_instances, BTreeSet::from(["VI_1".to_owned()]));
+        assert_eq!(on.mail_groups, BTreeSet::from(["G1".to_owned()]));
+        // Without [node.smtp] nothing is mailed, whatever the instances say.
+        let none = plan("", "smtp_alert = true");
+        assert!(none.smtp.is_none() && none.mail_instances.is_empty());
+    }
+
+    #[test]
+    fn the_fifo_and_its_reader() {
+        let with = plan(
+            "notify_fifo = \"/run/hav/notify.fifo\"\nnotify_fifo_script = [\"/usr/local/sbin/reader\", \"-v\"]",
+            "",
+        );
+        assert_eq!(
+            with.fifo,
+            Some(FifoPlan {
+                path: PathBuf::from("/run/hav/notify.fifo"),
+                script: Some(Program::new("/usr/local/sbin/reader", ["-v"])),
+            })
+        );
+        assert_eq!(plan("", "").fifo, None);
+    }
+}
