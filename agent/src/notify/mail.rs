@@ -5,7 +5,8 @@
 //! Guarantees: [`MailAlerts::alert`] never blocks or awaits; one task sends the queued mails in
 //! order, each exchange bounded by `connect_timeout` per step; a failure is logged and counted
 //! and the next mail is tried all the same; at most [`QUEUE_MAILS`] wait, more are dropped and
-//! counted. Nothing here is on the failover path.
+//! counted. Subjects and bodies are 7-bit ASCII (names are; a cause is made so). Nothing here is
+//! on the failover path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,10 +90,15 @@ pub fn compose(node: &str, change: &StateChange) -> Mail {
     Mail { subject, body }
 }
 
-/// Text for a header or a body line: control characters become spaces.
+/// Text for a body line in 7-bit ASCII: control characters become spaces, others `?` (names are
+/// ASCII already; a cause quotes only addresses and numbers).
 fn one_line(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_ascii_control() || c.is_control() => ' ',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
         .collect()
 }
 
@@ -162,8 +168,8 @@ async fn send_mails(settings: Smtp, mut queue: mpsc::Receiver<Mail>, counters: A
         let now = SystemTime::now();
         let message = format!(
             "Date: {date}\nFrom: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{id}.{pid}@{helo}>\n\
-             X-Mailer: hav-agent\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\
-             Content-Transfer-Encoding: 8bit\n\n{body}",
+             X-Mailer: hav-agent\nMIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\
+             Content-Transfer-Encoding: 7bit\n\n{body}",
             date = rfc5322_date(now),
             from = settings.from,
             subject = mail.subject,
