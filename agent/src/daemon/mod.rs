@@ -16,6 +16,7 @@ pub mod fleet;
 mod handover;
 mod links;
 pub mod plan;
+mod realtime;
 mod reload;
 mod signals;
 mod sockets;
@@ -100,6 +101,8 @@ struct Daemon {
     _status_server: Option<status::ServerGuard>,
     /// What the last published status said, to publish (and log) only changes.
     last_summary: Vec<Summary>,
+    /// `[node] max_auto_priority`: how far the agent raised its own scheduling priority.
+    auto_priority: Option<realtime::AutoPriority>,
 }
 
 impl Daemon {
@@ -208,6 +211,7 @@ impl Daemon {
             status_requests,
             _status_server: status_server,
             last_summary: Vec::new(),
+            auto_priority: None,
         };
         daemon.configure_telemetry();
         daemon.trackers.sync(&daemon.running.plan)?;
@@ -314,11 +318,13 @@ impl Daemon {
                 () = self.host.changed(), if !stopping => self.rebind().await,
                 fired = engine_timer.expired() => {
                     fired?;
-                    if deadline.is_some_and(|at| at.elapsed() > LATE_DEADLINE) {
+                    let lateness = deadline.map(|at| at.elapsed()).unwrap_or_default();
+                    if lateness > LATE_DEADLINE {
                         // Woken late (the process was stopped, or starved of CPU): adverts that
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
                         self.take_queued_adverts().await;
+                        self.on_late_wakeup(lateness);
                     }
                     self.engine.handle_timeout(Instant::now());
                 }
@@ -387,6 +393,45 @@ impl Daemon {
             && let Err(error) = send(notifier)
         {
             tracing::warn!(%error, "systemd notification failed");
+        }
+    }
+
+    /// `[node] max_auto_priority`: a wake-up this late may raise the agent's scheduling priority
+    /// ([`realtime`]); the key removed by a reload leaves the priority reached as it is.
+    fn on_late_wakeup(&mut self, lateness: Duration) {
+        let Some(max) = self.running.config.node.max_auto_priority else {
+            return;
+        };
+        let auto = (self.auto_priority).get_or_insert_with(|| realtime::AutoPriority::new(max));
+        auto.set_max(max);
+        let fastest = (self.running.plan.engine.routers.iter())
+            .map(|router| router.advert_interval.as_duration())
+            .min();
+        let Some(priority) = auto.on_wakeup(lateness, realtime::late_threshold(fastest)) else {
+            return;
+        };
+        let late_ms = lateness.as_millis() as u64;
+        match realtime::apply(priority) {
+            Ok(threads) => {
+                auto.raised(priority);
+                tracing::warn!(
+                    priority,
+                    max = max.get(),
+                    late_ms,
+                    threads,
+                    "woken {late_ms} ms late: now SCHED_RR at priority {priority} (max_auto_priority {})",
+                    max.get()
+                );
+            }
+            Err(error) => {
+                auto.refused();
+                tracing::error!(
+                    %error,
+                    late_ms,
+                    "woken {late_ms} ms late, but cannot switch to SCHED_RR ({error}): needs \
+                     CAP_SYS_NICE and no RestrictRealtime=yes; not trying again"
+                );
+            }
         }
     }
 
@@ -475,6 +520,9 @@ impl Daemon {
         for (name, value) in &self.drops {
             counters.insert((*name).to_string(), *value);
         }
+        for (name, value) in self.executor.notifiers.counters() {
+            counters.insert(name.to_owned(), value);
+        }
         Snapshot {
             node: self.running.config.node.name.clone(),
             config: self.config_path.display().to_string(),
@@ -507,6 +555,8 @@ impl Daemon {
     fn publish(&mut self) {
         self.telemetry
             .publish(&self.engine, self.trackers.health(), &self.drops);
+        self.telemetry
+            .notifications(&self.executor.notifiers.counters());
         // Counters move with every advert: they count as a change only for log followers.
         let counters = tracing::enabled!(tracing::Level::DEBUG).then(|| self.engine.status());
         let handover = &self.executor.handover;

@@ -28,6 +28,7 @@ use crate::lb::PlannedService;
 use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
+use crate::notify::NotifyPlan;
 use crate::track::{
     FileSpec, HttpSpec, InterfaceSpec, ProbeSchedule, ProcessMatch, ProcessSpec, Program, RunAs,
     ScriptSpec, TcpSpec, TrackSpec,
@@ -56,6 +57,8 @@ pub struct Plan {
     pub connection_drains: HashMap<String, Duration>,
     /// The UDP port of the hand-over beacons.
     pub handover_port: u16,
+    /// The notify FIFO and SMTP alerts.
+    pub notifications: NotifyPlan,
 }
 
 /// Where a router runs on this host.
@@ -318,6 +321,13 @@ pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanE
             }
         }
     }
+    for (what, reason) in crate::notify::host_problems(&plan.notifications) {
+        problems.push(HostProblem::Needs {
+            owner: "node".to_owned(),
+            what: what.to_owned(),
+            reason,
+        });
+    }
     Ok(problems)
 }
 
@@ -387,6 +397,7 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         virtual_servers: Vec::new(),
         connection_drains: HashMap::new(),
         handover_port: config.node.handover_port,
+        notifications: NotifyPlan::of(config),
     };
     if let Some(instance) = config
         .instances

@@ -35,6 +35,8 @@ pub struct Registry {
     router_wide: Counters,
     trackers: BTreeMap<String, f64>,
     socket_drops: BTreeMap<String, u64>,
+    /// The notify FIFO's and the SMTP alerts' counters, by name (`crate::notify`).
+    notifications: Vec<(&'static str, u64)>,
     /// (instance, to state, cause kind) → count.
     transitions: BTreeMap<(String, &'static str, &'static str), u64>,
     /// (instance, cause kind) → durations.
@@ -49,6 +51,7 @@ impl Default for Registry {
             router_wide: Counters::default(),
             trackers: BTreeMap::new(),
             socket_drops: BTreeMap::new(),
+            notifications: Vec::new(),
             transitions: BTreeMap::new(),
             failovers: BTreeMap::new(),
         }
@@ -69,6 +72,13 @@ impl Registry {
         self.router_wide = router_wide.clone();
         self.trackers = trackers;
         self.socket_drops = socket_drops;
+    }
+
+    /// Replaces the notify FIFO's and SMTP alerts' counters (`notify_fifo_lines_dropped`,
+    /// `smtp_alerts_sent`, `smtp_alerts_failed`, `smtp_alerts_dropped`).
+    pub fn set_notifications(&mut self, counters: &[(&'static str, u64)]) {
+        self.notifications.clear();
+        self.notifications.extend_from_slice(counters);
     }
 
     pub fn count_transition(&mut self, instance: &str, to: State, cause_kind: &'static str) {
@@ -213,6 +223,18 @@ impl Registry {
         for (tracker, value) in &self.trackers {
             out.sample("hav_tracker_status", &[("tracker", tracker)], *value);
         }
+        out.header(
+            "hav_notifications_total",
+            "counter",
+            "State changes told besides the hooks, by outcome: notify FIFO lines dropped (no reader), SMTP alerts sent, failed and dropped (queue full).",
+        );
+        for (outcome, value) in &self.notifications {
+            out.sample(
+                "hav_notifications_total",
+                &[("outcome", outcome)],
+                *value as f64,
+            );
+        }
         out.header("hav_failover_duration_seconds",
             "histogram",
             "Backup to Master, by cause: from the old master last heard (or its priority-0 advert received) to VIPs added and the first GARP/NA sent. First elections (no master ever heard) are not failovers and are left out.",
@@ -354,6 +376,16 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
         assert!(!registry.render(Format::Text).contains(" # {"));
+    }
+
+    #[test]
+    fn notifications_are_counted_by_outcome() {
+        let mut registry = Registry::default();
+        registry.set_notifications(&[("smtp_alerts_sent", 2), ("smtp_alerts_failed", 1)]);
+        let text = registry.render(Format::Text);
+        assert!(text.contains("# TYPE hav_notifications_total counter\n"));
+        assert!(text.contains("hav_notifications_total{outcome=\"smtp_alerts_sent\"} 2\n"));
+        assert!(text.contains("hav_notifications_total{outcome=\"smtp_alerts_failed\"} 1\n"));
     }
 
     #[test]

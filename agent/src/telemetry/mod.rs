@@ -154,6 +154,16 @@ impl Telemetry {
         self.record(records);
     }
 
+    /// Copies the notify FIFO's and SMTP alerts' counters into the metrics.
+    pub fn notifications(&self, counters: &[(&'static str, u64)]) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.set_notifications(counters);
+        }
+    }
+
     /// Copies the values the engine and the trackers own into the metrics.
     pub fn publish(
         &self,

@@ -35,9 +35,7 @@ impl NodeConfig {
         let mut raw = self.to_raw();
         raw.node = Some(RawNode {
             name: Some(self.node.name.clone()),
-            state_dir: None,
-            status_socket: None,
-            handover_port: None,
+            ..RawNode::default()
         });
         raw.telemetry = None;
         raw.coordinator = None;
@@ -58,6 +56,14 @@ impl NodeConfig {
                 handover_port: (self.node.handover_port
                     != crate::config::node::DEFAULT_HANDOVER_PORT)
                     .then_some(self.node.handover_port),
+                notify_fifo: (self.node.notify_fifo.as_ref())
+                    .map(|fifo| fifo.path.display().to_string()),
+                notify_fifo_script: (self.node.notify_fifo.as_ref())
+                    .and_then(|fifo| fifo.script.as_ref())
+                    .map(argv),
+                max_auto_priority: (self.node.max_auto_priority)
+                    .map(|priority| priority.get().into()),
+                smtp: self.node.smtp.as_ref().map(super::alerts::canonical_smtp),
             }),
             instance: non_empty(self.instances.iter().map(instance).collect()),
             script: non_empty(self.scripts.iter().map(script).collect()),
@@ -179,6 +185,7 @@ fn instance(instance: &Instance) -> RawInstance {
         notify_backup,
         notify_fault,
         notify_stop,
+        smtp_alert: instance.smtp_alert,
         garp: Some(garp(&instance.garp)),
     }
 }
@@ -348,6 +355,7 @@ fn sync_group(group: &SyncGroup) -> RawSyncGroup {
         notify_backup,
         notify_fault,
         notify_stop,
+        smtp_alert: group.smtp_alert,
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`NodeConfig`] serializes back to canonical TOML ([`NodeConfig::to_toml`]) that parses to an
 //! equal value.
 
+mod alerts;
 mod canonical;
 pub mod duration;
 mod error;
@@ -17,6 +18,10 @@ mod probe_url;
 mod raw;
 mod validate;
 
+pub use alerts::{
+    DEFAULT_SMTP_CONNECT_TIMEOUT, DEFAULT_SMTP_PORT, MailAddress, NotifyFifo, RealtimePriority,
+    Smtp, SmtpHost, SmtpServer, is_host_name,
+};
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
 pub use load::{
     ENV_PREFIX, load_node_config, load_node_config_with_env, node_config_from_document,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 use rustls::pki_types::ServerName;
 
+use super::alerts::{NotifyFifo, RealtimePriority, Smtp};
 use super::probe_url::ProbeUrl;
 
 /// A whole node config.
@@ -59,6 +60,13 @@ pub struct NodeSettings {
     pub status_socket: Option<PathBuf>,
     /// UDP port of the hand-over beacons between the nodes of a pair (default 7401).
     pub handover_port: u16,
+    /// keepalived's notify FIFO: a line per state change.
+    pub notify_fifo: Option<NotifyFifo>,
+    /// `[node.smtp]`: mail on state changes; none when absent.
+    pub smtp: Option<Smtp>,
+    /// The highest `SCHED_RR` priority the agent raises itself to when it finds itself woken
+    /// late; it never changes its scheduling when `None`.
+    pub max_auto_priority: Option<RealtimePriority>,
 }
 
 /// The UDP port of the hand-over beacons unless `[node] handover_port` says otherwise.
@@ -99,6 +107,8 @@ pub struct Instance {
     pub vips: Vec<Vip>,
     pub track: Vec<Track>,
     pub notify: Notify,
+    /// Mail on this instance's state changes; `None` follows `[node.smtp] alert`.
+    pub smtp_alert: Option<bool>,
     pub garp: GarpSchedule,
 }
 
@@ -310,6 +320,8 @@ pub struct SyncGroup {
     /// Names of instances, each in no other group.
     pub instances: Vec<String>,
     pub notify: Notify,
+    /// Mail on this group's state changes; `None` follows `[node.smtp] alert`.
+    pub smtp_alert: Option<bool>,
 }
 
 /// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables on the node that is

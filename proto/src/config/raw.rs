@@ -133,6 +133,18 @@ pub(crate) struct RawNode {
     pub status_socket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handover_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_fifo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_fifo_script: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_auto_priority: Option<i64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
+    pub smtp: Option<RawSmtp>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -188,6 +200,8 @@ pub(crate) struct RawInstance {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_alert: Option<bool>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         default,
@@ -341,6 +355,26 @@ pub(crate) struct RawSyncGroup {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_alert: Option<bool>,
+}
+
+/// `[node.smtp]`: where state-change mail goes (keepalived's `smtp_server`, `notification_email`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmtp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<bool>,
 }
 
 /// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables.

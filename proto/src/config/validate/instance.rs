@@ -156,6 +156,7 @@ pub(super) fn instance(
         vips: vips?,
         track: track?,
         notify: notify?,
+        smtp_alert: raw.smtp_alert,
         garp: garp?,
     })
 }
