@@ -28,13 +28,24 @@
 //! [[group.script]]               # tracked services, copied to every node of the group:
 //! name = "chk_squid"             # [[group.script]], [[group.process]], [[group.probe]],
 //! program = "/usr/sbin/squid"    # [[group.track_file]] as in a node config
+//! notify_master = ["/usr/local/sbin/hav-notify", "web", "master"]  # and notify, notify_backup,
+//!                                # notify_fault, notify_stop, garp = {…}, smtp_alert: on every
+//!                                # instance of the group (a node may override the hooks)
+//! [group.sync_group]             # the group's VIPs fail over together (one master for all),
+//! notify_master = ["/usr/local/sbin/hav-notify", "web-all", "master"]   # with the group's hooks
 //! [[group.node]]
 //! name = "lb-1"
 //! address = "198.51.100.11"      # the node's address on the segment: adverts' source, peers
+//! [group.node.track]             # this node's instances also follow these
+//! interface = ["eth1"]
 //! [[group.node]]
 //! name = "lb-2"
 //! address = "198.51.100.12"
 //! ```
+//!
+//! A VIP is an address (`"198.51.100.100/24"`) or a table that adds to it: `{ address = …,
+//! interface = "eth1", label = "eth1:gw", garp = {…}, track = {…} }` (its own interface, address
+//! label, GARP settings, and trackers instead of the group's).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -149,7 +160,7 @@ struct RawGroup {
     segment: Option<String>,
     #[serde(default)]
     interface: Option<String>,
-    vips: Vec<String>,
+    vips: Vec<toml::Value>,
     #[serde(default)]
     first_vrid: Option<u8>,
     #[serde(default)]
@@ -171,6 +182,24 @@ struct RawGroup {
     #[serde(default)]
     connection_drain: Option<String>,
     #[serde(default)]
+    notify: Option<toml::Value>,
+    #[serde(default)]
+    notify_master: Option<toml::Value>,
+    #[serde(default)]
+    notify_backup: Option<toml::Value>,
+    #[serde(default)]
+    notify_fault: Option<toml::Value>,
+    #[serde(default)]
+    notify_stop: Option<toml::Value>,
+    #[serde(default)]
+    garp: Option<toml::Table>,
+    #[serde(default)]
+    smtp_alert: Option<bool>,
+    /// Present: the group's instances on each node form one sync group (named after the group)
+    /// with these keys of a node's `[[sync_group]]` (hooks, `smtp_alert`).
+    #[serde(default)]
+    sync_group: Option<toml::Table>,
+    #[serde(default)]
     track: RawTrack,
     #[serde(default)]
     script: Vec<toml::Table>,
@@ -186,7 +215,7 @@ struct RawGroup {
 
 /// `[group.track]`: what every instance of the group follows; each list as the node schema's
 /// `track_<kind>` (names, or tables with a weight).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrack {
     #[serde(default)]
@@ -220,6 +249,73 @@ struct RawMember {
     checksum: Option<String>,
     #[serde(default)]
     auth_pass: Option<String>,
+    /// Trackers this node's instances of the group follow besides the group's.
+    #[serde(default)]
+    track: RawTrack,
+    /// This node's own hooks instead of the group's.
+    #[serde(default)]
+    notify: Option<toml::Value>,
+    #[serde(default)]
+    notify_master: Option<toml::Value>,
+    #[serde(default)]
+    notify_backup: Option<toml::Value>,
+    #[serde(default)]
+    notify_fault: Option<toml::Value>,
+    #[serde(default)]
+    notify_stop: Option<toml::Value>,
+}
+
+/// One VIP of a group: its address and what it sets for itself.
+#[derive(Debug, Clone, Default)]
+struct VipSpec {
+    /// As written (`address/prefix`), for messages.
+    text: String,
+    interface: Option<String>,
+    label: Option<String>,
+    garp: Option<toml::Table>,
+    track: Option<RawTrack>,
+}
+
+/// A VIP entry: a string, or a table with `address` and the VIP's own keys.
+fn vip_spec(value: &toml::Value) -> Result<VipSpec, String> {
+    match value {
+        toml::Value::String(text) => Ok(VipSpec {
+            text: text.clone(),
+            ..VipSpec::default()
+        }),
+        toml::Value::Table(table) => {
+            let mut spec = VipSpec::default();
+            for (key, value) in table {
+                match (key.as_str(), value) {
+                    ("address", toml::Value::String(text)) => spec.text = text.clone(),
+                    ("interface", toml::Value::String(name)) => spec.interface = Some(name.clone()),
+                    ("label", toml::Value::String(label)) => spec.label = Some(label.clone()),
+                    ("garp", toml::Value::Table(garp)) => spec.garp = Some(garp.clone()),
+                    ("track", track @ toml::Value::Table(_)) => {
+                        let track: RawTrack = track
+                            .clone()
+                            .try_into()
+                            .map_err(|e: toml::de::Error| format!("track: {}", e.message()))?;
+                        spec.track = Some(track);
+                    }
+                    ("address" | "interface" | "label", _) => {
+                        return Err(format!("{key}: expected a string"));
+                    }
+                    ("garp" | "track", _) => return Err(format!("{key}: expected a table")),
+                    (other, _) => {
+                        return Err(format!(
+                            "unknown key {other:?}: a VIP takes address, interface, label, garp, track"
+                        ));
+                    }
+                }
+            }
+            if spec.text.is_empty() {
+                return Err("a VIP table needs an address".into());
+            }
+            Ok(spec)
+        }
+        _ => Err("expected an address or a table with one".into()),
+    }
 }
 
 /// Parses, expands and validates a fleet file. `file` names it in errors.
@@ -308,6 +404,8 @@ struct GroupPlan {
     segment: String,
     /// Per VIP: address and prefix length, `None` where unparsable (already reported).
     vips: Vec<Option<(IpAddr, u8)>>,
+    /// Per VIP: what it sets for itself.
+    specs: Vec<VipSpec>,
 }
 
 /// Checks each group on its own and the VIPs across groups.
@@ -352,6 +450,26 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
         if group.vips.is_empty() {
             errors.push(Some(name), None, &key("vips"), "expected at least one VIP");
         }
+        let specs: Vec<VipSpec> = (group.vips.iter().enumerate())
+            .map(|(v, value)| {
+                vip_spec(value).unwrap_or_else(|reason| {
+                    errors.push(Some(name), None, &key(&format!("vips[{v}]")), reason);
+                    VipSpec::default()
+                })
+            })
+            .collect();
+        if let Some(table) = &group.sync_group {
+            for reserved in ["name", "instances"] {
+                if table.contains_key(reserved) {
+                    errors.push(
+                        Some(name),
+                        None,
+                        &key(&format!("sync_group.{reserved}")),
+                        "set by the expansion: the sync group is named after the group and holds its instances",
+                    );
+                }
+            }
+        }
         let mut members: HashMap<&str, usize> = HashMap::new();
         for (n, member) in group.node.iter().enumerate() {
             if !crate::identity::valid_name(&member.name) {
@@ -370,7 +488,10 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
                     "node listed twice in this group",
                 );
             }
-            if member.interface.is_none() && group.interface.is_none() {
+            if member.interface.is_none()
+                && group.interface.is_none()
+                && specs.iter().any(|spec| spec.interface.is_none())
+            {
                 errors.push(
                     Some(name),
                     Some(&member.name),
@@ -388,13 +509,24 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
                 format!("{other:?}: expected \"unicast\" or \"multicast\""),
             ),
         }
-        check_track_references(group, g, errors);
+        check_track_references(group, g, &specs, errors);
         if group.transport.as_deref() != Some("multicast") {
             for (n, member) in group.node.iter().enumerate() {
-                for (v, text) in group.vips.iter().enumerate() {
+                for (v, spec) in specs.iter().enumerate() {
+                    let text = &spec.text;
                     let Some((vip, _)) = parse_vip(text) else {
                         continue;
                     };
+                    if spec.interface.is_some() {
+                        errors.push(
+                            Some(name),
+                            Some(&member.name),
+                            &key(&format!("vips[{v}].interface")),
+                            "a VIP on an interface of its own needs transport = \"multicast\" (unicast \
+                             peers are the nodes' addresses on the group's interface)",
+                        );
+                        continue;
+                    }
                     if address_for(member, vip).is_none() {
                         errors.push(
                             Some(name),
@@ -410,7 +542,13 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
             }
         }
         let mut vips = Vec::new();
-        for (v, text) in group.vips.iter().enumerate() {
+        for (v, spec) in specs.iter().enumerate() {
+            let text = &spec.text;
+            if text.is_empty() {
+                // Already reported by vip_spec.
+                vips.push(None);
+                continue;
+            }
             let parsed = parse_vip(text);
             match parsed {
                 None => errors.push(
@@ -438,6 +576,7 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
         plans.push(GroupPlan {
             segment: group.segment.clone().unwrap_or_else(|| "default".into()),
             vips,
+            specs,
         });
     }
     plans
@@ -445,7 +584,22 @@ fn plan_groups(raw: &RawFleet, errors: &mut Errors) -> Vec<GroupPlan> {
 
 /// Every `track_*` name refers to a definition of the same group (or, for interfaces, is an
 /// interface name), so that no node is sent an instance following nothing.
-fn check_track_references(group: &RawGroup, g: usize, errors: &mut Errors) {
+fn check_track_references(group: &RawGroup, g: usize, specs: &[VipSpec], errors: &mut Errors) {
+    let mut tracks: Vec<(String, &RawTrack)> = vec![("track".into(), &group.track)];
+    for (v, spec) in specs.iter().enumerate() {
+        if let Some(track) = &spec.track {
+            tracks.push((format!("vips[{v}].track"), track));
+        }
+    }
+    for (n, member) in group.node.iter().enumerate() {
+        tracks.push((format!("node[{n}].track"), &member.track));
+    }
+    for (prefix, track) in tracks {
+        check_track(group, g, &prefix, track, errors);
+    }
+}
+
+fn check_track(group: &RawGroup, g: usize, prefix: &str, track: &RawTrack, errors: &mut Errors) {
     let defined = |items: &[toml::Table]| -> BTreeSet<String> {
         items
             .iter()
@@ -454,29 +608,24 @@ fn check_track_references(group: &RawGroup, g: usize, errors: &mut Errors) {
     };
     let checks = [
         (
-            "track.script",
-            &group.track.script,
+            "script",
+            &track.script,
             defined(&group.script),
             "group.script",
         ),
         (
-            "track.process",
-            &group.track.process,
+            "process",
+            &track.process,
             defined(&group.process),
             "group.process",
         ),
         (
-            "track.file",
-            &group.track.file,
+            "file",
+            &track.file,
             defined(&group.track_file),
             "group.track_file",
         ),
-        (
-            "track.probe",
-            &group.track.probe,
-            defined(&group.probe),
-            "group.probe",
-        ),
+        ("probe", &track.probe, defined(&group.probe), "group.probe"),
     ];
     for (key, references, defined, section) in checks {
         let Some(toml::Value::Array(references)) = references else {
@@ -494,7 +643,7 @@ fn check_track_references(group: &RawGroup, g: usize, errors: &mut Errors) {
                 errors.push(
                     Some(&group.name),
                     None,
-                    &format!("group[{g}].{key}[{i}]"),
+                    &format!("group[{g}].{prefix}.{key}[{i}]"),
                     format!("tracks {name:?}, which no [[{section}]] of this group defines"),
                 );
             }
@@ -557,7 +706,7 @@ fn assign_vrids(
                     &format!("group[{g}].vips[{v}]"),
                     format!(
                         "VRID {vrid} collides on segment {:?} with group {} VIP {} (group[{og}].vips[{ov}])",
-                        plans[g].segment, raw.group[og].name, group_vip(raw, og, ov)
+                        plans[g].segment, raw.group[og].name, group_vip(plans, og, ov)
                     ),
                 );
             }
@@ -590,8 +739,8 @@ fn assign_vrids(
     vrids
 }
 
-fn group_vip(raw: &RawFleet, g: usize, v: usize) -> &str {
-    raw.group[g].vips.get(v).map(String::as_str).unwrap_or("?")
+fn group_vip(plans: &[GroupPlan], g: usize, v: usize) -> &str {
+    plans[g].specs.get(v).map_or("?", |spec| spec.text.as_str())
 }
 
 /// A node in several groups must not get one VRID twice on one interface and family.
@@ -604,11 +753,11 @@ fn check_node_vrids(
     let mut seen: HashMap<(String, String, bool, u8), (usize, usize)> = HashMap::new();
     for (g, group) in raw.group.iter().enumerate() {
         for member in &group.node {
-            let interface = interface_of(group, member).to_owned();
             for (v, vip) in plans[g].vips.iter().enumerate() {
                 let (Some((address, _)), Some(vrid)) = (vip, vrids.get(&(g, v))) else {
                     continue;
                 };
+                let interface = vip_interface(group, member, &plans[g].specs[v]).to_owned();
                 let slot = (
                     member.name.clone(),
                     interface.clone(),
@@ -650,6 +799,19 @@ fn interface_of<'a>(group: &'a RawGroup, member: &'a RawMember) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The interface of VIP `spec` on `member`: the VIP's own, else the node's, else the group's.
+fn vip_interface<'a>(group: &'a RawGroup, member: &'a RawMember, spec: &'a VipSpec) -> &'a str {
+    spec.interface
+        .as_deref()
+        .unwrap_or_else(|| interface_of(group, member))
+}
+
+/// The position that decides VIP `v`'s master: its own, or 0 for every VIP of a group that
+/// fails over as one (a sync group has one master).
+fn mastership(group: &RawGroup, v: usize) -> usize {
+    if group.sync_group.is_some() { 0 } else { v }
+}
+
 /// The priority of the node at position `n` for VIP `v` in a group of `count` nodes: the VIP's
 /// master (`v mod count`) gets [`MASTER_PRIORITY`], each following node 10 less.
 pub fn priority(v: usize, n: usize, count: usize) -> u8 {
@@ -683,9 +845,14 @@ fn node_documents(
                 instance: instance_name(group, v),
                 address: *address,
                 vrid: *vrid,
-                master: group.node[v % count].name.clone(),
+                master: group.node[mastership(group, v) % count].name.clone(),
                 priorities: (group.node.iter().enumerate())
-                    .map(|(n, member)| (member.name.clone(), priority(v, n, count)))
+                    .map(|(n, member)| {
+                        (
+                            member.name.clone(),
+                            priority(mastership(group, v), n, count),
+                        )
+                    })
                     .collect(),
             });
         }
@@ -719,11 +886,28 @@ fn node_documents(
                     }
                 }
             }
+            if let Some(sync) = &group.sync_group {
+                let mut entry = sync.clone();
+                entry.insert("name".into(), group.name.clone().into());
+                let instances: Vec<toml::Value> = (0..plans[g].vips.len())
+                    .filter(|v| plans[g].vips[*v].is_some() && vrids.contains_key(&(g, *v)))
+                    .map(|v| instance_name(group, v).into())
+                    .collect();
+                entry.insert("instances".into(), instances.into());
+                let list = table
+                    .entry("sync_group")
+                    .or_insert_with(|| toml::Value::Array(Vec::new()));
+                if let toml::Value::Array(list) = list {
+                    list.push(entry.into());
+                }
+            }
             for (v, vip) in plans[g].vips.iter().enumerate() {
                 let (Some((address, prefix)), Some(vrid)) = (vip, vrids.get(&(g, v))) else {
                     continue;
                 };
-                let instance = instance_table(group, member, n, v, *address, *prefix, *vrid);
+                let spec = &plans[g].specs[v];
+                let instance =
+                    instance_table(group, member, spec, n, v, (*address, *prefix), *vrid);
                 let list = table
                     .entry("instance")
                     .or_insert_with(|| toml::Value::Array(Vec::new()));
@@ -747,21 +931,23 @@ fn instance_name(group: &RawGroup, v: usize) -> String {
 fn instance_table(
     group: &RawGroup,
     member: &RawMember,
+    spec: &VipSpec,
     n: usize,
     v: usize,
-    address: IpAddr,
-    prefix: u8,
+    (address, prefix): (IpAddr, u8),
     vrid: u8,
 ) -> toml::Table {
     let count = group.node.len();
+    let rank = mastership(group, v);
+    let interface = vip_interface(group, member, spec);
     let mut t = toml::Table::new();
     t.insert("name".into(), instance_name(group, v).into());
-    t.insert(
-        "interface".into(),
-        interface_of(group, member).to_owned().into(),
-    );
+    t.insert("interface".into(), interface.to_owned().into());
     t.insert("vrid".into(), i64::from(vrid).into());
-    t.insert("priority".into(), i64::from(priority(v, n, count)).into());
+    t.insert(
+        "priority".into(),
+        i64::from(priority(rank, n, count)).into(),
+    );
     let protocol = effective_protocol(group, member);
     if let Some(interval) = protocol.advert_interval {
         t.insert("advert_interval".into(), interval.into());
@@ -784,7 +970,10 @@ fn instance_table(
     if let Some(drain) = &group.connection_drain {
         t.insert("connection_drain".into(), drain.clone().into());
     }
-    if let Some(source) = address_for(member, address) {
+    // The node's address is on the group's interface; on a VIP's own one the agent picks.
+    if spec.interface.is_none()
+        && let Some(source) = address_for(member, address)
+    {
         t.insert("source_address".into(), source.to_string().into());
     }
     if group.transport.as_deref() != Some("multicast") {
@@ -796,27 +985,61 @@ fn instance_table(
                 entry.insert("address".into(), peer_address.to_string().into());
                 entry.insert(
                     "priority".into(),
-                    i64::from(priority(v, other, count)).into(),
+                    i64::from(priority(rank, other, count)).into(),
                 );
                 entry.into()
             })
             .collect();
         t.insert("unicast_peers".into(), peers.into());
     }
-    t.insert(
-        "vips".into(),
-        vec![toml::Value::from(format!("{address}/{prefix}"))].into(),
-    );
-    for (key, value) in [
-        ("track_interface", &group.track.interface),
-        ("track_script", &group.track.script),
-        ("track_process", &group.track.process),
-        ("track_file", &group.track.file),
-        ("track_probe", &group.track.probe),
+    let vip: toml::Value = match &spec.label {
+        None => format!("{address}/{prefix}").into(),
+        Some(label) => {
+            let mut entry = toml::Table::new();
+            entry.insert("address".into(), address.to_string().into());
+            entry.insert("prefix".into(), i64::from(prefix).into());
+            entry.insert("dev".into(), interface.to_owned().into());
+            entry.insert("label".into(), label.clone().into());
+            entry.into()
+        }
+    };
+    t.insert("vips".into(), vec![vip].into());
+    let track = spec.track.as_ref().unwrap_or(&group.track);
+    for (key, base, own) in [
+        ("track_interface", &track.interface, &member.track.interface),
+        ("track_script", &track.script, &member.track.script),
+        ("track_process", &track.process, &member.track.process),
+        ("track_file", &track.file, &member.track.file),
+        ("track_probe", &track.probe, &member.track.probe),
     ] {
-        if let Some(value) = value {
+        let list: Vec<toml::Value> = [base, own]
+            .into_iter()
+            .flatten()
+            .flat_map(|value| match value {
+                toml::Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            })
+            .collect();
+        if !list.is_empty() {
+            t.insert(key.into(), list.into());
+        }
+    }
+    for (key, group_value, own) in [
+        ("notify", &group.notify, &member.notify),
+        ("notify_master", &group.notify_master, &member.notify_master),
+        ("notify_backup", &group.notify_backup, &member.notify_backup),
+        ("notify_fault", &group.notify_fault, &member.notify_fault),
+        ("notify_stop", &group.notify_stop, &member.notify_stop),
+    ] {
+        if let Some(value) = own.as_ref().or(group_value.as_ref()) {
             t.insert(key.into(), value.clone());
         }
+    }
+    if let Some(garp) = spec.garp.as_ref().or(group.garp.as_ref()) {
+        t.insert("garp".into(), garp.clone().into());
+    }
+    if let Some(alert) = group.smtp_alert {
+        t.insert("smtp_alert".into(), alert.into());
     }
     t
 }

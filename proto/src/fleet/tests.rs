@@ -220,3 +220,152 @@ fn the_commented_example_expands() {
         "IPv4 and IPv6 have separate VRID spaces"
     );
 }
+
+fn example(name: &str) -> FleetConfig {
+    let path = format!(
+        "{}/../deploy/fleet/examples/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    match expand(&path, &text) {
+        Ok(fleet) => fleet,
+        Err(errors) => panic!("{errors}"),
+    }
+}
+
+fn names(values: &[config::Track]) -> Vec<String> {
+    let mut names: Vec<String> = values.iter().map(|t| format!("{:?}", t.target)).collect();
+    names.sort();
+    names
+}
+
+/// The nginx pair: three VIPs as one sync group (one master for all), the LAN VIP on its own
+/// interface with its label, GARP settings and trackers.
+#[test]
+fn a_sync_group_pair_with_per_vip_interfaces_labels_and_trackers_expands() {
+    let fleet = example("nginx-sync-group");
+    let web_a = &fleet.nodes["web-a"];
+    let web_b = &fleet.nodes["web-b"];
+    for v in 0..3 {
+        let name = format!("web-vip{v}");
+        let prio = |c: &NodeConfig| c.instance(&name).expect("instance").priority.get();
+        assert_eq!(
+            (prio(web_a), prio(web_b)),
+            (150, 140),
+            "{name}: one master for all"
+        );
+    }
+    assert!(fleet.layout[0].vips.iter().all(|v| v.master == "web-a"));
+    let group = &web_a.sync_groups[0];
+    assert_eq!(group.name, "web");
+    assert_eq!(group.instances, ["web-vip0", "web-vip1", "web-vip2"]);
+    assert!(group.notify.master.is_some() && group.notify.fault.is_some());
+    let lan = web_a.instance("web-vip2").expect("LAN instance");
+    assert_eq!(lan.interface, "eth1");
+    assert_eq!(lan.vips[0].label.as_deref(), Some("eth1:gw"));
+    assert_eq!(lan.vips[0].dev, "eth1");
+    assert_eq!(
+        lan.garp.master_refresh,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(
+        lan.source_address, None,
+        "the agent picks its address on eth1"
+    );
+    let wan = web_a.instance("web-vip0").expect("WAN instance");
+    assert_eq!(wan.interface, "eth0");
+    assert_eq!(
+        names(&wan.track).len(),
+        3,
+        "eth1, nginx, the probe: {:?}",
+        wan.track
+    );
+    assert_eq!(
+        names(&lan.track).len(),
+        2,
+        "eth0 and nginx only: {:?}",
+        lan.track
+    );
+    assert!(
+        lan.track
+            .iter()
+            .all(|t| !format!("{:?}", t.target).contains("nginx_local"))
+    );
+}
+
+/// The squid pair: every tracker kind and the state hooks on the instance.
+#[test]
+fn every_tracker_kind_and_the_hooks_reach_the_instances() {
+    let fleet = example("squid-active-passive");
+    let proxy = fleet.nodes["proxy-b"]
+        .instance("proxy-vip0")
+        .expect("instance");
+    assert_eq!(names(&proxy.track).len(), 5, "{:?}", proxy.track);
+    assert!(proxy.notify.master.is_some() && proxy.notify.backup.is_some());
+    assert!(proxy.notify.fault.is_some() && proxy.notify.any.is_none());
+    assert_eq!(proxy.preempt_delay, std::time::Duration::from_secs(30));
+    let edge = example("squid-active-active");
+    let vip1 = edge.nodes["edge-a"]
+        .instance("edge-vip1")
+        .expect("instance");
+    assert_eq!(vip1.garp.master_repeat, 3);
+    assert!(vip1.notify.any.is_some());
+    assert_eq!(
+        edge.layout[0].vips[1].master, "edge-b",
+        "active-active: spread"
+    );
+    let lb = example("haproxy-http-probe");
+    let instance = lb.nodes["lb-a"].instance("lb-vip0").expect("instance");
+    assert_eq!(
+        instance.garp.master_delay,
+        std::time::Duration::from_secs(1)
+    );
+}
+
+/// A node's own trackers add to the group's; its own hooks replace the group's.
+#[test]
+fn a_node_adds_trackers_and_overrides_hooks() {
+    let text = FLEET
+        .replacen(
+            "advert_interval = \"1s\"\n",
+            "advert_interval = \"1s\"\nnotify_master = [\"/bin/echo\", \"group\"]\n",
+            1,
+        )
+        .replacen(
+            "[[group.node]]\nname = \"lb-1\"\naddress = \"198.51.100.11\"\n",
+            "[[group.node]]\nname = \"lb-1\"\naddress = \"198.51.100.11\"\n\
+             notify_master = [\"/bin/echo\", \"lb-1\"]\n[group.node.track]\ninterface = [\"eth1\"]\n",
+            1,
+        );
+    let fleet = expand_ok(&text);
+    let own = fleet.nodes["lb-1"].instance("web-vip0").expect("instance");
+    let other = fleet.nodes["lb-2"].instance("web-vip0").expect("instance");
+    assert_eq!(own.track.len(), other.track.len() + 1);
+    let args = |i: &config::Instance| i.notify.master.as_ref().map(|c| c.args.clone());
+    assert_eq!(args(own), Some(vec!["lb-1".to_owned()]));
+    assert_eq!(args(other), Some(vec!["group".to_owned()]));
+}
+
+#[test]
+fn bad_vip_tables_and_sync_group_keys_are_refused_with_their_key() {
+    let text = FLEET.replace(
+        "vips = [\"198.51.100.100/24\", \"198.51.100.101/24\"]",
+        "vips = [\"198.51.100.100/24\", { address = \"198.51.100.101/24\", colour = \"red\" }]",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].key, "group[0].vips[1]", "{errors:?}");
+    assert!(errors[0].reason.contains("colour"), "{errors:?}");
+    let text = FLEET.replace(
+        "vips = [\"198.51.100.100/24\", \"198.51.100.101/24\"]",
+        "vips = [\"198.51.100.100/24\", { address = \"198.51.100.101/24\", interface = \"eth1\" }]",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].key, "group[0].vips[1].interface", "{errors:?}");
+    assert!(errors[0].reason.contains("multicast"), "{errors:?}");
+    let text = FLEET.replace(
+        "[group.track]",
+        "[group.sync_group]\ninstances = [\"x\"]\n[group.track]",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(errors[0].key, "group[0].sync_group.instances", "{errors:?}");
+}
