@@ -196,6 +196,32 @@ fn the_dashboard_follows_a_failover_live_and_shows_a_viewers_drain_refused() -> 
     let steady = screenshot(&mut browser, &lab, "dashboard-steady.png")?;
     let loaded_at = browser.evaluate("document.body.dataset.loadedAt")?;
 
+    // An operator's priority override from the page moves the VIP (a2 preempts), the card
+    // says so, and clearing it gives the VIP back.
+    browser.evaluate(
+        "(() => { const i = document.querySelector('[data-node=\"a1\"] [data-role=\"priority-input\"]'); \
+         i.value = '40'; i.dispatchEvent(new Event('input', { bubbles: true })); })()",
+    )?;
+    browser.click("[data-node=\"a1\"] button[data-action=\"priority\"]")?;
+    browser.wait_for(&holder_is("a2"), WAIT)?;
+    browser.wait_for(
+        "document.querySelector('[data-node=\"a1\"] [data-role=\"overridden\"]')",
+        WAIT,
+    )?;
+    let intents = lab.havctl(&["priority", "list", "-o", "json"])?;
+    assert!(
+        intents.stdout.contains("\"priority\": 40"),
+        "{}",
+        intents.stdout
+    );
+    browser.click("[data-node=\"a1\"] button[data-action=\"priority-clear\"]")?;
+    browser.wait_for(&holder_is("a1"), WAIT)?;
+    lab.wait_vip("a1", vip(), true)?;
+    browser.wait_for(
+        "!document.querySelector('[data-node=\"a1\"] [data-role=\"overridden\"]')",
+        WAIT,
+    )?;
+
     // The master dies without a word; VRRP moves the VIP; the page follows over /events.
     lab.agent("a1")?.kill()?;
     lab.wait_vip("a2", vip(), true)?;

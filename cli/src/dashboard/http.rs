@@ -242,14 +242,19 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
             sla(app, query_value(&query, "month").unwrap_or_default()).await
         }
         (&Method::POST, path) => match node_action(path) {
-            Some((node, undrain)) => {
+            Some((node, action)) => {
                 if !app.access.post_ok(request.headers()) {
                     return text(
                         StatusCode::FORBIDDEN,
                         "a POST must be application/json from this dashboard's own page",
                     );
                 }
-                drain(app, request, node, undrain).await
+                match action {
+                    NodeAction::Drain => drain(app, request, node, false).await,
+                    NodeAction::Undrain => drain(app, request, node, true).await,
+                    NodeAction::Priority => priority(app, request, node, false).await,
+                    NodeAction::ClearPriority => priority(app, request, node, true).await,
+                }
             }
             None => text(StatusCode::NOT_FOUND, "no such endpoint"),
         },
@@ -264,16 +269,121 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// `/api/nodes/<node>/drain` or `/undrain`: the node and whether it is an undrain.
-fn node_action(path: &str) -> Option<(String, bool)> {
+/// What a POST under `/api/nodes/<node>/` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeAction {
+    Drain,
+    Undrain,
+    /// `priority`: set the node's priority intent.
+    Priority,
+    /// `priority/clear`: lift it.
+    ClearPriority,
+}
+
+/// `/api/nodes/<node>/drain`, `/undrain`, `/priority` or `/priority/clear`.
+fn node_action(path: &str) -> Option<(String, NodeAction)> {
     let rest = path.strip_prefix("/api/nodes/")?;
     let (node, action) = rest.split_once('/')?;
-    let undrain = match action {
-        "drain" => false,
-        "undrain" => true,
+    let action = match action {
+        "drain" => NodeAction::Drain,
+        "undrain" => NodeAction::Undrain,
+        "priority" => NodeAction::Priority,
+        "priority/clear" => NodeAction::ClearPriority,
         _ => return None,
     };
-    hav_proto::identity::valid_name(node).then(|| (node.to_owned(), undrain))
+    hav_proto::identity::valid_name(node).then(|| (node.to_owned(), action))
+}
+
+/// The body of a priority POST.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriorityBody {
+    #[serde(default)]
+    priority: u32,
+    #[serde(default)]
+    ttl_seconds: u32,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Sets (or, with `clear`, lifts) the node's priority intent for all its instances through the
+/// coordinator, which decides by the operator's role.
+async fn priority(
+    app: &App,
+    request: Request<Incoming>,
+    node: String,
+    clear: bool,
+) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is limited to {MAX_REQUEST_BODY} bytes"),
+            );
+        }
+    };
+    let parsed: PriorityBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PriorityBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(e) => return error_json(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+        }
+    };
+    let reason = if parsed.reason.is_empty() {
+        "havctl dashboard".to_owned()
+    } else {
+        parsed.reason
+    };
+    let mut fleet = app.fleet.clone();
+    let answer = if clear {
+        fleet
+            .clear_priority(hav_proto::v1::ClearPriorityRequest {
+                node: node.clone(),
+                instance: String::new(),
+                reason,
+            })
+            .await
+    } else {
+        fleet
+            .set_priority(hav_proto::v1::SetPriorityRequest {
+                node: node.clone(),
+                instance: String::new(),
+                priority: parsed.priority,
+                ttl_seconds: parsed.ttl_seconds,
+                reason,
+            })
+            .await
+    };
+    app.hub.request_refresh();
+    let action = if clear { "priority-clear" } else { "priority" };
+    match answer {
+        Ok(response) => {
+            let response = response.into_inner();
+            let ok = response.error.is_empty();
+            let error = if ok {
+                String::new()
+            } else {
+                format!("the node refused: {}", response.error)
+            };
+            json_response(
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CONFLICT
+                },
+                &json!({
+                    "ok": ok, "node": node, "action": action, "error": error,
+                    "applied": response.applied,
+                }),
+            )
+        }
+        Err(status) => refused(&node, action, &status),
+    }
 }
 
 /// The body of a drain POST (all optional).
@@ -351,24 +461,27 @@ async fn drain(
                 }),
             )
         }
-        Err(status) => {
-            let code = match status.code() {
-                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                tonic::Code::NotFound => StatusCode::NOT_FOUND,
-                tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            json_response(
-                code,
-                &json!({
-                    "ok": false, "node": node, "action": action,
-                    "error": hav_proto::transport::explain_status(&status), "moved": [],
-                }),
-            )
-        }
+        Err(status) => refused(&node, action, &status),
     }
+}
+
+/// The answer to an action the coordinator refused (or could not be asked).
+fn refused(node: &str, action: &str, status: &tonic::Status) -> Response<Body> {
+    let code = match status.code() {
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    json_response(
+        code,
+        &json!({
+            "ok": false, "node": node, "action": action,
+            "error": hav_proto::transport::explain_status(status), "moved": [],
+        }),
+    )
 }
 
 async fn sla(app: &App, month: String) -> Response<Body> {
@@ -623,18 +736,27 @@ mod tests {
     }
 
     #[test]
-    fn drain_paths_name_a_valid_node_and_an_action() {
+    fn node_paths_name_a_valid_node_and_an_action() {
+        let action = |path| node_action(path);
         assert_eq!(
-            node_action("/api/nodes/a1/drain"),
-            Some(("a1".into(), false))
+            action("/api/nodes/a1/drain"),
+            Some(("a1".into(), NodeAction::Drain))
         );
         assert_eq!(
-            node_action("/api/nodes/a1/undrain"),
-            Some(("a1".into(), true))
+            action("/api/nodes/a1/undrain"),
+            Some(("a1".into(), NodeAction::Undrain))
         );
-        assert_eq!(node_action("/api/nodes/a1/reboot"), None);
-        assert_eq!(node_action("/api/nodes/A..%2f/drain"), None);
-        assert_eq!(node_action("/api/nodes//drain"), None);
+        assert_eq!(
+            action("/api/nodes/a1/priority"),
+            Some(("a1".into(), NodeAction::Priority))
+        );
+        assert_eq!(
+            action("/api/nodes/a1/priority/clear"),
+            Some(("a1".into(), NodeAction::ClearPriority))
+        );
+        assert_eq!(action("/api/nodes/a1/reboot"), None);
+        assert_eq!(action("/api/nodes/A..%2f/drain"), None);
+        assert_eq!(action("/api/nodes//drain"), None);
     }
 
     #[test]

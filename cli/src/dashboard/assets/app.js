@@ -19,6 +19,7 @@ const state = {
   confirming: null, // { node, undrain } awaiting a second click
   pending: new Set(), // nodes with a call in flight
   messages: new Map(), // node -> { ok, text }
+  priorities: new Map(), // node -> the priority typed in its card (kept across re-renders)
 };
 
 const $ = (role) => document.querySelector(`[data-role="${role}"]`);
@@ -123,6 +124,14 @@ function nodeCard(node) {
   } else {
     actions.append(el('button', { class: 'danger', 'data-action': 'drain', disabled: pending, text: 'Drain' }));
   }
+  const overridden = (node.instances || []).some((i) => i.priority_override !== null && i.priority_override !== undefined);
+  actions.append(
+    el('input', { type: 'number', min: '1', max: '254', value: state.priorities.get(name) || '50', class: 'priority', 'data-role': 'priority-input', title: 'priority for every instance of the node' }),
+    el('button', { 'data-action': 'priority', disabled: pending, text: 'Set priority' }),
+  );
+  if (overridden) {
+    actions.append(el('button', { 'data-action': 'priority-clear', disabled: pending, text: 'Clear priority' }));
+  }
   if (pending) actions.append(el('span', { class: 'muted', text: 'asking the coordinator…' }));
   const message = state.messages.get(name);
   return el('div', {
@@ -134,6 +143,7 @@ function nodeCard(node) {
   el('span', { class: 'name', text: name }),
   el('span', { class: `badge${stale ? ' warn' : ''}`, title: 'running / desired config version', text: config }),
   drained ? el('span', { class: 'badge warn', text: 'drained' }) : null,
+  overridden ? el('span', { class: 'badge warn', 'data-role': 'overridden', text: 'priority override' }) : null,
   connected ? null : el('span', { class: 'badge bad', text: 'link down' }),
   node.software_version ? el('span', { class: 'badge', text: `v${node.software_version}` }) : null,
   actions,
@@ -264,6 +274,34 @@ async function act(node, undrain) {
   renderGroups();
 }
 
+async function setPriority(node, priority) {
+  state.pending.add(node);
+  state.messages.delete(node);
+  renderGroups();
+  const clear = priority === null;
+  const what = clear ? 'clear priority' : `priority ${priority}`;
+  let ok = false;
+  let text;
+  try {
+    const path = clear ? 'priority/clear' : 'priority';
+    const response = await fetch(`/api/nodes/${encodeURIComponent(node)}/${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(clear ? { reason: 'from the dashboard' } : { priority, reason: 'from the dashboard' }),
+    });
+    const answer = await response.json().catch(() => ({ ok: false, error: `HTTP ${response.status}` }));
+    ok = Boolean(answer.ok);
+    text = ok ? `${node}: ${what} set` : `${what} on ${node}: ${answer.error || `HTTP ${response.status}`}`;
+    if (ok && clear) text = `${node}: priority override cleared`;
+  } catch (error) {
+    text = `${what} on ${node}: havctl did not answer (${error})`;
+  }
+  state.pending.delete(node);
+  state.messages.set(node, { ok, text });
+  notice(text, !ok);
+  renderGroups();
+}
+
 function onGroupsClick(event) {
   const button = event.target.closest('button[data-action]');
   if (!button) return;
@@ -271,6 +309,20 @@ function onGroupsClick(event) {
   if (!card) return;
   const node = card.getAttribute('data-node');
   const action = button.getAttribute('data-action');
+  if (action === 'priority') {
+    const input = card.querySelector('[data-role="priority-input"]');
+    const priority = Number(input && input.value);
+    if (!Number.isInteger(priority) || priority < 1 || priority > 254) {
+      notice('a priority is a whole number from 1 to 254', true);
+      return;
+    }
+    setPriority(node, priority);
+    return;
+  }
+  if (action === 'priority-clear') {
+    setPriority(node, null);
+    return;
+  }
   if (action === 'drain' || action === 'undrain') {
     state.confirming = { node, undrain: action === 'undrain' };
   } else if (action === 'cancel') {
@@ -438,6 +490,11 @@ function connect() {
 document.addEventListener('DOMContentLoaded', () => {
   document.body.dataset.loadedAt = String(Date.now());
   $('groups').addEventListener('click', onGroupsClick);
+  $('groups').addEventListener('input', (event) => {
+    const input = event.target.closest('[data-role="priority-input"]');
+    const card = input && input.closest('[data-node]');
+    if (card) state.priorities.set(card.getAttribute('data-node'), input.value);
+  });
   const form = $('sla-form');
   form.addEventListener('submit', (event) => { event.preventDefault(); loadSla(); });
   $('sla-month').addEventListener('change', loadSla);
