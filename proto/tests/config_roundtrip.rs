@@ -30,6 +30,7 @@ fn minimal_config_gets_the_documented_defaults() {
             state_dir: PathBuf::from("/var/lib/hav"),
             status_socket: None,
             handover_port: 7401,
+            strict: false,
         }
     );
     let instance = &config.instances[0];
@@ -63,6 +64,10 @@ fn minimal_config_gets_the_documented_defaults() {
             master_refresh: None,
             interval: Duration::ZERO,
         },
+        strict: false,
+        vmac: None,
+        routes: vec![],
+        rules: vec![],
     };
     assert_eq!(instance, &expected);
 }
@@ -442,6 +447,13 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         track: track.clone(),
                         notify: notify.clone(),
                         garp,
+                        strict: false,
+                        vmac: with_source.then(|| hav_proto::config::Vmac {
+                            name: format!("vrrp.{}", index + 1),
+                            xmit_base: family == Family::V6 || preempt,
+                        }),
+                        routes: Vec::new(),
+                        rules: Vec::new(),
                     },
                 )
         },
@@ -547,6 +559,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                                     + u16::try_from(state_dir.len() % 3).expect("small"),
                                 state_dir: PathBuf::from(state_dir),
                                 status_socket: status_socket.map(PathBuf::from),
+                                strict: false,
                             },
                             instances,
                             scripts,

@@ -38,6 +38,7 @@ impl NodeConfig {
             state_dir: None,
             status_socket: None,
             handover_port: None,
+            strict: None,
         });
         raw.telemetry = None;
         raw.coordinator = None;
@@ -58,8 +59,13 @@ impl NodeConfig {
                 handover_port: (self.node.handover_port
                     != crate::config::node::DEFAULT_HANDOVER_PORT)
                     .then_some(self.node.handover_port),
+                strict: self.node.strict.then_some(true),
             }),
-            instance: non_empty(self.instances.iter().map(instance).collect()),
+            instance: non_empty(
+                (self.instances.iter())
+                    .map(|one| super::canonical_network::extras(instance(one), one, self.node.strict))
+                    .collect(),
+            ),
             script: non_empty(self.scripts.iter().map(script).collect()),
             process: non_empty(self.processes.iter().map(process).collect()),
             track_file: non_empty(self.track_files.iter().map(track_file).collect()),
@@ -175,6 +181,10 @@ fn instance(instance: &Instance) -> RawInstance {
         notify_fault,
         notify_stop,
         garp: Some(garp(&instance.garp)),
+        strict: None,
+        vmac: None,
+        route: None,
+        rule: None,
     }
 }
 
@@ -198,8 +208,9 @@ fn checksum(instance: &Instance) -> Option<String> {
 /// Short strings when every address sits on the instance's interface without a label, tables
 /// otherwise.
 fn vips(instance: &Instance) -> Vec<StringOr<RawVip>> {
-    let short =
-        (instance.vips.iter()).all(|vip| vip.dev == instance.interface && vip.label.is_none());
+    // With a vmac, a VIP written without `dev` would move onto the macvlan.
+    let short = instance.vmac.is_none()
+        && (instance.vips.iter()).all(|vip| vip.dev == instance.interface && vip.label.is_none());
     (instance.vips.iter())
         .map(|vip: &Vip| {
             if short {

@@ -9,12 +9,15 @@
 //! equal value.
 
 mod canonical;
+mod canonical_network;
 pub mod duration;
 mod error;
 mod load;
+mod network;
 mod node;
 mod probe_url;
 mod raw;
+mod raw_network;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
@@ -32,6 +35,7 @@ pub use node::{
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,
 };
+pub use network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
 pub use probe_url::{MAX_TARGET_LEN, ProbeUrl, Scheme, UrlHost};
 pub use validate::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_DELAY_LOOP, DEFAULT_FLOW_TIMEOUT,

@@ -59,6 +59,8 @@ pub struct NodeSettings {
     pub status_socket: Option<PathBuf>,
     /// UDP port of the hand-over beacons between the nodes of a pair (default 7401).
     pub handover_port: u16,
+    /// keepalived's `vrrp_strict`: every instance's default `strict`.
+    pub strict: bool,
 }
 
 /// The UDP port of the hand-over beacons unless `[node] handover_port` says otherwise.
@@ -100,6 +102,15 @@ pub struct Instance {
     pub track: Vec<Track>,
     pub notify: Notify,
     pub garp: GarpSchedule,
+    /// keepalived's `strict_mode` (default `[node] strict`): the config was held to RFC 5798
+    /// alone, and adverts whose address list differs from ours are dropped.
+    pub strict: bool,
+    /// The VIPs on a macvlan with the virtual MAC; `None`: on the interfaces themselves.
+    pub vmac: Option<super::network::Vmac>,
+    /// Present while master (keepalived's `virtual_routes`).
+    pub routes: Vec<super::network::VirtualRoute>,
+    /// Present while master (keepalived's `virtual_rules`).
+    pub rules: Vec<super::network::VirtualRule>,
 }
 
 /// How adverts reach the other routers.

@@ -50,6 +50,7 @@ pub(super) fn node_settings(
         state_dir: state_dir?,
         status_socket,
         handover_port: handover_port?,
+        strict: raw.strict.unwrap_or(false),
     })
 }
 

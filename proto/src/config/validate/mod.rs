@@ -12,6 +12,8 @@ use hav_vrrp::Family;
 
 mod definitions;
 mod instance;
+mod network;
+mod strict;
 mod telemetry;
 mod values;
 mod virtual_server;
@@ -64,12 +66,13 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         track_file,
     );
     let probes = each(raw.probe.as_deref(), &root.key("probe"), errors, probe);
-    let instances = each(
+    let mut instances = each(
         raw.instance.as_deref(),
         &root.key("instance"),
         errors,
         |raw, path, errors| instance(raw, path, &defined, errors),
     );
+    strict::apply(raw, &mut instances, errors);
     let sync_groups = each(
         raw.sync_group.as_deref(),
         &root.key("sync_group"),
