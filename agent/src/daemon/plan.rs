@@ -551,6 +551,7 @@ fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
                 .then_some(instance.garp.master_delay),
             refresh: instance.garp.master_refresh,
         },
+        strict: instance.strict,
     }
 }
 
