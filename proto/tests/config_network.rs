@@ -69,7 +69,9 @@ fn vmac_mistakes_are_named() {
     );
     let errors = refused("", "vips = [\"2001:db8::1/64\"]\n[instance.vmac]\n");
     assert!(
-        errors.contains("instance[0].vmac.xmit_base: an IPv6 instance with a vmac needs xmit_base = true"),
+        errors.contains(
+            "instance[0].vmac.xmit_base: an IPv6 instance with a vmac needs xmit_base = true"
+        ),
         "{errors}"
     );
     let errors = refused(
@@ -240,7 +242,10 @@ fn strict_mode_accepts_vip_traffic_only_as_owner_unless_told_and_can_be_left_per
         "version = 2\npriority = 255\nvips = [\"198.51.100.100/24\"]\n",
     );
     assert!(owner.instances[0].accept);
-    let told = parsed("strict = true", "accept = true\nvips = [\"198.51.100.100/24\"]\n");
+    let told = parsed(
+        "strict = true",
+        "accept = true\nvips = [\"198.51.100.100/24\"]\n",
+    );
     assert!(told.instances[0].accept);
     let left = parsed(
         "strict = true",

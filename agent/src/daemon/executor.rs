@@ -24,8 +24,8 @@ use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
 use crate::net::{
-    Announcer, Firewall, HandoverApplier, JournaledVips, NftError, SocketSpec, TableRemoval, Vip,
-    VrrpSocket,
+    Announcer, Firewall, HandoverApplier, JournaledVips, NftError, RouteManager, RouteSpec,
+    RuleSpec, SocketSpec, TableRemoval, Vip, VrrpSocket,
 };
 use crate::telemetry::Telemetry;
 
@@ -45,6 +45,9 @@ struct RouterIo {
     /// nothing.
     socket: Option<Arc<VrrpSocket>>,
     vips: HashMap<IpAddr, Vip>,
+    /// The rules and routes held while master: added after the VIPs, removed with them.
+    rules: Vec<RuleSpec>,
+    routes: Vec<RouteSpec>,
 }
 
 /// Hook queues by instance or group name, each with the config it runs.
@@ -111,6 +114,8 @@ pub struct Executor {
     routers: HashMap<RouterId, RouterIo>,
     pub(super) sockets: Sockets,
     pub(super) vips: JournaledVips,
+    /// The masters' routes and rules (journaled ahead of need with the VIPs).
+    routing: RouteManager,
     announcer: Announcer,
     /// hav's nftables tables: VIPs of instances without accept mode, dropped on input; the
     /// virtual servers of the instances this node is master of.
@@ -137,6 +142,7 @@ impl Executor {
         Self {
             routers: HashMap::new(),
             sockets,
+            routing: RouteManager::new(vips.manager().handle().clone()),
             vips,
             announcer,
             balancer: Balancer::new(),
@@ -227,12 +233,15 @@ impl Executor {
                 .and_then(|spec| sockets.get(spec))
                 .map(|open| open.socket.clone());
             let vips = plan.vips.get(&router.name).cloned().unwrap_or_default();
+            let (rules, routes) = plan.routing.get(&router.name).cloned().unwrap_or_default();
             self.routers.insert(
                 id,
                 RouterIo {
                     name: router.name.clone(),
                     socket,
                     vips,
+                    rules,
+                    routes,
                 },
             );
         }
@@ -348,6 +357,38 @@ impl Executor {
             if let Err(error) = self.vips.remove(&release.vips).await {
                 tracing::error!(instance = %release.name, %error, "removing VIPs failed");
             }
+            let router = (self.routers.iter())
+                .find(|(_, io)| io.name == release.name)
+                .map(|(id, _)| *id);
+            if let Some(router) = router {
+                self.remove_routing(router).await;
+            }
+        }
+    }
+
+    /// Adds the router's rules and routes (after its VIPs: a route may take one as its source).
+    async fn add_routing(&self, router: RouterId) {
+        let Some(io) = self.routers.get(&router) else {
+            return;
+        };
+        if io.rules.is_empty() && io.routes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.routing.add(&io.rules, &io.routes).await {
+            tracing::error!(instance = %io.name, %error, "adding routes or rules failed");
+        }
+    }
+
+    /// Removes the router's routes and rules (absent ones are no failure).
+    async fn remove_routing(&self, router: RouterId) {
+        let Some(io) = self.routers.get(&router) else {
+            return;
+        };
+        if io.rules.is_empty() && io.routes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.routing.remove(&io.rules, &io.routes).await {
+            tracing::error!(instance = %io.name, %error, "removing routes or rules failed");
         }
     }
 
@@ -449,6 +490,7 @@ impl Executor {
                 if let Err(error) = self.vips.add(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
                 }
+                self.add_routing(router).await;
             }
             Action::RemoveVips {
                 router,
@@ -483,6 +525,7 @@ impl Executor {
                     self.send_beacon(beacon);
                     return;
                 }
+                self.remove_routing(router).await;
                 if let Err(error) = self.vips.remove(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
                 }

@@ -28,6 +28,7 @@ use crate::lb::PlannedService;
 use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
+use crate::net::{NetworkEntries, RouteSpec, RuleSpec};
 use crate::track::{
     FileSpec, HttpSpec, InterfaceSpec, ProbeSchedule, ProcessMatch, ProcessSpec, Program, RunAs,
     ScriptSpec, TcpSpec, TrackSpec,
@@ -56,6 +57,10 @@ pub struct Plan {
     pub connection_drains: HashMap<String, Duration>,
     /// The UDP port of the hand-over beacons.
     pub handover_port: u16,
+    /// Per router, the rules and routes it holds while master.
+    pub routing: HashMap<String, (Vec<RuleSpec>, Vec<RouteSpec>)>,
+    /// Every macvlan, route and rule of the config (journaled ahead of need).
+    pub network: NetworkEntries,
 }
 
 /// Where a router runs on this host.
@@ -241,6 +246,18 @@ pub enum HostProblem {
 /// What `hav-agent --check` reports: an error for anything [`plan`] refuses; otherwise
 /// everything `host` lacks for the config to run, instance by instance.
 pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanError> {
+    // The daemon creates each macvlan whose base exists before it plans: so does the check.
+    let mut host = host.clone();
+    for instance in &config.instances {
+        if let Some(vmac) = &instance.vmac
+            && host.index_of(&instance.interface).is_some()
+        {
+            host.links
+                .entry(vmac.name.clone())
+                .or_insert((0, Vec::new()));
+        }
+    }
+    let host = &host;
     let plan = plan(config, host)?;
     let local: BTreeSet<IpAddr> = (host.links.values())
         .flat_map(|(_, addresses)| addresses.iter().copied())
@@ -387,6 +404,8 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         virtual_servers: Vec::new(),
         connection_drains: HashMap::new(),
         handover_port: config.node.handover_port,
+        routing: HashMap::new(),
+        network: super::network::network_of(config),
     };
     if let Some(instance) = config
         .instances
@@ -469,6 +488,8 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         plan.tracker_refs.insert(instance.name.clone(), refs);
         plan.instance_hooks
             .insert(instance.name.clone(), hooks_of(&instance.notify));
+        plan.routing
+            .insert(instance.name.clone(), super::network::routing_of(instance));
         if !instance.connection_drain.is_zero() {
             plan.connection_drains
                 .insert(instance.name.clone(), instance.connection_drain);
@@ -514,7 +535,7 @@ fn track_own_interface(
 fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
     RouterConfig {
         name: instance.name.clone(),
-        interface: instance.interface.clone(),
+        interface: super::network::vrrp_interface(instance).to_owned(),
         vrid: instance.vrid,
         version: instance.version,
         family: instance.family,
@@ -566,7 +587,7 @@ fn socket_spec(instance: &Instance, primary: IpAddr) -> SocketSpec {
         },
     };
     SocketSpec {
-        interface: instance.interface.clone(),
+        interface: super::network::vrrp_interface(instance).to_owned(),
         family: instance.family,
         mode,
     }
@@ -597,10 +618,22 @@ fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
 /// from (`source_address`, else the interface's first address of the family that is not a VIP;
 /// for IPv6 the link-local address, RFC 5798 section 5.1.2.1).
 fn bind(instance: &Instance, host: &Host) -> Binding {
-    let Some(ifindex) = host.index_of(&instance.interface) else {
+    let Some(base_index) = host.index_of(&instance.interface) else {
         return Binding::Unbound(Unbound::NoInterface {
             interface: instance.interface.clone(),
         });
+    };
+    // With a macvlan the socket is on it, and the advert source still the base's address.
+    let vrrp_interface = super::network::vrrp_interface(instance);
+    let ifindex = if vrrp_interface == instance.interface {
+        base_index
+    } else {
+        let Some(index) = host.index_of(vrrp_interface) else {
+            return Binding::Unbound(Unbound::NoInterface {
+                interface: vrrp_interface.to_owned(),
+            });
+        };
+        index
     };
     if let Some(primary) = instance.source_address {
         return Binding::Bound { ifindex, primary };

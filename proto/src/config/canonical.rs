@@ -63,7 +63,9 @@ impl NodeConfig {
             }),
             instance: non_empty(
                 (self.instances.iter())
-                    .map(|one| super::canonical_network::extras(instance(one), one, self.node.strict))
+                    .map(|one| {
+                        super::canonical_network::extras(instance(one), one, self.node.strict)
+                    })
                     .collect(),
             ),
             script: non_empty(self.scripts.iter().map(script).collect()),

@@ -25,6 +25,7 @@ pub use load::{
     ENV_PREFIX, load_node_config, load_node_config_with_env, node_config_from_document,
     parse_node_config,
 };
+pub use network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
 pub use node::{
     CheckKind, LbAlgo, LbKind, LbProtocol, RealServer, RealServerCheck, SorryServer, VirtualPorts,
     VirtualServer,
@@ -35,7 +36,6 @@ pub use node::{
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,
 };
-pub use network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
 pub use probe_url::{MAX_TARGET_LEN, ProbeUrl, Scheme, UrlHost};
 pub use validate::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_BEFORE_RETRY, DEFAULT_DELAY_LOOP, DEFAULT_FLOW_TIMEOUT,

@@ -12,9 +12,7 @@ use hav_vrrp::{Family, VrId};
 
 use super::values::{family_name, family_of, interface_name, optional};
 use crate::config::error::{Collector, KeyPath, Problem};
-use crate::config::network::{
-    MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac,
-};
+use crate::config::network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
 use crate::config::node::Vip;
 use crate::config::raw::{RawInstance, RawRoute, RawRule, StringOr};
 
@@ -87,7 +85,10 @@ pub(super) fn routes(
         .collect();
     let routes: Vec<VirtualRoute> = checked.into_iter().collect::<Option<_>>()?;
     for (index, route) in routes.iter().enumerate() {
-        if let Some(first) = routes[..index].iter().position(|other| same_route(other, route)) {
+        if let Some(first) = routes[..index]
+            .iter()
+            .position(|other| same_route(other, route))
+        {
             errors.push(
                 path.index(index),
                 Problem::Duplicate(format!(
@@ -237,7 +238,10 @@ fn rule(
     let table = match raw.table {
         Some(_) => table(raw.table, &path.key("table"), errors),
         None => {
-            errors.missing(path.key("table"), "expected the routing table to look up, 1..");
+            errors.missing(
+                path.key("table"),
+                "expected the routing table to look up, 1..",
+            );
             None
         }
     };
@@ -302,7 +306,7 @@ fn prefix(
 ) -> Option<Prefix> {
     let expected = "expected a prefix such as \"203.0.113.0/24\", an address, or \"default\"";
     if text == "default" {
-        let Some(family) = family else { return None };
+        let family = family?;
         let address = match family {
             Family::V4 => IpAddr::from([0u8; 4]),
             Family::V6 => IpAddr::from([0u16; 8]),
@@ -314,7 +318,10 @@ fn prefix(
         None => (text, None),
     };
     let Ok(address) = address_text.parse::<IpAddr>() else {
-        errors.invalid(path.clone(), format!("{text:?} is not a prefix; {expected}"));
+        errors.invalid(
+            path.clone(),
+            format!("{text:?} is not a prefix; {expected}"),
+        );
         return None;
     };
     let max = if address.is_ipv4() { 32 } else { 128 };

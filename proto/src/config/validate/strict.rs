@@ -18,8 +18,14 @@ use crate::config::raw::RawNodeConfig;
 
 /// Applies strict mode to each instance that runs it (per `[[instance]] strict`, else
 /// `[node] strict`), reporting what it refuses.
-pub(super) fn apply(raw: &RawNodeConfig, instances: &mut [Option<Instance>], errors: &mut Collector) {
-    let node_strict = (raw.node.as_ref()).and_then(|node| node.strict).unwrap_or(false);
+pub(super) fn apply(
+    raw: &RawNodeConfig,
+    instances: &mut [Option<Instance>],
+    errors: &mut Collector,
+) {
+    let node_strict = (raw.node.as_ref())
+        .and_then(|node| node.strict)
+        .unwrap_or(false);
     let raw_instances = raw.instance.as_deref().unwrap_or_default();
     let root = KeyPath::root().key("instance");
     for (index, (raw, instance)) in raw_instances.iter().zip(instances.iter_mut()).enumerate() {
@@ -38,7 +44,11 @@ pub(super) fn apply(raw: &RawNodeConfig, instances: &mut [Option<Instance>], err
                 )),
             );
         };
-        if raw.unicast_peers.as_ref().is_some_and(|peers| !peers.is_empty()) {
+        if raw
+            .unicast_peers
+            .as_ref()
+            .is_some_and(|peers| !peers.is_empty())
+        {
             refuse(
                 "unicast_peers",
                 "RFC 5798 sends adverts to the multicast group only",
