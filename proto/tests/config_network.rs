@@ -76,6 +76,14 @@ fn vmac_mistakes_are_named() {
     );
     let errors = refused(
         "",
+        "connection_drain = \"1m\"\nvips = [\"198.51.100.100/24\"]\n[instance.vmac]\n",
+    );
+    assert!(
+        errors.contains("instance[0].connection_drain: not with [instance.vmac]"),
+        "{errors}"
+    );
+    let errors = refused(
+        "",
         "vips = [\"198.51.100.100/24\"]\n[instance.vmac]\nname = \"a/b\"\n",
     );
     assert!(errors.contains("instance[0].vmac.name"), "{errors}");

@@ -448,7 +448,8 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         notify: notify.clone(),
                         garp,
                         strict: false,
-                        vmac: with_source.then(|| hav_proto::config::Vmac {
+                        // Not with a connection drain (set above when `accept`).
+                        vmac: (with_source && !accept).then(|| hav_proto::config::Vmac {
                             name: format!("vrrp.{}", index + 1),
                             xmit_base: family == Family::V6 || preempt,
                         }),

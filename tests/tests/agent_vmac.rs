@@ -1,7 +1,7 @@
 //! keepalived's `use_vmac`, `virtual_routes` and `virtual_rules` on two real hav-agents with a
 //! client on their LAN: the VIP answers from the virtual router MAC (RFC 5798 section 7.3), a
 //! failover moves that MAC (the client's neighbour entry never changes), the master's route and
-//! policy rule follow the role, a base link replaced under a backup gets its macvlan back, and
+//! policy rule follow the role and a reload, a base link replaced under a backup gets its macvlan back, and
 //! nothing is left after a stop, nor after a crash and a restart without those keys. Needs root;
 //! run with `cargo nextest run -p hav-tests`.
 
@@ -18,6 +18,7 @@ const VMAC: &str = "vrrp.51";
 const VIRTUAL_MAC: &str = "00:00:5e:00:01:33";
 const TABLE: &str = "100";
 const ROUTED: &str = "203.0.113.0/24";
+const OTHER_ROUTED: &str = "192.0.2.0/24";
 
 fn ip(lab: &Lab, host: &str, args: &[&str]) -> String {
     let mut argv = vec!["ip"];
@@ -78,9 +79,26 @@ fn the_vip_answers_from_the_virtual_mac_which_moves_with_routes_and_rules_and_is
     let before = client_neighbour(lab, &vip);
     assert!(before.contains(VIRTUAL_MAC), "client: {before}");
 
+    // A reload on the master replaces its route at once.
+    let mut rerouted = duo.a_config.clone();
+    for line in &mut rerouted.instances[0].track {
+        *line = line.replace(ROUTED, OTHER_ROUTED);
+    }
+    duo.a.write_config(&rerouted).expect("new route");
+    duo.a.reload().expect("SIGHUP a");
+    duo.a
+        .wait_log("VI_1: routes and rules follow the new config", WAIT)
+        .expect("a reloads its routes");
+    let table = ip(duo.lab(), "a", &["-4", "route", "show", "table", TABLE]);
+    assert!(
+        table.contains(OTHER_ROUTED) && !table.contains(ROUTED),
+        "{table}"
+    );
+
     // The backup's link is replaced: its macvlan comes back on the new link, and it is a
     // backup of a again.
     let b_iface = duo.pair.b.iface.clone();
+    let lab = duo.lab();
     lab.delete_link("b", &b_iface).expect("delete b's link");
     lab.recreate_link("b", &b_iface).expect("recreate b's link");
     duo.b
@@ -117,6 +135,8 @@ fn the_vip_answers_from_the_virtual_mac_which_moves_with_routes_and_rules_and_is
     // The stopped agent left nothing: no macvlan, no route, no rule.
     assert_eq!(vmac_of(lab, "a"), None, "a's macvlan outlived its stop");
     assert!(!has_route(lab, "a") && !has_rule(lab, "a"));
+    let out = (lab.exec("a", &["ip", "-4", "route", "show", "table", "all"])).expect("ip runs");
+    assert!(!out.stdout.contains(OTHER_ROUTED), "{}", out.stdout);
 
     // b crashes holding all of it; restarted on a config without those keys, it removes them
     // before anything else.

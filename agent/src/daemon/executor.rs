@@ -130,6 +130,9 @@ pub struct Executor {
     handover_rules: HandoverApplier,
     /// The beacon socket, open while some instance drains connections.
     pub(super) beacons: Option<BeaconSocket>,
+    /// Routers holding their VIPs whose routes or rules a reload changed, with the old ones:
+    /// brought in line by [`Executor::settle_routing`].
+    stale_routing: Vec<(RouterId, Vec<RuleSpec>, Vec<RouteSpec>)>,
 }
 
 impl Executor {
@@ -151,6 +154,7 @@ impl Executor {
             handover: Handover::default(),
             handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
             beacons: None,
+            stale_routing: Vec::new(),
             firewall,
         }
     }
@@ -225,6 +229,10 @@ impl Executor {
             instance_hooks,
             group_hooks,
         } = prepared;
+        let holding: std::collections::HashSet<RouterId> = (engine.briefs())
+            .filter(|brief| brief.holds_vips)
+            .map(|brief| brief.id)
+            .collect();
         for router in &plan.engine.routers {
             let Some(id) = engine.router_id(&router.name) else {
                 continue;
@@ -234,6 +242,13 @@ impl Executor {
                 .map(|open| open.socket.clone());
             let vips = plan.vips.get(&router.name).cloned().unwrap_or_default();
             let (rules, routes) = plan.routing.get(&router.name).cloned().unwrap_or_default();
+            if holding.contains(&id)
+                && let Some(old) = self.routers.get(&id)
+                && (old.rules != rules || old.routes != routes)
+            {
+                self.stale_routing
+                    .push((id, old.rules.clone(), old.routes.clone()));
+            }
             self.routers.insert(
                 id,
                 RouterIo {
@@ -376,6 +391,29 @@ impl Executor {
         }
         if let Err(error) = self.routing.add(&io.rules, &io.routes).await {
             tracing::error!(instance = %io.name, %error, "adding routes or rules failed");
+        }
+    }
+
+    /// After a reload: a router that holds its VIPs gets the routes and rules of the new config,
+    /// and loses those only the old one had.
+    pub async fn settle_routing(&mut self) {
+        for (router, old_rules, old_routes) in std::mem::take(&mut self.stale_routing) {
+            let Some(io) = self.routers.get(&router) else {
+                continue;
+            };
+            let gone_rules: Vec<RuleSpec> = (old_rules.into_iter())
+                .filter(|rule| !io.rules.contains(rule))
+                .collect();
+            let gone_routes: Vec<RouteSpec> = (old_routes.into_iter())
+                .filter(|route| !io.routes.contains(route))
+                .collect();
+            if let Err(error) = self.routing.remove(&gone_rules, &gone_routes).await {
+                tracing::error!(instance = %io.name, %error, "removing routes or rules the new config dropped failed");
+            }
+            self.add_routing(router).await;
+            if let Some(io) = self.routers.get(&router) {
+                tracing::info!(instance = %io.name, "{}: routes and rules follow the new config", io.name);
+            }
         }
     }
 

@@ -146,6 +146,7 @@ impl Daemon {
         }
         self.executor.install(&plan, prepared, &self.engine);
         self.executor.settle_filter(&plan).await;
+        self.executor.settle_routing().await;
         self.telemetry
             .note_reload(&self.running.config.telemetry, &config.telemetry);
         let previous = std::mem::replace(&mut self.running.plan, plan);

@@ -168,7 +168,7 @@ pub(super) fn instance(
         rules: rules?,
     };
     network::place_vips_on_vmac(raw, instance.vmac.as_ref(), &mut instance.vips);
-    Some(instance)
+    network::vmac_fits(&instance, path, errors).then_some(instance)
 }
 
 /// The virtual addresses and the family they set (that of the first one).

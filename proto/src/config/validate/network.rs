@@ -13,7 +13,7 @@ use hav_vrrp::{Family, VrId};
 use super::values::{family_name, family_of, interface_name, optional};
 use crate::config::error::{Collector, KeyPath, Problem};
 use crate::config::network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
-use crate::config::node::Vip;
+use crate::config::node::{Instance, Vip};
 use crate::config::raw::{RawInstance, RawRoute, RawRule, StringOr};
 
 /// `[instance.vmac]`: `Some(None)` when absent, `None` when refused.
@@ -57,6 +57,24 @@ pub(super) fn vmac(
         return None;
     }
     Some(Some(Vmac { name, xmit_base }))
+}
+
+/// A vmac and `connection_drain` exclude each other: a drain keeps the VIPs on the old master
+/// while the new one serves them, and with a vmac both would then send from one MAC (switches
+/// would follow whichever sent last). `false` (reported) when both are set.
+pub(super) fn vmac_fits(instance: &Instance, path: &KeyPath, errors: &mut Collector) -> bool {
+    if instance.vmac.is_some() && !instance.connection_drain.is_zero() {
+        errors.push(
+            path.key("connection_drain"),
+            Problem::Conflict(
+                "not with [instance.vmac]: the old master would keep serving from the virtual \
+                 MAC the new master answers from"
+                    .into(),
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 /// With a vmac, the VIPs written without a `dev` of their own go on the macvlan.
