@@ -48,13 +48,13 @@ fn use_vmac_routes_and_rules_become_hav_keys() {
     assert_eq!(instance.routes[0].metric, Some(5));
     assert_eq!(
         instance.routes[1].src,
-        Some("198.51.100.1".parse().unwrap())
+        Some("198.51.100.1".parse().expect("literal"))
     );
     assert_eq!(instance.routes[2].kind, RouteKind::Blackhole);
     assert_eq!(
         instance.routes[2].to,
         Prefix {
-            address: "198.18.0.0".parse().unwrap(),
+            address: "198.18.0.0".parse().expect("literal"),
             len: 15
         }
     );
