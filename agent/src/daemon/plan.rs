@@ -821,6 +821,51 @@ mod tests {
     }
 
     #[test]
+    fn a_vmac_instance_speaks_on_its_macvlan_from_the_base_address() {
+        let text = |vmac: &str| {
+            format!(
+                "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 51\nvips = [\"198.51.100.1/24\"]\n[instance.vmac]\n{vmac}[[instance.route]]\nto = \"203.0.113.0/24\"\nvia = \"198.51.100.254\"\n"
+            )
+        };
+        let config = parse_node_config(&text(""), "test.toml").expect("valid test config");
+        let base = ("eth7", 7, vec![v4("198.51.100.11")]);
+        let plan = plan_on(
+            &config,
+            &Host::with_links([base.clone(), ("vrrp.51", 9, Vec::new())]),
+        );
+        assert_eq!(
+            plan.bindings.get("VI_1"),
+            Some(&Binding::Bound {
+                ifindex: 9,
+                primary: v4("198.51.100.11")
+            })
+        );
+        assert_eq!(plan.router_sockets["VI_1"].interface, "vrrp.51");
+        assert_eq!(plan.engine.routers[0].interface, "vrrp.51");
+        assert_eq!(plan.vips["VI_1"][&v4("198.51.100.1")].iface, "vrrp.51");
+        assert_eq!(plan.network.vmacs.len(), 1);
+        assert_eq!(plan.routing["VI_1"].1.len(), 1);
+        // The base's link is tracked, not the macvlan's.
+        assert!(plan.trackers.contains_key("interface:eth7"));
+        // Before the daemon made the macvlan, the instance waits for it; `--check` counts it as
+        // made (the daemon makes it before it plans).
+        let host = Host::with_links([base.clone()]);
+        assert_eq!(
+            plan_on(&config, &host).bindings.get("VI_1"),
+            Some(&Binding::Unbound(Unbound::NoInterface {
+                interface: "vrrp.51".into()
+            }))
+        );
+        assert_eq!(check(&config, &host).expect("checked"), []);
+        // With xmit_base the socket stays on the base.
+        let xmit =
+            parse_node_config(&text("xmit_base = true\n"), "test.toml").expect("valid test config");
+        let plan = plan_on(&xmit, &Host::with_links([base, ("vrrp.51", 9, Vec::new())]));
+        assert_eq!(plan.router_sockets["VI_1"].interface, "eth7");
+        assert_eq!(plan.vips["VI_1"][&v4("198.51.100.1")].iface, "vrrp.51");
+    }
+
+    #[test]
     fn accept_mode_off_drops_vip_traffic_except_on_the_address_owner() {
         let drops = |extra| drops_vip_traffic(&parsed(extra).instances[0]);
         assert!(!drops(""), "accept defaults to true");
