@@ -163,3 +163,37 @@ fn the_vip_answers_from_the_virtual_mac_which_moves_with_routes_and_rules_and_is
         "without a vmac the VIP is on the interface"
     );
 }
+
+#[test]
+fn an_ipv6_vip_answers_from_the_ipv6_virtual_mac_with_adverts_from_the_base() {
+    let duo = start_duo(
+        |pair| std::net::IpAddr::V6(pair.vip6),
+        |pair, _, config| {
+            config.instances[0].vips = vec![format!("{}/64", pair.vip6)];
+            config.instances[0]
+                .track
+                .push("[instance.vmac]\nxmit_base = true".to_owned());
+        },
+    );
+    let lab = duo.lab();
+    let a_vmac = lab
+        .exec("a", &["ip", "-o", "link", "show", "dev", "vrrp6.51"])
+        .expect("ip runs");
+    assert!(
+        a_vmac.stdout.contains("00:00:5e:00:02:33"),
+        "{}",
+        a_vmac.stdout
+    );
+    assert!(
+        lab.addresses("a", "vrrp6.51")
+            .expect("list")
+            .contains(&duo.vip)
+    );
+    // No link-local address of the virtual MAC on either node's macvlan.
+    assert!(lab.addresses("b", "vrrp6.51").expect("list").is_empty());
+    let neighbour = client_neighbour(lab, &duo.vip.to_string());
+    assert!(
+        neighbour.contains("00:00:5e:00:02:33"),
+        "client: {neighbour}"
+    );
+}
