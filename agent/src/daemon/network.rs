@@ -67,11 +67,14 @@ pub async fn ensure_vmacs(manager: &VmacManager, config: &NodeConfig) -> bool {
     created
 }
 
-/// Deletes the macvlans of `before` that `after` no longer has (their instances are gone).
+/// Deletes the macvlans of `before` whose names `after` no longer uses (one it still names was
+/// made anew by [`ensure_vmacs`] where it changed).
 pub async fn remove_stale_vmacs(manager: &VmacManager, before: &NodeConfig, after: &NodeConfig) {
-    let wanted = network_of(after).vmacs;
+    let wanted: std::collections::BTreeSet<String> = (network_of(after).vmacs.into_iter())
+        .map(|spec| spec.name)
+        .collect();
     for spec in network_of(before).vmacs {
-        if wanted.contains(&spec) {
+        if wanted.contains(&spec.name) {
             continue;
         }
         match manager.remove(&spec).await {
