@@ -201,7 +201,10 @@ pub enum PlanError {
     #[error("engine refused the config: {0}")]
     Engine(hav_vrrp::engine::EngineConfigError),
     /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
-    #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
+    #[error(
+        "instance {instance}: accept = false needs nftables (or set accept = true; in strict \
+         mode it is the default below priority 255): {cause}"
+    )]
     AcceptModeNeedsNft { instance: String, cause: NftError },
     #[error("virtual server {service}: load balancing needs nftables: {cause}")]
     VirtualServerNeedsNft { service: String, cause: NftError },
