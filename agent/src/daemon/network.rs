@@ -7,14 +7,16 @@
 //! and rule the config may add is journaled before it is added (ahead of need, as the VIPs), so
 //! a restarted agent removes what a crashed one left.
 
-use hav_proto::config::{Instance, NodeConfig, Vmac};
+use hav_proto::config::{Instance, NodeConfig, Transport, Vmac};
 
 use crate::net::{Ensured, NetworkEntries, RouteSpec, RuleSpec, VmacManager, VmacSpec};
 
-/// The interface an instance's VRRP socket is on: its macvlan unless it sends from the base.
+/// The interface an instance's VRRP socket is on: its macvlan, unless it sends from the base
+/// (`xmit_base`) or to unicast peers (their adverts come to the base's own MAC, so only the base
+/// hears them).
 pub fn vrrp_interface(instance: &Instance) -> &str {
     match &instance.vmac {
-        Some(vmac) if !vmac.xmit_base => &vmac.name,
+        Some(vmac) if !vmac.xmit_base && instance.transport == Transport::Multicast => &vmac.name,
         _ => &instance.interface,
     }
 }

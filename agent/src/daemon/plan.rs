@@ -866,6 +866,20 @@ mod tests {
         let plan = plan_on(&xmit, &Host::with_links([base, ("vrrp.51", 9, Vec::new())]));
         assert_eq!(plan.router_sockets["VI_1"].interface, "eth7");
         assert_eq!(plan.vips["VI_1"][&v4("198.51.100.1")].iface, "vrrp.51");
+        // Unicast adverts come to the base's MAC: the socket is on the base.
+        let unicast = parse_node_config(
+            "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 51\nunicast_peers = [\"198.51.100.12\"]\nvips = [\"198.51.100.1/24\"]\n[instance.vmac]\n",
+            "test.toml",
+        )
+        .expect("valid test config");
+        let plan = plan_on(
+            &unicast,
+            &Host::with_links([
+                ("eth7", 7, vec![v4("198.51.100.11")]),
+                ("vrrp.51", 9, Vec::new()),
+            ]),
+        );
+        assert_eq!(plan.router_sockets["VI_1"].interface, "eth7");
     }
 
     #[test]
