@@ -328,10 +328,28 @@ fn a_killed_agent_s_macvlan_routes_and_rules_are_removed_on_recovery_and_only_ma
             iif: None,
             oif: None,
         };
+        let route6 = RouteSpec {
+            to: "2001:db8:1::".parse().unwrap(),
+            prefix_len: 64,
+            kind: "unicast".into(),
+            via: Some(IpAddr::from(V6_B)),
+            dev: Some(IFACE_A.into()),
+            src: None,
+            table: 100,
+            metric: None,
+        };
+        let rule6 = RuleSpec {
+            ipv6: true,
+            from: Some(("2001:db8::10".parse().unwrap(), 128)),
+            fwmark: Some(7),
+            ..rule.clone()
+        };
         let mut entries = NetworkEntries::default();
         entries.vmacs.insert(vmac.clone());
-        entries.routes.extend([route.clone(), blackhole.clone()]);
-        entries.rules.insert(rule.clone());
+        entries
+            .routes
+            .extend([route.clone(), blackhole.clone(), route6.clone()]);
+        entries.rules.extend([rule.clone(), rule6.clone()]);
         let ip = |args: &[&str]| {
             let out = std::process::Command::new("ip")
                 .args(args)
@@ -348,7 +366,10 @@ fn a_killed_agent_s_macvlan_routes_and_rules_are_removed_on_recovery_and_only_ma
             assert_eq!(vmacs.ensure(&vmac).await.unwrap(), Ensured::Created);
             assert_eq!(vmacs.ensure(&vmac).await.unwrap(), Ensured::Present);
             let routes = RouteManager::new(manager.handle().clone());
-            let (rules, all_routes) = (vec![rule.clone()], vec![route.clone(), blackhole.clone()]);
+            let (rules, all_routes) = (
+                vec![rule.clone(), rule6.clone()],
+                vec![route.clone(), blackhole.clone(), route6.clone()],
+            );
             routes.add(&rules, &all_routes).await.unwrap();
             routes.add(&rules, &all_routes).await.unwrap();
             // Dropped here holding all of it: kill -9.
@@ -358,18 +379,25 @@ fn a_killed_agent_s_macvlan_routes_and_rules_are_removed_on_recovery_and_only_ma
         assert!(ip(&["route", "show", "table", "100"]).contains("203.0.113.0/24 via 198.51.100.2"));
         assert!(ip(&["route", "show", "table", "101"]).contains("blackhole 203.0.113.0/24"));
         assert!(ip(&["rule", "show"]).contains("1000:\tfrom 198.51.100.10 lookup 100"));
+        assert!(
+            ip(&["-6", "route", "show", "table", "100"])
+                .contains("2001:db8:1::/64 via 2001:db8::2")
+        );
+        assert!(ip(&["-6", "rule", "show"]).contains("from 2001:db8::10 fwmark 0x7 lookup 100"));
 
         let mut restarted = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
         let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
         assert_eq!(
             recovery.removed_network.len(),
-            4,
+            6,
             "{:?}",
             recovery.removed_network
         );
         assert_eq!(ip(&["-o", "link", "show", "dev", "hvvmac.7"]), "");
         assert!(!ip(&["route", "show", "table", "all"]).contains("203.0.113.0"));
         assert!(!ip(&["rule", "show"]).contains("lookup 100"));
+        assert!(!ip(&["-6", "route", "show", "table", "all"]).contains("2001:db8:1::"));
+        assert!(!ip(&["-6", "rule", "show"]).contains("lookup 100"));
         // A link of a journaled macvlan's name that is no macvlan is never deleted.
         let not_ours = VmacSpec {
             name: IFACE_A.into(),

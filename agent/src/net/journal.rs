@@ -458,6 +458,46 @@ mod tests {
     }
 
     #[test]
+    fn network_entries_round_trip_and_a_journal_without_them_still_reads() {
+        let dir = state_dir("network");
+        let mut journal = VipJournal::new(&dir).expect("temp dir");
+        fs::write(
+            journal.path(),
+            br#"{"version":1,"vips":[{"addr":"198.51.100.100","prefix_len":24,"iface":"eth0"}]}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            journal.load_all().expect("read"),
+            Ok((vec![vip(100)], NetworkEntries::default())),
+            "a journal written before network entries existed"
+        );
+        let mut entries = NetworkEntries::default();
+        entries.vmacs.insert(VmacSpec {
+            name: "vrrp.51".into(),
+            base: "eth0".into(),
+            mac: [0, 0, 0x5e, 0, 1, 51],
+            ipv6: false,
+        });
+        entries.rules.insert(RuleSpec {
+            ipv6: false,
+            from: Some((IpAddr::from([198, 51, 100, 10]), 32)),
+            to: None,
+            table: 100,
+            priority: None,
+            fwmark: None,
+            iif: None,
+            oif: None,
+        });
+        journal.record_network(&entries).expect("write");
+        let reread = VipJournal::new(&dir)
+            .expect("temp dir")
+            .load_all()
+            .expect("read");
+        assert_eq!(reread, Ok((Vec::new(), entries)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn corrupt_files_are_reported_not_panicked_on() {
         let dir = state_dir("corrupt");
         let journal = VipJournal::new(&dir).expect("temp dir");
