@@ -6,5 +6,6 @@ pub mod exec_command;
 pub mod hooks;
 pub mod lb;
 pub mod net;
+pub mod notify;
 pub mod telemetry;
 pub mod track;

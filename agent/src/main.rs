@@ -27,6 +27,13 @@ struct Args {
     /// this host lacks), 1 with every error (file: key path: reason).
     #[arg(long, value_name = "CONFIG")]
     check: Option<PathBuf>,
+    /// Take over the VIPs another VRRP daemon left on this node: an instance whose addresses are
+    /// already on its interface starts as master and keeps them, instead of waiting a
+    /// master-down interval as backup while nobody owns them. For moving a keepalived master to
+    /// hav with no gap: stop keepalived with SIGKILL (so it removes nothing), then start the
+    /// agent with --adopt before the peer's master-down interval passes.
+    #[arg(long, conflicts_with = "check")]
+    adopt: bool,
     /// Write this program's man page (hav-agent.8) into DIR and exit (for packaging).
     #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
     write_man: Option<PathBuf>,
@@ -104,7 +111,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let result = match args.command {
             Some(Command::Status { socket, json }) => status(&args.config, socket, json).await,
-            None => daemon::run(args.config).await,
+            None => daemon::run(args.config, daemon::StartOptions { adopt: args.adopt }).await,
         };
         // Stop flushes the failover traces still buffered.
         if let Some(pipeline) = pipeline {

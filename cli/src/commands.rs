@@ -1,4 +1,4 @@
-//! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|certs`.
+//! The command line: `havctl status|watch|push-config|validate|history|rollback|drain|priority|certs`.
 
 use crate::local;
 use std::collections::{HashMap, HashSet};
@@ -131,6 +131,12 @@ pub enum Command {
         force: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Priority intents: an instance run at another priority until cleared or for a while,
+    /// kept by the coordinator and given to the node again whenever it reconnects.
+    Priority {
+        #[command(subcommand)]
+        command: crate::priority::PriorityCommand,
     },
     #[command(flatten)]
     Orchestrate(crate::orchestrate::OrchestrateCommand),
@@ -457,6 +463,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             push_result(&response)
         }
         Command::Orchestrate(command) => crate::orchestrate::run(command, &target).await,
+        Command::Priority { command } => crate::priority::run(command, &target).await,
         Command::Dashboard(args) => crate::dashboard::run(args, &target).await,
         Command::Drain {
             node,
@@ -941,7 +948,10 @@ fn status_table(nodes: &[NodeStatus]) -> String {
                 instance.name.clone(),
                 instance.vrid.to_string(),
                 state,
-                instance.effective_priority.to_string(),
+                match instance.priority_override {
+                    Some(_) => format!("{} (override)", instance.effective_priority),
+                    None => instance.effective_priority.to_string(),
+                },
                 vips,
             ]);
         }

@@ -13,3 +13,4 @@ pub mod import;
 pub mod local;
 pub mod orchestrate;
 pub mod output;
+pub mod priority;

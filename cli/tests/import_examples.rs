@@ -146,12 +146,25 @@ fn squid_active_passive() {
     assert_eq!(vi_a.garp.master_refresh, Some(Duration::from_secs(60)));
     assert_eq!(
         findings(a, FindingKind::NotConverted),
-        [
-            ("node-a.conf".into(), 9, "notification_email { ... }".into()),
-            ("node-a.conf".into(), 12, "smtp_server 127.0.0.1".into()),
-            ("node-a.conf".into(), 18, "delay 2".into()),
-            ("node-a.conf".into(), 64, "smtp_alert".into()),
-        ]
+        [("node-a.conf".into(), 18, "delay 2".into())]
+    );
+    // Mail as keepalived sends it: to the recipients through the relay, from its default
+    // sender, for the instance with smtp_alert.
+    let smtp = a.config.node.smtp.as_ref().expect("[node.smtp]");
+    assert_eq!(smtp.server.to_string(), "127.0.0.1:25");
+    assert_eq!(
+        smtp.to.iter().map(|to| to.as_str()).collect::<Vec<_>>(),
+        ["noc@example.org"]
+    );
+    assert_eq!(smtp.from.as_str(), "keepalived@proxy-a");
+    assert!(!smtp.alert);
+    assert_eq!(vi_a.smtp_alert, Some(true));
+    assert!(
+        findings(a, FindingKind::Note)
+            .iter()
+            .any(|(_, line, item)| *line == 12 && item == "smtp_server 127.0.0.1"),
+        "{:?}",
+        a.findings
     );
 }
 

@@ -335,20 +335,20 @@ fn dont_track_primary_becomes_a_weighted_track_of_the_instance_interface() {
 #[test]
 fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
     let global = "vrrp_strict\nnotify_fifo /run/keepalived.fifo\nvrrp_notify_fifo /run/vrrp.fifo\n\
-                  vrrp_iptables\nnftables\nmax_auto_priority 10\nnotification_email {\n ops@example.org\n}\n\
-                  notification_email_from lb@example.org\nsmtp_server 192.0.2.25\nsmtp_connect_timeout 30";
+                  vrrp_iptables\nnftables\nlvs_notify_fifo /run/lvs.fifo\nsmtp_alert_checker\n\
+                  no_email_faults\nmin_auto_priority_delay 1000\nvrrp_rt_priority 20\nvrrp_priority -5";
     let body = "use_vmac\nvirtual_routes {\n 0.0.0.0/0 via 198.51.100.1\n}\nvirtual_rules {\n from 198.51.100.100 table 10\n}";
     let node = import(&one_instance(global, body));
     for keyword in [
-        "notify_fifo",
         "vrrp_notify_fifo",
         "vrrp_iptables",
         "nftables",
-        "max_auto_priority",
-        "notification_email",
-        "notification_email_from",
-        "smtp_server",
-        "smtp_connect_timeout",
+        "lvs_notify_fifo",
+        "smtp_alert_checker",
+        "no_email_faults",
+        "min_auto_priority_delay",
+        "vrrp_rt_priority",
+        "vrrp_priority",
     ] {
         let reasons: Vec<&str> = node
             .not_converted()
@@ -362,6 +362,79 @@ fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
             reasons[0]
         );
     }
+}
+
+#[test]
+fn notify_fifo_mail_and_max_auto_priority_become_node_settings() {
+    let global = "notify_fifo /run/keepalived.fifo\nnotify_fifo_script \"/usr/local/bin/reader -v\"\n\
+                  max_auto_priority 10\nnotification_email {\n ops@example.org\n noc@example.org\n}\n\
+                  notification_email_from lb@example.org\nsmtp_server 192.0.2.25 2525\n\
+                  smtp_helo_name lb1.example.org\nsmtp_connect_timeout 10\nsmtp_alert";
+    let node = import(&format!(
+        "{}vrrp_sync_group G1 {{\n group {{\n VI_1\n }}\n smtp_alert off\n}}\n",
+        one_instance(global, "smtp_alert")
+    ));
+    assert_eq!(node.not_converted().count(), 0, "{:?}", node.findings);
+    let settings = &node.config.node;
+    let fifo = settings.notify_fifo.as_ref().expect("notify_fifo");
+    assert_eq!(fifo.path, Path::new("/run/keepalived.fifo"));
+    let script = fifo.script.as_ref().expect("notify_fifo_script");
+    assert_eq!(
+        (script.program.as_path(), script.args.as_slice()),
+        (Path::new("/usr/local/bin/reader"), &["-v".to_owned()][..])
+    );
+    assert_eq!(settings.max_auto_priority.map(|p| p.get()), Some(10));
+    let smtp = settings.smtp.as_ref().expect("[node.smtp]");
+    assert_eq!(smtp.server.to_string(), "192.0.2.25:2525");
+    assert_eq!(smtp.connect_timeout, Duration::from_secs(10));
+    assert_eq!(smtp.helo_name.as_deref(), Some("lb1.example.org"));
+    assert_eq!(smtp.from.as_str(), "lb@example.org");
+    let to: Vec<&str> = smtp.to.iter().map(|to| to.as_str()).collect();
+    assert_eq!(to, ["ops@example.org", "noc@example.org"]);
+    assert!(smtp.alert, "global smtp_alert is the default");
+    assert_eq!(the_instance(&node).smtp_alert, Some(true));
+    assert_eq!(node.config.sync_groups[0].smtp_alert, Some(false));
+}
+
+#[test]
+fn mail_without_a_server_or_recipients_is_not_converted_as_keepalived_sends_none() {
+    let node = import(&one_instance("smtp_server 192.0.2.25", "smtp_alert"));
+    assert!(node.config.node.smtp.is_none());
+    let reasons: Vec<&str> = (node.not_converted())
+        .filter(|finding| finding.item.starts_with("smtp_server"))
+        .map(|finding| finding.reason.as_str())
+        .collect();
+    assert_eq!(reasons.len(), 1, "{:?}", node.findings);
+    assert!(
+        reasons[0].contains("no notification_email"),
+        "{}",
+        reasons[0]
+    );
+    let node = import(&one_instance(
+        "notification_email {\n ops@example.org\n not-an-address\n}",
+        "",
+    ));
+    assert!(node.config.node.smtp.is_none());
+    let items: Vec<&str> = (node.not_converted())
+        .map(|finding| finding.item.as_str())
+        .collect();
+    assert_eq!(
+        items,
+        [
+            "notification_email { ... }",
+            "notification_email not-an-address"
+        ],
+        "{:?}",
+        node.findings
+    );
+    // A reader program without its FIFO gets hav's default FIFO.
+    let node = import(&one_instance(
+        "vrrp_notify_fifo_script /usr/local/bin/reader",
+        "",
+    ));
+    let fifo = node.config.node.notify_fifo.as_ref().expect("notify_fifo");
+    assert_eq!(fifo.path, Path::new("/run/hav/notify.fifo"));
+    assert_eq!(node.not_converted().count(), 0, "{:?}", node.findings);
 }
 
 #[test]

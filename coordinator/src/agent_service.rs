@@ -137,6 +137,7 @@ impl AgentService for AgentServiceImpl {
             let (config_shared, config_node) = (shared.clone(), node.clone());
             tokio::spawn(async move {
                 send_desired_config(&config_shared, &config_node, running_version).await;
+                crate::priority::reapply(&config_shared, &config_node).await;
             });
             loop {
                 let message = tokio::select! {

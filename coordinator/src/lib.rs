@@ -19,6 +19,7 @@ pub mod leader;
 pub mod node_state_writer;
 pub mod orchestrate;
 pub mod presence;
+pub mod priority;
 pub mod push;
 pub mod registry;
 pub mod rollout;

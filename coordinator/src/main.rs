@@ -114,6 +114,25 @@ struct Args {
     /// Serve Prometheus metrics on http://ADDRESS/metrics (not served unless set).
     #[arg(long, env = "HAV_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the metrics over TLS with this certificate (PEM; with --metrics-key).
+    #[arg(long, env = "HAV_METRICS_CERT", value_name = "PEM", requires_all = ["metrics_key", "metrics_listen"])]
+    metrics_cert: Option<PathBuf>,
+    /// The metrics certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "HAV_METRICS_KEY",
+        value_name = "PEM",
+        requires = "metrics_cert"
+    )]
+    metrics_key: Option<PathBuf>,
+    /// Scrapers must present a certificate from this CA (PEM).
+    #[arg(
+        long,
+        env = "HAV_METRICS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "metrics_cert"
+    )]
+    metrics_client_ca: Option<PathBuf>,
     /// Export the fleet operations' spans to this OTLP/gRPC collector (http:// or https://).
     #[arg(long, env = "HAV_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<OtlpEndpoint>,
@@ -249,6 +268,14 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
         });
     }
     config.metrics_listen = args.metrics_listen;
+    config.metrics_tls = match (args.metrics_cert, args.metrics_key) {
+        (Some(cert), Some(key)) => Some(hav_proto::config::MetricsTls {
+            cert,
+            key,
+            client_ca: args.metrics_client_ca,
+        }),
+        _ => None,
+    };
     // Before start-up: a SIGTERM that arrives while the store opens is a graceful stop too.
     let mut signals = Signals::install()?;
     let notifier = Notifier::from_env().unwrap_or_else(|error| {

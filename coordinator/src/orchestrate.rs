@@ -627,6 +627,13 @@ impl Orchestrator {
         if request.undrain {
             let moves = earlier.map(|r| r.moves).unwrap_or_default();
             let result = undrain_node(fleet, &node, &moves, settings).await;
+            // Lifting the takeover overrides also lifted any intent an operator set on those
+            // instances: the peers get theirs again.
+            let peers: std::collections::BTreeSet<&str> =
+                moves.iter().map(|m| m.peer.as_str()).collect();
+            for peer in peers {
+                crate::priority::reapply(&self.shared, peer).await;
+            }
             let ok = result.is_ok();
             let error = result.err().map(|e| e.to_string()).unwrap_or_default();
             self.audit(

@@ -43,8 +43,10 @@ pub struct CoordinatorConfig {
     pub command_timeout: Duration,
     /// DNS publishing, split-brain policy, drain timing.
     pub orchestration: crate::orchestrate::OrchestrationConfig,
-    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    /// Where `GET /metrics` is served (Prometheus text or OpenMetrics); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve it over TLS (asking scrapers for certificates when a client CA is set).
+    pub metrics_tls: Option<hav_proto::config::MetricsTls>,
     /// This coordinator's name among those sharing a store (what status and the other
     /// coordinators show as the leader).
     pub name: String,
@@ -63,6 +65,7 @@ impl CoordinatorConfig {
             command_timeout: Duration::from_secs(10),
             orchestration: crate::orchestrate::OrchestrationConfig::default(),
             metrics_listen: None,
+            metrics_tls: None,
             name: listen.to_string(),
             leader_ttl: crate::leader::DEFAULT_LEADER_TTL,
         }
@@ -257,10 +260,15 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         None => None,
         Some(address) => {
             let shared = shared.clone();
-            let render = move || shared.metrics.render(&shared.registry);
-            let server = hav_proto::metrics::http::serve(address, render)
+            let render = move |format| shared.metrics.render(&shared.registry, format);
+            let tls = match &config.metrics_tls {
+                Some(tls) => Some(hav_proto::metrics::tls::server_config(tls)?),
+                None => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let server = hav_proto::metrics::http::serve(address, tls, render)
                 .map_err(|source| ServerError::Metrics { address, source })?;
-            tracing::info!(address = %server.local_addr(), "serving metrics on http://{}/metrics", server.local_addr());
+            tracing::info!(address = %server.local_addr(), "serving metrics on {scheme}://{}/metrics", server.local_addr());
             Some(server)
         }
     };

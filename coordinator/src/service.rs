@@ -17,6 +17,10 @@ use hav_proto::v1::{
     ValidateResponse, WatchEventsRequest, fleet_event,
 };
 use hav_proto::v1::{
+    ClearPriorityRequest, ListPrioritiesRequest, ListPrioritiesResponse, PriorityResponse,
+    SetPriorityRequest,
+};
+use hav_proto::v1::{
     ControlRolloutRequest, DnsShowRequest, DnsShowResponse, RolloutJob, SlaRequest, SlaResponse,
     StartRolloutRequest,
 };
@@ -274,6 +278,35 @@ impl FleetService for FleetServiceImpl {
         )
         .await?;
         Ok(Response::new(response))
+    }
+
+    async fn set_priority(
+        &self,
+        request: Request<SetPriorityRequest>,
+    ) -> Result<Response<PriorityResponse>, Status> {
+        let who = self.caller(&request, Some("set priorities")).await?;
+        self.leader_only()?;
+        let response = crate::priority::set(&self.shared, &who, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn clear_priority(
+        &self,
+        request: Request<ClearPriorityRequest>,
+    ) -> Result<Response<PriorityResponse>, Status> {
+        let who = self.caller(&request, Some("clear priorities")).await?;
+        self.leader_only()?;
+        let response = crate::priority::clear(&self.shared, &who, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_priorities(
+        &self,
+        request: Request<ListPrioritiesRequest>,
+    ) -> Result<Response<ListPrioritiesResponse>, Status> {
+        self.caller(&request, None).await?;
+        let intents = crate::priority::list(&self.shared).await?;
+        Ok(Response::new(ListPrioritiesResponse { intents }))
     }
 
     // ---- Orchestration: thin calls into crate::orchestrate. ----

@@ -66,8 +66,8 @@ fn unknown_keys_are_all_reported_with_their_paths() {
         refused(&text),
         [
             "node.toml: instance[1].garp.repeat: unknown key `repeat`; expected one of `master_repeat`, `master_delay`, `master_refresh`, `interval`",
-            "node.toml: instance[1].priorty: unknown key `priorty`; expected one of `name`, `interface`, `vrid`, `version`, `priority`, `advert_interval`, `preempt`, `preempt_delay`, `connection_drain`, `accept`, `checksum`, `source_address`, `unicast_peers`, `auth_pass`, `vips`, `track_interface`, `track_script`, `track_process`, `track_file`, `track_probe`, `notify`, `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`, `garp`, `strict`, `vmac`, `route`, `rule`",
-            "node.toml: node.colour: unknown key `colour`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `strict`",
+            "node.toml: instance[1].priorty: unknown key `priorty`; expected one of `name`, `interface`, `vrid`, `version`, `priority`, `advert_interval`, `preempt`, `preempt_delay`, `connection_drain`, `accept`, `checksum`, `source_address`, `unicast_peers`, `auth_pass`, `vips`, `track_interface`, `track_script`, `track_process`, `track_file`, `track_probe`, `notify`, `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`, `smtp_alert`, `garp`, `strict`, `vmac`, `route`, `rule`",
+            "node.toml: node.colour: unknown key `colour`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `strict`, `notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `smtp`",
         ]
     );
 }
@@ -547,4 +547,43 @@ fn errors_carry_their_kind() {
         ]
     );
     assert_eq!(errors.to_string(), errors.lines().join("\n"));
+}
+
+#[test]
+fn notify_fifo_smtp_and_realtime_settings_are_checked_each_with_its_path() {
+    let text = with_instance("vrid = 2\nvips = [\"198.51.100.2/24\"]").replace(
+        "[node]\n",
+        "[node]\nnotify_fifo = \"run/notify.fifo\"\nmax_auto_priority = 100\n",
+    ) + "[node.smtp]\nserver = \"mail example\"\nconnect_timeout = \"0s\"\n\
+         from = \"hav\"\nto = [\"ops@example.net\", \"x@y>\\r\\nDATA\"]\n";
+    let refused = refused(&text);
+    for expected in [
+        "node.toml: node.notify_fifo: expected an absolute path",
+        "node.toml: node.max_auto_priority: 100 is not a realtime priority; expected 1 to 99",
+        "node.toml: node.smtp.server: \"mail example\" is not an SMTP server",
+        "node.toml: node.smtp.connect_timeout: expected a duration above zero",
+        "node.toml: node.smtp.from: \"hav\" is not a mail address",
+        "node.toml: node.smtp.to[1]: ",
+    ] {
+        assert!(
+            refused.iter().any(|line| line.starts_with(expected)),
+            "{expected:?} not in {refused:#?}"
+        );
+    }
+    assert_eq!(refused.len(), 6, "{refused:#?}");
+}
+
+#[test]
+fn a_fifo_script_needs_the_fifo_and_mail_needs_a_recipient() {
+    let text = with_instance("vrid = 2\nvips = [\"198.51.100.2/24\"]").replace(
+        "[node]\n",
+        "[node]\nnotify_fifo_script = [\"/usr/local/sbin/reader\"]\n",
+    ) + "[node.smtp]\nserver = \"198.51.100.25\"\nfrom = \"hav@example.net\"\n";
+    assert_eq!(
+        refused(&text),
+        [
+            "node.toml: node.notify_fifo: missing; expected the FIFO's path: notify_fifo_script reads it",
+            "node.toml: node.smtp.to: missing; expected at least one recipient, such as [\"ops@example.net\"]",
+        ]
+    );
 }

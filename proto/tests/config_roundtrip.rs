@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hav_proto::config::{
-    Command, GarpSchedule, Instance, NodeConfig, NodeSettings, Notify, Probe, ProbeKind, ProbeUrl,
-    ProcessMatch, SamplingRatio, Script, SyncGroup, Telemetry, Track, TrackFile, TrackTarget,
-    TrackWeight, TrackedProcess, Transport, UnicastPeer, Vip, parse_node_config,
+    Command, GarpSchedule, Instance, MailAddress, NodeConfig, NodeSettings, Notify, NotifyFifo,
+    Probe, ProbeKind, ProbeUrl, ProcessMatch, RealtimePriority, SamplingRatio, Script, Smtp,
+    SmtpHost, SmtpServer, SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight,
+    TrackedProcess, Transport, UnicastPeer, Vip, parse_node_config,
 };
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 use proptest::prelude::*;
@@ -31,6 +32,9 @@ fn minimal_config_gets_the_documented_defaults() {
             status_socket: None,
             handover_port: 7401,
             strict: false,
+            notify_fifo: None,
+            smtp: None,
+            max_auto_priority: None,
         }
     );
     let instance = &config.instances[0];
@@ -58,6 +62,7 @@ fn minimal_config_gets_the_documented_defaults() {
         }],
         track: vec![],
         notify: Notify::default(),
+        smtp_alert: None,
         garp: GarpSchedule {
             master_repeat: 5,
             master_delay: Duration::from_secs(5),
@@ -446,6 +451,7 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         vips,
                         track: track.clone(),
                         notify: notify.clone(),
+                        smtp_alert: accept.then_some(preempt),
                         garp,
                         strict: false,
                         // Not with a connection drain (set above when `accept`).
@@ -492,6 +498,7 @@ fn telemetry() -> impl Strategy<Value = Telemetry> {
                 .otlp_endpoint;
             Telemetry {
                 metrics_listen,
+                metrics_tls: None,
                 otlp_endpoint,
                 sampling_ratio: SamplingRatio::new(ratio).expect("generated in range"),
                 resource,
@@ -525,6 +532,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                             name: "G1".into(),
                             instances: members,
                             notify,
+                            smtp_alert: Some(true),
                         }]
                     }
                 });
@@ -555,9 +563,33 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                     )| {
                         NodeConfig {
                             node: NodeSettings {
-                                name,
                                 handover_port: 7401
                                     + u16::try_from(state_dir.len() % 3).expect("small"),
+                                notify_fifo: status_socket.as_ref().map(|_| NotifyFifo {
+                                    path: PathBuf::from("/run/hav/notify.fifo"),
+                                    script: (state_dir.len() % 2 == 0).then(|| Command {
+                                        program: PathBuf::from("/usr/local/sbin/fifo-reader"),
+                                        args: vec!["-v".into()],
+                                    }),
+                                }),
+                                smtp: (state_dir.len() % 2 == 1).then(|| Smtp {
+                                    server: SmtpServer {
+                                        host: SmtpHost::Name("mail.example.net".into()),
+                                        port: 25,
+                                    },
+                                    connect_timeout: Duration::from_secs(30),
+                                    helo_name: Some("lb1.example.net".into()),
+                                    from: MailAddress::new("hav@example.net").expect("valid"),
+                                    to: vec![
+                                        MailAddress::new("ops@example.net").expect("valid"),
+                                        MailAddress::new("noc@example.net").expect("valid"),
+                                    ],
+                                    alert: name.len() % 2 == 0,
+                                }),
+                                max_auto_priority: RealtimePriority::new(
+                                    i64::try_from(name.len()).expect("short") - 1,
+                                ),
+                                name,
                                 state_dir: PathBuf::from(state_dir),
                                 status_socket: status_socket.map(PathBuf::from),
                                 strict: false,

@@ -318,6 +318,29 @@ impl Agent {
         })
     }
 
+    /// Writes `text` as the config (it names its own state dir and status socket; put them in
+    /// [`Agent::dir_of`]) and starts hav-agent on it with `launch` adjusting the start (flags
+    /// such as `--adopt`). [`Agent::restart`] starts it the plain way.
+    pub fn start_text_with(
+        lab: &Lab,
+        host: &str,
+        text: &str,
+        launch: impl FnOnce(SpawnSpec) -> SpawnSpec,
+    ) -> Result<Agent, AgentError> {
+        let dir = Self::dir_of(lab, host);
+        fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        write_config_file(&dir, text)?;
+        let spec = agent_spec(host, &dir, 0, "info,hav_agent=debug")?;
+        Ok(Agent {
+            host: host.to_owned(),
+            process: lab.spawn(host, launch(spec))?,
+            dir,
+            starts: 1,
+            env: Vec::new(),
+            _notify: None,
+        })
+    }
+
     /// Like [`Agent::start`] with the agent logging at `info` only, as in production (the
     /// benchmark measures its idle cost).
     pub fn start_quiet(lab: &Lab, host: &str, config: &AgentConfig) -> Result<Agent, AgentError> {

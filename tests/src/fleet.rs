@@ -498,7 +498,8 @@ impl Drop for NamespacedEtcd {
 }
 
 /// Runs havctl in the test's own namespace (certificates only: no network).
-fn havctl_local(args: &[&str]) -> Result<(), Error> {
+/// Runs havctl on the host (certificates, no coordinator needed).
+pub fn havctl_local(args: &[&str]) -> Result<(), Error> {
     let binary = sibling_binary("havctl")?;
     let out = Command::new(binary).args(args).output()?;
     if !out.status.success() {

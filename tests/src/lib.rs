@@ -14,8 +14,10 @@
 //! - [`journal`]: a stand-in for journald and a private mount namespace that points a program at it.
 //! - [`dns`]: a BIND 9 authoritative server (named) in a lab host, for the DNS the coordinator updates.
 //! - [`etcd`]: a real three-member etcd cluster on loopback, for the coordinator's etcd store.
+//! - [`smtp`]: a real SMTP server (aiosmtpd) in a lab host, for the agent's mail alerts.
 //!
-//! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived.
+//! Running: everything needs root (named namespaces), iproute2, iputils-ping and keepalived
+//! (`agent_notify` also Debian's `python3-aiosmtpd`; `scripts/setup-host.sh` installs them all).
 //! `cargo nextest run -p hav-tests` runs the harness smoke tests and the `agent_*` tests with real
 //! hav-agent processes one at a time (test group `netns` in `.config/nextest.toml`; the agent is
 //! `HAV_AGENT_BIN` or `hav-agent` next to the test binary: a workspace run builds it, a
@@ -42,4 +44,5 @@ pub mod lb;
 pub mod netns;
 pub mod otlp;
 pub mod probe;
+pub mod smtp;
 pub mod topology;

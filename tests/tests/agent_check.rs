@@ -49,13 +49,22 @@ impl Bench {
     }
 
     /// `text` made to run in the lab host: `eth0`/`eth1` become its interfaces; the state dir,
-    /// status socket and track file go under the agent's directory, per case.
+    /// status socket, notify FIFO and track file go under the agent's directory, per case.
     fn adapt(&self, case: &str, text: &str) -> String {
         let dir = self.dir();
         let mut out = String::new();
         for line in text.lines() {
             let key = line.split('=').next().unwrap_or_default().trim();
             if key == "state_dir" || key == "status_socket" {
+                continue;
+            }
+            if key == "notify_fifo" {
+                out.push_str(&format!(
+                    "notify_fifo = {:?}\n",
+                    dir.join(format!("notify-{case}.fifo"))
+                        .display()
+                        .to_string()
+                ));
                 continue;
             }
             out.push_str(line);
@@ -265,6 +274,16 @@ fn broken_configs_are_refused_by_check_and_start_up_with_the_same_reason() {
             "probe[0].sni: unknown key `sni`",
         ),
         (
+            "smtp-recipient",
+            node(
+                &bench,
+                "smtp-recipient",
+                "max_auto_priority = 10\n[node.smtp]\nserver = \"198.51.100.25\"\nfrom = \"hav@example.net\"\nto = [\"ops\"]\n",
+                "",
+            ),
+            "node.smtp.to[0]: \"ops\" is not a mail address",
+        ),
+        (
             "unresolved-tracker",
             node(&bench, "unresolved-tracker", "", "track_probe = [\"web\"]"),
             "instance[0].track_probe[0]: no [[probe]] named \"web\"",
@@ -345,7 +364,7 @@ fn what_the_host_lacks_is_a_warning_and_the_daemon_starts() {
         &bench,
         "host-lacks",
         &format!(
-            "[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"https://origin.invalid/health\"\nserver_name = \"origin.example\"\nca_file = {:?}\nproxy = \"127.0.0.1:3128\"\n\n[[script]]\nname = \"chk\"\nprogram = \"/nonexistent/hav-check\"\n",
+            "notify_fifo = \"/run/hav/notify.fifo\"\nnotify_fifo_script = [\"/nonexistent/hav-fifo-reader\"]\n\n[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"https://origin.invalid/health\"\nserver_name = \"origin.example\"\nca_file = {:?}\nproxy = \"127.0.0.1:3128\"\n\n[[script]]\nname = \"chk\"\nprogram = \"/nonexistent/hav-check\"\n",
             missing.display().to_string()
         ),
         "track_probe = [{ name = \"web\", weight = -10 }]\ntrack_script = [{ name = \"chk\", weight = -10 }]\nnotify_master = [\"/nonexistent/hav-notify\"]",
@@ -360,6 +379,7 @@ fn what_the_host_lacks_is_a_warning_and_the_daemon_starts() {
         ),
         "warning: instance VI_1: script:chk: program /nonexistent/hav-check".to_owned(),
         "warning: instance VI_1: notify_master: program /nonexistent/hav-notify".to_owned(),
+        "warning: node: notify_fifo_script: program /nonexistent/hav-fifo-reader".to_owned(),
     ] {
         assert!(report.contains(&warning), "{warning:?} not in\n{report}");
     }

@@ -87,9 +87,12 @@ track_file = ["weight"]
     );
     let path = lab.log_dir().join(format!("{}.toml", spec.name));
     std::fs::write(&path, config).expect("config");
+    // A log of its own per start.
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     lab.spawn(
         &spec.attachment.host,
-        SpawnSpec::new(format!("{}-agent", spec.name), agent_binary())
+        SpawnSpec::new(format!("{}-agent-{start}", spec.name), agent_binary())
             .args(["--config", &path.display().to_string()])
             .env("RUST_LOG", "info"),
     )
@@ -105,14 +108,22 @@ fn scrape(lab: &Lab, host: &str) -> BTreeMap<String, f64> {
 
 /// [`scrape`], or the error of a connection that failed (an agent not listening yet).
 fn try_scrape(lab: &Lab, host: &str) -> std::io::Result<BTreeMap<String, f64>> {
-    let body = lab
+    let (head, body) = get_metrics(lab, host, "")?;
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    Ok(parse_exposition(&body))
+}
+
+/// GET /metrics with `extra` header lines: the response head and body.
+fn get_metrics(lab: &Lab, host: &str, extra: &str) -> std::io::Result<(String, String)> {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
+    let response = lab
         .host(host)
         .expect("host")
-        .in_thread(|| {
+        .in_thread(move || {
             Ok((|| -> std::io::Result<String> {
                 let mut stream = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
                 stream.set_read_timeout(Some(WAIT))?;
-                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+                stream.write_all(request.as_bytes())?;
                 let mut response = String::new();
                 stream.read_to_string(&mut response)?;
                 Ok(response)
@@ -122,10 +133,9 @@ fn try_scrape(lab: &Lab, host: &str) -> std::io::Result<BTreeMap<String, f64>> {
         .join()
         .expect("no panic")
         .expect("in namespace")?;
-    let (head, body) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    Ok(parse_exposition(body))
+    Ok((head.to_owned(), body.to_owned()))
 }
 
 fn parse_exposition(body: &str) -> BTreeMap<String, f64> {
@@ -351,17 +361,15 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     let vip = IpAddr::V4(pair.vip4);
     let collector_address = SocketAddr::new(IpAddr::V4(pair.client.ipv4), OTLP_PORT);
     let mut collector = collector_in(&pair.lab, &pair.client.host, collector_address);
-    let mut a = start_agent(
-        &pair.lab,
-        &AgentSpec {
-            name: "a",
-            attachment: &pair.a,
-            peer: &pair.b,
-            priority: 150,
-            vip,
-            otlp: Some(collector_address),
-        },
-    );
+    let a_spec = AgentSpec {
+        name: "a",
+        attachment: &pair.a,
+        peer: &pair.b,
+        priority: 150,
+        vip,
+        otlp: Some(collector_address),
+    };
+    let mut a = start_agent(&pair.lab, &a_spec);
     pair.lab
         .wait_address("a", vip, Presence::Present, WAIT)
         .unwrap_or_else(|error| panic!("a never took the VIP: {error}\n{}", a.log()));
@@ -464,6 +472,36 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
     assert!(failover.span.start_time_unix_nano <= detect.span.start_time_unix_nano);
     assert!(failover.span.end_time_unix_nano >= announce.span.end_time_unix_nano);
     assert!(vips_add.span.start_time_unix_nano >= election.span.start_time_unix_nano);
+    // The failover histogram names this trace as its exemplar, when asked for OpenMetrics.
+    let (head, body) = get_metrics(
+        &pair.lab,
+        "b",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    )
+    .expect("OpenMetrics scrape");
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let trace_hex: String = failover
+        .span
+        .trace_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let exemplar = body
+        .lines()
+        .find(|line| {
+            line.starts_with("hav_failover_duration_seconds_bucket{")
+                && line.contains("cause=\"master-down\"")
+                && line.contains(" # {trace_id=")
+        })
+        .unwrap_or_else(|| panic!("no exemplar on the failover histogram:\n{body}"));
+    assert!(
+        exemplar.contains(&format!("{{trace_id=\"{trace_hex}\"}}")),
+        "the exemplar is not b's failover trace {trace_hex}: {exemplar}"
+    );
     println!(
         "link cut: detection {silent:?}, detection to announce {to_announce:?}, vips.add {:?}, failover span {:?}",
         vips_add.duration(),
@@ -531,5 +569,167 @@ fn failover_traces_reach_an_otlp_collector_and_link_both_nodes() {
         takeover.duration(),
         resign.duration()
     );
+
+    // 4. The same handover twice within a second: a starts again and takes the VIP back; its
+    // tracked weight drops below b's twice, with a preempting back in between. Same VIP, same
+    // two nodes, same cause: a trace of its own each time on both nodes, still one trace for
+    // both sides.
+    let mut a = start_agent(&pair.lab, &a_spec);
+    pair.lab
+        .wait_address("b", vip, Presence::Absent, WAIT)
+        .unwrap_or_else(|error| panic!("b kept the VIP: {error}\n{}", b.log()));
+    let weight = pair.lab.log_dir().join("a").join("weight");
+    let mut handovers: Vec<(Exported, Exported)> = Vec::new();
+    for round in 0..2 {
+        std::fs::write(&weight, "-100\n").expect("weight down");
+        pair.lab
+            .wait_address("b", vip, Presence::Present, WAIT)
+            .unwrap_or_else(|error| panic!("b never took over: {error}\n{}", b.log()));
+        let seen: Vec<Vec<u8>> = handovers
+            .iter()
+            .map(|(t, _)| t.span.span_id.clone())
+            .collect();
+        let taken = collector.wait_for("b's takeover from a resigning", |s| {
+            s.host == "b"
+                && s.span.name == "vrrp.failover"
+                && s.string("vrrp.cause") == "master-resigned"
+                && s.span.span_id != takeover.span.span_id
+                && !seen.contains(&s.span.span_id)
+        });
+        let seen: Vec<Vec<u8>> = handovers
+            .iter()
+            .map(|(_, r)| r.span.span_id.clone())
+            .collect();
+        let resigned = collector.wait_for("a's resignation", |s| {
+            s.host == "a"
+                && s.span.name == "vrrp.resign"
+                && s.string("vrrp.cause") == "resign"
+                && !seen.contains(&s.span.span_id)
+        });
+        assert!(links_to(&taken, &resigned) && links_to(&resigned, &taken));
+        handovers.push((taken, resigned));
+        if round == 0 {
+            std::fs::write(&weight, "5\n").expect("weight up");
+            pair.lab
+                .wait_address("b", vip, Presence::Absent, WAIT)
+                .unwrap_or_else(|error| panic!("a never took back: {error}\n{}", b.log()));
+        }
+    }
+    let [(first_b, first_a), (second_b, second_a)] = [&handovers[0], &handovers[1]];
+    assert_ne!(
+        first_b.span.trace_id, second_b.span.trace_id,
+        "b: two traces"
+    );
+    assert_ne!(
+        first_a.span.trace_id, second_a.span.trace_id,
+        "a: two traces"
+    );
+    let gap = Duration::from_nanos(
+        second_b
+            .span
+            .start_time_unix_nano
+            .saturating_sub(first_b.span.start_time_unix_nano),
+    );
+    println!(
+        "the same handover again {gap:?} later: its own trace on both nodes; one trace for both sides: {} and {}",
+        first_b.span.trace_id == first_a.span.trace_id,
+        second_b.span.trace_id == second_a.span.trace_id
+    );
+    a.terminate(WAIT).expect("a stops");
     b.terminate(WAIT).expect("b stops");
+}
+
+/// `[telemetry.metrics_tls]` with a client CA: a scraper with a certificate from that CA gets the
+/// metrics over HTTPS; one without a certificate, or speaking plain HTTP, gets nothing.
+#[test]
+fn metrics_over_tls_answer_only_a_scraper_with_a_certificate() {
+    let pair = Pair::new().expect("topology");
+    let certs = pair.lab.log_dir().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let dir = certs.display().to_string();
+    for args in [
+        vec!["certs", "init", "--dir", &dir],
+        vec![
+            "certs",
+            "issue",
+            "--dir",
+            &dir,
+            "--kind",
+            "coordinator",
+            "--name",
+            "metrics",
+            "--san",
+            "127.0.0.1",
+        ],
+        vec![
+            "certs", "issue", "--dir", &dir, "--kind", "operator", "--name", "prom", "--role",
+            "viewer",
+        ],
+    ] {
+        hav_tests::fleet::havctl_local(&args).expect("havctl certs");
+    }
+    let file = |name: &str| certs.join(name).display().to_string();
+    let config = format!(
+        "[node]\nname = \"a\"\nstate_dir = {state:?}\n\n[telemetry]\nmetrics_listen = \"127.0.0.1:{METRICS_PORT}\"\n\
+         metrics_tls = {{ cert = {cert:?}, key = {key:?}, client_ca = {ca:?} }}\n",
+        state = pair.lab.log_dir().join("a-state").display().to_string(),
+        cert = file("coordinator-metrics.pem"),
+        key = file("coordinator-metrics.key"),
+        ca = file("ca.pem"),
+    );
+    let path = pair.lab.log_dir().join("a.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut agent = pair
+        .lab
+        .spawn(
+            "a",
+            SpawnSpec::new("a-agent-tls", agent_binary())
+                .args(["--config", &path.display().to_string()])
+                .env("RUST_LOG", "info"),
+        )
+        .expect("agent starts");
+    let url = format!("https://127.0.0.1:{METRICS_PORT}/metrics");
+    let ca = file("ca.pem");
+    let (cert, key) = (file("operator-prom.pem"), file("operator-prom.key"));
+    let scrape = |extra: &[&str]| {
+        let mut argv = vec!["curl", "-sS", "--max-time", "5", "--cacert", &ca];
+        argv.extend_from_slice(extra);
+        argv.push(&url);
+        pair.lab.exec("a", &argv).expect("curl runs")
+    };
+    // The agent logs where it serves once it does.
+    let deadline = Instant::now() + WAIT;
+    while !agent.log().contains("serving metrics on https://") {
+        assert!(agent.is_running(), "agent exited: {}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no metrics server: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let with_cert = scrape(&["--cert", &cert, "--key", &key]);
+    assert!(with_cert.success(), "{}", with_cert.stderr);
+    assert!(
+        with_cert.stdout.contains("hav_build_info{version="),
+        "{}",
+        with_cert.stdout
+    );
+    let without = scrape(&[]);
+    assert!(!without.success(), "served without a client certificate");
+    let plain = pair
+        .lab
+        .exec(
+            "a",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{METRICS_PORT}/metrics"),
+            ],
+        )
+        .expect("curl runs");
+    assert!(!plain.success(), "served plain HTTP: {}", plain.stdout);
+    agent.kill().expect("stop");
 }

@@ -27,6 +27,7 @@ use crate::net::{
     Announcer, Firewall, HandoverApplier, JournaledVips, NftError, RouteManager, RouteSpec,
     RuleSpec, SocketSpec, TableRemoval, Vip, VrrpSocket,
 };
+use crate::notify::Notifiers;
 use crate::telemetry::Telemetry;
 
 /// A transition the executor carried out, for the coordinator link.
@@ -133,6 +134,8 @@ pub struct Executor {
     /// Routers holding their VIPs whose routes or rules a reload changed, with the old ones:
     /// brought in line by [`Executor::settle_routing`].
     stale_routing: Vec<(RouterId, Vec<RuleSpec>, Vec<RouteSpec>)>,
+    /// The notify FIFO and SMTP alerts.
+    pub(super) notifiers: Notifiers,
 }
 
 impl Executor {
@@ -155,6 +158,7 @@ impl Executor {
             handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
             beacons: None,
             stale_routing: Vec::new(),
+            notifiers: Notifiers::default(),
             firewall,
         }
     }
@@ -264,6 +268,7 @@ impl Executor {
         self.instance_hooks
             .install(&plan.instance_hooks, instance_hooks);
         self.group_hooks.install(&plan.group_hooks, group_hooks);
+        self.notifiers.configure(&plan.notifications);
         self.balancer.configure(plan.virtual_servers.clone());
         self.configure_handover(plan, engine);
         self.prune(engine);
@@ -588,17 +593,16 @@ impl Executor {
                 if to == State::Master && self.balancer.set_master(&name, true) {
                     self.program(&format!("{name} master")).await;
                 }
-                self.instance_hooks.notify(
-                    &name,
-                    StateChange {
-                        kind: HookKind::Instance,
-                        name: name.clone(),
-                        old: hook_state(from, true),
-                        new: hook_state(to, false),
-                        priority,
-                        cause: cause.to_string(),
-                    },
-                );
+                let change = StateChange {
+                    kind: HookKind::Instance,
+                    name: name.clone(),
+                    old: hook_state(from, true),
+                    new: hook_state(to, false),
+                    priority,
+                    cause: cause.to_string(),
+                };
+                self.notifiers.notify(&change);
+                self.instance_hooks.notify(&name, change);
                 transitions.push(Transition {
                     instance: name,
                     from,
@@ -613,26 +617,28 @@ impl Executor {
                 cause,
             } => {
                 tracing::info!(%group, %from, %to, %cause, "sync group {group}: {from} -> {to}: {cause}");
-                self.group_hooks.notify(
-                    &group,
-                    StateChange {
-                        kind: HookKind::Group,
-                        name: group.clone(),
-                        old: hook_state(from, true),
-                        new: hook_state(to, false),
-                        priority: hav_vrrp::Priority(0),
-                        cause: cause.to_string(),
-                    },
-                );
+                // A group's priority is 0 for its programs and its FIFO line, as in keepalived.
+                let change = StateChange {
+                    kind: HookKind::Group,
+                    name: group.clone(),
+                    old: hook_state(from, true),
+                    new: hook_state(to, false),
+                    priority: hav_vrrp::Priority(0),
+                    cause: cause.to_string(),
+                };
+                self.notifiers.notify(&change);
+                self.group_hooks.notify(&group, change);
             }
             other => tracing::debug!(?other, "action not handled by this agent version"),
         }
     }
 
-    /// Closes the hook queues (each finishes the hooks it has queued).
+    /// Closes the hook queues (each finishes the hooks it has queued), then the notify FIFO and
+    /// the mail sender (each finishes what it has queued, within its bound).
     pub async fn close_hooks(&mut self) {
         self.instance_hooks.close().await;
         self.group_hooks.close().await;
+        self.notifiers.close().await;
     }
 }
 

@@ -187,6 +187,23 @@ impl Link {
     }
 }
 
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where [`Overrides::save`] keeps them in the state dir.
+const OVERRIDES_FILE: &str = "overrides.json";
+
+/// The overrides on disk: expiries on the wall clock, so a restart keeps what remains.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SavedOverrides {
+    drained: bool,
+    /// Instance → (priority, expiry in Unix milliseconds; `None`: until cleared).
+    instances: BTreeMap<String, (u8, Option<u64>)>,
+}
+
 /// Runtime priority overrides: per instance (with an optional expiry) and the drain.
 #[derive(Debug, Default)]
 pub struct Overrides {
@@ -220,6 +237,73 @@ impl Overrides {
             .values()
             .filter_map(|(_, until)| *until)
             .min()
+    }
+
+    /// What an earlier run kept in `state_dir` (see [`Overrides::save`]), without what expired
+    /// meanwhile; nothing when there is no file or it cannot be read (said in the log).
+    pub fn load(state_dir: &Path, now: Instant) -> Overrides {
+        let path = state_dir.join(OVERRIDES_FILE);
+        let saved: SavedOverrides = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => saved,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "priority overrides unreadable: none kept");
+                    return Overrides::default();
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Overrides::default();
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "priority overrides unreadable: none kept");
+                return Overrides::default();
+            }
+        };
+        let wall_now = unix_ms_now();
+        let mut overrides = Overrides {
+            drained: saved.drained,
+            per_instance: BTreeMap::new(),
+        };
+        for (instance, (priority, expires)) in saved.instances {
+            let until = match expires {
+                None => None,
+                Some(at) if at <= wall_now => continue,
+                Some(at) => Some(now + Duration::from_millis(at - wall_now)),
+            };
+            overrides
+                .per_instance
+                .insert(instance, (Priority(priority), until));
+        }
+        if overrides.drained || !overrides.per_instance.is_empty() {
+            tracing::info!(
+                drained = overrides.drained,
+                instances = ?overrides.per_instance.keys().collect::<Vec<_>>(),
+                "priority overrides kept from the previous run"
+            );
+        }
+        overrides
+    }
+
+    /// Writes the overrides into `state_dir` (whole, then renamed into place), so that a
+    /// restart runs with them before any coordinator is reached.
+    pub fn save(&self, state_dir: &Path, now: Instant) -> std::io::Result<()> {
+        let wall_now = unix_ms_now();
+        let saved = SavedOverrides {
+            drained: self.drained,
+            instances: (self.per_instance.iter())
+                .map(|(name, (priority, until))| {
+                    let expires = until.map(|until| {
+                        let left = until.saturating_duration_since(now).as_millis();
+                        wall_now + u64::try_from(left).unwrap_or(u64::MAX / 2)
+                    });
+                    (name.clone(), (priority.get(), expires))
+                })
+                .collect(),
+        };
+        let path = state_dir.join(OVERRIDES_FILE);
+        let tmp = state_dir.join(format!("{OVERRIDES_FILE}.new"));
+        std::fs::write(&tmp, serde_json::to_vec(&saved).unwrap_or_default())?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// Drops the overrides that expired by `now`; their names.
@@ -296,6 +380,37 @@ pub fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_survive_a_restart_through_the_state_dir_without_what_expired() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = Instant::now();
+        assert!(
+            Overrides::load(dir.path(), now).of("a").is_none(),
+            "no file"
+        );
+        let mut overrides = Overrides::default();
+        overrides.set("a", Priority(50), None, now);
+        overrides.set("b", Priority(60), Some(Duration::from_secs(3600)), now);
+        overrides.set("c", Priority(70), Some(Duration::from_millis(1)), now);
+        overrides.drained = true;
+        overrides.save(dir.path(), now).expect("saved");
+        std::thread::sleep(Duration::from_millis(5));
+        let later = Instant::now();
+        let kept = Overrides::load(dir.path(), later);
+        assert!(kept.drained);
+        assert_eq!(kept.per_instance.get("a"), Some(&(Priority(50), None)));
+        let (priority, until) = kept.per_instance["b"];
+        assert_eq!(priority, Priority(60));
+        let left = until.expect("an expiry").duration_since(later);
+        assert!(
+            left > Duration::from_secs(3590) && left <= Duration::from_secs(3600),
+            "{left:?}"
+        );
+        assert!(!kept.per_instance.contains_key("c"), "expired meanwhile");
+        std::fs::write(dir.path().join(OVERRIDES_FILE), "{not json").expect("write");
+        assert!(Overrides::load(dir.path(), later).per_instance.is_empty());
+    }
 
     #[test]
     fn overrides_expire_and_drain_applies_where_no_override_is_set() {

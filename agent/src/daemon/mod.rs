@@ -9,6 +9,7 @@
 //! leaves the running config untouched. An instance whose interface is missing runs in Fault
 //! while the others run; it elects again when the link is back.
 
+mod adopt;
 mod commands;
 mod executor;
 pub mod fleet;
@@ -16,6 +17,7 @@ mod handover;
 mod links;
 pub mod network;
 pub mod plan;
+mod realtime;
 mod reload;
 mod signals;
 mod sockets;
@@ -56,7 +58,15 @@ const LATE_DEADLINE: Duration = Duration::from_millis(5);
 const FIRST_REPORT_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the agent from `config_path` until SIGTERM/SIGINT/SIGQUIT and a graceful stop.
-pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+/// How the daemon starts, beyond its config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Instances whose VIPs are already on their interfaces start as master and keep them
+    /// (see [`adopt`]).
+    pub adopt: bool,
+}
+
+pub async fn run(config_path: PathBuf, options: StartOptions) -> anyhow::Result<()> {
     let config = load_node_config(&config_path).map_err(|errors| {
         anyhow::anyhow!(
             "config refused, nothing started:\n{}",
@@ -64,7 +74,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         )
     })?;
     let selected = fleet::select(&config_path, config);
-    let mut daemon = Daemon::start(config_path, selected).await?;
+    let mut daemon = Daemon::start(config_path, selected, options).await?;
     daemon.run().await
 }
 
@@ -94,10 +104,16 @@ struct Daemon {
     _status_server: Option<status::ServerGuard>,
     /// What the last published status said, to publish (and log) only changes.
     last_summary: Vec<Summary>,
+    /// `[node] max_auto_priority`: how far the agent raised its own scheduling priority.
+    auto_priority: Option<realtime::AutoPriority>,
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, selected: fleet::Selected) -> anyhow::Result<Self> {
+    async fn start(
+        config_path: PathBuf,
+        selected: fleet::Selected,
+        options: StartOptions,
+    ) -> anyhow::Result<Self> {
         let fleet::Selected { config, version } = selected;
         // Planning reads the host and changes nothing; it comes first so that a journal that
         // cannot be read still lets the configured VIPs be removed.
@@ -189,7 +205,8 @@ impl Daemon {
                 None
             }
         };
-        let telemetry = Telemetry::start(&config.telemetry, &config.node.name);
+        let mut telemetry = Telemetry::start(&config.telemetry, &config.node.name);
+        telemetry.keep_trace_ids_in(&config.node.state_dir);
         let mut daemon = Self {
             config_path,
             running: Running {
@@ -212,6 +229,7 @@ impl Daemon {
             status_requests,
             _status_server: status_server,
             last_summary: Vec::new(),
+            auto_priority: None,
         };
         daemon.configure_telemetry();
         daemon.trackers.sync(&daemon.running.plan)?;
@@ -221,8 +239,28 @@ impl Daemon {
             .trackers
             .apply_all(&daemon.running.plan, None, &mut daemon.engine, now);
         daemon.apply_bindings(None, now);
+        // Before the first election: a node restarted while drained or overridden stays so.
+        daemon.overrides = fleet::Overrides::load(&daemon.running.config.node.state_dir, now);
+        daemon.apply_overrides(now);
+        let adopted = if options.adopt {
+            Some(
+                adopt::Adopted::find(
+                    &daemon.running.plan,
+                    &mut daemon.engine,
+                    &daemon.executor.vips,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
         daemon.engine.start(now);
         daemon.execute().await;
+        if let Some(adopted) = adopted {
+            adopted
+                .release_unheld(&daemon.engine, &mut daemon.executor.vips)
+                .await;
+        }
         // After the first election is under way: the link never delays VRRP.
         daemon.link = fleet::spawn_link(&daemon.running.config);
         daemon.publish();
@@ -298,11 +336,13 @@ impl Daemon {
                 () = self.host.changed(), if !stopping => self.rebind().await,
                 fired = engine_timer.expired() => {
                     fired?;
-                    if deadline.is_some_and(|at| at.elapsed() > LATE_DEADLINE) {
+                    let lateness = deadline.map(|at| at.elapsed()).unwrap_or_default();
+                    if lateness > LATE_DEADLINE {
                         // Woken late (the process was stopped, or starved of CPU): adverts that
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
                         self.take_queued_adverts().await;
+                        self.on_late_wakeup(lateness);
                     }
                     self.engine.handle_timeout(Instant::now());
                 }
@@ -378,6 +418,45 @@ impl Daemon {
         }
     }
 
+    /// `[node] max_auto_priority`: a wake-up this late may raise the agent's scheduling priority
+    /// ([`realtime`]); the key removed by a reload leaves the priority reached as it is.
+    fn on_late_wakeup(&mut self, lateness: Duration) {
+        let Some(max) = self.running.config.node.max_auto_priority else {
+            return;
+        };
+        let auto = (self.auto_priority).get_or_insert_with(|| realtime::AutoPriority::new(max));
+        auto.set_max(max);
+        let fastest = (self.running.plan.engine.routers.iter())
+            .map(|router| router.advert_interval.as_duration())
+            .min();
+        let Some(priority) = auto.on_wakeup(lateness, realtime::late_threshold(fastest)) else {
+            return;
+        };
+        let late_ms = lateness.as_millis() as u64;
+        match realtime::apply(priority) {
+            Ok(threads) => {
+                auto.raised(priority);
+                tracing::warn!(
+                    priority,
+                    max = max.get(),
+                    late_ms,
+                    threads,
+                    "woken {late_ms} ms late: now SCHED_RR at priority {priority} (max_auto_priority {})",
+                    max.get()
+                );
+            }
+            Err(error) => {
+                auto.refused();
+                tracing::error!(
+                    %error,
+                    late_ms,
+                    "woken {late_ms} ms late, but cannot switch to SCHED_RR ({error}): needs \
+                     CAP_SYS_NICE and no RestrictRealtime=yes; not trying again"
+                );
+            }
+        }
+    }
+
     /// Feeds the engine what the kernel has queued on the sockets.
     async fn take_queued_adverts(&mut self) {
         // Yielding lets the runtime poll for readiness first, so every socket with something
@@ -434,7 +513,12 @@ impl Daemon {
     }
 
     /// Gives every router the priority override it should run with now.
+    /// Gives every router the override it runs with now, and keeps them in the state dir.
     fn apply_overrides(&mut self, now: Instant) {
+        let state_dir = &self.running.config.node.state_dir;
+        if let Err(error) = self.overrides.save(state_dir, now) {
+            tracing::warn!(dir = %state_dir.display(), %error, "priority overrides not saved: a restart will not keep them");
+        }
         for router in &self.running.plan.engine.routers {
             if let Some(id) = self.engine.router_id(&router.name) {
                 self.engine
@@ -457,6 +541,9 @@ impl Daemon {
             .collect();
         for (name, value) in &self.drops {
             counters.insert((*name).to_string(), *value);
+        }
+        for (name, value) in self.executor.notifiers.counters() {
+            counters.insert(name.to_owned(), value);
         }
         Snapshot {
             node: self.running.config.node.name.clone(),
@@ -490,6 +577,8 @@ impl Daemon {
     fn publish(&mut self) {
         self.telemetry
             .publish(&self.engine, self.trackers.health(), &self.drops);
+        self.telemetry
+            .notifications(&self.executor.notifiers.counters());
         // Counters move with every advert: they count as a change only for log followers.
         let counters = tracing::enabled!(tracing::Level::DEBUG).then(|| self.engine.status());
         let handover = &self.executor.handover;

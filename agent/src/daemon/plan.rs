@@ -29,6 +29,7 @@ use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
 use crate::net::{NetworkEntries, RouteSpec, RuleSpec};
+use crate::notify::NotifyPlan;
 use crate::track::{
     FileSpec, HttpSpec, InterfaceSpec, ProbeSchedule, ProcessMatch, ProcessSpec, Program, RunAs,
     ScriptSpec, TcpSpec, TrackSpec,
@@ -61,6 +62,8 @@ pub struct Plan {
     pub routing: HashMap<String, (Vec<RuleSpec>, Vec<RouteSpec>)>,
     /// Every macvlan, route and rule of the config (journaled ahead of need).
     pub network: NetworkEntries,
+    /// The notify FIFO and SMTP alerts.
+    pub notifications: NotifyPlan,
 }
 
 /// Where a router runs on this host.
@@ -338,6 +341,13 @@ pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanE
             }
         }
     }
+    for (what, reason) in crate::notify::host_problems(&plan.notifications) {
+        problems.push(HostProblem::Needs {
+            owner: "node".to_owned(),
+            what: what.to_owned(),
+            reason,
+        });
+    }
     Ok(problems)
 }
 
@@ -409,6 +419,7 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         handover_port: config.node.handover_port,
         routing: HashMap::new(),
         network: super::network::network_of(config),
+        notifications: NotifyPlan::of(config),
     };
     if let Some(instance) = config
         .instances

@@ -9,14 +9,22 @@
 //! # Linking the two nodes without touching the wire
 //!
 //! Both sides derive the same trace id from facts both observe: the VRID, the sorted VIP set, the
-//! old master's address, the new master's address, and the 10-second window holding the new
+//! old master's address, the new master's address, and the one-second window holding the new
 //! master's first advertisement (the new master sends it; the old master, which keeps its VIPs
 //! until it hears a successor, receives it a network delay later). Each side's root span id is
 //! derived from the trace id and its role, so each root also carries a span link to the other's
-//! root. When the moment lies within a second of a window edge, clock offset could put the two
+//! root. When the moment lies within [`EDGE`] of a window edge, clock offset could put the two
 //! sides in neighbouring windows; then each side also links to the other's root in the
 //! neighbouring window, so the pair stays connected. `hav.handover.key` (the same hash without
 //! the window) lets a backend find all handovers between the same two nodes.
+//!
+//! # One trace per handover
+//!
+//! Two handovers the same way between the same nodes need a handover back in between, so one
+//! window of a second rarely holds two. When it does, the node numbers its records of the same
+//! id (`repeat`, folded into the id): a node never exports two roots under one trace, and both
+//! sides, which saw the same handovers, number them alike (a node keeps its latest ids across a
+//! restart, in its state dir).
 //!
 //! Everything here is plain data: times are passed in as [`Moment`]s, ids come from a stable
 //! hash, and nothing is exported until a caller hands the spans to a sink.
@@ -34,9 +42,13 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 /// The window of the shared trace id.
-pub const WINDOW: Duration = Duration::from_secs(10);
-/// Within this distance of a window edge, both neighbouring windows are linked.
-pub const EDGE: Duration = Duration::from_secs(1);
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Within this distance of a window edge, both neighbouring windows are linked: the clock offset
+/// between the two nodes (and the network delay) the linking tolerates.
+pub const EDGE: Duration = Duration::from_millis(250);
+
+/// How many exported trace ids a node remembers to number repeats.
+const RECENT_IDS: usize = 64;
 
 /// How many (VRID, source) pairs are remembered.
 const MAX_HEARD: usize = 256;
@@ -129,12 +141,15 @@ pub enum Record {
 pub struct TakeoverRecord {
     facts: Facts,
     takeover: TakeoverData,
+    /// Earlier records of this node with the same base trace id (see the module docs).
+    repeat: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct ResignationRecord {
     facts: Facts,
     resignation: ResignationData,
+    repeat: u32,
 }
 
 /// The router facts a record keeps (the router may be gone by the time it is exported).
@@ -185,6 +200,8 @@ pub struct Failovers {
     current: Option<(RouterId, Step, Moment)>,
     /// A state change being carried out (its hooks and log), for the election span.
     changing: Option<RouterId>,
+    /// The base trace ids of the latest records, newest last, to number repeats.
+    recent: std::collections::VecDeque<TraceId>,
 }
 
 impl Failovers {
@@ -428,7 +445,42 @@ impl Failovers {
                 records.push(record);
             }
         }
+        for record in &mut records {
+            self.number(record);
+        }
         records
+    }
+
+    /// The base trace ids of this node's latest records, oldest first (to keep across a
+    /// restart, see [`Failovers::remember`]).
+    pub fn recent_ids(&self) -> impl Iterator<Item = TraceId> + '_ {
+        self.recent.iter().copied()
+    }
+
+    /// Takes the base trace ids an earlier run of this node recorded, so that a handover
+    /// repeated after a restart is numbered as the peer, which saw both, numbers it.
+    pub fn remember(&mut self, ids: impl IntoIterator<Item = TraceId>) {
+        for id in ids {
+            if self.recent.len() == RECENT_IDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(id);
+        }
+    }
+
+    /// Sets `record`'s repeat: how many of this node's recent records had its base trace id.
+    fn number(&mut self, record: &mut Record) {
+        let base = record.handover().trace_ids(record.moment(), 0).0;
+        let repeat = self.recent.iter().filter(|id| **id == base).count();
+        let repeat = u32::try_from(repeat).unwrap_or(u32::MAX);
+        match record {
+            Record::Takeover(r) => r.repeat = repeat,
+            Record::Resignation(r) => r.repeat = repeat,
+        }
+        if self.recent.len() == RECENT_IDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(base);
     }
 
     /// Everything still open, as it stands (at stop).
@@ -436,7 +488,8 @@ impl Failovers {
         let mut records = self.settle(at);
         let open: Vec<Resignation> = self.resignations.drain().map(|(_, r)| r).collect();
         for resignation in open {
-            if let Some(record) = self.resignation_record(resignation, at) {
+            if let Some(mut record) = self.resignation_record(resignation, at) {
+                self.number(&mut record);
                 records.push(record);
             }
         }
@@ -466,6 +519,7 @@ impl Failovers {
                 successor: resignation.successor,
                 end,
             },
+            repeat: 0,
         }))
     }
 
@@ -505,6 +559,7 @@ fn takeover_record(facts: &RouterFacts, takeover: Takeover, at: Moment) -> Takeo
             announce: takeover.announce,
             end,
         },
+        repeat: 0,
     }
 }
 
@@ -571,8 +626,9 @@ impl Handover {
     }
 
     /// The trace id of the handover whose new master first advertised at `moment`, and the
-    /// neighbouring window's id when `moment` lies within [`EDGE`] of a window edge.
-    pub fn trace_ids(&self, moment: SystemTime) -> (TraceId, Option<TraceId>) {
+    /// neighbouring window's id when `moment` lies within [`EDGE`] of a window edge; `repeat`
+    /// numbers the handovers of the same facts in one window (0 for the first).
+    pub fn trace_ids(&self, moment: SystemTime, repeat: u32) -> (TraceId, Option<TraceId>) {
         let millis = moment
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -588,13 +644,19 @@ impl Handover {
         } else {
             None
         };
-        (self.trace_id(bucket), neighbour.map(|b| self.trace_id(b)))
+        (
+            self.trace_id(bucket, repeat),
+            neighbour.map(|b| self.trace_id(b, repeat)),
+        )
     }
 
-    fn trace_id(&self, bucket: u128) -> TraceId {
-        let mut hash = StableHash::new(b"hav.failover.trace.v1");
+    fn trace_id(&self, bucket: u128, repeat: u32) -> TraceId {
+        let mut hash = StableHash::new(b"hav.failover.trace.v2");
         hash.write(&self.key());
         hash.write(&bucket.to_be_bytes());
+        if repeat > 0 {
+            hash.write(&repeat.to_be_bytes());
+        }
         TraceId::from_bytes(hash.finish())
     }
 }
@@ -805,17 +867,24 @@ impl Record {
         }
     }
 
-    /// (trace id, neighbouring window's trace id) from the new master's first advert.
-    fn ids(&self) -> (TraceId, Option<TraceId>) {
-        let handover = self.handover();
-        let moment = match self {
+    /// When the new master first advertised, as this node saw it.
+    fn moment(&self) -> SystemTime {
+        match self {
             Record::Takeover(record) => record.takeover.first_advert.wall,
             Record::Resignation(record) => match record.resignation.successor {
                 Some((_, heard)) => heard.wall,
                 None => record.resignation.started.wall,
             },
+        }
+    }
+
+    /// (trace id, neighbouring window's trace id) from the new master's first advert.
+    fn ids(&self) -> (TraceId, Option<TraceId>) {
+        let repeat = match self {
+            Record::Takeover(record) => record.repeat,
+            Record::Resignation(record) => record.repeat,
         };
-        handover.trace_ids(moment)
+        self.handover().trace_ids(self.moment(), repeat)
     }
 
     /// The spans of this record: a root with its children.
@@ -1029,9 +1098,18 @@ mod tests {
         let base = handover();
         // Pinned: a change of the algorithm would split the two sides of mixed-version pairs.
         assert_eq!(hex(&base.key()), "12402ea687c625192346cc71437b134f");
-        let (id, _) = base.trace_ids(at(1_700_000_005_000));
-        assert_eq!(id, base.trace_ids(at(1_700_000_009_000)).0, "same window");
-        assert_ne!(id, base.trace_ids(at(1_700_000_015_000)).0, "next window");
+        let (id, _) = base.trace_ids(at(1_700_000_005_400), 0);
+        assert_eq!(
+            id,
+            base.trace_ids(at(1_700_000_005_600), 0).0,
+            "same window"
+        );
+        assert_ne!(
+            id,
+            base.trace_ids(at(1_700_000_006_400), 0).0,
+            "next window"
+        );
+        assert_ne!(id, base.trace_ids(at(1_700_000_005_400), 1).0, "a repeat");
         let mut other = base.clone();
         other.resigned = false;
         assert_ne!(other.key(), base.key(), "a takeover is not a resignation");
@@ -1200,11 +1278,66 @@ mod tests {
     #[test]
     fn near_a_window_edge_the_neighbour_is_named() {
         let base = handover();
-        let (late, late_neighbour) = base.trace_ids(at(1_700_000_009_500));
-        let (early, early_neighbour) = base.trace_ids(at(1_700_000_010_200));
+        let (late, late_neighbour) = base.trace_ids(at(1_700_000_009_900), 0);
+        let (early, early_neighbour) = base.trace_ids(at(1_700_000_010_200), 0);
         assert_ne!(late, early);
         assert_eq!(late_neighbour, Some(early));
         assert_eq!(early_neighbour, Some(late));
-        assert_eq!(base.trace_ids(at(1_700_000_005_000)).1, None);
+        assert_eq!(base.trace_ids(at(1_700_000_005_500), 0).1, None);
+    }
+
+    /// Two handovers from a to b within one window (b handed the VIP back in between): each is
+    /// a trace of its own on each node, and both nodes still put each in the same trace.
+    #[test]
+    fn two_handovers_the_same_way_in_one_window_get_two_traces_on_both_nodes() {
+        let id = RouterId::from_index(0);
+        let t0 = Moment {
+            wall: at(1_700_000_005_100),
+            mono: Moment::now().mono,
+        };
+        let a_addr: IpAddr = "198.51.100.11".parse().expect("literal");
+        let b_addr: IpAddr = "198.51.100.12".parse().expect("literal");
+        let (config_a, config_b) = (
+            router("VI_1", "198.51.100.11"),
+            router("VI_1", "198.51.100.12"),
+        );
+        let mut a = Failovers::new("a");
+        a.configure([(id, &config_a)]);
+        let mut b = Failovers::new("b");
+        b.configure([(id, &config_b)]);
+        let mut traces = Vec::new();
+        for start in [0, 400] {
+            b.heard(later(t0, start), 51, a_addr, Priority::RESIGN);
+            b.state_changed(
+                later(t0, start + 60),
+                id,
+                State::Backup,
+                State::Master,
+                Priority(100),
+                &Cause::MasterResigned { master: a_addr },
+            );
+            b.begin(later(t0, start + 61), id, Step::Transmit);
+            b.end(later(t0, start + 62));
+            let taken = b.settle(later(t0, start + 63));
+            a.state_changed(
+                later(t0, start),
+                id,
+                State::Master,
+                State::Backup,
+                Priority(50),
+                &Cause::PriorityOverride {
+                    priority: Some(Priority(50)),
+                },
+            );
+            a.heard(later(t0, start + 62), 51, b_addr, Priority(100));
+            a.begin(later(t0, start + 62), id, Step::RemoveVips);
+            a.end(later(t0, start + 63));
+            let resigned = a.settle(later(t0, start + 64));
+            assert_eq!((taken.len(), resigned.len()), (1, 1));
+            traces.push((taken[0].trace_id(), resigned[0].trace_id()));
+        }
+        assert_eq!(traces[0].0, traces[0].1, "the first handover: one trace");
+        assert_eq!(traces[1].0, traces[1].1, "the second handover: one trace");
+        assert_ne!(traces[0].0, traces[1].0, "two handovers, two traces");
     }
 }

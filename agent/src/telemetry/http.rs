@@ -9,14 +9,19 @@ pub use hav_proto::metrics::http::ServerGuard;
 
 use super::metrics::Registry;
 
-/// Binds `address` and serves `registry` from a task of the current runtime.
-pub fn serve(address: SocketAddr, registry: Arc<Mutex<Registry>>) -> io::Result<ServerGuard> {
-    hav_proto::metrics::http::serve(address, move || {
+/// Binds `address` and serves `registry` (over TLS with `tls`) from a task of the current
+/// runtime.
+pub fn serve(
+    address: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    registry: Arc<Mutex<Registry>>,
+) -> io::Result<ServerGuard> {
+    hav_proto::metrics::http::serve(address, tls, move |format| {
         // A poisoned lock only means a panic elsewhere mid-update; the values are still plain
         // numbers, so serve them.
         match registry.lock() {
-            Ok(registry) => registry.render(),
-            Err(poisoned) => poisoned.into_inner().render(),
+            Ok(registry) => registry.render(format),
+            Err(poisoned) => poisoned.into_inner().render(format),
         }
     })
 }
@@ -39,7 +44,7 @@ mod tests {
     #[tokio::test]
     async fn serves_metrics_and_refuses_the_rest() {
         let registry = Arc::new(Mutex::new(Registry::default()));
-        let server = serve("127.0.0.1:0".parse().expect("literal"), registry).expect("bind");
+        let server = serve("127.0.0.1:0".parse().expect("literal"), None, registry).expect("bind");
         let address = server.local_addr();
         let ok = get(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");

@@ -23,11 +23,16 @@ use crate::track::Health;
 use failover::{Failovers, Moment, Record, Step};
 use metrics::Registry;
 
+/// The file in the state dir holding the latest failover trace ids.
+const TRACE_IDS_FILE: &str = "failover-trace-ids.json";
+
 /// The daemon's telemetry; see the module documentation.
 #[derive(Debug)]
 pub struct Telemetry {
     registry: Arc<Mutex<Registry>>,
     server: Option<http::ServerGuard>,
+    /// Where the latest failover trace ids are kept across restarts.
+    trace_ids_file: Option<std::path::PathBuf>,
     failovers: Failovers,
     sink: Option<otel::Sink>,
 }
@@ -39,9 +44,22 @@ impl Telemetry {
     pub fn start(settings: &Settings, node: &str) -> Self {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let server = settings.metrics_listen.and_then(|address| {
-            match http::serve(address, registry.clone()) {
+            let tls = match settings
+                .metrics_tls
+                .as_ref()
+                .map(hav_proto::metrics::tls::server_config)
+            {
+                None => None,
+                Some(Ok(tls)) => Some(tls),
+                Some(Err(error)) => {
+                    tracing::error!(%address, %error, "cannot serve metrics: TLS");
+                    return None;
+                }
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            match http::serve(address, tls, registry.clone()) {
                 Ok(server) => {
-                    tracing::info!(%address, "serving metrics on http://{address}/metrics");
+                    tracing::info!(%address, "serving metrics on {scheme}://{address}/metrics");
                     Some(server)
                 }
                 Err(error) => {
@@ -53,6 +71,7 @@ impl Telemetry {
         Self {
             registry,
             server,
+            trace_ids_file: None,
             failovers: Failovers::new(node),
             sink: settings.otlp_endpoint.as_ref().and(otel::sink()),
         }
@@ -135,6 +154,16 @@ impl Telemetry {
         self.record(records);
     }
 
+    /// Copies the notify FIFO's and SMTP alerts' counters into the metrics.
+    pub fn notifications(&self, counters: &[(&'static str, u64)]) {
+        if self.server.is_none() {
+            return;
+        }
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.set_notifications(counters);
+        }
+    }
+
     /// Copies the values the engine and the trackers own into the metrics.
     pub fn publish(
         &self,
@@ -165,7 +194,42 @@ impl Telemetry {
         }
     }
 
+    /// Reads the trace ids an earlier run kept in `state_dir` (nothing if none or unreadable),
+    /// and keeps this run's there from now on.
+    pub fn keep_trace_ids_in(&mut self, state_dir: &std::path::Path) {
+        let path = state_dir.join(TRACE_IDS_FILE);
+        let ids: Vec<String> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        self.failovers.remember(
+            ids.iter()
+                .filter_map(|hex| opentelemetry::trace::TraceId::from_hex(hex).ok()),
+        );
+        self.trace_ids_file = Some(path);
+    }
+
+    fn save_trace_ids(&self) {
+        let Some(path) = &self.trace_ids_file else {
+            return;
+        };
+        let ids: Vec<String> = self
+            .failovers
+            .recent_ids()
+            .map(|id| id.to_string())
+            .collect();
+        let tmp = path.with_extension("json.new");
+        let written = std::fs::write(&tmp, serde_json::to_vec(&ids).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(error) = written {
+            tracing::debug!(path = %path.display(), %error, "failover trace ids not kept");
+        }
+    }
+
     fn record(&mut self, records: Vec<Record>) {
+        if !records.is_empty() {
+            self.save_trace_ids();
+        }
         for record in records {
             if let Record::Takeover(takeover) = &record {
                 tracing::info!(
@@ -173,6 +237,10 @@ impl Telemetry {
                     duration_ms = takeover.duration().as_secs_f64() * 1000.0,
                     "failover complete: VIPs added and announced"
                 );
+                // The exemplar names the failover's trace only when that trace is exported.
+                let traced = (self.sink.as_ref())
+                    .is_some_and(|sink| sink.samples(record.trace_id()))
+                    .then(|| record.trace_id().to_string());
                 if takeover.replaced_a_master()
                     && let Ok(mut registry) = self.registry.lock()
                 {
@@ -180,6 +248,7 @@ impl Telemetry {
                         takeover.instance(),
                         takeover.cause_kind(),
                         takeover.duration(),
+                        traced,
                     );
                 }
             }

@@ -287,6 +287,48 @@ fn owner_starts_as_master() {
     assert_eq!(h.start(), want);
 }
 
+#[test]
+fn an_adopting_router_starts_as_master_and_a_better_peer_still_takes_over() {
+    let mut h = Harness::one(vr(100));
+    let id = h.id("vr");
+    h.engine.adopt(id);
+    let want = concat(&[
+        &s(&[
+            "vr: Initialize -> Master at priority 100 (startup holding the VIPs found on the interface (adopted))",
+            "vr adds [203.0.113.1] accept=false",
+        ]),
+        &announces("vr", 1, 5),
+        &s(&["vr sends priority 100 to 224.0.0.18"]),
+    ]);
+    assert_eq!(h.start(), want);
+    // Adopting is a way to start, not a priority: a better master wins as over any master.
+    let out = h.recv(1, 150);
+    assert!(
+        out.iter().any(|line| line
+            == "vr: Master -> Backup at priority 100 (higher priority advert from 198.51.100.11 (priority 150))"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_fault_outranks_adopting_and_adopting_after_start_changes_nothing() {
+    let mut h = Harness::one(vr(100));
+    let id = h.id("vr");
+    h.engine.adopt(id);
+    h.engine.set_tracker(h.now, id, "squid", TrackEffect::Fault);
+    h.drain();
+    let out = h.start();
+    assert_eq!(h.state("vr"), State::Fault, "{out:?}");
+    assert!(!out.iter().any(|line| line.contains(" adds ")), "{out:?}");
+
+    let mut late = Harness::one(vr(100));
+    let id = late.id("vr");
+    late.start();
+    late.engine.adopt(id);
+    assert_eq!(late.drain(), Vec::<String>::new());
+    assert_eq!(late.state("vr"), State::Backup);
+}
+
 // --- RFC 5798 section 6.4.2: Backup ---------------------------------------------------------
 
 #[test]

@@ -19,6 +19,7 @@ use super::draft::{
 use super::parser::{Location, Parsed, Statement};
 use super::{Finding, FindingKind};
 
+mod alerts;
 mod extras;
 mod lvs;
 
@@ -41,6 +42,7 @@ struct Globals {
     rfc9568_checksum: bool,
     /// `vrrp_strict`: every instance's strict mode unless it says `strict_mode`.
     strict: bool,
+    alerts: alerts::AlertGlobals,
 }
 
 struct Converter {
@@ -76,6 +78,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
         instances: Vec::new(),
         sync_groups: Vec::new(),
         virtual_servers: Vec::new(),
+        node_alerts: Default::default(),
     };
     let statements = parsed.statements;
     // Definitions first, so that references find them wherever they are written.
@@ -127,6 +130,7 @@ pub(crate) fn convert(source: &Path, parsed: Parsed) -> Draft {
             converter.name(&stem, &location, "file name")
         }
     };
+    draft.node_alerts = converter.node_alerts(&draft.node_name);
     converter
         .findings
         .sort_by(|a, b| a.location.cmp(&b.location));
@@ -191,6 +195,9 @@ impl Converter {
 
     fn global_defs(&mut self, statement: &Statement) {
         for item in block(statement) {
+            if self.global_alert(item) {
+                continue;
+            }
             let word = first_arg(item);
             match item.keyword.as_str() {
                 "router_id" => match word {
@@ -251,28 +258,6 @@ impl Converter {
                     item,
                     "hav sends adverts to the RFC groups 224.0.0.18 and ff02::12 only",
                 ),
-                "notification_email"
-                | "notification_email_from"
-                | "smtp_server"
-                | "smtp_helo_name"
-                | "smtp_connect_timeout"
-                | "smtp_alert"
-                | "smtp_alert_vrrp"
-                | "smtp_alert_checker"
-                | "no_email_faults" => self.not_converted(item, NO_MAIL),
-                "notify_fifo"
-                | "notify_fifo_script"
-                | "vrrp_notify_fifo"
-                | "vrrp_notify_fifo_script"
-                | "lvs_notify_fifo"
-                | "lvs_notify_fifo_script" => self.not_converted(
-                    item,
-                    "hav writes no notify FIFO yet (planned, in keepalived's line format): the \
-                     notify programs of each instance get every state change meanwhile, the \
-                     generic `notify` with keepalived's arguments (INSTANCE NAME STATE \
-                     PRIORITY) and all of them HAV_NAME, HAV_NEW_STATE, HAV_PRIORITY in the \
-                     environment",
-                ),
                 "vrrp_iptables"
                 | "vrrp_ipsets"
                 | "vrrp_iptables_notrack"
@@ -284,12 +269,6 @@ impl Converter {
                     "hav writes no iptables or ipset rules and needs no setting for \
                          nftables: it keeps its own table (`inet hav`) for accept = false, \
                          load balancing and hand-overs, and removes it at stop",
-                ),
-                "max_auto_priority" => self.not_converted(
-                    item,
-                    "hav-agent runs with the scheduling priority it is started with (raising \
-                     it itself is planned): set CPUSchedulingPolicy=rr and \
-                     CPUSchedulingPriority= in its systemd unit to get a realtime priority",
                 ),
                 "vrrp_skip_check_adv_addr" | "vrrp_check_unicast_src" => self.not_converted(
                     item,
@@ -657,6 +636,7 @@ impl Converter {
             vips: Vec::new(),
             tracks: Vec::new(),
             notify: Default::default(),
+            smtp_alert: None,
             garp: GarpDraft::default(),
             extras: Default::default(),
         };
@@ -774,7 +754,7 @@ impl Converter {
                     self.garp_setting(item, keyword, &mut garp);
                     instance.garp = garp;
                 }
-                "smtp_alert" => self.not_converted(item, NO_MAIL),
+                "smtp_alert" => instance.smtp_alert = self.smtp_alert(item),
                 "dont_track_primary" => dont_track_primary = Some(item),
                 "use_vmac" | "vmac_xmit_base" | "virtual_routes" | "virtual_rules"
                 | "strict_mode" => self.instance_extra(item, &mut instance),
@@ -1141,6 +1121,7 @@ impl Converter {
             location: statement.location.clone(),
             instances: Vec::new(),
             notify: Default::default(),
+            smtp_alert: None,
         };
         let mut tracking_weight = false;
         for item in block(statement) {
@@ -1175,7 +1156,7 @@ impl Converter {
                         item,
                         "hav tracks per instance: add these to each member instance",
                     ),
-                "smtp_alert" => self.not_converted(item, NO_MAIL),
+                "smtp_alert" => group.smtp_alert = self.smtp_alert(item),
                 "sync_group_tracking_weight" => tracking_weight = true,
                 "global_tracking" => self.not_converted(
                     item,
@@ -1257,9 +1238,6 @@ impl Converter {
         self.not_converted(statement, reason);
     }
 }
-
-const NO_MAIL: &str = "hav sends no mail yet (SMTP alerts are planned): alert from a notify \
-                       program (for instance one that runs sendmail) meanwhile";
 
 /// A statement's block, or nothing.
 fn block(statement: &Statement) -> &[Statement] {

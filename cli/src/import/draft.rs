@@ -20,6 +20,27 @@ pub(crate) struct Draft {
     pub(crate) instances: Vec<InstanceDraft>,
     pub(crate) sync_groups: Vec<SyncGroupDraft>,
     pub(crate) virtual_servers: Vec<VirtualServerDraft>,
+    /// `[node] notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `[node.smtp]`.
+    pub(crate) node_alerts: NodeAlertsDraft,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeAlertsDraft {
+    pub(crate) notify_fifo: Option<String>,
+    pub(crate) notify_fifo_script: Option<Vec<String>>,
+    pub(crate) max_auto_priority: Option<i64>,
+    pub(crate) smtp: Option<SmtpDraft>,
+}
+
+/// `[node.smtp]`: only written with a server and at least one recipient.
+#[derive(Debug, Clone)]
+pub(crate) struct SmtpDraft {
+    pub(crate) server: String,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) helo_name: Option<String>,
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+    pub(crate) alert: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +184,7 @@ pub(crate) struct InstanceDraft {
     pub(crate) vips: Vec<VipDraft>,
     pub(crate) tracks: Vec<TrackRef>,
     pub(crate) notify: [Option<Vec<String>>; 5],
+    pub(crate) smtp_alert: Option<bool>,
     pub(crate) garp: GarpDraft,
     /// Strict mode, the virtual MAC interface, routes and rules.
     pub(crate) extras: ExtrasDraft,
@@ -222,6 +244,7 @@ pub(crate) struct SyncGroupDraft {
     pub(crate) location: Location,
     pub(crate) instances: Vec<String>,
     pub(crate) notify: [Option<Vec<String>>; 5],
+    pub(crate) smtp_alert: Option<bool>,
 }
 
 pub(crate) const NOTIFY_KEYS: [&str; 5] = [

@@ -33,6 +33,23 @@ impl Draft {
         out.push('\n');
         let mut section = Section::new(&mut out, "[node]", None);
         section.entry("name", Value::Str(self.node_name.clone()));
+        let alerts = &self.node_alerts;
+        section.string("notify_fifo", alerts.notify_fifo.as_deref());
+        if let Some(argv) = &alerts.notify_fifo_script {
+            section.entry("notify_fifo_script", strings(argv));
+        }
+        section.int("max_auto_priority", alerts.max_auto_priority);
+        if let Some(smtp) = &alerts.smtp {
+            let mut section = Section::new(&mut out, "[node.smtp]", None);
+            section.entry("server", Value::Str(smtp.server.clone()));
+            section.duration("connect_timeout", smtp.connect_timeout_ms);
+            section.string("helo_name", smtp.helo_name.as_deref());
+            section.entry("from", Value::Str(smtp.from.clone()));
+            section.entry("to", strings(&smtp.to));
+            if let Some(alert) = smtp.alert {
+                section.entry("alert", Value::Bool(alert));
+            }
+        }
         for script in &self.scripts {
             let mut section = Section::new(&mut out, "[[script]]", Some(&script.location));
             section.entry("name", Value::Str(script.name.clone()));
@@ -81,6 +98,9 @@ impl Draft {
             section.entry("name", Value::Str(group.name.clone()));
             section.entry("instances", strings(&group.instances));
             section.notify(&group.notify);
+            if let Some(alert) = group.smtp_alert {
+                section.entry("smtp_alert", Value::Bool(alert));
+            }
         }
         for service in &self.virtual_servers {
             service.write(&mut out);
@@ -234,6 +254,9 @@ impl InstanceDraft {
             }
         }
         section.notify(&self.notify);
+        if let Some(alert) = self.smtp_alert {
+            section.entry("smtp_alert", Value::Bool(alert));
+        }
         if !self.garp.is_empty() {
             let interval = if self.is_v6() {
                 self.garp.gna_interval_ms

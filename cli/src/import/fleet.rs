@@ -95,7 +95,7 @@ const FLEET_HEADER: &str = "\
 # `havctl push-config --fleet fleet.toml --dry-run` shows what the coordinator would send.
 # The expansion decides instance names (<group>-vip<i>), one instance per VIP and priorities
 # (VIP i is mastered by node i mod N at 150, the others 10 less each); virtual servers, sync groups,
-# notify programs and GARP settings are not in the fleet schema, so a push replaces the node
+# notify programs, smtp_alert and GARP settings are not in the fleet schema, so a push replaces the node
 # configs' own: keep running the node configs while the pair needs them.";
 
 /// `(vrid, is IPv6)` of a canonical `[[instance]]`.

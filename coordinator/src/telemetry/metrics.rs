@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hav_proto::metrics::text::{header, sample};
+use hav_proto::metrics::text::{Exposition, Format};
 use hav_proto::v1::ApplyOutcome;
 
 use crate::registry::Registry;
@@ -159,66 +159,52 @@ impl Metrics {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The exposition, `text/plain; version=0.0.4`, with the registry's live values.
-    pub fn render(&self, registry: &Registry) -> String {
-        let mut out = String::with_capacity(4096);
-        header(
-            &mut out,
+    /// The exposition in `format`, with the registry's live values.
+    pub fn render(&self, registry: &Registry, format: Format) -> String {
+        let mut out = Exposition::new(format);
+        out.header(
             "hav_coordinator_build_info",
-            "gauge",
+            "info",
             "hav-coordinator build (value 1).",
         );
-        sample(
-            &mut out,
+        out.sample(
             "hav_coordinator_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))],
             1.0,
         );
-        header(
-            &mut out,
+        out.header(
             "hav_coordinator_process_start_time_seconds",
             "gauge",
             "When the coordinator started, in seconds since the Unix epoch.",
         );
         let started = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
-        sample(
-            &mut out,
+        out.sample(
             "hav_coordinator_process_start_time_seconds",
             &[],
             started.as_secs_f64(),
         );
-        header(
-            &mut out,
+        out.header(
             "hav_coordinator_connected_agents",
             "gauge",
             "Agents with an open stream.",
         );
-        sample(
-            &mut out,
+        out.sample(
             "hav_coordinator_connected_agents",
             &[],
             registry.connected_count() as f64,
         );
-        header(
-            &mut out,
+        out.header(
             "hav_coordinator_watchers",
             "gauge",
             "WatchEvents streams open.",
         );
-        sample(
-            &mut out,
-            "hav_coordinator_watchers",
-            &[],
-            registry.watchers() as f64,
-        );
-        header(
-            &mut out,
+        out.sample("hav_coordinator_watchers", &[], registry.watchers() as f64);
+        out.header(
             "hav_coordinator_events_total",
             "counter",
             "Fleet events fanned out to watchers (agent events and presence changes).",
         );
-        sample(
-            &mut out,
+        out.sample(
             "hav_coordinator_events_total",
             &[],
             registry.published() as f64,
@@ -246,17 +232,17 @@ impl Metrics {
             Family::Drains,
             Family::Rollouts,
         ] {
-            header(&mut out, family.name(), "counter", family.help());
+            out.header(family.name(), "counter", family.help());
             for ((_, action, outcome), value) in counts.iter().filter(|(key, _)| key.0 == family) {
                 let labels: &[(&str, &str)] = if action.is_empty() {
                     &[("outcome", outcome)]
                 } else {
                     &[("action", action), ("outcome", outcome)]
                 };
-                sample(&mut out, family.name(), labels, *value as f64);
+                out.sample(family.name(), labels, *value as f64);
             }
         }
-        out
+        out.finish()
     }
 }
 
@@ -273,7 +259,7 @@ mod tests {
     fn counters_start_at_zero_and_count_by_outcome() {
         let metrics = Metrics::new();
         let registry = Registry::new();
-        let before = metrics.render(&registry);
+        let before = metrics.render(&registry, Format::Text);
         assert_eq!(
             value(&before, "hav_coordinator_pushes_total{outcome=\"applied\"}"),
             Some(0.0)
@@ -297,7 +283,7 @@ mod tests {
         metrics.node_applied(ApplyOutcome::Timeout);
         metrics.drain_finished(true, "ok");
         metrics.rollout_finished("completed");
-        let after = metrics.render(&registry);
+        let after = metrics.render(&registry, Format::Text);
         for (series, expected) in [
             ("hav_coordinator_pushes_total{outcome=\"applied\"}", 2.0),
             ("hav_coordinator_pushes_total{outcome=\"rejected\"}", 1.0),
@@ -344,12 +330,12 @@ mod tests {
         registry.publish(hav_proto::v1::FleetEvent::default());
         let (_session, _commands) =
             registry.register("lb-1", hav_proto::v1::Hello::default(), String::new());
-        let text = metrics.render(&registry);
+        let text = metrics.render(&registry, Format::Text);
         assert_eq!(value(&text, "hav_coordinator_connected_agents"), Some(1.0));
         assert_eq!(value(&text, "hav_coordinator_watchers"), Some(1.0));
         assert_eq!(value(&text, "hav_coordinator_events_total"), Some(1.0));
         drop(watcher);
-        let text = metrics.render(&registry);
+        let text = metrics.render(&registry, Format::Text);
         assert_eq!(value(&text, "hav_coordinator_watchers"), Some(0.0));
     }
 }

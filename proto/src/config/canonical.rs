@@ -16,7 +16,7 @@ use super::raw::{
     OneOrMany, RawCoordinator, RawGarp, RawInstance, RawNode, RawNodeConfig, RawPeer, RawProbe,
     RawProcess, RawScript, RawSyncGroup, RawTelemetry, RawTrackFile, RawTrackRef, RawVip, StringOr,
 };
-use super::raw::{RawRealServer, RawRealServerCheck, RawVirtualServer};
+use super::raw::{RawMetricsTls, RawRealServer, RawRealServerCheck, RawVirtualServer};
 
 impl NodeConfig {
     /// The config as canonical TOML; [`parse_node_config`](super::parse_node_config) of it gives
@@ -35,10 +35,7 @@ impl NodeConfig {
         let mut raw = self.to_raw();
         raw.node = Some(RawNode {
             name: Some(self.node.name.clone()),
-            state_dir: None,
-            status_socket: None,
-            handover_port: None,
-            strict: None,
+            ..RawNode::default()
         });
         raw.telemetry = None;
         raw.coordinator = None;
@@ -60,6 +57,14 @@ impl NodeConfig {
                     != crate::config::node::DEFAULT_HANDOVER_PORT)
                     .then_some(self.node.handover_port),
                 strict: self.node.strict.then_some(true),
+                notify_fifo: (self.node.notify_fifo.as_ref())
+                    .map(|fifo| fifo.path.display().to_string()),
+                notify_fifo_script: (self.node.notify_fifo.as_ref())
+                    .and_then(|fifo| fifo.script.as_ref())
+                    .map(argv),
+                max_auto_priority: (self.node.max_auto_priority)
+                    .map(|priority| priority.get().into()),
+                smtp: self.node.smtp.as_ref().map(super::alerts::canonical_smtp),
             }),
             instance: non_empty(
                 (self.instances.iter())
@@ -91,6 +96,11 @@ impl NodeConfig {
 fn telemetry(telemetry: &Telemetry) -> RawTelemetry {
     RawTelemetry {
         metrics_listen: telemetry.metrics_listen.map(|address| address.to_string()),
+        metrics_tls: telemetry.metrics_tls.as_ref().map(|tls| RawMetricsTls {
+            cert: Some(tls.cert.display().to_string()),
+            key: Some(tls.key.display().to_string()),
+            client_ca: tls.client_ca.as_ref().map(|ca| ca.display().to_string()),
+        }),
         otlp_endpoint: (telemetry.otlp_endpoint.as_ref()).map(|endpoint| endpoint.to_string()),
         sampling_ratio: Some(telemetry.sampling_ratio.get()),
         resource: (!telemetry.resource.is_empty()).then(|| telemetry.resource.clone()),
@@ -182,6 +192,7 @@ fn instance(instance: &Instance) -> RawInstance {
         notify_backup,
         notify_fault,
         notify_stop,
+        smtp_alert: instance.smtp_alert,
         garp: Some(garp(&instance.garp)),
         strict: None,
         vmac: None,
@@ -356,6 +367,7 @@ fn sync_group(group: &SyncGroup) -> RawSyncGroup {
         notify_backup,
         notify_fault,
         notify_stop,
+        smtp_alert: group.smtp_alert,
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`NodeConfig`] serializes back to canonical TOML ([`NodeConfig::to_toml`]) that parses to an
 //! equal value.
 
+mod alerts;
 mod canonical;
 mod canonical_network;
 pub mod duration;
@@ -20,6 +21,10 @@ mod raw;
 mod raw_network;
 mod validate;
 
+pub use alerts::{
+    DEFAULT_SMTP_CONNECT_TIMEOUT, DEFAULT_SMTP_PORT, MailAddress, NotifyFifo, RealtimePriority,
+    Smtp, SmtpHost, SmtpServer, is_host_name,
+};
 pub use error::{ConfigError, ConfigErrors, KeyPath, Problem, Segment};
 pub use load::{
     ENV_PREFIX, load_node_config, load_node_config_with_env, node_config_from_document,
@@ -31,7 +36,7 @@ pub use node::{
     VirtualServer,
 };
 pub use node::{
-    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, NodeConfig,
+    Command, CoordinatorLink, GarpSchedule, Instance, InstanceFingerprint, MetricsTls, NodeConfig,
     NodeSettings, Notify, OtlpEndpoint, Probe, ProbeKind, ProcessMatch, SamplingRatio, Script,
     SyncGroup, Telemetry, Track, TrackFile, TrackTarget, TrackWeight, TrackedProcess, Transport,
     UnicastPeer, Vip,

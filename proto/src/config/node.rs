@@ -13,6 +13,7 @@ use std::time::Duration;
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 use rustls::pki_types::ServerName;
 
+use super::alerts::{NotifyFifo, RealtimePriority, Smtp};
 use super::probe_url::ProbeUrl;
 
 /// A whole node config.
@@ -61,6 +62,13 @@ pub struct NodeSettings {
     pub handover_port: u16,
     /// keepalived's `vrrp_strict`: every instance's default `strict`.
     pub strict: bool,
+    /// keepalived's notify FIFO: a line per state change.
+    pub notify_fifo: Option<NotifyFifo>,
+    /// `[node.smtp]`: mail on state changes; none when absent.
+    pub smtp: Option<Smtp>,
+    /// The highest `SCHED_RR` priority the agent raises itself to when it finds itself woken
+    /// late; it never changes its scheduling when `None`.
+    pub max_auto_priority: Option<RealtimePriority>,
 }
 
 /// The UDP port of the hand-over beacons unless `[node] handover_port` says otherwise.
@@ -101,6 +109,8 @@ pub struct Instance {
     pub vips: Vec<Vip>,
     pub track: Vec<Track>,
     pub notify: Notify,
+    /// Mail on this instance's state changes; `None` follows `[node.smtp] alert`.
+    pub smtp_alert: Option<bool>,
     pub garp: GarpSchedule,
     /// keepalived's `strict_mode` (default `[node] strict`): the config was held to RFC 5798
     /// alone, and adverts whose address list differs from ours are dropped.
@@ -321,6 +331,8 @@ pub struct SyncGroup {
     /// Names of instances, each in no other group.
     pub instances: Vec<String>,
     pub notify: Notify,
+    /// Mail on this group's state changes; `None` follows `[node.smtp] alert`.
+    pub smtp_alert: Option<bool>,
 }
 
 /// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables on the node that is
@@ -506,11 +518,22 @@ pub struct InstanceFingerprint {
     sync_group: Option<SyncGroup>,
 }
 
+/// `[telemetry.metrics_tls]`: the metrics endpoint's certificate, and the CA whose certificates
+/// scrapers must present (any scraper when `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// `[telemetry]`: metrics and traces. Each part is off unless its key is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Telemetry {
-    /// Where `GET /metrics` is served (Prometheus text format); not served when `None`.
+    /// Where `GET /metrics` is served (Prometheus text or OpenMetrics); not served when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve it over TLS (and ask scrapers for certificates) instead of plain HTTP.
+    pub metrics_tls: Option<MetricsTls>,
     /// The OTLP/gRPC collector traces are exported to; no exporter when `None`.
     pub otlp_endpoint: Option<OtlpEndpoint>,
     /// The share of failover traces kept (decided per trace id, so both nodes of a failover

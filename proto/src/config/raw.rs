@@ -86,6 +86,8 @@ pub(crate) struct RawTelemetry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_tls: Option<RawMetricsTls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling_ratio: Option<f64>,
@@ -95,6 +97,18 @@ pub(crate) struct RawTelemetry {
         deserialize_with = "table"
     )]
     pub resource: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[telemetry.metrics_tls]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetricsTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -123,6 +137,18 @@ pub(crate) struct RawNode {
     pub handover_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_fifo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_fifo_script: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_auto_priority: Option<i64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
+    pub smtp: Option<RawSmtp>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -178,6 +204,8 @@ pub(crate) struct RawInstance {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_alert: Option<bool>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         default,
@@ -351,6 +379,26 @@ pub(crate) struct RawSyncGroup {
     pub notify_fault: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_stop: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_alert: Option<bool>,
+}
+
+/// `[node.smtp]`: where state-change mail goes (keepalived's `smtp_server`, `notification_email`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmtp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<bool>,
 }
 
 /// `[[virtual_server]]`: keepalived's `virtual_server`, balanced by nftables.

@@ -18,6 +18,10 @@ pub enum Cause {
     Startup,
     /// The engine started and we own the addresses (RFC 5798 section 6.4.1).
     StartupOwner,
+    /// The engine started and the router's VIPs were already on its interface, left there by
+    /// another VRRP daemon this one replaces: it keeps them as master instead of waiting as
+    /// backup (only when asked, see [`crate::Engine::adopt`]).
+    StartupAdopted,
     /// No advert from the master within the master-down interval.
     MasterDown {
         /// The master last heard, if any.
@@ -91,6 +95,7 @@ impl Cause {
         match self {
             Cause::Startup => "startup",
             Cause::StartupOwner => "startup-owner",
+            Cause::StartupAdopted => "startup-adopted",
             Cause::MasterDown { .. } => "master-down",
             Cause::MasterResigned { .. } => "master-resigned",
             Cause::HigherPriority { .. } => "higher-priority",
@@ -115,6 +120,9 @@ impl fmt::Display for Cause {
         match self {
             Cause::Startup => f.write_str("startup"),
             Cause::StartupOwner => f.write_str("startup as address owner (priority 255)"),
+            Cause::StartupAdopted => {
+                f.write_str("startup holding the VIPs found on the interface (adopted)")
+            }
             Cause::MasterDown {
                 master: Some(master),
                 silent_for,

@@ -295,6 +295,20 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Before [`Engine::start`]: `router` starts as master rather than backup (unless a fault
+    /// holds it), as an address owner does, because its VIPs are already on the interface and
+    /// serving: another VRRP daemon on this node was stopped without releasing them. The peer
+    /// hears an advert at once, so it never takes them as well; a peer of higher priority takes
+    /// them over as from any master. No effect once started.
+    pub fn adopt(&mut self, router: RouterId) {
+        if self.started {
+            return;
+        }
+        if let Some(router) = self.routers.iter_mut().find(|r| r.id == router) {
+            router.adopt = true;
+        }
+    }
+
     /// Starts every router (RFC 5798 section 6.4.1, the Startup event). Only the first call
     /// has an effect.
     pub fn start(&mut self, now: Instant) {

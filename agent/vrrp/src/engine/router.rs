@@ -94,6 +94,8 @@ pub(crate) struct VirtualRouter {
     held_accept: bool,
     release: Option<Release>,
     forced_master: bool,
+    /// Starts as master, keeping VIPs another daemon left on the interface.
+    pub(crate) adopt: bool,
     shutting_down: bool,
     timers: TimerTable,
     announcer: Option<Announcer>,
@@ -122,6 +124,7 @@ impl VirtualRouter {
             held_accept: false,
             release: None,
             forced_master: false,
+            adopt: false,
             shutting_down: false,
             timers: TimerTable::default(),
             announcer: None,
@@ -235,17 +238,22 @@ impl VirtualRouter {
             return;
         }
         self.listening_since = Some(now);
+        let adopt = std::mem::take(&mut self.adopt);
         if let Some(tracker) = self.own_fault().map(str::to_owned) {
             // keepalived: a router whose tracker already fails starts in Fault.
             self.enter_fault(now, Cause::TrackerFault { tracker }, false, out);
         } else if let Some(cause) = self.group_fault.clone() {
             self.enter_fault(now, cause, true, out);
-        } else if self.effective_priority() == Priority::OWNER {
-            // 6.4.1: "If the Priority = 255 ... transition to the Master state".
-            let cause = if cause == Cause::Startup {
-                Cause::StartupOwner
-            } else {
-                cause
+        } else if self.effective_priority() == Priority::OWNER || adopt {
+            // 6.4.1: "If the Priority = 255 ... transition to the Master state". A router that
+            // adopts VIPs already serving clients here takes the same path: waiting as backup
+            // would leave them unowned, and a peer would add them a second time.
+            let cause = match cause {
+                Cause::Startup if self.effective_priority() == Priority::OWNER => {
+                    Cause::StartupOwner
+                }
+                Cause::Startup => Cause::StartupAdopted,
+                cause => cause,
             };
             self.become_master(now, cause, false, out);
         } else {

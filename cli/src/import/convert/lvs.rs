@@ -142,7 +142,8 @@ impl Converter {
                 ),
                 "smtp_alert" => self.not_converted(
                     item,
-                    "hav sends no mail; quorum_up and quorum_down run a program",
+                    "hav mails VRRP state changes only ([node.smtp]); quorum_up and quorum_down \
+                     run a program",
                 ),
                 "sorry_server_inhibit" | "sorry_server_lvs_method" => self.not_converted(
                     item,
@@ -385,7 +386,10 @@ impl Converter {
                     "hav keeps no per-server connection limits (nftables does not count them \
                      per real server)",
                 ),
-                "smtp_alert" => self.not_converted(item, "hav sends no mail"),
+                "smtp_alert" => self.not_converted(
+                    item,
+                    "hav mails VRRP state changes only ([node.smtp]), not real servers' health",
+                ),
                 _ => self.not_converted(item, "no hav equivalent"),
             }
         }

@@ -45,12 +45,16 @@ pub(super) fn node_settings(
         }
         port => Some(port.unwrap_or(crate::config::node::DEFAULT_HANDOVER_PORT)),
     };
+    let alerts = super::alerts::node_alerts(raw, path, errors);
     Some(NodeSettings {
         name: name?,
         state_dir: state_dir?,
         status_socket,
         handover_port: handover_port?,
         strict: raw.strict.unwrap_or(false),
+        notify_fifo: alerts.notify_fifo?,
+        smtp: alerts.smtp?,
+        max_auto_priority: alerts.max_auto_priority?,
     })
 }
 
@@ -490,5 +494,6 @@ pub(super) fn sync_group(
         name: name?,
         instances,
         notify: notify?,
+        smtp_alert: raw.smtp_alert,
     })
 }

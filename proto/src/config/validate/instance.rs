@@ -160,6 +160,7 @@ pub(super) fn instance(
         vips: vips?,
         track: track?,
         notify: notify?,
+        smtp_alert: raw.smtp_alert,
         garp: garp?,
         // Set by the strict-mode pass over the whole document.
         strict: false,

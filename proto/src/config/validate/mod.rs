@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use hav_vrrp::Family;
 
+mod alerts;
 mod definitions;
 mod instance;
 mod network;

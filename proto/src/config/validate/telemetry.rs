@@ -2,10 +2,11 @@
 //! ratio and resource attributes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::config::error::{Collector, KeyPath};
-use crate::config::node::{OtlpEndpoint, SamplingRatio, Telemetry};
-use crate::config::raw::RawTelemetry;
+use crate::config::node::{MetricsTls, OtlpEndpoint, SamplingRatio, Telemetry};
+use crate::config::raw::{RawMetricsTls, RawTelemetry};
 
 pub(super) fn telemetry(
     raw: &RawTelemetry,
@@ -15,6 +16,16 @@ pub(super) fn telemetry(
     let metrics_listen = match raw.metrics_listen.as_deref() {
         None => Some(None),
         Some(text) => listen_address(text, &path.key("metrics_listen"), errors).map(Some),
+    };
+    let metrics_tls = match &raw.metrics_tls {
+        None => Some(None),
+        Some(tls) => metrics_tls(
+            tls,
+            raw.metrics_listen.is_some(),
+            &path.key("metrics_tls"),
+            errors,
+        )
+        .map(Some),
     };
     let otlp_endpoint = match raw.otlp_endpoint.as_deref() {
         None => Some(None),
@@ -51,9 +62,47 @@ pub(super) fn telemetry(
     }
     Some(Telemetry {
         metrics_listen: metrics_listen?,
+        metrics_tls: metrics_tls?,
         otlp_endpoint: otlp_endpoint?,
         sampling_ratio: sampling_ratio?,
         resource: resource_valid.then(|| raw.resource.clone().unwrap_or_default())?,
+    })
+}
+
+fn metrics_tls(
+    raw: &RawMetricsTls,
+    listening: bool,
+    path: &KeyPath,
+    errors: &mut Collector,
+) -> Option<MetricsTls> {
+    if !listening {
+        errors.invalid(
+            path.clone(),
+            "metrics_tls without metrics_listen: there is no endpoint to protect",
+        );
+        return None;
+    }
+    let file = |key: &str, value: &Option<String>, errors: &mut Collector| match value.as_deref() {
+        Some(text) if !text.is_empty() => Some(PathBuf::from(text)),
+        Some(_) => {
+            errors.invalid(path.key(key), "expected a path to a PEM file");
+            None
+        }
+        None => {
+            errors.missing(path.key(key), "a path to a PEM file");
+            None
+        }
+    };
+    let cert = file("cert", &raw.cert, errors);
+    let key = file("key", &raw.key, errors);
+    let client_ca = match &raw.client_ca {
+        None => Some(None),
+        some => file("client_ca", some, errors).map(Some),
+    };
+    Some(MetricsTls {
+        cert: cert?,
+        key: key?,
+        client_ca: client_ca?,
     })
 }
 

@@ -611,8 +611,7 @@ fn print_trace(
     let spans: Vec<&Exported> = collector
         .seen()
         .iter()
-        // Two handovers between the same nodes for the same VIPs within one 10 s window share
-        // a trace id (it is derived from those facts); keep only this event's spans.
+        // Only this event's spans.
         .filter(|s| s.span.trace_id == trace_id && s.span.end_time_unix_nano >= since_ns)
         .collect();
     let origin = spans
