@@ -28,6 +28,13 @@ fn ip(lab: &Lab, host: &str, args: &[&str]) -> String {
     out.stdout
 }
 
+/// The output of `argv` in `host`, which must succeed.
+fn run(lab: &Lab, host: &str, argv: &[&str]) -> String {
+    let out = lab.exec(host, argv).expect("runs");
+    assert!(out.success(), "{argv:?} in {host}: {}", out.stderr);
+    out.stdout
+}
+
 /// `ip -o link show` of the macvlan, `None` when it does not exist.
 fn vmac_of(lab: &Lab, host: &str) -> Option<String> {
     let out = lab
@@ -75,6 +82,19 @@ fn the_vip_answers_from_the_virtual_mac_which_moves_with_routes_and_rules_and_is
     assert!(b_vmac.contains(VIRTUAL_MAC), "{b_vmac}");
     assert!(lab.addresses("b", VMAC).expect("list").is_empty());
     assert!(!has_route(lab, "b") && !has_rule(lab, "b"));
+    // The backup's socket joined the VRRP group on its macvlan; the IGMP reports that would have
+    // taught the switch the virtual MAC at b's port were dropped on the way out.
+    let quiet = run(
+        lab,
+        "b",
+        &["nft", "list", "chain", "inet", "hav", "vmac_quiet"],
+    );
+    assert!(
+        quiet.contains("\"vrrp.51\"")
+            && quiet.contains("counter packets ")
+            && !quiet.contains("counter packets 0 "),
+        "{quiet}"
+    );
     // The client reached the VIP (start_duo made sure): it resolved it to the virtual MAC.
     let before = client_neighbour(lab, &vip);
     assert!(before.contains(VIRTUAL_MAC), "client: {before}");

@@ -177,6 +177,12 @@ impl Executor {
         self.firewall.block(&no_accept_vips(plan)).await
     }
 
+    /// Before a plan's sockets open: the IGMP of the macvlans its sockets join on is dropped
+    /// (and only theirs).
+    pub async fn quiet_vmacs(&mut self, plan: &Plan) -> Result<(), NftError> {
+        self.firewall.quiet_vmacs(&plan.quiet_vmacs).await
+    }
+
     /// After a plan is committed: lifts the filter from VIPs it no longer runs without accept
     /// mode. A failure is logged: those VIPs stay filtered.
     pub async fn settle_filter(&mut self, plan: &Plan) {

@@ -185,6 +185,10 @@ impl Daemon {
             .filter_ahead(&plan)
             .await
             .context("filtering the VIPs without accept mode")?;
+        executor
+            .quiet_vmacs(&plan)
+            .await
+            .context("silencing the virtual MAC interfaces")?;
         let prepared = executor::Prepared {
             sockets: executor.sockets.prepare(plan.router_sockets.values())?,
             instance_hooks: executor.instance_hooks.prepare(&plan.instance_hooks)?,

@@ -21,6 +21,20 @@ pub fn vrrp_interface(instance: &Instance) -> &str {
     }
 }
 
+/// The macvlans an IPv4 instance's VRRP socket is on (it joins the VRRP group there).
+pub fn quiet_vmacs(config: &NodeConfig) -> std::collections::BTreeSet<String> {
+    (config.instances.iter())
+        .filter(|instance| instance.family == hav_vrrp::Family::V4)
+        .map(vrrp_interface_and_base)
+        .filter(|(socket, base)| socket != base)
+        .map(|(socket, _)| socket.to_owned())
+        .collect()
+}
+
+fn vrrp_interface_and_base(instance: &Instance) -> (&str, &str) {
+    (vrrp_interface(instance), &instance.interface)
+}
+
 /// The instance's macvlan, if it has one.
 pub fn vmac_spec(instance: &Instance) -> Option<VmacSpec> {
     instance.vmac.as_ref().map(|vmac| VmacSpec {

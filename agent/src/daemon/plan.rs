@@ -62,6 +62,9 @@ pub struct Plan {
     pub routing: HashMap<String, (Vec<RuleSpec>, Vec<RouteSpec>)>,
     /// Every macvlan, route and rule of the config (journaled ahead of need).
     pub network: NetworkEntries,
+    /// The macvlans that carry a VRRP socket of an IPv4 instance: their IGMP is dropped
+    /// ([`crate::net::nft::vmac`]).
+    pub quiet_vmacs: BTreeSet<String>,
     /// The notify FIFO and SMTP alerts.
     pub notifications: NotifyPlan,
 }
@@ -213,6 +216,11 @@ pub enum PlanError {
     VirtualServerNeedsNft { service: String, cause: NftError },
     #[error("instance {instance}: connection_drain needs nftables: {cause}")]
     ConnectionDrainNeedsNft { instance: String, cause: NftError },
+    #[error(
+        "instance {instance}: a vmac that carries adverts needs nftables (its IGMP reports would \
+         teach switches the virtual MAC at a backup), or set xmit_base = true: {cause}"
+    )]
+    VmacNeedsNft { instance: String, cause: NftError },
 }
 
 impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
@@ -419,6 +427,7 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         handover_port: config.node.handover_port,
         routing: HashMap::new(),
         network: super::network::network_of(config),
+        quiet_vmacs: super::network::quiet_vmacs(config),
         notifications: NotifyPlan::of(config),
     };
     if let Some(instance) = config
@@ -429,6 +438,17 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         Nft::default()
             .locate()
             .map_err(|cause| PlanError::ConnectionDrainNeedsNft {
+                instance: instance.name.clone(),
+                cause,
+            })?;
+    }
+    if let Some(instance) = (config.instances.iter()).find(|instance| {
+        plan.quiet_vmacs
+            .contains(super::network::vrrp_interface(instance))
+    }) {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::VmacNeedsNft {
                 instance: instance.name.clone(),
                 cause,
             })?;

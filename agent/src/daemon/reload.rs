@@ -35,6 +35,8 @@ pub enum ReloadError {
     Engine(#[from] EngineConfigError),
     #[error("filtering the VIPs without accept mode: {0}")]
     AcceptFilter(#[from] NftError),
+    #[error("silencing the virtual MAC interfaces: {0}")]
+    VmacQuiet(NftError),
 }
 
 /// The engine tracker through which a router is held in Fault while it cannot run on this host.
@@ -122,6 +124,8 @@ impl Daemon {
 
     /// The transaction: prepare everything that can fail, then commit.
     async fn apply_plan(&mut self, config: NodeConfig, plan: Plan) -> Result<(), ReloadError> {
+        // Before a socket joins the VRRP group on a macvlan.
+        (self.executor.quiet_vmacs(&plan).await).map_err(ReloadError::VmacQuiet)?;
         let prepared = Prepared {
             sockets: self
                 .executor
