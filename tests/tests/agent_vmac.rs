@@ -186,7 +186,7 @@ fn the_vip_answers_from_the_virtual_mac_which_moves_with_routes_and_rules_and_is
 
 #[test]
 fn an_ipv6_vip_answers_from_the_ipv6_virtual_mac_with_adverts_from_the_base() {
-    let duo = start_duo(
+    let mut duo = start_duo(
         |pair| std::net::IpAddr::V6(pair.vip6),
         |pair, _, config| {
             config.instances[0].vips = vec![format!("{}/64", pair.vip6)];
@@ -204,16 +204,25 @@ fn an_ipv6_vip_answers_from_the_ipv6_virtual_mac_with_adverts_from_the_base() {
         "{}",
         a_vmac.stdout
     );
-    assert!(
-        lab.addresses("a", "vrrp6.51")
-            .expect("list")
-            .contains(&duo.vip)
-    );
-    // No link-local address of the virtual MAC on either node's macvlan.
+    // The VIP alone: no link-local address of the virtual MAC on either node's macvlan.
+    assert_eq!(lab.addresses("a", "vrrp6.51").expect("list"), vec![duo.vip]);
     assert!(lab.addresses("b", "vrrp6.51").expect("list").is_empty());
     let neighbour = client_neighbour(lab, &duo.vip.to_string());
     assert!(
         neighbour.contains("00:00:5e:00:02:33"),
         "client: {neighbour}"
     );
+
+    // a stops: b serves, also once a has let go of its VIP (and said so to the LAN).
+    let prober = duo.prober_on("a");
+    let stop = Instant::now();
+    duo.a.terminate().expect("SIGTERM a");
+    prober
+        .wait_for_reply("b", stop, WAIT)
+        .expect("the client reaches b through the VIP");
+    duo.a.wait_exit(WAIT).expect("a exits");
+    let exited = Instant::now();
+    prober
+        .wait_for_reply("b", exited, std::time::Duration::from_secs(1))
+        .expect("the client still reaches b once a let go");
 }
