@@ -90,6 +90,23 @@ fn vmac_mistakes_are_named() {
 }
 
 #[test]
+fn a_macvlan_name_belongs_to_one_instance() {
+    let text = "[node]\nname = \"n1\"\n\n[[instance]]\nname = \"A\"\ninterface = \"eth0\"\nvrid = 51\nvips = [\"198.51.100.1/24\"]\n[instance.vmac]\n\n[[instance]]\nname = \"B\"\ninterface = \"eth1\"\nvrid = 51\nvips = [\"203.0.113.1/24\"]\n[instance.vmac]\n\n[[instance]]\nname = \"C\"\ninterface = \"eth2\"\nvrid = 52\nvips = [\"192.0.2.1/24\"]\n[instance.vmac]\nname = \"eth0\"\n";
+    let errors = parse_node_config(text, ORIGIN)
+        .expect_err("refused")
+        .lines()
+        .join("\n");
+    assert!(
+        errors.contains("instance[1].vmac.name: macvlan \"vrrp.51\" is already instance[0]'s"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("instance[2].vmac.name: \"eth0\" is the interface of instance[0]"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn routes_and_rules_parse_with_their_defaults() {
     let config = parsed(
         "",

@@ -74,6 +74,7 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         |raw, path, errors| instance(raw, path, &defined, errors),
     );
     strict::apply(raw, &mut instances, errors);
+    network::check_vmac_names(&instances, errors);
     let sync_groups = each(
         raw.sync_group.as_deref(),
         &root.key("sync_group"),

@@ -77,6 +77,45 @@ pub(super) fn vmac_fits(instance: &Instance, path: &KeyPath, errors: &mut Collec
     true
 }
 
+/// Each macvlan name belongs to one instance and is no instance's interface: two instances on
+/// one name would replace each other's macvlan at every link change.
+pub(super) fn check_vmac_names(instances: &[Option<Instance>], errors: &mut Collector) {
+    let root = KeyPath::root().key("instance");
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (index, instance) in instances.iter().enumerate() {
+        let Some(vmac) = instance
+            .as_ref()
+            .and_then(|instance| instance.vmac.as_ref())
+        else {
+            continue;
+        };
+        let path = root.index(index).key("vmac").key("name");
+        if let Some(first) = seen.insert(&vmac.name, index) {
+            errors.push(
+                path,
+                Problem::Duplicate(format!(
+                    "macvlan {:?} is already {}'s; give one of them another `name`",
+                    vmac.name,
+                    root.index(first)
+                )),
+            );
+        } else if let Some(other) = (instances.iter()).position(|other| {
+            other
+                .as_ref()
+                .is_some_and(|other| other.interface == vmac.name)
+        }) {
+            errors.push(
+                path,
+                Problem::Conflict(format!(
+                    "{:?} is the interface of {}; the macvlan needs a name of its own",
+                    vmac.name,
+                    root.index(other)
+                )),
+            );
+        }
+    }
+}
+
 /// With a vmac, the VIPs written without a `dev` of their own go on the macvlan.
 pub(super) fn place_vips_on_vmac(raw: &RawInstance, vmac: Option<&Vmac>, vips: &mut [Vip]) {
     let Some(vmac) = vmac else { return };
