@@ -133,6 +133,25 @@ fn an_ipv6_vmac_sends_from_the_base_interface() {
     );
 }
 
+#[test]
+fn a_second_instance_on_the_same_default_macvlan_name_keeps_its_vips_on_the_interface() {
+    let node = import(&format!(
+        "{}vrrp_instance VI_2 {{\n interface eth1\n virtual_router_id 51\n use_vmac\n virtual_ipaddress {{\n 203.0.113.1/24\n }}\n}}\n",
+        instance(" use_vmac")
+    ));
+    let vmacs: Vec<Option<&str>> = (node.config.instances.iter())
+        .map(|instance| instance.vmac.as_ref().map(|vmac| vmac.name.as_str()))
+        .collect();
+    assert_eq!(vmacs, [Some("vrrp.51"), None]);
+    assert!(
+        not_converted(&node, "vrrp_instance VI_2")
+            .iter()
+            .any(|reason| reason.contains("\"vrrp.51\" is already VI_1's")),
+        "{:?}",
+        node.findings
+    );
+}
+
 const ROUTES: &[&str] = &[
     "203.0.113.0/24 via 198.51.100.254",
     "203.0.113.0/24 via 198.51.100.254",

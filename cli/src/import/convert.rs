@@ -843,7 +843,12 @@ impl Converter {
             garp.master_delay_ms = garp.master_delay_ms.or(Some(0));
         }
         instance.garp = garp;
-        self.finish_extras(statement, &mut instance, self.globals.strict);
+        self.finish_extras(
+            statement,
+            &mut instance,
+            self.globals.strict,
+            &draft.instances,
+        );
         draft.instances.push(instance);
     }
 

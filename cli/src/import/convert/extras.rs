@@ -68,8 +68,24 @@ impl Converter {
         statement: &Statement,
         instance: &mut InstanceDraft,
         global_strict: bool,
+        earlier: &[InstanceDraft],
     ) {
         let v6 = instance.is_v6();
+        if let Some(name) = vmac_name(instance)
+            && let Some(other) = (earlier.iter()).find(|other| {
+                vmac_name(other) == Some(name.clone()) || other.interface.as_deref() == Some(&name)
+            })
+        {
+            instance.extras.vmac = None;
+            self.not_converted(
+                statement,
+                &format!(
+                    "use_vmac: the macvlan name {name:?} is already {}'s; give this one its own \
+                     name (use_vmac NAME)",
+                    other.name
+                ),
+            );
+        }
         if let Some(vmac) = &mut instance.extras.vmac
             && v6
             && !vmac.xmit_base
@@ -176,6 +192,18 @@ impl Converter {
                     refused.join(", ")
                 ),
             );
+        }
+    }
+}
+
+/// The name of the instance's macvlan as the schema will give it, if it has one.
+fn vmac_name(instance: &InstanceDraft) -> Option<String> {
+    let vmac = instance.extras.vmac.as_ref()?;
+    match &vmac.name {
+        Some(name) => Some(name.clone()),
+        None => {
+            let prefix = if instance.is_v6() { "vrrp6" } else { "vrrp" };
+            Some(format!("{prefix}.{}", instance.vrid?))
         }
     }
 }
