@@ -10,6 +10,7 @@
 //! ([`error::ControlError`]).
 
 pub mod agent_service;
+pub mod alerts;
 pub mod auth;
 pub mod closing;
 pub mod diff;

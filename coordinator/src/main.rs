@@ -81,6 +81,18 @@ struct Args {
     #[arg(long, env = "HAV_LEADER_TTL", value_name = "DURATION",
           default_value = duration::format(DEFAULT_LEADER_TTL), value_parser = leader_ttl)]
     leader_ttl: Duration,
+    /// Send the fleet's alerts (node gone, VIP without a holder, split brain, rollout failed,
+    /// certificate near expiry) to this webhook, in Alertmanager's format; repeat for several.
+    #[arg(long = "alert-webhook", env = "HAV_ALERT_WEBHOOK", value_name = "URL",
+          value_delimiter = ',', value_parser = webhook)]
+    alert_webhooks: Vec<hav_coordinator::alerts::sender::Webhook>,
+    /// How long a VIP may have no holder before it is an alert (e.g. 10s).
+    #[arg(long, env = "HAV_ALERT_HOLD", value_name = "DURATION", default_value = "10s",
+          value_parser = duration::parse)]
+    alert_hold: Duration,
+    /// Alert when the coordinator's certificate or the fleet CA expires within this many days.
+    #[arg(long, env = "HAV_ALERT_CERTIFICATE_DAYS", default_value_t = 30)]
+    alert_certificate_days: u32,
     /// This coordinator's name among those sharing an etcd prefix, shown as the leader in status
     /// and logs (default: the host name and the listen port, HOST:PORT).
     #[arg(long, env = "HAV_NAME")]
@@ -150,6 +162,10 @@ fn instance_name(listen: &SocketAddr) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| listen.to_string())
+}
+
+fn webhook(text: &str) -> Result<hav_coordinator::alerts::sender::Webhook, String> {
+    hav_coordinator::alerts::sender::Webhook::parse(text)
 }
 
 fn leader_ttl(text: &str) -> Result<Duration, String> {
@@ -236,6 +252,17 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()> {
     let store = store_config(&args)?;
+    let alerts =
+        (!args.alert_webhooks.is_empty()).then(|| hav_coordinator::alerts::AlertSettings {
+            webhooks: args.alert_webhooks.clone(),
+            hold: args.alert_hold,
+            certificate_days: args.alert_certificate_days,
+            certificates: vec![
+                ("coordinator".to_owned(), args.cert.clone()),
+                ("ca".to_owned(), args.ca.clone()),
+            ],
+            external_url: format!("https://{}", args.listen),
+        });
     let mut config = CoordinatorConfig::new(
         args.listen,
         ServerTlsFiles {
@@ -250,6 +277,7 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
     config.orchestration.resolve_split_brain = args.resolve_split_brain;
     config.orchestration.presence_ttl = args.presence_ttl;
     config.leader_ttl = args.leader_ttl;
+    config.alerts = alerts;
     config.name = args.name.clone().unwrap_or_else(|| {
         let host = instance_name(&args.listen);
         match host.parse::<SocketAddr>() {

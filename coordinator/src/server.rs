@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub name: String,
     /// The lease of the leader key on etcd (`--leader-ttl`); unused on redb.
     pub leader_ttl: Duration,
+    /// Webhook receivers of the fleet's alerts (none: no alerts).
+    pub alerts: Option<crate::alerts::AlertSettings>,
 }
 
 impl CoordinatorConfig {
@@ -68,6 +70,7 @@ impl CoordinatorConfig {
             metrics_tls: None,
             name: listen.to_string(),
             leader_ttl: crate::leader::DEFAULT_LEADER_TTL,
+            alerts: None,
         }
     }
 }
@@ -256,6 +259,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
     });
     // Unlike the agent, a coordinator asked to serve metrics and unable to does not start: it is
     // not on the failover path, and a silently missing endpoint would go unnoticed.
+    if let Some(alerts) = config.alerts.clone() {
+        crate::alerts::spawn(shared.clone(), alerts);
+    }
     let metrics_server = match config.metrics_listen {
         None => None,
         Some(address) => {

@@ -46,3 +46,4 @@ pub mod otlp;
 pub mod probe;
 pub mod smtp;
 pub mod topology;
+pub mod webhook;

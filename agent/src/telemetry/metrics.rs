@@ -388,6 +388,61 @@ mod tests {
         assert!(text.contains("hav_notifications_total{outcome=\"smtp_alerts_failed\"} 1\n"));
     }
 
+    /// Every agent metric the shipped Grafana dashboard queries is one the agent serves.
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_the_agent_serves() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/hav-fleet.json"))
+                .expect("the dashboard is JSON");
+        let families: Vec<String> = Registry::default()
+            .render(Format::Text)
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        let served = |name: &str| {
+            families.iter().any(|family| {
+                name == family
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name.strip_suffix(suffix) == Some(family.as_str()))
+            })
+        };
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("an expression");
+                for name in metric_names(expr) {
+                    if name.starts_with("hav_coordinator_") {
+                        continue;
+                    }
+                    queried += 1;
+                    assert!(
+                        served(&name),
+                        "{name} (panel {}) is not served",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+        assert!(queried >= 8, "{queried}");
+    }
+
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("hav_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+        names
+    }
+
     #[test]
     fn transitions_are_counted_by_state_and_cause() {
         let mut registry = Registry::default();

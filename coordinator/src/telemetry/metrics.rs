@@ -255,6 +255,28 @@ mod tests {
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Every coordinator metric the shipped Grafana dashboard queries is one it serves.
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_the_coordinator_serves() {
+        let dashboard = include_str!("../../../deploy/grafana/hav-fleet.json");
+        let text = Metrics::new().render(&Registry::new(), Format::Text);
+        let mut queried = 0;
+        let mut rest = dashboard;
+        while let Some(at) = rest.find("hav_coordinator_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            queried += 1;
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not served"
+            );
+        }
+        assert!(queried >= 3, "{queried}");
+    }
+
     #[test]
     fn counters_start_at_zero_and_count_by_outcome() {
         let metrics = Metrics::new();
