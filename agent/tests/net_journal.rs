@@ -26,7 +26,7 @@ fn vips_of_a_killed_agent_are_removed_on_recovery() {
         let set = vips();
         {
             let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
-            let nothing = agent.recover(&[]).await.unwrap();
+            let nothing = agent.recover(&[], &Default::default()).await.unwrap();
             assert_eq!(
                 nothing.removed,
                 vec![],
@@ -44,7 +44,7 @@ fn vips_of_a_killed_agent_are_removed_on_recovery() {
         );
 
         let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
-        let recovery = restarted.recover(&[]).await.unwrap();
+        let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
         let mut removed = recovery.removed.clone();
         removed.sort();
         let mut expected = set.clone();
@@ -90,7 +90,7 @@ fn crash_between_journal_and_netlink_is_harmless() {
         // Journaled, then "killed" before the netlink add: the VIPs are listed but absent.
         VipJournal::new(state.path()).unwrap().record(&set).unwrap();
         let mut restarted = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
-        let recovery = restarted.recover(&[]).await.unwrap();
+        let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
         assert_eq!(recovery.cleared.len(), set.len());
         assert_eq!(
             recovery.removed,
@@ -107,12 +107,12 @@ fn recovery_reports_only_the_vips_that_were_still_on_an_interface() {
         let state = TempDir::new("journal-stop");
         let set = vips();
         let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
-        agent.recover(&[]).await.unwrap();
+        agent.recover(&[], &Default::default()).await.unwrap();
         // A clean run: reserve at start, take over, release; then the stop clears the journal.
         agent.reserve(&set).unwrap();
         agent.add(&set).await.unwrap();
         agent.remove(&set).await.unwrap();
-        let stop = agent.recover(&[]).await.unwrap();
+        let stop = agent.recover(&[], &Default::default()).await.unwrap();
         let mut cleared = stop.cleared.clone();
         cleared.sort();
         let mut expected = set.clone();
@@ -125,7 +125,7 @@ fn recovery_reports_only_the_vips_that_were_still_on_an_interface() {
         agent.reserve(&set).unwrap();
         agent.add(&set).await.unwrap();
         agent.remove(&set[1..]).await.unwrap();
-        let stop = agent.recover(&[]).await.unwrap();
+        let stop = agent.recover(&[], &Default::default()).await.unwrap();
         assert_eq!(stop.cleared.len(), set.len());
         assert_eq!(stop.removed, set[..1].to_vec());
         assert_eq!(agent.manager().present(&set).await.unwrap(), vec![]);
@@ -148,7 +148,10 @@ fn corrupt_journal_falls_back_to_the_configured_vips_and_is_kept_aside() {
         .unwrap();
 
         let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
-        let recovery = restarted.recover(&set[..2]).await.unwrap();
+        let recovery = restarted
+            .recover(&set[..2], &Default::default())
+            .await
+            .unwrap();
         let corrupt = recovery.corrupt.expect("reported as corrupt");
         assert!(
             corrupt.reason.contains("not a valid journal"),
@@ -223,7 +226,7 @@ fn sigkilled_agent_leaves_a_journal_that_covers_its_vips() {
             "held by the killed agent"
         );
         let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
-        let recovery = restarted.recover(&[]).await.unwrap();
+        let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
         assert_eq!(recovery.removed.len(), set.len());
         assert_eq!(manager.present(&set).await.unwrap(), vec![]);
     });
@@ -262,7 +265,7 @@ fn reserved_vips_are_journaled_before_any_takeover_which_then_writes_nothing() {
         let journal = state.path().join(JOURNAL_FILE);
         {
             let mut agent = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
-            agent.recover(&[]).await.unwrap();
+            agent.recover(&[], &Default::default()).await.unwrap();
             agent.reserve(&set).unwrap();
             let reserved = std::fs::read(&journal).expect("journal written at reserve");
             let written = std::fs::metadata(&journal).unwrap().modified().unwrap();
@@ -279,8 +282,129 @@ fn reserved_vips_are_journaled_before_any_takeover_which_then_writes_nothing() {
         }
         let manager = VipManager::new().unwrap();
         let mut restarted = JournaledVips::new(manager.clone(), state.path()).unwrap();
-        let recovery = restarted.recover(&[]).await.unwrap();
+        let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
         assert_eq!(recovery.removed.len(), set.len());
         assert_eq!(manager.present(&set).await.unwrap(), vec![]);
+    });
+}
+
+#[test]
+fn a_killed_agent_s_macvlan_routes_and_rules_are_removed_on_recovery_and_only_macvlans_deleted() {
+    use hav_agent::net::{
+        Ensured, NetworkEntries, RouteManager, RouteSpec, RuleSpec, VmacManager, VmacSpec,
+    };
+    run(|_lab| async move {
+        let state = TempDir::new("journal-network");
+        let vmac = VmacSpec {
+            name: "hvvmac.7".into(),
+            base: IFACE_A.into(),
+            mac: [0, 0, 0x5e, 0, 1, 7],
+            ipv6: false,
+        };
+        let route = RouteSpec {
+            to: IpAddr::from([203, 0, 113, 0]),
+            prefix_len: 24,
+            kind: "unicast".into(),
+            via: Some(IpAddr::from(V4_B)),
+            dev: None,
+            src: None,
+            table: 100,
+            metric: Some(7),
+        };
+        let blackhole = RouteSpec {
+            kind: "blackhole".into(),
+            via: None,
+            table: 101,
+            metric: None,
+            ..route.clone()
+        };
+        let rule = RuleSpec {
+            ipv6: false,
+            from: Some((IpAddr::from([198, 51, 100, 10]), 32)),
+            to: None,
+            table: 100,
+            priority: Some(1000),
+            fwmark: None,
+            iif: None,
+            oif: None,
+        };
+        let route6 = RouteSpec {
+            to: "2001:db8:1::".parse().unwrap(),
+            prefix_len: 64,
+            kind: "unicast".into(),
+            via: Some(IpAddr::from(V6_B)),
+            dev: Some(IFACE_A.into()),
+            src: None,
+            table: 100,
+            metric: None,
+        };
+        let rule6 = RuleSpec {
+            ipv6: true,
+            from: Some(("2001:db8::10".parse().unwrap(), 128)),
+            fwmark: Some(7),
+            ..rule.clone()
+        };
+        let mut entries = NetworkEntries::default();
+        entries.vmacs.insert(vmac.clone());
+        entries
+            .routes
+            .extend([route.clone(), blackhole.clone(), route6.clone()]);
+        entries.rules.extend([rule.clone(), rule6.clone()]);
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        {
+            let manager = VipManager::new().unwrap();
+            let mut agent = JournaledVips::new(manager.clone(), state.path()).unwrap();
+            agent.recover(&[], &Default::default()).await.unwrap();
+            agent.reserve_network(&entries).unwrap();
+            let vmacs = VmacManager::new(manager.handle().clone());
+            assert_eq!(vmacs.ensure(&vmac).await.unwrap(), Ensured::Created);
+            assert_eq!(vmacs.ensure(&vmac).await.unwrap(), Ensured::Present);
+            let routes = RouteManager::new(manager.handle().clone());
+            let (rules, all_routes) = (
+                vec![rule.clone(), rule6.clone()],
+                vec![route.clone(), blackhole.clone(), route6.clone()],
+            );
+            routes.add(&rules, &all_routes).await.unwrap();
+            routes.add(&rules, &all_routes).await.unwrap();
+            // Dropped here holding all of it: kill -9.
+        }
+        let link = ip(&["-o", "link", "show", "dev", "hvvmac.7"]);
+        assert!(link.contains("00:00:5e:00:01:07"), "{link}");
+        assert!(ip(&["route", "show", "table", "100"]).contains("203.0.113.0/24 via 198.51.100.2"));
+        assert!(ip(&["route", "show", "table", "101"]).contains("blackhole 203.0.113.0/24"));
+        assert!(ip(&["rule", "show"]).contains("1000:\tfrom 198.51.100.10 lookup 100"));
+        assert!(
+            ip(&["-6", "route", "show", "table", "100"])
+                .contains("2001:db8:1::/64 via 2001:db8::2")
+        );
+        assert!(ip(&["-6", "rule", "show"]).contains("from 2001:db8::10 fwmark 0x7 lookup 100"));
+
+        let mut restarted = JournaledVips::new(VipManager::new().unwrap(), state.path()).unwrap();
+        let recovery = restarted.recover(&[], &Default::default()).await.unwrap();
+        assert_eq!(
+            recovery.removed_network.len(),
+            6,
+            "{:?}",
+            recovery.removed_network
+        );
+        assert_eq!(ip(&["-o", "link", "show", "dev", "hvvmac.7"]), "");
+        assert!(!ip(&["route", "show", "table", "all"]).contains("203.0.113.0"));
+        assert!(!ip(&["rule", "show"]).contains("lookup 100"));
+        assert!(!ip(&["-6", "route", "show", "table", "all"]).contains("2001:db8:1::"));
+        assert!(!ip(&["-6", "rule", "show"]).contains("lookup 100"));
+        // A link of a journaled macvlan's name that is no macvlan is never deleted.
+        let not_ours = VmacSpec {
+            name: IFACE_A.into(),
+            ..vmac
+        };
+        let vmacs = VmacManager::new(VipManager::new().unwrap().handle().clone());
+        assert!(vmacs.remove(&not_ours).await.is_err());
+        assert!(!ip(&["-o", "link", "show", "dev", IFACE_A]).is_empty());
     });
 }

@@ -251,13 +251,19 @@ fn nginx_sync_group_with_includes() {
     );
     assert_eq!(wan.garp.interval, Duration::from_millis(1));
     assert_eq!(
+        lan.routes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["192.0.2.0/24 via 198.51.100.254 dev eth1 table 254"]
+    );
+    assert_eq!(
         instance(&report.nodes[1].config, "VI_WAN").priority.get(),
         100
     );
     assert_eq!(
         findings(a, FindingKind::NotConverted),
         [
-            ("lan.conf".into(), 9, "virtual_routes { ... }".into()),
             ("wan.conf".into(), 10, "2001:db8:71::10/64 dev eth0".into()),
             ("node-a.conf".into(), 8, "vrrp_skip_check_adv_addr".into()),
         ]
@@ -348,6 +354,7 @@ fn every_example_flattened_onto_one_line_converts_to_the_same_config() {
         "haproxy-http-check",
         "lvs-dr",
         "lvs-nat-http",
+        "gateway-vmac",
         "nginx-sync-group/conf.d-a",
         "nginx-sync-group/conf.d-b",
     ] {

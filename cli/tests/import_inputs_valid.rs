@@ -30,7 +30,7 @@ fn keepalived_accepts_every_example() {
             .lines()
             .filter(|line| line.starts_with("ok "))
             .count(),
-        12,
+        14,
         "{stdout}"
     );
 }

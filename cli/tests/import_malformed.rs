@@ -91,6 +91,7 @@ fn examples() -> Vec<String> {
         "haproxy-http-check",
         "lvs-dr",
         "lvs-nat-http",
+        "gateway-vmac",
     ] {
         for node in ["node-a.conf", "node-b.conf"] {
             let path = root.join(setup).join(node);

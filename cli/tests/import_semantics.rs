@@ -227,7 +227,6 @@ fn unsupported_top_level_blocks_are_listed() {
     assert_eq!(
         items,
         [
-            (3, "vrrp_strict".to_owned()),
             (13, "virtual_server 198.51.100.100 80 { ... }".to_owned()),
             (16, "static_routes { ... }".to_owned())
         ]
@@ -341,7 +340,6 @@ fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
     let body = "use_vmac\nvirtual_routes {\n 0.0.0.0/0 via 198.51.100.1\n}\nvirtual_rules {\n from 198.51.100.100 table 10\n}";
     let node = import(&one_instance(global, body));
     for keyword in [
-        "vrrp_strict",
         "vrrp_notify_fifo",
         "vrrp_iptables",
         "nftables",
@@ -351,9 +349,6 @@ fn what_hav_does_not_do_yet_is_named_per_keyword_with_what_it_does_instead() {
         "min_auto_priority_delay",
         "vrrp_rt_priority",
         "vrrp_priority",
-        "use_vmac",
-        "virtual_routes",
-        "virtual_rules",
     ] {
         let reasons: Vec<&str> = node
             .not_converted()

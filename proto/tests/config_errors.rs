@@ -66,8 +66,8 @@ fn unknown_keys_are_all_reported_with_their_paths() {
         refused(&text),
         [
             "node.toml: instance[1].garp.repeat: unknown key `repeat`; expected one of `master_repeat`, `master_delay`, `master_refresh`, `interval`",
-            "node.toml: instance[1].priorty: unknown key `priorty`; expected one of `name`, `interface`, `vrid`, `version`, `priority`, `advert_interval`, `preempt`, `preempt_delay`, `connection_drain`, `accept`, `checksum`, `source_address`, `unicast_peers`, `auth_pass`, `vips`, `track_interface`, `track_script`, `track_process`, `track_file`, `track_probe`, `notify`, `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`, `smtp_alert`, `garp`",
-            "node.toml: node.colour: unknown key `colour`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `smtp`",
+            "node.toml: instance[1].priorty: unknown key `priorty`; expected one of `name`, `interface`, `vrid`, `version`, `priority`, `advert_interval`, `preempt`, `preempt_delay`, `connection_drain`, `accept`, `checksum`, `source_address`, `unicast_peers`, `auth_pass`, `vips`, `track_interface`, `track_script`, `track_process`, `track_file`, `track_probe`, `notify`, `notify_master`, `notify_backup`, `notify_fault`, `notify_stop`, `smtp_alert`, `garp`, `strict`, `vmac`, `route`, `rule`",
+            "node.toml: node.colour: unknown key `colour`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `strict`, `notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `smtp`",
         ]
     );
 }

@@ -92,7 +92,7 @@ fn keys_are_case_sensitive_and_sections_have_one_shape() {
     assert_eq!(
         errors.lines(),
         [
-            "case: node.NAME: unknown key `NAME`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `smtp`",
+            "case: node.NAME: unknown key `NAME`; expected one of `name`, `state_dir`, `status_socket`, `handover_port`, `strict`, `notify_fifo`, `notify_fifo_script`, `max_auto_priority`, `smtp`",
             "case: node.name: missing; expected a node name",
         ]
     );

@@ -31,6 +31,7 @@ fn minimal_config_gets_the_documented_defaults() {
             state_dir: PathBuf::from("/var/lib/hav"),
             status_socket: None,
             handover_port: 7401,
+            strict: false,
             notify_fifo: None,
             smtp: None,
             max_auto_priority: None,
@@ -68,6 +69,10 @@ fn minimal_config_gets_the_documented_defaults() {
             master_refresh: None,
             interval: Duration::ZERO,
         },
+        strict: false,
+        vmac: None,
+        routes: vec![],
+        rules: vec![],
     };
     assert_eq!(instance, &expected);
 }
@@ -448,6 +453,14 @@ fn instance(index: usize, names: &Names) -> impl Strategy<Value = Instance> + us
                         notify: notify.clone(),
                         smtp_alert: accept.then_some(preempt),
                         garp,
+                        strict: false,
+                        // Not with a connection drain (set above when `accept`).
+                        vmac: (with_source && !accept).then(|| hav_proto::config::Vmac {
+                            name: format!("vrrp.{}", index + 1),
+                            xmit_base: family == Family::V6 || preempt,
+                        }),
+                        routes: Vec::new(),
+                        rules: Vec::new(),
                     },
                 )
         },
@@ -579,6 +592,7 @@ fn node_config() -> impl Strategy<Value = NodeConfig> {
                                 name,
                                 state_dir: PathBuf::from(state_dir),
                                 status_socket: status_socket.map(PathBuf::from),
+                                strict: false,
                             },
                             instances,
                             scripts,

@@ -301,6 +301,44 @@ fn broken_configs_are_refused_by_check_and_start_up_with_the_same_reason() {
             "engine refused the config: router \"VI_1\": peer 198.51.100.11 is our own primary address",
         ),
         (
+            "strict-unicast",
+            node(
+                &bench,
+                "strict-unicast",
+                "strict = true",
+                "unicast_peers = [\"198.51.100.12\"]",
+            ),
+            "instance[0].unicast_peers: RFC 5798 sends adverts to the multicast group only (strict mode",
+        ),
+        (
+            "strict-auth",
+            node(
+                &bench,
+                "strict-auth",
+                "",
+                "strict = true\nversion = 2\nauth_pass = \"secret\"",
+            ),
+            "instance[0].auth_pass: RFC 5798 has no authentication",
+        ),
+        (
+            "route-host-bits",
+            node(
+                &bench,
+                "route-host-bits",
+                "",
+                "[[instance.route]]\nto = \"203.0.113.1/24\"\ndev = \"eth0\"",
+            ),
+            "instance[0].route[0].to: 203.0.113.1/24 has host bits set",
+        ),
+        (
+            "vmac-ipv6-without-xmit-base",
+            bench.adapt(
+                "vmac-ipv6-without-xmit-base",
+                "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_6\"\ninterface = \"eth0\"\nvrid = 51\nvips = [\"2001:db8::51/64\"]\n[instance.vmac]\n",
+            ),
+            "instance[0].vmac.xmit_base: an IPv6 instance with a vmac needs xmit_base = true",
+        ),
+        (
             "toml-syntax",
             format!("{}\n[[instance]\n", node(&bench, "toml-syntax", "", "")),
             "line ",

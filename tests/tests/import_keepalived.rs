@@ -207,6 +207,7 @@ fn every_example_pair_converts_into_configs_hav_agent_accepts() {
         "haproxy-http-check",
         "lvs-dr",
         "lvs-nat-http",
+        "gateway-vmac",
     ] {
         let out = scratch.path().join(setup);
         let files = [

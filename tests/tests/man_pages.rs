@@ -98,7 +98,14 @@ fn every_program_and_config_file_has_a_man_page_and_the_packages_ship_them() -> 
         (
             "hav-agent.toml.5.gz",
             ".TH HAV-AGENT.TOML 5",
-            &["[[instance]]", "state_dir"][..],
+            &[
+                "[[instance]]",
+                "state_dir",
+                "[instance.vmac]",
+                "[[instance.route]]",
+                "[[instance.rule]]",
+                "strict",
+            ][..],
         ),
         (
             "hav-fleet.toml.5.gz",

@@ -24,8 +24,8 @@ use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
 use crate::net::{
-    Announcer, Firewall, HandoverApplier, JournaledVips, NftError, SocketSpec, TableRemoval, Vip,
-    VrrpSocket,
+    Announcer, Firewall, HandoverApplier, JournaledVips, NftError, RouteManager, RouteSpec,
+    RuleSpec, SocketSpec, TableRemoval, Vip, VrrpSocket,
 };
 use crate::notify::Notifiers;
 use crate::telemetry::Telemetry;
@@ -46,6 +46,9 @@ struct RouterIo {
     /// nothing.
     socket: Option<Arc<VrrpSocket>>,
     vips: HashMap<IpAddr, Vip>,
+    /// The rules and routes held while master: added after the VIPs, removed with them.
+    rules: Vec<RuleSpec>,
+    routes: Vec<RouteSpec>,
 }
 
 /// Hook queues by instance or group name, each with the config it runs.
@@ -112,6 +115,8 @@ pub struct Executor {
     routers: HashMap<RouterId, RouterIo>,
     pub(super) sockets: Sockets,
     pub(super) vips: JournaledVips,
+    /// The masters' routes and rules (journaled ahead of need with the VIPs).
+    routing: RouteManager,
     announcer: Announcer,
     /// hav's nftables tables: VIPs of instances without accept mode, dropped on input; the
     /// virtual servers of the instances this node is master of.
@@ -126,6 +131,9 @@ pub struct Executor {
     handover_rules: HandoverApplier,
     /// The beacon socket, open while some instance drains connections.
     pub(super) beacons: Option<BeaconSocket>,
+    /// Routers holding their VIPs whose routes or rules a reload changed, with the old ones:
+    /// brought in line by [`Executor::settle_routing`].
+    stale_routing: Vec<(RouterId, Vec<RuleSpec>, Vec<RouteSpec>)>,
     /// The notify FIFO and SMTP alerts.
     pub(super) notifiers: Notifiers,
 }
@@ -140,6 +148,7 @@ impl Executor {
         Self {
             routers: HashMap::new(),
             sockets,
+            routing: RouteManager::new(vips.manager().handle().clone()),
             vips,
             announcer,
             balancer: Balancer::new(),
@@ -148,6 +157,7 @@ impl Executor {
             handover: Handover::default(),
             handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
             beacons: None,
+            stale_routing: Vec::new(),
             notifiers: Notifiers::default(),
             firewall,
         }
@@ -165,6 +175,12 @@ impl Executor {
     /// set unless the new plan turns accept mode off for it).
     pub async fn filter_ahead(&mut self, plan: &Plan) -> Result<(), NftError> {
         self.firewall.block(&no_accept_vips(plan)).await
+    }
+
+    /// Before a plan's sockets open: the IGMP of the macvlans its sockets join on is dropped
+    /// (and only theirs).
+    pub async fn quiet_vmacs(&mut self, plan: &Plan) -> Result<(), NftError> {
+        self.firewall.quiet_vmacs(&plan.quiet_vmacs).await
     }
 
     /// After a plan is committed: lifts the filter from VIPs it no longer runs without accept
@@ -223,6 +239,10 @@ impl Executor {
             instance_hooks,
             group_hooks,
         } = prepared;
+        let holding: std::collections::HashSet<RouterId> = (engine.briefs())
+            .filter(|brief| brief.holds_vips)
+            .map(|brief| brief.id)
+            .collect();
         for router in &plan.engine.routers {
             let Some(id) = engine.router_id(&router.name) else {
                 continue;
@@ -231,12 +251,22 @@ impl Executor {
                 .and_then(|spec| sockets.get(spec))
                 .map(|open| open.socket.clone());
             let vips = plan.vips.get(&router.name).cloned().unwrap_or_default();
+            let (rules, routes) = plan.routing.get(&router.name).cloned().unwrap_or_default();
+            if holding.contains(&id)
+                && let Some(old) = self.routers.get(&id)
+                && (old.rules != rules || old.routes != routes)
+            {
+                self.stale_routing
+                    .push((id, old.rules.clone(), old.routes.clone()));
+            }
             self.routers.insert(
                 id,
                 RouterIo {
                     name: router.name.clone(),
                     socket,
                     vips,
+                    rules,
+                    routes,
                 },
             );
         }
@@ -353,6 +383,61 @@ impl Executor {
             if let Err(error) = self.vips.remove(&release.vips).await {
                 tracing::error!(instance = %release.name, %error, "removing VIPs failed");
             }
+            let router = (self.routers.iter())
+                .find(|(_, io)| io.name == release.name)
+                .map(|(id, _)| *id);
+            if let Some(router) = router {
+                self.remove_routing(router).await;
+            }
+        }
+    }
+
+    /// Adds the router's rules and routes (after its VIPs: a route may take one as its source).
+    async fn add_routing(&self, router: RouterId) {
+        let Some(io) = self.routers.get(&router) else {
+            return;
+        };
+        if io.rules.is_empty() && io.routes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.routing.add(&io.rules, &io.routes).await {
+            tracing::error!(instance = %io.name, %error, "adding routes or rules failed");
+        }
+    }
+
+    /// After a reload: a router that holds its VIPs gets the routes and rules of the new config,
+    /// and loses those only the old one had.
+    pub async fn settle_routing(&mut self) {
+        for (router, old_rules, old_routes) in std::mem::take(&mut self.stale_routing) {
+            let Some(io) = self.routers.get(&router) else {
+                continue;
+            };
+            let gone_rules: Vec<RuleSpec> = (old_rules.into_iter())
+                .filter(|rule| !io.rules.contains(rule))
+                .collect();
+            let gone_routes: Vec<RouteSpec> = (old_routes.into_iter())
+                .filter(|route| !io.routes.contains(route))
+                .collect();
+            if let Err(error) = self.routing.remove(&gone_rules, &gone_routes).await {
+                tracing::error!(instance = %io.name, %error, "removing routes or rules the new config dropped failed");
+            }
+            self.add_routing(router).await;
+            if let Some(io) = self.routers.get(&router) {
+                tracing::info!(instance = %io.name, "{}: routes and rules follow the new config", io.name);
+            }
+        }
+    }
+
+    /// Removes the router's routes and rules (absent ones are no failure).
+    async fn remove_routing(&self, router: RouterId) {
+        let Some(io) = self.routers.get(&router) else {
+            return;
+        };
+        if io.rules.is_empty() && io.routes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.routing.remove(&io.rules, &io.routes).await {
+            tracing::error!(instance = %io.name, %error, "removing routes or rules failed");
         }
     }
 
@@ -454,6 +539,7 @@ impl Executor {
                 if let Err(error) = self.vips.add(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "adding VIPs failed");
                 }
+                self.add_routing(router).await;
             }
             Action::RemoveVips {
                 router,
@@ -488,6 +574,7 @@ impl Executor {
                     self.send_beacon(beacon);
                     return;
                 }
+                self.remove_routing(router).await;
                 if let Err(error) = self.vips.remove(&vips).await {
                     tracing::error!(router = %self.name(router), %error, "removing VIPs failed");
                 }

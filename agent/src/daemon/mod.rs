@@ -15,6 +15,7 @@ mod executor;
 pub mod fleet;
 mod handover;
 mod links;
+pub mod network;
 pub mod plan;
 mod realtime;
 mod reload;
@@ -34,7 +35,9 @@ use hav_proto::v1::event;
 use hav_vrrp::engine::Engine;
 use tokio::sync::mpsc;
 
-use crate::net::{Announcer, Firewall, JournaledVips, TableName, TableRemoval, VipManager};
+use crate::net::{
+    Announcer, Firewall, JournaledVips, TableName, TableRemoval, VipManager, VmacManager,
+};
 use crate::telemetry::Telemetry;
 use executor::{Executor, Transition};
 use hav_proto::sd_notify::{self, Notifier};
@@ -129,7 +132,7 @@ impl Daemon {
         let mut vips = JournaledVips::new(manager, &config.node.state_dir)
             .with_context(|| format!("VIP journal in {}", config.node.state_dir.display()))?;
         let recovery = vips
-            .recover(&plan.all_vips())
+            .recover(&plan.all_vips(), &plan.network)
             .await
             .context("removing VIPs left by a previous run")?;
         if !recovery.removed.is_empty() {
@@ -138,6 +141,21 @@ impl Daemon {
                 "removed VIPs a previous run left behind"
             );
         }
+        if !recovery.removed_network.is_empty() {
+            tracing::warn!(
+                removed = ?recovery.removed_network,
+                "removed routes, rules and virtual MAC interfaces a previous run left behind"
+            );
+        }
+        // The macvlans exist before the plan that binds their instances to them.
+        vips.reserve_network(&plan.network)
+            .context("journalling the configured virtual MAC interfaces, routes and rules")?;
+        let vmacs = VmacManager::new(vips.manager().handle().clone());
+        let plan = if network::ensure_vmacs(&vmacs, &config).await {
+            plan::plan(&config, &Host::read()?)?
+        } else {
+            plan
+        };
         if let Some(corrupt) = &recovery.corrupt {
             tracing::error!(kept_as = %corrupt.kept_as.display(), reason = %corrupt.reason, "VIP journal was corrupt");
         }
@@ -167,6 +185,10 @@ impl Daemon {
             .filter_ahead(&plan)
             .await
             .context("filtering the VIPs without accept mode")?;
+        executor
+            .quiet_vmacs(&plan)
+            .await
+            .context("silencing the virtual MAC interfaces")?;
         let prepared = executor::Prepared {
             sockets: executor.sockets.prepare(plan.router_sockets.values())?,
             instance_hooks: executor.instance_hooks.prepare(&plan.instance_hooks)?,
@@ -371,14 +393,18 @@ impl Daemon {
         self.trackers.stop().await;
         self.executor.close_hooks().await;
         // The engine released everything it held; the journal catches anything else.
-        match self.executor.vips.recover(&[]).await {
-            Ok(recovery) if !recovery.removed.is_empty() => {
-                tracing::warn!(
-                    vips = ?recovery.removed.iter().map(|v| v.addr).collect::<Vec<_>>(),
-                    "removed VIPs still on an interface at stop"
-                )
+        match (self.executor.vips).recover(&[], &Default::default()).await {
+            Ok(recovery) => {
+                if !recovery.removed.is_empty() {
+                    tracing::warn!(
+                        vips = ?recovery.removed.iter().map(|v| v.addr).collect::<Vec<_>>(),
+                        "removed VIPs still on an interface at stop"
+                    )
+                }
+                if !recovery.removed_network.is_empty() {
+                    tracing::info!(removed = ?recovery.removed_network, "removed the virtual MAC interfaces, and the routes and rules still there");
+                }
             }
-            Ok(_) => {}
             Err(error) => tracing::error!(%error, "could not clear the VIP journal"),
         }
         if let Err(error) = self.executor.remove_filter_table().await {

@@ -28,6 +28,7 @@ use crate::lb::PlannedService;
 use crate::net::nft::{Nft, NftError};
 use crate::net::socket::{Mode, SocketSpec};
 use crate::net::vip::Vip;
+use crate::net::{NetworkEntries, RouteSpec, RuleSpec};
 use crate::notify::NotifyPlan;
 use crate::track::{
     FileSpec, HttpSpec, InterfaceSpec, ProbeSchedule, ProcessMatch, ProcessSpec, Program, RunAs,
@@ -57,6 +58,13 @@ pub struct Plan {
     pub connection_drains: HashMap<String, Duration>,
     /// The UDP port of the hand-over beacons.
     pub handover_port: u16,
+    /// Per router, the rules and routes it holds while master.
+    pub routing: HashMap<String, (Vec<RuleSpec>, Vec<RouteSpec>)>,
+    /// Every macvlan, route and rule of the config (journaled ahead of need).
+    pub network: NetworkEntries,
+    /// The macvlans that carry a VRRP socket of an IPv4 instance: their IGMP is dropped
+    /// ([`crate::net::nft::vmac`]).
+    pub quiet_vmacs: BTreeSet<String>,
     /// The notify FIFO and SMTP alerts.
     pub notifications: NotifyPlan,
 }
@@ -199,12 +207,20 @@ pub enum PlanError {
     #[error("engine refused the config: {0}")]
     Engine(hav_vrrp::engine::EngineConfigError),
     /// The cause is part of the message (not a `source`), so `--check` shows it on one line.
-    #[error("instance {instance}: accept = false needs nftables (or set accept = true): {cause}")]
+    #[error(
+        "instance {instance}: accept = false needs nftables (or set accept = true; in strict \
+         mode it is the default below priority 255): {cause}"
+    )]
     AcceptModeNeedsNft { instance: String, cause: NftError },
     #[error("virtual server {service}: load balancing needs nftables: {cause}")]
     VirtualServerNeedsNft { service: String, cause: NftError },
     #[error("instance {instance}: connection_drain needs nftables: {cause}")]
     ConnectionDrainNeedsNft { instance: String, cause: NftError },
+    #[error(
+        "instance {instance}: a vmac that carries adverts needs nftables (its IGMP reports would \
+         teach switches the virtual MAC at a backup), or set xmit_base = true: {cause}"
+    )]
+    VmacNeedsNft { instance: String, cause: NftError },
 }
 
 impl From<hav_vrrp::engine::EngineConfigError> for PlanError {
@@ -244,6 +260,18 @@ pub enum HostProblem {
 /// What `hav-agent --check` reports: an error for anything [`plan`] refuses; otherwise
 /// everything `host` lacks for the config to run, instance by instance.
 pub fn check(config: &NodeConfig, host: &Host) -> Result<Vec<HostProblem>, PlanError> {
+    // The daemon creates each macvlan whose base exists before it plans: so does the check.
+    let mut host = host.clone();
+    for instance in &config.instances {
+        if let Some(vmac) = &instance.vmac
+            && host.index_of(&instance.interface).is_some()
+        {
+            host.links
+                .entry(vmac.name.clone())
+                .or_insert((0, Vec::new()));
+        }
+    }
+    let host = &host;
     let plan = plan(config, host)?;
     let local: BTreeSet<IpAddr> = (host.links.values())
         .flat_map(|(_, addresses)| addresses.iter().copied())
@@ -397,6 +425,9 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         virtual_servers: Vec::new(),
         connection_drains: HashMap::new(),
         handover_port: config.node.handover_port,
+        routing: HashMap::new(),
+        network: super::network::network_of(config),
+        quiet_vmacs: super::network::quiet_vmacs(config),
         notifications: NotifyPlan::of(config),
     };
     if let Some(instance) = config
@@ -407,6 +438,17 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         Nft::default()
             .locate()
             .map_err(|cause| PlanError::ConnectionDrainNeedsNft {
+                instance: instance.name.clone(),
+                cause,
+            })?;
+    }
+    if let Some(instance) = (config.instances.iter()).find(|instance| {
+        plan.quiet_vmacs
+            .contains(super::network::vrrp_interface(instance))
+    }) {
+        Nft::default()
+            .locate()
+            .map_err(|cause| PlanError::VmacNeedsNft {
                 instance: instance.name.clone(),
                 cause,
             })?;
@@ -480,6 +522,8 @@ pub fn plan(config: &NodeConfig, host: &Host) -> Result<Plan, PlanError> {
         plan.tracker_refs.insert(instance.name.clone(), refs);
         plan.instance_hooks
             .insert(instance.name.clone(), hooks_of(&instance.notify));
+        plan.routing
+            .insert(instance.name.clone(), super::network::routing_of(instance));
         if !instance.connection_drain.is_zero() {
             plan.connection_drains
                 .insert(instance.name.clone(), instance.connection_drain);
@@ -525,7 +569,7 @@ fn track_own_interface(
 fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
     RouterConfig {
         name: instance.name.clone(),
-        interface: instance.interface.clone(),
+        interface: super::network::vrrp_interface(instance).to_owned(),
         vrid: instance.vrid,
         version: instance.version,
         family: instance.family,
@@ -562,6 +606,7 @@ fn router_config(instance: &Instance, primary: IpAddr) -> RouterConfig {
                 .then_some(instance.garp.master_delay),
             refresh: instance.garp.master_refresh,
         },
+        strict: instance.strict,
     }
 }
 
@@ -576,7 +621,7 @@ fn socket_spec(instance: &Instance, primary: IpAddr) -> SocketSpec {
         },
     };
     SocketSpec {
-        interface: instance.interface.clone(),
+        interface: super::network::vrrp_interface(instance).to_owned(),
         family: instance.family,
         mode,
     }
@@ -607,10 +652,22 @@ fn merge_unicast_sockets(sockets: &mut HashMap<String, SocketSpec>) {
 /// from (`source_address`, else the interface's first address of the family that is not a VIP;
 /// for IPv6 the link-local address, RFC 5798 section 5.1.2.1).
 fn bind(instance: &Instance, host: &Host) -> Binding {
-    let Some(ifindex) = host.index_of(&instance.interface) else {
+    let Some(base_index) = host.index_of(&instance.interface) else {
         return Binding::Unbound(Unbound::NoInterface {
             interface: instance.interface.clone(),
         });
+    };
+    // With a macvlan the socket is on it, and the advert source still the base's address.
+    let vrrp_interface = super::network::vrrp_interface(instance);
+    let ifindex = if vrrp_interface == instance.interface {
+        base_index
+    } else {
+        let Some(index) = host.index_of(vrrp_interface) else {
+            return Binding::Unbound(Unbound::NoInterface {
+                interface: vrrp_interface.to_owned(),
+            });
+        };
+        index
     };
     if let Some(primary) = instance.source_address {
         return Binding::Bound { ifindex, primary };
@@ -795,6 +852,65 @@ mod tests {
 
     fn plan_on(config: &NodeConfig, host: &Host) -> Plan {
         plan(config, host).expect("plannable")
+    }
+
+    #[test]
+    fn a_vmac_instance_speaks_on_its_macvlan_from_the_base_address() {
+        let text = |vmac: &str| {
+            format!(
+                "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 51\nvips = [\"198.51.100.1/24\"]\n[instance.vmac]\n{vmac}[[instance.route]]\nto = \"203.0.113.0/24\"\nvia = \"198.51.100.254\"\n"
+            )
+        };
+        let config = parse_node_config(&text(""), "test.toml").expect("valid test config");
+        let base = ("eth7", 7, vec![v4("198.51.100.11")]);
+        let plan = plan_on(
+            &config,
+            &Host::with_links([base.clone(), ("vrrp.51", 9, Vec::new())]),
+        );
+        assert_eq!(
+            plan.bindings.get("VI_1"),
+            Some(&Binding::Bound {
+                ifindex: 9,
+                primary: v4("198.51.100.11")
+            })
+        );
+        assert_eq!(plan.router_sockets["VI_1"].interface, "vrrp.51");
+        assert_eq!(plan.engine.routers[0].interface, "vrrp.51");
+        assert_eq!(plan.vips["VI_1"][&v4("198.51.100.1")].iface, "vrrp.51");
+        assert_eq!(plan.network.vmacs.len(), 1);
+        assert_eq!(plan.routing["VI_1"].1.len(), 1);
+        // The base's link is tracked, not the macvlan's.
+        assert!(plan.trackers.contains_key("interface:eth7"));
+        // Before the daemon made the macvlan, the instance waits for it; `--check` counts it as
+        // made (the daemon makes it before it plans).
+        let host = Host::with_links([base.clone()]);
+        assert_eq!(
+            plan_on(&config, &host).bindings.get("VI_1"),
+            Some(&Binding::Unbound(Unbound::NoInterface {
+                interface: "vrrp.51".into()
+            }))
+        );
+        assert_eq!(check(&config, &host).expect("checked"), []);
+        // With xmit_base the socket stays on the base.
+        let xmit =
+            parse_node_config(&text("xmit_base = true\n"), "test.toml").expect("valid test config");
+        let plan = plan_on(&xmit, &Host::with_links([base, ("vrrp.51", 9, Vec::new())]));
+        assert_eq!(plan.router_sockets["VI_1"].interface, "eth7");
+        assert_eq!(plan.vips["VI_1"][&v4("198.51.100.1")].iface, "vrrp.51");
+        // Unicast adverts come to the base's MAC: the socket is on the base.
+        let unicast = parse_node_config(
+            "[node]\nname = \"n\"\n\n[[instance]]\nname = \"VI_1\"\ninterface = \"eth7\"\nvrid = 51\nunicast_peers = [\"198.51.100.12\"]\nvips = [\"198.51.100.1/24\"]\n[instance.vmac]\n",
+            "test.toml",
+        )
+        .expect("valid test config");
+        let plan = plan_on(
+            &unicast,
+            &Host::with_links([
+                ("eth7", 7, vec![v4("198.51.100.11")]),
+                ("vrrp.51", 9, Vec::new()),
+            ]),
+        );
+        assert_eq!(plan.router_sockets["VI_1"].interface, "eth7");
     }
 
     #[test]

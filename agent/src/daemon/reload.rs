@@ -13,9 +13,9 @@ use hav_vrrp::engine::{EngineConfigError, TrackEffect};
 
 use super::executor::Prepared;
 use super::plan::{self, Binding, Host, Plan, PlanError};
-use super::{Daemon, fleet};
+use super::{Daemon, fleet, network};
 use crate::hooks::HookError;
-use crate::net::{JournalError, NftError, SocketError};
+use crate::net::{JournalError, NftError, SocketError, VmacManager};
 
 /// Why a config change was refused (the running config stays).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum ReloadError {
     Engine(#[from] EngineConfigError),
     #[error("filtering the VIPs without accept mode: {0}")]
     AcceptFilter(#[from] NftError),
+    #[error("silencing the virtual MAC interfaces: {0}")]
+    VmacQuiet(NftError),
 }
 
 /// The engine tracker through which a router is held in Fault while it cannot run on this host.
@@ -73,14 +75,29 @@ impl Daemon {
             tracing::info!("config unchanged");
             return Ok(());
         }
+        // The new config's macvlans exist (journaled first) before the plan binds to them.
+        self.executor
+            .vips
+            .reserve_network(&network::network_of(&config))?;
+        network::ensure_vmacs(&self.vmacs(), &config).await;
         let host = Host::read()?;
         let plan = plan::plan(&config, &host)?;
-        self.apply_plan(config, plan).await
+        let before = self.running.config.clone();
+        self.apply_plan(config, plan).await?;
+        network::remove_stale_vmacs(&self.vmacs(), &before, &self.running.config).await;
+        Ok(())
+    }
+
+    /// Creates and deletes the macvlans, over the VIPs' rtnetlink connection.
+    fn vmacs(&self) -> VmacManager {
+        VmacManager::new(self.executor.vips.manager().handle().clone())
     }
 
     /// A link or address changed: instances whose interface appeared, vanished or was replaced
     /// (a new index) are bound again, with fresh sockets, through the same transaction.
     pub(super) async fn rebind(&mut self) {
+        // A base interface that came back gets its macvlan again before the instances bind.
+        network::ensure_vmacs(&self.vmacs(), &self.running.config).await;
         let host = match Host::read() {
             Ok(host) => host,
             Err(error) => {
@@ -107,6 +124,8 @@ impl Daemon {
 
     /// The transaction: prepare everything that can fail, then commit.
     async fn apply_plan(&mut self, config: NodeConfig, plan: Plan) -> Result<(), ReloadError> {
+        // Before a socket joins the VRRP group on a macvlan.
+        (self.executor.quiet_vmacs(&plan).await).map_err(ReloadError::VmacQuiet)?;
         let prepared = Prepared {
             sockets: self
                 .executor
@@ -116,6 +135,7 @@ impl Daemon {
             group_hooks: self.executor.group_hooks.prepare(&plan.group_hooks)?,
         };
         self.executor.vips.reserve(&plan.all_vips())?;
+        self.executor.vips.reserve_network(&plan.network)?;
         self.executor.filter_ahead(&plan).await?;
         let now = Instant::now();
         let report = self.engine.reconfigure(now, plan.engine.clone())?;
@@ -130,6 +150,7 @@ impl Daemon {
         }
         self.executor.install(&plan, prepared, &self.engine);
         self.executor.settle_filter(&plan).await;
+        self.executor.settle_routing().await;
         self.telemetry
             .note_reload(&self.running.config.telemetry, &config.telemetry);
         let previous = std::mem::replace(&mut self.running.plan, plan);

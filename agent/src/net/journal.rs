@@ -22,6 +22,11 @@
 //! configuration) instead; VIPs of an older configuration that only the lost journal knew of may
 //! then remain, and the [`Recovery`] says so. Failing to start would leave the node out of the
 //! cluster for a reason the peers do not care about, so a corrupt journal is not fatal.
+//!
+//! The same file lists the instances' other network state ([`NetworkEntries`]: virtual MAC
+//! interfaces, routes and policy rules), journaled ahead of need in the same way
+//! ([`JournaledVips::reserve_network`]) and removed by the same recovery: routes and rules
+//! first, then the VIPs, then the macvlans.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -31,7 +36,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::routes::{RouteError, RouteManager, RouteSpec, RuleSpec};
 use super::vip::{Vip, VipError, VipManager};
+use super::vmac::{VmacError, VmacManager, VmacSpec};
 
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "vips.journal";
@@ -56,6 +63,39 @@ pub enum JournalError {
     /// A VIP operation failed (the journal still covers every VIP that may be held).
     #[error(transparent)]
     Vip(#[from] VipError),
+    /// A route or rule could not be removed (the journal still lists it).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A macvlan could not be removed (the journal still lists it).
+    #[error(transparent)]
+    Vmac(#[from] VmacError),
+}
+
+/// The network state besides VIPs that the agent may have added: what the journal lists of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntries {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub vmacs: BTreeSet<VmacSpec>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub routes: BTreeSet<RouteSpec>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub rules: BTreeSet<RuleSpec>,
+}
+
+impl NetworkEntries {
+    pub fn is_empty(&self) -> bool {
+        self.vmacs.is_empty() && self.routes.is_empty() && self.rules.is_empty()
+    }
+
+    /// Adds `other`'s entries; whether anything was new.
+    fn extend(&mut self, other: &NetworkEntries) -> bool {
+        let before = (self.vmacs.len(), self.routes.len(), self.rules.len());
+        self.vmacs.extend(other.vmacs.iter().cloned());
+        self.routes.extend(other.routes.iter().cloned());
+        self.rules.extend(other.rules.iter().cloned());
+        before != (self.vmacs.len(), self.routes.len(), self.rules.len())
+    }
 }
 
 /// What [`JournaledVips::recover`] did.
@@ -68,6 +108,8 @@ pub struct Recovery {
     pub removed: Vec<Vip>,
     /// Set when the journal file could not be read and the fallback was used instead.
     pub corrupt: Option<Corruption>,
+    /// The routes, rules and macvlans that were still there and are removed now.
+    pub removed_network: Vec<String>,
 }
 
 /// A journal that could not be trusted.
@@ -84,6 +126,8 @@ pub struct Corruption {
 struct JournalFile {
     version: u32,
     vips: Vec<Vip>,
+    #[serde(default, skip_serializing_if = "NetworkEntries::is_empty")]
+    network: NetworkEntries,
 }
 
 /// The journal file alone: the set of VIPs it lists, written durably on every change.
@@ -92,6 +136,7 @@ pub struct VipJournal {
     path: PathBuf,
     dir: PathBuf,
     vips: BTreeSet<Vip>,
+    network: NetworkEntries,
 }
 
 impl VipJournal {
@@ -107,6 +152,7 @@ impl VipJournal {
             path: state_dir.join(JOURNAL_FILE),
             dir: state_dir.to_owned(),
             vips: BTreeSet::new(),
+            network: NetworkEntries::default(),
         })
     }
 
@@ -123,9 +169,22 @@ impl VipJournal {
     /// Reads the file: `Ok(Ok(vips))` if it is absent (empty) or valid, `Ok(Err(reason))` if it
     /// exists but cannot be trusted, `Err` if it cannot be read at all.
     pub fn load(&self) -> Result<Result<Vec<Vip>, String>, JournalError> {
+        Ok(self.load_all()?.map(|(vips, _)| vips))
+    }
+
+    /// The network entries the journal lists now.
+    pub fn network(&self) -> &NetworkEntries {
+        &self.network
+    }
+
+    /// As [`VipJournal::load`], with the network entries.
+    #[allow(clippy::type_complexity)]
+    pub fn load_all(&self) -> Result<Result<(Vec<Vip>, NetworkEntries), String>, JournalError> {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Ok((Vec::new(), NetworkEntries::default())));
+            }
             Err(source) => {
                 return Err(JournalError::Io {
                     path: self.path.clone(),
@@ -135,7 +194,7 @@ impl VipJournal {
             }
         };
         Ok(match serde_json::from_slice::<JournalFile>(&bytes) {
-            Ok(file) if file.version == FORMAT_VERSION => Ok(file.vips),
+            Ok(file) if file.version == FORMAT_VERSION => Ok((file.vips, file.network)),
             Ok(file) => Err(format!("unknown format version {}", file.version)),
             Err(e) => Err(format!("not a valid journal: {e}")),
         })
@@ -162,9 +221,18 @@ impl VipJournal {
         self.persist()
     }
 
+    /// Adds `entries` to the journal and makes that durable (before they are added anywhere).
+    pub fn record_network(&mut self, entries: &NetworkEntries) -> Result<(), JournalError> {
+        if !self.network.extend(entries) && self.path.exists() {
+            return Ok(());
+        }
+        self.persist()
+    }
+
     /// Empties the journal durably.
     pub fn reset(&mut self) -> Result<(), JournalError> {
         self.vips.clear();
+        self.network = NetworkEntries::default();
         self.persist()
     }
 
@@ -174,6 +242,7 @@ impl VipJournal {
         let file = JournalFile {
             version: FORMAT_VERSION,
             vips: self.vips.iter().cloned().collect(),
+            network: self.network.clone(),
         };
         let temporary = self.path.with_extension("journal.tmp");
         // Plain strings, addresses and integers always serialise; never write an empty journal
@@ -242,6 +311,12 @@ impl JournaledVips {
         self.journal.record(vips)
     }
 
+    /// Journals the macvlans, routes and rules the running config may add, ahead of need (as
+    /// [`JournaledVips::reserve`]); they stay journaled until the next recovery.
+    pub fn reserve_network(&mut self, entries: &NetworkEntries) -> Result<(), JournalError> {
+        self.journal.record_network(entries)
+    }
+
     /// The VIP manager (for [`VipManager::present`]).
     pub fn manager(&self) -> &VipManager {
         &self.manager
@@ -252,32 +327,55 @@ impl JournaledVips {
         &self.journal
     }
 
-    /// On start and at a clean stop: removes every journaled VIP (or, if the journal is corrupt,
-    /// every VIP of `fallback`) and resets the journal, reservations included. If a removal fails
+    /// On start and at a clean stop: removes every journaled route, rule, VIP and macvlan (or,
+    /// if the journal is corrupt, those of `fallback` and `fallback_network`) and resets the
+    /// journal, reservations included. If a removal fails
     /// the journal is left listing everything, so a later `recover` tries again.
-    pub async fn recover(&mut self, fallback: &[Vip]) -> Result<Recovery, JournalError> {
+    pub async fn recover(
+        &mut self,
+        fallback: &[Vip],
+        fallback_network: &NetworkEntries,
+    ) -> Result<Recovery, JournalError> {
         // Recovery empties the journal: nothing stays reserved.
         self.reserved.clear();
-        let (to_remove, corrupt) = match self.journal.load()? {
-            Ok(vips) => (vips, None),
+        let (to_remove, network, corrupt) = match self.journal.load_all()? {
+            Ok((vips, network)) => (vips, network, None),
             Err(reason) => {
                 let kept_as = self.journal.keep_corrupt()?;
                 tracing::warn!(
                     kept_as = %kept_as.display(), %reason,
                     "VIP journal unreadable; removing the configured VIPs instead"
                 );
-                (fallback.to_vec(), Some(Corruption { kept_as, reason }))
+                (
+                    fallback.to_vec(),
+                    fallback_network.clone(),
+                    Some(Corruption { kept_as, reason }),
+                )
             }
         };
         // Journal first what is about to be removed, so a failure or crash below keeps it listed.
         self.journal.vips = to_remove.iter().cloned().collect();
+        self.journal.network = network.clone();
         self.journal.persist()?;
+        let handle = self.manager.handle().clone();
+        let rules: Vec<RuleSpec> = network.rules.iter().cloned().collect();
+        let routes: Vec<RouteSpec> = network.routes.iter().cloned().collect();
+        let mut removed_network = RouteManager::new(handle.clone())
+            .remove(&rules, &routes)
+            .await?;
         let removed = self.manager.remove(&to_remove).await?;
+        let vmacs = VmacManager::new(handle);
+        for vmac in &network.vmacs {
+            if vmacs.remove(vmac).await? {
+                removed_network.push(format!("vmac {vmac}"));
+            }
+        }
         self.journal.reset()?;
         Ok(Recovery {
             cleared: to_remove,
             removed,
             corrupt,
+            removed_network,
         })
     }
 
@@ -356,6 +454,46 @@ mod tests {
             !dir.join("vips.journal.tmp").exists(),
             "no temporary file left behind"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn network_entries_round_trip_and_a_journal_without_them_still_reads() {
+        let dir = state_dir("network");
+        let mut journal = VipJournal::new(&dir).expect("temp dir");
+        fs::write(
+            journal.path(),
+            br#"{"version":1,"vips":[{"addr":"198.51.100.100","prefix_len":24,"iface":"eth0"}]}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            journal.load_all().expect("read"),
+            Ok((vec![vip(100)], NetworkEntries::default())),
+            "a journal written before network entries existed"
+        );
+        let mut entries = NetworkEntries::default();
+        entries.vmacs.insert(VmacSpec {
+            name: "vrrp.51".into(),
+            base: "eth0".into(),
+            mac: [0, 0, 0x5e, 0, 1, 51],
+            ipv6: false,
+        });
+        entries.rules.insert(RuleSpec {
+            ipv6: false,
+            from: Some((IpAddr::from([198, 51, 100, 10]), 32)),
+            to: None,
+            table: 100,
+            priority: None,
+            fwmark: None,
+            iif: None,
+            oif: None,
+        });
+        journal.record_network(&entries).expect("write");
+        let reread = VipJournal::new(&dir)
+            .expect("temp dir")
+            .load_all()
+            .expect("read");
+        assert_eq!(reread, Ok((Vec::new(), entries)));
         let _ = fs::remove_dir_all(&dir);
     }
 

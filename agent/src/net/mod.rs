@@ -18,15 +18,19 @@
 pub mod announce;
 pub mod journal;
 pub mod nft;
+pub mod routes;
 pub mod sockdiag;
 pub mod socket;
 pub mod vip;
+pub mod vmac;
 
 pub use announce::{AnnounceError, Announcer};
-pub use journal::{Corruption, JournalError, JournaledVips, Recovery, VipJournal};
+pub use journal::{Corruption, JournalError, JournaledVips, NetworkEntries, Recovery, VipJournal};
 pub use nft::{Firewall, HandoverApplier, NftError, TableName, TableRemoval};
+pub use routes::{RouteError, RouteManager, RouteSpec, RuleSpec};
 pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 pub use vip::{Vip, VipError, VipManager};
+pub use vmac::{Ensured, VmacError, VmacManager, VmacSpec};
 
 use std::io;
 use std::os::fd::AsRawFd;

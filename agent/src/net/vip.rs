@@ -153,6 +153,11 @@ impl VipManager {
         Self { handle }
     }
 
+    /// The rtnetlink connection (shared with the routes' and the vmacs' managers).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Adds every VIP; a VIP already present succeeds. IPv6 VIPs skip DAD.
     pub async fn add(&self, vips: &[Vip]) -> Result<(), VipError> {
         let mut first_error = None;
@@ -341,7 +346,7 @@ impl VipManager {
 }
 
 /// The errno of a netlink error reply, positive (`EEXIST`, not `-EEXIST`).
-fn errno(error: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
         rtnetlink::Error::NetlinkError(message) => message.code.map(|code| code.get().abs()),
         _ => None,

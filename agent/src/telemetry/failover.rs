@@ -1145,6 +1145,7 @@ mod tests {
             auth: hav_vrrp::Auth::None,
             checksum: hav_vrrp::V3Checksum::PseudoHeader,
             announce: hav_vrrp::engine::AnnounceSchedule::default(),
+            strict: false,
         }
     }
 

@@ -587,6 +587,25 @@ fn address_list_mismatch_is_counted_but_not_fatal() {
 }
 
 #[test]
+fn in_strict_mode_an_address_list_mismatch_is_dropped() {
+    let mut h = master(RouterConfig {
+        strict: true,
+        ..vr(100)
+    });
+    let mut advert = advert_like(&h.config.routers[0], 150);
+    advert.addresses.push(vip(V4, 99));
+    let out = h.recv_from(node_address(V4, 1), advert);
+    assert_eq!(h.state("vr"), State::Master, "{out:?}");
+    let counters = h.status("vr").counters;
+    assert_eq!(counters.get(Counter::AddressListErrors), 1);
+    assert_eq!(counters.get(Counter::RcvdAdvertisements), 0);
+    // The same advert with our addresses is heard.
+    let advert = advert_like(&h.config.routers[0], 150);
+    h.recv_from(node_address(V4, 1), advert);
+    assert_eq!(h.state("vr"), State::Backup);
+}
+
+#[test]
 fn router_wide_errors_and_own_adverts() {
     let mut h = master(vr(100));
     let other_vrid = Advertisement {

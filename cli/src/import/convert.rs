@@ -20,6 +20,7 @@ use super::parser::{Location, Parsed, Statement};
 use super::{Finding, FindingKind};
 
 mod alerts;
+mod extras;
 mod lvs;
 
 /// What a keepalived tracked definition became in hav.
@@ -39,6 +40,8 @@ struct Globals {
     min_garp: bool,
     script_user: Option<(String, Option<String>)>,
     rfc9568_checksum: bool,
+    /// `vrrp_strict`: every instance's strict mode unless it says `strict_mode`.
+    strict: bool,
     alerts: alerts::AlertGlobals,
 }
 
@@ -250,7 +253,7 @@ impl Converter {
                         self.globals.rfc9568_checksum = true;
                     }
                 }
-                "vrrp_strict" => self.not_converted(item, STRICT_MODE),
+                "vrrp_strict" => self.globals.strict = true,
                 "vrrp_mcast_group4" | "vrrp_mcast_group6" => self.not_converted(
                     item,
                     "hav sends adverts to the RFC groups 224.0.0.18 and ff02::12 only",
@@ -635,6 +638,7 @@ impl Converter {
             notify: Default::default(),
             smtp_alert: None,
             garp: GarpDraft::default(),
+            extras: Default::default(),
         };
         let mut explicit_version = None;
         let mut priority = None;
@@ -752,20 +756,15 @@ impl Converter {
                 }
                 "smtp_alert" => instance.smtp_alert = self.smtp_alert(item),
                 "dont_track_primary" => dont_track_primary = Some(item),
-                "use_vmac" | "vmac_xmit_base" | "use_ipvlan" => self.not_converted(
+                "use_vmac" | "vmac_xmit_base" | "virtual_routes" | "virtual_rules"
+                | "strict_mode" => self.instance_extra(item, &mut instance),
+                "use_ipvlan" => self.not_converted(
                     item,
-                    "hav sends from the interface's own MAC address (a macvlan with the VRRP \
-                     virtual MAC 00-00-5E-00-01-VRID is planned); hosts learn the new \
-                     master's MAC from its gratuitous ARP / unsolicited NA at each change",
-                ),
-                "virtual_routes" | "virtual_rules" => self.not_converted(
-                    item,
-                    "hav moves addresses only (routes and rules moved with the VIPs are \
-                     planned); add and remove them from notify_master / notify_backup programs \
-                     meanwhile",
+                    "hav has no ipvlan mode: use_vmac (a macvlan with the virtual MAC) is the \
+                     nearest; without either, hosts learn the new master's MAC from its \
+                     gratuitous ARP / unsolicited NA at each change",
                 ),
                 "track_bfd" => self.not_converted(item, "hav has no BFD"),
-                "strict_mode" => self.not_converted(item, STRICT_MODE),
                 _ => self.not_converted(item, "no hav equivalent"),
             }
         }
@@ -844,6 +843,12 @@ impl Converter {
             garp.master_delay_ms = garp.master_delay_ms.or(Some(0));
         }
         instance.garp = garp;
+        self.finish_extras(
+            statement,
+            &mut instance,
+            self.globals.strict,
+            &draft.instances,
+        );
         draft.instances.push(instance);
     }
 
@@ -1238,10 +1243,6 @@ impl Converter {
         self.not_converted(statement, reason);
     }
 }
-
-const STRICT_MODE: &str = "hav has no strict mode yet (planned); its checks of adverts are always \
-                           on, and the rest of strict mode is set per instance: accept = false, \
-                           no auth_pass";
 
 /// A statement's block, or nothing.
 fn block(statement: &Statement) -> &[Statement] {

@@ -186,6 +186,50 @@ pub(crate) struct InstanceDraft {
     pub(crate) notify: [Option<Vec<String>>; 5],
     pub(crate) smtp_alert: Option<bool>,
     pub(crate) garp: GarpDraft,
+    /// Strict mode, the virtual MAC interface, routes and rules.
+    pub(crate) extras: ExtrasDraft,
+}
+
+/// keepalived's `strict_mode` (or `vrrp_strict`), `use_vmac`, `virtual_routes`, `virtual_rules`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExtrasDraft {
+    /// `strict_mode` as the instance wrote it (`None`: the global `vrrp_strict`).
+    pub(crate) strict_mode: Option<bool>,
+    /// What is written: strict mode, when the instance runs it and hav accepts it.
+    pub(crate) strict: bool,
+    pub(crate) vmac: Option<VmacDraft>,
+    pub(crate) routes: Vec<RouteDraft>,
+    pub(crate) rules: Vec<RuleDraft>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VmacDraft {
+    pub(crate) name: Option<String>,
+    pub(crate) xmit_base: bool,
+}
+
+/// `[[instance.route]]`, every value checked as the schema checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RouteDraft {
+    pub(crate) to: String,
+    pub(crate) kind: Option<&'static str>,
+    pub(crate) via: Option<IpAddr>,
+    pub(crate) dev: Option<String>,
+    pub(crate) src: Option<IpAddr>,
+    pub(crate) table: Option<i64>,
+    pub(crate) metric: Option<i64>,
+}
+
+/// `[[instance.rule]]`, every value checked as the schema checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RuleDraft {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) table: i64,
+    pub(crate) priority: Option<i64>,
+    pub(crate) fwmark: Option<i64>,
+    pub(crate) iif: Option<String>,
+    pub(crate) oif: Option<String>,
 }
 
 impl InstanceDraft {

@@ -183,6 +183,9 @@ impl InstanceDraft {
         if let Some(accept) = self.accept {
             section.entry("accept", Value::Bool(accept));
         }
+        if self.extras.strict {
+            section.entry("strict", Value::Bool(true));
+        }
         if self.rfc9568_checksum && self.version == 3 && !self.is_v6() {
             section.entry("checksum", Value::Str("rfc9568".into()));
         }
@@ -265,6 +268,38 @@ impl InstanceDraft {
             garp.duration("master_delay", self.garp.master_delay_ms);
             garp.duration("master_refresh", self.garp.master_refresh_ms);
             garp.duration("interval", interval);
+        }
+        self.write_extras(out);
+    }
+
+    /// `[instance.vmac]`, `[[instance.route]]`, `[[instance.rule]]`.
+    fn write_extras(&self, out: &mut String) {
+        if let Some(vmac) = &self.extras.vmac {
+            let mut section = Section::new(out, "[instance.vmac]", None);
+            section.string("name", vmac.name.as_deref());
+            if vmac.xmit_base {
+                section.entry("xmit_base", Value::Bool(true));
+            }
+        }
+        for route in &self.extras.routes {
+            let mut section = Section::new(out, "[[instance.route]]", None);
+            section.entry("to", Value::Str(route.to.clone()));
+            section.string("type", route.kind);
+            section.string("via", route.via.map(|via| via.to_string()).as_deref());
+            section.string("dev", route.dev.as_deref());
+            section.string("src", route.src.map(|src| src.to_string()).as_deref());
+            section.int("table", route.table);
+            section.int("metric", route.metric);
+        }
+        for rule in &self.extras.rules {
+            let mut section = Section::new(out, "[[instance.rule]]", None);
+            section.string("from", rule.from.as_deref());
+            section.string("to", rule.to.as_deref());
+            section.int("table", Some(rule.table));
+            section.int("priority", rule.priority);
+            section.int("fwmark", rule.fwmark);
+            section.string("iif", rule.iif.as_deref());
+            section.string("oif", rule.oif.as_deref());
         }
     }
 }

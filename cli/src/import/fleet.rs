@@ -166,6 +166,16 @@ fn group(
             "fleet: group {name} ({label}): the VIPs' dev and label are not in the fleet schema"
         ));
     }
+    let extras: Vec<&str> = ["vmac", "route", "rule", "strict"]
+        .into_iter()
+        .filter(|key| instance.contains_key(*key))
+        .collect();
+    if !extras.is_empty() {
+        notes.push(format!(
+            "fleet: group {name} ({label}): {} not in the fleet schema; the node configs hold              them",
+            extras.join(", ")
+        ));
+    }
     let vip_count = i64::try_from(vips.len()).unwrap_or(i64::MAX);
     group.insert("vips".into(), Value::Array(vips));
     if let Some(vrid) = instance.get("vrid").and_then(Value::as_integer) {

@@ -32,6 +32,10 @@ pub(crate) enum Context {
     Tracks,
     /// `group` of a sync group, `notification_email`: one name per word.
     Names,
+    /// `virtual_routes`: one route per entry.
+    Routes,
+    /// `virtual_rules`: one rule per entry.
+    Rules,
     /// Anything else: one statement per line, as keepalived reads it.
     LineBased,
 }
@@ -52,6 +56,8 @@ use Arity::{Range, Rest};
 pub(crate) fn argument_count(context: Context, keyword: &str, following: &[&str]) -> usize {
     match context {
         Context::LineBased => following.len(),
+        Context::Routes => route_words(keyword, following),
+        Context::Rules => rule_words(keyword, following),
         Context::Names => 0,
         Context::Addresses => entry_options(following, address_option),
         Context::Peers => entry_options(following, |word| {
@@ -95,6 +101,8 @@ pub(crate) fn block_context(context: Context, keyword: &str) -> Context {
             Context::Addresses
         }
         (Context::Instance, "unicast_peer") => Context::Peers,
+        (Context::Instance, "virtual_routes") => Context::Routes,
+        (Context::Instance, "virtual_rules") => Context::Rules,
         (
             Context::Instance | Context::SyncGroup,
             "track_interface" | "track_script" | "track_process" | "track_file" | "track_bfd",
@@ -380,6 +388,8 @@ fn arity(context: Context, keyword: &str) -> Option<Arity> {
         | Context::Peers
         | Context::Tracks
         | Context::Names
+        | Context::Routes
+        | Context::Rules
         | Context::LineBased => return None,
     })
 }
@@ -404,6 +414,89 @@ fn entry_options(following: &[&str], option: impl Fn(&str) -> Option<usize>) -> 
             break;
         }
         taken += 1 + option(word).unwrap_or(0);
+    }
+    taken.min(following.len())
+}
+
+/// Route types that begin an entry.
+fn is_route_type(word: &str) -> bool {
+    matches!(
+        word,
+        "unicast" | "blackhole" | "unreachable" | "prohibit" | "throw" | "local" | "broadcast"
+    )
+}
+
+/// The words of one route that begins with `keyword`: its options with their values, up to a
+/// word that begins the next route (a type, `src`, `to`, a destination) once this one has its
+/// destination; as keepalived reads one route per line, a route written on one line is whole.
+fn route_words(keyword: &str, following: &[&str]) -> usize {
+    let takes_value = |word: &str| {
+        matches!(
+            word,
+            "src"
+                | "via"
+                | "gw"
+                | "or"
+                | "dev"
+                | "table"
+                | "metric"
+                | "preference"
+                | "priority"
+                | "scope"
+                | "proto"
+                | "protocol"
+                | "mtu"
+                | "advmss"
+                | "realms"
+                | "tos"
+                | "weight"
+                | "expires"
+                | "pref"
+                | "to"
+        )
+    };
+    let mut has_destination = !(is_route_type(keyword) || takes_value(keyword));
+    let mut taken = usize::from(takes_value(keyword));
+    if keyword == "to" {
+        has_destination = true;
+    }
+    while let Some(word) = following.get(taken) {
+        let starts_route = is_route_type(word) || matches!(*word, "src" | "to");
+        if has_destination && (starts_route || *word == "default" || looks_like_address(word)) {
+            break;
+        }
+        if takes_value(word) {
+            has_destination |= *word == "to";
+            taken += 2;
+        } else {
+            has_destination |= *word == "default" || looks_like_address(word);
+            taken += 1;
+        }
+    }
+    taken.min(following.len())
+}
+
+/// The words of one rule that begins with `keyword`: selectors and their values, the action
+/// (a table lookup or another), and what follows it (a priority), up to a selector that begins
+/// the next rule once this one has its action.
+fn rule_words(keyword: &str, following: &[&str]) -> usize {
+    let is_action = |word: &str| matches!(word, "table" | "lookup" | "goto");
+    let is_flag_action =
+        |word: &str| matches!(word, "blackhole" | "unreachable" | "prohibit" | "nop");
+    let starts_rule = |word: &str| matches!(word, "from" | "to" | "fwmark" | "iif" | "oif");
+    let mut has_action = is_action(keyword) || is_flag_action(keyword);
+    let mut taken = usize::from(!is_flag_action(keyword) && keyword != "not");
+    while let Some(word) = following.get(taken) {
+        if has_action && starts_rule(word) {
+            break;
+        }
+        if is_flag_action(word) || *word == "not" {
+            has_action |= is_flag_action(word);
+            taken += 1;
+        } else {
+            has_action |= is_action(word);
+            taken += 2;
+        }
     }
     taken.min(following.len())
 }
@@ -486,7 +579,47 @@ mod tests {
         assert_eq!(block_context(Context::Checker, "url"), Context::Url);
         assert_eq!(
             block_context(Context::Instance, "virtual_routes"),
+            Context::Routes
+        );
+        assert_eq!(
+            block_context(Context::Instance, "static_routes"),
             Context::LineBased
         );
+    }
+
+    #[test]
+    fn routes_and_rules_written_on_one_line_split_into_entries() {
+        let words = [
+            "via",
+            "198.51.100.254",
+            "table",
+            "100",
+            "blackhole",
+            "198.18.0.0/15",
+            "src",
+            "198.51.100.1",
+            "to",
+            "192.0.2.0/24",
+            "dev",
+            "eth0",
+        ];
+        assert_eq!(argument_count(Context::Routes, "203.0.113.0/24", &words), 4);
+        assert_eq!(argument_count(Context::Routes, "blackhole", &words[5..]), 1);
+        assert_eq!(argument_count(Context::Routes, "src", &words[7..]), 5);
+        let rules = [
+            "198.51.100.1",
+            "table",
+            "100",
+            "priority",
+            "1000",
+            "from",
+            "all",
+            "fwmark",
+            "0x10",
+            "lookup",
+            "main",
+        ];
+        assert_eq!(argument_count(Context::Rules, "from", &rules), 5);
+        assert_eq!(argument_count(Context::Rules, "from", &rules[6..]), 5);
     }
 }

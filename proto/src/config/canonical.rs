@@ -56,6 +56,7 @@ impl NodeConfig {
                 handover_port: (self.node.handover_port
                     != crate::config::node::DEFAULT_HANDOVER_PORT)
                     .then_some(self.node.handover_port),
+                strict: self.node.strict.then_some(true),
                 notify_fifo: (self.node.notify_fifo.as_ref())
                     .map(|fifo| fifo.path.display().to_string()),
                 notify_fifo_script: (self.node.notify_fifo.as_ref())
@@ -65,7 +66,13 @@ impl NodeConfig {
                     .map(|priority| priority.get().into()),
                 smtp: self.node.smtp.as_ref().map(super::alerts::canonical_smtp),
             }),
-            instance: non_empty(self.instances.iter().map(instance).collect()),
+            instance: non_empty(
+                (self.instances.iter())
+                    .map(|one| {
+                        super::canonical_network::extras(instance(one), one, self.node.strict)
+                    })
+                    .collect(),
+            ),
             script: non_empty(self.scripts.iter().map(script).collect()),
             process: non_empty(self.processes.iter().map(process).collect()),
             track_file: non_empty(self.track_files.iter().map(track_file).collect()),
@@ -187,6 +194,10 @@ fn instance(instance: &Instance) -> RawInstance {
         notify_stop,
         smtp_alert: instance.smtp_alert,
         garp: Some(garp(&instance.garp)),
+        strict: None,
+        vmac: None,
+        route: None,
+        rule: None,
     }
 }
 
@@ -210,8 +221,9 @@ fn checksum(instance: &Instance) -> Option<String> {
 /// Short strings when every address sits on the instance's interface without a label, tables
 /// otherwise.
 fn vips(instance: &Instance) -> Vec<StringOr<RawVip>> {
-    let short =
-        (instance.vips.iter()).all(|vip| vip.dev == instance.interface && vip.label.is_none());
+    // With a vmac, a VIP written without `dev` would move onto the macvlan.
+    let short = instance.vmac.is_none()
+        && (instance.vips.iter()).all(|vip| vip.dev == instance.interface && vip.label.is_none());
     (instance.vips.iter())
         .map(|vip: &Vip| {
             if short {

@@ -10,12 +10,15 @@
 
 mod alerts;
 mod canonical;
+mod canonical_network;
 pub mod duration;
 mod error;
 mod load;
+mod network;
 mod node;
 mod probe_url;
 mod raw;
+mod raw_network;
 mod validate;
 
 pub use alerts::{
@@ -27,6 +30,7 @@ pub use load::{
     ENV_PREFIX, load_node_config, load_node_config_with_env, node_config_from_document,
     parse_node_config,
 };
+pub use network::{MAIN_TABLE, Prefix, RouteKind, VirtualRoute, VirtualRule, Vmac};
 pub use node::{
     CheckKind, LbAlgo, LbKind, LbProtocol, RealServer, RealServerCheck, SorryServer, VirtualPorts,
     VirtualServer,

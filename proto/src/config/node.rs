@@ -60,6 +60,8 @@ pub struct NodeSettings {
     pub status_socket: Option<PathBuf>,
     /// UDP port of the hand-over beacons between the nodes of a pair (default 7401).
     pub handover_port: u16,
+    /// keepalived's `vrrp_strict`: every instance's default `strict`.
+    pub strict: bool,
     /// keepalived's notify FIFO: a line per state change.
     pub notify_fifo: Option<NotifyFifo>,
     /// `[node.smtp]`: mail on state changes; none when absent.
@@ -110,6 +112,15 @@ pub struct Instance {
     /// Mail on this instance's state changes; `None` follows `[node.smtp] alert`.
     pub smtp_alert: Option<bool>,
     pub garp: GarpSchedule,
+    /// keepalived's `strict_mode` (default `[node] strict`): the config was held to RFC 5798
+    /// alone, and adverts whose address list differs from ours are dropped.
+    pub strict: bool,
+    /// The VIPs on a macvlan with the virtual MAC; `None`: on the interfaces themselves.
+    pub vmac: Option<super::network::Vmac>,
+    /// Present while master (keepalived's `virtual_routes`).
+    pub routes: Vec<super::network::VirtualRoute>,
+    /// Present while master (keepalived's `virtual_rules`).
+    pub rules: Vec<super::network::VirtualRule>,
 }
 
 /// How adverts reach the other routers.

@@ -12,6 +12,8 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use super::raw_network::{RawRoute, RawRule, RawVmac};
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNodeConfig {
@@ -134,6 +136,8 @@ pub(crate) struct RawNode {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handover_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_fifo: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_fifo_script: Option<Vec<String>>,
@@ -208,6 +212,26 @@ pub(crate) struct RawInstance {
         deserialize_with = "table"
     )]
     pub garp: Option<RawGarp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "table"
+    )]
+    pub vmac: Option<RawVmac>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
+    pub route: Option<Vec<RawRoute>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "tables"
+    )]
+    pub rule: Option<Vec<RawRule>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

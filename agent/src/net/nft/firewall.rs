@@ -60,6 +60,19 @@ impl Firewall {
         self.accept.unblock(&mut self.inet, vips).await
     }
 
+    /// Drops the IGMP reports leaving by exactly `interfaces` (the virtual MAC interfaces that
+    /// carry a VRRP socket, see [`super::vmac`]); nothing runs when that is what the table holds.
+    pub async fn quiet_vmacs(
+        &mut self,
+        interfaces: &std::collections::BTreeSet<String>,
+    ) -> Result<(), NftError> {
+        let listed: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+        let op = format!("silence the virtual MAC interfaces {}", listed.join(" "));
+        (self.inet)
+            .set_section(super::vmac::SECTION, super::vmac::section(interfaces), &op)
+            .await
+    }
+
     /// Programs exactly `services` (NAT in `inet hav`, DR in `netdev hav`); both tables change
     /// only where their part changed.
     pub async fn set_virtual_servers(

@@ -21,6 +21,7 @@ pub mod handover;
 pub mod lb;
 pub mod ruleset;
 pub mod table;
+pub mod vmac;
 
 pub use accept::AcceptFilter;
 pub use firewall::Firewall;

@@ -44,6 +44,9 @@ pub struct RouterConfig {
     /// v3 over IPv4 only: the checksum form we send.
     pub checksum: V3Checksum,
     pub announce: AnnounceSchedule,
+    /// Strict mode (keepalived's `vrrp_strict`): an advert whose address list differs from
+    /// `vips` is dropped (counted as an address list error) instead of only counted.
+    pub strict: bool,
 }
 
 /// Whether a higher-priority backup takes over from a lower-priority master (RFC 5798

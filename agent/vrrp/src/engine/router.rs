@@ -303,9 +303,13 @@ impl VirtualRouter {
                 return;
             }
         }
-        // RFC 5798 section 7.1: a differing address list is logged, not fatal (as keepalived).
+        // RFC 5798 section 7.1: a differing address list is logged, not fatal (as keepalived),
+        // unless in strict mode, where the advert is dropped (as keepalived's `vrrp_strict`).
         if !same_addresses(&advert.addresses, &self.config.vips) {
             self.counters.bump(Counter::AddressListErrors);
+            if self.config.strict {
+                return;
+            }
         }
         self.counters.bump(Counter::RcvdAdvertisements);
         if advert.priority == Priority::RESIGN {

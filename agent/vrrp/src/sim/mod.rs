@@ -536,6 +536,7 @@ pub fn router(
         auth: Auth::None,
         checksum: V3Checksum::default(),
         announce: AnnounceSchedule::default(),
+        strict: false,
     }
 }
 

@@ -51,6 +51,7 @@ pub(super) fn node_settings(
         state_dir: state_dir?,
         status_socket,
         handover_port: handover_port?,
+        strict: raw.strict.unwrap_or(false),
         notify_fifo: alerts.notify_fifo?,
         smtp: alerts.smtp?,
         max_auto_priority: alerts.max_auto_priority?,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hav_vrrp::{AdvertInterval, Auth, Family, Priority, V3Checksum, Version, VrId};
 
 use super::Defined;
+use super::network;
 use super::values::{
     address_of_family, duration_or, family_name, family_of, identifier, interface_name, notify,
     optional, required, track_weight,
@@ -136,8 +137,11 @@ pub(super) fn instance(
         errors,
     );
     let garp = garp(raw, path, errors);
+    let vmac = network::vmac(raw, path, interface.as_deref(), family, vrid, errors);
+    let routes = network::routes(raw, path, family, errors);
+    let rules = network::rules(raw, path, family, errors);
 
-    Some(Instance {
+    let mut instance = Instance {
         name: name?,
         interface: interface?,
         vrid: vrid?,
@@ -158,7 +162,14 @@ pub(super) fn instance(
         notify: notify?,
         smtp_alert: raw.smtp_alert,
         garp: garp?,
-    })
+        // Set by the strict-mode pass over the whole document.
+        strict: false,
+        vmac: vmac?,
+        routes: routes?,
+        rules: rules?,
+    };
+    network::place_vips_on_vmac(raw, instance.vmac.as_ref(), &mut instance.vips);
+    network::vmac_fits(&instance, path, errors).then_some(instance)
 }
 
 /// The virtual addresses and the family they set (that of the first one).

@@ -13,6 +13,8 @@ use hav_vrrp::Family;
 mod alerts;
 mod definitions;
 mod instance;
+mod network;
+mod strict;
 mod telemetry;
 mod values;
 mod virtual_server;
@@ -65,12 +67,14 @@ pub(crate) fn validate(raw: &RawNodeConfig, errors: &mut Collector) -> Option<No
         track_file,
     );
     let probes = each(raw.probe.as_deref(), &root.key("probe"), errors, probe);
-    let instances = each(
+    let mut instances = each(
         raw.instance.as_deref(),
         &root.key("instance"),
         errors,
         |raw, path, errors| instance(raw, path, &defined, errors),
     );
+    strict::apply(raw, &mut instances, errors);
+    network::check_vmac_names(&instances, errors);
     let sync_groups = each(
         raw.sync_group.as_deref(),
         &root.key("sync_group"),
