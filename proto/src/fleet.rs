@@ -44,8 +44,10 @@
 //! ```
 //!
 //! A VIP is an address (`"198.51.100.100/24"`) or a table that adds to it: `{ address = …,
-//! interface = "eth1", label = "eth1:gw", garp = {…}, track = {…} }` (its own interface, address
-//! label, GARP settings, and trackers instead of the group's).
+//! interface = "eth1", label = "eth1:gw", garp = {…}, track = {…}, vmac = {…}, route = […],
+//! rule = […] }` (its own interface, address label, GARP settings, trackers instead of the
+//! group's, and its instance's virtual MAC, routes and rules as in a node config). `strict` on
+//! the group is every instance's strict mode.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -195,6 +197,9 @@ struct RawGroup {
     garp: Option<toml::Table>,
     #[serde(default)]
     smtp_alert: Option<bool>,
+    /// Strict mode (keepalived's `vrrp_strict`) on every instance of the group.
+    #[serde(default)]
+    strict: Option<bool>,
     /// Present: the group's instances on each node form one sync group (named after the group)
     /// with these keys of a node's `[[sync_group]]` (hooks, `smtp_alert`).
     #[serde(default)]
@@ -274,6 +279,11 @@ struct VipSpec {
     label: Option<String>,
     garp: Option<toml::Table>,
     track: Option<RawTrack>,
+    /// `[instance.vmac]`, `[[instance.route]]` and `[[instance.rule]]` of the VIP's instance,
+    /// as in a node config.
+    vmac: Option<toml::Table>,
+    routes: Option<toml::Value>,
+    rules: Option<toml::Value>,
 }
 
 /// A VIP entry: a string, or a table with `address` and the VIP's own keys.
@@ -291,6 +301,9 @@ fn vip_spec(value: &toml::Value) -> Result<VipSpec, String> {
                     ("interface", toml::Value::String(name)) => spec.interface = Some(name.clone()),
                     ("label", toml::Value::String(label)) => spec.label = Some(label.clone()),
                     ("garp", toml::Value::Table(garp)) => spec.garp = Some(garp.clone()),
+                    ("vmac", toml::Value::Table(vmac)) => spec.vmac = Some(vmac.clone()),
+                    ("route", routes @ toml::Value::Array(_)) => spec.routes = Some(routes.clone()),
+                    ("rule", rules @ toml::Value::Array(_)) => spec.rules = Some(rules.clone()),
                     ("track", track @ toml::Value::Table(_)) => {
                         let track: RawTrack = track
                             .clone()
@@ -301,10 +314,16 @@ fn vip_spec(value: &toml::Value) -> Result<VipSpec, String> {
                     ("address" | "interface" | "label", _) => {
                         return Err(format!("{key}: expected a string"));
                     }
-                    ("garp" | "track", _) => return Err(format!("{key}: expected a table")),
+                    ("garp" | "track" | "vmac", _) => {
+                        return Err(format!("{key}: expected a table"));
+                    }
+                    ("route" | "rule", _) => {
+                        return Err(format!("{key}: expected an array of tables"));
+                    }
                     (other, _) => {
                         return Err(format!(
-                            "unknown key {other:?}: a VIP takes address, interface, label, garp, track"
+                            "unknown key {other:?}: a VIP takes address, interface, label, garp, \
+                             track, vmac, route, rule"
                         ));
                     }
                 }
@@ -1040,6 +1059,18 @@ fn instance_table(
     }
     if let Some(alert) = group.smtp_alert {
         t.insert("smtp_alert".into(), alert.into());
+    }
+    if let Some(strict) = group.strict {
+        t.insert("strict".into(), strict.into());
+    }
+    if let Some(vmac) = &spec.vmac {
+        t.insert("vmac".into(), vmac.clone().into());
+    }
+    if let Some(routes) = &spec.routes {
+        t.insert("route".into(), routes.clone());
+    }
+    if let Some(rules) = &spec.rules {
+        t.insert("rule".into(), rules.clone());
     }
     t
 }

@@ -369,3 +369,24 @@ fn bad_vip_tables_and_sync_group_keys_are_refused_with_their_key() {
     let errors = errors_of(&text);
     assert_eq!(errors[0].key, "group[0].sync_group.instances", "{errors:?}");
 }
+
+/// A VIP's virtual MAC, routes and rules, and the group's strict mode, reach its instance.
+#[test]
+fn a_vip_carries_its_virtual_mac_routes_and_rules_and_the_group_strict_mode() {
+    let text = FLEET
+        .replace(
+            "vips = [\"198.51.100.100/24\", \"198.51.100.101/24\"]",
+            "vips = [\"198.51.100.100/24\", { address = \"198.51.100.101/24\", \
+             vmac = { xmit_base = true }, \
+             route = [{ to = \"203.0.113.0/24\", via = \"198.51.100.1\" }], \
+             rule = [{ from = \"198.51.100.101\", table = 100 }] }]\nstrict = true\ntransport = \"multicast\"",
+        )
+        .replace("[group.track]\nscript = [{ name = \"chk\", weight = -60 }]\n", "");
+    let fleet = expand_ok(&text);
+    let vip1 = fleet.nodes["lb-1"].instance("web-vip1").expect("instance");
+    assert!(vip1.vmac.is_some());
+    assert_eq!((vip1.routes.len(), vip1.rules.len()), (1, 1));
+    assert!(vip1.strict);
+    let vip0 = fleet.nodes["lb-1"].instance("web-vip0").expect("instance");
+    assert!(vip0.vmac.is_none() && vip0.routes.is_empty() && vip0.strict);
+}
