@@ -23,6 +23,9 @@ fn a_short_seeded_soak_breaks_no_invariant() {
     let stop = AtomicBool::new(false);
     let outcome = chaos::run(&config, &stop).expect("the soak ran");
     eprintln!("{}", outcome.report());
+    if !outcome.passed() {
+        eprintln!("{}", outcome.agent_logs(3));
+    }
     assert!(
         outcome.passed(),
         "{}\n{}",

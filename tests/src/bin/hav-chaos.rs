@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", outcome.violations(200));
+    print!("\n{}", outcome.agent_logs(5));
     println!("\nFAIL: {} violations", outcome.judgement.violations.len());
     println!("{}", outcome.replay());
     Ok(ExitCode::FAILURE)

@@ -17,8 +17,10 @@
 //! - [`observe`]: the client prober, VIP holders from netlink, daemon exits from pidfds.
 //! - [`invariants`]: the judgement (pure).
 //! - [`report`]: the tables.
+//! - [`excerpt`]: what the agents logged around a violation.
 
 pub mod cluster;
+mod excerpt;
 mod executor;
 pub mod faults;
 pub mod invariants;
@@ -30,7 +32,7 @@ pub mod settle;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cluster::{Cluster, ClusterSpec, Meta};
 use executor::Executor;
@@ -137,6 +139,8 @@ pub struct ChaosOutcome {
     pub bounds: Bounds,
     pub probes: Vec<(u64, u64)>,
     pub start: Instant,
+    /// The wall clock at `start`, to find a violation's instant in the daemons' logs.
+    pub wall_start: SystemTime,
     pub elapsed: Duration,
     /// Where the logs are (kept when there were violations).
     pub log_dir: PathBuf,
@@ -172,6 +176,22 @@ impl ChaosOutcome {
     /// The violations (at most `limit` in full).
     pub fn violations(&self, limit: usize) -> String {
         report::render_violations(&self.input(), limit)
+    }
+
+    /// What the hav agents logged (INFO and above) from 2 s before to 1 s after each of the
+    /// first `limit` violations.
+    pub fn agent_logs(&self, limit: usize) -> String {
+        let mut out = String::new();
+        for violation in self.judgement.violations.iter().take(limit) {
+            let at = self.wall_start + violation.at.saturating_duration_since(self.start);
+            let (from, to) = excerpt::window(at, Duration::from_secs(2), Duration::from_secs(1));
+            out.push_str(&format!("agents' logs around: {violation}\n"));
+            for line in excerpt::agent_lines(&self.log_dir, from, to, 60) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// What a failing run prints so it can be replayed: seed, command, schedule, logs.
@@ -254,6 +274,7 @@ pub fn run(config: &ChaosConfig, stop: &AtomicBool) -> Result<ChaosOutcome, Chao
         );
     }
     let start = Instant::now();
+    let wall_start = SystemTime::now();
     let probes_before = cluster.recorder().snapshot().probes;
     let executor = Executor {
         config,
@@ -296,6 +317,7 @@ pub fn run(config: &ChaosConfig, stop: &AtomicBool) -> Result<ChaosOutcome, Chao
             .map(|(now, before)| (now.0 - before.0, now.1 - before.1))
             .collect(),
         start,
+        wall_start,
         elapsed: start.elapsed(),
         log_dir: cluster.lab.log_dir().to_owned(),
         keepalived_requested: config.keepalived,
