@@ -11,13 +11,15 @@ use tonic::Request;
 use crate::error::ControlError;
 use crate::state::Shared;
 
-/// The identity in the verified client certificate of this call's connection.
+/// The identity in the verified client certificate of this call's connection, which must be
+/// valid now: a connection that resumed a TLS session had its certificate checked when the
+/// session began, possibly before the certificate expired.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> {
     let certs = request
         .peer_certs()
         .ok_or(ControlError::NoPeerCertificate)?;
     let leaf = certs.first().ok_or(ControlError::NoPeerCertificate)?;
-    Ok(Identity::from_cert_der(leaf)?)
+    Ok(Identity::from_current_cert_der(leaf)?)
 }
 
 /// The calling operator's name, after checking it holds an operator certificate and, if `change`

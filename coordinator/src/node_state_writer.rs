@@ -1,5 +1,6 @@
-//! Write-behind for what agents report: node states (each snapshot replaces the node's pending
-//! record) and their transitions (appended to the audit log). One task writes whatever is
+//! Write-behind to the store: what agents report, node states (each snapshot replaces the node's
+//! pending record) and their transitions (appended to the audit log), and the SLA ledgers the
+//! fleet view keeps (each change replaces the VIP's pending ledger). One task writes whatever is
 //! pending in a single store transaction, then the next batch. An agent's stream therefore never
 //! waits for the disk, and a burst of N reports (N agents connecting, or a fleet-wide failover)
 //! costs a few commits instead of N fsyncs in a row.
@@ -23,6 +24,8 @@ use crate::store::{AuditRecord, NodeStateRecord, Store, StoreError};
 /// What a writer keeps pending between commits, and how it commits it.
 pub trait Batch: Default + Send + 'static {
     type Item;
+    /// What the batch holds, for the log.
+    const WHAT: &'static str;
     fn push(&mut self, item: Self::Item);
     /// How many items are pending.
     fn count(&self) -> usize;
@@ -35,6 +38,7 @@ pub struct NodeStates(HashMap<String, NodeStateRecord>);
 
 impl Batch for NodeStates {
     type Item = (String, NodeStateRecord);
+    const WHAT: &'static str = "node states";
     fn push(&mut self, (node, record): Self::Item) {
         self.0.insert(node, record);
     }
@@ -53,6 +57,7 @@ pub struct Transitions(Vec<AuditRecord>);
 
 impl Batch for Transitions {
     type Item = AuditRecord;
+    const WHAT: &'static str = "agents' transitions";
     fn push(&mut self, record: AuditRecord) {
         self.0.push(record);
     }
@@ -129,9 +134,9 @@ async fn run<B: Batch>(store: Arc<dyn Store>, pending: Arc<Pending<B>>) {
             let store = store.clone();
             let written = tokio::task::spawn_blocking(move || batch.write(store.as_ref())).await;
             match written {
-                Ok(Ok(())) => tracing::debug!(count, "reports written"),
-                Ok(Err(e)) => tracing::warn!(count, "could not persist agent reports: {e}"),
-                Err(e) => tracing::warn!(count, "report writer failed: {e}"),
+                Ok(Ok(())) => tracing::debug!(count, "{} written", B::WHAT),
+                Ok(Err(e)) => tracing::warn!(count, "could not persist {}: {e}", B::WHAT),
+                Err(e) => tracing::warn!(count, "writer of {} failed: {e}", B::WHAT),
             }
         }
         if closing {

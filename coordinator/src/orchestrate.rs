@@ -127,6 +127,8 @@ pub struct Orchestrator {
     dns_lock: tokio::sync::Mutex<()>,
     /// Every task orchestration runs (feed, jobs, split-brain confirmations).
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Writes the SLA ledgers behind the feed.
+    ledger_writer: crate::node_state_writer::WriteBehind<view::LedgerWrites>,
 }
 
 /// A job this coordinator runs.
@@ -182,9 +184,7 @@ impl Orchestrator {
         let mut sla = Accounting::default();
         for (vip, bytes) in ledgers {
             match serde_json::from_slice::<Ledger>(&bytes) {
-                Ok(ledger) => {
-                    sla.ledgers.insert(vip, ledger);
-                }
+                Ok(ledger) => sla.restore(vip, ledger),
                 Err(e) => tracing::warn!(%vip, "SLA ledger unreadable, starting it afresh: {e}"),
             }
         }
@@ -231,8 +231,9 @@ impl Orchestrator {
             job_updates,
             dns_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            ledger_writer: crate::node_state_writer::WriteBehind::start(shared.store.clone()),
         });
-        orchestrator.persist_ledgers(restored).await;
+        orchestrator.persist_ledgers(restored);
         // Subscribed before the server accepts any agent: the view misses no report.
         let reports = shared.registry.subscribe_reports();
         orchestrator.spawn(orchestrator.clone().feed(reports));
@@ -406,6 +407,8 @@ impl Orchestrator {
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        // Nothing submits any more: what the feed changed is written, still as the leader.
+        self.ledger_writer.close().await;
         let running: Vec<u64> = std::mem::take(&mut *lock(&self.running))
             .into_keys()
             .collect();

@@ -23,7 +23,7 @@
 //! ledgers are plain serde values (pending changes included), persisted by the caller after
 //! each change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -396,18 +396,65 @@ impl Figures {
 }
 
 /// Every VIP's ledger, keyed by address (no prefix length).
+///
+/// A node's snapshot, session end or lease end costs the VIPs that node ever held, not the
+/// fleet's: a ledger names a node (as a holder or in a pending change) only after the node was
+/// seen holding that VIP, and `involved` keeps, per node, every VIP it was seen holding (a
+/// superset of the ledgers naming it now). A ledger that does not name a node is unchanged by
+/// anything that node reports, so skipping it changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accounting {
-    pub ledgers: BTreeMap<String, Ledger>,
+    ledgers: BTreeMap<String, Ledger>,
+    involved: HashMap<String, BTreeSet<String>>,
 }
 
 impl Accounting {
+    /// Every VIP's ledger, by address.
+    pub fn ledgers(&self) -> &BTreeMap<String, Ledger> {
+        &self.ledgers
+    }
+
+    /// Takes up a ledger read back from the store.
+    pub fn restore(&mut self, vip: String, ledger: Ledger) {
+        let named = ledger
+            .holders
+            .iter()
+            .chain(ledger.pending.iter().map(|p| match p {
+                Pending::Observed { node, .. } | Pending::SessionEnded { node, .. } => node,
+            }));
+        for node in named {
+            self.involve(node, &vip);
+        }
+        self.ledgers.insert(vip, ledger);
+    }
+
+    fn involve(&mut self, node: &str, vip: &str) {
+        if let Some(vips) = self.involved.get_mut(node) {
+            if !vips.contains(vip) {
+                vips.insert(vip.to_owned());
+            }
+        } else {
+            self.involved
+                .insert(node.to_owned(), BTreeSet::from([vip.to_owned()]));
+        }
+    }
+
+    /// The VIPs whose ledgers may name `node`, in address order.
+    fn involving(&self, node: &str) -> Vec<String> {
+        (self.involved.get(node))
+            .map(|vips| vips.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Records that `node` holds (or released) `vip` at `at_ms`; returns whether that VIP's
     /// ledger changed (and so should be persisted).
     pub fn observe(&mut self, vip: &str, node: &str, holding: bool, at_ms: u64) -> bool {
         let key = vip_key(vip);
         if !holding && !self.ledgers.contains_key(&key) {
             return false;
+        }
+        if holding {
+            self.involve(node, &key);
         }
         self.ledgers
             .entry(key)
@@ -421,12 +468,15 @@ impl Accounting {
     pub fn observe_snapshot(&mut self, node: &str, held: &[String], at_ms: u64) -> Vec<String> {
         let held: BTreeSet<String> = held.iter().map(|v| vip_key(v)).collect();
         let mut changed = BTreeSet::new();
-        for (vip, ledger) in &mut self.ledgers {
-            if ledger.settle(node, held.contains(vip)) {
+        for vip in self.involving(node) {
+            let Some(ledger) = self.ledgers.get_mut(&vip) else {
+                continue;
+            };
+            if ledger.settle(node, held.contains(&vip)) {
                 changed.insert(vip.clone());
             }
-            if !held.contains(vip) && ledger.observe(node, false, at_ms) {
-                changed.insert(vip.clone());
+            if !held.contains(&vip) && ledger.observe(node, false, at_ms) {
+                changed.insert(vip);
             }
         }
         for vip in held {
@@ -439,18 +489,22 @@ impl Accounting {
 
     /// The session of `node` ended at `at_ms`; returns the VIPs whose ledgers changed.
     pub fn session_ended(&mut self, node: &str, at_ms: u64) -> Vec<String> {
-        self.ledgers
-            .iter_mut()
-            .filter_map(|(vip, ledger)| ledger.session_ended(node, at_ms).then(|| vip.clone()))
+        let ledgers = &mut self.ledgers;
+        (self.involved.get(node).into_iter().flatten())
+            .filter(|vip| {
+                (ledgers.get_mut(*vip)).is_some_and(|ledger| ledger.session_ended(node, at_ms))
+            })
+            .cloned()
             .collect()
     }
 
     /// The lease of `node` ran out: it stopped holding everything when its session ended.
     /// Returns the VIPs whose ledgers changed.
     pub fn lease_ended(&mut self, node: &str) -> Vec<String> {
-        self.ledgers
-            .iter_mut()
-            .filter_map(|(vip, ledger)| ledger.settle(node, false).then(|| vip.clone()))
+        let ledgers = &mut self.ledgers;
+        (self.involved.get(node).into_iter().flatten())
+            .filter(|vip| (ledgers.get_mut(*vip)).is_some_and(|ledger| ledger.settle(node, false)))
+            .cloned()
             .collect()
     }
 
@@ -660,7 +714,7 @@ mod tests {
         assert_eq!(vip.availability_percent, Some(100.0));
         // A release of a VIP never seen creates nothing.
         assert!(!sla.observe("203.0.113.1", "lb-9", false, first));
-        assert_eq!(sla.ledgers.len(), 1);
+        assert_eq!(sla.ledgers().len(), 1);
     }
 
     #[test]
@@ -704,8 +758,8 @@ mod tests {
         );
         let changed = sla.observe_snapshot("lb-1", &["198.51.100.11/24".into()], t + 1000);
         assert_eq!(changed, vec!["198.51.100.10".to_owned()]);
-        assert!(sla.ledgers["198.51.100.10"].holders.is_empty());
-        assert!(sla.ledgers["198.51.100.11"].holders.contains("lb-1"));
+        assert!(sla.ledgers()["198.51.100.10"].holders.is_empty());
+        assert!(sla.ledgers()["198.51.100.11"].holders.contains("lb-1"));
         // Repeating the same snapshot changes nothing.
         assert!(
             sla.observe_snapshot("lb-1", &["198.51.100.11/24".into()], t + 2000)
@@ -733,13 +787,13 @@ mod tests {
         assert_eq!(sla.session_ended("lb-1", killed), vec!["198.51.100.10"]);
         sla.observe_snapshot("lb-2", &["198.51.100.10/24".into()], killed + 600);
         // While lb-1's lease runs it is believed: the figures show both.
-        let vip = &sla.ledgers["198.51.100.10"];
+        let vip = &sla.ledgers()["198.51.100.10"];
         assert_eq!(vip.believed_holders().len(), 2);
         let believed = vip.figures("vip", nov(), killed + 1_000);
         assert_eq!(believed.tally.split_brain_ms, 400);
         // Its lease runs out: it released the VIP when its session ended.
         assert_eq!(sla.lease_ended("lb-1"), vec!["198.51.100.10"]);
-        let vip = &sla.ledgers["198.51.100.10"];
+        let vip = &sla.ledgers()["198.51.100.10"];
         assert!(vip.pending.is_empty());
         assert_eq!(vip.holders, BTreeSet::from(["lb-2".to_owned()]));
         let figures = vip.figures("vip", nov(), killed + 1_000);
@@ -766,14 +820,14 @@ mod tests {
         sla.observe_snapshot("lb-2", &[], t + 13_000);
         sla.observe_snapshot("lb-2", &["198.51.100.11/24".into()], t + 14_000);
         let now = t + 20_000;
-        let ten = sla.ledgers["198.51.100.10"].figures("ten", nov(), now);
+        let ten = sla.ledgers()["198.51.100.10"].figures("ten", nov(), now);
         assert_eq!(ten.tally.one_holder_ms, 20_000);
         assert_eq!(ten.tally.no_holder_ms, 0);
-        let eleven = sla.ledgers["198.51.100.11"].figures("eleven", nov(), now);
+        let eleven = sla.ledgers()["198.51.100.11"].figures("eleven", nov(), now);
         // From the end of its session to its takeover.
         assert_eq!(eleven.tally.no_holder_ms, 4_000);
         assert_eq!(eleven.tally.one_holder_ms, 16_000);
-        assert!(sla.ledgers.values().all(|l| l.pending.is_empty()));
+        assert!(sla.ledgers().values().all(|l| l.pending.is_empty()));
     }
 
     #[test]
@@ -816,5 +870,97 @@ mod tests {
             r#"{"holders":["lb-1"],"since_ms":5,"first_ms":5,"last_sole":"lb-1","months":{}}"#;
         let old: Ledger = serde_json::from_str(old).expect("decode");
         assert!(old.pending.is_empty() && old.believes("lb-1"));
+    }
+
+    /// The same operations applied the way the index avoids: to every ledger.
+    #[derive(Default)]
+    struct EveryLedger(BTreeMap<String, Ledger>);
+
+    impl EveryLedger {
+        fn observe_snapshot(&mut self, node: &str, held: &[String], at_ms: u64) -> Vec<String> {
+            let held: BTreeSet<String> = held.iter().map(|v| vip_key(v)).collect();
+            let mut changed = BTreeSet::new();
+            for (vip, ledger) in &mut self.0 {
+                if ledger.settle(node, held.contains(vip)) {
+                    changed.insert(vip.clone());
+                }
+                if !held.contains(vip) && ledger.observe(node, false, at_ms) {
+                    changed.insert(vip.clone());
+                }
+            }
+            for vip in held {
+                if self
+                    .0
+                    .entry(vip.clone())
+                    .or_default()
+                    .observe(node, true, at_ms)
+                {
+                    changed.insert(vip);
+                }
+            }
+            changed.into_iter().collect()
+        }
+
+        fn each(&mut self, mut f: impl FnMut(&mut Ledger) -> bool) -> Vec<String> {
+            (self.0.iter_mut())
+                .filter_map(|(vip, ledger)| f(ledger).then(|| vip.clone()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_node_index_changes_exactly_what_visiting_every_ledger_changes() {
+        let nodes = ["lb-1", "lb-2", "lb-3", "lb-4"];
+        let vips = ["198.51.100.10", "198.51.100.11", "198.51.100.12"];
+        // A fixed pseudo-random walk (64-bit LCG) over snapshots, session ends and lease ends.
+        let mut seed: u64 = 20261203;
+        let mut next = |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound
+        };
+        let mut indexed = Accounting::default();
+        let mut reference = EveryLedger::default();
+        for step in 0..5000u64 {
+            let at = 1_000 + step * 10;
+            let node = nodes[next(nodes.len())];
+            match next(4) {
+                0 => assert_eq!(
+                    indexed.session_ended(node, at),
+                    reference.each(|l| l.session_ended(node, at)),
+                    "step {step}: {node}'s session ended"
+                ),
+                1 => assert_eq!(
+                    indexed.lease_ended(node),
+                    reference.each(|l| l.settle(node, false)),
+                    "step {step}: {node}'s lease ended"
+                ),
+                _ => {
+                    let held: Vec<String> = (vips.iter())
+                        .filter(|_| next(3) == 0)
+                        .map(|vip| format!("{vip}/24"))
+                        .collect();
+                    assert_eq!(
+                        indexed.observe_snapshot(node, &held, at),
+                        reference.observe_snapshot(node, &held, at),
+                        "step {step}: {node} holds {held:?}"
+                    );
+                }
+            }
+            assert_eq!(indexed.ledgers(), &reference.0, "step {step}");
+        }
+        // Read back from the store, the index is rebuilt from what each ledger names.
+        let mut restored = Accounting::default();
+        for (vip, ledger) in indexed.ledgers().clone() {
+            restored.restore(vip, ledger);
+        }
+        for node in nodes {
+            assert_eq!(
+                restored.clone().lease_ended(node),
+                indexed.clone().lease_ended(node),
+                "{node} after a restore"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@
 //! Guarantees: a split brain is reported over only if it was raised, once per raise, and the
 //! caller publishes both in the order the detector decided them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub enum Finding {
 pub struct Detector {
     /// VIP → node → claim.
     masters: BTreeMap<String, BTreeMap<String, Claim>>,
+    /// Node → the VIPs it claims in `masters`: a report costs the node's VIPs, not the fleet's.
+    claimed: HashMap<String, BTreeSet<String>>,
     active: BTreeMap<String, Active>,
 }
 
@@ -116,12 +118,13 @@ impl Detector {
         instances: &[InstanceReport<'_>],
         now_ms: u64,
     ) -> Vec<Finding> {
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        for (vip, claims) in &mut self.masters {
-            if claims.remove(node).is_some() {
-                touched.insert(vip.clone());
+        let mut touched = self.claimed.remove(node).unwrap_or_default();
+        for vip in &touched {
+            if let Some(claims) = self.masters.get_mut(vip) {
+                claims.remove(node);
             }
         }
+        let mut claiming = BTreeSet::new();
         for report in instances.iter().filter(|r| r.master) {
             for vip in report.vips {
                 let vip = vip_key(vip);
@@ -137,18 +140,20 @@ impl Detector {
                     .entry(vip.clone())
                     .or_default()
                     .insert(node.to_owned(), claim);
+                claiming.insert(vip.clone());
                 touched.insert(vip);
             }
         }
+        if !claiming.is_empty() {
+            self.claimed.insert(node.to_owned(), claiming);
+        }
         let mut findings = Vec::new();
         for vip in touched {
-            let claims = self.masters.get(&vip);
-            let masters: Vec<Claim> = claims
-                .map(|c| c.values().cloned().collect())
-                .unwrap_or_default();
-            if masters.len() >= 2 {
+            let claims = self.masters.get(&vip).filter(|claims| claims.len() >= 2);
+            if let Some(claims) = claims {
                 let known = self.active.get(&vip).map(|a| &a.split.masters);
-                if known != Some(&masters) {
+                if !known.is_some_and(|known| known.iter().eq(claims.values())) {
+                    let masters: Vec<Claim> = claims.values().cloned().collect();
                     let split = SplitBrain {
                         vip: vip.clone(),
                         masters,
@@ -165,13 +170,17 @@ impl Detector {
                     );
                     findings.push(Finding::Detected(split));
                 }
-            } else if let Some(ended) = self.active.remove(&vip)
-                && ended.announced
-            {
-                findings.push(Finding::Resolved { vip, at_ms: now_ms });
+            } else {
+                if self.masters.get(&vip).is_some_and(BTreeMap::is_empty) {
+                    self.masters.remove(&vip);
+                }
+                if let Some(ended) = self.active.remove(&vip)
+                    && ended.announced
+                {
+                    findings.push(Finding::Resolved { vip, at_ms: now_ms });
+                }
             }
         }
-        self.masters.retain(|_, claims| !claims.is_empty());
         findings
     }
 

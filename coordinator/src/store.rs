@@ -143,6 +143,16 @@ pub trait Store: Send + Sync + 'static {
         space: &str,
         key: &str,
         value: &[u8],
+    ) -> Result<Revision, StoreError> {
+        self.put_records_fenced(fence, space, &[(key.to_owned(), value.to_vec())])
+    }
+    /// Stores several records of `space` as [`Store::put_record_fenced`] does one, in as few
+    /// transactions as the backend allows (one on redb), each checking the fence.
+    fn put_records_fenced(
+        &self,
+        fence: &Fence,
+        space: &str,
+        records: &[(String, Vec<u8>)],
     ) -> Result<Revision, StoreError>;
     /// Removes the record `space`/`key` (absent is fine).
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError>;
@@ -334,15 +344,28 @@ impl Store for RedbStore {
         )
     }
 
-    fn put_record_fenced(
+    fn put_records_fenced(
         &self,
         _fence: &Fence,
         space: &str,
-        key: &str,
-        value: &[u8],
+        records: &[(String, Vec<u8>)],
     ) -> Result<Revision, StoreError> {
         // One coordinator per redb file: it always leads.
-        self.put_record(space, key, value)
+        let keys = (records.iter())
+            .map(|(key, _)| record_key(space, key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let changes = (records.iter())
+            .map(|(key, _)| Change::Record(space.to_owned(), key.clone()))
+            .collect();
+        self.write(changes, |txn| {
+            let mut table = txn.open_table(RECORDS).map_err(backend)?;
+            for (full, (_, value)) in keys.iter().zip(records) {
+                table
+                    .insert(full.as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
     }
 
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {

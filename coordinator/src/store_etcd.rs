@@ -551,41 +551,52 @@ impl Store for EtcdStore {
         self.put_all(vec![(self.keys.record(space, key)?, value.to_vec())])
     }
 
-    fn put_record_fenced(
+    fn put_records_fenced(
         &self,
         fence: &Fence,
         space: &str,
-        key: &str,
-        value: &[u8],
+        records: &[(String, Vec<u8>)],
     ) -> Result<Revision, StoreError> {
+        let puts = (records.iter())
+            .map(|(key, value)| Ok((self.keys.record(space, key)?, value.clone())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let Fence::Key {
             key: leader,
             revision,
         } = fence.clone()
         else {
-            return self.put_record(space, key, value);
+            return self.put_all(puts);
         };
-        let (key, value) = (self.keys.record(space, key)?, value.to_vec());
-        let guard = leader.clone();
-        let (written, at) = self.request("write as the leader", move |client| {
-            let mut kv = client.kv_client();
-            let txn = Txn::new()
-                .when([Compare::create_revision(
-                    guard.as_str(),
-                    CompareOp::Equal,
-                    revision,
-                )])
-                .and_then([TxnOp::put(key.as_str(), value.clone(), None)]);
-            async move {
-                let response = kv.txn(txn).await?;
-                Ok((response.succeeded(), header_revision(response.header())))
+        let mut at = 0;
+        // Each transaction checks the fence: one refused leaves the later ones unwritten.
+        for chunk in puts.chunks(MAX_TXN_OPS) {
+            let (chunk, guard) = (chunk.to_vec(), leader.clone());
+            let (written, revision_now) = self.request("write as the leader", move |client| {
+                let mut kv = client.kv_client();
+                let ops: Vec<TxnOp> = (chunk.iter())
+                    .map(|(key, value)| TxnOp::put(key.as_str(), value.clone(), None))
+                    .collect();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        guard.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then(ops);
+                async move {
+                    let response = kv.txn(txn).await?;
+                    Ok((response.succeeded(), header_revision(response.header())))
+                }
+            })?;
+            if !written {
+                return Err(StoreError::Deposed { key: leader });
             }
-        })?;
-        if written {
-            Ok(at)
-        } else {
-            Err(StoreError::Deposed { key: leader })
+            at = revision_now;
         }
+        if puts.is_empty() {
+            return self.revision();
+        }
+        Ok(at)
     }
 
     fn delete_record(&self, space: &str, key: &str) -> Result<Revision, StoreError> {

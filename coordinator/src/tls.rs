@@ -51,6 +51,12 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, Transp
             load_key(&files.key)?,
         )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Stateless resumption: a reconnecting agent presents its ticket and skips the certificate
+    // exchange and signatures, whatever the number of agents (the ticket keys rotate every 6 h
+    // and live in this config: a certificate reload starts new ones). The client certificate
+    // was verified when the ticket was issued; it travels in the ticket.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,23 @@ async fn one_coordinator_leads_and_a_deposed_leaders_write_is_refused() {
         records.get("1").map(Vec::as_slice),
         Some(&b"by b"[..]),
         "the deposed leader's write left nothing"
+    );
+    // A batch wider than one etcd transaction: every part checks the fence.
+    let batch: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|n| (format!("vip-{n}"), n.to_string().into_bytes()))
+        .collect();
+    let refused = first.put_records_fenced(&first_fence, "sla", &batch);
+    assert!(
+        matches!(refused, Err(StoreError::Deposed { .. })),
+        "{refused:?}"
+    );
+    assert!(second.records("sla").unwrap().is_empty(), "nothing of it");
+    second
+        .put_records_fenced(&second_fence, "sla", &batch)
+        .expect("the new leader writes the batch");
+    assert_eq!(
+        second.records("sla").unwrap(),
+        batch.into_iter().collect::<BTreeMap<_, _>>()
     );
     println!("takeover after a resignation: {takeover:?}");
     second_resign.resign(WAIT).await;

@@ -44,6 +44,12 @@ pub enum IdentityError {
     Ambiguous(usize),
     #[error("`{uri}` is not a hav identity: {reason}")]
     Malformed { uri: String, reason: &'static str },
+    /// Outside its validity period now (a resumed TLS session does not check it again).
+    #[error("certificate is not valid now (valid {not_before} to {not_after})")]
+    NotValidNow {
+        not_before: String,
+        not_after: String,
+    },
 }
 
 impl Role {
@@ -122,6 +128,20 @@ impl Identity {
     }
 
     /// Reads the identity from a DER certificate (which the caller has already verified).
+    /// The identity in a certificate that is within its validity period now.
+    pub fn from_current_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        let validity = cert.validity();
+        if !validity.is_valid() {
+            return Err(IdentityError::NotValidNow {
+                not_before: validity.not_before.to_string(),
+                not_after: validity.not_after.to_string(),
+            });
+        }
+        Identity::from_cert_der(der)
+    }
+
     pub fn from_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
         use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der)

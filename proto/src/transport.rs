@@ -80,6 +80,37 @@ pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<ClientConfig>, Transp
     Ok(Arc::new(config))
 }
 
+/// A client config reused from one connection to the next while its files stay the same, so
+/// that a reconnect resumes the TLS session (the server checks no certificate and signs
+/// nothing); a file that changed (a rotated certificate) builds a new one.
+pub struct ClientTlsCache {
+    files: ClientTlsFiles,
+    current: Option<(Vec<Vec<u8>>, Arc<ClientConfig>)>,
+}
+
+impl ClientTlsCache {
+    pub fn new(files: ClientTlsFiles) -> ClientTlsCache {
+        ClientTlsCache {
+            files,
+            current: None,
+        }
+    }
+
+    /// The config for the next connection, built from the files as they are now.
+    pub fn get(&mut self) -> Result<Arc<ClientConfig>, TransportError> {
+        let files = [&self.files.ca, &self.files.cert, &self.files.key];
+        let contents: Option<Vec<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
+        if let (Some(contents), Some((built_from, config))) = (&contents, &self.current)
+            && contents == built_from
+        {
+            return Ok(config.clone());
+        }
+        let config = client_config(&self.files)?;
+        self.current = contents.map(|contents| (contents, config.clone()));
+        Ok(config)
+    }
+}
+
 /// Reads every certificate in a PEM file (at least one).
 pub fn load_certs(
     path: &Path,

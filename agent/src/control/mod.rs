@@ -128,6 +128,7 @@ pub fn spawn(config: ControlConfig) -> (DaemonSide, JoinHandle<()>) {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (link_tx, link) = watch::channel(LinkState::Connecting);
     let mut link_task = Link {
+        tls: transport::ClientTlsCache::new(config.tls.clone()),
         config,
         snapshots,
         events,
@@ -166,6 +167,8 @@ enum SessionError {
 
 struct Link {
     config: ControlConfig,
+    /// Certificates are read anew for every connection; the same files resume the TLS session.
+    tls: transport::ClientTlsCache,
     snapshots: watch::Receiver<StateSnapshot>,
     events: mpsc::Receiver<Event>,
     commands: mpsc::Sender<PendingCommand>,
@@ -226,7 +229,7 @@ impl Link {
     }
 
     async fn session(&mut self, welcomed: &mut bool) -> Result<(), SessionError> {
-        let tls = transport::client_config(&self.config.tls)?;
+        let tls = self.tls.get()?;
         let channel = transport::connect(self.coordinator(), tls).await?;
         let mut client = AgentServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

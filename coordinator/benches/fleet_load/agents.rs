@@ -198,9 +198,11 @@ fn transition(tag: String) -> AgentMessage {
     }))
 }
 
-/// A one-instance snapshot, the size a small proxy pair reports.
+/// A one-instance snapshot, the size a small proxy pair reports: node `2p` masters its pair's
+/// VIP (the one `node_config` gives pair `p`), node `2p + 1` backs it up.
 fn snapshot(index: usize) -> StateSnapshot {
     let master = index.is_multiple_of(2);
+    let pair = index / 2;
     StateSnapshot {
         config_version: 0,
         instances: vec![InstanceState {
@@ -214,7 +216,7 @@ fn snapshot(index: usize) -> StateSnapshot {
             effective_priority: if master { 150 } else { 100 },
             configured_priority: if master { 150 } else { 100 },
             vips_held: if master {
-                vec!["198.51.100.100/24".into()]
+                vec![format!("2001:db8:{pair:x}::100/64")]
             } else {
                 Vec::new()
             },

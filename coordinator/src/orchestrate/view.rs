@@ -25,10 +25,12 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::{Orchestrator, lock};
+use crate::leader::Fence;
+use crate::node_state_writer::Batch;
 use crate::registry::Report;
 use crate::sla::{Accounting, Ledger};
 use crate::splitbrain::{self, Claim, Detector, Finding, InstanceReport};
-use crate::state::blocking;
+use crate::store::{Store, StoreError};
 use crate::unix_ms;
 
 /// What the split-brain announcer publishes, in order.
@@ -161,7 +163,7 @@ impl Orchestrator {
             self.on_findings(findings);
         }
         if !changed.is_empty() {
-            self.persist_ledgers(changed).await;
+            self.persist_ledgers(changed);
             self.request_dns();
         }
     }
@@ -195,7 +197,7 @@ impl Orchestrator {
             ledgers(&sla, changed)
         };
         if !changed.is_empty() {
-            self.persist_ledgers(changed).await;
+            self.persist_ledgers(changed);
         }
     }
 
@@ -216,7 +218,7 @@ impl Orchestrator {
                 ledgers(&sla, changed)
             };
             if !changed.is_empty() {
-                self.persist_ledgers(changed).await;
+                self.persist_ledgers(changed);
                 self.request_dns();
             }
             self.shared.registry.publish(FleetEvent {
@@ -406,23 +408,53 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Writes `ledgers` as the leader; a coordinator that does not lead writes none.
-    pub(super) async fn persist_ledgers(&self, ledgers: Vec<(String, Ledger)>) {
+    /// Queues `ledgers` to be written as the leader (behind: the feed never waits for the
+    /// disk, and a burst of changes is one commit); a coordinator that does not lead writes none.
+    pub(super) fn persist_ledgers(&self, ledgers: Vec<(String, Ledger)>) {
         let Some(fence) = self.shared.leadership.role().fence() else {
             return;
         };
-        let result = blocking(&self.shared.store, move |s| {
-            for (vip, ledger) in &ledgers {
-                let bytes = serde_json::to_vec(ledger)
-                    .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-                s.put_record_fenced(&fence, super::SLA_SPACE, vip, &bytes)?;
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::warn!("SLA ledgers not persisted: {e}");
+        if !ledgers.is_empty() {
+            self.ledger_writer.submit((fence, ledgers));
         }
+    }
+}
+
+/// SLA ledgers waiting to be written: the latest of each VIP, under the newest fence submitted
+/// (a coordinator writes what it believes now, as the leader it is now).
+#[derive(Default)]
+pub(crate) struct LedgerWrites {
+    fence: Option<Fence>,
+    ledgers: BTreeMap<String, Ledger>,
+}
+
+impl Batch for LedgerWrites {
+    type Item = (Fence, Vec<(String, Ledger)>);
+    const WHAT: &'static str = "SLA ledgers";
+
+    fn push(&mut self, (fence, ledgers): Self::Item) {
+        self.fence = Some(fence);
+        self.ledgers.extend(ledgers);
+    }
+
+    fn count(&self) -> usize {
+        self.ledgers.len()
+    }
+
+    fn write(self, store: &dyn Store) -> Result<(), StoreError> {
+        let Some(fence) = self.fence else {
+            return Ok(());
+        };
+        let records = (self.ledgers.iter())
+            .map(|(vip, ledger)| {
+                let bytes =
+                    serde_json::to_vec(ledger).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((vip.clone(), bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        store
+            .put_records_fenced(&fence, super::SLA_SPACE, &records)
+            .map(drop)
     }
 }
 
@@ -443,7 +475,7 @@ where
 /// The ledgers of `vips`, to persist.
 pub(super) fn ledgers(sla: &Accounting, vips: Vec<String>) -> Vec<(String, Ledger)> {
     vips.into_iter()
-        .filter_map(|vip| sla.ledgers.get(&vip).map(|l| (vip, l.clone())))
+        .filter_map(|vip| sla.ledgers().get(&vip).map(|l| (vip, l.clone())))
         .collect()
 }
 
