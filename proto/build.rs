@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The generated `Client::connect(url)` constructor would clash with the `Connect` rpc and
         // would dial without our mTLS checks; clients use `hav_proto::transport::connect`.
         .build_transport(false)
+        // Small starting buffers: a coordinator keeps one stream per agent (see `codec.rs`).
+        .codec_path("crate::codec::HavCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -13,12 +13,11 @@ use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
-    AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, NodePresence,
-    PROTOCOL_VERSION, Presence, Welcome, command, fleet_event, session_version,
+    AgentMessage, ApplyConfig, Command, CoordinatorMessage, FleetEvent, NodeConfigDoc,
+    NodePresence, PROTOCOL_VERSION, Presence, Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::peer_identity;
@@ -96,37 +95,37 @@ impl AgentService for AgentServiceImpl {
         }
         tracing::info!(%node, %peer, version = %hello.software_version, "agent connected");
         let running_version = hello.config_version;
-        let (session, mut commands) = self.shared.registry.register(&node, hello, peer);
+        let (session, commands) = self.shared.registry.register(&node, hello, peer);
         self.shared.registry.publish(presence(&node, true));
 
-        let (out_tx, out_rx) = mpsc::channel(16);
         let welcome = CoordinatorMessage {
             body: Some(CoordinatorBody::Welcome(Welcome {
                 protocol_version: version,
                 node_name: node.clone(),
             })),
         };
-        // The channel is fresh and has capacity: this cannot fail.
-        let _ = out_tx.try_send(Ok(welcome));
-        let mut stopping = self.shared.stopping.clone();
-        let mut role = self.shared.leadership.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let command = tokio::select! {
-                    command = commands.recv() => command,
-                    _ = stopping.wait_for(|stop| *stop) => None,
-                    () = lead_lost(&mut role) => None,
-                };
-                // None: the session was replaced or ended, or the coordinator is stopping or no
-                // longer leads; dropping `out_tx` ends the response stream.
-                let Some(command) = command else { break };
-                let message = CoordinatorMessage {
-                    body: Some(CoordinatorBody::Command(command)),
-                };
-                if out_tx.send(Ok(message)).await.is_err() {
-                    break;
-                }
+        // The response stream: the Welcome, then each command as it is queued, polled by the
+        // connection itself (no task or queue of its own per agent). It ends when the session
+        // is replaced or ended, or the coordinator stops or no longer leads.
+        let downstream = Downstream {
+            welcome: Some(welcome),
+            commands,
+            stopping: self.shared.stopping.clone(),
+            role: self.shared.leadership.subscribe(),
+        };
+        let outbound = futures::stream::unfold(downstream, |mut down| async move {
+            if let Some(welcome) = down.welcome.take() {
+                return Some((Ok(welcome), down));
             }
+            let command = tokio::select! {
+                command = down.commands.recv() => command,
+                _ = down.stopping.wait_for(|stop| *stop) => None,
+                () = lead_lost(&mut down.role) => None,
+            }?;
+            let message = CoordinatorMessage {
+                body: Some(CoordinatorBody::Command(command)),
+            };
+            Some((Ok(message), down))
         });
 
         let shared = self.shared.clone();
@@ -156,8 +155,16 @@ impl AgentService for AgentServiceImpl {
                 shared.registry.publish(presence(&node, false));
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// What an agent's response stream still has to send.
+struct Downstream {
+    welcome: Option<CoordinatorMessage>,
+    commands: mpsc::Receiver<Command>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    role: tokio::sync::watch::Receiver<crate::leader::Role>,
 }
 
 /// Resolves when this coordinator stops leading; never for one that always leads.

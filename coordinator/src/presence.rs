@@ -11,7 +11,7 @@
 //! a newer one replaced is not the node's); a lease ends exactly once, reported by
 //! [`Leases::expire`]. Pure: time comes in as arguments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -39,6 +39,8 @@ impl Presence {
 #[derive(Debug)]
 pub struct Leases {
     nodes: BTreeMap<String, Presence>,
+    /// The running leases by deadline: the next one is found without visiting every node.
+    deadlines: BTreeSet<(Instant, String)>,
     ttl: Duration,
 }
 
@@ -47,25 +49,39 @@ impl Leases {
     pub fn new(ttl: Duration) -> Leases {
         Leases {
             nodes: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             ttl,
         }
+    }
+
+    /// Sets the presence of `node`, keeping `deadlines` in step.
+    fn set(&mut self, node: &str, presence: Presence) {
+        if let Some(Presence::Disconnected { until, .. }) = self.nodes.get(node) {
+            self.deadlines.remove(&(*until, node.to_owned()));
+        }
+        if let Presence::Disconnected { until, .. } = presence {
+            self.deadlines.insert((until, node.to_owned()));
+        }
+        self.nodes.insert(node.to_owned(), presence);
     }
 
     /// A node known from before this coordinator started, believed until `until` unless it
     /// connects first.
     pub fn restore(&mut self, node: &str, now_ms: u64, until: Instant) {
-        self.nodes
-            .entry(node.to_owned())
-            .or_insert(Presence::Disconnected {
-                since_ms: now_ms,
-                until,
-            });
+        if !self.nodes.contains_key(node) {
+            self.set(
+                node,
+                Presence::Disconnected {
+                    since_ms: now_ms,
+                    until,
+                },
+            );
+        }
     }
 
     /// `session` of `node` opened (it replaces any older one).
     pub fn connected(&mut self, node: &str, session: u64) {
-        self.nodes
-            .insert(node.to_owned(), Presence::Connected { session });
+        self.set(node, Presence::Connected { session });
     }
 
     /// `session` of `node` ended at `now_ms` (`now`): its lease starts if it was the node's
@@ -74,8 +90,8 @@ impl Leases {
         if !self.is_current(node, session) {
             return false;
         }
-        self.nodes.insert(
-            node.to_owned(),
+        self.set(
+            node,
             Presence::Disconnected {
                 since_ms: now_ms,
                 until: now + self.ttl,
@@ -101,26 +117,23 @@ impl Leases {
 
     /// When the next lease runs out.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.nodes
-            .values()
-            .filter_map(|presence| match presence {
-                Presence::Disconnected { until, .. } => Some(*until),
-                _ => None,
-            })
-            .min()
+        self.deadlines.first().map(|(until, _)| *until)
     }
 
     /// Ends every lease that ran out by `now`; returns those nodes and when their sessions ended.
     pub fn expire(&mut self, now: Instant) -> Vec<(String, u64)> {
         let mut expired = Vec::new();
-        for (node, presence) in &mut self.nodes {
-            if let Presence::Disconnected { since_ms, until } = *presence
-                && until <= now
-            {
-                *presence = Presence::Unknown { since_ms };
-                expired.push((node.clone(), since_ms));
+        while let Some((until, node)) = self.deadlines.first().cloned()
+            && until <= now
+        {
+            self.deadlines.pop_first();
+            if let Some(Presence::Disconnected { since_ms, .. }) = self.nodes.get(&node).copied() {
+                self.nodes
+                    .insert(node.clone(), Presence::Unknown { since_ms });
+                expired.push((node, since_ms));
             }
         }
+        expired.sort();
         expired
     }
 
@@ -195,5 +208,31 @@ mod tests {
             vec![("lb-1".to_owned(), 5_000)]
         );
         assert_eq!(leases.get("lb-9"), Presence::Unknown { since_ms: 0 });
+    }
+
+    #[test]
+    fn leases_run_out_in_deadline_order_and_a_reconnect_cancels_one() {
+        let start = Instant::now();
+        let mut leases = Leases::new(TTL);
+        for (n, node) in ["lb-1", "lb-2", "lb-3"].into_iter().enumerate() {
+            leases.connected(node, 1);
+            let at = start + Duration::from_secs(n as u64);
+            assert!(leases.disconnected(node, 1, 1_000 + n as u64, at));
+        }
+        assert_eq!(leases.next_expiry(), Some(start + TTL));
+        // lb-1 is back: the next lease to run out is lb-2's.
+        leases.connected("lb-1", 2);
+        assert_eq!(
+            leases.next_expiry(),
+            Some(start + TTL + Duration::from_secs(1))
+        );
+        assert!(leases.expire(start + TTL).is_empty());
+        assert_eq!(
+            leases.expire(start + TTL + Duration::from_secs(2)),
+            [("lb-2".to_owned(), 1_001), ("lb-3".to_owned(), 1_002)]
+        );
+        assert_eq!(leases.next_expiry(), None);
+        assert_eq!(leases.get("lb-3"), Presence::Unknown { since_ms: 1_002 });
+        assert_eq!(leases.get("lb-1"), Presence::Connected { session: 2 });
     }
 }

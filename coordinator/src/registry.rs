@@ -60,8 +60,13 @@ pub enum Report {
         transition: Transition,
         unix_ms: u64,
     },
-    /// The current session of `node` ended (not published for a session a newer one replaced).
-    Disconnected { node: String, session: u64 },
+    /// The current session of `node` ended at `unix_ms` (not published for a session a newer
+    /// one replaced).
+    Disconnected {
+        node: String,
+        session: u64,
+        unix_ms: u64,
+    },
 }
 
 /// Connected agents and the event bus.
@@ -144,6 +149,7 @@ impl Registry {
             let _ = self.reports.send(Report::Disconnected {
                 node: node.to_owned(),
                 session,
+                unix_ms: crate::unix_ms(),
             });
             drop(sessions);
             self.changes.send_modify(|n| *n += 1);

@@ -4,6 +4,7 @@
 //! how they are ([`sd_notify`]), which both daemons do alike, as they log alike (`logging`,
 //! feature `logging`: their flags, text, JSON, journald).
 
+pub mod codec;
 pub mod config;
 pub mod fleet;
 pub mod identity;

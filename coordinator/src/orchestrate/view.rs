@@ -97,7 +97,11 @@ impl Orchestrator {
                     self.request_dns();
                 }
             }
-            Report::Disconnected { node, session } => self.on_disconnected(&node, session).await,
+            Report::Disconnected {
+                node,
+                session,
+                unix_ms,
+            } => self.on_disconnected(&node, session, unix_ms).await,
         }
     }
 
@@ -111,7 +115,7 @@ impl Orchestrator {
             .collect();
         for (node, session) in believed_open {
             if !live.iter().any(|l| l.name == node && l.session == session) {
-                self.on_disconnected(&node, session).await;
+                self.on_disconnected(&node, session, unix_ms()).await;
             }
         }
         for node in live {
@@ -170,13 +174,15 @@ impl Orchestrator {
 
     /// The end of a session: the node claims nothing for split brain from now on; for
     /// availability and DNS what it last reported is believed until its lease runs out.
-    async fn on_disconnected(self: &Arc<Self>, node: &str, session: u64) {
+    /// `ended_ms`: when the registry saw the session end (the feed may handle it later, after
+    /// a peer's takeover it reported meanwhile).
+    async fn on_disconnected(self: &Arc<Self>, node: &str, session: u64, ended_ms: u64) {
         // A stopping coordinator ends every session itself: not the nodes' doing. The next
         // start gives every node a lease of its own.
         if *self.shared.stopping.borrow() {
             return;
         }
-        let now_ms = unix_ms();
+        let now_ms = ended_ms;
         if !lock(&self.presence).disconnected(node, session, now_ms, Instant::now()) {
             return;
         }
