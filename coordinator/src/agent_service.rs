@@ -123,7 +123,7 @@ impl AgentService for AgentServiceImpl {
                 () = lead_lost(&mut down.role) => None,
             }?;
             let message = CoordinatorMessage {
-                body: Some(CoordinatorBody::Command(command)),
+                body: Some(CoordinatorBody::Command(*command)),
             };
             Some((Ok(message), down))
         });
@@ -162,7 +162,7 @@ impl AgentService for AgentServiceImpl {
 /// What an agent's response stream still has to send.
 struct Downstream {
     welcome: Option<CoordinatorMessage>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     stopping: tokio::sync::watch::Receiver<bool>,
     role: tokio::sync::watch::Receiver<crate::leader::Role>,
 }

@@ -38,7 +38,8 @@ pub struct LiveNode {
 struct Session {
     id: u64,
     live: LiveNode,
-    commands: mpsc::Sender<Command>,
+    /// Boxed: a queue's storage is allocated for 32 entries at once, for every agent.
+    commands: mpsc::Sender<Box<Command>>,
     pending: HashMap<u64, oneshot::Sender<CommandAck>>,
 }
 
@@ -112,7 +113,7 @@ impl Registry {
         node: &str,
         hello: Hello,
         peer: String,
-    ) -> (u64, mpsc::Receiver<Command>) {
+    ) -> (u64, mpsc::Receiver<Box<Command>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let session = Session {
@@ -238,7 +239,7 @@ impl Registry {
             // The caller's span (push, drain, ...) continues on the agent.
             trace_context: crate::telemetry::trace::current_context(),
         };
-        queue.try_send(command).map_err(|e| match e {
+        queue.try_send(Box::new(command)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
             mpsc::error::TrySendError::Closed(_) => ControlError::NotConnected(node.to_owned()),
         })?;
