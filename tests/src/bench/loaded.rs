@@ -262,14 +262,20 @@ pub fn run(kinds: &[DaemonKind], config: &LoadedConfig) -> Result<Vec<LoadedResu
     Ok(results)
 }
 
-/// The transition lines of a daemon's log: hav's `NAME: FROM -> TO: CAUSE`, keepalived's
-/// `(NAME) Entering STATE`.
+/// The transition lines of a daemon's log: hav's `NAME: FROM -> TO: CAUSE` (without the
+/// structured fields that repeat it), keepalived's `(NAME) Entering STATE`.
 fn transitions(log: &str, node: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains(" -> ") || l.contains("Entering "))
-        .map(|l| format!("{node}: {}", l.trim()))
+        .map(|l| {
+            let message = l.split(" instance=").next().unwrap_or(l);
+            format!("{node}: {}", message.trim())
+        })
         .collect()
 }
+
+/// How many transition lines of a soak the report shows per contender.
+const TRANSITIONS_SHOWN: usize = 12;
 
 /// The link cuts of one pair, with the client probing its VIP.
 fn cuts(
@@ -425,11 +431,20 @@ pub fn render(results: &[LoadedResult], config: &LoadedConfig) -> String {
             ratio(&answered(hav), &answered(ka)),
         );
     }
+    let _ = writeln!(
+        out,
+        "\nhav's target: no false failover, and a median of at most 40 ms from the cut to the VIP on the backup."
+    );
     for r in results {
         if r.false_failovers.total > 0 || !r.failed_cuts.is_empty() {
             let _ = writeln!(out, "\n{} during the soak:", r.kind.label());
-            for line in &r.soak_transitions {
+            for line in r.soak_transitions.iter().take(TRANSITIONS_SHOWN) {
                 let _ = writeln!(out, "    {line}");
+            }
+            if let Some(more) = r.soak_transitions.len().checked_sub(TRANSITIONS_SHOWN)
+                && more > 0
+            {
+                let _ = writeln!(out, "    … and {more} more (the daemons' logs are kept)");
             }
             for failure in &r.failed_cuts {
                 let _ = writeln!(out, "    cut failed: {failure}");
@@ -512,7 +527,7 @@ mod tests {
 
     #[test]
     fn transitions_are_taken_from_both_daemons_log_formats() {
-        let log = "2026-12-03T06:00:00Z  INFO hav_agent: VI_1: Backup -> Master: master-down timer\n\
+        let log = "2026-12-03T06:00:00Z  INFO hav_agent: VI_1: Backup -> Master: master-down timer instance=VI_1 from=Backup\n\
                    2026-12-03T06:00:01Z  INFO hav_agent: status published\n\
                    Thu Dec  3 06:00:02 2026: (VI_1) Entering MASTER STATE\n";
         assert_eq!(
