@@ -27,7 +27,7 @@ pub mod many_instances;
 pub mod scale_pair;
 pub mod stats;
 
-use stats::ms;
+use stats::{ms, ratio};
 
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -930,13 +930,6 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     };
     let mut timings: Vec<Timing> = costs.iter().map(|c| c.timing).collect();
     timings.dedup();
-    let ratio = |hav: f64, reference: f64| {
-        if reference > 0.0 {
-            format!("{:.2}", hav / reference)
-        } else {
-            "–".into()
-        }
-    };
     let mut header = false;
     for timing in timings {
         let (Some(hav), Some(reference)) = (find("hav", timing), find("keepalived", timing)) else {

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::scale_pair::{DaemonKind, NODE_A, NODE_B, PairSpec, ScaleInstance, ScalePair};
-use super::stats::{Spread, ms};
+use super::stats::{Spread, ms, ratio};
 use super::{BenchError, Timing, random_below};
 use crate::chaos::observe::{BACKSTOP, HolderEvent, Recorder};
 use crate::netns::{NsProcess, SpawnSpec};
@@ -417,18 +417,16 @@ pub fn render(results: &[LoadedResult], config: &LoadedConfig) -> String {
     }
     let find = |kind: DaemonKind| results.iter().find(|r| r.kind == kind);
     if let (Some(hav), Some(ka)) = (find(DaemonKind::Hav), find(DaemonKind::Keepalived)) {
-        let ratio = |h: &[Duration], k: &[Duration]| match (Spread::of(h), Spread::of(k)) {
-            (Some(h), Some(k)) if !k.median.is_zero() => {
-                format!("{:.2}", h.median.as_secs_f64() / k.median.as_secs_f64())
-            }
+        let median_ratio = |h: &[Duration], k: &[Duration]| match (Spread::of(h), Spread::of(k)) {
+            (Some(h), Some(k)) => ratio(h.median.as_secs_f64(), k.median.as_secs_f64()),
             _ => "–".into(),
         };
         let answered = |r: &LoadedResult| r.client.iter().flatten().copied().collect::<Vec<_>>();
         let _ = writeln!(
             out,
             "| hav / keepalived (medians) | | | | | {} | | | {} | | | | |",
-            ratio(&hav.holder, &ka.holder),
-            ratio(&answered(hav), &answered(ka)),
+            median_ratio(&hav.holder, &ka.holder),
+            median_ratio(&answered(hav), &answered(ka)),
         );
     }
     let _ = writeln!(

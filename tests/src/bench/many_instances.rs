@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::scale_pair::{DaemonKind, NODE_A, NODE_B, PairSpec, ScalePair, per_family};
-use super::stats::{Spread, ms};
+use super::stats::{Spread, ms, ratio};
 use super::{BenchError, Timing, cpu_ns, random_below, rss_kib};
 use crate::chaos::observe::HolderEvent;
 
@@ -274,13 +274,6 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
     }
     let find = |label: &str| rows.iter().find(|(l, _, _)| *l == label);
     if let (Some((_, hav_idle, hav)), Some((_, ka_idle, ka))) = (find("hav"), find("keepalived")) {
-        let ratio = |h: f64, k: f64| {
-            if k > 0.0 {
-                format!("{:.2}", h / k)
-            } else {
-                "–".into()
-            }
-        };
         let (cpu, rss) = match (hav_idle, ka_idle) {
             (Some(h), Some(k)) => (
                 [

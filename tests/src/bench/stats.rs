@@ -43,6 +43,15 @@ pub fn ms(value: Option<Duration>) -> String {
     }
 }
 
+/// `hav / reference` with two decimals, `–` where the reference is zero (nothing to compare to).
+pub fn ratio(hav: f64, reference: f64) -> String {
+    if reference > 0.0 {
+        format!("{:.2}", hav / reference)
+    } else {
+        "–".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +83,12 @@ mod tests {
             (one.worst, one.worst, one.worst)
         );
         assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn ratios_print_with_two_decimals_and_never_divide_by_zero() {
+        assert_eq!(ratio(3.0, 4.0), "0.75");
+        assert_eq!(ratio(3.0, 0.0), "–");
     }
 
     #[test]
