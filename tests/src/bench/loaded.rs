@@ -456,14 +456,11 @@ pub fn render(results: &[LoadedResult], config: &LoadedConfig) -> String {
 mod tests {
     use super::*;
 
+    use crate::bench::scale_pair::holder_event;
+
+    /// A change of the holders of the one VIP of a loaded pair.
     fn event(at: Instant, node: usize, present: bool) -> HolderEvent {
-        HolderEvent {
-            at,
-            vip: 0,
-            node,
-            present,
-            reconciled: false,
-        }
+        holder_event(at, 0, node, present)
     }
 
     #[test]

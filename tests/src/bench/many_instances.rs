@@ -318,15 +318,7 @@ pub fn distinct_kinds<'a>(runs: impl IntoIterator<Item = &'a ManyInstancesRun>) 
 mod tests {
     use super::*;
 
-    fn event(at: Instant, vip: usize, node: usize, present: bool) -> HolderEvent {
-        HolderEvent {
-            at,
-            vip,
-            node,
-            present,
-            reconciled: false,
-        }
-    }
+    use crate::bench::scale_pair::holder_event as event;
 
     #[test]
     fn the_takeover_ends_when_the_backup_holds_every_vip() {

@@ -416,6 +416,23 @@ pub fn wait_holders(
     }
 }
 
+/// A recorded change of a VIP's holders, for the tests of what is read from the record.
+#[cfg(test)]
+pub(crate) fn holder_event(
+    at: Instant,
+    vip: usize,
+    node: usize,
+    present: bool,
+) -> crate::chaos::observe::HolderEvent {
+    crate::chaos::observe::HolderEvent {
+        at,
+        vip,
+        node,
+        present,
+        reconciled: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
