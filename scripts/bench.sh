@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The benchmarks, each with its reference in the same run, printed as one report.
 #
-#   scripts/bench.sh            # agent (idle cost and failover vs keepalived), hand-over, coordinator
+#   scripts/bench.sh            # agent (idle cost and failover vs keepalived), agent at scale
+#                               # (510 instances; 10 ms adverts under load), hand-over, coordinator
 #   scripts/bench.sh --quick    # shorter windows and fewer repetitions (a few minutes)
 #
-# Needs root (network namespaces), keepalived, nftables and strace (scripts/setup-host.sh installs
-# them). Run it on a quiet machine: CPU figures are ratios measured side by side, but a busy host
+# Needs root (network namespaces), keepalived, nftables, strace and stress-ng
+# (scripts/setup-host.sh installs them). Run it on a quiet machine: CPU figures are ratios measured side by side, but a busy host
 # still blurs them. The report goes to stdout and to target/bench-report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,9 @@ for arg in "$@"; do
 done
 
 if $quick; then
-  reps=2; idle_window=10; connections=1000; agents=100,1000
+  reps=2; idle_window=10; connections=1000; agents=100,1000; loaded=(--quick --cuts 5)
 else
-  reps=5; idle_window=30; connections=1000,10000; agents=100,1000,10000
+  reps=5; idle_window=30; connections=1000,10000; agents=100,1000,10000; loaded=(--minutes 10 --cuts 20)
 fi
 
 cargo build --release --workspace --bins
@@ -34,6 +35,12 @@ report=target/bench-report.md
   target/release/hav-failover-bench --reps "$reps" --scenarios link-cut,crash,graceful-stop \
     --timings v3-100ms,v3-20ms --idle-timings v3-100ms,v3-20ms,v3-10ms \
     --idle-window-s "$idle_window" --syscalls 2>/dev/null
+  echo
+  echo "## Agent at scale: 255 IPv4 + 255 IPv6 instances per node, hav vs keepalived"
+  target/release/hav-scale-bench many-instances --reps "$reps" --idle-window-s "$idle_window" 2>/dev/null
+  echo
+  echo "## Agent at scale: 10 ms adverts under stress-ng, hav (also with max_auto_priority) vs keepalived"
+  target/release/hav-scale-bench loaded "${loaded[@]}" 2>/dev/null
   echo
   echo "## Planned hand-over with open connections, hav vs keepalived"
   target/release/hav-handover-bench --connections "$connections" --rounds 3 2>/dev/null

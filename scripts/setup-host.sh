@@ -5,13 +5,13 @@
 # chromium (headless: the dashboard test loads havctl's page in it), etcd (`etcd` and
 # `etcdctl`: the clusters the coordinator's etcd store is tested on), and protoc with the
 # well-known protos (the etcd-client crate compiles etcd's API with them at build time), and
-# groff (the man-page test formats every page), and aiosmtpd (the SMTP server the agent's mail
-# alerts are tested against).
+# groff (the man-page test formats every page), aiosmtpd (the SMTP server the agent's mail
+# alerts are tested against), and stress-ng (the CPU load of the 10 ms adverts benchmark).
 # Services are not started: tests run their own.
 set -euo pipefail
 packages=(iproute2 iputils-ping curl procps keepalived tshark bind9 bind9-dnsutils nftables
   chromium etcd-server etcd-client protobuf-compiler libprotobuf-dev groff-base
-  strace python3-aiosmtpd)
+  strace python3-aiosmtpd stress-ng)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

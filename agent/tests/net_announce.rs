@@ -7,6 +7,7 @@ mod net_support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use hav_agent::net::announce::hardware_address;
 use hav_agent::net::{Announcer, Vip, VipManager};
 use net_support::*;
 use nix::sys::socket::{
@@ -14,6 +15,7 @@ use nix::sys::socket::{
     sockopt,
 };
 use nix::sys::time::TimeVal;
+use socket2::{Domain, Protocol, Socket, Type};
 
 const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
@@ -194,6 +196,22 @@ fn several_addresses_one_packet_each() {
             .unwrap()
             .unwrap();
         assert_eq!(seen, vec![VIP_V4, second]);
+    });
+}
+
+#[test]
+fn the_hardware_address_is_the_interfaces_mac_whatever_the_addresses_on_the_host() {
+    run(|lab| async move {
+        let mac = lab.mac_a(IFACE_A).await;
+        // Hundreds of addresses on the link, as on a node mastering hundreds of instances.
+        let vips: Vec<Vip> = (1..=200u8)
+            .map(|host| Vip::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, host)), 32, IFACE_A))
+            .collect();
+        VipManager::new().unwrap().add(&vips).await.unwrap();
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0))).unwrap();
+        assert_eq!(hardware_address(&socket, IFACE_A), Some(mac));
+        assert_eq!(hardware_address(&socket, "hvnone"), None);
+        assert_eq!(hardware_address(&socket, "a-name-past-ifnamsiz"), None);
     });
 }
 

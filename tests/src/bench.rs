@@ -22,6 +22,13 @@ use crate::netns::{NetnsError, NsProcess, Presence, SpawnSpec};
 use crate::probe::{self, FailoverReport, ProbeConfig, Prober};
 use crate::topology::{Lab, Pair};
 
+pub mod loaded;
+pub mod many_instances;
+pub mod scale_pair;
+pub mod stats;
+
+use stats::{ms, ratio};
+
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -546,7 +553,7 @@ fn node_settings(
 }
 
 /// A uniformly random duration in `[0, limit)` (zero if `limit` is zero).
-fn random_below(limit: Duration) -> Result<Duration, BenchError> {
+pub(crate) fn random_below(limit: Duration) -> Result<Duration, BenchError> {
     let mut bytes = [0u8; 8];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -923,13 +930,6 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     };
     let mut timings: Vec<Timing> = costs.iter().map(|c| c.timing).collect();
     timings.dedup();
-    let ratio = |hav: f64, reference: f64| {
-        if reference > 0.0 {
-            format!("{:.2}", hav / reference)
-        } else {
-            "–".into()
-        }
-    };
     let mut header = false;
     for timing in timings {
         let (Some(hav), Some(reference)) = (find("hav", timing), find("keepalived", timing)) else {
@@ -963,13 +963,6 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
         );
     }
     out
-}
-
-fn ms(d: Option<Duration>) -> String {
-    match d {
-        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
-        None => "–".into(),
-    }
 }
 
 /// The directory of the running executable (where cargo puts `hav-test-httpd` next to the

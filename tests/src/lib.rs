@@ -6,7 +6,8 @@
 //! - [`probe`]: a client that polls a VIP over HTTP and measures the failover outage.
 //! - [`keepalived`]: keepalived config generation and a runner in a namespace.
 //! - [`agent`]: hav-agent node configs, the agent in a namespace, its status, state waits.
-//! - [`bench`]: the failover benchmark (contenders, scenarios, figures).
+//! - [`bench`]: the failover benchmark (contenders, scenarios, figures) and the scale benchmarks
+//!   (many instances a node; 10 ms adverts under CPU load).
 //! - [`chaos`]: the chaos soak (a fleet of pairs, seeded faults, invariants, report).
 //! - [`coordinator`]: a hav-coordinator process on loopback as systemd runs it ($NOTIFY_SOCKET, signals).
 //! - [`fleet`]: a fleet lab: agents, a hav-coordinator on the LAN, certificates, havctl.

@@ -452,10 +452,14 @@ impl Executor {
         self.handover.mark_synced();
     }
 
-    /// Forgets routers the engine no longer has (retired).
+    /// Forgets routers the engine no longer has (retired). This runs after every batch, so
+    /// after every advert: [`outlived_any`] keeps it from scanning the engine per entry (the
+    /// square of the routers) while nothing can have been retired.
     pub fn prune(&mut self, engine: &Engine) {
-        self.routers
-            .retain(|id, _| engine.router_config(*id).is_some());
+        if outlived_any(self.routers.len(), engine) {
+            self.routers
+                .retain(|id, _| engine.router_config(*id).is_some());
+        }
     }
 
     /// The routers and their names, for observers.
@@ -674,5 +678,39 @@ fn hook_state(state: State, old: bool) -> HookState {
         State::Fault => HookState::Fault,
         _ if old => HookState::Init,
         _ => HookState::Stop,
+    }
+}
+
+/// Whether some of `entries` per-router entries may belong to a router `engine` no longer has.
+/// Every router of the engine has an entry ([`Executor::install`] gives each one, and only
+/// [`Executor::prune`] takes one away, keeping what the engine still has, retiring or not), so
+/// when there are no more entries than running routers, the entries are exactly those routers.
+fn outlived_any(entries: usize, engine: &Engine) -> bool {
+    entries > engine.briefs().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use hav_vrrp::engine::Engine;
+    use hav_vrrp::sim::fuzz;
+
+    use super::outlived_any;
+
+    #[test]
+    fn entries_outlive_their_router_only_once_the_engine_let_one_go() {
+        let now = Instant::now();
+        // Three routers; variant 4 of the fuzzer's configs is the same without `v6`.
+        let mut engine = Engine::new(fuzz::config(0)).expect("a valid config");
+        engine.start(now);
+        assert!(!outlived_any(3, &engine));
+        engine
+            .reconfigure(now, fuzz::config(4))
+            .expect("a valid config");
+        let later = now + Duration::from_secs(10);
+        engine.handle_timeout(later);
+        assert!(outlived_any(3, &engine), "an entry for the removed router");
+        assert!(!outlived_any(2, &engine), "pruned: one entry per router");
     }
 }

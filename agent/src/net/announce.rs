@@ -123,8 +123,10 @@ impl Announcer {
             iface: iface.to_owned(),
             source,
         })?;
-        let mac = hardware_address(iface).ok_or_else(|| AnnounceError::NoHardwareAddress {
-            iface: iface.to_owned(),
+        let mac = hardware_address(self.packet.get_ref(), iface).ok_or_else(|| {
+            AnnounceError::NoHardwareAddress {
+                iface: iface.to_owned(),
+            }
         })?;
         let mut first_error = None;
         for &addr in addrs {
@@ -224,12 +226,38 @@ pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> [u8; NA_LEN] {
     message
 }
 
-/// The Ethernet hardware address of `iface` in the calling thread's network namespace.
-pub fn hardware_address(iface: &str) -> Option<[u8; 6]> {
-    nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|entry| entry.interface_name == iface)
-        .find_map(|entry| entry.address?.as_link_addr()?.addr())
+/// The Ethernet (6-byte) hardware address of `iface` in the namespace of `socket`: one
+/// `SIOCGIFHWADDR`, so its cost does not grow with the addresses on the host (a takeover of
+/// hundreds of instances announces each of them, with hundreds of VIPs on the link).
+pub fn hardware_address(socket: &Socket, iface: &str) -> Option<[u8; 6]> {
+    // SAFETY: `ifreq` is a plain C struct of integers, arrays and a union of them; all-zero is
+    // valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    // The name must leave room for its terminating NUL.
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(name) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name of `request` and writes its
+    // `ifru_hwaddr`; `request` is live and exclusively borrowed for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut request) };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: a successful SIOCGIFHWADDR wrote `ifru_hwaddr`, the member read here.
+    let address = unsafe { request.ifr_ifru.ifru_hwaddr };
+    // The link types whose hardware address is 6 bytes long.
+    if ![libc::ARPHRD_ETHER, libc::ARPHRD_LOOPBACK].contains(&address.sa_family) {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (to, from) in mac.iter_mut().zip(address.sa_data) {
+        *to = from as u8;
+    }
+    Some(mac)
 }
 
 fn send_frame(socket: &Socket, ifindex: u32, frame: &[u8]) -> io::Result<()> {

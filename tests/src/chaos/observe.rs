@@ -634,6 +634,10 @@ fn io_err(what: impl Into<String>, source: io::Error) -> NetnsError {
     }
 }
 
+/// Receive buffer of a holder watcher's netlink socket, bytes (the kernel caps it at
+/// `net.core.rmem_max`).
+const HOLDER_EVENTS_BUFFER: usize = 4 << 20;
+
 async fn watch_holders(
     namespace: &str,
     node: usize,
@@ -643,11 +647,20 @@ async fn watch_holders(
     ready: &std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<(), NetnsError> {
     use rtnetlink::MulticastGroup;
-    let (connection, handle, mut events) = rtnetlink::new_multicast_connection(&[
+    let (mut connection, handle, mut events) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
     ])
     .map_err(|e| io_err(format!("netlink socket in {namespace}"), e))?;
+    {
+        use rtnetlink::sys::AsyncSocket;
+        // Room for the events of hundreds of VIPs added at once (a node taking over many
+        // instances), so the kernel drops none of them; the periodic dump still catches any.
+        let _ = connection
+            .socket_mut()
+            .socket_ref()
+            .set_rx_buf_sz(HOLDER_EVENTS_BUFFER);
+    }
     tokio::spawn(connection);
     // Subscribed before this first dump: a change during the dump is still seen as an event.
     recorder.reconcile(node, &dump_vips(&handle, namespace, vips).await?, true);
