@@ -81,6 +81,11 @@ impl LatestConfig {
         Ok(read.map(|record| self.offer(record)))
     }
 
+    /// The version cached now (0: none).
+    pub fn version(&self) -> u64 {
+        self.lock().as_ref().map_or(0, |record| record.version)
+    }
+
     /// Records `record` unless a newer version is already known; returns the newest.
     pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
         let mut cached = self.lock();
@@ -101,16 +106,24 @@ impl LatestConfig {
 pub fn follow_config_versions(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
     let store = shared.store.clone();
     let changes = store.watch();
-    follow_versions(store, changes, move |record| {
-        shared.latest.offer(record);
-    })
+    let known = shared.clone();
+    follow_versions(
+        store,
+        changes,
+        move || known.latest.version(),
+        move |record| {
+            shared.latest.offer(record);
+        },
+    )
 }
 
 /// Hands `offer` every config version announced on `changes`, as read from `store`; after a
-/// lag, the latest.
+/// lag, the latest if it is newer than `known` says (every write announces a change, so a busy
+/// fleet lags often, and a version is megabytes at 10,000 nodes).
 async fn follow_versions(
     store: Arc<dyn Store>,
     mut changes: broadcast::Receiver<(Revision, Change)>,
+    known: impl Fn() -> u64,
     offer: impl Fn(ConfigVersionRecord),
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -120,7 +133,18 @@ async fn follow_versions(
                 blocking(&store, move |s| s.config_version(version)).await
             }
             Ok(_) => continue,
-            Err(RecvError::Lagged(_)) => blocking(&store, |s| s.latest_config_version()).await,
+            Err(RecvError::Lagged(_)) => {
+                let known = known();
+                blocking(&store, move |s| {
+                    let latest = s.latest_config_version_number()?;
+                    if latest > known {
+                        s.config_version(latest)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await
+            }
             Err(RecvError::Closed) => return,
         };
         match read {
@@ -199,12 +223,18 @@ mod tests {
             Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
         let latest = Arc::new(LatestConfig::default());
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let follower = tokio::spawn(follow_versions(store.clone(), store.watch(), {
-            let latest = latest.clone();
-            move |record| {
-                let _ = seen_tx.send(latest.offer(record).version);
-            }
-        }));
+        let known = latest.clone();
+        let follower = tokio::spawn(follow_versions(
+            store.clone(),
+            store.watch(),
+            move || known.version(),
+            {
+                let latest = latest.clone();
+                move |record| {
+                    let _ = seen_tx.send(latest.offer(record).version);
+                }
+            },
+        ));
         store.put_config_version(&config_version(1)).expect("v1");
         assert_eq!(seen.recv().await, Some(1));
         // Written by someone else, announced by the store: the cache has it.
@@ -218,6 +248,61 @@ mod tests {
             latest.get(&store).await.expect("get").expect("v2").version,
             2
         );
+        follower.abort();
+    }
+
+    #[tokio::test]
+    async fn a_lagging_follower_reads_a_version_only_when_it_is_newer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
+        let latest = Arc::new(LatestConfig::default());
+        store.put_config_version(&config_version(1)).expect("v1");
+        latest.offer(config_version(1));
+        let lag = |store: &Arc<dyn Store>| {
+            // More changes than the watch holds, before the follower reads any.
+            for n in 0..300 {
+                store
+                    .put_record("sla", &n.to_string(), b"x")
+                    .expect("record");
+            }
+        };
+        let changes = store.watch();
+        lag(&store);
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let known = latest.clone();
+        let follower = tokio::spawn(follow_versions(
+            store.clone(),
+            changes,
+            move || known.version(),
+            {
+                let latest = latest.clone();
+                move |record: ConfigVersionRecord| {
+                    let _ = seen_tx.send(record.version);
+                    latest.offer(record);
+                }
+            },
+        ));
+        // The lag found nothing newer than version 1: the next version offered is 2.
+        store.put_config_version(&config_version(2)).expect("v2");
+        assert_eq!(seen.recv().await, Some(2));
+        follower.abort();
+
+        // A version announced only inside a lag is still read.
+        let changes = store.watch();
+        store.put_config_version(&config_version(3)).expect("v3");
+        lag(&store);
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let known = latest.clone();
+        let follower = tokio::spawn(follow_versions(
+            store.clone(),
+            changes,
+            move || known.version(),
+            move |record: ConfigVersionRecord| {
+                let _ = seen_tx.send(record.version);
+            },
+        ));
+        assert_eq!(seen.recv().await, Some(3));
         follower.abort();
     }
 }

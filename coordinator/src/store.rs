@@ -116,6 +116,8 @@ pub trait Store: Send + Sync + 'static {
     fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError>;
     fn config_version(&self, version: u64) -> Result<Option<ConfigVersionRecord>, StoreError>;
     fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError>;
+    /// The number of the latest version (0: none yet), without reading the version.
+    fn latest_config_version_number(&self) -> Result<u64, StoreError>;
     /// The newest `limit` versions, newest first.
     fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError>;
     fn append_audit(&self, record: &AuditRecord) -> Result<Revision, StoreError> {
@@ -266,6 +268,13 @@ impl Store for RedbStore {
         let table = txn.open_table(CONFIGS).map_err(backend)?;
         let value = table.get(version).map_err(backend)?;
         value.map(|v| decode(v.value())).transpose()
+    }
+
+    fn latest_config_version_number(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CONFIGS).map_err(backend)?;
+        let last = table.last().map_err(backend)?;
+        Ok(last.map(|(version, _)| version.value()).unwrap_or(0))
     }
 
     fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError> {

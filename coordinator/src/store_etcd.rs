@@ -469,6 +469,32 @@ impl Store for EtcdStore {
         Ok(self.newest(self.keys.configs(), 1)?.into_iter().next())
     }
 
+    fn latest_config_version_number(&self) -> Result<u64, StoreError> {
+        let prefix = self.keys.configs();
+        let mut response = self.request("read the latest version number", {
+            let prefix = prefix.clone();
+            move |client| {
+                let mut kv = client.kv_client();
+                let prefix = prefix.clone();
+                async move {
+                    let options = GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Descend)
+                        .with_limit(1);
+                    kv.get(prefix, Some(options)).await
+                }
+            }
+        })?;
+        let Some(kv) = response.take_kvs().into_iter().next() else {
+            return Ok(0);
+        };
+        (kv.key().strip_prefix(prefix.as_bytes()))
+            .and_then(|number| std::str::from_utf8(number).ok())
+            .and_then(|number| number.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("config version key {:?}", kv.key())))
+    }
+
     fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError> {
         self.newest(self.keys.configs(), limit)
     }

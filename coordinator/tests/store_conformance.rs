@@ -245,6 +245,7 @@ fn config_versions_are_compare_and_swapped_and_survive_a_restart(backend: &dyn B
     {
         let store = backend.open();
         assert_eq!(store.latest_config_version().unwrap(), None);
+        assert_eq!(store.latest_config_version_number().unwrap(), 0);
         assert!(matches!(
             store.put_config_version(&version(2)),
             Err(StoreError::Conflict {
@@ -277,6 +278,7 @@ fn config_versions_are_compare_and_swapped_and_survive_a_restart(backend: &dyn B
     assert_eq!(store.config_version(9).unwrap(), None);
     store.put_config_version(&version(3)).unwrap();
     assert_eq!(store.latest_config_version().unwrap(), Some(version(3)));
+    assert_eq!(store.latest_config_version_number().unwrap(), 3);
 }
 
 fn the_audit_log_is_append_only_in_order(backend: &dyn Backend) {
