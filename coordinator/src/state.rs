@@ -267,22 +267,24 @@ mod tests {
                     .expect("record");
             }
         };
-        let changes = store.watch();
-        lag(&store);
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let known = latest.clone();
-        let follower = tokio::spawn(follow_versions(
-            store.clone(),
-            changes,
-            move || known.version(),
-            {
-                let latest = latest.clone();
+        // Subscribed before the lag: the follower finds it lagged at its first read.
+        let follow = |changes| {
+            let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+            let (known, latest) = (latest.clone(), latest.clone());
+            let follower = tokio::spawn(follow_versions(
+                store.clone(),
+                changes,
+                move || known.version(),
                 move |record: ConfigVersionRecord| {
                     let _ = seen_tx.send(record.version);
                     latest.offer(record);
-                }
-            },
-        ));
+                },
+            ));
+            (follower, seen)
+        };
+        let changes = store.watch();
+        lag(&store);
+        let (follower, mut seen) = follow(changes);
         // The lag found nothing newer than version 1: the next version offered is 2.
         store.put_config_version(&config_version(2)).expect("v2");
         assert_eq!(seen.recv().await, Some(2));
@@ -292,16 +294,7 @@ mod tests {
         let changes = store.watch();
         store.put_config_version(&config_version(3)).expect("v3");
         lag(&store);
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let known = latest.clone();
-        let follower = tokio::spawn(follow_versions(
-            store.clone(),
-            changes,
-            move || known.version(),
-            move |record: ConfigVersionRecord| {
-                let _ = seen_tx.send(record.version);
-            },
-        ));
+        let (follower, mut seen) = follow(changes);
         assert_eq!(seen.recv().await, Some(3));
         follower.abort();
     }
