@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
 
+use super::conncount::BackgroundCounts;
 use super::handover::{self, BeaconSocket, Handover, Release, RouterHandover};
 use super::plan::{Binding, Plan};
 use super::sockets::{OpenSocket, Sockets};
@@ -127,6 +128,8 @@ pub struct Executor {
     pub(super) group_hooks: Hooks,
     /// Planned hand-overs: VIPs kept for their connections, flows passed to a previous master.
     pub(super) handover: Handover,
+    /// Parked VIPs' connection counts, taken off the loop.
+    counts: BackgroundCounts,
     /// Installs the hand-over rules in the background.
     handover_rules: HandoverApplier,
     /// The beacon socket, open while some instance drains connections.
@@ -155,6 +158,7 @@ impl Executor {
             instance_hooks: Hooks::default(),
             group_hooks: Hooks::default(),
             handover: Handover::default(),
+            counts: BackgroundCounts::new(crate::net::sockdiag::count_tcp_connections),
             handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
             beacons: None,
             stale_routing: Vec::new(),
@@ -326,9 +330,10 @@ impl Executor {
         let now = std::time::Instant::now();
         match event {
             handover::Event::Tick => {
+                let counts = &self.counts;
                 let (beacons, released) = self
                     .handover
-                    .tick(now, crate::net::sockdiag::count_tcp_connections);
+                    .tick(now, |addresses| counts.latest(addresses));
                 for beacon in beacons {
                     self.send_beacon(beacon);
                 }
@@ -557,16 +562,22 @@ impl Executor {
                     self.program(&format!("{name} released")).await;
                 }
                 let vips = self.vip_details(router, &vips);
-                if let Some(successor) = successor
-                    && self.handover.drains(router)
-                    && let Some(beacon) = self.handover.park(
-                        router,
-                        successor,
-                        vips.clone(),
-                        count_connections(&vips),
-                        std::time::Instant::now(),
-                    )
-                {
+                let parked = match successor {
+                    Some(successor) if self.handover.drains(router) => {
+                        let connections = count_connections(&vips);
+                        let now = std::time::Instant::now();
+                        let beacon =
+                            (self.handover).park(router, successor, vips.clone(), connections, now);
+                        if beacon.is_some() {
+                            // Later counts come from the background, never older than this one.
+                            let addresses = vips.iter().map(|v| v.addr).collect();
+                            self.counts.seed(&addresses, connections);
+                        }
+                        beacon.map(|beacon| (successor, beacon))
+                    }
+                    _ => None,
+                };
+                if let Some((successor, beacon)) = parked {
                     tracing::info!(instance = %name, %successor, "{name}: handed over to {successor}; serving its connections until they end");
                     // Deprecated at once (one netlink message), so that the kernel opens
                     // nothing new from them and observers tell them from held ones; silenced

@@ -11,6 +11,7 @@
 
 mod adopt;
 mod commands;
+mod conncount;
 mod executor;
 pub mod fleet;
 mod handover;
