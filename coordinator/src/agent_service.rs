@@ -14,7 +14,7 @@ use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
     AgentMessage, ApplyConfig, Command, CoordinatorMessage, FleetEvent, NodeConfigDoc,
-    NodePresence, PROTOCOL_VERSION, Presence, Welcome, command, fleet_event, session_version,
+    PROTOCOL_VERSION, Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -56,13 +56,13 @@ impl AgentService for AgentServiceImpl {
                 .into());
             }
         };
-        // Agents are served by the leader only, so that its fleet view, which the singletons act
-        // on, is the whole fleet; refused here, an agent dials the next coordinator it knows.
-        let leadership = &self.shared.leadership;
-        if !leadership.role().leads() {
-            return Err(ControlError::NotLeader {
-                this: leadership.name().to_owned(),
-                leader: leadership.leader(),
+        // Any coordinator serves any agent while its announcements can live in the shared
+        // store; refused here, an agent dials the next coordinator it knows.
+        if let Some(relay) = &self.shared.relay
+            && !relay.serving()
+        {
+            return Err(ControlError::NotServing {
+                this: self.shared.leadership.name().to_owned(),
             }
             .into());
         }
@@ -95,8 +95,29 @@ impl AgentService for AgentServiceImpl {
         }
         tracing::info!(%node, %peer, version = %hello.software_version, "agent connected");
         let running_version = hello.config_version;
-        let (session, commands) = self.shared.registry.register(&node, hello, peer);
-        self.shared.registry.publish(presence(&node, true));
+        let (session, commands) = self
+            .shared
+            .registry
+            .register(&node, hello.clone(), peer.clone());
+        // Announced to the other coordinators before the Welcome: every report of this session
+        // reaches them after the session itself.
+        let announced = match &self.shared.relay {
+            None => None,
+            Some(relay) => match relay.announce(&node, &hello, &peer).await {
+                Ok(revision) => {
+                    self.shared.registry.announced(&node, session, revision);
+                    Some(revision)
+                }
+                Err(e) => {
+                    self.shared.registry.unregister(&node, session);
+                    tracing::warn!(%node, "agent refused: its session could not be announced: {e}");
+                    return Err(ControlError::NotServing {
+                        this: self.shared.leadership.name().to_owned(),
+                    }
+                    .into());
+                }
+            },
+        };
 
         let welcome = CoordinatorMessage {
             body: Some(CoordinatorBody::Welcome(Welcome {
@@ -106,12 +127,13 @@ impl AgentService for AgentServiceImpl {
         };
         // The response stream: the Welcome, then each command as it is queued, polled by the
         // connection itself (no task or queue of its own per agent). It ends when the session
-        // is replaced or ended, or the coordinator stops or no longer leads.
+        // is replaced (here or elsewhere) or ended, or the coordinator stops or loses its
+        // membership in the shared store.
         let downstream = Downstream {
             welcome: Some(welcome),
             commands,
             stopping: self.shared.stopping.clone(),
-            role: self.shared.leadership.subscribe(),
+            membership: self.shared.relay.as_ref().map(|relay| relay.membership()),
         };
         let outbound = futures::stream::unfold(downstream, |mut down| async move {
             if let Some(welcome) = down.welcome.take() {
@@ -120,7 +142,7 @@ impl AgentService for AgentServiceImpl {
             let command = tokio::select! {
                 command = down.commands.recv() => command,
                 _ = down.stopping.wait_for(|stop| *stop) => None,
-                () = lead_lost(&mut down.role) => None,
+                () = membership_lost(&mut down.membership) => None,
             }?;
             let message = CoordinatorMessage {
                 body: Some(CoordinatorBody::Command(*command)),
@@ -130,7 +152,7 @@ impl AgentService for AgentServiceImpl {
 
         let shared = self.shared.clone();
         let mut stopping = self.shared.stopping.clone();
-        let mut role = self.shared.leadership.subscribe();
+        let mut membership = self.shared.relay.as_ref().map(|relay| relay.membership());
         tokio::spawn(async move {
             // Its own task: the ack it waits for arrives through the loop below.
             let (config_shared, config_node) = (shared.clone(), node.clone());
@@ -142,8 +164,8 @@ impl AgentService for AgentServiceImpl {
                 let message = tokio::select! {
                     message = inbound.message() => message,
                     _ = stopping.wait_for(|stop| *stop) => Ok(None),
-                    () = lead_lost(&mut role) => {
-                        tracing::info!(%node, "agent session ended: this coordinator no longer leads");
+                    () = membership_lost(&mut membership) => {
+                        tracing::info!(%node, "agent session ended: this coordinator lost its membership in the store");
                         Ok(None)
                     }
                 };
@@ -152,7 +174,12 @@ impl AgentService for AgentServiceImpl {
             }
             if shared.registry.unregister(&node, session) {
                 tracing::info!(%node, "agent disconnected");
-                shared.registry.publish(presence(&node, false));
+                // A stopping coordinator gives its whole membership up at once instead.
+                if let (Some(relay), Some(revision)) = (&shared.relay, announced)
+                    && !*shared.stopping.borrow()
+                {
+                    relay.withdraw(&node, revision);
+                }
             }
         });
         Ok(Response::new(Box::pin(outbound)))
@@ -164,14 +191,21 @@ struct Downstream {
     welcome: Option<CoordinatorMessage>,
     commands: mpsc::Receiver<Box<Command>>,
     stopping: tokio::sync::watch::Receiver<bool>,
-    role: tokio::sync::watch::Receiver<crate::leader::Role>,
+    membership: Option<tokio::sync::watch::Receiver<Option<i64>>>,
 }
 
-/// Resolves when this coordinator stops leading; never for one that always leads.
-async fn lead_lost(role: &mut tokio::sync::watch::Receiver<crate::leader::Role>) {
-    if role.wait_for(|role| !role.leads()).await.is_err() {
-        // The role can no longer change (a coordinator alone with its store).
-        std::future::pending::<()>().await;
+/// Resolves when the membership lease in the shared store that the session was announced
+/// under is no longer held (lost, even if another was granted since); never for a
+/// coordinator alone with its store.
+async fn membership_lost(membership: &mut Option<tokio::sync::watch::Receiver<Option<i64>>>) {
+    match membership {
+        Some(lease) => {
+            let announced_under = *lease.borrow();
+            if lease.wait_for(|now| *now != announced_under).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -275,21 +309,5 @@ async fn send_desired_config(shared: &Arc<Shared>, node: &str, running_version: 
         Ok(ack) if ack.ok => tracing::info!(%node, version, "desired config applied on connect"),
         Ok(ack) => tracing::warn!(%node, version, "agent refused config: {}", ack.error),
         Err(e) => tracing::warn!(%node, version, "config not applied on connect: {e}"),
-    }
-}
-
-fn presence(node: &str, connected: bool) -> FleetEvent {
-    let state = if connected {
-        NodePresence::Connected
-    } else {
-        NodePresence::Disconnected
-    };
-    FleetEvent {
-        node: node.to_owned(),
-        unix_ms: unix_ms(),
-        kind: Some(fleet_event::Kind::Presence(Presence {
-            connected,
-            state: state as i32,
-        })),
     }
 }

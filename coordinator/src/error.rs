@@ -42,15 +42,18 @@ pub enum ControlError {
         argument: &'static str,
         reason: String,
     },
-    /// A command for a node whose session another coordinator sharing the store holds.
+    /// A command for a node connected to another coordinator could not be passed to it.
     #[error(
-        "node `{node}` is connected to coordinator {holder}, not to {this}: send this through {holder} (commands are not passed between coordinators)"
+        "node `{node}` is connected to coordinator {coordinator}; the command could not be passed on: {why}"
     )]
-    HeldElsewhere {
+    Relay {
         node: String,
-        holder: String,
-        this: String,
+        coordinator: String,
+        why: String,
     },
+    /// This coordinator has lost its membership in the store: it serves no agent until back.
+    #[error("coordinator {this} cannot reach its store and serves no agent now; try another")]
+    NotServing { this: String },
     /// What only the leading coordinator does (rollouts), asked of another.
     #[error("coordinator {this} does not lead; ask the leader ({})", leader.as_deref().unwrap_or("none elected yet"))]
     NotLeader {
@@ -74,7 +77,7 @@ impl From<ControlError> for tonic::Status {
             E::NoHello | E::InvalidConfig(_) | E::InvalidArgument { .. } => {
                 tonic::Status::invalid_argument(message)
             }
-            E::NotConnected(_) | E::NotLeader { .. } | E::HeldElsewhere { .. } => {
+            E::NotConnected(_) | E::NotLeader { .. } | E::Relay { .. } | E::NotServing { .. } => {
                 tonic::Status::unavailable(message)
             }
             E::CommandTimeout(_) => tonic::Status::deadline_exceeded(message),

@@ -342,55 +342,13 @@ impl Election {
     async fn hold(
         &self,
         lease: i64,
-        mut renewed: Instant,
+        renewed: Instant,
         stop: &mut oneshot::Receiver<oneshot::Sender<()>>,
     ) -> Ended {
         let ttl = Duration::from_secs(self.ttl_seconds.unsigned_abs());
-        loop {
-            let expires = renewed + ttl;
-            tokio::select! {
-                () = tokio::time::sleep_until((renewed + ttl / 3).min(expires)) => {}
-                done = &mut *stop => return Ended::Resign(done.ok()),
-            }
-            // Retried until the lease would have run out: a member that went away is replaced by
-            // another endpoint of the client. One try is bounded to a sixth of the TTL, so a call
-            // stuck on a member that died (a connect that never completes) leaves time for
-            // tries through the others.
-            loop {
-                let sent = Instant::now();
-                let mut leases = self.client.lease_client();
-                let try_until = (sent + ttl / RENEWAL_TRIES).min(expires);
-                let renewal = tokio::time::timeout_at(try_until, leases.keep_alive(lease));
-                match renewal.await {
-                    Ok(Ok(_)) => {
-                        renewed = sent;
-                        break;
-                    }
-                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
-                        return Ended::Lost(format!("etcd refused to renew the lease: {why}"));
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(coordinator = %self.name, "lease renewal failed: {error}");
-                        let retry = (Instant::now() + Duration::from_millis(100)).min(expires);
-                        tokio::time::sleep_until(retry).await;
-                        if Instant::now() >= expires {
-                            return Ended::Lost(format!(
-                                "lease not renewed within {}s ({error})",
-                                self.ttl_seconds
-                            ));
-                        }
-                    }
-                    Err(_) if Instant::now() < expires => {
-                        tracing::debug!(coordinator = %self.name, "lease renewal unanswered; trying again");
-                    }
-                    Err(_) => {
-                        return Ended::Lost(format!(
-                            "lease not renewed within {}s",
-                            self.ttl_seconds
-                        ));
-                    }
-                }
-            }
+        tokio::select! {
+            why = keep_alive(&self.client, &self.name, lease, renewed, ttl) => Ended::Lost(why),
+            done = &mut *stop => Ended::Resign(done.ok()),
         }
     }
 
@@ -437,6 +395,53 @@ impl Election {
             Err(_) => {
                 tracing::debug!(coordinator = %self.name, "lease not revoked in 1 s");
                 false
+            }
+        }
+    }
+}
+
+/// Renews `lease` (last renewed at `renewed`, counted from before that renewal was sent) every
+/// third of `ttl` until a renewal is late or refused; returns why. Each try is bounded to a
+/// sixth of the TTL and made again until the lease would have run out: a member that went away
+/// is replaced by another endpoint of the client, and a call stuck on a member that died (a
+/// connect that never completes) leaves time for tries through the others. Never returns later
+/// than `ttl` after the last renewal was sent, so no later than etcd lets the lease expire.
+pub(crate) async fn keep_alive(
+    client: &Client,
+    holder: &str,
+    lease: i64,
+    mut renewed: Instant,
+    ttl: Duration,
+) -> String {
+    let seconds = ttl.as_secs();
+    loop {
+        let expires = renewed + ttl;
+        tokio::time::sleep_until((renewed + ttl / 3).min(expires)).await;
+        loop {
+            let sent = Instant::now();
+            let mut leases = client.lease_client();
+            let try_until = (sent + ttl / RENEWAL_TRIES).min(expires);
+            let renewal = tokio::time::timeout_at(try_until, leases.keep_alive(lease));
+            match renewal.await {
+                Ok(Ok(_)) => {
+                    renewed = sent;
+                    break;
+                }
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(why))) => {
+                    return format!("etcd refused to renew the lease: {why}");
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(coordinator = %holder, "lease renewal failed: {error}");
+                    let retry = (Instant::now() + Duration::from_millis(100)).min(expires);
+                    tokio::time::sleep_until(retry).await;
+                    if Instant::now() >= expires {
+                        return format!("lease not renewed within {seconds}s ({error})");
+                    }
+                }
+                Err(_) if Instant::now() < expires => {
+                    tracing::debug!(coordinator = %holder, "lease renewal unanswered; trying again");
+                }
+                Err(_) => return format!("lease not renewed within {seconds}s"),
             }
         }
     }

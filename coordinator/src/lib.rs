@@ -23,6 +23,7 @@ pub mod presence;
 pub mod priority;
 pub mod push;
 pub mod registry;
+pub mod relay;
 pub mod rollout;
 pub mod server;
 pub mod service;

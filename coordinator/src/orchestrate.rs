@@ -357,37 +357,6 @@ impl Orchestrator {
         }
     }
 
-    /// Refuses a command for a node whose session another coordinator sharing the store holds,
-    /// naming that coordinator (from the node's last stored report).
-    async fn require_session(&self, node: &str) -> Result<(), ControlError> {
-        let this = self.shared.leadership.name().to_owned();
-        if self.shared.leadership.role() == Role::Sole
-            || self
-                .shared
-                .registry
-                .connected()
-                .iter()
-                .any(|live| live.name == node)
-        {
-            return Ok(());
-        }
-        let name = node.to_owned();
-        let holder = blocking(&self.shared.store, move |s| {
-            Ok(s.node_states()?.remove(&name).map(|r| r.coordinator))
-        })
-        .await?;
-        match holder {
-            Some(holder) if !holder.is_empty() && holder != this => {
-                Err(ControlError::HeldElsewhere {
-                    node: node.to_owned(),
-                    holder,
-                    this,
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Refuses what only the leader may do, naming the leader.
     fn require_leader(&self) -> Result<(), ControlError> {
         let leadership = &self.shared.leadership;
@@ -615,7 +584,6 @@ impl Orchestrator {
         request: DrainRequest,
     ) -> Result<DrainResponse, ControlError> {
         let node = request.node.clone();
-        self.require_session(&node).await?;
         let mut settings = self.config.drain;
         settings.command_timeout = self.shared.command_timeout;
         if request.ttl_seconds > 0 {

@@ -1,19 +1,28 @@
-//! The live registry of connected agents: their Hello, latest snapshot and command queue, plus the
-//! event fan-out to watchers. All state is in memory and guarded by one short-held mutex; nothing
-//! here awaits while holding it.
+//! The live registry of agents: those connected here (their Hello, latest snapshot and command
+//! queue) and, on a store shared with other coordinators, those connected to another, as the
+//! relay ([`crate::relay`]) mirrors them; plus the event fan-out to watchers. All state is in
+//! memory and guarded by one short-held mutex; nothing here awaits while holding it.
 //!
 //! Guarantees: a slow watcher lags (it is told how many events it missed) and never blocks an
-//! agent; a newer session of the same node replaces the older one; a command is answered by the
-//! ack with its id or fails with a timeout. What the fleet view is fed ([`Report`]s: sessions
-//! opening and ending, snapshots, transitions) is published in the order the registry changed,
-//! each report naming its session, so a report of an ended or replaced session is recognised.
+//! agent; a node has one current session: a newer session of the same node, here or on another
+//! coordinator (the later in the store's order), replaces the older one, and a replaced session
+//! here has its command queue closed, which ends its stream; a command is answered by the ack
+//! with its id or fails with a timeout, whichever coordinator holds the node's session. What the
+//! fleet view is fed ([`Report`]s: sessions opening and ending, snapshots, transitions) is
+//! published in the order the registry changed, each report naming its session, so a report of
+//! an ended or replaced session is recognised. Presence events are published here, for local
+//! and remote sessions alike, and never relayed: every coordinator derives them itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use hav_proto::v1::{Command, CommandAck, FleetEvent, Hello, StateSnapshot, Transition, command};
+use futures::future::BoxFuture;
+use hav_proto::v1::{
+    Command, CommandAck, FleetEvent, Hello, NodePresence, Presence, StateSnapshot, Transition,
+    command, fleet_event,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::ControlError;
@@ -22,8 +31,11 @@ use crate::error::ControlError;
 pub const WATCH_BUFFER: usize = 1024;
 /// Commands queued per agent before further commands are refused.
 const COMMAND_QUEUE: usize = 32;
+/// Marks the id of a session held by another coordinator (the rest is the store revision that
+/// announced it); local ids count from 1 and never reach it.
+const REMOTE_SESSION: u64 = 1 << 62;
 
-/// A connected agent, as seen by ListNodes.
+/// An agent with an open session, as seen by ListNodes.
 #[derive(Debug, Clone)]
 pub struct LiveNode {
     pub name: String,
@@ -33,14 +45,55 @@ pub struct LiveNode {
     pub peer: String,
     pub last_seen_unix_ms: u64,
     pub snapshot: Option<StateSnapshot>,
+    /// The coordinator holding the session; `None`: this one.
+    pub coordinator: Option<String>,
+}
+
+/// How a session is reached.
+enum Link {
+    /// Connected here.
+    Local {
+        /// Boxed: a queue's storage is allocated for 32 entries at once, for every agent.
+        commands: mpsc::Sender<Box<Command>>,
+        pending: HashMap<u64, oneshot::Sender<CommandAck>>,
+        /// The store revision at which the relay announced it to the other coordinators.
+        announced: Option<i64>,
+    },
+    /// Connected to another coordinator sharing the store, announced at `revision`.
+    Remote { coordinator: String, revision: i64 },
 }
 
 struct Session {
     id: u64,
     live: LiveNode,
-    /// Boxed: a queue's storage is allocated for 32 entries at once, for every agent.
-    commands: mpsc::Sender<Box<Command>>,
-    pending: HashMap<u64, oneshot::Sender<CommandAck>>,
+    link: Link,
+}
+
+/// How commands for agents connected to other coordinators, and the events this one publishes,
+/// reach the other coordinators sharing the store ([`crate::relay`]).
+pub trait Relay: Send + Sync {
+    /// Sends `command` to `node` through `coordinator`, which holds its session; the ack, or
+    /// why there is none, within `timeout`.
+    fn command<'a>(
+        &'a self,
+        coordinator: &'a str,
+        node: &'a str,
+        command: Command,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CommandAck, ControlError>>;
+    /// Passes an event published here on to the other coordinators' watchers.
+    fn event(&self, event: &FleetEvent);
+}
+
+/// A session held by another coordinator, as the relay announces it.
+#[derive(Debug, Clone)]
+pub struct RemoteSession {
+    pub coordinator: String,
+    /// The store revision of the announcement: later ones replace earlier ones.
+    pub revision: i64,
+    pub hello: Hello,
+    pub peer: String,
+    pub connected_unix_ms: u64,
 }
 
 /// What the fleet view learns from agents, in order.
@@ -70,10 +123,13 @@ pub enum Report {
     },
 }
 
-/// Connected agents and the event bus.
+/// Agents (here and elsewhere) and the event bus.
 pub struct Registry {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
+    /// Command ids, from a random start: unique across the coordinators sharing a store, so a
+    /// relayed command keeps its id (its exec output events carry it) on every hop.
+    next_command: AtomicU64,
     events: broadcast::Sender<FleetEvent>,
     /// Sessions, snapshots and transitions in the order the registry saw them, for the fleet view.
     reports: broadcast::Sender<Report>,
@@ -83,6 +139,10 @@ pub struct Registry {
     published: AtomicU64,
     /// WatchEvents streams open (for the metrics).
     watchers: Arc<AtomicUsize>,
+    /// Agents connected here (for the metrics).
+    local: AtomicUsize,
+    /// The other coordinators sharing the store, once attached.
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 impl Default for Registry {
@@ -98,16 +158,25 @@ impl Registry {
         Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            next_command: AtomicU64::new(random_start()),
             events,
             reports,
             changes: watch::Sender::new(0),
             published: AtomicU64::new(0),
             watchers: Arc::new(AtomicUsize::new(0)),
+            local: AtomicUsize::new(0),
+            relay: OnceLock::new(),
         }
     }
 
-    /// Registers a session for `node` (replacing any older one, whose command queue closes) and
-    /// returns its id and the receiving end of its command queue.
+    /// Routes commands for agents connected elsewhere, and this coordinator's events, through
+    /// `relay` from now on (set once).
+    pub fn attach_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Registers a session for `node` connected here (replacing any older one, whose command
+    /// queue closes) and returns its id and the receiving end of its command queue.
     pub fn register(
         &self,
         node: &str,
@@ -125,13 +194,32 @@ impl Registry {
                 peer,
                 last_seen_unix_ms: crate::unix_ms(),
                 snapshot: None,
+                coordinator: None,
             },
-            commands,
-            pending: HashMap::new(),
+            link: Link::Local {
+                commands,
+                pending: HashMap::new(),
+                announced: None,
+            },
         };
+        self.open(node, session);
+        (id, rx)
+    }
+
+    /// Makes `session` the current one of `node` and tells the fleet view and the watchers.
+    fn open(&self, node: &str, session: Session) {
+        let id = session.id;
+        let local = matches!(session.link, Link::Local { .. });
         {
             let mut sessions = self.lock();
-            sessions.insert(node.to_owned(), session);
+            if let Some(old) = sessions.insert(node.to_owned(), session)
+                && matches!(old.link, Link::Local { .. })
+            {
+                self.local.fetch_sub(1, Ordering::Relaxed);
+            }
+            if local {
+                self.local.fetch_add(1, Ordering::Relaxed);
+            }
             // Sent under the lock: reports go out in the order the sessions changed.
             let _ = self.reports.send(Report::Connected {
                 node: node.to_owned(),
@@ -139,25 +227,129 @@ impl Registry {
             });
         }
         self.changes.send_modify(|n| *n += 1);
-        (id, rx)
+        self.publish_local(presence(node, true));
     }
 
     /// Removes the session if it is still the current one for `node`; true if it was.
     pub fn unregister(&self, node: &str, session: u64) -> bool {
         let mut sessions = self.lock();
-        if sessions.get(node).is_some_and(|s| s.id == session) {
-            sessions.remove(node);
-            let _ = self.reports.send(Report::Disconnected {
-                node: node.to_owned(),
-                session,
-                unix_ms: crate::unix_ms(),
-            });
-            drop(sessions);
-            self.changes.send_modify(|n| *n += 1);
-            true
-        } else {
-            false
+        if sessions.get(node).is_none_or(|s| s.id != session) {
+            return false;
         }
+        if let Some(old) = sessions.remove(node)
+            && matches!(old.link, Link::Local { .. })
+        {
+            self.local.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = self.reports.send(Report::Disconnected {
+            node: node.to_owned(),
+            session,
+            unix_ms: crate::unix_ms(),
+        });
+        drop(sessions);
+        self.changes.send_modify(|n| *n += 1);
+        self.publish_local(presence(node, false));
+        true
+    }
+
+    /// Records that the relay announced the local `session` of `node` at `revision`; false if
+    /// it is no longer the current one.
+    pub fn announced(&self, node: &str, session: u64, revision: i64) -> bool {
+        let mut sessions = self.lock();
+        match sessions.get_mut(node) {
+            Some(Session {
+                id,
+                link: Link::Local { announced, .. },
+                ..
+            }) if *id == session => {
+                *announced = Some(revision);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A session of `node` another coordinator holds, as the relay announced it. It replaces
+    /// the current session unless that one is newer: a local session the relay has not yet
+    /// announced, or announced later; a remote one announced at the same revision or later.
+    pub fn remote_connected(&self, node: &str, remote: RemoteSession) {
+        let newer_known = self.lock().get(node).is_some_and(|s| match &s.link {
+            Link::Local { announced, .. } => announced.is_none_or(|at| at > remote.revision),
+            Link::Remote { revision, .. } => *revision >= remote.revision,
+        });
+        if newer_known {
+            return;
+        }
+        let id = REMOTE_SESSION | remote.revision.unsigned_abs();
+        let session = Session {
+            id,
+            live: LiveNode {
+                name: node.to_owned(),
+                session: id,
+                hello: remote.hello,
+                peer: remote.peer,
+                last_seen_unix_ms: remote.connected_unix_ms,
+                snapshot: None,
+                coordinator: Some(remote.coordinator.clone()),
+            },
+            link: Link::Remote {
+                coordinator: remote.coordinator,
+                revision: remote.revision,
+            },
+        };
+        self.open(node, session);
+    }
+
+    /// The session of `node` another coordinator held ended (its announcement was withdrawn or
+    /// expired with that coordinator's lease); nothing if the node's current session is here.
+    pub fn remote_disconnected(&self, node: &str) {
+        let session = self
+            .lock()
+            .get(node)
+            .filter(|s| matches!(s.link, Link::Remote { .. }))
+            .map(|s| s.id);
+        if let Some(session) = session {
+            self.unregister(node, session);
+        }
+    }
+
+    /// A snapshot `coordinator` stored for `node`: recorded if that coordinator holds the
+    /// node's current session.
+    pub fn remote_snapshot(
+        &self,
+        node: &str,
+        coordinator: &str,
+        snapshot: StateSnapshot,
+        seen_ms: u64,
+    ) {
+        {
+            let mut sessions = self.lock();
+            let Some(s) = sessions.get_mut(node) else {
+                return;
+            };
+            if !matches!(&s.link, Link::Remote { coordinator: c, .. } if c == coordinator) {
+                return;
+            }
+            s.live.last_seen_unix_ms = seen_ms;
+            s.live.snapshot = Some(snapshot.clone());
+            let _ = self.reports.send(Report::Snapshot {
+                node: node.to_owned(),
+                session: s.id,
+                snapshot,
+            });
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The remote sessions known now, by node, with the revision that announced each.
+    pub fn remote_sessions(&self) -> Vec<(String, i64)> {
+        self.lock()
+            .iter()
+            .filter_map(|(node, s)| match &s.link {
+                Link::Remote { revision, .. } => Some((node.clone(), *revision)),
+                Link::Local { .. } => None,
+            })
+            .collect()
     }
 
     /// Records a snapshot from the current session of `node` and returns that session's Hello
@@ -206,38 +398,67 @@ impl Registry {
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).
     pub fn ack(&self, node: &str, session: u64, ack: CommandAck) {
-        let waiter = self
-            .lock()
-            .get_mut(node)
-            .filter(|s| s.id == session)
-            .and_then(|s| s.pending.remove(&ack.id));
+        let waiter = match self.lock().get_mut(node) {
+            Some(Session {
+                id,
+                link: Link::Local { pending, .. },
+                ..
+            }) if *id == session => pending.remove(&ack.id),
+            _ => None,
+        };
         if let Some(waiter) = waiter {
             let _ = waiter.send(ack);
         }
     }
 
-    /// Sends `action` to `node` and waits up to `timeout` for its ack.
+    /// Sends `action` to `node`, here or through the coordinator holding its session, and
+    /// waits up to `timeout` for its ack.
     pub async fn command(
         &self,
         node: &str,
         action: command::Action,
         timeout: Duration,
     ) -> Result<CommandAck, ControlError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let queue = {
-            let mut sessions = self.lock();
-            let session = sessions
-                .get_mut(node)
-                .ok_or_else(|| ControlError::NotConnected(node.to_owned()))?;
-            session.pending.insert(id, tx);
-            session.commands.clone()
-        };
         let command = Command {
-            id,
+            id: self.next_command.fetch_add(1, Ordering::Relaxed),
             action: Some(action),
             // The caller's span (push, drain, ...) continues on the agent.
             trace_context: crate::telemetry::trace::current_context(),
+        };
+        let elsewhere = match self.lock().get(node).map(|s| &s.link) {
+            None => return Err(ControlError::NotConnected(node.to_owned())),
+            Some(Link::Remote { coordinator, .. }) => Some(coordinator.clone()),
+            Some(Link::Local { .. }) => None,
+        };
+        match (elsewhere, self.relay.get()) {
+            (Some(coordinator), Some(relay)) => {
+                relay.command(&coordinator, node, command, timeout).await
+            }
+            (Some(_), None) => Err(ControlError::NotConnected(node.to_owned())),
+            (None, _) => self.deliver(node, command, timeout).await,
+        }
+    }
+
+    /// Sends `command` to `node` connected here and waits up to `timeout` for its ack.
+    pub async fn deliver(
+        &self,
+        node: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandAck, ControlError> {
+        let id = command.id;
+        let (tx, rx) = oneshot::channel();
+        let queue = match self.lock().get_mut(node) {
+            Some(Session {
+                link: Link::Local {
+                    commands, pending, ..
+                },
+                ..
+            }) => {
+                pending.insert(id, tx);
+                commands.clone()
+            }
+            _ => return Err(ControlError::NotConnected(node.to_owned())),
         };
         queue.try_send(Box::new(command)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
@@ -248,22 +469,26 @@ impl Registry {
             // The session ended (its pending map was dropped) before answering.
             Ok(Err(_)) => Err(ControlError::NotConnected(node.to_owned())),
             Err(_) => {
-                if let Some(s) = self.lock().get_mut(node) {
-                    s.pending.remove(&id);
+                if let Some(Session {
+                    link: Link::Local { pending, .. },
+                    ..
+                }) = self.lock().get_mut(node)
+                {
+                    pending.remove(&id);
                 }
                 Err(ControlError::CommandTimeout(node.to_owned()))
             }
         }
     }
 
-    /// Every connected agent.
+    /// Every agent with an open session, here or elsewhere.
     pub fn connected(&self) -> Vec<LiveNode> {
         self.lock().values().map(|s| s.live.clone()).collect()
     }
 
-    /// How many agents are connected.
+    /// How many agents are connected here.
     pub fn connected_count(&self) -> usize {
-        self.lock().len()
+        self.local.load(Ordering::Relaxed)
     }
 
     /// How many watchers (WatchEvents streams) are open; the coordinator's own subscriptions
@@ -288,13 +513,55 @@ impl Registry {
         self.lock().get(node).map(|s| s.live.peer.clone())
     }
 
-    /// Whether `node` is connected.
+    /// Whether `node` has an open session, here or elsewhere.
     pub fn is_connected(&self, node: &str) -> bool {
         self.lock().contains_key(node)
     }
 
-    /// Announces an event to every watcher (no watcher is fine).
+    /// Whether `node` is connected here.
+    pub fn is_local(&self, node: &str) -> bool {
+        self.lock()
+            .get(node)
+            .is_some_and(|s| matches!(s.link, Link::Local { .. }))
+    }
+
+    /// Announces an event to every watcher (no watcher is fine), here and, through the relay,
+    /// on the other coordinators: agents' events and rollout progress. Presence and split
+    /// brains are not relayed: every coordinator derives them from its own fleet view.
     pub fn publish(&self, event: FleetEvent) {
+        if let Some(relay) = self.relay.get()
+            && matches!(
+                event.kind,
+                Some(fleet_event::Kind::Agent(_) | fleet_event::Kind::Rollout(_))
+            )
+        {
+            relay.event(&event);
+        }
+        self.publish_local(event);
+    }
+
+    /// Announces an event another coordinator published to the watchers here; a transition of
+    /// a node whose current session that coordinator holds goes to the fleet view too.
+    pub fn publish_relayed(&self, event: FleetEvent) {
+        if let Some(fleet_event::Kind::Agent(agent)) = &event.kind
+            && let Some(hav_proto::v1::event::Kind::Transition(transition)) = &agent.kind
+        {
+            let sessions = self.lock();
+            if let Some(s) = sessions.get(&event.node)
+                && matches!(s.link, Link::Remote { .. })
+            {
+                let _ = self.reports.send(Report::Transition {
+                    node: event.node.clone(),
+                    session: s.id,
+                    transition: transition.clone(),
+                    unix_ms: agent.unix_ms,
+                });
+            }
+        }
+        self.publish_local(event);
+    }
+
+    fn publish_local(&self, event: FleetEvent) {
         self.published.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(event);
     }
@@ -319,6 +586,32 @@ impl Registry {
         // A panic while holding this lock cannot leave the map half-updated (every critical
         // section is a single map operation), so a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A start for command ids that another coordinator's is most unlikely to come near (the
+/// standard library's per-process random hash keys), never 0.
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(crate::unix_ms());
+    (hasher.finish() >> 2).max(1)
+}
+
+/// The presence event of `node`'s session opening or ending.
+fn presence(node: &str, connected: bool) -> FleetEvent {
+    let state = if connected {
+        NodePresence::Connected
+    } else {
+        NodePresence::Disconnected
+    };
+    FleetEvent {
+        node: node.to_owned(),
+        unix_ms: crate::unix_ms(),
+        kind: Some(fleet_event::Kind::Presence(Presence {
+            connected,
+            state: state as i32,
+        })),
     }
 }
 

@@ -86,26 +86,39 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// Opens the store (blocking: run it off the async runtime) and joins the election of the
-    /// coordinators sharing it as `name` (on redb, alone: always the leader).
-    pub fn open(
-        &self,
-        name: String,
-        leader_ttl: Duration,
-    ) -> Result<(Arc<dyn Store>, Leadership, Resign), StoreError> {
+    /// Opens the store (blocking: run it off the async runtime) and joins the coordinators
+    /// sharing it as `name`: their election and their relay, each with leases of `ttl` (on
+    /// redb, alone: always the leader, no relay).
+    pub fn open(&self, name: String, ttl: Duration) -> Result<OpenStore, StoreError> {
         Ok(match self {
-            StoreConfig::Redb { dir } => (
-                Arc::new(RedbStore::open(dir)?),
-                Leadership::sole(name),
-                Resign::none(),
-            ),
+            StoreConfig::Redb { dir } => OpenStore {
+                store: Arc::new(RedbStore::open(dir)?),
+                leadership: Leadership::sole(name),
+                resign: Resign::none(),
+                relay: None,
+            },
             StoreConfig::Etcd(config) => {
                 let store = EtcdStore::connect(config.clone())?;
-                let (leadership, resign) = store.elect(name, leader_ttl);
-                (Arc::new(store), leadership, resign)
+                let relay = store.relay(name.clone(), ttl);
+                let (leadership, resign) = store.elect(name, ttl);
+                OpenStore {
+                    store: Arc::new(store),
+                    leadership,
+                    resign,
+                    relay: Some(relay),
+                }
             }
         })
     }
+}
+
+/// A store opened, with this coordinator's place among those sharing it.
+pub struct OpenStore {
+    pub store: Arc<dyn Store>,
+    pub leadership: Leadership,
+    pub resign: Resign,
+    /// The other coordinators sharing the store (etcd only).
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// Why a coordinator could not start or stopped.
@@ -156,6 +169,7 @@ pub struct RunningCoordinator {
     /// Follows the config versions other coordinators write ([`crate::state::follow_config_versions`]).
     config_follower: JoinHandle<()>,
     resign: Resign,
+    relay: Option<Arc<crate::relay::Relay>>,
     /// This coordinator's part in the election of the coordinators sharing its store.
     pub leadership: Leadership,
 }
@@ -178,6 +192,10 @@ impl RunningCoordinator {
         self.config_follower.abort();
         // The singletons have stopped: another coordinator may take over now, not a TTL later.
         self.resign.resign(Duration::from_secs(2)).await;
+        // The sessions have ended: every announcement of them goes at once.
+        if let Some(relay) = &self.relay {
+            relay.shutdown().await;
+        }
         // Last: the streams have ended, so no snapshot arrives after this flush.
         self.node_states.close().await;
         self.transitions.close().await;
@@ -219,10 +237,14 @@ async fn join(task: JoinHandle<Result<(), ServerError>>) -> Result<(), ServerErr
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, ServerError> {
     let store_config = config.store.clone();
     let (name, leader_ttl) = (config.name.clone(), config.leader_ttl);
-    let (store, leadership, resign) =
-        tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))??;
+    let OpenStore {
+        store,
+        leadership,
+        resign,
+        relay,
+    } = tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
     // Serve once the first election is decided (this coordinator leads, or knows who does), so
     // that a push right after start-up is not refused for want of a leader; a cluster that
     // decides nothing within a TTL is waited for no longer.
@@ -256,7 +278,18 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         stopping: stopping_rx,
         metrics: metrics.clone(),
         leadership: leadership.clone(),
+        relay: relay.clone(),
     });
+    if let Some(relay) = &relay {
+        shared.registry.attach_relay(relay.clone());
+        // Agents are served once this coordinator's announcements can live in the store.
+        if !relay.await_serving(config.leader_ttl).await {
+            tracing::warn!(
+                "no membership lease within {:?}: serving agents once etcd grants one",
+                config.leader_ttl
+            );
+        }
+    }
     // Unlike the agent, a coordinator asked to serve metrics and unable to does not start: it is
     // not on the failover path, and a silently missing endpoint would go unnoticed.
     if let Some(alerts) = config.alerts.clone() {
@@ -288,6 +321,10 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
             .await?;
     let config_follower = tokio::spawn(crate::state::follow_config_versions(shared.clone()));
+    // After the fleet view subscribed to the registry's reports: it misses no remote session.
+    if let Some(relay) = &relay {
+        relay.follow(shared.clone());
+    }
     let fleet = FleetServiceServer::new(FleetServiceImpl {
         shared,
         orchestrator: orchestrator.clone(),
@@ -326,6 +363,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         orchestrator,
         config_follower,
         resign,
+        relay,
         leadership,
     })
 }

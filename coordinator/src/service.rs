@@ -163,9 +163,6 @@ impl FleetService for FleetServiceImpl {
         let push_trace = trace::PushTrace::start(&self.shared.metrics, dry_run);
         let needs = (!dry_run).then_some("push config");
         let who = self.caller(&request, needs).await?;
-        if !dry_run {
-            self.leader_only()?;
-        }
         push_trace.operator(&who);
         let request = request.into_inner();
         let proposed = proposal(
@@ -245,7 +242,6 @@ impl FleetService for FleetServiceImpl {
         request: Request<RollbackRequest>,
     ) -> Result<Response<PushConfigResponse>, Status> {
         let who = self.caller(&request, Some("roll back config")).await?;
-        self.leader_only()?;
         let RollbackRequest { version, comment } = request.into_inner();
         let (target, latest) = blocking(&self.shared.store, move |s| {
             Ok((s.config_version(version)?, s.latest_config_version()?))
@@ -285,7 +281,6 @@ impl FleetService for FleetServiceImpl {
         request: Request<SetPriorityRequest>,
     ) -> Result<Response<PriorityResponse>, Status> {
         let who = self.caller(&request, Some("set priorities")).await?;
-        self.leader_only()?;
         let response = crate::priority::set(&self.shared, &who, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -295,7 +290,6 @@ impl FleetService for FleetServiceImpl {
         request: Request<ClearPriorityRequest>,
     ) -> Result<Response<PriorityResponse>, Status> {
         let who = self.caller(&request, Some("clear priorities")).await?;
-        self.leader_only()?;
         let response = crate::priority::clear(&self.shared, &who, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -410,19 +404,6 @@ impl FleetServiceImpl {
             leader_name: leadership.leader().unwrap_or_default(),
             shared_store: role != crate::leader::Role::Sole,
         }
-    }
-
-    /// Refuses a change of the fleet's configs on a coordinator that does not lead: it serves no
-    /// agent, so it could deliver the change to none.
-    fn leader_only(&self) -> Result<(), ControlError> {
-        let leadership = &self.shared.leadership;
-        if leadership.role().leads() {
-            return Ok(());
-        }
-        Err(ControlError::NotLeader {
-            this: leadership.name().to_owned(),
-            leader: leadership.leader(),
-        })
     }
 
     async fn caller<T>(

@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether this coordinator runs the singletons, and who does.
     pub leadership: Leadership,
+    /// The other coordinators sharing the store (on etcd; `None` alone on redb).
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl Shared {

@@ -250,6 +250,18 @@ impl EtcdStore {
         )
     }
 
+    /// Joins the coordinators sharing this prefix as `name`, with a membership lease of `ttl`
+    /// (see [`crate::relay`]); its tasks run on this store's runtime.
+    pub fn relay(&self, name: String, ttl: Duration) -> std::sync::Arc<crate::relay::Relay> {
+        crate::relay::Relay::start(
+            self.runtime.0.clone(),
+            self.client.clone(),
+            &self.keys.prefix,
+            name,
+            ttl,
+        )
+    }
+
     /// Runs `call` on the store's runtime and waits for it.
     fn run<T, F>(&self, call: F) -> Result<T, StoreError>
     where
@@ -927,7 +939,7 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

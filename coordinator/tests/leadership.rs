@@ -2,9 +2,11 @@
 //! real three-member cluster on loopback: one leader at a time, a resigned leader replaced at
 //! once, a dead one within the lease, a leader cut off from etcd stepping down within it, and a
 //! deposed leader's fenced write refused by etcd while the new leader's goes through.
-//! Then two coordinators in this process on one prefix: status says who leads, a follower
-//! refuses agents, a push and a rollout naming the leader, a drain of a node whose session the
-//! leader holds is refused by the follower naming it, and havctl given both talks to the leader.
+//! Then two coordinators in this process on one prefix: status says who leads; each serves an
+//! agent and holds the other's in its view, with its reports; a command through either reaches
+//! an agent on the other, an agent's event reaches a watcher on the other; a rollout on the
+//! follower is refused naming the leader; havctl given both talks to the leader; a stopped
+//! coordinator's agents are disconnected in the other's view at once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use hav_agent::control::LinkState;
 use hav_coordinator::leader::{Fence, Leadership, Resign, Role};
-use hav_coordinator::store::{Change, Store, StoreError};
+use hav_coordinator::store::{Store, StoreError};
 use hav_coordinator::store_etcd::{EtcdConfig, EtcdStore};
 use hav_coordinator::{RunningCoordinator, StoreConfig};
 use hav_proto::identity::Role as OperatorRole;
 use hav_proto::v1::{
-    AboutRequest, DrainRequest, ListNodesRequest, PushConfigRequest, StartRolloutRequest,
-    StateSnapshot,
+    AboutRequest, Event, InstanceState, ListNodesRequest, SetPriorityRequest, StartRolloutRequest,
+    StateSnapshot, Transition, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use hav_tests::etcd::EtcdCluster;
 use havctl::client;
@@ -215,7 +217,7 @@ async fn coordinator_on(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
+async fn any_coordinator_serves_any_agent_and_passes_commands_and_events_to_the_others() {
     let cluster = EtcdCluster::start().unwrap();
     let prefix = "/two-coordinators/";
     let etcd = EtcdConfig::new(cluster.endpoints(), None)
@@ -255,51 +257,121 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
         assert!(status.shared_store);
     }
 
-    // The follower serves no agent: lb-1 is refused there and connects to the leader; its report
-    // reaches etcd naming the leader.
+    // Any coordinator serves any agent. lb-1 connects to the follower, lb-2 to the leader; each
+    // coordinator's view holds both, with what the other's agent reported.
     let observer = store(&cluster, prefix);
-    let mut changes = observer.watch();
-    let mut refused = pki.agent(&second, "lb-1", "lb-1");
-    let state = await_link(&mut refused, |s| {
-        matches!(s, LinkState::Disconnected { .. })
-    })
-    .await;
-    assert!(
-        matches!(&state, LinkState::Disconnected { error, .. } if error.contains("coord-b does not lead")),
-        "{state:?}"
-    );
-    drop(refused);
-    let mut agent = pki.agent(&first, "lb-1", "lb-1");
-    agent.snapshots.send_replace(StateSnapshot::default());
-    await_link(&mut agent, |s| *s == LinkState::Connected).await;
-    tokio::time::timeout(WAIT, async {
-        while !matches!(changes.recv().await.unwrap(), (_, Change::NodeState(n)) if n == "lb-1") {}
-    })
-    .await
-    .expect("lb-1's state stored");
-    assert_eq!(
-        observer.node_states().unwrap()["lb-1"].coordinator,
-        "coord-a"
-    );
-
-    let operator = pki.operator(&second, "olga", OperatorRole::Operator);
-    let refused = client::connect(&operator)
-        .await
-        .unwrap()
-        .drain(DrainRequest {
-            node: "lb-1".into(),
-            reason: "kernel upgrade".into(),
-            ..Default::default()
+    let mut lb1 = pki.agent(&second, "lb-1", "lb-1");
+    lb1.snapshots
+        .send_replace(snapshot("vi_1", VrrpState::Backup));
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    let mut lb2 = pki.agent(&first, "lb-2", "lb-2");
+    lb2.snapshots
+        .send_replace(snapshot("vi_1", VrrpState::Master));
+    await_link(&mut lb2, |s| *s == LinkState::Connected).await;
+    for coordinator in [&first, &second] {
+        let viewer = pki.operator(coordinator, "vera", OperatorRole::Viewer);
+        let mut fleet = client::connect(&viewer).await.unwrap();
+        let seen = tokio::time::timeout(WAIT, async {
+            loop {
+                let nodes = fleet
+                    .list_nodes(ListNodesRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .nodes;
+                let state = |name: &str| {
+                    nodes
+                        .iter()
+                        .find(|n| n.name == name && n.connected)
+                        .and_then(|n| n.snapshot.as_ref())
+                        .and_then(|s| s.instances.first())
+                        .map(|i| i.state)
+                };
+                if state("lb-1") == Some(VrrpState::Backup as i32)
+                    && state("lb-2") == Some(VrrpState::Master as i32)
+                {
+                    return nodes;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         })
         .await
-        .unwrap_err();
-    assert!(
-        refused
-            .message()
-            .contains("connected to coordinator coord-a, not to coord-b"),
-        "{refused:?}"
+        .expect("both nodes connected with their reports in every coordinator's view");
+        assert!(seen.iter().all(|n| !n.peer_address.is_empty()), "{seen:?}");
+    }
+    assert_eq!(
+        observer.node_states().unwrap()["lb-1"].coordinator,
+        "coord-b"
     );
 
+    // A command through either coordinator reaches a node connected to the other: the leader
+    // sets a priority on lb-1 (on the follower), the follower on lb-2 (on the leader).
+    for (through, agent, node) in [(&first, &mut lb1, "lb-1"), (&second, &mut lb2, "lb-2")] {
+        let operator = pki.operator(through, &format!("olga-{node}"), OperatorRole::Operator);
+        let answer = async {
+            let pending = tokio::time::timeout(WAIT, agent.commands.recv())
+                .await
+                .expect("the command arrives")
+                .unwrap();
+            let asked = format!("{:?}", pending.command);
+            pending.ack(Ok::<(), String>(()));
+            asked
+        };
+        let ask = async {
+            client::connect(&operator)
+                .await
+                .unwrap()
+                .set_priority(SetPriorityRequest {
+                    node: node.into(),
+                    instance: "vi_1".into(),
+                    priority: 200,
+                    reason: "relay test".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        };
+        let (asked, response) = tokio::join!(answer, ask);
+        assert!(
+            asked.contains("SetPriorityOverride") && asked.contains("vi_1"),
+            "{asked}"
+        );
+        assert!(response.applied, "{node}: {response:?}");
+    }
+
+    // lb-1's events (on the follower) reach a watcher on the leader.
+    let viewer = pki.operator(&first, "wanda", OperatorRole::Viewer);
+    let mut events = client::connect(&viewer)
+        .await
+        .unwrap()
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    lb1.events.send(Event {
+        unix_ms: 1,
+        kind: Some(event::Kind::Transition(Transition {
+            instance: "vi_1".into(),
+            from: VrrpState::Backup as i32,
+            to: VrrpState::Master as i32,
+            cause: "relay test".into(),
+        })),
+    });
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = events.message().await.unwrap().unwrap();
+            if event.node == "lb-1"
+                && matches!(&event.kind, Some(fleet_event::Kind::Agent(a)) if a.unix_ms == 1)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the follower's agent's event reaches the leader's watcher");
+
+    // Rollouts are the leader's: refused on the follower, naming the leader.
     let on_follower = pki.operator(&second, "otto", OperatorRole::Operator);
     let refused = client::connect(&on_follower)
         .await
@@ -315,16 +387,6 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
             && refused.message().contains("coord-a"),
         "{refused:?}"
     );
-    let refused = client::connect(&on_follower)
-        .await
-        .unwrap()
-        .push_config(PushConfigRequest::default())
-        .await
-        .unwrap_err();
-    assert!(
-        refused.message().contains("coord-b does not lead"),
-        "a follower serves no agent, so it takes no push: {refused:?}"
-    );
 
     // havctl given both, the follower first, talks to the leader.
     let mut both = pki.operator(&second, "olga-both", OperatorRole::Operator);
@@ -338,7 +400,43 @@ async fn a_follower_names_the_leader_and_the_coordinator_holding_a_node() {
         .into_inner();
     assert_eq!((about.name.as_str(), about.leader), ("coord-a", true));
 
-    drop(agent);
+    // The follower stops: lb-1's session there ends with its membership, in the leader's view
+    // at once (not a TTL later), and not as a split brain or a lingering master.
     second.shutdown().await.unwrap();
+    let viewer = pki.operator(&first, "vera-after", OperatorRole::Viewer);
+    let mut fleet = client::connect(&viewer).await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(TTL, async {
+        loop {
+            let nodes = fleet
+                .list_nodes(ListNodesRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes;
+            if nodes.iter().any(|n| n.name == "lb-1" && !n.connected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("lb-1 disconnected in the leader's view within the TTL");
+    assert!(started.elapsed() < TTL);
+    drop((lb1, lb2));
     first.shutdown().await.unwrap();
+}
+
+fn snapshot(instance: &str, state: VrrpState) -> StateSnapshot {
+    StateSnapshot {
+        instances: vec![InstanceState {
+            name: instance.into(),
+            vrid: 51,
+            state: state as i32,
+            effective_priority: 100,
+            configured_priority: 100,
+            ..InstanceState::default()
+        }],
+        ..StateSnapshot::default()
+    }
 }

@@ -355,7 +355,8 @@ mod tests {
         let text = metrics.render(&registry, Format::Text);
         assert_eq!(value(&text, "hav_coordinator_connected_agents"), Some(1.0));
         assert_eq!(value(&text, "hav_coordinator_watchers"), Some(1.0));
-        assert_eq!(value(&text, "hav_coordinator_events_total"), Some(1.0));
+        // The event, and the presence event of lb-1's session.
+        assert_eq!(value(&text, "hav_coordinator_events_total"), Some(2.0));
         drop(watcher);
         let text = metrics.render(&registry, Format::Text);
         assert_eq!(value(&text, "hav_coordinator_watchers"), Some(0.0));
