@@ -440,3 +440,88 @@ fn snapshot(instance: &str, state: VrrpState) -> StateSnapshot {
         ..StateSnapshot::default()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_cut_off_from_etcd_ends_its_agents_sessions_and_they_move_to_another() {
+    let mut cluster = EtcdCluster::start().unwrap();
+    let prefix = "/cut-off-serving/";
+    // coord-a reaches etcd through member 0 only: killing it cuts coord-a off, and only it.
+    let only_first = EtcdConfig::new(vec![cluster.endpoint(0)], None)
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap();
+    let others = EtcdConfig::new(vec![cluster.endpoint(1), cluster.endpoint(2)], None)
+        .unwrap()
+        .with_prefix(prefix)
+        .unwrap();
+    let pki = Pki::new();
+    let (first, _first_data) = coordinator_on(&pki, &only_first, "coord-a").await;
+    let (second, _second_data) = coordinator_on(&pki, &others, "coord-b").await;
+    let mut lb1 = pki.agent_of(
+        vec![first.local_addr.to_string(), second.local_addr.to_string()],
+        "lb-1",
+        "lb-1",
+    );
+    lb1.snapshots
+        .send_replace(snapshot("vi_1", VrrpState::Master));
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    let on_second = pki.operator(&second, "vera", OperatorRole::Viewer);
+    let mut fleet = client::connect(&on_second).await.unwrap();
+    let held_by = |nodes: &[hav_proto::v1::NodeStatus]| {
+        nodes
+            .iter()
+            .find(|n| n.name == "lb-1" && n.connected)
+            .map(|n| n.peer_address.clone())
+    };
+    tokio::time::timeout(WAIT, async {
+        while held_by(
+            &fleet
+                .list_nodes(ListNodesRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes,
+        )
+        .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("coord-b sees lb-1 on coord-a");
+
+    let cut = Instant::now();
+    cluster.kill(0).unwrap();
+    // coord-a loses its membership within the lease and ends lb-1's session; lb-1 moves on.
+    await_link(&mut lb1, |s| matches!(s, LinkState::Disconnected { .. })).await;
+    let ended = cut.elapsed();
+    await_link(&mut lb1, |s| *s == LinkState::Connected).await;
+    let moved = cut.elapsed();
+    println!(
+        "lb-1's session on the cut-off coordinator ended after {ended:?}, back on the other after {moved:?}"
+    );
+    assert!(
+        ended <= TTL + Duration::from_millis(500),
+        "no longer than the membership lease: {ended:?}"
+    );
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let status = fleet
+                .list_nodes(ListNodesRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if status.nodes.iter().any(|n| n.name == "lb-1" && n.connected)
+                && second.leadership.role().leads()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("lb-1 connected to coord-b, which leads");
+    drop(lb1);
+    second.shutdown().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.shutdown()).await;
+}

@@ -47,6 +47,9 @@ pub struct FleetLab {
     /// What agents and havctl dial, in order: the coordinator's address, or every coordinator
     /// of a fleet that runs several ([`FleetLab::spawn_coordinator`]).
     pub dial: Vec<String>,
+    /// What a node's agent dials instead of `dial`, by node (spreading agents over several
+    /// coordinators).
+    pub node_dial: BTreeMap<String, Vec<String>>,
 }
 
 impl FleetLab {
@@ -97,6 +100,7 @@ impl FleetLab {
         let dial = vec![format!("{coordinator_ip}:{COORDINATOR_PORT}")];
         Ok(FleetLab {
             dial,
+            node_dial: BTreeMap::new(),
             lab,
             certs,
             data,
@@ -235,7 +239,8 @@ impl FleetLab {
     /// Starts hav-agent on `node` with only `[node]` and `[coordinator]` in its local file.
     pub fn start_agent(&mut self, node: &str) -> Result<(), Error> {
         let mut config = AgentConfig::new(node, Vec::new());
-        let address = match self.dial.as_slice() {
+        let dial = self.node_dial.get(node).unwrap_or(&self.dial);
+        let address = match dial.as_slice() {
             [one] => format!("{one:?}"),
             several => format!("{several:?}"),
         };

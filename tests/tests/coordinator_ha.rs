@@ -1,9 +1,11 @@
 //! Two hav-coordinators sharing a real three-member etcd cluster (`--etcd`), one pair of real
-//! agents in network namespaces that list both coordinators, havctl dialling both:
+//! agents in network namespaces that list both coordinators, each its own first (p1a on the
+//! leader, p1b on the follower: every command to p1b and every report of it crosses etcd),
+//! havctl dialling both:
 //!
-//! - the leading coordinator (the one the agents are on: a follower serves none) is SIGKILLed in
-//!   the middle of a rollout; the other takes the lead within the leader TTL + 1 s, the agents
-//!   move to it, it resumes the job and finishes it, and the audit log shows who started the job
+//! - the leading coordinator is SIGKILLed in the middle of a rollout; the other takes the lead
+//!   within the leader TTL + 1 s, the leader's agent moves to it (the other was there all
+//!   along), it resumes the job and finishes it, and the audit log shows who started the job
 //!   and who resumed it;
 //! - etcd's raft leader is SIGKILLed: the leading coordinator (with a TTL that spans etcd's
 //!   election) keeps leading, and a push, a drain, an undrain and a status all succeed on the
@@ -114,12 +116,11 @@ fn the_leading_coordinator_killed_mid_rollout_is_replaced_and_the_job_finishes()
         takeover < LEADER_TTL + Duration::from_secs(1),
         "the other coordinator leads within the TTL + 1 s: {takeover:?}"
     );
-    // The agents moved to the coordinator left (served by the leader only, they are refused
-    // until it leads).
+    // Both agents are on the coordinator left: p1b all along, p1a moved to it.
     let survivor = format!("{}:{}", LanSpec::PRIMARY.ipv4(1), PORTS[1]);
+    lab.wait_link_up(NODES[0].0, 2)?;
+    eprintln!("{} reconnected after {:?}", NODES[0].0, killed.elapsed());
     for (node, _) in NODES {
-        lab.wait_link_up(node, 2)?;
-        eprintln!("{node} reconnected after {:?}", killed.elapsed());
         let log = lab.agent(node)?.process().log();
         let last_up = log
             .lines()
@@ -127,6 +128,16 @@ fn the_leading_coordinator_killed_mid_rollout_is_replaced_and_the_job_finishes()
             .unwrap_or_default();
         assert!(last_up.contains(&survivor), "{node}: {last_up}");
     }
+    let p1b_ups = lab
+        .agent(NODES[1].0)?
+        .process()
+        .log()
+        .matches("control link up")
+        .count();
+    assert_eq!(
+        p1b_ups, 1,
+        "p1b stayed on the follower through the leader's death"
+    );
 
     // The job runs to its end on the new leader.
     let job = wait_job_done(&lab, &id)?;
@@ -187,7 +198,8 @@ fn wait_job_done(lab: &FleetLab, id: &str) -> Result<serde_json::Value, Error> {
 }
 
 /// Two coordinators on `etcd` (`coord-a` leading, `coord-b` following, started in that order,
-/// with leader TTL `ttl` and `extra` arguments), the pair's agents on them, `fleet_text` pushed and the pair settled:
+/// with leader TTL `ttl` and `extra` arguments), the pair's agents on them (p1a on coord-a, p1b
+/// on coord-b), `fleet_text` pushed and the pair settled:
 /// `p1a` master of `one-vip0`, `p1b` of `one-vip1`.
 fn fleet_on_etcd(
     lab: &mut FleetLab,
@@ -206,6 +218,9 @@ fn fleet_on_etcd(
         .iter()
         .map(|port| format!("{coordinator_ip}:{port}"))
         .collect();
+    // p1b dials the follower first: the pair is spread over both coordinators.
+    let reversed: Vec<String> = lab.dial.iter().rev().cloned().collect();
+    lab.node_dial.insert(NODES[1].0.to_owned(), reversed);
     for (node, _) in NODES {
         lab.start_agent(node)?;
     }
