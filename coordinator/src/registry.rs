@@ -143,6 +143,9 @@ pub struct Registry {
     local: AtomicUsize,
     /// The other coordinators sharing the store, once attached.
     relay: OnceLock<Arc<dyn Relay>>,
+    /// The latest announcement of each node's session by another coordinator, until withdrawn
+    /// or overwritten (whether or not it is the current session here). Locked after `sessions`.
+    announcements: Mutex<HashMap<String, RemoteSession>>,
 }
 
 impl Default for Registry {
@@ -166,6 +169,7 @@ impl Registry {
             watchers: Arc::new(AtomicUsize::new(0)),
             local: AtomicUsize::new(0),
             relay: OnceLock::new(),
+            announcements: Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,16 +234,27 @@ impl Registry {
         self.publish_local(presence(node, true));
     }
 
-    /// Removes the session if it is still the current one for `node`; true if it was.
+    /// Removes the session if it is still the current one for `node`; true if it was. A local
+    /// session that another coordinator's later announcement has overtaken is followed by that
+    /// session at once (the node moved; it did not go away).
     pub fn unregister(&self, node: &str, session: u64) -> bool {
         let mut sessions = self.lock();
-        if sessions.get(node).is_none_or(|s| s.id != session) {
+        let Some(current) = sessions.get(node).filter(|s| s.id == session) else {
             return false;
-        }
+        };
+        let successor = match &current.link {
+            Link::Local { announced, .. } => self.announcement_after(node, *announced),
+            Link::Remote { .. } => None,
+        };
         if let Some(old) = sessions.remove(node)
             && matches!(old.link, Link::Local { .. })
         {
             self.local.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(remote) = successor {
+            drop(sessions);
+            self.open(node, remote_session(node, remote));
+            return true;
         }
         let _ = self.reports.send(Report::Disconnected {
             node: node.to_owned(),
@@ -253,7 +268,8 @@ impl Registry {
     }
 
     /// Records that the relay announced the local `session` of `node` at `revision`; false if
-    /// it is no longer the current one.
+    /// it is no longer the current one, or if another coordinator announced the node later
+    /// meanwhile (the agent left this one: its session is replaced by that one).
     pub fn announced(&self, node: &str, session: u64, revision: i64) -> bool {
         let mut sessions = self.lock();
         match sessions.get_mut(node) {
@@ -261,56 +277,77 @@ impl Registry {
                 id,
                 link: Link::Local { announced, .. },
                 ..
-            }) if *id == session => {
-                *announced = Some(revision);
-                true
-            }
-            _ => false,
+            }) if *id == session => *announced = Some(revision),
+            _ => return false,
         }
+        let Some(later) = self.announcement_after(node, Some(revision)) else {
+            return true;
+        };
+        drop(sessions);
+        self.open(node, remote_session(node, later));
+        false
     }
 
-    /// A session of `node` another coordinator holds, as the relay announced it. It replaces
-    /// the current session unless that one is newer: a local session the relay has not yet
-    /// announced, or announced later; a remote one announced at the same revision or later.
+    /// A session of `node` another coordinator holds, as the relay announced it at
+    /// `remote.revision`. It replaces the current session unless that one is newer: a local
+    /// session whose announcement is still to be committed (decided then) or was committed
+    /// later; a remote one announced at the same revision or later.
     pub fn remote_connected(&self, node: &str, remote: RemoteSession) {
-        let newer_known = self.lock().get(node).is_some_and(|s| match &s.link {
+        let sessions = self.lock();
+        {
+            let mut announcements = lock_announcements(&self.announcements);
+            if announcements
+                .get(node)
+                .is_some_and(|known| known.revision >= remote.revision)
+            {
+                return;
+            }
+            announcements.insert(node.to_owned(), remote.clone());
+        }
+        let newer_known = sessions.get(node).is_some_and(|s| match &s.link {
             Link::Local { announced, .. } => announced.is_none_or(|at| at > remote.revision),
             Link::Remote { revision, .. } => *revision >= remote.revision,
         });
-        if newer_known {
-            return;
+        drop(sessions);
+        if !newer_known {
+            self.open(node, remote_session(node, remote));
         }
-        let id = REMOTE_SESSION | remote.revision.unsigned_abs();
-        let session = Session {
-            id,
-            live: LiveNode {
-                name: node.to_owned(),
-                session: id,
-                hello: remote.hello,
-                peer: remote.peer,
-                last_seen_unix_ms: remote.connected_unix_ms,
-                snapshot: None,
-                coordinator: Some(remote.coordinator.clone()),
-            },
-            link: Link::Remote {
-                coordinator: remote.coordinator,
-                revision: remote.revision,
-            },
-        };
-        self.open(node, session);
     }
 
-    /// The session of `node` another coordinator held ended (its announcement was withdrawn or
-    /// expired with that coordinator's lease); nothing if the node's current session is here.
-    pub fn remote_disconnected(&self, node: &str) {
-        let session = self
-            .lock()
+    /// This coordinator's own announcement of `node` was committed at `revision`: any other's
+    /// before it is overwritten.
+    pub fn announcement_overwritten(&self, node: &str, revision: i64) {
+        let mut announcements = lock_announcements(&self.announcements);
+        if announcements
             .get(node)
-            .filter(|s| matches!(s.link, Link::Remote { .. }))
-            .map(|s| s.id);
+            .is_some_and(|known| known.revision < revision)
+        {
+            announcements.remove(node);
+        }
+    }
+
+    /// The announcement of `node`'s session was withdrawn (or expired with its coordinator's
+    /// lease): a remote current session ends; nothing if the node's current session is here.
+    pub fn remote_disconnected(&self, node: &str) {
+        let session = {
+            let sessions = self.lock();
+            lock_announcements(&self.announcements).remove(node);
+            sessions
+                .get(node)
+                .filter(|s| matches!(s.link, Link::Remote { .. }))
+                .map(|s| s.id)
+        };
         if let Some(session) = session {
             self.unregister(node, session);
         }
+    }
+
+    /// Another coordinator's announcement of `node` later than `revision` (`None`: any).
+    fn announcement_after(&self, node: &str, revision: Option<i64>) -> Option<RemoteSession> {
+        lock_announcements(&self.announcements)
+            .get(node)
+            .filter(|remote| revision.is_none_or(|at| remote.revision > at))
+            .cloned()
     }
 
     /// A snapshot `coordinator` stored for `node`: recorded if that coordinator holds the
@@ -589,6 +626,34 @@ impl Registry {
     }
 }
 
+/// The registry's session for a node another coordinator holds.
+fn remote_session(node: &str, remote: RemoteSession) -> Session {
+    let id = REMOTE_SESSION | remote.revision.unsigned_abs();
+    Session {
+        id,
+        live: LiveNode {
+            name: node.to_owned(),
+            session: id,
+            hello: remote.hello,
+            peer: remote.peer,
+            last_seen_unix_ms: remote.connected_unix_ms,
+            snapshot: None,
+            coordinator: Some(remote.coordinator.clone()),
+        },
+        link: Link::Remote {
+            coordinator: remote.coordinator,
+            revision: remote.revision,
+        },
+    }
+}
+
+fn lock_announcements(
+    announcements: &Mutex<HashMap<String, RemoteSession>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, RemoteSession>> {
+    // Every critical section is one map operation: a poisoned lock is still whole.
+    announcements.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A start for command ids that another coordinator's is most unlikely to come near (the
 /// standard library's per-process random hash keys), never 0.
 fn random_start() -> u64 {
@@ -621,5 +686,150 @@ pub struct WatcherGuard(Arc<AtomicUsize>);
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(coordinator: &str, revision: i64) -> RemoteSession {
+        RemoteSession {
+            coordinator: coordinator.into(),
+            revision,
+            hello: Hello::default(),
+            peer: "192.0.2.1:5000".into(),
+            connected_unix_ms: 1,
+        }
+    }
+
+    fn drain(reports: &mut broadcast::Receiver<Report>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(report) = reports.try_recv() {
+            out.push(match report {
+                Report::Connected { node, session } => format!("connected {node} {session:x}"),
+                Report::Disconnected { node, session, .. } => {
+                    format!("disconnected {node} {session:x}")
+                }
+                Report::Snapshot { node, session, .. } => format!("snapshot {node} {session:x}"),
+                Report::Transition { node, session, .. } => {
+                    format!("transition {node} {session:x}")
+                }
+            });
+        }
+        out
+    }
+
+    /// A relay that answers every command with an ack naming the coordinator it went through.
+    struct Answering;
+
+    impl Relay for Answering {
+        fn command<'a>(
+            &'a self,
+            coordinator: &'a str,
+            _node: &'a str,
+            command: Command,
+            _timeout: Duration,
+        ) -> BoxFuture<'a, Result<CommandAck, ControlError>> {
+            Box::pin(async move {
+                Ok(CommandAck {
+                    id: command.id,
+                    ok: true,
+                    error: coordinator.to_owned(),
+                })
+            })
+        }
+
+        fn event(&self, _event: &FleetEvent) {}
+    }
+
+    #[test]
+    fn the_later_announcement_of_a_node_wins_whichever_coordinator_made_it() {
+        let registry = Registry::new();
+        let mut reports = registry.subscribe_reports();
+        let (local, mut queue) = registry.register("lb-1", Hello::default(), String::new());
+        // Announced at 10: an older announcement elsewhere (say, of the session it left) loses.
+        assert!(registry.announced("lb-1", local, 10));
+        registry.remote_connected("lb-1", remote("coord-b", 7));
+        assert!(registry.is_local("lb-1"));
+        // A later one elsewhere: the agent moved; the session here is replaced, its queue closed.
+        registry.remote_connected("lb-1", remote("coord-b", 12));
+        assert!(!registry.is_local("lb-1") && registry.is_connected("lb-1"));
+        assert!(queue.try_recv().is_err() && queue.is_closed());
+        assert_eq!(
+            registry.connected()[0].coordinator.as_deref(),
+            Some("coord-b")
+        );
+        // Its end there (no newer session anywhere) disconnects the node.
+        registry.remote_disconnected("lb-1");
+        assert!(!registry.is_connected("lb-1"));
+        assert_eq!(
+            drain(&mut reports),
+            vec![
+                format!("connected lb-1 {local:x}"),
+                format!("connected lb-1 {:x}", REMOTE_SESSION | 12),
+                format!("disconnected lb-1 {:x}", REMOTE_SESSION | 12),
+            ]
+        );
+        assert_eq!(registry.connected_count(), 0);
+    }
+
+    #[test]
+    fn an_announcement_overtaking_one_still_being_committed_replaces_it_when_it_commits() {
+        let registry = Registry::new();
+        let (local, _queue) = registry.register("lb-1", Hello::default(), String::new());
+        // Seen before this coordinator's own commit returned: undecided, so not applied yet.
+        registry.remote_connected("lb-1", remote("coord-b", 12));
+        assert!(registry.is_local("lb-1"));
+        // Committed at 11, before it: the node has moved on.
+        assert!(!registry.announced("lb-1", local, 11));
+        assert!(!registry.is_local("lb-1") && registry.is_connected("lb-1"));
+    }
+
+    #[test]
+    fn a_local_session_ending_after_the_node_moved_hands_over_to_the_later_announcement() {
+        let registry = Registry::new();
+        let mut reports = registry.subscribe_reports();
+        let (local, _queue) = registry.register("lb-1", Hello::default(), String::new());
+        // Never announced (the commit failed), and another coordinator has the node now.
+        registry.remote_connected("lb-1", remote("coord-b", 12));
+        assert!(registry.unregister("lb-1", local));
+        assert!(registry.is_connected("lb-1"));
+        assert_eq!(
+            drain(&mut reports),
+            vec![
+                format!("connected lb-1 {local:x}"),
+                format!("connected lb-1 {:x}", REMOTE_SESSION | 12),
+            ],
+            "no disconnection in between"
+        );
+        // An announcement this coordinator's own overwrote is not handed over to.
+        let (again, _queue) = registry.register("lb-2", Hello::default(), String::new());
+        registry.remote_connected("lb-2", remote("coord-b", 20));
+        registry.announced("lb-2", again, 21);
+        registry.announcement_overwritten("lb-2", 21);
+        assert!(registry.unregister("lb-2", again));
+        assert!(!registry.is_connected("lb-2"));
+    }
+
+    #[tokio::test]
+    async fn a_command_for_a_node_held_elsewhere_goes_through_the_relay_to_its_coordinator() {
+        let registry = Registry::new();
+        registry.remote_connected("lb-1", remote("coord-b", 3));
+        let action = command::Action::Drain(hav_proto::v1::Drain::default());
+        let unrouted = registry
+            .command("lb-1", action.clone(), Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(unrouted, Err(ControlError::NotConnected(_))),
+            "{unrouted:?}"
+        );
+        registry.attach_relay(Arc::new(Answering));
+        let ack = registry
+            .command("lb-1", action, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(ack.error, "coord-b");
+        assert!(ack.id != 0);
     }
 }

@@ -126,11 +126,10 @@ fn dispatch(relay: &Arc<Relay>, shared: &Arc<Shared>, kind: EventType, kv: &KeyV
         return;
     };
     match (key, kind) {
-        (Key::Session(node), EventType::Put) => {
-            if let Some(session) = remote_session(relay, kv) {
-                registry.remote_connected(&node, session);
-            }
-        }
+        (Key::Session(node), EventType::Put) => match remote_session(relay, kv) {
+            Some(session) => registry.remote_connected(&node, session),
+            None => registry.announcement_overwritten(&node, kv.mod_revision()),
+        },
         (Key::Session(node), EventType::Delete) => registry.remote_disconnected(&node),
         (Key::NodeState(node), EventType::Put) => node_state(relay, registry, &node, kv),
         (Key::Command { to, from, id }, EventType::Put) if to == relay.name => {
