@@ -1,8 +1,10 @@
 //! `hav-lab --ha`: the control plane made highly available. Three hav-coordinators share a
 //! three-member etcd cluster (on the coordinator host's loopback); the agents and havctl know all
-//! three. The leading coordinator is SIGKILLed while a drain it runs is in flight: another leads
-//! within the leader TTL, the agents move to it, the undrain goes through it, and a client probing
-//! a VIP every 5 ms is served throughout.
+//! three, each agent in its own order (spread over the three: any coordinator serves any agent,
+//! and the leader reaches web2 on coord-b through etcd). The leading coordinator is SIGKILLed
+//! while a drain it runs is in flight: another leads within the leader TTL, the agents that were
+//! on it move to another coordinator while the others stay where they were, the undrain goes
+//! through the new leader, and a client probing a VIP every 5 ms is served throughout.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,19 +87,32 @@ pub(super) fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> any
         .iter()
         .map(|(_, port)| format!("{coordinator_ip}:{port}"))
         .collect();
+    // Each agent starts its list at another coordinator, in turn.
+    for (index, (name, _)) in NODES.iter().enumerate() {
+        let mut own = fleet.dial.clone();
+        let by = index % own.len();
+        own.rotate_left(by);
+        fleet.node_dial.insert((*name).to_owned(), own);
+    }
     explain(
-        "each agent's [coordinator] address lists all three, and so does havctl's --coordinator",
+        "each agent's [coordinator] address lists all three, in its own order (web1 and api2 \
+         start at coord-a, web2 at coord-b, api1 at coord-c), and so does havctl's --coordinator",
     );
     for (name, _) in NODES {
         fleet
             .start_agent(name)
             .doing(&format!("starting hav-agent on {name}"))?;
     }
-    for (name, _) in NODES {
+    for (index, (name, _)) in NODES.iter().enumerate() {
+        let first = COORDINATORS[index % COORDINATORS.len()].0;
         fleet
             .wait_link_up(name, 1)
-            .doing(&format!("{name} connecting to the leader"))?;
+            .doing(&format!("{name} connecting to {first}"))?;
     }
+    explain(
+        "any coordinator serves any agent: each announces its sessions in etcd, so every one \
+         sees the whole fleet and passes commands to the coordinator holding the node",
+    );
     let path = fleet
         .write("fleet.toml", &fleet_config(fleet))
         .doing("writing fleet.toml")?;
@@ -107,7 +122,10 @@ pub(super) fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> any
     if !out.success() {
         bail!("push-config failed: {}", out.stderr);
     }
-    explain("$ havctl push-config --fleet fleet.toml   (stored in etcd, applied by the leader)");
+    explain(
+        "$ havctl push-config --fleet fleet.toml   (stored in etcd, sent to each node through \
+         the coordinator holding it)",
+    );
     wait_status_settled(fleet, &BALANCED)?;
     explain("$ havctl status");
     havctl_show(fleet, &["status"])?;
@@ -126,7 +144,10 @@ pub(super) fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> any
     ));
 
     banner("3. Drain web1, and SIGKILL the leading coordinator while the drain is in flight");
-    explain("$ havctl drain web1 &   (the leader records the moves in etcd, raises web2, waits)");
+    explain(
+        "$ havctl drain web1 &   (the leader records the moves in etcd, raises web2 through \
+         coord-b, waits)",
+    );
     let fault = Instant::now();
     let mut drain = fleet
         .spawn_havctl(
@@ -143,6 +164,24 @@ pub(super) fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> any
     explain(&format!(
         "web2 took {PROBED_VIP}; {leader_name} is SIGKILLed now, before the drain answered"
     ));
+    // The agents that started on the dead leader move; the others stay where they are.
+    let moved: Vec<&str> = NODES
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % COORDINATORS.len() == 0)
+        .map(|(_, (name, _))| *name)
+        .collect();
+    for name in &moved {
+        fleet
+            .wait_link_up(name, 2)
+            .doing(&format!("{name} moving to another coordinator"))?;
+    }
+    explain(&format!(
+        "{} on another coordinator {} ms after the kill (they need no leader); the other agents \
+         stayed where they were",
+        moved.join(" and "),
+        killed.elapsed().as_millis()
+    ));
     let new_leader = wait_new_leader(&coordinators[1..])?;
     explain(&format!(
         "{new_leader} leads {} ms after the kill (leader TTL {} s): the dead leader's lease ran out",
@@ -154,15 +193,6 @@ pub(super) fn demonstrate(fleet: &mut FleetLab, interrupted: &AtomicBool) -> any
     }
     explain("what the operator's havctl drain said when its coordinator died:");
     indent(drain.log().trim());
-    for (name, _) in NODES {
-        fleet
-            .wait_link_up(name, 2)
-            .doing(&format!("{name} moving to {new_leader}"))?;
-    }
-    explain(&format!(
-        "every agent is on {new_leader} {} ms after the kill",
-        killed.elapsed().as_millis()
-    ));
     let mut results: Vec<Measured> = vec![wait_report(
         &prober,
         fault,
