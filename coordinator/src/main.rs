@@ -81,6 +81,13 @@ struct Args {
     #[arg(long, env = "HAV_LEADER_TTL", value_name = "DURATION",
           default_value = duration::format(DEFAULT_LEADER_TTL), value_parser = leader_ttl)]
     leader_ttl: Duration,
+    /// How often the leading coordinator on etcd compacts etcd's history, keeping the last
+    /// interval of it (so a watcher up to that far behind misses nothing); 0s: never (when the
+    /// cluster compacts itself, `--auto-compaction-retention`).
+    #[arg(long, env = "HAV_ETCD_COMPACTION_INTERVAL", value_name = "DURATION",
+          default_value = duration::format(hav_coordinator::store_etcd::DEFAULT_COMPACTION_INTERVAL),
+          value_parser = duration::parse)]
+    etcd_compaction_interval: Duration,
     /// Send the fleet's alerts (node gone, VIP without a holder, split brain, rollout failed,
     /// certificate near expiry) to this webhook, in Alertmanager's format; repeat for several.
     #[arg(long = "alert-webhook", env = "HAV_ALERT_WEBHOOK", value_name = "URL",
@@ -277,6 +284,7 @@ async fn run(args: Args, pipeline: Option<trace::Pipeline>) -> anyhow::Result<()
     config.orchestration.resolve_split_brain = args.resolve_split_brain;
     config.orchestration.presence_ttl = args.presence_ttl;
     config.leader_ttl = args.leader_ttl;
+    config.etcd_compaction = args.etcd_compaction_interval;
     config.alerts = alerts;
     config.name = args.name.clone().unwrap_or_else(|| {
         let host = instance_name(&args.listen);

@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub name: String,
     /// The lease of the leader key on etcd (`--leader-ttl`); unused on redb.
     pub leader_ttl: Duration,
+    /// How often the leader compacts etcd's history (zero: never); unused on redb.
+    pub etcd_compaction: Duration,
     /// Webhook receivers of the fleet's alerts (none: no alerts).
     pub alerts: Option<crate::alerts::AlertSettings>,
 }
@@ -70,6 +72,7 @@ impl CoordinatorConfig {
             metrics_tls: None,
             name: listen.to_string(),
             leader_ttl: crate::leader::DEFAULT_LEADER_TTL,
+            etcd_compaction: crate::store_etcd::DEFAULT_COMPACTION_INTERVAL,
             alerts: None,
         }
     }
@@ -87,9 +90,15 @@ pub enum StoreConfig {
 
 impl StoreConfig {
     /// Opens the store (blocking: run it off the async runtime) and joins the coordinators
-    /// sharing it as `name`: their election and their relay, each with leases of `ttl` (on
-    /// redb, alone: always the leader, no relay).
-    pub fn open(&self, name: String, ttl: Duration) -> Result<OpenStore, StoreError> {
+    /// sharing it as `name`: their election and their relay, each with leases of `ttl`, the
+    /// leader compacting etcd's history every `compaction` (on redb, alone: always the leader,
+    /// no relay, nothing to compact).
+    pub fn open(
+        &self,
+        name: String,
+        ttl: Duration,
+        compaction: Duration,
+    ) -> Result<OpenStore, StoreError> {
         Ok(match self {
             StoreConfig::Redb { dir } => OpenStore {
                 store: Arc::new(RedbStore::open(dir)?),
@@ -101,6 +110,9 @@ impl StoreConfig {
                 let store = EtcdStore::connect(config.clone())?;
                 let relay = store.relay(name.clone(), ttl);
                 let (leadership, resign) = store.elect(name, ttl);
+                if !compaction.is_zero() {
+                    store.compact_history(leadership.clone(), compaction);
+                }
                 OpenStore {
                     store: Arc::new(store),
                     leadership,
@@ -236,13 +248,17 @@ async fn join(task: JoinHandle<Result<(), ServerError>>) -> Result<(), ServerErr
 /// Opens the store, loads TLS, binds and serves.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, ServerError> {
     let store_config = config.store.clone();
-    let (name, leader_ttl) = (config.name.clone(), config.leader_ttl);
+    let (name, leader_ttl, compaction) = (
+        config.name.clone(),
+        config.leader_ttl,
+        config.etcd_compaction,
+    );
     let OpenStore {
         store,
         leadership,
         resign,
         relay,
-    } = tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl))
+    } = tokio::task::spawn_blocking(move || store_config.open(name, leader_ttl, compaction))
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
     // Serve once the first election is decided (this coordinator leads, or knows who does), so

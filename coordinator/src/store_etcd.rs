@@ -58,6 +58,9 @@ pub const DEFAULT_PREFIX: &str = "/hav/";
 /// write for etcd's own request timeout (7 s with the default election timeout of 1 s) before it
 /// fails, and the retry after the election needs time too.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the leader compacts etcd's history by default (`--etcd-compaction-interval`), as
+/// Kubernetes' API server does.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// etcd refuses a transaction of more operations than its `--max-txn-ops` (128 by default).
 const MAX_TXN_OPS: usize = 128;
 /// Keys read per range request when reading a whole space.
@@ -260,6 +263,41 @@ impl EtcdStore {
             name,
             ttl,
         )
+    }
+
+    /// Compacts etcd's history every `every` while `leadership` leads: each time up to the
+    /// revision seen one interval before, so the last interval of history stays for watchers
+    /// that lag (every watcher here reads everything again when its history is gone). Without
+    /// it etcd keeps every revision of every key (agents' reports, relayed events) until its
+    /// space quota stops all writes.
+    pub fn compact_history(&self, leadership: Leadership, every: Duration) {
+        let client = self.client.clone();
+        let prefix = self.keys.prefix.clone();
+        self.runtime.0.spawn(async move {
+            let mut kept_from: Option<i64> = None;
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let now = match client.kv_client().get(prefix.as_str(), None).await {
+                    Ok(response) => response.header().map(|h| h.revision()).unwrap_or(0),
+                    Err(e) => {
+                        tracing::debug!("etcd revision unknown, nothing compacted: {e}");
+                        continue;
+                    }
+                };
+                if let Some(revision) = kept_from
+                    && leadership.role().leads()
+                {
+                    match client.kv_client().compact(revision, None).await {
+                        Ok(_) => tracing::info!(revision, "etcd history compacted"),
+                        Err(e) => tracing::debug!(revision, "etcd history not compacted: {e}"),
+                    }
+                }
+                kept_from = Some(now);
+            }
+        });
     }
 
     /// Runs `call` on the store's runtime and waits for it.

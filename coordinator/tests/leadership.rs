@@ -525,3 +525,30 @@ async fn a_coordinator_cut_off_from_etcd_ends_its_agents_sessions_and_they_move_
     second.shutdown().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(5), first.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_etcds_history_keeping_the_latest_values() {
+    let cluster = EtcdCluster::start().unwrap();
+    let leader = store(&cluster, "/compaction/");
+    let (leadership, _resign, _fence) = elected(&leader, "coord-a").await;
+    leader.put_record("jobs", "1", b"first").unwrap();
+    leader.put_record("jobs", "1", b"second").unwrap();
+    let written = i64::try_from(leader.revision().unwrap()).unwrap();
+    leader.compact_history(leadership, Duration::from_millis(300));
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    // History before the last interval goes: reading the first write's revision is refused.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let options = etcd_client::GetOptions::new().with_revision(written - 1);
+            match client.get("/compaction/", Some(options)).await {
+                Err(e) if e.to_string().contains("compacted") => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("history compacted by the leader");
+    assert_eq!(leader.records("jobs").unwrap()["1"], b"second".to_vec());
+}
