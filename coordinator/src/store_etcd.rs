@@ -4,7 +4,7 @@
 //! Layout under the prefix `P` (default [`DEFAULT_PREFIX`]), values JSON as in the redb file:
 //!
 //! ```text
-//! P config/<version, 20 digits>        a config version
+//! P config/<version, 20 digits>        a config version (or the header of its parts, `parts.rs`)
 //! P meta/config-latest                 the latest version (decimal): the compare-and-swap guard
 //! P audit/<sequence, 20 digits>        an audit record, in append order
 //! P meta/audit-last                    the last sequence used
@@ -21,8 +21,9 @@
 //!
 //! Limits etcd sets: a transaction holds at most 128 operations (`--max-txn-ops`), so a larger
 //! batch of node states or audit records is written as several transactions, in order; a request
-//! holds at most 1.5 MiB (`--max-request-bytes`), which bounds one config version (every node's
-//! config in one value): raise it on the cluster for fleets whose configs add up to more.
+//! holds at most 1.5 MiB (`--max-request-bytes`), so a config version over 1 MiB (every node's
+//! config: megabytes for thousands of nodes) is stored in parts (`parts.rs`), and watches ask
+//! for fragmented responses, so no message exceeds what the client decodes (4 MiB).
 //!
 //! The trait is synchronous and the client async: each store owns a small tokio runtime (one
 //! worker thread) that runs every etcd call, and a caller blocks on a channel until its call is
@@ -42,6 +43,8 @@ use etcd_client::{
     SortOrder, SortTarget, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::broadcast;
+
+mod parts;
 
 use crate::leader::{self, Fence, Leadership, Resign};
 use crate::store::{
@@ -370,6 +373,25 @@ impl EtcdStore {
     where
         T: for<'de> serde::Deserialize<'de>,
     {
+        self.newest_raw(prefix, limit)?
+            .iter()
+            .map(|value| decode(value))
+            .collect()
+    }
+
+    /// A config version from what `P config/<version>` holds: the record, or the header of its
+    /// parts (read and put together).
+    fn version_from(&self, value: &[u8]) -> Result<ConfigVersionRecord, StoreError> {
+        let Some(parts) = parts::header(value) else {
+            return decode(value);
+        };
+        let (client, keys, timeout) = (self.client.clone(), self.keys.clone(), self.timeout);
+        let bytes = self.run(async move { parts::read(&client, &keys, &parts, timeout).await })?;
+        decode(&bytes)
+    }
+
+    /// The newest `limit` raw values under `prefix`, newest first.
+    fn newest_raw(&self, prefix: String, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -385,11 +407,11 @@ impl EtcdStore {
                 kv.get(prefix, Some(options)).await
             }
         })?;
-        response
+        Ok(response
             .take_kvs()
-            .iter()
-            .map(|kv| decode(kv.value()))
-            .collect()
+            .into_iter()
+            .map(|kv| kv.into_key_value().1)
+            .collect())
     }
 
     /// Puts `puts` in transactions of at most [`MAX_TXN_OPS`] operations; the last one's
@@ -457,47 +479,29 @@ impl Drop for BackgroundRuntime {
 impl Store for EtcdStore {
     fn put_config_version(&self, record: &ConfigVersionRecord) -> Result<Revision, StoreError> {
         let version = record.version;
-        let bytes = encode(record)?;
+        let whole = encode(record)?;
         let (key, latest) = (self.keys.config(version), self.keys.config_latest());
         let client = self.client.clone();
         let timeout = self.timeout;
+        let keys = self.keys.clone();
         self.run(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut retry = Retry::new(deadline);
-            loop {
-                // The guard: the latest version is exactly `version - 1` (absent for 1).
-                let guard = match version.checked_sub(1) {
-                    Some(0) | None => Compare::version(latest.as_str(), CompareOp::Equal, 0),
-                    Some(previous) => {
-                        Compare::value(latest.as_str(), CompareOp::Equal, previous.to_string())
-                    }
-                };
-                let txn = Txn::new()
-                    .when([guard])
-                    .and_then([
-                        TxnOp::put(key.as_str(), bytes.clone(), None),
-                        TxnOp::put(latest.as_str(), version.to_string(), None),
-                    ])
-                    .or_else([TxnOp::get(latest.as_str(), None)]);
-                let error = match client.kv_client().txn(txn).await {
-                    Ok(response) if response.succeeded() => {
-                        return Ok(header_revision(response.header()));
-                    }
-                    Ok(response) => {
-                        let actual = txn_latest(&response)?;
-                        // A try that failed in transit may have committed: then this is ours.
-                        if retry.tried && actual == version && stored(&client, &key, &bytes).await {
-                            return Ok(header_revision(response.header()));
-                        }
-                        return Err(StoreError::Conflict {
-                            expected: version,
-                            actual,
-                        });
-                    }
-                    Err(e) => e,
-                };
-                retry.after("write a config version", error).await?;
+            // Larger than one request: the parts first, the header is what commits.
+            let parts =
+                (whole.len() > parts::PART_BYTES).then(|| parts::Parts::new(version, whole.len()));
+            let bytes = match &parts {
+                Some(parts) => {
+                    parts::write(&client, &keys, parts, &whole, timeout).await?;
+                    encode(&parts::Header {
+                        parts: parts.clone(),
+                    })?
+                }
+                None => whole,
+            };
+            let result = commit_version(&client, &key, &latest, version, &bytes, timeout).await;
+            if let (Err(_), Some(parts)) = (&result, &parts) {
+                parts::remove(&client, &keys, parts).await;
             }
+            result
         })
     }
 
@@ -511,12 +515,15 @@ impl Store for EtcdStore {
         response
             .take_kvs()
             .first()
-            .map(|kv| decode(kv.value()))
+            .map(|kv| self.version_from(kv.value()))
             .transpose()
     }
 
     fn latest_config_version(&self) -> Result<Option<ConfigVersionRecord>, StoreError> {
-        Ok(self.newest(self.keys.configs(), 1)?.into_iter().next())
+        self.newest_raw(self.keys.configs(), 1)?
+            .first()
+            .map(|value| self.version_from(value))
+            .transpose()
     }
 
     fn latest_config_version_number(&self) -> Result<u64, StoreError> {
@@ -546,7 +553,10 @@ impl Store for EtcdStore {
     }
 
     fn config_history(&self, limit: usize) -> Result<Vec<ConfigVersionRecord>, StoreError> {
-        self.newest(self.keys.configs(), limit)
+        self.newest_raw(self.keys.configs(), limit)?
+            .iter()
+            .map(|value| self.version_from(value))
+            .collect()
     }
 
     fn append_audits(&self, records: &[AuditRecord]) -> Result<Revision, StoreError> {
@@ -718,6 +728,53 @@ impl Store for EtcdStore {
     }
 }
 
+/// Commits `bytes` (a whole version or the header of its parts) as config `version` if the
+/// latest is exactly `version - 1`, with `latest` moved in the same transaction; retried while
+/// etcd is transiently unavailable, a try that may have committed checked before the next.
+async fn commit_version(
+    client: &Client,
+    key: &str,
+    latest: &str,
+    version: u64,
+    bytes: &[u8],
+    timeout: std::time::Duration,
+) -> Result<Revision, StoreError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut retry = Retry::new(deadline);
+    loop {
+        // The guard: the latest version is exactly `version - 1` (absent for 1).
+        let guard = match version.checked_sub(1) {
+            Some(0) | None => Compare::version(latest, CompareOp::Equal, 0),
+            Some(previous) => Compare::value(latest, CompareOp::Equal, previous.to_string()),
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([
+                TxnOp::put(key, bytes.to_vec(), None),
+                TxnOp::put(latest, version.to_string(), None),
+            ])
+            .or_else([TxnOp::get(latest, None)]);
+        let error = match client.kv_client().txn(txn).await {
+            Ok(response) if response.succeeded() => {
+                return Ok(header_revision(response.header()));
+            }
+            Ok(response) => {
+                let actual = txn_latest(&response)?;
+                // A try that failed in transit may have committed: then this is ours.
+                if retry.tried && actual == version && stored(client, key, bytes).await {
+                    return Ok(header_revision(response.header()));
+                }
+                return Err(StoreError::Conflict {
+                    expected: version,
+                    actual,
+                });
+            }
+            Err(e) => e,
+        };
+        retry.after("write a config version", error).await?;
+    }
+}
+
 /// The outcome of one append try.
 enum Appended {
     Done(Revision),
@@ -830,8 +887,11 @@ async fn feed_changes(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
+        // Fragmented: a batch of large values (a catching-up watch, parts of a config version)
+        // comes in several messages, none over the client's decoding limit.
         let options = WatchOptions::new()
             .with_prefix()
+            .with_fragment()
             .with_start_revision(revision as i64);
         let mut stream = match client
             .watch_client()
@@ -1024,6 +1084,15 @@ impl Keys {
 
     fn config(&self, version: u64) -> String {
         format!("{}{version:020}", self.configs())
+    }
+
+    /// Where the parts of one write of `version` go.
+    fn config_parts(&self, version: u64, token: &str) -> String {
+        format!("{}config-parts/{version:020}/{token}/", self.prefix)
+    }
+
+    fn config_part(&self, version: u64, token: &str, index: usize) -> String {
+        format!("{}{index:06}", self.config_parts(version, token))
     }
 
     fn config_latest(&self) -> String {

@@ -57,7 +57,7 @@ impl Backend for Etcd {
 type Check = fn(&dyn Backend);
 
 /// The checks, by name.
-const CHECKS: [(&str, Check); 6] = [
+const CHECKS: [(&str, Check); 7] = [
     (
         "config versions are compare-and-swapped and survive a restart",
         config_versions_are_compare_and_swapped_and_survive_a_restart,
@@ -81,6 +81,10 @@ const CHECKS: [(&str, Check); 6] = [
     (
         "a limit of zero reads nothing",
         a_limit_of_zero_reads_nothing,
+    ),
+    (
+        "a config version of megabytes is stored and read back whole",
+        a_config_version_of_megabytes_is_stored_and_read_back_whole,
     ),
 ];
 
@@ -279,6 +283,37 @@ fn config_versions_are_compare_and_swapped_and_survive_a_restart(backend: &dyn B
     store.put_config_version(&version(3)).unwrap();
     assert_eq!(store.latest_config_version().unwrap(), Some(version(3)));
     assert_eq!(store.latest_config_version_number().unwrap(), 3);
+}
+
+/// 10,000 nodes of 500 bytes each: more than etcd takes in one request (1.5 MiB by default).
+fn a_config_version_of_megabytes_is_stored_and_read_back_whole(backend: &dyn Backend) {
+    let store = backend.open();
+    let changes = store.watch();
+    let mut large = version(1);
+    large.nodes = (0..10_000)
+        .map(|n| {
+            (
+                format!("proxy-{n:05}"),
+                format!("# {n}\n{}", "x".repeat(490)),
+            )
+        })
+        .collect();
+    large.node_versions = large.nodes.keys().map(|node| (node.clone(), 1)).collect();
+    let revision = store.put_config_version(&large).unwrap();
+    // Announced once, as one version (its parts, where it has any, are not changes).
+    assert_eq!(next_change(changes).1, (revision, Change::ConfigVersion(1)));
+    assert_eq!(store.config_version(1).unwrap().as_ref(), Some(&large));
+    assert_eq!(
+        store.latest_config_version().unwrap().as_ref(),
+        Some(&large)
+    );
+    store.put_config_version(&version(2)).unwrap();
+    assert_eq!(
+        store.config_history(2).unwrap(),
+        vec![version(2), large.clone()]
+    );
+    drop(store);
+    assert_eq!(backend.open().config_version(1).unwrap(), Some(large));
 }
 
 fn the_audit_log_is_append_only_in_order(backend: &dyn Backend) {

@@ -74,7 +74,11 @@ async fn sync(relay: &Relay, registry: &Registry) -> Result<i64, etcd_client::Er
 async fn follow(relay: &Arc<Relay>, shared: &Arc<Shared>, mut next: i64) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let options = WatchOptions::new().with_prefix().with_start_revision(next);
+        // Fragmented, as the store's own watch: no message over the client's decoding limit.
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_fragment()
+            .with_start_revision(next);
         let mut stream = match relay
             .client
             .watch_client()
