@@ -286,7 +286,8 @@ pub fn print_table(runs: &[RunFigures]) {
     row(
         "push: applied",
         &|r| match &r.push_error {
-            Some(e) => format!("error: {e}"),
+            // The whole error is in the log; the table keeps its columns narrow.
+            Some(e) => shorten(&format!("error: {e}"), 60),
             None => format!("{}/{}", r.push_applied, r.connected),
         },
         None,
@@ -478,6 +479,16 @@ fn held(held: &[usize], leader: Option<usize>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" / ")
+}
+
+/// `text` cut to `limit` characters, an ellipsis marking a cut.
+fn shorten(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn rss_per_agent(r: &RunFigures) -> f64 {
