@@ -780,15 +780,33 @@ async fn fan_out(
         }
     }
     figures.fanout_usage = sampler.end(before)?;
-    let latencies: Vec<Duration> = arrived
-        .iter()
-        .filter_map(|&(seq, at)| Some(at.duration_since(sent.get(seq).copied().flatten()?)))
-        .collect();
+    // Probe `seq` came from agent `seq % len`: from the leader's own agents, or relayed to it
+    // from another coordinator's (through etcd).
+    let (mut local, mut relayed) = (Vec::new(), Vec::new());
+    for &(seq, at) in &arrived {
+        let Some(sent) = sent.get(seq).copied().flatten() else {
+            continue;
+        };
+        if figures.leader == Some(agents[seq % agents.len()].coordinator) {
+            local.push(at.duration_since(sent));
+        } else {
+            relayed.push(at.duration_since(sent));
+        }
+    }
+    let latencies: Vec<Duration> = local.iter().chain(&relayed).copied().collect();
     figures.fanout_lost = total - latencies.len();
     figures.fanout_latency = Summary::of(latencies);
+    figures.fanout_local = Summary::of(local);
+    figures.fanout_relayed = Summary::of(relayed);
     eprintln!(
-        "fan-out: {} of {} events, p99 {:?}",
-        figures.fanout_latency.count, total, figures.fanout_latency.p99
+        "fan-out: {} of {} events, p99 {:?} ({} from the leader's agents, p99 {:?}; {} from others', p99 {:?})",
+        figures.fanout_latency.count,
+        total,
+        figures.fanout_latency.p99,
+        figures.fanout_local.count,
+        figures.fanout_local.p99,
+        figures.fanout_relayed.count,
+        figures.fanout_relayed.p99
     );
     Ok(())
 }

@@ -76,6 +76,10 @@ pub struct RunFigures {
     pub fanout_events: usize,
     pub fanout_rate: f64,
     pub fanout_latency: Summary,
+    /// The fan-out latencies of events from agents on the leader (the watcher's coordinator),
+    /// and from agents on the others (relayed through the store).
+    pub fanout_local: Summary,
+    pub fanout_relayed: Summary,
     pub fanout_lost: usize,
     pub fanout_lagged: u64,
     pub fanout_usage: Usage,
@@ -245,10 +249,16 @@ pub fn print_table(runs: &[RunFigures]) {
         Some(&|r| Some(r.connect_usage.cpu_seconds)),
     );
     row(
-        "connect: etcd CPU s / %",
+        "connect: etcd CPU s / % / RSS",
         &etcd_only(|r| {
-            r.etcd_connect_usage
-                .map(|u| format!("{:.1} / {:.0}", u.cpu_seconds, u.cpu_percent))
+            r.etcd_connect_usage.map(|u| {
+                format!(
+                    "{:.1} / {:.0} / {}",
+                    u.cpu_seconds,
+                    u.cpu_percent,
+                    mib(u.rss_kib)
+                )
+            })
         }),
         None,
     );
@@ -312,6 +322,17 @@ pub fn print_table(runs: &[RunFigures]) {
         "fan-out: p50 / p99 / max",
         &|r| triple(&r.fanout_latency),
         Some(&|r| Some(r.fanout_latency.p99.as_secs_f64())),
+    );
+    row(
+        "fan-out: p99 from the leader's agents / others'",
+        &|r| {
+            let p99 = |s: &Summary| match s.count {
+                0 => "-".to_owned(),
+                count => format!("{} ms ({count})", ms(s.p99)),
+            };
+            format!("{} / {}", p99(&r.fanout_local), p99(&r.fanout_relayed))
+        },
+        None,
     );
     row(
         "fan-out: lost / lagged",
