@@ -3,9 +3,10 @@
 #
 #   scripts/bench.sh            # agent (idle cost and failover vs keepalived), agent at scale
 #                               # (510 instances; 10 ms adverts under load), hand-over, coordinator
+#                               # (one on redb vs three on a three-member etcd)
 #   scripts/bench.sh --quick    # shorter windows and fewer repetitions (a few minutes)
 #
-# Needs root (network namespaces), keepalived, nftables, strace and stress-ng
+# Needs root (network namespaces), keepalived, nftables, strace, stress-ng and etcd
 # (scripts/setup-host.sh installs them). Run it on a quiet machine: CPU figures are ratios measured side by side, but a busy host
 # still blurs them. The report goes to stdout and to target/bench-report.md.
 set -euo pipefail
@@ -45,7 +46,7 @@ report=target/bench-report.md
   echo "## Planned hand-over with open connections, hav vs keepalived"
   target/release/hav-handover-bench --connections "$connections" --rounds 3 2>/dev/null
   echo
-  echo "## Coordinator: fleet-load"
-  cargo bench -q -p hav-coordinator --bench fleet-load -- --agents "$agents" 2>/dev/null
+  echo "## Coordinator: fleet-load, one coordinator on redb vs three sharing a three-member etcd"
+  cargo bench -q -p hav-coordinator --bench fleet-load -- --agents "$agents" --backends redb,etcd 2>/dev/null
 } | tee "$report"
 echo "report written to $report" >&2

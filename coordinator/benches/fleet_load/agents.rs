@@ -1,7 +1,11 @@
 //! Simulated agents and the watching operator. A simulated agent speaks the real agent protocol
 //! over its own mTLS connection with its own certificate (as `hav_agent::control` does: Hello and
 //! a snapshot, then Welcome), acknowledges every command at once and emits transition events on
-//! request; it runs no VRRP. The watcher is a `WatchEvents` stream that timestamps what arrives.
+//! request; it runs no VRRP. Given several coordinators it dials them as the real link does: a
+//! refused or failed dial moves to the next in the list after `Backoff::short_delay`, the delay
+//! growing (`Backoff::next_delay`) once per round through the list; agent `i` starts at
+//! coordinator `i % count`, so agents spread when every coordinator accepts them. The watcher is
+//! a `WatchEvents` stream that timestamps what arrives.
 //!
 //! Event tags travel in `Transition.instance`: `ready` (sent after the snapshot, so its arrival
 //! at the watcher proves the coordinator has handled the snapshot) and `seq-<n>` (fan-out probe
@@ -11,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hav_agent::control::Backoff;
 use hav_proto::transport;
 use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_client::AgentServiceClient;
@@ -21,7 +26,7 @@ use hav_proto::v1::{
     StateSnapshot, Transition, VrrpState, WatchEventsRequest, event, fleet_event,
 };
 use rustls::ClientConfig;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -36,25 +41,112 @@ pub struct AckLog {
     pub last_ns: AtomicU64,
 }
 
+/// What every simulated agent dials with.
+pub struct Dialer {
+    /// The coordinators' addresses, in the order every agent's list has them.
+    pub coordinators: Vec<String>,
+    /// Dials in progress at once (held for one dial, not across the delay after a refusal).
+    pub permits: Arc<Semaphore>,
+    pub acks: Arc<AckLog>,
+    /// The instant `AckLog::last_ns` counts from.
+    pub epoch: Instant,
+    /// The reason of the first dial refused or failed, for the log.
+    pub first_refusal: std::sync::Mutex<Option<String>>,
+}
+
+/// Where an agent's dialling starts.
+#[derive(Debug, Clone, Copy)]
+pub struct DialFrom {
+    /// Index in `Dialer::coordinators` of the first one dialled.
+    pub first: usize,
+    /// Dials that already failed in this round through the list (1 after a lost session, as
+    /// the real link counts it).
+    pub failed_in_round: usize,
+}
+
+/// A simulated agent just welcomed.
+pub struct Connected {
+    pub agent: Agent,
+    /// From the first dial to the Welcome, refusals and delays included.
+    pub latency: Duration,
+    /// Dials refused or failed before the one welcomed.
+    pub refused: usize,
+}
+
 /// A connected simulated agent.
 pub struct Agent {
     index: usize,
+    /// Index in `Dialer::coordinators` of the coordinator that welcomed it.
+    pub coordinator: usize,
     out: mpsc::Sender<AgentMessage>,
     task: JoinHandle<()>,
 }
 
 impl Agent {
-    /// Connects as agent `index` running `config_version`: TLS, Hello + snapshot, Welcome; then
-    /// sends the `ready` event. Returns the agent and its connect-to-Welcome latency.
+    /// Connects as agent `index` running `config_version`, dialling the coordinators from
+    /// `from` on until one welcomes it (the caller bounds the time); then sends the `ready`
+    /// event.
     pub async fn connect(
-        address: &str,
+        dialer: &Dialer,
         index: usize,
         config_version: u64,
         tls: Arc<ClientConfig>,
-        acks: Arc<AckLog>,
-        epoch: Instant,
-    ) -> anyhow::Result<(Agent, Duration)> {
+        from: DialFrom,
+    ) -> anyhow::Result<Connected> {
         let started = Instant::now();
+        let count = dialer.coordinators.len().max(1);
+        let mut backoff = Backoff::default();
+        let mut current = from.first % count;
+        let mut failed_in_round = from.failed_in_round;
+        let mut refused = 0;
+        loop {
+            let attempt = {
+                let _permit = dialer.permits.acquire().await?;
+                Agent::session(dialer, current, index, config_version, tls.clone()).await
+            };
+            match attempt {
+                Ok(agent) => {
+                    return Ok(Connected {
+                        agent,
+                        latency: started.elapsed(),
+                        refused,
+                    });
+                }
+                // Dialled again until welcomed: the caller's deadline ends the loop.
+                Err(e) => {
+                    refused += 1;
+                    if let Ok(mut first) = dialer.first_refusal.lock() {
+                        first.get_or_insert_with(|| {
+                            format!(
+                                "{}: {}: {e:#}",
+                                agent_name(index),
+                                dialer.coordinators[current]
+                            )
+                        });
+                    }
+                }
+            }
+            failed_in_round += 1;
+            let retry_in = if failed_in_round < count {
+                backoff.short_delay()
+            } else {
+                failed_in_round = 0;
+                backoff.next_delay()
+            };
+            current = (current + 1) % count;
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    /// One dial of coordinator `coordinator`: TLS, Hello + snapshot, Welcome, then `ready`.
+    async fn session(
+        dialer: &Dialer,
+        coordinator: usize,
+        index: usize,
+        config_version: u64,
+        tls: Arc<ClientConfig>,
+    ) -> anyhow::Result<Agent> {
+        let address = &dialer.coordinators[coordinator];
         let channel = transport::connect(address, tls).await?;
         let mut client = AgentServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -79,9 +171,9 @@ impl Agent {
             Some(message) if matches!(message.body, Some(CoordinatorBody::Welcome(_))) => {}
             other => anyhow::bail!("{name}: expected Welcome, got {other:?}"),
         }
-        let latency = started.elapsed();
         out.send(transition("ready".into())).await?;
         let replies = out.clone();
+        let (acks, epoch) = (dialer.acks.clone(), dialer.epoch);
         let task = tokio::spawn(async move {
             // Keeps the client (and its connection) alive as long as the stream.
             let _client = client;
@@ -102,7 +194,43 @@ impl Agent {
                 acks.count.fetch_add(1, Ordering::Relaxed);
             }
         });
-        Ok((Agent { index, out, task }, latency))
+        Ok(Agent {
+            index,
+            coordinator,
+            out,
+            task,
+        })
+    }
+
+    /// The simulated node's index (its name is `agent_name(index)`).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Returns when the agent's stream has ended (its coordinator closed it or died).
+    pub async fn closed(&mut self) {
+        if !self.task.is_finished() {
+            let _ = (&mut self.task).await;
+        }
+    }
+
+    /// After its coordinator went away: waits for the stream's end, then dials again from the
+    /// next coordinator in the list after `Backoff::short_delay`, as the real link does.
+    pub async fn rejoin(
+        mut self,
+        dialer: &Dialer,
+        config_version: u64,
+        tls: Arc<ClientConfig>,
+    ) -> anyhow::Result<Connected> {
+        self.closed().await;
+        let (index, next) = (self.index, self.coordinator + 1);
+        drop(self);
+        tokio::time::sleep(Backoff::default().short_delay()).await;
+        let from = DialFrom {
+            first: next,
+            failed_in_round: 1,
+        };
+        Agent::connect(dialer, index, config_version, tls, from).await
     }
 
     /// Emits fan-out probe `seq` as a transition event, preceded by the new snapshot if

@@ -1,25 +1,35 @@
-//! fleet-load: one `hav-coordinator` process against N simulated agents, each on its own mTLS
-//! stream with its own certificate, and one watching operator. For each N it measures:
+//! fleet-load: simulated agents against the coordinators under test, each agent on its own
+//! mTLS stream with its own certificate, and one watching operator. Each N runs on each backend:
+//! `redb` (one coordinator process on its own redb file) and `etcd` (three coordinator processes
+//! on loopback sharing one prefix of a real three-member etcd cluster, started for the run). For
+//! each N and backend it measures:
 //!
 //! 1. connect: per-agent TCP+TLS+Hello→Welcome latency, the time until every agent is welcomed
-//!    and until the coordinator has handled every agent's first snapshot;
-//! 2. push: one `PushConfig` that changes every node (rollout groups of two, as pairs are),
-//!    timed to the last agent ack and to the response;
+//!    and until the leading coordinator has seen every agent's first snapshot; agent `i` dials
+//!    coordinator `i % count` first and the next one when refused, as the real agent's link does,
+//!    so the agents each coordinator holds are counted;
+//! 2. push: one `PushConfig` to the leader that changes every node (rollout groups of two, as
+//!    pairs are), timed to the last agent ack and to the response;
 //! 3. fan-out: transition events emitted at a steady rate, timed from the agent's send to the
-//!    watcher's receipt (`WatchEvents`);
+//!    receipt by a watcher on the leader (`WatchEvents`);
 //! 4. reconnect: every agent drops its stream and dials again reporting the pushed config version
-//!    (a coordinator restart's storm), timed to every Welcome and until the coordinator is idle;
+//!    (a coordinator restart's storm), timed to every Welcome and until the coordinators are idle;
+//! 5. on etcd only, failover: the leading coordinator SIGKILLed, timed until a survivor says it
+//!    leads (`About`, polled every 50 ms) and until every agent it held is welcomed elsewhere;
 //!
-//! with the coordinator's CPU and RSS from /proc in each phase. Every phase has a timeout; the
-//! program ends by itself and kills the coordinator whatever happens.
+//! with the coordinators' CPU and RSS (summed over the processes) from /proc in each phase, and on
+//! etcd the members' CPU and etcd's write rates from its `/metrics` over the connect and fan-out
+//! phases. Every phase has a timeout; the program ends by itself and kills the coordinators and
+//! etcd members whatever happens.
 //!
-//! Run (optimised; builds the coordinator binary too):
+//! Run (optimised; builds the coordinator binary too; etcd needs Debian's `etcd-server`):
 //!
 //! ```text
-//! cargo bench -p hav-coordinator --bench fleet-load -- --agents 100,1000,10000
+//! cargo bench -p hav-coordinator --bench fleet-load -- --agents 1000,10000 --backends redb,etcd
 //! ```
 
 mod agents;
+mod etcd;
 mod pki;
 mod process;
 mod report;
@@ -34,37 +44,54 @@ use clap::Parser;
 use hav_proto::transport;
 use hav_proto::v1::fleet_service_client::FleetServiceClient;
 use hav_proto::v1::{
-    ApplyOutcome, MAX_MESSAGE_BYTES, NodeConfigEntry, PushConfigRequest, RolloutGroup,
+    AboutRequest, ApplyOutcome, MAX_MESSAGE_BYTES, NodeConfigEntry, PushConfigRequest, RolloutGroup,
 };
+use hav_tests::etcd::EtcdCluster;
+use nix::unistd::Pid;
 use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
-use crate::agents::{AckLog, Agent, Seen};
+use crate::agents::{AckLog, Agent, Connected, DialFrom, Dialer, Seen};
+use crate::etcd::{EtcdCounters, EtcdRates};
 use crate::pki::{Pki, agent_name};
-use crate::process::{Coordinator, Sampler, raise_fd_limit, read_proc};
-use crate::report::{RunFigures, Summary, print_table};
+use crate::process::{
+    Coordinator, Reading, Sampler, StoreArgs, Usage, children_named, raise_fd_limit, read_proc,
+    read_procs,
+};
+use crate::report::{Failover, RunFigures, Summary, print_table};
 
 /// Load test of hav-coordinator: N simulated agents (real mTLS agent streams, no VRRP), a config
-/// push to all of them, event fan-out to a watching operator and a reconnect storm, with the
-/// coordinator's CPU and RSS. Prints a table of figures.
+/// push to all of them, event fan-out to a watching operator, a reconnect storm and, on etcd, the
+/// leader's death, with the coordinators' CPU and RSS. One coordinator on redb and three sharing
+/// a three-member etcd side by side. Prints a table of figures.
 ///
-/// Run: cargo bench -p hav-coordinator --bench fleet-load -- --agents 100,1000,10000
+/// Run: cargo bench -p hav-coordinator --bench fleet-load -- --agents 1000,10000
 /// (CARGO_TARGET_DIR as usual; the coordinator binary is built alongside). Agent certificates
-/// are issued once into --pki and reused. HAV_LOAD_COORDINATOR_LOG sets the coordinator's
-/// RUST_LOG (default info); its log goes to --logs.
+/// are issued once into --pki and reused. HAV_LOAD_COORDINATOR_LOG sets the coordinators'
+/// RUST_LOG (default info); their logs go to --logs.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Numbers of agents, one run each.
+    /// Numbers of agents, one run each (on each backend).
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     agents: Vec<usize>,
+    /// Stores to run on, side by side: `redb` (one coordinator) and `etcd` (--etcd-coordinators
+    /// coordinators sharing a real three-member etcd cluster).
+    #[arg(long, value_delimiter = ',', default_value = "redb,etcd")]
+    backends: Vec<Backend>,
+    /// Coordinators sharing the etcd cluster.
+    #[arg(long, default_value_t = 3)]
+    etcd_coordinators: usize,
+    /// The coordinators' --leader-ttl on etcd, in whole seconds.
+    #[arg(long, default_value_t = 3)]
+    leader_ttl: u64,
     /// Certificate cache directory (CA, coordinator, operator and agent certificates).
     #[arg(long, default_value_os_t = std::env::temp_dir().join("hav-fleet-load-pki"))]
     pki: PathBuf,
     /// The coordinator binary to test.
     #[arg(long, default_value = env!("CARGO_BIN_EXE_hav-coordinator"))]
     coordinator: PathBuf,
-    /// Agent connections in progress at once (a reconnect storm with this many in flight).
+    /// Agent dials in progress at once (a reconnect storm with this many in flight).
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
     /// Fan-out probe events per run (default: max(N, 1000)), spread evenly over the agents.
@@ -80,7 +107,8 @@ struct Args {
     /// Timeout of each phase, in seconds.
     #[arg(long, default_value_t = 120)]
     phase_timeout: u64,
-    /// Where the coordinator's log of each run is kept (`coordinator-<N>.log`).
+    /// Where the coordinators' logs of each run are kept (`coordinator-<N>.log` on redb,
+    /// `coordinator-<N>-etcd-c<i>.log` on etcd).
     #[arg(long, default_value_os_t = std::env::temp_dir().join("hav-fleet-load-logs"))]
     logs: PathBuf,
     /// Worker threads of this load generator's runtime.
@@ -91,28 +119,58 @@ struct Args {
     bench: bool,
 }
 
+/// Where the coordinators under test keep their state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// One coordinator on its own redb file.
+    #[default]
+    Redb,
+    /// Several coordinators sharing a three-member etcd cluster.
+    Etcd,
+}
+
+impl Backend {
+    /// The column heading: the store and how many coordinators, `etcd ×3`.
+    pub fn label(self, coordinators: usize) -> String {
+        let store = match self {
+            Backend::Redb => "redb",
+            Backend::Etcd => "etcd",
+        };
+        format!("{store} ×{coordinators}")
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let largest = args.agents.iter().copied().max().unwrap_or(0) as u64;
     let limit = raise_fd_limit(2 * largest + 4096)?;
-    eprintln!("RLIMIT_NOFILE {limit} (inherited by the coordinator)");
+    eprintln!("RLIMIT_NOFILE {limit} (inherited by the coordinators)");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?
+        // `run` is polled on this thread, which therefore starts the etcd members: they die with
+        // it (`PR_SET_PDEATHSIG`), so a killed load generator leaves none behind.
         .block_on(run_all(args))
 }
 
 async fn run_all(args: Args) -> anyhow::Result<()> {
     let pki = Arc::new(Pki::open(&args.pki)?);
     let mut runs = Vec::new();
+    let mut failed = Vec::new();
     for &n in &args.agents {
-        eprintln!("== N = {n}");
-        match run(&args, &pki, n).await {
-            Ok(figures) => runs.push(figures),
-            Err(e) => {
-                eprintln!("N = {n}: {e:#}");
-                break;
+        for &backend in &args.backends {
+            // A backend that failed at some N is not tried at a larger one.
+            if failed.contains(&backend) {
+                continue;
+            }
+            eprintln!("== N = {n}, {backend:?}");
+            match run(&args, &pki, n, backend).await {
+                Ok(figures) => runs.push(figures),
+                Err(e) => {
+                    eprintln!("N = {n}, {backend:?}: {e:#}");
+                    failed.push(backend);
+                }
             }
         }
     }
@@ -120,9 +178,15 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures> {
+async fn run(
+    args: &Args,
+    pki: &Arc<Pki>,
+    n: usize,
+    backend: Backend,
+) -> anyhow::Result<RunFigures> {
     let phase_timeout = Duration::from_secs(args.phase_timeout);
     let mut figures = RunFigures {
+        backend,
         agents: n,
         ..RunFigures::default()
     };
@@ -151,39 +215,98 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
         .prefix("hav-fleet-load-")
         .tempdir()?;
     std::fs::create_dir_all(&args.logs)?;
-    let log = args.logs.join(format!("coordinator-{n}.log"));
-    eprintln!("coordinator log: {}", log.display());
     figures.load_average = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
-    let mut coordinator =
-        Coordinator::start(&args.coordinator, &pki.coordinator(), run_dir.path(), log)?;
-    let sampler = Sampler::start(Some(coordinator.pid()));
+    // Declared before the coordinators, so dropped after them: on any early return the
+    // coordinators are killed first, then the members (EtcdCluster's Drop), then `run_dir`.
+    let cluster = match backend {
+        Backend::Redb => None,
+        Backend::Etcd => {
+            Some(EtcdCluster::start_members(3).map_err(|e| anyhow::anyhow!("starting etcd: {e}"))?)
+        }
+    };
+    let count = match backend {
+        Backend::Redb => 1,
+        Backend::Etcd => args.etcd_coordinators.max(1),
+    };
+    figures.coordinators = count;
+    let mut coordinators = Vec::with_capacity(count);
+    for c in 0..count {
+        let (store, log) = match &cluster {
+            None => (StoreArgs::Redb, format!("coordinator-{n}.log")),
+            Some(cluster) => (
+                StoreArgs::Etcd {
+                    endpoints: cluster.endpoints(),
+                    name: format!("load-c{c}"),
+                    leader_ttl: Duration::from_secs(args.leader_ttl),
+                },
+                format!("coordinator-{n}-etcd-c{c}.log"),
+            ),
+        };
+        let log = args.logs.join(log);
+        eprintln!("coordinator c{c} log: {}", log.display());
+        let data = run_dir.path().join(format!("data-c{c}"));
+        coordinators.push(Coordinator::start(
+            &args.coordinator,
+            &pki.coordinator(),
+            &data,
+            &store,
+            log,
+        )?);
+    }
+    let pids: Vec<Pid> = coordinators.iter().map(Coordinator::pid).collect();
+    let sampler = Sampler::start(pids.clone());
+    let etcd = cluster.as_ref().map(EtcdProbe::start);
     let load_start = read_proc(None)?;
-    let address = coordinator.address.to_string();
-    let channel = connect_operator(&mut coordinator, &address, pki.operator()?).await?;
-    let mut fleet = FleetServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut fleets = Vec::with_capacity(count);
+    for coordinator in &mut coordinators {
+        let channel = connect_operator(coordinator, pki.operator()?).await?;
+        fleets.push(
+            FleetServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    }
+    let everyone: Vec<usize> = (0..count).collect();
+    let (leader, _) = await_leader(&mut fleets, &everyone, phase_timeout)
+        .await
+        .context("no coordinator says it leads")?;
+    figures.leader = Some(leader);
+    eprintln!("leader: c{leader} ({})", coordinators[leader].name);
+    let mut fleet = fleets[leader].clone();
     let (mut seen, watcher) = agents::watch(&mut fleet).await?;
-    let epoch = Instant::now();
-    let acks = Arc::new(AckLog::default());
+    let dialer = Arc::new(Dialer {
+        coordinators: coordinators.iter().map(|c| c.address.to_string()).collect(),
+        permits: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
+        acks: Arc::new(AckLog::default()),
+        epoch: Instant::now(),
+        first_refusal: Default::default(),
+    });
 
     // 1. Connect.
     let before = sampler.begin()?;
+    let etcd_before = match &etcd {
+        Some(probe) => probe.begin().await,
+        None => None,
+    };
     let started = Instant::now();
-    let wave = connect_all(args, &address, tls.clone(), 0, &acks, epoch, phase_timeout).await;
+    let wave = connect_all(&dialer, tls.clone(), 0, phase_timeout).await;
     figures.connect_all = started.elapsed();
     figures.connected = wave.agents.len();
     figures.connect_failures = wave.failures;
     figures.connect_latency = wave.latency;
+    figures.connect_refused = wave.refused;
+    figures.held = held(&wave.agents, count);
     let agents = wave.agents;
     eprintln!(
-        "connect: {} agents in {:.2} s ({} failed)",
+        "connect: {} agents in {:.2} s ({} failed, {} dials refused), held {:?}",
         figures.connected,
         figures.connect_all.as_secs_f64(),
-        figures.connect_failures
+        figures.connect_failures,
+        figures.connect_refused,
+        figures.held
     );
     let deadline = tokio::time::Instant::now() + phase_timeout;
     let mut ready = 0;
@@ -203,20 +326,23 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
         figures.settled = Some(started.elapsed());
     }
     figures.connect_usage = sampler.end(before)?;
+    if let (Some(probe), Some(start)) = (&etcd, etcd_before) {
+        (figures.etcd_connect_usage, figures.etcd_connect) = probe.end(start).await.unzip();
+    }
     figures.idle_rss_kib = figures.connect_usage.rss_kib;
     figures.base_rss_kib = before.rss_kib;
     eprintln!(
-        "connect: snapshots handled after {:?}; coordinator RSS {} KiB",
+        "connect: snapshots handled after {:?}; coordinators' RSS {} KiB",
         figures.settled, figures.idle_rss_kib
     );
 
-    // 2. Push to all.
+    // 2. Push to all, through the leader.
     let request = push_request(n);
     figures.push_request_bytes = request.encoded_len();
     let before = sampler.begin()?;
     let started = Instant::now();
-    let started_ns = started.duration_since(epoch).as_nanos() as u64;
-    acks.count.store(0, Ordering::Relaxed);
+    let started_ns = started.duration_since(dialer.epoch).as_nanos() as u64;
+    dialer.acks.count.store(0, Ordering::Relaxed);
     let mut pushed_version = 0;
     match tokio::time::timeout(phase_timeout, fleet.push_config(request)).await {
         Ok(Ok(response)) => {
@@ -233,8 +359,8 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
         Ok(Err(status)) => figures.push_error = Some(transport::explain_status(&status)),
         Err(_) => figures.push_error = Some(format!("no response in {phase_timeout:?}")),
     }
-    let last_ack = acks.last_ns.load(Ordering::Relaxed);
-    if acks.count.load(Ordering::Relaxed) > 0 && last_ack > started_ns {
+    let last_ack = dialer.acks.last_ns.load(Ordering::Relaxed);
+    if dialer.acks.count.load(Ordering::Relaxed) > 0 && last_ack > started_ns {
         figures.push_last_ack = Some(Duration::from_nanos(last_ack - started_ns));
     }
     figures.push_usage = sampler.end(before)?;
@@ -250,6 +376,10 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
         }
     }
     if !agents.is_empty() {
+        let etcd_before = match &etcd {
+            Some(probe) => probe.begin().await,
+            None => None,
+        };
         fan_out(
             args,
             &agents,
@@ -259,6 +389,9 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
             &mut figures,
         )
         .await?;
+        if let (Some(probe), Some(start)) = (&etcd, etcd_before) {
+            (figures.etcd_fanout_usage, figures.etcd_fanout) = probe.end(start).await.unzip();
+        }
     }
 
     // 4. Reconnect storm, as after a coordinator restart: every agent drops its stream and dials
@@ -266,58 +399,250 @@ async fn run(args: &Args, pki: &Arc<Pki>, n: usize) -> anyhow::Result<RunFigures
     drop(agents);
     let before = sampler.begin()?;
     let started = Instant::now();
-    let wave = connect_all(
-        args,
-        &address,
-        tls,
-        pushed_version,
-        &acks,
-        epoch,
-        phase_timeout,
-    )
-    .await;
+    let wave = connect_all(&dialer, tls.clone(), pushed_version, phase_timeout).await;
     figures.reconnect_all = started.elapsed();
     figures.reconnect_failures = wave.failures;
     figures.reconnect_latency = wave.latency;
-    figures.reconnect_idle = wait_idle(&coordinator, phase_timeout)
+    figures.reconnect_refused = wave.refused;
+    figures.reconnect_idle = wait_idle(&pids, phase_timeout)
         .await
         .map(|idle| idle.duration_since(started));
     figures.reconnect_usage = sampler.end(before)?;
     eprintln!(
-        "reconnect: {} agents in {:.2} s, coordinator idle after {:?}",
+        "reconnect: {} agents in {:.2} s, coordinators idle after {:?}, held {:?}",
         wave.agents.len(),
         figures.reconnect_all.as_secs_f64(),
-        figures.reconnect_idle
+        figures.reconnect_idle,
+        held(&wave.agents, count)
     );
-
-    drop(wave);
     watcher.abort();
-    let stopped = coordinator.stop(Duration::from_secs(15)).await;
-    eprintln!("coordinator stopped in {:.2} s", stopped.as_secs_f64());
+    drop(sampler);
+
+    // 5. The leader SIGKILLed (several coordinators only).
+    let mut agents = wave.agents;
+    if count > 1 {
+        let failover = kill_leader(
+            &dialer,
+            &mut coordinators,
+            &mut fleets,
+            leader,
+            std::mem::take(&mut agents),
+            &tls,
+            pushed_version,
+            phase_timeout,
+        )
+        .await?;
+        agents = failover.1;
+        figures.failover = Some(failover.0);
+    }
+
+    drop(agents);
+    for coordinator in coordinators {
+        let name = coordinator.name.clone();
+        let stopped = coordinator.stop(Duration::from_secs(15)).await;
+        eprintln!(
+            "coordinator {name} stopped in {:.2} s",
+            stopped.as_secs_f64()
+        );
+    }
+    drop(etcd);
+    drop(cluster);
     let load_end = read_proc(None)?;
     figures.load_cpu_seconds =
         load_end.cpu_ticks.saturating_sub(load_start.cpu_ticks) as f64 / process::clock_ticks();
     Ok(figures)
 }
 
-/// Dials the coordinator as the operator, retrying while it starts (it binds within moments).
+/// SIGKILLs coordinator `leader`, whose agents dial the others as the real link does; times
+/// until a survivor leads and until every agent is welcomed again. Returns the figures and all
+/// the agents connected at the end.
+#[allow(clippy::too_many_arguments)]
+async fn kill_leader(
+    dialer: &Arc<Dialer>,
+    coordinators: &mut [Coordinator],
+    fleets: &mut [FleetServiceClient<Channel>],
+    leader: usize,
+    agents: Vec<Agent>,
+    tls: &[Arc<rustls::ClientConfig>],
+    config_version: u64,
+    phase_timeout: Duration,
+) -> anyhow::Result<(Failover, Vec<Agent>)> {
+    let count = coordinators.len();
+    let survivors: Vec<usize> = (0..count).filter(|&c| c != leader).collect();
+    let sampler = Sampler::start(survivors.iter().map(|&c| coordinators[c].pid()).collect());
+    let (moving, mut staying): (Vec<Agent>, Vec<Agent>) =
+        agents.into_iter().partition(|a| a.coordinator == leader);
+    let mut failover = Failover {
+        moved: moving.len(),
+        ..Failover::default()
+    };
+    // Each moving agent waits for its stream's end before dialling: spawned before the kill.
+    let deadline = tokio::time::Instant::now() + phase_timeout;
+    let rejoins: Vec<_> = moving
+        .into_iter()
+        .map(|agent| {
+            let (dialer, tls) = (dialer.clone(), tls[agent.index()].clone());
+            tokio::spawn(tokio::time::timeout_at(deadline, async move {
+                let rejoined = agent.rejoin(&dialer, config_version, tls).await;
+                (rejoined, Instant::now())
+            }))
+        })
+        .collect();
+    let before = sampler.begin()?;
+    let killed = Instant::now();
+    coordinators[leader].kill()?;
+    eprintln!(
+        "failover: c{leader} SIGKILLed with {} agents",
+        failover.moved
+    );
+    if let Some((new_leader, at)) = await_leader(fleets, &survivors, phase_timeout).await {
+        failover.new_leader = Some(new_leader);
+        failover.leader_after = Some(at.duration_since(killed));
+    }
+    let mut back = Vec::with_capacity(rejoins.len());
+    let mut last = None::<Instant>;
+    for task in rejoins {
+        match task.await {
+            Ok(Ok((Ok(Connected { agent, refused, .. }), at))) => {
+                failover.back_refused += refused;
+                back.push(at.duration_since(killed));
+                last = Some(last.map_or(at, |last| last.max(at)));
+                staying.push(agent);
+            }
+            Ok(Ok((Err(e), _))) => {
+                failover.back_failures += 1;
+                eprintln!("failover: an agent did not come back: {e:#}");
+            }
+            Ok(Err(_)) | Err(_) => failover.back_failures += 1,
+        }
+    }
+    if failover.back_failures == 0 {
+        failover.back_after = Some(last.map_or(Duration::ZERO, |at| at.duration_since(killed)));
+    }
+    failover.back_latency = Summary::of(back);
+    failover.usage = sampler.end(before)?;
+    failover.held_after = held(&staying, count);
+    eprintln!(
+        "failover: c{} leads after {:?}; agents back after {:?} ({} failed), held {:?}",
+        failover
+            .new_leader
+            .map_or_else(|| "(none)".to_owned(), |c| c.to_string()),
+        failover.leader_after,
+        failover.back_after,
+        failover.back_failures,
+        failover.held_after
+    );
+    if let Some(e) = dialer.first_refusal.lock().ok().and_then(|mut e| e.take()) {
+        eprintln!("failover: first refused dial: {e}");
+    }
+    Ok((failover, staying))
+}
+
+/// The first of `candidates` whose `About` says it leads, and when it said so; asked every 50 ms
+/// (the resolution of the figure) until `timeout`.
+async fn await_leader(
+    fleets: &mut [FleetServiceClient<Channel>],
+    candidates: &[usize],
+    timeout: Duration,
+) -> Option<(usize, Instant)> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        for &c in candidates {
+            let asked =
+                tokio::time::timeout(Duration::from_secs(1), fleets[c].about(AboutRequest {}));
+            if let Ok(Ok(about)) = asked.await
+                && about.get_ref().leader
+            {
+                return Some((c, Instant::now()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Agents held by each of `count` coordinators.
+fn held(agents: &[Agent], count: usize) -> Vec<usize> {
+    let mut held = vec![0; count];
+    for agent in agents {
+        if let Some(slot) = held.get_mut(agent.coordinator) {
+            *slot += 1;
+        }
+    }
+    held
+}
+
+/// The etcd members' CPU (summed) and etcd's counters, read around a phase.
+struct EtcdProbe {
+    sampler: Sampler,
+    /// The member whose `/metrics` is read.
+    endpoint: String,
+}
+
+/// What [`EtcdProbe::begin`] read.
+struct EtcdStart {
+    usage: Reading,
+    counters: EtcdCounters,
+}
+
+impl EtcdProbe {
+    fn start(cluster: &EtcdCluster) -> EtcdProbe {
+        EtcdProbe {
+            sampler: Sampler::start(children_named("etcd")),
+            endpoint: cluster.endpoint(0),
+        }
+    }
+
+    /// The members' CPU and etcd's counters at the start of a phase; None (logged) if either
+    /// is unreadable.
+    async fn begin(&self) -> Option<EtcdStart> {
+        let usage = self
+            .sampler
+            .begin()
+            .inspect_err(|e| eprintln!("etcd members' /proc: {e:#}"))
+            .ok()?;
+        let counters = EtcdCounters::read(&self.endpoint)
+            .await
+            .inspect_err(|e| eprintln!("etcd metrics: {e:#}"))
+            .ok()?;
+        Some(EtcdStart { usage, counters })
+    }
+
+    /// The members' CPU and etcd's write rates since `start`; None (logged) if unreadable.
+    async fn end(&self, start: EtcdStart) -> Option<(Usage, EtcdRates)> {
+        let counters = EtcdCounters::read(&self.endpoint)
+            .await
+            .inspect_err(|e| eprintln!("etcd metrics: {e:#}"))
+            .ok()?;
+        let usage = self
+            .sampler
+            .end(start.usage)
+            .inspect_err(|e| eprintln!("etcd members' /proc: {e:#}"))
+            .ok()?;
+        Some((usage, counters.since(&start.counters)))
+    }
+}
+
+/// Dials a coordinator as the operator, retrying while it starts (it binds within moments, once
+/// its first election is decided on etcd).
 async fn connect_operator(
     coordinator: &mut Coordinator,
-    address: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Channel> {
+    let address = coordinator.address.to_string();
     let started = Instant::now();
     loop {
-        match transport::connect(address, tls.clone()).await {
+        match transport::connect(&address, tls.clone()).await {
             Ok(channel) => return Ok(channel),
             Err(e) if started.elapsed() > Duration::from_secs(15) => {
-                return Err(e).context("the coordinator did not come up");
+                return Err(e)
+                    .with_context(|| format!("coordinator {} did not come up", coordinator.name));
             }
             Err(_) => {}
         }
         if let Some(status) = coordinator.exited() {
             let log = std::fs::read_to_string(&coordinator.log).unwrap_or_default();
-            anyhow::bail!("the coordinator exited ({status}): {log}");
+            anyhow::bail!("coordinator {} exited ({status}): {log}", coordinator.name);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -328,18 +653,20 @@ struct Wave {
     agents: Vec<Agent>,
     latency: Summary,
     failures: usize,
+    /// Dials refused or failed and tried again, over all agents.
+    refused: usize,
 }
 
-/// When the coordinator's CPU use over half a second fell below 10% of a core (it has finished
-/// what the last phase caused); None if that did not happen within `timeout`.
-async fn wait_idle(coordinator: &Coordinator, timeout: Duration) -> Option<Instant> {
+/// When the coordinators' CPU use (summed) over half a second fell below 10% of a core (they
+/// have finished what the last phase caused); None if that did not happen within `timeout`.
+async fn wait_idle(pids: &[Pid], timeout: Duration) -> Option<Instant> {
     let started = Instant::now();
     let window = Duration::from_millis(500);
     while started.elapsed() < timeout {
-        let first = read_proc(Some(coordinator.pid())).ok()?;
+        let first = read_procs(pids).ok()?;
         tokio::time::sleep(window).await;
-        let second = read_proc(Some(coordinator.pid())).ok()?;
-        let busy = (second.cpu_ticks - first.cpu_ticks) as f64 / process::clock_ticks();
+        let second = read_procs(pids).ok()?;
+        let busy = second.cpu_ticks.saturating_sub(first.cpu_ticks) as f64 / process::clock_ticks();
         if busy < 0.1 * window.as_secs_f64() {
             return Some(first.at);
         }
@@ -347,38 +674,39 @@ async fn wait_idle(coordinator: &Coordinator, timeout: Duration) -> Option<Insta
     None
 }
 
-/// Connects every agent, at most `connect_concurrency` at a time, each in its own task.
+/// Connects every agent, agent `i` dialling coordinator `i % count` first, each in its own task
+/// (the dialer bounds the dials in flight).
 async fn connect_all(
-    args: &Args,
-    address: &str,
+    dialer: &Arc<Dialer>,
     tls: Vec<Arc<rustls::ClientConfig>>,
     config_version: u64,
-    acks: &Arc<AckLog>,
-    epoch: Instant,
     phase_timeout: Duration,
 ) -> Wave {
-    let permits = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let deadline = tokio::time::Instant::now() + phase_timeout;
     let tasks: Vec<_> = tls
         .into_iter()
         .enumerate()
         .map(|(index, tls)| {
-            let (permits, acks, address) = (permits.clone(), acks.clone(), address.to_owned());
+            let dialer = dialer.clone();
+            let from = DialFrom {
+                first: index,
+                failed_in_round: 0,
+            };
             tokio::spawn(tokio::time::timeout_at(deadline, async move {
-                let _permit = permits.acquire_owned().await?;
-                Agent::connect(&address, index, config_version, tls, acks, epoch).await
+                Agent::connect(&dialer, index, config_version, tls, from).await
             }))
         })
         .collect();
     let mut agents = Vec::with_capacity(tasks.len());
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut first_error = None;
-    let mut failures = 0;
+    let (mut failures, mut refused) = (0, 0);
     for (index, task) in tasks.into_iter().enumerate() {
         let error = match task.await {
-            Ok(Ok(Ok((agent, latency)))) => {
-                agents.push(agent);
-                latencies.push(latency);
+            Ok(Ok(Ok(connected))) => {
+                refused += connected.refused;
+                agents.push(connected.agent);
+                latencies.push(connected.latency);
                 continue;
             }
             Ok(Ok(Err(e))) => format!("{e:#}"),
@@ -391,10 +719,14 @@ async fn connect_all(
     if let Some(error) = first_error {
         eprintln!("first connect failure: {error}");
     }
+    if let Some(e) = dialer.first_refusal.lock().ok().and_then(|mut e| e.take()) {
+        eprintln!("first refused dial: {e}");
+    }
     Wave {
         agents,
         latency: Summary::of(latencies),
         failures,
+        refused,
     }
 }
 
@@ -448,15 +780,33 @@ async fn fan_out(
         }
     }
     figures.fanout_usage = sampler.end(before)?;
-    let latencies: Vec<Duration> = arrived
-        .iter()
-        .filter_map(|&(seq, at)| Some(at.duration_since(sent.get(seq).copied().flatten()?)))
-        .collect();
+    // Probe `seq` came from agent `seq % len`: from the leader's own agents, or relayed to it
+    // from another coordinator's (through etcd).
+    let (mut local, mut relayed) = (Vec::new(), Vec::new());
+    for &(seq, at) in &arrived {
+        let Some(sent) = sent.get(seq).copied().flatten() else {
+            continue;
+        };
+        if figures.leader == Some(agents[seq % agents.len()].coordinator) {
+            local.push(at.duration_since(sent));
+        } else {
+            relayed.push(at.duration_since(sent));
+        }
+    }
+    let latencies: Vec<Duration> = local.iter().chain(&relayed).copied().collect();
     figures.fanout_lost = total - latencies.len();
     figures.fanout_latency = Summary::of(latencies);
+    figures.fanout_local = Summary::of(local);
+    figures.fanout_relayed = Summary::of(relayed);
     eprintln!(
-        "fan-out: {} of {} events, p99 {:?}",
-        figures.fanout_latency.count, total, figures.fanout_latency.p99
+        "fan-out: {} of {} events, p99 {:?} ({} from the leader's agents, p99 {:?}; {} from others', p99 {:?})",
+        figures.fanout_latency.count,
+        total,
+        figures.fanout_latency.p99,
+        figures.fanout_local.count,
+        figures.fanout_local.p99,
+        figures.fanout_relayed.count,
+        figures.fanout_relayed.p99
     );
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! The coordinator under test as a separate process (so that its RSS and CPU are its own), the
-//! file-descriptor limit both processes need, and the /proc sampler.
+//! The coordinators under test as separate processes (so that their RSS and CPU are their own),
+//! on redb or sharing an etcd prefix, the file-descriptor limit all processes need, and the /proc
+//! sampler of a set of processes.
 //!
-//! Guarantees: the child is killed when [`Coordinator`] is dropped, whatever happened; CPU figures
-//! are exact deltas of utime+stime over a phase, RSS peaks are sampled every 50 ms.
+//! Guarantees: a child is killed when its [`Coordinator`] is dropped, whatever happened; CPU
+//! figures are exact deltas of utime+stime over a phase, summed over the sampled processes; RSS
+//! peaks are of the sum, sampled every 50 ms.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -37,27 +39,61 @@ pub fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
     Ok(limit)
 }
 
+/// Where a coordinator keeps its state.
+#[derive(Debug, Clone)]
+pub enum StoreArgs {
+    /// Its own redb file under its data directory.
+    Redb,
+    /// An etcd cluster shared with other coordinators (the default prefix), under `name`.
+    Etcd {
+        endpoints: Vec<String>,
+        name: String,
+        leader_ttl: Duration,
+    },
+}
+
 /// A running `hav-coordinator` child process.
 pub struct Coordinator {
     child: Child,
+    /// Its `--name` (on etcd), else "coordinator".
+    pub name: String,
     pub address: SocketAddr,
     pub log: PathBuf,
 }
 
 impl Coordinator {
-    /// Starts `binary` on a free loopback port with a fresh data directory under `run_dir`,
-    /// its standard error going to `log`.
+    /// Starts `binary` on a free loopback port with a fresh data directory `data` and the store
+    /// `store`, its standard error going to `log`.
     pub fn start(
         binary: &Path,
         tls: &ServerTlsFiles,
-        run_dir: &Path,
+        data: &Path,
+        store: &StoreArgs,
         log: PathBuf,
     ) -> anyhow::Result<Self> {
         // Bind-and-release picks a free port; the coordinator binds it a moment later.
         let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        let name = match store {
+            StoreArgs::Redb => "coordinator".to_owned(),
+            StoreArgs::Etcd {
+                endpoints,
+                name,
+                leader_ttl,
+            } => {
+                command
+                    .arg("--etcd")
+                    .arg(endpoints.join(","))
+                    .arg("--name")
+                    .arg(name)
+                    .arg("--leader-ttl")
+                    .arg(format!("{}s", leader_ttl.as_secs().max(1)));
+                name.clone()
+            }
+        };
+        let child = command
             .arg("--listen")
             .arg(address.to_string())
             .arg("--cert")
@@ -67,7 +103,7 @@ impl Coordinator {
             .arg("--ca")
             .arg(&tls.ca)
             .arg("--data")
-            .arg(run_dir.join("data"))
+            .arg(data)
             .env(
                 "RUST_LOG",
                 std::env::var("HAV_LOAD_COORDINATOR_LOG").unwrap_or_else(|_| "info".into()),
@@ -79,6 +115,7 @@ impl Coordinator {
             .with_context(|| format!("starting {}", binary.display()))?;
         Ok(Coordinator {
             child,
+            name,
             address,
             log,
         })
@@ -93,9 +130,13 @@ impl Coordinator {
         self.child.try_wait().ok().flatten()
     }
 
-    /// SIGINT (the coordinator's clean shutdown), then SIGKILL after `grace`.
+    /// SIGINT (the coordinator's clean shutdown), then SIGKILL after `grace`; nothing for a
+    /// child already reaped (its pid may be another process's by now).
     pub async fn stop(mut self, grace: Duration) -> Duration {
         let started = Instant::now();
+        if self.exited().is_some() {
+            return Duration::ZERO;
+        }
         let _ = kill(self.pid(), Signal::SIGINT);
         while started.elapsed() < grace {
             if self.exited().is_some() {
@@ -106,6 +147,13 @@ impl Coordinator {
         let _ = self.child.kill();
         let _ = self.child.wait();
         started.elapsed()
+    }
+
+    /// SIGKILL (a crash: nothing is handed over or flushed), then reaps the child.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 }
 
@@ -163,6 +211,44 @@ pub fn read_proc(pid: Option<Pid>) -> anyhow::Result<Reading> {
     })
 }
 
+/// The sum of [`read_proc`] over `pids` (an empty set reads as zero).
+pub fn read_procs(pids: &[Pid]) -> anyhow::Result<Reading> {
+    let mut sum = Reading {
+        at: Instant::now(),
+        cpu_ticks: 0,
+        rss_kib: 0,
+        hwm_kib: 0,
+    };
+    for &pid in pids {
+        let reading = read_proc(Some(pid))?;
+        sum.cpu_ticks += reading.cpu_ticks;
+        sum.rss_kib += reading.rss_kib;
+        sum.hwm_kib += reading.hwm_kib;
+        sum.at = reading.at;
+    }
+    Ok(sum)
+}
+
+/// The children of this process whose command name is `comm` (e.g. the etcd members).
+pub fn children_named(comm: &str) -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1;
+            // After the name: state, then the parent's pid.
+            let parent = rest.split_whitespace().nth(1)?;
+            (name == comm && parent == me).then(|| Pid::from_raw(pid))
+        })
+        .collect()
+}
+
 /// Clock ticks per second for /proc CPU times.
 pub fn clock_ticks() -> f64 {
     sysconf(SysconfVar::CLK_TCK)
@@ -172,22 +258,25 @@ pub fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Samples a process's RSS in the background, keeping the peak since the last reset.
+/// Samples the summed RSS of a set of processes in the background, keeping the peak since the
+/// last reset. Sampling stops when one of them is gone: a sampler covers processes that live
+/// through its phases.
 pub struct Sampler {
-    pid: Option<Pid>,
+    pids: Vec<Pid>,
     peak_rss_kib: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
 impl Sampler {
-    pub fn start(pid: Option<Pid>) -> Sampler {
+    pub fn start(pids: Vec<Pid>) -> Sampler {
         let peak_rss_kib = Arc::new(AtomicU64::new(0));
         let peak = peak_rss_kib.clone();
+        let sampled = pids.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(50));
             loop {
                 ticker.tick().await;
-                match read_proc(pid) {
+                match read_procs(&sampled) {
                     Ok(reading) => {
                         peak.fetch_max(reading.rss_kib, Ordering::Relaxed);
                     }
@@ -196,7 +285,7 @@ impl Sampler {
             }
         });
         Sampler {
-            pid,
+            pids,
             peak_rss_kib,
             task,
         }
@@ -204,14 +293,14 @@ impl Sampler {
 
     /// Starts a phase: the peak restarts from the current RSS.
     pub fn begin(&self) -> anyhow::Result<Reading> {
-        let reading = read_proc(self.pid)?;
+        let reading = read_procs(&self.pids)?;
         self.peak_rss_kib.store(reading.rss_kib, Ordering::Relaxed);
         Ok(reading)
     }
 
     /// Ends a phase begun at `start`.
     pub fn end(&self, start: Reading) -> anyhow::Result<Usage> {
-        let end = read_proc(self.pid)?;
+        let end = read_procs(&self.pids)?;
         let wall = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
         let cpu_seconds = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / clock_ticks();
         Ok(Usage {
@@ -240,6 +329,6 @@ pub struct Usage {
     pub rss_kib: u64,
     /// Highest VmRSS sampled during the phase.
     pub peak_rss_kib: u64,
-    /// VmHWM (the kernel's peak RSS since start) at the end of the phase.
+    /// VmHWM (the kernel's peak RSS since start) at the end of the phase, summed.
     pub hwm_kib: u64,
 }
