@@ -29,6 +29,9 @@ use crate::error::ControlError;
 
 /// Events buffered per watcher before it starts to lag.
 pub const WATCH_BUFFER: usize = 1024;
+/// Reports buffered for the fleet view before it lags and starts again from the registry
+/// (a burst of every node's snapshot at a reconnect storm, or relayed in one watch batch).
+const REPORT_BUFFER: usize = 16 * 1024;
 /// Commands queued per agent before further commands are refused.
 const COMMAND_QUEUE: usize = 32;
 /// Marks the id of a session held by another coordinator (the rest is the store revision that
@@ -157,7 +160,7 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Registry {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
-        let (reports, _) = broadcast::channel(WATCH_BUFFER);
+        let (reports, _) = broadcast::channel(REPORT_BUFFER);
         Registry {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),

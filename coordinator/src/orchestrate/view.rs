@@ -109,12 +109,14 @@ impl Orchestrator {
     /// now; every open session's latest snapshot is observed again.
     async fn resync(self: &Arc<Self>) {
         let live = self.shared.registry.connected();
+        let open: std::collections::HashMap<&str, u64> =
+            live.iter().map(|l| (l.name.as_str(), l.session)).collect();
         let believed_open: Vec<(String, u64)> = lock(&self.presence)
             .sessions()
             .map(|(node, session)| (node.to_owned(), session))
             .collect();
         for (node, session) in believed_open {
-            if !live.iter().any(|l| l.name == node && l.session == session) {
+            if open.get(node.as_str()) != Some(&session) {
                 self.on_disconnected(&node, session, unix_ms()).await;
             }
         }
