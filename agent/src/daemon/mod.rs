@@ -105,6 +105,8 @@ struct Daemon {
     _status_server: Option<status::ServerGuard>,
     /// What the last published status said, to publish (and log) only changes.
     last_summary: Vec<Summary>,
+    /// The engine's revision `last_summary` was taken at.
+    summary_revision: u64,
     /// `[node] max_auto_priority`: how far the agent raised its own scheduling priority.
     auto_priority: Option<realtime::AutoPriority>,
 }
@@ -234,6 +236,7 @@ impl Daemon {
             status_requests,
             _status_server: status_server,
             last_summary: Vec::new(),
+            summary_revision: u64::MAX,
             auto_priority: None,
         };
         daemon.configure_telemetry();
@@ -268,7 +271,7 @@ impl Daemon {
         }
         // After the first election is under way: the link never delays VRRP.
         daemon.link = fleet::spawn_link(&daemon.running.config);
-        daemon.publish();
+        daemon.publish(false);
         tracing::info!(
             node = %daemon.running.config.node.name,
             config_version = daemon.running.version,
@@ -289,6 +292,8 @@ impl Daemon {
         loop {
             let deadline = self.engine.poll_timeout();
             engine_timer.arm(deadline)?;
+            // Set when this turn only fed the engine adverts.
+            let mut adverts_only = false;
             let expiry = self.overrides.next_expiry();
             let override_expiry = async {
                 match expiry {
@@ -330,7 +335,10 @@ impl Daemon {
                     let _ = reply.send(self.snapshot());
                     continue;
                 }
-                inbound = self.executor.sockets.next() => self.on_inbound(inbound),
+                inbound = self.executor.sockets.next() => {
+                    self.on_inbound(inbound);
+                    adverts_only = true;
+                }
                 Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
                 event = handover::next_event(&self.executor.handover, self.executor.beacons.as_ref()) => {
                     self.executor.on_handover(event).await;
@@ -362,7 +370,7 @@ impl Daemon {
                 }
             }
             self.execute().await;
-            self.publish();
+            self.publish(adverts_only);
             if stopping && self.engine.is_stopped() && self.executor.handover.is_idle() {
                 break;
             }
@@ -577,15 +585,23 @@ impl Daemon {
 
     /// Publishes what changed: metrics (when served), and on a change of state, priority, known
     /// master or VIPs the coordinator's snapshot and a debug line, after the fact, so that a
-    /// reader following the log finds the change on the status socket. Cheap when nothing
-    /// changed, as after most adverts.
-    fn publish(&mut self) {
+    /// reader following the log finds the change on the status socket. After a turn that only
+    /// fed the engine adverts (`adverts_only`), the routers are compared only if the engine's
+    /// revision moved: a backup of hundreds of instances hears thousands of adverts a second,
+    /// and comparing every router after each one made its cost grow with the square of them.
+    fn publish(&mut self, adverts_only: bool) {
         self.telemetry
             .publish(&self.engine, self.trackers.health(), &self.drops);
         self.telemetry
             .notifications(&self.executor.notifiers.counters());
         // Counters move with every advert: they count as a change only for log followers.
-        let counters = tracing::enabled!(tracing::Level::DEBUG).then(|| self.engine.status());
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let revision = self.engine.revision();
+        if adverts_only && !debug && revision == self.summary_revision {
+            return;
+        }
+        self.summary_revision = revision;
+        let counters = debug.then(|| self.engine.status());
         let handover = &self.executor.handover;
         let engine = &self.engine;
         let summaries = || {

@@ -1217,3 +1217,33 @@ fn v3_over_ipv6_advertises_to_ff02_12_and_yields_to_a_higher_address() {
         ])
     );
 }
+
+// --- The engine's revision: observers compare routers only when it moved ----------------------
+
+#[test]
+fn the_revision_moves_with_every_change_of_a_brief_and_never_on_a_known_masters_advert() {
+    let mut h = Harness::one(vr(100));
+    h.start();
+    h.recv(2, 150);
+    let heard = h.engine.revision();
+    let brief = h.engine.briefs().next().expect("one router");
+    // The same master again, many times: nothing an observer shows changed.
+    for _ in 0..10 {
+        h.recv(2, 150);
+        assert_eq!(h.engine.revision(), heard);
+    }
+    assert_eq!(h.engine.briefs().next(), Some(brief));
+    // Another priority from the master changes the master known.
+    h.recv(2, 160);
+    let moved = h.engine.revision();
+    assert_ne!(moved, heard);
+    // The master falls silent: the takeover changes state and VIPs.
+    h.next();
+    assert_eq!(h.state("vr"), State::Master);
+    assert_ne!(h.engine.revision(), moved);
+    // As master, its own advert timer firing changes nothing shown.
+    let master = h.engine.revision();
+    h.next();
+    h.next();
+    assert_eq!(h.engine.revision(), master);
+}

@@ -38,7 +38,7 @@ mod router;
 mod sync_group;
 mod timer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -57,7 +57,7 @@ use router::{Out, Transition, VirtualRouter};
 use sync_group::{SyncGroup, group_state};
 
 use crate::stats::{Counter, Counters};
-use crate::types::Priority;
+use crate::types::{Family, Priority, VrId};
 use crate::wire::{self, RecvMeta};
 
 /// Identifies a virtual router; stable for its name across [`Engine::reconfigure`].
@@ -268,6 +268,13 @@ pub struct Engine {
     counters: Counters,
     started: bool,
     shut_down: bool,
+    /// Indexes of `routers` by family and VRID (a packet finds its router without a scan).
+    by_key: HashMap<(Family, VrId), Vec<usize>>,
+    /// Every router's next timer (`routers` by index), and each router's entry in it.
+    deadlines: BTreeSet<(Instant, usize)>,
+    indexed: Vec<Option<Instant>>,
+    /// Bumped whenever a router's [`RouterBrief`] may have changed.
+    revision: u64,
 }
 
 impl Engine {
@@ -285,6 +292,10 @@ impl Engine {
             counters: Counters::new(),
             started: false,
             shut_down: false,
+            by_key: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            indexed: Vec::new(),
+            revision: 0,
         };
         for router in &config.routers {
             let id = engine.id_for(&router.name);
@@ -292,7 +303,61 @@ impl Engine {
         }
         engine.groups = build_groups(&config, &engine.routers);
         engine.config = config;
+        engine.reindex();
         Ok(engine)
+    }
+
+    /// Rebuilds the router indexes and every deadline, and counts a change of the briefs:
+    /// after anything but one router's advert or timer.
+    fn reindex(&mut self) {
+        self.by_key.clear();
+        for (index, router) in self.routers.iter().enumerate() {
+            self.by_key
+                .entry((router.config.family, router.config.vrid))
+                .or_default()
+                .push(index);
+        }
+        self.deadlines.clear();
+        self.indexed = self.routers.iter().map(VirtualRouter::next_timeout).collect();
+        for (index, at) in self.indexed.iter().enumerate() {
+            if let Some(at) = at {
+                self.deadlines.insert((*at, index));
+            }
+        }
+        self.revision += 1;
+    }
+
+    /// Brings one router's deadline up to date.
+    fn reindex_deadline(&mut self, index: usize) {
+        let now = self.routers[index].next_timeout();
+        let Some(entry) = self.indexed.get_mut(index) else {
+            return;
+        };
+        if *entry == now {
+            return;
+        }
+        if let Some(old) = entry.take() {
+            self.deadlines.remove(&(old, index));
+        }
+        if let Some(at) = now {
+            self.deadlines.insert((at, index));
+        }
+        *entry = now;
+    }
+
+    /// The index of the router of `interface`, `family` and `vrid`.
+    fn find(&self, interface: &str, family: Family, vrid: VrId) -> Option<usize> {
+        self.by_key
+            .get(&(family, vrid))?
+            .iter()
+            .copied()
+            .find(|&index| self.routers[index].config.interface == interface)
+    }
+
+    /// A number that changes whenever any router's [`RouterBrief`] may have changed (equal
+    /// numbers: equal briefs), so an observer compares briefs only when it moved.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Before [`Engine::start`]: `router` starts as master rather than backup (unless a fault
@@ -307,6 +372,7 @@ impl Engine {
         if let Some(router) = self.routers.iter_mut().find(|r| r.id == router) {
             router.adopt = true;
         }
+        self.reindex();
     }
 
     /// Starts every router (RFC 5798 section 6.4.1, the Startup event). Only the first call
@@ -324,6 +390,7 @@ impl Engine {
             router.start(now, Cause::Startup, &mut out);
         }
         self.settle(now);
+        self.reindex();
     }
 
     /// A VRRP payload received on `interface`: decoded, validated, counted and dispatched by
@@ -344,13 +411,9 @@ impl Engine {
                 let router = (!counter.is_router_wide())
                     .then(|| wire::peek_vrid(payload))
                     .flatten()
-                    .and_then(|vrid| {
-                        self.routers
-                            .iter_mut()
-                            .find(|r| r.config.key() == (interface, family, vrid))
-                    });
+                    .and_then(|vrid| self.find(interface, family, vrid));
                 match router {
-                    Some(router) => router.bump(counter),
+                    Some(index) => self.routers[index].bump(counter),
                     None => self.counters.bump(counter),
                 }
                 return None;
@@ -376,25 +439,51 @@ impl Engine {
             }
         }
         self.retiring.retain(|router| !router.is_done());
-        let Some(router) = self.routers.iter_mut().find(|r| r.config.key() == key) else {
+        let Some(index) = self.find(interface, family, advert.vrid) else {
             // RFC 5798 section 7.1: the VRID must be configured on the receiving interface.
             if !heard_by_retiring {
                 self.counters.bump(Counter::VrIdErrors);
             }
+            self.settle_after(now, &[]);
             return Some(heard);
         };
+        let router = &mut self.routers[index];
         if advert.version != router.config.version {
             // RFC 5798 section 7.1: "MUST verify that the VRRP version is 3" (2 for RFC 3768).
             self.counters.bump(Counter::VersionErrors);
+            self.settle_after(now, &[]);
             return Some(heard);
         }
         if meta.src == router.config.primary_address {
             // Our own advert, looped back by the host.
+            self.settle_after(now, &[]);
             return Some(heard);
         }
+        let before = router.brief();
+        let mut out = Out {
+            actions: &mut self.actions,
+            transitions: &mut self.transitions,
+        };
         router.handle_advert(now, meta.src, &advert, &mut out);
-        self.settle(now);
+        if router.brief() != before {
+            self.revision += 1;
+        }
+        self.settle_after(now, &[index]);
         Some(heard)
+    }
+
+    /// After an event that touched only the routers at `touched` (and retiring ones): the
+    /// sync-group rules when a router changed state (they follow transitions only), and the
+    /// deadlines of those routers; everything when a state changed.
+    fn settle_after(&mut self, now: Instant, touched: &[usize]) {
+        if self.transitions.is_empty() {
+            for &index in touched {
+                self.reindex_deadline(index);
+            }
+        } else {
+            self.settle(now);
+            self.reindex();
+        }
     }
 
     /// Runs every timer that expired at or before `now`.
@@ -403,13 +492,30 @@ impl Engine {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
-        for router in self.routers.iter_mut().chain(self.retiring.iter_mut()) {
+        // The routers due, found in the deadline index (not by visiting every router).
+        let due: Vec<usize> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, index)| *index)
+            .collect();
+        let mut changed = false;
+        for &index in &due {
+            let router = &mut self.routers[index];
+            let before = router.brief();
+            router.handle_timeout(now, &mut out);
+            changed |= router.brief() != before;
+        }
+        for router in &mut self.retiring {
             if router.next_timeout().is_some_and(|at| at <= now) {
                 router.handle_timeout(now, &mut out);
             }
         }
         self.retiring.retain(|router| !router.is_done());
-        self.settle(now);
+        if changed {
+            self.revision += 1;
+        }
+        self.settle_after(now, &due);
     }
 
     /// Sets what `tracker` does to `router`, replacing its previous effect.
@@ -428,6 +534,7 @@ impl Engine {
             router.set_tracker(now, tracker, effect, &mut out);
         }
         self.settle(now);
+        self.reindex();
     }
 
     /// Replaces the router's effective priority while `Some` (a drain sets a low one).
@@ -445,6 +552,7 @@ impl Engine {
             router.set_priority_override(now, priority, &mut out);
         }
         self.settle(now);
+        self.reindex();
     }
 
     /// Graceful stop: masters send priority 0 and keep their VIPs until a successor advertises
@@ -460,6 +568,7 @@ impl Engine {
             router.shutdown(now, Cause::Shutdown, &mut out);
         }
         self.settle(now);
+        self.reindex();
     }
 
     /// Whether [`Engine::shutdown`] completed: no router holds VIPs or has anything to send.
@@ -562,6 +671,7 @@ impl Engine {
         }
         self.config = config;
         self.settle(now);
+        self.reindex();
         Ok(report)
     }
 
@@ -571,11 +681,14 @@ impl Engine {
 
     /// The earliest time [`Engine::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.routers
-            .iter()
-            .chain(&self.retiring)
-            .filter_map(VirtualRouter::next_timeout)
-            .min()
+        let indexed = self.deadlines.first().map(|(at, _)| *at);
+        debug_assert_eq!(
+            indexed,
+            self.routers.iter().filter_map(VirtualRouter::next_timeout).min(),
+            "the deadline index follows every router's timers"
+        );
+        let retiring = self.retiring.iter().filter_map(VirtualRouter::next_timeout).min();
+        indexed.into_iter().chain(retiring).min()
     }
 
     /// The configuration a router runs (its interface and primary address tell the driver where
