@@ -24,6 +24,7 @@ use super::plan::{Binding, Plan};
 use super::sockets::{OpenSocket, Sockets};
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
+use crate::net::nft::VirtualServerApplier;
 use crate::net::{
     Announcer, Firewall, HandoverApplier, JournaledVips, NftError, RouteManager, RouteSpec,
     RuleSpec, SocketSpec, TableRemoval, Vip, VrrpSocket,
@@ -120,8 +121,10 @@ pub struct Executor {
     routing: RouteManager,
     announcer: Announcer,
     /// hav's nftables tables: VIPs of instances without accept mode, dropped on input; the
-    /// virtual servers of the instances this node is master of.
-    firewall: Firewall,
+    /// virtual servers of the instances this node is master of (through `virtual_servers`).
+    firewall: Arc<tokio::sync::Mutex<Firewall>>,
+    /// Programs the virtual servers in the background: the loop never waits for `nft` for them.
+    virtual_servers: VirtualServerApplier,
     /// The virtual servers and their real servers' health (checked on every node).
     pub(super) balancer: Balancer,
     pub(super) instance_hooks: Hooks,
@@ -148,6 +151,8 @@ impl Executor {
         announcer: Announcer,
         firewall: Firewall,
     ) -> Self {
+        let handover_tables = firewall.handover_tables();
+        let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
         Self {
             routers: HashMap::new(),
             sockets,
@@ -159,47 +164,59 @@ impl Executor {
             group_hooks: Hooks::default(),
             handover: Handover::default(),
             counts: BackgroundCounts::new(crate::net::sockdiag::count_tcp_connections),
-            handover_rules: HandoverApplier::spawn(firewall.handover_tables()),
+            handover_rules: HandoverApplier::spawn(handover_tables),
             beacons: None,
             stale_routing: Vec::new(),
             notifiers: Notifiers::default(),
+            virtual_servers: VirtualServerApplier::spawn(firewall.clone()),
             firewall,
         }
     }
 
     /// Removes hav's nftables tables, whoever left them (a crashed run, or this one at stop).
     pub async fn remove_filter_table(&mut self) -> Result<TableRemoval, NftError> {
-        // No hand-over transaction may run after (or during) the removal.
+        // No hand-over or virtual-server transaction may run after (or during) the removal.
         self.handover_rules.close().await;
-        self.firewall.remove_tables().await
+        self.virtual_servers.close().await;
+        self.firewall.lock().await.remove_tables().await
     }
 
     /// Before a plan is committed: filters the VIPs it runs without accept mode (adding to the
     /// filter never harms the running plan: a VIP it holds with accept mode is not in `plan`'s
     /// set unless the new plan turns accept mode off for it).
     pub async fn filter_ahead(&mut self, plan: &Plan) -> Result<(), NftError> {
-        self.firewall.block(&no_accept_vips(plan)).await
+        self.firewall
+            .lock()
+            .await
+            .block(&no_accept_vips(plan))
+            .await
     }
 
     /// Before a plan's sockets open: the IGMP of the macvlans its sockets join on is dropped
     /// (and only theirs).
     pub async fn quiet_vmacs(&mut self, plan: &Plan) -> Result<(), NftError> {
-        self.firewall.quiet_vmacs(&plan.quiet_vmacs).await
+        self.firewall
+            .lock()
+            .await
+            .quiet_vmacs(&plan.quiet_vmacs)
+            .await
     }
 
     /// After a plan is committed: lifts the filter from VIPs it no longer runs without accept
     /// mode. A failure is logged: those VIPs stay filtered.
     pub async fn settle_filter(&mut self, plan: &Plan) {
         let wanted = no_accept_vips(plan);
-        let lifted: Vec<IpAddr> = (self.firewall.blocked().iter())
+        let mut firewall = self.firewall.lock().await;
+        let lifted: Vec<IpAddr> = (firewall.blocked().iter())
             .filter(|vip| !wanted.contains(vip))
             .copied()
             .collect();
-        if let Err(error) = self.firewall.unblock(&lifted).await {
+        if let Err(error) = firewall.unblock(&lifted).await {
             tracing::error!(%error, "accept-mode filter not lifted from VIPs that no longer need it");
         }
+        drop(firewall);
         // The virtual servers of the new plan, as far as this node is master of their instance.
-        self.program("config changed").await;
+        self.program("config changed");
     }
 
     /// A real server's health changed: its virtual server's pool follows (programmed only where
@@ -209,7 +226,7 @@ impl Executor {
         for change in self.balancer.record(report) {
             run_quorum_hook(change);
         }
-        self.program(&op).await;
+        self.program(&op);
     }
 
     /// Each checked real server's health, keyed `real_server:<service> <address>[:port]` like
@@ -224,14 +241,11 @@ impl Executor {
         })
     }
 
-    /// Makes hav's tables hold the virtual servers the balancer says (nothing runs when that is
-    /// what they hold, so a config without virtual servers never runs nft for them). A failure
-    /// is logged: the tables stay as they were.
-    async fn program(&mut self, op: &str) {
-        let services = self.balancer.programmed();
-        if let Err(error) = self.firewall.set_virtual_servers(&services, op).await {
-            tracing::error!(%error, "virtual servers not programmed");
-        }
+    /// Asks for hav's tables to hold the virtual servers the balancer says; never waits for
+    /// `nft` (the applier runs it, and retries a failure). Nothing runs when that is what was
+    /// asked last, so a config without virtual servers never runs nft for them.
+    fn program(&mut self, op: &str) {
+        self.virtual_servers.set(self.balancer.programmed(), op);
     }
 
     /// Takes over what a reload prepared for `plan`, after the engine accepted it: per-router IO
@@ -559,7 +573,7 @@ impl Executor {
                 // new master): NAT rules first, so no packet to a VIP is left half-handled.
                 let name = self.name(router).to_owned();
                 if self.balancer.set_master(&name, false) {
-                    self.program(&format!("{name} released")).await;
+                    self.program(&format!("{name} released"));
                 }
                 let vips = self.vip_details(router, &vips);
                 let parked = match successor {
@@ -612,7 +626,7 @@ impl Executor {
                 // A new master balances its virtual servers with the health its checks already
                 // know (they run on every node).
                 if to == State::Master && self.balancer.set_master(&name, true) {
-                    self.program(&format!("{name} master")).await;
+                    self.program(&format!("{name} master"));
                 }
                 let change = StateChange {
                     kind: HookKind::Instance,

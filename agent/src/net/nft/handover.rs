@@ -308,37 +308,10 @@ mod tests {
         }
     }
 
-    /// An `nft` stand-in that appends each transaction it reads to `log`. While `fail` exists it
-    /// removes it, reads `gate` (a FIFO) to its end, then fails: the test learns that this run
-    /// started when its own open of the FIFO for writing returns, and ends it by closing it.
-    fn fake_nft(dir: &std::path::Path) -> (Nft, std::path::PathBuf, std::path::PathBuf) {
-        use std::os::unix::fs::PermissionsExt;
-        let (log, fail, gate) = (dir.join("log"), dir.join("fail"), dir.join("gate"));
-        let program = dir.join("nft");
-        std::fs::write(
-            &program,
-            format!(
-                "#!/bin/sh\ncat >> {log}\necho '-- end' >> {log}\n\
-                 if [ -e {fail} ]; then rm {fail}; cat {gate} > /dev/null; exit 1; fi\n",
-                log = log.display(),
-                fail = fail.display(),
-                gate = gate.display(),
-            ),
-        )
-        .expect("fake nft");
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&gate)
-            .status()
-            .expect("mkfifo");
-        assert!(made.success(), "mkfifo {}", gate.display());
-        (Nft::with_program(program), log, gate)
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn the_applier_retries_a_failure_and_applies_only_the_latest_rules_asked() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (nft, log, gate) = fake_nft(dir.path());
+        let (nft, log, gate) = crate::net::nft::testing::fake_nft(dir.path());
         std::fs::write(dir.path().join("fail"), "").expect("fail marker");
         let name = TableName::new("havtest").expect("name");
         let mut applier = HandoverApplier::spawn(HandoverTables::new(name, nft));

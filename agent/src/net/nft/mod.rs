@@ -19,14 +19,49 @@ pub mod accept;
 pub mod firewall;
 pub mod handover;
 pub mod lb;
+pub mod lb_applier;
 pub mod ruleset;
 pub mod table;
 pub mod vmac;
+
+/// Stand-ins for tests of what runs `nft`.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Nft;
+
+    /// An `nft` stand-in that appends each transaction it reads to `log`. While `fail` exists it
+    /// removes it, reads `gate` (a FIFO) to its end, then fails: the test learns that this run
+    /// started when its own open of the FIFO for writing returns, and ends it by closing it.
+    pub fn fake_nft(dir: &std::path::Path) -> (Nft, std::path::PathBuf, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let (log, fail, gate) = (dir.join("log"), dir.join("fail"), dir.join("gate"));
+        let program = dir.join("nft");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\ncat >> {log}\necho '-- end' >> {log}\n\
+                 if [ -e {fail} ]; then rm {fail}; cat {gate} > /dev/null; exit 1; fi\n",
+                log = log.display(),
+                fail = fail.display(),
+                gate = gate.display(),
+            ),
+        )
+        .expect("fake nft");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&gate)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success(), "mkfifo {}", gate.display());
+        (Nft::with_program(program), log, gate)
+    }
+}
 
 pub use accept::AcceptFilter;
 pub use firewall::Firewall;
 pub use handover::{HandoverApplier, HandoverRules, HandoverTables, SecondChance};
 pub use lb::{DrTable, Forwarding, LbService, Target};
+pub use lb_applier::VirtualServerApplier;
 pub use ruleset::{AddressSet, BaseChain, Chain, ChainType, Hook, Section};
 pub use table::{HavTable, TableRemoval};
 

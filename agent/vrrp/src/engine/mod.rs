@@ -318,7 +318,11 @@ impl Engine {
                 .push(index);
         }
         self.deadlines.clear();
-        self.indexed = self.routers.iter().map(VirtualRouter::next_timeout).collect();
+        self.indexed = self
+            .routers
+            .iter()
+            .map(VirtualRouter::next_timeout)
+            .collect();
         for (index, at) in self.indexed.iter().enumerate() {
             if let Some(at) = at {
                 self.deadlines.insert((*at, index));
@@ -684,10 +688,17 @@ impl Engine {
         let indexed = self.deadlines.first().map(|(at, _)| *at);
         debug_assert_eq!(
             indexed,
-            self.routers.iter().filter_map(VirtualRouter::next_timeout).min(),
+            self.routers
+                .iter()
+                .filter_map(VirtualRouter::next_timeout)
+                .min(),
             "the deadline index follows every router's timers"
         );
-        let retiring = self.retiring.iter().filter_map(VirtualRouter::next_timeout).min();
+        let retiring = self
+            .retiring
+            .iter()
+            .filter_map(VirtualRouter::next_timeout)
+            .min();
         indexed.into_iter().chain(retiring).min()
     }
 
