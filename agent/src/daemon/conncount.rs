@@ -7,7 +7,9 @@
 //! those addresses since they were last [`BackgroundCounts::seed`]ed, and starts the next count
 //! unless one is running; a count started before the last seed is discarded, so a count taken
 //! before a new hand-over never stands for it. A parked VIP's connections only end (no
-//! connection opens on it), so an answer one count old only delays the let-go by that much.
+//! connection opens on it), so an answer one count old only delays the let-go by that much; a
+//! count that finds none wakes [`BackgroundCounts::none_left`] at once, so the let-go waits
+//! for no further tick.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -29,6 +31,7 @@ struct Entry {
 pub struct BackgroundCounts {
     count: Counter,
     entries: Arc<Mutex<HashMap<BTreeSet<IpAddr>, Entry>>>,
+    none_left: Arc<tokio::sync::Notify>,
 }
 
 impl BackgroundCounts {
@@ -36,7 +39,13 @@ impl BackgroundCounts {
         Self {
             count,
             entries: Arc::default(),
+            none_left: Arc::default(),
         }
+    }
+
+    /// Notified when a count that stands (not older than its seed) found no connection.
+    pub fn none_left(&self) -> &tokio::sync::Notify {
+        &self.none_left
     }
 
     /// A count taken now for a new hand-over of `addresses`: later answers are this one or
@@ -56,14 +65,18 @@ impl BackgroundCounts {
         if !entry.running {
             entry.running = true;
             let (count, shared, generation) = (self.count, self.entries.clone(), entry.generation);
-            let addresses = addresses.clone();
+            let (addresses, none_left) = (addresses.clone(), self.none_left.clone());
             tokio::task::spawn_blocking(move || {
                 let counted = count(&addresses).map_err(|error| error.to_string());
                 let mut entries = lock(&shared);
                 if let Some(entry) = entries.get_mut(&addresses) {
                     entry.running = false;
                     if entry.generation == generation {
+                        let none = matches!(counted, Ok(0));
                         entry.latest = Some(counted);
+                        if none {
+                            none_left.notify_one();
+                        }
                     }
                 }
             });
@@ -144,8 +157,11 @@ mod tests {
             5,
             "the stale 0 is dropped"
         );
-        // Counts started after the seed do stand.
+        // Counts started after the seed do stand; one that finds none says so at once.
         idle(&counts, &vips).await;
         assert_eq!(counts.latest(&vips).expect("counted"), 0);
+        tokio::time::timeout(Duration::from_secs(5), counts.none_left().notified())
+            .await
+            .expect("a count of none wakes the loop");
     }
 }

@@ -132,7 +132,7 @@ pub struct Executor {
     /// Planned hand-overs: VIPs kept for their connections, flows passed to a previous master.
     pub(super) handover: Handover,
     /// Parked VIPs' connection counts, taken off the loop.
-    counts: BackgroundCounts,
+    pub(super) counts: BackgroundCounts,
     /// Installs the hand-over rules in the background.
     handover_rules: HandoverApplier,
     /// The beacon socket, open while some instance drains connections.
@@ -342,8 +342,11 @@ impl Executor {
     /// A hand-over deadline passed or a beacon arrived.
     pub async fn on_handover(&mut self, event: handover::Event) {
         let now = std::time::Instant::now();
+        if let handover::Event::Counted = event {
+            self.handover.count_now(now);
+        }
         match event {
-            handover::Event::Tick => {
+            handover::Event::Tick | handover::Event::Counted => {
                 let counts = &self.counts;
                 let (beacons, released) = self
                     .handover

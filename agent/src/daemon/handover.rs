@@ -353,7 +353,12 @@ impl Handover {
             Parked {
                 deadline: now + config.drain,
                 next_beacon: now + beacon_interval(&config),
-                next_count: now + COUNT_INTERVAL,
+                // None at park: the let-go waits for no interval.
+                next_count: if connections == 0 {
+                    now
+                } else {
+                    now + COUNT_INTERVAL
+                },
                 acked: now,
                 refused: false,
                 since: now,
@@ -533,6 +538,13 @@ impl Handover {
             .map(|p| p.next_beacon.min(p.next_count).min(p.deadline));
         let leases = self.forwards.values().filter_map(|f| f.lease);
         parked.chain(leases).min()
+    }
+
+    /// A count found no connection left: every parked router reads its count at the next tick.
+    pub fn count_now(&mut self, now: Instant) {
+        for parked in self.parked.values_mut() {
+            parked.next_count = parked.next_count.min(now);
+        }
     }
 
     /// Counts connections, expires leases and drains: the beacons to send and the VIPs to let
@@ -812,14 +824,21 @@ fn send_from(
 pub enum Event {
     /// A deadline of [`Handover::next_deadline`] passed.
     Tick,
+    /// A connection count found none left: parked VIPs may be let go now.
+    Counted,
     /// A datagram arrived (`None`: not a beacon, dropped).
     Beacon(Option<Beacon>, SocketAddr),
 }
 
 /// The next hand-over event; never resolves while there is nothing to wait for. Beacons that
 /// are queued come before a deadline: woken late (a starved CPU, a stopped process), the node
-/// takes the answers that did arrive before it judges the other side silent.
-pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> Event {
+/// takes the answers that did arrive before it judges the other side silent. `none_left` is
+/// notified when a connection count finds none (only while something is parked).
+pub async fn next_event(
+    handover: &Handover,
+    socket: Option<&BeaconSocket>,
+    none_left: &tokio::sync::Notify,
+) -> Event {
     let deadline = handover.next_deadline();
     let tick = async {
         match deadline {
@@ -833,10 +852,17 @@ pub async fn next_event(handover: &Handover, socket: Option<&BeaconSocket>) -> E
             None => std::future::pending().await,
         }
     };
+    let counted = async {
+        if handover.parked.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        none_left.notified().await;
+    };
     tokio::select! {
         biased;
         (beacon, from) = beacon => Event::Beacon(beacon, from),
         () = tick => Event::Tick,
+        () = counted => Event::Counted,
     }
 }
 
@@ -893,6 +919,31 @@ mod tests {
         assert_eq!(Beacon::decode(&bad), None);
         assert_eq!(Beacon::decode(b"HAVH"), None);
         assert_eq!(Beacon::decode(&[0u8; 12]), None);
+    }
+
+    #[test]
+    fn a_router_parked_without_connections_lets_go_at_the_next_tick_and_a_count_of_none_brings_it_forward()
+     {
+        let mut h = Handover::default();
+        let (a, b) = (id(0), id(1));
+        h.configure([(a, router("a")), (b, router("b"))].into(), 7401);
+        let t0 = Instant::now();
+        let successor: IpAddr = "198.51.100.2".parse().expect("literal");
+        h.park(a, successor, vec![vip()], 0, t0).expect("parks");
+        // Nothing to keep: due at once, not a count interval later.
+        assert_eq!(h.next_deadline(), Some(t0));
+        let (_, released) = h.tick(t0, |_| Ok(0));
+        assert_eq!(released.len(), 1);
+        // With connections, the count is read an interval later, unless a count found none.
+        h.park(b, successor, vec![vip()], 3, t0).expect("parks");
+        let soon = t0 + Duration::from_millis(5);
+        assert!(
+            h.tick(soon, |_| Ok(0)).1.is_empty(),
+            "not read before its time"
+        );
+        h.count_now(soon);
+        let (_, released) = h.tick(soon, |_| Ok(0));
+        assert_eq!(released.len(), 1, "read at once after a count of none");
     }
 
     #[test]
@@ -1263,13 +1314,17 @@ mod tests {
             }
             // As after a stall: the reactor reports the socket readable with the deadline past.
             socket.socket.readable().await.expect("readable");
+            let none_left = tokio::sync::Notify::new();
             for n in 0..QUEUED {
-                match next_event(&h, Some(&socket)).await {
+                match next_event(&h, Some(&socket), &none_left).await {
                     Event::Beacon(Some(beacon), _) => assert_eq!(beacon, answer),
                     other => panic!("event {n}: {other:?} before the queued beacons"),
                 }
             }
-            assert!(matches!(next_event(&h, Some(&socket)).await, Event::Tick));
+            assert!(matches!(
+                next_event(&h, Some(&socket), &none_left).await,
+                Event::Tick
+            ));
         });
     }
 

@@ -340,7 +340,11 @@ impl Daemon {
                     adverts_only = true;
                 }
                 Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
-                event = handover::next_event(&self.executor.handover, self.executor.beacons.as_ref()) => {
+                event = handover::next_event(
+                    &self.executor.handover,
+                    self.executor.beacons.as_ref(),
+                    self.executor.counts.none_left(),
+                ) => {
                     self.executor.on_handover(event).await;
                 }
                 Some(event) = self.trackers.events.recv() => {
