@@ -24,6 +24,9 @@ use tokio::time::Instant;
 /// about this (plus etcd's lease-expiry check, up to 500 ms), and a leader renews three times per
 /// TTL, so two lost renewals in a row do not depose it.
 pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
+/// The longest wait between two tries to reach etcd: once it serves again, a coordinator leads
+/// (or learns who does) within about this, well inside a TTL.
+pub(crate) const CAMPAIGN_BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// A lease renewal still unanswered after TTL / this is abandoned and tried again.
 const RENEWAL_TRIES: u32 = 6;
 
@@ -194,10 +197,24 @@ impl Election {
             };
             if let Ok(Try::Held { lease, .. }) = &attempt
                 && abandoned == Some(*lease)
-                && self.revoke(*lease).await
             {
-                tracing::info!(coordinator = %self.name, "the key was still under this coordinator's lost term: revoked");
-                abandoned = None;
+                // Still under this coordinator's lost term: revoked, then campaigned for again.
+                // A revocation etcd refuses (a cluster still electing its leader) is tried again
+                // shortly, not after the key's whole TTL.
+                if self.revoke(*lease).await {
+                    tracing::info!(coordinator = %self.name, "the key was still under this coordinator's lost term: revoked");
+                    abandoned = None;
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    done = &mut stop => {
+                        self.set(Role::Follower { leader: None });
+                        if let Ok(done) = done { let _ = done.send(()); }
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(CAMPAIGN_BACKOFF_MAX);
                 continue;
             }
             match attempt {
@@ -267,7 +284,7 @@ impl Election {
                             return;
                         }
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(CAMPAIGN_BACKOFF_MAX);
                 }
             }
         }

@@ -44,7 +44,7 @@ pub(crate) async fn hold(
                         return;
                     }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(crate::leader::CAMPAIGN_BACKOFF_MAX);
                 continue;
             }
         };
