@@ -878,26 +878,68 @@ fn txn_latest(response: &etcd_client::TxnResponse) -> Result<u64, StoreError> {
 }
 
 /// Feeds [`Store::watch`] from etcd's watch of the prefix, from `revision` on, for as long as
-/// the store's runtime runs; a broken watch is resumed after the last revision seen.
+/// the store's runtime runs; a broken watch is resumed after the last revision seen, and one
+/// whose history was compacted from what is left (those changes are not reported).
 async fn feed_changes(
     client: Client,
     keys: Keys,
-    mut revision: u64,
+    revision: u64,
     changes: broadcast::Sender<(Revision, Change)>,
 ) {
+    let mut from = revision as i64;
+    loop {
+        let compacted = follow_prefix(&client, &keys.prefix, from, |events| {
+            // One change per key and revision, and one audit change per revision (an append of
+            // several records is one transaction).
+            let mut audit_at = None;
+            for event in events {
+                let Some(kv) = event.kv() else { continue };
+                let at = kv.mod_revision() as u64;
+                let change = match keys.change(kv.key()) {
+                    Some(Change::ConfigVersion(_)) if event.event_type() == EventType::Delete => {
+                        continue;
+                    }
+                    Some(Change::Audit) if audit_at == Some(at) => continue,
+                    Some(Change::Audit) => {
+                        audit_at = Some(at);
+                        Change::Audit
+                    }
+                    Some(change) => change,
+                    None => continue,
+                };
+                // No receivers is fine: nobody is watching.
+                let _ = changes.send((at, change));
+            }
+        })
+        .await;
+        tracing::warn!(
+            from,
+            compacted,
+            "etcd compacted changes the watch had not seen; they are not reported"
+        );
+        from = compacted;
+    }
+}
+
+/// Follows etcd's watch of every key under `prefix` from revision `from`, handing each
+/// response's events to `on_events` in etcd's order. A broken or refused watch is resumed after
+/// the last revision seen (retried with backoff), so nothing is skipped; returns only when the
+/// history it needs was compacted, with the revision the history now starts at. Responses are
+/// fragmented, so none exceeds the client's decoding limit (a batch of large values, the parts
+/// of a config version, a watch catching up).
+pub(crate) async fn follow_prefix(
+    client: &Client,
+    prefix: &str,
+    mut from: i64,
+    mut on_events: impl FnMut(&[etcd_client::Event]),
+) -> i64 {
     let mut backoff = Duration::from_millis(50);
     loop {
-        // Fragmented: a batch of large values (a catching-up watch, parts of a config version)
-        // comes in several messages, none over the client's decoding limit.
         let options = WatchOptions::new()
             .with_prefix()
             .with_fragment()
-            .with_start_revision(revision as i64);
-        let mut stream = match client
-            .watch_client()
-            .watch(keys.prefix.as_str(), Some(options))
-            .await
-        {
+            .with_start_revision(from);
+        let mut stream = match client.watch_client().watch(prefix, Some(options)).await {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!("etcd watch: {e}; retrying in {backoff:?}");
@@ -917,41 +959,22 @@ async fn feed_changes(
             };
             backoff = Duration::from_millis(50);
             if response.compact_revision() > 0 {
-                // The history from `revision` is gone: resume from what is left.
-                tracing::warn!(
-                    from = revision,
-                    compacted = response.compact_revision(),
-                    "etcd compacted changes the watch had not seen; they are not reported"
-                );
-                revision = response.compact_revision() as u64;
-                break;
+                return response.compact_revision();
             }
             if response.canceled() {
                 tracing::debug!(reason = response.cancel_reason(), "etcd watch canceled");
                 break;
             }
-            // One change per key and revision, and one audit change per revision (an append of
-            // several records is one transaction).
-            let mut audit_at = None;
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let at = kv.mod_revision() as u64;
-                revision = revision.max(at + 1);
-                let change = match keys.change(kv.key()) {
-                    Some(Change::ConfigVersion(_)) if event.event_type() == EventType::Delete => {
-                        continue;
-                    }
-                    Some(Change::Audit) if audit_at == Some(at) => continue,
-                    Some(Change::Audit) => {
-                        audit_at = Some(at);
-                        Change::Audit
-                    }
-                    Some(change) => change,
-                    None => continue,
-                };
-                // No receivers is fine: nobody is watching.
-                let _ = changes.send((at, change));
+            let events = response.events();
+            if let Some(last) = events
+                .iter()
+                .filter_map(|e| e.kv())
+                .map(|kv| kv.mod_revision())
+                .max()
+            {
+                from = from.max(last + 1);
             }
+            on_events(events);
         }
         tokio::time::sleep(backoff).await;
     }

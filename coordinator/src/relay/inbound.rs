@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, KeyValue};
 use hav_proto::v1::{FleetEvent, StateSnapshot};
 use prost::Message;
 
@@ -71,57 +71,21 @@ async fn sync(relay: &Relay, registry: &Registry) -> Result<i64, etcd_client::Er
 }
 
 /// Follows the watch from `next` until the history it needs was compacted.
-async fn follow(relay: &Arc<Relay>, shared: &Arc<Shared>, mut next: i64) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        // Fragmented, as the store's own watch: no message over the client's decoding limit.
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_fragment()
-            .with_start_revision(next);
-        let mut stream = match relay
-            .client
-            .watch_client()
-            .watch(relay.keys.prefix(), Some(options))
-            .await
-        {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!("relay: watch refused: {e}; again in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        loop {
-            let response = match stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!("relay: watch broken: {e}");
-                    break;
+async fn follow(relay: &Arc<Relay>, shared: &Arc<Shared>, next: i64) {
+    let compacted =
+        crate::store_etcd::follow_prefix(&relay.client, relay.keys.prefix(), next, |events| {
+            for event in events {
+                if let Some(kv) = event.kv() {
+                    dispatch(relay, shared, event.event_type(), kv);
                 }
-            };
-            backoff = Duration::from_millis(50);
-            if response.compact_revision() > 0 {
-                tracing::warn!(
-                    from = next,
-                    compacted = response.compact_revision(),
-                    "relay: etcd compacted what the watch had not seen; reading every announcement again"
-                );
-                return;
             }
-            if response.canceled() {
-                break;
-            }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                next = next.max(kv.mod_revision() + 1);
-                dispatch(relay, shared, event.event_type(), kv);
-            }
-        }
-        tokio::time::sleep(backoff).await;
-    }
+        })
+        .await;
+    tracing::warn!(
+        from = next,
+        compacted,
+        "relay: etcd compacted what the watch had not seen; reading every announcement again"
+    );
 }
 
 fn dispatch(relay: &Arc<Relay>, shared: &Arc<Shared>, kind: EventType, kv: &KeyValue) {
