@@ -298,7 +298,7 @@ impl Registry {
     pub fn remote_connected(&self, node: &str, remote: RemoteSession) {
         let sessions = self.lock();
         {
-            let mut announcements = lock_announcements(&self.announcements);
+            let mut announcements = self.lock_announcements();
             if announcements
                 .get(node)
                 .is_some_and(|known| known.revision >= remote.revision)
@@ -320,7 +320,7 @@ impl Registry {
     /// This coordinator's own announcement of `node` was committed at `revision`: any other's
     /// before it is overwritten.
     pub fn announcement_overwritten(&self, node: &str, revision: i64) {
-        let mut announcements = lock_announcements(&self.announcements);
+        let mut announcements = self.lock_announcements();
         if announcements
             .get(node)
             .is_some_and(|known| known.revision < revision)
@@ -334,7 +334,7 @@ impl Registry {
     pub fn remote_disconnected(&self, node: &str) {
         let session = {
             let sessions = self.lock();
-            lock_announcements(&self.announcements).remove(node);
+            self.lock_announcements().remove(node);
             sessions
                 .get(node)
                 .filter(|s| matches!(s.link, Link::Remote { .. }))
@@ -347,7 +347,7 @@ impl Registry {
 
     /// Another coordinator's announcement of `node` later than `revision` (`None`: any).
     fn announcement_after(&self, node: &str, revision: Option<i64>) -> Option<RemoteSession> {
-        lock_announcements(&self.announcements)
+        self.lock_announcements()
             .get(node)
             .filter(|remote| revision.is_none_or(|at| remote.revision > at))
             .cloned()
@@ -627,6 +627,11 @@ impl Registry {
         // section is a single map operation), so a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The announcements' lock, taken after `sessions` when both are held (poisoning as above).
+    fn lock_announcements(&self) -> std::sync::MutexGuard<'_, HashMap<String, RemoteSession>> {
+        self.announcements.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The registry's session for a node another coordinator holds.
@@ -648,13 +653,6 @@ fn remote_session(node: &str, remote: RemoteSession) -> Session {
             revision: remote.revision,
         },
     }
-}
-
-fn lock_announcements(
-    announcements: &Mutex<HashMap<String, RemoteSession>>,
-) -> std::sync::MutexGuard<'_, HashMap<String, RemoteSession>> {
-    // Every critical section is one map operation: a poisoned lock is still whole.
-    announcements.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A start for command ids that another coordinator's is most unlikely to come near (the
