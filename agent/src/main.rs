@@ -123,7 +123,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             match logging.format() {
-                LogFormat::Text => eprintln!("hav-agent: {error:#}"),
+                LogFormat::Text => {
+                    // After every line logged before it.
+                    logging.flush();
+                    eprintln!("hav-agent: {error:#}")
+                }
                 _ => tracing::error!("{error:#}"),
             }
             ExitCode::FAILURE

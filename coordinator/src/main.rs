@@ -249,7 +249,11 @@ async fn main() -> ExitCode {
         Err(error) => {
             match logging.format() {
                 // What returning the error from `main` printed.
-                LogFormat::Text => eprintln!("Error: {error:?}"),
+                LogFormat::Text => {
+                    // After every line logged before it.
+                    logging.flush();
+                    eprintln!("Error: {error:?}")
+                }
                 _ => tracing::error!("{error:#}"),
             }
             ExitCode::FAILURE

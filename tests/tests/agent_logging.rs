@@ -63,23 +63,31 @@ fn log_path(pair: &Pair, spec: &SpawnSpec) -> std::path::PathBuf {
     pair.lab.log_dir().join(format!("{}.log", spec.name))
 }
 
-#[test]
-fn text_on_a_pipe_carries_no_escape_codes() {
-    let pair = Pair::new().expect("pair");
+/// `a` started by hand on [`single`]'s config at `log_level`, outside the journal, its stdin
+/// closed; the caller says where its output goes.
+fn agent_command(pair: &Pair, log_level: &str) -> Command {
     let dir = pair.lab.log_dir().join("agent-a");
     std::fs::create_dir_all(&dir).expect("agent dir");
     let config = dir.join("agent.toml");
-    std::fs::write(&config, single(&pair).render(&dir)).expect("config");
+    std::fs::write(&config, single(pair).render(&dir)).expect("config");
     let namespace = pair.lab.host("a").expect("host a").name().to_owned();
-    let mut agent = Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", &namespace])
         .arg(agent_binary().expect("hav-agent"))
         .arg("--config")
         .arg(&config)
-        .args(["--log-level", "info,hav_agent=debug"])
-        .env_remove("NO_COLOR")
+        .args(["--log-level", log_level])
         .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn text_on_a_pipe_carries_no_escape_codes() {
+    let pair = Pair::new().expect("pair");
+    let mut agent = agent_command(&pair, "info,hav_agent=debug")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -351,4 +359,80 @@ fn check_errors_under_systemd_carry_the_err_level_prefix() {
         !journal.is_empty() && journal.lines().all(|line| line.starts_with("<3>")),
         "every line an error in the journal: {journal}"
     );
+}
+
+/// An output that stops taking lines (a pipe nobody reads, a stalled journald or log shipper)
+/// costs log lines, never adverts: `a` logs at trace into a one-page pipe the test holds and
+/// never reads; its backup `b` goes on hearing it, never takes over, and `a` still stops cleanly.
+#[test]
+fn a_stalled_log_output_never_stops_the_adverts() {
+    use std::os::fd::AsFd;
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+    let pair = Pair::new().expect("pair");
+    let (unread, output) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    const PIPE_SIZE: usize = 4096;
+    fcntl(output.as_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32)).expect("one-page pipe");
+    // Killed with its namespace when the pair goes, whatever the test's outcome.
+    let mut a = agent_command(&pair, "trace")
+        .stdout(Stdio::from(output.try_clone().expect("dup")))
+        .stderr(Stdio::from(output))
+        .spawn()
+        .expect("start hav-agent");
+    let pid = Pid::from_raw(i32::try_from(a.id()).expect("pid"));
+    pair.lab
+        .wait_address("a", vip(&pair), Presence::Present, WAIT)
+        .expect("VIP on a");
+    let backup = AgentConfig::new(
+        "b",
+        vec![InstanceSpec::new(
+            &pair.b.iface,
+            51,
+            100,
+            &[&format!("{}/24", pair.vip4)],
+        )],
+    );
+    let mut b = Agent::start(&pair.lab, "b", &backup).expect("start b");
+    let heard = |instance: &serde_json::Value| instance["counters"]["rcvd_advertisements"].as_u64();
+    let first = b.wait_state("VI_1", "Backup", WAIT).expect("b backup");
+    // The pipe is full by now: everything `a` logs from here on has nowhere to go.
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&unread),
+            libc::FIONREAD,
+            &mut queued,
+        )
+    };
+    assert_eq!(rc, 0, "FIONREAD");
+    assert!(
+        usize::try_from(queued).unwrap_or(0) + 512 >= PIPE_SIZE,
+        "the pipe should be full at trace level: {queued} bytes in it"
+    );
+    // Twenty more adverts (two seconds): a blocked log write would stop them within one.
+    let from = heard(&first).expect("counter");
+    let later = b
+        .wait_status("20 more adverts from a", WAIT * 2, |status| {
+            hav_tests::agent::find_instance(status, "VI_1")
+                .and_then(heard)
+                .is_some_and(|n| n >= from + 20)
+        })
+        .expect("a advertising with its output stalled");
+    let instance = hav_tests::agent::find_instance(&later, "VI_1").expect("VI_1");
+    assert_eq!(instance["state"], "Backup", "{instance}");
+    assert_eq!(
+        instance["counters"]["master_transitions"], 0,
+        "b never took over: {instance}"
+    );
+    // A graceful stop still completes: the last lines wait for the output only so long.
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let status = a.wait().expect("wait a");
+    assert!(
+        status.success(),
+        "a's exit with its output stalled: {status}"
+    );
+    b.wait_state("VI_1", "Master", WAIT).expect("b takes over");
+    drop(unread);
 }

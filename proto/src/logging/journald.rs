@@ -9,7 +9,9 @@
 //! `message_id`, …) is sent with an `F_` prefix, so it can never change an entry's priority.
 //! An entry too large for one datagram goes in a sealed memfd passed with `SCM_RIGHTS`, as the
 //! protocol prescribes. If the socket refuses an entry, the event is written as a text line to
-//! stderr instead (under systemd: the journal's stream), never dropped in silence.
+//! stderr instead (under systemd: the journal's stream), never dropped in silence. Entries are
+//! sent by the output thread ([`super::output`]): a stalled journald never holds up the thread
+//! that logs.
 //!
 //! The wire format (systemd's `JOURNAL_NATIVE_PROTOCOL`): a datagram is a list of fields, each
 //! either `NAME=value\n` or, for a value holding a newline, `NAME\n`, the value's length as a
@@ -21,7 +23,6 @@ use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -34,6 +35,8 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+use super::output::{Output, QUEUE_ENTRIES, Sink};
 
 /// Where journald receives native-protocol datagrams.
 pub const SOCKET_PATH: &str = "/run/systemd/journal/socket";
@@ -179,14 +182,12 @@ pub fn decode(mut payload: &[u8]) -> Result<Vec<(String, Vec<u8>)>, DecodeError>
     Ok(fields)
 }
 
-/// The `tracing` layer that writes to journald.
+/// The `tracing` layer that writes to journald: it renders each event into an entry and hands
+/// it to the output thread ([`super::output`]), which sends it.
 #[derive(Debug)]
 pub struct JournaldLayer {
-    socket: UnixDatagram,
-    path: PathBuf,
+    output: Output,
     identifier: String,
-    /// Set once the first refused entry has been explained on stderr.
-    refusal_reported: AtomicBool,
 }
 
 impl JournaldLayer {
@@ -201,16 +202,51 @@ impl JournaldLayer {
         let socket = UnixDatagram::unbound()?;
         // journald ignores an empty datagram; sending one proves that it listens.
         socket.send_to(&[], path)?;
-        Ok(Self {
+        let sink = JournalSocket {
             socket,
             path: path.to_owned(),
+            refusal_reported: false,
+        };
+        Ok(Self {
+            output: Output::start(sink, QUEUE_ENTRIES)?,
             identifier: identifier.to_owned(),
-            refusal_reported: AtomicBool::new(false),
         })
     }
 
-    /// Sends one entry: a datagram, or a memfd when it is too large for one. Blocks while the
-    /// journal's queue is full, like libsystemd's `sd_journal_send`.
+    /// The output this layer's entries go through (for a flush before the process exits).
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+}
+
+/// The output thread's end: journald's socket.
+struct JournalSocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    /// Set once the first refused entry has been explained on stderr.
+    refusal_reported: bool,
+}
+
+impl Sink for JournalSocket {
+    fn write_entry(&mut self, entry: &[u8]) {
+        let Err(error) = self.send(entry) else {
+            return;
+        };
+        let mut stderr = io::stderr().lock();
+        if !std::mem::replace(&mut self.refusal_reported, true) {
+            let _ = writeln!(
+                stderr,
+                "journald at {} refused an entry ({error}); such entries follow as text",
+                self.path.display()
+            );
+        }
+        let _ = writeln!(stderr, "{}", text_line(entry));
+    }
+}
+
+impl JournalSocket {
+    /// Sends one entry: a datagram, or a memfd when it is too large for one. Blocks (the output
+    /// thread only) while the journal's queue is full, like libsystemd's `sd_journal_send`.
     fn send(&self, entry: &[u8]) -> io::Result<()> {
         match self.socket.send_to(entry, &self.path) {
             Ok(_) => Ok(()),
@@ -253,6 +289,25 @@ impl JournaldLayer {
         )?;
         Ok(())
     }
+}
+
+/// An entry as a text line (`LEVEL target: message`), for when journald refuses it.
+fn text_line(entry: &[u8]) -> String {
+    let fields = decode(entry).unwrap_or_default();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default()
+    };
+    let level = match field("PRIORITY").as_str() {
+        "3" => "ERROR",
+        "4" => "WARN",
+        "6" => "INFO",
+        _ => "DEBUG",
+    };
+    format!("{level:>5} {}: {}", field("TARGET"), field("MESSAGE"))
 }
 
 /// What the layer keeps of each span: its fields as the text format shows them, and encoded.
@@ -326,22 +381,7 @@ where
         entry.extend_from_slice(&span_fields);
         event.record(&mut FieldEncoder(&mut entry));
 
-        if let Err(error) = self.send(&entry) {
-            let mut stderr = io::stderr().lock();
-            if !self.refusal_reported.swap(true, Ordering::Relaxed) {
-                let _ = writeln!(
-                    stderr,
-                    "journald at {} refused an entry ({error}); such entries follow as text",
-                    self.path.display()
-                );
-            }
-            let _ = writeln!(
-                stderr,
-                "{:>5} {}: {message}",
-                metadata.level(),
-                metadata.target()
-            );
-        }
+        self.output.submit(entry);
     }
 }
 

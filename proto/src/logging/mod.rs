@@ -7,15 +7,19 @@
 //! journald natively ([`journald`]) with their syslog priority and fields, so
 //! `journalctl -p err` finds the errors. A journal that cannot be reached falls back to text on
 //! stderr, with a warning. `--log-level` replaces `RUST_LOG` when both are given: it takes the
-//! same filter syntax, so nothing is lost by not combining them.
+//! same filter syntax, so nothing is lost by not combining them. Whatever the format, the
+//! system calls that write the log run on an output thread of their own ([`output`]): logging
+//! never blocks the thread that logs, and what a stalled output costs is counted and reported.
 
 pub mod journald;
+pub mod output;
 
 use std::fmt;
 use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -90,11 +94,16 @@ fn parse_filter(text: &str) -> Result<EnvFilter, tracing_subscriber::filter::Par
 /// with its own filter).
 pub type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// The logging in force, from [`init`].
-#[derive(Debug, Clone, Copy)]
+/// The logging in force, from [`init`]. Dropping it flushes the output (bounded), so a daemon
+/// keeps it until it exits.
+#[derive(Debug)]
 pub struct Logging {
     format: LogFormat,
+    output: Option<output::Output>,
 }
+
+/// How long a flush waits for a slow output before the process goes on without it.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Logging {
     /// The format in force (journald may have fallen back to text). A daemon reports the error
@@ -102,6 +111,20 @@ impl Logging {
     /// as an ERROR event otherwise, so that journal and JSON readers see it too.
     pub fn format(&self) -> LogFormat {
         self.format
+    }
+
+    /// Waits (at most a couple of seconds) until every event logged so far is written: before
+    /// a line goes to stderr directly, and before the process exits.
+    pub fn flush(&self) {
+        if let Some(output) = &self.output {
+            output.flush(FLUSH_TIMEOUT);
+        }
+    }
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -127,28 +150,51 @@ pub fn init(options: &LogOptions, program: &str, extra: Vec<BoxedLayer>) -> Logg
     } else {
         LogFormat::Text
     });
-    let (format, output) = match requested {
+    let journal = match requested {
         LogFormat::Journald => match journald::JournaldLayer::connect(program) {
-            Ok(layer) => (LogFormat::Journald, layer.boxed()),
+            Ok(layer) => Some(layer),
             Err(error) => {
                 warnings.push(format!(
                     "journald unreachable at {} ({error}); logging text to stderr",
                     journald::SOCKET_PATH
                 ));
-                (LogFormat::Text, text_layer(stderr_is_journal))
+                None
             }
         },
-        LogFormat::Json => (
-            LogFormat::Json,
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_ansi(false)
-                .with_writer(std::io::stderr)
-                .boxed(),
-        ),
-        LogFormat::Text => (LogFormat::Text, text_layer(stderr_is_journal)),
+        LogFormat::Text | LogFormat::Json => None,
     };
-    let mut layers = vec![output.with_filter(filter).boxed()];
+    let (format, layer, output) = match journal {
+        Some(layer) => {
+            let output = layer.output().clone();
+            (LogFormat::Journald, layer.boxed(), Some(output))
+        }
+        // Text and JSON lines go through one output thread to stderr.
+        None => {
+            let output = output::Output::start(output::Stderr, output::QUEUE_ENTRIES)
+                .inspect_err(|error| {
+                    warnings.push(format!(
+                        "no thread for the log output ({error}); writing it from each thread"
+                    ));
+                })
+                .ok();
+            let writer = match &output {
+                Some(output) => BoxMakeWriter::new(output::Writer(output.clone())),
+                None => BoxMakeWriter::new(std::io::stderr),
+            };
+            match requested {
+                LogFormat::Json => {
+                    let layer = tracing_subscriber::fmt::layer().json().with_ansi(false);
+                    (LogFormat::Json, layer.with_writer(writer).boxed(), output)
+                }
+                _ => (
+                    LogFormat::Text,
+                    text_layer(stderr_is_journal, writer),
+                    output,
+                ),
+            }
+        }
+    };
+    let mut layers = vec![layer.with_filter(filter).boxed()];
     layers.extend(extra);
     if let Err(error) = tracing_subscriber::registry().with(layers).try_init() {
         eprintln!("{program}: logging not set up: {error}");
@@ -156,13 +202,14 @@ pub fn init(options: &LogOptions, program: &str, extra: Vec<BoxedLayer>) -> Logg
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    Logging { format }
+    Logging { format, output }
 }
 
-fn text_layer(stderr_is_journal: bool) -> BoxedLayer {
+/// Text lines, written by `writer`.
+fn text_layer(stderr_is_journal: bool, writer: BoxMakeWriter) -> BoxedLayer {
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(colour_allowed())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // The journal stamps each line itself.
     if stderr_is_journal {
         layer.without_time().boxed()
