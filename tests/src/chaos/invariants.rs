@@ -2,7 +2,9 @@
 //! observations, so they are tested here without a kernel.
 //!
 //! A fault's window runs from one probe interval before it was injected to the end of its
-//! settle check. Inside it:
+//! settle check. An outage belongs to it when its first failed attempt was in flight at some
+//! point of the window (an attempt sent just before the fault and lost to it is the fault's).
+//! Inside it:
 //! - unplanned faults: every client outage of the pair's VIPs ends within the bound
 //!   (master-down interval + 10 ms); planned ones: no probe fails, except, unless
 //!   [`Bounds::strict_planned`], a connection in flight at the moment the client's ARP entry
@@ -274,9 +276,7 @@ fn judge_record(
         let episodes: Vec<_> = observations
             .episodes
             .iter()
-            .filter(|e| {
-                e.vip == vip && e.first_failed_sent >= opens && e.first_failed_sent <= run.end
-            })
+            .filter(|e| e.vip == vip && e.began_within(opens, run.end))
             .collect();
         let failed_probes = episodes.iter().map(|e| u64::from(e.failed)).sum();
         let handover_resets = episodes
@@ -449,10 +449,15 @@ fn judge_outside(
         })
         .collect();
     let inside = |pair: usize, at: Instant| covered[pair].iter().any(|(a, b)| *a <= at && at <= *b);
+    let overlaps = |pair: usize, episode: &Episode| {
+        covered[pair]
+            .iter()
+            .any(|(a, b)| episode.began_within(*a, *b))
+    };
     let mut violations = Vec::new();
     for episode in &observations.episodes {
         let pair = meta.vips[episode.vip].pair;
-        if episode.first_failed_sent < start || inside(pair, episode.first_failed_sent) {
+        if episode.first_failed_sent < start || overlaps(pair, episode) {
             continue;
         }
         violations.push(Violation {
@@ -626,6 +631,7 @@ mod tests {
         Episode {
             vip,
             first_failed_sent: t + from * MS,
+            first_failed_done: t + from * MS,
             last_failed_done: t + from * MS,
             recovered: to.map(|to| t + to * MS),
             failed: 3,
@@ -714,6 +720,40 @@ mod tests {
         assert_eq!(kinds, [ViolationKind::Outage, ViolationKind::FailedProbes]);
         assert_eq!(judgement.figures[0].vips[1].worst_outage, Some(400 * MS));
         assert_eq!(judgement.figures[1].vips[0].failed_probes, 3);
+    }
+
+    #[test]
+    fn an_attempt_in_flight_when_the_fault_struck_belongs_to_the_fault() {
+        let t = Instant::now();
+        let meta = meta();
+        // Sent 150 ms before the injection at 1000, timed out after it: the fault's.
+        let mut in_flight = episode(t, 0, 850, Some(1200));
+        in_flight.first_failed_done = t + 1050 * MS;
+        // Sent and failed before the window opened: nobody's.
+        let mut before = episode(t, 1, 700, Some(760));
+        before.first_failed_done = t + 750 * MS;
+        let observations = Observations {
+            episodes: vec![in_flight, before],
+            ..Observations::default()
+        };
+        let records = [record(t, FaultKind::LinkFlap, 1000, 2000, 3000)];
+        let judgement = judge(
+            &records,
+            &[],
+            &observations,
+            &meta,
+            &bounds(),
+            t,
+            t + 4000 * MS,
+        );
+        assert_eq!(judgement.figures[0].vips[0].worst_outage, Some(350 * MS));
+        let outside: Vec<&Violation> = judgement
+            .violations
+            .iter()
+            .filter(|v| v.fault.is_none())
+            .collect();
+        assert_eq!(outside.len(), 1, "{:?}", judgement.violations);
+        assert_eq!(outside[0].at, t + 700 * MS);
     }
 
     #[test]

@@ -35,6 +35,8 @@ use crate::probe::{ProbeConfig, ProbeError, ProbeStream, Sample, StreamSample};
 pub struct Episode {
     pub vip: usize,
     pub first_failed_sent: Instant,
+    /// When the first failed attempt gave up: it was in flight from `first_failed_sent` to here.
+    pub first_failed_done: Instant,
     pub last_failed_done: Instant,
     /// Completion of the first answered attempt; `None` while the VIP is still unreachable.
     pub recovered: Option<Instant>,
@@ -57,6 +59,12 @@ impl Episode {
             && self.answered_before.is_some()
             && self.answered_after.is_some()
             && self.answered_before != self.answered_after
+    }
+
+    /// Whether the first failed attempt was in flight at some point of `[from, to]`: an attempt
+    /// started just before a fault and lost to it belongs to that fault.
+    pub fn began_within(&self, from: Instant, to: Instant) -> bool {
+        self.first_failed_sent <= to && self.first_failed_done >= from
     }
 
     pub fn outage(&self) -> Option<Duration> {
@@ -167,6 +175,7 @@ impl State {
                             vip.open = Some(Episode {
                                 vip: target,
                                 first_failed_sent: sample.sent,
+                                first_failed_done: sample.done,
                                 last_failed_done: sample.done,
                                 recovered: None,
                                 failed: 1,
