@@ -119,8 +119,9 @@ pub struct Orchestrator {
     announcements: mpsc::UnboundedSender<view::Announcement>,
     /// Wakes the DNS reconciler.
     dns_wanted: Notify,
-    /// The advert intervals of a config version (the split-brain grace), by version.
-    intervals: Mutex<Option<(u64, Arc<view::PushedIntervals>)>>,
+    /// The advert intervals of a config version (the split-brain grace), by version. An async
+    /// lock held while they are worked out: one pass over a version, whoever else asks waits.
+    intervals: tokio::sync::Mutex<Option<(u64, Arc<view::PushedIntervals>)>>,
     /// The jobs running here now.
     running: Mutex<BTreeMap<u64, RunningJob>>,
     job_updates: broadcast::Sender<JobRecord>,
@@ -226,7 +227,7 @@ impl Orchestrator {
             presence: Mutex::new(presence),
             announcements,
             dns_wanted: Notify::new(),
-            intervals: Mutex::new(None),
+            intervals: tokio::sync::Mutex::new(None),
             running: Mutex::new(BTreeMap::new()),
             job_updates,
             dns_lock: tokio::sync::Mutex::new(()),

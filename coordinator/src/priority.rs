@@ -6,10 +6,12 @@
 //! ([`reapply`]); an expired intent is never sent and is dropped from the store the next time
 //! intents are read; a node is told the TTL that remains, so its own copy lapses with the
 //! coordinator's; clearing deletes before it tells the node. The agent keeps what it was told
-//! in its state dir, so a restart without a coordinator keeps the intent too.
+//! in its state dir, so a restart without a coordinator keeps the intent too. A fleet without
+//! intents costs a connecting agent no store read ([`IntentsWatch`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hav_proto::v1::{
@@ -18,9 +20,11 @@ use hav_proto::v1::{
 };
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::error::ControlError;
 use crate::state::{Shared, blocking};
+use crate::store::{Change, Revision};
 use crate::unix_ms;
 
 /// The store space of intents, keyed `<node>/<instance>`.
@@ -78,7 +82,14 @@ pub async fn list(shared: &Arc<Shared>) -> Result<Vec<PriorityIntent>, ControlEr
 }
 
 async fn current(shared: &Arc<Shared>) -> Result<Vec<Stored>, ControlError> {
+    if shared.intents.known_empty() {
+        return Ok(Vec::new());
+    }
+    let began = shared.intents.changes();
     let records = blocking(&shared.store, |s| s.records(PRIORITY_SPACE)).await?;
+    if records.is_empty() {
+        shared.intents.found_empty(began);
+    }
     let now = unix_ms();
     let mut live = Vec::new();
     let mut expired = Vec::new();
@@ -102,6 +113,73 @@ async fn current(shared: &Arc<Shared>) -> Result<Vec<Stored>, ControlError> {
         }
     }
     Ok(live)
+}
+
+/// What this coordinator knows of the stored intents without reading them: whether the store
+/// holds none. Only a read that found no intent, with no change of an intent since it began,
+/// makes the store known to hold none; every change (this coordinator's before and after its
+/// write, and every one the store's watch announces, another coordinator's included, or a lag
+/// of the watch, which may have hidden one) makes the next read go to the store again. Without
+/// a follower of the store's watch ([`follow_intents`]) nothing is ever known.
+#[derive(Debug, Default)]
+pub struct IntentsWatch {
+    /// Intent changes seen so far.
+    changes: AtomicU64,
+    /// `changes + 1` as it was when a read that then found no intent began; 0: no such read.
+    empty_since: AtomicU64,
+    /// Whether the store's watch is being followed.
+    following: AtomicBool,
+}
+
+impl IntentsWatch {
+    /// Whether the store holds no intent, known without reading it.
+    fn known_empty(&self) -> bool {
+        self.following.load(Ordering::SeqCst)
+            && self.empty_since.load(Ordering::SeqCst) == self.changes().wrapping_add(1)
+    }
+
+    /// The changes seen so far, taken before a read of the store.
+    fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// A read that began after `changes` changes found no intent.
+    fn found_empty(&self, changes: u64) {
+        self.empty_since
+            .store(changes.wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// An intent changed (or may have): the next read goes to the store.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Follows the store's watch from this call on: every intent written or deleted, by any
+/// coordinator sharing the store, and every lag, is a change for [`IntentsWatch`]. Once the
+/// watch ends, the store is read for every connecting agent again.
+pub fn follow_intents(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
+    let changes = shared.store.watch();
+    shared.intents.following.store(true, Ordering::SeqCst);
+    async move { shared.intents.follow(changes).await }
+}
+
+impl IntentsWatch {
+    /// Counts every intent change (and lag) on `changes` until it ends; then nothing is known.
+    async fn follow(&self, mut changes: broadcast::Receiver<(Revision, Change)>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match changes.recv().await {
+                Ok((_, Change::Record(space, _))) if space == PRIORITY_SPACE => self.changed(),
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => self.changed(),
+                Err(RecvError::Closed) => {
+                    self.following.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The instances `node` is known to run: from its session, else from its last stored report.
@@ -188,10 +266,13 @@ pub async fn set(
         intent.key(),
         serde_json::to_vec(&intent).unwrap_or_default(),
     );
-    blocking(&shared.store, move |s| {
+    shared.intents.changed();
+    let written = blocking(&shared.store, move |s| {
         s.put_record(PRIORITY_SPACE, &key, &bytes)
     })
-    .await?;
+    .await;
+    shared.intents.changed();
+    written?;
     shared
         .audit(
             who,
@@ -244,13 +325,16 @@ pub async fn clear(
         });
     }
     let keys: Vec<String> = intents.iter().map(Stored::key).collect();
-    blocking(&shared.store, move |s| {
+    shared.intents.changed();
+    let deleted = blocking(&shared.store, move |s| {
         for key in &keys {
             s.delete_record(PRIORITY_SPACE, key)?;
         }
         Ok(())
     })
-    .await?;
+    .await;
+    shared.intents.changed();
+    deleted?;
     for intent in &intents {
         shared
             .audit(
@@ -405,6 +489,40 @@ mod tests {
         assert!(stored(10_000).expired(10_000));
         assert_eq!(stored(10_000).ttl_left(4_000), Some(Duration::from_secs(6)));
         assert_eq!(stored(10_000).ttl_left(12_000), Some(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn the_store_is_known_to_hold_no_intent_only_until_one_changes_anywhere() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::RedbStore::open(dir.path()).expect("open");
+        let watch = Arc::new(IntentsWatch::default());
+        // Without a follower of the store's watch, nothing is ever known.
+        watch.found_empty(watch.changes());
+        assert!(!watch.known_empty());
+        let changes = crate::store::Store::watch(&store);
+        watch.following.store(true, Ordering::SeqCst);
+        let follower = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.follow(changes).await }
+        });
+        watch.found_empty(watch.changes());
+        assert!(watch.known_empty());
+        // A read that began before a change (this coordinator's write) proves nothing.
+        let began = watch.changes();
+        watch.changed();
+        watch.found_empty(began);
+        assert!(!watch.known_empty());
+        // An intent written by another coordinator sharing the store, seen on the watch.
+        watch.found_empty(watch.changes());
+        crate::store::Store::put_record(&store, PRIORITY_SPACE, "a/VI_1", b"{}").expect("put");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while watch.known_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the watch announces the intent");
+        follower.abort();
     }
 
     #[test]

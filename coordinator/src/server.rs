@@ -180,6 +180,8 @@ pub struct RunningCoordinator {
     orchestrator: Arc<crate::orchestrate::Orchestrator>,
     /// Follows the config versions other coordinators write ([`crate::state::follow_config_versions`]).
     config_follower: JoinHandle<()>,
+    /// Follows the priority intents written anywhere ([`crate::priority::follow_intents`]).
+    intents_follower: JoinHandle<()>,
     resign: Resign,
     relay: Option<Arc<crate::relay::Relay>>,
     /// This coordinator's part in the election of the coordinators sharing its store.
@@ -202,6 +204,7 @@ impl RunningCoordinator {
         };
         self.orchestrator.shutdown().await;
         self.config_follower.abort();
+        self.intents_follower.abort();
         // The singletons have stopped: another coordinator may take over now, not a TTL later.
         self.resign.resign(Duration::from_secs(2)).await;
         // The sessions have ended: every announcement of them goes at once.
@@ -290,6 +293,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         node_states: node_states.clone(),
         transitions: transitions.clone(),
         latest: Default::default(),
+        intents: Default::default(),
         command_timeout: config.command_timeout,
         stopping: stopping_rx,
         metrics: metrics.clone(),
@@ -337,6 +341,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         crate::orchestrate::Orchestrator::start(shared.clone(), config.orchestration.clone())
             .await?;
     let config_follower = tokio::spawn(crate::state::follow_config_versions(shared.clone()));
+    let intents_follower = tokio::spawn(crate::priority::follow_intents(shared.clone()));
     // After the fleet view subscribed to the registry's reports: it misses no remote session.
     if let Some(relay) = &relay {
         relay.follow(shared.clone());
@@ -378,6 +383,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         task: Some(task),
         orchestrator,
         config_follower,
+        intents_follower,
         resign,
         relay,
         leadership,

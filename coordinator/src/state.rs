@@ -29,6 +29,8 @@ pub struct Shared {
     pub transitions: Arc<TransitionWriter>,
     /// The latest config version, kept in memory for the connect path.
     pub latest: LatestConfig,
+    /// Whether the store holds no priority intent, known without reading it (the connect path).
+    pub intents: crate::priority::IntentsWatch,
     /// How long to wait for an agent's ack.
     pub command_timeout: Duration,
     /// Becomes true when the coordinator shuts down: long-lived streams end.
@@ -64,10 +66,23 @@ impl Shared {
 /// Every version this process writes goes through [`LatestConfig::offer`] after it commits, and
 /// [`follow_config_versions`] offers those other coordinators sharing the store write, as the
 /// store's watch announces them (read again whole when the watch lagged). It only ever moves to
-/// a higher version, so a slow reader cannot put an older one back.
+/// a higher version, so a slow reader cannot put an older one back. A store found without any
+/// version is remembered as such until a version is offered, so a new fleet's agents connecting
+/// cost no store read either.
 #[derive(Default)]
 pub struct LatestConfig {
-    cached: std::sync::Mutex<Option<Arc<ConfigVersionRecord>>>,
+    cached: std::sync::Mutex<Cached>,
+}
+
+/// What [`LatestConfig`] knows of the store's latest version.
+#[derive(Debug, Clone, Default)]
+enum Cached {
+    /// Nothing yet: the next [`LatestConfig::get`] reads the store.
+    #[default]
+    Unread,
+    /// The store held no version when read, and none has been offered since.
+    NoVersion,
+    Version(Arc<ConfigVersionRecord>),
 }
 
 impl LatestConfig {
@@ -76,28 +91,53 @@ impl LatestConfig {
         &self,
         store: &Arc<dyn Store>,
     ) -> Result<Option<Arc<ConfigVersionRecord>>, ControlError> {
-        if let Some(cached) = self.lock().clone() {
-            return Ok(Some(cached));
+        match self.lock().clone() {
+            Cached::Version(cached) => return Ok(Some(cached)),
+            Cached::NoVersion => return Ok(None),
+            Cached::Unread => {}
         }
         let read = blocking(store, |s| s.latest_config_version()).await?;
-        Ok(read.map(|record| self.offer(record)))
+        Ok(match read {
+            Some(record) => Some(self.offer(record)),
+            None => self.found_none(),
+        })
     }
 
     /// The version cached now (0: none).
     pub fn version(&self) -> u64 {
-        self.lock().as_ref().map_or(0, |record| record.version)
+        match &*self.lock() {
+            Cached::Version(record) => record.version,
+            Cached::Unread | Cached::NoVersion => 0,
+        }
     }
 
     /// Records `record` unless a newer version is already known; returns the newest.
     pub fn offer(&self, record: ConfigVersionRecord) -> Arc<ConfigVersionRecord> {
         let mut cached = self.lock();
         match &*cached {
-            Some(known) if known.version >= record.version => known.clone(),
-            _ => cached.insert(Arc::new(record)).clone(),
+            Cached::Version(known) if known.version >= record.version => known.clone(),
+            _ => {
+                let record = Arc::new(record);
+                *cached = Cached::Version(record.clone());
+                record
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ConfigVersionRecord>>> {
+    /// The store was read and held no version: remembered unless a version was offered
+    /// meanwhile (a write that committed after the read), which is then the answer.
+    fn found_none(&self) -> Option<Arc<ConfigVersionRecord>> {
+        let mut cached = self.lock();
+        match &*cached {
+            Cached::Version(known) => Some(known.clone()),
+            Cached::Unread | Cached::NoVersion => {
+                *cached = Cached::NoVersion;
+                None
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         // Every critical section is one clone or one assignment: a poisoned lock is still whole.
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -198,7 +238,11 @@ mod tests {
             Arc::new(crate::store::RedbStore::open(dir.path()).expect("open"));
         let latest = LatestConfig::default();
         assert!(latest.get(&store).await.expect("get").is_none());
+        // The store's lack of a version is remembered: a version written behind the cache's
+        // back is not read (every writer offers what it commits).
         store.put_config_version(&config_version(1)).expect("v1");
+        assert!(latest.get(&store).await.expect("get").is_none());
+        latest.offer(config_version(1));
         assert_eq!(
             latest.get(&store).await.expect("get").expect("v1").version,
             1

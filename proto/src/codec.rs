@@ -13,7 +13,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Starting size of a stream's encode and decode buffers.
-pub const BUFFER_SIZE: usize = 1024;
+pub const BUFFER_SIZE: usize = 256;
 /// Encoded bytes a server streaming response buffers before it yields (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

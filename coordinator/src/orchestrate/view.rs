@@ -372,28 +372,20 @@ impl Orchestrator {
                 return Arc::default();
             }
         };
-        if let Some((version, intervals)) = &*lock(&self.intervals)
+        // Parsing every node's config of a version costs seconds at 10,000 nodes: done once
+        // per version, off the runtime's workers, while the split brains found meanwhile wait.
+        let mut cached = self.intervals.lock().await;
+        if let Some((version, intervals)) = &*cached
             && *version == latest.version
         {
             return intervals.clone();
         }
-        let mut intervals = PushedIntervals::new();
-        for (node, text) in &latest.nodes {
-            let origin = format!("config version {} of {node}", latest.version);
-            // Every stored config was validated before it was stored; one that no longer
-            // parses (a schema change) only loses its intervals.
-            let Ok(config) = hav_proto::config::parse_node_config(text, &origin) else {
-                continue;
-            };
-            for instance in &config.instances {
-                intervals.insert(
-                    (node.clone(), instance.name.clone()),
-                    instance.advert_interval.as_duration(),
-                );
-            }
-        }
+        let record = latest.clone();
+        let intervals = tokio::task::spawn_blocking(move || intervals_of(&record))
+            .await
+            .unwrap_or_default();
         let intervals = Arc::new(intervals);
-        *lock(&self.intervals) = Some((latest.version, intervals.clone()));
+        *cached = Some((latest.version, intervals.clone()));
         intervals
     }
 
@@ -485,6 +477,26 @@ pub(super) fn ledgers(sla: &Accounting, vips: Vec<String>) -> Vec<(String, Ledge
     vips.into_iter()
         .filter_map(|vip| sla.ledgers().get(&vip).map(|l| (vip, l.clone())))
         .collect()
+}
+
+/// The advert interval of every instance of every node in `latest`.
+fn intervals_of(latest: &crate::store::ConfigVersionRecord) -> PushedIntervals {
+    let mut intervals = PushedIntervals::new();
+    for (node, text) in &latest.nodes {
+        let origin = format!("config version {} of {node}", latest.version);
+        // Every stored config was validated before it was stored; one that no longer parses
+        // (a schema change) only loses its intervals.
+        let Ok(config) = hav_proto::config::parse_node_config(text, &origin) else {
+            continue;
+        };
+        for instance in &config.instances {
+            intervals.insert(
+                (node.clone(), instance.name.clone()),
+                instance.advert_interval.as_duration(),
+            );
+        }
+    }
+    intervals
 }
 
 #[cfg(test)]
