@@ -830,6 +830,17 @@ pub enum Event {
     Beacon(Option<Beacon>, SocketAddr),
 }
 
+/// Whether [`next_event`] can resolve: a beacon socket is open, or a router is parked or a
+/// forward leased. When not, the loop need not poll it (most nodes have no hand-over at all).
+pub fn has_events(handover: &Handover, socket: Option<&BeaconSocket>) -> bool {
+    socket.is_some()
+        || !handover.parked.is_empty()
+        || handover
+            .forwards
+            .values()
+            .any(|forward| forward.lease.is_some())
+}
+
 /// The next hand-over event; never resolves while there is nothing to wait for. Beacons that
 /// are queued come before a deadline: woken late (a starved CPU, a stopped process), the node
 /// takes the answers that did arrive before it judges the other side silent. `none_left` is

@@ -1,6 +1,6 @@
 //! The daemon: one task that owns the sans-IO [`Engine`] and feeds it what happens.
 //!
-//! Inputs (adverts from the sockets' reader tasks, tracker reports, link and address changes,
+//! Inputs (adverts read from the sockets, tracker reports, link and address changes,
 //! signals, coordinator commands, the engine's own deadline) reach the loop in [`Daemon::run`];
 //! after each one the loop hands the engine's actions to the [`executor`], the only place actions
 //! become IO, then publishes what changed. Start-up removes the VIPs a previous run left behind
@@ -18,6 +18,7 @@ mod handover;
 mod links;
 pub mod network;
 pub mod plan;
+mod rare;
 mod realtime;
 mod reload;
 mod signals;
@@ -44,6 +45,7 @@ use executor::{Executor, Transition};
 use hav_proto::sd_notify::{self, Notifier};
 use links::HostWatch;
 use plan::{Host, Plan};
+use rare::Rare;
 use signals::{Received, Signals};
 use sockets::{Inbound, Sockets};
 use status::Snapshot;
@@ -289,11 +291,12 @@ impl Daemon {
         // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         let mut engine_timer = timer::EngineTimer::new()?;
+        let gate = rare::Gate::default();
         loop {
             let deadline = self.engine.poll_timeout();
             engine_timer.arm(deadline)?;
-            // Set when this turn only fed the engine adverts.
-            let mut adverts_only = false;
+            // Set when this turn only fed the engine adverts or its own deadline.
+            let mut engine_only = false;
             let expiry = self.overrides.next_expiry();
             let override_expiry = async {
                 match expiry {
@@ -303,27 +306,49 @@ impl Daemon {
             };
             tokio::select! {
                 biased;
-                signal = signals.recv() => match signal {
-                    Received::Stop(name) => self.begin_stop(&mut stopping, name).await,
-                    Received::Reload => self.reload().await,
-                    Received::Status => {
+                rare = std::future::poll_fn(|cx| {
+                    gate.poll(cx, |cx| {
+                        rare::Sources {
+                            signals: &mut signals,
+                            link: &mut self.link,
+                            status_requests: &mut self.status_requests,
+                            balancer: &mut self.executor.balancer,
+                            trackers: &mut self.trackers.events,
+                            host: &mut self.host,
+                            stopping,
+                        }
+                        .poll_next(cx)
+                    })
+                }) => match rare {
+                    Rare::Signal(Received::Stop(name)) => self.begin_stop(&mut stopping, name).await,
+                    Rare::Signal(Received::Reload) => self.reload().await,
+                    Rare::Signal(Received::Status) => {
                         tracing::info!("status:\n{}", status::render(&self.snapshot()));
                         continue;
                     }
-                    Received::Statistics => {
+                    Rare::Signal(Received::Statistics) => {
                         tracing::info!("statistics:\n{}", status::render_statistics(&self.snapshot()));
                         continue;
                     }
-                    Received::Ignored(name) => {
+                    Rare::Signal(Received::Ignored(name)) => {
                         tracing::info!(signal = name, "{name} ignored");
                         continue;
                     }
+                    Rare::Command(command) => {
+                        // In an `agent.command` span that continues the coordinator's trace.
+                        let span = command.span();
+                        tracing::Instrument::instrument(self.on_command(command, stopping), span).await;
+                    }
+                    Rare::Status(reply) => {
+                        let _ = reply.send(self.snapshot());
+                        continue;
+                    }
+                    Rare::CheckReport(report) => self.executor.on_check(report).await,
+                    Rare::Track(event) => {
+                        self.trackers.record(event, &self.running.plan, &mut self.engine, Instant::now());
+                    }
+                    Rare::HostChanged => self.rebind().await,
                 },
-                Some(command) = next_command(&mut self.link) => {
-                    // In an `agent.command` span that continues the coordinator's trace.
-                    let span = command.span();
-                    tracing::Instrument::instrument(self.on_command(command, stopping), span).await;
-                }
                 () = override_expiry => {
                     let now = Instant::now();
                     for name in self.overrides.expire(now) {
@@ -331,37 +356,31 @@ impl Daemon {
                     }
                     self.apply_overrides(now);
                 }
-                Some(reply) = self.status_requests.recv() => {
-                    let _ = reply.send(self.snapshot());
-                    continue;
-                }
                 inbound = self.executor.sockets.next() => {
                     self.on_inbound(inbound);
-                    adverts_only = true;
+                    engine_only = true;
                 }
-                Some(report) = self.executor.balancer.next_report() => self.executor.on_check(report).await,
                 event = handover::next_event(
                     &self.executor.handover,
                     self.executor.beacons.as_ref(),
                     self.executor.counts.none_left(),
-                ) => {
+                ), if handover::has_events(&self.executor.handover, self.executor.beacons.as_ref()) => {
                     self.executor.on_handover(event).await;
                 }
-                Some(event) = self.trackers.events.recv() => {
-                    self.trackers.record(event, &self.running.plan, &mut self.engine, Instant::now());
-                }
-                () = self.host.changed(), if !stopping => self.rebind().await,
                 fired = engine_timer.expired() => {
                     fired?;
-                    let lateness = deadline.map(|at| at.elapsed()).unwrap_or_default();
+                    let mut now = Instant::now();
+                    let lateness = deadline.map(|at| now.saturating_duration_since(at)).unwrap_or_default();
                     if lateness > LATE_DEADLINE {
                         // Woken late (the process was stopped, or starved of CPU): adverts that
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
                         self.take_queued_adverts().await;
                         self.on_late_wakeup(lateness);
+                        now = Instant::now();
                     }
-                    self.engine.handle_timeout(Instant::now());
+                    self.engine.handle_timeout(now);
+                    engine_only = true;
                 }
                 _ = async {
                     match watchdog.as_mut() {
@@ -374,7 +393,7 @@ impl Daemon {
                 }
             }
             self.execute().await;
-            self.publish(adverts_only);
+            self.publish(engine_only);
             if stopping && self.engine.is_stopped() && self.executor.handover.is_idle() {
                 break;
             }
@@ -491,11 +510,10 @@ impl Daemon {
                 meta,
                 payload,
             } => {
-                if let Some(heard) =
-                    self.engine
-                        .handle_packet(Instant::now(), &interface, &meta, &payload)
-                {
-                    self.telemetry.heard(&heard);
+                let now = Instant::now();
+                let payload = self.executor.sockets.payload(payload);
+                if let Some(heard) = self.engine.handle_packet(now, &interface, &meta, payload) {
+                    self.telemetry.heard(&heard, now);
                 }
             }
             Inbound::Dropped { counter } => *self.drops.entry(counter).or_default() += 1,
@@ -590,18 +608,21 @@ impl Daemon {
     /// Publishes what changed: metrics (when served), and on a change of state, priority, known
     /// master or VIPs the coordinator's snapshot and a debug line, after the fact, so that a
     /// reader following the log finds the change on the status socket. After a turn that only
-    /// fed the engine adverts (`adverts_only`), the routers are compared only if the engine's
-    /// revision moved: a backup of hundreds of instances hears thousands of adverts a second,
-    /// and comparing every router after each one made its cost grow with the square of them.
-    fn publish(&mut self, adverts_only: bool) {
-        self.telemetry
-            .publish(&self.engine, self.trackers.health(), &self.drops);
-        self.telemetry
-            .notifications(&self.executor.notifiers.counters());
+    /// fed the engine adverts or its deadline (`engine_only`), the routers are compared only if
+    /// the engine's revision moved: a backup of hundreds of instances hears thousands of adverts
+    /// a second, and comparing every router after each one made its cost grow with the square of
+    /// them; a master's advert timer changes nothing either.
+    fn publish(&mut self, engine_only: bool) {
+        if self.telemetry.serves_metrics() {
+            self.telemetry
+                .publish(&self.engine, self.trackers.health(), &self.drops);
+            self.telemetry
+                .notifications(&self.executor.notifiers.counters());
+        }
         // Counters move with every advert: they count as a change only for log followers.
         let debug = tracing::enabled!(tracing::Level::DEBUG);
         let revision = self.engine.revision();
-        if adverts_only && !debug && revision == self.summary_revision {
+        if engine_only && !debug && revision == self.summary_revision {
             return;
         }
         self.summary_revision = revision;
@@ -638,14 +659,6 @@ struct Summary {
     /// Connections still served after a hand-over.
     draining: Option<usize>,
     counters: Option<hav_vrrp::Counters>,
-}
-
-/// The next coordinator command; never resolves without a link.
-async fn next_command(link: &mut Option<fleet::Link>) -> Option<crate::control::PendingCommand> {
-    match link {
-        Some(link) => link.side.commands.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `hav-agent --check`: loads and plans a config as start-up does ([`plan::check`]), starting

@@ -2,13 +2,15 @@
 //!
 //! The loop polls every open socket in the same wake-up that handles what it read: no task and
 //! no channel sit between the kernel and the engine, so an advert costs one wake-up of the
-//! process. Sockets are polled round-robin, so a flood on one cannot starve another.
+//! process, and no copy: the engine reads it where the kernel wrote it. Sockets are polled
+//! round-robin, so a flood on one cannot starve another.
 //!
 //! A socket is bound to the index its interface had when it was opened: when the link is deleted
 //! and created again (a new index), [`Sockets::close_stale`] closes it, and the next
 //! [`Sockets::prepare`] opens a fresh one, which joins the multicast group on the new link.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,7 +24,9 @@ pub enum Inbound {
     Packet {
         interface: Arc<str>,
         meta: RecvMeta,
-        payload: Vec<u8>,
+        /// Where the VRRP payload is in the sockets' buffer ([`Sockets::payload`]); valid until
+        /// the next read.
+        payload: Range<usize>,
     },
     Dropped {
         counter: &'static str,
@@ -99,6 +103,11 @@ impl Sockets {
         closed
     }
 
+    /// The bytes of the last [`Inbound::Packet`] read, at its `payload` range.
+    pub fn payload(&self, range: Range<usize>) -> &[u8] {
+        self.buf.get(range).unwrap_or_default()
+    }
+
     /// The next datagram of any open socket (round-robin), as [`Sockets::poll_next`].
     pub async fn next(&mut self) -> Inbound {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
@@ -149,7 +158,7 @@ fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<
                         dst: datagram.dst,
                         hop_limit: datagram.hop_limit,
                     },
-                    payload: datagram.payload(buf).to_vec(),
+                    payload: datagram.payload,
                 }
             }
             Poll::Ready(Ok(Received::UnknownPeer { src })) => {

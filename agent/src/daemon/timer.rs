@@ -4,14 +4,16 @@
 //! would wake a 100 ms sleep once early (its 64 ms level cascading down) and unpark the runtime
 //! through its eventfd whenever a sleep is re-registered earlier than its cached wake-up: three
 //! wake-ups per advert where the protocol needs one. At 100 ms adverts that was most of an idle
-//! agent's CPU.
+//! agent's CPU. The timer is armed with an absolute time of `CLOCK_MONOTONIC` (the clock of
+//! [`Instant`]), so arming reads no clock: a backup re-arms after every advert it hears.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::sys::time::TimeSpec;
+use nix::sys::time::{TimeSpec, TimeValLike};
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{ClockId as TimeClock, clock_gettime};
 use tokio::io::unix::AsyncFd;
 
 /// nix's `TimerFd` offers `AsFd`; tokio's `AsyncFd` wants `AsRawFd`.
@@ -27,6 +29,9 @@ impl AsRawFd for Fd {
 pub struct EngineTimer {
     fd: AsyncFd<Fd>,
     armed: Option<Instant>,
+    /// One instant and `CLOCK_MONOTONIC` read after it: an [`Instant`] as an absolute
+    /// expiration, never earlier than the instant (late by the nanoseconds between the reads).
+    anchor: (Instant, TimeSpec),
 }
 
 impl EngineTimer {
@@ -35,7 +40,10 @@ impl EngineTimer {
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
+        let instant = Instant::now();
+        let anchor = (instant, clock_gettime(TimeClock::CLOCK_MONOTONIC)?);
         Ok(Self {
+            anchor,
             // SAFETY: `Fd` owns the timerfd through nix's `TimerFd`, and nothing replaces or
             // closes it while the `AsyncFd` owns it (they are dropped together).
             fd: unsafe {
@@ -54,13 +62,9 @@ impl EngineTimer {
         match at {
             None => self.fd.get_ref().0.unset()?,
             Some(at) => {
-                // A zero it_value would disarm the timer: a deadline already due fires in 1 ns.
-                let delay = at
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_nanos(1));
                 self.fd.get_ref().0.set(
-                    Expiration::OneShot(TimeSpec::from_duration(delay)),
-                    TimerSetTimeFlags::empty(),
+                    Expiration::OneShot(self.absolute(at)),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
                 )?;
             }
         }
@@ -68,22 +72,35 @@ impl EngineTimer {
         Ok(())
     }
 
+    /// `at` on `CLOCK_MONOTONIC`. Never zero (that would disarm the timer): an instant before
+    /// the anchor maps to the anchor's own time or 1 ns, both long past, so it fires at once.
+    fn absolute(&self, at: Instant) -> TimeSpec {
+        let (instant, clock) = self.anchor;
+        let absolute = match at.checked_duration_since(instant) {
+            Some(after) => clock + TimeSpec::from_duration(after),
+            None => clock,
+        };
+        absolute.max(TimeSpec::nanoseconds(1))
+    }
+
     /// Waits until the armed deadline passes (forever if none is armed).
+    ///
+    /// The expiration count is never read: arming again resets it, and each expiry is an edge
+    /// of its own for epoll (tokio's registration is edge-triggered), so one `read(2)` per
+    /// deadline is saved. What the count told, whether this readiness is an expiry of the
+    /// deadline armed now or a stale one (the timer fired, then was armed again for later
+    /// before the loop got here), the clock tells instead: the timer never fires before its
+    /// deadline.
     pub async fn expired(&mut self) -> io::Result<()> {
-        if self.armed.is_none() {
+        let Some(at) = self.armed else {
             return std::future::pending().await;
-        }
+        };
         loop {
             let mut ready = self.fd.readable().await?;
-            match ready.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
-                Ok(result) => {
-                    result?;
-                    // The expiration is consumed: no need to find that out with a failed read.
-                    ready.clear_ready();
-                    self.armed = None;
-                    return Ok(());
-                }
-                Err(_would_block) => continue,
+            ready.clear_ready();
+            if Instant::now() >= at {
+                self.armed = None;
+                return Ok(());
             }
         }
     }
@@ -91,6 +108,8 @@ impl EngineTimer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -108,6 +127,31 @@ mod tests {
         timer.arm(Some(again)).expect("due at once");
         timer.expired().await.expect("fires at once");
         assert!(again.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_from_before_the_timer_fires_at_once() {
+        let past = Instant::now();
+        let mut timer = EngineTimer::new().expect("timerfd");
+        timer.arm(Some(past)).expect("arm");
+        tokio::time::timeout(Duration::from_secs(1), timer.expired())
+            .await
+            .expect("fires at once")
+            .expect("fires");
+    }
+
+    #[tokio::test]
+    async fn a_timer_armed_again_for_later_waits_for_the_new_deadline() {
+        let mut timer = EngineTimer::new().expect("timerfd");
+        // Due at once: its expiry becomes readiness that nothing consumes (the runtime's driver
+        // sees it when the task yields), then the deadline moves: the stale expiry must not
+        // count.
+        timer.arm(Some(Instant::now())).expect("arm");
+        tokio::task::yield_now().await;
+        let later = Instant::now() + Duration::from_millis(30);
+        timer.arm(Some(later)).expect("arm again");
+        timer.expired().await.expect("fires");
+        assert!(Instant::now() >= later, "fired at the superseded deadline");
     }
 
     #[tokio::test]

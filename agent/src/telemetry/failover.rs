@@ -81,6 +81,37 @@ impl Moment {
     }
 }
 
+/// Turns a monotonic instant the caller already read into a [`Moment`], reading the wall clock at
+/// most once per [`WallAnchor::REFRESH`]: in between, the wall time is the last one read plus the
+/// monotonic time since, so it is off by the clock's slew (microseconds) or by a step of the wall
+/// clock within that span. For events as frequent as adverts, where a clock read each is most of
+/// what recording them costs.
+#[derive(Debug, Default)]
+pub struct WallAnchor {
+    last: Option<Moment>,
+}
+
+impl WallAnchor {
+    const REFRESH: Duration = Duration::from_secs(1);
+
+    pub fn moment(&mut self, mono: Instant) -> Moment {
+        match self.last {
+            Some(last) if mono >= last.mono && mono - last.mono < Self::REFRESH => Moment {
+                wall: last.wall + (mono - last.mono),
+                mono,
+            },
+            _ => {
+                let read = Moment {
+                    wall: SystemTime::now(),
+                    mono,
+                };
+                self.last = Some(read);
+                read
+            }
+        }
+    }
+}
+
 /// What the trace needs to know about a router.
 #[derive(Debug, Clone)]
 struct RouterFacts {

@@ -20,7 +20,7 @@ use hav_proto::config::Telemetry as Settings;
 use hav_vrrp::engine::{Action, Engine, Heard, RouterConfig, RouterId};
 
 use crate::track::Health;
-use failover::{Failovers, Moment, Record, Step};
+use failover::{Failovers, Moment, Record, Step, WallAnchor};
 use metrics::Registry;
 
 /// The file in the state dir holding the latest failover trace ids.
@@ -34,6 +34,8 @@ pub struct Telemetry {
     /// Where the latest failover trace ids are kept across restarts.
     trace_ids_file: Option<std::path::PathBuf>,
     failovers: Failovers,
+    /// The wall clock of [`Telemetry::heard`], read at most once a second.
+    wall: WallAnchor,
     sink: Option<otel::Sink>,
 }
 
@@ -73,6 +75,7 @@ impl Telemetry {
             server,
             trace_ids_file: None,
             failovers: Failovers::new(node),
+            wall: WallAnchor::default(),
             sink: settings.otlp_endpoint.as_ref().and(otel::sink()),
         }
     }
@@ -82,6 +85,11 @@ impl Telemetry {
         if running != loaded {
             tracing::warn!("[telemetry] changed; the new settings take effect at the next restart");
         }
+    }
+
+    /// Whether metrics are served (else [`Telemetry::publish`] has nothing to do).
+    pub fn serves_metrics(&self) -> bool {
+        self.server.is_some()
     }
 
     /// Where metrics are served, if they are.
@@ -97,11 +105,12 @@ impl Telemetry {
         self.failovers.configure(routers);
     }
 
-    /// A valid advert the engine decoded (before its actions are carried out): who was heard
-    /// when, with which priority.
-    pub fn heard(&mut self, heard: &Heard) {
+    /// A valid advert the engine decoded at `now` (before its actions are carried out): who was
+    /// heard when, with which priority.
+    pub fn heard(&mut self, heard: &Heard, now: std::time::Instant) {
+        let at = self.wall.moment(now);
         self.failovers
-            .heard(Moment::now(), heard.vrid.get(), heard.src, heard.priority);
+            .heard(at, heard.vrid.get(), heard.src, heard.priority);
     }
 
     /// The daemon starts carrying out `action`. Outside failovers (an advert sent by a settled

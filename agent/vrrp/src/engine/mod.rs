@@ -253,6 +253,18 @@ impl ReconfigureReport {
     }
 }
 
+/// Slots of [`Engine`]'s router index: one per family and VRID.
+const KEY_SLOTS: usize = 2 * 256;
+
+/// The slot of `family` and `vrid` in the router index, below [`KEY_SLOTS`].
+fn key_slot(family: Family, vrid: VrId) -> usize {
+    let base = match family {
+        Family::V4 => 0,
+        Family::V6 => 256,
+    };
+    base + usize::from(vrid.get())
+}
+
 /// All virtual routers of a node, and their sync groups.
 #[derive(Debug)]
 pub struct Engine {
@@ -268,11 +280,14 @@ pub struct Engine {
     counters: Counters,
     started: bool,
     shut_down: bool,
-    /// Indexes of `routers` by family and VRID (a packet finds its router without a scan).
-    by_key: HashMap<(Family, VrId), Vec<usize>>,
+    /// Indexes of `routers` by family and VRID, at [`key_slot`] (a packet finds its router
+    /// without a scan or a hash).
+    by_key: Vec<Vec<usize>>,
     /// Every router's next timer (`routers` by index), and each router's entry in it.
     deadlines: BTreeSet<(Instant, usize)>,
     indexed: Vec<Option<Instant>>,
+    /// The routers [`Engine::handle_timeout`] found due, kept for its next call.
+    due: Vec<usize>,
     /// Bumped whenever a router's [`RouterBrief`] may have changed.
     revision: u64,
 }
@@ -292,9 +307,10 @@ impl Engine {
             counters: Counters::new(),
             started: false,
             shut_down: false,
-            by_key: HashMap::new(),
+            by_key: vec![Vec::new(); KEY_SLOTS],
             deadlines: BTreeSet::new(),
             indexed: Vec::new(),
+            due: Vec::new(),
             revision: 0,
         };
         for router in &config.routers {
@@ -310,12 +326,10 @@ impl Engine {
     /// Rebuilds the router indexes and every deadline, and counts a change of the briefs:
     /// after anything but one router's advert or timer.
     fn reindex(&mut self) {
-        self.by_key.clear();
+        self.by_key.iter_mut().for_each(Vec::clear);
         for (index, router) in self.routers.iter().enumerate() {
-            self.by_key
-                .entry((router.config.family, router.config.vrid))
-                .or_default()
-                .push(index);
+            let slot = key_slot(router.config.family, router.config.vrid);
+            self.by_key[slot].push(index);
         }
         self.deadlines.clear();
         self.indexed = self
@@ -352,7 +366,7 @@ impl Engine {
     /// The index of the router of `interface`, `family` and `vrid`.
     fn find(&self, interface: &str, family: Family, vrid: VrId) -> Option<usize> {
         self.by_key
-            .get(&(family, vrid))?
+            .get(key_slot(family, vrid))?
             .iter()
             .copied()
             .find(|&index| self.routers[index].config.interface == interface)
@@ -496,13 +510,15 @@ impl Engine {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
-        // The routers due, found in the deadline index (not by visiting every router).
-        let due: Vec<usize> = self
-            .deadlines
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .map(|(_, index)| *index)
-            .collect();
+        // The routers due, found in the deadline index (not by visiting every router), into a
+        // list kept between calls, so finding them allocates nothing.
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            (self.deadlines.iter())
+                .take_while(|(at, _)| *at <= now)
+                .map(|(_, index)| *index),
+        );
         let mut changed = false;
         for &index in &due {
             let router = &mut self.routers[index];
@@ -520,6 +536,7 @@ impl Engine {
             self.revision += 1;
         }
         self.settle_after(now, &due);
+        self.due = due;
     }
 
     /// Sets what `tracker` does to `router`, replacing its previous effect.
