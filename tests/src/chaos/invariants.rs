@@ -19,11 +19,17 @@
 //!
 //! Outside every window and repair, the same hold with no allowance at all: no failed probe, no
 //! second holder beyond the grace, no exit.
+//!
+//! Where the harness was blind ([`super::blind`]), a duration is held to its bound without the
+//! blind time, and a failure that began during a host stall (or within an unplanned bound after
+//! it) is not judged: the host did not run the daemons then. Both are reported apart from the
+//! violations ([`Judgement::not_judged`]), never dropped.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::blind::{self, BlindSpan};
 use super::cluster::Meta;
 use super::observe::{Episode, HolderEvent, Observations};
 use super::schedule::{Expectation, FaultEvent, FaultKind, Implementation};
@@ -180,6 +186,9 @@ pub struct Judgement {
     /// Parallel to the records (empty figures for records that did not run).
     pub figures: Vec<FaultFigures>,
     pub violations: Vec<Violation>,
+    /// What would have been violations but for the time the harness was blind, with how much
+    /// of it was blind.
+    pub not_judged: Vec<Violation>,
     /// Holder changes found by a dump rather than an event (the kernel dropped events).
     pub reconciled_holder_events: usize,
 }
@@ -204,19 +213,14 @@ pub fn judge(
         ..Judgement::default()
     };
     for record in records {
-        let (figures, violations) = judge_record(record, observations, meta, bounds);
+        let (figures, verdicts) = judge_record(record, observations, meta, bounds);
         judgement.figures.push(figures);
-        judgement.violations.extend(violations);
+        judgement.violations.extend(verdicts.violations);
+        judgement.not_judged.extend(verdicts.not_judged);
     }
-    judgement.violations.extend(judge_outside(
-        records,
-        repairs,
-        observations,
-        meta,
-        bounds,
-        start,
-        end,
-    ));
+    let outside = judge_outside(records, repairs, observations, meta, bounds, start, end);
+    judgement.violations.extend(outside.violations);
+    judgement.not_judged.extend(outside.not_judged);
     for error in &observations.harness_errors {
         judgement.violations.push(Violation {
             kind: ViolationKind::Harness,
@@ -239,7 +243,65 @@ pub fn judge(
         });
     }
     judgement.violations.sort_by_key(|v| v.at);
+    judgement.not_judged.sort_by_key(|v| v.at);
     judgement
+}
+
+/// A record's violations and what it could not judge.
+#[derive(Debug, Default)]
+struct Verdicts {
+    violations: Vec<Violation>,
+    not_judged: Vec<Violation>,
+}
+
+impl Verdicts {
+    /// Files `violation` as judged unless the harness was blind for `blind` of `measured`
+    /// and `measured` without it is within `bound`.
+    fn hold(
+        &mut self,
+        mut violation: Violation,
+        measured: Duration,
+        blind: Duration,
+        bound: Duration,
+    ) {
+        if blind.is_zero() {
+            self.violations.push(violation);
+            return;
+        }
+        violation.detail.push_str(&format!(
+            "; the harness was blind for {} of it",
+            ms(Some(blind))
+        ));
+        if measured.saturating_sub(blind) <= bound {
+            self.not_judged.push(violation);
+        } else {
+            self.violations.push(violation);
+        }
+    }
+}
+
+/// Whether `episode` began during a host stall or within `after` of its end.
+fn in_host_stall(episode: &Episode, spans: &[BlindSpan], after: Duration) -> Option<Duration> {
+    spans
+        .iter()
+        .filter(|s| s.is_host_stall())
+        .find(|s| episode.began_within(s.from, s.to + after))
+        .map(BlindSpan::length)
+}
+
+/// The longest stretch of two holders of `vip` in `[from, to]`, as measured and without the
+/// time the harness was blind.
+fn worst_dual(
+    events: &[HolderEvent],
+    vip: usize,
+    from: Instant,
+    to: Instant,
+    blind_spans: &[BlindSpan],
+) -> Option<(Instant, Duration, Duration)> {
+    dual_holding(events, vip, from, to)
+        .into_iter()
+        .map(|(a, b)| (a, b - a, blind::overlap(a, b, blind_spans)))
+        .max_by_key(|(_, length, blind)| length.saturating_sub(*blind))
 }
 
 fn judge_record(
@@ -247,10 +309,10 @@ fn judge_record(
     observations: &Observations,
     meta: &Meta,
     bounds: &Bounds,
-) -> (FaultFigures, Vec<Violation>) {
-    let mut violations = Vec::new();
+) -> (FaultFigures, Verdicts) {
+    let mut verdicts = Verdicts::default();
     let Some(run) = &record.run else {
-        return (FaultFigures::default(), violations);
+        return (FaultFigures::default(), verdicts);
     };
     let fault = Some((record.event.number, record.event.kind));
     let implementation = Some(record.implementation);
@@ -286,31 +348,57 @@ fn judge_record(
             .sum();
         let worst_outage = episodes.iter().filter_map(|e| e.outage()).max();
         let unrecovered = episodes.iter().any(|e| e.recovered.is_none());
-        let counted: Vec<&&Episode> = episodes
+        let (stalled, counted): (Vec<&&Episode>, Vec<&&Episode>) = episodes
             .iter()
             .filter(|e| bounds.strict_planned || !e.is_handover_reset())
-            .collect();
+            .partition(|e| {
+                in_host_stall(e, &observations.blind, bounds.unplanned_outage).is_some()
+            });
+        let failed_probes_in = |episodes: &[&&Episode]| {
+            format!(
+                "{label}: {} failed probes in {} outage(s), longest {} (first: {:?}; answered by {} then {})",
+                episodes.iter().map(|e| e.failed).sum::<u32>(),
+                episodes.len(),
+                ms(episodes.iter().filter_map(|e| e.outage()).max()),
+                episodes[0].first_error,
+                node_label(meta, episodes[0].answered_before),
+                node_label(meta, episodes[0].answered_after),
+            )
+        };
         match record.event.kind.expectation() {
-            Expectation::Planned if !counted.is_empty() => violations.push(violation(
-                ViolationKind::FailedProbes,
-                counted[0].first_failed_sent,
-                format!(
-                    "{label}: {} failed probes in {} outage(s), longest {} (first: {:?}; answered by {} then {})",
-                    counted.iter().map(|e| e.failed).sum::<u32>(),
-                    counted.len(),
-                    ms(counted.iter().filter_map(|e| e.outage()).max()),
-                    counted[0].first_error,
-                    node_label(meta, counted[0].answered_before),
-                    node_label(meta, counted[0].answered_after),
-                ),
-            )),
-            Expectation::Planned => {}
+            Expectation::Planned => {
+                if !counted.is_empty() {
+                    verdicts.violations.push(violation(
+                        ViolationKind::FailedProbes,
+                        counted[0].first_failed_sent,
+                        failed_probes_in(&counted),
+                    ));
+                }
+                if !stalled.is_empty() {
+                    let stall =
+                        in_host_stall(stalled[0], &observations.blind, bounds.unplanned_outage);
+                    verdicts.not_judged.push(violation(
+                        ViolationKind::FailedProbes,
+                        stalled[0].first_failed_sent,
+                        format!(
+                            "{}; began in or just after a host stall of {}",
+                            failed_probes_in(&stalled),
+                            ms(stall)
+                        ),
+                    ));
+                }
+            }
             Expectation::Unplanned => {
                 for episode in &episodes {
-                    if let Some(outage) = episode.outage()
+                    if let (Some(outage), Some(recovered)) = (episode.outage(), episode.recovered)
                         && outage > bounds.unplanned_outage
                     {
-                        violations.push(violation(
+                        let blind = blind::overlap(
+                            episode.first_failed_sent,
+                            recovered,
+                            &observations.blind,
+                        );
+                        verdicts.hold(violation(
                             ViolationKind::Outage,
                             episode.first_failed_sent,
                             format!(
@@ -322,13 +410,13 @@ fn judge_record(
                                 node_label(meta, episode.answered_before),
                                 node_label(meta, episode.answered_after),
                             ),
-                        ));
+                        ), outage, blind, bounds.unplanned_outage);
                     }
                 }
             }
         }
         if unrecovered {
-            violations.push(violation(
+            verdicts.violations.push(violation(
                 ViolationKind::Unrecovered,
                 run.end,
                 format!("{label}: unreachable from the client until the end of the run"),
@@ -337,19 +425,30 @@ fn judge_record(
         let dual = dual_holding(&observations.holder_events, vip, run.cleared, run.end);
         let dual_total = dual.iter().map(|(a, b)| *b - *a).sum();
         let dual_worst = dual.iter().map(|(a, b)| *b - *a).max().unwrap_or_default();
-        if dual_worst > bounds.dual_grace {
-            let at = dual.first().map_or(run.cleared, |(a, _)| *a);
-            violations.push(violation(
-                ViolationKind::DualHolders,
-                at,
-                format!(
-                    "{label}: two holders for {} after the fault cleared (grace {}; {} in all, from +{} after clearing)",
-                    ms(Some(dual_worst)),
-                    ms(Some(bounds.dual_grace)),
-                    ms(Some(dual_total)),
-                    ms(Some(at.saturating_duration_since(run.cleared))),
+        if let Some((at, length, blind)) = worst_dual(
+            &observations.holder_events,
+            vip,
+            run.cleared,
+            run.end,
+            &observations.blind,
+        ) && length > bounds.dual_grace
+        {
+            verdicts.hold(
+                violation(
+                    ViolationKind::DualHolders,
+                    at,
+                    format!(
+                        "{label}: two holders for {} after the fault cleared (grace {}; {} in all, from +{} after clearing)",
+                        ms(Some(length)),
+                        ms(Some(bounds.dual_grace)),
+                        ms(Some(dual_total)),
+                        ms(Some(at.saturating_duration_since(run.cleared))),
+                    ),
                 ),
-            ));
+                length,
+                blind,
+                bounds.dual_grace,
+            );
         }
         figures.vips.push(VipFigures {
             vip,
@@ -363,7 +462,7 @@ fn judge_record(
     }
     for &(vip, node) in run.stale.iter().filter(|_| !run.interrupted) {
         figures.stale += 1;
-        violations.push(violation(
+        verdicts.violations.push(violation(
             ViolationKind::StaleVip,
             run.end,
             format!(
@@ -373,21 +472,21 @@ fn judge_record(
         ));
     }
     if run.settled_at.is_none() && !run.interrupted {
-        violations.push(violation(
+        verdicts.violations.push(violation(
             ViolationKind::NotSettled,
             run.end,
             run.unsettled.join("; "),
         ));
     }
     for finding in &run.findings {
-        violations.push(violation(
+        verdicts.violations.push(violation(
             ViolationKind::FaultCheck,
             run.cleared,
             finding.clone(),
         ));
     }
     for problem in &run.harness {
-        violations.push(violation(
+        verdicts.violations.push(violation(
             ViolationKind::Harness,
             run.cleared,
             problem.clone(),
@@ -400,7 +499,7 @@ fn judge_record(
             && e.at <= run.end
     }) {
         figures.unexpected_exits += 1;
-        violations.push(violation(
+        verdicts.violations.push(violation(
             ViolationKind::UnexpectedExit,
             exit.at,
             format!(
@@ -411,7 +510,7 @@ fn judge_record(
             ),
         ));
     }
-    (figures, violations)
+    (figures, verdicts)
 }
 
 fn judge_outside(
@@ -422,7 +521,7 @@ fn judge_outside(
     bounds: &Bounds,
     start: Instant,
     end: Instant,
-) -> Vec<Violation> {
+) -> Verdicts {
     // Per pair: the spans where disturbances belong to a fault or a repair.
     let covered: Vec<Vec<(Instant, Instant)>> = (0..meta.pairs.len())
         .map(|pair| {
@@ -454,13 +553,13 @@ fn judge_outside(
             .iter()
             .any(|(a, b)| episode.began_within(*a, *b))
     };
-    let mut violations = Vec::new();
+    let mut verdicts = Verdicts::default();
     for episode in &observations.episodes {
         let pair = meta.vips[episode.vip].pair;
         if episode.first_failed_sent < start || overlaps(pair, episode) {
             continue;
         }
-        violations.push(Violation {
+        let mut violation = Violation {
             kind: ViolationKind::Outage,
             implementation: Some(meta.pairs[pair].implementation),
             fault: None,
@@ -472,7 +571,17 @@ fn judge_outside(
                 ms(episode.outage()),
                 episode.first_error
             ),
-        });
+        };
+        match in_host_stall(episode, &observations.blind, bounds.unplanned_outage) {
+            Some(stall) => {
+                violation.detail.push_str(&format!(
+                    "; began in or just after a host stall of {}",
+                    ms(Some(stall))
+                ));
+                verdicts.not_judged.push(violation);
+            }
+            None => verdicts.violations.push(violation),
+        }
     }
     for exit in observations
         .exits
@@ -483,7 +592,7 @@ fn judge_outside(
         if inside(pair, exit.at) {
             continue;
         }
-        violations.push(Violation {
+        verdicts.violations.push(Violation {
             kind: ViolationKind::UnexpectedExit,
             implementation: Some(meta.pairs[pair].implementation),
             fault: None,
@@ -499,23 +608,35 @@ fn judge_outside(
     for (vip, vip_meta) in meta.vips.iter().enumerate() {
         for (from, to) in dual_holding(&observations.holder_events, vip, start, end) {
             // Only the part of a stretch that no fault or repair covers counts here.
-            let uncovered = uncovered_part(from, to, &covered[vip_meta.pair]);
+            let covered = &covered[vip_meta.pair];
+            let uncovered = uncovered_part(from, to, covered);
             if uncovered > bounds.dual_grace {
-                violations.push(Violation {
-                    kind: ViolationKind::DualHolders,
-                    implementation: Some(meta.pairs[vip_meta.pair].implementation),
-                    fault: None,
-                    at: from,
-                    detail: format!(
-                        "{}: two holders for {} with no fault on the pair",
-                        vip_meta.label,
-                        ms(Some(uncovered))
-                    ),
-                });
+                let seen: Vec<(Instant, Instant)> = covered
+                    .iter()
+                    .copied()
+                    .chain(observations.blind.iter().map(|s| (s.from, s.to)))
+                    .collect();
+                let unblind = uncovered_part(from, to, &seen);
+                verdicts.hold(
+                    Violation {
+                        kind: ViolationKind::DualHolders,
+                        implementation: Some(meta.pairs[vip_meta.pair].implementation),
+                        fault: None,
+                        at: from,
+                        detail: format!(
+                            "{}: two holders for {} with no fault on the pair",
+                            vip_meta.label,
+                            ms(Some(uncovered))
+                        ),
+                    },
+                    uncovered,
+                    uncovered.saturating_sub(unblind),
+                    bounds.dual_grace,
+                );
             }
         }
     }
-    violations
+    verdicts
 }
 
 /// The stretches within `[from, to]` during which two or more nodes held `vip`, from the holder
@@ -720,6 +841,68 @@ mod tests {
         assert_eq!(kinds, [ViolationKind::Outage, ViolationKind::FailedProbes]);
         assert_eq!(judgement.figures[0].vips[1].worst_outage, Some(400 * MS));
         assert_eq!(judgement.figures[1].vips[0].failed_probes, 3);
+    }
+
+    #[test]
+    fn blind_time_is_not_held_to_a_bound_and_a_host_stall_excuses_what_began_in_it() {
+        use crate::chaos::blind::{BlindCause, Pressure};
+        let t = Instant::now();
+        let meta = meta();
+        let span = |from: u32, to: u32, cause| BlindSpan {
+            from: t + from * MS,
+            to: t + to * MS,
+            cause,
+        };
+        let observations = Observations {
+            episodes: vec![
+                // 900 ms, 700 of them with the prober silent: 200 ms seen, within 371.
+                episode(t, 0, 1000, Some(1900)),
+                // 900 ms, 400 silent: 500 ms seen, over.
+                episode(t, 1, 1400, Some(2300)),
+                // A failed probe in a planned fault, begun just after a host stall.
+                episode(t, 0, 5100, Some(5110)),
+                // And one outside every fault, not near a stall: judged.
+                episode(t, 1, 8000, Some(8010)),
+            ],
+            blind: vec![
+                span(1100, 1800, BlindCause::ProberSilent),
+                span(4900, 5000, BlindCause::HostStall(Pressure::default())),
+            ],
+            ..Observations::default()
+        };
+        let records = [
+            record(t, FaultKind::LinkFlap, 1000, 2000, 3000),
+            record(t, FaultKind::TermRestart, 5000, 5500, 6000),
+        ];
+        let judgement = judge(
+            &records,
+            &[],
+            &observations,
+            &meta,
+            &bounds(),
+            t,
+            t + 10_000 * MS,
+        );
+        let judged: Vec<(ViolationKind, usize)> = judgement
+            .violations
+            .iter()
+            .map(|v| (v.kind, v.fault.map_or(0, |f| f.0)))
+            .collect();
+        // The second VIP's outage and the failed probe outside faults are judged.
+        assert_eq!(
+            judged,
+            [(ViolationKind::Outage, 1), (ViolationKind::Outage, 0)]
+        );
+        let not_judged: Vec<ViolationKind> = judgement.not_judged.iter().map(|v| v.kind).collect();
+        assert_eq!(
+            not_judged,
+            [ViolationKind::Outage, ViolationKind::FailedProbes]
+        );
+        assert!(
+            judgement.not_judged[0]
+                .detail
+                .contains("blind for 700.0 ms")
+        );
     }
 
     #[test]

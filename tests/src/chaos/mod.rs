@@ -15,10 +15,12 @@
 //! - [`executor`]: carrying out the schedule (workers per pair, repairs).
 //! - [`faults`]: injecting and clearing each fault kind.
 //! - [`observe`]: the client prober, VIP holders from netlink, daemon exits from pidfds.
+//! - [`blind`]: when the harness could not see (prober silences, host stalls).
 //! - [`invariants`]: the judgement (pure).
 //! - [`report`]: the tables.
 //! - [`excerpt`]: what the agents logged around a violation.
 
+pub mod blind;
 pub mod cluster;
 mod excerpt;
 mod executor;
@@ -138,6 +140,7 @@ pub struct ChaosOutcome {
     pub judgement: Judgement,
     pub bounds: Bounds,
     pub probes: Vec<(u64, u64)>,
+    pub blind: Vec<blind::BlindSpan>,
     pub start: Instant,
     /// The wall clock at `start`, to find a violation's instant in the daemons' logs.
     pub wall_start: SystemTime,
@@ -162,6 +165,7 @@ impl ChaosOutcome {
             judgement: &self.judgement,
             bounds: &self.bounds,
             probes: &self.probes,
+            blind: &self.blind,
             start: self.start,
             elapsed: self.elapsed,
             keepalived_requested: self.keepalived_requested,
@@ -315,6 +319,12 @@ pub fn run(config: &ChaosConfig, stop: &AtomicBool) -> Result<ChaosOutcome, Chao
             .iter()
             .zip(probes_before.iter().chain(std::iter::repeat(&(0, 0))))
             .map(|(now, before)| (now.0 - before.0, now.1 - before.1))
+            .collect(),
+        blind: observations
+            .blind
+            .iter()
+            .filter(|s| s.to >= start)
+            .copied()
             .collect(),
         start,
         wall_start,

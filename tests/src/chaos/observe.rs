@@ -26,6 +26,7 @@ use futures::StreamExt;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
+use super::blind::{BlindCause, BlindSpan, PROBER_SILENCE, StallMonitor};
 use crate::netns::{Namespace, NetnsError, address_of, is_deprecated, pidfd_open};
 use crate::probe::{ProbeConfig, ProbeError, ProbeStream, Sample, StreamSample};
 
@@ -119,6 +120,8 @@ pub struct Observations {
     pub probes: Vec<(u64, u64)>,
     /// Problems of the observers themselves (netlink streams ending, ...).
     pub harness_errors: Vec<String>,
+    /// When the harness could not see (prober silences, host stalls), in time order.
+    pub blind: Vec<BlindSpan>,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +132,8 @@ struct VipProbes {
     last_answer: Option<(usize, Instant)>,
     attempts: u64,
     failures: u64,
+    /// When the last attempt (in start order) started.
+    last_sent: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +150,7 @@ struct State {
     exits: Vec<ExitEvent>,
     expected_exits: HashSet<(usize, u32)>,
     harness_errors: Vec<String>,
+    blind: Vec<BlindSpan>,
 }
 
 impl State {
@@ -161,6 +167,18 @@ impl State {
         while let Some(sample) = vip.pending.remove(&vip.next_seq) {
             vip.next_seq += 1;
             vip.attempts += 1;
+            // All targets start together: the first one's starts tell the prober's silences.
+            if target == 0
+                && let Some(previous) = vip.last_sent
+                && sample.sent.saturating_duration_since(previous) > PROBER_SILENCE
+            {
+                self.blind.push(BlindSpan {
+                    from: previous,
+                    to: sample.sent,
+                    cause: BlindCause::ProberSilent,
+                });
+            }
+            vip.last_sent = Some(vip.last_sent.map_or(sample.sent, |l| l.max(sample.sent)));
             match sample.outcome {
                 Err(error) => {
                     vip.failures += 1;
@@ -388,6 +406,13 @@ impl Recorder {
         self.changed(state);
     }
 
+    /// Records a span in which the harness could not see.
+    pub fn blind_span(&self, span: BlindSpan) {
+        let mut state = self.lock();
+        state.blind.push(span);
+        self.changed(state);
+    }
+
     fn holder_event(&self, vip: usize, node: usize, present: bool) {
         let mut state = self.lock();
         state.suspect.remove(&(node, vip));
@@ -440,6 +465,11 @@ impl Recorder {
                 .map(|p| (p.attempts, p.failures))
                 .collect(),
             harness_errors: state.harness_errors.clone(),
+            blind: {
+                let mut blind = state.blind.clone();
+                blind.sort_by_key(|s| s.from);
+                blind
+            },
         }
     }
 }
@@ -467,6 +497,7 @@ pub struct Observers {
     watcher_threads: Vec<JoinHandle<Result<(), NetnsError>>>,
     registry: Arc<Mutex<Vec<Watched>>>,
     wake: OwnedFd,
+    _stalls: StallMonitor,
 }
 
 impl std::fmt::Debug for Observers {
@@ -498,6 +529,8 @@ impl Observers {
             watcher_threads: Vec::new(),
             registry: registry.clone(),
             wake,
+            _stalls: StallMonitor::start(recorder.clone())
+                .map_err(|e| io_err("spawn stall monitor", e))?,
         };
         let vip_index: HashMap<IpAddr, usize> =
             vips.iter().enumerate().map(|(i, a)| (*a, i)).collect();
@@ -862,6 +895,28 @@ mod tests {
         );
         assert_eq!(state.answer_changes.len(), 2);
         assert_eq!(state.probes[0].attempts, 4);
+    }
+
+    #[test]
+    fn a_gap_between_the_first_targets_attempt_starts_is_a_prober_silence() {
+        let recorder = Recorder::new(2, &["a".into()]);
+        let t = Instant::now();
+        let mut state = recorder.lock();
+        for (seq, sent) in [(0, 0), (1, 5), (2, 10), (3, 1010), (4, 1015)] {
+            state.on_sample(0, seq, sample(t, sent, sent + 1, Some("a")));
+            // The second target's gaps are the same ticks: not counted twice.
+            state.on_sample(1, seq, sample(t, sent, sent + 1, Some("a")));
+        }
+        assert_eq!(state.blind.len(), 1);
+        let span = state.blind[0];
+        assert_eq!(
+            (span.from, span.to, span.cause),
+            (
+                t + Duration::from_millis(10),
+                t + Duration::from_millis(1010),
+                BlindCause::ProberSilent
+            )
+        );
     }
 
     #[test]

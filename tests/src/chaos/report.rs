@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::blind::{self, BlindCause, BlindSpan};
 use super::cluster::Meta;
 use super::invariants::{Bounds, FaultRecord, Judgement, RepairRun, ms};
 use super::schedule::{Expectation, FaultKind, Implementation, Schedule};
@@ -91,6 +92,8 @@ pub struct ReportInput<'a> {
     pub bounds: &'a Bounds,
     /// Attempts and failures per VIP.
     pub probes: &'a [(u64, u64)],
+    /// When the harness could not see.
+    pub blind: &'a [BlindSpan],
     pub start: Instant,
     pub elapsed: Duration,
     pub keepalived_requested: bool,
@@ -192,6 +195,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
         input.repairs.len(),
         judgement.reconciled_holder_events
     );
+    render_blind(&mut out, input);
     let notes: Vec<String> = records
         .iter()
         .filter_map(|r| r.run.as_ref().map(|run| (r, run)))
@@ -211,6 +215,38 @@ pub fn render(input: &ReportInput<'_>) -> String {
         }
     }
     out
+}
+
+/// When the harness was blind, and what it therefore did not judge.
+fn render_blind(out: &mut String, input: &ReportInput<'_>) {
+    let offset = |at: Instant| at.saturating_duration_since(input.start).as_secs_f64();
+    let (stalls, silences): (Vec<&BlindSpan>, Vec<&BlindSpan>) =
+        input.blind.iter().partition(|s| s.is_host_stall());
+    let longest = |spans: &[&BlindSpan]| spans.iter().map(|s| s.length()).max();
+    let _ = writeln!(
+        out,
+        "\nharness blind: {} host stall(s) (a real-time thread not run for > {} ms), longest {}; {} prober silence(s) (> {} ms between attempts), longest {}; {} would-be violation(s) not judged",
+        stalls.len(),
+        blind::HOST_STALL.as_millis(),
+        ms(longest(&stalls)),
+        silences.len(),
+        blind::PROBER_SILENCE.as_millis(),
+        ms(longest(&silences)),
+        input.judgement.not_judged.len()
+    );
+    for stall in stalls.iter().take(20) {
+        if let BlindCause::HostStall(pressure) = stall.cause {
+            let _ = writeln!(
+                out,
+                "- host stall +{:.3}s for {} ({pressure})",
+                offset(stall.from),
+                ms(Some(stall.length()))
+            );
+        }
+    }
+    for v in input.judgement.not_judged.iter().take(20) {
+        let _ = writeln!(out, "- not judged: +{:.3}s {v}", offset(v.at));
+    }
 }
 
 fn render_vips(out: &mut String, input: &ReportInput<'_>) {
@@ -339,6 +375,7 @@ mod tests {
                 at: t,
                 detail: String::new(),
             }],
+            not_judged: vec![],
             reconciled_holder_events: 0,
         };
         let row = kind_row(FaultKind::Kill, Implementation::Hav, &records, &judgement);
