@@ -7,7 +7,10 @@
 //! - the host stalled: a `SCHED_FIFO` thread that wakes every [`TICK`] was not run for more
 //!   than [`HOST_STALL`]. Nothing below real-time priority ran then, so no daemon could keep
 //!   its timers; the span carries the pressure-stall (PSI) and steal figures the kernel
-//!   counted meanwhile, to tell a frozen virtual machine from a kernel busy with I/O.
+//!   counted meanwhile, to tell a frozen virtual machine from a kernel busy with I/O;
+//! - ordinary tasks stalled: a second thread, at normal priority, was not run for more than
+//!   [`HOST_STALL`] while the real-time one was. The harness's own threads (prober, watchers)
+//!   are such tasks, and so are the daemons; the span carries the same figures.
 //!
 //! The invariants subtract blind time from the durations they hold to bounds and report what
 //! they could not judge apart from the violations; they never drop a failure the harness saw.
@@ -108,6 +111,8 @@ fn steal_us(text: &str) -> Option<u64> {
 pub enum BlindCause {
     ProberSilent,
     HostStall(Pressure),
+    /// Ordinary tasks were not run, real-time ones were.
+    TaskStall(Pressure),
 }
 
 /// A span in which the harness could not see.
@@ -152,60 +157,94 @@ pub fn overlap<'a>(
     covered
 }
 
-/// The host-stall monitor: a real-time thread that records every host stall; stopped (and
-/// joined) on drop.
+/// The stall monitor: a real-time thread that records host stalls and a normal one that
+/// records stalls of ordinary tasks; stopped (and joined) on drop.
 #[derive(Debug)]
 pub struct StallMonitor {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl StallMonitor {
     /// Starts the monitor. If real-time priority is refused it still runs, and records that as
-    /// a harness error (its stalls then include mere CPU contention).
+    /// a harness error (its host stalls then include mere CPU contention).
     pub fn start(recorder: Recorder) -> std::io::Result<StallMonitor> {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("chaos-stalls".into())
-                .spawn(move || monitor(&recorder, &stop))?
+        // When the real-time thread last woke: a normal thread's stall is the host's if the
+        // real-time one stalled too.
+        let realtime_seen = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let mut monitor = StallMonitor {
+            stop: stop.clone(),
+            threads: Vec::new(),
         };
-        Ok(StallMonitor {
-            stop,
-            thread: Some(thread),
-        })
+        for realtime in [true, false] {
+            let (recorder, stop, seen) = (recorder.clone(), stop.clone(), realtime_seen.clone());
+            monitor.threads.push(
+                std::thread::Builder::new()
+                    .name(
+                        if realtime {
+                            "chaos-stalls-rt"
+                        } else {
+                            "chaos-stalls"
+                        }
+                        .into(),
+                    )
+                    .spawn(move || watch(&recorder, &stop, realtime, &seen))?,
+            );
+        }
+        Ok(monitor)
     }
 }
 
 impl Drop for StallMonitor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn monitor(recorder: &Recorder, stop: &AtomicBool) {
-    if let Err(error) = realtime() {
+fn watch(
+    recorder: &Recorder,
+    stop: &AtomicBool,
+    realtime: bool,
+    realtime_seen: &std::sync::Mutex<Instant>,
+) {
+    if realtime && let Err(error) = set_realtime() {
         recorder.harness_error(format!(
             "stall monitor: SCHED_FIFO refused ({error}); host stalls are not told from CPU contention"
         ));
     }
+    let seen = || *realtime_seen.lock().unwrap_or_else(|e| e.into_inner());
     let mut pressure = Pressure::read();
     let mut pressure_at = Instant::now();
     let mut last = pressure_at;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);
         let now = Instant::now();
+        if realtime {
+            *realtime_seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        }
         if now - last > HOST_STALL {
             let after = Pressure::read();
-            recorder.blind_span(BlindSpan {
-                from: last + TICK,
-                to: now,
-                cause: BlindCause::HostStall(after.since(&pressure)),
-            });
+            let figures = after.since(&pressure);
+            // A normal thread's stall that the real-time thread shared is the host's, which
+            // that thread records.
+            let cause = if realtime {
+                Some(BlindCause::HostStall(figures))
+            } else if seen() > last + HOST_STALL {
+                Some(BlindCause::TaskStall(figures))
+            } else {
+                None
+            };
+            if let Some(cause) = cause {
+                recorder.blind_span(BlindSpan {
+                    from: last + TICK,
+                    to: now,
+                    cause,
+                });
+            }
             (pressure, pressure_at) = (after, now);
         } else if now - pressure_at > Duration::from_secs(1) {
             (pressure, pressure_at) = (Pressure::read(), now);
@@ -215,7 +254,7 @@ fn monitor(recorder: &Recorder, stop: &AtomicBool) {
 }
 
 /// Puts the calling thread under `SCHED_FIFO`.
-fn realtime() -> std::io::Result<()> {
+fn set_realtime() -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: PRIORITY,
     };

@@ -220,29 +220,46 @@ pub fn render(input: &ReportInput<'_>) -> String {
 /// When the harness was blind, and what it therefore did not judge.
 fn render_blind(out: &mut String, input: &ReportInput<'_>) {
     let offset = |at: Instant| at.saturating_duration_since(input.start).as_secs_f64();
-    let (stalls, silences): (Vec<&BlindSpan>, Vec<&BlindSpan>) =
-        input.blind.iter().partition(|s| s.is_host_stall());
+    let of = |wanted: fn(&BlindCause) -> bool| -> Vec<&BlindSpan> {
+        input.blind.iter().filter(|s| wanted(&s.cause)).collect()
+    };
+    let stalls = of(|c| matches!(c, BlindCause::HostStall(_)));
+    let task_stalls = of(|c| matches!(c, BlindCause::TaskStall(_)));
+    let silences = of(|c| matches!(c, BlindCause::ProberSilent));
     let longest = |spans: &[&BlindSpan]| spans.iter().map(|s| s.length()).max();
     let _ = writeln!(
         out,
-        "\nharness blind: {} host stall(s) (a real-time thread not run for > {} ms), longest {}; {} prober silence(s) (> {} ms between attempts), longest {}; {} would-be violation(s) not judged",
+        "\nharness blind: {} host stall(s) (a real-time thread not run for > {} ms), longest {}; {} stall(s) of ordinary tasks only, longest {}; {} prober silence(s) (> {} ms between attempts), longest {}; {} would-be violation(s) not judged",
         stalls.len(),
         blind::HOST_STALL.as_millis(),
         ms(longest(&stalls)),
+        task_stalls.len(),
+        ms(longest(&task_stalls)),
         silences.len(),
         blind::PROBER_SILENCE.as_millis(),
         ms(longest(&silences)),
         input.judgement.not_judged.len()
     );
-    for stall in stalls.iter().take(20) {
-        if let BlindCause::HostStall(pressure) = stall.cause {
-            let _ = writeln!(
-                out,
-                "- host stall +{:.3}s for {} ({pressure})",
-                offset(stall.from),
-                ms(Some(stall.length()))
-            );
-        }
+    for stall in stalls.iter().chain(&task_stalls).take(40) {
+        let (what, pressure) = match stall.cause {
+            BlindCause::HostStall(pressure) => ("host stall", pressure),
+            BlindCause::TaskStall(pressure) => ("ordinary tasks stalled", pressure),
+            BlindCause::ProberSilent => continue,
+        };
+        let _ = writeln!(
+            out,
+            "- {what} +{:.3}s for {} ({pressure})",
+            offset(stall.from),
+            ms(Some(stall.length()))
+        );
+    }
+    for silence in silences.iter().take(40) {
+        let _ = writeln!(
+            out,
+            "- prober silent +{:.3}s for {}",
+            offset(silence.from),
+            ms(Some(silence.length()))
+        );
     }
     for v in input.judgement.not_judged.iter().take(20) {
         let _ = writeln!(out, "- not judged: +{:.3}s {v}", offset(v.at));
