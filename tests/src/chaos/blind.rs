@@ -7,7 +7,7 @@
 //! - the host stalled: a `SCHED_FIFO` thread that wakes every [`TICK`] was not run for more
 //!   than [`HOST_STALL`]. Nothing below real-time priority ran then, so no daemon could keep
 //!   its timers; the span carries the pressure-stall (PSI) and steal figures the kernel
-//!   counted meanwhile, to tell a frozen virtual machine from a kernel busy with I/O;
+//!   counted meanwhile (and in at most 100 ms before it), to tell a frozen virtual machine from a kernel busy with I/O;
 //! - ordinary tasks stalled: a second thread, at normal priority, was not run for more than
 //!   [`HOST_STALL`] while the real-time one was. The harness's own threads (prober, watchers)
 //!   are such tasks, and so are the daemons; the span carries the same figures.
@@ -28,6 +28,9 @@ pub const PROBER_SILENCE: Duration = Duration::from_millis(25);
 pub const TICK: Duration = Duration::from_millis(2);
 /// A wake-up of the stall monitor later than this after the previous one is a host stall.
 pub const HOST_STALL: Duration = Duration::from_millis(25);
+/// How often the monitor reads the kernel's counters, so that a stall's figures cover it and
+/// at most this much before it.
+const PRESSURE_PERIOD: Duration = Duration::from_millis(100);
 /// The stall monitor's real-time priority (above the agents' automatic `SCHED_RR` steps).
 const PRIORITY: i32 = 90;
 
@@ -246,7 +249,7 @@ fn watch(
                 });
             }
             (pressure, pressure_at) = (after, now);
-        } else if now - pressure_at > Duration::from_secs(1) {
+        } else if now - pressure_at > PRESSURE_PERIOD {
             (pressure, pressure_at) = (Pressure::read(), now);
         }
         last = now;
