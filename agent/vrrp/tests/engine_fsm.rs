@@ -508,8 +508,33 @@ fn master_announces_again_one_interval_after_hearing_another_master() {
     expected.extend(["vr announces [203.0.113.1]"; 5]);
     expected.sort();
     assert_eq!(later, s(&expected));
-    // Only once: the interval after that is an advert alone.
+    // Once more past the hosts' neighbour lock time (1.5 s after hearing it), then no more:
+    // the interval after that is an advert alone.
+    assert_eq!(h.next(), announces("vr", 1, 5));
+    assert_eq!(h.ms() - heard_at, 1500.0);
     assert_eq!(h.next(), s(&["vr sends priority 100 to 224.0.0.18"]));
+    assert_eq!(h.ms() - heard_at, 2000.0);
+}
+
+#[test]
+fn at_fast_adverts_the_last_announcement_still_waits_out_the_neighbour_lock_time() {
+    let mut config = vr(100);
+    config.advert_interval = AdvertInterval::from_centis(10).expect("100 ms");
+    config.version = Version::V3;
+    let mut h = master(config);
+    let heard_at = h.ms();
+    h.recv(1, 50);
+    // Bursts at once and one interval (100 ms) later, both inside a host's 1 s lock time of the
+    // other master's own announcement; the last one comes after it.
+    let bursts: Vec<f64> = (0..40)
+        .filter_map(|_| {
+            let out = h.next();
+            out.iter()
+                .any(|l| l.contains("announces"))
+                .then(|| h.ms() - heard_at)
+        })
+        .collect();
+    assert_eq!(bursts, [100.0, 1500.0]);
 }
 
 #[test]

@@ -99,8 +99,17 @@ pub(crate) struct VirtualRouter {
     shutting_down: bool,
     timers: TimerTable,
     announcer: Option<Announcer>,
+    /// After another master was heard: when to announce the VIPs once more, past the hosts'
+    /// neighbour lock time ([`NEIGHBOUR_LOCKTIME_PAST`]).
+    late_reannounce: Option<Instant>,
     counters: Counters,
 }
+
+/// How long after hearing another master its last announcement is sure to be outside a Linux
+/// host's neighbour lock time (`locktime`, 1 s by default): an ARP update within that time of
+/// the previous one is ignored, so the bursts sent as the other master announced may all be
+/// lost on hosts that heard it first, and this one is not.
+pub const NEIGHBOUR_LOCKTIME_PAST: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl VirtualRouter {
     pub(crate) fn new(id: RouterId, config: RouterConfig) -> Self {
@@ -128,6 +137,7 @@ impl VirtualRouter {
             shutting_down: false,
             timers: TimerTable::default(),
             announcer: None,
+            late_reannounce: None,
             counters: Counters::new(),
         }
     }
@@ -446,10 +456,11 @@ impl VirtualRouter {
             // "Else: Discard the ADVERTISEMENT". keepalived answers at once so that the other
             // master steps down without waiting for our next advert; so do we. Another master
             // means a split brain is healing: hosts and switches may have learnt the VIPs at
-            // the other master's MAC, so announce them again (one burst per such advert), and
-            // once more an interval later: the other master sends its advert before its own
+            // the other master's MAC, so announce them again (one burst per such advert), once
+            // more an interval later (the other master sends its advert before its own
             // announcement, so that announcement can reach hosts after ours; by then it has heard
-            // us and stepped down.
+            // us and stepped down), and a last time past the hosts' neighbour lock time, which
+            // made them ignore both bursts if they came within it of the other's.
             self.send_advert(now, ours, out);
             self.timers.set(
                 Timer::Advert,
@@ -460,6 +471,7 @@ impl VirtualRouter {
                 Timer::Reannounce,
                 now + self.config.advert_interval.as_duration(),
             );
+            self.late_reannounce = Some(now + NEIGHBOUR_LOCKTIME_PAST);
         }
     }
 
@@ -495,7 +507,15 @@ impl VirtualRouter {
                 }
                 Timer::Release if self.release.is_some() => self.finish_release(None, out),
                 Timer::Announce if self.state == State::Master => self.run_announcer(now, out),
-                Timer::Reannounce if self.state == State::Master => self.announce_burst(out),
+                Timer::Reannounce if self.state == State::Master => {
+                    self.announce_burst(out);
+                    // The last burst goes past the hosts' neighbour lock time.
+                    if let Some(at) = self.late_reannounce.take()
+                        && at > now
+                    {
+                        self.timers.set(Timer::Reannounce, at);
+                    }
+                }
                 _ => {}
             }
         }
@@ -842,6 +862,7 @@ impl VirtualRouter {
         self.timers.stop(Timer::Advert);
         self.timers.stop(Timer::Announce);
         self.timers.stop(Timer::Reannounce);
+        self.late_reannounce = None;
         self.announcer = None;
         self.forced_master = false;
         if let Vips::Remove { successor } = vips {
