@@ -550,14 +550,9 @@ impl Executor {
                     return;
                 };
                 if let Err(error) = socket.send_to(dst, &payload).await {
-                    // The kernel's reason (EPERM from a firewall, ENOBUFS, ...) is the source.
-                    let cause = std::error::Error::source(&error).map(ToString::to_string);
-                    tracing::warn!(
-                        router = %self.name(router),
-                        %error,
-                        cause = cause.as_deref().unwrap_or("-"),
-                        "advert not sent"
-                    );
+                    // With the kernel's reason (EPERM from a firewall, ENOBUFS, ...).
+                    let error = crate::errors::chain(&error);
+                    tracing::warn!(router = %self.name(router), %error, "advert not sent");
                 }
             }
             Action::AddVips { router, vips, .. } => {

@@ -16,7 +16,6 @@
 //! and needs an IP address SAN). The trust anchors are read when the first check needs them and
 //! read again at each check until they load.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +36,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_rustls::TlsConnector;
 
 use super::rise_fall::{InitialHealth, RiseFall};
+use crate::errors::chain;
 use super::{Health, Reporter, TrackError};
 
 /// Most bytes of a response read: its status line and headers (hyper's read buffer; hyper
@@ -532,21 +532,6 @@ fn http_failure(error: &hyper::Error) -> String {
     } else {
         chain(error)
     }
-}
-
-/// An error and its sources, `outer: inner: innermost`.
-fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let more = inner.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]
