@@ -36,8 +36,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_rustls::TlsConnector;
 
 use super::rise_fall::{InitialHealth, RiseFall};
-use crate::errors::chain;
 use super::{Health, Reporter, TrackError};
+use crate::errors::chain;
 
 /// Most bytes of a response read: its status line and headers (hyper's read buffer; hyper
 /// refuses less than 8 KiB). The body is never read.

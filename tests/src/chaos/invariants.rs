@@ -289,18 +289,15 @@ fn in_host_stall(episode: &Episode, spans: &[BlindSpan], after: Duration) -> Opt
         .map(BlindSpan::length)
 }
 
-/// The longest stretch of two holders of `vip` in `[from, to]`, as measured and without the
-/// time the harness was blind.
+/// Of `stretches` of two holders, the one longest without the time the harness was blind:
+/// its start, length as measured, and blind time.
 fn worst_dual(
-    events: &[HolderEvent],
-    vip: usize,
-    from: Instant,
-    to: Instant,
+    stretches: &[(Instant, Instant)],
     blind_spans: &[BlindSpan],
 ) -> Option<(Instant, Duration, Duration)> {
-    dual_holding(events, vip, from, to)
-        .into_iter()
-        .map(|(a, b)| (a, b - a, blind::overlap(a, b, blind_spans)))
+    stretches
+        .iter()
+        .map(|&(a, b)| (a, b - a, blind::overlap(a, b, blind_spans)))
         .max_by_key(|(_, length, blind)| length.saturating_sub(*blind))
 }
 
@@ -348,13 +345,17 @@ fn judge_record(
             .sum();
         let worst_outage = episodes.iter().filter_map(|e| e.outage()).max();
         let unrecovered = episodes.iter().any(|e| e.recovered.is_none());
-        let (stalled, counted): (Vec<&&Episode>, Vec<&&Episode>) = episodes
+        // Each counted episode with the host stall it began in, if any.
+        let (stalled, counted): (Vec<_>, Vec<_>) = episodes
             .iter()
             .filter(|e| bounds.strict_planned || !e.is_handover_reset())
-            .partition(|e| {
-                in_host_stall(e, &observations.blind, bounds.unplanned_outage).is_some()
-            });
-        let failed_probes_in = |episodes: &[&&Episode]| {
+            .map(|e| {
+                let stall = in_host_stall(e, &observations.blind, bounds.unplanned_outage);
+                (*e, stall)
+            })
+            .partition(|(_, stall)| stall.is_some());
+        let failed_probes_in = |episodes: &[(&Episode, Option<Duration>)]| {
+            let episodes: Vec<&Episode> = episodes.iter().map(|(e, _)| *e).collect();
             format!(
                 "{label}: {} failed probes in {} outage(s), longest {} (first: {:?}; answered by {} then {})",
                 episodes.iter().map(|e| e.failed).sum::<u32>(),
@@ -367,23 +368,21 @@ fn judge_record(
         };
         match record.event.kind.expectation() {
             Expectation::Planned => {
-                if !counted.is_empty() {
+                if let Some((first, _)) = counted.first() {
                     verdicts.violations.push(violation(
                         ViolationKind::FailedProbes,
-                        counted[0].first_failed_sent,
+                        first.first_failed_sent,
                         failed_probes_in(&counted),
                     ));
                 }
-                if !stalled.is_empty() {
-                    let stall =
-                        in_host_stall(stalled[0], &observations.blind, bounds.unplanned_outage);
+                if let Some((first, stall)) = stalled.first() {
                     verdicts.not_judged.push(violation(
                         ViolationKind::FailedProbes,
-                        stalled[0].first_failed_sent,
+                        first.first_failed_sent,
                         format!(
                             "{}; began in or just after a host stall of {}",
                             failed_probes_in(&stalled),
-                            ms(stall)
+                            ms(*stall)
                         ),
                     ));
                 }
@@ -425,13 +424,8 @@ fn judge_record(
         let dual = dual_holding(&observations.holder_events, vip, run.cleared, run.end);
         let dual_total = dual.iter().map(|(a, b)| *b - *a).sum();
         let dual_worst = dual.iter().map(|(a, b)| *b - *a).max().unwrap_or_default();
-        if let Some((at, length, blind)) = worst_dual(
-            &observations.holder_events,
-            vip,
-            run.cleared,
-            run.end,
-            &observations.blind,
-        ) && length > bounds.dual_grace
+        if let Some((at, length, blind)) = worst_dual(&dual, &observations.blind)
+            && length > bounds.dual_grace
         {
             verdicts.hold(
                 violation(
@@ -606,17 +600,18 @@ fn judge_outside(
         });
     }
     for (vip, vip_meta) in meta.vips.iter().enumerate() {
+        let covered = &covered[vip_meta.pair];
+        // What faults, repairs and the harness's blind spans cover together.
+        let covered_or_blind: Vec<(Instant, Instant)> = covered
+            .iter()
+            .copied()
+            .chain(observations.blind.iter().map(|s| (s.from, s.to)))
+            .collect();
         for (from, to) in dual_holding(&observations.holder_events, vip, start, end) {
             // Only the part of a stretch that no fault or repair covers counts here.
-            let covered = &covered[vip_meta.pair];
             let uncovered = uncovered_part(from, to, covered);
             if uncovered > bounds.dual_grace {
-                let seen: Vec<(Instant, Instant)> = covered
-                    .iter()
-                    .copied()
-                    .chain(observations.blind.iter().map(|s| (s.from, s.to)))
-                    .collect();
-                let unblind = uncovered_part(from, to, &seen);
+                let unblind = uncovered_part(from, to, &covered_or_blind);
                 verdicts.hold(
                     Violation {
                         kind: ViolationKind::DualHolders,
@@ -795,6 +790,24 @@ mod tests {
         Meta::new(1, &[Implementation::Hav])
     }
 
+    /// Judges a run of [`meta`]'s one pair from `t` to `end_ms` after it, without repairs.
+    fn judge_run(
+        records: &[FaultRecord],
+        observations: &Observations,
+        t: Instant,
+        end_ms: u32,
+    ) -> Judgement {
+        judge(
+            records,
+            &[],
+            observations,
+            &meta(),
+            &bounds(),
+            t,
+            t + end_ms * MS,
+        )
+    }
+
     #[test]
     fn dual_holding_is_clipped_to_the_interval_and_open_stretches_end_there() {
         let t = Instant::now();
@@ -815,7 +828,6 @@ mod tests {
     #[test]
     fn an_unplanned_outage_over_the_bound_and_a_planned_failed_probe_are_violations() {
         let t = Instant::now();
-        let meta = meta();
         let observations = Observations {
             episodes: vec![
                 episode(t, 0, 1000, Some(1300)), // 300 ms: within 371 ms
@@ -828,15 +840,7 @@ mod tests {
             record(t, FaultKind::LinkFlap, 1000, 2000, 3000),
             record(t, FaultKind::TermRestart, 5000, 5500, 6000),
         ];
-        let judgement = judge(
-            &records,
-            &[],
-            &observations,
-            &meta,
-            &bounds(),
-            t,
-            t + 10_000 * MS,
-        );
+        let judgement = judge_run(&records, &observations, t, 10_000);
         let kinds: Vec<ViolationKind> = judgement.violations.iter().map(|v| v.kind).collect();
         assert_eq!(kinds, [ViolationKind::Outage, ViolationKind::FailedProbes]);
         assert_eq!(judgement.figures[0].vips[1].worst_outage, Some(400 * MS));
@@ -847,7 +851,6 @@ mod tests {
     fn blind_time_is_not_held_to_a_bound_and_a_host_stall_excuses_what_began_in_it() {
         use crate::chaos::blind::{BlindCause, Pressure};
         let t = Instant::now();
-        let meta = meta();
         let span = |from: u32, to: u32, cause| BlindSpan {
             from: t + from * MS,
             to: t + to * MS,
@@ -874,15 +877,7 @@ mod tests {
             record(t, FaultKind::LinkFlap, 1000, 2000, 3000),
             record(t, FaultKind::TermRestart, 5000, 5500, 6000),
         ];
-        let judgement = judge(
-            &records,
-            &[],
-            &observations,
-            &meta,
-            &bounds(),
-            t,
-            t + 10_000 * MS,
-        );
+        let judgement = judge_run(&records, &observations, t, 10_000);
         let judged: Vec<(ViolationKind, usize)> = judgement
             .violations
             .iter()
@@ -908,7 +903,6 @@ mod tests {
     #[test]
     fn an_attempt_in_flight_when_the_fault_struck_belongs_to_the_fault() {
         let t = Instant::now();
-        let meta = meta();
         // Sent 150 ms before the injection at 1000, timed out after it: the fault's.
         let mut in_flight = episode(t, 0, 850, Some(1200));
         in_flight.first_failed_done = t + 1050 * MS;
@@ -920,15 +914,7 @@ mod tests {
             ..Observations::default()
         };
         let records = [record(t, FaultKind::LinkFlap, 1000, 2000, 3000)];
-        let judgement = judge(
-            &records,
-            &[],
-            &observations,
-            &meta,
-            &bounds(),
-            t,
-            t + 4000 * MS,
-        );
+        let judgement = judge_run(&records, &observations, t, 4000);
         assert_eq!(judgement.figures[0].vips[0].worst_outage, Some(350 * MS));
         let outside: Vec<&Violation> = judgement
             .violations
