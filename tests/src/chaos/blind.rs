@@ -15,8 +15,8 @@
 //! The invariants subtract blind time from the durations they hold to bounds and report what
 //! they could not judge apart from the violations; they never drop a failure the harness saw.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -173,15 +173,15 @@ impl StallMonitor {
     /// a harness error (its host stalls then include mere CPU contention).
     pub fn start(recorder: Recorder) -> std::io::Result<StallMonitor> {
         let stop = Arc::new(AtomicBool::new(false));
-        // When the real-time thread last woke: a normal thread's stall is the host's if the
-        // real-time one stalled too.
-        let realtime_seen = Arc::new(std::sync::Mutex::new(Instant::now()));
+        // The real-time thread's last stall: a normal thread's stall that overlaps it is the
+        // host's, which the real-time thread records.
+        let host_stall = Arc::new(Mutex::new(None));
         let mut monitor = StallMonitor {
             stop: stop.clone(),
             threads: Vec::new(),
         };
         for realtime in [true, false] {
-            let (recorder, stop, seen) = (recorder.clone(), stop.clone(), realtime_seen.clone());
+            let (recorder, stop, host_stall) = (recorder.clone(), stop.clone(), host_stall.clone());
             monitor.threads.push(
                 std::thread::Builder::new()
                     .name(
@@ -192,7 +192,7 @@ impl StallMonitor {
                         }
                         .into(),
                     )
-                    .spawn(move || watch(&recorder, &stop, realtime, &seen))?,
+                    .spawn(move || watch(&recorder, &stop, realtime, &host_stall))?,
             );
         }
         Ok(monitor)
@@ -208,43 +208,42 @@ impl Drop for StallMonitor {
     }
 }
 
-fn watch(
-    recorder: &Recorder,
-    stop: &AtomicBool,
-    realtime: bool,
-    realtime_seen: &std::sync::Mutex<Instant>,
-) {
+/// A span as (from, to).
+type Span = (Instant, Instant);
+
+fn watch(recorder: &Recorder, stop: &AtomicBool, realtime: bool, host_stall: &Mutex<Option<Span>>) {
     if realtime && let Err(error) = set_realtime() {
         recorder.harness_error(format!(
             "stall monitor: SCHED_FIFO refused ({error}); host stalls are not told from CPU contention"
         ));
     }
-    let seen = || *realtime_seen.lock().unwrap_or_else(|e| e.into_inner());
+    let host_stall = || host_stall.lock().unwrap_or_else(PoisonError::into_inner);
     let mut pressure = Pressure::read();
     let mut pressure_at = Instant::now();
     let mut last = pressure_at;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);
         let now = Instant::now();
-        if realtime {
-            *realtime_seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
-        }
         if now - last > HOST_STALL {
+            let stall = (last + TICK, now);
+            // Published before the counters are read: the normal thread, woken by the same
+            // end of a host stall, finds it.
+            if realtime {
+                *host_stall() = Some(stall);
+            }
             let after = Pressure::read();
             let figures = after.since(&pressure);
-            // A normal thread's stall that the real-time thread shared is the host's, which
-            // that thread records.
             let cause = if realtime {
                 Some(BlindCause::HostStall(figures))
-            } else if seen() > last + HOST_STALL {
+            } else if !shares(stall, *host_stall()) {
                 Some(BlindCause::TaskStall(figures))
             } else {
                 None
             };
             if let Some(cause) = cause {
                 recorder.blind_span(BlindSpan {
-                    from: last + TICK,
-                    to: now,
+                    from: stall.0,
+                    to: stall.1,
                     cause,
                 });
             }
@@ -254,6 +253,12 @@ fn watch(
         }
         last = now;
     }
+}
+
+/// Whether a normal thread's `stall` overlaps the real-time thread's last one (then it is that
+/// host stall, not one of ordinary tasks only).
+fn shares(stall: Span, host_stall: Option<Span>) -> bool {
+    host_stall.is_some_and(|(from, to)| from < stall.1 && stall.0 < to)
 }
 
 /// Puts the calling thread under `SCHED_FIFO`.
@@ -305,6 +310,17 @@ mod tests {
                 steal: 0
             }
         );
+    }
+
+    #[test]
+    fn a_normal_threads_stall_is_the_hosts_only_if_it_overlaps_the_real_time_ones() {
+        let t = Instant::now();
+        let span = |a: u32, b: u32| (t + a * MS, t + b * MS);
+        // Both threads stalled over the same freeze (the normal one woke later).
+        assert!(shares(span(100, 180), Some(span(102, 170))));
+        // The real-time thread ran throughout; its last stall was long before.
+        assert!(!shares(span(500, 600), Some(span(102, 170))));
+        assert!(!shares(span(500, 600), None));
     }
 
     #[test]
