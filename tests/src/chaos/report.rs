@@ -240,25 +240,19 @@ fn render_blind(out: &mut String, input: &ReportInput<'_>) {
         ms(longest(&silences)),
         input.judgement.not_judged.len()
     );
-    for stall in stalls.iter().chain(&task_stalls).take(40) {
-        let (what, pressure) = match stall.cause {
-            BlindCause::HostStall(pressure) => ("host stall", pressure),
-            BlindCause::TaskStall(pressure) => ("ordinary tasks stalled", pressure),
-            BlindCause::ProberSilent => continue,
+    // In time order (the spans are sorted).
+    for span in input.blind.iter().take(40) {
+        let (what, pressure) = match span.cause {
+            BlindCause::HostStall(pressure) => ("host stall", Some(pressure)),
+            BlindCause::TaskStall(pressure) => ("ordinary tasks stalled", Some(pressure)),
+            BlindCause::ProberSilent => ("prober silent", None),
         };
+        let pressure = pressure.map_or(String::new(), |p| format!(" ({p})"));
         let _ = writeln!(
             out,
-            "- {what} +{:.3}s for {} ({pressure})",
-            offset(stall.from),
-            ms(Some(stall.length()))
-        );
-    }
-    for silence in silences.iter().take(40) {
-        let _ = writeln!(
-            out,
-            "- prober silent +{:.3}s for {}",
-            offset(silence.from),
-            ms(Some(silence.length()))
+            "- {what} +{:.3}s for {}{pressure}",
+            offset(span.from),
+            ms(Some(span.length()))
         );
     }
     for v in input.judgement.not_judged.iter().take(20) {
