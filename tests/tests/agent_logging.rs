@@ -24,12 +24,17 @@ use nix::unistd::Pid;
 
 /// `a` alone on the pair's LAN with `VI_1` at priority 150: master after its master-down interval.
 fn single(pair: &Pair) -> AgentConfig {
+    vi_1(pair, "a", &pair.a.iface, 150)
+}
+
+/// Node `name` running `VI_1` (VRID 51, the pair's IPv4 VIP) on `iface` at `priority`.
+fn vi_1(pair: &Pair, name: &str, iface: &str, priority: u8) -> AgentConfig {
     AgentConfig::new(
-        "a",
+        name,
         vec![InstanceSpec::new(
-            &pair.a.iface,
+            iface,
             51,
-            150,
+            priority,
             &[&format!("{}/24", pair.vip4)],
         )],
     )
@@ -384,15 +389,7 @@ fn a_stalled_log_output_never_stops_the_adverts() {
     pair.lab
         .wait_address("a", vip(&pair), Presence::Present, WAIT)
         .expect("VIP on a");
-    let backup = AgentConfig::new(
-        "b",
-        vec![InstanceSpec::new(
-            &pair.b.iface,
-            51,
-            100,
-            &[&format!("{}/24", pair.vip4)],
-        )],
-    );
+    let backup = vi_1(&pair, "b", &pair.b.iface, 100);
     let mut b = Agent::start(&pair.lab, "b", &backup).expect("start b");
     let heard = |instance: &serde_json::Value| instance["counters"]["rcvd_advertisements"].as_u64();
     let first = b.wait_state("VI_1", "Backup", WAIT).expect("b backup");
