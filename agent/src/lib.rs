@@ -2,7 +2,6 @@
 
 pub mod control;
 pub mod daemon;
-pub mod errors;
 pub mod exec_command;
 pub mod hooks;
 pub mod lb;

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod errors;
 pub mod fleet;
 pub mod identity;
 #[cfg(feature = "logging")]

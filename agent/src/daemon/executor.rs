@@ -551,7 +551,7 @@ impl Executor {
                 };
                 if let Err(error) = socket.send_to(dst, &payload).await {
                     // With the kernel's reason (EPERM from a firewall, ENOBUFS, ...).
-                    let error = crate::errors::chain(&error);
+                    let error = hav_proto::errors::chain(&error);
                     tracing::warn!(router = %self.name(router), %error, "advert not sent");
                 }
             }

@@ -175,7 +175,7 @@ fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<
             Poll::Ready(Err(error)) => {
                 // The socket waits for its next event before it is read again (edge-triggered),
                 // and the link watcher closes a socket whose link vanished.
-                let error = crate::errors::chain(&error);
+                let error = hav_proto::errors::chain(&error);
                 tracing::warn!(%interface, %error, "receive failed");
                 Inbound::Dropped {
                     counter: "receive_errors",

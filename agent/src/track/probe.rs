@@ -37,7 +37,7 @@ use tokio_rustls::TlsConnector;
 
 use super::rise_fall::{InitialHealth, RiseFall};
 use super::{Health, Reporter, TrackError};
-use crate::errors::chain;
+use hav_proto::errors::chain;
 
 /// Most bytes of a response read: its status line and headers (hyper's read buffer; hyper
 /// refuses less than 8 KiB). The body is never read.

@@ -209,7 +209,8 @@ impl Executor<'_> {
         let active = match faults::inject(ctx, pair, event.side, event.kind, &mut log) {
             Ok(active) => Some(active),
             Err(e) => {
-                log.harness.push(format!("injecting: {}", error_chain(&e)));
+                log.harness
+                    .push(format!("injecting: {}", hav_proto::errors::chain(&e)));
                 None
             }
         };
@@ -219,7 +220,9 @@ impl Executor<'_> {
             match faults::clear(ctx, pair, event.side, event.kind, active, &mut log) {
                 Ok(Some(later)) => cleared = later,
                 Ok(None) => {}
-                Err(e) => log.harness.push(format!("clearing: {}", error_chain(&e))),
+                Err(e) => log
+                    .harness
+                    .push(format!("clearing: {}", hav_proto::errors::chain(&e))),
             }
         }
         let settle = wait_settled(
@@ -273,7 +276,11 @@ impl Executor<'_> {
             if node.alive(recorder)
                 && let Err(e) = node.kill(recorder)
             {
-                problems.push(format!("{}: kill: {}", node.label, error_chain(&e)));
+                problems.push(format!(
+                    "{}: kill: {}",
+                    node.label,
+                    hav_proto::errors::chain(&e)
+                ));
             }
         }
         // keepalived keeps no journal: VIPs a killed daemon left are the harness's to remove.
@@ -291,7 +298,11 @@ impl Executor<'_> {
         for side in [schedule::Side::A, schedule::Side::B] {
             let node = pair.node(side);
             if let Err(e) = node.start(ctx.lab, ctx.observers) {
-                problems.push(format!("{}: start: {}", node.label, error_chain(&e)));
+                problems.push(format!(
+                    "{}: start: {}",
+                    node.label,
+                    hav_proto::errors::chain(&e)
+                ));
             }
         }
         let settle = wait_settled(
@@ -388,8 +399,10 @@ impl Executor<'_> {
         let hogs = match faults::hog(lab, &host) {
             Ok(hogs) => hogs,
             Err(e) => {
-                log.harness
-                    .push(format!("starting the CPU hogs: {}", error_chain(&e)));
+                log.harness.push(format!(
+                    "starting the CPU hogs: {}",
+                    hav_proto::errors::chain(&e)
+                ));
                 Vec::new()
             }
         };
@@ -546,22 +559,6 @@ impl Executor<'_> {
             event.hold.as_millis(),
         );
     }
-}
-
-/// `error: its source: its source ...` (the harness's own errors name the file, their sources
-/// say what went wrong with it).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Sleeps until `deadline` in short slices, so `stop` is noticed; false if stopped. This waits
