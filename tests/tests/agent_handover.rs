@@ -584,3 +584,73 @@ fn a_backup_that_held_the_vip_for_a_moment_leaves_no_client_at_its_mac() {
     eprintln!("the client reached a {:?} after b let go", gone.elapsed());
     nft(format!("delete table inet {table}"));
 }
+
+/// A client whose neighbour entry still names the backup's MAC (it heard the backup's
+/// announcements during a brief takeover, and ignores the master's within its lock time) is
+/// served by the master: the backup passes every packet to a VIP it does not hold, new
+/// connections included, to the master it hears. The entry is stale, as a learnt one is: the
+/// client sends its SYN to the backup's MAC, and learns the master's when that one resolves it
+/// in turn (an IPv6 client answers a solicitation through its entry, and a neighbour
+/// advertisement passed on by the backup would lose its hop limit of 255).
+#[test]
+fn a_client_still_sending_to_the_backups_mac_is_served_by_the_master() {
+    client_at_the_backups_mac_is_served(setup_family(false));
+}
+
+#[test]
+fn an_ipv6_client_still_sending_to_the_backups_mac_is_served_by_the_master() {
+    client_at_the_backups_mac_is_served(setup_family(true));
+}
+
+fn client_at_the_backups_mac_is_served(s: Setup) {
+    let lab = &s.pair.lab;
+    let mac = lab
+        .exec(
+            "b",
+            &["cat", &format!("/sys/class/net/{}/address", s.pair.b.iface)],
+        )
+        .expect("b's MAC");
+    let mac = mac.stdout.trim().to_owned();
+    let vip = s.vip.to_string();
+    let out = (lab.exec(
+        "client",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &vip,
+            "lladdr",
+            &mac,
+            "dev",
+            &s.pair.client.iface,
+            "nud",
+            "stale",
+        ],
+    ))
+    .expect("pin the VIP at b's MAC");
+    assert!(out.success(), "ip neigh replace: {out:?}");
+    assert_eq!(
+        try_greeter(lab, s.vip, Duration::from_secs(2)).as_deref(),
+        Some("a"),
+        "a new connection through b's MAC"
+    );
+    let family = if s.vip.is_ipv6() { "ip6" } else { "ip" };
+    let table = (lab.exec("b", &["nft", "list", "table", family, "hav"])).expect("b's table");
+    let passed_on = (table.stdout.lines())
+        .find(|line| line.contains("!= local"))
+        .and_then(|line| {
+            line.split("packets ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+    assert!(
+        passed_on.is_some_and(|packets| packets > 0),
+        "b passed nothing on: {}",
+        table.stdout
+    );
+    let status = s.b.instance("VI_1").expect("b's status");
+    assert_eq!(status["state"], "Backup", "b stayed backup");
+}

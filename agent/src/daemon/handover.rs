@@ -9,7 +9,8 @@
 //!   forward, or when the successor stops acknowledging.
 //! - **The new master passes on what it does not own.** A backup with a drain arms
 //!   second-chance forwarding toward the master it hears (`ip hav`, `ip6 hav`: a TCP packet to a
-//!   VIP of a flow this node did not see begin goes unchanged to that master's MAC). Armed
+//!   VIP of a flow this node did not see begin goes unchanged to that master's MAC, and so does
+//!   every packet to a VIP this node does not hold). Armed
 //!   ahead, a takeover runs no `nft`. A planned takeover (the master resigned, or was preempted)
 //!   keeps the rules under a lease that the old master's beacons renew; any other takeover drops
 //!   them at once (a dead master cannot serve).

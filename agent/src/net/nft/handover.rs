@@ -4,7 +4,10 @@
 //!
 //! - **Second chance** needs conntrack (to tell the flows this node serves) and `dup` (to send a
 //!   packet unchanged to another node's MAC); nft offers `dup` in `ip` and `ip6` tables, not in
-//!   `inet`. A SYN to a VIP, and any packet of a flow conntrack has seen this node answer
+//!   `inet`. Every packet to a forwarded VIP that this node does not hold (`fib daddr type !=
+//!   local`: a backup, or a node that let go, reached by a client whose neighbour entry still
+//!   names its MAC) goes on, new connections included. Where the VIP is held, a SYN to it, and
+//!   any packet of a flow conntrack has seen this node answer
 //!   (`established`), stay here; every other TCP packet to a forwarded VIP (a flow begun
 //!   elsewhere, which this node never answers, or a packet conntrack finds invalid) is
 //!   duplicated to the other node's address on the VIP's device and dropped here. A flow passed
@@ -266,12 +269,14 @@ fn second_chance_table(rules: &HandoverRules, ipv6: bool) -> Option<String> {
                 .copied()
                 .collect();
             let vips = elements(&vips);
-            // A new connection is this node's; so is a flow this node has answered (conntrack
-            // saw its reply); every other TCP packet (begun elsewhere, or invalid here) goes on.
+            // A node that does not hold a VIP serves nothing on it: every packet to it goes on
+            // (a client still sends here after a brief takeover). Where it is held, a new
+            // connection is this node's; so is a flow this node has answered (conntrack saw its
+            // reply); every other TCP packet (begun elsewhere, or invalid here) goes on.
+            let (to, device) = (forward.to, &forward.device);
             let _ = writeln!(
                 out,
-                "\t\t{family} daddr {vips} tcp flags & (syn | ack) == syn accept\n\t\t{family} daddr {vips} ct state established,related accept\n\t\t{family} daddr {vips} meta l4proto tcp counter dup to {} device {:?} drop",
-                forward.to, forward.device
+                "\t\t{family} daddr {vips} fib daddr type != local counter dup to {to} device {device:?} drop\n\t\t{family} daddr {vips} tcp flags & (syn | ack) == syn accept\n\t\t{family} daddr {vips} ct state established,related accept\n\t\t{family} daddr {vips} meta l4proto tcp counter dup to {to} device {device:?} drop",
             );
         }
         let _ = writeln!(out, "\t}}");
@@ -371,6 +376,9 @@ mod tests {
         let text = transaction(&TableName::default(), &rules);
         assert!(text.contains(
             "ip daddr { 198.51.100.100 } meta l4proto tcp counter dup to 198.51.100.1 device \"eth0\" drop"
+        ), "{text}");
+        assert!(text.contains(
+            "ip daddr { 198.51.100.100 } fib daddr type != local counter dup to 198.51.100.1 device \"eth0\" drop"
         ), "{text}");
         assert!(
             text.contains("ip daddr { 198.51.100.100 } ct state established,related accept"),
