@@ -151,7 +151,10 @@ fn graceful_stop_keeps_connections(mut s: Setup) {
         .expect("b takes over");
     s.a.wait_log("serving its connections until they end", WAIT)
         .expect("a parks its VIP");
-    // New connections go to the new master, while a still holds the VIP (silently).
+    // New connections go to the new master, while a still holds the VIP (silently); also
+    // those of a client still sending to a's MAC: a serves only the flows it has.
+    assert_eq!(greeter(&s.pair.lab, s.vip), "b");
+    point_client_at(&s, "a");
     assert_eq!(greeter(&s.pair.lab, s.vip), "b");
     assert!(
         s.pair
@@ -604,31 +607,7 @@ fn an_ipv6_client_still_sending_to_the_backups_mac_is_served_by_the_master() {
 
 fn client_at_the_backups_mac_is_served(s: Setup) {
     let lab = &s.pair.lab;
-    let mac = lab
-        .exec(
-            "b",
-            &["cat", &format!("/sys/class/net/{}/address", s.pair.b.iface)],
-        )
-        .expect("b's MAC");
-    let mac = mac.stdout.trim().to_owned();
-    let vip = s.vip.to_string();
-    let out = (lab.exec(
-        "client",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            &vip,
-            "lladdr",
-            &mac,
-            "dev",
-            &s.pair.client.iface,
-            "nud",
-            "stale",
-        ],
-    ))
-    .expect("pin the VIP at b's MAC");
-    assert!(out.success(), "ip neigh replace: {out:?}");
+    point_client_at(&s, "b");
     assert_eq!(
         try_greeter(lab, s.vip, Duration::from_secs(2)).as_deref(),
         Some("a"),
@@ -653,4 +632,20 @@ fn client_at_the_backups_mac_is_served(s: Setup) {
     );
     let status = s.b.instance("VI_1").expect("b's status");
     assert_eq!(status["state"], "Backup", "b stayed backup");
+}
+
+/// Gives the client a stale neighbour entry for the VIP naming `node`'s MAC, as one learnt from
+/// that node's announcements: the client sends there until the entry is confirmed or replaced.
+fn point_client_at(s: &Setup, node: &str) {
+    let lab = &s.pair.lab;
+    let iface = &s.pair.node(node).expect("node").iface;
+    let mac = (lab.exec(node, &["cat", &format!("/sys/class/net/{iface}/address")]))
+        .expect("the node's MAC");
+    let (mac, vip) = (mac.stdout.trim().to_owned(), s.vip.to_string());
+    let client = &s.pair.client.iface;
+    let argv = [
+        "ip", "neigh", "replace", &vip, "lladdr", &mac, "dev", client, "nud", "stale",
+    ];
+    let out = lab.exec("client", &argv).expect("ip neigh replace");
+    assert!(out.success(), "ip neigh replace: {out:?}");
 }

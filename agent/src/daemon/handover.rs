@@ -4,7 +4,8 @@
 //!   successor advertise ([`hav_vrrp::engine::Action::RemoveVips`] with a successor) and its
 //!   instance has a `connection_drain`, its VIPs are *parked*: they stay on the interface, ARP and
 //!   neighbour discovery for them are silenced (`arp hav`, `ip6 hav`), and the node goes on
-//!   serving the connections it has. It lets go when the kernel's socket table holds no more
+//!   serving the connections it has, and no new one (a stale client's SYN goes on to the
+//!   successor, so the count only falls). It lets go when the kernel's socket table holds no more
 //!   connection on them, when the drain deadline passes, when the successor says it does not
 //!   forward, or when the successor stops acknowledging.
 //! - **The new master passes on what it does not own.** A backup with a drain arms
@@ -312,6 +313,9 @@ impl Handover {
             silent: (self.parked.values())
                 .flat_map(|p| p.vips.iter().map(|v| v.addr))
                 .collect(),
+            tracked: (self.routers.values())
+                .flat_map(|r| r.vips.iter().copied())
+                .collect(),
         }
     }
 
@@ -451,6 +455,10 @@ impl Handover {
                 // it no longer listens to) stays armed toward the last one: that is where the
                 // flows it may take over live.
                 Some((State::Backup, None)) => continue,
+                // A parked router stays armed toward its successor whatever its state (a
+                // stopping node's routers are no longer backups): a stale client's packets of
+                // the successor's flows, new ones included, must reach it.
+                _ if self.parked.contains_key(id) => continue,
                 _ => None,
             };
             match (hearing, self.forwards.get_mut(id)) {

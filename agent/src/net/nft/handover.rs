@@ -6,13 +6,20 @@
 //!   packet unchanged to another node's MAC); nft offers `dup` in `ip` and `ip6` tables, not in
 //!   `inet`. Every packet to a forwarded VIP that this node does not hold (`fib daddr type !=
 //!   local`: a backup, or a node that let go, reached by a client whose neighbour entry still
-//!   names its MAC) goes on, new connections included. Where the VIP is held, a SYN to it, and
-//!   any packet of a flow conntrack has seen this node answer
+//!   names its MAC) goes on, new connections included. Where the VIP is held, a SYN to it
+//!   (unless the VIP is parked: a parked node serves the flows it has and no new one), and any
+//!   packet of a flow conntrack has seen this node answer
 //!   (`established`), stay here; every other TCP packet to a forwarded VIP (a flow begun
 //!   elsewhere, which this node never answers, or a packet conntrack finds invalid) is
 //!   duplicated to the other node's address on the VIP's device and dropped here. A flow passed
 //!   on is never answered here, so it never becomes established here: the rule needs no state of
 //!   its own, survives rewrites, and knows flows older than the agent.
+//! - **Tracked from the first packet.** While a router drains, the VIPs' flows (and only
+//!   theirs) are tracked in every role, so a node that starts passing packets on knows the
+//!   flows it serves, however old.
+//! - **Once at most.** A copy leaves with a TTL (hop limit) of 0 (set to 1, then lowered by
+//!   `dup`), and a packet that arrives with 0 is never passed on: two nodes passing the same VIP
+//!   toward each other bounce nothing between them.
 //! - **Silence** drops, on output, every ARP packet with a silenced VIP as sender and every
 //!   neighbour solicitation or advertisement from a silenced IPv6 VIP: the node keeps serving the
 //!   connections it has on those addresses and never draws new traffic to itself.
@@ -42,11 +49,14 @@ pub struct SecondChance {
 pub struct HandoverRules {
     pub forwards: BTreeSet<SecondChance>,
     pub silent: BTreeSet<IpAddr>,
+    /// VIPs whose flows conntrack follows from their first packet, whatever this node's role:
+    /// those of every router that drains.
+    pub tracked: BTreeSet<IpAddr>,
 }
 
 impl HandoverRules {
     pub fn is_empty(&self) -> bool {
-        self.forwards.is_empty() && self.silent.is_empty()
+        self.forwards.is_empty() && self.silent.is_empty() && self.tracked.is_empty()
     }
 }
 
@@ -239,13 +249,14 @@ pub fn transaction(name: &TableName, rules: &HandoverRules) -> String {
 
 /// The body of the `ip` (or `ip6`) table, `None` when it would hold nothing.
 fn second_chance_table(rules: &HandoverRules, ipv6: bool) -> Option<String> {
-    let (family, icmp) = if ipv6 {
+    let (family, icmp, ttl) = if ipv6 {
         (
             "ip6",
             "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }",
+            "ip6 hoplimit",
         )
     } else {
-        ("ip", "")
+        ("ip", "", "ip ttl")
     };
     let forwards: Vec<&SecondChance> = (rules.forwards.iter())
         .filter(|f| f.to.is_ipv6() == ipv6 && f.vips.iter().any(|v| v.is_ipv6() == ipv6))
@@ -254,10 +265,26 @@ fn second_chance_table(rules: &HandoverRules, ipv6: bool) -> Option<String> {
         .filter(|a| a.is_ipv6() == ipv6)
         .copied()
         .collect();
-    if forwards.is_empty() && (silent.is_empty() || !ipv6) {
+    let tracked: Vec<IpAddr> = (rules.tracked.iter())
+        .filter(|a| a.is_ipv6() == ipv6)
+        .copied()
+        .collect();
+    if forwards.is_empty() && tracked.is_empty() && (silent.is_empty() || !ipv6) {
         return None;
     }
     let mut out = String::new();
+    if !tracked.is_empty() {
+        // Conntrack must know a flow from its first packet, or the first packet it sees of an
+        // older one is `new` and would be passed on (to a node that resets it) the moment this
+        // node starts passing packets on. The `ct` expression keeps it on in this namespace
+        // while a router drains; everything but the VIPs' traffic stays untracked (a proxy's
+        // upstream connections never fill the conntrack table).
+        let tracked = elements(&tracked);
+        let _ = writeln!(
+            out,
+            "\tchain track {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\t{family} daddr != {tracked} notrack\n\t\tct state new counter\n\t}}\n\tchain track_out {{\n\t\ttype filter hook output priority raw; policy accept;\n\t\t{family} saddr != {tracked} notrack\n\t}}"
+        );
+    }
     if !forwards.is_empty() {
         let _ = writeln!(
             out,
@@ -268,15 +295,40 @@ fn second_chance_table(rules: &HandoverRules, ipv6: bool) -> Option<String> {
                 .filter(|v| v.is_ipv6() == ipv6)
                 .copied()
                 .collect();
+            // A new connection is this node's only where it holds the VIP and has not parked it:
+            // a parked VIP serves the flows it has and no other, so its count of connections
+            // only falls.
+            let serving: Vec<IpAddr> = (vips.iter())
+                .filter(|v| !rules.silent.contains(v))
+                .copied()
+                .collect();
             let vips = elements(&vips);
             // A node that does not hold a VIP serves nothing on it: every packet to it goes on
-            // (a client still sends here after a brief takeover). Where it is held, a new
-            // connection is this node's; so is a flow this node has answered (conntrack saw its
-            // reply); every other TCP packet (begun elsewhere, or invalid here) goes on.
+            // (a client still sends here after a brief takeover). Where it is held, so is a flow
+            // this node has answered (conntrack saw its reply); every other TCP packet (begun
+            // elsewhere, a new one to a parked VIP, or invalid here) goes on.
+            // A packet is passed on once at most: its copy leaves with a TTL of 1, which `dup`
+            // lowers to 0, and a packet that arrives with 0 is never passed on again. Two nodes
+            // each passing a VIP toward the other (both holding it for a moment, or neither)
+            // would otherwise bounce a packet that neither serves between them for good (`dup`
+            // lowers the TTL without ever dropping it, and it wraps below 0), a storm that
+            // starves both hosts.
             let (to, device) = (forward.to, &forward.device);
+            let pass_on = format!("counter {ttl} set 1 dup to {to} device {device:?} drop");
             let _ = writeln!(
                 out,
-                "\t\t{family} daddr {vips} fib daddr type != local counter dup to {to} device {device:?} drop\n\t\t{family} daddr {vips} tcp flags & (syn | ack) == syn accept\n\t\t{family} daddr {vips} ct state established,related accept\n\t\t{family} daddr {vips} meta l4proto tcp counter dup to {to} device {device:?} drop",
+                "\t\t{family} daddr {vips} {ttl} 0 accept\n\t\t{family} daddr {vips} fib daddr type != local {pass_on}"
+            );
+            if !serving.is_empty() {
+                let serving = elements(&serving);
+                let _ = writeln!(
+                    out,
+                    "\t\t{family} daddr {serving} tcp flags & (syn | ack) == syn accept"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\t\t{family} daddr {vips} ct state established,related accept\n\t\t{family} daddr {vips} meta l4proto tcp {pass_on}",
             );
         }
         let _ = writeln!(out, "\t}}");
@@ -310,6 +362,7 @@ mod tests {
         HandoverRules {
             forwards: BTreeSet::new(),
             silent: [ip(address)].into(),
+            tracked: BTreeSet::new(),
         }
     }
 
@@ -372,16 +425,27 @@ mod tests {
             }]
             .into(),
             silent: [ip("198.51.100.101"), ip("2001:db8::100")].into(),
+            tracked: [ip("198.51.100.100")].into(),
         };
         let text = transaction(&TableName::default(), &rules);
         assert!(text.contains(
-            "ip daddr { 198.51.100.100 } meta l4proto tcp counter dup to 198.51.100.1 device \"eth0\" drop"
+            "ip daddr { 198.51.100.100 } meta l4proto tcp counter ip ttl set 1 dup to 198.51.100.1 device \"eth0\" drop"
         ), "{text}");
         assert!(text.contains(
-            "ip daddr { 198.51.100.100 } fib daddr type != local counter dup to 198.51.100.1 device \"eth0\" drop"
+            "ip daddr { 198.51.100.100 } fib daddr type != local counter ip ttl set 1 dup to 198.51.100.1 device \"eth0\" drop"
         ), "{text}");
         assert!(
             text.contains("ip daddr { 198.51.100.100 } ct state established,related accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip daddr { 198.51.100.100 } tcp flags & (syn | ack) == syn accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip daddr != { 198.51.100.100 } notrack")
+                && text.contains("ip saddr != { 198.51.100.100 } notrack")
+                && text.contains("ct state new counter"),
             "{text}"
         );
         assert!(
@@ -390,6 +454,32 @@ mod tests {
         );
         assert!(text.contains(
             "ip6 saddr { 2001:db8::100 } icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } drop"
+        ), "{text}");
+    }
+
+    #[test]
+    fn a_new_connection_to_a_parked_vip_goes_to_the_successor() {
+        let rules = HandoverRules {
+            forwards: [SecondChance {
+                vips: [ip("198.51.100.100"), ip("198.51.100.101")].into(),
+                to: ip("198.51.100.1"),
+                device: "eth0".into(),
+            }]
+            .into(),
+            silent: [ip("198.51.100.101")].into(),
+            tracked: BTreeSet::new(),
+        };
+        let text = transaction(&TableName::default(), &rules);
+        let syn: Vec<&str> = (text.lines())
+            .filter(|line| line.contains("== syn accept"))
+            .collect();
+        assert_eq!(
+            syn,
+            ["\t\tip daddr { 198.51.100.100 } tcp flags & (syn | ack) == syn accept"],
+            "{text}"
+        );
+        assert!(text.contains(
+            "ip daddr { 198.51.100.100, 198.51.100.101 } meta l4proto tcp counter ip ttl set 1 dup to 198.51.100.1 device \"eth0\" drop"
         ), "{text}");
     }
 }
