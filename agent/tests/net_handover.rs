@@ -9,9 +9,8 @@
 
 mod net_support;
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hav_agent::net::TableName;
@@ -24,30 +23,6 @@ const VIP_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x
 /// Long enough for a bouncing packet to pass between the namespaces thousands of times.
 const WATCH: Duration = Duration::from_millis(200);
 
-/// `nft` in the calling thread's namespace, `script` on its standard input; its output.
-fn nft(args: &[&str], script: &str) -> String {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the nft program (apt-get install nftables)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "nft {args:?} failed: {}\n{script}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 fn install(name: &TableName, vip: IpAddr, to: IpAddr, device: &str) {
     let rules = HandoverRules {
         forwards: [SecondChance {
@@ -59,13 +34,13 @@ fn install(name: &TableName, vip: IpAddr, to: IpAddr, device: &str) {
         silent: Default::default(),
         tracked: Default::default(),
     };
-    nft(&["-f", "-"], &transaction(name, &rules));
+    nft(&["-f", "-"], Some(&transaction(name, &rules)));
 }
 
 /// The packets the rule passing on packets to a VIP not held here has counted.
 fn passed_on(name: &TableName, ipv6: bool) -> u64 {
     let family = if ipv6 { "ip6" } else { "ip" };
-    let table = nft(&["list", "table", family, name.as_str()], "");
+    let table = nft(&["list", "table", family, name.as_str()], None);
     (table.lines())
         .find(|line| line.contains("fib daddr type != local"))
         .and_then(|line| {

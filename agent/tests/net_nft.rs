@@ -79,31 +79,8 @@ fn assert_dropped(lab: &Lab, vip: &str) {
     assert!(!ping_from_b(lab, vip), "ping to blocked {vip} answered");
 }
 
-/// `nft` in namespace A (the test thread's); its standard output.
-fn nft_a(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the nft program (apt-get install nftables)");
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(pipe);
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "nft {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 fn tables_a() -> Vec<String> {
-    nft_a(&["list", "tables"], None)
+    nft(&["list", "tables"], None)
         .lines()
         .map(str::to_owned)
         .collect()
@@ -125,10 +102,10 @@ fn blocked_vips_drop_tcp_and_ping_while_the_others_answer() {
         }
 
         // Idempotent: blocking again and unblocking what is not blocked change nothing.
-        let before = nft_a(&["list", "table", "inet", "hav"], None);
+        let before = nft(&["list", "table", "inet", "hav"], None);
         filter.block(&[ip(BLOCKED_V4)]).await.unwrap();
         filter.unblock(&[ip(OPEN_V4)]).await.unwrap();
-        assert_eq!(nft_a(&["list", "table", "inet", "hav"], None), before);
+        assert_eq!(nft(&["list", "table", "inet", "hav"], None), before);
 
         // Unblocking one family leaves the other blocked; the last one removes the table.
         filter.unblock(&[ip(BLOCKED_V4)]).await.unwrap();
@@ -180,7 +157,7 @@ fn ipv6_neighbour_discovery_to_a_blocked_vip_is_still_answered() {
                 break;
             }
         }
-        let counters = nft_a(&["list", "chain", "inet", "hav", "accept_mode"], None);
+        let counters = nft(&["list", "chain", "inet", "hav", "accept_mode"], None);
         assert!(
             counters.contains("ip6 daddr @vips_no_accept_v6 counter packets"),
             "{counters}"
@@ -197,7 +174,7 @@ fn removing_the_table_removes_a_stale_one_and_touches_nothing_else() {
     run(|lab| async move {
         let _listener = with_vips(&lab).await;
         // What a crashed run leaves, and a table of the host's own firewall.
-        nft_a(
+        nft(
             &["-f", "-"],
             Some(&format!(
                 "table inet hav {{\n\
@@ -223,14 +200,14 @@ fn removing_the_table_removes_a_stale_one_and_touches_nothing_else() {
         assert_eq!(filter.remove_tables().await.unwrap(), TableRemoval::Absent);
 
         // Rewriting hav's table leaves the other one as it was, and so does a last removal.
-        let host_firewall = nft_a(&["list", "table", "inet", "host_firewall"], None);
+        let host_firewall = nft(&["list", "table", "inet", "host_firewall"], None);
         filter.block(&[ip(BLOCKED_V4)]).await.unwrap();
         assert_dropped(&lab, BLOCKED_V4);
         assert_eq!(filter.remove_tables().await.unwrap(), TableRemoval::Removed);
         assert!(filter.blocked().is_empty());
         assert_reachable(&lab, BLOCKED_V4);
         assert_eq!(
-            nft_a(&["list", "table", "inet", "host_firewall"], None),
+            nft(&["list", "table", "inet", "host_firewall"], None),
             host_firewall
         );
     });
@@ -275,14 +252,14 @@ fn virtual_servers_fill_both_tables_and_removal_deletes_both() {
             .await
             .unwrap();
         assert_eq!(tables_a(), ["table inet hav", "table netdev hav"]);
-        let nat = nft_a(&["list", "table", "inet", "hav"], None);
+        let nat = nft(&["list", "table", "inet", "hav"], None);
         assert!(
             nat.contains(
                 "dnat ip to numgen inc mod 3 map { 0-1 : 198.51.100.21, 2 : 198.51.100.22 }"
             ),
             "{nat}"
         );
-        let netdev = nft_a(&["list", "table", "netdev", "hav"], None);
+        let netdev = nft(&["list", "table", "netdev", "hav"], None);
         assert!(netdev.contains("fwd ip to meta mark map"), "{netdev}");
         // A crash leaves both: a new run's removal deletes both.
         let mut restarted = Firewall::open(TableName::default());
