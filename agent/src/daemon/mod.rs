@@ -292,6 +292,9 @@ impl Daemon {
         let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
         let mut engine_timer = timer::EngineTimer::new()?;
         let gate = rare::Gate::default();
+        // The overdue deadline whose lateness was last taken as a stall of this process: one
+        // stall raises the scheduling priority once, whichever event woke the loop first.
+        let mut late_seen: Option<Instant> = None;
         loop {
             let deadline = self.engine.poll_timeout();
             engine_timer.arm(deadline)?;
@@ -357,7 +360,14 @@ impl Daemon {
                     self.apply_overrides(now);
                 }
                 inbound = self.executor.sockets.next() => {
-                    self.on_inbound(inbound);
+                    // Woken late, an advert can win the wake-up, and hearing it can move the
+                    // overdue deadline (a master re-announces): the stall counts here then.
+                    let now = Instant::now();
+                    if let Some(at) = deadline.filter(|at| now.saturating_duration_since(*at) > LATE_DEADLINE) {
+                        late_seen = Some(at);
+                        self.on_late_wakeup(now - at);
+                    }
+                    self.on_inbound(inbound, now);
                     engine_only = true;
                 }
                 event = handover::next_event(
@@ -376,7 +386,10 @@ impl Daemon {
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
                         self.take_queued_adverts().await;
-                        self.on_late_wakeup(lateness);
+                        if late_seen != deadline {
+                            late_seen = deadline;
+                            self.on_late_wakeup(lateness);
+                        }
                         now = Instant::now();
                     }
                     self.engine.handle_timeout(now);
@@ -499,18 +512,18 @@ impl Daemon {
         // queued is seen as readable.
         tokio::task::yield_now().await;
         while let Some(inbound) = self.executor.sockets.try_next() {
-            self.on_inbound(inbound);
+            self.on_inbound(inbound, Instant::now());
         }
     }
 
-    fn on_inbound(&mut self, inbound: Inbound) {
+    /// Feeds the engine one datagram received at `now`.
+    fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
             Inbound::Packet {
                 interface,
                 meta,
                 payload,
             } => {
-                let now = Instant::now();
                 let payload = self.executor.sockets.payload(payload);
                 if let Some(heard) = self.engine.handle_packet(now, &interface, &meta, payload) {
                     self.telemetry.heard(&heard, now);
