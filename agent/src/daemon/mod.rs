@@ -363,9 +363,8 @@ impl Daemon {
                     // Woken late, an advert can win the wake-up, and hearing it can move the
                     // overdue deadline (a master re-announces): the stall counts here then.
                     let now = Instant::now();
-                    if let Some(at) = deadline.filter(|at| now.saturating_duration_since(*at) > LATE_DEADLINE) {
-                        late_seen = Some(at);
-                        self.on_late_wakeup(now - at);
+                    if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
+                        self.on_late_wakeup(lateness);
                     }
                     self.on_inbound(inbound, now);
                     engine_only = true;
@@ -386,8 +385,7 @@ impl Daemon {
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
                         self.take_queued_adverts().await;
-                        if late_seen != deadline {
-                            late_seen = deadline;
+                        if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
                             self.on_late_wakeup(lateness);
                         }
                         now = Instant::now();
@@ -664,6 +662,23 @@ impl Daemon {
     }
 }
 
+/// How late a wake-up at `now` came past the engine's `deadline`, if that is a stall of this
+/// process not counted yet: one per overdue deadline, whichever event woke the loop first
+/// (`seen` holds the deadline last counted).
+fn new_stall(
+    deadline: Option<Instant>,
+    now: Instant,
+    seen: &mut Option<Instant>,
+) -> Option<Duration> {
+    let at = deadline?;
+    let lateness = now.saturating_duration_since(at);
+    if lateness <= LATE_DEADLINE || *seen == Some(at) {
+        return None;
+    }
+    *seen = Some(at);
+    Some(lateness)
+}
+
 /// The part of a router's status whose change is worth publishing (counters only while debug
 /// logging is on).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -695,4 +710,32 @@ pub fn check(path: &Path) -> Result<String, String> {
         report.push_str(&format!("\n{}: warning: {problem}", path.display()));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_counts_once_per_overdue_deadline() {
+        let t = Instant::now();
+        let deadline = Some(t);
+        let mut seen = None;
+        // On time, or late by no more than the slack: no stall.
+        assert_eq!(new_stall(deadline, t + LATE_DEADLINE, &mut seen), None);
+        assert_eq!(new_stall(None, t + Duration::from_secs(1), &mut seen), None);
+        // Woken a second late: one stall, whichever event comes next with the same deadline.
+        let late = t + Duration::from_secs(1);
+        assert_eq!(
+            new_stall(deadline, late, &mut seen),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(new_stall(deadline, late + LATE_DEADLINE, &mut seen), None);
+        // A later deadline missed again is a new stall.
+        let next = Some(late + Duration::from_millis(100));
+        assert_eq!(
+            new_stall(next, late + Duration::from_millis(300), &mut seen),
+            Some(Duration::from_millis(200))
+        );
+    }
 }

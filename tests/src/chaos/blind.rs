@@ -7,7 +7,8 @@
 //! - the host stalled: a `SCHED_FIFO` thread that wakes every [`TICK`] was not run for more
 //!   than [`HOST_STALL`]. Nothing below real-time priority ran then, so no daemon could keep
 //!   its timers; the span carries the pressure-stall (PSI) and steal figures the kernel
-//!   counted meanwhile (and in at most 100 ms before it), to tell a frozen virtual machine from a kernel busy with I/O;
+//!   counted meanwhile (and in at most 100 ms before it), to tell a frozen virtual machine
+//!   from a kernel busy with I/O;
 //! - ordinary tasks stalled: a second thread, at normal priority, was not run for more than
 //!   [`HOST_STALL`] while the real-time one was. The harness's own threads (prober, watchers)
 //!   are such tasks, and so are the daemons; the span carries the same figures.

@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hav_proto::errors::chain;
+
 use super::ChaosConfig;
 use super::cluster::{Cluster, Meta, Pair};
 use super::faults::{self, Ctx, FaultLog};
@@ -209,8 +211,7 @@ impl Executor<'_> {
         let active = match faults::inject(ctx, pair, event.side, event.kind, &mut log) {
             Ok(active) => Some(active),
             Err(e) => {
-                log.harness
-                    .push(format!("injecting: {}", hav_proto::errors::chain(&e)));
+                log.harness.push(format!("injecting: {}", chain(&e)));
                 None
             }
         };
@@ -220,9 +221,7 @@ impl Executor<'_> {
             match faults::clear(ctx, pair, event.side, event.kind, active, &mut log) {
                 Ok(Some(later)) => cleared = later,
                 Ok(None) => {}
-                Err(e) => log
-                    .harness
-                    .push(format!("clearing: {}", hav_proto::errors::chain(&e))),
+                Err(e) => log.harness.push(format!("clearing: {}", chain(&e))),
             }
         }
         let settle = wait_settled(
@@ -276,11 +275,7 @@ impl Executor<'_> {
             if node.alive(recorder)
                 && let Err(e) = node.kill(recorder)
             {
-                problems.push(format!(
-                    "{}: kill: {}",
-                    node.label,
-                    hav_proto::errors::chain(&e)
-                ));
+                problems.push(format!("{}: kill: {}", node.label, chain(&e)));
             }
         }
         // keepalived keeps no journal: VIPs a killed daemon left are the harness's to remove.
@@ -298,11 +293,7 @@ impl Executor<'_> {
         for side in [schedule::Side::A, schedule::Side::B] {
             let node = pair.node(side);
             if let Err(e) = node.start(ctx.lab, ctx.observers) {
-                problems.push(format!(
-                    "{}: start: {}",
-                    node.label,
-                    hav_proto::errors::chain(&e)
-                ));
+                problems.push(format!("{}: start: {}", node.label, chain(&e)));
             }
         }
         let settle = wait_settled(
@@ -399,10 +390,8 @@ impl Executor<'_> {
         let hogs = match faults::hog(lab, &host) {
             Ok(hogs) => hogs,
             Err(e) => {
-                log.harness.push(format!(
-                    "starting the CPU hogs: {}",
-                    hav_proto::errors::chain(&e)
-                ));
+                log.harness
+                    .push(format!("starting the CPU hogs: {}", chain(&e)));
                 Vec::new()
             }
         };

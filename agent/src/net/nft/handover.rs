@@ -303,16 +303,13 @@ fn second_chance_table(rules: &HandoverRules, ipv6: bool) -> Option<String> {
                 .copied()
                 .collect();
             let vips = elements(&vips);
-            // A node that does not hold a VIP serves nothing on it: every packet to it goes on
-            // (a client still sends here after a brief takeover). Where it is held, so is a flow
-            // this node has answered (conntrack saw its reply); every other TCP packet (begun
-            // elsewhere, a new one to a parked VIP, or invalid here) goes on.
-            // A packet is passed on once at most: its copy leaves with a TTL of 1, which `dup`
-            // lowers to 0, and a packet that arrives with 0 is never passed on again. Two nodes
-            // each passing a VIP toward the other (both holding it for a moment, or neither)
-            // would otherwise bounce a packet that neither serves between them for good (`dup`
-            // lowers the TTL without ever dropping it, and it wraps below 0), a storm that
-            // starves both hosts.
+            // A packet arriving with TTL 0 was passed on once and stays. A node that does not
+            // hold a VIP serves nothing on it: every packet to it goes on (a client still sends
+            // here after a brief takeover). Where it is held, so is a flow this node has
+            // answered (conntrack saw its reply); every other TCP packet (begun elsewhere, a new
+            // one to a parked VIP, or invalid here) goes on. A copy leaves with TTL 1, which
+            // `dup` lowers to 0; `dup` never drops a copy and its TTL wraps below 0, so without
+            // this two nodes passing a VIP toward each other bounce a stray packet for good.
             let (to, device) = (forward.to, &forward.device);
             let pass_on = format!("counter {ttl} set 1 dup to {to} device {device:?} drop");
             let _ = writeln!(
