@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::peer_identity;
+use crate::closing::until_stopped;
 use crate::error::ControlError;
 use crate::state::Shared;
 use crate::store::NodeStateRecord;
@@ -129,10 +130,10 @@ impl AgentService for AgentServiceImpl {
         // connection itself (no task or queue of its own per agent). It ends when the session
         // is replaced (here or elsewhere) or ended, or the coordinator stops or loses its
         // membership in the shared store.
+        // A stop ends it after the commands already queued.
         let downstream = Downstream {
             welcome: Some(welcome),
             commands,
-            stopping: self.shared.stopping.clone(),
             membership: self.shared.relay.as_ref().map(|relay| relay.membership()),
         };
         let outbound = futures::stream::unfold(downstream, |mut down| async move {
@@ -141,7 +142,6 @@ impl AgentService for AgentServiceImpl {
             }
             let command = tokio::select! {
                 command = down.commands.recv() => command,
-                _ = down.stopping.wait_for(|stop| *stop) => None,
                 () = membership_lost(&mut down.membership) => None,
             }?;
             let message = CoordinatorMessage {
@@ -149,6 +149,7 @@ impl AgentService for AgentServiceImpl {
             };
             Some((Ok(message), down))
         });
+        let outbound = until_stopped(Box::pin(outbound), self.shared.stopping.clone());
 
         let shared = self.shared.clone();
         let mut stopping = self.shared.stopping.clone();
@@ -190,7 +191,6 @@ impl AgentService for AgentServiceImpl {
 struct Downstream {
     welcome: Option<CoordinatorMessage>,
     commands: mpsc::Receiver<Box<Command>>,
-    stopping: tokio::sync::watch::Receiver<bool>,
     membership: Option<tokio::sync::watch::Receiver<Option<i64>>>,
 }
 

@@ -5,13 +5,18 @@
 //!
 //! Guarantees: only the responses of those three methods are touched, so a unary call in flight
 //! when the stop begins completes as it would have; a stream that ended before the stop keeps its
-//! own status. The services end these streams themselves when `stopping` turns true; this layer
-//! decides only the status they end with, in one place for both services.
+//! own status. The services end these streams themselves when `stopping` turns true
+//! ([`until_stopped`]), after what was already queued for them; this layer decides only the
+//! status they end with, in one place for both services.
+//!
+//! Guarantee: a message queued for a stream before the stop began (an event published to the
+//! watchers, a command queued for an agent) is sent before the stream's end.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::Stream;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -27,6 +32,74 @@ const LONG_LIVED: [&str; 3] = [
     "/hav.v1.FleetService/WatchEvents",
     "/hav.v1.FleetService/WatchRollout",
 ];
+
+/// How many items a stream may still yield once the stop has begun: what was queued before it,
+/// bounded so that a source that keeps producing cannot hold the stop up.
+const DRAIN_AT_STOP: usize = 4096;
+
+/// `stream` until the coordinator stops: once `stopping` is true, the items it has ready are
+/// still yielded (at most [`DRAIN_AT_STOP`]), and it ends at the first poll that finds none
+/// (a `Pending` from tokio's exhausted cooperative budget is not "none": it is polled again).
+pub fn until_stopped<S: Stream + Unpin>(
+    stream: S,
+    stopping: watch::Receiver<bool>,
+) -> UntilStopped<S> {
+    UntilStopped {
+        inner: stream,
+        stop: stop_future(stopping),
+        drained: None,
+    }
+}
+
+/// The stream of [`until_stopped`].
+pub struct UntilStopped<S> {
+    inner: S,
+    stop: BoxFuture<()>,
+    /// Items yielded since the stop began; `None` before it.
+    drained: Option<usize>,
+}
+
+impl<S: Stream + Unpin> Stream for UntilStopped<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.drained.is_none() && self.stop.as_mut().poll(cx).is_ready() {
+            self.drained = Some(0);
+        }
+        match self.drained {
+            Some(n) if n >= DRAIN_AT_STOP => Poll::Ready(None),
+            Some(n) => match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    self.drained = Some(n + 1);
+                    Poll::Ready(Some(item))
+                }
+                Poll::Pending if out_of_budget(cx) => Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => {
+                    self.drained = Some(DRAIN_AT_STOP);
+                    Poll::Ready(None)
+                }
+            },
+            None => Pin::new(&mut self.inner).poll_next(cx),
+        }
+    }
+}
+
+/// Whether a `Pending` just seen may be tokio's cooperative budget running out rather than
+/// nothing being ready; if so the task is woken to look again on its next turn.
+fn out_of_budget(cx: &mut Context<'_>) -> bool {
+    if tokio::task::coop::has_budget_remaining() {
+        return false;
+    }
+    cx.waker().wake_by_ref();
+    true
+}
+
+/// Resolves once `stopping` is true, or its sender is gone (the coordinator is gone: a stop too).
+fn stop_future(mut stopping: watch::Receiver<bool>) -> BoxFuture<()> {
+    Box::pin(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    })
+}
 
 /// A tower layer ending the long-lived streams with [`SHUTTING_DOWN`] once `stopping` is true.
 #[derive(Debug, Clone)]
@@ -91,7 +164,8 @@ where
     }
 }
 
-/// A response body that ends with [`SHUTTING_DOWN`] trailers once the coordinator stops.
+/// A response body that ends with [`SHUTTING_DOWN`] trailers once the coordinator stops, after
+/// the messages its stream had ready.
 struct EndOnStop {
     inner: Body,
     /// Read on every poll: the value is set before waiters are woken, and the service's stream
@@ -104,14 +178,10 @@ struct EndOnStop {
 
 impl EndOnStop {
     fn new(inner: Body, stopping: watch::Receiver<bool>) -> EndOnStop {
-        let mut waker = stopping.clone();
         EndOnStop {
             inner,
+            stop: stop_future(stopping.clone()),
             stopping,
-            stop: Box::pin(async move {
-                // A dropped sender means the coordinator is gone: that is a stop too.
-                let _ = waker.wait_for(|stop| *stop).await;
-            }),
             ended: false,
         }
     }
@@ -128,17 +198,24 @@ impl http_body::Body for EndOnStop {
         if self.ended {
             return Poll::Ready(None);
         }
-        // The stop first: the service's own stream ends on the same signal, with OK.
-        let stopped = *self.stopping.borrow();
-        if stopped || self.stop.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-            return Poll::Ready(Some(Ok(Frame::trailers(shutting_down_trailers()))));
-        }
+        let stopped = *self.stopping.borrow() || self.stop.as_mut().poll(cx).is_ready();
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            self.ended = true;
+        if !stopped {
+            if let Poll::Ready(None) = frame {
+                self.ended = true;
+            }
+            return frame;
         }
-        frame
+        // Stopped: the messages the stream still had ready go out; its own end (OK trailers,
+        // which it reaches on the same signal) or a stream with nothing ready ends with ours.
+        match frame {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending if out_of_budget(cx) => Poll::Pending,
+            _ => {
+                self.ended = true;
+                Poll::Ready(Some(Ok(Frame::trailers(shutting_down_trailers()))))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -155,4 +232,53 @@ fn shutting_down_trailers() -> HeaderMap {
     // The message is plain ASCII, which always encodes as a header value.
     let _ = tonic::Status::unavailable(SHUTTING_DOWN).add_header(&mut trailers);
     trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_stream_yields_what_it_had_ready_then_ends() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let (stop, stopping) = watch::channel(false);
+        let mut stream = until_stopped(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            stopping,
+        );
+        tx.send(1).expect("the stream holds the receiver");
+        assert_eq!(stream.next().await, Some(1));
+        tx.send(2).expect("the stream holds the receiver");
+        tx.send(3).expect("the stream holds the receiver");
+        stop.send_replace(true);
+        assert_eq!(stream.next().await, Some(2));
+        assert_eq!(stream.next().await, Some(3));
+        // Nothing ready: the end, and nothing after it even if more arrives.
+        assert_eq!(stream.next().await, None);
+        tx.send(4).expect("the stream holds the receiver");
+        assert_eq!(stream.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_never_pauses_cannot_hold_the_stop_up() {
+        let (stop, stopping) = watch::channel(false);
+        let mut stream = until_stopped(futures::stream::repeat(0u8), stopping);
+        assert_eq!(stream.next().await, Some(0));
+        stop.send_replace(true);
+        let mut after = 0;
+        while stream.next().await.is_some() {
+            after += 1;
+        }
+        assert_eq!(after, DRAIN_AT_STOP);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_sender_is_a_stop() {
+        let (stop, stopping) = watch::channel(false);
+        let mut stream = until_stopped(futures::stream::pending::<u8>(), stopping);
+        drop(stop);
+        assert_eq!(stream.next().await, None);
+    }
 }

@@ -14,7 +14,7 @@
 //! and remote sessions alike, and never relayed: every coordinator derives them itself.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -140,6 +140,9 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     /// Events published so far (for the metrics).
     published: AtomicU64,
+    /// Set when the coordinator stops: its watchers end after the events published until then,
+    /// so none is published after (a session ended by the stop is not a node's disconnection).
+    closed: AtomicBool,
     /// WatchEvents streams open (for the metrics).
     watchers: Arc<AtomicUsize>,
     /// Agents connected here (for the metrics).
@@ -169,6 +172,7 @@ impl Registry {
             reports,
             changes: watch::Sender::new(0),
             published: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             watchers: Arc::new(AtomicUsize::new(0)),
             local: AtomicUsize::new(0),
             relay: OnceLock::new(),
@@ -602,8 +606,17 @@ impl Registry {
     }
 
     fn publish_local(&self, event: FleetEvent) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         self.published.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(event);
+    }
+
+    /// The coordinator is stopping: no event is published to the watchers from now on, so the
+    /// ones they still receive are those published before.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Every report from now on, in order. A receiver that lags has missed reports: it can

@@ -173,6 +173,7 @@ pub struct RunningCoordinator {
     metrics_server: Option<hav_proto::metrics::http::ServerGuard>,
     shutdown: oneshot::Sender<()>,
     stopping: watch::Sender<bool>,
+    shared: Arc<Shared>,
     node_states: Arc<NodeStateWriter>,
     transitions: Arc<TransitionWriter>,
     /// The gRPC server; `None` once [`RunningCoordinator::ended`] has seen it end.
@@ -194,7 +195,8 @@ impl RunningCoordinator {
     /// agents reported before. Agents reconnect with backoff to whatever comes up next.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         // First end the long-lived streams (agents, watchers), then stop the server, which
-        // waits for in-flight calls.
+        // waits for in-flight calls. The watchers get what was published before, nothing after.
+        self.shared.registry.close();
         self.stopping.send_replace(true);
         drop(self.metrics_server);
         let _ = self.shutdown.send(());
@@ -347,7 +349,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         relay.follow(shared.clone());
     }
     let fleet = FleetServiceServer::new(FleetServiceImpl {
-        shared,
+        shared: shared.clone(),
         orchestrator: orchestrator.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -378,6 +380,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Serv
         metrics_server,
         shutdown,
         stopping,
+        shared,
         node_states,
         transitions,
         task: Some(task),

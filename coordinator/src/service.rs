@@ -31,6 +31,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::closing::until_stopped;
 use crate::error::ControlError;
 use crate::orchestrate::{self, Orchestrator};
 use crate::presence::Presence;
@@ -384,10 +385,7 @@ impl FleetService for FleetServiceImpl {
                 }
             });
         let stream = futures::stream::once(std::future::ready(Ok(first))).chain(rest);
-        let mut stopping = self.shared.stopping.clone();
-        let stream = stream.take_until(async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        });
+        let stream = until_stopped(Box::pin(stream), self.shared.stopping.clone());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -437,28 +435,25 @@ fn proposal(
 
 /// One watcher's stream: the events of the nodes in `filter` (all if empty), a `lagged` marker
 /// where the watcher fell more than the broadcast buffer behind, ending when `stopping` turns
-/// true.
+/// true after the events published before it.
 fn watch_stream(
     events: broadcast::Receiver<FleetEvent>,
     filter: Vec<String>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<FleetEvent, Status>> + Send + 'static {
-    BroadcastStream::new(events)
-        .filter_map(move |item| {
-            let out = match item {
-                Ok(event) if filter.is_empty() || filter.contains(&event.node) => Some(Ok(event)),
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
-                    node: String::new(),
-                    unix_ms: unix_ms(),
-                    kind: Some(fleet_event::Kind::Lagged(missed)),
-                })),
-            };
-            std::future::ready(out)
-        })
-        .take_until(async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        })
+    let events = BroadcastStream::new(events).filter_map(move |item| {
+        let out = match item {
+            Ok(event) if filter.is_empty() || filter.contains(&event.node) => Some(Ok(event)),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
+                node: String::new(),
+                unix_ms: unix_ms(),
+                kind: Some(fleet_event::Kind::Lagged(missed)),
+            })),
+        };
+        std::future::ready(out)
+    });
+    until_stopped(Box::pin(events), stopping)
 }
 
 #[cfg(test)]
@@ -491,8 +486,12 @@ mod tests {
         let next = stream.next().await.expect("item").expect("ok");
         assert_eq!(next.node, "lb-1");
         stop.send_replace(true);
-        // The remaining buffered events may still be yielded; the stream then ends.
-        while stream.next().await.is_some() {}
+        // The events published before the stop are all still yielded; the stream then ends.
+        let mut rest = 0;
+        while stream.next().await.is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, WATCH_BUFFER - 1);
     }
 
     #[tokio::test]
