@@ -564,103 +564,178 @@ pub(crate) fn random_below(limit: Duration) -> Result<Duration, BenchError> {
     ))
 }
 
-/// Idle cost of one node pair at a given timing.
+/// Idle cost of one node pair at a given timing: medians over the windows of
+/// [`measure_idle`], each window measured with every contender's pair running at once.
 #[derive(Debug, Clone)]
 pub struct IdleCost {
     pub contender: &'static str,
     pub timing: Timing,
+    /// The length of one window.
     pub window: Duration,
-    /// (master, backup): summed VmRSS of the node's processes, in KiB.
+    /// (master, backup): summed VmRSS of the node's processes, in KiB, after the last window.
     pub rss_kib: (u64, u64),
-    /// (master, backup): CPU time over the window as % of one core, from utime+stime of
-    /// /proc/PID/stat (10 ms tick resolution).
+    /// (master, backup): CPU time over a window as % of one core, from utime+stime of
+    /// /proc/PID/stat (10 ms tick resolution); the median of the windows.
     pub cpu_percent: (f64, f64),
     /// (master, backup): the same from /proc/PID/task/*/schedstat (nanosecond resolution).
     pub cpu_percent_schedstat: (f64, f64),
     /// (master, backup): context switches per second (voluntary + involuntary, every thread):
     /// how often the daemon is woken.
     pub wakeups_per_second: (f64, f64),
+    /// Each window's figures, in order: the windows of all contenders at one timing are the
+    /// same spans of time, so their ratios pair window by window.
+    pub windows: Vec<IdleWindow>,
     /// (master, backup): system calls per second, counted by `strace -c -f` in a second window
     /// of the same length (strace slows the daemon, so it is not attached while CPU is measured).
     pub syscalls_per_second: Option<(f64, f64)>,
     pub processes: (usize, usize),
 }
 
-/// Starts a master/backup pair, lets it settle, and measures RSS and CPU over `window`.
+/// One window's figures of one pair, (master, backup) each.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleWindow {
+    pub cpu_percent: (f64, f64),
+    pub cpu_percent_schedstat: (f64, f64),
+    pub wakeups_per_second: (f64, f64),
+}
+
+/// A contender's settled master/backup pair, kept running while its idle cost is sampled.
+/// Fields drop in order: the daemons first, then the services they track, then the lab.
+struct IdleRun {
+    contender: &'static str,
+    pids: (Vec<u32>, Vec<u32>),
+    _nodes: (Box<dyn ContenderNode>, Box<dyn ContenderNode>),
+    _httpd: (NsProcess, NsProcess),
+    _pair: Pair,
+}
+
+impl IdleRun {
+    fn start(
+        contender: &dyn Contender,
+        timing: Timing,
+        config: &BenchConfig,
+    ) -> Result<IdleRun, BenchError> {
+        let pair = Pair::new()?;
+        let lab = &pair.lab;
+        let httpd_a = start_httpd(lab, "a", config)?;
+        let httpd_b = start_httpd(lab, "b", config)?;
+        let settings = |node: &str, httpd: &NsProcess| {
+            node_settings(
+                &pair,
+                node,
+                contender,
+                Scenario::LinkCut,
+                timing,
+                config,
+                httpd,
+            )
+        };
+        let (settings_a, settings_b) = (settings("a", &httpd_a)?, settings("b", &httpd_b)?);
+        let mut node_a = contender.start(lab, &settings_a)?;
+        node_a.wait_role(Role::Master, config.wait)?;
+        let mut node_b = contender.start(lab, &settings_b)?;
+        node_b.wait_role(Role::Backup, config.wait)?;
+        Ok(IdleRun {
+            contender: contender.name(),
+            pids: (node_a.pids(), node_b.pids()),
+            _nodes: (node_a, node_b),
+            _httpd: (httpd_a, httpd_b),
+            _pair: pair,
+        })
+    }
+}
+
+/// The CPU and context-switch counters of a pair's two nodes at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    at: Instant,
+    ticks: (u64, u64),
+    ns: (u64, u64),
+    switches: (u64, u64),
+}
+
+impl Counters {
+    fn read(pids: &(Vec<u32>, Vec<u32>)) -> Counters {
+        Counters {
+            at: Instant::now(),
+            ticks: (cpu_ticks(&pids.0), cpu_ticks(&pids.1)),
+            ns: (cpu_ns(&pids.0), cpu_ns(&pids.1)),
+            switches: (context_switches(&pids.0), context_switches(&pids.1)),
+        }
+    }
+
+    /// What happened from `self` to `end`.
+    fn until(&self, end: &Counters) -> IdleWindow {
+        let seconds = end.at.duration_since(self.at).as_secs_f64();
+        let both = |f: &dyn Fn(u64) -> f64, start: (u64, u64), end: (u64, u64)| {
+            (
+                f(end.0.saturating_sub(start.0)),
+                f(end.1.saturating_sub(start.1)),
+            )
+        };
+        IdleWindow {
+            cpu_percent: both(
+                &|ticks| ticks as f64 / clock_ticks_per_second() / seconds * 100.0,
+                self.ticks,
+                end.ticks,
+            ),
+            cpu_percent_schedstat: both(&|ns| ns as f64 / 1e9 / seconds * 100.0, self.ns, end.ns),
+            wakeups_per_second: both(&|n| n as f64 / seconds, self.switches, end.switches),
+        }
+    }
+}
+
+/// Starts a master/backup pair of every contender, lets each settle, then measures all of them
+/// at once over `rounds` windows of `window`: each window is the same span of time for every
+/// contender, so what else the host does weighs on all of them alike.
 pub fn measure_idle(
-    contender: &dyn Contender,
+    contenders: &[&dyn Contender],
     timing: Timing,
     window: Duration,
+    rounds: usize,
     config: &BenchConfig,
-) -> Result<IdleCost, BenchError> {
-    let pair = Pair::new()?;
-    let lab = &pair.lab;
-    let httpd_a = start_httpd(lab, "a", config)?;
-    let httpd_b = start_httpd(lab, "b", config)?;
-    let settings_a = node_settings(
-        &pair,
-        "a",
-        contender,
-        Scenario::LinkCut,
-        timing,
-        config,
-        &httpd_a,
-    )?;
-    let settings_b = node_settings(
-        &pair,
-        "b",
-        contender,
-        Scenario::LinkCut,
-        timing,
-        config,
-        &httpd_b,
-    )?;
-    let mut node_a = contender.start(lab, &settings_a)?;
-    node_a.wait_role(Role::Master, config.wait)?;
-    let mut node_b = contender.start(lab, &settings_b)?;
-    node_b.wait_role(Role::Backup, config.wait)?;
-
-    let (pids_a, pids_b) = (node_a.pids(), node_b.pids());
-    let (start_a, start_b) = (cpu_ticks(&pids_a), cpu_ticks(&pids_b));
-    let (start_ns_a, start_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
-    let (start_cs_a, start_cs_b) = (context_switches(&pids_a), context_switches(&pids_b));
-    let started = Instant::now();
-    // The measurement window itself: a fixed span of idle operation, not a synchronisation.
-    std::thread::sleep(window);
-    let elapsed = started.elapsed();
-    let (end_a, end_b) = (cpu_ticks(&pids_a), cpu_ticks(&pids_b));
-    let percent =
-        |ticks: u64| ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
-    let (end_ns_a, end_ns_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
-    let (end_cs_a, end_cs_b) = (context_switches(&pids_a), context_switches(&pids_b));
-    let percent_ns = |ns: u64| ns as f64 / 1e9 / elapsed.as_secs_f64() * 100.0;
-    let per_second = |n: u64| n as f64 / elapsed.as_secs_f64();
-    let syscalls_per_second = if config.count_syscalls {
-        let (a, b) = count_syscalls(&pids_a, &pids_b, window)?;
-        Some((a, b))
-    } else {
-        None
-    };
-    Ok(IdleCost {
-        contender: contender.name(),
-        timing,
-        window: elapsed,
-        rss_kib: (rss_kib(&pids_a), rss_kib(&pids_b)),
-        cpu_percent: (
-            percent(end_a.saturating_sub(start_a)),
-            percent(end_b.saturating_sub(start_b)),
-        ),
-        cpu_percent_schedstat: (
-            percent_ns(end_ns_a.saturating_sub(start_ns_a)),
-            percent_ns(end_ns_b.saturating_sub(start_ns_b)),
-        ),
-        wakeups_per_second: (
-            per_second(end_cs_a.saturating_sub(start_cs_a)),
-            per_second(end_cs_b.saturating_sub(start_cs_b)),
-        ),
-        syscalls_per_second,
-        processes: (pids_a.len(), pids_b.len()),
-    })
+) -> Result<Vec<IdleCost>, BenchError> {
+    let runs = contenders
+        .iter()
+        .map(|contender| IdleRun::start(*contender, timing, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut windows: Vec<Vec<IdleWindow>> = vec![Vec::new(); runs.len()];
+    for _ in 0..rounds.max(1) {
+        let start: Vec<Counters> = runs.iter().map(|run| Counters::read(&run.pids)).collect();
+        // The measurement window itself: a fixed span of idle operation, not a synchronisation.
+        std::thread::sleep(window);
+        for ((run, start), windows) in runs.iter().zip(&start).zip(&mut windows) {
+            windows.push(start.until(&Counters::read(&run.pids)));
+        }
+    }
+    let mut costs = Vec::new();
+    for (run, windows) in runs.iter().zip(windows) {
+        let syscalls_per_second = if config.count_syscalls {
+            Some(count_syscalls(&run.pids.0, &run.pids.1, window)?)
+        } else {
+            None
+        };
+        let median = |pick: &dyn Fn(&IdleWindow) -> (f64, f64)| {
+            let of = |side: &dyn Fn((f64, f64)) -> f64| {
+                stats::median_f64(&windows.iter().map(|w| side(pick(w))).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            (of(&|v| v.0), of(&|v| v.1))
+        };
+        costs.push(IdleCost {
+            contender: run.contender,
+            timing,
+            window,
+            rss_kib: (rss_kib(&run.pids.0), rss_kib(&run.pids.1)),
+            cpu_percent: median(&|w| w.cpu_percent),
+            cpu_percent_schedstat: median(&|w| w.cpu_percent_schedstat),
+            wakeups_per_second: median(&|w| w.wakeups_per_second),
+            windows,
+            syscalls_per_second,
+            processes: (run.pids.0.len(), run.pids.1.len()),
+        });
+    }
+    Ok(costs)
 }
 
 /// Sum of VmRSS (KiB) of `pids`, from /proc/PID/status.
@@ -897,7 +972,7 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     let _ = writeln!(out, "\n## idle cost (node pair settled, window measured)");
     let _ = writeln!(
         out,
-        "| contender | timing | window | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) | wake-ups/s master, backup | syscalls/s master, backup |"
+        "| contender | timing | windows | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) | wake-ups/s master, backup | syscalls/s master, backup |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for c in costs {
@@ -907,9 +982,10 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} s | {} ({}) | {} ({}) | {:.2} ({:.3}) | {:.2} ({:.3}) | {:.0}, {:.0} | {syscalls} |",
+            "| {} | {} | {} × {:.0} s | {} ({}) | {} ({}) | {:.2} ({:.3}) | {:.2} ({:.3}) | {:.0}, {:.0} | {syscalls} |",
             c.contender,
             c.timing.label(),
+            c.windows.len(),
             c.window.as_secs_f64(),
             c.rss_kib.0,
             c.processes.0,
@@ -942,6 +1018,11 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
             );
             header = true;
         }
+        // Window by window (the same span of time for both), then the median of the ratios.
+        let paired = |pick: &dyn Fn(&IdleWindow) -> f64| {
+            let values = |cost: &IdleCost| cost.windows.iter().map(pick).collect::<Vec<_>>();
+            stats::paired_ratio(&values(hav), &values(reference))
+        };
         let syscalls = match (hav.syscalls_per_second, reference.syscalls_per_second) {
             (Some(h), Some(r)) => format!("{} | {}", ratio(h.0, r.0), ratio(h.1, r.1)),
             _ => "– | –".into(),
@@ -950,16 +1031,10 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
             out,
             "| {} | {} | {} | {} | {} | {syscalls} |",
             timing.label(),
-            ratio(
-                hav.cpu_percent_schedstat.0,
-                reference.cpu_percent_schedstat.0
-            ),
-            ratio(
-                hav.cpu_percent_schedstat.1,
-                reference.cpu_percent_schedstat.1
-            ),
-            ratio(hav.wakeups_per_second.0, reference.wakeups_per_second.0),
-            ratio(hav.wakeups_per_second.1, reference.wakeups_per_second.1),
+            paired(&|w| w.cpu_percent_schedstat.0),
+            paired(&|w| w.cpu_percent_schedstat.1),
+            paired(&|w| w.wakeups_per_second.0),
+            paired(&|w| w.wakeups_per_second.1),
         );
     }
     out

@@ -52,6 +52,32 @@ pub fn ratio(hav: f64, reference: f64) -> String {
     }
 }
 
+/// The median of `values` (nearest rank, NaN never counted); `None` when there are none.
+pub fn median_f64(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(f64::total_cmp);
+    nearest_rank(&sorted, 50)
+}
+
+/// `hav / reference` of paired measurements (the same windows of time): the median of the
+/// per-pair ratios, with two decimals; pairs with a zero reference are left out, and `–` is
+/// printed when none is left or the lengths differ.
+pub fn paired_ratio(hav: &[f64], reference: &[f64]) -> String {
+    if hav.len() != reference.len() {
+        return "–".into();
+    }
+    let ratios: Vec<f64> = hav
+        .iter()
+        .zip(reference)
+        .filter(|(_, r)| **r > 0.0)
+        .map(|(h, r)| h / r)
+        .collect();
+    match median_f64(&ratios) {
+        Some(median) => format!("{median:.2}"),
+        None => "–".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +115,17 @@ mod tests {
     fn ratios_print_with_two_decimals_and_never_divide_by_zero() {
         assert_eq!(ratio(3.0, 4.0), "0.75");
         assert_eq!(ratio(3.0, 0.0), "–");
+    }
+
+    #[test]
+    fn paired_ratios_take_the_median_window_by_window() {
+        // A noisy second window moves both alike: its ratio is the same as the others'.
+        assert_eq!(paired_ratio(&[1.0, 4.0, 1.1], &[2.0, 8.0, 2.0]), "0.50");
+        assert_eq!(paired_ratio(&[1.0, 2.0], &[0.0, 4.0]), "0.50");
+        assert_eq!(paired_ratio(&[1.0], &[0.0]), "–");
+        assert_eq!(paired_ratio(&[1.0, 2.0], &[1.0]), "–");
+        assert_eq!(median_f64(&[3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median_f64(&[]), None);
     }
 
     #[test]

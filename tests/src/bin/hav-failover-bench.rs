@@ -39,6 +39,9 @@ struct Args {
     /// Idle measurement window in seconds (0 skips it).
     #[arg(long, default_value_t = 10)]
     idle_window_s: u64,
+    /// Idle windows per timing; every contender runs through the same windows.
+    #[arg(long, default_value_t = 3)]
+    idle_rounds: usize,
     /// Comma-separated timings of the idle measurement: v2-1s, v3-100ms, v3-20ms, v3-10ms.
     #[arg(long, value_delimiter = ',', default_value = "v3-100ms")]
     idle_timings: Vec<String>,
@@ -142,22 +145,21 @@ fn main() -> anyhow::Result<()> {
 
     if args.idle_window_s > 0 {
         let mut costs = Vec::new();
+        let measured: Vec<&dyn Contender> = contenders
+            .iter()
+            .filter(|c| ran.contains(&c.name()))
+            .map(|c| c.as_ref())
+            .collect();
         for &timing in &idle_timings {
-            for contender in &contenders {
-                if !ran.contains(&contender.name()) {
-                    continue;
-                }
-                match bench::measure_idle(
-                    contender.as_ref(),
-                    timing,
-                    Duration::from_secs(args.idle_window_s),
-                    &config,
-                ) {
-                    Ok(cost) => costs.push(cost),
-                    Err(e) => {
-                        eprintln!("{} idle {}: FAILED: {e}", contender.name(), timing.label())
-                    }
-                }
+            match bench::measure_idle(
+                &measured,
+                timing,
+                Duration::from_secs(args.idle_window_s),
+                args.idle_rounds,
+                &config,
+            ) {
+                Ok(measured) => costs.extend(measured),
+                Err(e) => eprintln!("idle {}: FAILED: {e}", timing.label()),
             }
         }
         print!("{}", bench::render_idle(&costs));
