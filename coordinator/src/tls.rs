@@ -38,7 +38,7 @@ pub struct ServerTlsFiles {
 
 /// Builds the server config from the files.
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = hav_proto::transport::fleet_crypto();
     let roots = Arc::new(root_store(&files.ca)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
@@ -51,6 +51,8 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, Transp
             load_key(&files.key)?,
         )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // This side's order picks the suite, so any client (a browser, grpcurl) gets the cheapest.
+    config.ignore_client_order = true;
     // Stateless resumption: a reconnecting agent presents its ticket and skips the certificate
     // exchange and signatures, whatever the number of agents (the ticket keys rotate every 6 h
     // and live in this config: a certificate reload starts new ones). The client certificate

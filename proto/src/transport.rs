@@ -64,17 +64,39 @@ pub enum TransportError {
     Connect(Box<dyn StdError + Send + Sync>),
 }
 
+/// The cryptography of the fleet's links (agent, havctl and coordinator alike): ring's, with
+/// TLS 1.3's AES-128-GCM/SHA-256 suite preferred. Every suite ring offers stays acceptable;
+/// the order only picks, between two hav ends, the suite whose hash (SHA-256) costs least per
+/// handshake, and AES-128 is as safe here as AES-256 (128-bit keys are the fleet's level
+/// throughout: P-256 certificates, X25519 key exchange).
+pub fn fleet_crypto() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let mut provider = rustls::crypto::ring::default_provider();
+    let preferred = [
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+    ];
+    let others: Vec<_> = (provider.cipher_suites.iter())
+        .filter(|suite| !preferred.iter().any(|p| p.suite() == suite.suite()))
+        .copied()
+        .collect();
+    provider.cipher_suites = preferred.into_iter().chain(others).collect();
+    Arc::new(provider)
+}
+
 /// Loads the CA, certificate and key and builds a TLS 1.3 client config that presents the
 /// certificate and trusts only the fleet CA.
 pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<ClientConfig>, TransportError> {
     let roots = root_store(&files.ca)?;
     let chain = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
+    let config = ClientConfig::builder_with_provider(fleet_crypto())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
     let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -401,6 +423,22 @@ fn explain_tls(err: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_prefers_aes_128_and_drops_no_suite() {
+        let fleet = fleet_crypto();
+        let ring = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            fleet.cipher_suites.first().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        let names = |suites: &[rustls::SupportedCipherSuite]| {
+            let mut names: Vec<_> = suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&fleet.cipher_suites), names(&ring.cipher_suites));
+    }
 
     #[test]
     fn accepts_host_port_forms() {
