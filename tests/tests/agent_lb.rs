@@ -218,6 +218,13 @@ fn nat_real_server_death_leaves_rotation_within_its_bound_heals_back_and_the_bac
         "figure: nat rr: rs2 healed, back in rotation after {:?} (delay_loop 1s)",
         healed.elapsed()
     );
+    // The backup's own check readmits rs2 in its own time (delay_loop): the new master starts
+    // from the set the backup checked, so the crash waits until that set holds rs2 again.
+    lab.b
+        .wait_status("rs2 up on the backup", WAIT_STATUS, |status| {
+            status["trackers"][&key].as_str() == Some("up")
+        })
+        .unwrap_or_else(|e| panic!("the backup sees rs2 up: {e}"));
 
     assert!(
         lab.tables("b").expect("nft").is_empty(),
