@@ -1,9 +1,10 @@
 //! Many instances per node: 255 IPv4 and 255 IPv6 VRRPv3 instances on one interface, for a hav
 //! pair and a keepalived pair, each in a fresh [`ScalePair`].
 //!
-//! Per repetition: the pair settles (node `a` master of every instance, `b` backup of every
-//! one), the first repetition of each contender measures idle cost over a window (CPU from
-//! schedstat, as [`super::measure_idle`] does, and RSS summed over the daemon's processes), then
+//! Idle cost first ([`idle_side_by_side`]): a settled pair of every contender at once, measured
+//! over the same window (CPU from schedstat, as [`super::measure_idle`] does, and RSS summed
+//! over the daemon's processes). Then per repetition: the pair settles (node `a` master of every
+//! instance, `b` backup of every one), then
 //! `a`'s switch port goes down and the figure is the time from the cut until `b` holds every
 //! VIP, read from netlink address notifications in `b`'s namespace. Nothing asserts on timing:
 //! the report prints the figures next to the protocol's bound and as hav / keepalived ratios.
@@ -129,41 +130,40 @@ pub fn takeover(events: &[HolderEvent], fault: Instant, node: usize, vips: usize
 #[derive(Debug, Clone)]
 pub struct ManyInstancesRun {
     pub kind: DaemonKind,
+    /// The idle cost of this contender, on its first repetition ([`idle_side_by_side`]).
     pub idle: Option<ScaleIdle>,
     pub takeover: Takeover,
     /// The name of the instance of [`Takeover::last_vip`].
     pub last_instance: Option<String>,
 }
 
-/// One repetition: a fresh pair, the idle window if `measure_idle`, the cut.
-pub fn run_once(
-    kind: DaemonKind,
-    config: &ManyInstancesConfig,
-    measure_idle: bool,
-) -> Result<ManyInstancesRun, BenchError> {
-    let spec = PairSpec {
+/// The pair of `kind` that `config` describes.
+fn pair_spec(kind: DaemonKind, config: &ManyInstancesConfig) -> PairSpec {
+    PairSpec {
         kind,
         advert_interval: config.advert_interval,
         master_priority: config.master_priority,
         backup_priority: config.backup_priority,
         httpd: false,
         wait: config.wait,
-    };
-    let pair = ScalePair::start(spec, |_| per_family(config.per_family))?;
-    let result = measure(&pair, config, measure_idle);
+    }
+}
+
+/// One repetition: a fresh pair and the cut (its idle cost is measured apart, side by side:
+/// [`idle_side_by_side`]).
+pub fn run_once(
+    kind: DaemonKind,
+    config: &ManyInstancesConfig,
+) -> Result<ManyInstancesRun, BenchError> {
+    let pair = ScalePair::start(pair_spec(kind, config), |_| per_family(config.per_family))?;
+    let result = measure(&pair, config);
     if result.is_err() {
         pair.keep_logs();
     }
     result
 }
 
-fn measure(
-    pair: &ScalePair,
-    config: &ManyInstancesConfig,
-    measure_idle: bool,
-) -> Result<ManyInstancesRun, BenchError> {
-    let idle = (measure_idle && !config.idle_window.is_zero())
-        .then(|| idle_cost(pair, config.idle_window));
+fn measure(pair: &ScalePair, config: &ManyInstancesConfig) -> Result<ManyInstancesRun, BenchError> {
     // Phase randomisation, not a synchronisation.
     std::thread::sleep(random_below(config.fault_jitter)?);
     let fault = Instant::now();
@@ -186,16 +186,16 @@ fn measure(
     }
     Ok(ManyInstancesRun {
         kind: pair.spec.kind,
-        idle,
+        idle: None,
         takeover,
         last_instance,
     })
 }
 
-/// CPU (schedstat) and RSS of both daemons over `window` of settled operation.
-fn idle_cost(pair: &ScalePair, window: Duration) -> ScaleIdle {
-    let (pids_a, pids_b) = (pair.a.pids(), pair.b.pids());
-    let (start_a, start_b) = (cpu_ns(&pids_a), cpu_ns(&pids_b));
+/// The idle cost of every pair of `pairs` over one and the same `window`.
+fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Vec<ScaleIdle> {
+    let pids: Vec<(Vec<u32>, Vec<u32>)> = pairs.iter().map(|p| (p.a.pids(), p.b.pids())).collect();
+    let starts: Vec<(u64, u64)> = (pids.iter()).map(|(a, b)| (cpu_ns(a), cpu_ns(b))).collect();
     let started = Instant::now();
     // The measurement window itself: a fixed span of idle operation, not a synchronisation.
     std::thread::sleep(window);
@@ -203,12 +203,27 @@ fn idle_cost(pair: &ScalePair, window: Duration) -> ScaleIdle {
     let percent = |start: u64, pids: &[u32]| {
         cpu_ns(pids).saturating_sub(start) as f64 / 1e9 / elapsed.as_secs_f64() * 100.0
     };
-    ScaleIdle {
-        window: elapsed,
-        cpu_percent: (percent(start_a, &pids_a), percent(start_b, &pids_b)),
-        rss_kib: (rss_kib(&pids_a), rss_kib(&pids_b)),
-        processes: (pids_a.len(), pids_b.len()),
-    }
+    (pids.iter().zip(starts))
+        .map(|((a, b), (start_a, start_b))| ScaleIdle {
+            window: elapsed,
+            cpu_percent: (percent(start_a, a), percent(start_b, b)),
+            rss_kib: (rss_kib(a), rss_kib(b)),
+            processes: (a.len(), b.len()),
+        })
+        .collect()
+}
+
+/// The idle cost of a settled pair of every kind of `kinds`, all running at once and measured
+/// over the same window: what else the host does weighs on each alike.
+pub fn idle_side_by_side(
+    kinds: &[DaemonKind],
+    config: &ManyInstancesConfig,
+) -> Result<Vec<(DaemonKind, ScaleIdle)>, BenchError> {
+    let pairs = (kinds.iter())
+        .map(|&kind| ScalePair::start(pair_spec(kind, config), |_| per_family(config.per_family)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let costs = idle_costs(&pairs.iter().collect::<Vec<_>>(), config.idle_window);
+    Ok(kinds.iter().copied().zip(costs).collect())
 }
 
 /// The report: idle cost and takeover of every VIP per contender, then hav / keepalived.

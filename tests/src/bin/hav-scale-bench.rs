@@ -93,11 +93,23 @@ fn main() -> anyhow::Result<()> {
                 ..ManyInstancesConfig::default()
             };
             let kinds = parse_kinds(&contenders, 10)?;
+            let mut idle = Vec::new();
+            if !config.idle_window.is_zero() {
+                match many_instances::idle_side_by_side(&kinds, &config) {
+                    Ok(costs) => idle = costs,
+                    Err(e) => eprintln!("idle cost, side by side: FAILED: {e}"),
+                }
+            }
             let mut runs = Vec::new();
             for kind in kinds {
                 for rep in 0..reps {
-                    match many_instances::run_once(kind, &config, rep == 0) {
-                        Ok(run) => {
+                    match many_instances::run_once(kind, &config) {
+                        Ok(mut run) => {
+                            if rep == 0 {
+                                run.idle = (idle.iter())
+                                    .find(|(measured, _)| *measured == kind)
+                                    .map(|(_, cost)| *cost);
+                            }
                             eprintln!(
                                 "{} #{rep}: every VIP on the backup after {:?} (first {:?}, last {:?}), {} missing",
                                 kind.label(),
