@@ -128,9 +128,8 @@ impl AgentService for AgentServiceImpl {
         };
         // The response stream: the Welcome, then each command as it is queued, polled by the
         // connection itself (no task or queue of its own per agent). It ends when the session
-        // is replaced (here or elsewhere) or ended, or the coordinator stops or loses its
-        // membership in the shared store.
-        // A stop ends it after the commands already queued.
+        // is replaced (here or elsewhere) or ended, or the coordinator stops (after the commands
+        // already queued) or loses its membership in the shared store.
         let downstream = Downstream {
             welcome: Some(welcome),
             commands,

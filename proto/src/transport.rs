@@ -70,20 +70,16 @@ pub enum TransportError {
 /// handshake, and AES-128 is as safe here as AES-256 (128-bit keys are the fleet's level
 /// throughout: P-256 certificates, X25519 key exchange).
 pub fn fleet_crypto() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite::{
-        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
-    };
+    use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256};
     let mut provider = rustls::crypto::ring::default_provider();
-    let preferred = [
-        TLS13_AES_128_GCM_SHA256,
-        TLS13_CHACHA20_POLY1305_SHA256,
-        TLS13_AES_256_GCM_SHA384,
-    ];
-    let others: Vec<_> = (provider.cipher_suites.iter())
-        .filter(|suite| !preferred.iter().any(|p| p.suite() == suite.suite()))
-        .copied()
-        .collect();
-    provider.cipher_suites = preferred.into_iter().chain(others).collect();
+    // A stable sort: ring's order stays for the rest.
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| match suite.suite() {
+            TLS13_AES_128_GCM_SHA256 => 0,
+            TLS13_CHACHA20_POLY1305_SHA256 => 1,
+            _ => 2,
+        });
     Arc::new(provider)
 }
 
@@ -93,11 +89,10 @@ pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<ClientConfig>, Transp
     let roots = root_store(&files.ca)?;
     let chain = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
-    let config = ClientConfig::builder_with_provider(fleet_crypto())
+    let mut config = ClientConfig::builder_with_provider(fleet_crypto())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
-    let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

@@ -685,6 +685,34 @@ impl Counters {
     }
 }
 
+/// `rounds` windows of `window` over the (master, backup) processes of every pair of `pairs`,
+/// all pairs sampled over the same spans of time; each pair's windows, in order.
+pub fn sample_windows(
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    window: Duration,
+    rounds: usize,
+) -> Vec<Vec<IdleWindow>> {
+    let mut windows = vec![Vec::new(); pairs.len()];
+    for _ in 0..rounds.max(1) {
+        let start: Vec<Counters> = pairs.iter().map(Counters::read).collect();
+        // The measurement window itself: a fixed span of idle operation, not a synchronisation.
+        std::thread::sleep(window);
+        for ((pids, start), windows) in pairs.iter().zip(&start).zip(&mut windows) {
+            windows.push(start.until(&Counters::read(pids)));
+        }
+    }
+    windows
+}
+
+/// The median over `windows` of what `pick` reads, master and backup apart.
+fn median_of(windows: &[IdleWindow], pick: fn(&IdleWindow) -> (f64, f64)) -> (f64, f64) {
+    let side = |side: fn((f64, f64)) -> f64| {
+        let values: Vec<f64> = windows.iter().map(|w| side(pick(w))).collect();
+        stats::median_f64(&values).unwrap_or_default()
+    };
+    (side(|v| v.0), side(|v| v.1))
+}
+
 /// Starts a master/backup pair of every contender, lets each settle, then measures all of them
 /// at once over `rounds` windows of `window`: each window is the same span of time for every
 /// contender, so what else the host does weighs on all of them alike.
@@ -699,37 +727,22 @@ pub fn measure_idle(
         .iter()
         .map(|contender| IdleRun::start(*contender, timing, config))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut windows: Vec<Vec<IdleWindow>> = vec![Vec::new(); runs.len()];
-    for _ in 0..rounds.max(1) {
-        let start: Vec<Counters> = runs.iter().map(|run| Counters::read(&run.pids)).collect();
-        // The measurement window itself: a fixed span of idle operation, not a synchronisation.
-        std::thread::sleep(window);
-        for ((run, start), windows) in runs.iter().zip(&start).zip(&mut windows) {
-            windows.push(start.until(&Counters::read(&run.pids)));
-        }
-    }
+    let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
     let mut costs = Vec::new();
-    for (run, windows) in runs.iter().zip(windows) {
+    for (run, windows) in runs.iter().zip(sample_windows(&pids, window, rounds)) {
         let syscalls_per_second = if config.count_syscalls {
             Some(count_syscalls(&run.pids.0, &run.pids.1, window)?)
         } else {
             None
-        };
-        let median = |pick: &dyn Fn(&IdleWindow) -> (f64, f64)| {
-            let of = |side: &dyn Fn((f64, f64)) -> f64| {
-                stats::median_f64(&windows.iter().map(|w| side(pick(w))).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            };
-            (of(&|v| v.0), of(&|v| v.1))
         };
         costs.push(IdleCost {
             contender: run.contender,
             timing,
             window,
             rss_kib: (rss_kib(&run.pids.0), rss_kib(&run.pids.1)),
-            cpu_percent: median(&|w| w.cpu_percent),
-            cpu_percent_schedstat: median(&|w| w.cpu_percent_schedstat),
-            wakeups_per_second: median(&|w| w.wakeups_per_second),
+            cpu_percent: median_of(&windows, |w| w.cpu_percent),
+            cpu_percent_schedstat: median_of(&windows, |w| w.cpu_percent_schedstat),
+            wakeups_per_second: median_of(&windows, |w| w.wakeups_per_second),
             windows,
             syscalls_per_second,
             processes: (run.pids.0.len(), run.pids.1.len()),

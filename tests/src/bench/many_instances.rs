@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::scale_pair::{DaemonKind, NODE_A, NODE_B, PairSpec, ScalePair, per_family};
 use super::stats::{Spread, ms, ratio};
-use super::{BenchError, Timing, cpu_ns, random_below, rss_kib};
+use super::{BenchError, Timing, random_below, rss_kib, sample_windows};
 use crate::chaos::observe::HolderEvent;
 
 /// Parameters of the benchmark.
@@ -195,20 +195,16 @@ fn measure(pair: &ScalePair, config: &ManyInstancesConfig) -> Result<ManyInstanc
 /// The idle cost of every pair of `pairs` over one and the same `window`.
 fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Vec<ScaleIdle> {
     let pids: Vec<(Vec<u32>, Vec<u32>)> = pairs.iter().map(|p| (p.a.pids(), p.b.pids())).collect();
-    let starts: Vec<(u64, u64)> = (pids.iter()).map(|(a, b)| (cpu_ns(a), cpu_ns(b))).collect();
-    let started = Instant::now();
-    // The measurement window itself: a fixed span of idle operation, not a synchronisation.
-    std::thread::sleep(window);
-    let elapsed = started.elapsed();
-    let percent = |start: u64, pids: &[u32]| {
-        cpu_ns(pids).saturating_sub(start) as f64 / 1e9 / elapsed.as_secs_f64() * 100.0
-    };
-    (pids.iter().zip(starts))
-        .map(|((a, b), (start_a, start_b))| ScaleIdle {
-            window: elapsed,
-            cpu_percent: (percent(start_a, a), percent(start_b, b)),
-            rss_kib: (rss_kib(a), rss_kib(b)),
-            processes: (a.len(), b.len()),
+    let windows = sample_windows(&pids, window, 1);
+    (pids.iter().zip(windows))
+        .filter_map(|((a, b), windows)| {
+            let measured = windows.first()?;
+            Some(ScaleIdle {
+                window,
+                cpu_percent: measured.cpu_percent_schedstat,
+                rss_kib: (rss_kib(a), rss_kib(b)),
+                processes: (a.len(), b.len()),
+            })
         })
         .collect()
 }
