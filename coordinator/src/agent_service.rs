@@ -227,17 +227,31 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
             }
         }
         Some(AgentBody::Event(event)) => {
-            if let Some(hav_proto::v1::event::Kind::Transition(transition)) = &event.kind {
-                record_transition(shared, node, event.unix_ms, transition);
-                shared
-                    .registry
-                    .report_transition(node, session, transition.clone(), event.unix_ms);
-            }
+            let audit = match &event.kind {
+                Some(hav_proto::v1::event::Kind::Transition(transition)) => {
+                    shared.registry.report_transition(
+                        node,
+                        session,
+                        transition.clone(),
+                        event.unix_ms,
+                    );
+                    Some(transition_record(node, event.unix_ms, transition))
+                }
+                _ => None,
+            };
             shared.registry.publish(FleetEvent {
                 node: node.to_owned(),
                 unix_ms: unix_ms(),
                 kind: Some(fleet_event::Kind::Agent(event)),
-            })
+            });
+            // Queued after the publish, so a transition logged as queued is also one every
+            // watcher of that moment has in its buffer, even if the stop follows at once.
+            if let Some(record) = audit {
+                let detail = record.detail.clone();
+                // Written behind, in order: the agent's stream never waits for the disk.
+                shared.transitions.submit(record);
+                tracing::debug!(%node, %detail, "transition queued for the audit log");
+            }
         }
         Some(AgentBody::Ack(ack)) => shared.registry.ack(node, session, ack),
         Some(AgentBody::Hello(_)) => tracing::warn!(%node, "second Hello ignored"),
@@ -247,18 +261,17 @@ async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message:
 
 /// Transitions are kept in the audit log, so one that happened while the coordinator was away
 /// (the agent queues its events) is in `havctl history` once it is back, watched or not.
-fn record_transition(
-    shared: &Arc<Shared>,
+fn transition_record(
     node: &str,
     at_unix_ms: u64,
     transition: &hav_proto::v1::Transition,
-) {
+) -> crate::store::AuditRecord {
     let state = |value: i32| {
         hav_proto::v1::VrrpState::try_from(value)
             .map(|s| s.as_str_name().trim_start_matches("VRRP_STATE_").to_owned())
             .unwrap_or_else(|_| value.to_string())
     };
-    let record = crate::store::AuditRecord {
+    crate::store::AuditRecord {
         unix_ms: at_unix_ms,
         who: format!("node {node}"),
         action: "transition".into(),
@@ -270,10 +283,7 @@ fn record_transition(
             transition.cause
         ),
         allowed: true,
-    };
-    tracing::debug!(%node, detail = %record.detail, "transition queued for the audit log");
-    // Written behind, in order: the agent's stream never waits for the disk.
-    shared.transitions.submit(record);
+    }
 }
 
 /// Sends the node its desired config if it runs an older one.
