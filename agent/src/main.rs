@@ -88,7 +88,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // The daemon's loop runs on this thread and waits in an `epoll` of its own (its VRRP
+    // sockets and timer); the runtime's one worker drives everything else beside it.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hav-agent-rt")
         .enable_all()
         .build()
     {

@@ -35,11 +35,22 @@ fn unicast(iface: &str, family: Family, source: IpAddr, peers: &[IpAddr]) -> Soc
     }
 }
 
+/// The next datagram, waited for with `poll(2)` (the socket belongs to no reactor).
 async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
-    tokio::time::timeout(TIMEOUT, socket.recv(buf))
-        .await
-        .expect("no datagram in time")
-        .unwrap()
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::BorrowedFd;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(received) = socket.try_recv(buf).unwrap() {
+            return received;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no datagram in time");
+        // SAFETY: the descriptor is the socket's, open for the whole call.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).unwrap();
+    }
 }
 
 fn datagram(received: Received) -> Datagram {
@@ -56,7 +67,7 @@ fn multicast_v4_advert_arrives_with_ttl_255_and_cs6() {
         let receiver = lab
             .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
             .unwrap();
-        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
@@ -80,7 +91,7 @@ fn multicast_v6_advert_arrives_with_hop_limit_255_from_link_local() {
         let receiver = lab
             .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V6, None)))
             .unwrap();
-        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
@@ -101,8 +112,8 @@ fn one_socket_serves_several_senders_and_reports_each_datagram() {
             .unwrap();
         let mut second = PAYLOAD;
         second[1] = 52; // another VRID on the same socket
-        sender.send_advert(&PAYLOAD).await.unwrap();
-        sender.send_advert(&second).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
+        sender.send_advert(&second).unwrap();
         let mut buf = [0u8; 1500];
         let first = datagram(recv(&receiver, &mut buf).await);
         assert_eq!(first.payload(&buf), PAYLOAD);
@@ -170,7 +181,7 @@ fn unicast_v4_reaches_peers_and_strangers_are_reported() {
                 VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[stranger])).unwrap(),
             )
         });
-        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&knows_a, &mut buf).await);
@@ -195,7 +206,7 @@ fn unicast_v6_reaches_every_peer_from_the_configured_source() {
                 VrrpSocket::open(&unicast(IFACE_B, Family::V6, b, &[IpAddr::V6(LL_A)])).unwrap(),
             )
         });
-        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
 
         let mut buf = [0u8; 1500];
         let mut destinations = BTreeSet::new();
@@ -220,7 +231,7 @@ fn truncated_datagram_is_reported_malformed() {
         let receiver = lab
             .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
             .unwrap();
-        sender.send_advert(&PAYLOAD).await.unwrap();
+        sender.send_advert(&PAYLOAD).unwrap();
         let mut small = [0u8; 24];
         match recv(&receiver, &mut small).await {
             Received::Malformed { src, .. } => assert_eq!(src, Some(IpAddr::V4(V4_A))),
@@ -254,8 +265,8 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
         });
         let mut unicast_payload = PAYLOAD;
         unicast_payload[1] = 60;
-        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
-        unicast_sender.send_advert(&unicast_payload).await.unwrap();
+        multicast_sender.send_advert(&PAYLOAD).unwrap();
+        unicast_sender.send_advert(&unicast_payload).unwrap();
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&multicast_receiver, &mut buf).await);
@@ -274,10 +285,7 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
 fn sending_to_the_other_family_is_refused() {
     run(|_lab| async move {
         let socket = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let error = socket
-            .send_to(IpAddr::V6(V6_B), &PAYLOAD)
-            .await
-            .unwrap_err();
+        let error = socket.send_to(IpAddr::V6(V6_B), &PAYLOAD).unwrap_err();
         assert!(error.to_string().contains("2001:db8::2"), "{error}");
     });
 }
@@ -298,8 +306,8 @@ fn configured_source_is_used_for_multicast_and_unicast() {
                 VrrpSocket::open(&unicast(IFACE_B, Family::V4, b, &[secondary])).unwrap(),
             )
         });
-        multicast_sender.send_advert(&PAYLOAD).await.unwrap();
-        unicast_sender.send_advert(&PAYLOAD).await.unwrap();
+        multicast_sender.send_advert(&PAYLOAD).unwrap();
+        unicast_sender.send_advert(&PAYLOAD).unwrap();
         let mut buf = [0u8; 1500];
         assert_eq!(
             datagram(recv(&multicast_receiver, &mut buf).await).src,

@@ -344,12 +344,24 @@ impl Agent {
     /// Like [`Agent::start`] with the agent logging at `info` only, as in production (the
     /// benchmark measures its idle cost).
     pub fn start_quiet(lab: &Lab, host: &str, config: &AgentConfig) -> Result<Agent, AgentError> {
+        Self::start_quiet_as(lab, host, config, &agent_binary()?)
+    }
+
+    /// [`Agent::start_quiet`] with another build of hav-agent (a benchmark's reference); later
+    /// starts of this agent run the usual binary.
+    pub fn start_quiet_as(
+        lab: &Lab,
+        host: &str,
+        config: &AgentConfig,
+        binary: &Path,
+    ) -> Result<Agent, AgentError> {
         let dir = lab.log_dir().join(format!("agent-{host}"));
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
         write_config_file(&dir, &config.render(&dir))?;
+        let spec = binary_spec(binary.to_owned(), host, &dir, 0, "info");
         Ok(Agent {
             host: host.to_owned(),
-            process: spawn_with_log(lab, host, &dir, 0, "info", &[])?,
+            process: lab.spawn(host, spec)?,
             dir,
             starts: 1,
             env: Vec::new(),
@@ -667,13 +679,17 @@ fn spawn_with_log(
 /// How `host`'s agent is started for the `start`th time: `--config <dir>/agent.toml`,
 /// `RUST_LOG=log`; its output goes to `<lab log dir>/<spec name>.log`.
 fn agent_spec(host: &str, dir: &Path, start: u32, log: &str) -> Result<SpawnSpec, AgentError> {
-    let binary = agent_binary()?;
+    Ok(binary_spec(agent_binary()?, host, dir, start, log))
+}
+
+/// [`agent_spec`] for a given binary.
+fn binary_spec(binary: PathBuf, host: &str, dir: &Path, start: u32, log: &str) -> SpawnSpec {
     let config = dir.join("agent.toml");
-    Ok(SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
+    SpawnSpec::new(format!("hav-agent-{host}-{start}"), binary)
         .arg("--config")
         .arg(config.display().to_string())
         .env("RUST_LOG", log)
-        .env("RUST_BACKTRACE", "1"))
+        .env("RUST_BACKTRACE", "1")
 }
 
 /// An inotify watch on a log file: [`LogWatch::wait`] returns when the file was written to.

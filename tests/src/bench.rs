@@ -318,12 +318,30 @@ impl ContenderNode for KeepalivedNode {
 /// hav-agent, as built in this workspace (`HAV_AGENT_BIN` overrides the binary). It tracks the
 /// "proxy" through its pid file with the pidfd process tracker in both tracked-death scenarios
 /// (keepalived needs a track file or a periodic script for the same job), weight 0.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HavContender;
+#[derive(Debug, Default, Clone)]
+pub struct HavContender {
+    /// Another build, run as the contender [`HAV_REFERENCE`] (an A/B of two builds in one run).
+    reference: Option<PathBuf>,
+}
+
+/// The name of a second hav build measured beside the first.
+pub const HAV_REFERENCE: &str = "hav-ref";
+
+impl HavContender {
+    /// The build at `binary`, named [`HAV_REFERENCE`].
+    pub fn reference(binary: PathBuf) -> Self {
+        Self {
+            reference: Some(binary),
+        }
+    }
+}
 
 impl Contender for HavContender {
     fn name(&self) -> &'static str {
-        "hav"
+        match self.reference {
+            Some(_) => HAV_REFERENCE,
+            None => "hav",
+        }
     }
 
     fn start(
@@ -355,7 +373,10 @@ impl Contender for HavContender {
         }
         let mut config = AgentConfig::new(&settings.node, vec![instance]);
         config.extra = extra;
-        let agent = Agent::start_quiet(lab, &settings.node, &config)?;
+        let agent = match &self.reference {
+            Some(binary) => Agent::start_quiet_as(lab, &settings.node, &config, binary)?,
+            None => Agent::start_quiet(lab, &settings.node, &config)?,
+        };
         Ok(Box::new(HavNode { agent }))
     }
 }
@@ -1019,18 +1040,28 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     };
     let mut timings: Vec<Timing> = costs.iter().map(|c| c.timing).collect();
     timings.dedup();
-    let mut header = false;
-    for timing in timings {
-        let (Some(hav), Some(reference)) = (find("hav", timing), find("keepalived", timing)) else {
-            continue;
-        };
-        if !header {
-            let _ = writeln!(
-                out,
-                "\n| hav / keepalived | CPU master | CPU backup | wake-ups master | wake-ups backup | syscalls master | syscalls backup |\n|---|---|---|---|---|---|---|"
-            );
-            header = true;
+    for against in ["keepalived", HAV_REFERENCE] {
+        let mut header = false;
+        for &timing in &timings {
+            let (Some(hav), Some(reference)) = (find("hav", timing), find(against, timing)) else {
+                continue;
+            };
+            if !header {
+                let _ = writeln!(
+                    out,
+                    "\n| hav / {against} | CPU master | CPU backup | wake-ups master | wake-ups backup | syscalls master | syscalls backup |\n|---|---|---|---|---|---|---|"
+                );
+                header = true;
+            }
+            render_ratios(&mut out, timing, hav, reference);
         }
+    }
+    out
+}
+
+/// One row of ratios: `hav` over `reference`, window by window.
+fn render_ratios(out: &mut String, timing: Timing, hav: &IdleCost, reference: &IdleCost) {
+    {
         // Window by window (the same span of time for both), then the median of the ratios.
         let paired = |pick: &dyn Fn(&IdleWindow) -> f64| {
             let values = |cost: &IdleCost| cost.windows.iter().map(pick).collect::<Vec<_>>();
@@ -1050,7 +1081,6 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
             paired(&|w| w.wakeups_per_second.1),
         );
     }
-    out
 }
 
 /// The directory of the running executable (where cargo puts `hav-test-httpd` next to the

@@ -209,7 +209,7 @@ fn failover_bench_pipeline_measures_keepalived_and_hav() {
     assert_eq!(result.report.before.as_deref(), Some("a"));
     assert!(result.report.outage.is_some(), "{:?}", result.report);
     let hav = bench::run_once(
-        &HavContender,
+        &HavContender::default(),
         Scenario::GracefulStop,
         Timing::V3_20MS,
         &config,

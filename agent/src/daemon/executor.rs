@@ -549,7 +549,7 @@ impl Executor {
                 else {
                     return;
                 };
-                if let Err(error) = socket.send_to(dst, &payload).await {
+                if let Err(error) = socket.send_to(dst, &payload) {
                     // With the kernel's reason (EPERM from a firewall, ENOBUFS, ...).
                     let error = hav_proto::errors::chain(&error);
                     tracing::warn!(router = %self.name(router), %error, "advert not sent");

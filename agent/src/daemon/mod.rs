@@ -18,6 +18,7 @@ mod handover;
 mod links;
 pub mod network;
 pub mod plan;
+mod poller;
 mod rare;
 mod realtime;
 mod reload;
@@ -28,7 +29,9 @@ mod timer;
 mod trackers;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -53,6 +56,18 @@ use trackers::Trackers;
 
 pub use reload::ReloadError;
 pub use signals::HANDLED_SIGNALS;
+
+/// What one turn of the loop serves.
+enum Turn {
+    Rare(Rare),
+    OverridesExpired,
+    /// A datagram read, and when the loop woke for it.
+    Inbound(Inbound, Instant),
+    Handover(handover::Event),
+    /// The engine's deadline passed; the time that was seen.
+    Deadline(Instant),
+    Watchdog,
+}
 
 /// A deadline handled this much after it passed means the loop did not run for a while.
 const LATE_DEADLINE: Duration = Duration::from_millis(5);
@@ -283,54 +298,124 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The loop. It blocks its thread in its own `epoll` ([`poller`]) between turns, so it
+    /// must run on a thread of its own: the one blocking on a multi-thread runtime, whose
+    /// workers drive the rest.
     async fn run(&mut self) -> anyhow::Result<()> {
+        if tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            anyhow::bail!("the daemon's loop needs a multi-thread runtime to block beside");
+        }
         let mut signals = Signals::install()?;
         // Ready only once SIGTERM is ours: a stop right after start-up is a graceful one.
         self.notify(|n| n.ready());
         let mut stopping = false;
         // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
-        let mut watchdog = sd_notify::watchdog_interval().map(tokio::time::interval);
+        let watchdog_every = sd_notify::watchdog_interval();
+        let mut next_watchdog = watchdog_every.map(|_| Instant::now());
         let mut engine_timer = timer::EngineTimer::new()?;
+        let mut poller = poller::Poller::new(engine_timer.as_raw_fd())?;
         let gate = rare::Gate::default();
         // The overdue deadline whose lateness was last taken as a stall of this process: one
         // stall raises the scheduling priority once, whichever event woke the loop first.
         let mut late_seen: Option<Instant> = None;
+        let mut ready = Vec::new();
+        let mut timer_fired = false;
         loop {
             let deadline = self.engine.poll_timeout();
             engine_timer.arm(deadline)?;
+            (poller.follow_sockets(
+                self.executor.sockets.generation(),
+                self.executor.sockets.descriptors(),
+            ))
+            .context("cannot wait for the VRRP sockets")?;
             // Set when this turn only fed the engine adverts or its own deadline.
             let mut engine_only = false;
-            let expiry = self.overrides.next_expiry();
-            let override_expiry = async {
-                match expiry {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
+            // The first source with something, in order: the rare ones, expired overrides,
+            // adverts, hand-over events, the engine's deadline, the watchdog; else a wait.
+            let turn = loop {
+                // Polled outside tokio's budget: this thread runs one poll of its task for as
+                // long as it loops, and a spent budget would make every source look empty.
+                let rare = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(
+                    |cx| {
+                        gate.poll(cx, |cx| {
+                            rare::Sources {
+                                signals: &mut signals,
+                                link: &mut self.link,
+                                status_requests: &mut self.status_requests,
+                                balancer: &mut self.executor.balancer,
+                                trackers: &mut self.trackers.events,
+                                host: &mut self.host,
+                                stopping,
+                            }
+                            .poll_next(cx)
+                        })
+                    }
+                )))
+                .poll(&mut poller.context());
+                if let Poll::Ready(rare) = rare {
+                    break Turn::Rare(rare);
+                }
+                let now = Instant::now();
+                let override_expiry = self.overrides.next_expiry();
+                if override_expiry.is_some_and(|at| at <= now) {
+                    break Turn::OverridesExpired;
+                }
+                if let Some(inbound) = self.executor.sockets.try_next() {
+                    break Turn::Inbound(inbound, now);
+                }
+                let handover = &self.executor.handover;
+                let beacons = self.executor.beacons.as_ref();
+                let none_left = self.executor.counts.none_left();
+                let handover_events = handover::has_events(handover, beacons);
+                // Alive through the wait below: its sleep and socket wake the loop.
+                let mut handover_event = std::pin::pin!(tokio::task::coop::unconstrained(async {
+                    match handover_events {
+                        true => handover::next_event(handover, beacons, none_left).await,
+                        false => std::future::pending().await,
+                    }
+                }));
+                if let Poll::Ready(event) = handover_event.as_mut().poll(&mut poller.context()) {
+                    break Turn::Handover(event);
+                }
+                if std::mem::take(&mut timer_fired) && engine_timer.expired(now) {
+                    break Turn::Deadline(now);
+                }
+                if next_watchdog.is_some_and(|at| at <= now) {
+                    break Turn::Watchdog;
+                }
+                let handover_deadline = handover_events.then(|| handover.next_deadline()).flatten();
+                let timeout = [override_expiry, next_watchdog, handover_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|at| at.saturating_duration_since(now));
+                ready.clear();
+                poller.wait(timeout, &mut ready)?;
+                for event in &ready {
+                    match *event {
+                        poller::Ready::Doorbell => {}
+                        poller::Ready::Timer => timer_fired = true,
+                        poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
+                    }
                 }
             };
-            tokio::select! {
-                biased;
-                rare = std::future::poll_fn(|cx| {
-                    gate.poll(cx, |cx| {
-                        rare::Sources {
-                            signals: &mut signals,
-                            link: &mut self.link,
-                            status_requests: &mut self.status_requests,
-                            balancer: &mut self.executor.balancer,
-                            trackers: &mut self.trackers.events,
-                            host: &mut self.host,
-                            stopping,
-                        }
-                        .poll_next(cx)
-                    })
-                }) => match rare {
-                    Rare::Signal(Received::Stop(name)) => self.begin_stop(&mut stopping, name).await,
+            match turn {
+                Turn::Rare(rare) => match rare {
+                    Rare::Signal(Received::Stop(name)) => {
+                        self.begin_stop(&mut stopping, name).await
+                    }
                     Rare::Signal(Received::Reload) => self.reload().await,
                     Rare::Signal(Received::Status) => {
                         tracing::info!("status:\n{}", status::render(&self.snapshot()));
                         continue;
                     }
                     Rare::Signal(Received::Statistics) => {
-                        tracing::info!("statistics:\n{}", status::render_statistics(&self.snapshot()));
+                        tracing::info!(
+                            "statistics:\n{}",
+                            status::render_statistics(&self.snapshot())
+                        );
                         continue;
                     }
                     Rare::Signal(Received::Ignored(name)) => {
@@ -340,7 +425,8 @@ impl Daemon {
                     Rare::Command(command) => {
                         // In an `agent.command` span that continues the coordinator's trace.
                         let span = command.span();
-                        tracing::Instrument::instrument(self.on_command(command, stopping), span).await;
+                        tracing::Instrument::instrument(self.on_command(command, stopping), span)
+                            .await;
                     }
                     Rare::Status(reply) => {
                         let _ = reply.send(self.snapshot());
@@ -348,43 +434,41 @@ impl Daemon {
                     }
                     Rare::CheckReport(report) => self.executor.on_check(report).await,
                     Rare::Track(event) => {
-                        self.trackers.record(event, &self.running.plan, &mut self.engine, Instant::now());
+                        self.trackers.record(
+                            event,
+                            &self.running.plan,
+                            &mut self.engine,
+                            Instant::now(),
+                        );
                     }
                     Rare::HostChanged => self.rebind().await,
                 },
-                () = override_expiry => {
+                Turn::OverridesExpired => {
                     let now = Instant::now();
                     for name in self.overrides.expire(now) {
                         tracing::info!(instance = %name, "priority override expired");
                     }
                     self.apply_overrides(now);
                 }
-                inbound = self.executor.sockets.next() => {
+                Turn::Inbound(inbound, now) => {
                     // Woken late, an advert can win the wake-up, and hearing it can move the
                     // overdue deadline (a master re-announces): the stall counts here then.
-                    let now = Instant::now();
                     if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
                         self.on_late_wakeup(lateness);
                     }
                     self.on_inbound(inbound, now);
                     engine_only = true;
                 }
-                event = handover::next_event(
-                    &self.executor.handover,
-                    self.executor.beacons.as_ref(),
-                    self.executor.counts.none_left(),
-                ), if handover::has_events(&self.executor.handover, self.executor.beacons.as_ref()) => {
-                    self.executor.on_handover(event).await;
-                }
-                fired = engine_timer.expired() => {
-                    fired?;
-                    let mut now = Instant::now();
-                    let lateness = deadline.map(|at| now.saturating_duration_since(at)).unwrap_or_default();
+                Turn::Handover(event) => self.executor.on_handover(event).await,
+                Turn::Deadline(mut now) => {
+                    let lateness = deadline
+                        .map(|at| now.saturating_duration_since(at))
+                        .unwrap_or_default();
                     if lateness > LATE_DEADLINE {
                         // Woken late (the process was stopped, or starved of CPU): adverts that
                         // arrived meanwhile are older than this expiry and count first, or a
                         // backup would take over from a master it has in fact heard.
-                        self.take_queued_adverts().await;
+                        self.take_queued_adverts();
                         if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
                             self.on_late_wakeup(lateness);
                         }
@@ -393,13 +477,9 @@ impl Daemon {
                     self.engine.handle_timeout(now);
                     engine_only = true;
                 }
-                _ = async {
-                    match watchdog.as_mut() {
-                        Some(interval) => interval.tick().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                Turn::Watchdog => {
                     self.notify(|n| n.watchdog());
+                    next_watchdog = watchdog_every.map(|every| Instant::now() + every);
                     continue;
                 }
             }
@@ -505,11 +585,8 @@ impl Daemon {
     }
 
     /// Feeds the engine what the kernel has queued on the sockets.
-    async fn take_queued_adverts(&mut self) {
-        // Yielding lets the runtime poll for readiness first, so every socket with something
-        // queued is seen as readable.
-        tokio::task::yield_now().await;
-        while let Some(inbound) = self.executor.sockets.try_next() {
+    fn take_queued_adverts(&mut self) {
+        while let Some(inbound) = self.executor.sockets.try_next_queued() {
             self.on_inbound(inbound, Instant::now());
         }
     }
@@ -631,7 +708,10 @@ impl Daemon {
                 .notifications(&self.executor.notifiers.counters());
         }
         // Counters move with every advert: they count as a change only for log followers.
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        // The level hint, not `enabled!`: that leaves tracing-subscriber's per-layer filter
+        // state set when no event follows, and the loop's thread may create no event before its
+        // next span, which the OTLP layer would then take as filtered out.
+        let debug = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
         let revision = self.engine.revision();
         if engine_only && !debug && revision == self.summary_revision {
             return;

@@ -1,9 +1,12 @@
 //! The open VRRP sockets, one per [`SocketSpec`], read by the event loop itself.
 //!
-//! The loop polls every open socket in the same wake-up that handles what it read: no task and
-//! no channel sit between the kernel and the engine, so an advert costs one wake-up of the
-//! process, and no copy: the engine reads it where the kernel wrote it. Sockets are polled
-//! round-robin, so a flood on one cannot starve another.
+//! The loop waits for them in its own `epoll` ([`super::poller`]) and reads them in the same
+//! wake-up that hands what it read to the engine: no task and no channel sit between the kernel
+//! and the engine, so an advert costs one wake-up of the process, and no copy: the engine reads
+//! it where the kernel wrote it. Readiness is level-triggered: each socket `epoll` reports
+//! [readable](Sockets::mark_readable) is read once, and one that holds more is reported by the
+//! next wait. So an advert costs one read (no second one to find the socket drained), and a
+//! flood on one socket cannot starve another.
 //!
 //! A socket is bound to the index its interface had when it was opened: when the link is deleted
 //! and created again (a new index), [`Sockets::close_stale`] closes it, and the next
@@ -11,8 +14,8 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use hav_vrrp::wire::RecvMeta;
 
@@ -43,8 +46,12 @@ pub struct OpenSocket {
 /// The sockets the running plan uses.
 pub struct Sockets {
     open: HashMap<SocketSpec, OpenSocket>,
-    /// Where the next poll starts, for round-robin.
+    /// The sockets (by [`VrrpSocket::id`]) reported readable by the last wait and not read yet.
+    readable: Vec<u64>,
+    /// Where the next read starts, for round-robin.
     next: usize,
+    /// Moves whenever the open set changes, so the loop's `epoll` follows it.
+    generation: u64,
     buf: Box<[u8]>,
 }
 
@@ -52,7 +59,9 @@ impl Default for Sockets {
     fn default() -> Self {
         Self {
             open: HashMap::new(),
+            readable: Vec::new(),
             next: 0,
+            generation: 0,
             buf: vec![0u8; 2048].into_boxed_slice(),
         }
     }
@@ -85,6 +94,34 @@ impl Sockets {
     /// Makes `prepared` the open set; sockets no longer in it close.
     pub fn replace(&mut self, prepared: HashMap<SocketSpec, OpenSocket>) {
         self.open = prepared;
+        self.changed();
+    }
+
+    fn changed(&mut self) {
+        self.generation += 1;
+        let open = &self.open;
+        (self.readable).retain(|id| open.values().any(|o| o.socket.id() == *id));
+    }
+
+    /// Moves whenever the open set changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every open socket's id and descriptor, for the loop's `epoll`.
+    pub fn descriptors(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
+        (self.open.values()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
+    }
+
+    /// `epoll` reported the socket with this descriptor readable.
+    pub fn mark_readable(&mut self, fd: RawFd) {
+        let Some(open) = self.open.values().find(|o| o.socket.as_raw_fd() == fd) else {
+            return;
+        };
+        let id = open.socket.id();
+        if !self.readable.contains(&id) {
+            self.readable.push(id);
+        }
     }
 
     /// Closes the sockets whose link is gone or was replaced by one with another index; their
@@ -98,6 +135,9 @@ impl Sockets {
             }
             live
         });
+        if !closed.is_empty() {
+            self.changed();
+        }
         closed.sort();
         closed.dedup();
         closed
@@ -108,46 +148,44 @@ impl Sockets {
         self.buf.get(range).unwrap_or_default()
     }
 
-    /// The next datagram of any open socket (round-robin), as [`Sockets::poll_next`].
-    pub async fn next(&mut self) -> Inbound {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// What the kernel has queued on any open socket, without waiting; `None` once every socket
-    /// is drained.
+    /// The next datagram of a socket the last wait reported readable, each such socket read
+    /// once; `None` once every one was.
     pub fn try_next(&mut self) -> Option<Inbound> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.poll_next(&mut cx) {
-            Poll::Ready(inbound) => Some(inbound),
-            Poll::Pending => None,
+        while !self.readable.is_empty() {
+            let id = self.readable.remove(0);
+            let open = self.open.values().find(|o| o.socket.id() == id);
+            if let Some(inbound) = open.and_then(|open| read_socket(open, &mut self.buf)) {
+                return Some(inbound);
+            }
         }
+        None
     }
 
-    /// Reads the next datagram worth handing to the engine, or registers `cx` with every socket.
-    /// The multicast socket takes only what was sent to the group and a unicast socket only what
-    /// was sent to us, so that an instance never hears one advert twice.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+    /// The next datagram queued on any open socket, reported readable or not (round-robin):
+    /// what arrived while the loop was late; `None` once every socket is drained.
+    pub fn try_next_queued(&mut self) -> Option<Inbound> {
         let count = self.open.len();
         let start = self.next % count.max(1);
         let sockets = self.open.values().cycle().skip(start).take(count);
         for (step, open) in sockets.enumerate() {
-            if let Poll::Ready(inbound) = poll_socket(open, cx, &mut self.buf) {
+            if let Some(inbound) = read_socket(open, &mut self.buf) {
                 self.next = start + step + 1;
-                return Poll::Ready(inbound);
+                return Some(inbound);
             }
         }
-        Poll::Pending
+        None
     }
 }
 
-/// The next datagram of one socket worth handing on; `Pending` once it is drained.
-fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Inbound> {
+/// The next datagram of one socket worth handing on; `None` once it is drained. The multicast socket takes only what was sent to the group and a
+/// unicast socket only what was sent to us, so that an instance never hears one advert twice.
+fn read_socket(open: &OpenSocket, buf: &mut [u8]) -> Option<Inbound> {
     let interface = &open.interface;
     let multicast = matches!(open.socket.spec().mode, Mode::Multicast { .. });
     loop {
-        let inbound = match open.socket.poll_recv(cx, buf) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(Received::Datagram(datagram))) => {
+        let inbound = match open.socket.try_recv(buf) {
+            Ok(None) => return None,
+            Ok(Some(Received::Datagram(datagram))) => {
                 if datagram.dst.is_multicast() != multicast {
                     continue;
                 }
@@ -161,20 +199,20 @@ fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<
                     payload: datagram.payload,
                 }
             }
-            Poll::Ready(Ok(Received::UnknownPeer { src })) => {
+            Ok(Some(Received::UnknownPeer { src })) => {
                 tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
                 Inbound::Dropped {
                     counter: "unicast_unknown_peer",
                 }
             }
             // A unicast advert seen by the multicast socket: the unicast socket has it.
-            Poll::Ready(Ok(Received::OtherDestination { .. })) => continue,
-            Poll::Ready(Ok(_)) => Inbound::Dropped {
+            Ok(Some(Received::OtherDestination { .. })) => continue,
+            Ok(Some(_)) => Inbound::Dropped {
                 counter: "malformed_datagrams",
             },
-            Poll::Ready(Err(error)) => {
-                // The socket waits for its next event before it is read again (edge-triggered),
-                // and the link watcher closes a socket whose link vanished.
+            Err(error) => {
+                // The read took the socket's pending error, so it does not make the socket
+                // readable again; the link watcher closes a socket whose link vanished.
                 let error = hav_proto::errors::chain(&error);
                 tracing::warn!(%interface, %error, "receive failed");
                 Inbound::Dropped {
@@ -182,6 +220,6 @@ fn poll_socket(open: &OpenSocket, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<
                 }
             }
         };
-        return Poll::Ready(inbound);
+        return Some(inbound);
     }
 }

@@ -5,7 +5,8 @@
 //! through its eventfd whenever a sleep is re-registered earlier than its cached wake-up: three
 //! wake-ups per advert where the protocol needs one. At 100 ms adverts that was most of an idle
 //! agent's CPU. The timer is armed with an absolute time of `CLOCK_MONOTONIC` (the clock of
-//! [`Instant`]), so arming reads no clock: a backup re-arms after every advert it hears.
+//! [`Instant`]), so arming reads no clock: a backup re-arms after every advert it hears. The loop
+//! waits for it in its own `epoll` ([`super::poller`]), edge-triggered.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -14,20 +15,10 @@ use std::time::Instant;
 use nix::sys::time::{TimeSpec, TimeValLike};
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::time::{ClockId as TimeClock, clock_gettime};
-use tokio::io::unix::AsyncFd;
 
-/// nix's `TimerFd` offers `AsFd`; tokio's `AsyncFd` wants `AsRawFd`.
-struct Fd(TimerFd);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-/// A one-shot monotonic timer the event loop awaits.
+/// A one-shot monotonic timer the event loop waits for.
 pub struct EngineTimer {
-    fd: AsyncFd<Fd>,
+    fd: TimerFd,
     armed: Option<Instant>,
     /// One instant and `CLOCK_MONOTONIC` read after it: an [`Instant`] as an absolute
     /// expiration, never earlier than the instant (late by the nanoseconds between the reads).
@@ -36,7 +27,7 @@ pub struct EngineTimer {
 
 impl EngineTimer {
     pub fn new() -> io::Result<Self> {
-        let timer = TimerFd::new(
+        let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
@@ -44,14 +35,14 @@ impl EngineTimer {
         let anchor = (instant, clock_gettime(TimeClock::CLOCK_MONOTONIC)?);
         Ok(Self {
             anchor,
-            // SAFETY: `Fd` owns the timerfd through nix's `TimerFd`, and nothing replaces or
-            // closes it while the `AsyncFd` owns it (they are dropped together).
-            fd: unsafe {
-                AsyncFd::register_with_interest(Fd(timer), tokio::io::Interest::READABLE)
-            }
-            .map_err(io::Error::from)?,
+            fd,
             armed: None,
         })
+    }
+
+    /// The descriptor to wait on: an expiry makes it readable.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
     }
 
     /// Arms the timer for `at` (disarms it for `None`); a no-op when already armed for it.
@@ -60,9 +51,9 @@ impl EngineTimer {
             return Ok(());
         }
         match at {
-            None => self.fd.get_ref().0.unset()?,
+            None => self.fd.unset()?,
             Some(at) => {
-                self.fd.get_ref().0.set(
+                self.fd.set(
                     Expiration::OneShot(self.absolute(at)),
                     TimerSetTimeFlags::TFD_TIMER_ABSTIME,
                 )?;
@@ -83,85 +74,100 @@ impl EngineTimer {
         absolute.max(TimeSpec::nanoseconds(1))
     }
 
-    /// Waits until the armed deadline passes (forever if none is armed).
+    /// After the descriptor was readable: whether the armed deadline has passed at `now` (then
+    /// the timer is disarmed).
     ///
     /// The expiration count is never read: arming again resets it, and each expiry is an edge
-    /// of its own for epoll (tokio's registration is edge-triggered), so one `read(2)` per
-    /// deadline is saved. What the count told, whether this readiness is an expiry of the
-    /// deadline armed now or a stale one (the timer fired, then was armed again for later
-    /// before the loop got here), the clock tells instead: the timer never fires before its
-    /// deadline.
-    pub async fn expired(&mut self) -> io::Result<()> {
-        let Some(at) = self.armed else {
-            return std::future::pending().await;
-        };
-        loop {
-            let mut ready = self.fd.readable().await?;
-            ready.clear_ready();
-            if Instant::now() >= at {
+    /// of its own for `epoll`, so one `read(2)` per deadline is saved. What the count told,
+    /// whether this readiness is an expiry of the deadline armed now or a stale one (the timer
+    /// fired, then was armed again for later before the loop got here), the clock tells
+    /// instead: the timer never fires before its deadline.
+    pub fn expired(&mut self, now: Instant) -> bool {
+        match self.armed {
+            Some(at) if now >= at => {
                 self.armed = None;
-                return Ok(());
+                true
             }
+            _ => false,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::BorrowedFd;
     use std::time::Duration;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
     use super::*;
 
-    #[tokio::test]
-    async fn fires_once_at_the_deadline_and_re_arms() {
+    /// Waits up to `limit` for the timer's descriptor; whether it became readable.
+    fn readable(timer: &EngineTimer, limit: Duration) -> bool {
+        // SAFETY: the descriptor is the timer's, open for the whole call.
+        let fd = unsafe { BorrowedFd::borrow_raw(timer.as_raw_fd()) };
+        let timeout = PollTimeout::try_from(limit).expect("a short limit");
+        poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).expect("poll") == 1
+    }
+
+    #[test]
+    fn fires_once_at_the_deadline_and_re_arms() {
         let mut timer = EngineTimer::new().expect("timerfd");
         let start = Instant::now();
         timer
             .arm(Some(start + Duration::from_millis(20)))
             .expect("arm");
-        timer.expired().await.expect("fires");
+        assert!(readable(&timer, Duration::from_secs(1)), "fires");
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        assert!(timer.expired(Instant::now()));
+        assert!(!timer.expired(Instant::now()), "one expiry per deadline");
         // Fired means disarmed: arming the same instant again must set it anew.
         let again = Instant::now();
         timer.arm(Some(again)).expect("due at once");
-        timer.expired().await.expect("fires at once");
-        assert!(again.elapsed() < Duration::from_secs(1));
+        assert!(readable(&timer, Duration::from_secs(1)), "fires at once");
+        assert!(timer.expired(Instant::now()));
     }
 
-    #[tokio::test]
-    async fn a_deadline_from_before_the_timer_fires_at_once() {
+    #[test]
+    fn a_deadline_from_before_the_timer_fires_at_once() {
         let past = Instant::now();
         let mut timer = EngineTimer::new().expect("timerfd");
         timer.arm(Some(past)).expect("arm");
-        tokio::time::timeout(Duration::from_secs(1), timer.expired())
-            .await
-            .expect("fires at once")
-            .expect("fires");
+        assert!(readable(&timer, Duration::from_secs(1)), "fires at once");
+        assert!(timer.expired(Instant::now()));
     }
 
-    #[tokio::test]
-    async fn a_timer_armed_again_for_later_waits_for_the_new_deadline() {
+    #[test]
+    fn a_timer_armed_again_for_later_waits_for_the_new_deadline() {
         let mut timer = EngineTimer::new().expect("timerfd");
-        // Due at once: its expiry becomes readiness that nothing consumes (the runtime's driver
-        // sees it when the task yields), then the deadline moves: the stale expiry must not
-        // count.
+        // Due at once, and it fires; then the deadline moves before the loop looks: that
+        // expiry is stale and must not count.
         timer.arm(Some(Instant::now())).expect("arm");
-        tokio::task::yield_now().await;
+        assert!(readable(&timer, Duration::from_secs(1)));
         let later = Instant::now() + Duration::from_millis(30);
         timer.arm(Some(later)).expect("arm again");
-        timer.expired().await.expect("fires");
-        assert!(Instant::now() >= later, "fired at the superseded deadline");
+        assert!(
+            !timer.expired(Instant::now()),
+            "the superseded deadline counted"
+        );
+        assert!(readable(&timer, Duration::from_secs(1)), "fires again");
+        let now = Instant::now();
+        assert!(now >= later, "fired before the new deadline");
+        assert!(timer.expired(now));
     }
 
-    #[tokio::test]
-    async fn disarmed_never_fires() {
+    #[test]
+    fn disarmed_never_fires() {
         let mut timer = EngineTimer::new().expect("timerfd");
         timer
             .arm(Some(Instant::now() + Duration::from_millis(5)))
             .expect("arm");
         timer.arm(None).expect("disarm");
-        let outcome = tokio::time::timeout(Duration::from_millis(50), timer.expired()).await;
-        assert!(outcome.is_err(), "a disarmed timer fired");
+        assert!(
+            !readable(&timer, Duration::from_millis(50)),
+            "a disarmed timer fired"
+        );
+        assert!(!timer.expired(Instant::now()));
     }
 }

@@ -15,17 +15,16 @@ use std::collections::BTreeSet;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hav_vrrp::Family;
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
-use super::{interface_index, register, setsockopt_raw};
+use super::{interface_index, setsockopt_raw};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4).
 pub const VRRP_PROTOCOL: i32 = 112;
@@ -211,17 +210,23 @@ pub enum SocketError {
 }
 
 /// A raw VRRP socket on one interface. See the module documentation.
+///
+/// The socket is non-blocking and registered with no reactor: its owner waits for it in an
+/// `epoll` of its own ([`VrrpSocket::as_raw_fd`]), so an advert wakes nothing but that wait.
 #[derive(Debug)]
 pub struct VrrpSocket {
-    fd: AsyncFd<Socket>,
+    socket: Socket,
     spec: SocketSpec,
     ifindex: u32,
+    id: u64,
 }
 
+/// Tells sockets apart even when a closed one's descriptor number is reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 impl VrrpSocket {
-    /// Opens, configures and (multicast mode) joins the group. Needs CAP_NET_RAW; must run inside
-    /// a tokio runtime with IO enabled. The socket lives in the network namespace of the calling
-    /// thread.
+    /// Opens, configures and (multicast mode) joins the group. Needs CAP_NET_RAW. The socket
+    /// lives in the network namespace of the calling thread.
     pub fn open(spec: &SocketSpec) -> Result<Self, SocketError> {
         let iface = spec.interface.as_str();
         let ifindex = interface_index(iface).map_err(|source| SocketError::NoSuchInterface {
@@ -248,6 +253,7 @@ impl VrrpSocket {
             }
         };
         socket.set_nonblocking(true).map_err(option("O_NONBLOCK"))?;
+        socket.set_cloexec(true).map_err(option("FD_CLOEXEC"))?;
         socket
             .bind_device(Some(iface.as_bytes()))
             .map_err(option("SO_BINDTODEVICE"))?;
@@ -264,14 +270,22 @@ impl VrrpSocket {
                 }
             })?;
         }
-        // Readable only: a send is one non-blocking syscall (below), and a writable interest
-        // would wake the runtime with an edge-triggered EPOLLOUT after every advert.
-        let fd = register(socket, Interest::READABLE).map_err(option("tokio registration"))?;
         Ok(Self {
-            fd,
+            socket,
             spec: spec.clone(),
             ifindex,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// The descriptor to wait on (readable when a datagram is queued).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Unique among the sockets this process opened, unlike the descriptor number.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// What this socket was opened for.
@@ -284,57 +298,21 @@ impl VrrpSocket {
         self.ifindex
     }
 
-    /// Waits for the next datagram and reads it into `buf` (for IPv4 including its IP header; the
-    /// payload range says where the VRRP payload is). A buffer of 1500 bytes holds any advert.
-    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received, SocketError> {
-        let raw = self
-            .fd
-            .async_io(Interest::READABLE, |socket| match self.spec.family {
-                Family::V4 => recv_v4(socket.as_raw_fd(), buf),
-                Family::V6 => recv_v6(socket.as_raw_fd(), buf),
-            })
-            .await
-            .map_err(|source| SocketError::Recv {
+    /// Reads the next queued datagram into `buf` (for IPv4 including its IP header; the payload
+    /// range says where the VRRP payload is), or `None` when nothing is queued. A buffer of 1500
+    /// bytes holds any advert.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<Received>, SocketError> {
+        let read = match self.spec.family {
+            Family::V4 => recv_v4(self.socket.as_raw_fd(), buf),
+            Family::V6 => recv_v6(self.socket.as_raw_fd(), buf),
+        };
+        match read {
+            Ok(raw) => Ok(Some(self.classify(raw))),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(source) => Err(SocketError::Recv {
                 iface: self.spec.interface.clone(),
                 source,
-            })?;
-        Ok(self.classify(raw))
-    }
-
-    /// Reads the next datagram into `buf` if one is queued, else registers `cx` to be woken when
-    /// one arrives; as [`VrrpSocket::recv`].
-    pub fn poll_recv(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<Result<Received, SocketError>> {
-        let failed = |source| SocketError::Recv {
-            iface: self.spec.interface.clone(),
-            source,
-        };
-        loop {
-            let mut ready = match self.fd.poll_read_ready(cx) {
-                std::task::Poll::Ready(Ok(ready)) => ready,
-                std::task::Poll::Ready(Err(error)) => {
-                    return std::task::Poll::Ready(Err(failed(error)));
-                }
-                std::task::Poll::Pending => return std::task::Poll::Pending,
-            };
-            let read = ready.try_io(|socket| match self.spec.family {
-                Family::V4 => recv_v4(socket.as_raw_fd(), buf),
-                Family::V6 => recv_v6(socket.as_raw_fd(), buf),
-            });
-            match read {
-                Ok(Ok(raw)) => return std::task::Poll::Ready(Ok(self.classify(raw))),
-                Ok(Err(error)) => {
-                    // Edge-triggered readiness: a persistent error wakes us again only with a
-                    // new event, so a failing socket cannot spin the loop.
-                    ready.clear_ready();
-                    return std::task::Poll::Ready(Err(failed(error)));
-                }
-                // Drained: readiness was cleared, poll again to register the waker.
-                Err(_would_block) => continue,
-            }
+            }),
         }
     }
 
@@ -342,7 +320,7 @@ impl VrrpSocket {
     /// never waits: an advert the kernel cannot queue at once (a full send buffer, which a few
     /// dozen bytes a second never fill) is an error for the caller to count, and the next
     /// advert follows one interval later.
-    pub async fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
+    pub fn send_to(&self, dst: IpAddr, payload: &[u8]) -> Result<(), SocketError> {
         let iface = &self.spec.interface;
         let source = match &self.spec.mode {
             Mode::Multicast { source } => *source,
@@ -355,14 +333,14 @@ impl VrrpSocket {
                     Some(IpAddr::V4(source)) => Some(source),
                     _ => None,
                 };
-                send_v4(self.fd.as_raw_fd(), self.ifindex, source, dst, payload)
+                send_v4(self.socket.as_raw_fd(), self.ifindex, source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
                     Some(IpAddr::V6(source)) => Some(source),
                     _ => None,
                 };
-                send_v6(self.fd.as_raw_fd(), self.ifindex, source, dst, payload)
+                send_v6(self.socket.as_raw_fd(), self.ifindex, source, dst, payload)
             }
             _ => {
                 return Err(SocketError::FamilyMismatch {
@@ -381,13 +359,13 @@ impl VrrpSocket {
 
     /// Sends one payload to every destination of the mode: the group, or each unicast peer.
     /// Tries every peer; the first failure is returned after all were tried.
-    pub async fn send_advert(&self, payload: &[u8]) -> Result<(), SocketError> {
+    pub fn send_advert(&self, payload: &[u8]) -> Result<(), SocketError> {
         match &self.spec.mode {
-            Mode::Multicast { .. } => self.send_to(group(self.spec.family), payload).await,
+            Mode::Multicast { .. } => self.send_to(group(self.spec.family), payload),
             Mode::Unicast { peers, .. } => {
                 let mut first_error = None;
                 for peer in peers {
-                    if let Err(e) = self.send_to(*peer, payload).await {
+                    if let Err(e) = self.send_to(*peer, payload) {
                         first_error.get_or_insert(e);
                     }
                 }

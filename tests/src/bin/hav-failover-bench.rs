@@ -30,7 +30,8 @@ struct Args {
     /// Comma-separated: v2-1s, v3-100ms, v3-20ms.
     #[arg(long, value_delimiter = ',', default_value = "v2-1s,v3-100ms,v3-20ms")]
     timings: Vec<String>,
-    /// Comma-separated: keepalived, hav.
+    /// Comma-separated: keepalived, hav, hav-ref (another build of hav-agent, at
+    /// `HAV_REF_AGENT_BIN`: the idle ratios then also compare the two builds).
     #[arg(long, value_delimiter = ',', default_value = "keepalived,hav")]
     contenders: Vec<String>,
     /// Milliseconds between client probes.
@@ -76,7 +77,12 @@ fn main() -> anyhow::Result<()> {
     for name in &args.contenders {
         match name.as_str() {
             "keepalived" => contenders.push(Box::new(KeepalivedContender)),
-            "hav" => contenders.push(Box::new(HavContender)),
+            "hav" => contenders.push(Box::new(HavContender::default())),
+            bench::HAV_REFERENCE => {
+                let binary = std::env::var_os("HAV_REF_AGENT_BIN")
+                    .context("the contender hav-ref runs the hav-agent at HAV_REF_AGENT_BIN")?;
+                contenders.push(Box::new(HavContender::reference(binary.into())));
+            }
             other => bail!("unknown contender {other}"),
         }
     }

@@ -1,0 +1,283 @@
+//! The event loop's own `epoll`: the VRRP sockets, the engine's timer and a doorbell.
+//!
+//! The daemon's thread blocks here, not in the async runtime: a turn that hears an advert or
+//! meets the engine's deadline costs one `epoll_wait` and runs no scheduler, no reactor and no
+//! timer wheel. The runtime drives everything else (the control link, trackers, signals,
+//! netlink, hooks) on a worker thread of its own. Whatever it has for the loop wakes the loop's
+//! [`Waker`], which rings the doorbell (an `eventfd`); the loop then polls what can have woken it.
+//!
+//! The timer is edge-triggered (one event per expiry, and no read of its count); the sockets are
+//! level-triggered (each reported socket is read once, so a datagram costs no second read that
+//! finds the socket drained), and so is the doorbell, read empty when it rang.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+/// What one wait found ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Something woke the loop's waker.
+    Doorbell,
+    /// The engine's timer expired (or a superseded arming of it did).
+    Timer,
+    /// The socket with this descriptor has datagrams.
+    Socket(RawFd),
+}
+
+/// The loop's `epoll` and the doorbell its waker rings.
+pub struct Poller {
+    epoll: OwnedFd,
+    doorbell: Arc<Doorbell>,
+    waker: Waker,
+    timer: RawFd,
+    /// The sockets registered, by [`crate::net::VrrpSocket::id`], and the generation of the
+    /// socket set they were taken from.
+    sockets: HashMap<u64, RawFd>,
+    generation: Option<u64>,
+    events: Vec<libc::epoll_event>,
+}
+
+/// The `eventfd` behind the loop's waker. A ring while one is pending writes nothing.
+struct Doorbell {
+    fd: OwnedFd,
+    rung: AtomicBool,
+}
+
+impl Wake for Doorbell {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to the eventfd this struct owns. A full
+            // counter (EAGAIN) means it is readable already, which is all a ring is for.
+            unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+impl Poller {
+    /// An `epoll` with the doorbell and `timer` (the engine timer's descriptor) in it.
+    pub fn new(timer: RawFd) -> io::Result<Self> {
+        // SAFETY: plain syscalls; each descriptor returned is owned from here on.
+        let epoll = unsafe { owned(libc::epoll_create1(libc::EPOLL_CLOEXEC))? };
+        let bell = unsafe { owned(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))? };
+        let doorbell = Arc::new(Doorbell {
+            fd: bell,
+            rung: AtomicBool::new(false),
+        });
+        let poller = Self {
+            epoll,
+            waker: Waker::from(doorbell.clone()),
+            doorbell,
+            timer,
+            sockets: HashMap::new(),
+            generation: None,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
+        };
+        poller.control(
+            libc::EPOLL_CTL_ADD,
+            poller.doorbell.fd.as_raw_fd(),
+            libc::EPOLLIN,
+        )?;
+        poller.control(libc::EPOLL_CTL_ADD, timer, libc::EPOLLIN | libc::EPOLLET)?;
+        Ok(poller)
+    }
+
+    /// A context whose waker rings the doorbell: for polling what the runtime drives.
+    pub fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+
+    /// Registers the sockets of `generation` (a no-op when it is the one registered): the new
+    /// ones added, the ones gone removed.
+    pub fn follow_sockets(
+        &mut self,
+        generation: u64,
+        sockets: impl Iterator<Item = (u64, RawFd)>,
+    ) -> io::Result<()> {
+        if self.generation == Some(generation) {
+            return Ok(());
+        }
+        let current: HashMap<u64, RawFd> = sockets.collect();
+        // Removals first: a descriptor number freed by a closed socket may be a new one's.
+        for (id, fd) in &self.sockets {
+            if !current.contains_key(id) {
+                // A closed descriptor left the set by itself (ENOENT, EBADF): nothing to undo.
+                let _ = self.control(libc::EPOLL_CTL_DEL, *fd, 0);
+            }
+        }
+        for (id, fd) in &current {
+            if !self.sockets.contains_key(id) {
+                self.control(libc::EPOLL_CTL_ADD, *fd, libc::EPOLLIN)?;
+            }
+        }
+        self.sockets = current;
+        self.generation = Some(generation);
+        Ok(())
+    }
+
+    /// Blocks until something is ready or `timeout` passes (`None`: no limit); appends what is
+    /// ready to `ready`, the doorbell first and the timer last. A rung doorbell is reset here.
+    pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Ready>) -> io::Result<()> {
+        let timeout_ms = match timeout {
+            None => -1,
+            // Rounded up: waking before a deadline would only mean waiting again.
+            Some(timeout) => {
+                i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+            }
+        };
+        let capacity = i32::try_from(self.events.len()).unwrap_or(i32::MAX);
+        // SAFETY: the buffer holds `capacity` events and outlives the call.
+        let count = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                capacity,
+                timeout_ms,
+            )
+        };
+        if count < 0 {
+            let error = io::Error::last_os_error();
+            // A signal's handler ran (the runtime's, on this thread): nothing is ready.
+            return match error.kind() {
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(error),
+            };
+        }
+        let found = &self.events[..usize::try_from(count).unwrap_or_default()];
+        let token = |event: &libc::epoll_event| event.u64 as RawFd;
+        let bell = self.doorbell.fd.as_raw_fd();
+        if found.iter().any(|event| token(event) == bell) {
+            self.reset_doorbell();
+            ready.push(Ready::Doorbell);
+        }
+        let timer = self.timer;
+        ready.extend(
+            (found.iter().map(token))
+                .filter(|fd| *fd != bell && *fd != timer)
+                .map(Ready::Socket),
+        );
+        if found.iter().any(|event| token(event) == self.timer) {
+            ready.push(Ready::Timer);
+        }
+        Ok(())
+    }
+
+    /// Clears the ring before reading the counter: a ring after the read writes again, so the
+    /// loop, which polls its sources after this, misses none.
+    fn reset_doorbell(&self) {
+        self.doorbell.rung.store(false, Ordering::Release);
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer from the eventfd we own; EAGAIN (a
+        // ring that was already read) leaves it as it is.
+        unsafe {
+            libc::read(
+                self.doorbell.fd.as_raw_fd(),
+                count.as_mut_ptr().cast(),
+                count.len(),
+            )
+        };
+    }
+
+    fn control(&self, op: libc::c_int, fd: RawFd, events: libc::c_int) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: the event outlives the call; the kernel checks the descriptors.
+        let done = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Takes ownership of a descriptor a syscall returned, or its error.
+///
+/// # Safety
+/// `fd` must be a fresh descriptor nothing else owns (or negative, for an error).
+unsafe fn owned(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the caller passes a descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::daemon::timer::EngineTimer;
+
+    #[test]
+    fn the_waker_rings_the_doorbell_once_until_the_wait_resets_it() {
+        let timer = EngineTimer::new().expect("timerfd");
+        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+        let waker = poller.context().waker().clone();
+        let from_another_thread = std::thread::spawn(move || {
+            waker.wake_by_ref();
+            waker.wake_by_ref();
+        });
+        from_another_thread.join().expect("no panic");
+        let mut ready = Vec::new();
+        poller
+            .wait(Some(Duration::from_secs(5)), &mut ready)
+            .expect("wait");
+        assert_eq!(ready, vec![Ready::Doorbell]);
+        ready.clear();
+        poller
+            .wait(Some(Duration::from_millis(20)), &mut ready)
+            .expect("wait");
+        assert!(
+            ready.is_empty(),
+            "the doorbell rang twice for one wait: {ready:?}"
+        );
+        poller.context().waker().wake_by_ref();
+        poller
+            .wait(Some(Duration::from_secs(5)), &mut ready)
+            .expect("wait");
+        assert_eq!(
+            ready,
+            vec![Ready::Doorbell],
+            "a ring after the reset is heard"
+        );
+    }
+
+    #[test]
+    fn the_timer_is_reported_once_per_expiry_and_a_timeout_reports_nothing() {
+        let mut timer = EngineTimer::new().expect("timerfd");
+        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+        let mut ready = Vec::new();
+        let start = Instant::now();
+        poller
+            .wait(Some(Duration::from_millis(15)), &mut ready)
+            .expect("wait");
+        assert!(ready.is_empty());
+        assert!(
+            start.elapsed() >= Duration::from_millis(15),
+            "woke before the timeout"
+        );
+        timer.arm(Some(Instant::now())).expect("arm");
+        poller
+            .wait(Some(Duration::from_secs(5)), &mut ready)
+            .expect("wait");
+        assert_eq!(ready, vec![Ready::Timer]);
+        ready.clear();
+        // Not read and not re-armed: edge-triggered, so the same expiry is not reported again.
+        poller
+            .wait(Some(Duration::from_millis(20)), &mut ready)
+            .expect("wait");
+        assert!(ready.is_empty(), "{ready:?}");
+    }
+}
