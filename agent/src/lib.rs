@@ -7,5 +7,6 @@ pub mod hooks;
 pub mod lb;
 pub mod net;
 pub mod notify;
+mod small_hash;
 pub mod telemetry;
 pub mod track;

@@ -13,6 +13,8 @@
 //! it.
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::small_hash::SmallMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -114,7 +116,7 @@ pub struct Prepared {
 }
 
 pub struct Executor {
-    routers: HashMap<RouterId, RouterIo>,
+    routers: SmallMap<RouterId, RouterIo>,
     pub(super) sockets: Sockets,
     pub(super) vips: JournaledVips,
     /// The masters' routes and rules (journaled ahead of need with the VIPs).
@@ -154,7 +156,7 @@ impl Executor {
         let handover_tables = firewall.handover_tables();
         let firewall = Arc::new(tokio::sync::Mutex::new(firewall));
         Self {
-            routers: HashMap::new(),
+            routers: SmallMap::default(),
             sockets,
             routing: RouteManager::new(vips.manager().handle().clone()),
             vips,

@@ -69,6 +69,16 @@ enum Turn {
     Watchdog,
 }
 
+/// The time of one turn, read when first asked for.
+#[derive(Default)]
+struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    fn now(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 /// A deadline handled this much after it passed means the loop did not run for a while.
 const LATE_DEADLINE: Duration = Duration::from_millis(5);
 
@@ -357,13 +367,14 @@ impl Daemon {
                 if let Poll::Ready(rare) = rare {
                     break Turn::Rare(rare);
                 }
-                let now = Instant::now();
+                // Read once a turn at most, and only if something needs it.
+                let mut clock = LazyNow::default();
                 let override_expiry = self.overrides.next_expiry();
-                if override_expiry.is_some_and(|at| at <= now) {
+                if override_expiry.is_some_and(|at| at <= clock.now()) {
                     break Turn::OverridesExpired;
                 }
                 if let Some(inbound) = self.executor.sockets.try_next() {
-                    break Turn::Inbound(inbound, now);
+                    break Turn::Inbound(inbound, clock.now());
                 }
                 let handover = &self.executor.handover;
                 let beacons = self.executor.beacons.as_ref();
@@ -379,10 +390,10 @@ impl Daemon {
                 if let Poll::Ready(event) = handover_event.as_mut().poll(&mut poller.context()) {
                     break Turn::Handover(event);
                 }
-                if std::mem::take(&mut timer_fired) && engine_timer.expired(now) {
-                    break Turn::Deadline(now);
+                if std::mem::take(&mut timer_fired) && engine_timer.expired(clock.now()) {
+                    break Turn::Deadline(clock.now());
                 }
-                if next_watchdog.is_some_and(|at| at <= now) {
+                if next_watchdog.is_some_and(|at| at <= clock.now()) {
                     break Turn::Watchdog;
                 }
                 let handover_deadline = handover_events.then(|| handover.next_deadline()).flatten();
@@ -390,7 +401,7 @@ impl Daemon {
                     .into_iter()
                     .flatten()
                     .min()
-                    .map(|at| at.saturating_duration_since(now));
+                    .map(|at| at.saturating_duration_since(clock.now()));
                 ready.clear();
                 poller.wait(timeout, &mut ready)?;
                 for event in &ready {

@@ -30,6 +30,8 @@
 //! hash, and nothing is exported until a caller hands the spans to a sink.
 
 use std::collections::HashMap;
+
+use crate::small_hash::SmallMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -223,9 +225,9 @@ struct ResignationData {
 #[derive(Debug, Default)]
 pub struct Failovers {
     node: String,
-    routers: HashMap<RouterId, RouterFacts>,
+    routers: SmallMap<RouterId, RouterFacts>,
     /// The last valid advert from each (VRID, source): when, and with which priority.
-    heard: HashMap<(u8, IpAddr), (Moment, Priority)>,
+    heard: SmallMap<(u8, IpAddr), (Moment, Priority)>,
     takeovers: HashMap<RouterId, Takeover>,
     resignations: HashMap<RouterId, Resignation>,
     current: Option<(RouterId, Step, Moment)>,

@@ -354,11 +354,14 @@ impl Engine {
         if *entry == now {
             return;
         }
-        if let Some(old) = entry.take() {
-            self.deadlines.remove(&(old, index));
-        }
+        // The new entry goes in before the old one leaves: a set that never empties keeps its
+        // node, so re-arming the only router's deadline (every advert a backup hears) allocates
+        // nothing.
         if let Some(at) = now {
             self.deadlines.insert((at, index));
+        }
+        if let Some(old) = entry.take() {
+            self.deadlines.remove(&(old, index));
         }
         *entry = now;
     }
