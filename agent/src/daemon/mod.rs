@@ -332,6 +332,9 @@ impl Daemon {
         let mut late_seen: Option<Instant> = None;
         let mut ready = Vec::new();
         let mut timer_fired = false;
+        // Whether the rare sources are polled in the next iteration; the first polls them all,
+        // so each registers the loop's waker.
+        let mut poll_rare = true;
         loop {
             let deadline = self.engine.poll_timeout();
             engine_timer.arm(deadline)?;
@@ -345,27 +348,32 @@ impl Daemon {
             // The first source with something, in order: the rare ones, expired overrides,
             // adverts, hand-over events, the engine's deadline, the watchdog; else a wait.
             let turn = loop {
+                // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
+                // (the gate stays open: a source may hold more): an advert's turn skips them.
                 // Polled outside tokio's budget: this thread runs one poll of its task for as
                 // long as it loops, and a spent budget would make every source look empty.
-                let rare = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(
-                    |cx| {
-                        gate.poll(cx, |cx| {
-                            rare::Sources {
-                                signals: &mut signals,
-                                link: &mut self.link,
-                                status_requests: &mut self.status_requests,
-                                balancer: &mut self.executor.balancer,
-                                trackers: &mut self.trackers.events,
-                                host: &mut self.host,
-                                stopping,
-                            }
-                            .poll_next(cx)
+                if std::mem::take(&mut poll_rare) {
+                    let rare = std::pin::pin!(tokio::task::coop::unconstrained(
+                        std::future::poll_fn(|cx| {
+                            gate.poll(cx, |cx| {
+                                rare::Sources {
+                                    signals: &mut signals,
+                                    link: &mut self.link,
+                                    status_requests: &mut self.status_requests,
+                                    balancer: &mut self.executor.balancer,
+                                    trackers: &mut self.trackers.events,
+                                    host: &mut self.host,
+                                    stopping,
+                                }
+                                .poll_next(cx)
+                            })
                         })
+                    ))
+                    .poll(&mut poller.context());
+                    if let Poll::Ready(rare) = rare {
+                        poll_rare = true;
+                        break Turn::Rare(rare);
                     }
-                )))
-                .poll(&mut poller.context());
-                if let Poll::Ready(rare) = rare {
-                    break Turn::Rare(rare);
                 }
                 // Read once a turn at most, and only if something needs it.
                 let mut clock = LazyNow::default();
@@ -406,7 +414,7 @@ impl Daemon {
                 poller.wait(timeout, &mut ready)?;
                 for event in &ready {
                     match *event {
-                        poller::Ready::Doorbell => {}
+                        poller::Ready::Doorbell => poll_rare = true,
                         poller::Ready::Timer => timer_fired = true,
                         poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
                     }
