@@ -151,6 +151,10 @@ fn graceful_stop_keeps_connections(mut s: Setup) {
         .expect("b takes over");
     s.a.wait_log("serving its connections until they end", WAIT)
         .expect("a parks its VIP");
+    // The loop never waits for `nft`: until the parked VIP's rules are in, a new connection
+    // that reaches a is one of a's own flows (served, not broken).
+    s.a.wait_log("1 silent", WAIT)
+        .expect("a's hand-over rules silence the parked VIP");
     // New connections go to the new master, while a still holds the VIP (silently); also
     // those of a client still sending to a's MAC: a serves only the flows it has.
     assert_eq!(greeter(&s.pair.lab, s.vip), "b");

@@ -94,6 +94,12 @@ impl HandoverTables {
         }
         let script = transaction(&self.name, &next);
         self.nft.apply(&self.name, op, &script).await?;
+        tracing::debug!(
+            "hand-over rules installed ({op}): {} silent, {} forwarded, {} tracked",
+            next.silent.len(),
+            next.forwards.len(),
+            next.tracked.len()
+        );
         self.installed = next;
         Ok(())
     }
