@@ -1061,26 +1061,24 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
 
 /// One row of ratios: `hav` over `reference`, window by window.
 fn render_ratios(out: &mut String, timing: Timing, hav: &IdleCost, reference: &IdleCost) {
-    {
-        // Window by window (the same span of time for both), then the median of the ratios.
-        let paired = |pick: &dyn Fn(&IdleWindow) -> f64| {
-            let values = |cost: &IdleCost| cost.windows.iter().map(pick).collect::<Vec<_>>();
-            stats::paired_ratio(&values(hav), &values(reference))
-        };
-        let syscalls = match (hav.syscalls_per_second, reference.syscalls_per_second) {
-            (Some(h), Some(r)) => format!("{} | {}", ratio(h.0, r.0), ratio(h.1, r.1)),
-            _ => "– | –".into(),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {syscalls} |",
-            timing.label(),
-            paired(&|w| w.cpu_percent_schedstat.0),
-            paired(&|w| w.cpu_percent_schedstat.1),
-            paired(&|w| w.wakeups_per_second.0),
-            paired(&|w| w.wakeups_per_second.1),
-        );
-    }
+    // Window by window (the same span of time for both), then the median of the ratios.
+    let paired = |pick: &dyn Fn(&IdleWindow) -> f64| {
+        let values = |cost: &IdleCost| cost.windows.iter().map(pick).collect::<Vec<_>>();
+        stats::paired_ratio(&values(hav), &values(reference))
+    };
+    let syscalls = match (hav.syscalls_per_second, reference.syscalls_per_second) {
+        (Some(h), Some(r)) => format!("{} | {}", ratio(h.0, r.0), ratio(h.1, r.1)),
+        _ => "– | –".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {syscalls} |",
+        timing.label(),
+        paired(&|w| w.cpu_percent_schedstat.0),
+        paired(&|w| w.cpu_percent_schedstat.1),
+        paired(&|w| w.wakeups_per_second.0),
+        paired(&|w| w.wakeups_per_second.1),
+    );
 }
 
 /// The directory of the running executable (where cargo puts `hav-test-httpd` next to the

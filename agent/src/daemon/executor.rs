@@ -13,8 +13,6 @@
 //! it.
 
 use std::collections::{BTreeMap, HashMap};
-
-use crate::small_hash::SmallMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,6 +30,7 @@ use crate::net::{
     RuleSpec, SocketSpec, TableRemoval, Vip, VrrpSocket,
 };
 use crate::notify::Notifiers;
+use crate::small_hash::SmallMap;
 use crate::telemetry::Telemetry;
 
 /// A transition the executor carried out, for the coordinator link.

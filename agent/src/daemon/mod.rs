@@ -79,6 +79,46 @@ impl LazyNow {
     }
 }
 
+/// What the loop waits with between turns (see [`Daemon::next_turn`]).
+struct Waiting {
+    signals: Signals,
+    gate: rare::Gate,
+    poller: poller::Poller,
+    engine_timer: timer::EngineTimer,
+    /// What the last wait found, reused.
+    ready: Vec<poller::Ready>,
+    /// The timer was reported and not yet checked against its deadline.
+    timer_fired: bool,
+    /// Whether the rare sources are polled in the next iteration; the first polls them all,
+    /// so each registers the loop's waker.
+    poll_rare: bool,
+    /// The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
+    watchdog_every: Option<Duration>,
+    next_watchdog: Option<Instant>,
+}
+
+impl Waiting {
+    fn new(signals: Signals) -> anyhow::Result<Self> {
+        let engine_timer = timer::EngineTimer::new()?;
+        let watchdog_every = sd_notify::watchdog_interval();
+        Ok(Self {
+            signals,
+            gate: rare::Gate::default(),
+            poller: poller::Poller::new(engine_timer.as_raw_fd())?,
+            engine_timer,
+            ready: Vec::new(),
+            timer_fired: false,
+            poll_rare: true,
+            watchdog_every,
+            next_watchdog: watchdog_every.map(|_| Instant::now()),
+        })
+    }
+
+    fn watchdog_fed(&mut self, now: Instant) {
+        self.next_watchdog = self.watchdog_every.map(|every| now + every);
+    }
+}
+
 /// A deadline handled this much after it passed means the loop did not run for a while.
 const LATE_DEADLINE: Duration = Duration::from_millis(5);
 
@@ -317,109 +357,24 @@ impl Daemon {
         {
             anyhow::bail!("the daemon's loop needs a multi-thread runtime to block beside");
         }
-        let mut signals = Signals::install()?;
+        let mut waiting = Waiting::new(Signals::install()?)?;
         // Ready only once SIGTERM is ours: a stop right after start-up is a graceful one.
         self.notify(|n| n.ready());
         let mut stopping = false;
-        // The watchdog is fed from this loop, so a wedged loop is what systemd restarts.
-        let watchdog_every = sd_notify::watchdog_interval();
-        let mut next_watchdog = watchdog_every.map(|_| Instant::now());
-        let mut engine_timer = timer::EngineTimer::new()?;
-        let mut poller = poller::Poller::new(engine_timer.as_raw_fd())?;
-        let gate = rare::Gate::default();
         // The overdue deadline whose lateness was last taken as a stall of this process: one
         // stall raises the scheduling priority once, whichever event woke the loop first.
         let mut late_seen: Option<Instant> = None;
-        let mut ready = Vec::new();
-        let mut timer_fired = false;
-        // Whether the rare sources are polled in the next iteration; the first polls them all,
-        // so each registers the loop's waker.
-        let mut poll_rare = true;
         loop {
             let deadline = self.engine.poll_timeout();
-            engine_timer.arm(deadline)?;
-            (poller.follow_sockets(
+            waiting.engine_timer.arm(deadline)?;
+            (waiting.poller.follow_sockets(
                 self.executor.sockets.generation(),
                 self.executor.sockets.descriptors(),
             ))
             .context("cannot wait for the VRRP sockets")?;
             // Set when this turn only fed the engine adverts or its own deadline.
             let mut engine_only = false;
-            // The first source with something, in order: the rare ones, expired overrides,
-            // adverts, hand-over events, the engine's deadline, the watchdog; else a wait.
-            let turn = loop {
-                // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
-                // (the gate stays open: a source may hold more): an advert's turn skips them.
-                // Polled outside tokio's budget: this thread runs one poll of its task for as
-                // long as it loops, and a spent budget would make every source look empty.
-                if std::mem::take(&mut poll_rare) {
-                    let rare = std::pin::pin!(tokio::task::coop::unconstrained(
-                        std::future::poll_fn(|cx| {
-                            gate.poll(cx, |cx| {
-                                rare::Sources {
-                                    signals: &mut signals,
-                                    link: &mut self.link,
-                                    status_requests: &mut self.status_requests,
-                                    balancer: &mut self.executor.balancer,
-                                    trackers: &mut self.trackers.events,
-                                    host: &mut self.host,
-                                    stopping,
-                                }
-                                .poll_next(cx)
-                            })
-                        })
-                    ))
-                    .poll(&mut poller.context());
-                    if let Poll::Ready(rare) = rare {
-                        poll_rare = true;
-                        break Turn::Rare(rare);
-                    }
-                }
-                // Read once a turn at most, and only if something needs it.
-                let mut clock = LazyNow::default();
-                let override_expiry = self.overrides.next_expiry();
-                if override_expiry.is_some_and(|at| at <= clock.now()) {
-                    break Turn::OverridesExpired;
-                }
-                if let Some(inbound) = self.executor.sockets.try_next() {
-                    break Turn::Inbound(inbound, clock.now());
-                }
-                let handover = &self.executor.handover;
-                let beacons = self.executor.beacons.as_ref();
-                let none_left = self.executor.counts.none_left();
-                let handover_events = handover::has_events(handover, beacons);
-                // Alive through the wait below: its sleep and socket wake the loop.
-                let mut handover_event = std::pin::pin!(tokio::task::coop::unconstrained(async {
-                    match handover_events {
-                        true => handover::next_event(handover, beacons, none_left).await,
-                        false => std::future::pending().await,
-                    }
-                }));
-                if let Poll::Ready(event) = handover_event.as_mut().poll(&mut poller.context()) {
-                    break Turn::Handover(event);
-                }
-                if std::mem::take(&mut timer_fired) && engine_timer.expired(clock.now()) {
-                    break Turn::Deadline(clock.now());
-                }
-                if next_watchdog.is_some_and(|at| at <= clock.now()) {
-                    break Turn::Watchdog;
-                }
-                let handover_deadline = handover_events.then(|| handover.next_deadline()).flatten();
-                let timeout = [override_expiry, next_watchdog, handover_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(clock.now()));
-                ready.clear();
-                poller.wait(timeout, &mut ready)?;
-                for event in &ready {
-                    match *event {
-                        poller::Ready::Doorbell => poll_rare = true,
-                        poller::Ready::Timer => timer_fired = true,
-                        poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
-                    }
-                }
-            };
+            let turn = self.next_turn(&mut waiting, stopping)?;
             match turn {
                 Turn::Rare(rare) => match rare {
                     Rare::Signal(Received::Stop(name)) => {
@@ -498,7 +453,7 @@ impl Daemon {
                 }
                 Turn::Watchdog => {
                     self.notify(|n| n.watchdog());
-                    next_watchdog = watchdog_every.map(|every| Instant::now() + every);
+                    waiting.watchdog_fed(Instant::now());
                     continue;
                 }
             }
@@ -510,6 +465,83 @@ impl Daemon {
         }
         self.finish().await;
         Ok(())
+    }
+
+    /// The first source with something, in order: the rare ones, expired overrides, adverts,
+    /// hand-over events, the engine's deadline, the watchdog; else a wait in the poller.
+    fn next_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
+        loop {
+            // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
+            // (the gate stays open: a source may hold more): an advert's turn skips them.
+            // Polled outside tokio's budget: this thread runs one poll of its task for as long
+            // as it loops, and a spent budget would make every source look empty.
+            if std::mem::take(&mut w.poll_rare) {
+                let rare = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(
+                    |cx| {
+                        w.gate.poll(cx, |cx| {
+                            rare::Sources {
+                                signals: &mut w.signals,
+                                link: &mut self.link,
+                                status_requests: &mut self.status_requests,
+                                balancer: &mut self.executor.balancer,
+                                trackers: &mut self.trackers.events,
+                                host: &mut self.host,
+                                stopping,
+                            }
+                            .poll_next(cx)
+                        })
+                    }
+                )))
+                .poll(&mut w.poller.context());
+                if let Poll::Ready(rare) = rare {
+                    w.poll_rare = true;
+                    return Ok(Turn::Rare(rare));
+                }
+            }
+            // Read once a turn at most, and only if something needs it.
+            let mut clock = LazyNow::default();
+            let override_expiry = self.overrides.next_expiry();
+            if override_expiry.is_some_and(|at| at <= clock.now()) {
+                return Ok(Turn::OverridesExpired);
+            }
+            if let Some(inbound) = self.executor.sockets.try_next() {
+                return Ok(Turn::Inbound(inbound, clock.now()));
+            }
+            let handover = &self.executor.handover;
+            let beacons = self.executor.beacons.as_ref();
+            let none_left = self.executor.counts.none_left();
+            let handover_events = handover::has_events(handover, beacons);
+            // Alive through the wait below: its sleep and its socket ring the doorbell.
+            let mut handover_event = std::pin::pin!(tokio::task::coop::unconstrained(async {
+                match handover_events {
+                    true => handover::next_event(handover, beacons, none_left).await,
+                    false => std::future::pending().await,
+                }
+            }));
+            if let Poll::Ready(event) = handover_event.as_mut().poll(&mut w.poller.context()) {
+                return Ok(Turn::Handover(event));
+            }
+            if std::mem::take(&mut w.timer_fired) && w.engine_timer.expired(clock.now()) {
+                return Ok(Turn::Deadline(clock.now()));
+            }
+            if w.next_watchdog.is_some_and(|at| at <= clock.now()) {
+                return Ok(Turn::Watchdog);
+            }
+            let timeout = [override_expiry, w.next_watchdog]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(clock.now()));
+            w.ready.clear();
+            w.poller.wait(timeout, &mut w.ready)?;
+            for event in &w.ready {
+                match *event {
+                    poller::Ready::Doorbell => w.poll_rare = true,
+                    poller::Ready::Timer => w.timer_fired = true,
+                    poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
+                }
+            }
+        }
     }
 
     async fn begin_stop(&mut self, stopping: &mut bool, signal: &str) {

@@ -97,10 +97,9 @@ impl Sockets {
         self.changed();
     }
 
+    /// A socket reported readable and closed since is skipped by [`Sockets::try_next`].
     fn changed(&mut self) {
         self.generation += 1;
-        let open = &self.open;
-        (self.readable).retain(|id| open.values().any(|o| o.socket.id() == *id));
     }
 
     /// Moves whenever the open set changes.
@@ -177,8 +176,9 @@ impl Sockets {
     }
 }
 
-/// The next datagram of one socket worth handing on; `None` once it is drained. The multicast socket takes only what was sent to the group and a
-/// unicast socket only what was sent to us, so that an instance never hears one advert twice.
+/// The next datagram of one socket worth handing on; `None` once it is drained. The multicast
+/// socket takes only what was sent to the group and a unicast socket only what was sent to us,
+/// so that an instance never hears one advert twice.
 fn read_socket(open: &OpenSocket, buf: &mut [u8]) -> Option<Inbound> {
     let interface = &open.interface;
     let multicast = matches!(open.socket.spec().mode, Mode::Multicast { .. });

@@ -30,8 +30,6 @@
 //! hash, and nothing is exported until a caller hands the spans to a sink.
 
 use std::collections::HashMap;
-
-use crate::small_hash::SmallMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +40,8 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::small_hash::SmallMap;
 
 /// The window of the shared trace id.
 pub const WINDOW: Duration = Duration::from_secs(1);
