@@ -7,7 +7,8 @@
 //!
 //! Guarantees: for node states the last record submitted for a node is the one written; audit
 //! entries are written in submission order; everything submitted before [`WriteBehind::close`]
-//! is written before `close` returns. A report may be lost if the process dies before its batch
+//! is written before `close` returns, and before [`WriteBehind::flushed`] returns (or its write
+//! failed and was logged). A report may be lost if the process dies before its batch
 //! commits: reports are not decisions, and every agent sends a fresh snapshot when it reconnects.
 //! Config versions and operators' audit entries do not go through here and stay committed before
 //! their call returns.
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::store::{AuditRecord, NodeStateRecord, Store, StoreError};
@@ -86,18 +87,22 @@ pub struct WriteBehind<B: Batch> {
 }
 
 struct Pending<B> {
-    records: Mutex<B>,
+    /// What waits for the next commit, and how many items were ever submitted.
+    records: Mutex<(B, u64)>,
     closed: AtomicBool,
     wake: Notify,
+    /// How many of the submitted items a commit has covered (written, or failed and logged).
+    covered: watch::Sender<u64>,
 }
 
 impl<B: Batch> WriteBehind<B> {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Arc<dyn Store>) -> Self {
         let shared = Arc::new(Pending {
-            records: Mutex::new(B::default()),
+            records: Mutex::new((B::default(), 0)),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            covered: watch::Sender::new(0),
         });
         let task = tokio::spawn(run(store, shared.clone()));
         Self {
@@ -108,8 +113,24 @@ impl<B: Batch> WriteBehind<B> {
 
     /// Queues `item` for the next commit. Never waits.
     pub fn submit(&self, item: B::Item) {
-        lock(&self.shared.records).push(item);
+        {
+            let mut records = lock(&self.shared.records);
+            records.0.push(item);
+            records.1 += 1;
+        }
         self.shared.wake.notify_one();
+    }
+
+    /// Returns once everything submitted before the call was committed (or its commit failed,
+    /// which is logged): what a caller answers after is never ahead of what the store shows.
+    /// Returns at once after [`WriteBehind::close`].
+    pub async fn flushed(&self) {
+        let submitted = lock(&self.shared.records).1;
+        let mut covered = self.shared.covered.subscribe();
+        let closed = &self.shared.closed;
+        let _ = covered
+            .wait_for(|covered| *covered >= submitted || closed.load(Ordering::SeqCst))
+            .await;
     }
 
     /// Writes everything submitted so far and stops the task. Later submissions are ignored.
@@ -128,7 +149,10 @@ async fn run<B: Batch>(store: Arc<dyn Store>, pending: Arc<Pending<B>>) {
         pending.wake.notified().await;
         // Read before taking the batch: a close seen here has its records in this batch.
         let closing = pending.closed.load(Ordering::SeqCst);
-        let batch = std::mem::take(&mut *lock(&pending.records));
+        let (batch, submitted) = {
+            let mut records = lock(&pending.records);
+            (std::mem::take(&mut records.0), records.1)
+        };
         let count = batch.count();
         if count > 0 {
             let store = store.clone();
@@ -139,6 +163,7 @@ async fn run<B: Batch>(store: Arc<dyn Store>, pending: Arc<Pending<B>>) {
                 Err(e) => tracing::warn!(count, "writer of {} failed: {e}", B::WHAT),
             }
         }
+        pending.covered.send_replace(submitted);
         if closing {
             return;
         }
@@ -186,6 +211,28 @@ mod tests {
             1,
             "one commit for the burst"
         );
+    }
+
+    #[tokio::test]
+    async fn flushed_returns_once_what_was_submitted_before_is_in_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("open"));
+        let writer = NodeStateWriter::start(store.clone());
+        writer.flushed().await;
+        assert!(store.node_states().expect("states").is_empty());
+        for round in 0..3 {
+            writer.submit(("lb-1".into(), record(round)));
+            writer.flushed().await;
+            let states = store.node_states().expect("states");
+            assert_eq!(states.get("lb-1"), Some(&record(round)), "round {round}");
+        }
+        writer.close().await;
+        // Closed: a later submission is ignored and a flush does not wait for it.
+        writer.submit(("lb-2".into(), record(9)));
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer.flushed())
+            .await
+            .expect("a flush after the close returns");
+        assert!(!store.node_states().expect("states").contains_key("lb-2"));
     }
 
     #[tokio::test]

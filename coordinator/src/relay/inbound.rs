@@ -109,7 +109,7 @@ fn dispatch(relay: &Arc<Relay>, shared: &Arc<Shared>, kind: EventType, kv: &KeyV
             };
             let (relay, shared) = (relay.clone(), shared.clone());
             relay.runtime.clone().spawn(async move {
-                let reply = deliver(&shared.registry, envelope).await;
+                let reply = deliver(&shared, envelope).await;
                 relay.answer(&from, id, reply, command_key);
             });
         }
@@ -133,7 +133,12 @@ fn dispatch(relay: &Arc<Relay>, shared: &Arc<Shared>, kind: EventType, kv: &KeyV
 }
 
 /// Delivers a relayed command to its agent connected here; the answer for its sender.
-async fn deliver(registry: &Registry, envelope: Envelope) -> Reply {
+///
+/// An ack is answered only once the node state the agent sent before it (the snapshot showing
+/// the command's effect) is in the store: the sender follows both in the store's order, so it
+/// never holds an acknowledged command next to the node's old state.
+async fn deliver(shared: &Shared, envelope: Envelope) -> Reply {
+    let registry = &shared.registry;
     if !registry.is_local(&envelope.node) {
         return Reply::NotConnected;
     }
@@ -141,7 +146,10 @@ async fn deliver(registry: &Registry, envelope: Envelope) -> Reply {
         .deliver(&envelope.node, envelope.command, envelope.timeout)
         .await
     {
-        Ok(ack) => Reply::Ack(ack),
+        Ok(ack) => {
+            shared.node_states.flushed().await;
+            Reply::Ack(ack)
+        }
         Err(ControlError::CommandTimeout(_)) => Reply::Timeout,
         Err(ControlError::CommandQueueFull(_)) => Reply::QueueFull,
         Err(_) => Reply::NotConnected,
