@@ -191,6 +191,13 @@ impl LbLab {
         };
         lb.a.wait_state("VI_1", "Master", WAIT)?;
         lb.b.wait_state("VI_1", "Backup", WAIT)?;
+        // The master programs its virtual servers in a task of its own, after the transition:
+        // a client before that would reach the master's own (closed) ports.
+        let count = services.matches("[[virtual_server]]").count();
+        lb.a.wait_log(
+            &format!("virtual servers programmed: {count} services"),
+            WAIT,
+        )?;
         Ok(lb)
     }
 

@@ -91,6 +91,10 @@ async fn apply_latest(firewall: Arc<Mutex<Firewall>>, mut desired: watch::Receiv
                 .set_virtual_servers(&services, &op)
                 .await;
             let Err(error) = result else {
+                tracing::debug!(
+                    "virtual servers programmed: {} services ({op})",
+                    services.len()
+                );
                 break;
             };
             tracing::error!(%error, op, "virtual servers not programmed; trying again");
