@@ -526,7 +526,15 @@ impl Executor {
         let mut transitions = Vec::new();
         while let Some(action) = engine.poll_action() {
             telemetry.begin(&action);
-            self.carry_out(action, &mut transitions).await;
+            match action {
+                // A master's every advert: carried out without building the future below.
+                Action::Transmit {
+                    router,
+                    dst,
+                    payload,
+                } => self.transmit(router, dst, &payload),
+                action => self.carry_out(action, &mut transitions).await,
+            }
             telemetry.end();
         }
         telemetry.settle();
@@ -539,23 +547,24 @@ impl Executor {
         transitions
     }
 
+    fn transmit(&self, router: RouterId, dst: IpAddr, payload: &[u8]) {
+        let Some(socket) = self.routers.get(&router).and_then(|io| io.socket.as_ref()) else {
+            return;
+        };
+        if let Err(error) = socket.send_to(dst, payload) {
+            // With the kernel's reason (EPERM from a firewall, ENOBUFS, ...).
+            let error = hav_proto::errors::chain(&error);
+            tracing::warn!(router = %self.name(router), %error, "advert not sent");
+        }
+    }
+
     async fn carry_out(&mut self, action: Action, transitions: &mut Vec<Transition>) {
         match action {
             Action::Transmit {
                 router,
                 dst,
                 payload,
-            } => {
-                let Some(socket) = self.routers.get(&router).and_then(|io| io.socket.as_ref())
-                else {
-                    return;
-                };
-                if let Err(error) = socket.send_to(dst, &payload) {
-                    // With the kernel's reason (EPERM from a firewall, ENOBUFS, ...).
-                    let error = hav_proto::errors::chain(&error);
-                    tracing::warn!(router = %self.name(router), %error, "advert not sent");
-                }
-            }
+            } => self.transmit(router, dst, &payload),
             Action::AddVips { router, vips, .. } => {
                 let reclaimed = self.handover.reclaim(router);
                 let vips = self.vip_details(router, &vips);

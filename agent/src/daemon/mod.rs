@@ -801,8 +801,9 @@ fn new_stall(
     now: Instant,
     seen: &mut Option<Instant>,
 ) -> Option<Duration> {
-    let at = deadline?;
-    let lateness = now.saturating_duration_since(at);
+    // Compared before anything is subtracted: an advert before the deadline is the rule.
+    let at = deadline.filter(|at| now > *at)?;
+    let lateness = now.duration_since(at);
     if lateness <= LATE_DEADLINE || *seen == Some(at) {
         return None;
     }

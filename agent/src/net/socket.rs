@@ -12,7 +12,7 @@
 //! (the keepalived model) and demultiplex by VRID.
 
 use std::collections::BTreeSet;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hav_vrrp::Family;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrLike, recvmsg,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
@@ -594,16 +594,15 @@ fn send_v4(
         },
         ipi_addr: libc::in_addr { s_addr: 0 },
     };
-    let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
     let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    sendmsg(
+    send_with_pktinfo(
         fd,
-        &[IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        Some(&addr),
-    )?;
-    Ok(())
+        payload,
+        &addr,
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        &info,
+    )
 }
 
 fn send_v6(
@@ -619,17 +618,72 @@ fn send_v6(
         },
         ipi6_ifindex: ifindex,
     };
-    let cmsgs = [ControlMessage::Ipv6PacketInfo(&info)];
     let scope_id = if needs_scope(dst) { ifindex } else { 0 };
     let addr = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope_id));
-    sendmsg(
+    send_with_pktinfo(
         fd,
-        &[IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        Some(&addr),
-    )?;
-    Ok(())
+        payload,
+        &addr,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_PKTINFO,
+        &info,
+    )
+}
+
+/// Room for one control message of an `in_pktinfo` or `in6_pktinfo`, aligned as `cmsghdr`.
+#[repr(C, align(8))]
+struct PktinfoSpace([u8; 64]);
+
+/// `sendmsg(2)` of `payload` to `addr` with one control message `level`/`kind` carrying `info`
+/// (an `in_pktinfo` or `in6_pktinfo`), built on the stack: nix's `sendmsg` allocates its
+/// control buffer on every call, and a master calls this for every advert.
+fn send_with_pktinfo<A: SockaddrLike, T: Copy>(
+    fd: i32,
+    payload: &[u8],
+    addr: &A,
+    level: libc::c_int,
+    kind: libc::c_int,
+    info: &T,
+) -> io::Result<()> {
+    const { assert!(std::mem::size_of::<T>() <= 32) };
+    let mut space = PktinfoSpace([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: an all-zero `msghdr` is valid (no name, no data, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr().cast_mut().cast();
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes; `T` fits the buffer (asserted).
+    let (control_len, cmsg_len) = unsafe {
+        (
+            libc::CMSG_SPACE(std::mem::size_of::<T>() as u32),
+            libc::CMSG_LEN(std::mem::size_of::<T>() as u32),
+        )
+    };
+    msg.msg_controllen = control_len as _;
+    // SAFETY: `msg_control` points at an aligned buffer of at least `msg_controllen` bytes, so
+    // the first header and its data lie inside it; `info` is plain data of `T`'s size.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = cmsg_len as _;
+        std::ptr::copy_nonoverlapping(
+            std::ptr::from_ref(info).cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<T>(),
+        );
+    }
+    // SAFETY: every pointer in `msg` is valid for the call.
+    match unsafe { libc::sendmsg(fd, &msg, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
 }
 
 /// Link-local unicast and link-local multicast destinations need the interface as scope id.

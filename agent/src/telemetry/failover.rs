@@ -97,9 +97,12 @@ impl WallAnchor {
     const REFRESH: Duration = Duration::from_secs(1);
 
     pub fn moment(&mut self, mono: Instant) -> Moment {
-        match self.last {
-            Some(last) if mono >= last.mono && mono - last.mono < Self::REFRESH => Moment {
-                wall: last.wall + (mono - last.mono),
+        let since = self
+            .last
+            .and_then(|last| Some((last, mono.checked_duration_since(last.mono)?)));
+        match since {
+            Some((last, since)) if since < Self::REFRESH => Moment {
+                wall: last.wall + since,
                 mono,
             },
             _ => {

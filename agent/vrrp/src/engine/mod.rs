@@ -41,6 +41,7 @@ mod timer;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use cause::Cause;
@@ -127,7 +128,8 @@ pub enum Action {
     Transmit {
         router: RouterId,
         dst: IpAddr,
-        payload: Vec<u8>,
+        /// Shared: a master sends the same bytes every interval.
+        payload: Arc<[u8]>,
     },
     /// Add the VIPs (idempotent for the executor); `accept` = RFC 5798 `Accept_Mode`.
     AddVips {
@@ -290,6 +292,8 @@ pub struct Engine {
     due: Vec<usize>,
     /// Bumped whenever a router's [`RouterBrief`] may have changed.
     revision: u64,
+    /// The address list of the last advert decoded, handed to the next decode to fill.
+    decoded_addresses: Vec<IpAddr>,
 }
 
 impl Engine {
@@ -312,6 +316,7 @@ impl Engine {
             indexed: Vec::new(),
             due: Vec::new(),
             revision: 0,
+            decoded_addresses: Vec::new(),
         };
         for router in &config.routers {
             let id = engine.id_for(&router.name);
@@ -425,7 +430,8 @@ impl Engine {
         payload: &[u8],
     ) -> Option<Heard> {
         let family = family_of(meta.src);
-        let received = match wire::decode(meta, payload) {
+        let addresses = std::mem::take(&mut self.decoded_addresses);
+        let received = match wire::decode_into(meta, payload, addresses) {
             Ok(received) => received,
             Err(error) => {
                 let counter = error.counter();
@@ -440,7 +446,20 @@ impl Engine {
                 return None;
             }
         };
-        let advert = received.advert;
+        let heard = self.handle_advert(now, interface, family, meta, &received.advert);
+        self.decoded_addresses = received.advert.addresses;
+        heard
+    }
+
+    /// A decoded advert heard on `interface`.
+    fn handle_advert(
+        &mut self,
+        now: Instant,
+        interface: &str,
+        family: Family,
+        meta: &RecvMeta,
+        advert: &wire::Advertisement,
+    ) -> Option<Heard> {
         let heard = Heard {
             vrid: advert.vrid,
             src: meta.src,
@@ -456,7 +475,7 @@ impl Engine {
             heard_by_retiring = true;
             if meta.src != router.config.primary_address && advert.version == router.config.version
             {
-                router.handle_advert(now, meta.src, &advert, &mut out);
+                router.handle_advert(now, meta.src, advert, &mut out);
             }
         }
         self.retiring.retain(|router| !router.is_done());
@@ -485,7 +504,7 @@ impl Engine {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
-        router.handle_advert(now, meta.src, &advert, &mut out);
+        router.handle_advert(now, meta.src, advert, &mut out);
         if router.brief() != before {
             self.revision += 1;
         }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::announce::Announcer;
@@ -20,6 +21,9 @@ use super::{
 use crate::stats::{Counter, Counters};
 use crate::types::{AdvertInterval, Auth, Priority, Version};
 use crate::wire::Advertisement;
+
+/// A router's adverts as sent, one per destination.
+type EncodedAdverts = Vec<(IpAddr, Arc<[u8]>)>;
 
 /// Most sources whose advertised priority a router remembers.
 const MAX_HEARD: usize = 64;
@@ -77,6 +81,8 @@ pub(crate) struct VirtualRouter {
     since: Option<Instant>,
     last_cause: Option<Cause>,
     trackers: BTreeMap<String, TrackEffect>,
+    /// The sum of the trackers' weights, kept with `trackers` (read on every advert).
+    tracker_weight: i64,
     priority_override: Option<Priority>,
     /// Another member of the sync group is faulty.
     group_fault: Option<Cause>,
@@ -86,8 +92,9 @@ pub(crate) struct VirtualRouter {
     last_master_advert: Option<(IpAddr, Instant)>,
     listening_since: Option<Instant>,
     master_down_reason: MasterDownReason,
-    /// Priorities last heard from other routers (for resigning at once).
-    heard: HashMap<IpAddr, Priority>,
+    /// Priorities last heard from other routers (for resigning at once), one entry per
+    /// source, at most [`MAX_HEARD`]: a short list scanned in place, as a LAN has a few.
+    heard: Vec<(IpAddr, Priority)>,
     preempt_not_before: Option<Instant>,
     /// The VIPs we hold (added and not removed), and the accept mode they were added with.
     held_vips: Vec<IpAddr>,
@@ -103,6 +110,9 @@ pub(crate) struct VirtualRouter {
     /// neighbour lock time ([`NEIGHBOUR_LOCKTIME_PAST`]).
     late_reannounce: Option<Instant>,
     counters: Counters,
+    /// The adverts last encoded, one per destination, and the priority they carry: a master
+    /// sends the same bytes every interval until its priority or configuration changes.
+    encoded: Option<(Priority, EncodedAdverts)>,
 }
 
 /// How long after hearing another master its last announcement is sure to be outside a Linux
@@ -121,13 +131,14 @@ impl VirtualRouter {
             since: None,
             last_cause: None,
             trackers: BTreeMap::new(),
+            tracker_weight: 0,
             priority_override: None,
             group_fault: None,
             master: None,
             last_master_advert: None,
             listening_since: None,
             master_down_reason: MasterDownReason::Silence,
-            heard: HashMap::new(),
+            heard: Vec::new(),
             preempt_not_before: None,
             held_vips: Vec::new(),
             held_accept: false,
@@ -139,12 +150,14 @@ impl VirtualRouter {
             announcer: None,
             late_reannounce: None,
             counters: Counters::new(),
+            encoded: None,
         }
     }
 
     /// Carries trackers and the override over to a router that replaces this one.
     pub(crate) fn inherit_inputs(&mut self, from: &VirtualRouter) {
         self.trackers = from.trackers.clone();
+        self.tracker_weight = from.tracker_weight;
         self.priority_override = from.priority_override;
     }
 
@@ -158,15 +171,7 @@ impl VirtualRouter {
         if base == Priority::OWNER {
             return base;
         }
-        let adjust: i64 = self
-            .trackers
-            .values()
-            .map(|effect| match effect {
-                TrackEffect::Adjust(weight) => i64::from(*weight),
-                TrackEffect::Fault => 0,
-            })
-            .sum();
-        let value = (i64::from(base.get()) + adjust).clamp(1, 254);
+        let value = (i64::from(base.get()) + self.tracker_weight).clamp(1, 254);
         // In range by the clamp.
         Priority(u8::try_from(value).unwrap_or(254))
     }
@@ -532,6 +537,12 @@ impl VirtualRouter {
         let before = self.effective_priority();
         let was_own_fault = self.trackers.get(tracker) == Some(&TrackEffect::Fault);
         self.trackers.insert(tracker.to_owned(), effect);
+        self.tracker_weight = (self.trackers.values())
+            .map(|effect| match effect {
+                TrackEffect::Adjust(weight) => i64::from(*weight),
+                TrackEffect::Fault => 0,
+            })
+            .sum();
         let cause = if effect == TrackEffect::Fault {
             Cause::TrackerFault {
                 tracker: tracker.to_owned(),
@@ -632,6 +643,7 @@ impl VirtualRouter {
         out: &mut Out<'_>,
     ) -> Vec<ChangedField> {
         let old = std::mem::replace(&mut self.config, config);
+        self.encoded = None;
         let new = &self.config;
         let mut changed = Vec::new();
         let mut note = |differs: bool, field: ChangedField| {
@@ -745,17 +757,19 @@ impl VirtualRouter {
     /// Records a priority heard from `src`, keeping at most [`MAX_HEARD`] sources (spoofed
     /// sources must not grow memory): the lowest-priority one makes room.
     fn remember(&mut self, src: IpAddr, priority: Priority) {
-        if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&src) {
-            let lowest = self
-                .heard
-                .iter()
-                .min_by_key(|(_, priority)| **priority)
-                .map(|(address, _)| *address);
+        if let Some(entry) = self.heard.iter_mut().find(|(address, _)| *address == src) {
+            entry.1 = priority;
+            return;
+        }
+        if self.heard.len() >= MAX_HEARD {
+            let lowest = (self.heard.iter().enumerate())
+                .min_by_key(|(_, (_, priority))| *priority)
+                .map(|(index, _)| index);
             if let Some(lowest) = lowest {
-                self.heard.remove(&lowest);
+                self.heard.swap_remove(lowest);
             }
         }
-        self.heard.insert(src, priority);
+        self.heard.push((src, priority));
     }
 
     fn best_known_peer(&self) -> Option<(IpAddr, Priority)> {
@@ -766,10 +780,7 @@ impl VirtualRouter {
                 .collect(),
             super::config::Peers::Multicast => Vec::new(),
         };
-        let heard = self
-            .heard
-            .iter()
-            .map(|(address, priority)| (*address, *priority));
+        let heard = self.heard.iter().copied();
         let mut known: HashMap<IpAddr, Priority> = configured.into_iter().collect();
         // What we heard is newer than what was configured.
         known.extend(heard);
@@ -1024,21 +1035,32 @@ impl VirtualRouter {
     }
 
     fn send_advert(&mut self, _now: Instant, priority: Priority, out: &mut Out<'_>) {
-        let advert = Advertisement {
-            version: self.config.version,
-            vrid: self.config.vrid,
-            priority,
-            interval: self.config.advert_interval,
-            addresses: self.config.vips.clone(),
-            auth: self.config.auth,
+        let encoded = match &mut self.encoded {
+            Some((encoded_for, payloads)) if *encoded_for == priority => payloads,
+            slot => {
+                let config = &self.config;
+                let advert = Advertisement {
+                    version: config.version,
+                    vrid: config.vrid,
+                    priority,
+                    interval: config.advert_interval,
+                    addresses: config.vips.clone(),
+                    auth: config.auth,
+                };
+                let payloads = (config.destinations().into_iter())
+                    .map(|dst| {
+                        let payload = advert.to_bytes(config.primary_address, dst, config.checksum);
+                        (dst, Arc::from(payload))
+                    })
+                    .collect();
+                &mut slot.insert((priority, payloads)).1
+            }
         };
-        let src = self.config.primary_address;
-        for dst in self.config.destinations() {
-            let payload = advert.to_bytes(src, dst, self.config.checksum);
+        for (dst, payload) in encoded.iter() {
             out.actions.push_back(Action::Transmit {
                 router: self.id,
-                dst,
-                payload,
+                dst: *dst,
+                payload: Arc::clone(payload),
             });
         }
         self.counters.bump(Counter::SentAdvertisements);

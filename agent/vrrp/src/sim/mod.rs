@@ -12,6 +12,7 @@ pub mod fuzz;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{
@@ -104,7 +105,7 @@ struct InFlight {
     to: usize,
     src: IpAddr,
     dst: IpAddr,
-    payload: Vec<u8>,
+    payload: Arc<[u8]>,
 }
 
 /// The virtual LAN.
@@ -424,7 +425,7 @@ impl Sim {
         }
     }
 
-    fn transmit(&mut self, from: usize, src: IpAddr, dst: IpAddr, payload: Vec<u8>) {
+    fn transmit(&mut self, from: usize, src: IpAddr, dst: IpAddr, payload: Arc<[u8]>) {
         let multicast = dst.is_multicast();
         for to in 0..self.nodes.len() {
             if to == from {

@@ -70,20 +70,23 @@ fn as_v6(address: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// Adds `data` as big-endian 16-bit words to `sum`; an odd last byte is padded with zero.
-fn add(mut sum: u32, data: &[u8]) -> u32 {
+/// Adds `data` as big-endian 16-bit words to `sum`; an odd last byte is padded with zero. The
+/// result is `sum` plus the words, modulo 0xffff in ones' complement, in 32 bits.
+fn add(sum: u32, data: &[u8]) -> u32 {
     let mut words = data.chunks_exact(2);
-    for word in &mut words {
-        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
-        // Fold early so that no message length can overflow the accumulator.
-        if sum > 0xffff_0000 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-    }
+    // The words of any slice shorter than 2^48 words (512 TiB) sum in 64 bits without
+    // overflow, so the loop has no branch of its own and folds once at the end.
+    let mut total = u64::from(sum)
+        + (&mut words)
+            .map(|word| u64::from(u16::from_be_bytes([word[0], word[1]])))
+            .sum::<u64>();
     if let [last] = words.remainder() {
-        sum += u32::from(*last) << 8;
+        total += u64::from(*last) << 8;
     }
-    sum
+    while total > u64::from(u32::MAX) {
+        total = (total & 0xffff) + (total >> 16);
+    }
+    total as u32
 }
 
 fn fold(mut sum: u32) -> u16 {

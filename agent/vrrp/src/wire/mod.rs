@@ -59,6 +59,16 @@ pub struct Received {
 /// header length, version, type, length against the address count, checksum, VRID, interval,
 /// v2 authentication type.
 pub fn decode(meta: &RecvMeta, payload: &[u8]) -> Result<Received, DecodeError> {
+    decode_into(meta, payload, Vec::new())
+}
+
+/// As [`decode`], the addresses collected into `addresses` (cleared first): a receiver that
+/// hands back the previous advert's list decodes without allocating.
+pub fn decode_into(
+    meta: &RecvMeta,
+    payload: &[u8],
+    mut addresses: Vec<IpAddr>,
+) -> Result<Received, DecodeError> {
     if meta.hop_limit != HOP_LIMIT {
         return Err(DecodeError::HopLimit {
             hop_limit: meta.hop_limit,
@@ -99,20 +109,19 @@ pub fn decode(meta: &RecvMeta, payload: &[u8]) -> Result<Received, DecodeError> 
         ),
     };
     let interval = interval.ok_or(DecodeError::ZeroInterval)?;
-    let addresses = match family {
-        Family::V4 => packet
-            .address_bytes()
-            .chunks_exact(4)
-            .filter_map(|octets| <[u8; 4]>::try_from(octets).ok())
-            .map(IpAddr::from)
-            .collect(),
-        Family::V6 => packet
-            .address_bytes()
-            .chunks_exact(16)
-            .filter_map(|octets| <[u8; 16]>::try_from(octets).ok())
-            .map(IpAddr::from)
-            .collect(),
-    };
+    addresses.clear();
+    match family {
+        Family::V4 => addresses.extend(
+            (packet.address_bytes().chunks_exact(4))
+                .filter_map(|octets| <[u8; 4]>::try_from(octets).ok())
+                .map(IpAddr::from),
+        ),
+        Family::V6 => addresses.extend(
+            (packet.address_bytes().chunks_exact(16))
+                .filter_map(|octets| <[u8; 16]>::try_from(octets).ok())
+                .map(IpAddr::from),
+        ),
+    }
     let advert = Advertisement {
         version,
         vrid,
