@@ -28,6 +28,15 @@ use crate::netns::{Namespace, NetnsError, NsProcess, SpawnSpec};
 /// Path of the keepalived binary (Debian package).
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
+/// Names a program to run instead of [`KEEPALIVED`], with the same arguments: another build,
+/// or a wrapper that runs keepalived under a profiler (`scripts/bench-instructions.sh`).
+pub const KEEPALIVED_BIN_ENV: &str = "HAV_KEEPALIVED_BIN";
+
+/// The keepalived program to start: [`KEEPALIVED_BIN_ENV`] if set, else [`KEEPALIVED`].
+pub fn keepalived_program() -> PathBuf {
+    std::env::var_os(KEEPALIVED_BIN_ENV).map_or_else(|| PathBuf::from(KEEPALIVED), PathBuf::from)
+}
+
 /// Errors of the keepalived runner.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -397,7 +406,10 @@ impl Keepalived {
         let conf = dir.join("keepalived.conf");
         fs::write(&conf, config.render(&fifo))
             .map_err(io_error(format!("write {}", conf.display())))?;
-        let spec = SpawnSpec::new(format!("keepalived-{}", config.router_id), KEEPALIVED).args([
+        let spec = SpawnSpec::new(
+            format!("keepalived-{}", config.router_id),
+            keepalived_program(),
+        ).args([
             "--vrrp".to_owned(),
             "--dont-fork".to_owned(),
             "--log-console".to_owned(),

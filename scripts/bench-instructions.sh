@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# User-space instructions per advert of an idle pair, hav-agent vs keepalived in the same run,
+# counted by valgrind's callgrind: a figure that does not move with the machine's load, unlike
+# the CPU time of scripts/bench.sh.
+#
+#   scripts/bench-instructions.sh [TIMING]     # TIMING: v3-100ms, v3-20ms (default), v3-10ms
+#
+# How: hav-failover-bench starts both pairs with each daemon under callgrind (HAV_AGENT_BIN and
+# HAV_KEEPALIVED_BIN name wrappers). Once settled, every daemon is stopped with SIGTERM after a
+# short and, in a second run, a long lifetime; each then writes its counts. The difference
+# between the two runs, over the adverts of the extra time, is the cost of one advert cycle
+# with start-up and stop taken out. keepalived's two processes are summed per node.
+# Needs root, keepalived and valgrind. Prints one table; exits 1 if a count is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+timing=${1:-v3-20ms}
+case "$timing" in
+  v3-100ms) interval=0.1 ;;
+  v3-20ms) interval=0.02 ;;
+  v3-10ms) interval=0.01 ;;
+  *) echo "usage: $0 [v3-100ms|v3-20ms|v3-10ms]" >&2; exit 2 ;;
+esac
+short=10 long=40 settle=10
+
+cargo build -q --release -p hav-agent -p hav-tests --bins
+work=$(mktemp -d /tmp/hav-instructions.XXXXXX)
+bench_pid=
+cleanup() {
+  [ -n "$bench_pid" ] && kill -- -"$bench_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for daemon in hav keepalived; do
+  case $daemon in
+    hav) program=$PWD/target/release/hav-agent ;;
+    keepalived) program=/usr/sbin/keepalived ;;
+  esac
+  cat > "$work/$daemon.sh" <<EOF
+#!/bin/sh
+exec valgrind --tool=callgrind --callgrind-out-file="\$HAV_CALLGRIND_DIR/$daemon.%p" $program "\$@"
+EOF
+  chmod +x "$work/$daemon.sh"
+done
+
+# One lifetime: start both pairs, let them settle, run $1 more seconds, stop every daemon.
+run() {
+  local seconds=$1 dir="$work/$1"
+  mkdir -p "$dir"
+  HAV_CALLGRIND_DIR=$dir HAV_AGENT_BIN="$work/hav.sh" HAV_KEEPALIVED_BIN="$work/keepalived.sh" \
+    setsid target/release/hav-failover-bench --reps 0 --contenders keepalived,hav \
+    --idle-timings "$timing" --idle-window-s $((seconds + settle + 120)) --idle-rounds 1 \
+    > "$dir/bench.log" 2>&1 &
+  bench_pid=$!
+  local waited=0
+  until [ "$(pgrep -fc "callgrind-out-file=$dir/" || true)" -ge 6 ]; do
+    sleep 0.5
+    waited=$((waited + 1))
+    if [ $waited -gt 240 ]; then
+      echo "the pairs did not start; see $dir/bench.log" >&2
+      cat "$dir/bench.log" >&2
+      exit 1
+    fi
+  done
+  sleep $((settle + seconds))
+  pkill -TERM -f "callgrind-out-file=$dir/" || true
+  waited=0
+  while pgrep -f "callgrind-out-file=$dir/" > /dev/null; do
+    sleep 0.5
+    waited=$((waited + 1))
+    [ $waited -gt 60 ] && pkill -KILL -f "callgrind-out-file=$dir/" || true
+  done
+  kill -- -"$bench_pid" 2>/dev/null || true
+  wait "$bench_pid" 2>/dev/null || true
+  bench_pid=
+}
+
+# Instructions of `daemon` on `node` (a or b) in the run of `seconds`, its processes summed.
+total() {
+  local seconds=$1 daemon=$2 node=$3 sum=0 file pattern
+  case $daemon in
+    hav) pattern="/agent-$node/" ;;
+    keepalived) pattern="/keepalived-$node/" ;;
+  esac
+  for file in "$work/$seconds/$daemon".*; do
+    grep -q "^cmd:.*$pattern" "$file" 2>/dev/null || continue
+    sum=$((sum + $(awk '/^totals:/ {print $2}' "$file")))
+  done
+  echo "$sum"
+}
+
+run $short
+run $long
+adverts=$(awk -v s=$((long - short)) -v i="$interval" 'BEGIN {printf "%d", s / i}')
+echo "## Instructions per advert, idle pair, $timing ($adverts adverts between the two runs)"
+echo
+echo "| node | hav | keepalived | hav / keepalived |"
+echo "|---|---|---|---|"
+status=0
+for node in a b; do
+  role=master
+  [ $node = b ] && role=backup
+  per=()
+  for daemon in hav keepalived; do
+    small=$(total $short $daemon $node)
+    big=$(total $long $daemon $node)
+    if [ "$small" -eq 0 ] || [ "$big" -eq 0 ]; then
+      echo "no counts for $daemon on node $node" >&2
+      status=1
+      per+=(0)
+      continue
+    fi
+    per+=($(((big - small) / adverts)))
+  done
+  ratio=$(awk -v h="${per[0]}" -v k="${per[1]}" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
+  echo "| $node ($role) | ${per[0]} | ${per[1]} | $ratio |"
+done
+exit $status
