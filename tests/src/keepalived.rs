@@ -409,7 +409,8 @@ impl Keepalived {
         let spec = SpawnSpec::new(
             format!("keepalived-{}", config.router_id),
             keepalived_program(),
-        ).args([
+        )
+        .args([
             "--vrrp".to_owned(),
             "--dont-fork".to_owned(),
             "--log-console".to_owned(),
