@@ -25,6 +25,28 @@ use crate::wire::Advertisement;
 /// A router's adverts as sent, one per destination.
 type EncodedAdverts = Vec<(IpAddr, Arc<[u8]>)>;
 
+/// Each tracker's effect on a router, and the sum of their weights kept with them (read on
+/// every advert).
+#[derive(Debug, Clone, Default)]
+struct TrackerEffects {
+    effects: BTreeMap<String, TrackEffect>,
+    weight: i64,
+}
+
+impl TrackerEffects {
+    /// Sets `tracker`'s effect; its effect before, if it had one.
+    fn set(&mut self, tracker: &str, effect: TrackEffect) -> Option<TrackEffect> {
+        let before = self.effects.insert(tracker.to_owned(), effect);
+        self.weight = (self.effects.values())
+            .map(|effect| match effect {
+                TrackEffect::Adjust(weight) => i64::from(*weight),
+                TrackEffect::Fault => 0,
+            })
+            .sum();
+        before
+    }
+}
+
 /// Most sources whose advertised priority a router remembers.
 const MAX_HEARD: usize = 64;
 
@@ -80,9 +102,7 @@ pub(crate) struct VirtualRouter {
     pub(crate) state: State,
     since: Option<Instant>,
     last_cause: Option<Cause>,
-    trackers: BTreeMap<String, TrackEffect>,
-    /// The sum of the trackers' weights, kept with `trackers` (read on every advert).
-    tracker_weight: i64,
+    trackers: TrackerEffects,
     priority_override: Option<Priority>,
     /// Another member of the sync group is faulty.
     group_fault: Option<Cause>,
@@ -130,8 +150,7 @@ impl VirtualRouter {
             state: State::Initialize,
             since: None,
             last_cause: None,
-            trackers: BTreeMap::new(),
-            tracker_weight: 0,
+            trackers: TrackerEffects::default(),
             priority_override: None,
             group_fault: None,
             master: None,
@@ -157,7 +176,6 @@ impl VirtualRouter {
     /// Carries trackers and the override over to a router that replaces this one.
     pub(crate) fn inherit_inputs(&mut self, from: &VirtualRouter) {
         self.trackers = from.trackers.clone();
-        self.tracker_weight = from.tracker_weight;
         self.priority_override = from.priority_override;
     }
 
@@ -171,14 +189,13 @@ impl VirtualRouter {
         if base == Priority::OWNER {
             return base;
         }
-        let value = (i64::from(base.get()) + self.tracker_weight).clamp(1, 254);
+        let value = (i64::from(base.get()) + self.trackers.weight).clamp(1, 254);
         // In range by the clamp.
         Priority(u8::try_from(value).unwrap_or(254))
     }
 
     fn own_fault(&self) -> Option<&str> {
-        self.trackers
-            .iter()
+        (self.trackers.effects.iter())
             .find(|(_, effect)| **effect == TrackEffect::Fault)
             .map(|(name, _)| name.as_str())
     }
@@ -535,14 +552,7 @@ impl VirtualRouter {
         out: &mut Out<'_>,
     ) {
         let before = self.effective_priority();
-        let was_own_fault = self.trackers.get(tracker) == Some(&TrackEffect::Fault);
-        self.trackers.insert(tracker.to_owned(), effect);
-        self.tracker_weight = (self.trackers.values())
-            .map(|effect| match effect {
-                TrackEffect::Adjust(weight) => i64::from(*weight),
-                TrackEffect::Fault => 0,
-            })
-            .sum();
+        let was_own_fault = self.trackers.set(tracker, effect) == Some(TrackEffect::Fault);
         let cause = if effect == TrackEffect::Fault {
             Cause::TrackerFault {
                 tracker: tracker.to_owned(),
