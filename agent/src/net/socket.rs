@@ -1,7 +1,9 @@
 //! VRRP raw sockets: IP protocol 112 on one interface, one address family, multicast or unicast.
 //!
 //! A [`VrrpSocket`] only moves payload bytes: it neither builds nor parses VRRP. Every datagram it
-//! sends leaves with hop limit 255 (and TOS/traffic class CS6 on IPv4, as keepalived sends); every
+//! sends leaves with hop limit 255 (and TOS/traffic class CS6 on IPv4, as keepalived sends); an
+//! IPv4 datagram's header is built here and sent with `IP_HDRINCL`, as keepalived does, so the
+//! kernel neither validates the source address nor derives an IP ID per advert. Every
 //! datagram it receives is reported with the source, destination and hop limit the kernel saw, so
 //! the caller can apply the RFC 5798 §7.1 checks itself. Nothing received from the network makes
 //! it panic: a datagram it cannot make sense of is a [`Received::Malformed`], one from a source that
@@ -16,7 +18,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use hav_vrrp::Family;
 use nix::sys::socket::{
@@ -35,7 +37,7 @@ pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12
 /// The hop limit every VRRP packet is sent with, and the only one a receiver accepts (§5.1.1.3).
 pub const VRRP_HOP_LIMIT: u8 = 255;
 /// DSCP CS6 (network control) in the TOS byte, as keepalived marks its adverts.
-const TOS_CS6: u32 = 0xc0;
+const TOS_CS6: u8 = 0xc0;
 /// Size of the ancillary data buffer on receive: two IPv6 cmsgs with headers, with room to spare.
 const CMSG_BUFFER_LEN: usize = 128;
 
@@ -219,6 +221,8 @@ pub struct VrrpSocket {
     spec: SocketSpec,
     ifindex: u32,
     id: u64,
+    /// The IP ID of the next IPv4 datagram sent (never 0: the kernel would pick one).
+    next_ip_id: AtomicU16,
 }
 
 /// Tells sockets apart even when a closed one's descriptor number is reused.
@@ -275,6 +279,7 @@ impl VrrpSocket {
             spec: spec.clone(),
             ifindex,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            next_ip_id: AtomicU16::new(1),
         })
     }
 
@@ -316,6 +321,14 @@ impl VrrpSocket {
         }
     }
 
+    /// The IP ID for the next IPv4 datagram: a counter per socket that skips 0.
+    fn ip_id(&self) -> u16 {
+        match self.next_ip_id.fetch_add(1, Ordering::Relaxed) {
+            0 => self.next_ip_id.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        }
+    }
+
     /// Sends one payload to `dst` (the group, or one peer), from the configured source. The send
     /// never waits: an advert the kernel cannot queue at once (a full send buffer, which a few
     /// dozen bytes a second never fill) is an error for the caller to count, and the next
@@ -333,7 +346,7 @@ impl VrrpSocket {
                     Some(IpAddr::V4(source)) => Some(source),
                     _ => None,
                 };
-                send_v4(self.socket.as_raw_fd(), self.ifindex, source, dst, payload)
+                send_v4(self.socket.as_raw_fd(), self.ip_id(), source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
@@ -429,13 +442,14 @@ fn check_spec_family(spec: &SocketSpec) -> Result<(), SocketError> {
 type OptionResult = Result<(), (&'static str, io::Error)>;
 
 fn configure_v4(socket: &Socket, ifindex: u32) -> OptionResult {
-    socket
-        .set_ttl_v4(VRRP_HOP_LIMIT.into())
-        .map_err(|e| ("IP_TTL", e))?;
-    socket
-        .set_multicast_ttl_v4(VRRP_HOP_LIMIT.into())
-        .map_err(|e| ("IP_MULTICAST_TTL", e))?;
-    socket.set_tos_v4(TOS_CS6).map_err(|e| ("IP_TOS", e))?;
+    // Outgoing datagrams carry the header `ipv4_header` builds: hop limit and TOS are set there.
+    setsockopt_raw(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_HDRINCL,
+        &(1 as libc::c_int),
+    )
+    .map_err(|e| ("IP_HDRINCL", e))?;
     socket
         .set_multicast_loop_v4(false)
         .map_err(|e| ("IP_MULTICAST_LOOP", e))?;
@@ -580,29 +594,57 @@ fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
     })
 }
 
+/// The IPv4 header of an advert from `source` to `dst` carrying `payload_len` bytes: TTL 255,
+/// TOS CS6, don't fragment (what the kernel sent before the header was built here). A source of
+/// 0.0.0.0 lets the kernel fill in the route's source; it always computes the checksum.
+fn ipv4_header(id: u16, source: Option<Ipv4Addr>, dst: Ipv4Addr, payload_len: usize) -> [u8; 20] {
+    const DONT_FRAGMENT: u16 = 0x4000;
+    let total = u16::try_from(20 + payload_len).unwrap_or(u16::MAX);
+    let mut header = [0u8; 20];
+    header[0] = 0x45;
+    header[1] = TOS_CS6;
+    header[2..4].copy_from_slice(&total.to_be_bytes());
+    header[4..6].copy_from_slice(&id.to_be_bytes());
+    header[6..8].copy_from_slice(&DONT_FRAGMENT.to_be_bytes());
+    header[8] = VRRP_HOP_LIMIT;
+    header[9] = VRRP_PROTOCOL as u8;
+    header[12..16].copy_from_slice(&source.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
+    header[16..20].copy_from_slice(&dst.octets());
+    header
+}
+
+/// One `sendmsg(2)` of the header and the payload, gathered: the socket has `IP_HDRINCL`, and
+/// `SO_BINDTODEVICE` picks the interface.
 fn send_v4(
     fd: i32,
-    ifindex: u32,
+    id: u16,
     source: Option<Ipv4Addr>,
     dst: Ipv4Addr,
     payload: &[u8],
 ) -> io::Result<()> {
-    let info = libc::in_pktinfo {
-        ipi_ifindex: ifindex_c(ifindex),
-        ipi_spec_dst: libc::in_addr {
-            s_addr: u32::from(source.unwrap_or(Ipv4Addr::UNSPECIFIED)).to_be(),
+    let header = ipv4_header(id, source, dst, payload.len());
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr().cast_mut().cast(),
+            iov_len: header.len(),
         },
-        ipi_addr: libc::in_addr { s_addr: 0 },
-    };
+        libc::iovec {
+            iov_base: payload.as_ptr().cast_mut().cast(),
+            iov_len: payload.len(),
+        },
+    ];
     let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    send_with_pktinfo(
-        fd,
-        payload,
-        &addr,
-        libc::IPPROTO_IP,
-        libc::IP_PKTINFO,
-        &info,
-    )
+    // SAFETY: an all-zero `msghdr` is valid (no name, no data, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr().cast_mut().cast();
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: every pointer in `msg` is valid for the call, and the kernel only reads them.
+    match unsafe { libc::sendmsg(fd, &msg, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
 }
 
 fn send_v6(
@@ -630,12 +672,12 @@ fn send_v6(
     )
 }
 
-/// Room for one control message of an `in_pktinfo` or `in6_pktinfo`, aligned as `cmsghdr`.
+/// Room for one control message of an `in6_pktinfo`, aligned as `cmsghdr`.
 #[repr(C, align(8))]
 struct PktinfoSpace([u8; 64]);
 
 /// `sendmsg(2)` of `payload` to `addr` with one control message `level`/`kind` carrying `info`
-/// (an `in_pktinfo` or `in6_pktinfo`), built on the stack: nix's `sendmsg` allocates its
+/// (an `in6_pktinfo`), built on the stack: nix's `sendmsg` allocates its
 /// control buffer on every call, and a master calls this for every advert.
 fn send_with_pktinfo<A: SockaddrLike, T: Copy>(
     fd: i32,
@@ -694,6 +736,31 @@ pub(crate) fn needs_scope(addr: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv4_header_sent_has_ttl_255_tos_cs6_and_the_addresses() {
+        let source = Ipv4Addr::new(198, 51, 100, 11);
+        let header = ipv4_header(0x1234, Some(source), VRRP_GROUP_V4, 12);
+        assert_eq!(header[0], 0x45, "version 4, 20-byte header");
+        assert_eq!(header[1], 0xc0, "TOS CS6");
+        assert_eq!(
+            u16::from_be_bytes([header[2], header[3]]),
+            32,
+            "total length"
+        );
+        assert_eq!(u16::from_be_bytes([header[4], header[5]]), 0x1234, "IP ID");
+        assert_eq!(
+            u16::from_be_bytes([header[6], header[7]]),
+            0x4000,
+            "DF, no fragment"
+        );
+        assert_eq!(header[8], 255, "TTL");
+        assert_eq!(header[9], 112, "protocol VRRP");
+        assert_eq!(&header[12..16], &source.octets());
+        assert_eq!(&header[16..20], &VRRP_GROUP_V4.octets());
+        let unset = ipv4_header(1, None, VRRP_GROUP_V4, 12);
+        assert_eq!(&unset[12..16], &[0; 4], "the kernel fills in the source");
+    }
 
     #[test]
     fn ipv4_header_fields_and_payload_range() {
