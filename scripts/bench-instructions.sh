@@ -10,6 +10,9 @@
 # short and, in a second run, a long lifetime; each then writes its counts. The difference
 # between the two runs, over the adverts of the extra time, is the cost of one advert cycle
 # with start-up and stop taken out. keepalived's two processes are summed per node.
+# A second table counts the code each advert runs, in 64-byte cache lines (instructions run in
+# at least 4 adverts of 5, from callgrind's per-instruction counts): after a sleep of 100 ms the
+# caches are cold, and those lines are what a wake-up has to fetch again.
 # Needs root, keepalived and valgrind. Prints one table; exits 1 if a count is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +42,7 @@ for daemon in hav keepalived; do
   esac
   cat > "$work/$daemon.sh" <<EOF
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file="\$HAV_CALLGRIND_DIR/$daemon.%p" $program "\$@"
+exec valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --callgrind-out-file="\$HAV_CALLGRIND_DIR/$daemon.%p" $program "\$@"
 EOF
   chmod +x "$work/$daemon.sh"
 done
@@ -74,6 +77,49 @@ run() {
   kill -- -"$bench_pid" 2>/dev/null || true
   wait "$bench_pid" 2>/dev/null || true
   bench_pid=
+}
+
+# The callgrind files of `daemon` on `node` (a or b) in the run of `seconds`, by process id.
+files() {
+  local seconds=$1 daemon=$2 node=$3 file pattern
+  case $daemon in
+    hav) pattern="/agent-$node/" ;;
+    keepalived) pattern="/keepalived-$node/" ;;
+  esac
+  for file in "$work/$seconds/$daemon".*; do
+    grep -q "^cmd:.*$pattern" "$file" 2>/dev/null && echo "$file"
+  done | awk -F. '{print $NF, $0}' | sort -n | cut -d' ' -f2-
+}
+
+# Distinct 64-byte lines of code run in (nearly) every advert: instructions whose count grew
+# by at least 0.8 `adverts` between the short and the long run, summed over the processes (paired
+# in process-id order: keepalived's parent, then its VRRP child).
+code_lines() {
+  python3 - "$@" <<'PY'
+import sys
+from collections import Counter
+
+def counts(path):
+    found, skip = Counter(), False
+    with open(path, errors="replace") as lines:
+        for line in lines:
+            if skip:
+                skip = False
+            elif line.startswith("calls="):
+                skip = True  # the next line is the call's inclusive cost
+            elif line.startswith("0x"):
+                fields = line.split()
+                if len(fields) > 2:
+                    found[int(fields[0], 16)] += int(fields[2])
+    return found
+
+adverts, short, long = int(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+total = 0
+for before, after in zip(short, long):
+    b, a = counts(before), counts(after)
+    total += len({addr >> 6 for addr, n in a.items() if n - b.get(addr, 0) >= 0.8 * adverts})
+print(total)
+PY
 }
 
 # Instructions of `daemon` on `node` (a or b) in the run of `seconds`, its processes summed.
@@ -112,6 +158,21 @@ for node in a b; do
       continue
     fi
     per+=($(((big - small) / adverts)))
+  done
+  ratio=$(awk -v h="${per[0]}" -v k="${per[1]}" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
+  echo "| $node ($role) | ${per[0]} | ${per[1]} | $ratio |"
+done
+echo
+echo "## Code run every advert, in 64-byte cache lines"
+echo
+echo "| node | hav | keepalived | hav / keepalived |"
+echo "|---|---|---|---|"
+for node in a b; do
+  role=master
+  [ $node = b ] && role=backup
+  per=()
+  for daemon in hav keepalived; do
+    per+=($(code_lines "$adverts" "$(files $short $daemon $node | xargs)" "$(files $long $daemon $node | xargs)"))
   done
   ratio=$(awk -v h="${per[0]}" -v k="${per[1]}" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
   echo "| $node ($role) | ${per[0]} | ${per[1]} | $ratio |"

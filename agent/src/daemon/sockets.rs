@@ -46,6 +46,9 @@ pub struct OpenSocket {
 /// The sockets the running plan uses.
 pub struct Sockets {
     open: HashMap<SocketSpec, OpenSocket>,
+    /// The open sockets again, as a list rebuilt whenever the set changes: what every advert's
+    /// lookups walk (a handful of entries, without hashing or probing the map's table).
+    list: Vec<OpenSocket>,
     /// The sockets (by [`VrrpSocket::id`]) reported readable by the last wait and not read yet.
     readable: Vec<u64>,
     /// Where the next read starts, for round-robin.
@@ -59,6 +62,7 @@ impl Default for Sockets {
     fn default() -> Self {
         Self {
             open: HashMap::new(),
+            list: Vec::new(),
             readable: Vec::new(),
             next: 0,
             generation: 0,
@@ -100,6 +104,7 @@ impl Sockets {
     /// A socket reported readable and closed since is skipped by [`Sockets::try_next`].
     fn changed(&mut self) {
         self.generation += 1;
+        self.list = self.open.values().cloned().collect();
     }
 
     /// Moves whenever the open set changes.
@@ -109,12 +114,12 @@ impl Sockets {
 
     /// Every open socket's id and descriptor, for the loop's `epoll`.
     pub fn descriptors(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
-        (self.open.values()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
+        (self.list.iter()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
     }
 
     /// `epoll` reported the socket with this descriptor readable.
     pub fn mark_readable(&mut self, fd: RawFd) {
-        let Some(open) = self.open.values().find(|o| o.socket.as_raw_fd() == fd) else {
+        let Some(open) = self.list.iter().find(|o| o.socket.as_raw_fd() == fd) else {
             return;
         };
         let id = open.socket.id();
@@ -152,7 +157,7 @@ impl Sockets {
     pub fn try_next(&mut self) -> Option<Inbound> {
         while !self.readable.is_empty() {
             let id = self.readable.remove(0);
-            let open = self.open.values().find(|o| o.socket.id() == id);
+            let open = self.list.iter().find(|o| o.socket.id() == id);
             if let Some(inbound) = open.and_then(|open| read_socket(open, &mut self.buf)) {
                 return Some(inbound);
             }
@@ -163,9 +168,9 @@ impl Sockets {
     /// The next datagram queued on any open socket, reported readable or not (round-robin):
     /// what arrived while the loop was late; `None` once every socket is drained.
     pub fn try_next_queued(&mut self) -> Option<Inbound> {
-        let count = self.open.len();
+        let count = self.list.len();
         let start = self.next % count.max(1);
-        let sockets = self.open.values().cycle().skip(start).take(count);
+        let sockets = self.list.iter().cycle().skip(start).take(count);
         for (step, open) in sockets.enumerate() {
             if let Some(inbound) = read_socket(open, &mut self.buf) {
                 self.next = start + step + 1;

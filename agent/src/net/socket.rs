@@ -515,21 +515,32 @@ enum RawReceived {
 }
 
 /// Reads one IPv4 datagram, IP header included, and parses the header (RFC 791 §3.1).
+/// Reads one IPv4 datagram, header included, with a plain `recv(2)`: the header holds the source,
+/// destination and TTL, so no address or control message is asked of the kernel. `MSG_TRUNC`
+/// makes it return the datagram's real length, which tells a truncated read.
 fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, None, MsgFlags::empty())?;
-    let (len, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
-    let src_hint = msg.address.map(|a| IpAddr::V4(a.ip()));
-    if truncated {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
+    let len = match unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) }
+    {
+        -1 => return Err(io::Error::last_os_error()),
+        len => len as usize,
+    };
+    // What the kernel read of the header's source, for a datagram that is not accepted.
+    let src_hint = |packet: &[u8]| {
+        (packet.get(12..16))
+            .map(|o| IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
+    };
+    if len > buf.len() {
         return Ok(RawReceived::Malformed {
-            src: src_hint,
+            src: src_hint(buf),
             reason: MalformedReason::Truncated,
         });
     }
-    Ok(match parse_ipv4_header(&buf[..len]) {
+    let packet = &buf[..len];
+    Ok(match parse_ipv4_header(packet) {
         Some(datagram) => RawReceived::Ok(datagram),
         None => RawReceived::Malformed {
-            src: src_hint,
+            src: src_hint(packet),
             reason: MalformedReason::BadIpv4Header,
         },
     })
