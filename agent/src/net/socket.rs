@@ -520,15 +520,13 @@ enum RawReceived {
 /// makes it return the datagram's real length, which tells a truncated read.
 fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-    let len = match unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) }
-    {
+    let len = match unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) } {
         -1 => return Err(io::Error::last_os_error()),
         len => len as usize,
     };
     // What the kernel read of the header's source, for a datagram that is not accepted.
     let src_hint = |packet: &[u8]| {
-        (packet.get(12..16))
-            .map(|o| IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
+        (packet.get(12..16)).map(|o| IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
     };
     if len > buf.len() {
         return Ok(RawReceived::Malformed {
