@@ -171,10 +171,12 @@ impl Poller {
         Ok(())
     }
 
-    /// Clears the ring before reading the counter: a ring after the read writes again, so the
-    /// loop, which polls its sources after this, misses none.
+    /// Drains the counter, then clears the ring flag. A ring up to the clear wrote nothing or
+    /// was drained, but what it woke for happened before it, and the loop polls its sources
+    /// after this; a ring after the clear writes again, so the next wait sees it. (Clearing
+    /// first would let a ring between the two writes be drained with the flag left set: every
+    /// later ring would then write nothing, and the doorbell would never sound again.)
     fn reset_doorbell(&self) {
-        self.doorbell.rung.store(false, Ordering::Release);
         let mut count = [0u8; 8];
         // SAFETY: reads at most 8 bytes into a live buffer from the eventfd we own; EAGAIN (a
         // ring that was already read) leaves it as it is.
@@ -185,6 +187,7 @@ impl Poller {
                 count.len(),
             )
         };
+        self.doorbell.rung.store(false, Ordering::Release);
     }
 
     fn control(&self, op: libc::c_int, fd: RawFd, events: libc::c_int) -> io::Result<()> {
@@ -252,6 +255,40 @@ mod tests {
             vec![Ready::Doorbell],
             "a ring after the reset is heard"
         );
+    }
+
+    #[test]
+    fn a_ring_while_the_doorbell_is_reset_is_never_lost() {
+        // Another thread rings without pause while this one waits and resets: whatever the
+        // interleaving, every wait must see the doorbell. A ring swallowed by a reset that
+        // also leaves the ring flag set would silence the doorbell for good.
+        let timer = EngineTimer::new().expect("timerfd");
+        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+        let waker = poller.context().waker().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ringer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    waker.wake_by_ref();
+                }
+            })
+        };
+        let mut ready = Vec::new();
+        let mut lost = None;
+        for round in 0..50_000 {
+            ready.clear();
+            poller
+                .wait(Some(Duration::from_secs(1)), &mut ready)
+                .expect("wait");
+            if !ready.contains(&Ready::Doorbell) {
+                lost = Some(round);
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        ringer.join().expect("no panic");
+        assert_eq!(lost, None, "the doorbell went silent while it was being rung");
     }
 
     #[test]
