@@ -288,7 +288,10 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         ringer.join().expect("no panic");
-        assert_eq!(lost, None, "the doorbell went silent while it was being rung");
+        assert_eq!(
+            lost, None,
+            "the doorbell went silent while it was being rung"
+        );
     }
 
     #[test]
