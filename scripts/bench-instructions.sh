@@ -13,7 +13,7 @@
 # A second table counts the code each advert runs, in 64-byte cache lines (instructions run in
 # at least 4 adverts of 5, from callgrind's per-instruction counts): after a sleep of 100 ms the
 # caches are cold, and those lines are what a wake-up has to fetch again.
-# Needs root, keepalived and valgrind. Prints one table; exits 1 if a count is missing.
+# Needs root, keepalived, valgrind and python3. Prints two tables; exits 1 if a count is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -124,16 +124,19 @@ PY
 
 # Instructions of `daemon` on `node` (a or b) in the run of `seconds`, its processes summed.
 total() {
-  local seconds=$1 daemon=$2 node=$3 sum=0 file pattern
-  case $daemon in
-    hav) pattern="/agent-$node/" ;;
-    keepalived) pattern="/keepalived-$node/" ;;
-  esac
-  for file in "$work/$seconds/$daemon".*; do
-    grep -q "^cmd:.*$pattern" "$file" 2>/dev/null || continue
+  local sum=0 file
+  for file in $(files "$@"); do
     sum=$((sum + $(awk '/^totals:/ {print $2}' "$file")))
   done
   echo "$sum"
+}
+
+# One table row: node, then hav's and keepalived's figures and their ratio.
+row() {
+  local node=$1 hav=$2 keepalived=$3 role=master
+  [ "$node" = b ] && role=backup
+  ratio=$(awk -v h="$hav" -v k="$keepalived" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
+  echo "| $node ($role) | $hav | $keepalived | $ratio |"
 }
 
 run $short
@@ -145,8 +148,6 @@ echo "| node | hav | keepalived | hav / keepalived |"
 echo "|---|---|---|---|"
 status=0
 for node in a b; do
-  role=master
-  [ $node = b ] && role=backup
   per=()
   for daemon in hav keepalived; do
     small=$(total $short $daemon $node)
@@ -159,8 +160,7 @@ for node in a b; do
     fi
     per+=($(((big - small) / adverts)))
   done
-  ratio=$(awk -v h="${per[0]}" -v k="${per[1]}" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
-  echo "| $node ($role) | ${per[0]} | ${per[1]} | $ratio |"
+  row $node "${per[@]}"
 done
 echo
 echo "## Code run every advert, in 64-byte cache lines"
@@ -168,13 +168,10 @@ echo
 echo "| node | hav | keepalived | hav / keepalived |"
 echo "|---|---|---|---|"
 for node in a b; do
-  role=master
-  [ $node = b ] && role=backup
   per=()
   for daemon in hav keepalived; do
     per+=($(code_lines "$adverts" "$(files $short $daemon $node | xargs)" "$(files $long $daemon $node | xargs)"))
   done
-  ratio=$(awk -v h="${per[0]}" -v k="${per[1]}" 'BEGIN {if (k > 0) printf "%.2f", h / k; else print "-"}')
-  echo "| $node ($role) | ${per[0]} | ${per[1]} | $ratio |"
+  row $node "${per[@]}"
 done
 exit $status

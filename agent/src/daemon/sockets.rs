@@ -45,10 +45,8 @@ pub struct OpenSocket {
 
 /// The sockets the running plan uses.
 pub struct Sockets {
-    open: HashMap<SocketSpec, OpenSocket>,
-    /// The open sockets again, as a list rebuilt whenever the set changes: what every advert's
-    /// lookups walk (a handful of entries, without hashing or probing the map's table).
-    list: Vec<OpenSocket>,
+    /// A list, not a map: every advert's lookups walk it (a handful of entries, no hashing).
+    open: Vec<(SocketSpec, OpenSocket)>,
     /// The sockets (by [`VrrpSocket::id`]) reported readable by the last wait and not read yet.
     readable: Vec<u64>,
     /// Where the next read starts, for round-robin.
@@ -61,8 +59,7 @@ pub struct Sockets {
 impl Default for Sockets {
     fn default() -> Self {
         Self {
-            open: HashMap::new(),
-            list: Vec::new(),
+            open: Vec::new(),
             readable: Vec::new(),
             next: 0,
             generation: 0,
@@ -83,8 +80,8 @@ impl Sockets {
             if prepared.contains_key(spec) {
                 continue;
             }
-            let open = match self.open.get(spec) {
-                Some(open) => open.clone(),
+            let open = match self.open.iter().find(|(open, _)| open == spec) {
+                Some((_, open)) => open.clone(),
                 None => OpenSocket {
                     socket: Arc::new(VrrpSocket::open(spec)?),
                     interface: Arc::from(spec.interface.as_str()),
@@ -97,14 +94,17 @@ impl Sockets {
 
     /// Makes `prepared` the open set; sockets no longer in it close.
     pub fn replace(&mut self, prepared: HashMap<SocketSpec, OpenSocket>) {
-        self.open = prepared;
+        self.open = prepared.into_iter().collect();
         self.changed();
     }
 
     /// A socket reported readable and closed since is skipped by [`Sockets::try_next`].
     fn changed(&mut self) {
         self.generation += 1;
-        self.list = self.open.values().cloned().collect();
+    }
+
+    fn sockets(&self) -> impl Iterator<Item = &OpenSocket> {
+        self.open.iter().map(|(_, open)| open)
     }
 
     /// Moves whenever the open set changes.
@@ -114,12 +114,12 @@ impl Sockets {
 
     /// Every open socket's id and descriptor, for the loop's `epoll`.
     pub fn descriptors(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
-        (self.list.iter()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
+        (self.sockets()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
     }
 
     /// `epoll` reported the socket with this descriptor readable.
     pub fn mark_readable(&mut self, fd: RawFd) {
-        let Some(open) = self.list.iter().find(|o| o.socket.as_raw_fd() == fd) else {
+        let Some(open) = self.sockets().find(|o| o.socket.as_raw_fd() == fd) else {
             return;
         };
         let id = open.socket.id();
@@ -132,7 +132,7 @@ impl Sockets {
     /// names.
     pub fn close_stale(&mut self, host: &Host) -> Vec<String> {
         let mut closed = Vec::new();
-        self.open.retain(|spec, open| {
+        self.open.retain(|(spec, open)| {
             let live = host.index_of(&spec.interface) == Some(open.socket.ifindex());
             if !live {
                 closed.push(spec.interface.clone());
@@ -157,8 +157,8 @@ impl Sockets {
     pub fn try_next(&mut self) -> Option<Inbound> {
         while !self.readable.is_empty() {
             let id = self.readable.remove(0);
-            let open = self.list.iter().find(|o| o.socket.id() == id);
-            if let Some(inbound) = open.and_then(|open| read_socket(open, &mut self.buf)) {
+            let open = self.open.iter().find(|(_, open)| open.socket.id() == id);
+            if let Some(inbound) = open.and_then(|(_, open)| read_socket(open, &mut self.buf)) {
                 return Some(inbound);
             }
         }
@@ -168,10 +168,10 @@ impl Sockets {
     /// The next datagram queued on any open socket, reported readable or not (round-robin):
     /// what arrived while the loop was late; `None` once every socket is drained.
     pub fn try_next_queued(&mut self) -> Option<Inbound> {
-        let count = self.list.len();
+        let count = self.open.len();
         let start = self.next % count.max(1);
-        let sockets = self.list.iter().cycle().skip(start).take(count);
-        for (step, open) in sockets.enumerate() {
+        let sockets = self.open.iter().cycle().skip(start).take(count);
+        for (step, (_, open)) in sockets.enumerate() {
             if let Some(inbound) = read_socket(open, &mut self.buf) {
                 self.next = start + step + 1;
                 return Some(inbound);

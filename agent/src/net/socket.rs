@@ -221,7 +221,7 @@ pub struct VrrpSocket {
     spec: SocketSpec,
     ifindex: u32,
     id: u64,
-    /// The IP ID of the next IPv4 datagram sent (never 0: the kernel would pick one).
+    /// The IP ID of the next IPv4 datagram sent (0, once in 65,536, lets the kernel pick one).
     next_ip_id: AtomicU16,
 }
 
@@ -321,14 +321,6 @@ impl VrrpSocket {
         }
     }
 
-    /// The IP ID for the next IPv4 datagram: a counter per socket that skips 0.
-    fn ip_id(&self) -> u16 {
-        match self.next_ip_id.fetch_add(1, Ordering::Relaxed) {
-            0 => self.next_ip_id.fetch_add(1, Ordering::Relaxed),
-            id => id,
-        }
-    }
-
     /// Sends one payload to `dst` (the group, or one peer), from the configured source. The send
     /// never waits: an advert the kernel cannot queue at once (a full send buffer, which a few
     /// dozen bytes a second never fill) is an error for the caller to count, and the next
@@ -346,7 +338,8 @@ impl VrrpSocket {
                     Some(IpAddr::V4(source)) => Some(source),
                     _ => None,
                 };
-                send_v4(self.socket.as_raw_fd(), self.ip_id(), source, dst, payload)
+                let id = self.next_ip_id.fetch_add(1, Ordering::Relaxed);
+                send_v4(self.socket.as_raw_fd(), id, source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
@@ -514,7 +507,6 @@ enum RawReceived {
     },
 }
 
-/// Reads one IPv4 datagram, IP header included, and parses the header (RFC 791 §3.1).
 /// Reads one IPv4 datagram, header included, with a plain `recv(2)`: the header holds the source,
 /// destination and TTL, so no address or control message is asked of the kernel. `MSG_TRUNC`
 /// makes it return the datagram's real length, which tells a truncated read.
@@ -525,9 +517,7 @@ fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
         len => len as usize,
     };
     // What the kernel read of the header's source, for a datagram that is not accepted.
-    let src_hint = |packet: &[u8]| {
-        (packet.get(12..16)).map(|o| IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
-    };
+    let src_hint = |packet: &[u8]| ipv4_source(packet).map(IpAddr::V4);
     if len > buf.len() {
         return Ok(RawReceived::Malformed {
             src: src_hint(buf),
@@ -554,7 +544,7 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
     }
     // The payload runs to the end of what the kernel delivered (a reassembled datagram).
     let hop_limit = packet[8];
-    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let src = ipv4_source(packet)?;
     let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
     Some(Datagram {
         src: IpAddr::V4(src),
@@ -562,6 +552,12 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
         hop_limit,
         payload: header_len..packet.len(),
     })
+}
+
+/// The source address of an IPv4 header, if `packet` is long enough to hold one.
+fn ipv4_source(packet: &[u8]) -> Option<Ipv4Addr> {
+    let octets: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Reads one IPv6 datagram (payload only) with its hop limit and destination from cmsgs.
@@ -643,17 +639,7 @@ fn send_v4(
         },
     ];
     let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-    // SAFETY: an all-zero `msghdr` is valid (no name, no data, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = addr.as_ptr().cast_mut().cast();
-    msg.msg_namelen = addr.len();
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = iov.len() as _;
-    // SAFETY: every pointer in `msg` is valid for the call, and the kernel only reads them.
-    match unsafe { libc::sendmsg(fd, &msg, 0) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
-    }
+    send_message(fd, &message(&addr, &mut iov))
 }
 
 fn send_v6(
@@ -698,16 +684,11 @@ fn send_with_pktinfo<A: SockaddrLike, T: Copy>(
 ) -> io::Result<()> {
     const { assert!(std::mem::size_of::<T>() <= 32) };
     let mut space = PktinfoSpace([0; 64]);
-    let mut iov = libc::iovec {
+    let mut iov = [libc::iovec {
         iov_base: payload.as_ptr().cast_mut().cast(),
         iov_len: payload.len(),
-    };
-    // SAFETY: an all-zero `msghdr` is valid (no name, no data, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = addr.as_ptr().cast_mut().cast();
-    msg.msg_namelen = addr.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    }];
+    let mut msg = message(addr, &mut iov);
     msg.msg_control = space.0.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes; `T` fits the buffer (asserted).
     let (control_len, cmsg_len) = unsafe {
@@ -730,8 +711,25 @@ fn send_with_pktinfo<A: SockaddrLike, T: Copy>(
             std::mem::size_of::<T>(),
         );
     }
-    // SAFETY: every pointer in `msg` is valid for the call.
-    match unsafe { libc::sendmsg(fd, &msg, 0) } {
+    send_message(fd, &msg)
+}
+
+/// A `msghdr` to `addr` gathering `iov`, without control data; it borrows both for the send.
+fn message<A: SockaddrLike>(addr: &A, iov: &mut [libc::iovec]) -> libc::msghdr {
+    // SAFETY: an all-zero `msghdr` is valid (no name, no data, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr().cast_mut().cast();
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    msg
+}
+
+/// `sendmsg(2)` of a message built by [`message`] whose buffers are still alive.
+fn send_message(fd: i32, msg: &libc::msghdr) -> io::Result<()> {
+    // SAFETY: the caller's buffers behind every pointer in `msg` outlive the call, and the
+    // kernel only reads them.
+    match unsafe { libc::sendmsg(fd, msg, 0) } {
         -1 => Err(io::Error::last_os_error()),
         _ => Ok(()),
     }
