@@ -34,11 +34,12 @@
 mod announce;
 mod cause;
 mod config;
+mod deadlines;
 mod router;
 mod sync_group;
 mod timer;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub use config::{
 };
 
 use config::family_of;
+use deadlines::Deadlines;
 
 #[cfg(feature = "sim")]
 pub(crate) use config::family_of as config_family_of;
@@ -285,9 +287,8 @@ pub struct Engine {
     /// Indexes of `routers` by family and VRID, at [`key_slot`] (a packet finds its router
     /// without a scan or a hash).
     by_key: Vec<Vec<usize>>,
-    /// Every router's next timer (`routers` by index), and each router's entry in it.
-    deadlines: BTreeSet<(Instant, usize)>,
-    indexed: Vec<Option<Instant>>,
+    /// Every router's next timer (`routers` by index), earliest first.
+    deadlines: Deadlines,
     /// The routers [`Engine::handle_timeout`] found due, kept for its next call.
     due: Vec<usize>,
     /// Bumped whenever a router's [`RouterBrief`] may have changed.
@@ -312,8 +313,7 @@ impl Engine {
             started: false,
             shut_down: false,
             by_key: vec![Vec::new(); KEY_SLOTS],
-            deadlines: BTreeSet::new(),
-            indexed: Vec::new(),
+            deadlines: Deadlines::default(),
             due: Vec::new(),
             revision: 0,
             decoded_addresses: Vec::new(),
@@ -336,39 +336,18 @@ impl Engine {
             let slot = key_slot(router.config.family, router.config.vrid);
             self.by_key[slot].push(index);
         }
-        self.deadlines.clear();
-        self.indexed = self
-            .routers
-            .iter()
-            .map(VirtualRouter::next_timeout)
-            .collect();
-        for (index, at) in self.indexed.iter().enumerate() {
-            if let Some(at) = at {
-                self.deadlines.insert((*at, index));
-            }
+        self.deadlines.reset(self.routers.len());
+        for (index, router) in self.routers.iter().enumerate() {
+            self.deadlines.set(index, router.next_timeout());
         }
         self.revision += 1;
     }
 
     /// Brings one router's deadline up to date.
     fn reindex_deadline(&mut self, index: usize) {
-        let now = self.routers[index].next_timeout();
-        let Some(entry) = self.indexed.get_mut(index) else {
-            return;
-        };
-        if *entry == now {
-            return;
+        if let Some(router) = self.routers.get(index) {
+            self.deadlines.set(index, router.next_timeout());
         }
-        // The new entry goes in before the old one leaves: a set that never empties keeps its
-        // node, so re-arming the only router's deadline (every advert a backup hears) allocates
-        // nothing.
-        if let Some(at) = now {
-            self.deadlines.insert((at, index));
-        }
-        if let Some(old) = entry.take() {
-            self.deadlines.remove(&(old, index));
-        }
-        *entry = now;
     }
 
     /// The index of the router of `interface`, `family` and `vrid`.
@@ -536,11 +515,7 @@ impl Engine {
         // list kept between calls, so finding them allocates nothing.
         let mut due = std::mem::take(&mut self.due);
         due.clear();
-        due.extend(
-            (self.deadlines.iter())
-                .take_while(|(at, _)| *at <= now)
-                .map(|(_, index)| *index),
-        );
+        self.deadlines.due(now, &mut due);
         let mut changed = false;
         for &index in &due {
             let router = &mut self.routers[index];
@@ -724,7 +699,7 @@ impl Engine {
 
     /// The earliest time [`Engine::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let indexed = self.deadlines.first().map(|(at, _)| *at);
+        let indexed = self.deadlines.first();
         debug_assert_eq!(
             indexed,
             self.routers
