@@ -524,19 +524,50 @@ impl Executor {
         telemetry: &mut Telemetry,
     ) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        while let Some(action) = engine.poll_action() {
+        loop {
+            self.transmit_queued(engine, telemetry);
+            let Some(action) = engine.poll_action() else {
+                break;
+            };
             telemetry.begin(&action);
-            match action {
-                // A master's every advert: carried out without building the future below.
-                Action::Transmit {
-                    router,
-                    dst,
-                    payload,
-                } => self.transmit(router, dst, &payload),
-                action => self.carry_out(action, &mut transitions).await,
+            self.carry_out(action, &mut transitions).await;
+            telemetry.end();
+        }
+        self.end_batch(engine, telemetry);
+        transitions
+    }
+
+    /// Carries out the engine's actions when none has to be waited for (a master's adverts,
+    /// or nothing: a backup hearing its master), without building [`Executor::execute`]'s
+    /// future; `false`, with the adverts before it sent, when one does: the caller then runs
+    /// `execute` for the rest.
+    pub fn execute_at_once(&mut self, engine: &mut Engine, telemetry: &mut Telemetry) -> bool {
+        self.transmit_queued(engine, telemetry);
+        if engine.has_actions() {
+            return false;
+        }
+        self.end_batch(engine, telemetry);
+        true
+    }
+
+    /// Sends the adverts at the head of the engine's queue.
+    fn transmit_queued(&mut self, engine: &mut Engine, telemetry: &mut Telemetry) {
+        while let Some(action) = engine.poll_transmit() {
+            telemetry.begin(&action);
+            if let Action::Transmit {
+                router,
+                dst,
+                payload,
+            } = action
+            {
+                self.transmit(router, dst, &payload);
             }
             telemetry.end();
         }
+    }
+
+    /// After a batch of actions: traces settle, hand-over rules follow the roles.
+    fn end_batch(&mut self, engine: &Engine, telemetry: &mut Telemetry) {
         telemetry.settle();
         // After the batch: the takeover's adverts and announcements never wait for `nft`.
         if self.handover.enabled() {
@@ -544,7 +575,6 @@ impl Executor {
             self.sync_handover_rules("hand-over");
         }
         self.prune(engine);
-        transitions
     }
 
     fn transmit(&self, router: RouterId, dst: IpAddr, payload: &[u8]) {

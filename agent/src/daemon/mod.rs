@@ -457,7 +457,12 @@ impl Daemon {
                     continue;
                 }
             }
-            self.execute().await;
+            // An engine-only turn usually asks for adverts or nothing: no future is built then.
+            if !(engine_only
+                && (self.executor).execute_at_once(&mut self.engine, &mut self.telemetry))
+            {
+                self.execute().await;
+            }
             self.publish(engine_only);
             if stopping && self.engine.is_stopped() && self.executor.handover.is_idle() {
                 break;

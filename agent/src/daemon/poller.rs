@@ -125,7 +125,7 @@ impl Poller {
     }
 
     /// Blocks until something is ready or `timeout` passes (`None`: no limit); appends what is
-    /// ready to `ready`, the doorbell first and the timer last. A rung doorbell is reset here.
+    /// ready to `ready`, in the kernel's order. A rung doorbell is reset here.
     pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Ready>) -> io::Result<()> {
         let timeout_ms = match timeout {
             None => -1,
@@ -153,20 +153,16 @@ impl Poller {
             };
         }
         let found = &self.events[..usize::try_from(count).unwrap_or_default()];
-        let token = |event: &libc::epoll_event| event.u64 as RawFd;
-        let bell = self.doorbell.fd.as_raw_fd();
-        if found.iter().any(|event| token(event) == bell) {
-            self.reset_doorbell();
-            ready.push(Ready::Doorbell);
-        }
-        let timer = self.timer;
-        ready.extend(
-            (found.iter().map(token))
-                .filter(|fd| *fd != bell && *fd != timer)
-                .map(Ready::Socket),
-        );
-        if found.iter().any(|event| token(event) == self.timer) {
-            ready.push(Ready::Timer);
+        for event in found {
+            let fd = event.u64 as RawFd;
+            ready.push(if fd == self.doorbell.fd.as_raw_fd() {
+                self.reset_doorbell();
+                Ready::Doorbell
+            } else if fd == self.timer {
+                Ready::Timer
+            } else {
+                Ready::Socket(fd)
+            });
         }
         Ok(())
     }

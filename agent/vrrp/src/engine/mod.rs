@@ -697,6 +697,20 @@ impl Engine {
         self.actions.pop_front()
     }
 
+    /// Whether an action is waiting for [`Engine::poll_action`].
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// The next action, only if it is an [`Action::Transmit`]: what a driver can carry out at
+    /// once, before an action it has to wait for.
+    pub fn poll_transmit(&mut self) -> Option<Action> {
+        match self.actions.front()? {
+            Action::Transmit { .. } => self.actions.pop_front(),
+            _ => None,
+        }
+    }
+
     /// The earliest time [`Engine::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let indexed = self.deadlines.first();
