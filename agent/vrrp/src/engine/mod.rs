@@ -35,6 +35,7 @@ mod announce;
 mod cause;
 mod config;
 mod deadlines;
+mod repeat;
 mod router;
 mod sync_group;
 mod timer;
@@ -53,6 +54,7 @@ pub use config::{
 
 use config::family_of;
 use deadlines::Deadlines;
+use repeat::Repeat;
 
 #[cfg(feature = "sim")]
 pub(crate) use config::family_of as config_family_of;
@@ -295,6 +297,10 @@ pub struct Engine {
     revision: u64,
     /// The address list of the last advert decoded, handed to the next decode to fill.
     decoded_addresses: Vec<IpAddr>,
+    /// The advert a backup last took from its master, to know its repeats ([`repeat`]).
+    repeat: Repeat,
+    /// Whether a repeat is known as such (off only to test that it changes nothing).
+    know_repeats: bool,
 }
 
 impl Engine {
@@ -317,6 +323,8 @@ impl Engine {
             due: Vec::new(),
             revision: 0,
             decoded_addresses: Vec::new(),
+            repeat: Repeat::default(),
+            know_repeats: true,
         };
         for router in &config.routers {
             let id = engine.id_for(&router.name);
@@ -408,6 +416,9 @@ impl Engine {
         meta: &RecvMeta,
         payload: &[u8],
     ) -> Option<Heard> {
+        if let Some(heard) = self.handle_repeat(now, interface, meta, payload) {
+            return Some(heard);
+        }
         let family = family_of(meta.src);
         let addresses = std::mem::take(&mut self.decoded_addresses);
         let received = match wire::decode_into(meta, payload, addresses) {
@@ -425,7 +436,7 @@ impl Engine {
                 return None;
             }
         };
-        let heard = self.handle_advert(now, interface, family, meta, &received.advert);
+        let heard = self.handle_advert(now, interface, family, meta, &received.advert, payload);
         self.decoded_addresses = received.advert.addresses;
         heard
     }
@@ -438,6 +449,7 @@ impl Engine {
         family: Family,
         meta: &RecvMeta,
         advert: &wire::Advertisement,
+        payload: &[u8],
     ) -> Option<Heard> {
         let heard = Heard {
             vrid: advert.vrid,
@@ -479,16 +491,66 @@ impl Engine {
             return Some(heard);
         }
         let before = router.brief();
+        let (actions, address_list_errors) = (
+            self.actions.len(),
+            router.counter(Counter::AddressListErrors),
+        );
         let mut out = Out {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
-        router.handle_advert(now, meta.src, advert, &mut out);
+        let renewed = router.handle_advert(now, meta.src, advert, &mut out);
         if router.brief() != before {
             self.revision += 1;
         }
+        if renewed
+            && self.transitions.is_empty()
+            && self.actions.len() == actions
+            && self.retiring.is_empty()
+        {
+            let address_list_error =
+                router.counter(Counter::AddressListErrors) != address_list_errors;
+            let verdict = repeat::Verdict {
+                router: index,
+                revision: self.revision,
+                address_list_error,
+                heard,
+            };
+            self.repeat.keep(interface, meta, payload, verdict);
+        }
         self.settle_after(now, &[index]);
         Some(heard)
+    }
+
+    /// An advert the same as the one kept in [`Engine::repeat`], at the same revision, handed
+    /// to its router as a repeat; `None` (nothing done) if it is not one.
+    fn handle_repeat(
+        &mut self,
+        now: Instant,
+        interface: &str,
+        meta: &RecvMeta,
+        payload: &[u8],
+    ) -> Option<Heard> {
+        if !self.know_repeats || !self.retiring.is_empty() {
+            return None;
+        }
+        let verdict = self
+            .repeat
+            .matches(interface, meta, payload, self.revision)?;
+        let router = self.routers.get_mut(verdict.router)?;
+        if !router.repeat_from_master(now, meta.src, verdict.address_list_error) {
+            self.repeat.forget();
+            return None;
+        }
+        self.settle_after(now, &[verdict.router]);
+        Some(verdict.heard)
+    }
+
+    /// Every advert is decoded and judged in full, repeats included: for tests that the
+    /// shortcut for repeats changes nothing.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn judge_every_advert(&mut self) {
+        self.know_repeats = false;
     }
 
     /// After an event that touched only the routers at `touched` (and retiring ones): the

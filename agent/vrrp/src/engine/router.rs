@@ -258,6 +258,10 @@ impl VirtualRouter {
         }
     }
 
+    pub(crate) fn counter(&self, counter: Counter) -> u64 {
+        self.counters.get(counter)
+    }
+
     pub(crate) fn bump(&mut self, counter: Counter) {
         self.counters.bump(counter);
     }
@@ -300,19 +304,21 @@ impl VirtualRouter {
     }
 
     /// A valid advert for this router (VRID, family, version and interface already matched; not
-    /// our own). Runs the rest of RFC 5798 / RFC 3768 section 7.1, then section 6.4.
+    /// our own). Runs the rest of RFC 5798 / RFC 3768 section 7.1, then section 6.4. `true`: as
+    /// a backup it took `src` as its master and restarted the master-down timer, and (if no
+    /// action came of it) that is all it did.
     pub(crate) fn handle_advert(
         &mut self,
         now: Instant,
         src: IpAddr,
         advert: &Advertisement,
         out: &mut Out<'_>,
-    ) {
+    ) -> bool {
         if let super::config::Peers::Unicast(peers) = &self.config.peers
             && !peers.iter().any(|peer| peer.address == src)
         {
             self.counters.bump(Counter::UnicastSourceNotPeer);
-            return;
+            return false;
         }
         if self.config.version == Version::V2 {
             // RFC 3768 section 7.1 / RFC 2787 counters: authentication must match.
@@ -321,18 +327,18 @@ impl VirtualRouter {
                 (Auth::SimpleText(ours), Auth::SimpleText(theirs)) => {
                     if ours != theirs {
                         self.counters.bump(Counter::AuthFailures);
-                        return;
+                        return false;
                     }
                 }
                 _ => {
                     self.counters.bump(Counter::AuthTypeMismatch);
-                    return;
+                    return false;
                 }
             }
             // RFC 3768 section 7.1: an interval other than ours is dropped.
             if advert.interval != self.config.advert_interval {
                 self.counters.bump(Counter::AdvIntervalErrors);
-                return;
+                return false;
             }
         }
         // RFC 5798 section 7.1: a differing address list is logged, not fatal (as keepalived),
@@ -340,7 +346,7 @@ impl VirtualRouter {
         if !same_addresses(&advert.addresses, &self.config.vips) {
             self.counters.bump(Counter::AddressListErrors);
             if self.config.strict {
-                return;
+                return false;
             }
         }
         self.counters.bump(Counter::RcvdAdvertisements);
@@ -355,14 +361,19 @@ impl VirtualRouter {
         }
         match self.state {
             State::Backup => self.backup_advert(now, src, advert),
-            State::Master => self.master_advert(now, src, advert, out),
+            State::Master => {
+                self.master_advert(now, src, advert, out);
+                false
+            }
             // Fault and Initialize ignore adverts (RFC 5798 section 6.4.1 for Initialize).
-            State::Initialize | State::Fault => {}
+            State::Initialize | State::Fault => false,
         }
     }
 
-    /// RFC 5798 section 6.4.2 (Backup), "If an ADVERTISEMENT is received".
-    fn backup_advert(&mut self, now: Instant, src: IpAddr, advert: &Advertisement) {
+    /// RFC 5798 section 6.4.2 (Backup), "If an ADVERTISEMENT is received". `true`: the master
+    /// was taken as such and the master-down timer restarted, whatever the time (not so for a
+    /// lower master obeyed only until the preempt delay ends).
+    fn backup_advert(&mut self, now: Instant, src: IpAddr, advert: &Advertisement) -> bool {
         let ours = self.effective_priority();
         if advert.priority == Priority::RESIGN {
             // "If the Priority in the ADVERTISEMENT is zero, then: Set the Master_Down_Timer to
@@ -370,14 +381,16 @@ impl VirtualRouter {
             self.master = None;
             self.master_down_reason = MasterDownReason::Resigned { master: src };
             self.timers.set(Timer::MasterDown, now + self.skew_time());
-            return;
+            return false;
         }
         self.master = Some(MasterInfo {
             address: src,
             priority: advert.priority,
         });
         let lower = advert.priority < ours;
-        if lower && self.preempts() {
+        // Obeyed for now, but the verdict changes with the time.
+        let until_preempted = lower && self.preempts();
+        if until_preempted {
             // "else (preempt and lower priority): Discard the ADVERTISEMENT" — the master-down
             // timer runs out and we take over. keepalived's preempt_delay holds that back: until
             // the delay (from start-up or first sight of this lower master) passes, act as if
@@ -392,7 +405,7 @@ impl VirtualRouter {
                     master: src,
                     theirs: advert.priority,
                 };
-                return;
+                return false;
             }
         } else if !lower {
             // A master at least as good as us: a later preempt delay counts from its fall.
@@ -405,10 +418,41 @@ impl VirtualRouter {
         if self.config.version != Version::V2 {
             self.master_adver_interval = advert.interval;
         }
-        self.last_master_advert = Some((src, now));
         self.master_down_reason = MasterDownReason::Silence;
+        self.master_heard(now, src);
+        !until_preempted
+    }
+
+    /// A backup heard its master at `now`: the master-down timer starts again.
+    fn master_heard(&mut self, now: Instant, src: IpAddr) {
+        self.last_master_advert = Some((src, now));
         self.timers
             .set(Timer::MasterDown, now + self.master_down_interval());
+    }
+
+    /// Handles an advert byte for byte the same as one that [`VirtualRouter::handle_advert`]
+    /// said only restarted the timer, from the same source, with nothing the judgement depends
+    /// on changed since: the counters that advert bumped, and the timer. `false` (nothing
+    /// done) if the router is no longer a backup following that master.
+    pub(crate) fn repeat_from_master(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        address_list_error: bool,
+    ) -> bool {
+        if self.state != State::Backup
+            || self.release.is_some()
+            || self.master.is_none_or(|master| master.address != src)
+        {
+            return false;
+        }
+        if address_list_error {
+            self.counters.bump(Counter::AddressListErrors);
+        }
+        self.counters.bump(Counter::RcvdAdvertisements);
+        self.master_down_reason = MasterDownReason::Silence;
+        self.master_heard(now, src);
+        true
     }
 
     /// RFC 5798 section 6.4.3 (Master), "If an ADVERTISEMENT is received".

@@ -52,6 +52,10 @@ pub fn config(variant: u8) -> EngineConfig {
     let mut v3 = router("v3", 2, Version::V3, Family::V4, 0, 150, 20);
     let mut v6 = router("v6", 3, Version::V3, Family::V6, 0, 200, 50);
     v2.auth = Auth::SimpleText(*b"secret\0\0");
+    // A lower master is obeyed for a while: a verdict that changes with the time alone.
+    v2.preempt = Preempt::On {
+        delay: Duration::from_millis(1500),
+    };
     v3.peers = Peers::Unicast(vec![
         Peer {
             address: node_address(Family::V4, 1),
@@ -102,12 +106,30 @@ pub fn run(data: &[u8]) {
 
 /// [`run`], printing every event and action to stderr if `trace`.
 pub fn run_traced(data: &[u8], trace: bool) {
+    let Ok(engine) = Engine::new(config(0)) else {
+        panic!("the fuzz configuration is valid")
+    };
+    drive(data, &mut [engine], trace);
+}
+
+/// [`run`] on two engines, the second judging every advert in full
+/// ([`Engine::judge_every_advert`]): after each event both must have asked for the same actions
+/// and agree on every router's status (counters included) and on their next deadline, so the
+/// shortcut for an advert repeated by a backup's master changes nothing.
+pub fn run_against_full_judgement(data: &[u8]) {
+    let (Ok(engine), Ok(mut judging)) = (Engine::new(config(0)), Engine::new(config(0))) else {
+        panic!("the fuzz configuration is valid")
+    };
+    judging.judge_every_advert();
+    drive(data, &mut [engine, judging], false);
+}
+
+/// Feeds the events encoded in `data` to every engine alike; checks the first one's actions,
+/// and that the others asked for the same.
+fn drive(data: &[u8], engines: &mut [Engine], trace: bool) {
     let mut input = Input { data };
     let start = sim_epoch();
     let mut now = start;
-    let Ok(mut engine) = Engine::new(config(0)) else {
-        panic!("the fuzz configuration is valid")
-    };
     let mut checker = Checker::default();
     let trackers = ["a", "b"];
     let mut events = 0;
@@ -118,10 +140,12 @@ pub fn run_traced(data: &[u8], trace: bool) {
             eprintln!("-- event {events} op {op} at {:?}", now - start);
         }
         match op {
-            0 => engine.start(now),
+            0 => engines.iter_mut().for_each(|engine| engine.start(now)),
             1 | 2 => {
                 let (meta, payload) = mutated_advert(&mut input);
-                engine.handle_packet(now, INTERFACE, &meta, &payload);
+                for engine in engines.iter_mut() {
+                    engine.handle_packet(now, INTERFACE, &meta, &payload);
+                }
             }
             3 => {
                 let len = usize::from(input.byte());
@@ -131,18 +155,22 @@ pub fn run_traced(data: &[u8], trace: bool) {
                     dst: destination(input.byte()),
                     hop_limit: 255,
                 };
-                engine.handle_packet(now, INTERFACE, &meta, &payload);
+                for engine in engines.iter_mut() {
+                    engine.handle_packet(now, INTERFACE, &meta, &payload);
+                }
             }
             4 | 5 => {
                 // Jump to the next wake-up, or a little ahead.
                 let step = Duration::from_millis(u64::from(input.byte()) * 10);
-                now = match engine.poll_timeout() {
+                now = match engines[0].poll_timeout() {
                     Some(at) if input.byte().is_multiple_of(2) => at.max(now),
                     _ => now + step,
                 };
-                engine.handle_timeout(now);
-                if let Some(next) = engine.poll_timeout() {
-                    assert!(next > now, "a timer stayed expired after handle_timeout");
+                for engine in engines.iter_mut() {
+                    engine.handle_timeout(now);
+                    if let Some(next) = engine.poll_timeout() {
+                        assert!(next > now, "a timer stayed expired after handle_timeout");
+                    }
                 }
             }
             6 => {
@@ -152,7 +180,9 @@ pub fn run_traced(data: &[u8], trace: bool) {
                     selector if selector < 40 => TrackEffect::Fault,
                     selector => TrackEffect::Adjust(i32::from(selector) - 150),
                 };
-                engine.set_tracker(now, router, tracker, effect);
+                for engine in engines.iter_mut() {
+                    engine.set_tracker(now, router, tracker, effect);
+                }
             }
             7 => {
                 let router = RouterId::from_index(input.byte() % 4);
@@ -160,45 +190,73 @@ pub fn run_traced(data: &[u8], trace: bool) {
                     0 => None,
                     value => Some(Priority(value)),
                 };
-                engine.set_priority_override(now, router, priority);
+                for engine in engines.iter_mut() {
+                    engine.set_priority_override(now, router, priority);
+                }
             }
             8 => {
                 let variant = input.byte();
-                let _ = engine.reconfigure(now, config(variant));
+                for engine in engines.iter_mut() {
+                    let _ = engine.reconfigure(now, config(variant));
+                }
             }
             _ => {
                 if input.byte().is_multiple_of(4) {
-                    engine.shutdown(now);
+                    engines.iter_mut().for_each(|engine| engine.shutdown(now));
                 }
             }
         }
-        while let Some(action) = engine.poll_action() {
-            if trace {
-                eprintln!("   {action:?}");
-            }
-            checker.check(&action);
-        }
+        take_actions(engines, &mut checker, trace);
     }
     // Whatever happened, a shut-down engine stops within a bounded virtual time.
-    engine.shutdown(now);
+    engines.iter_mut().for_each(|engine| engine.shutdown(now));
     for _ in 0..10_000 {
-        while let Some(action) = engine.poll_action() {
-            checker.check(&action);
-        }
-        match engine.poll_timeout() {
+        take_actions(engines, &mut checker, false);
+        match engines[0].poll_timeout() {
             Some(at) => {
                 now = at;
-                engine.handle_timeout(now);
+                engines
+                    .iter_mut()
+                    .for_each(|engine| engine.handle_timeout(now));
             }
             None => break,
         }
     }
-    while let Some(action) = engine.poll_action() {
-        checker.check(&action);
+    take_actions(engines, &mut checker, false);
+    for engine in engines.iter() {
+        assert!(engine.is_stopped(), "shutdown did not complete");
     }
-    assert!(engine.is_stopped(), "shutdown did not complete");
     assert!(!checker.holds_any(), "VIPs still held after shutdown");
     assert!(now - start < Duration::from_secs(365 * 24 * 3600));
+}
+
+/// Checks the first engine's actions; the others must have asked for the same, and agree on
+/// their routers' status and next deadline.
+fn take_actions(engines: &mut [Engine], checker: &mut Checker, trace: bool) {
+    let Some((first, others)) = engines.split_first_mut() else {
+        return;
+    };
+    let actions: Vec<Action> = std::iter::from_fn(|| first.poll_action()).collect();
+    for action in &actions {
+        if trace {
+            eprintln!("   {action:?}");
+        }
+        checker.check(action);
+    }
+    for other in others {
+        let theirs: Vec<Action> = std::iter::from_fn(|| other.poll_action()).collect();
+        assert_eq!(theirs, actions, "the engines asked for different actions");
+        assert_eq!(
+            other.status(),
+            first.status(),
+            "the engines' routers differ"
+        );
+        assert_eq!(
+            other.poll_timeout(),
+            first.poll_timeout(),
+            "the engines' deadlines differ"
+        );
+    }
 }
 
 /// Invariants over the action stream.

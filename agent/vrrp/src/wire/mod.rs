@@ -110,17 +110,22 @@ pub fn decode_into(
     };
     let interval = interval.ok_or(DecodeError::ZeroInterval)?;
     addresses.clear();
+    let bytes = packet.address_bytes();
     match family {
-        Family::V4 => addresses.extend(
-            (packet.address_bytes().chunks_exact(4))
-                .filter_map(|octets| <[u8; 4]>::try_from(octets).ok())
-                .map(IpAddr::from),
-        ),
-        Family::V6 => addresses.extend(
-            (packet.address_bytes().chunks_exact(16))
-                .filter_map(|octets| <[u8; 16]>::try_from(octets).ok())
-                .map(IpAddr::from),
-        ),
+        Family::V4 => {
+            for octets in bytes.chunks_exact(4) {
+                if let Ok(octets) = <[u8; 4]>::try_from(octets) {
+                    addresses.push(IpAddr::from(octets));
+                }
+            }
+        }
+        Family::V6 => {
+            for octets in bytes.chunks_exact(16) {
+                if let Ok(octets) = <[u8; 16]>::try_from(octets) {
+                    addresses.push(IpAddr::from(octets));
+                }
+            }
+        }
     }
     let advert = Advertisement {
         version,

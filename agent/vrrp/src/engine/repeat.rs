@@ -1,0 +1,74 @@
+//! The advert a backup last took from its master, kept so that the next one, byte for byte the
+//! same, is not decoded and judged again.
+//!
+//! A settled master sends the same bytes every interval, and a backup's verdict on them (valid,
+//! for this router, from its master, restart the master-down timer) depends only on those bytes,
+//! the IP metadata, the interface and the engine's state. The engine keeps the advert with its
+//! [`Engine::revision`](super::Engine::revision), which moves on every change of config, state,
+//! priority or master; a repeat is taken as such only while the revision has not moved, no
+//! router is retiring, and the router is still that master's backup with nothing to release.
+//! Anything else (another source, another byte, a new revision) goes the full way.
+
+use crate::wire::RecvMeta;
+
+use super::Heard;
+
+#[derive(Debug, Default)]
+pub(super) struct Repeat {
+    /// The verdict on the kept advert, and its IP metadata.
+    kept: Option<(Verdict, RecvMeta)>,
+    /// The advert's bytes, kept between adverts so that keeping one allocates nothing.
+    payload: Vec<u8>,
+    interface: String,
+}
+
+/// What a router made of an advert it took from its master.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Verdict {
+    /// The router's index in the engine.
+    pub router: usize,
+    /// The engine's revision after the advert.
+    pub revision: u64,
+    /// The advert's address list differed from the router's VIPs (counted, not fatal).
+    pub address_list_error: bool,
+    pub heard: Heard,
+}
+
+impl Repeat {
+    /// Keeps an advert and the verdict on it.
+    pub(super) fn keep(
+        &mut self,
+        interface: &str,
+        meta: &RecvMeta,
+        payload: &[u8],
+        verdict: Verdict,
+    ) {
+        self.payload.clear();
+        self.payload.extend_from_slice(payload);
+        self.interface.clear();
+        self.interface.push_str(interface);
+        self.kept = Some((verdict, *meta));
+    }
+
+    /// Forgets the kept advert.
+    pub(super) fn forget(&mut self) {
+        self.kept = None;
+    }
+
+    /// The verdict on the kept advert, if this one is the same on the same interface at the
+    /// same revision.
+    pub(super) fn matches(
+        &self,
+        interface: &str,
+        meta: &RecvMeta,
+        payload: &[u8],
+        revision: u64,
+    ) -> Option<Verdict> {
+        let (verdict, kept_meta) = self.kept.as_ref()?;
+        let same = verdict.revision == revision
+            && kept_meta == meta
+            && self.payload == payload
+            && self.interface == interface;
+        same.then_some(*verdict)
+    }
+}
