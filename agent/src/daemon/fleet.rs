@@ -233,6 +233,9 @@ impl Overrides {
 
     /// The earliest expiry.
     pub fn next_expiry(&self) -> Option<Instant> {
+        if self.per_instance.is_empty() {
+            return None;
+        }
         self.per_instance
             .values()
             .filter_map(|(_, until)| *until)

@@ -651,12 +651,12 @@ impl Daemon {
     fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
             Inbound::Packet {
-                interface,
+                socket,
                 meta,
                 payload,
             } => {
-                let payload = self.executor.sockets.payload(payload);
-                if let Some(heard) = self.engine.handle_packet(now, &interface, &meta, payload) {
+                let (interface, payload) = self.executor.sockets.packet(socket, payload);
+                if let Some(heard) = self.engine.handle_packet(now, interface, &meta, payload) {
                     self.telemetry.heard(&heard, now);
                 }
             }

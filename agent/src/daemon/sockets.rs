@@ -25,7 +25,8 @@ use crate::net::{Mode, Received, SocketError, SocketSpec, VrrpSocket};
 /// What the sockets hand to the loop.
 pub enum Inbound {
     Packet {
-        interface: Arc<str>,
+        /// The socket it came from, for [`Sockets::packet`]; valid until the open set changes.
+        socket: usize,
         meta: RecvMeta,
         /// Where the VRRP payload is in the sockets' buffer ([`Sockets::payload`]); valid until
         /// the next read.
@@ -40,7 +41,6 @@ pub enum Inbound {
 #[derive(Clone)]
 pub struct OpenSocket {
     pub socket: Arc<VrrpSocket>,
-    interface: Arc<str>,
 }
 
 /// The sockets the running plan uses.
@@ -84,7 +84,6 @@ impl Sockets {
                 Some((_, open)) => open.clone(),
                 None => OpenSocket {
                     socket: Arc::new(VrrpSocket::open(spec)?),
-                    interface: Arc::from(spec.interface.as_str()),
                 },
             };
             prepared.insert(spec.clone(), open);
@@ -147,18 +146,25 @@ impl Sockets {
         closed
     }
 
-    /// The bytes of the last [`Inbound::Packet`] read, at its `payload` range.
-    pub fn payload(&self, range: Range<usize>) -> &[u8] {
-        self.buf.get(range).unwrap_or_default()
+    /// The interface and the bytes of the last [`Inbound::Packet`] read, from its `socket` and
+    /// `payload` range.
+    pub fn packet(&self, socket: usize, payload: Range<usize>) -> (&str, &[u8]) {
+        let interface = self
+            .open
+            .get(socket)
+            .map_or("", |(spec, _)| &spec.interface);
+        (interface, self.buf.get(payload).unwrap_or_default())
     }
 
     /// The next datagram of a socket the last wait reported readable, each such socket read
-    /// once; `None` once every one was.
+    /// once (in no particular order); `None` once every one was.
     pub fn try_next(&mut self) -> Option<Inbound> {
-        while !self.readable.is_empty() {
-            let id = self.readable.remove(0);
-            let open = self.open.iter().find(|(_, open)| open.socket.id() == id);
-            if let Some(inbound) = open.and_then(|(_, open)| read_socket(open, &mut self.buf)) {
+        while let Some(id) = self.readable.pop() {
+            let index = self
+                .open
+                .iter()
+                .position(|(_, open)| open.socket.id() == id);
+            if let Some(inbound) = index.and_then(|index| self.read(index)) {
                 return Some(inbound);
             }
         }
@@ -170,22 +176,31 @@ impl Sockets {
     pub fn try_next_queued(&mut self) -> Option<Inbound> {
         let count = self.open.len();
         let start = self.next % count.max(1);
-        let sockets = self.open.iter().cycle().skip(start).take(count);
-        for (step, (_, open)) in sockets.enumerate() {
-            if let Some(inbound) = read_socket(open, &mut self.buf) {
-                self.next = start + step + 1;
+        for step in 0..count {
+            let index = (start + step) % count;
+            if let Some(inbound) = self.read(index) {
+                self.next = index + 1;
                 return Some(inbound);
             }
         }
         None
     }
+
+    fn read(&mut self, index: usize) -> Option<Inbound> {
+        let (spec, open) = self.open.get(index)?;
+        read_socket(index, &spec.interface, open, &mut self.buf)
+    }
 }
 
-/// The next datagram of one socket worth handing on; `None` once it is drained. The multicast
-/// socket takes only what was sent to the group and a unicast socket only what was sent to us,
-/// so that an instance never hears one advert twice.
-fn read_socket(open: &OpenSocket, buf: &mut [u8]) -> Option<Inbound> {
-    let interface = &open.interface;
+/// The next datagram of one socket (at `index` in the open list) worth handing on; `None` once
+/// it is drained. The multicast socket takes only what was sent to the group and a unicast
+/// socket only what was sent to us, so that an instance never hears one advert twice.
+fn read_socket(
+    index: usize,
+    interface: &str,
+    open: &OpenSocket,
+    buf: &mut [u8],
+) -> Option<Inbound> {
     let multicast = matches!(open.socket.spec().mode, Mode::Multicast { .. });
     loop {
         let inbound = match open.socket.try_recv(buf) {
@@ -195,7 +210,7 @@ fn read_socket(open: &OpenSocket, buf: &mut [u8]) -> Option<Inbound> {
                     continue;
                 }
                 Inbound::Packet {
-                    interface: interface.clone(),
+                    socket: index,
                     meta: RecvMeta {
                         src: datagram.src,
                         dst: datagram.dst,
