@@ -21,7 +21,7 @@ use hav_vrrp::engine::{Action, Cause, Engine, RouterId, State};
 use super::conncount::BackgroundCounts;
 use super::handover::{self, BeaconSocket, Handover, Release, RouterHandover};
 use super::plan::{Binding, Plan};
-use super::sockets::{OpenSocket, Sockets};
+use super::sockets::Sockets;
 use crate::hooks::{HookConfig, HookKind, HookQueue, HookState, StateChange};
 use crate::lb::{Balancer, check::CheckReport, run_quorum_hook};
 use crate::net::nft::VirtualServerApplier;
@@ -109,7 +109,7 @@ impl Hooks {
 
 /// What a reload prepared and the executor takes over when it commits.
 pub struct Prepared {
-    pub sockets: HashMap<SocketSpec, OpenSocket>,
+    pub sockets: HashMap<SocketSpec, Arc<VrrpSocket>>,
     pub instance_hooks: HashMap<String, (HookConfig, HookQueue)>,
     pub group_hooks: HashMap<String, (HookConfig, HookQueue)>,
 }
@@ -268,7 +268,7 @@ impl Executor {
             };
             let socket = (plan.router_sockets.get(&router.name))
                 .and_then(|spec| sockets.get(spec))
-                .map(|open| open.socket.clone());
+                .cloned();
             let vips = plan.vips.get(&router.name).cloned().unwrap_or_default();
             let (rules, routes) = plan.routing.get(&router.name).cloned().unwrap_or_default();
             if holding.contains(&id)

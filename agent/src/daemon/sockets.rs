@@ -28,7 +28,7 @@ pub enum Inbound {
         /// The socket it came from, for [`Sockets::packet`]; valid until the open set changes.
         socket: usize,
         meta: RecvMeta,
-        /// Where the VRRP payload is in the sockets' buffer ([`Sockets::payload`]); valid until
+        /// Where the VRRP payload is in the sockets' buffer ([`Sockets::packet`]); valid until
         /// the next read.
         payload: Range<usize>,
     },
@@ -37,16 +37,10 @@ pub enum Inbound {
     },
 }
 
-/// One open socket, shared by the routers that send on it.
-#[derive(Clone)]
-pub struct OpenSocket {
-    pub socket: Arc<VrrpSocket>,
-}
-
 /// The sockets the running plan uses.
 pub struct Sockets {
     /// A list, not a map: every advert's lookups walk it (a handful of entries, no hashing).
-    open: Vec<(SocketSpec, OpenSocket)>,
+    open: Vec<(SocketSpec, Arc<VrrpSocket>)>,
     /// The sockets (by [`VrrpSocket::id`]) reported readable by the last wait and not read yet.
     readable: Vec<u64>,
     /// Where the next read starts, for round-robin.
@@ -74,25 +68,23 @@ impl Sockets {
     pub fn prepare<'a>(
         &self,
         specs: impl IntoIterator<Item = &'a SocketSpec>,
-    ) -> Result<HashMap<SocketSpec, OpenSocket>, SocketError> {
+    ) -> Result<HashMap<SocketSpec, Arc<VrrpSocket>>, SocketError> {
         let mut prepared = HashMap::new();
         for spec in specs {
             if prepared.contains_key(spec) {
                 continue;
             }
-            let open = match self.open.iter().find(|(open, _)| open == spec) {
-                Some((_, open)) => open.clone(),
-                None => OpenSocket {
-                    socket: Arc::new(VrrpSocket::open(spec)?),
-                },
+            let socket = match self.open.iter().find(|(open, _)| open == spec) {
+                Some((_, socket)) => socket.clone(),
+                None => Arc::new(VrrpSocket::open(spec)?),
             };
-            prepared.insert(spec.clone(), open);
+            prepared.insert(spec.clone(), socket);
         }
         Ok(prepared)
     }
 
     /// Makes `prepared` the open set; sockets no longer in it close.
-    pub fn replace(&mut self, prepared: HashMap<SocketSpec, OpenSocket>) {
+    pub fn replace(&mut self, prepared: HashMap<SocketSpec, Arc<VrrpSocket>>) {
         self.open = prepared.into_iter().collect();
         self.changed();
     }
@@ -102,8 +94,8 @@ impl Sockets {
         self.generation += 1;
     }
 
-    fn sockets(&self) -> impl Iterator<Item = &OpenSocket> {
-        self.open.iter().map(|(_, open)| open)
+    fn sockets(&self) -> impl Iterator<Item = &Arc<VrrpSocket>> {
+        self.open.iter().map(|(_, socket)| socket)
     }
 
     /// Moves whenever the open set changes.
@@ -113,15 +105,15 @@ impl Sockets {
 
     /// Every open socket's id and descriptor, for the loop's `epoll`.
     pub fn descriptors(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
-        (self.sockets()).map(|open| (open.socket.id(), open.socket.as_raw_fd()))
+        (self.sockets()).map(|socket| (socket.id(), socket.as_raw_fd()))
     }
 
     /// `epoll` reported the socket with this descriptor readable.
     pub fn mark_readable(&mut self, fd: RawFd) {
-        let Some(open) = self.sockets().find(|o| o.socket.as_raw_fd() == fd) else {
+        let Some(socket) = self.sockets().find(|socket| socket.as_raw_fd() == fd) else {
             return;
         };
-        let id = open.socket.id();
+        let id = socket.id();
         if !self.readable.contains(&id) {
             self.readable.push(id);
         }
@@ -131,8 +123,8 @@ impl Sockets {
     /// names.
     pub fn close_stale(&mut self, host: &Host) -> Vec<String> {
         let mut closed = Vec::new();
-        self.open.retain(|(spec, open)| {
-            let live = host.index_of(&spec.interface) == Some(open.socket.ifindex());
+        self.open.retain(|(spec, socket)| {
+            let live = host.index_of(&spec.interface) == Some(socket.ifindex());
             if !live {
                 closed.push(spec.interface.clone());
             }
@@ -160,10 +152,7 @@ impl Sockets {
     /// once (in no particular order); `None` once every one was.
     pub fn try_next(&mut self) -> Option<Inbound> {
         while let Some(id) = self.readable.pop() {
-            let index = self
-                .open
-                .iter()
-                .position(|(_, open)| open.socket.id() == id);
+            let index = self.open.iter().position(|(_, socket)| socket.id() == id);
             if let Some(inbound) = index.and_then(|index| self.read(index)) {
                 return Some(inbound);
             }
@@ -187,8 +176,8 @@ impl Sockets {
     }
 
     fn read(&mut self, index: usize) -> Option<Inbound> {
-        let (spec, open) = self.open.get(index)?;
-        read_socket(index, &spec.interface, open, &mut self.buf)
+        let (spec, socket) = self.open.get(index)?;
+        read_socket(index, &spec.interface, socket, &mut self.buf)
     }
 }
 
@@ -198,12 +187,12 @@ impl Sockets {
 fn read_socket(
     index: usize,
     interface: &str,
-    open: &OpenSocket,
+    socket: &VrrpSocket,
     buf: &mut [u8],
 ) -> Option<Inbound> {
-    let multicast = matches!(open.socket.spec().mode, Mode::Multicast { .. });
+    let multicast = matches!(socket.spec().mode, Mode::Multicast { .. });
     loop {
-        let inbound = match open.socket.try_recv(buf) {
+        let inbound = match socket.try_recv(buf) {
             Ok(None) => return None,
             Ok(Some(Received::Datagram(datagram))) => {
                 if datagram.dst.is_multicast() != multicast {

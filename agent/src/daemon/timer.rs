@@ -9,44 +9,32 @@
 //! waits for it in its own `epoll` ([`super::poller`]), edge-triggered.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Instant;
+
+use nix::sys::time::{TimeSpec, TimeValLike};
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{ClockId as TimeClock, clock_gettime};
 
 /// A one-shot monotonic timer the event loop waits for.
 pub struct EngineTimer {
-    fd: OwnedFd,
+    fd: TimerFd,
     armed: Option<Instant>,
     /// One instant and `CLOCK_MONOTONIC` read after it: an [`Instant`] as an absolute
     /// expiration, never earlier than the instant (late by the nanoseconds between the reads).
-    anchor: (Instant, Duration),
+    anchor: (Instant, TimeSpec),
 }
 
 impl EngineTimer {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain flags; the result is checked before it is owned.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
         let instant = Instant::now();
-        let mut clock = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `clock` is a valid timespec to write.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut clock) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let clock = Duration::new(clock.tv_sec as u64, clock.tv_nsec as u32);
+        let anchor = (instant, clock_gettime(TimeClock::CLOCK_MONOTONIC)?);
         Ok(Self {
-            anchor: (instant, clock),
+            anchor,
             fd,
             armed: None,
         })
@@ -54,7 +42,7 @@ impl EngineTimer {
 
     /// The descriptor to wait on: an expiry makes it readable.
     pub fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.as_fd().as_raw_fd()
     }
 
     /// Arms the timer for `at` (disarms it for `None`); a no-op when already armed for it.
@@ -62,26 +50,14 @@ impl EngineTimer {
         if at == self.armed {
             return Ok(());
         }
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let spec = libc::itimerspec {
-            it_interval: zero,
-            // Zero disarms.
-            it_value: at.map_or(zero, |at| self.absolute(at)),
-        };
-        // SAFETY: `spec` is valid for the call; the old value is not asked for.
-        let set = unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
-        };
-        if set < 0 {
-            return Err(io::Error::last_os_error());
+        match at {
+            None => self.fd.unset()?,
+            Some(at) => {
+                self.fd.set(
+                    Expiration::OneShot(self.absolute(at)),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                )?;
+            }
         }
         self.armed = at;
         Ok(())
@@ -89,13 +65,13 @@ impl EngineTimer {
 
     /// `at` on `CLOCK_MONOTONIC`. Never zero (that would disarm the timer): an instant before
     /// the anchor maps to the anchor's own time or 1 ns, both long past, so it fires at once.
-    fn absolute(&self, at: Instant) -> libc::timespec {
+    fn absolute(&self, at: Instant) -> TimeSpec {
         let (instant, clock) = self.anchor;
-        let absolute = (clock + at.saturating_duration_since(instant)).max(Duration::from_nanos(1));
-        libc::timespec {
-            tv_sec: absolute.as_secs() as libc::time_t,
-            tv_nsec: absolute.subsec_nanos().into(),
-        }
+        let absolute = match at.checked_duration_since(instant) {
+            Some(after) => clock + TimeSpec::from_duration(after),
+            None => clock,
+        };
+        absolute.max(TimeSpec::nanoseconds(1))
     }
 
     /// After the descriptor was readable: whether the armed deadline has passed at `now` (then

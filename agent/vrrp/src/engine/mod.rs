@@ -58,7 +58,7 @@ use repeat::Repeat;
 
 #[cfg(feature = "sim")]
 pub(crate) use config::family_of as config_family_of;
-use router::{Out, Transition, VirtualRouter};
+use router::{Out, Renewal, Transition, VirtualRouter};
 use sync_group::{SyncGroup, group_state};
 
 use crate::stats::{Counter, Counters};
@@ -491,29 +491,24 @@ impl Engine {
             return Some(heard);
         }
         let before = router.brief();
-        let (actions, address_list_errors) = (
-            self.actions.len(),
-            router.counter(Counter::AddressListErrors),
-        );
+        let actions = self.actions.len();
         let mut out = Out {
             actions: &mut self.actions,
             transitions: &mut self.transitions,
         };
-        let renewed = router.handle_advert(now, meta.src, advert, &mut out);
+        let renewal = router.handle_advert(now, meta.src, advert, &mut out);
         if router.brief() != before {
             self.revision += 1;
         }
-        if renewed
+        if let Some(renewal) = renewal
             && self.transitions.is_empty()
             && self.actions.len() == actions
             && self.retiring.is_empty()
         {
-            let address_list_error =
-                router.counter(Counter::AddressListErrors) != address_list_errors;
             let verdict = repeat::Verdict {
                 router: index,
                 revision: self.revision,
-                address_list_error,
+                renewal,
                 heard,
             };
             self.repeat.keep(interface, meta, payload, verdict);
@@ -538,7 +533,7 @@ impl Engine {
             .repeat
             .matches(interface, meta, payload, self.revision)?;
         let router = self.routers.get_mut(verdict.router)?;
-        if !router.repeat_from_master(now, meta.src, verdict.address_list_error) {
+        if !router.repeat_from_master(now, meta.src, verdict.renewal) {
             self.repeat.forget();
             return None;
         }

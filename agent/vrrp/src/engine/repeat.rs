@@ -11,7 +11,7 @@
 
 use crate::wire::RecvMeta;
 
-use super::Heard;
+use super::{Heard, Renewal};
 
 #[derive(Debug, Default)]
 pub(super) struct Repeat {
@@ -29,8 +29,8 @@ pub(super) struct Verdict {
     pub router: usize,
     /// The engine's revision after the advert.
     pub revision: u64,
-    /// The advert's address list differed from the router's VIPs (counted, not fatal).
-    pub address_list_error: bool,
+    /// What the router counted.
+    pub renewal: Renewal,
     pub heard: Heard,
 }
 

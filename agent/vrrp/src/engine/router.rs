@@ -95,6 +95,14 @@ enum MasterDownReason {
     Preempt { master: IpAddr, theirs: Priority },
 }
 
+/// What a backup's judgement of an advert from its master comes to when all it did was restart
+/// the master-down timer: what an identical advert would count again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Renewal {
+    /// The advert's address list differed from the VIPs (counted, not fatal).
+    pub address_list_error: bool,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct VirtualRouter {
     pub(crate) id: RouterId,
@@ -258,10 +266,6 @@ impl VirtualRouter {
         }
     }
 
-    pub(crate) fn counter(&self, counter: Counter) -> u64 {
-        self.counters.get(counter)
-    }
-
     pub(crate) fn bump(&mut self, counter: Counter) {
         self.counters.bump(counter);
     }
@@ -304,7 +308,7 @@ impl VirtualRouter {
     }
 
     /// A valid advert for this router (VRID, family, version and interface already matched; not
-    /// our own). Runs the rest of RFC 5798 / RFC 3768 section 7.1, then section 6.4. `true`: as
+    /// our own). Runs the rest of RFC 5798 / RFC 3768 section 7.1, then section 6.4. `Some`: as
     /// a backup it took `src` as its master and restarted the master-down timer, and (if no
     /// action came of it) that is all it did.
     pub(crate) fn handle_advert(
@@ -313,12 +317,12 @@ impl VirtualRouter {
         src: IpAddr,
         advert: &Advertisement,
         out: &mut Out<'_>,
-    ) -> bool {
+    ) -> Option<Renewal> {
         if let super::config::Peers::Unicast(peers) = &self.config.peers
             && !peers.iter().any(|peer| peer.address == src)
         {
             self.counters.bump(Counter::UnicastSourceNotPeer);
-            return false;
+            return None;
         }
         if self.config.version == Version::V2 {
             // RFC 3768 section 7.1 / RFC 2787 counters: authentication must match.
@@ -327,26 +331,27 @@ impl VirtualRouter {
                 (Auth::SimpleText(ours), Auth::SimpleText(theirs)) => {
                     if ours != theirs {
                         self.counters.bump(Counter::AuthFailures);
-                        return false;
+                        return None;
                     }
                 }
                 _ => {
                     self.counters.bump(Counter::AuthTypeMismatch);
-                    return false;
+                    return None;
                 }
             }
             // RFC 3768 section 7.1: an interval other than ours is dropped.
             if advert.interval != self.config.advert_interval {
                 self.counters.bump(Counter::AdvIntervalErrors);
-                return false;
+                return None;
             }
         }
         // RFC 5798 section 7.1: a differing address list is logged, not fatal (as keepalived),
         // unless in strict mode, where the advert is dropped (as keepalived's `vrrp_strict`).
-        if !same_addresses(&advert.addresses, &self.config.vips) {
+        let address_list_error = !same_addresses(&advert.addresses, &self.config.vips);
+        if address_list_error {
             self.counters.bump(Counter::AddressListErrors);
             if self.config.strict {
-                return false;
+                return None;
             }
         }
         self.counters.bump(Counter::RcvdAdvertisements);
@@ -360,13 +365,15 @@ impl VirtualRouter {
             }
         }
         match self.state {
-            State::Backup => self.backup_advert(now, src, advert),
+            State::Backup => {
+                (self.backup_advert(now, src, advert)).then_some(Renewal { address_list_error })
+            }
             State::Master => {
                 self.master_advert(now, src, advert, out);
-                false
+                None
             }
             // Fault and Initialize ignore adverts (RFC 5798 section 6.4.1 for Initialize).
-            State::Initialize | State::Fault => false,
+            State::Initialize | State::Fault => None,
         }
     }
 
@@ -438,7 +445,7 @@ impl VirtualRouter {
         &mut self,
         now: Instant,
         src: IpAddr,
-        address_list_error: bool,
+        renewal: Renewal,
     ) -> bool {
         if self.state != State::Backup
             || self.release.is_some()
@@ -446,7 +453,7 @@ impl VirtualRouter {
         {
             return false;
         }
-        if address_list_error {
+        if renewal.address_list_error {
             self.counters.bump(Counter::AddressListErrors);
         }
         self.counters.bump(Counter::RcvdAdvertisements);
