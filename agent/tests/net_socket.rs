@@ -71,9 +71,9 @@ fn multicast_v4_advert_arrives_with_ttl_255_and_cs6() {
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
-        assert_eq!(got.src, IpAddr::V4(V4_A));
-        assert_eq!(got.dst, IpAddr::V4(VRRP_GROUP_V4));
-        assert_eq!(got.hop_limit, 255);
+        assert_eq!(got.meta.src, IpAddr::V4(V4_A));
+        assert_eq!(got.meta.dst, IpAddr::V4(VRRP_GROUP_V4));
+        assert_eq!(got.meta.hop_limit, 255);
         assert_eq!(got.payload(&buf), PAYLOAD);
         assert_eq!(
             buf[1], 0xc0,
@@ -95,9 +95,9 @@ fn multicast_v6_advert_arrives_with_hop_limit_255_from_link_local() {
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
-        assert_eq!(got.src, IpAddr::V6(LL_A));
-        assert_eq!(got.dst, IpAddr::V6(VRRP_GROUP_V6));
-        assert_eq!(got.hop_limit, 255);
+        assert_eq!(got.meta.src, IpAddr::V6(LL_A));
+        assert_eq!(got.meta.dst, IpAddr::V6(VRRP_GROUP_V6));
+        assert_eq!(got.meta.hop_limit, 255);
         assert_eq!(got.payload, 0..PAYLOAD.len());
         assert_eq!(got.payload(&buf), PAYLOAD);
     });
@@ -138,8 +138,8 @@ fn v4_datagram_sent_with_ttl_64_is_reported_with_hop_limit_64() {
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
-        assert_eq!(got.hop_limit, 64);
-        assert_eq!(got.src, IpAddr::V4(V4_A));
+        assert_eq!(got.meta.hop_limit, 64);
+        assert_eq!(got.meta.src, IpAddr::V4(V4_A));
         assert_eq!(got.payload(&buf), PAYLOAD);
     });
 }
@@ -163,8 +163,8 @@ fn v6_datagram_sent_with_hop_limit_64_is_reported_with_hop_limit_64() {
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&receiver, &mut buf).await);
-        assert_eq!(got.hop_limit, 64);
-        assert_eq!(got.src, IpAddr::V6(LL_A));
+        assert_eq!(got.meta.hop_limit, 64);
+        assert_eq!(got.meta.src, IpAddr::V6(LL_A));
         assert_eq!(got.payload(&buf), PAYLOAD);
     });
 }
@@ -185,7 +185,10 @@ fn unicast_v4_reaches_peers_and_strangers_are_reported() {
 
         let mut buf = [0u8; 1500];
         let got = datagram(recv(&knows_a, &mut buf).await);
-        assert_eq!((got.src, got.dst, got.hop_limit), (a, b, 255));
+        assert_eq!(
+            (got.meta.src, got.meta.dst, got.meta.hop_limit),
+            (a, b, 255)
+        );
         assert_eq!(got.payload(&buf), PAYLOAD);
         assert_eq!(
             recv(&knows_other, &mut buf).await,
@@ -212,9 +215,9 @@ fn unicast_v6_reaches_every_peer_from_the_configured_source() {
         let mut destinations = BTreeSet::new();
         for _ in 0..2 {
             let got = datagram(recv(&receiver, &mut buf).await);
-            assert_eq!((got.src, got.hop_limit), (a, 255));
+            assert_eq!((got.meta.src, got.meta.hop_limit), (a, 255));
             assert_eq!(got.payload(&buf), PAYLOAD);
-            destinations.insert(got.dst);
+            destinations.insert(got.meta.dst);
         }
         assert_eq!(destinations, BTreeSet::from([b, ll_b]));
         assert_eq!(
@@ -277,7 +280,7 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
         );
         // The unicast socket never saw the multicast advert: its first datagram is the unicast one.
         let got = datagram(recv(&unicast_receiver, &mut buf).await);
-        assert_eq!((got.dst, got.payload(&buf)), (b, &unicast_payload[..]));
+        assert_eq!((got.meta.dst, got.payload(&buf)), (b, &unicast_payload[..]));
     });
 }
 
@@ -310,11 +313,11 @@ fn configured_source_is_used_for_multicast_and_unicast() {
         unicast_sender.send_advert(&PAYLOAD).unwrap();
         let mut buf = [0u8; 1500];
         assert_eq!(
-            datagram(recv(&multicast_receiver, &mut buf).await).src,
+            datagram(recv(&multicast_receiver, &mut buf).await).meta.src,
             secondary
         );
         assert_eq!(
-            datagram(recv(&unicast_receiver, &mut buf).await).src,
+            datagram(recv(&unicast_receiver, &mut buf).await).meta.src,
             secondary
         );
     });

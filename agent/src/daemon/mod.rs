@@ -59,7 +59,8 @@ pub use signals::HANDLED_SIGNALS;
 
 /// What one turn of the loop serves.
 enum Turn {
-    Rare(Rare),
+    /// Boxed: the frequent turns stay small to move.
+    Rare(Box<Rare>),
     OverridesExpired,
     /// A datagram read, and when the loop woke for it.
     Inbound(Inbound, Instant),
@@ -376,7 +377,7 @@ impl Daemon {
             let mut engine_only = false;
             let turn = self.next_turn(&mut waiting, stopping)?;
             match turn {
-                Turn::Rare(rare) => match rare {
+                Turn::Rare(rare) => match *rare {
                     Rare::Signal(Received::Stop(name)) => {
                         self.begin_stop(&mut stopping, name).await
                     }
@@ -500,7 +501,7 @@ impl Daemon {
                 .poll(&mut w.poller.context());
                 if let Poll::Ready(rare) = rare {
                     w.poll_rare = true;
-                    return Ok(Turn::Rare(rare));
+                    return Ok(Turn::Rare(Box::new(rare)));
                 }
             }
             // Read once a turn at most, and only if something needs it.
@@ -650,13 +651,10 @@ impl Daemon {
     /// Feeds the engine one datagram received at `now`.
     fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
-            Inbound::Packet {
-                socket,
-                meta,
-                payload,
-            } => {
-                let (interface, payload) = self.executor.sockets.packet(socket, payload);
-                if let Some(heard) = self.engine.handle_packet(now, interface, &meta, payload) {
+            Inbound::Packet { socket, datagram } => {
+                let (interface, payload) = self.executor.sockets.packet(socket, datagram.payload);
+                let meta = &datagram.meta;
+                if let Some(heard) = self.engine.handle_packet(now, interface, meta, payload) {
                     self.telemetry.heard(&heard, now);
                 }
             }

@@ -17,20 +17,16 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use hav_vrrp::wire::RecvMeta;
-
 use super::plan::Host;
-use crate::net::{Mode, Received, SocketError, SocketSpec, VrrpSocket};
+use crate::net::{Datagram, Received, SocketError, SocketSpec, VrrpSocket};
 
 /// What the sockets hand to the loop.
 pub enum Inbound {
     Packet {
         /// The socket it came from, for [`Sockets::packet`]; valid until the open set changes.
         socket: usize,
-        meta: RecvMeta,
-        /// Where the VRRP payload is in the sockets' buffer ([`Sockets::packet`]); valid until
-        /// the next read.
-        payload: Range<usize>,
+        /// Its payload lies in the sockets' buffer ([`Sockets::packet`]) until the next read.
+        datagram: Datagram,
     },
     Dropped {
         counter: &'static str,
@@ -190,31 +186,20 @@ fn read_socket(
     socket: &VrrpSocket,
     buf: &mut [u8],
 ) -> Option<Inbound> {
-    let multicast = matches!(socket.spec().mode, Mode::Multicast { .. });
     loop {
         let inbound = match socket.try_recv(buf) {
             Ok(None) => return None,
-            Ok(Some(Received::Datagram(datagram))) => {
-                if datagram.dst.is_multicast() != multicast {
-                    continue;
-                }
-                Inbound::Packet {
-                    socket: index,
-                    meta: RecvMeta {
-                        src: datagram.src,
-                        dst: datagram.dst,
-                        hop_limit: datagram.hop_limit,
-                    },
-                    payload: datagram.payload,
-                }
-            }
+            Ok(Some(Received::Datagram(datagram))) => Inbound::Packet {
+                socket: index,
+                datagram,
+            },
             Ok(Some(Received::UnknownPeer { src })) => {
                 tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
                 Inbound::Dropped {
                     counter: "unicast_unknown_peer",
                 }
             }
-            // A unicast advert seen by the multicast socket: the unicast socket has it.
+            // An advert of the other mode: the socket of that mode has it.
             Ok(Some(Received::OtherDestination { .. })) => continue,
             Ok(Some(_)) => Inbound::Dropped {
                 counter: "malformed_datagrams",

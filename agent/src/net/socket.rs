@@ -9,9 +9,10 @@
 //! it panic: a datagram it cannot make sense of is a [`Received::Malformed`], one from a source that
 //! is not a configured unicast peer is a [`Received::UnknownPeer`], and both are for the caller to
 //! count. Multicast and unicast sockets on one interface do not see each other's traffic: a
-//! unicast socket joins no group and has `IP_MULTICAST_ALL` off, and a multicast socket reports
-//! unicast datagrams as [`Received::OtherDestination`]. All methods take `&self`, so several virtual routers on one interface share one socket
-//! (the keepalived model) and demultiplex by VRID.
+//! unicast socket joins no group and has `IP_MULTICAST_ALL` off, a multicast socket reports
+//! datagrams to any other address as [`Received::OtherDestination`], and so does a unicast
+//! socket for datagrams to a multicast group. All methods take `&self`, so several virtual
+//! routers on one interface share one socket (the keepalived model) and demultiplex by VRID.
 
 use std::collections::BTreeSet;
 use std::io::{self, IoSliceMut};
@@ -21,6 +22,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use hav_vrrp::Family;
+use hav_vrrp::wire::RecvMeta;
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrLike, recvmsg,
 };
@@ -82,9 +84,10 @@ pub enum Received {
         /// Its source address.
         src: IpAddr,
     },
-    /// Multicast mode: a datagram addressed to something other than the VRRP group, e.g. a
-    /// unicast advert meant for a unicast-mode socket on the same interface (not for this
-    /// socket's routers; ignore it, or count it if no unicast socket exists on the interface).
+    /// Not for this socket's routers: in multicast mode, a datagram addressed to something other
+    /// than the VRRP group (a unicast advert meant for a unicast-mode socket on the same
+    /// interface); in unicast mode, one addressed to a multicast group. Ignore it, or count it
+    /// if no socket of the other mode exists on the interface.
     OtherDestination {
         /// Its source address.
         src: IpAddr,
@@ -116,12 +119,10 @@ pub enum MalformedReason {
 /// caller's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
-    /// IP source address.
-    pub src: IpAddr,
-    /// IP destination address (the VRRP group, or our unicast source).
-    pub dst: IpAddr,
-    /// IPv4 TTL or IPv6 hop limit on arrival; anything but 255 must be dropped (§7.1).
-    pub hop_limit: u8,
+    /// The IP source, the destination (the VRRP group, or our unicast source) and the IPv4 TTL
+    /// or IPv6 hop limit on arrival (anything but 255 must be dropped, §7.1), as the engine
+    /// takes them.
+    pub meta: RecvMeta,
     /// The VRRP payload inside the buffer passed to [`VrrpSocket::recv`].
     pub payload: Range<usize>,
 }
@@ -385,16 +386,16 @@ impl VrrpSocket {
             RawReceived::Ok(datagram) => datagram,
             RawReceived::Malformed { src, reason } => return Received::Malformed { src, reason },
         };
+        let RecvMeta { src, dst, .. } = datagram.meta;
+        // The group is compared per family, without building an address of each.
+        let (to_group, multicast) = match dst {
+            IpAddr::V4(dst) => (dst == VRRP_GROUP_V4, dst.is_multicast()),
+            IpAddr::V6(dst) => (dst == VRRP_GROUP_V6, dst.is_multicast()),
+        };
         match &self.spec.mode {
-            Mode::Multicast { .. } if datagram.dst != group(self.spec.family) => {
-                Received::OtherDestination {
-                    src: datagram.src,
-                    dst: datagram.dst,
-                }
-            }
-            Mode::Unicast { peers, .. } if !peers.contains(&datagram.src) => {
-                Received::UnknownPeer { src: datagram.src }
-            }
+            Mode::Multicast { .. } if !to_group => Received::OtherDestination { src, dst },
+            Mode::Unicast { .. } if multicast => Received::OtherDestination { src, dst },
+            Mode::Unicast { peers, .. } if !peers.contains(&src) => Received::UnknownPeer { src },
             _ => Received::Datagram(datagram),
         }
     }
@@ -547,9 +548,11 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
     let src = ipv4_source(packet)?;
     let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
     Some(Datagram {
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
-        hop_limit,
+        meta: RecvMeta {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            hop_limit,
+        },
         payload: header_len..packet.len(),
     })
 }
@@ -587,9 +590,11 @@ fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
     }
     Ok(match (src, dst, hop_limit) {
         (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
-            src,
-            dst: IpAddr::V6(dst),
-            hop_limit,
+            meta: RecvMeta {
+                src,
+                dst: IpAddr::V6(dst),
+                hop_limit,
+            },
             payload: 0..msg.bytes,
         }),
         _ => RawReceived::Malformed {
@@ -777,9 +782,9 @@ mod tests {
         packet[12..16].copy_from_slice(&[198, 51, 100, 1]);
         packet[16..20].copy_from_slice(&[224, 0, 0, 18]);
         let datagram = parse_ipv4_header(&packet).expect("valid header");
-        assert_eq!(datagram.src, IpAddr::from([198, 51, 100, 1]));
-        assert_eq!(datagram.dst, IpAddr::from([224, 0, 0, 18]));
-        assert_eq!(datagram.hop_limit, 64);
+        assert_eq!(datagram.meta.src, IpAddr::from([198, 51, 100, 1]));
+        assert_eq!(datagram.meta.dst, IpAddr::from([224, 0, 0, 18]));
+        assert_eq!(datagram.meta.hop_limit, 64);
         assert_eq!(datagram.payload, 20..28);
     }
 

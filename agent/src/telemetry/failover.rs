@@ -78,42 +78,34 @@ impl Moment {
         }
     }
 
+    /// The moment of `mono`, read off this one: the wall clock moved as the monotonic clock
+    /// did (off by the clock's slew, microseconds over the seconds between the two).
+    pub fn at(self, mono: Instant) -> Self {
+        match mono.checked_duration_since(self.mono) {
+            Some(after) => Self {
+                wall: self.wall + after,
+                mono,
+            },
+            None => self.earlier(self.mono.duration_since(mono)),
+        }
+    }
+
     fn since(self, earlier: Moment) -> Duration {
         self.mono.saturating_duration_since(earlier.mono)
     }
 }
 
-/// Turns a monotonic instant the caller already read into a [`Moment`], reading the wall clock at
-/// most once per [`WallAnchor::REFRESH`]: in between, the wall time is the last one read plus the
-/// monotonic time since, so it is off by the clock's slew (microseconds) or by a step of the wall
-/// clock within that span. For events as frequent as adverts, where a clock read each is most of
-/// what recording them costs.
-#[derive(Debug, Default)]
-pub struct WallAnchor {
-    last: Option<Moment>,
-}
+/// A set of VRIDs, one bit each.
+#[derive(Debug, Default, Clone, Copy)]
+struct VridSet([u64; 4]);
 
-impl WallAnchor {
-    const REFRESH: Duration = Duration::from_secs(1);
+impl VridSet {
+    fn insert(&mut self, vrid: u8) {
+        self.0[usize::from(vrid >> 6)] |= 1 << (vrid & 63);
+    }
 
-    pub fn moment(&mut self, mono: Instant) -> Moment {
-        let since = self
-            .last
-            .and_then(|last| Some((last, mono.checked_duration_since(last.mono)?)));
-        match since {
-            Some((last, since)) if since < Self::REFRESH => Moment {
-                wall: last.wall + since,
-                mono,
-            },
-            _ => {
-                let read = Moment {
-                    wall: SystemTime::now(),
-                    mono,
-                };
-                self.last = Some(read);
-                read
-            }
-        }
+    fn contains(&self, vrid: u8) -> bool {
+        self.0[usize::from(vrid >> 6)] & (1 << (vrid & 63)) != 0
     }
 }
 
@@ -229,8 +221,12 @@ struct ResignationData {
 pub struct Failovers {
     node: String,
     routers: SmallMap<RouterId, RouterFacts>,
-    /// The last valid advert from each (VRID, source): when, and with which priority.
-    heard: SmallMap<(u8, IpAddr), (Moment, Priority)>,
+    /// The VRIDs of `routers`: an advert of any other is not remembered.
+    vrids: VridSet,
+    /// The last valid advert from each (VRID, source): when (on the monotonic clock, as the
+    /// loop read it; the wall clock is derived only when a failover needs it), and with which
+    /// priority.
+    heard: SmallMap<(u8, IpAddr), (Instant, Priority)>,
     takeovers: HashMap<RouterId, Takeover>,
     resignations: HashMap<RouterId, Resignation>,
     current: Option<(RouterId, Step, Moment)>,
@@ -272,17 +268,21 @@ impl Failovers {
                 )
             })
             .collect();
+        self.vrids = VridSet::default();
+        for facts in self.routers.values() {
+            self.vrids.insert(facts.vrid);
+        }
     }
 
     /// A valid advert arrived (before the engine handles it).
-    pub fn heard(&mut self, at: Moment, vrid: u8, src: IpAddr, priority: Priority) {
-        if !self.routers.values().any(|facts| facts.vrid == vrid) {
+    pub fn heard(&mut self, at: Instant, vrid: u8, src: IpAddr, priority: Priority) {
+        if !self.vrids.contains(vrid) {
             return;
         }
         // Bounded whatever the LAN sends: the oldest source goes first.
         if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&(vrid, src)) {
             let oldest = (self.heard.iter())
-                .min_by_key(|(_, (moment, _))| moment.mono)
+                .min_by_key(|(_, (heard, _))| *heard)
                 .map(|(key, _)| *key);
             if let Some(oldest) = oldest {
                 self.heard.remove(&oldest);
@@ -301,7 +301,7 @@ impl Failovers {
                 && facts.family == family_of(src)
                 && facts.primary != src
             {
-                resignation.successor = Some((src, at));
+                resignation.successor = Some((src, resignation.started.at(at)));
             }
         }
     }
@@ -346,7 +346,7 @@ impl Failovers {
                     let heard_at = self
                         .heard
                         .get(&(facts.vrid, *from))
-                        .map_or(at, |(moment, _)| *moment);
+                        .map_or(at, |(heard, _)| at.at(*heard));
                     Some((*from, heard_at))
                 }
                 _ => None,
@@ -379,7 +379,7 @@ impl Failovers {
         let last_heard = |master: &IpAddr| {
             self.heard
                 .get(&(facts.vrid, *master))
-                .map(|(moment, _)| *moment)
+                .map(|(heard, _)| elected.at(*heard))
         };
         match cause {
             Cause::MasterDown { master, silent_for } => (*master, elected.earlier(*silent_for)),
@@ -1192,6 +1192,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_moment_is_moved_to_an_instant_either_way() {
+        let t0 = Moment::now();
+        assert_eq!(t0.at(later(t0, 70).mono), later(t0, 70));
+        let earlier = t0.at(t0.mono - Duration::from_millis(30));
+        assert_eq!(later(earlier, 30), t0);
+        assert_eq!(t0.at(t0.mono), t0);
+    }
+
+    #[test]
+    fn only_adverts_of_configured_vrids_are_remembered() {
+        let mut set = VridSet::default();
+        for vrid in [0, 1, 63, 64, 200, 255] {
+            set.insert(vrid);
+        }
+        let members: Vec<u8> = (0..=255).filter(|vrid| set.contains(*vrid)).collect();
+        assert_eq!(members, [0, 1, 63, 64, 200, 255]);
+        let mut failovers = Failovers::new("b");
+        let config = router("vip", "198.51.100.1");
+        failovers.configure([(RouterId::from_index(0), &config)]);
+        let src: IpAddr = "198.51.100.2".parse().expect("literal");
+        let now = Instant::now();
+        failovers.heard(now, 52, src, Priority(100));
+        assert!(failovers.heard.is_empty(), "VRID 52 is not configured");
+        failovers.heard(now, 51, src, Priority(100));
+        assert_eq!(failovers.heard.get(&(51, src)), Some(&(now, Priority(100))));
+    }
+
     /// Node b takes over from a silent a; node a, alive, resigns to b: both records share a
     /// trace and link to each other's root.
     #[test]
@@ -1205,7 +1233,7 @@ mod tests {
         let mut b = Failovers::new("b");
         let config_b = router("VI_1", "198.51.100.12");
         b.configure([(id, &config_b)]);
-        b.heard(t0, 51, a_addr, Priority::RESIGN);
+        b.heard(t0.mono, 51, a_addr, Priority::RESIGN);
         let elected = later(t0, 60);
         b.state_changed(
             elected,
@@ -1266,7 +1294,7 @@ mod tests {
         a.end(later(t0, 1));
         assert!(a.settle(later(t0, 2)).is_empty(), "waits for a successor");
         // b's first advert as master, heard a moment after b sent it.
-        a.heard(later(t0, 70), 51, b_addr, Priority(100));
+        a.heard(later(t0, 70).mono, 51, b_addr, Priority(100));
         a.begin(later(t0, 70), id, Step::RemoveVips);
         a.end(later(t0, 75));
         let records = a.settle(later(t0, 76));
@@ -1343,7 +1371,7 @@ mod tests {
         b.configure([(id, &config_b)]);
         let mut traces = Vec::new();
         for start in [0, 400] {
-            b.heard(later(t0, start), 51, a_addr, Priority::RESIGN);
+            b.heard(later(t0, start).mono, 51, a_addr, Priority::RESIGN);
             b.state_changed(
                 later(t0, start + 60),
                 id,
@@ -1365,7 +1393,7 @@ mod tests {
                     priority: Some(Priority(50)),
                 },
             );
-            a.heard(later(t0, start + 62), 51, b_addr, Priority(100));
+            a.heard(later(t0, start + 62).mono, 51, b_addr, Priority(100));
             a.begin(later(t0, start + 62), id, Step::RemoveVips);
             a.end(later(t0, start + 63));
             let resigned = a.settle(later(t0, start + 64));

@@ -20,7 +20,7 @@ use hav_proto::config::Telemetry as Settings;
 use hav_vrrp::engine::{Action, Engine, Heard, RouterConfig, RouterId};
 
 use crate::track::Health;
-use failover::{Failovers, Moment, Record, Step, WallAnchor};
+use failover::{Failovers, Moment, Record, Step};
 use metrics::Registry;
 
 /// The file in the state dir holding the latest failover trace ids.
@@ -34,8 +34,6 @@ pub struct Telemetry {
     /// Where the latest failover trace ids are kept across restarts.
     trace_ids_file: Option<std::path::PathBuf>,
     failovers: Failovers,
-    /// The wall clock of [`Telemetry::heard`], read at most once a second.
-    wall: WallAnchor,
     sink: Option<otel::Sink>,
 }
 
@@ -75,7 +73,6 @@ impl Telemetry {
             server,
             trace_ids_file: None,
             failovers: Failovers::new(node),
-            wall: WallAnchor::default(),
             sink: settings.otlp_endpoint.as_ref().and(otel::sink()),
         }
     }
@@ -108,9 +105,8 @@ impl Telemetry {
     /// A valid advert the engine decoded at `now` (before its actions are carried out): who was
     /// heard when, with which priority.
     pub fn heard(&mut self, heard: &Heard, now: std::time::Instant) {
-        let at = self.wall.moment(now);
         self.failovers
-            .heard(at, heard.vrid.get(), heard.src, heard.priority);
+            .heard(now, heard.vrid.get(), heard.src, heard.priority);
     }
 
     /// The daemon starts carrying out `action`. Outside failovers (an advert sent by a settled
