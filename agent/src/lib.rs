@@ -8,5 +8,6 @@ pub mod lb;
 pub mod net;
 pub mod notify;
 mod small_hash;
+mod sys;
 pub mod telemetry;
 pub mod track;

@@ -134,25 +134,14 @@ impl Poller {
                 i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
             }
         };
-        let capacity = i32::try_from(self.events.len()).unwrap_or(i32::MAX);
-        // SAFETY: the buffer holds `capacity` events and outlives the call.
-        let count = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                capacity,
-                timeout_ms,
-            )
-        };
-        if count < 0 {
-            let error = io::Error::last_os_error();
-            // A signal's handler ran (the runtime's, on this thread): nothing is ready.
-            return match error.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(error),
+        let count =
+            match crate::sys::epoll_wait(self.epoll.as_raw_fd(), &mut self.events, timeout_ms) {
+                Ok(count) => count,
+                // A signal's handler ran (the runtime's, on this thread): nothing is ready.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Err(error) => return Err(error),
             };
-        }
-        let found = &self.events[..usize::try_from(count).unwrap_or_default()];
+        let found = &self.events[..count];
         for event in found {
             let fd = event.u64 as RawFd;
             ready.push(if fd == self.doorbell.fd.as_raw_fd() {

@@ -512,11 +512,7 @@ enum RawReceived {
 /// destination and TTL, so no address or control message is asked of the kernel. `MSG_TRUNC`
 /// makes it return the datagram's real length, which tells a truncated read.
 fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-    let len = match unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) } {
-        -1 => return Err(io::Error::last_os_error()),
-        len => len as usize,
-    };
+    let len = crate::sys::recv(fd, buf, libc::MSG_TRUNC)?;
     // What the kernel read of the header's source, for a datagram that is not accepted.
     let src_hint = |packet: &[u8]| ipv4_source(packet).map(IpAddr::V4);
     if len > buf.len() {
@@ -734,10 +730,7 @@ fn message<A: SockaddrLike>(addr: &A, iov: &mut [libc::iovec]) -> libc::msghdr {
 fn send_message(fd: i32, msg: &libc::msghdr) -> io::Result<()> {
     // SAFETY: the caller's buffers behind every pointer in `msg` outlive the call, and the
     // kernel only reads them.
-    match unsafe { libc::sendmsg(fd, msg, 0) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
-    }
+    unsafe { crate::sys::sendmsg(fd, msg, 0) }.map(drop)
 }
 
 /// Link-local unicast and link-local multicast destinations need the interface as scope id.
