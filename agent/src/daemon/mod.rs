@@ -62,8 +62,9 @@ enum Turn {
     /// Boxed: the frequent turns stay small to move.
     Rare(Box<Rare>),
     OverridesExpired,
-    /// A datagram read, and when the loop woke for it.
-    Inbound(Inbound, Instant),
+    /// A socket the last wait reported readable is still to be read; when the loop woke for it.
+    /// The loop reads it itself, so the datagram never travels inside a turn.
+    Readable(Instant),
     Handover(handover::Event),
     /// The engine's deadline passed; the time that was seen.
     Deadline(Instant),
@@ -425,13 +426,15 @@ impl Daemon {
                     }
                     self.apply_overrides(now);
                 }
-                Turn::Inbound(inbound, now) => {
+                Turn::Readable(now) => {
                     // Woken late, an advert can win the wake-up, and hearing it can move the
                     // overdue deadline (a master re-announces): the stall counts here then.
                     if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
                         self.on_late_wakeup(lateness);
                     }
-                    self.on_inbound(inbound, now);
+                    if let Some(inbound) = self.executor.sockets.try_next() {
+                        self.on_inbound(inbound, now);
+                    }
                     engine_only = true;
                 }
                 Turn::Handover(event) => self.executor.on_handover(event).await,
@@ -510,21 +513,23 @@ impl Daemon {
             if override_expiry.is_some_and(|at| at <= clock.now()) {
                 return Ok(Turn::OverridesExpired);
             }
-            if let Some(inbound) = self.executor.sockets.try_next() {
-                return Ok(Turn::Inbound(inbound, clock.now()));
+            if self.executor.sockets.any_readable() {
+                return Ok(Turn::Readable(clock.now()));
             }
             let handover = &self.executor.handover;
             let beacons = self.executor.beacons.as_ref();
             let none_left = self.executor.counts.none_left();
-            let handover_events = handover::has_events(handover, beacons);
-            // Alive through the wait below: its sleep and its socket ring the doorbell.
-            let mut handover_event = std::pin::pin!(tokio::task::coop::unconstrained(async {
-                match handover_events {
-                    true => handover::next_event(handover, beacons, none_left).await,
-                    false => std::future::pending().await,
-                }
-            }));
-            if let Poll::Ready(event) = handover_event.as_mut().poll(&mut w.poller.context()) {
+            // Alive through the wait below: its sleep and its socket ring the doorbell. Not
+            // built at all when it could not resolve (most nodes have no hand-over).
+            let mut handover_event =
+                std::pin::pin!(handover::has_events(handover, beacons).then(|| {
+                    tokio::task::coop::unconstrained(handover::next_event(
+                        handover, beacons, none_left,
+                    ))
+                }));
+            if let Some(Poll::Ready(event)) = (handover_event.as_mut().as_pin_mut())
+                .map(|event| event.poll(&mut w.poller.context()))
+            {
                 return Ok(Turn::Handover(event));
             }
             if std::mem::take(&mut w.timer_fired) && w.engine_timer.expired(clock.now()) {

@@ -144,6 +144,11 @@ impl Sockets {
         (interface, self.buf.get(payload).unwrap_or_default())
     }
 
+    /// Whether a socket the last wait reported readable is still to be read.
+    pub fn any_readable(&self) -> bool {
+        !self.readable.is_empty()
+    }
+
     /// The next datagram of a socket the last wait reported readable, each such socket read
     /// once (in no particular order); `None` once every one was.
     pub fn try_next(&mut self) -> Option<Inbound> {
