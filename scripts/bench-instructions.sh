@@ -70,11 +70,16 @@ run() {
   # Start-up ends here: the counts restart from zero, so what the harness did to bring the
   # pairs up (status queries until each settled, a number that varies) counts in neither run.
   sleep "$settle"
-  local parent process
+  local parent process answer
   # keepalived's VRRP child rewrites its command line: found as its parent's child.
   for parent in $(pgrep -f "callgrind-out-file=$dir/"); do
     for process in "$parent" $(pgrep -P "$parent"); do
-      callgrind_control -z "$process" > /dev/null 2>&1
+      # It exits 0 even when it found no such run: its answer tells.
+      answer=$(callgrind_control -z "$process" 2>&1)
+      case $answer in
+        *"sending command zero"*) ;;
+        *) echo "could not zero the counts of process $process: $answer" >&2; exit 1 ;;
+      esac
     done
   done
   sleep "$seconds"

@@ -524,11 +524,7 @@ impl Executor {
         telemetry: &mut Telemetry,
     ) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        loop {
-            self.transmit_queued(engine, telemetry);
-            let Some(action) = engine.poll_action() else {
-                break;
-            };
+        while let Some(action) = engine.poll_action() {
             telemetry.begin(&action);
             self.carry_out(action, &mut transitions).await;
             telemetry.end();

@@ -112,20 +112,8 @@ pub fn decode_into(
     addresses.clear();
     let bytes = packet.address_bytes();
     match family {
-        Family::V4 => {
-            for octets in bytes.chunks_exact(4) {
-                if let Ok(octets) = <[u8; 4]>::try_from(octets) {
-                    addresses.push(IpAddr::from(octets));
-                }
-            }
-        }
-        Family::V6 => {
-            for octets in bytes.chunks_exact(16) {
-                if let Ok(octets) = <[u8; 16]>::try_from(octets) {
-                    addresses.push(IpAddr::from(octets));
-                }
-            }
-        }
+        Family::V4 => push_addresses::<4>(bytes, &mut addresses),
+        Family::V6 => push_addresses::<16>(bytes, &mut addresses),
     }
     let advert = Advertisement {
         version,
@@ -136,6 +124,18 @@ pub fn decode_into(
         auth,
     };
     Ok(Received { advert, checksum })
+}
+
+/// Appends the addresses of `N` octets each in `bytes` (a trailing part is ignored).
+fn push_addresses<const N: usize>(bytes: &[u8], addresses: &mut Vec<IpAddr>)
+where
+    IpAddr: From<[u8; N]>,
+{
+    for octets in bytes.chunks_exact(N) {
+        if let Ok(octets) = <[u8; N]>::try_from(octets) {
+            addresses.push(IpAddr::from(octets));
+        }
+    }
 }
 
 /// The VRID of a payload before any check, so that a per-virtual-router counter can be bumped
