@@ -59,16 +59,30 @@ pub use signals::HANDLED_SIGNALS;
 
 /// What one turn of the loop serves.
 enum Turn {
-    /// Boxed: the frequent turns stay small to move.
-    Rare(Box<Rare>),
-    OverridesExpired,
     /// A socket the last wait reported readable is still to be read; when the loop woke for it.
     /// The loop reads it itself, so the datagram never travels inside a turn.
     Readable(Instant),
-    Handover(handover::Event),
     /// The engine's deadline passed; the time that was seen.
     Deadline(Instant),
+    Other(Other),
+}
+
+/// A turn that does more than feed the engine: the async part of the loop serves it.
+enum Other {
+    /// Boxed: the frequent turns stay small to move.
+    Rare(Box<Rare>),
+    OverridesExpired,
+    Handover(handover::Event),
     Watchdog,
+}
+
+/// Why [`Daemon::engine_turns`] handed the loop back to its async part.
+enum Pause {
+    /// An engine turn asked for actions that are awaited.
+    Execute,
+    Other(Other),
+    /// Stopping, and everything has stopped.
+    Stopped,
 }
 
 /// The time of one turn, read when first asked for.
@@ -367,6 +381,92 @@ impl Daemon {
         // stall raises the scheduling priority once, whichever event woke the loop first.
         let mut late_seen: Option<Instant> = None;
         loop {
+            let engine_only = match self.engine_turns(&mut waiting, &mut late_seen, stopping)? {
+                Pause::Stopped => break,
+                Pause::Execute => true,
+                Pause::Other(turn) => {
+                    match turn {
+                        Other::Rare(rare) => match *rare {
+                            Rare::Signal(Received::Stop(name)) => {
+                                self.begin_stop(&mut stopping, name).await
+                            }
+                            Rare::Signal(Received::Reload) => self.reload().await,
+                            Rare::Signal(Received::Status) => {
+                                tracing::info!("status:\n{}", status::render(&self.snapshot()));
+                                continue;
+                            }
+                            Rare::Signal(Received::Statistics) => {
+                                tracing::info!(
+                                    "statistics:\n{}",
+                                    status::render_statistics(&self.snapshot())
+                                );
+                                continue;
+                            }
+                            Rare::Signal(Received::Ignored(name)) => {
+                                tracing::info!(signal = name, "{name} ignored");
+                                continue;
+                            }
+                            Rare::Command(command) => {
+                                // In an `agent.command` span that continues the coordinator's
+                                // trace.
+                                let span = command.span();
+                                let command = self.on_command(command, stopping);
+                                tracing::Instrument::instrument(command, span).await;
+                            }
+                            Rare::Status(reply) => {
+                                let _ = reply.send(self.snapshot());
+                                continue;
+                            }
+                            Rare::CheckReport(report) => self.executor.on_check(report).await,
+                            Rare::Track(event) => {
+                                self.trackers.record(
+                                    event,
+                                    &self.running.plan,
+                                    &mut self.engine,
+                                    Instant::now(),
+                                );
+                            }
+                            Rare::HostChanged => self.rebind().await,
+                        },
+                        Other::OverridesExpired => {
+                            let now = Instant::now();
+                            for name in self.overrides.expire(now) {
+                                tracing::info!(instance = %name, "priority override expired");
+                            }
+                            self.apply_overrides(now);
+                        }
+                        Other::Handover(event) => self.executor.on_handover(event).await,
+                        Other::Watchdog => {
+                            self.notify(|n| n.watchdog());
+                            waiting.watchdog_fed(Instant::now());
+                            continue;
+                        }
+                    }
+                    false
+                }
+            };
+            self.execute().await;
+            self.publish(engine_only);
+            if self.stopped(stopping) {
+                break;
+            }
+        }
+        self.finish().await;
+        Ok(())
+    }
+
+    /// Serves turns that only feed the engine an advert or its deadline, and whose actions
+    /// (adverts to send, if any) need nothing awaited: an idle node's every turn. Returns at the
+    /// first turn that needs more. A function of its own, kept out of the async loop, so that
+    /// the code an idle node runs per advert is compact.
+    #[inline(never)]
+    fn engine_turns(
+        &mut self,
+        waiting: &mut Waiting,
+        late_seen: &mut Option<Instant>,
+        stopping: bool,
+    ) -> anyhow::Result<Pause> {
+        loop {
             let deadline = self.engine.poll_timeout();
             waiting.engine_timer.arm(deadline)?;
             (waiting.poller.follow_sockets(
@@ -374,106 +474,59 @@ impl Daemon {
                 self.executor.sockets.descriptors(),
             ))
             .context("cannot wait for the VRRP sockets")?;
-            // Set when this turn only fed the engine adverts or its own deadline.
-            let mut engine_only = false;
-            let turn = self.next_turn(&mut waiting, stopping)?;
-            match turn {
-                Turn::Rare(rare) => match *rare {
-                    Rare::Signal(Received::Stop(name)) => {
-                        self.begin_stop(&mut stopping, name).await
-                    }
-                    Rare::Signal(Received::Reload) => self.reload().await,
-                    Rare::Signal(Received::Status) => {
-                        tracing::info!("status:\n{}", status::render(&self.snapshot()));
-                        continue;
-                    }
-                    Rare::Signal(Received::Statistics) => {
-                        tracing::info!(
-                            "statistics:\n{}",
-                            status::render_statistics(&self.snapshot())
-                        );
-                        continue;
-                    }
-                    Rare::Signal(Received::Ignored(name)) => {
-                        tracing::info!(signal = name, "{name} ignored");
-                        continue;
-                    }
-                    Rare::Command(command) => {
-                        // In an `agent.command` span that continues the coordinator's trace.
-                        let span = command.span();
-                        tracing::Instrument::instrument(self.on_command(command, stopping), span)
-                            .await;
-                    }
-                    Rare::Status(reply) => {
-                        let _ = reply.send(self.snapshot());
-                        continue;
-                    }
-                    Rare::CheckReport(report) => self.executor.on_check(report).await,
-                    Rare::Track(event) => {
-                        self.trackers.record(
-                            event,
-                            &self.running.plan,
-                            &mut self.engine,
-                            Instant::now(),
-                        );
-                    }
-                    Rare::HostChanged => self.rebind().await,
-                },
-                Turn::OverridesExpired => {
-                    let now = Instant::now();
-                    for name in self.overrides.expire(now) {
-                        tracing::info!(instance = %name, "priority override expired");
-                    }
-                    self.apply_overrides(now);
-                }
+            match self.next_turn(waiting, stopping)? {
                 Turn::Readable(now) => {
                     // Woken late, an advert can win the wake-up, and hearing it can move the
                     // overdue deadline (a master re-announces): the stall counts here then.
-                    if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
+                    if let Some(lateness) = new_stall(deadline, now, late_seen) {
                         self.on_late_wakeup(lateness);
                     }
                     if let Some(inbound) = self.executor.sockets.try_next() {
                         self.on_inbound(inbound, now);
                     }
-                    engine_only = true;
                 }
-                Turn::Handover(event) => self.executor.on_handover(event).await,
                 Turn::Deadline(mut now) => {
                     let lateness = deadline
                         .map(|at| now.saturating_duration_since(at))
                         .unwrap_or_default();
                     if lateness > LATE_DEADLINE {
-                        // Woken late (the process was stopped, or starved of CPU): adverts that
-                        // arrived meanwhile are older than this expiry and count first, or a
-                        // backup would take over from a master it has in fact heard.
-                        self.take_queued_adverts();
-                        if let Some(lateness) = new_stall(deadline, now, &mut late_seen) {
-                            self.on_late_wakeup(lateness);
-                        }
-                        now = Instant::now();
+                        now = self.on_late_deadline(deadline, now, late_seen);
                     }
                     self.engine.handle_timeout(now);
-                    engine_only = true;
                 }
-                Turn::Watchdog => {
-                    self.notify(|n| n.watchdog());
-                    waiting.watchdog_fed(Instant::now());
-                    continue;
-                }
+                Turn::Other(other) => return Ok(Pause::Other(other)),
             }
-            // An engine-only turn usually asks for adverts or nothing: no future is built then.
-            if !(engine_only
-                && (self.executor).execute_at_once(&mut self.engine, &mut self.telemetry))
-            {
-                self.execute().await;
+            // Usually adverts to send or nothing: no future is built then.
+            if !(self.executor).execute_at_once(&mut self.engine, &mut self.telemetry) {
+                return Ok(Pause::Execute);
             }
-            self.publish(engine_only);
-            if stopping && self.engine.is_stopped() && self.executor.handover.is_idle() {
-                break;
+            self.publish(true);
+            if self.stopped(stopping) {
+                return Ok(Pause::Stopped);
             }
         }
-        self.finish().await;
-        Ok(())
+    }
+
+    /// Woken late for the engine's deadline (the process was stopped, or starved of CPU):
+    /// adverts that arrived meanwhile are older than this expiry and count first, or a backup
+    /// would take over from a master it has in fact heard. The time to handle the deadline at.
+    #[cold]
+    fn on_late_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+        now: Instant,
+        late_seen: &mut Option<Instant>,
+    ) -> Instant {
+        self.take_queued_adverts();
+        if let Some(lateness) = new_stall(deadline, now, late_seen) {
+            self.on_late_wakeup(lateness);
+        }
+        Instant::now()
+    }
+
+    /// Whether the loop is done: stopping, and the engine and the hand-overs have stopped.
+    fn stopped(&self, stopping: bool) -> bool {
+        stopping && self.engine.is_stopped() && self.executor.handover.is_idle()
     }
 
     /// The first source with something, in order: the rare ones, expired overrides, adverts,
@@ -482,36 +535,17 @@ impl Daemon {
         loop {
             // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
             // (the gate stays open: a source may hold more): an advert's turn skips them.
-            // Polled outside tokio's budget: this thread runs one poll of its task for as long
-            // as it loops, and a spent budget would make every source look empty.
-            if std::mem::take(&mut w.poll_rare) {
-                let rare = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(
-                    |cx| {
-                        w.gate.poll(cx, |cx| {
-                            rare::Sources {
-                                signals: &mut w.signals,
-                                link: &mut self.link,
-                                status_requests: &mut self.status_requests,
-                                balancer: &mut self.executor.balancer,
-                                trackers: &mut self.trackers.events,
-                                host: &mut self.host,
-                                stopping,
-                            }
-                            .poll_next(cx)
-                        })
-                    }
-                )))
-                .poll(&mut w.poller.context());
-                if let Poll::Ready(rare) = rare {
-                    w.poll_rare = true;
-                    return Ok(Turn::Rare(Box::new(rare)));
-                }
+            if std::mem::take(&mut w.poll_rare)
+                && let Some(rare) = self.poll_rare(w, stopping)
+            {
+                w.poll_rare = true;
+                return Ok(Turn::Other(Other::Rare(Box::new(rare))));
             }
             // Read once a turn at most, and only if something needs it.
             let mut clock = LazyNow::default();
             let override_expiry = self.overrides.next_expiry();
             if override_expiry.is_some_and(|at| at <= clock.now()) {
-                return Ok(Turn::OverridesExpired);
+                return Ok(Turn::Other(Other::OverridesExpired));
             }
             if self.executor.sockets.any_readable() {
                 return Ok(Turn::Readable(clock.now()));
@@ -530,13 +564,13 @@ impl Daemon {
             if let Some(Poll::Ready(event)) = (handover_event.as_mut().as_pin_mut())
                 .map(|event| event.poll(&mut w.poller.context()))
             {
-                return Ok(Turn::Handover(event));
+                return Ok(Turn::Other(Other::Handover(event)));
             }
             if std::mem::take(&mut w.timer_fired) && w.engine_timer.expired(clock.now()) {
                 return Ok(Turn::Deadline(clock.now()));
             }
             if w.next_watchdog.is_some_and(|at| at <= clock.now()) {
-                return Ok(Turn::Watchdog);
+                return Ok(Turn::Other(Other::Watchdog));
             }
             let timeout = [override_expiry, w.next_watchdog]
                 .into_iter()
@@ -552,6 +586,34 @@ impl Daemon {
                     poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
                 }
             }
+        }
+    }
+
+    /// Polls the rare sources once, outside tokio's budget: this thread runs one poll of its
+    /// task for as long as it loops, and a spent budget would make every source look empty.
+    /// Out of line: an advert's turn skips it.
+    #[inline(never)]
+    fn poll_rare(&mut self, w: &mut Waiting, stopping: bool) -> Option<Rare> {
+        let rare = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(
+            |cx| {
+                w.gate.poll(cx, |cx| {
+                    rare::Sources {
+                        signals: &mut w.signals,
+                        link: &mut self.link,
+                        status_requests: &mut self.status_requests,
+                        balancer: &mut self.executor.balancer,
+                        trackers: &mut self.trackers.events,
+                        host: &mut self.host,
+                        stopping,
+                    }
+                    .poll_next(cx)
+                })
+            }
+        )))
+        .poll(&mut w.poller.context());
+        match rare {
+            Poll::Ready(rare) => Some(rare),
+            Poll::Pending => None,
         }
     }
 
@@ -609,6 +671,7 @@ impl Daemon {
 
     /// `[node] max_auto_priority`: a wake-up this late may raise the agent's scheduling priority
     /// ([`realtime`]); the key removed by a reload leaves the priority reached as it is.
+    #[cold]
     fn on_late_wakeup(&mut self, lateness: Duration) {
         let Some(max) = self.running.config.node.max_auto_priority else {
             return;

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 
-use nix::sys::time::{TimeSpec, TimeValLike};
+use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::time::{ClockId as TimeClock, clock_gettime};
 
@@ -20,9 +20,10 @@ use nix::time::{ClockId as TimeClock, clock_gettime};
 pub struct EngineTimer {
     fd: TimerFd,
     armed: Option<Instant>,
-    /// One instant and `CLOCK_MONOTONIC` read after it: an [`Instant`] as an absolute
-    /// expiration, never earlier than the instant (late by the nanoseconds between the reads).
-    anchor: (Instant, TimeSpec),
+    /// One instant and `CLOCK_MONOTONIC` read after it, in nanoseconds: an [`Instant`] as an
+    /// absolute expiration, never earlier than the instant (late by the nanoseconds between the
+    /// reads).
+    anchor: (Instant, u64),
 }
 
 impl EngineTimer {
@@ -32,7 +33,8 @@ impl EngineTimer {
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let instant = Instant::now();
-        let anchor = (instant, clock_gettime(TimeClock::CLOCK_MONOTONIC)?);
+        let clock = clock_gettime(TimeClock::CLOCK_MONOTONIC)?;
+        let anchor = (instant, nanos(clock.tv_sec(), clock.tv_nsec()));
         Ok(Self {
             anchor,
             fd,
@@ -67,11 +69,14 @@ impl EngineTimer {
     /// the anchor maps to the anchor's own time or 1 ns, both long past, so it fires at once.
     fn absolute(&self, at: Instant) -> TimeSpec {
         let (instant, clock) = self.anchor;
-        let absolute = match at.checked_duration_since(instant) {
-            Some(after) => clock + TimeSpec::from_duration(after),
-            None => clock,
-        };
-        absolute.max(TimeSpec::nanoseconds(1))
+        let after = at.saturating_duration_since(instant);
+        let absolute = clock
+            .saturating_add(nanos(after.as_secs() as i64, after.subsec_nanos().into()))
+            .max(1);
+        TimeSpec::new(
+            (absolute / NANOS_PER_SECOND) as i64,
+            (absolute % NANOS_PER_SECOND) as i64,
+        )
     }
 
     /// After the descriptor was readable: whether the armed deadline has passed at `now` (then
@@ -91,6 +96,17 @@ impl EngineTimer {
             _ => false,
         }
     }
+}
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// A time of seconds and nanoseconds in nanoseconds, saturating (and 0 for a negative one).
+fn nanos(seconds: i64, nanoseconds: i64) -> u64 {
+    let seconds = u64::try_from(seconds).unwrap_or(0);
+    let nanoseconds = u64::try_from(nanoseconds).unwrap_or(0);
+    seconds
+        .saturating_mul(NANOS_PER_SECOND)
+        .saturating_add(nanoseconds)
 }
 
 #[cfg(test)]
@@ -127,6 +143,28 @@ mod tests {
         timer.arm(Some(again)).expect("due at once");
         assert!(readable(&timer, Duration::from_secs(1)), "fires at once");
         assert!(timer.expired(Instant::now()));
+    }
+
+    #[test]
+    fn an_instant_maps_to_the_monotonic_clock_to_the_nanosecond() {
+        let timer = EngineTimer::new().expect("timerfd");
+        let (instant, clock) = timer.anchor;
+        let at = |spec: TimeSpec| nanos(spec.tv_sec(), spec.tv_nsec());
+        let later = Duration::new(86_400 * 400, 999_999_999);
+        assert_eq!(
+            at(timer.absolute(instant + later)),
+            clock + later.as_nanos() as u64
+        );
+        assert_eq!(timer.absolute(instant + later).tv_nsec(), {
+            ((clock + later.as_nanos() as u64) % NANOS_PER_SECOND) as i64
+        });
+        assert_eq!(at(timer.absolute(instant)), clock);
+        let before = instant
+            .checked_sub(Duration::from_secs(1))
+            .expect("a clock past 1 s");
+        assert_eq!(at(timer.absolute(before)), clock, "clamped to the anchor");
+        assert_eq!(nanos(-1, 5), 5, "a negative time counts as none");
+        assert_eq!(nanos(i64::MAX, 0), u64::MAX, "saturates");
     }
 
     #[test]
