@@ -486,10 +486,9 @@ impl Daemon {
                     }
                 }
                 Turn::Deadline(mut now) => {
-                    let lateness = deadline
-                        .map(|at| now.saturating_duration_since(at))
-                        .unwrap_or_default();
-                    if lateness > LATE_DEADLINE {
+                    // Compared without a subtraction: on time is the rule.
+                    let late = deadline.and_then(|at| at.checked_add(LATE_DEADLINE));
+                    if late.is_some_and(|late| now > late) {
                         now = self.on_late_deadline(deadline, now, late_seen);
                     }
                     self.engine.handle_timeout(now);
