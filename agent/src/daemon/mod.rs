@@ -466,9 +466,11 @@ impl Daemon {
         late_seen: &mut Option<Instant>,
         stopping: bool,
     ) -> anyhow::Result<Pause> {
+        // When the loop last woke for an engine turn: the timer may keep an early expiry then.
+        let mut woke = None;
         loop {
             let deadline = self.engine.poll_timeout();
-            waiting.engine_timer.arm(deadline)?;
+            waiting.engine_timer.follow(deadline, woke)?;
             (waiting.poller.follow_sockets(
                 self.executor.sockets.generation(),
                 self.executor.sockets.descriptors(),
@@ -484,6 +486,7 @@ impl Daemon {
                     if let Some(inbound) = self.executor.sockets.try_next() {
                         self.on_inbound(inbound, now);
                     }
+                    woke = Some(now);
                 }
                 Turn::Deadline(mut now) => {
                     // Compared without a subtraction: on time is the rule.
@@ -492,6 +495,7 @@ impl Daemon {
                         now = self.on_late_deadline(deadline, now, late_seen);
                     }
                     self.engine.handle_timeout(now);
+                    woke = Some(now);
                 }
                 Turn::Other(other) => return Ok(Pause::Other(other)),
             }

@@ -65,6 +65,26 @@ impl EngineTimer {
         Ok(())
     }
 
+    /// Arms the timer for `at`, or leaves it armed for an earlier expiry at least half-way from
+    /// `now` to `at` (`now`: when the loop last woke; `None` arms exactly). Such an expiry fires
+    /// early only if nothing moves the deadline again before it, and the wake-up then finds
+    /// nothing due and arms `at` exactly: the deadline is never missed. A backup's master-down
+    /// deadline moves about an interval later with every advert it hears (three intervals and a
+    /// skew ahead): the timer is then set after every second advert instead of each, and the
+    /// advert after a kept one still has at least an interval's slack before the early expiry.
+    /// Each `timerfd_settime` re-sorts the kernel's timers and may reprogram the CPU's clock
+    /// event device.
+    pub fn follow(&mut self, at: Option<Instant>, now: Option<Instant>) -> io::Result<()> {
+        if let (Some(armed), Some(at), Some(now)) = (self.armed, at, now)
+            && armed <= at
+            && let Some(ahead) = armed.checked_duration_since(now)
+            && armed.checked_add(ahead).is_some_and(|twice| twice >= at)
+        {
+            return Ok(());
+        }
+        self.arm(at)
+    }
+
     /// `at` on `CLOCK_MONOTONIC`. Never zero (that would disarm the timer): an instant before
     /// the anchor maps to the anchor's own time or 1 ns, both long past, so it fires at once.
     fn absolute(&self, at: Instant) -> TimeSpec {
@@ -165,6 +185,50 @@ mod tests {
         assert_eq!(at(timer.absolute(before)), clock, "clamped to the anchor");
         assert_eq!(nanos(-1, 5), 5, "a negative time counts as none");
         assert_eq!(nanos(i64::MAX, 0), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn a_later_deadline_keeps_an_expiry_at_least_half_way_to_it() {
+        let mut timer = EngineTimer::new().expect("timerfd");
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        timer.follow(Some(at(360)), Some(now)).expect("arm");
+        assert_eq!(timer.armed, Some(at(360)));
+        // An advert 100 ms on moves the deadline to 460: 360 is past half-way (280).
+        timer.follow(Some(at(460)), Some(at(100))).expect("kept");
+        assert_eq!(timer.armed, Some(at(360)), "kept");
+        // At 200, half-way to 560 is 380: 360 is short of it.
+        timer
+            .follow(Some(at(560)), Some(at(200)))
+            .expect("re-armed");
+        assert_eq!(timer.armed, Some(at(560)), "armed for the deadline");
+        // An earlier deadline is always armed, and so is any without the time of a wake-up.
+        timer.follow(Some(at(500)), Some(at(210))).expect("earlier");
+        assert_eq!(timer.armed, Some(at(500)));
+        timer.follow(Some(at(900)), None).expect("exact");
+        assert_eq!(timer.armed, Some(at(900)));
+        timer.follow(None, Some(at(220))).expect("disarmed");
+        assert_eq!(timer.armed, None);
+        // A kept expiry fires early; the loop then finds it expired and arms the deadline.
+        let start = Instant::now();
+        timer
+            .follow(Some(start + Duration::from_millis(10)), None)
+            .expect("arm");
+        timer
+            .follow(Some(start + Duration::from_millis(15)), Some(start))
+            .expect("kept");
+        assert!(readable(&timer, Duration::from_secs(1)), "fires");
+        let fired = Instant::now();
+        assert!(
+            fired >= start + Duration::from_millis(10),
+            "not before the kept expiry"
+        );
+        assert!(timer.expired(fired));
+        timer
+            .follow(Some(start + Duration::from_millis(15)), Some(fired))
+            .expect("the deadline itself");
+        assert!(readable(&timer, Duration::from_secs(1)), "fires again");
+        assert!(Instant::now() >= start + Duration::from_millis(15));
     }
 
     #[test]
