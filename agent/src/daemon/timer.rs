@@ -22,6 +22,8 @@ use nix::time::{ClockId as TimeClock, clock_gettime};
 pub struct EngineTimer {
     fd: TimerFd,
     armed: Option<Instant>,
+    /// How long the armed expiry stays for a later deadline ([`EngineTimer::follow`]).
+    keep: Keep,
     /// One instant and `CLOCK_MONOTONIC` read after it, in nanoseconds: an [`Instant`] as an
     /// absolute expiration, never earlier than the instant (late by the nanoseconds between the
     /// reads).
@@ -41,6 +43,7 @@ impl EngineTimer {
             anchor,
             fd,
             armed: None,
+            keep: Keep::Never,
         })
     }
 
@@ -64,27 +67,48 @@ impl EngineTimer {
             }
         }
         self.armed = at;
+        self.keep = Keep::Never;
         Ok(())
     }
 
-    /// Arms the timer for `at`, or leaves it armed for an earlier expiry at least half-way from
-    /// `now` to `at` (`now`: when the loop last woke; `None` arms exactly). Such an expiry fires
-    /// early only if nothing moves the deadline again before it, and the wake-up then finds
-    /// nothing due and arms `at` exactly: the deadline is never missed. A backup's master-down
-    /// deadline moves about an interval later with every advert it hears (three intervals and a
-    /// skew ahead): the timer is then set after every second advert instead of each, and the
-    /// advert after a kept one still has at least an interval's slack before the early expiry.
-    /// Each `timerfd_settime` re-sorts the kernel's timers and may reprogram the CPU's clock
-    /// event device.
+    /// Arms the timer for `at`, or leaves it armed for an earlier expiry while `now` (when the
+    /// loop last woke; `None` arms exactly) is in the first half of the time from when that
+    /// expiry was armed to it. Such an expiry fires early only if nothing moves the deadline
+    /// again before it, and the wake-up then finds nothing due and arms `at` exactly: the
+    /// deadline is never missed. A backup's master-down deadline (three intervals and a skew
+    /// ahead) moves an interval later with every advert it hears: the timer is then set after
+    /// every second advert instead of each, and the advert after a kept one still has half an
+    /// interval of slack before the early expiry. Each `timerfd_settime` re-sorts the kernel's
+    /// timers and may reprogram the CPU's clock event device.
     pub fn follow(&mut self, at: Option<Instant>, now: Option<Instant>) -> io::Result<()> {
         if let (Some(armed), Some(at), Some(now)) = (self.armed, at, now)
             && armed <= at
-            && let Some(ahead) = armed.checked_duration_since(now)
-            && armed.checked_add(ahead).is_some_and(|twice| twice >= at)
+            && self.keep_until(armed).is_some_and(|until| now <= until)
         {
             return Ok(());
         }
-        self.arm(at)
+        if at != self.armed {
+            self.arm(at)?;
+            if let Some(now) = now {
+                self.keep = Keep::ArmedAt(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Until when the expiry armed for `armed` stays for later deadlines; worked out the first
+    /// time it is asked (a master's timer, which fires before its deadline moves, never asks).
+    fn keep_until(&mut self, armed: Instant) -> Option<Instant> {
+        match self.keep {
+            Keep::Never => None,
+            Keep::Until(until) => Some(until),
+            Keep::ArmedAt(then) => {
+                // Halved in nanoseconds: an odd one rounds down, and the window ends no later.
+                let until = then.checked_add(armed.saturating_duration_since(then) / 2);
+                self.keep = until.map_or(Keep::Never, Keep::Until);
+                until
+            }
+        }
     }
 
     /// `at` on `CLOCK_MONOTONIC`. Never zero (that would disarm the timer): an instant before
@@ -118,6 +142,17 @@ impl EngineTimer {
             _ => false,
         }
     }
+}
+
+/// How long an armed expiry stays for later deadlines: through the first half of the time from
+/// the wake-up it was armed at to it.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// Armed without the time of a wake-up (or not armed): never kept.
+    Never,
+    /// Armed at this wake-up; the end of the half not worked out yet.
+    ArmedAt(Instant),
+    Until(Instant),
 }
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -190,16 +225,17 @@ mod tests {
     }
 
     #[test]
-    fn a_later_deadline_keeps_an_expiry_at_least_half_way_to_it() {
+    fn a_later_deadline_keeps_an_expiry_for_the_first_half_of_its_wait() {
         let mut timer = EngineTimer::new().expect("timerfd");
         let now = Instant::now();
         let at = |ms| now + Duration::from_millis(ms);
         timer.follow(Some(at(360)), Some(now)).expect("arm");
         assert_eq!(timer.armed, Some(at(360)));
-        // An advert 100 ms on moves the deadline to 460: 360 is past half-way (280).
+        // Armed at 0 for 360: kept for later deadlines until 180.
         timer.follow(Some(at(460)), Some(at(100))).expect("kept");
         assert_eq!(timer.armed, Some(at(360)), "kept");
-        // At 200, half-way to 560 is 380: 360 is short of it.
+        timer.follow(Some(at(540)), Some(at(180))).expect("kept");
+        assert_eq!(timer.armed, Some(at(360)), "kept to the half-way point");
         timer
             .follow(Some(at(560)), Some(at(200)))
             .expect("re-armed");
@@ -209,16 +245,21 @@ mod tests {
         assert_eq!(timer.armed, Some(at(500)));
         timer.follow(Some(at(900)), None).expect("exact");
         assert_eq!(timer.armed, Some(at(900)));
-        timer.follow(None, Some(at(220))).expect("disarmed");
+        timer
+            .follow(Some(at(950)), Some(at(220)))
+            .expect("exact, then not kept");
+        assert_eq!(timer.armed, Some(at(950)));
+        timer.follow(None, Some(at(230))).expect("disarmed");
         assert_eq!(timer.armed, None);
         // A kept expiry fires early; the loop then finds it expired and arms the deadline.
         let start = Instant::now();
         timer
-            .follow(Some(start + Duration::from_millis(10)), None)
+            .follow(Some(start + Duration::from_millis(10)), Some(start))
             .expect("arm");
         timer
             .follow(Some(start + Duration::from_millis(15)), Some(start))
             .expect("kept");
+        assert_eq!(timer.armed, Some(start + Duration::from_millis(10)), "kept");
         assert!(readable(&timer, Duration::from_secs(1)), "fires");
         let fired = Instant::now();
         assert!(
