@@ -478,6 +478,7 @@ impl Executor {
     /// Forgets routers the engine no longer has (retired). This runs after every batch, so
     /// after every advert: [`outlived_any`] keeps it from scanning the engine per entry (the
     /// square of the routers) while nothing can have been retired.
+    #[inline]
     pub fn prune(&mut self, engine: &Engine) {
         if outlived_any(self.routers.len(), engine) {
             self.routers
@@ -563,6 +564,7 @@ impl Executor {
     }
 
     /// After a batch of actions: traces settle, hand-over rules follow the roles.
+    #[inline]
     fn end_batch(&mut self, engine: &Engine, telemetry: &mut Telemetry) {
         telemetry.settle();
         // After the batch: the takeover's adverts and announcements never wait for `nft`.

@@ -825,7 +825,23 @@ impl Daemon {
     /// the engine's revision moved: a backup of hundreds of instances hears thousands of adverts
     /// a second, and comparing every router after each one made its cost grow with the square of
     /// them; a master's advert timer changes nothing either.
+    #[inline]
     fn publish(&mut self, engine_only: bool) {
+        // An idle node's every turn, decided in line: no metrics served, no debug log, and the
+        // engine's revision where it was.
+        if engine_only
+            && !self.telemetry.serves_metrics()
+            && self.engine.revision() == self.summary_revision
+            && !debug_logging()
+        {
+            return;
+        }
+        self.publish_changes(engine_only);
+    }
+
+    /// [`Daemon::publish`] past its idle case.
+    #[inline(never)]
+    fn publish_changes(&mut self, engine_only: bool) {
         if self.telemetry.serves_metrics() {
             self.telemetry
                 .publish(&self.engine, self.trackers.health(), &self.drops);
@@ -833,10 +849,7 @@ impl Daemon {
                 .notifications(&self.executor.notifiers.counters());
         }
         // Counters move with every advert: they count as a change only for log followers.
-        // The level hint, not `enabled!`: that leaves tracing-subscriber's per-layer filter
-        // state set when no event follows, and the loop's thread may create no event before its
-        // next span, which the OTLP layer would then take as filtered out.
-        let debug = tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG;
+        let debug = debug_logging();
         let revision = self.engine.revision();
         if engine_only && !debug && revision == self.summary_revision {
             return;
@@ -865,6 +878,14 @@ impl Daemon {
             tracing::debug!("status published");
         }
     }
+}
+
+/// Whether debug lines are logged. The level hint, not `enabled!`: that leaves
+/// tracing-subscriber's per-layer filter state set when no event follows, and the loop's thread
+/// may create no event before its next span, which the OTLP layer would then take as filtered
+/// out.
+fn debug_logging() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
 }
 
 /// How late a wake-up at `now` came past the engine's `deadline`, if that is a stall of this

@@ -151,10 +151,15 @@ impl Telemetry {
     }
 
     /// A batch of actions is done: finished failovers are measured and exported.
+    #[inline]
     pub fn settle(&mut self) {
-        if self.failovers.is_idle() {
-            return;
+        if !self.failovers.is_idle() {
+            self.settle_failovers();
         }
+    }
+
+    #[inline(never)]
+    fn settle_failovers(&mut self) {
         let records = self.failovers.settle(Moment::now());
         self.record(records);
     }
