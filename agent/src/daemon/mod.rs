@@ -384,63 +384,9 @@ impl Daemon {
             let engine_only = match self.engine_turns(&mut waiting, &mut late_seen, stopping)? {
                 Pause::Stopped => break,
                 Pause::Execute => true,
-                Pause::Other(turn) => {
-                    match turn {
-                        Other::Rare(rare) => match *rare {
-                            Rare::Signal(Received::Stop(name)) => {
-                                self.begin_stop(&mut stopping, name).await
-                            }
-                            Rare::Signal(Received::Reload) => self.reload().await,
-                            Rare::Signal(Received::Status) => {
-                                tracing::info!("status:\n{}", status::render(&self.snapshot()));
-                                continue;
-                            }
-                            Rare::Signal(Received::Statistics) => {
-                                tracing::info!(
-                                    "statistics:\n{}",
-                                    status::render_statistics(&self.snapshot())
-                                );
-                                continue;
-                            }
-                            Rare::Signal(Received::Ignored(name)) => {
-                                tracing::info!(signal = name, "{name} ignored");
-                                continue;
-                            }
-                            Rare::Command(command) => {
-                                // In an `agent.command` span that continues the coordinator's
-                                // trace.
-                                let span = command.span();
-                                let command = self.on_command(command, stopping);
-                                tracing::Instrument::instrument(command, span).await;
-                            }
-                            Rare::Status(reply) => {
-                                let _ = reply.send(self.snapshot());
-                                continue;
-                            }
-                            Rare::CheckReport(report) => self.executor.on_check(report).await,
-                            Rare::Track(event) => {
-                                self.trackers.record(
-                                    event,
-                                    &self.running.plan,
-                                    &mut self.engine,
-                                    Instant::now(),
-                                );
-                            }
-                            Rare::HostChanged => self.rebind().await,
-                        },
-                        Other::OverridesExpired => {
-                            let now = Instant::now();
-                            for name in self.overrides.expire(now) {
-                                tracing::info!(instance = %name, "priority override expired");
-                            }
-                            self.apply_overrides(now);
-                        }
-                        Other::Handover(event) => self.executor.on_handover(event).await,
-                        Other::Watchdog => {
-                            self.notify(|n| n.watchdog());
-                            waiting.watchdog_fed(Instant::now());
-                            continue;
-                        }
+                Pause::Other(other) => {
+                    if !self.serve(other, &mut waiting, &mut stopping).await {
+                        continue;
                     }
                     false
                 }
@@ -453,6 +399,60 @@ impl Daemon {
         }
         self.finish().await;
         Ok(())
+    }
+
+    /// Serves a turn that is more than feeding the engine. Whether it may have changed
+    /// anything: then the actions it caused are carried out and the changes published.
+    async fn serve(&mut self, other: Other, waiting: &mut Waiting, stopping: &mut bool) -> bool {
+        match other {
+            Other::Rare(rare) => match *rare {
+                Rare::Signal(Received::Stop(name)) => self.begin_stop(stopping, name).await,
+                Rare::Signal(Received::Reload) => self.reload().await,
+                Rare::Signal(Received::Status) => {
+                    tracing::info!("status:\n{}", status::render(&self.snapshot()));
+                    return false;
+                }
+                Rare::Signal(Received::Statistics) => {
+                    let statistics = status::render_statistics(&self.snapshot());
+                    tracing::info!("statistics:\n{statistics}");
+                    return false;
+                }
+                Rare::Signal(Received::Ignored(name)) => {
+                    tracing::info!(signal = name, "{name} ignored");
+                    return false;
+                }
+                Rare::Command(command) => {
+                    // In an `agent.command` span that continues the coordinator's trace.
+                    let span = command.span();
+                    let command = self.on_command(command, *stopping);
+                    tracing::Instrument::instrument(command, span).await;
+                }
+                Rare::Status(reply) => {
+                    let _ = reply.send(self.snapshot());
+                    return false;
+                }
+                Rare::CheckReport(report) => self.executor.on_check(report).await,
+                Rare::Track(event) => {
+                    let now = Instant::now();
+                    (self.trackers).record(event, &self.running.plan, &mut self.engine, now);
+                }
+                Rare::HostChanged => self.rebind().await,
+            },
+            Other::OverridesExpired => {
+                let now = Instant::now();
+                for name in self.overrides.expire(now) {
+                    tracing::info!(instance = %name, "priority override expired");
+                }
+                self.apply_overrides(now);
+            }
+            Other::Handover(event) => self.executor.on_handover(event).await,
+            Other::Watchdog => {
+                self.notify(|n| n.watchdog());
+                waiting.watchdog_fed(Instant::now());
+                return false;
+            }
+        }
+        true
     }
 
     /// Serves turns that only feed the engine an advert or its deadline, and whose actions
