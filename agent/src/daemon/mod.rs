@@ -825,28 +825,13 @@ impl Daemon {
     /// the engine's revision moved: a backup of hundreds of instances hears thousands of adverts
     /// a second, and comparing every router after each one made its cost grow with the square of
     /// them; a master's advert timer changes nothing either.
+    ///
+    /// The checks are in line and the work out of line: an idle node's turn serves no metrics,
+    /// logs no debug line and leaves the revision where it was.
     #[inline]
     fn publish(&mut self, engine_only: bool) {
-        // An idle node's every turn, decided in line: no metrics served, no debug log, and the
-        // engine's revision where it was.
-        if engine_only
-            && !self.telemetry.serves_metrics()
-            && self.engine.revision() == self.summary_revision
-            && !debug_logging()
-        {
-            return;
-        }
-        self.publish_changes(engine_only);
-    }
-
-    /// [`Daemon::publish`] past its idle case.
-    #[inline(never)]
-    fn publish_changes(&mut self, engine_only: bool) {
         if self.telemetry.serves_metrics() {
-            self.telemetry
-                .publish(&self.engine, self.trackers.health(), &self.drops);
-            self.telemetry
-                .notifications(&self.executor.notifiers.counters());
+            self.publish_metrics();
         }
         // Counters move with every advert: they count as a change only for log followers.
         let debug = debug_logging();
@@ -854,6 +839,21 @@ impl Daemon {
         if engine_only && !debug && revision == self.summary_revision {
             return;
         }
+        self.publish_summaries(revision, debug);
+    }
+
+    #[inline(never)]
+    fn publish_metrics(&self) {
+        self.telemetry
+            .publish(&self.engine, self.trackers.health(), &self.drops);
+        self.telemetry
+            .notifications(&self.executor.notifiers.counters());
+    }
+
+    /// The coordinator's snapshot and a debug line, if a router's summary changed since the
+    /// last; the summaries are those at `revision` (with counters while `debug`).
+    #[inline(never)]
+    fn publish_summaries(&mut self, revision: u64, debug: bool) {
         self.summary_revision = revision;
         let counters = debug.then(|| self.engine.status());
         let handover = &self.executor.handover;
