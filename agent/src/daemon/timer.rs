@@ -1,6 +1,7 @@
 //! The engine's next deadline on a `timerfd`.
 //!
-//! One wake-up per deadline, re-armed only when the deadline changes. tokio's timer wheel
+//! One wake-up per deadline (two when an expiry kept for it fires first), re-armed only when
+//! the deadline changes. tokio's timer wheel
 //! would wake a 100 ms sleep once early (its 64 ms level cascading down) and unpark the runtime
 //! through its eventfd whenever a sleep is re-registered earlier than its cached wake-up: three
 //! wake-ups per advert where the protocol needs one. At 100 ms adverts that was most of an idle
