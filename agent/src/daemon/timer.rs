@@ -1,15 +1,14 @@
 //! The engine's next deadline on a `timerfd`.
 //!
 //! One wake-up per deadline (two when an expiry kept for it fires first), re-armed only when
-//! the deadline changes. tokio's timer wheel
-//! would wake a 100 ms sleep once early (its 64 ms level cascading down) and unpark the runtime
-//! through its eventfd whenever a sleep is re-registered earlier than its cached wake-up: three
-//! wake-ups per advert where the protocol needs one. At 100 ms adverts that was most of an idle
-//! agent's CPU. The timer is armed with an absolute time of `CLOCK_MONOTONIC` (the clock of
-//! [`Instant`]), so arming reads no clock. A deadline that moves later may leave an earlier
-//! expiry armed ([`EngineTimer::follow`]): a backup sets the timer after every second advert it
-//! hears, not each. The loop waits for it in its own `epoll` ([`super::poller`]),
-//! edge-triggered.
+//! the deadline changes. tokio's timer wheel would wake a 100 ms sleep once early (its 64 ms
+//! level cascading down) and unpark the runtime through its eventfd whenever a sleep is
+//! re-registered earlier than its cached wake-up: three wake-ups per advert where the protocol
+//! needs one. At 100 ms adverts that was most of an idle agent's CPU. The timer is armed with an
+//! absolute time of `CLOCK_MONOTONIC` (the clock of [`Instant`]), so arming reads no clock. A
+//! deadline that moves later may leave an earlier expiry armed ([`EngineTimer::follow`]): a
+//! backup sets the timer after every second advert it hears, not each. The loop waits for it in
+//! its own `epoll` ([`super::poller`]), edge-triggered.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
