@@ -7,8 +7,9 @@ mod net_support;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use hav_agent::net::hold::{Program, Template};
 use hav_agent::net::socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VRRP_PROTOCOL};
-use hav_agent::net::{Datagram, Mode, Received, SocketSpec, VrrpSocket};
+use hav_agent::net::{Datagram, Mode, Received, SocketSpec, Stamped, VrrpSocket};
 use hav_vrrp::Family;
 use net_support::*;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -320,5 +321,132 @@ fn configured_source_is_used_for_multicast_and_unicast() {
             datagram(recv(&unicast_receiver, &mut buf).await).meta.src,
             secondary
         );
+    });
+}
+
+/// The next datagram of a holding socket, with its stamp, waited for with `poll(2)`.
+async fn recv_stamped(socket: &VrrpSocket, buf: &mut [u8]) -> Stamped {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::BorrowedFd;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(stamped) = socket.try_recv_stamped(buf).unwrap() {
+            return stamped;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no datagram held in time");
+        // SAFETY: the descriptor is the socket's, open for the whole call.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).unwrap();
+    }
+}
+
+/// One advert's repeats go to the holding socket, stamped, and nothing else does; released,
+/// they wake the VRRP socket again. `send` sends a payload from the other namespace.
+async fn repeats_are_held_and_released(
+    wake: &VrrpSocket,
+    hold: &VrrpSocket,
+    send: impl Fn(&[u8]),
+    source: IpAddr,
+) {
+    let mut buf = [0u8; 1500];
+    let mut other = PAYLOAD;
+    other[4] = 0x50; // another priority
+    send(&PAYLOAD);
+    let first = datagram(recv(wake, &mut buf).await);
+    assert_eq!(first.meta.src, source);
+    let template_payload = first.payload(&buf).to_vec();
+    let template = Template {
+        meta: &first.meta,
+        payload: &template_payload,
+    };
+    wake.set_filter(&Program::all_but(template).unwrap())
+        .unwrap();
+    hold.set_filter(&Program::only(template).unwrap()).unwrap();
+
+    let before = std::time::SystemTime::now();
+    send(&PAYLOAD);
+    send(&other);
+    // The same sender, the same path: the other advert arrives after the repeat.
+    let woke = datagram(recv(wake, &mut buf).await);
+    assert_eq!(woke.payload(&buf), other, "the repeat woke the VRRP socket");
+    let held = recv_stamped(hold, &mut buf).await;
+    let Received::Datagram(held_datagram) = held.received else {
+        panic!("held {:?}", held.received);
+    };
+    assert_eq!(held_datagram.meta, first.meta);
+    assert_eq!(held_datagram.payload(&buf), PAYLOAD);
+    let arrived = held.arrived.expect("a held datagram is stamped");
+    let after = std::time::SystemTime::now();
+    assert!(before <= arrived && arrived <= after, "stamped {arrived:?}");
+    assert_eq!(held.dropped, None, "nothing dropped");
+    assert!(
+        hold.try_recv_stamped(&mut buf).unwrap().is_none(),
+        "only the repeat is held"
+    );
+
+    hold.set_filter(&Program::reject_all()).unwrap();
+    wake.set_filter(&Program::accept_all()).unwrap();
+    send(&PAYLOAD);
+    send(&other);
+    let again = datagram(recv(wake, &mut buf).await);
+    assert_eq!(again.payload(&buf), PAYLOAD, "released, the repeat wakes");
+    let fence = datagram(recv(wake, &mut buf).await);
+    assert_eq!(fence.payload(&buf), other);
+    assert!(
+        hold.try_recv_stamped(&mut buf).unwrap().is_none(),
+        "released, nothing is held"
+    );
+}
+
+#[test]
+fn a_v4_advert_repeated_is_held_stamped_and_anything_else_wakes() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let spec = multicast(IFACE_B, Family::V4, None);
+        let (wake, hold) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&spec).unwrap(),
+                VrrpSocket::open_holding(&spec).unwrap(),
+            )
+        });
+        let send = |payload: &[u8]| sender.send_advert(payload).unwrap();
+        repeats_are_held_and_released(&wake, &hold, send, IpAddr::V4(V4_A)).await;
+    });
+}
+
+#[test]
+fn a_v6_advert_repeated_is_held_stamped_and_anything_else_wakes() {
+    run(|lab| async move {
+        let sender =
+            VrrpSocket::open(&multicast(IFACE_A, Family::V6, Some(IpAddr::V6(LL_A)))).unwrap();
+        let spec = multicast(IFACE_B, Family::V6, None);
+        let (wake, hold) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&spec).unwrap(),
+                VrrpSocket::open_holding(&spec).unwrap(),
+            )
+        });
+        let send = |payload: &[u8]| sender.send_advert(payload).unwrap();
+        repeats_are_held_and_released(&wake, &hold, send, IpAddr::V6(LL_A)).await;
+    });
+}
+
+#[test]
+fn a_holding_socket_holds_nothing_until_its_filter_lets_it() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let spec = multicast(IFACE_B, Family::V4, None);
+        let (wake, hold) = lab.in_b(|| {
+            (
+                VrrpSocket::open(&spec).unwrap(),
+                VrrpSocket::open_holding(&spec).unwrap(),
+            )
+        });
+        sender.send_advert(&PAYLOAD).unwrap();
+        let mut buf = [0u8; 1500];
+        datagram(recv(&wake, &mut buf).await);
+        assert!(hold.try_recv_stamped(&mut buf).unwrap().is_none());
     });
 }

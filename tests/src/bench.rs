@@ -432,6 +432,9 @@ pub struct BenchConfig {
     pub fault_jitter: Duration,
     /// Whether the idle measurement also counts system calls (with strace, in its own window).
     pub count_syscalls: bool,
+    /// While idle cost is measured, each node's daemons run on a CPU of their own (node a on
+    /// the first, node b on the second), as two hosts' do; otherwise both may run anywhere.
+    pub idle_apart: bool,
 }
 
 impl BenchConfig {
@@ -446,6 +449,7 @@ impl BenchConfig {
             wait: Duration::from_secs(15),
             fault_jitter: Duration::from_secs(1),
             count_syscalls: false,
+            idle_apart: true,
         }
     }
 }
@@ -610,6 +614,8 @@ pub struct IdleCost {
     /// of the same length (strace slows the daemon, so it is not attached while CPU is measured).
     pub syscalls_per_second: Option<(f64, f64)>,
     pub processes: (usize, usize),
+    /// Whether each node had a CPU of its own ([`BenchConfig::idle_apart`]).
+    pub apart: bool,
 }
 
 /// One window's figures of one pair, (master, backup) each.
@@ -749,6 +755,14 @@ pub fn measure_idle(
         .map(|contender| IdleRun::start(*contender, timing, config))
         .collect::<Result<Vec<_>, _>>()?;
     let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
+    let apart =
+        config.idle_apart && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if apart {
+        for (a, b) in &pids {
+            pin(a, 0)?;
+            pin(b, 1)?;
+        }
+    }
     let mut costs = Vec::new();
     for (run, windows) in runs.iter().zip(sample_windows(&pids, window, rounds)) {
         let syscalls_per_second = if config.count_syscalls {
@@ -767,9 +781,34 @@ pub fn measure_idle(
             windows,
             syscalls_per_second,
             processes: (run.pids.0.len(), run.pids.1.len()),
+            apart,
         });
     }
     Ok(costs)
+}
+
+/// Runs every thread of `pids` on CPU `cpu` only; threads and processes they start later
+/// inherit it.
+fn pin(pids: &[u32], cpu: usize) -> Result<(), BenchError> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let tasks = pids
+        .iter()
+        .filter_map(|pid| fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| task.file_name().to_str()?.parse::<libc::pid_t>().ok());
+    for tid in tasks {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(BenchError::Io(format!(
+                "cannot pin thread {tid} to CPU {cpu}: {error}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Sum of VmRSS (KiB) of `pids`, from /proc/PID/status.
@@ -1003,7 +1042,15 @@ pub fn render_tables(
 /// calls, master and backup.
 pub fn render_idle(costs: &[IdleCost]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n## idle cost (node pair settled, window measured)");
+    let placement = if costs.first().is_some_and(|c| c.apart) {
+        "each node on a CPU of its own, as on two hosts"
+    } else {
+        "both nodes free to share the CPUs"
+    };
+    let _ = writeln!(
+        out,
+        "\n## idle cost (node pair settled, window measured; {placement})"
+    );
     let _ = writeln!(
         out,
         "| contender | timing | windows | master RSS KiB (procs) | backup RSS KiB (procs) | master CPU % stat (schedstat) | backup CPU % stat (schedstat) | wake-ups/s master, backup | syscalls/s master, backup |"

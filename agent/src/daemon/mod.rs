@@ -15,6 +15,7 @@ mod conncount;
 mod executor;
 pub mod fleet;
 mod handover;
+mod held;
 mod links;
 pub mod network;
 pub mod plan;
@@ -64,6 +65,8 @@ enum Turn {
     Readable(Instant),
     /// The engine's deadline passed; the time that was seen.
     Deadline(Instant),
+    /// The engine's steady advert is not the one whose repeats the kernel holds ([`held`]).
+    Steady(Instant),
     Other(Other),
 }
 
@@ -497,6 +500,7 @@ impl Daemon {
                     self.engine.handle_timeout(now);
                     woke = Some(now);
                 }
+                Turn::Steady(now) => self.follow_steady(now),
                 Turn::Other(other) => return Ok(Pause::Other(other)),
             }
             // Usually adverts to send or nothing: no future is built then.
@@ -532,9 +536,62 @@ impl Daemon {
         stopping && self.engine.is_stopped() && self.executor.handover.is_idle()
     }
 
+    /// The next turn, the repeats held since the last one handed to the engine first. A change
+    /// of the engine's steady advert is a turn of its own, before any wait.
+    fn next_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
+        if self.engine.steady_repeat().map(|steady| steady.key) != self.executor.sockets.following()
+        {
+            return Ok(Turn::Steady(Instant::now()));
+        }
+        let turn = self.wait_turn(w, stopping)?;
+        if self.executor.sockets.holding() {
+            let now = match turn {
+                Turn::Readable(now) | Turn::Deadline(now) | Turn::Steady(now) => now,
+                Turn::Other(_) => Instant::now(),
+            };
+            self.take_held(now);
+        }
+        Ok(turn)
+    }
+
+    /// Hands the engine the repeats held since the last turn, each at the time it arrived.
+    fn take_held(&mut self, now: Instant) {
+        let mut drain = self.executor.sockets.begin_drain(now);
+        while let Some((inbound, at)) = self.executor.sockets.next_held(&mut drain) {
+            self.on_inbound(inbound, at);
+        }
+        self.executor.sockets.end_drain(drain);
+    }
+
+    /// Lets every advert wake the loop again, and hands the engine what was held.
+    fn release_held(&mut self, now: Instant) {
+        if let Err(error) = self.executor.sockets.release() {
+            let error = hav_proto::errors::chain(&error);
+            tracing::warn!(%error, "cannot let repeats wake the loop again");
+        }
+        self.take_held(now);
+    }
+
+    /// The kernel's filters follow the engine's steady advert: the old one's repeats are
+    /// handed over first.
+    #[cold]
+    fn follow_steady(&mut self, now: Instant) {
+        self.release_held(now);
+        let steady = self.engine.steady_repeat();
+        match self.executor.sockets.follow(steady) {
+            Ok(holding) => {
+                tracing::debug!(holding, "the kernel's filters follow the steady advert")
+            }
+            Err(error) => {
+                let error = hav_proto::errors::chain(&error);
+                tracing::warn!(%error, "cannot hold repeats in the kernel; every advert wakes the loop");
+            }
+        }
+    }
+
     /// The first source with something, in order: the rare ones, expired overrides, adverts,
     /// hand-over events, the engine's deadline, the watchdog; else a wait in the poller.
-    fn next_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
+    fn wait_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
         loop {
             // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
             // (the gate stays open: a source may hold more): an advert's turn skips them.

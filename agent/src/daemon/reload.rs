@@ -108,6 +108,8 @@ impl Daemon {
         if plan::bindings(&self.running.config, &host) == self.running.plan.bindings {
             return;
         }
+        // What was held counts before the sockets change.
+        self.release_held(Instant::now());
         // Sockets on a link that is gone, or was replaced, can neither send nor hear.
         for interface in self.executor.sockets.close_stale(&host) {
             tracing::info!(%interface, "link gone or replaced; its VRRP sockets are closed");
@@ -124,6 +126,8 @@ impl Daemon {
 
     /// The transaction: prepare everything that can fail, then commit.
     async fn apply_plan(&mut self, config: NodeConfig, plan: Plan) -> Result<(), ReloadError> {
+        // What was held counts before the sockets change.
+        self.release_held(Instant::now());
         // Before a socket joins the VRRP group on a macvlan.
         (self.executor.quiet_vmacs(&plan).await).map_err(ReloadError::VmacQuiet)?;
         let prepared = Prepared {

@@ -17,8 +17,16 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use hav_vrrp::Family;
+use hav_vrrp::engine::Steady;
+
+use super::held::{ArrivalClock, Drain};
 use super::plan::Host;
-use crate::net::{Datagram, Received, SocketError, SocketSpec, VrrpSocket};
+use crate::net::hold::{Program, Template};
+use crate::net::socket::group;
+use crate::net::{Datagram, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 
 /// What the sockets hand to the loop.
 pub enum Inbound {
@@ -44,6 +52,31 @@ pub struct Sockets {
     /// Moves whenever the open set changes, so the loop's `epoll` follows it.
     generation: u64,
     buf: Box<[u8]>,
+    held: Held,
+}
+
+/// Where a steady advert's repeats are held ([`super::held`]).
+#[derive(Default)]
+struct Held {
+    /// The key of the steady advert the filters were last set for.
+    following: Option<(u64, u64)>,
+    holding: Option<Holding>,
+    /// The holding sockets, by the spec of the open socket each serves; kept between holds.
+    sockets: Vec<(SocketSpec, VrrpSocket)>,
+    clock: ArrivalClock,
+}
+
+struct Holding {
+    /// The holding socket's index in [`Held::sockets`].
+    hold: usize,
+    /// The open socket whose spec the holding socket has: its datagrams count as that one's.
+    serves: usize,
+    /// The open sockets that drop the repeats, by id.
+    wake: Vec<u64>,
+    /// The filters let everything wake the loop again; what was held is still to be read.
+    released: bool,
+    /// The holding socket's filter could not be reset: it closes once read.
+    close: bool,
 }
 
 impl Default for Sockets {
@@ -54,6 +87,7 @@ impl Default for Sockets {
             next: 0,
             generation: 0,
             buf: vec![0u8; 2048].into_boxed_slice(),
+            held: Held::default(),
         }
     }
 }
@@ -85,9 +119,170 @@ impl Sockets {
         self.changed();
     }
 
-    /// A socket reported readable and closed since is skipped by [`Sockets::try_next`].
+    /// A socket reported readable and closed since is skipped by [`Sockets::try_next`]. What
+    /// was held is forgotten (the daemon reads it first): the next turn holds again if the
+    /// engine still has a steady advert.
     fn changed(&mut self) {
         self.generation += 1;
+        if let Err(error) = self.release() {
+            let error = hav_proto::errors::chain(&error);
+            tracing::warn!(%error, "cannot let repeats wake the loop again");
+        }
+        self.held.holding = None;
+        self.held.following = None;
+        let open = &self.open;
+        (self.held.sockets).retain(|(spec, _)| open.iter().any(|(kept, _)| kept == spec));
+    }
+
+    /// The key of the steady advert the filters were last set for.
+    pub fn following(&self) -> Option<(u64, u64)> {
+        self.held.following
+    }
+
+    /// Whether repeats are held, or held ones are still to be read.
+    pub fn holding(&self) -> bool {
+        self.held.holding.is_some()
+    }
+
+    /// Holds the repeats of the engine's steady advert, if any, on the sockets of its interface
+    /// and family; whether it does. The previous hold must have been released and read. A
+    /// template no program can express, or no open socket for it, holds nothing.
+    pub fn follow(&mut self, steady: Option<Steady<'_>>) -> Result<bool, SocketError> {
+        self.held.following = steady.map(|steady| steady.key);
+        let Some(steady) = steady else {
+            return Ok(false);
+        };
+        let family = match steady.meta.src {
+            std::net::IpAddr::V4(_) => Family::V4,
+            std::net::IpAddr::V6(_) => Family::V6,
+        };
+        let to_group = steady.meta.dst == group(family);
+        let ours = |spec: &SocketSpec| spec.interface == steady.interface && spec.family == family;
+        let Some(serves) = self.open.iter().position(|(spec, _)| {
+            ours(spec) && matches!(spec.mode, Mode::Multicast { .. }) == to_group
+        }) else {
+            return Ok(false);
+        };
+        let template = Template {
+            meta: steady.meta,
+            payload: steady.payload,
+        };
+        let (Some(wake), Some(hold)) = (Program::all_but(template), Program::only(template)) else {
+            return Ok(false);
+        };
+        let spec = &self.open[serves].0;
+        let hold_index = match self.held.sockets.iter().position(|(held, _)| held == spec) {
+            Some(index) => index,
+            None => {
+                let socket = VrrpSocket::open_holding(spec)?;
+                self.held.sockets.push((spec.clone(), socket));
+                self.held.sockets.len() - 1
+            }
+        };
+        // The wake filters first: a repeat in between reaches no socket, as if lost on the
+        // wire, rather than two.
+        let mut wakes = Vec::new();
+        let mut result = Ok(());
+        for (_, socket) in self.open.iter().filter(|(spec, _)| ours(spec)) {
+            result = socket.set_filter(&wake);
+            if result.is_err() {
+                break;
+            }
+            wakes.push(socket.id());
+        }
+        if result.is_ok() {
+            result = self.held.sockets[hold_index].1.set_filter(&hold);
+        }
+        self.held.clock.mark();
+        self.held.holding = Some(Holding {
+            hold: hold_index,
+            serves,
+            wake: wakes,
+            released: false,
+            close: false,
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                // Best effort back to waking on everything; the error reported is the first.
+                let _ = self.release();
+                Err(error)
+            }
+        }
+    }
+
+    /// Lets every datagram wake the loop again, until the next [`Sockets::follow`]; what was
+    /// held stays to be read ([`Sockets::next_held`]).
+    pub fn release(&mut self) -> Result<(), SocketError> {
+        // The next turn sets the filters again for whatever the engine holds steady then.
+        self.held.following = None;
+        let Some(holding) = &mut self.held.holding else {
+            return Ok(());
+        };
+        if std::mem::replace(&mut holding.released, true) {
+            return Ok(());
+        }
+        // The holding socket first: a repeat in between reaches no socket rather than two.
+        let mut result = match self.held.sockets.get(holding.hold) {
+            Some((_, socket)) => socket.set_filter(&Program::reject_all()),
+            None => Ok(()),
+        };
+        for (_, socket) in
+            (self.open.iter()).filter(|(_, socket)| holding.wake.contains(&socket.id()))
+        {
+            let set = socket.set_filter(&Program::accept_all());
+            result = result.and(set);
+        }
+        // A holding socket that might still take repeats is closed once read.
+        holding.close = result.is_err();
+        result
+    }
+
+    /// Starts reading what was held, for a turn at `now`.
+    pub fn begin_drain(&mut self, now: Instant) -> Drain {
+        self.held.clock.begin(now)
+    }
+
+    /// Ends a drain.
+    pub fn end_drain(&mut self, drain: Drain) {
+        self.held.clock.end(drain);
+    }
+
+    /// The next held datagram, in arrival order, with the time it counts as heard at; `None`
+    /// once the holding socket is drained (and, released, the hold is over).
+    pub fn next_held(&mut self, drain: &mut Drain) -> Option<(Inbound, Instant)> {
+        let Held {
+            holding,
+            sockets,
+            clock,
+            ..
+        } = &mut self.held;
+        let active = holding.as_ref()?;
+        let (index, released, close) = (active.hold, active.released, active.close);
+        let Some((spec, socket)) = sockets.get(index) else {
+            *holding = None;
+            return None;
+        };
+        loop {
+            let (received, at) = match socket.try_recv_stamped(&mut self.buf) {
+                Ok(Some(stamped)) => {
+                    let at = clock.arrival(drain, stamped.arrived, stamped.dropped);
+                    (Ok(stamped.received), at)
+                }
+                Ok(None) => break,
+                Err(error) => (Err(error), drain.now()),
+            };
+            if let Some(inbound) = inbound(active.serves, &spec.interface, received) {
+                return Some((inbound, at));
+            }
+        }
+        if released {
+            *holding = None;
+            if close {
+                sockets.remove(index);
+            }
+        }
+        None
     }
 
     fn sockets(&self) -> impl Iterator<Item = &Arc<VrrpSocket>> {
@@ -183,8 +378,7 @@ impl Sockets {
 }
 
 /// The next datagram of one socket (at `index` in the open list) worth handing on; `None` once
-/// it is drained. The multicast socket takes only what was sent to the group and a unicast
-/// socket only what was sent to us, so that an instance never hears one advert twice.
+/// it is drained.
 fn read_socket(
     index: usize,
     interface: &str,
@@ -192,33 +386,49 @@ fn read_socket(
     buf: &mut [u8],
 ) -> Option<Inbound> {
     loop {
-        let inbound = match socket.try_recv(buf) {
+        let received = match socket.try_recv(buf) {
             Ok(None) => return None,
-            Ok(Some(Received::Datagram(datagram))) => Inbound::Packet {
-                socket: index,
-                datagram,
-            },
-            Ok(Some(Received::UnknownPeer { src })) => {
-                tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
-                Inbound::Dropped {
-                    counter: "unicast_unknown_peer",
-                }
-            }
-            // An advert of the other mode: the socket of that mode has it.
-            Ok(Some(Received::OtherDestination { .. })) => continue,
-            Ok(Some(_)) => Inbound::Dropped {
-                counter: "malformed_datagrams",
-            },
-            Err(error) => {
-                // The read took the socket's pending error, so it does not make the socket
-                // readable again; the link watcher closes a socket whose link vanished.
-                let error = hav_proto::errors::chain(&error);
-                tracing::warn!(%interface, %error, "receive failed");
-                Inbound::Dropped {
-                    counter: "receive_errors",
-                }
-            }
+            Ok(Some(received)) => Ok(received),
+            Err(error) => Err(error),
         };
-        return Some(inbound);
+        if let Some(inbound) = inbound(index, interface, received) {
+            return Some(inbound);
+        }
     }
+}
+
+/// What a read of the socket at `index` hands on; `None` for what it skips. The multicast
+/// socket takes only what was sent to the group and a unicast socket only what was sent to us,
+/// so that an instance never hears one advert twice.
+fn inbound(
+    index: usize,
+    interface: &str,
+    received: Result<Received, SocketError>,
+) -> Option<Inbound> {
+    Some(match received {
+        Ok(Received::Datagram(datagram)) => Inbound::Packet {
+            socket: index,
+            datagram,
+        },
+        Ok(Received::UnknownPeer { src }) => {
+            tracing::debug!(%interface, %src, "advert from a source that is not a peer dropped");
+            Inbound::Dropped {
+                counter: "unicast_unknown_peer",
+            }
+        }
+        // An advert of the other mode: the socket of that mode has it.
+        Ok(Received::OtherDestination { .. }) => return None,
+        Ok(_) => Inbound::Dropped {
+            counter: "malformed_datagrams",
+        },
+        Err(error) => {
+            // The read took the socket's pending error, so it does not make the socket
+            // readable again; the link watcher closes a socket whose link vanished.
+            let error = hav_proto::errors::chain(&error);
+            tracing::warn!(%interface, %error, "receive failed");
+            Inbound::Dropped {
+                counter: "receive_errors",
+            }
+        }
+    })
 }

@@ -16,6 +16,7 @@
 //! are programmed with [`Firewall::set_virtual_servers`].
 
 pub mod announce;
+pub mod hold;
 pub mod journal;
 pub mod nft;
 pub mod routes;
@@ -28,7 +29,9 @@ pub use announce::{AnnounceError, Announcer};
 pub use journal::{Corruption, JournalError, JournaledVips, NetworkEntries, Recovery, VipJournal};
 pub use nft::{Firewall, HandoverApplier, NftError, TableName, TableRemoval};
 pub use routes::{RouteError, RouteManager, RouteSpec, RuleSpec};
-pub use socket::{Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, VrrpSocket};
+pub use socket::{
+    Datagram, MalformedReason, Mode, Received, SocketError, SocketSpec, Stamped, VrrpSocket,
+};
 pub use vip::{Vip, VipError, VipManager};
 pub use vmac::{Ensured, VmacError, VmacManager, VmacSpec};
 

@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use hav_vrrp::Family;
 use hav_vrrp::wire::RecvMeta;
@@ -28,6 +29,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
+use super::hold::Program;
 use super::{interface_index, setsockopt_raw};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4).
@@ -101,6 +103,16 @@ pub enum Received {
         /// What was wrong.
         reason: MalformedReason,
     },
+}
+
+/// A datagram read from a holding socket ([`VrrpSocket::try_recv_stamped`]).
+#[derive(Debug)]
+pub struct Stamped {
+    pub received: Received,
+    /// When the kernel received it, by the system's wall clock.
+    pub arrived: Option<SystemTime>,
+    /// How many datagrams the socket has dropped since it opened, its queue being full.
+    pub dropped: Option<u32>,
 }
 
 /// Why a received datagram was dropped before it reached the VRRP decoder.
@@ -292,6 +304,60 @@ impl VrrpSocket {
     /// Unique among the sockets this process opened, unlike the descriptor number.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// A socket that holds datagrams for a later read instead of waking anyone: it starts with
+    /// a filter that drops everything ([`Program::reject_all`]) until [`VrrpSocket::set_filter`]
+    /// lets some in, and stamps each datagram with its arrival ([`VrrpSocket::try_recv_stamped`]).
+    /// Whatever arrived before the filter is read and dropped here.
+    pub fn open_holding(spec: &SocketSpec) -> Result<Self, SocketError> {
+        let socket = Self::open(spec)?;
+        socket.set_filter(&Program::reject_all())?;
+        let option = |option: &'static str| {
+            move |source| SocketError::Option {
+                iface: spec.interface.clone(),
+                option,
+                source,
+            }
+        };
+        let on: libc::c_int = 1;
+        setsockopt_raw(&socket.socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on)
+            .map_err(option("SO_TIMESTAMPNS"))?;
+        setsockopt_raw(&socket.socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &on)
+            .map_err(option("SO_RXQ_OVFL"))?;
+        let mut buf = [0u8; 2048];
+        while socket.try_recv_stamped(&mut buf)?.is_some() {}
+        Ok(socket)
+    }
+
+    /// Replaces the socket's filter: from the next datagram on, only what `program` accepts
+    /// is queued.
+    pub fn set_filter(&self, program: &Program) -> Result<(), SocketError> {
+        program
+            .attach(self.socket.as_raw_fd())
+            .map_err(|source| SocketError::Option {
+                iface: self.spec.interface.clone(),
+                option: "SO_ATTACH_FILTER",
+                source,
+            })
+    }
+
+    /// As [`VrrpSocket::try_recv`], with when the kernel received the datagram and the count of
+    /// datagrams the socket dropped for want of room so far (a socket of
+    /// [`VrrpSocket::open_holding`]; `None` for what it does not report).
+    pub fn try_recv_stamped(&self, buf: &mut [u8]) -> Result<Option<Stamped>, SocketError> {
+        match recv_stamped(self.socket.as_raw_fd(), self.spec.family, buf) {
+            Ok((raw, arrived, dropped)) => Ok(Some(Stamped {
+                received: self.classify(raw),
+                arrived,
+                dropped,
+            })),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(source) => Err(SocketError::Recv {
+                iface: self.spec.interface.clone(),
+                source,
+            }),
+        }
     }
 
     /// What this socket was opened for.
@@ -557,6 +623,70 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
 fn ipv4_source(packet: &[u8]) -> Option<Ipv4Addr> {
     let octets: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
     Some(Ipv4Addr::from(octets))
+}
+
+/// Reads one datagram of `family` with `recvmsg(2)`: for IPv4 its header gives the addresses,
+/// for IPv6 the control messages do; the arrival stamp and the drop count come as control
+/// messages of both.
+fn recv_stamped(
+    fd: i32,
+    family: Family,
+    buf: &mut [u8],
+) -> io::Result<(RawReceived, Option<SystemTime>, Option<u32>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg_buffer = [0u8; CMSG_BUFFER_LEN];
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg_buffer), MsgFlags::empty())?;
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let v6_src = msg.address.map(|a| IpAddr::V6(a.ip()));
+    let bytes = msg.bytes;
+    let (mut hop_limit, mut dst, mut arrived, mut dropped) = (None, None, None, None);
+    for cmsg in msg.cmsgs()? {
+        match cmsg {
+            ControlMessageOwned::Ipv6HopLimit(limit) => hop_limit = u8::try_from(limit).ok(),
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            ControlMessageOwned::ScmTimestampns(stamp) => {
+                arrived = SystemTime::UNIX_EPOCH.checked_add(Duration::from(stamp));
+            }
+            ControlMessageOwned::RxqOvfl(count) => dropped = Some(count),
+            _ => {}
+        }
+    }
+    let packet = &buf[..bytes.min(buf.len())];
+    let raw = match family {
+        _ if truncated => RawReceived::Malformed {
+            src: match family {
+                Family::V4 => ipv4_source(packet).map(IpAddr::V4),
+                Family::V6 => v6_src,
+            },
+            reason: MalformedReason::Truncated,
+        },
+        Family::V4 => match parse_ipv4_header(packet) {
+            Some(datagram) => RawReceived::Ok(datagram),
+            None => RawReceived::Malformed {
+                src: ipv4_source(packet).map(IpAddr::V4),
+                reason: MalformedReason::BadIpv4Header,
+            },
+        },
+        Family::V6 => match (v6_src, dst, hop_limit) {
+            (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
+                meta: RecvMeta {
+                    src,
+                    dst: IpAddr::V6(dst),
+                    hop_limit,
+                },
+                payload: 0..bytes,
+            }),
+            _ => RawReceived::Malformed {
+                src: v6_src,
+                reason: MalformedReason::MissingAncillaryData,
+            },
+        },
+    };
+    Ok((raw, arrived, dropped))
 }
 
 /// Reads one IPv6 datagram (payload only) with its hop limit and destination from cmsgs.

@@ -1272,3 +1272,57 @@ fn the_revision_moves_with_every_change_of_a_brief_and_never_on_a_known_masters_
     h.next();
     assert_eq!(h.engine.revision(), master);
 }
+
+// --- Repeats the host may hold back ---------------------------------------------------------
+
+#[test]
+fn a_masters_advert_is_steady_once_repeated_until_anything_changes() {
+    let mut h = Harness::one(vr(100));
+    h.start();
+    h.recv(1, 200);
+    assert_eq!(h.state("vr"), State::Backup);
+    assert!(
+        h.engine.steady_repeat().is_none(),
+        "heard once: not yet known to repeat"
+    );
+    h.recv(1, 200);
+    let steady = h.engine.steady_repeat().expect("a repeat makes it steady");
+    assert_eq!(steady.meta.src, node_address(V4, 1));
+    assert_eq!(steady.interface, INTERFACE);
+    let key = steady.key;
+    let payload = steady.payload.to_vec();
+    h.run_to(1500);
+    h.recv(1, 200);
+    assert_eq!(h.engine.steady_repeat().map(|s| s.key), Some(key));
+    assert_eq!(
+        h.engine.steady_repeat().map(|s| s.payload.to_vec()),
+        Some(payload)
+    );
+
+    // Our own priority changes: the repeat might now be judged otherwise.
+    let id = h.id("vr");
+    h.engine
+        .set_priority_override(h.now, id, Some(Priority(150)));
+    assert!(h.engine.steady_repeat().is_none());
+    h.recv(1, 200);
+    h.recv(1, 200);
+    let again = h
+        .engine
+        .steady_repeat()
+        .expect("steady again after two repeats");
+    assert_ne!(again.key, key);
+
+    // The master changes its priority: another advert, not steady until repeated.
+    h.recv(1, 180);
+    assert!(h.engine.steady_repeat().is_none());
+}
+
+#[test]
+fn a_master_never_has_a_steady_advert() {
+    let mut h = master(vr(100));
+    for _ in 0..3 {
+        h.recv(1, 50);
+        assert!(h.engine.steady_repeat().is_none());
+    }
+    assert_eq!(h.state("vr"), State::Master);
+}

@@ -49,6 +49,10 @@ struct Args {
     /// Also count system calls per second while idle (strace -c -f, in a second window).
     #[arg(long)]
     syscalls: bool,
+    /// Measure idle cost with both nodes free to run on any CPU, as if one host ran both (by
+    /// default each node has a CPU of its own, as two hosts do).
+    #[arg(long)]
+    idle_shared_cpus: bool,
     /// Upper bound (ms) of the random delay before each fault (phase randomisation).
     #[arg(long, default_value_t = 1000)]
     fault_jitter_ms: u64,
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     config.unicast = args.unicast;
     config.fault_jitter = Duration::from_millis(args.fault_jitter_ms);
     config.count_syscalls = args.syscalls;
+    config.idle_apart = !args.idle_shared_cpus;
     let idle_timings = args
         .idle_timings
         .iter()

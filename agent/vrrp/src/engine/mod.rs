@@ -36,6 +36,7 @@ mod cause;
 mod config;
 mod deadlines;
 mod repeat;
+pub use repeat::Steady;
 mod router;
 mod sync_group;
 mod timer;
@@ -537,8 +538,20 @@ impl Engine {
             self.repeat.forget();
             return None;
         }
+        self.repeat.hit();
         self.settle_after(now, &[verdict.router]);
         Some(verdict.heard)
+    }
+
+    /// The advert a backup takes from its settled master, once it was repeated: while the
+    /// engine reports the same one, a repeat of it would only restart that router's master-down
+    /// timer, so it may reach [`Engine::handle_packet`] late, with its arrival time, and change
+    /// nothing else. `None` while any router is retiring or repeats are not known.
+    pub fn steady_repeat(&self) -> Option<Steady<'_>> {
+        if !self.know_repeats || !self.retiring.is_empty() {
+            return None;
+        }
+        self.repeat.steady(self.revision)
     }
 
     /// Every advert is decoded and judged in full, repeats included: for tests that the

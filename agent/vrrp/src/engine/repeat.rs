@@ -20,6 +20,24 @@ pub(super) struct Repeat {
     /// The advert's bytes, kept between adverts so that keeping one allocates nothing.
     payload: Vec<u8>,
     interface: String,
+    /// Whether the kept advert was matched by a repeat since it was kept.
+    repeated: bool,
+    /// Moves whenever another advert is kept, so that a holder of a [`Steady`] can tell it
+    /// still stands.
+    generation: u64,
+}
+
+/// The kept advert once a repeat matched it: the bytes a settled master keeps sending, which
+/// the host may hold back and hand over later, with their arrival times, without changing
+/// what the engine makes of them ([`super::Engine::steady_repeat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steady<'a> {
+    pub interface: &'a str,
+    pub meta: &'a RecvMeta,
+    /// The VRRP payload.
+    pub payload: &'a [u8],
+    /// Tells this advert, kept at this revision, from any other.
+    pub key: (u64, u64),
 }
 
 /// What a router made of an advert it took from its master.
@@ -48,6 +66,24 @@ impl Repeat {
         self.interface.clear();
         self.interface.push_str(interface);
         self.kept = Some((verdict, *meta));
+        self.repeated = false;
+        self.generation += 1;
+    }
+
+    /// A repeat matched the kept advert.
+    pub(super) fn hit(&mut self) {
+        self.repeated = true;
+    }
+
+    /// The kept advert, if a repeat matched it and it still stands at `revision`.
+    pub(super) fn steady(&self, revision: u64) -> Option<Steady<'_>> {
+        let (verdict, meta) = self.kept.as_ref()?;
+        (self.repeated && verdict.revision == revision).then(|| Steady {
+            interface: &self.interface,
+            meta,
+            payload: &self.payload,
+            key: (self.generation, revision),
+        })
     }
 
     /// Forgets the kept advert.
