@@ -238,3 +238,53 @@ fn no_failback_without_preempt_after_graceful_stop_and_restart() {
     let b = duo.b.instance("VI_1").expect("b status");
     assert_eq!(b["state"], "Master", "{b}");
 }
+
+/// How often the thread `pid` (an agent's main thread, which runs its loop) went to sleep.
+fn sleeps(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).expect("status");
+    (status.lines())
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a count of voluntary switches")
+}
+
+/// A backup hearing its settled master sleeps through the repeats: its kernel holds them, and
+/// the backup's loop wakes about once per master-down interval (361 ms) instead of at each
+/// advert (100 ms), still counting every advert; when the master dies it takes over as before.
+#[test]
+fn a_backup_sleeps_through_its_masters_repeats_and_still_takes_over() {
+    let mut duo = start_duo(vip4, |_, _, _| {});
+    let vip = duo.vip;
+    let pid = duo.b.pid();
+    let before = duo.b.instance("VI_1").expect("b status");
+    let (slept, started) = (sleeps(pid), Instant::now());
+    // An observation window of idle operation, not a synchronisation.
+    std::thread::sleep(Duration::from_secs(3));
+    let (woken, elapsed) = (sleeps(pid) - slept, started.elapsed());
+    let after = duo.b.instance("VI_1").expect("b status");
+    let adverts = counter(&after, "rcvd_advertisements") - counter(&before, "rcvd_advertisements");
+    let expected = elapsed.as_millis() / 100;
+    eprintln!(
+        "FIGURE backup over {elapsed:?}: {adverts} adverts counted, the loop woke {woken} times"
+    );
+    assert!(
+        u128::from(adverts) + 2 >= expected,
+        "{adverts} adverts counted in {elapsed:?}: the held ones must count too"
+    );
+    assert!(
+        u128::from(woken) * 2 < expected,
+        "the loop woke {woken} times for {expected} adverts: the repeats woke the backup"
+    );
+
+    let prober = duo.prober_on("a");
+    let fault = Instant::now();
+    duo.a.kill().expect("SIGKILL a");
+    let moved = takeover(duo.lab(), prober, vip, fault, "b");
+    figure("SIGKILL a -> b, repeats held", &moved);
+    // Master-down interval 361 ms, counted from the last advert heard, held or not.
+    assert!(
+        moved.vip_moved < Duration::from_millis(361 + 250),
+        "the VIP moved after {:?}",
+        moved.vip_moved
+    );
+}
