@@ -24,6 +24,7 @@ use hav_vrrp::engine::Steady;
 
 use super::held::{ArrivalClock, Drain};
 use super::plan::Host;
+use crate::net::batch::{BATCH, Batch};
 use crate::net::hold::{Program, Template};
 use crate::net::socket::group;
 use crate::net::{Datagram, Mode, Received, SocketError, SocketSpec, VrrpSocket};
@@ -64,6 +65,11 @@ struct Held {
     /// The holding sockets, by the spec of the open socket each serves; kept between holds.
     sockets: Vec<(SocketSpec, VrrpSocket)>,
     clock: ArrivalClock,
+    /// The datagrams of the drain's last read, and the next one to hand on.
+    batch: Batch,
+    next: usize,
+    /// Whether the last read filled the batch: the queue may hold more.
+    more: bool,
 }
 
 struct Holding {
@@ -240,6 +246,8 @@ impl Sockets {
 
     /// Starts reading what was held, for a turn at `now`.
     pub fn begin_drain(&mut self, now: Instant) -> Drain {
+        self.held.next = self.held.batch.len();
+        self.held.more = true;
         self.held.clock.begin(now)
     }
 
@@ -255,6 +263,9 @@ impl Sockets {
             holding,
             sockets,
             clock,
+            batch,
+            next,
+            more,
             ..
         } = &mut self.held;
         let active = holding.as_ref()?;
@@ -264,15 +275,33 @@ impl Sockets {
             return None;
         };
         loop {
-            let (received, at) = match socket.try_recv_stamped(&mut self.buf) {
-                Ok(Some(stamped)) => {
-                    let at = clock.arrival(drain, stamped.arrived, stamped.dropped);
-                    (Ok(stamped.received), at)
+            if *next >= batch.len() {
+                if !*more {
+                    break;
                 }
-                Ok(None) => break,
-                Err(error) => (Err(error), drain.now()),
+                match socket.recv_held(batch, BATCH) {
+                    Ok(count) => {
+                        *next = 0;
+                        // A batch not filled took the whole queue: no read to find it empty.
+                        *more = count == BATCH;
+                        if count == 0 {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        *more = false;
+                        let inbound = inbound(active.serves, &spec.interface, Err(error));
+                        return inbound.map(|inbound| (inbound, drain.now()));
+                    }
+                }
+            }
+            let taken = *next;
+            *next += 1;
+            let Some(stamped) = socket.take_held(batch, taken, &mut self.buf) else {
+                continue;
             };
-            if let Some(inbound) = inbound(active.serves, &spec.interface, received) {
+            let at = clock.arrival(drain, stamped.arrived, stamped.dropped);
+            if let Some(inbound) = inbound(active.serves, &spec.interface, Ok(stamped.received)) {
                 return Some((inbound, at));
             }
         }

@@ -16,6 +16,7 @@
 //! are programmed with [`Firewall::set_virtual_servers`].
 
 pub mod announce;
+pub mod batch;
 pub mod hold;
 pub mod journal;
 pub mod nft;

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use hav_vrrp::Family;
 use hav_vrrp::wire::RecvMeta;
@@ -29,6 +29,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
+use super::batch::Batch;
 use super::hold::Program;
 use super::{interface_index, setsockopt_raw};
 
@@ -344,20 +345,33 @@ impl VrrpSocket {
 
     /// As [`VrrpSocket::try_recv`], with when the kernel received the datagram and the count of
     /// datagrams the socket dropped for want of room so far (a socket of
-    /// [`VrrpSocket::open_holding`]; `None` for what it does not report).
+    /// [`VrrpSocket::open_holding`]; `None` for what it does not report). One at a time: the
+    /// loop reads a batch ([`VrrpSocket::recv_held`]).
     pub fn try_recv_stamped(&self, buf: &mut [u8]) -> Result<Option<Stamped>, SocketError> {
-        match recv_stamped(self.socket.as_raw_fd(), self.spec.family, buf) {
-            Ok((raw, arrived, dropped)) => Ok(Some(Stamped {
-                received: self.classify(raw),
-                arrived,
-                dropped,
-            })),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(source) => Err(SocketError::Recv {
-                iface: self.spec.interface.clone(),
-                source,
-            }),
+        let mut batch = Batch::default();
+        if self.recv_held(&mut batch, 1)? == 0 {
+            return Ok(None);
         }
+        Ok(self.take_held(&batch, 0, buf))
+    }
+
+    /// Reads up to `limit` queued datagrams at once into `batch`, without waiting; how many.
+    pub fn recv_held(&self, batch: &mut Batch, limit: usize) -> Result<usize, SocketError> {
+        (batch.recv(self.socket.as_raw_fd(), limit)).map_err(|source| SocketError::Recv {
+            iface: self.spec.interface.clone(),
+            source,
+        })
+    }
+
+    /// The datagram at `index` of the last read into `batch`, as [`VrrpSocket::try_recv_stamped`]
+    /// reports it, its bytes copied into `buf`.
+    pub fn take_held(&self, batch: &Batch, index: usize, buf: &mut [u8]) -> Option<Stamped> {
+        let taken = batch.take(index, self.spec.family, buf)?;
+        Some(Stamped {
+            received: self.classify(taken.raw),
+            arrived: taken.arrived,
+            dropped: taken.dropped,
+        })
     }
 
     /// What this socket was opened for.
@@ -566,7 +580,7 @@ fn ifindex_c(ifindex: u32) -> libc::c_int {
     libc::c_int::try_from(ifindex).unwrap_or(libc::c_int::MAX)
 }
 
-enum RawReceived {
+pub(crate) enum RawReceived {
     Ok(Datagram),
     Malformed {
         src: Option<IpAddr>,
@@ -599,7 +613,7 @@ fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
 
 /// The IPv4 header fields the daemon needs, and where the payload is; `None` if the header is
 /// inconsistent with the datagram.
-fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
+pub(crate) fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
     let first = *packet.first()?;
     let header_len = usize::from(first & 0x0f) * 4;
     if first >> 4 != 4 || header_len < 20 || packet.len() < header_len {
@@ -620,73 +634,9 @@ fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
 }
 
 /// The source address of an IPv4 header, if `packet` is long enough to hold one.
-fn ipv4_source(packet: &[u8]) -> Option<Ipv4Addr> {
+pub(crate) fn ipv4_source(packet: &[u8]) -> Option<Ipv4Addr> {
     let octets: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
     Some(Ipv4Addr::from(octets))
-}
-
-/// Reads one datagram of `family` with `recvmsg(2)`: for IPv4 its header gives the addresses,
-/// for IPv6 the control messages do; the arrival stamp and the drop count come as control
-/// messages of both.
-fn recv_stamped(
-    fd: i32,
-    family: Family,
-    buf: &mut [u8],
-) -> io::Result<(RawReceived, Option<SystemTime>, Option<u32>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg_buffer = [0u8; CMSG_BUFFER_LEN];
-    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg_buffer), MsgFlags::empty())?;
-    let truncated = msg
-        .flags
-        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-    let v6_src = msg.address.map(|a| IpAddr::V6(a.ip()));
-    let bytes = msg.bytes;
-    let (mut hop_limit, mut dst, mut arrived, mut dropped) = (None, None, None, None);
-    for cmsg in msg.cmsgs()? {
-        match cmsg {
-            ControlMessageOwned::Ipv6HopLimit(limit) => hop_limit = u8::try_from(limit).ok(),
-            ControlMessageOwned::Ipv6PacketInfo(info) => {
-                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
-            }
-            ControlMessageOwned::ScmTimestampns(stamp) => {
-                arrived = SystemTime::UNIX_EPOCH.checked_add(Duration::from(stamp));
-            }
-            ControlMessageOwned::RxqOvfl(count) => dropped = Some(count),
-            _ => {}
-        }
-    }
-    let packet = &buf[..bytes.min(buf.len())];
-    let raw = match family {
-        _ if truncated => RawReceived::Malformed {
-            src: match family {
-                Family::V4 => ipv4_source(packet).map(IpAddr::V4),
-                Family::V6 => v6_src,
-            },
-            reason: MalformedReason::Truncated,
-        },
-        Family::V4 => match parse_ipv4_header(packet) {
-            Some(datagram) => RawReceived::Ok(datagram),
-            None => RawReceived::Malformed {
-                src: ipv4_source(packet).map(IpAddr::V4),
-                reason: MalformedReason::BadIpv4Header,
-            },
-        },
-        Family::V6 => match (v6_src, dst, hop_limit) {
-            (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
-                meta: RecvMeta {
-                    src,
-                    dst: IpAddr::V6(dst),
-                    hop_limit,
-                },
-                payload: 0..bytes,
-            }),
-            _ => RawReceived::Malformed {
-                src: v6_src,
-                reason: MalformedReason::MissingAncillaryData,
-            },
-        },
-    };
-    Ok((raw, arrived, dropped))
 }
 
 /// Reads one IPv6 datagram (payload only) with its hop limit and destination from cmsgs.
