@@ -400,17 +400,22 @@ async fn repeats_are_held_and_released(
     );
 }
 
+/// A multicast VRRP socket of `family` in namespace b, and a holding socket of the same spec.
+fn wake_and_hold(lab: &Lab, family: Family) -> (VrrpSocket, VrrpSocket) {
+    let spec = multicast(IFACE_B, family, None);
+    lab.in_b(|| {
+        (
+            VrrpSocket::open(&spec).unwrap(),
+            VrrpSocket::open_holding(&spec).unwrap(),
+        )
+    })
+}
+
 #[test]
 fn a_v4_advert_repeated_is_held_stamped_and_anything_else_wakes() {
     run(|lab| async move {
         let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let spec = multicast(IFACE_B, Family::V4, None);
-        let (wake, hold) = lab.in_b(|| {
-            (
-                VrrpSocket::open(&spec).unwrap(),
-                VrrpSocket::open_holding(&spec).unwrap(),
-            )
-        });
+        let (wake, hold) = wake_and_hold(&lab, Family::V4);
         let send = |payload: &[u8]| sender.send_advert(payload).unwrap();
         repeats_are_held_and_released(&wake, &hold, send, IpAddr::V4(V4_A)).await;
     });
@@ -421,13 +426,7 @@ fn a_v6_advert_repeated_is_held_stamped_and_anything_else_wakes() {
     run(|lab| async move {
         let sender =
             VrrpSocket::open(&multicast(IFACE_A, Family::V6, Some(IpAddr::V6(LL_A)))).unwrap();
-        let spec = multicast(IFACE_B, Family::V6, None);
-        let (wake, hold) = lab.in_b(|| {
-            (
-                VrrpSocket::open(&spec).unwrap(),
-                VrrpSocket::open_holding(&spec).unwrap(),
-            )
-        });
+        let (wake, hold) = wake_and_hold(&lab, Family::V6);
         let send = |payload: &[u8]| sender.send_advert(payload).unwrap();
         repeats_are_held_and_released(&wake, &hold, send, IpAddr::V6(LL_A)).await;
     });
@@ -437,13 +436,7 @@ fn a_v6_advert_repeated_is_held_stamped_and_anything_else_wakes() {
 fn a_holding_socket_holds_nothing_until_its_filter_lets_it() {
     run(|lab| async move {
         let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let spec = multicast(IFACE_B, Family::V4, None);
-        let (wake, hold) = lab.in_b(|| {
-            (
-                VrrpSocket::open(&spec).unwrap(),
-                VrrpSocket::open_holding(&spec).unwrap(),
-            )
-        });
+        let (wake, hold) = wake_and_hold(&lab, Family::V4);
         sender.send_advert(&PAYLOAD).unwrap();
         let mut buf = [0u8; 1500];
         datagram(recv(&wake, &mut buf).await);
