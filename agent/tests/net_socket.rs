@@ -36,14 +36,15 @@ fn unicast(iface: &str, family: Family, source: IpAddr, peers: &[IpAddr]) -> Soc
     }
 }
 
-/// The next datagram, waited for with `poll(2)` (the socket belongs to no reactor).
-async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
+/// What `read` finds on `socket` first, waited for with `poll(2)` (the socket belongs to no
+/// reactor).
+fn wait_for<T>(socket: &VrrpSocket, mut read: impl FnMut() -> Option<T>) -> T {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::BorrowedFd;
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        if let Some(received) = socket.try_recv(buf).unwrap() {
-            return received;
+        if let Some(found) = read() {
+            return found;
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         assert!(!left.is_zero(), "no datagram in time");
@@ -52,6 +53,11 @@ async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
         let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
         poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).unwrap();
     }
+}
+
+/// The next datagram.
+async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
+    wait_for(socket, || socket.try_recv(buf).unwrap())
 }
 
 fn datagram(received: Received) -> Datagram {
@@ -324,22 +330,9 @@ fn configured_source_is_used_for_multicast_and_unicast() {
     });
 }
 
-/// The next datagram of a holding socket, with its stamp, waited for with `poll(2)`.
+/// The next datagram of a holding socket, with its stamp.
 async fn recv_stamped(socket: &VrrpSocket, buf: &mut [u8]) -> Stamped {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::BorrowedFd;
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(stamped) = socket.try_recv_stamped(buf).unwrap() {
-            return stamped;
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        assert!(!left.is_zero(), "no datagram held in time");
-        // SAFETY: the descriptor is the socket's, open for the whole call.
-        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).unwrap();
-    }
+    wait_for(socket, || socket.try_recv_stamped(buf).unwrap())
 }
 
 /// One advert's repeats go to the holding socket, stamped, and nothing else does; released,
