@@ -211,7 +211,7 @@ impl Sockets {
             Ok(()) => Ok(true),
             Err(error) => {
                 // Best effort back to waking on everything; the error reported is the first.
-                // The filters stay as they are for this key: the next change tries again.
+                // Nothing is held for this key: the next steady advert tries again.
                 let key = self.held.following;
                 let _ = self.release();
                 self.held.following = key;
