@@ -1,27 +1,31 @@
 //! A settled master's repeats, held back by the kernel so that a backup sleeps through them.
 //!
 //! While the engine reports a [steady advert](hav_vrrp::engine::Engine::steady_repeat), the
-//! VRRP sockets of its interface drop that advert's repeats ([`Program::all_but`](crate::net::hold::Program::all_but)) and a holding
-//! socket of the same spec, which nothing waits on, queues them ([`Program::only`](crate::net::hold::Program::only)) with their
-//! arrival stamps. The loop reads them before every turn and hands them to the engine with the
-//! time they arrived, so the engine sees the adverts it would have seen, in the same order and
-//! at the same times, only later; and a repeat, while the engine reports it steady, would only
-//! have restarted the master-down timer. So a backup wakes once per master-down interval (at
-//! its deadline, which the held adverts then move) instead of once per advert, and a master's
-//! advert wakes nobody. Everything else (another advert, another master, a changed priority)
-//! still wakes the loop at once, and the filters follow the engine in the turn after any change
-//! of its steady advert, the held repeats being read first.
+//! VRRP sockets of its interface drop that advert's repeats ([`Program::all_but`]) and a
+//! holding socket of the same spec, which nothing waits on, queues them ([`Program::only`])
+//! with their arrival stamps. The loop reads them before every turn and hands them to the
+//! engine with the time they arrived, so the engine sees the adverts it would have seen, in the
+//! same order and at the same times, only later; and a repeat, while the engine reports it
+//! steady, would only have restarted the master-down timer. So a backup wakes once per
+//! master-down interval (at its deadline, which the held adverts then move) instead of once per
+//! advert, and a master's advert wakes nobody. Everything else (another advert, another master,
+//! a changed priority) still wakes the loop at once, and the filters follow the engine in the
+//! turn after any change of its steady advert, the held repeats being read first.
 //!
 //! An arrival is stamped by the wall clock; it becomes an [`Instant`] through a pair of
-//! readings of both clocks at each drain. When the wall clock was stepped since the previous
-//! drain, or the holding socket dropped datagrams for want of room, the stamps cannot be
-//! trusted, and the adverts count as heard at the drain: a failover is then late, never early.
+//! readings of both clocks at each drain. When the wall clock was stepped or slewed fast since
+//! the previous drain, or the holding socket dropped datagrams for want of room, the stamps
+//! cannot be trusted, and the adverts count as heard at the drain: a failover is then late,
+//! never early.
+//!
+//! [`Program::all_but`]: crate::net::hold::Program::all_but
+//! [`Program::only`]: crate::net::hold::Program::only
 
 use std::time::{Duration, Instant, SystemTime};
 
 /// How far the two clocks may drift apart between drains and the stamps still be trusted:
-/// a millisecond, and a tenth of a percent of the time between the drains (more than any clock
-/// discipline slews by).
+/// a millisecond, and a tenth of a percent of the time between the drains (twice the most ntpd
+/// slews by; a faster slew makes the stamps count as heard at the drain).
 const DRIFT_FLOOR: Duration = Duration::from_millis(1);
 const DRIFT_PER_MILLE: u32 = 1;
 
