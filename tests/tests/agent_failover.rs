@@ -268,7 +268,7 @@ fn a_backup_sleeps_through_its_masters_repeats_and_still_takes_over() {
         "FIGURE backup over {elapsed:?}: {adverts} adverts counted, the loop woke {woken} times"
     );
     assert!(
-        u128::from(adverts) + 2 >= expected,
+        u128::from(adverts) + 4 >= expected,
         "{adverts} adverts counted in {elapsed:?}: the held ones must count too"
     );
     assert!(
