@@ -34,7 +34,8 @@ const DRIFT_PER_MILLE: u32 = 1;
 pub struct ArrivalClock {
     /// Both clocks, read together at the last drain (or when holding began).
     pair: Option<(SystemTime, Instant)>,
-    /// The latest time handed to the engine from a drain: no held advert goes before it.
+    /// The time of the last drain's turn (or when holding began): no held advert goes before
+    /// it.
     floor: Option<Instant>,
     /// The holding socket's drop count last seen.
     dropped: u32,
@@ -109,7 +110,6 @@ impl ArrivalClock {
         };
         let at = at.clamp(drain.floor, drain.now);
         drain.floor = at;
-        self.floor = Some(at);
         at
     }
 
@@ -133,10 +133,6 @@ fn steady(real_then: SystemTime, mono_then: Instant, real: SystemTime, mono: Ins
 mod tests {
     use super::*;
 
-    fn drain_at(clock: &mut ArrivalClock, now: Instant) -> Drain {
-        clock.begin(now)
-    }
-
     #[test]
     fn a_stamp_converts_to_the_loop_time_it_was_taken_at() {
         let mut clock = ArrivalClock::default();
@@ -144,12 +140,12 @@ mod tests {
         let real = SystemTime::now();
         let mono = Instant::now();
         let now = Instant::now() + Duration::from_millis(5);
-        let mut drain = drain_at(&mut clock, now);
+        let mut drain = clock.begin(now);
         assert!(drain.trusted);
         let at = clock.arrival(&mut drain, Some(real), None);
-        // The stamp and `mono` were read within a few microseconds of each other.
+        // The stamp and `mono` were read one after the other (a preempted test may be late).
         let apart = at.max(mono) - at.min(mono);
-        assert!(apart < Duration::from_millis(1), "{apart:?}");
+        assert!(apart < Duration::from_millis(20), "{apart:?}");
         assert!(at <= now);
     }
 
@@ -158,24 +154,27 @@ mod tests {
         // No pair of readings before the drain: the wall clock may have moved.
         let mut clock = ArrivalClock::default();
         let now = Instant::now();
-        let mut drain = drain_at(&mut clock, now);
+        let mut drain = clock.begin(now);
         let old = SystemTime::now() - Duration::from_secs(3);
         assert_eq!(clock.arrival(&mut drain, Some(old), None), now);
         clock.end(drain);
 
         // Trusted, but the socket dropped datagrams: from there on, the turn's time.
-        let mut drain = drain_at(&mut clock, now + Duration::from_millis(1));
+        let mut drain = clock.begin(now + Duration::from_millis(1));
         assert!(drain.trusted);
-        let first = clock.arrival(&mut drain, Some(SystemTime::now()), None);
-        assert!(first <= now + Duration::from_millis(1));
         let later = clock.arrival(&mut drain, Some(old), Some(3));
         assert_eq!(later, now + Duration::from_millis(1));
-        // The same count again is no new drop.
+        // The same count again is no new drop: an old stamp converts (to the previous turn's
+        // time, the earliest a held advert may have).
         clock.end(drain);
-        let mut drain = drain_at(&mut clock, now + Duration::from_millis(2));
-        let again = clock.arrival(&mut drain, Some(SystemTime::now()), Some(3));
-        assert!(again < now + Duration::from_millis(2) || again == now + Duration::from_millis(2));
+        let mut drain = clock.begin(now + Duration::from_millis(2));
         assert!(drain.trusted);
+        let again = clock.arrival(&mut drain, Some(old), Some(3));
+        assert_eq!(
+            again,
+            now + Duration::from_millis(1),
+            "trusted: not the turn's time"
+        );
     }
 
     #[test]
@@ -183,11 +182,11 @@ mod tests {
         let mut clock = ArrivalClock::default();
         clock.mark();
         let start = Instant::now() + Duration::from_millis(50);
-        let mut drain = drain_at(&mut clock, start);
+        let mut drain = clock.begin(start);
         clock.arrival(&mut drain, Some(SystemTime::now()), None);
         clock.end(drain);
         let now = start + Duration::from_millis(10);
-        let mut drain = drain_at(&mut clock, now);
+        let mut drain = clock.begin(now);
         // Stamped before the previous turn (a datagram in flight during its drain).
         let early = clock.arrival(
             &mut drain,

@@ -19,14 +19,13 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-use hav_vrrp::Family;
 use hav_vrrp::engine::Steady;
 
 use super::held::{ArrivalClock, Drain};
 use super::plan::Host;
 use crate::net::batch::{BATCH, Batch};
 use crate::net::hold::{Program, Template};
-use crate::net::socket::group;
+use crate::net::socket::{family_of, group};
 use crate::net::{Datagram, Mode, Received, SocketError, SocketSpec, VrrpSocket};
 
 /// What the sockets hand to the loop.
@@ -60,7 +59,7 @@ pub struct Sockets {
 #[derive(Default)]
 struct Held {
     /// The key of the steady advert the filters were last set for.
-    following: Option<(u64, u64)>,
+    following: Option<u64>,
     holding: Option<Holding>,
     /// The holding sockets, by the spec of the open socket each serves; kept between holds.
     sockets: Vec<(SocketSpec, VrrpSocket)>,
@@ -141,7 +140,7 @@ impl Sockets {
     }
 
     /// The key of the steady advert the filters were last set for.
-    pub fn following(&self) -> Option<(u64, u64)> {
+    pub fn following(&self) -> Option<u64> {
         self.held.following
     }
 
@@ -158,10 +157,7 @@ impl Sockets {
         let Some(steady) = steady else {
             return Ok(false);
         };
-        let family = match steady.meta.src {
-            std::net::IpAddr::V4(_) => Family::V4,
-            std::net::IpAddr::V6(_) => Family::V6,
-        };
+        let family = family_of(steady.meta.src);
         let to_group = steady.meta.dst == group(family);
         let ours = |spec: &SocketSpec| spec.interface == steady.interface && spec.family == family;
         let Some(serves) = self.open.iter().position(|(spec, _)| {
@@ -418,11 +414,7 @@ fn read_socket(
     buf: &mut [u8],
 ) -> Option<Inbound> {
     loop {
-        let received = match socket.try_recv(buf) {
-            Ok(None) => return None,
-            Ok(Some(received)) => Ok(received),
-            Err(error) => Err(error),
-        };
+        let received = socket.try_recv(buf).transpose()?;
         if let Some(inbound) = inbound(index, interface, received) {
             return Some(inbound);
         }

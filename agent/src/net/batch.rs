@@ -13,9 +13,8 @@ use std::os::fd::RawFd;
 use std::time::{Duration, SystemTime};
 
 use hav_vrrp::Family;
-use hav_vrrp::wire::RecvMeta;
 
-use super::socket::{Datagram, MalformedReason, RawReceived, ipv4_source, parse_ipv4_header};
+use super::socket::{MalformedReason, RawReceived, ipv4_source, raw_v4, raw_v6};
 
 /// Datagrams one read takes at most; a fuller queue takes more reads.
 pub const BATCH: usize = 8;
@@ -150,36 +149,16 @@ impl Batch {
         let truncated = slot.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || copied < slot.len;
         let v6_src = (slot.name_len as usize >= size_of::<libc::sockaddr_in6>())
             .then(|| IpAddr::V6(Ipv6Addr::from(self.names[index].sin6_addr.s6_addr)));
-        let src = match family {
-            Family::V4 => ipv4_source(packet).map(IpAddr::V4),
-            Family::V6 => v6_src,
-        };
         let raw = match family {
             _ if truncated => RawReceived::Malformed {
-                src,
+                src: match family {
+                    Family::V4 => ipv4_source(packet).map(IpAddr::V4),
+                    Family::V6 => v6_src,
+                },
                 reason: MalformedReason::Truncated,
             },
-            Family::V4 => match parse_ipv4_header(packet) {
-                Some(datagram) => RawReceived::Ok(datagram),
-                None => RawReceived::Malformed {
-                    src,
-                    reason: MalformedReason::BadIpv4Header,
-                },
-            },
-            Family::V6 => match (v6_src, control.destination, control.hop_limit) {
-                (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
-                    meta: RecvMeta {
-                        src,
-                        dst: IpAddr::V6(dst),
-                        hop_limit,
-                    },
-                    payload: 0..copied,
-                }),
-                _ => RawReceived::Malformed {
-                    src,
-                    reason: MalformedReason::MissingAncillaryData,
-                },
-            },
+            Family::V4 => raw_v4(packet),
+            Family::V6 => raw_v6(v6_src, control.destination, control.hop_limit, copied),
         };
         Some(Taken {
             raw,

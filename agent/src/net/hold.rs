@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
 
 use hav_vrrp::wire::RecvMeta;
 
@@ -100,37 +100,13 @@ impl Program {
 
     /// Replaces the filter of the socket `fd` with this program (`SO_ATTACH_FILTER`). The
     /// kernel swaps filters atomically: each datagram meets the old one or the new one.
-    pub fn attach(&self, fd: RawFd) -> io::Result<()> {
+    pub fn attach(&self, socket: &impl AsRawFd) -> io::Result<()> {
         let len = u16::try_from(self.0.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
         let program = libc::sock_fprog {
             len,
             filter: self.0.as_ptr().cast_mut(),
         };
-        super::setsockopt_raw(
-            &RawFdRef(fd),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &program,
-        )
-    }
-
-    /// How many instructions the program has.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Never: every program ends with a verdict.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// A descriptor borrowed for one system call.
-struct RawFdRef(RawFd);
-
-impl std::os::fd::AsRawFd for RawFdRef {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
+        super::setsockopt_raw(socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &program)
     }
 }
 

@@ -29,7 +29,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
-use super::batch::Batch;
+use super::batch::{BATCH, Batch};
 use super::hold::Program;
 use super::{interface_index, setsockopt_raw};
 
@@ -326,8 +326,8 @@ impl VrrpSocket {
             .map_err(option("SO_TIMESTAMPNS"))?;
         setsockopt_raw(&socket.socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &on)
             .map_err(option("SO_RXQ_OVFL"))?;
-        let mut buf = [0u8; 2048];
-        while socket.try_recv_stamped(&mut buf)?.is_some() {}
+        let mut batch = Batch::default();
+        while socket.recv_held(&mut batch, BATCH)? > 0 {}
         Ok(socket)
     }
 
@@ -335,7 +335,7 @@ impl VrrpSocket {
     /// is queued.
     pub fn set_filter(&self, program: &Program) -> Result<(), SocketError> {
         program
-            .attach(self.socket.as_raw_fd())
+            .attach(&self.socket)
             .map_err(|source| SocketError::Option {
                 iface: self.spec.interface.clone(),
                 option: "SO_ATTACH_FILTER",
@@ -489,7 +489,7 @@ pub fn group(family: Family) -> IpAddr {
     }
 }
 
-fn family_of(addr: IpAddr) -> Family {
+pub(crate) fn family_of(addr: IpAddr) -> Family {
     match addr {
         IpAddr::V4(_) => Family::V4,
         IpAddr::V6(_) => Family::V6,
@@ -593,27 +593,54 @@ pub(crate) enum RawReceived {
 /// makes it return the datagram's real length, which tells a truncated read.
 fn recv_v4(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
     let len = crate::sys::recv(fd, buf, libc::MSG_TRUNC)?;
-    // What the kernel read of the header's source, for a datagram that is not accepted.
-    let src_hint = |packet: &[u8]| ipv4_source(packet).map(IpAddr::V4);
     if len > buf.len() {
         return Ok(RawReceived::Malformed {
-            src: src_hint(buf),
+            src: ipv4_source(buf).map(IpAddr::V4),
             reason: MalformedReason::Truncated,
         });
     }
-    let packet = &buf[..len];
-    Ok(match parse_ipv4_header(packet) {
+    Ok(raw_v4(&buf[..len]))
+}
+
+/// An IPv4 datagram read whole, header included; malformed if its header is not consistent
+/// with it (the source, if the kernel read one, still told).
+pub(crate) fn raw_v4(packet: &[u8]) -> RawReceived {
+    match parse_ipv4_header(packet) {
         Some(datagram) => RawReceived::Ok(datagram),
         None => RawReceived::Malformed {
-            src: src_hint(packet),
+            src: ipv4_source(packet).map(IpAddr::V4),
             reason: MalformedReason::BadIpv4Header,
         },
-    })
+    }
+}
+
+/// An IPv6 datagram's payload of `len` bytes with the addresses and hop limit the kernel gave
+/// beside it; malformed if one is missing.
+pub(crate) fn raw_v6(
+    src: Option<IpAddr>,
+    dst: Option<Ipv6Addr>,
+    hop_limit: Option<u8>,
+    len: usize,
+) -> RawReceived {
+    match (src, dst, hop_limit) {
+        (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
+            meta: RecvMeta {
+                src,
+                dst: IpAddr::V6(dst),
+                hop_limit,
+            },
+            payload: 0..len,
+        }),
+        _ => RawReceived::Malformed {
+            src,
+            reason: MalformedReason::MissingAncillaryData,
+        },
+    }
 }
 
 /// The IPv4 header fields the daemon needs, and where the payload is; `None` if the header is
 /// inconsistent with the datagram.
-pub(crate) fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
+fn parse_ipv4_header(packet: &[u8]) -> Option<Datagram> {
     let first = *packet.first()?;
     let header_len = usize::from(first & 0x0f) * 4;
     if first >> 4 != 4 || header_len < 20 || packet.len() < header_len {
@@ -664,20 +691,7 @@ fn recv_v6(fd: i32, buf: &mut [u8]) -> io::Result<RawReceived> {
             _ => {}
         }
     }
-    Ok(match (src, dst, hop_limit) {
-        (Some(src), Some(dst), Some(hop_limit)) => RawReceived::Ok(Datagram {
-            meta: RecvMeta {
-                src,
-                dst: IpAddr::V6(dst),
-                hop_limit,
-            },
-            payload: 0..msg.bytes,
-        }),
-        _ => RawReceived::Malformed {
-            src,
-            reason: MalformedReason::MissingAncillaryData,
-        },
-    })
+    Ok(raw_v6(src, dst, hop_limit, msg.bytes))
 }
 
 /// The IPv4 header of an advert from `source` to `dst` carrying `payload_len` bytes: TTL 255,

@@ -36,8 +36,9 @@ pub struct Steady<'a> {
     pub meta: &'a RecvMeta,
     /// The VRRP payload.
     pub payload: &'a [u8],
-    /// Tells this advert, kept at this revision, from any other.
-    pub key: (u64, u64),
+    /// Tells this advert from any other kept: a kept advert stands at one revision only, so
+    /// its generation is enough.
+    pub key: u64,
 }
 
 /// What a router made of an advert it took from its master.
@@ -82,7 +83,7 @@ impl Repeat {
             interface: &self.interface,
             meta,
             payload: &self.payload,
-            key: (self.generation, revision),
+            key: self.generation,
         })
     }
 
