@@ -113,7 +113,7 @@ files() {
   done | awk -F. '{print $NF, $0}' | sort -n | cut -d' ' -f2-
 }
 
-# Distinct 64-byte lines of code run in (nearly) every advert: instructions whose count grew
+# Distinct 64-byte lines and 4 KiB pages of code run in (nearly) every advert: instructions whose count grew
 # by at least 0.8 `adverts` between the short and the long run, summed over the processes (paired
 # in process-id order: keepalived's parent, then its VRRP child).
 code_lines() {
@@ -136,11 +136,13 @@ def counts(path):
     return found
 
 adverts, short, long = int(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
-total = 0
+lines = pages = 0
 for before, after in zip(short, long):
     b, a = counts(before), counts(after)
-    total += len({addr >> 6 for addr, n in a.items() if n - b.get(addr, 0) >= 0.8 * adverts})
-print(total)
+    hot = [addr for addr, n in a.items() if n - b.get(addr, 0) >= 0.8 * adverts]
+    lines += len({addr >> 6 for addr in hot})
+    pages += len({addr >> 12 for addr in hot})
+print(lines, pages)
 PY
 }
 
@@ -164,6 +166,12 @@ row() {
 run $short
 run $long
 adverts=$(awk -v s=$((long - short)) -v i="$interval" 'BEGIN {printf "%d", s / i}')
+declare -A code
+for node in a b; do
+  for daemon in hav keepalived; do
+    code[$daemon$node]=$(code_lines "$adverts" "$(files $short $daemon $node | xargs)" "$(files $long $daemon $node | xargs)")
+  done
+done
 echo "## Instructions per advert, idle pair, $timing ($adverts adverts between the two runs)"
 echo
 echo "| node | hav | keepalived | hav / keepalived |"
@@ -185,15 +193,21 @@ for node in a b; do
   row $node "${per[@]}"
 done
 echo
-echo "## Code run every advert, in 64-byte cache lines"
-echo
-echo "| node | hav | keepalived | hav / keepalived |"
-echo "|---|---|---|---|"
-for node in a b; do
-  per=()
-  for daemon in hav keepalived; do
-    per+=($(code_lines "$adverts" "$(files $short $daemon $node | xargs)" "$(files $long $daemon $node | xargs)"))
+for unit in lines pages; do
+  case $unit in
+    lines) echo "## Code run every advert, in 64-byte cache lines"; field=1 ;;
+    pages) echo "## Code run every advert, in 4 KiB pages (a TLB entry each)"; field=2 ;;
+  esac
+  echo
+  echo "| node | hav | keepalived | hav / keepalived |"
+  echo "|---|---|---|---|"
+  for node in a b; do
+    per=()
+    for daemon in hav keepalived; do
+      per+=($(cut -d' ' -f$field <<< "${code[$daemon$node]}"))
+    done
+    row $node "${per[@]}"
   done
-  row $node "${per[@]}"
+  echo
 done
 exit $status

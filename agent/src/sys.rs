@@ -75,6 +75,37 @@ pub fn epoll_wait(
     })
 }
 
+/// `epoll_pwait2(2)` with no signal mask: as [`epoll_wait`], with the limit in nanoseconds
+/// (`None` waits without one). The kernel lets a sleep end up to its timer slack late (0.1 % of
+/// the wait, at least the thread's slack of 50 µs; none under a real-time class), as every timed
+/// sleep may. Kernels before 5.11 lack it (`ENOSYS`), and a seccomp filter written before it may
+/// refuse it (`EPERM`).
+pub fn epoll_pwait2(
+    epfd: RawFd,
+    events: &mut [libc::epoll_event],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<usize> {
+    let capacity = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+    let limit = timeout.map(|timeout| libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    });
+    let limit = limit.as_ref().map_or(ptr::null(), ptr::from_ref);
+    // SAFETY: `events` holds `capacity` entries for the kernel to write; `limit` is null or
+    // points to a timespec that outlives the call; a null mask leaves the signal mask alone.
+    count(unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait2,
+            libc::c_long::from(epfd),
+            events.as_mut_ptr(),
+            libc::c_long::from(capacity),
+            limit,
+            ptr::null::<libc::sigset_t>(),
+            0usize,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;

@@ -433,7 +433,8 @@ pub struct BenchConfig {
     /// Whether the idle measurement also counts system calls (with strace, in its own window).
     pub count_syscalls: bool,
     /// While idle cost is measured, each node's daemons run on a CPU of their own (node a on
-    /// the first, node b on the second), as two hosts' do; otherwise both may run anywhere.
+    /// the first, node b on the second), and what each node's interface receives is processed
+    /// on that CPU, as two hosts' are; otherwise both may run anywhere.
     pub idle_apart: bool,
 }
 
@@ -633,7 +634,7 @@ struct IdleRun {
     pids: (Vec<u32>, Vec<u32>),
     _nodes: (Box<dyn ContenderNode>, Box<dyn ContenderNode>),
     _httpd: (NsProcess, NsProcess),
-    _pair: Pair,
+    pair: Pair,
 }
 
 impl IdleRun {
@@ -667,7 +668,7 @@ impl IdleRun {
             pids: (node_a.pids(), node_b.pids()),
             _nodes: (node_a, node_b),
             _httpd: (httpd_a, httpd_b),
-            _pair: pair,
+            pair,
         })
     }
 }
@@ -758,9 +759,11 @@ pub fn measure_idle(
     let apart =
         config.idle_apart && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     if apart {
-        for (a, b) in &pids {
+        for (run, (a, b)) in runs.iter().zip(&pids) {
             pin(a, 0)?;
             pin(b, 1)?;
+            steer_receive(&run.pair, "a", 0)?;
+            steer_receive(&run.pair, "b", 1)?;
         }
     }
     let mut costs = Vec::new();
@@ -785,6 +788,25 @@ pub fn measure_idle(
         });
     }
     Ok(costs)
+}
+
+/// Has what `node`'s interface receives processed on CPU `cpu` (receive packet steering), as
+/// its own host's CPU would. A veth delivers to its peer on the sending CPU: without this, a
+/// master's CPU would also run its backup's receive path (the socket filters, the wake-up of
+/// the backup's process), which on two hosts the backup's CPU does.
+fn steer_receive(pair: &Pair, node: &str, cpu: usize) -> Result<(), BenchError> {
+    let attachment = pair.node(node)?;
+    let namespace = pair.lab.host(&attachment.host)?;
+    let path = format!("/sys/class/net/{}/queues/rx-0/rps_cpus", attachment.iface);
+    let write = format!("echo {:x} > {path}", 1u64 << cpu);
+    let out = namespace.exec(&["sh", "-c", &write])?;
+    if !out.success() {
+        return Err(BenchError::Io(format!(
+            "cannot steer {node}'s receive to CPU {cpu} ({path}): {}",
+            out.stderr.trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs every thread of `pids` on CPU `cpu` only; threads and processes they start later
@@ -1043,7 +1065,7 @@ pub fn render_tables(
 pub fn render_idle(costs: &[IdleCost]) -> String {
     let mut out = String::new();
     let placement = if costs.first().is_some_and(|c| c.apart) {
-        "each node on a CPU of its own, as on two hosts"
+        "each node and its receive path on a CPU of its own, as on two hosts"
     } else {
         "both nodes free to share the CPUs"
     };

@@ -26,7 +26,6 @@ mod reload;
 mod signals;
 mod sockets;
 pub mod status;
-mod timer;
 mod trackers;
 
 use std::collections::BTreeMap;
@@ -103,11 +102,8 @@ struct Waiting {
     signals: Signals,
     gate: rare::Gate,
     poller: poller::Poller,
-    engine_timer: timer::EngineTimer,
     /// What the last wait found, reused.
     ready: Vec<poller::Ready>,
-    /// The timer was reported and not yet checked against its deadline.
-    timer_fired: bool,
     /// Whether the rare sources are polled in the next iteration; the first polls them all,
     /// so each registers the loop's waker.
     poll_rare: bool,
@@ -118,15 +114,12 @@ struct Waiting {
 
 impl Waiting {
     fn new(signals: Signals) -> anyhow::Result<Self> {
-        let engine_timer = timer::EngineTimer::new()?;
         let watchdog_every = sd_notify::watchdog_interval();
         Ok(Self {
             signals,
             gate: rare::Gate::default(),
-            poller: poller::Poller::new(engine_timer.as_raw_fd())?,
-            engine_timer,
+            poller: poller::Poller::new()?,
             ready: Vec::new(),
-            timer_fired: false,
             poll_rare: true,
             watchdog_every,
             next_watchdog: watchdog_every.map(|_| Instant::now()),
@@ -469,17 +462,14 @@ impl Daemon {
         late_seen: &mut Option<Instant>,
         stopping: bool,
     ) -> anyhow::Result<Pause> {
-        // When the loop last woke for an engine turn: the timer may keep an early expiry then.
-        let mut woke = None;
         loop {
             let deadline = self.engine.poll_timeout();
-            waiting.engine_timer.follow(deadline, woke)?;
             (waiting.poller.follow_sockets(
                 self.executor.sockets.generation(),
                 self.executor.sockets.descriptors(),
             ))
             .context("cannot wait for the VRRP sockets")?;
-            match self.next_turn(waiting, stopping)? {
+            match self.next_turn(waiting, stopping, deadline)? {
                 Turn::Readable(now) => {
                     // Woken late, an advert can win the wake-up, and hearing it can move the
                     // overdue deadline (a master re-announces): the stall counts here then.
@@ -489,7 +479,6 @@ impl Daemon {
                     if let Some(inbound) = self.executor.sockets.try_next() {
                         self.on_inbound(inbound, now);
                     }
-                    woke = Some(now);
                 }
                 Turn::Deadline(mut now) => {
                     // Compared without a subtraction: on time is the rule.
@@ -498,7 +487,6 @@ impl Daemon {
                         now = self.on_late_deadline(deadline, now, late_seen);
                     }
                     self.engine.handle_timeout(now);
-                    woke = Some(now);
                 }
                 Turn::Steady(now) => self.follow_steady(now),
                 Turn::Other(other) => return Ok(Pause::Other(other)),
@@ -537,13 +525,19 @@ impl Daemon {
     }
 
     /// The next turn, the repeats held since the last one handed to the engine first. A change
-    /// of the engine's steady advert is a turn of its own, before any wait.
-    fn next_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
+    /// of the engine's steady advert is a turn of its own, before any wait. `deadline` is the
+    /// engine's.
+    fn next_turn(
+        &mut self,
+        w: &mut Waiting,
+        stopping: bool,
+        deadline: Option<Instant>,
+    ) -> anyhow::Result<Turn> {
         if self.engine.steady_repeat().map(|steady| steady.key) != self.executor.sockets.following()
         {
             return Ok(Turn::Steady(Instant::now()));
         }
-        let turn = self.wait_turn(w, stopping)?;
+        let turn = self.wait_turn(w, stopping, deadline)?;
         if self.executor.sockets.holding() {
             let now = match turn {
                 Turn::Readable(now) | Turn::Deadline(now) | Turn::Steady(now) => now,
@@ -590,8 +584,14 @@ impl Daemon {
     }
 
     /// The first source with something, in order: the rare ones, expired overrides, adverts,
-    /// hand-over events, the engine's deadline, the watchdog; else a wait in the poller.
-    fn wait_turn(&mut self, w: &mut Waiting, stopping: bool) -> anyhow::Result<Turn> {
+    /// hand-over events, the engine's `deadline`, the watchdog; else a wait in the poller until
+    /// the first of them (never before it: a deadline is met on time or late, never early).
+    fn wait_turn(
+        &mut self,
+        w: &mut Waiting,
+        stopping: bool,
+        deadline: Option<Instant>,
+    ) -> anyhow::Result<Turn> {
         loop {
             // Only after the doorbell rang (a rare source's wake-up rings it) or a rare turn
             // (the gate stays open: a source may hold more): an advert's turn skips them.
@@ -626,13 +626,13 @@ impl Daemon {
             {
                 return Ok(Turn::Other(Other::Handover(event)));
             }
-            if std::mem::take(&mut w.timer_fired) && w.engine_timer.expired(clock.now()) {
+            if deadline.is_some_and(|at| at <= clock.now()) {
                 return Ok(Turn::Deadline(clock.now()));
             }
             if w.next_watchdog.is_some_and(|at| at <= clock.now()) {
                 return Ok(Turn::Other(Other::Watchdog));
             }
-            let timeout = [override_expiry, w.next_watchdog]
+            let timeout = [deadline, override_expiry, w.next_watchdog]
                 .into_iter()
                 .flatten()
                 .min()
@@ -642,7 +642,6 @@ impl Daemon {
             for event in &w.ready {
                 match *event {
                     poller::Ready::Doorbell => w.poll_rare = true,
-                    poller::Ready::Timer => w.timer_fired = true,
                     poller::Ready::Socket(fd) => self.executor.sockets.mark_readable(fd),
                 }
             }

@@ -1,14 +1,20 @@
-//! The event loop's own `epoll`: the VRRP sockets, the engine's timer and a doorbell.
+//! The event loop's own `epoll`: the VRRP sockets and a doorbell, and the engine's deadline as
+//! the wait's limit.
 //!
 //! The daemon's thread blocks here, not in the async runtime: a turn that hears an advert or
-//! meets the engine's deadline costs one `epoll_wait` and runs no scheduler, no reactor and no
-//! timer wheel. The runtime drives everything else (the control link, trackers, signals,
-//! netlink, hooks) on a worker thread of its own. Whatever it has for the loop wakes the loop's
-//! [`Waker`], which rings the doorbell (an `eventfd`); the loop then polls what can have woken it.
+//! meets the engine's deadline costs one `epoll_pwait2` and runs no scheduler, no reactor and no
+//! timer wheel. The deadline is the wait's own limit, in nanoseconds, so a new deadline costs
+//! no system call: a master's advert cycle is the wait and the send. The runtime drives
+//! everything else (the control link, trackers, signals, netlink, hooks) on a worker thread of
+//! its own. Whatever it has for the loop wakes the loop's [`Waker`], which rings the doorbell (an
+//! `eventfd`); the loop then polls what can have woken it.
 //!
-//! The timer is edge-triggered (one event per expiry, and no read of its count); the sockets are
-//! level-triggered (each reported socket is read once, so a datagram costs no second read that
-//! finds the socket drained), and so is the doorbell, read empty when it rang.
+//! Without `epoll_pwait2` (a kernel before 5.11, or a seccomp filter that predates it) the
+//! wait falls back to `epoll_wait`'s milliseconds, rounded up: a deadline is then met up to a
+//! millisecond late, never early.
+//!
+//! The sockets are level-triggered (each reported socket is read once, so a datagram costs no
+//! second read that finds the socket drained), and so is the doorbell, read empty when it rang.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,8 +29,6 @@ use std::time::Duration;
 pub enum Ready {
     /// Something woke the loop's waker.
     Doorbell,
-    /// The engine's timer expired (or a superseded arming of it did).
-    Timer,
     /// The socket with this descriptor has datagrams.
     Socket(RawFd),
 }
@@ -34,7 +38,8 @@ pub struct Poller {
     epoll: OwnedFd,
     doorbell: Arc<Doorbell>,
     waker: Waker,
-    timer: RawFd,
+    /// Whether the kernel has `epoll_pwait2`; false after it refused it once.
+    precise: bool,
     /// The sockets registered, by [`crate::net::VrrpSocket::id`], and the generation of the
     /// socket set they were taken from.
     sockets: HashMap<u64, RawFd>,
@@ -64,8 +69,8 @@ impl Wake for Doorbell {
 }
 
 impl Poller {
-    /// An `epoll` with the doorbell and `timer` (the engine timer's descriptor) in it.
-    pub fn new(timer: RawFd) -> io::Result<Self> {
+    /// An `epoll` with the doorbell in it.
+    pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscalls; each descriptor returned is owned from here on.
         let epoll = unsafe { owned(libc::epoll_create1(libc::EPOLL_CLOEXEC))? };
         let bell = unsafe { owned(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))? };
@@ -77,7 +82,7 @@ impl Poller {
             epoll,
             waker: Waker::from(doorbell.clone()),
             doorbell,
-            timer,
+            precise: true,
             sockets: HashMap::new(),
             generation: None,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
@@ -87,7 +92,6 @@ impl Poller {
             poller.doorbell.fd.as_raw_fd(),
             libc::EPOLLIN,
         )?;
-        poller.control(libc::EPOLL_CTL_ADD, timer, libc::EPOLLIN | libc::EPOLLET)?;
         Ok(poller)
     }
 
@@ -125,35 +129,46 @@ impl Poller {
     }
 
     /// Blocks until something is ready or `timeout` passes (`None`: no limit); appends what is
-    /// ready to `ready`, in the kernel's order. A rung doorbell is reset here.
+    /// ready to `ready`, in the kernel's order. Never returns before `timeout` has passed
+    /// unless something is ready or a signal's handler ran. A rung doorbell is reset here.
     pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Ready>) -> io::Result<()> {
-        let timeout_ms = match timeout {
-            None => -1,
-            // Rounded up: waking before a deadline would only mean waiting again.
-            Some(timeout) => {
-                i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
-            }
+        let epoll = self.epoll.as_raw_fd();
+        let mut waited = if self.precise {
+            crate::sys::epoll_pwait2(epoll, &mut self.events, timeout)
+        } else {
+            crate::sys::epoll_wait(epoll, &mut self.events, milliseconds(timeout))
         };
-        let count =
-            match crate::sys::epoll_wait(self.epoll.as_raw_fd(), &mut self.events, timeout_ms) {
-                Ok(count) => count,
-                // A signal's handler ran (the runtime's, on this thread): nothing is ready.
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(()),
-                Err(error) => return Err(error),
-            };
+        if self.precise
+            && let Err(error) = &waited
+            && matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+        {
+            tracing::debug!(%error, "no epoll_pwait2: deadlines are met to the millisecond");
+            self.precise = false;
+            waited = crate::sys::epoll_wait(epoll, &mut self.events, milliseconds(timeout));
+        }
+        let count = match waited {
+            Ok(count) => count,
+            // A signal's handler ran (the runtime's, on this thread): nothing is ready.
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(error) => return Err(error),
+        };
         let found = &self.events[..count];
         for event in found {
             let fd = event.u64 as RawFd;
             ready.push(if fd == self.doorbell.fd.as_raw_fd() {
                 self.reset_doorbell();
                 Ready::Doorbell
-            } else if fd == self.timer {
-                Ready::Timer
             } else {
                 Ready::Socket(fd)
             });
         }
         Ok(())
+    }
+
+    /// Whether waits are limited to the nanosecond (`epoll_pwait2`), not to the millisecond.
+    #[cfg(test)]
+    fn precise(&self) -> bool {
+        self.precise
     }
 
     /// Drains the counter, then clears the ring flag. A ring up to the clear wrote nothing or
@@ -189,6 +204,14 @@ impl Poller {
     }
 }
 
+/// `epoll_wait`'s limit: milliseconds rounded up (waking before a deadline would only mean
+/// waiting again), -1 for none.
+fn milliseconds(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |timeout| {
+        libc::c_int::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+    })
+}
+
 /// Takes ownership of a descriptor a syscall returned, or its error.
 ///
 /// # Safety
@@ -206,12 +229,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::daemon::timer::EngineTimer;
 
     #[test]
     fn the_waker_rings_the_doorbell_once_until_the_wait_resets_it() {
-        let timer = EngineTimer::new().expect("timerfd");
-        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+        let mut poller = Poller::new().expect("epoll");
         let waker = poller.context().waker().clone();
         let from_another_thread = std::thread::spawn(move || {
             waker.wake_by_ref();
@@ -247,8 +268,7 @@ mod tests {
         // Another thread rings without pause while this one waits and resets: whatever the
         // interleaving, every wait must see the doorbell. A ring swallowed by a reset that
         // also leaves the ring flag set would silence the doorbell for good.
-        let timer = EngineTimer::new().expect("timerfd");
-        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+        let mut poller = Poller::new().expect("epoll");
         let waker = poller.context().waker().clone();
         let stop = Arc::new(AtomicBool::new(false));
         let ringer = {
@@ -280,29 +300,38 @@ mod tests {
     }
 
     #[test]
-    fn the_timer_is_reported_once_per_expiry_and_a_timeout_reports_nothing() {
-        let mut timer = EngineTimer::new().expect("timerfd");
-        let mut poller = Poller::new(timer.as_raw_fd()).expect("epoll");
+    fn a_limit_is_waited_for_to_the_nanosecond_and_reports_nothing() {
+        let mut poller = Poller::new().expect("epoll");
+        let mut ready = Vec::new();
+        for limit in [Duration::from_micros(1_500), Duration::from_millis(15)] {
+            let start = Instant::now();
+            poller.wait(Some(limit), &mut ready).expect("wait");
+            assert!(ready.is_empty(), "{ready:?}");
+            assert!(start.elapsed() >= limit, "woke before {limit:?}");
+        }
+        // This kernel (5.11 or later) has epoll_pwait2: the limit was not rounded.
+        assert!(poller.precise(), "fell back to milliseconds");
+    }
+
+    #[test]
+    fn the_fallback_rounds_a_limit_up_to_the_millisecond() {
+        assert_eq!(milliseconds(None), -1);
+        assert_eq!(milliseconds(Some(Duration::ZERO)), 0);
+        assert_eq!(milliseconds(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(milliseconds(Some(Duration::from_micros(1_500))), 2);
+        assert_eq!(milliseconds(Some(Duration::from_millis(7))), 7);
+        assert_eq!(milliseconds(Some(Duration::MAX)), libc::c_int::MAX);
+        let mut poller = Poller::new().expect("epoll");
+        poller.precise = false;
         let mut ready = Vec::new();
         let start = Instant::now();
         poller
-            .wait(Some(Duration::from_millis(15)), &mut ready)
-            .expect("wait");
-        assert!(ready.is_empty());
-        assert!(
-            start.elapsed() >= Duration::from_millis(15),
-            "woke before the timeout"
-        );
-        timer.arm(Some(Instant::now())).expect("arm");
-        poller
-            .wait(Some(Duration::from_secs(5)), &mut ready)
-            .expect("wait");
-        assert_eq!(ready, vec![Ready::Timer]);
-        ready.clear();
-        // Not read and not re-armed: edge-triggered, so the same expiry is not reported again.
-        poller
-            .wait(Some(Duration::from_millis(20)), &mut ready)
+            .wait(Some(Duration::from_micros(1_500)), &mut ready)
             .expect("wait");
         assert!(ready.is_empty(), "{ready:?}");
+        assert!(
+            start.elapsed() >= Duration::from_millis(2),
+            "not rounded up"
+        );
     }
 }
