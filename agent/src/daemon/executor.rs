@@ -575,6 +575,7 @@ impl Executor {
         self.prune(engine);
     }
 
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn transmit(&self, router: RouterId, dst: IpAddr, payload: &[u8]) {
         let Some(socket) = self.routers.get(&router).and_then(|io| io.socket.as_ref()) else {
             return;

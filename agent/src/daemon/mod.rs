@@ -456,6 +456,7 @@ impl Daemon {
     /// first turn that needs more. A function of its own, kept out of the async loop, so that
     /// the code an idle node runs per advert is compact.
     #[inline(never)]
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn engine_turns(
         &mut self,
         waiting: &mut Waiting,
@@ -776,6 +777,7 @@ impl Daemon {
     }
 
     /// Feeds the engine one datagram received at `now`.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
             Inbound::Packet { socket, datagram } => {

@@ -257,6 +257,7 @@ impl Sockets {
 
     /// The next held datagram, in arrival order, with the time it counts as heard at; `None`
     /// once the holding socket is drained (and, released, the hold is over).
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     pub fn next_held(&mut self, drain: &mut Drain) -> Option<(Inbound, Instant)> {
         let Held {
             holding,
@@ -424,6 +425,7 @@ fn read_socket(
 /// What a read of the socket at `index` hands on; `None` for what it skips. The multicast
 /// socket takes only what was sent to the group and a unicast socket only what was sent to us,
 /// so that an instance never hears one advert twice.
+#[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
 fn inbound(
     index: usize,
     interface: &str,

@@ -111,6 +111,7 @@ impl Telemetry {
 
     /// The daemon starts carrying out `action`. Outside failovers (an advert sent by a settled
     /// master) nothing is recorded and no clock is read.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     pub fn begin(&mut self, action: &Action) {
         let step = match action {
             Action::StateChanged {

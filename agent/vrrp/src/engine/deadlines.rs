@@ -38,6 +38,7 @@ impl Deadlines {
 
     /// Sets `router`'s deadline (`None`: it has none); a router beyond [`Deadlines::reset`]'s
     /// count is ignored.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     pub(super) fn set(&mut self, router: usize, at: Option<Instant>) {
         let Some(&place) = self.place.get(router) else {
             return;

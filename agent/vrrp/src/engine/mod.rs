@@ -564,6 +564,7 @@ impl Engine {
     /// After an event that touched only the routers at `touched` (and retiring ones): the
     /// sync-group rules when a router changed state (they follow transitions only), and the
     /// deadlines of those routers; everything when a state changed.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn settle_after(&mut self, now: Instant, touched: &[usize]) {
         if self.transitions.is_empty() {
             for &index in touched {

@@ -431,6 +431,7 @@ impl VirtualRouter {
     }
 
     /// A backup heard its master at `now`: the master-down timer starts again.
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn master_heard(&mut self, now: Instant, src: IpAddr) {
         self.last_master_advert = Some((src, now));
         self.timers
@@ -548,6 +549,7 @@ impl VirtualRouter {
         }
     }
 
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut Out<'_>) {
         // Bounded: a handler re-arms its timer in the future or not at all.
         for _ in 0..4 * Timer::ALL.len() {
@@ -1095,6 +1097,7 @@ impl VirtualRouter {
         });
     }
 
+    #[cfg_attr(target_os = "linux", unsafe(link_section = ".text.hot"))]
     fn send_advert(&mut self, _now: Instant, priority: Priority, out: &mut Out<'_>) {
         let encoded = match &mut self.encoded {
             Some((encoded_for, payloads)) if *encoded_for == priority => payloads,

@@ -1,0 +1,8 @@
+//! Link arguments of the agent's programs.
+
+fn main() {
+    // Functions marked `#[link_section = ".text.hot"]` (what an idle node runs for every advert)
+    // are placed together, in an output section of their own, instead of where the compiler
+    // emitted them: after a sleep, the few pages they share are all a wake-up fetches again.
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,keep-text-section-prefix");
+}
