@@ -300,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_is_waited_for_to_the_nanosecond_and_reports_nothing() {
+    fn a_limit_under_a_millisecond_is_waited_for_in_full_and_reports_nothing() {
         let mut poller = Poller::new().expect("epoll");
         let mut ready = Vec::new();
         for limit in [Duration::from_micros(1_500), Duration::from_millis(15)] {

@@ -106,7 +106,7 @@ pub enum Received {
     },
 }
 
-/// A datagram read from a holding socket ([`VrrpSocket::try_recv_stamped`]).
+/// A datagram read from a holding socket ([`VrrpSocket::recv_held`], [`VrrpSocket::take_held`]).
 #[derive(Debug)]
 pub struct Stamped {
     pub received: Received,
@@ -309,7 +309,7 @@ impl VrrpSocket {
 
     /// A socket that holds datagrams for a later read instead of waking anyone: it starts with
     /// a filter that drops everything ([`Program::reject_all`]) until [`VrrpSocket::set_filter`]
-    /// lets some in, and stamps each datagram with its arrival ([`VrrpSocket::try_recv_stamped`]).
+    /// lets some in, and stamps each datagram with its arrival ([`VrrpSocket::take_held`]).
     /// Whatever arrived before the filter is read and dropped here.
     pub fn open_holding(spec: &SocketSpec) -> Result<Self, SocketError> {
         let socket = Self::open(spec)?;
@@ -343,18 +343,6 @@ impl VrrpSocket {
             })
     }
 
-    /// As [`VrrpSocket::try_recv`], with when the kernel received the datagram and the count of
-    /// datagrams the socket dropped for want of room so far (a socket of
-    /// [`VrrpSocket::open_holding`]; `None` for what it does not report). One at a time: the
-    /// loop reads a batch ([`VrrpSocket::recv_held`]).
-    pub fn try_recv_stamped(&self, buf: &mut [u8]) -> Result<Option<Stamped>, SocketError> {
-        let mut batch = Batch::default();
-        if self.recv_held(&mut batch, 1)? == 0 {
-            return Ok(None);
-        }
-        Ok(self.take_held(&batch, 0, buf))
-    }
-
     /// Reads up to `limit` queued datagrams at once into `batch`, without waiting; how many.
     pub fn recv_held(&self, batch: &mut Batch, limit: usize) -> Result<usize, SocketError> {
         (batch.recv(self.socket.as_raw_fd(), limit)).map_err(|source| SocketError::Recv {
@@ -363,8 +351,9 @@ impl VrrpSocket {
         })
     }
 
-    /// The datagram at `index` of the last read into `batch`, as [`VrrpSocket::try_recv_stamped`]
-    /// reports it, its bytes copied into `buf`.
+    /// The datagram at `index` of the last read into `batch` (as [`VrrpSocket::try_recv`]
+    /// reports it, with when the kernel received it and how many datagrams the socket dropped
+    /// for want of room so far), its bytes copied into `buf`.
     pub fn take_held(&self, batch: &Batch, index: usize, buf: &mut [u8]) -> Option<Stamped> {
         let taken = batch.take(index, self.spec.family, buf)?;
         Some(Stamped {
