@@ -756,14 +756,10 @@ pub fn measure_idle(
         .map(|contender| IdleRun::start(*contender, timing, config))
         .collect::<Result<Vec<_>, _>>()?;
     let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
-    let apart =
-        config.idle_apart && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let apart = config.idle_apart && can_place_apart();
     if apart {
         for (run, (a, b)) in runs.iter().zip(&pids) {
-            pin(a, 0)?;
-            pin(b, 1)?;
-            steer_receive(&run.pair, "a", 0)?;
-            steer_receive(&run.pair, "b", 1)?;
+            place_apart(&run.pair, a, b)?;
         }
     }
     let mut costs = Vec::new();
@@ -788,6 +784,20 @@ pub fn measure_idle(
         });
     }
     Ok(costs)
+}
+
+/// Whether the host has the two CPUs [`place_apart`] needs.
+pub fn can_place_apart() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+/// Runs node a's processes `a` and what its interface receives on the first CPU, and node b's
+/// on the second, as two hosts would: each node pays for its own sends, receives and wake-ups.
+pub fn place_apart(pair: &Pair, a: &[u32], b: &[u32]) -> Result<(), BenchError> {
+    pin(a, 0)?;
+    pin(b, 1)?;
+    steer_receive(pair, "a", 0)?;
+    steer_receive(pair, "b", 1)
 }
 
 /// Has what `node`'s interface receives processed on CPU `cpu` (receive packet steering), as

@@ -21,6 +21,7 @@ pub mod hold;
 pub mod journal;
 pub mod nft;
 pub mod routes;
+pub mod rtnl;
 pub mod sockdiag;
 pub mod socket;
 pub mod vip;

@@ -1,5 +1,7 @@
 //! Virtual IP addresses on interfaces, through rtnetlink.
 //!
+//! Adding and removing are requests on the calling thread ([`super::rtnl`]): a takeover of many
+//! instances adds its addresses one system call pair each, never waiting for another thread.
 //! Adding and removing are idempotent: adding an address that is already there (`EEXIST`) and
 //! removing one that is not (`EADDRNOTAVAIL`, `ENOENT`, or an interface that is gone) succeed.
 //! IPv6 VIPs are added with `IFA_F_NODAD`, so they are usable at once rather than tentative for
@@ -9,12 +11,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, CacheInfo,
 };
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::{AddressMessageBuilder, Handle};
+
+use super::rtnl::{RtnlError, RtnlSocket};
 use serde::{Deserialize, Serialize};
 
 /// The kernel's "forever" address lifetime.
@@ -123,7 +131,7 @@ pub enum VipError {
     /// The kernel refused the request.
     #[error("VIP {vip}: {op} failed")]
     Netlink {
-        /// `add`, `remove`, `link lookup` or `address dump`.
+        /// `address dump`.
         op: &'static str,
         /// The VIP (empty for a dump).
         vip: String,
@@ -131,26 +139,39 @@ pub enum VipError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// The kernel refused an add or a removal, or did not answer it.
+    #[error("VIP {vip}: {op} failed")]
+    Request {
+        /// `add` or `remove`.
+        op: &'static str,
+        /// The VIP.
+        vip: String,
+        /// Cause.
+        #[source]
+        source: RtnlError,
+    },
 }
 
-/// Adds, removes and lists VIPs over one rtnetlink connection.
+/// Adds and removes VIPs on a netlink socket of its own ([`RtnlSocket`]), and lists them and
+/// shares an rtnetlink connection with the routes' and the vmacs' managers.
 #[derive(Debug, Clone)]
 pub struct VipManager {
     handle: Handle,
+    requests: Arc<Mutex<RtnlSocket>>,
 }
 
 impl VipManager {
-    /// Opens an rtnetlink connection in the calling thread's network namespace and spawns its
-    /// driver on the current tokio runtime (so it must be called inside one).
+    /// Opens an rtnetlink connection and a netlink socket in the calling thread's network
+    /// namespace, and spawns the connection's driver on the current tokio runtime (so it must
+    /// be called inside one).
     pub fn new() -> Result<Self, VipError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(VipError::Connect)?;
+        let requests = RtnlSocket::open().map_err(VipError::Connect)?;
         tokio::spawn(connection);
-        Ok(Self { handle })
-    }
-
-    /// A manager over an existing rtnetlink handle.
-    pub fn from_handle(handle: Handle) -> Self {
-        Self { handle }
+        Ok(Self {
+            handle,
+            requests: Arc::new(Mutex::new(requests)),
+        })
     }
 
     /// The rtnetlink connection (shared with the routes' and the vmacs' managers).
@@ -192,8 +213,7 @@ impl VipManager {
         let mut indexes = HashMap::new();
         for vip in vips {
             if !indexes.contains_key(vip.iface.as_str()) {
-                let index = self.link_index(&vip.iface, vip).await?;
-                indexes.insert(vip.iface.as_str(), index);
+                indexes.insert(vip.iface.as_str(), link_index(&vip.iface));
             }
         }
         let mut dump = self.handle.address().get().execute();
@@ -244,17 +264,10 @@ impl VipManager {
     /// preferred lifetime (valid forever).
     async fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
         vip.check()?;
-        let index =
-            self.link_index(&vip.iface, vip)
-                .await?
-                .ok_or_else(|| VipError::NoSuchInterface {
-                    vip: vip.to_string(),
-                })?;
-        let mut request = self.handle.address().add(index, vip.addr, vip.prefix_len);
-        if preferred.is_some() {
-            request = request.replace();
-        }
-        let message = request.message_mut();
+        let index = link_index(&vip.iface).ok_or_else(|| VipError::NoSuchInterface {
+            vip: vip.to_string(),
+        })?;
+        let mut message = address_message(vip, index);
         if let Some(preferred) = preferred {
             let mut lifetimes = CacheInfo::default();
             lifetimes.ifa_preferred = preferred;
@@ -278,10 +291,14 @@ impl VipManager {
                     .push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
         }
-        match request.execute().await {
+        let flags = match preferred {
+            Some(_) => NLM_F_CREATE | NLM_F_REPLACE,
+            None => NLM_F_CREATE | NLM_F_EXCL,
+        };
+        match self.request(RouteNetlinkMessage::NewAddress(message), flags) {
             Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(source) => Err(VipError::Netlink {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            Err(source) => Err(VipError::Request {
                 op: "add",
                 vip: vip.to_string(),
                 source,
@@ -293,30 +310,21 @@ impl VipManager {
     /// absent.
     async fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
         vip.check()?;
-        let Some(index) = self.link_index(&vip.iface, vip).await? else {
+        let Some(index) = link_index(&vip.iface) else {
             return Ok(false);
         };
-        let message = match vip.addr {
-            IpAddr::V4(addr) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(index)
-                .address(addr, vip.prefix_len)
-                .build(),
-            IpAddr::V6(addr) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(index)
-                .address(addr, vip.prefix_len)
-                .build(),
-        };
-        match self.handle.address().del(message).execute().await {
+        let message = address_message(vip, index);
+        match self.request(RouteNetlinkMessage::DelAddress(message), 0) {
             Ok(()) => Ok(true),
             Err(e)
                 if matches!(
-                    errno(&e),
+                    e.errno(),
                     Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ENODEV)
                 ) =>
             {
                 Ok(false)
             }
-            Err(source) => Err(VipError::Netlink {
+            Err(source) => Err(VipError::Request {
                 op: "remove",
                 vip: vip.to_string(),
                 source,
@@ -324,24 +332,34 @@ impl VipManager {
         }
     }
 
-    /// The index of `iface`, `None` if there is no such interface.
-    async fn link_index(&self, iface: &str, vip: &Vip) -> Result<Option<u32>, VipError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(iface.to_owned())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(link)) => Ok(Some(link.header.index)),
-            Ok(None) => Ok(None),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(VipError::Netlink {
-                op: "link lookup",
-                vip: vip.to_string(),
-                source,
-            }),
-        }
+    /// One request on this manager's own socket, answered before it returns.
+    fn request(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), RtnlError> {
+        // A panic elsewhere while the socket was held leaves it as usable as before.
+        let mut socket = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        socket.acknowledged(message, flags)
+    }
+}
+
+/// The index of `iface`, `None` if there is no such interface.
+fn link_index(iface: &str) -> Option<u32> {
+    super::interface_index(iface).ok()
+}
+
+/// The address message naming `vip` on interface `index`: its local address (and, for IPv4,
+/// its broadcast address) and prefix length.
+fn address_message(vip: &Vip, index: u32) -> AddressMessage {
+    match vip.addr {
+        IpAddr::V4(addr) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(addr, vip.prefix_len)
+            .build(),
+        IpAddr::V6(addr) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(addr, vip.prefix_len)
+            .build(),
     }
 }
 

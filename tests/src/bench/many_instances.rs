@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::scale_pair::{DaemonKind, NODE_A, NODE_B, PairSpec, ScalePair, per_family};
 use super::stats::{Spread, ms, ratio};
-use super::{BenchError, Timing, random_below, rss_kib, sample_windows};
+use super::{
+    BenchError, Timing, can_place_apart, place_apart, random_below, rss_kib, sample_windows,
+};
 use crate::chaos::observe::HolderEvent;
 
 /// Parameters of the benchmark.
@@ -73,6 +75,8 @@ pub struct ScaleIdle {
     /// (master, backup): VmRSS summed over the daemon's processes, KiB.
     pub rss_kib: (u64, u64),
     pub processes: (usize, usize),
+    /// Whether each node and its receive path ran on a CPU of its own ([`place_apart`]).
+    pub apart: bool,
 }
 
 /// How the backup took every VIP over after the cut.
@@ -192,11 +196,18 @@ fn measure(pair: &ScalePair, config: &ManyInstancesConfig) -> Result<ManyInstanc
     })
 }
 
-/// The idle cost of every pair of `pairs` over one and the same `window`.
-fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Vec<ScaleIdle> {
+/// The idle cost of every pair of `pairs` over one and the same `window`, each node and its
+/// receive path on a CPU of its own where the host has two.
+fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Result<Vec<ScaleIdle>, BenchError> {
     let pids: Vec<(Vec<u32>, Vec<u32>)> = pairs.iter().map(|p| (p.a.pids(), p.b.pids())).collect();
+    let apart = can_place_apart();
+    if apart {
+        for (pair, (a, b)) in pairs.iter().zip(&pids) {
+            place_apart(&pair.pair, a, b)?;
+        }
+    }
     let windows = sample_windows(&pids, window, 1);
-    (pids.iter().zip(windows))
+    Ok((pids.iter().zip(windows))
         .filter_map(|((a, b), windows)| {
             let measured = windows.first()?;
             Some(ScaleIdle {
@@ -204,9 +215,10 @@ fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Vec<ScaleIdle> {
                 cpu_percent: measured.cpu_percent_schedstat,
                 rss_kib: (rss_kib(a), rss_kib(b)),
                 processes: (a.len(), b.len()),
+                apart,
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The idle cost of a settled pair of every kind of `kinds`, all running at once and measured
@@ -218,7 +230,7 @@ pub fn idle_side_by_side(
     let pairs = (kinds.iter())
         .map(|&kind| ScalePair::start(pair_spec(kind, config), |_| per_family(config.per_family)))
         .collect::<Result<Vec<_>, _>>()?;
-    let costs = idle_costs(&pairs.iter().collect::<Vec<_>>(), config.idle_window);
+    let costs = idle_costs(&pairs.iter().collect::<Vec<_>>(), config.idle_window)?;
     Ok(kinds.iter().copied().zip(costs).collect())
 }
 
@@ -233,6 +245,16 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
         config.per_family,
         config.advert_interval.as_millis()
     );
+    if runs
+        .iter()
+        .find_map(|r| r.idle)
+        .is_some_and(|idle| idle.apart)
+    {
+        let _ = writeln!(
+            out,
+            "Idle: each node and its receive path on a CPU of its own, as on two hosts."
+        );
+    }
     let _ = writeln!(
         out,
         "| contender | idle CPU % master | idle CPU % backup | RSS KiB master (procs) | RSS KiB backup (procs) | runs | all {instances} held: median | worst | first VIP (median) | bound MDI + 50 ms | last instance (worst run) | VIPs missing / late events |"
