@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{interface_index, register, setsockopt_raw};
+use super::{interface_index_on, register, setsockopt_raw};
 
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -119,9 +119,11 @@ impl Announcer {
     /// address is tried; the first failure is returned after all were tried. IPv6 addresses must
     /// be assigned to `iface` (they are the source of their advertisement).
     pub async fn announce(&self, iface: &str, addrs: &[IpAddr]) -> Result<(), AnnounceError> {
-        let ifindex = interface_index(iface).map_err(|source| AnnounceError::NoSuchInterface {
-            iface: iface.to_owned(),
-            source,
+        let ifindex = interface_index_on(self.packet.get_ref(), iface).map_err(|source| {
+            AnnounceError::NoSuchInterface {
+                iface: iface.to_owned(),
+                source,
+            }
         })?;
         let mac = hardware_address(self.packet.get_ref(), iface).ok_or_else(|| {
             AnnounceError::NoHardwareAddress {
@@ -230,17 +232,7 @@ pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> [u8; NA_LEN] {
 /// `SIOCGIFHWADDR`, so its cost does not grow with the addresses on the host (a takeover of
 /// hundreds of instances announces each of them, with hundreds of VIPs on the link).
 pub fn hardware_address(socket: &Socket, iface: &str) -> Option<[u8; 6]> {
-    // SAFETY: `ifreq` is a plain C struct of integers, arrays and a union of them; all-zero is
-    // valid.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = iface.as_bytes();
-    // The name must leave room for its terminating NUL.
-    if name.len() >= request.ifr_name.len() {
-        return None;
-    }
-    for (to, from) in request.ifr_name.iter_mut().zip(name) {
-        *to = *from as libc::c_char;
-    }
+    let mut request = super::interface_request(iface).ok()?;
     // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name of `request` and writes its
     // `ifru_hwaddr`; `request` is live and exclusively borrowed for the call.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut request) };

@@ -45,6 +45,39 @@ pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
     nix::net::if_::if_nametoindex(name).map_err(io::Error::from)
 }
 
+/// The index of interface `name` in the namespace of `socket` (any socket of a family that
+/// leaves interface requests to the kernel's generic handler: packet, netlink, inet): one
+/// `SIOCGIFINDEX`, where [`interface_index`] opens and closes a socket around it.
+pub(crate) fn interface_index_on(socket: &impl AsRawFd, name: &str) -> io::Result<u32> {
+    let mut request = interface_request(name)?;
+    // SAFETY: SIOCGIFINDEX reads the NUL-terminated name of `request` and writes its
+    // `ifru_ifindex`; `request` is live and exclusively borrowed for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut request) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a successful SIOCGIFINDEX wrote `ifru_ifindex`, the member read here.
+    let index = unsafe { request.ifr_ifru.ifru_ifindex };
+    u32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// An interface request (`struct ifreq`) naming `name`, the rest zero; `ENODEV` for a name the
+/// kernel cannot hold (too long, or with a NUL).
+pub(crate) fn interface_request(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: `ifreq` is a plain C struct of integers, arrays and a union of them; all-zero is
+    // valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    // The name must leave room for its terminating NUL.
+    if bytes.len() >= request.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    Ok(request)
+}
+
 /// Registers `socket` with the tokio reactor of the current runtime.
 pub(crate) fn register(
     socket: socket2::Socket,

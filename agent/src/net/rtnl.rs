@@ -83,6 +83,12 @@ impl RtnlSocket {
         })
     }
 
+    /// The index of interface `name` in the socket's namespace (see
+    /// [`super::interface_index_on`]).
+    pub fn interface_index(&self, name: &str) -> io::Result<u32> {
+        super::interface_index_on(&self.fd, name)
+    }
+
     /// Sends `message` with `flags` (besides `NLM_F_REQUEST | NLM_F_ACK`) and returns once the
     /// kernel acknowledged it, or with what it answered instead.
     pub fn acknowledged(&mut self, message: RouteNetlinkMessage, flags: u16) -> Answer {
@@ -230,6 +236,21 @@ mod tests {
         datagram.extend(error_message(7, 0));
         assert!(matches!(answer_to(&datagram, 7), Ok(Some(Ok(())))));
         assert!(matches!(answer_to(&error_message(6, 0), 7), Ok(None)));
+    }
+
+    #[test]
+    fn an_interface_index_read_on_the_socket_is_the_one_its_namespace_gives() {
+        let socket = RtnlSocket::open().expect("a netlink socket");
+        let lo = super::super::interface_index("lo").expect("loopback");
+        assert_eq!(socket.interface_index("lo").expect("loopback"), lo);
+        let missing = socket
+            .interface_index("hav-no-such0")
+            .expect_err("no such link");
+        assert_eq!(missing.raw_os_error(), Some(libc::ENODEV));
+        let too_long = socket
+            .interface_index("a-name-of-16-byt")
+            .expect_err("too long a name");
+        assert_eq!(too_long.raw_os_error(), Some(libc::ENODEV));
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl VipManager {
         let mut indexes = HashMap::new();
         for vip in vips {
             if !indexes.contains_key(vip.iface.as_str()) {
-                indexes.insert(vip.iface.as_str(), link_index(&vip.iface));
+                indexes.insert(vip.iface.as_str(), self.link_index(&vip.iface));
             }
         }
         let mut dump = self.handle.address().get().execute();
@@ -264,9 +264,11 @@ impl VipManager {
     /// preferred lifetime (valid forever).
     async fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
         vip.check()?;
-        let index = link_index(&vip.iface).ok_or_else(|| VipError::NoSuchInterface {
-            vip: vip.to_string(),
-        })?;
+        let index = self
+            .link_index(&vip.iface)
+            .ok_or_else(|| VipError::NoSuchInterface {
+                vip: vip.to_string(),
+            })?;
         let mut message = address_message(vip, index);
         if let Some(preferred) = preferred {
             let mut lifetimes = CacheInfo::default();
@@ -310,7 +312,7 @@ impl VipManager {
     /// absent.
     async fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
         vip.check()?;
-        let Some(index) = link_index(&vip.iface) else {
+        let Some(index) = self.link_index(&vip.iface) else {
             return Ok(false);
         };
         let message = address_message(vip, index);
@@ -334,18 +336,18 @@ impl VipManager {
 
     /// One request on this manager's own socket, answered before it returns.
     fn request(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), RtnlError> {
-        // A panic elsewhere while the socket was held leaves it as usable as before.
-        let mut socket = self
-            .requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        socket.acknowledged(message, flags)
+        self.socket().acknowledged(message, flags)
     }
-}
 
-/// The index of `iface`, `None` if there is no such interface.
-fn link_index(iface: &str) -> Option<u32> {
-    super::interface_index(iface).ok()
+    /// The index of `iface`, `None` if there is no such interface.
+    fn link_index(&self, iface: &str) -> Option<u32> {
+        self.socket().interface_index(iface).ok()
+    }
+
+    fn socket(&self) -> std::sync::MutexGuard<'_, RtnlSocket> {
+        // A panic elsewhere while the socket was held leaves it as usable as before.
+        (self.requests.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The address message naming `vip` on interface `index`: its local address (and, for IPv4,
