@@ -13,18 +13,19 @@ use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_server::AgentService;
 use hav_proto::v1::coordinator_message::Body as CoordinatorBody;
 use hav_proto::v1::{
-    AgentMessage, ApplyConfig, Command, CoordinatorMessage, FleetEvent, NodeConfigDoc,
-    PROTOCOL_VERSION, Welcome, command, fleet_event, session_version,
+    AgentMessage, ApplyConfig, CoordinatorMessage, FleetEvent, NodeConfigDoc, PROTOCOL_VERSION,
+    Welcome, command, fleet_event, session_version,
 };
 use prost::Message;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::peer_identity;
 use crate::closing::until_stopped;
+use crate::command_queue::CommandReceiver;
 use crate::error::ControlError;
 use crate::state::Shared;
 use crate::store::NodeStateRecord;
+use crate::tls::Peer;
 use crate::unix_ms;
 
 /// How long an agent has to send its Hello.
@@ -67,9 +68,8 @@ impl AgentService for AgentServiceImpl {
             }
             .into());
         }
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
+        let peer = Peer::of(&request)
+            .map(|peer| peer.remote.to_string())
             .unwrap_or_default();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -189,7 +189,7 @@ impl AgentService for AgentServiceImpl {
 /// What an agent's response stream still has to send.
 struct Downstream {
     welcome: Option<CoordinatorMessage>,
-    commands: mpsc::Receiver<Box<Command>>,
+    commands: CommandReceiver,
     membership: Option<tokio::sync::watch::Receiver<Option<i64>>>,
 }
 

@@ -10,16 +10,16 @@ use tonic::Request;
 
 use crate::error::ControlError;
 use crate::state::Shared;
+use crate::tls::Peer;
 
 /// The identity in the verified client certificate of this call's connection, which must be
 /// valid now: a connection that resumed a TLS session had its certificate checked when the
 /// session began, possibly before the certificate expired.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<Identity, ControlError> {
-    let certs = request
-        .peer_certs()
+    let certified = Peer::of(request)
+        .and_then(|peer| peer.identity.as_deref())
         .ok_or(ControlError::NoPeerCertificate)?;
-    let leaf = certs.first().ok_or(ControlError::NoPeerCertificate)?;
-    Ok(Identity::from_current_cert_der(leaf)?)
+    Ok(certified.current()?)
 }
 
 /// The calling operator's name, after checking it holds an operator certificate and, if `change`

@@ -13,6 +13,7 @@ pub mod agent_service;
 pub mod alerts;
 pub mod auth;
 pub mod closing;
+pub mod command_queue;
 pub mod diff;
 pub mod dns;
 pub mod error;

@@ -23,8 +23,9 @@ use hav_proto::v1::{
     Command, CommandAck, FleetEvent, Hello, NodePresence, Presence, StateSnapshot, Transition,
     command, fleet_event,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::command_queue::{CommandReceiver, CommandSender, TrySendError, command_queue};
 use crate::error::ControlError;
 
 /// Events buffered per watcher before it starts to lag.
@@ -56,8 +57,7 @@ pub struct LiveNode {
 enum Link {
     /// Connected here.
     Local {
-        /// Boxed: a queue's storage is allocated for 32 entries at once, for every agent.
-        commands: mpsc::Sender<Box<Command>>,
+        commands: CommandSender,
         pending: HashMap<u64, oneshot::Sender<CommandAck>>,
         /// The store revision at which the relay announced it to the other coordinators.
         announced: Option<i64>,
@@ -188,14 +188,9 @@ impl Registry {
 
     /// Registers a session for `node` connected here (replacing any older one, whose command
     /// queue closes) and returns its id and the receiving end of its command queue.
-    pub fn register(
-        &self,
-        node: &str,
-        hello: Hello,
-        peer: String,
-    ) -> (u64, mpsc::Receiver<Box<Command>>) {
+    pub fn register(&self, node: &str, hello: Hello, peer: String) -> (u64, CommandReceiver) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (commands, rx) = command_queue(COMMAND_QUEUE);
         let session = Session {
             id,
             live: LiveNode {
@@ -505,8 +500,8 @@ impl Registry {
             _ => return Err(ControlError::NotConnected(node.to_owned())),
         };
         queue.try_send(Box::new(command)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
-            mpsc::error::TrySendError::Closed(_) => ControlError::NotConnected(node.to_owned()),
+            TrySendError::Full(_) => ControlError::CommandQueueFull(node.to_owned()),
+            TrySendError::Closed(_) => ControlError::NotConnected(node.to_owned()),
         })?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(ack)) => Ok(ack),

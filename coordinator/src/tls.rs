@@ -9,19 +9,25 @@
 //! the TLS alert saying why and then an orderly close, never a reset that could destroy the alert
 //! before the client reads it; a reload that fails keeps the previous config.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use hav_proto::identity::CertifiedIdentity;
 use hav_proto::transport::{TransportError, load_certs, load_key, root_store};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
+use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
 
 /// A TLS handshake must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,12 +175,90 @@ fn fingerprint(files: &ServerTlsFiles) -> Fingerprint {
         .collect()
 }
 
+/// An accepted mTLS connection with its [`Peer`], which every request on it gets; the TLS state
+/// is on the heap.
+///
+/// The gRPC server moves the stream it is given into a chain of nested futures (its connection
+/// task, HTTP/2's codec) that live as long as the connection, and a moved-from value still takes
+/// its room in the future that held it: a stream kept by value (over a kilobyte of TLS state) is
+/// paid for twice per connection, a boxed one once.
+pub struct TlsConnection(Box<Accepted>);
+
+struct Accepted {
+    stream: TlsStream<TcpStream>,
+    peer: Peer,
+}
+
+/// What a connection's handshake established about its client, in the extensions of every
+/// request on it: where it connects from and the identity its verified certificate carries.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    /// `None` if the client presented no certificate (the TLS config demands one).
+    pub identity: Option<Arc<CertifiedIdentity>>,
+}
+
+impl Peer {
+    /// The peer of a request served here, if it came over a connection accepted here.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&Peer> {
+        request.extensions().get::<Peer>()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.0.peer.clone()
+    }
+}
+
 /// Accepts TCP connections and yields only those whose TLS handshake succeeded. Each handshake
 /// runs in its own task, so a slow or hostile client cannot hold up the others.
 pub fn incoming(
     listener: TcpListener,
     config: watch::Receiver<Arc<ServerConfig>>,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> ReceiverStream<Result<TlsConnection, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -194,7 +278,22 @@ pub fn incoming(
                 let handshake = acceptor.accept(tcp).into_fallible();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        // The identity is read once per connection; its validity period is
+                        // checked again on every call (`auth::peer_identity`).
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| Arc::new(CertifiedIdentity::from_cert_der(leaf)));
+                        let connection = TlsConnection(Box::new(Accepted {
+                            stream,
+                            peer: Peer {
+                                remote: peer,
+                                identity,
+                            },
+                        }));
+                        let _ = tx.send(Ok(connection)).await;
                     }
                     Ok(Err((e, tcp))) => {
                         log_refused(peer, &e);

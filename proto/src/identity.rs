@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use x509_parser::certificate::Validity;
+
 /// The URI scheme prefix of every hav identity.
 pub const SCHEME: &str = "hav://";
 
@@ -33,7 +35,7 @@ pub enum Identity {
 }
 
 /// Why a certificate or URI does not carry a usable hav identity.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IdentityError {
     #[error("certificate is not valid X.509: {0}")]
@@ -163,6 +165,34 @@ impl Identity {
             [uri] => Identity::from_uri(uri),
             many => Err(IdentityError::Ambiguous(many.len())),
         }
+    }
+}
+
+/// A certificate's identity and validity period, read once for a connection that outlives the
+/// moment: [`CertifiedIdentity::current`] answers at any time as [`Identity::from_current_cert_der`]
+/// on the same certificate would then, without keeping the certificate or parsing it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedIdentity(Result<(Validity, Result<Identity, IdentityError>), IdentityError>);
+
+impl CertifiedIdentity {
+    /// Reads the identity and validity period of a DER certificate.
+    pub fn from_cert_der(der: &[u8]) -> CertifiedIdentity {
+        let validity = x509_parser::parse_x509_certificate(der)
+            .map(|(_, cert)| cert.validity().clone())
+            .map_err(|e| IdentityError::Certificate(e.to_string()));
+        CertifiedIdentity(validity.map(|validity| (validity, Identity::from_cert_der(der))))
+    }
+
+    /// The identity, if the certificate is within its validity period now.
+    pub fn current(&self) -> Result<Identity, IdentityError> {
+        let (validity, identity) = self.0.as_ref().map_err(Clone::clone)?;
+        if !validity.is_valid() {
+            return Err(IdentityError::NotValidNow {
+                not_before: validity.not_before.to_string(),
+                not_after: validity.not_after.to_string(),
+            });
+        }
+        identity.clone()
     }
 }
 

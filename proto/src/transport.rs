@@ -209,7 +209,11 @@ fn endpoint(address: &str) -> Result<(Endpoint, ServerName<'static>, String), Tr
     uri.port_u16().ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+    // The server is asked to keep no dynamic HPACK table for the headers it sends us
+    // (SETTINGS_HEADER_TABLE_SIZE 0): a coordinator would keep one per agent connection for as
+    // long as it lasts, and the few response headers of a long-lived stream gain nothing from it.
     let endpoint = Endpoint::from(uri)
+        .http2_header_table_size(0)
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));

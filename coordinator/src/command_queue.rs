@@ -1,0 +1,219 @@
+//! The queue of commands for one agent's session: the registry sends into it, the session's
+//! response stream receives from it.
+//!
+//! One exists for every connected agent for as long as its session lasts, idle nearly always, so
+//! it is small: a lock, a list that allocates only once a command is queued, and a wake-up for
+//! the one receiver (a general-purpose channel allocates its slots and cache-padded state up
+//! front, several hundred bytes per agent).
+//!
+//! Guarantees, as a bounded channel's: at most `capacity` commands wait (a send beyond that is
+//! refused as [`TrySendError::Full`]); a send once the receiver is gone is refused as
+//! [`TrySendError::Closed`]; the receiver gets every queued command in order, then `None` once
+//! every sender is gone.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hav_proto::v1::Command;
+use tokio::sync::Notify;
+
+/// Why a command was not queued; the command comes back.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// `capacity` commands are already waiting.
+    Full(Box<Command>),
+    /// The receiver is gone (the session's stream ended).
+    Closed(Box<Command>),
+}
+
+/// Why nothing was received without waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is queued, and a sender remains.
+    Empty,
+    /// Nothing is queued, and every sender is gone.
+    Disconnected,
+}
+
+/// A queue holding at most `capacity` commands.
+pub fn command_queue(capacity: usize) -> (CommandSender, CommandReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            commands: VecDeque::new(),
+            capacity,
+            senders: 1,
+            receiving: true,
+        }),
+        queued: Notify::new(),
+    });
+    (
+        CommandSender {
+            shared: shared.clone(),
+        },
+        CommandReceiver { shared },
+    )
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when a command is queued or the last sender goes.
+    queued: Notify,
+}
+
+struct State {
+    commands: VecDeque<Box<Command>>,
+    capacity: usize,
+    senders: usize,
+    receiving: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned one still holds consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending end; clones send into the same queue.
+pub struct CommandSender {
+    shared: Arc<Shared>,
+}
+
+impl CommandSender {
+    /// Queues `command` without waiting.
+    pub fn try_send(&self, command: Box<Command>) -> Result<(), TrySendError> {
+        {
+            let mut state = self.shared.lock();
+            if !state.receiving {
+                return Err(TrySendError::Closed(command));
+            }
+            if state.commands.len() >= state.capacity {
+                return Err(TrySendError::Full(command));
+            }
+            state.commands.push_back(command);
+        }
+        self.shared.queued.notify_one();
+        Ok(())
+    }
+}
+
+impl Clone for CommandSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        CommandSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for CommandSender {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.shared.lock();
+            state.senders -= 1;
+            state.senders == 0
+        };
+        if last {
+            self.shared.queued.notify_one();
+        }
+    }
+}
+
+/// The receiving end.
+pub struct CommandReceiver {
+    shared: Arc<Shared>,
+}
+
+impl CommandReceiver {
+    /// The next command, waiting for one; `None` once none is queued and every sender is gone.
+    /// Cancel-safe: a command is taken only when it is returned.
+    pub async fn recv(&mut self) -> Option<Box<Command>> {
+        loop {
+            match self.try_recv() {
+                Ok(command) => return Some(command),
+                Err(TryRecvError::Disconnected) => return None,
+                // A notification between this check and the wait is kept for the wait (one
+                // receiver, `notify_one`): nothing is missed.
+                Err(TryRecvError::Empty) => self.shared.queued.notified().await,
+            }
+        }
+    }
+
+    /// The next command if one is queued.
+    pub fn try_recv(&mut self) -> Result<Box<Command>, TryRecvError> {
+        let mut state = self.shared.lock();
+        match state.commands.pop_front() {
+            Some(command) => Ok(command),
+            None if state.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Whether every sender is gone (commands may still be queued).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().senders == 0
+    }
+}
+
+impl Drop for CommandReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiving = false;
+        state.commands.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: u64) -> Box<Command> {
+        Box::new(Command {
+            id,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn commands_arrive_in_order_then_none_once_every_sender_is_gone() {
+        let (tx, mut rx) = command_queue(4);
+        let other = tx.clone();
+        tx.try_send(command(1)).expect("room for it");
+        other.try_send(command(2)).expect("room for it");
+        drop(tx);
+        assert!(!rx.is_closed());
+        assert_eq!(rx.recv().await.map(|c| c.id), Some(1));
+        drop(other);
+        assert!(rx.is_closed());
+        assert_eq!(rx.recv().await.map(|c| c.id), Some(2));
+        assert_eq!(rx.recv().await.map(|c| c.id), None);
+        assert_eq!(rx.try_recv().map(|c| c.id), Err(TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_for_a_command_and_for_the_last_sender_leaving() {
+        let (tx, mut rx) = command_queue(4);
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await.map(|c| c.id);
+            let end = rx.recv().await.map(|c| c.id);
+            (first, end)
+        });
+        tokio::task::yield_now().await;
+        tx.try_send(command(7)).expect("room for it");
+        tokio::task::yield_now().await;
+        drop(tx);
+        assert_eq!(waiting.await.expect("the receiver ran"), (Some(7), None));
+    }
+
+    #[test]
+    fn a_full_queue_and_a_gone_receiver_refuse_the_command() {
+        let (tx, mut rx) = command_queue(2);
+        tx.try_send(command(1)).expect("room for it");
+        tx.try_send(command(2)).expect("room for it");
+        assert!(matches!(tx.try_send(command(3)), Err(TrySendError::Full(c)) if c.id == 3));
+        assert_eq!(rx.try_recv().map(|c| c.id), Ok(1));
+        tx.try_send(command(3)).expect("room again");
+        drop(rx);
+        assert!(matches!(tx.try_send(command(4)), Err(TrySendError::Closed(c)) if c.id == 4));
+    }
+}
