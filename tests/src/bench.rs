@@ -786,6 +786,56 @@ pub fn measure_idle(
     Ok(costs)
 }
 
+/// A CPU's time from `/proc/stat`, in clock ticks: busy (user, nice, system, irq, softirq,
+/// steal) and in all (busy, idle and iowait). Unlike a process's own time, busy time includes
+/// the receive path's softirq work wherever it ran (in the daemon's context, in idle, or in
+/// `ksoftirqd`): with a node's processes and receive path on one CPU, that CPU's busy time is
+/// what the node costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// CPU `cpu`'s times now.
+    pub fn read(cpu: usize) -> Result<CpuTimes, BenchError> {
+        let stat = fs::read_to_string("/proc/stat")
+            .map_err(|e| BenchError::Io(format!("cannot read /proc/stat: {e}")))?;
+        CpuTimes::parse(&stat, cpu)
+            .ok_or_else(|| BenchError::Io(format!("no line for CPU {cpu} in /proc/stat")))
+    }
+
+    /// CPU `cpu`'s times from the text of `/proc/stat`.
+    pub fn parse(stat: &str, cpu: usize) -> Option<CpuTimes> {
+        let label = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(label.as_str()))?;
+        let fields: Vec<u64> = (line.split_whitespace().skip(1))
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+            return None;
+        };
+        let busy = user + nice + system + irq + softirq + steal;
+        Some(CpuTimes {
+            busy,
+            total: busy + idle + iowait,
+        })
+    }
+
+    /// The share of the time from `self` to `later` the CPU was busy, in % (0 if no tick passed).
+    pub fn busy_percent_until(&self, later: &CpuTimes) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        match total {
+            0 => 0.0,
+            total => later.busy.saturating_sub(self.busy) as f64 * 100.0 / total as f64,
+        }
+    }
+}
+
 /// Whether the host has the two CPUs [`place_apart`] needs.
 pub fn can_place_apart() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
@@ -1180,6 +1230,39 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STAT: &str = "cpu  100 0 50 1000 5 0 20 0 0 0\n\
+        cpu0 60 0 30 500 2 0 10 0 0 0\n\
+        cpu1 40 1 20 500 3 4 10 2 0 0\n\
+        intr 12345\n";
+
+    #[test]
+    fn a_cpus_busy_time_counts_softirq_and_steal_and_leaves_out_idle_and_iowait() {
+        assert_eq!(
+            CpuTimes::parse(STAT, 1),
+            Some(CpuTimes {
+                busy: 40 + 1 + 20 + 4 + 10 + 2,
+                total: 77 + 500 + 3
+            })
+        );
+        assert_eq!(CpuTimes::parse(STAT, 0).map(|t| t.busy), Some(60 + 30 + 10));
+        assert_eq!(CpuTimes::parse(STAT, 2), None, "no such CPU");
+        assert_eq!(CpuTimes::parse("cpu1 1 2 3\n", 1), None, "a short line");
+    }
+
+    #[test]
+    fn busy_percent_is_the_busy_share_of_the_ticks_between_two_readings() {
+        let before = CpuTimes {
+            busy: 100,
+            total: 1000,
+        };
+        let after = CpuTimes {
+            busy: 130,
+            total: 1200,
+        };
+        assert!((before.busy_percent_until(&after) - 15.0).abs() < 1e-9);
+        assert_eq!(before.busy_percent_until(&before), 0.0, "no tick passed");
+    }
 
     #[test]
     fn master_down_interval_matches_the_rfc_formula() {

@@ -1,9 +1,11 @@
 //! Many instances per node: 255 IPv4 and 255 IPv6 VRRPv3 instances on one interface, for a hav
 //! pair and a keepalived pair, each in a fresh [`ScalePair`].
 //!
-//! Idle cost first ([`idle_side_by_side`]): a settled pair of every contender at once, measured
-//! over the same window (CPU from schedstat, as [`super::measure_idle`] does, and RSS summed
-//! over the daemon's processes). Then per repetition: the pair settles (node `a` master of every
+//! Idle cost first ([`idle_costs_each_alone`]): a settled pair of each contender in turn, alone
+//! on the host, each node and its receive path on a CPU of its own: the daemon's CPU from
+//! schedstat (as [`super::measure_idle`] does), each node's whole CPU from `/proc/stat` (the
+//! receive path's softirq work included, which schedstat charges to whatever task it
+//! interrupts), and RSS summed over the daemon's processes. Then per repetition: the pair settles (node `a` master of every
 //! instance, `b` backup of every one), then
 //! `a`'s switch port goes down and the figure is the time from the cut until `b` holds every
 //! VIP, read from netlink address notifications in `b`'s namespace. Nothing asserts on timing:
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 use super::scale_pair::{DaemonKind, NODE_A, NODE_B, PairSpec, ScalePair, per_family};
 use super::stats::{Spread, ms, ratio};
 use super::{
-    BenchError, Timing, can_place_apart, place_apart, random_below, rss_kib, sample_windows,
+    BenchError, CpuTimes, Timing, can_place_apart, place_apart, random_below, rss_kib,
+    sample_windows,
 };
 use crate::chaos::observe::HolderEvent;
 
@@ -77,6 +80,9 @@ pub struct ScaleIdle {
     pub processes: (usize, usize),
     /// Whether each node and its receive path ran on a CPU of its own ([`place_apart`]).
     pub apart: bool,
+    /// (master, backup): % of the node's CPU that was busy, from `/proc/stat` ([`CpuTimes`]);
+    /// only with the nodes apart.
+    pub node_cpu_percent: Option<(f64, f64)>,
 }
 
 /// How the backup took every VIP over after the cut.
@@ -134,7 +140,7 @@ pub fn takeover(events: &[HolderEvent], fault: Instant, node: usize, vips: usize
 #[derive(Debug, Clone)]
 pub struct ManyInstancesRun {
     pub kind: DaemonKind,
-    /// The idle cost of this contender, on its first repetition ([`idle_side_by_side`]).
+    /// The idle cost of this contender, on its first repetition ([`idle_costs_each_alone`]).
     pub idle: Option<ScaleIdle>,
     pub takeover: Takeover,
     /// The name of the instance of [`Takeover::last_vip`].
@@ -153,8 +159,8 @@ fn pair_spec(kind: DaemonKind, config: &ManyInstancesConfig) -> PairSpec {
     }
 }
 
-/// One repetition: a fresh pair and the cut (its idle cost is measured apart, side by side:
-/// [`idle_side_by_side`]).
+/// One repetition: a fresh pair and the cut (its idle cost is measured apart:
+/// [`idle_costs_each_alone`]).
 pub fn run_once(
     kind: DaemonKind,
     config: &ManyInstancesConfig,
@@ -196,42 +202,51 @@ fn measure(pair: &ScalePair, config: &ManyInstancesConfig) -> Result<ManyInstanc
     })
 }
 
-/// The idle cost of every pair of `pairs` over one and the same `window`, each node and its
-/// receive path on a CPU of its own where the host has two.
-fn idle_costs(pairs: &[&ScalePair], window: Duration) -> Result<Vec<ScaleIdle>, BenchError> {
-    let pids: Vec<(Vec<u32>, Vec<u32>)> = pairs.iter().map(|p| (p.a.pids(), p.b.pids())).collect();
+/// The idle cost of `pair` over `window`, each node and its receive path on a CPU of its own
+/// where the host has two (then each node's CPU is measured whole as well: nothing else of
+/// the benchmark's may run then, but its idle observers).
+fn idle_cost(pair: &ScalePair, window: Duration) -> Result<ScaleIdle, BenchError> {
+    let (a, b) = (pair.a.pids(), pair.b.pids());
     let apart = can_place_apart();
     if apart {
-        for (pair, (a, b)) in pairs.iter().zip(&pids) {
-            place_apart(&pair.pair, a, b)?;
-        }
+        place_apart(&pair.pair, &a, &b)?;
     }
-    let windows = sample_windows(&pids, window, 1);
-    Ok((pids.iter().zip(windows))
-        .filter_map(|((a, b), windows)| {
-            let measured = windows.first()?;
-            Some(ScaleIdle {
-                window,
-                cpu_percent: measured.cpu_percent_schedstat,
-                rss_kib: (rss_kib(a), rss_kib(b)),
-                processes: (a.len(), b.len()),
-                apart,
-            })
+    let cpus = |apart: bool| -> Result<Option<[CpuTimes; 2]>, BenchError> {
+        Ok(match apart {
+            true => Some([CpuTimes::read(0)?, CpuTimes::read(1)?]),
+            false => None,
         })
-        .collect())
+    };
+    let before = cpus(apart)?;
+    let pids = [(a.clone(), b.clone())];
+    let windows = sample_windows(&pids, window, 1);
+    let after = cpus(apart)?;
+    let measured = (windows.first().and_then(|w| w.first()))
+        .ok_or_else(|| BenchError::Io("no idle window was measured".into()))?;
+    Ok(ScaleIdle {
+        window,
+        cpu_percent: measured.cpu_percent_schedstat,
+        rss_kib: (rss_kib(&a), rss_kib(&b)),
+        processes: (a.len(), b.len()),
+        apart,
+        node_cpu_percent: before
+            .zip(after)
+            .map(|([a0, b0], [a1, b1])| (a0.busy_percent_until(&a1), b0.busy_percent_until(&b1))),
+    })
 }
 
-/// The idle cost of a settled pair of every kind of `kinds`, all running at once and measured
-/// over the same window: what else the host does weighs on each alike.
-pub fn idle_side_by_side(
+/// The idle cost of a settled pair of every kind of `kinds`, one after the other, each alone
+/// on the host: a node's whole CPU is its own only while no other contender runs.
+pub fn idle_costs_each_alone(
     kinds: &[DaemonKind],
     config: &ManyInstancesConfig,
 ) -> Result<Vec<(DaemonKind, ScaleIdle)>, BenchError> {
-    let pairs = (kinds.iter())
-        .map(|&kind| ScalePair::start(pair_spec(kind, config), |_| per_family(config.per_family)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let costs = idle_costs(&pairs.iter().collect::<Vec<_>>(), config.idle_window)?;
-    Ok(kinds.iter().copied().zip(costs).collect())
+    let mut costs = Vec::new();
+    for &kind in kinds {
+        let pair = ScalePair::start(pair_spec(kind, config), |_| per_family(config.per_family))?;
+        costs.push((kind, idle_cost(&pair, config.idle_window)?));
+    }
+    Ok(costs)
 }
 
 /// The report: idle cost and takeover of every VIP per contender, then hav / keepalived.
@@ -252,14 +267,20 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
     {
         let _ = writeln!(
             out,
-            "Idle: each node and its receive path on a CPU of its own, as on two hosts."
+            "Idle: each contender alone, each node and its receive path on a CPU of its own, as on \
+             two hosts; daemon CPU from schedstat (softirq work is charged to whatever task it \
+             interrupts), node CPU the node's whole CPU from /proc/stat (its receive path's \
+             softirq work wherever it ran)."
         );
     }
     let _ = writeln!(
         out,
-        "| contender | idle CPU % master | idle CPU % backup | RSS KiB master (procs) | RSS KiB backup (procs) | runs | all {instances} held: median | worst | first VIP (median) | bound MDI + 50 ms | last instance (worst run) | VIPs missing / late events |"
+        "| contender | idle CPU % master | idle CPU % backup | node CPU % master | node CPU % backup | RSS KiB master (procs) | RSS KiB backup (procs) | runs | all {instances} held: median | worst | first VIP (median) | bound MDI + 50 ms | last instance (worst run) | VIPs missing / late events |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let mut rows: Vec<(&'static str, Option<ScaleIdle>, Option<Spread>)> = Vec::new();
     for kind in distinct_kinds(runs) {
         let mine: Vec<&ManyInstancesRun> = runs.iter().filter(|r| r.kind == kind).collect();
@@ -285,12 +306,18 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
             ),
             None => (["–".into(), "–".into()], ["–".into(), "–".into()]),
         };
+        let node = match idle.and_then(|i| i.node_cpu_percent) {
+            Some((master, backup)) => [format!("{master:.2}"), format!("{backup:.2}")],
+            None => ["–".into(), "–".into()],
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {missing} / {late} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {missing} / {late} |",
             kind.label(),
             cpu[0],
             cpu[1],
+            node[0],
+            node[1],
             rss[0],
             rss[1],
             held.len(),
@@ -320,6 +347,13 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
             ),
             _ => (["–".into(), "–".into()], ["–".into(), "–".into()]),
         };
+        let node = match (
+            hav_idle.and_then(|i| i.node_cpu_percent),
+            ka_idle.and_then(|i| i.node_cpu_percent),
+        ) {
+            (Some(h), Some(k)) => [ratio(h.0, k.0), ratio(h.1, k.1)],
+            _ => ["–".into(), "–".into()],
+        };
         let held = match (hav, ka) {
             (Some(h), Some(k)) => [
                 ratio(h.median.as_secs_f64(), k.median.as_secs_f64()),
@@ -329,8 +363,8 @@ pub fn render(runs: &[ManyInstancesRun], config: &ManyInstancesConfig) -> String
         };
         let _ = writeln!(
             out,
-            "| hav / keepalived | {} | {} | {} | {} | | {} | {} | | | | |",
-            cpu[0], cpu[1], rss[0], rss[1], held[0], held[1]
+            "| hav / keepalived | {} | {} | {} | {} | {} | {} | | {} | {} | | | | |",
+            cpu[0], cpu[1], node[0], node[1], rss[0], rss[1], held[0], held[1]
         );
     }
     out

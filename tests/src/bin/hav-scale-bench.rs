@@ -95,9 +95,9 @@ fn main() -> anyhow::Result<()> {
             let kinds = parse_kinds(&contenders, 10)?;
             let mut idle = Vec::new();
             if !config.idle_window.is_zero() {
-                match many_instances::idle_side_by_side(&kinds, &config) {
+                match many_instances::idle_costs_each_alone(&kinds, &config) {
                     Ok(costs) => idle = costs,
-                    Err(e) => eprintln!("idle cost, side by side: FAILED: {e}"),
+                    Err(e) => eprintln!("idle cost: FAILED: {e}"),
                 }
             }
             let mut runs = Vec::new();
