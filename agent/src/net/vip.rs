@@ -21,9 +21,9 @@ use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::{AddressMessageBuilder, Handle};
+use serde::{Deserialize, Serialize};
 
 use super::rtnl::{RtnlError, RtnlSocket};
-use serde::{Deserialize, Serialize};
 
 /// The kernel's "forever" address lifetime.
 const INFINITY_LIFE_TIME: u32 = u32::MAX;
@@ -142,7 +142,7 @@ pub enum VipError {
     /// The kernel refused an add or a removal, or did not answer it.
     #[error("VIP {vip}: {op} failed")]
     Request {
-        /// `add` or `remove`.
+        /// `add`, `remove` or `link lookup`.
         op: &'static str,
         /// The VIP.
         vip: String,
@@ -213,7 +213,7 @@ impl VipManager {
         let mut indexes = HashMap::new();
         for vip in vips {
             if !indexes.contains_key(vip.iface.as_str()) {
-                indexes.insert(vip.iface.as_str(), self.link_index(&vip.iface));
+                indexes.insert(vip.iface.as_str(), self.link_index(vip)?);
             }
         }
         let mut dump = self.handle.address().get().execute();
@@ -265,7 +265,7 @@ impl VipManager {
     async fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
         vip.check()?;
         let index = self
-            .link_index(&vip.iface)
+            .link_index(vip)?
             .ok_or_else(|| VipError::NoSuchInterface {
                 vip: vip.to_string(),
             })?;
@@ -312,7 +312,7 @@ impl VipManager {
     /// absent.
     async fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
         vip.check()?;
-        let Some(index) = self.link_index(&vip.iface) else {
+        let Some(index) = self.link_index(vip)? else {
             return Ok(false);
         };
         let message = address_message(vip, index);
@@ -339,9 +339,17 @@ impl VipManager {
         self.socket().acknowledged(message, flags)
     }
 
-    /// The index of `iface`, `None` if there is no such interface.
-    fn link_index(&self, iface: &str) -> Option<u32> {
-        self.socket().interface_index(iface).ok()
+    /// The index of `vip`'s interface, `None` if there is no such interface.
+    fn link_index(&self, vip: &Vip) -> Result<Option<u32>, VipError> {
+        match self.socket().interface_index(&vip.iface) {
+            Ok(index) => Ok(Some(index)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(VipError::Request {
+                op: "link lookup",
+                vip: vip.to_string(),
+                source: RtnlError::Io(e),
+            }),
+        }
     }
 
     fn socket(&self) -> std::sync::MutexGuard<'_, RtnlSocket> {
