@@ -38,7 +38,7 @@ pub use vip::{Vip, VipError, VipManager};
 pub use vmac::{Ensured, VmacError, VmacManager, VmacSpec};
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The index of interface `name` in the calling thread's network namespace.
 pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
@@ -76,6 +76,25 @@ pub(crate) fn interface_request(name: &str) -> io::Result<libc::ifreq> {
         *to = *from as libc::c_char;
     }
     Ok(request)
+}
+
+/// A netlink socket of `protocol` (`NETLINK_ROUTE`, `NETLINK_SOCK_DIAG`, ...) in the calling
+/// thread's network namespace, talking to the kernel (an unconnected netlink socket's default
+/// destination).
+pub(crate) fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Registers `socket` with the tokio reactor of the current runtime.

@@ -9,7 +9,7 @@
 //! request after [`ANSWER_TIMEOUT`] rather than hanging its caller.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use rtnetlink::packet_core::{
@@ -56,19 +56,7 @@ pub struct RtnlSocket {
 impl RtnlSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the descriptor is owned from here on.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = super::netlink_socket(libc::NETLINK_ROUTE)?;
         let timeout = libc::timeval {
             tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
             tv_usec: 0,
@@ -176,9 +164,10 @@ fn answer_to(datagram: &[u8], sequence: u32) -> Result<Option<Answer>, RtnlError
                 ),
             )));
         }
-        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-            .map_err(|error| RtnlError::Io(io::Error::new(io::ErrorKind::InvalidData, error)))?;
-        if message.header.sequence_number == sequence {
+        // `nlmsg_seq`, read before anything is decoded: what answers another request is skipped.
+        if u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]) == sequence {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
+                .map_err(|e| RtnlError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
             return Ok(Some(match message.payload {
                 NetlinkPayload::Error(error) if error.code.is_none() => Ok(()),
                 NetlinkPayload::Error(error) => {

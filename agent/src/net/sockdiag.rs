@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -45,19 +45,7 @@ pub fn count_tcp_connections(locals: &BTreeSet<IpAddr>) -> io::Result<usize> {
 }
 
 fn open() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned from here on.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::netlink_socket(NETLINK_SOCK_DIAG)
 }
 
 /// One dump of `family`'s TCP sockets; counts those on `locals`.

@@ -183,7 +183,7 @@ impl VipManager {
     pub async fn add(&self, vips: &[Vip]) -> Result<(), VipError> {
         let mut first_error = None;
         for vip in vips {
-            if let Err(e) = self.add_one(vip).await {
+            if let Err(e) = self.write_one(vip, None) {
                 first_error.get_or_insert(e);
             }
         }
@@ -197,7 +197,7 @@ impl VipManager {
         let mut first_error = None;
         let mut removed = Vec::new();
         for vip in vips {
-            match self.remove_one(vip).await {
+            match self.remove_one(vip) {
                 Ok(true) => removed.push(vip.clone()),
                 Ok(false) => {}
                 Err(e) => {
@@ -249,20 +249,16 @@ impl VipManager {
         let mut first_error = None;
         for vip in vips {
             let preferred = if deprecated { 0 } else { INFINITY_LIFE_TIME };
-            if let Err(e) = self.write_one(vip, Some(preferred)).await {
+            if let Err(e) = self.write_one(vip, Some(preferred)) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn add_one(&self, vip: &Vip) -> Result<(), VipError> {
-        self.write_one(vip, None).await
-    }
-
     /// Adds `vip` (present: success), or with `preferred`, writes it in place with that
     /// preferred lifetime (valid forever).
-    async fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
+    fn write_one(&self, vip: &Vip, preferred: Option<u32>) -> Result<(), VipError> {
         vip.check()?;
         let index = self
             .link_index(vip)?
@@ -310,7 +306,7 @@ impl VipManager {
 
     /// `true` if the address was there and is removed, `false` if it (or its interface) was
     /// absent.
-    async fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
+    fn remove_one(&self, vip: &Vip) -> Result<bool, VipError> {
         vip.check()?;
         let Some(index) = self.link_index(vip)? else {
             return Ok(false);

@@ -5,9 +5,9 @@
 //! on the host, each node and its receive path on a CPU of its own: the daemon's CPU from
 //! schedstat (as [`super::measure_idle`] does), each node's whole CPU from `/proc/stat` (the
 //! receive path's softirq work included, which schedstat charges to whatever task it
-//! interrupts), and RSS summed over the daemon's processes. Then per repetition: the pair settles (node `a` master of every
-//! instance, `b` backup of every one), then
-//! `a`'s switch port goes down and the figure is the time from the cut until `b` holds every
+//! interrupts), and RSS summed over the daemon's processes. Then per repetition: the pair
+//! settles (node `a` master of every instance, `b` backup of every one), then `a`'s switch port
+//! goes down and the figure is the time from the cut until `b` holds every
 //! VIP, read from netlink address notifications in `b`'s namespace. Nothing asserts on timing:
 //! the report prints the figures next to the protocol's bound and as hav / keepalived ratios.
 
@@ -211,16 +211,11 @@ fn idle_cost(pair: &ScalePair, window: Duration) -> Result<ScaleIdle, BenchError
     if apart {
         place_apart(&pair.pair, &a, &b)?;
     }
-    let cpus = |apart: bool| -> Result<Option<[CpuTimes; 2]>, BenchError> {
-        Ok(match apart {
-            true => Some([CpuTimes::read(0)?, CpuTimes::read(1)?]),
-            false => None,
-        })
-    };
-    let before = cpus(apart)?;
+    let cpus = || Ok::<_, BenchError>([CpuTimes::read(0)?, CpuTimes::read(1)?]);
+    let before = apart.then(cpus).transpose()?;
     let pids = [(a.clone(), b.clone())];
     let windows = sample_windows(&pids, window, 1);
-    let after = cpus(apart)?;
+    let after = apart.then(cpus).transpose()?;
     let measured = (windows.first().and_then(|w| w.first()))
         .ok_or_else(|| BenchError::Io("no idle window was measured".into()))?;
     Ok(ScaleIdle {
