@@ -24,10 +24,12 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
+
+use self::stream::TlsStream;
+
+mod stream;
 
 /// A TLS handshake must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,7 +187,7 @@ fn fingerprint(files: &ServerTlsFiles) -> Fingerprint {
 pub struct TlsConnection(Box<Accepted>);
 
 struct Accepted {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream,
     peer: Peer,
 }
 
@@ -272,17 +274,15 @@ pub fn incoming(
                 },
                 () = tx.closed() => return,
             };
-            let acceptor = TlsAcceptor::from(config.borrow().clone());
+            let config = config.borrow().clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake = acceptor.accept(tcp).into_fallible();
+                let handshake = stream::accept(tcp, config);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         // The identity is read once per connection; its validity period is
                         // checked again on every call (`auth::peer_identity`).
                         let identity = stream
-                            .get_ref()
-                            .1
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .map(|leaf| Arc::new(CertifiedIdentity::from_cert_der(leaf)));
