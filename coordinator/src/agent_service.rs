@@ -3,8 +3,10 @@
 //! registry and persisted; events are fanned out to watchers; commands flow back down the stream
 //! and their acks are matched by id.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
@@ -20,7 +22,6 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::peer_identity;
-use crate::closing::until_stopped;
 use crate::command_queue::CommandReceiver;
 use crate::error::ControlError;
 use crate::state::Shared;
@@ -126,29 +127,15 @@ impl AgentService for AgentServiceImpl {
                 node_name: node.clone(),
             })),
         };
-        // The response stream: the Welcome, then each command as it is queued, polled by the
-        // connection itself (no task or queue of its own per agent). It ends when the session
-        // is replaced (here or elsewhere) or ended, or the coordinator stops (after the commands
-        // already queued) or loses its membership in the shared store.
-        let downstream = Downstream {
-            welcome: Some(welcome),
+        let outbound = Downstream {
+            welcome: Some(Box::new(welcome)),
             commands,
-            membership: self.shared.relay.as_ref().map(|relay| relay.membership()),
+            membership_lost: self.shared.relay.as_ref().map(|relay| {
+                let mut membership = Some(relay.membership());
+                Box::pin(async move { membership_lost(&mut membership).await })
+                    as Pin<Box<dyn Future<Output = ()> + Send>>
+            }),
         };
-        let outbound = futures::stream::unfold(downstream, |mut down| async move {
-            if let Some(welcome) = down.welcome.take() {
-                return Some((Ok(welcome), down));
-            }
-            let command = tokio::select! {
-                command = down.commands.recv() => command,
-                () = membership_lost(&mut down.membership) => None,
-            }?;
-            let message = CoordinatorMessage {
-                body: Some(CoordinatorBody::Command(*command)),
-            };
-            Some((Ok(message), down))
-        });
-        let outbound = until_stopped(Box::pin(outbound), self.shared.stopping.clone());
 
         let shared = self.shared.clone();
         let mut stopping = self.shared.stopping.clone();
@@ -170,7 +157,7 @@ impl AgentService for AgentServiceImpl {
                     }
                 };
                 let Ok(Some(message)) = message else { break };
-                handle_message(&shared, &node, session, message).await;
+                handle_message(&shared, &node, session, message);
             }
             if shared.registry.unregister(&node, session) {
                 tracing::info!(%node, "agent disconnected");
@@ -186,11 +173,42 @@ impl AgentService for AgentServiceImpl {
     }
 }
 
-/// What an agent's response stream still has to send.
+/// An agent's response stream: the Welcome, then each command as it is queued, polled by the
+/// connection itself (no task or future of its own). It ends when the session's command queue
+/// closes (the session was replaced, here or elsewhere, or ended) or the coordinator loses its
+/// membership in the shared store. The coordinator's stop ends it through the server's
+/// [`EndStreamsOnStop`](crate::closing::EndStreamsOnStop) layer, after the commands it had
+/// ready.
 struct Downstream {
-    welcome: Option<CoordinatorMessage>,
+    /// Boxed, so that its room is given back once it is sent.
+    welcome: Option<Box<CoordinatorMessage>>,
     commands: CommandReceiver,
-    membership: Option<tokio::sync::watch::Receiver<Option<i64>>>,
+    /// Resolves when the membership the session was announced under is lost (a coordinator
+    /// sharing a store only).
+    membership_lost: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Stream for Downstream {
+    type Item = Result<CoordinatorMessage, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(welcome) = this.welcome.take() {
+            return Poll::Ready(Some(Ok(*welcome)));
+        }
+        if let Some(lost) = &mut this.membership_lost
+            && lost.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        this.commands.poll_recv(cx).map(|command| {
+            command.map(|command| {
+                Ok(CoordinatorMessage {
+                    body: Some(CoordinatorBody::Command(*command)),
+                })
+            })
+        })
+    }
 }
 
 /// Resolves when the membership lease in the shared store that the session was announced
@@ -208,10 +226,9 @@ async fn membership_lost(membership: &mut Option<tokio::sync::watch::Receiver<Op
     }
 }
 
-/// Handles one message. Snapshots never wait for the disk (they are written behind); a
-/// transition waits for its audit record to commit, so the agent's next message queues behind
-/// that fsync.
-async fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
+/// Handles one message without waiting: snapshots and transitions' audit records are written
+/// behind, in order, so the agent's stream never waits for the disk.
+fn handle_message(shared: &Arc<Shared>, node: &str, session: u64, message: AgentMessage) {
     match message.body {
         Some(AgentBody::Snapshot(snapshot)) => {
             let encoded = snapshot.encode_to_vec();

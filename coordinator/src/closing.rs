@@ -5,9 +5,10 @@
 //!
 //! Guarantees: only the responses of those three methods are touched, so a unary call in flight
 //! when the stop begins completes as it would have; a stream that ended before the stop keeps its
-//! own status. The services end these streams themselves when `stopping` turns true
-//! ([`until_stopped`]), after what was already queued for them; this layer decides only the
-//! status they end with, in one place for both services.
+//! own status. The watches end themselves when `stopping` turns true ([`until_stopped`]), after
+//! what was already queued for them; an agent's stream is ended by this layer, after the
+//! commands it had ready. This layer decides the status they all end with, in one place for both
+//! services.
 //!
 //! Guarantee: a message queued for a stream before the stop began (an event published to the
 //! watchers, a command queued for an agent) is sent before the stream's end.

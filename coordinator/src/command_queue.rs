@@ -2,9 +2,10 @@
 //! response stream receives from it.
 //!
 //! One exists for every connected agent for as long as its session lasts, idle nearly always, so
-//! it is small: a lock, a list that allocates only once a command is queued, and a wake-up for
-//! the one receiver (a general-purpose channel allocates its slots and cache-padded state up
-//! front, several hundred bytes per agent).
+//! it is small: a lock, a list that allocates only once a command is queued, and the waker of the
+//! one receiver (a general-purpose channel allocates its slots and cache-padded state up front,
+//! several hundred bytes per agent). The receiver is polled ([`CommandReceiver::poll_recv`]), so
+//! the stream it feeds keeps no future of its own.
 //!
 //! Guarantees, as a bounded channel's: at most `capacity` commands wait (a send beyond that is
 //! refused as [`TrySendError::Full`]); a send once the receiver is gone is refused as
@@ -12,10 +13,11 @@
 //! every sender is gone.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use hav_proto::v1::Command;
-use tokio::sync::Notify;
 
 /// Why a command was not queued; the command comes back.
 #[derive(Debug)]
@@ -43,8 +45,8 @@ pub fn command_queue(capacity: usize) -> (CommandSender, CommandReceiver) {
             capacity,
             senders: 1,
             receiving: true,
+            waiting: None,
         }),
-        queued: Notify::new(),
     });
     (
         CommandSender {
@@ -56,8 +58,6 @@ pub fn command_queue(capacity: usize) -> (CommandSender, CommandReceiver) {
 
 struct Shared {
     state: Mutex<State>,
-    /// Woken when a command is queued or the last sender goes.
-    queued: Notify,
 }
 
 struct State {
@@ -65,6 +65,9 @@ struct State {
     capacity: usize,
     senders: usize,
     receiving: bool,
+    /// The receiver's waker while it waits: woken when a command is queued or the last sender
+    /// goes.
+    waiting: Option<Waker>,
 }
 
 impl Shared {
@@ -82,7 +85,7 @@ pub struct CommandSender {
 impl CommandSender {
     /// Queues `command` without waiting.
     pub fn try_send(&self, command: Box<Command>) -> Result<(), TrySendError> {
-        {
+        let waiting = {
             let mut state = self.shared.lock();
             if !state.receiving {
                 return Err(TrySendError::Closed(command));
@@ -91,8 +94,11 @@ impl CommandSender {
                 return Err(TrySendError::Full(command));
             }
             state.commands.push_back(command);
+            state.waiting.take()
+        };
+        if let Some(receiver) = waiting {
+            receiver.wake();
         }
-        self.shared.queued.notify_one();
         Ok(())
     }
 }
@@ -108,13 +114,17 @@ impl Clone for CommandSender {
 
 impl Drop for CommandSender {
     fn drop(&mut self) {
-        let last = {
+        let waiting = {
             let mut state = self.shared.lock();
             state.senders -= 1;
-            state.senders == 0
+            if state.senders == 0 {
+                state.waiting.take()
+            } else {
+                None
+            }
         };
-        if last {
-            self.shared.queued.notify_one();
+        if let Some(receiver) = waiting {
+            receiver.wake();
         }
     }
 }
@@ -128,13 +138,23 @@ impl CommandReceiver {
     /// The next command, waiting for one; `None` once none is queued and every sender is gone.
     /// Cancel-safe: a command is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<Box<Command>> {
-        loop {
-            match self.try_recv() {
-                Ok(command) => return Some(command),
-                Err(TryRecvError::Disconnected) => return None,
-                // A notification between this check and the wait is kept for the wait (one
-                // receiver, `notify_one`): nothing is missed.
-                Err(TryRecvError::Empty) => self.shared.queued.notified().await,
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next command if one is queued, `None` once none is and every sender is gone;
+    /// otherwise `Pending`, and `cx` is woken by the next send or the last sender's going.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<Command>>> {
+        let mut state = self.shared.lock();
+        match state.commands.pop_front() {
+            Some(command) => Poll::Ready(Some(command)),
+            None if state.senders == 0 => Poll::Ready(None),
+            None => {
+                // Checked and registered under the same lock as a send: nothing is missed.
+                match &mut state.waiting {
+                    Some(waker) => waker.clone_from(cx.waker()),
+                    none => *none = Some(cx.waker().clone()),
+                }
+                Poll::Pending
             }
         }
     }
@@ -160,6 +180,7 @@ impl Drop for CommandReceiver {
         let mut state = self.shared.lock();
         state.receiving = false;
         state.commands.clear();
+        state.waiting = None;
     }
 }
 

@@ -58,7 +58,8 @@ enum Link {
     /// Connected here.
     Local {
         commands: CommandSender,
-        pending: HashMap<u64, oneshot::Sender<CommandAck>>,
+        /// Commands sent and not yet acknowledged, by id: a few at most.
+        pending: Vec<(u64, oneshot::Sender<CommandAck>)>,
         /// The store revision at which the relay announced it to the other coordinators.
         announced: Option<i64>,
     },
@@ -128,7 +129,9 @@ pub enum Report {
 
 /// Agents (here and elsewhere) and the event bus.
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Boxed: the map's table has a slot for every node and more, and a slot holds only a name
+    /// and a pointer.
+    sessions: Mutex<HashMap<String, Box<Session>>>,
     next_id: AtomicU64,
     /// Command ids, from a random start: unique across the coordinators sharing a store, so a
     /// relayed command keeps its id (its exec output events carry it) on every hop.
@@ -204,7 +207,7 @@ impl Registry {
             },
             link: Link::Local {
                 commands,
-                pending: HashMap::new(),
+                pending: Vec::new(),
                 announced: None,
             },
         };
@@ -218,7 +221,7 @@ impl Registry {
         let local = matches!(session.link, Link::Local { .. });
         {
             let mut sessions = self.lock();
-            if let Some(old) = sessions.insert(node.to_owned(), session)
+            if let Some(old) = sessions.insert(node.to_owned(), Box::new(session))
                 && matches!(old.link, Link::Local { .. })
             {
                 self.local.fetch_sub(1, Ordering::Relaxed);
@@ -274,7 +277,7 @@ impl Registry {
     /// meanwhile (the agent left this one: its session is replaced by that one).
     pub fn announced(&self, node: &str, session: u64, revision: i64) -> bool {
         let mut sessions = self.lock();
-        match sessions.get_mut(node) {
+        match sessions.get_mut(node).map(Box::as_mut) {
             Some(Session {
                 id,
                 link: Link::Local { announced, .. },
@@ -437,12 +440,12 @@ impl Registry {
 
     /// Delivers an ack to the command waiting for it (an unknown id is ignored).
     pub fn ack(&self, node: &str, session: u64, ack: CommandAck) {
-        let waiter = match self.lock().get_mut(node) {
+        let waiter = match self.lock().get_mut(node).map(Box::as_mut) {
             Some(Session {
                 id,
                 link: Link::Local { pending, .. },
                 ..
-            }) if *id == session => pending.remove(&ack.id),
+            }) if *id == session => take_pending(pending, ack.id),
             _ => None,
         };
         if let Some(waiter) = waiter {
@@ -487,14 +490,15 @@ impl Registry {
     ) -> Result<CommandAck, ControlError> {
         let id = command.id;
         let (tx, rx) = oneshot::channel();
-        let queue = match self.lock().get_mut(node) {
+        let queue = match self.lock().get_mut(node).map(Box::as_mut) {
             Some(Session {
                 link: Link::Local {
                     commands, pending, ..
                 },
                 ..
             }) => {
-                pending.insert(id, tx);
+                take_pending(pending, id);
+                pending.push((id, tx));
                 commands.clone()
             }
             _ => return Err(ControlError::NotConnected(node.to_owned())),
@@ -511,9 +515,9 @@ impl Registry {
                 if let Some(Session {
                     link: Link::Local { pending, .. },
                     ..
-                }) = self.lock().get_mut(node)
+                }) = self.lock().get_mut(node).map(Box::as_mut)
                 {
-                    pending.remove(&id);
+                    take_pending(pending, id);
                 }
                 Err(ControlError::CommandTimeout(node.to_owned()))
             }
@@ -630,7 +634,7 @@ impl Registry {
         self.events.subscribe()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<Session>>> {
         // A panic while holding this lock cannot leave the map half-updated (every critical
         // section is a single map operation), so a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
@@ -640,6 +644,15 @@ impl Registry {
     fn lock_announcements(&self) -> std::sync::MutexGuard<'_, HashMap<String, RemoteSession>> {
         self.announcements.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Removes the waiter for command `id` from `pending` and returns it.
+fn take_pending(
+    pending: &mut Vec<(u64, oneshot::Sender<CommandAck>)>,
+    id: u64,
+) -> Option<oneshot::Sender<CommandAck>> {
+    let at = pending.iter().position(|(waiting, _)| *waiting == id)?;
+    Some(pending.swap_remove(at).1)
 }
 
 /// The registry's session for a node another coordinator holds.

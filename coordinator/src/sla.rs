@@ -405,7 +405,9 @@ impl Figures {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accounting {
     ledgers: BTreeMap<String, Ledger>,
-    involved: HashMap<String, BTreeSet<String>>,
+    /// Node → the VIPs it was seen holding, sorted: a node holds one or two VIPs nearly always,
+    /// so a list of exactly those rather than a tree per node.
+    involved: HashMap<String, Vec<String>>,
 }
 
 impl Accounting {
@@ -430,20 +432,18 @@ impl Accounting {
 
     fn involve(&mut self, node: &str, vip: &str) {
         if let Some(vips) = self.involved.get_mut(node) {
-            if !vips.contains(vip) {
-                vips.insert(vip.to_owned());
+            if let Err(at) = vips.binary_search_by(|v| v.as_str().cmp(vip)) {
+                vips.reserve_exact(1);
+                vips.insert(at, vip.to_owned());
             }
         } else {
-            self.involved
-                .insert(node.to_owned(), BTreeSet::from([vip.to_owned()]));
+            self.involved.insert(node.to_owned(), vec![vip.to_owned()]);
         }
     }
 
     /// The VIPs whose ledgers may name `node`, in address order.
     fn involving(&self, node: &str) -> Vec<String> {
-        (self.involved.get(node))
-            .map(|vips| vips.iter().cloned().collect())
-            .unwrap_or_default()
+        (self.involved.get(node)).cloned().unwrap_or_default()
     }
 
     /// Records that `node` holds (or released) `vip` at `at_ms`; returns whether that VIP's

@@ -14,7 +14,7 @@
 //! Guarantees: a split brain is reported over only if it was raised, once per raise, and the
 //! caller publishes both in the order the detector decided them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -54,10 +54,12 @@ pub enum Finding {
 /// Masters per VIP and the split brains in progress.
 #[derive(Debug, Default)]
 pub struct Detector {
-    /// VIP → node → claim.
-    masters: BTreeMap<String, BTreeMap<String, Claim>>,
-    /// Node → the VIPs it claims in `masters`: a report costs the node's VIPs, not the fleet's.
-    claimed: HashMap<String, BTreeSet<String>>,
+    /// VIP → its claims, one per node, in the order of the nodes' names. A VIP has one master
+    /// nearly always, so a list of exactly the claims is kept rather than a map per VIP.
+    masters: BTreeMap<String, Vec<Claim>>,
+    /// Node → the VIPs it claims in `masters`, sorted: a report costs the node's VIPs, not the
+    /// fleet's.
+    claimed: HashMap<String, Box<[String]>>,
     active: BTreeMap<String, Active>,
 }
 
@@ -118,13 +120,13 @@ impl Detector {
         instances: &[InstanceReport<'_>],
         now_ms: u64,
     ) -> Vec<Finding> {
-        let mut touched = self.claimed.remove(node).unwrap_or_default();
+        let mut touched = self.claimed.remove(node).unwrap_or_default().into_vec();
         for vip in &touched {
             if let Some(claims) = self.masters.get_mut(vip) {
-                claims.remove(node);
+                claims.retain(|claim| claim.node != node);
             }
         }
-        let mut claiming = BTreeSet::new();
+        let mut claiming = Vec::new();
         for report in instances.iter().filter(|r| r.master) {
             for vip in report.vips {
                 let vip = vip_key(vip);
@@ -136,24 +138,34 @@ impl Detector {
                     address,
                     advert_interval: report.advert_interval,
                 };
-                self.masters
-                    .entry(vip.clone())
-                    .or_default()
-                    .insert(node.to_owned(), claim);
-                claiming.insert(vip.clone());
-                touched.insert(vip);
+                let claims = self.masters.entry(vip.clone()).or_default();
+                // The node's later claim of the same VIP replaces its earlier one.
+                match claims.binary_search_by(|c| c.node.as_str().cmp(node)) {
+                    Ok(at) => claims[at] = claim,
+                    Err(at) => {
+                        claims.reserve_exact(1);
+                        claims.insert(at, claim);
+                    }
+                }
+                claiming.push(vip.clone());
+                touched.push(vip);
             }
         }
+        claiming.sort_unstable();
+        claiming.dedup();
+        touched.sort_unstable();
+        touched.dedup();
         if !claiming.is_empty() {
-            self.claimed.insert(node.to_owned(), claiming);
+            self.claimed
+                .insert(node.to_owned(), claiming.into_boxed_slice());
         }
         let mut findings = Vec::new();
         for vip in touched {
             let claims = self.masters.get(&vip).filter(|claims| claims.len() >= 2);
             if let Some(claims) = claims {
                 let known = self.active.get(&vip).map(|a| &a.split.masters);
-                if !known.is_some_and(|known| known.iter().eq(claims.values())) {
-                    let masters: Vec<Claim> = claims.values().cloned().collect();
+                if !known.is_some_and(|known| known.iter().eq(claims.iter())) {
+                    let masters: Vec<Claim> = claims.clone();
                     let split = SplitBrain {
                         vip: vip.clone(),
                         masters,
@@ -171,7 +183,7 @@ impl Detector {
                     findings.push(Finding::Detected(split));
                 }
             } else {
-                if self.masters.get(&vip).is_some_and(BTreeMap::is_empty) {
+                if self.masters.get(&vip).is_some_and(Vec::is_empty) {
                     self.masters.remove(&vip);
                 }
                 if let Some(ended) = self.active.remove(&vip)
