@@ -167,13 +167,15 @@ where
 
 /// A response body that ends with [`SHUTTING_DOWN`] trailers once the coordinator stops, after
 /// the messages its stream had ready.
+///
+/// It relies on its stream to wake it when the stop begins, and keeps no wake-up of its own
+/// (one per connected agent): the watches end by themselves on the stop ([`until_stopped`]),
+/// and an agent's stream ends when its session does, which the session's loop ends on the stop.
 struct EndOnStop {
     inner: Body,
-    /// Read on every poll: the value is set before waiters are woken, and the service's stream
-    /// can end in between.
+    /// Read on every poll: the value is set before anything reacts to the stop, so an end the
+    /// stop caused is always seen as one.
     stopping: watch::Receiver<bool>,
-    /// Wakes this body when the stop begins.
-    stop: BoxFuture<()>,
     ended: bool,
 }
 
@@ -181,7 +183,6 @@ impl EndOnStop {
     fn new(inner: Body, stopping: watch::Receiver<bool>) -> EndOnStop {
         EndOnStop {
             inner,
-            stop: stop_future(stopping.clone()),
             stopping,
             ended: false,
         }
@@ -199,7 +200,7 @@ impl http_body::Body for EndOnStop {
         if self.ended {
             return Poll::Ready(None);
         }
-        let stopped = *self.stopping.borrow() || self.stop.as_mut().poll(cx).is_ready();
+        let stopped = *self.stopping.borrow();
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
         if !stopped {
             if let Poll::Ready(None) = frame {
