@@ -175,6 +175,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const REVISION_KEY: &str = "revision";
 
+/// The most of the database file redb keeps in the coordinator's memory (its default is 1 GiB).
+/// The store is written far more than it is read: a write needs the pages on its path through
+/// the tree, which stay cached, and a full read (at start, or of the history) is served from
+/// the kernel's page cache, which the kernel can reclaim. Without a bound the process would keep
+/// every page it ever wrote: every node's last snapshot, every config version pushed.
+const REDB_CACHE_BYTES: usize = 4 << 20;
+
 /// [`Store`] on an embedded redb database file.
 pub struct RedbStore {
     db: Database,
@@ -187,7 +194,9 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let path = dir.join("coordinator.redb");
-        let db = Database::create(&path)
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         {
