@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use futures::future::{Fuse, FusedFuture, FutureExt};
 use hav_proto::identity::Identity;
 use hav_proto::v1::agent_message::Body as AgentBody;
 use hav_proto::v1::agent_service_server::AgentService;
@@ -132,8 +133,9 @@ impl AgentService for AgentServiceImpl {
             commands,
             membership_lost: self.shared.relay.as_ref().map(|relay| {
                 let mut membership = Some(relay.membership());
-                Box::pin(async move { membership_lost(&mut membership).await })
-                    as Pin<Box<dyn Future<Output = ()> + Send>>
+                let lost: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    Box::pin(async move { membership_lost(&mut membership).await });
+                lost.fuse()
             }),
         };
 
@@ -184,8 +186,8 @@ struct Downstream {
     welcome: Option<Box<CoordinatorMessage>>,
     commands: CommandReceiver,
     /// Resolves when the membership the session was announced under is lost (a coordinator
-    /// sharing a store only).
-    membership_lost: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// sharing a store only); fused, so the stream stays ended if polled again.
+    membership_lost: Option<Fuse<Pin<Box<dyn Future<Output = ()> + Send>>>>,
 }
 
 impl Stream for Downstream {
@@ -197,7 +199,7 @@ impl Stream for Downstream {
             return Poll::Ready(Some(Ok(*welcome)));
         }
         if let Some(lost) = &mut this.membership_lost
-            && lost.as_mut().poll(cx).is_ready()
+            && (lost.is_terminated() || Pin::new(lost).poll(cx).is_ready())
         {
             return Poll::Ready(None);
         }
