@@ -116,9 +116,12 @@ impl TlsStream {
     async fn handshake(&mut self) -> io::Result<()> {
         loop {
             let turn = self.drive(Job::Process);
-            // What the turn queued goes out first: on failure it is the alert.
-            std::future::poll_fn(|cx| self.poll_send(cx)).await?;
-            match turn? {
+            // What the turn queued goes out first: on failure it is the alert. A TLS failure is
+            // the error reported even if its alert could not be written: it says why.
+            let sent = std::future::poll_fn(|cx| self.poll_send(cx)).await;
+            let turn = turn?;
+            sent?;
+            match turn {
                 Turn::Open(_) if !self.conn.is_handshaking() => return Ok(()),
                 Turn::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Turn::Open(_) | Turn::Handshaking => {}
