@@ -50,7 +50,7 @@ pub struct Tally {
 /// One VIP's holders now and its history by month.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
-    pub holders: BTreeSet<String>,
+    pub holders: Holders,
     /// When the current holder set began (0: never observed).
     pub since_ms: u64,
     /// When the VIP was first observed.
@@ -62,6 +62,74 @@ pub struct Ledger {
     /// fate is not known on. `holders` and `since_ms` are as of the last change accounted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+}
+
+/// The nodes holding a VIP: one nearly always, so a sorted list of exactly those rather than a
+/// tree (whose first node is a few hundred bytes). Stored as a JSON array of names, as a set
+/// was; one read back is sorted and rid of repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
+pub struct Holders(Vec<String>);
+
+impl Holders {
+    pub fn contains(&self, node: &str) -> bool {
+        self.find(node).is_ok()
+    }
+
+    /// Adds `node`; false if it was there already.
+    pub fn insert(&mut self, node: &str) -> bool {
+        match self.find(node) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, node.to_owned());
+                true
+            }
+        }
+    }
+
+    /// Removes `node`; false if it was not there.
+    pub fn remove(&mut self, node: &str) -> bool {
+        match self.find(node) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The holders in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+
+    fn find(&self, node: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|held| held.as_str().cmp(node))
+    }
+}
+
+impl From<Vec<String>> for Holders {
+    fn from(mut names: Vec<String>) -> Holders {
+        names.sort_unstable();
+        names.dedup();
+        names.shrink_to_fit();
+        Holders(names)
+    }
+}
+
+impl From<Holders> for Vec<String> {
+    fn from(holders: Holders) -> Vec<String> {
+        holders.0
+    }
 }
 
 /// A change of a ledger that waits for the fate of a holder whose session ended.
@@ -213,7 +281,7 @@ impl Ledger {
 
     /// The nodes believed to hold the VIP now.
     pub fn believed_holders(&self) -> BTreeSet<String> {
-        let mut holders = self.holders.clone();
+        let mut holders: BTreeSet<String> = self.holders.iter().cloned().collect();
         for change in &self.pending {
             if let Pending::Observed { node, holding, .. } = change {
                 if *holding {
@@ -319,7 +387,7 @@ impl Ledger {
         let at_ms = at_ms.max(self.since_ms);
         self.account_until(at_ms);
         if holding {
-            self.holders.insert(node.to_owned());
+            self.holders.insert(node);
         } else {
             self.holders.remove(node);
         }
@@ -602,6 +670,23 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn holders_stay_sorted_and_unique_and_read_back_as_the_set_did() {
+        let mut holders = Holders::default();
+        assert!(holders.insert("lb-2"));
+        assert!(holders.insert("lb-1"));
+        assert!(!holders.insert("lb-2"));
+        assert_eq!(holders.iter().collect::<Vec<_>>(), ["lb-1", "lb-2"]);
+        assert!(holders.contains("lb-1") && !holders.contains("lb-3"));
+        assert!(holders.remove("lb-1") && !holders.remove("lb-1"));
+        assert_eq!(holders.len(), 1);
+
+        let json = serde_json::to_string(&holders).expect("encodes");
+        assert_eq!(json, r#"["lb-2"]"#);
+        let read: Holders = serde_json::from_str(r#"["lb-3","lb-1","lb-3"]"#).expect("reads");
+        assert_eq!(read.iter().collect::<Vec<_>>(), ["lb-1", "lb-3"]);
+    }
+
     const MINUTE: u64 = 60_000;
 
     fn nov() -> Month {
@@ -795,7 +880,7 @@ mod tests {
         assert_eq!(sla.lease_ended("lb-1"), vec!["198.51.100.10"]);
         let vip = &sla.ledgers()["198.51.100.10"];
         assert!(vip.pending.is_empty());
-        assert_eq!(vip.holders, BTreeSet::from(["lb-2".to_owned()]));
+        assert_eq!(vip.holders.iter().collect::<Vec<_>>(), ["lb-2"]);
         let figures = vip.figures("vip", nov(), killed + 1_000);
         assert_eq!(figures.tally.split_brain_ms, 0);
         assert_eq!(figures.tally.no_holder_ms, 600);
