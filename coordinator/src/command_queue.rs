@@ -39,25 +39,19 @@ pub enum TryRecvError {
 
 /// A queue holding at most `capacity` commands.
 pub fn command_queue(capacity: usize) -> (CommandSender, CommandReceiver) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            commands: VecDeque::new(),
-            capacity,
-            senders: 1,
-            receiving: true,
-            waiting: None,
-        }),
-    });
+    let shared = Arc::new(Mutex::new(State {
+        commands: VecDeque::new(),
+        capacity,
+        senders: 1,
+        receiving: true,
+        waiting: None,
+    }));
     (
         CommandSender {
             shared: shared.clone(),
         },
         CommandReceiver { shared },
     )
-}
-
-struct Shared {
-    state: Mutex<State>,
 }
 
 struct State {
@@ -70,23 +64,32 @@ struct State {
     waiting: Option<Waker>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; a poisoned one still holds consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+impl State {
+    /// The next command, or why there is none.
+    fn take(&mut self) -> Result<Box<Command>, TryRecvError> {
+        match self.commands.pop_front() {
+            Some(command) => Ok(command),
+            None if self.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
     }
+}
+
+fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Nothing panics while holding the lock; a poisoned one still holds consistent state.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The sending end; clones send into the same queue.
 pub struct CommandSender {
-    shared: Arc<Shared>,
+    shared: Arc<Mutex<State>>,
 }
 
 impl CommandSender {
     /// Queues `command` without waiting.
     pub fn try_send(&self, command: Box<Command>) -> Result<(), TrySendError> {
         let waiting = {
-            let mut state = self.shared.lock();
+            let mut state = lock(&self.shared);
             if !state.receiving {
                 return Err(TrySendError::Closed(command));
             }
@@ -105,7 +108,7 @@ impl CommandSender {
 
 impl Clone for CommandSender {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        lock(&self.shared).senders += 1;
         CommandSender {
             shared: self.shared.clone(),
         }
@@ -115,7 +118,7 @@ impl Clone for CommandSender {
 impl Drop for CommandSender {
     fn drop(&mut self) {
         let waiting = {
-            let mut state = self.shared.lock();
+            let mut state = lock(&self.shared);
             state.senders -= 1;
             if state.senders == 0 {
                 state.waiting.take()
@@ -131,7 +134,7 @@ impl Drop for CommandSender {
 
 /// The receiving end.
 pub struct CommandReceiver {
-    shared: Arc<Shared>,
+    shared: Arc<Mutex<State>>,
 }
 
 impl CommandReceiver {
@@ -144,11 +147,11 @@ impl CommandReceiver {
     /// The next command if one is queued, `None` once none is and every sender is gone;
     /// otherwise `Pending`, and `cx` is woken by the next send or the last sender's going.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Box<Command>>> {
-        let mut state = self.shared.lock();
-        match state.commands.pop_front() {
-            Some(command) => Poll::Ready(Some(command)),
-            None if state.senders == 0 => Poll::Ready(None),
-            None => {
+        let mut state = lock(&self.shared);
+        match state.take() {
+            Ok(command) => Poll::Ready(Some(command)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => {
                 // Checked and registered under the same lock as a send: nothing is missed.
                 match &mut state.waiting {
                     Some(waker) => waker.clone_from(cx.waker()),
@@ -161,23 +164,18 @@ impl CommandReceiver {
 
     /// The next command if one is queued.
     pub fn try_recv(&mut self) -> Result<Box<Command>, TryRecvError> {
-        let mut state = self.shared.lock();
-        match state.commands.pop_front() {
-            Some(command) => Ok(command),
-            None if state.senders == 0 => Err(TryRecvError::Disconnected),
-            None => Err(TryRecvError::Empty),
-        }
+        lock(&self.shared).take()
     }
 
     /// Whether every sender is gone (commands may still be queued).
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().senders == 0
+        lock(&self.shared).senders == 0
     }
 }
 
 impl Drop for CommandReceiver {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
+        let mut state = lock(&self.shared);
         state.receiving = false;
         state.commands.clear();
         state.waiting = None;

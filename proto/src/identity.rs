@@ -129,21 +129,8 @@ impl Identity {
         }
     }
 
-    /// Reads the identity from a DER certificate (which the caller has already verified).
-    /// The identity in a certificate that is within its validity period now.
-    pub fn from_current_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        let validity = cert.validity();
-        if !validity.is_valid() {
-            return Err(IdentityError::NotValidNow {
-                not_before: validity.not_before.to_string(),
-                not_after: validity.not_after.to_string(),
-            });
-        }
-        Identity::from_cert_der(der)
-    }
-
+    /// Reads the identity from a DER certificate (which the caller has already verified),
+    /// whatever its validity period; [`CertifiedIdentity`] also checks that.
     pub fn from_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
         use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -169,8 +156,8 @@ impl Identity {
 }
 
 /// A certificate's identity and validity period, read once for a connection that outlives the
-/// moment: [`CertifiedIdentity::current`] answers at any time as [`Identity::from_current_cert_der`]
-/// on the same certificate would then, without keeping the certificate or parsing it again.
+/// moment: [`CertifiedIdentity::current`] answers at any time whether the certificate is valid
+/// then and whose it is, without keeping the certificate or parsing it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertifiedIdentity(Result<(Validity, Result<Identity, IdentityError>), IdentityError>);
 

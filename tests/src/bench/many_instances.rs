@@ -206,14 +206,14 @@ fn measure(pair: &ScalePair, config: &ManyInstancesConfig) -> Result<ManyInstanc
 /// where the host has two (then each node's CPU is measured whole as well: nothing else of
 /// the benchmark's may run then, but its idle observers).
 fn idle_cost(pair: &ScalePair, window: Duration) -> Result<ScaleIdle, BenchError> {
-    let (a, b) = (pair.a.pids(), pair.b.pids());
+    let pids = [(pair.a.pids(), pair.b.pids())];
+    let (a, b) = &pids[0];
     let apart = can_place_apart();
     if apart {
-        place_apart(&pair.pair, &a, &b)?;
+        place_apart(&pair.pair, a, b)?;
     }
     let cpus = || Ok::<_, BenchError>([CpuTimes::read(0)?, CpuTimes::read(1)?]);
     let before = apart.then(cpus).transpose()?;
-    let pids = [(a.clone(), b.clone())];
     let windows = sample_windows(&pids, window, 1);
     let after = apart.then(cpus).transpose()?;
     let measured = (windows.first().and_then(|w| w.first()))
@@ -221,7 +221,7 @@ fn idle_cost(pair: &ScalePair, window: Duration) -> Result<ScaleIdle, BenchError
     Ok(ScaleIdle {
         window,
         cpu_percent: measured.cpu_percent_schedstat,
-        rss_kib: (rss_kib(&a), rss_kib(&b)),
+        rss_kib: (rss_kib(a), rss_kib(b)),
         processes: (a.len(), b.len()),
         apart,
         node_cpu_percent: before
