@@ -269,7 +269,7 @@ pub fn print_table(runs: &[RunFigures]) {
     );
     row(
         "coordinator RSS idle / per agent",
-        &|r| format!("{} / {:.0} KiB", mib(r.idle_rss_kib), rss_per_agent(r)),
+        &|r| format!("{} / {:.1} KiB", mib(r.idle_rss_kib), rss_per_agent(r)),
         Some(&|r| Some(rss_per_agent(r))),
     );
     row(

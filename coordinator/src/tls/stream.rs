@@ -26,8 +26,9 @@ use rustls::{ServerConfig, pki_types::CertificateDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Room asked for before each socket read.
-const READ_SIZE: usize = 4096;
+/// Bytes taken by one socket read, read on the stack and then moved to `received`: a read
+/// allocates only what it received, and a record that arrives whole is never copied twice.
+const READ_SIZE: usize = 8192;
 /// The most received bytes held: a 64 KiB handshake message (rustls's own limit) and the headers
 /// of the records it spans.
 pub const MAX_BUFFERED: usize = 0x1_0000 + 0x1000;
@@ -261,8 +262,8 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads from the socket into `received`; `Ok(0)` is the end of the peer's stream. Room is
-    /// made only once the socket is readable, and given back if the read finds nothing.
+    /// Reads from the socket into `received`; `Ok(0)` is the end of the peer's stream. A poll that
+    /// finds nothing to read allocates nothing.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let held = self.received.len();
         if held >= MAX_BUFFERED {
@@ -272,17 +273,14 @@ impl TlsStream {
             )));
         }
         let room = READ_SIZE.min(MAX_BUFFERED - held);
+        let mut chunk = [0u8; READ_SIZE];
         loop {
             ready!(self.tcp.poll_read_ready(cx))?;
-            self.received.resize(held + room, 0);
-            let read = self.tcp.try_read(&mut self.received[held..]);
-            let n = *read.as_ref().unwrap_or(&0);
-            self.received.truncate(held + n);
-            if self.received.is_empty() {
-                self.received = Vec::new();
-            }
-            match read {
-                Ok(n) => return Poll::Ready(Ok(n)),
+            match self.tcp.try_read(&mut chunk[..room]) {
+                Ok(n) => {
+                    self.received.extend_from_slice(&chunk[..n]);
+                    return Poll::Ready(Ok(n));
+                }
                 // The readiness was stale; it is cleared, so the next poll waits for new data.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),

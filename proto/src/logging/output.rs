@@ -3,6 +3,10 @@
 //! Guarantees:
 //! - An event is rendered on the thread that logs it and handed to a bounded queue; only the
 //!   output thread (`log-output`) makes the system calls that write it, in the order logged.
+//! - An entry logged after a quiet spell is written at once. In a burst (10,000 agents
+//!   connecting), the output thread writes what is queued together, then pauses for
+//!   [`BURST_PAUSE`] to let the next entries gather: waking it for each entry cost more than
+//!   rendering them, and a paused output thread is not woken by the loggers at all.
 //! - Logging never blocks. When the output is slower than the events (a journald that stalls,
 //!   a pipe nobody reads, a disk busy writing back), the queue fills and later entries are
 //!   dropped and counted; as soon as the output takes entries again, the count is reported as a
@@ -21,19 +25,49 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Entries queued at most; at a few hundred bytes each, well under a megabyte.
 pub const QUEUE_ENTRIES: usize = 4096;
 
-/// Where the output thread writes an entry.
+/// Entries written together at most.
+const BATCH_ENTRIES: usize = 256;
+
+/// How long the output thread waits after writing more than one entry at once. The queue holds
+/// [`QUEUE_ENTRIES`], so only a burst of more than 400,000 entries a second could fill it meanwhile.
+pub const BURST_PAUSE: Duration = Duration::from_millis(10);
+
+/// Where the output thread writes entries.
 pub trait Sink: Send + 'static {
     /// Writes one rendered entry (a text or JSON line with its newline, or a journal entry).
     fn write_entry(&mut self, entry: &[u8]);
+
+    /// Writes entries in order; a sink that can write them at once overrides this.
+    fn write_entries(&mut self, entries: &[Vec<u8>]) {
+        for entry in entries {
+            self.write_entry(entry);
+        }
+    }
 }
 
-/// Lines to stderr, each with one `write` (the line is whole in the queue).
+/// Lines to stderr: each line with one `write` (the line is whole in the queue), and the lines
+/// queued together with one `write`.
 #[derive(Debug, Default)]
-pub struct Stderr;
+pub struct Stderr {
+    joined: Vec<u8>,
+}
 
 impl Sink for Stderr {
     fn write_entry(&mut self, entry: &[u8]) {
         let _ = io::stderr().lock().write_all(entry);
+    }
+
+    fn write_entries(&mut self, entries: &[Vec<u8>]) {
+        if let [entry] = entries {
+            return self.write_entry(entry);
+        }
+        self.joined.clear();
+        for entry in entries {
+            self.joined.extend_from_slice(entry);
+        }
+        let _ = io::stderr().lock().write_all(&self.joined);
+        // A burst's room is not kept for the quiet that follows.
+        self.joined = Vec::new();
     }
 }
 
@@ -114,15 +148,30 @@ impl Output {
     }
 }
 
-/// The output thread: writes entries in order, reports drops once it has caught up with one.
+/// The output thread: writes entries in order, those queued together at once, and reports drops
+/// once it has caught up with one.
 fn drain(entries: Receiver<Message>, mut sink: impl Sink, dropped: &AtomicU64) {
-    while let Ok(message) = entries.recv() {
-        match message {
-            Message::Entry(entry) => sink.write_entry(&entry),
-            Message::Flush(done) => {
-                let _ = done.try_send(());
+    let mut batch = Vec::new();
+    while let Ok(first) = entries.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(message) = next {
+            taken += 1;
+            match message {
+                Message::Entry(entry) => batch.push(entry),
+                Message::Flush(done) => {
+                    // Answered once what came before it is written.
+                    sink.write_entries(&batch);
+                    batch.clear();
+                    let _ = done.try_send(());
+                }
             }
+            next = (taken < BATCH_ENTRIES)
+                .then(|| entries.try_recv().ok())
+                .flatten();
         }
+        sink.write_entries(&batch);
+        batch = Vec::new();
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
             // Logged like any event, so it reaches this queue in the format in force; the queue
@@ -131,6 +180,9 @@ fn drain(entries: Receiver<Message>, mut sink: impl Sink, dropped: &AtomicU64) {
                 dropped = lost,
                 "{lost} log entries dropped: the log output did not keep up"
             );
+        }
+        if taken > 1 {
+            std::thread::sleep(BURST_PAUSE);
         }
     }
 }
@@ -182,82 +234,142 @@ mod tests {
 
     type Written = Arc<Mutex<Vec<Vec<u8>>>>;
 
-    /// A sink that writes only when the test lets it, and shows what it wrote.
+    /// A sink that writes only when the test lets it, says when it holds an entry, and shows
+    /// what it wrote and in which batches.
     struct Gated {
         gate: Receiver<()>,
+        entered: SyncSender<()>,
         written: Written,
+        batches: Arc<Mutex<Vec<usize>>>,
     }
 
     impl Sink for Gated {
         fn write_entry(&mut self, entry: &[u8]) {
+            let _ = self.entered.try_send(());
             let _ = self.gate.recv();
             self.written.lock().expect("lock").push(entry.to_vec());
         }
+
+        fn write_entries(&mut self, entries: &[Vec<u8>]) {
+            if !entries.is_empty() {
+                self.batches.lock().expect("lock").push(entries.len());
+            }
+            for entry in entries {
+                self.write_entry(entry);
+            }
+        }
     }
 
-    fn gated(capacity: usize) -> (Output, SyncSender<()>, Written) {
+    struct Harness {
+        output: Output,
+        open: SyncSender<()>,
+        entered: Receiver<()>,
+        written: Written,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    fn gated(capacity: usize) -> Harness {
         let (open, gate) = mpsc::sync_channel(1024);
+        let (entered_tx, entered) = mpsc::sync_channel(1024);
         let written = Arc::new(Mutex::new(Vec::new()));
+        let batches = Arc::new(Mutex::new(Vec::new()));
         let sink = Gated {
             gate,
+            entered: entered_tx,
             written: Arc::clone(&written),
+            batches: Arc::clone(&batches),
         };
-        (Output::start(sink, capacity).expect("start"), open, written)
+        let output = Output::start(sink, capacity).expect("start");
+        Harness {
+            output,
+            open,
+            entered,
+            written,
+            batches,
+        }
+    }
+
+    impl Harness {
+        /// Submits `first` and returns once the sink holds it, alone in its batch.
+        fn stall_on(&self, first: u8) {
+            self.output.submit(vec![first]);
+            self.entered
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the sink takes the entry");
+        }
+
+        fn open(&self, entries: usize) {
+            for _ in 0..entries {
+                self.open.send(()).expect("gate");
+            }
+        }
+
+        fn kept(&self) -> Vec<u8> {
+            let written = self.written.lock().expect("lock");
+            written.iter().map(|e| e[0]).collect()
+        }
     }
 
     #[test]
     fn a_stalled_sink_never_blocks_the_logger_and_its_losses_are_counted() {
-        let (output, open, written) = gated(4);
+        let h = gated(4);
         // The sink holds the first entry; four more fill the queue; the rest are dropped.
-        for n in 0..20u8 {
-            output.submit(vec![n]);
+        h.stall_on(0);
+        for n in 1..20u8 {
+            h.output.submit(vec![n]);
         }
-        // One entry may sit in the sink (taken from the queue), four in the queue.
-        let dropped = output.dropped();
-        assert!((15..=16).contains(&dropped), "dropped {dropped}");
-        assert!(!output.flush(Duration::from_millis(50)), "a stalled sink");
-        for _ in 0..64 {
-            open.send(()).expect("gate");
+        assert_eq!(h.output.dropped(), 15);
+        assert!(!h.output.flush(Duration::from_millis(50)), "a stalled sink");
+        h.open(64);
+        assert!(h.output.flush(Duration::from_secs(5)));
+        // What was kept is in order, the oldest first.
+        assert_eq!(h.kept(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            h.output.dropped(),
+            0,
+            "the count is reported once caught up"
+        );
+    }
+
+    #[test]
+    fn entries_queued_together_are_written_in_one_batch() {
+        let h = gated(64);
+        h.stall_on(0);
+        for n in 1..=10u8 {
+            h.output.submit(vec![n]);
         }
-        assert!(output.flush(Duration::from_secs(5)));
-        let written = written.lock().expect("lock");
-        let kept: Vec<u8> = written.iter().map(|e| e[0]).collect();
-        // What was kept is in order, the oldest first: the sink may take the first entry from
-        // the queue at any moment of the burst, making room for one later entry.
-        assert_eq!(kept[..4], [0, 1, 2, 3], "{kept:?}");
-        assert!(kept.windows(2).all(|pair| pair[0] < pair[1]), "{kept:?}");
-        assert_eq!(kept.len() as u64 + dropped, 20);
-        assert_eq!(output.dropped(), 0, "the count is reported once caught up");
+        h.open(64);
+        assert!(h.output.flush(Duration::from_secs(5)));
+        assert_eq!(h.kept(), (0..=10).collect::<Vec<u8>>());
+        assert_eq!(*h.batches.lock().expect("lock"), [1, 10]);
     }
 
     #[test]
     fn flush_waits_for_everything_queued_before_it() {
-        let (output, open, written) = gated(64);
+        let h = gated(64);
         for n in 0..10u8 {
-            output.submit(vec![n]);
+            h.output.submit(vec![n]);
         }
-        for _ in 0..10 {
-            open.send(()).expect("gate");
-        }
-        assert!(output.flush(Duration::from_secs(5)));
-        assert_eq!(written.lock().expect("lock").len(), 10);
-        assert_eq!(output.dropped(), 0);
+        h.open(10);
+        assert!(h.output.flush(Duration::from_secs(5)));
+        assert_eq!(h.kept().len(), 10);
+        assert_eq!(h.output.dropped(), 0);
     }
 
     #[test]
     fn an_event_is_submitted_whole_when_the_layer_drops_its_writer() {
-        let (output, open, written) = gated(8);
-        let writer = Writer(output.clone());
+        let h = gated(8);
+        let writer = Writer(h.output.clone());
         {
             let mut buffer = writer.make_writer();
             buffer.write_all(b"INFO ").expect("write");
             buffer.write_all(b"hello\n").expect("write");
-            assert_eq!(written.lock().expect("lock").len(), 0);
+            assert!(h.kept().is_empty());
         }
-        open.send(()).expect("gate");
-        assert!(output.flush(Duration::from_secs(5)));
+        h.open(1);
+        assert!(h.output.flush(Duration::from_secs(5)));
         assert_eq!(
-            *written.lock().expect("lock"),
+            *h.written.lock().expect("lock"),
             vec![b"INFO hello\n".to_vec()]
         );
     }
