@@ -170,7 +170,7 @@ pub fn init(options: &LogOptions, program: &str, extra: Vec<BoxedLayer>) -> Logg
         }
         // Text and JSON lines go through one output thread to stderr.
         None => {
-            let output = output::Output::start(output::Stderr::default(), output::QUEUE_ENTRIES)
+            let output = output::Output::start(output::Stderr, output::QUEUE_ENTRIES)
                 .inspect_err(|error| {
                     warnings.push(format!(
                         "no thread for the log output ({error}); writing it from each thread"

@@ -48,9 +48,7 @@ pub trait Sink: Send + 'static {
 /// Lines to stderr: each line with one `write` (the line is whole in the queue), and the lines
 /// queued together with one `write`.
 #[derive(Debug, Default)]
-pub struct Stderr {
-    joined: Vec<u8>,
-}
+pub struct Stderr;
 
 impl Sink for Stderr {
     fn write_entry(&mut self, entry: &[u8]) {
@@ -61,13 +59,7 @@ impl Sink for Stderr {
         if let [entry] = entries {
             return self.write_entry(entry);
         }
-        self.joined.clear();
-        for entry in entries {
-            self.joined.extend_from_slice(entry);
-        }
-        let _ = io::stderr().lock().write_all(&self.joined);
-        // A burst's room is not kept for the quiet that follows.
-        self.joined = Vec::new();
+        let _ = io::stderr().lock().write_all(&entries.concat());
     }
 }
 
