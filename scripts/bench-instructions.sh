@@ -55,7 +55,7 @@ run() {
   mkdir -p "$dir"
   HAV_CALLGRIND_DIR=$dir HAV_AGENT_BIN="$work/hav.sh" HAV_KEEPALIVED_BIN="$work/keepalived.sh" \
     setsid target/release/hav-failover-bench --reps 0 --contenders keepalived,hav \
-    --idle-timings "$timing" --idle-window-s $((seconds + settle + 120)) --idle-rounds 1 \
+    --idle-timings "$timing" --idle-window-s $((seconds + settle + 120)) --idle-rounds 1 --idle-together \
     > "$dir/bench.log" 2>&1 &
   bench_pid=$!
   local waited=0

@@ -293,6 +293,26 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
 }
 
 #[test]
+fn the_longest_v4_advert_leaves_whole_and_a_datagram_beyond_the_mtu_is_refused() {
+    run(|lab| async move {
+        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+        let receiver = lab
+            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+            .unwrap();
+        // VRRPv2 with 255 addresses and authentication: 8 + 4 × 255 + 8 bytes.
+        let longest: Vec<u8> = (0..1036u32).map(|i| (i % 251) as u8).collect();
+        sender.send_advert(&longest).unwrap();
+        let mut buf = [0u8; 1500];
+        let got = datagram(recv(&receiver, &mut buf).await);
+        assert_eq!(got.payload(&buf), &longest[..]);
+
+        let error = sender.send_advert(&[0u8; 1481]).unwrap_err();
+        let error = hav_proto::errors::chain(&error);
+        assert!(error.contains("too long"), "{error}");
+    });
+}
+
+#[test]
 fn sending_to_the_other_family_is_refused() {
     run(|_lab| async move {
         let socket = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();

@@ -436,6 +436,13 @@ pub struct BenchConfig {
     /// the first, node b on the second), and what each node's interface receives is processed
     /// on that CPU, as two hosts' are; otherwise both may run anywhere.
     pub idle_apart: bool,
+    /// Whether every contender's pair runs through the same idle windows at once; by default
+    /// each pair runs alone on the host, the contenders taking turns ([`measure_idle`]).
+    pub idle_together: bool,
+    /// How long a freshly started pair runs before its idle window opens: past the start-up's
+    /// one-off work (keepalived and hav-agent alike send a second burst of gratuitous ARPs
+    /// 5 s after the master's transition).
+    pub idle_settle: Duration,
 }
 
 impl BenchConfig {
@@ -451,6 +458,8 @@ impl BenchConfig {
             fault_jitter: Duration::from_secs(1),
             count_syscalls: false,
             idle_apart: true,
+            idle_together: false,
+            idle_settle: Duration::from_secs(6),
         }
     }
 }
@@ -591,7 +600,7 @@ pub(crate) fn random_below(limit: Duration) -> Result<Duration, BenchError> {
 }
 
 /// Idle cost of one node pair at a given timing: medians over the windows of
-/// [`measure_idle`], each window measured with every contender's pair running at once.
+/// [`measure_idle`].
 #[derive(Debug, Clone)]
 pub struct IdleCost {
     pub contender: &'static str,
@@ -608,8 +617,9 @@ pub struct IdleCost {
     /// (master, backup): context switches per second (voluntary + involuntary, every thread):
     /// how often the daemon is woken.
     pub wakeups_per_second: (f64, f64),
-    /// Each window's figures, in order: the windows of all contenders at one timing are the
-    /// same spans of time, so their ratios pair window by window.
+    /// Each window's figures, in order: the n-th window of every contender at one timing is
+    /// from the same round (or the same span of time, measured together), so their ratios
+    /// pair window by window.
     pub windows: Vec<IdleWindow>,
     /// (master, backup): system calls per second, counted by `strace -c -f` in a second window
     /// of the same length (strace slows the daemon, so it is not attached while CPU is measured).
@@ -617,6 +627,8 @@ pub struct IdleCost {
     pub processes: (usize, usize),
     /// Whether each node had a CPU of its own ([`BenchConfig::idle_apart`]).
     pub apart: bool,
+    /// Whether the contenders ran at once ([`BenchConfig::idle_together`]).
+    pub together: bool,
 }
 
 /// One window's figures of one pair, (master, backup) each.
@@ -741,9 +753,18 @@ fn median_of(windows: &[IdleWindow], pick: fn(&IdleWindow) -> (f64, f64)) -> (f6
     (side(|v| v.0), side(|v| v.1))
 }
 
-/// Starts a master/backup pair of every contender, lets each settle, then measures all of them
-/// at once over `rounds` windows of `window`: each window is the same span of time for every
-/// contender, so what else the host does weighs on all of them alike.
+/// The idle cost of every contender at `timing`, over `rounds` windows of `window` each.
+///
+/// By default each contender's pair runs alone on the host and the contenders take turns: a
+/// round starts a fresh pair of each in turn (in the opposite order the next round, so that a
+/// drift of the host's speed weighs on both ends alike), lets it settle
+/// ([`BenchConfig::idle_settle`]) and measures one window. Two daemons with the same advert
+/// interval on one CPU do not cost what each costs alone: the one whose timer fires second
+/// finds the CPU awake, often while the first is still running, and skips the wake-up out of
+/// an idle CPU that dominates an advert's cost. So the ratios pair the windows of one round.
+///
+/// With [`BenchConfig::idle_together`], every pair is started first and all are measured
+/// through the same windows at once.
 pub fn measure_idle(
     contenders: &[&dyn Contender],
     timing: Timing,
@@ -751,25 +772,20 @@ pub fn measure_idle(
     rounds: usize,
     config: &BenchConfig,
 ) -> Result<Vec<IdleCost>, BenchError> {
-    let runs = contenders
-        .iter()
-        .map(|contender| IdleRun::start(*contender, timing, config))
-        .collect::<Result<Vec<_>, _>>()?;
-    let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
     let apart = config.idle_apart && can_place_apart();
-    if apart {
-        for (run, (a, b)) in runs.iter().zip(&pids) {
-            place_apart(&run.pair, a, b)?;
+    let start = |contender: &dyn Contender| -> Result<IdleRun, BenchError> {
+        let run = IdleRun::start(contender, timing, config)?;
+        if apart {
+            place_apart(&run.pair, &run.pids.0, &run.pids.1)?;
         }
-    }
-    let mut costs = Vec::new();
-    for (run, windows) in runs.iter().zip(sample_windows(&pids, window, rounds)) {
-        let syscalls_per_second = if config.count_syscalls {
-            Some(count_syscalls(&run.pids.0, &run.pids.1, window)?)
-        } else {
-            None
+        Ok(run)
+    };
+    let cost = |run: &IdleRun, windows: Vec<IdleWindow>| -> Result<IdleCost, BenchError> {
+        let syscalls_per_second = match config.count_syscalls {
+            true => Some(count_syscalls(&run.pids.0, &run.pids.1, window)?),
+            false => None,
         };
-        costs.push(IdleCost {
+        Ok(IdleCost {
             contender: run.contender,
             timing,
             window,
@@ -781,9 +797,41 @@ pub fn measure_idle(
             syscalls_per_second,
             processes: (run.pids.0.len(), run.pids.1.len()),
             apart,
-        });
+            together: config.idle_together,
+        })
+    };
+    if config.idle_together {
+        let runs = (contenders.iter())
+            .map(|contender| start(*contender))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Settling: a span of operation before the window, not a synchronisation.
+        std::thread::sleep(config.idle_settle);
+        let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
+        let windows = sample_windows(&pids, window, rounds);
+        return (runs.iter().zip(windows))
+            .map(|(run, windows)| cost(run, windows))
+            .collect();
     }
-    Ok(costs)
+    let rounds = rounds.max(1);
+    let mut windows: Vec<Vec<IdleWindow>> = vec![Vec::new(); contenders.len()];
+    let mut costs: Vec<Option<IdleCost>> = vec![None; contenders.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = match round % 2 {
+            0 => (0..contenders.len()).collect(),
+            _ => (0..contenders.len()).rev().collect(),
+        };
+        for index in order {
+            let run = start(contenders[index])?;
+            // Settling: a span of operation before the window, not a synchronisation.
+            std::thread::sleep(config.idle_settle);
+            let pids = [run.pids.clone()];
+            windows[index].extend(sample_windows(&pids, window, 1).into_iter().flatten());
+            if round + 1 == rounds {
+                costs[index] = Some(cost(&run, std::mem::take(&mut windows[index]))?);
+            }
+        }
+    }
+    Ok(costs.into_iter().flatten().collect())
 }
 
 /// A CPU's time from `/proc/stat`, in clock ticks: busy (user, nice, system, irq, softirq,
@@ -1129,9 +1177,14 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     } else {
         "both nodes free to share the CPUs"
     };
+    let turns = if costs.first().is_some_and(|c| c.together) {
+        "every pair through the same windows"
+    } else {
+        "each pair alone on the host, the contenders taking turns"
+    };
     let _ = writeln!(
         out,
-        "\n## idle cost (node pair settled, window measured; {placement})"
+        "\n## idle cost (node pair settled, window measured; {turns}; {placement})"
     );
     let _ = writeln!(
         out,
@@ -1190,7 +1243,8 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
 
 /// One row of ratios: `hav` over `reference`, window by window.
 fn render_ratios(out: &mut String, timing: Timing, hav: &IdleCost, reference: &IdleCost) {
-    // Window by window (the same span of time for both), then the median of the ratios.
+    // Window by window (the same round, or the same span of time), then the median of the
+    // ratios.
     let paired = |pick: &dyn Fn(&IdleWindow) -> f64| {
         let values = |cost: &IdleCost| cost.windows.iter().map(pick).collect::<Vec<_>>();
         stats::paired_ratio(&values(hav), &values(reference))

@@ -43,6 +43,10 @@ pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12
 pub const VRRP_HOP_LIMIT: u8 = 255;
 /// DSCP CS6 (network control) in the TOS byte, as keepalived marks its adverts.
 const TOS_CS6: u8 = 0xc0;
+/// The longest IPv4 datagram sent: an Ethernet MTU. The longest VRRP advert (255 addresses
+/// and authentication) is 1,056 bytes with its header; a longer payload is refused with
+/// `EMSGSIZE`, as the kernel refuses a datagram beyond the interface's MTU.
+const DATAGRAM_ROOM: usize = 1500;
 /// Size of the ancillary data buffer on receive: two IPv6 cmsgs with headers, with room to spare.
 const CMSG_BUFFER_LEN: usize = 128;
 
@@ -232,6 +236,11 @@ pub enum SocketError {
 #[derive(Debug)]
 pub struct VrrpSocket {
     socket: Socket,
+    /// IPv4 adverts leave through a socket of their own that receives nothing
+    /// (`IPPROTO_RAW`) and that no `epoll` waits on: the kernel then wakes no waiter when it
+    /// frees a sent datagram, as it does on a socket someone waits to read from. IPv6 sends
+    /// through `socket`.
+    sender: Option<Socket>,
     spec: SocketSpec,
     ifindex: u32,
     id: u64,
@@ -279,6 +288,12 @@ impl VrrpSocket {
             Family::V4 => configure_v4(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
             Family::V6 => configure_v6(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
         }
+        let sender = match spec.family {
+            Family::V4 => {
+                Some(open_sender_v4(iface, ifindex).map_err(|(name, e)| option(name)(e))?)
+            }
+            Family::V6 => None,
+        };
         if let Mode::Multicast { .. } = spec.mode {
             join_group(&socket, spec.family, ifindex).map_err(|source| {
                 SocketError::MulticastJoin {
@@ -290,6 +305,7 @@ impl VrrpSocket {
         }
         Ok(Self {
             socket,
+            sender,
             spec: spec.clone(),
             ifindex,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -409,7 +425,8 @@ impl VrrpSocket {
                     _ => None,
                 };
                 let id = self.next_ip_id.fetch_add(1, Ordering::Relaxed);
-                send_v4(self.socket.as_raw_fd(), id, source, dst, payload)
+                let sender = self.sender.as_ref().unwrap_or(&self.socket);
+                send_v4(sender.as_raw_fd(), id, source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
@@ -528,6 +545,27 @@ fn configure_v4(socket: &Socket, ifindex: u32) -> OptionResult {
         .set_multicast_all_v4(false)
         .map_err(|e| ("IP_MULTICAST_ALL", e))?;
     Ok(())
+}
+
+/// The socket IPv4 adverts leave through: `IPPROTO_RAW`, so it sends datagrams whose header
+/// the caller built (it implies `IP_HDRINCL`) and receives none, on the interface only, with no
+/// copy looped back.
+fn open_sender_v4(iface: &str, ifindex: u32) -> Result<Socket, (&'static str, io::Error)> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .map_err(|e| ("socket(IPPROTO_RAW)", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| ("O_NONBLOCK", e))?;
+    socket.set_cloexec(true).map_err(|e| ("FD_CLOEXEC", e))?;
+    socket
+        .bind_device(Some(iface.as_bytes()))
+        .map_err(|e| ("SO_BINDTODEVICE", e))?;
+    configure_v4(&socket, ifindex)?;
+    Ok(socket)
 }
 
 fn configure_v6(socket: &Socket, ifindex: u32) -> OptionResult {
@@ -702,8 +740,8 @@ fn ipv4_header(id: u16, source: Option<Ipv4Addr>, dst: Ipv4Addr, payload_len: us
     header
 }
 
-/// One `sendmsg(2)` of the header and the payload, gathered: the socket has `IP_HDRINCL`, and
-/// `SO_BINDTODEVICE` picks the interface.
+/// One `sendmsg(2)` of the header and the payload in one buffer: the socket has `IP_HDRINCL`,
+/// and `SO_BINDTODEVICE` picks the interface. `EMSGSIZE` beyond [`DATAGRAM_ROOM`].
 fn send_v4(
     fd: i32,
     id: u16,
@@ -712,17 +750,26 @@ fn send_v4(
     payload: &[u8],
 ) -> io::Result<()> {
     let header = ipv4_header(id, source, dst, payload.len());
-    let mut iov = [
-        libc::iovec {
-            iov_base: header.as_ptr().cast_mut().cast(),
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: payload.as_ptr().cast_mut().cast(),
-            iov_len: payload.len(),
-        },
-    ];
     let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    // One buffer: the kernel copies and checks each gathered piece on its own. Only the bytes
+    // sent are written (a wake-up after a sleep pays for every cache line touched).
+    let len = header.len() + payload.len();
+    if len > DATAGRAM_ROOM {
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    let mut datagram = std::mem::MaybeUninit::<[u8; DATAGRAM_ROOM]>::uninit();
+    let start = datagram.as_mut_ptr().cast::<u8>();
+    // SAFETY: `header` and `payload` are live and do not overlap the local buffer, whose
+    // `DATAGRAM_ROOM` bytes hold both (checked above); the kernel reads only the `len` bytes
+    // written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(header.as_ptr(), start, header.len());
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), start.add(header.len()), payload.len());
+    }
+    let mut iov = [libc::iovec {
+        iov_base: start.cast(),
+        iov_len: len,
+    }];
     send_message(fd, &message(&addr, &mut iov))
 }
 

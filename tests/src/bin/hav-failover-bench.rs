@@ -40,9 +40,17 @@ struct Args {
     /// Idle measurement window in seconds (0 skips it).
     #[arg(long, default_value_t = 10)]
     idle_window_s: u64,
-    /// Idle windows per timing; every contender runs through the same windows.
+    /// Idle rounds per timing: in each, every contender's pair runs alone for one window, the
+    /// contenders taking turns.
     #[arg(long, default_value_t = 3)]
     idle_rounds: usize,
+    /// Run every contender's pair at once through the same idle windows (two daemons on one
+    /// CPU then share its wake-ups, so each costs less than alone).
+    #[arg(long)]
+    idle_together: bool,
+    /// Seconds a fresh pair runs before its idle window opens.
+    #[arg(long, default_value_t = 6)]
+    idle_settle_s: u64,
     /// Comma-separated timings of the idle measurement: v2-1s, v3-100ms, v3-20ms, v3-10ms.
     #[arg(long, value_delimiter = ',', default_value = "v3-100ms")]
     idle_timings: Vec<String>,
@@ -100,6 +108,8 @@ fn main() -> anyhow::Result<()> {
     config.fault_jitter = Duration::from_millis(args.fault_jitter_ms);
     config.count_syscalls = args.syscalls;
     config.idle_apart = !args.idle_shared_cpus;
+    config.idle_together = args.idle_together;
+    config.idle_settle = Duration::from_secs(args.idle_settle_s);
     let idle_timings = args
         .idle_timings
         .iter()
