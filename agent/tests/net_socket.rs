@@ -313,25 +313,6 @@ fn the_longest_v4_advert_leaves_whole_and_a_datagram_beyond_the_mtu_is_refused()
 }
 
 #[test]
-fn a_v6_advert_longer_than_the_mtu_leaves_fragmented_and_arrives_whole() {
-    run(|lab| async move {
-        let sender =
-            VrrpSocket::open(&multicast(IFACE_A, Family::V6, Some(IpAddr::V6(LL_A)))).unwrap();
-        let receiver = lab
-            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V6, None)))
-            .unwrap();
-        // VRRPv3 with 100 IPv6 addresses: 8 + 16 × 100 bytes, beyond a 1,500-byte MTU.
-        let long: Vec<u8> = (0..1608u32).map(|i| (i % 251) as u8).collect();
-        sender.send_advert(&long).unwrap();
-        let mut buf = [0u8; 4096];
-        let got = datagram(recv(&receiver, &mut buf).await);
-        assert_eq!(got.meta.src, IpAddr::V6(LL_A));
-        assert_eq!(got.meta.hop_limit, 255);
-        assert_eq!(got.payload(&buf), &long[..]);
-    });
-}
-
-#[test]
 fn sending_to_the_other_family_is_refused() {
     run(|_lab| async move {
         let socket = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();

@@ -43,11 +43,9 @@ pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12
 pub const VRRP_HOP_LIMIT: u8 = 255;
 /// DSCP CS6 (network control) in the TOS byte, as keepalived marks its adverts.
 const TOS_CS6: u8 = 0xc0;
-/// The longest datagram sent with a header built here: an Ethernet MTU. The longest IPv4 advert
-/// (255 addresses and authentication) is 1,056 bytes with its header, and a longer IPv4
-/// payload is refused with `EMSGSIZE`, as the kernel refuses a datagram beyond the interface's
-/// MTU when the header says don't fragment. A longer IPv6 advert (more than 90 addresses) is
-/// sent with a header of the kernel's, which fragments it.
+/// The longest IPv4 datagram sent: an Ethernet MTU. The longest VRRP advert (255 addresses
+/// and authentication) is 1,056 bytes with its header; a longer payload is refused with
+/// `EMSGSIZE`, as the kernel refuses a datagram beyond the interface's MTU.
 const DATAGRAM_ROOM: usize = 1500;
 /// Size of the ancillary data buffer on receive: two IPv6 cmsgs with headers, with room to spare.
 const CMSG_BUFFER_LEN: usize = 128;
@@ -238,12 +236,11 @@ pub enum SocketError {
 #[derive(Debug)]
 pub struct VrrpSocket {
     socket: Socket,
-    /// Adverts leave through a socket of their own that receives nothing (`IPPROTO_RAW`, the
-    /// IP header built here) and that no `epoll` waits on: the kernel then wakes no waiter when
-    /// it frees a sent datagram, as it does on a socket someone waits to read from. An IPv6
-    /// datagram without a source (the kernel picks it) or longer than [`DATAGRAM_ROOM`] (the
-    /// kernel fragments it) leaves through `socket`.
-    sender: Socket,
+    /// IPv4 adverts leave through a socket of their own that receives nothing
+    /// (`IPPROTO_RAW`) and that no `epoll` waits on: the kernel then wakes no waiter when it
+    /// frees a sent datagram, as it does on a socket someone waits to read from. IPv6 sends
+    /// through `socket`.
+    sender: Option<Socket>,
     spec: SocketSpec,
     ifindex: u32,
     id: u64,
@@ -291,8 +288,12 @@ impl VrrpSocket {
             Family::V4 => configure_v4(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
             Family::V6 => configure_v6(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
         }
-        let sender =
-            open_sender(iface, spec.family, ifindex).map_err(|(name, e)| option(name)(e))?;
+        let sender = match spec.family {
+            Family::V4 => {
+                Some(open_sender_v4(iface, ifindex).map_err(|(name, e)| option(name)(e))?)
+            }
+            Family::V6 => None,
+        };
         if let Mode::Multicast { .. } = spec.mode {
             join_group(&socket, spec.family, ifindex).map_err(|source| {
                 SocketError::MulticastJoin {
@@ -424,23 +425,15 @@ impl VrrpSocket {
                     _ => None,
                 };
                 let id = self.next_ip_id.fetch_add(1, Ordering::Relaxed);
-                let header = ipv4_header(id, source, dst, payload.len());
-                let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-                send_datagram(self.sender.as_raw_fd(), &header, payload, &addr)
+                let sender = self.sender.as_ref().unwrap_or(&self.socket);
+                send_v4(sender.as_raw_fd(), id, source, dst, payload)
             }
             (IpAddr::V6(dst), None | Some(IpAddr::V6(_))) if self.spec.family == Family::V6 => {
                 let source = match source {
                     Some(IpAddr::V6(source)) => Some(source),
                     _ => None,
                 };
-                match source {
-                    Some(source) if IPV6_HEADER_LEN + payload.len() <= DATAGRAM_ROOM => {
-                        let header = ipv6_header(source, dst, payload.len());
-                        let addr = v6_destination(dst, self.ifindex);
-                        send_datagram(self.sender.as_raw_fd(), &header, payload, &addr)
-                    }
-                    _ => send_v6(self.socket.as_raw_fd(), self.ifindex, source, dst, payload),
-                }
+                send_v6(self.socket.as_raw_fd(), self.ifindex, source, dst, payload)
             }
             _ => {
                 return Err(SocketError::FamilyMismatch {
@@ -554,20 +547,16 @@ fn configure_v4(socket: &Socket, ifindex: u32) -> OptionResult {
     Ok(())
 }
 
-/// The socket adverts leave through: `IPPROTO_RAW`, so it sends datagrams whose IP header the
-/// caller built (it implies `IP_HDRINCL` / `IPV6_HDRINCL`) and receives none, on the interface
-/// only, with no copy looped back.
-fn open_sender(
-    iface: &str,
-    family: Family,
-    ifindex: u32,
-) -> Result<Socket, (&'static str, io::Error)> {
-    let domain = match family {
-        Family::V4 => Domain::IPV4,
-        Family::V6 => Domain::IPV6,
-    };
-    let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
-        .map_err(|e| ("socket(IPPROTO_RAW)", e))?;
+/// The socket IPv4 adverts leave through: `IPPROTO_RAW`, so it sends datagrams whose header
+/// the caller built (it implies `IP_HDRINCL`) and receives none, on the interface only, with no
+/// copy looped back.
+fn open_sender_v4(iface: &str, ifindex: u32) -> Result<Socket, (&'static str, io::Error)> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .map_err(|e| ("socket(IPPROTO_RAW)", e))?;
     socket
         .set_nonblocking(true)
         .map_err(|e| ("O_NONBLOCK", e))?;
@@ -575,17 +564,7 @@ fn open_sender(
     socket
         .bind_device(Some(iface.as_bytes()))
         .map_err(|e| ("SO_BINDTODEVICE", e))?;
-    match family {
-        Family::V4 => configure_v4(&socket, ifindex)?,
-        Family::V6 => {
-            socket
-                .set_multicast_loop_v6(false)
-                .map_err(|e| ("IPV6_MULTICAST_LOOP", e))?;
-            socket
-                .set_multicast_if_v6(ifindex)
-                .map_err(|e| ("IPV6_MULTICAST_IF", e))?;
-        }
-    }
+    configure_v4(&socket, ifindex)?;
     Ok(socket)
 }
 
@@ -761,38 +740,17 @@ fn ipv4_header(id: u16, source: Option<Ipv4Addr>, dst: Ipv4Addr, payload_len: us
     header
 }
 
-/// The length of an IPv6 header without extension headers.
-const IPV6_HEADER_LEN: usize = 40;
-
-/// The IPv6 header of an advert from `source` to `dst` carrying `payload_len` bytes: hop limit
-/// 255, traffic class and flow label 0, VRRP as the next header.
-fn ipv6_header(source: Ipv6Addr, dst: Ipv6Addr, payload_len: usize) -> [u8; IPV6_HEADER_LEN] {
-    let length = u16::try_from(payload_len).unwrap_or(u16::MAX);
-    let mut header = [0u8; IPV6_HEADER_LEN];
-    header[0] = 0x60;
-    header[4..6].copy_from_slice(&length.to_be_bytes());
-    header[6] = VRRP_PROTOCOL as u8;
-    header[7] = VRRP_HOP_LIMIT;
-    header[8..24].copy_from_slice(&source.octets());
-    header[24..40].copy_from_slice(&dst.octets());
-    header
-}
-
-/// `dst` as a socket address, scoped to the interface when it is link-local.
-fn v6_destination(dst: Ipv6Addr, ifindex: u32) -> SockaddrIn6 {
-    let scope_id = if needs_scope(dst) { ifindex } else { 0 };
-    SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope_id))
-}
-
-/// One `sendmsg(2)` of `header` and `payload` in one buffer, to `addr`, on a socket that sends
-/// the IP header it is given; `SO_BINDTODEVICE` picks the interface. `EMSGSIZE` beyond
-/// [`DATAGRAM_ROOM`].
-fn send_datagram<A: SockaddrLike>(
+/// One `sendmsg(2)` of the header and the payload in one buffer: the socket has `IP_HDRINCL`,
+/// and `SO_BINDTODEVICE` picks the interface. `EMSGSIZE` beyond [`DATAGRAM_ROOM`].
+fn send_v4(
     fd: i32,
-    header: &[u8],
+    id: u16,
+    source: Option<Ipv4Addr>,
+    dst: Ipv4Addr,
     payload: &[u8],
-    addr: &A,
 ) -> io::Result<()> {
+    let header = ipv4_header(id, source, dst, payload.len());
+    let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
     // One buffer: the kernel copies and checks each gathered piece on its own. Only the bytes
     // sent are written (a wake-up after a sleep pays for every cache line touched).
     let len = header.len() + payload.len();
@@ -812,7 +770,7 @@ fn send_datagram<A: SockaddrLike>(
         iov_base: start.cast(),
         iov_len: len,
     }];
-    send_message(fd, &message(addr, &mut iov))
+    send_message(fd, &message(&addr, &mut iov))
 }
 
 fn send_v6(
@@ -828,7 +786,8 @@ fn send_v6(
         },
         ipi6_ifindex: ifindex,
     };
-    let addr = v6_destination(dst, ifindex);
+    let scope_id = if needs_scope(dst) { ifindex } else { 0 };
+    let addr = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope_id));
     send_with_pktinfo(
         fd,
         payload,
