@@ -279,11 +279,7 @@ impl VrrpSocket {
                 source,
             }
         };
-        socket.set_nonblocking(true).map_err(option("O_NONBLOCK"))?;
-        socket.set_cloexec(true).map_err(option("FD_CLOEXEC"))?;
-        socket
-            .bind_device(Some(iface.as_bytes()))
-            .map_err(option("SO_BINDTODEVICE"))?;
+        on_interface(&socket, iface).map_err(|(name, e)| option(name)(e))?;
         match spec.family {
             Family::V4 => configure_v4(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
             Family::V6 => configure_v6(&socket, ifindex).map_err(|(name, e)| option(name)(e))?,
@@ -557,15 +553,20 @@ fn open_sender_v4(iface: &str, ifindex: u32) -> Result<Socket, (&'static str, io
         Some(Protocol::from(libc::IPPROTO_RAW)),
     )
     .map_err(|e| ("socket(IPPROTO_RAW)", e))?;
+    on_interface(&socket, iface)?;
+    configure_v4(&socket, ifindex)?;
+    Ok(socket)
+}
+
+/// What every VRRP socket is: non-blocking, closed on exec, and bound to its interface.
+fn on_interface(socket: &Socket, iface: &str) -> OptionResult {
     socket
         .set_nonblocking(true)
         .map_err(|e| ("O_NONBLOCK", e))?;
     socket.set_cloexec(true).map_err(|e| ("FD_CLOEXEC", e))?;
     socket
         .bind_device(Some(iface.as_bytes()))
-        .map_err(|e| ("SO_BINDTODEVICE", e))?;
-    configure_v4(&socket, ifindex)?;
-    Ok(socket)
+        .map_err(|e| ("SO_BINDTODEVICE", e))
 }
 
 fn configure_v6(socket: &Socket, ifindex: u32) -> OptionResult {
