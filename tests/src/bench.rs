@@ -629,6 +629,9 @@ pub struct IdleCost {
     pub apart: bool,
     /// Whether the contenders ran at once ([`BenchConfig::idle_together`]).
     pub together: bool,
+    /// The peer of a mixed measurement: the contender's master was measured against this
+    /// contender's backup, and its backup against this contender's master.
+    pub peer: Option<&'static str>,
 }
 
 /// One window's figures of one pair, (master, backup) each.
@@ -637,6 +640,20 @@ pub struct IdleWindow {
     pub cpu_percent: (f64, f64),
     pub cpu_percent_schedstat: (f64, f64),
     pub wakeups_per_second: (f64, f64),
+}
+
+impl IdleWindow {
+    /// The master's figures of `master`'s window beside the backup's of `backup`'s.
+    fn of_sides(master: &IdleWindow, backup: &IdleWindow) -> IdleWindow {
+        IdleWindow {
+            cpu_percent: (master.cpu_percent.0, backup.cpu_percent.1),
+            cpu_percent_schedstat: (
+                master.cpu_percent_schedstat.0,
+                backup.cpu_percent_schedstat.1,
+            ),
+            wakeups_per_second: (master.wakeups_per_second.0, backup.wakeups_per_second.1),
+        }
+    }
 }
 
 /// A contender's settled master/backup pair, kept running while its idle cost is sampled.
@@ -650,8 +667,10 @@ struct IdleRun {
 }
 
 impl IdleRun {
+    /// A settled pair of `master`'s node a and `backup`'s node b (most often one contender).
     fn start(
-        contender: &dyn Contender,
+        master: &dyn Contender,
+        backup: &dyn Contender,
         timing: Timing,
         config: &BenchConfig,
     ) -> Result<IdleRun, BenchError> {
@@ -659,7 +678,7 @@ impl IdleRun {
         let lab = &pair.lab;
         let httpd_a = start_httpd(lab, "a", config)?;
         let httpd_b = start_httpd(lab, "b", config)?;
-        let settings = |node: &str, httpd: &NsProcess| {
+        let settings = |node: &str, contender: &dyn Contender, httpd: &NsProcess| {
             node_settings(
                 &pair,
                 node,
@@ -670,13 +689,14 @@ impl IdleRun {
                 httpd,
             )
         };
-        let (settings_a, settings_b) = (settings("a", &httpd_a)?, settings("b", &httpd_b)?);
-        let mut node_a = contender.start(lab, &settings_a)?;
+        let settings_a = settings("a", master, &httpd_a)?;
+        let settings_b = settings("b", backup, &httpd_b)?;
+        let mut node_a = master.start(lab, &settings_a)?;
         node_a.wait_role(Role::Master, config.wait)?;
-        let mut node_b = contender.start(lab, &settings_b)?;
+        let mut node_b = backup.start(lab, &settings_b)?;
         node_b.wait_role(Role::Backup, config.wait)?;
         Ok(IdleRun {
-            contender: contender.name(),
+            contender: master.name(),
             pids: (node_a.pids(), node_b.pids()),
             _nodes: (node_a, node_b),
             _httpd: (httpd_a, httpd_b),
@@ -763,75 +783,127 @@ fn median_of(windows: &[IdleWindow], pick: fn(&IdleWindow) -> (f64, f64)) -> (f6
 /// finds the CPU awake, often while the first is still running, and skips the wake-up out of
 /// an idle CPU that dominates an advert's cost. So the ratios pair the windows of one round.
 ///
+/// With a `peer`, each turn is two pairs, one after the other: the contender's master with the
+/// peer's backup, then the peer's master with the contender's backup. Every master then sends
+/// to the same receiver, and every backup hears the same sender. On one host a sender also
+/// pays for waking the receiver's CPU (the steering's interrupt, [`place_apart`]), which costs
+/// more the longer that CPU has slept, so a thrifty backup makes its own master look dearer.
+///
 /// With [`BenchConfig::idle_together`], every pair is started first and all are measured
-/// through the same windows at once.
+/// through the same windows at once (no `peer`).
 pub fn measure_idle(
     contenders: &[&dyn Contender],
+    peer: Option<&dyn Contender>,
     timing: Timing,
     window: Duration,
     rounds: usize,
     config: &BenchConfig,
 ) -> Result<Vec<IdleCost>, BenchError> {
     let apart = config.idle_apart && can_place_apart();
-    let start = |contender: &dyn Contender| -> Result<IdleRun, BenchError> {
-        let run = IdleRun::start(contender, timing, config)?;
+    let start = |master: &dyn Contender, backup: &dyn Contender| {
+        let run = IdleRun::start(master, backup, timing, config)?;
         if apart {
             place_apart(&run.pair, &run.pids.0, &run.pids.1)?;
         }
-        Ok(run)
+        Ok::<_, BenchError>(run)
     };
-    let cost = |run: &IdleRun, windows: Vec<IdleWindow>| -> Result<IdleCost, BenchError> {
-        let syscalls_per_second = match config.count_syscalls {
+    let sides = |run: &IdleRun| -> Result<(Side, Side), BenchError> {
+        let syscalls = match config.count_syscalls {
             true => Some(count_syscalls(&run.pids.0, &run.pids.1, window)?),
             false => None,
         };
-        Ok(IdleCost {
-            contender: run.contender,
-            timing,
-            window,
-            rss_kib: (rss_kib(&run.pids.0), rss_kib(&run.pids.1)),
-            cpu_percent: median_of(&windows, |w| w.cpu_percent),
-            cpu_percent_schedstat: median_of(&windows, |w| w.cpu_percent_schedstat),
-            wakeups_per_second: median_of(&windows, |w| w.wakeups_per_second),
-            windows,
-            syscalls_per_second,
-            processes: (run.pids.0.len(), run.pids.1.len()),
-            apart,
-            together: config.idle_together,
-        })
+        let side = |pids: &[u32], syscalls: Option<f64>| Side {
+            rss_kib: rss_kib(pids),
+            processes: pids.len(),
+            syscalls_per_second: syscalls,
+        };
+        Ok((
+            side(&run.pids.0, syscalls.map(|s| s.0)),
+            side(&run.pids.1, syscalls.map(|s| s.1)),
+        ))
     };
+    let cost =
+        |contender: &'static str, (master, backup): (Side, Side), windows: Vec<IdleWindow>| {
+            IdleCost {
+                contender,
+                timing,
+                window,
+                rss_kib: (master.rss_kib, backup.rss_kib),
+                cpu_percent: median_of(&windows, |w| w.cpu_percent),
+                cpu_percent_schedstat: median_of(&windows, |w| w.cpu_percent_schedstat),
+                wakeups_per_second: median_of(&windows, |w| w.wakeups_per_second),
+                windows,
+                syscalls_per_second: master.syscalls_per_second.zip(backup.syscalls_per_second),
+                processes: (master.processes, backup.processes),
+                apart,
+                together: config.idle_together,
+                peer: peer.map(|peer| peer.name()),
+            }
+        };
     if config.idle_together {
+        if peer.is_some() {
+            return Err(BenchError::Io(
+                "a mixed idle measurement takes turns; it cannot run the pairs together".into(),
+            ));
+        }
         let runs = (contenders.iter())
-            .map(|contender| start(*contender))
+            .map(|contender| start(*contender, *contender))
             .collect::<Result<Vec<_>, _>>()?;
         // Settling: a span of operation before the window, not a synchronisation.
         std::thread::sleep(config.idle_settle);
         let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
         let windows = sample_windows(&pids, window, rounds);
         return (runs.iter().zip(windows))
-            .map(|(run, windows)| cost(run, windows))
+            .map(|(run, windows)| Ok(cost(run.contender, sides(run)?, windows)))
             .collect();
     }
+    // One settled pair's window, and its sides' figures when `last`.
+    let measure = |master: &dyn Contender, backup: &dyn Contender, last: bool| {
+        let run = start(master, backup)?;
+        // Settling: a span of operation before the window, not a synchronisation.
+        std::thread::sleep(config.idle_settle);
+        let measured = sample_windows(std::slice::from_ref(&run.pids), window, 1);
+        let window = (measured.into_iter().flatten().next())
+            .ok_or_else(|| BenchError::Io("no idle window was measured".into()))?;
+        let sides = if last { Some(sides(&run)?) } else { None };
+        Ok::<_, BenchError>((window, sides))
+    };
     let rounds = rounds.max(1);
     let mut windows: Vec<Vec<IdleWindow>> = vec![Vec::new(); contenders.len()];
     let mut costs: Vec<Option<IdleCost>> = vec![None; contenders.len()];
     for round in 0..rounds {
+        let last = round + 1 == rounds;
         let order: Vec<usize> = match round % 2 {
             0 => (0..contenders.len()).collect(),
             _ => (0..contenders.len()).rev().collect(),
         };
         for index in order {
-            let run = start(contenders[index])?;
-            // Settling: a span of operation before the window, not a synchronisation.
-            std::thread::sleep(config.idle_settle);
-            let pids = [run.pids.clone()];
-            windows[index].extend(sample_windows(&pids, window, 1).into_iter().flatten());
-            if round + 1 == rounds {
-                costs[index] = Some(cost(&run, std::mem::take(&mut windows[index]))?);
+            let contender = contenders[index];
+            let (window, sides) = match peer {
+                None => measure(contender, contender, last)?,
+                Some(peer) => {
+                    let (as_master, master_sides) = measure(contender, peer, last)?;
+                    let (as_backup, backup_sides) = measure(peer, contender, last)?;
+                    let sides = master_sides.zip(backup_sides).map(|(m, b)| (m.0, b.1));
+                    (IdleWindow::of_sides(&as_master, &as_backup), sides)
+                }
+            };
+            windows[index].push(window);
+            if let Some(sides) = sides {
+                let windows = std::mem::take(&mut windows[index]);
+                costs[index] = Some(cost(contender.name(), sides, windows));
             }
         }
     }
     Ok(costs.into_iter().flatten().collect())
+}
+
+/// One node's figures at the end of its last window.
+#[derive(Debug, Clone, Copy)]
+struct Side {
+    rss_kib: u64,
+    processes: usize,
+    syscalls_per_second: Option<f64>,
 }
 
 /// A CPU's time from `/proc/stat`, in clock ticks: busy (user, nice, system, irq, softirq,
@@ -1177,10 +1249,14 @@ pub fn render_idle(costs: &[IdleCost]) -> String {
     } else {
         "both nodes free to share the CPUs"
     };
-    let turns = if costs.first().is_some_and(|c| c.together) {
-        "every pair through the same windows"
-    } else {
-        "each pair alone on the host, the contenders taking turns"
+    let turns = match costs.first() {
+        Some(c) if c.together => "every pair through the same windows".to_owned(),
+        Some(IdleCost {
+            peer: Some(peer), ..
+        }) => format!(
+            "mixed pairs, each alone on the host: each master against {peer}'s backup, each backup against {peer}'s master"
+        ),
+        _ => "each pair alone on the host, the contenders taking turns".to_owned(),
     };
     let _ = writeln!(
         out,

@@ -61,20 +61,30 @@ pub fn median_f64(values: &[f64]) -> Option<f64> {
 
 /// `hav / reference` of paired measurements (the same windows of time): the median of the
 /// per-pair ratios, with two decimals; pairs with a zero reference are left out, and `–` is
-/// printed when none is left or the lengths differ.
+/// printed when none is left or the lengths differ. From four pairs on, the middle half of the
+/// ratios follows in brackets (the 25th to the 75th percentile, nearest rank): how far one
+/// round's host noise moves the figure.
 pub fn paired_ratio(hav: &[f64], reference: &[f64]) -> String {
     if hav.len() != reference.len() {
         return "–".into();
     }
-    let ratios: Vec<f64> = hav
+    let mut ratios: Vec<f64> = hav
         .iter()
         .zip(reference)
         .filter(|(_, r)| **r > 0.0)
         .map(|(h, r)| h / r)
+        .filter(|ratio| !ratio.is_nan())
         .collect();
-    match median_f64(&ratios) {
-        Some(median) => format!("{median:.2}"),
-        None => "–".into(),
+    ratios.sort_by(f64::total_cmp);
+    let Some(median) = nearest_rank(&ratios, 50) else {
+        return "–".into();
+    };
+    match (ratios.len() >= 4)
+        .then(|| Some((nearest_rank(&ratios, 25)?, nearest_rank(&ratios, 75)?)))
+        .flatten()
+    {
+        Some((low, high)) => format!("{median:.2} ({low:.2}–{high:.2})"),
+        None => format!("{median:.2}"),
     }
 }
 
@@ -124,6 +134,11 @@ mod tests {
         assert_eq!(paired_ratio(&[1.0, 2.0], &[0.0, 4.0]), "0.50");
         assert_eq!(paired_ratio(&[1.0], &[0.0]), "–");
         assert_eq!(paired_ratio(&[1.0, 2.0], &[1.0]), "–");
+        // From four pairs on, the middle half of the ratios: here 0.8, 0.9, 1.0, 1.1, 1.3.
+        assert_eq!(
+            paired_ratio(&[0.9, 1.3, 0.8, 1.1, 1.0], &[1.0; 5]),
+            "1.00 (0.90–1.10)"
+        );
         assert_eq!(median_f64(&[3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
         assert_eq!(median_f64(&[]), None);
     }

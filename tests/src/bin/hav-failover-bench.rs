@@ -48,6 +48,10 @@ struct Args {
     /// CPU then share its wake-ups, so each costs less than alone).
     #[arg(long)]
     idle_together: bool,
+    /// Measure idle cost in mixed pairs: each contender's master beside this contender's backup,
+    /// then its backup beside this contender's master (keepalived, hav or hav-ref).
+    #[arg(long)]
+    idle_peer: Option<String>,
     /// Seconds a fresh pair runs before its idle window opens.
     #[arg(long, default_value_t = 6)]
     idle_settle_s: u64,
@@ -72,6 +76,20 @@ struct Args {
     httpd: Option<PathBuf>,
 }
 
+/// The contender called `name`.
+fn contender(name: &str) -> anyhow::Result<Box<dyn Contender>> {
+    Ok(match name {
+        "keepalived" => Box::new(KeepalivedContender),
+        "hav" => Box::new(HavContender::default()),
+        bench::HAV_REFERENCE => {
+            let binary = std::env::var_os("HAV_REF_AGENT_BIN")
+                .context("the contender hav-ref runs the hav-agent at HAV_REF_AGENT_BIN")?;
+            Box::new(HavContender::reference(binary.into()))
+        }
+        other => bail!("unknown contender {other}"),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     // The hav contender runs `HAV_AGENT_BIN`, else the hav-agent built beside this binary.
     let args = Args::parse();
@@ -85,18 +103,12 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|t| Timing::parse(t).with_context(|| format!("unknown timing {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut contenders: Vec<Box<dyn Contender>> = Vec::new();
-    for name in &args.contenders {
-        match name.as_str() {
-            "keepalived" => contenders.push(Box::new(KeepalivedContender)),
-            "hav" => contenders.push(Box::new(HavContender::default())),
-            bench::HAV_REFERENCE => {
-                let binary = std::env::var_os("HAV_REF_AGENT_BIN")
-                    .context("the contender hav-ref runs the hav-agent at HAV_REF_AGENT_BIN")?;
-                contenders.push(Box::new(HavContender::reference(binary.into())));
-            }
-            other => bail!("unknown contender {other}"),
-        }
+    let contenders = (args.contenders.iter())
+        .map(|name| contender(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peer = args.idle_peer.as_deref().map(contender).transpose()?;
+    if peer.is_some() && args.idle_together {
+        bail!("--idle-peer measures mixed pairs in turns; it cannot be used with --idle-together");
     }
     let httpd = match args.httpd {
         Some(path) => path,
@@ -174,6 +186,7 @@ fn main() -> anyhow::Result<()> {
         for &timing in &idle_timings {
             match bench::measure_idle(
                 &measured,
+                peer.as_deref(),
                 timing,
                 Duration::from_secs(args.idle_window_s),
                 args.idle_rounds,
