@@ -21,9 +21,9 @@ for arg in "$@"; do
 done
 
 if $quick; then
-  reps=2; idle_window=10; connections=1000; agents=100,1000; loaded=(--quick --cuts 5)
+  reps=2; idle_window=10; mixed_timings=v3-10ms; connections=1000; agents=100,1000; loaded=(--quick --cuts 5)
 else
-  reps=5; idle_window=30; connections=1000,10000; agents=100,1000,10000; loaded=(--minutes 10 --cuts 20)
+  reps=5; idle_window=30; mixed_timings=v3-100ms,v3-20ms,v3-10ms; connections=1000,10000; agents=100,1000,10000; loaded=(--minutes 10 --cuts 20)
 fi
 
 cargo build --release --workspace --bins
@@ -36,6 +36,10 @@ report=target/bench-report.md
   target/release/hav-failover-bench --reps "$reps" --scenarios link-cut,crash,graceful-stop \
     --timings v3-100ms,v3-20ms --idle-timings v3-100ms,v3-20ms,v3-10ms \
     --idle-window-s "$idle_window" --syscalls 2>/dev/null
+  echo
+  echo "## Agent: idle cost in mixed pairs (each master beside keepalived's backup, each backup beside keepalived's master)"
+  target/release/hav-failover-bench --reps 0 --idle-peer keepalived \
+    --idle-timings "$mixed_timings" --idle-window-s "$idle_window" 2>/dev/null
   echo
   echo "## Agent at scale: 255 IPv4 + 255 IPv6 instances per node, hav vs keepalived"
   target/release/hav-scale-bench many-instances --reps "$reps" --idle-window-s "$idle_window" 2>/dev/null

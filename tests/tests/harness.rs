@@ -220,6 +220,33 @@ fn failover_bench_pipeline_measures_keepalived_and_hav() {
 }
 
 #[test]
+fn a_mixed_idle_measurement_takes_each_side_from_the_pair_it_ran_in() {
+    let mut config = BenchConfig::new(HTTPD.into());
+    config.idle_settle = Duration::ZERO;
+    let costs = bench::measure_idle(
+        &[&HavContender::default()],
+        Some(&KeepalivedContender),
+        Timing::V3_20MS,
+        Duration::from_secs(1),
+        1,
+        &config,
+    )
+    .expect("measure");
+    let [hav] = costs.as_slice() else {
+        panic!("one cost per contender: {costs:?}");
+    };
+    assert_eq!((hav.contender, hav.peer), ("hav", Some("keepalived")));
+    // hav-agent is one process and keepalived two: each side is hav's own node, the master
+    // from the pair beside keepalived's backup, the backup from the pair beside its master.
+    assert_eq!(hav.processes, (1, 1), "{hav:?}");
+    assert_eq!(hav.windows.len(), 1);
+    // A master sends every 20 ms; a backup hearing a settled master holds the repeats.
+    let (master, backup) = hav.wakeups_per_second;
+    assert!(master > 30.0 && backup < master, "{hav:?}");
+    assert!(hav.cpu_percent_schedstat.0 > 0.0, "{hav:?}");
+}
+
+#[test]
 fn sweep_removes_only_namespaces_of_dead_runs() {
     let dead = RunPrefix::generate().expect("prefix");
     let dead_ns = dead.name("x").expect("fits");
