@@ -629,8 +629,8 @@ pub struct IdleCost {
     pub apart: bool,
     /// Whether the contenders ran at once ([`BenchConfig::idle_together`]).
     pub together: bool,
-    /// The peer of a mixed measurement: the contender's master was measured against this
-    /// contender's backup, and its backup against this contender's master.
+    /// The peer of a mixed measurement: the contender's master was measured beside the peer's
+    /// backup, and its backup beside the peer's master.
     pub peer: Option<&'static str>,
 }
 
