@@ -48,8 +48,9 @@ struct Args {
     /// CPU then share its wake-ups, so each costs less than alone).
     #[arg(long)]
     idle_together: bool,
-    /// Measure idle cost in mixed pairs: each contender's master beside this contender's backup,
-    /// then its backup beside this contender's master (keepalived, hav or hav-ref).
+    /// Measure idle cost in mixed pairs, beside the contender named here (keepalived, hav or
+    /// hav-ref): each contender's master beside its backup, then each contender's backup beside
+    /// its master.
     #[arg(long)]
     idle_peer: Option<String>,
     /// Seconds a fresh pair runs before its idle window opens.
