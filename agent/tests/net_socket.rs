@@ -61,6 +61,15 @@ async fn recv(socket: &VrrpSocket, buf: &mut [u8]) -> Received {
     wait_for(socket, || socket.try_recv(buf).unwrap())
 }
 
+/// A multicast IPv4 VRRP socket on a's interface, and one on b's in namespace b.
+fn multicast_v4_pair(lab: &Lab) -> (VrrpSocket, VrrpSocket) {
+    let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
+    let receiver = lab
+        .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
+        .unwrap();
+    (sender, receiver)
+}
+
 fn datagram(received: Received) -> Datagram {
     match received {
         Received::Datagram(datagram) => datagram,
@@ -71,10 +80,7 @@ fn datagram(received: Received) -> Datagram {
 #[test]
 fn multicast_v4_advert_arrives_with_ttl_255_and_cs6() {
     run(|lab| async move {
-        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let receiver = lab
-            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
-            .unwrap();
+        let (sender, receiver) = multicast_v4_pair(&lab);
         sender.send_advert(&PAYLOAD).unwrap();
 
         let mut buf = [0u8; 1500];
@@ -114,10 +120,7 @@ fn multicast_v6_advert_arrives_with_hop_limit_255_from_link_local() {
 #[test]
 fn one_socket_serves_several_senders_and_reports_each_datagram() {
     run(|lab| async move {
-        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let receiver = lab
-            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
-            .unwrap();
+        let (sender, receiver) = multicast_v4_pair(&lab);
         let mut second = PAYLOAD;
         second[1] = 52; // another VRID on the same socket
         sender.send_advert(&PAYLOAD).unwrap();
@@ -238,10 +241,7 @@ fn unicast_v6_reaches_every_peer_from_the_configured_source() {
 #[test]
 fn truncated_datagram_is_reported_malformed() {
     run(|lab| async move {
-        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let receiver = lab
-            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
-            .unwrap();
+        let (sender, receiver) = multicast_v4_pair(&lab);
         sender.send_advert(&PAYLOAD).unwrap();
         let mut small = [0u8; 24];
         match recv(&receiver, &mut small).await {
@@ -295,10 +295,7 @@ fn multicast_and_unicast_sockets_on_one_interface_keep_apart() {
 #[test]
 fn the_longest_v4_advert_leaves_whole_and_a_datagram_beyond_the_mtu_is_refused() {
     run(|lab| async move {
-        let sender = VrrpSocket::open(&multicast(IFACE_A, Family::V4, None)).unwrap();
-        let receiver = lab
-            .in_b(|| VrrpSocket::open(&multicast(IFACE_B, Family::V4, None)))
-            .unwrap();
+        let (sender, receiver) = multicast_v4_pair(&lab);
         // VRRPv2 with 255 addresses and authentication: 8 + 4 × 255 + 8 bytes.
         let longest: Vec<u8> = (0..1036u32).map(|i| (i % 251) as u8).collect();
         sender.send_advert(&longest).unwrap();

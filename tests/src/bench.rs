@@ -659,7 +659,6 @@ impl IdleWindow {
 /// A contender's settled master/backup pair, kept running while its idle cost is sampled.
 /// Fields drop in order: the daemons first, then the services they track, then the lab.
 struct IdleRun {
-    contender: &'static str,
     pids: (Vec<u32>, Vec<u32>),
     _nodes: (Box<dyn ContenderNode>, Box<dyn ContenderNode>),
     _httpd: (NsProcess, NsProcess),
@@ -696,7 +695,6 @@ impl IdleRun {
         let mut node_b = backup.start(lab, &settings_b)?;
         node_b.wait_role(Role::Backup, config.wait)?;
         Ok(IdleRun {
-            contender: master.name(),
             pids: (node_a.pids(), node_b.pids()),
             _nodes: (node_a, node_b),
             _httpd: (httpd_a, httpd_b),
@@ -853,8 +851,8 @@ pub fn measure_idle(
         std::thread::sleep(config.idle_settle);
         let pids: Vec<(Vec<u32>, Vec<u32>)> = runs.iter().map(|run| run.pids.clone()).collect();
         let windows = sample_windows(&pids, window, rounds);
-        return (runs.iter().zip(windows))
-            .map(|(run, windows)| Ok(cost(run.contender, sides(run)?, windows)))
+        return (contenders.iter().zip(&runs).zip(windows))
+            .map(|((contender, run), windows)| Ok(cost(contender.name(), sides(run)?, windows)))
             .collect();
     }
     // One settled pair's window, and its sides' figures when `last`.

@@ -51,7 +51,7 @@ struct Args {
     /// Measure idle cost in mixed pairs, beside the contender named here (keepalived, hav or
     /// hav-ref): each contender's master beside its backup, then each contender's backup beside
     /// its master.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "idle_together")]
     idle_peer: Option<String>,
     /// Seconds a fresh pair runs before its idle window opens.
     #[arg(long, default_value_t = 6)]
@@ -108,9 +108,6 @@ fn main() -> anyhow::Result<()> {
         .map(|name| contender(name))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let peer = args.idle_peer.as_deref().map(contender).transpose()?;
-    if peer.is_some() && args.idle_together {
-        bail!("--idle-peer measures mixed pairs in turns; it cannot be used with --idle-together");
-    }
     let httpd = match args.httpd {
         Some(path) => path,
         None => bench::sibling_binary("hav-test-httpd")?,
